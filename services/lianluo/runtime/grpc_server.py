@@ -1,0 +1,210 @@
+"""The grpc.aio server every service runs: health, reflection, tracing, auth and error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from lianluo.runtime import auth
+from lianluo.runtime.errors import DomainError, Unauthenticated, to_rpc_status
+from lianluo.runtime.logs import get_logger
+from lianluo.runtime.telemetry import extract_metadata
+
+log = get_logger(__name__)
+
+# Infrastructure methods answer without a key and are not wrapped: load balancers and
+# grpcurl must reach them, and their handlers are not plain coroutines or generators.
+PUBLIC_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+CallScope = Callable[[str, grpc.aio.ServicerContext[Any, Any]], AbstractAsyncContextManager[None]]
+
+
+def _wrap_handler(handler: grpc.RpcMethodHandler, method: str, scope: CallScope) -> Any:
+    """Run every call of `handler` inside `scope`, for all four RPC shapes."""
+
+    def unary_response(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            async with scope(method, context):
+                return await behavior(request, context)
+
+        return call
+
+    def stream_response(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            async with scope(method, context):
+                async for response in behavior(request, context):
+                    yield response
+
+        return call
+
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), **kwargs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), **kwargs)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), **kwargs)
+    return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **kwargs)
+
+
+class _ScopedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def scope(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method.startswith(PUBLIC_METHOD_PREFIXES):
+            return handler
+        return _wrap_handler(handler, method, self.scope)
+
+
+class TracingInterceptor(_ScopedInterceptor):
+    """A server span per call, child of the trace context in the call metadata."""
+
+    def __init__(self) -> None:
+        self._tracer = trace.get_tracer("lianluo.grpc")
+
+    @asynccontextmanager
+    async def scope(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        parent = extract_metadata(context.invocation_metadata())
+        token = otel_context.attach(parent)
+        service, _, name = method.lstrip("/").partition("/")
+        try:
+            with self._tracer.start_as_current_span(
+                method.lstrip("/"),
+                kind=SpanKind.SERVER,
+                attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+            ):
+                yield
+        finally:
+            otel_context.detach(token)
+
+
+class ErrorInterceptor(_ScopedInterceptor):
+    """Domain errors become status codes with google.rpc details; anything else is INTERNAL."""
+
+    @asynccontextmanager
+    async def scope(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        try:
+            yield
+        except grpc.aio.AbortError:
+            raise
+        except DomainError as error:
+            trace.get_current_span().set_status(Status(StatusCode.ERROR, error.message))
+            await context.abort_with_status(rpc_status.to_status(to_rpc_status(error)))
+        except Exception:
+            log.exception("unhandled error", method=method)
+            trace.get_current_span().set_status(Status(StatusCode.ERROR))
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+
+class AuthInterceptor(_ScopedInterceptor):
+    """Turns `authorization: Bearer <key>` into the principal of the call."""
+
+    def __init__(self, admin_key: str, resolver: auth.KeyResolver | None) -> None:
+        self._admin_sha256 = auth.sha256_hex(admin_key)
+        self._resolver = resolver
+
+    @asynccontextmanager
+    async def scope(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        principal = await self._authenticate(context.invocation_metadata() or ())
+        token = auth.set_principal(principal)
+        try:
+            yield
+        finally:
+            auth.reset_principal(token)
+
+    async def _authenticate(self, metadata: Sequence[tuple[str, str | bytes]]) -> auth.Principal:
+        values = [v for k, v in metadata if k == "authorization" and isinstance(v, str)]
+        if not values:
+            raise Unauthenticated("missing API key: send `authorization: Bearer <key>`")
+        scheme, _, token = values[0].partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("the authorization header must be `Bearer <key>`")
+        if auth.matches(token, self._admin_sha256):
+            return auth.Principal(key_id=auth.ADMIN_BOOTSTRAP_KEY_ID, tenant_id=None)
+        key_id, secret = auth.parse_token(token)
+        principal = None
+        if self._resolver is not None:
+            principal = await self._resolver.resolve(key_id, auth.sha256_hex(secret))
+        if principal is None:
+            raise Unauthenticated("unknown or revoked API key")
+        return principal
+
+
+RegisterFn = Callable[[Any, grpc.aio.Server], None]
+
+
+class GrpcServer:
+    """Owns the server, its health service and its lifecycle."""
+
+    def __init__(self, host: str, port: int, admin_key: str) -> None:
+        self._address = f"{host}:{port}"
+        self._admin_key = admin_key
+        self._services: list[tuple[RegisterFn, Any, str]] = []
+        self.resolver: auth.KeyResolver | None = None
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+
+    def add(self, register: RegisterFn, servicer: Any, full_name: str) -> None:
+        """Register a servicer; `full_name` is its proto name, for health and reflection."""
+        self._services.append((register, servicer, full_name))
+
+    @property
+    def service_names(self) -> list[str]:
+        return [name for _, _, name in self._services]
+
+    async def start(self) -> int:
+        server = grpc.aio.server(
+            interceptors=[
+                TracingInterceptor(),
+                ErrorInterceptor(),
+                AuthInterceptor(self._admin_key, self.resolver),
+            ],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        for register, servicer, _ in self._services:
+            register(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(names, server)
+        self.port = server.add_insecure_port(self._address)
+        if self.port == 0:
+            raise RuntimeError(f"cannot listen on {self._address}")
+        await server.start()
+        self._server = server
+        for name in ["", *self.service_names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    async def stop(self, grace: float) -> None:
+        # NOT_SERVING first, so load balancers stop sending before in-flight calls drain.
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)

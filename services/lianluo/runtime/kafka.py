@@ -1,0 +1,242 @@
+"""Kafka events: the envelope, the producer, topic creation and the consumer loop.
+
+Correctness does not rest on idempotent or transactional producers (the local broker lacks
+them, and they do not cover a database write anyway): writes go through the outbox, and
+consumers apply each event id once, in the same transaction as its effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import DecodeError, Message
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from lianluo.events.v1 import envelope_pb2
+from lianluo.runtime.logs import get_logger
+from lianluo.runtime.telemetry import extract_headers
+
+log = get_logger(__name__)
+M = TypeVar("M", bound=Message)
+
+Envelope = envelope_pb2.Envelope
+
+
+def new_envelope(event_type: str, tenant_id: str, payload: Message, producer: str) -> Envelope:
+    occur = timestamp_pb2.Timestamp()
+    occur.FromDatetime(datetime.now(UTC))
+    envelope = Envelope(
+        event_id=str(uuid.uuid4()),
+        type=event_type,
+        tenant_id=tenant_id,
+        occur_time=occur,
+        producer=producer,
+    )
+    envelope.payload.Pack(payload)
+    return envelope
+
+
+def unpack(envelope: Envelope, message_type: type[M]) -> M:
+    message = message_type()
+    if not envelope.payload.Unpack(message):
+        raise DecodeError(f"{envelope.type}: payload is {envelope.payload.type_url}")
+    return message
+
+
+def partition_for(partition_key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2), so every client agrees on a tenant's partition."""
+    hashed: int = murmur2(partition_key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+class EventProducer:
+    """An acks=all producer that awaits delivery of every record it sends."""
+
+    def __init__(self, bootstrap_servers: str, client_id: str) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            acks="all",
+            linger_ms=2,
+            max_batch_size=1_048_576,
+            request_timeout_ms=15_000,
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def partitions(self, topic: str) -> int:
+        found = await self._producer.partitions_for(topic)
+        if not found:
+            raise RuntimeError(f"topic {topic} has no partitions")
+        return len(found)
+
+    async def send_batch(
+        self, records: Sequence[tuple[str, bytes, bytes, bytes, list[tuple[str, bytes]]]]
+    ) -> None:
+        """Send (topic, key, partition_key, value, headers) records in order; wait for all acks."""
+        futures = []
+        for topic, key, partition_key, value, headers in records:
+            partition = partition_for(partition_key, await self.partitions(topic))
+            futures.append(
+                await self._producer.send(
+                    topic, value=value, key=key, partition=partition, headers=headers
+                )
+            )
+        await asyncio.gather(*futures)
+
+
+async def ensure_topics(
+    bootstrap_servers: str, topics: Sequence[str], partitions: int, compacted: Sequence[str] = ()
+) -> None:
+    """Create missing topics (development and tests; production topics come from the operator)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in dict.fromkeys(topics) if t not in existing]
+        if missing:
+            new = [
+                NewTopic(
+                    name=t,
+                    num_partitions=partitions,
+                    replication_factor=1,
+                    topic_configs={"cleanup.policy": "compact"} if t in compacted else {},
+                )
+                for t in missing
+            ]
+            # Another replica may have created it first.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(new)
+    finally:
+        await admin.close()
+
+
+Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
+
+
+class EventConsumer:
+    """A consumer group loop: each event is applied once, then its offset is committed.
+
+    Per record: open a transaction, record the event id in the inbox (a duplicate is skipped),
+    run the handler, commit. Offsets are committed only after the batch's effects are durable.
+    A failing handler is retried with backoff, keeping the partition's order.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        pool: asyncpg.Pool,
+        group_id: str,
+        topics: Sequence[str],
+        handler: Handler,
+        consumer_name: str | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        self._pool = pool
+        self._handler = handler
+        self._topics = list(topics)
+        self._name = consumer_name or group_id
+        self._consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            client_id=client_id or group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+        )
+        self._stopping = asyncio.Event()
+        self._tracer = trace.get_tracer("lianluo.kafka")
+        self.applied = 0
+
+    async def start(self) -> None:
+        await self._consumer.start()
+
+    async def run(self) -> None:
+        """Consume until stop(); the batch in hand is finished and committed before returning."""
+        try:
+            while not self._stopping.is_set():
+                batches = await self._consumer.getmany(timeout_ms=500, max_records=200)
+                for tp, records in batches.items():
+                    for record in records:
+                        await self._apply_with_retry(record)
+                    await self._consumer.commit({tp: records[-1].offset + 1})
+        finally:
+            await self._consumer.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _apply_with_retry(self, record: ConsumerRecord[Any, Any]) -> None:
+        async for attempt in AsyncRetrying(
+            wait=wait_exponential(multiplier=0.1, max=5),
+            retry=retry_if_exception_type(Exception),
+            before_sleep=lambda state: log.warning(
+                "event handler failed; retrying",
+                consumer=self._name,
+                topic=record.topic,
+                offset=record.offset,
+                error=repr(state.outcome.exception()) if state.outcome else None,
+            ),
+        ):
+            with attempt:
+                await self._apply(record)
+
+    async def _apply(self, record: ConsumerRecord[Any, Any]) -> None:
+        envelope = Envelope()
+        try:
+            envelope.ParseFromString(record.value or b"")
+        except DecodeError:
+            # A record that is not an envelope can never succeed; retrying would stall the
+            # partition forever, so it is logged and passed over.
+            log.error("not an event envelope; skipped", topic=record.topic, offset=record.offset)
+            return
+        parent = extract_headers(record.headers)
+        with self._tracer.start_as_current_span(
+            f"{record.topic} process",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": record.topic,
+                "messaging.operation.type": "process",
+                "messaging.message.id": envelope.event_id,
+                "messaging.kafka.offset": record.offset,
+            },
+        ):
+            async with self._pool.acquire() as conn, conn.transaction():
+                first_time = await conn.fetchval(
+                    "insert into inbox (consumer, event_id) values ($1, $2) "
+                    "on conflict do nothing returning true",
+                    self._name,
+                    envelope.event_id,
+                )
+                if first_time:
+                    await self._handler(conn, envelope)
+                    self.applied += 1
+
+    async def wait_assigned(self) -> set[TopicPartition]:
+        """Wait until the group gave this consumer its partitions (bound it with a timeout)."""
+        # The group protocol offers no awaitable for "assigned"; polling is cheap here.
+        while not self._consumer.assignment():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        return set(self._consumer.assignment())

@@ -1,0 +1,160 @@
+"""The lifecycle every service shares: start its parts, serve, and stop them in order.
+
+Start: logging and tracing, the Postgres pool, migrations and topics (when auto_migrate),
+the producer and outbox relay, the consumers, then the gRPC server, which turns SERVING last.
+Stop (SIGTERM or SIGINT): health NOT_SERVING, the server drains within its grace period,
+consumers finish their batch and commit, the outbox flushes, the pool closes, spans flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from lianluo.runtime import kafka, postgres
+from lianluo.runtime.grpc_server import GrpcServer, RegisterFn
+from lianluo.runtime.logs import configure_logging, get_logger
+from lianluo.runtime.outbox import OutboxRelay
+from lianluo.runtime.settings import ServiceSettings
+from lianluo.runtime.telemetry import configure_tracing
+
+log = get_logger(__name__)
+
+
+class Service:
+    """The parts of one running service; its composition root fills it in, then calls serve()."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: ServiceSettings,
+        *,
+        migrations: Path,
+        topics: list[str],
+        compacted_topics: list[str] | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self._migrations = migrations
+        self._topics = [settings.topic(t) for t in topics]
+        self._compacted = [settings.topic(t) for t in compacted_topics or []]
+        self.grpc = GrpcServer(
+            settings.grpc_host, settings.grpc_port, settings.admin_key.get_secret_value()
+        )
+        self._pool: asyncpg.Pool | None = None
+        self._producer: kafka.EventProducer | None = None
+        self._relay: OutboxRelay | None = None
+        self._consumers: list[kafka.EventConsumer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._tracer_provider = configure_tracing(name)
+        configure_logging(name, settings.log_level)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the service is not started")
+        return self._pool
+
+    async def start_storage(self) -> None:
+        """Connect to Postgres and Kafka; apply migrations and create topics when configured."""
+        s = self.settings
+        if s.auto_migrate:
+            await migrate(self.name, s, self._migrations, self._topics, self._compacted)
+        self._pool = await postgres.create_pool(
+            s.database_url, self.name, min_size=s.db_pool_min, max_size=s.db_pool_max
+        )
+        self._producer = kafka.EventProducer(s.kafka_bootstrap_servers, client_id=self.name)
+        await self._producer.start()
+        self._relay = OutboxRelay(self._pool, self._producer, self.name)
+        self._spawn(self._relay.run(), "outbox relay")
+
+    def add_grpc(self, register: RegisterFn, servicer: Any, full_name: str) -> None:
+        self.grpc.add(register, servicer, full_name)
+
+    async def add_consumer(self, topics: list[str], handler: kafka.Handler) -> None:
+        """Consume the logical `topics` in this service's consumer group."""
+        consumer = kafka.EventConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            pool=self.pool,
+            group_id=self.settings.topic(self.name),
+            topics=[self.settings.topic(t) for t in topics],
+            handler=handler,
+            consumer_name=self.name,
+        )
+        await consumer.start()
+        self._consumers.append(consumer)
+        self._spawn(consumer.run(), f"consumer {topics}")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def serve(self) -> None:
+        """Serve until SIGTERM, SIGINT or request_stop(), then shut down in order."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        try:
+            port = await self.grpc.start()
+            log.info("serving", port=port, services=self.grpc.service_names)
+            await self._stop.wait()
+            log.info("stopping", grace_seconds=self.settings.shutdown_grace_seconds)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        await self.grpc.stop(self.settings.shutdown_grace_seconds)
+        for consumer in self._consumers:
+            consumer.stop()
+        if self._relay is not None:
+            self._relay.stop()
+        # Consumers commit their batch and the relay flushes before the pool and producer go.
+        results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                log.error("background task failed during shutdown", error=repr(result))
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._pool is not None:
+            await self._pool.close()
+        self._tracer_provider.shutdown()
+        log.info("stopped")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        task = asyncio.create_task(coro, name=f"{self.name}: {what}")
+        task.add_done_callback(self._on_task_done)
+        self._tasks.append(task)
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        # A background loop that dies takes the service down: better a restart by the
+        # orchestrator than a replica that answers health but no longer relays or consumes.
+        if not task.cancelled() and task.exception() is not None and not self._stop.is_set():
+            log.error("background task died", task=task.get_name(), error=repr(task.exception()))
+            self._stop.set()
+
+
+async def migrate(
+    name: str,
+    settings: ServiceSettings,
+    migrations: Path,
+    topics: list[str],
+    compacted: list[str],
+) -> None:
+    """Apply a service's migrations and create its topics; used at start-up and by the CLI."""
+    await postgres.migrate_dsn(settings.database_url, name, {name: migrations})
+    await kafka.ensure_topics(
+        settings.kafka_bootstrap_servers, topics, settings.topic_partitions, compacted
+    )
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

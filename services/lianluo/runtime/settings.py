@@ -1,0 +1,56 @@
+"""Typed settings read from the environment; a missing or bad variable stops the start."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Secrets that appear in examples and must never reach a running platform.
+_PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "admin", "password", "example"}
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs; each service subclasses it for its own settings."""
+
+    model_config = SettingsConfigDict(env_prefix="LIANLUO_", extra="ignore", frozen=True)
+
+    database_url: Annotated[str, Field(min_length=1)]
+    kafka_bootstrap_servers: Annotated[str, Field(min_length=1)]
+    # The admin key for platform operations (at least 24 characters, never a placeholder).
+    admin_key: SecretStr
+    grpc_host: str = "127.0.0.1"
+    grpc_port: Annotated[int, Field(ge=0, le=65535)] = 50051
+    # Every topic of a cell carries its prefix, for example "cell-1." in "cell-1.tenant.config".
+    topic_prefix: str = ""
+    topic_partitions: Annotated[int, Field(ge=1, le=1024)] = 8
+    # Apply migrations and create topics at start-up (development); production runs
+    # `lianluo migrate` as a separate step.
+    auto_migrate: bool = True
+    shutdown_grace_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    log_level: str = "INFO"
+    db_pool_min: Annotated[int, Field(ge=1)] = 1
+    db_pool_max: Annotated[int, Field(ge=1)] = 10
+
+    @field_validator("admin_key")
+    @classmethod
+    def _refuse_placeholder(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if len(secret) < 24:
+            raise ValueError("must be at least 24 characters")
+        if secret.lower() in _PLACEHOLDER_SECRETS:
+            raise ValueError("is a placeholder; generate a real secret")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    def topic(self, name: str) -> str:
+        """The cell-prefixed name of a logical topic such as "tenant.config"."""
+        return f"{self.topic_prefix}{name}"
