@@ -3,8 +3,10 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -147,3 +149,181 @@ class SkillLevel(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SkillLevel: _TypeAlias = SkillLevel  # noqa: Y015
+
+@_typing.final
+class RoutingRequirements(_message.Message):
+    """What a waiting interaction needs from the person who takes it. Set by self-service (the IVR's
+    route node and what it collected), read by the ACD to filter and rank agents.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CollectedDataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class CustomerAttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    REQUIRED_SKILLS_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    INTENT_FIELD_NUMBER: _builtins.int
+    INTENT_CONFIDENCE_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    MEDIA_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    COLLECTED_DATA_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    PREFERRED_AGENT_IDS_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """The queue's name."""
+    priority: _builtins.int
+    """1 (lowest) to 10 (highest); 0 means the queue's priority."""
+    intent: _builtins.str
+    """What the customer wants, chosen or predicted in self-service, for example "card_lost"."""
+    intent_confidence: _builtins.float
+    """How sure the prediction of `intent` is, 0 to 1; 1 when the customer chose it."""
+    language: _builtins.str
+    """BCP 47 tag; empty means the queue's language."""
+    media: Global___MediaType.ValueType
+    channel: Global___Channel.ValueType
+    customer_id: _builtins.str
+    """The tenant's id for the customer; empty for an anonymous visitor."""
+    @_builtins.property
+    def required_skills(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkillLevel]:
+        """Needed on top of the queue's own required skills."""
+
+    @_builtins.property
+    def collected_data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Variables collected in self-service, for example {"account_last4": "1234"}."""
+
+    @_builtins.property
+    def customer_attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The customer's profile attributes, for example {"value": "high", "segment": "gold"}."""
+
+    @_builtins.property
+    def preferred_agent_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Agent ids the customer prefers, most preferred first (affinity: for example the last agent)."""
+
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        required_skills: _abc.Iterable[Global___SkillLevel] | None = ...,
+        priority: _builtins.int = ...,
+        intent: _builtins.str = ...,
+        intent_confidence: _builtins.float = ...,
+        language: _builtins.str = ...,
+        media: Global___MediaType.ValueType = ...,
+        channel: Global___Channel.ValueType = ...,
+        collected_data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        customer_id: _builtins.str = ...,
+        customer_attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        preferred_agent_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "collected_data", b"collected_data", "customer_attributes", b"customer_attributes", "customer_id", b"customer_id", "intent", b"intent", "intent_confidence", b"intent_confidence", "language", b"language", "media", b"media", "preferred_agent_ids", b"preferred_agent_ids", "priority", b"priority", "queue", b"queue", "required_skills", b"required_skills"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingRequirements: _TypeAlias = RoutingRequirements  # noqa: Y015
+
+@_typing.final
+class Prompt(_message.Message):
+    """Something self-service says to the customer, and the answers it offers. Produced by the IVR,
+    delivered by the media service, and shown in flow simulations.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    CHOICES_FIELD_NUMBER: _builtins.int
+    EXPECTS_ANSWER_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Unique within the interaction."""
+    text: _builtins.str
+    expects_answer: _builtins.bool
+    """True when self-service waits for an answer (a menu or a collect node)."""
+    timeout_seconds: _builtins.int
+    """How long it waits for the answer, in seconds; 0 when it does not wait."""
+    @_builtins.property
+    def choices(self) -> _containers.RepeatedCompositeFieldContainer[Global___PromptChoice]:
+        """The choices of a menu; empty for a statement or a free answer."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        text: _builtins.str = ...,
+        choices: _abc.Iterable[Global___PromptChoice] | None = ...,
+        expects_answer: _builtins.bool = ...,
+        timeout_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "expects_answer", b"expects_answer", "id", b"id", "text", b"text", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Prompt: _TypeAlias = Prompt  # noqa: Y015
+
+@_typing.final
+class PromptChoice(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIGIT_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    digit: _builtins.str
+    """"0"-"9", "*" or "#"; the customer may answer with it or with the label's words."""
+    label: _builtins.str
+    def __init__(
+        self,
+        *,
+        digit: _builtins.str = ...,
+        label: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digit", b"digit", "label", b"label"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromptChoice: _TypeAlias = PromptChoice  # noqa: Y015
