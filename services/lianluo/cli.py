@@ -1,2 +1,105 @@
-"""Lianluo command line."""
-def main() -> None: ...
+"""The `lianluo` command: serve a service, migrate, run the local platform, manage the dev stack."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import sys
+from types import ModuleType
+
+from pydantic import ValidationError
+
+from lianluo.runtime.service import ServiceSpec, migrate
+from lianluo.runtime.settings import ServiceSettings
+from lianluo.services import SERVICES
+
+
+def _service(name: str) -> ModuleType:
+    return importlib.import_module(SERVICES[name])
+
+
+def _settings(spec: ServiceSpec) -> ServiceSettings:
+    """Read the service's settings, or exit naming every missing or bad variable."""
+    try:
+        return spec.settings()  # type: ignore[call-arg]
+    except ValidationError as error:
+        prefix = spec.settings.model_config.get("env_prefix", "")
+        lines = [
+            f"  {prefix}{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in error.errors()
+        ]
+        print(f"lianluo {spec.name}: bad configuration:", *lines, sep="\n", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    module = _service(args.service)
+    settings = _settings(module.SPEC)
+    # After start-up SIGINT and SIGTERM stop the service in order; before it, just exit.
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(module.serve(settings))
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    for name in args.services or list(SERVICES):
+        spec: ServiceSpec = _service(name).SPEC
+        applied = asyncio.run(migrate(spec, _settings(spec)))
+        print(f"{name}: {len(applied)} migration(s) applied" + "".join(f"\n  {a}" for a in applied))
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from lianluo.devstack import infra
+
+    config = infra.StackConfig.from_env()
+    try:
+        if args.action == "up":
+            infra.up(config)
+        elif args.action == "down":
+            infra.down(config)
+        for component in infra.status(config):
+            state = f"running (pid {component.pid})" if component.running else "stopped"
+            print(f"{component.name:10} {component.address:22} {state}  {component.detail}")
+    except infra.InfraError as error:
+        print(f"lianluo dev {args.action}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from lianluo.devstack import platform
+
+    code: int = platform.main(demo=not args.no_demo)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lianluo", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run one service until SIGTERM")
+    serve.add_argument("service", choices=sorted(SERVICES))
+    serve.set_defaults(func=_serve)
+
+    mig = commands.add_parser("migrate", help="apply migrations and create topics")
+    mig.add_argument("services", nargs="*", choices=[[], *sorted(SERVICES)], default=[])
+    mig.set_defaults(func=_migrate)
+
+    dev = commands.add_parser("dev", help="the local Postgres and Kafka-protocol broker")
+    dev.add_argument("action", choices=["up", "down", "status"])
+    dev.set_defaults(func=_dev)
+
+    run = commands.add_parser("run", help="the whole local platform, until Ctrl-C")
+    run.add_argument("--no-demo", action="store_true", help="skip the demo")
+    run.set_defaults(func=_run)
+
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -157,7 +157,8 @@ class AuthInterceptor(_ScopedInterceptor):
         return principal
 
 
-RegisterFn = Callable[[Any, grpc.aio.Server], None]
+# The generated add_<Service>Servicer_to_server functions.
+RegisterFn = Callable[..., None]
 
 
 class GrpcServer:

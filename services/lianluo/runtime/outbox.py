@@ -13,6 +13,7 @@ import contextlib
 from typing import Any
 
 import asyncpg
+from aiokafka.errors import KafkaError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
@@ -79,6 +80,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.published = 0
+        self._failures = 0
 
     async def run(self) -> None:
         """Wait for leadership of the schema's outbox, then publish until stop()."""
@@ -89,11 +91,10 @@ class OutboxRelay:
                     if await self._sleep(self._poll_seconds):
                         return
                 while True:
-                    while await self._publish_batch(conn):
-                        pass
-                    if await self._sleep(self._poll_seconds):
+                    delay = await self._drain(conn)
+                    if await self._sleep(delay):
                         # One last pass: what was committed before the stop still goes out.
-                        await self._publish_batch(conn)
+                        await self._drain(conn)
                         return
             finally:
                 await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
@@ -120,6 +121,22 @@ class OutboxRelay:
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         if payload == self._schema:
             self._wake.set()
+
+    async def _drain(self, conn: asyncpg.Connection) -> float:
+        """Publish until the outbox is empty; the seconds to wait before the next pass.
+
+        A broker outage is waited out with backoff: the rows stay until they are acknowledged.
+        """
+        try:
+            while await self._publish_batch(conn):
+                pass
+        except KafkaError as error:
+            self._failures += 1
+            delay = min(30.0, 0.5 * 2.0**self._failures)
+            log.warning("outbox publish failed; retrying", error=repr(error), retry_in=delay)
+            return delay
+        self._failures = 0
+        return self._poll_seconds
 
     async def _publish_batch(self, conn: asyncpg.Connection) -> bool:
         """Publish one batch in id order; True when there may be more."""

@@ -9,9 +9,9 @@ consumers finish their batch and commit, the outbox flushes, the pool closes, sp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +27,26 @@ from lianluo.runtime.telemetry import configure_tracing
 log = get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What the platform needs to know of a service before it runs it."""
+
+    # One name everywhere: CLI subcommand, schema, consumer group, OTel service name.
+    name: str
+    settings: type[ServiceSettings]
+    migrations: Path
+    # Logical topics the service produces or consumes (created in development).
+    topics: list[str] = field(default_factory=list)
+    compacted_topics: list[str] = field(default_factory=list)
+
+
 class Service:
     """The parts of one running service; its composition root fills it in, then calls serve()."""
 
-    def __init__(
-        self,
-        name: str,
-        settings: ServiceSettings,
-        *,
-        migrations: Path,
-        topics: list[str],
-        compacted_topics: list[str] | None = None,
-    ) -> None:
-        self.name = name
+    def __init__(self, spec: ServiceSpec, settings: ServiceSettings) -> None:
+        self.spec = spec
+        self.name = spec.name
         self.settings = settings
-        self._migrations = migrations
-        self._topics = [settings.topic(t) for t in topics]
-        self._compacted = [settings.topic(t) for t in compacted_topics or []]
         self.grpc = GrpcServer(
             settings.grpc_host, settings.grpc_port, settings.admin_key.get_secret_value()
         )
@@ -53,8 +56,8 @@ class Service:
         self._consumers: list[kafka.EventConsumer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
-        self._tracer_provider = configure_tracing(name)
-        configure_logging(name, settings.log_level)
+        self._tracer_provider = configure_tracing(spec.name)
+        configure_logging(spec.name, settings.log_level)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -66,7 +69,7 @@ class Service:
         """Connect to Postgres and Kafka; apply migrations and create topics when configured."""
         s = self.settings
         if s.auto_migrate:
-            await migrate(self.name, s, self._migrations, self._topics, self._compacted)
+            await migrate(self.spec, s)
         self._pool = await postgres.create_pool(
             s.database_url, self.name, min_size=s.db_pool_min, max_size=s.db_pool_max
         )
@@ -141,20 +144,15 @@ class Service:
             self._stop.set()
 
 
-async def migrate(
-    name: str,
-    settings: ServiceSettings,
-    migrations: Path,
-    topics: list[str],
-    compacted: list[str],
-) -> None:
+async def migrate(spec: ServiceSpec, settings: ServiceSettings) -> list[str]:
     """Apply a service's migrations and create its topics; used at start-up and by the CLI."""
-    await postgres.migrate_dsn(settings.database_url, name, {name: migrations})
-    await kafka.ensure_topics(
-        settings.kafka_bootstrap_servers, topics, settings.topic_partitions, compacted
+    applied = await postgres.migrate_dsn(
+        settings.database_url, spec.name, {spec.name: spec.migrations}
     )
-
-
-def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    await kafka.ensure_topics(
+        settings.kafka_bootstrap_servers,
+        [settings.topic(t) for t in spec.topics],
+        settings.topic_partitions,
+        [settings.topic(t) for t in spec.compacted_topics],
+    )
+    return applied

@@ -1,0 +1,13 @@
+"""The services of a cell. Each one is a package with the same inner shape:
+
+app.py (composition root and SPEC), settings.py, grpc_api.py (adapter), service.py (logic),
+domain.py (pure rules), repository.py (Postgres, tenant-scoped), events.py (Kafka in and out)
+and migrations/. Services never import each other; they share lianluo.runtime and
+lianluo.domain, and talk through events.
+"""
+
+# The services that exist, by their one name (CLI subcommand, schema, consumer group, ...).
+# Modules are imported lazily so that `lianluo serve X` loads only X.
+SERVICES = {
+    "tenants": "lianluo.services.tenants.app",
+}

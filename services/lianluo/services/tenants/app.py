@@ -1,0 +1,60 @@
+"""Composition root of the tenants service: wire the parts together and serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lianluo.runtime.grpc_server import RegisterFn
+from lianluo.runtime.service import Service, ServiceSpec
+from lianluo.services.tenants import events
+from lianluo.services.tenants.grpc_api import (
+    AgentApi,
+    ApiKeyApi,
+    FlowApi,
+    NotificationConfigApi,
+    QueueApi,
+    TenantApi,
+)
+from lianluo.services.tenants.keys import ApiKeys
+from lianluo.services.tenants.repository import Repository
+from lianluo.services.tenants.service import TenantsService
+from lianluo.services.tenants.settings import TenantsSettings
+from lianluo.tenants.v1 import tenants_pb2 as pb
+from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
+
+SPEC = ServiceSpec(
+    name="tenants",
+    settings=TenantsSettings,
+    migrations=Path(__file__).parent / "migrations",
+    topics=[events.CONFIG_TOPIC],
+    compacted_topics=[events.CONFIG_TOPIC],
+)
+
+
+async def build(settings: TenantsSettings) -> Service:
+    """Start storage and wire every part; the caller serves it."""
+    service = Service(SPEC, settings)
+    await service.start_storage()
+    repo = Repository()
+    topic = settings.topic(events.CONFIG_TOPIC)
+    tenants = TenantsService(service.pool, repo, topic)
+    keys = ApiKeys(service.pool, repo, topic)
+    service.grpc.resolver = keys
+    apis: dict[str, tuple[RegisterFn, object]] = {
+        "TenantService": (rpc.add_TenantServiceServicer_to_server, TenantApi(tenants)),
+        "ApiKeyService": (rpc.add_ApiKeyServiceServicer_to_server, ApiKeyApi(keys)),
+        "AgentService": (rpc.add_AgentServiceServicer_to_server, AgentApi(tenants)),
+        "QueueService": (rpc.add_QueueServiceServicer_to_server, QueueApi(tenants)),
+        "FlowService": (rpc.add_FlowServiceServicer_to_server, FlowApi(tenants)),
+        "NotificationConfigService": (
+            rpc.add_NotificationConfigServiceServicer_to_server,
+            NotificationConfigApi(tenants),
+        ),
+    }
+    for name, (register, servicer) in apis.items():
+        service.add_grpc(register, servicer, pb.DESCRIPTOR.services_by_name[name].full_name)
+    return service
+
+
+async def serve(settings: TenantsSettings) -> None:
+    await (await build(settings)).serve()

@@ -1,0 +1,341 @@
+"""Tenant configuration rules: what a valid tenant, agent, queue, flow, template or rule is.
+
+Pure functions over the API's own messages (for configuration documents the proto message is
+the domain type); no I/O, so every rule is testable without anything running.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from google.protobuf import field_mask_pb2
+from google.protobuf.message import Message
+
+from lianluo.common.v1 import common_pb2
+from lianluo.domain.flows import validate_flow
+from lianluo.runtime.errors import Violations
+from lianluo.tenants.v1 import tenants_pb2 as pb
+
+TENANT_NAME = re.compile(r"^[a-z][a-z0-9-]{2,39}$")
+RESOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+AGENT_NAME = re.compile(r"^[^\s]{1,120}$")
+SKILL = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+ATTRIBUTE_KEY = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+PLACEHOLDER = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}")
+MAX_DISPLAY_NAME = 200
+MAX_BODY = 10_000
+SERVER_FIELDS = ("id", "tenant_id", "revision", "create_time", "update_time")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of tenant-owned resource and its rules."""
+
+    name: str
+    message: type[Message]
+    # The request field that carries the message, and the one that carries its id.
+    request_field: str
+    id_field: str
+    mutable: frozenset[str]
+    validate: Callable[[Message, Violations, str], None]
+    # Secrets accepted on write and never returned (they still reach the services via events).
+    write_only: tuple[str, ...] = ()
+    # Names of other resources this one refers to: (kind name, referenced name, field path).
+    references: Callable[[Message], list[tuple[str, str, str]]] = field(default=lambda _m: [])
+
+
+def _display_name(v: Violations, value: str, path: str) -> None:
+    v.check(len(value) <= MAX_DISPLAY_NAME, path, f"at most {MAX_DISPLAY_NAME} characters")
+
+
+def _skills(v: Violations, skills: Iterable[common_pb2.SkillLevel], path: str) -> None:
+    seen: set[str] = set()
+    for i, s in enumerate(skills):
+        if v.check(bool(SKILL.match(s.skill)), f"{path}[{i}].skill", "must be a skill name"):
+            v.check(s.skill not in seen, f"{path}[{i}].skill", f"{s.skill} is listed twice")
+            seen.add(s.skill)
+        v.check(1 <= s.level <= 10, f"{path}[{i}].level", "must be 1 to 10")
+
+
+def _language(v: Violations, tag: str, path: str) -> None:
+    v.check(bool(LANGUAGE.match(tag)), path, "must be a BCP 47 language tag such as en or zh-CN")
+
+
+def validate_tenant(t: Message, v: Violations, p: str = "tenant") -> None:
+    assert isinstance(t, pb.Tenant)
+    v.check(bool(TENANT_NAME.match(t.name)), f"{p}.name", "must be 3-40 of a-z 0-9 -")
+    _display_name(v, t.display_name, f"{p}.display_name")
+    v.check(t.plan != pb.PLAN_UNSPECIFIED, f"{p}.plan", "must be set")
+    v.check(
+        1 <= t.expected_concurrent_sessions <= 1_000_000,
+        f"{p}.expected_concurrent_sessions",
+        "must be 1 to 1000000",
+    )
+    v.check(len(t.channels) > 0, f"{p}.channels", "at least one channel")
+    for i, channel in enumerate(t.channels):
+        v.check(channel != common_pb2.CHANNEL_UNSPECIFIED, f"{p}.channels[{i}]", "must be set")
+    v.check(len(set(t.channels)) == len(t.channels), f"{p}.channels", "a channel is listed twice")
+
+
+def validate_agent(a: Message, v: Violations, p: str = "agent") -> None:
+    assert isinstance(a, pb.Agent)
+    v.check(bool(AGENT_NAME.match(a.name)), f"{p}.name", "must be 1-120 characters, no spaces")
+    _display_name(v, a.display_name, f"{p}.display_name")
+    v.check(a.kind != pb.AGENT_KIND_UNSPECIFIED, f"{p}.kind", "must be set")
+    _skills(v, a.skills, f"{p}.skills")
+    for i, group in enumerate(a.groups):
+        v.check(bool(RESOURCE_NAME.match(group)), f"{p}.groups[{i}]", "must be a name")
+    for i, tag in enumerate(a.languages):
+        _language(v, tag, f"{p}.languages[{i}]")
+    v.check(len(a.capacity) > 0, f"{p}.capacity", "at least one media with its capacity")
+    media_seen: set[int] = set()
+    for i, c in enumerate(a.capacity):
+        at = f"{p}.capacity[{i}]"
+        if v.check(c.media != common_pb2.MEDIA_TYPE_UNSPECIFIED, f"{at}.media", "must be set"):
+            v.check(c.media not in media_seen, f"{at}.media", "a media is listed twice")
+            media_seen.add(c.media)
+        v.check(1 <= c.max_concurrent <= 100, f"{at}.max_concurrent", "must be 1 to 100")
+    for i, intent in enumerate(a.expertise):
+        v.check(bool(SKILL.match(intent)), f"{p}.expertise[{i}]", "must be an intent name")
+    v.check(0 <= a.sales_conversion <= 1, f"{p}.sales_conversion", "must be 0 to 1")
+    v.check(len(a.attributes) <= 50, f"{p}.attributes", "at most 50 attributes")
+    for key, value in a.attributes.items():
+        v.check(bool(ATTRIBUTE_KEY.match(key)), f"{p}.attributes[{key}]", "bad attribute name")
+        v.check(len(value) <= 500, f"{p}.attributes[{key}]", "at most 500 characters")
+
+
+def validate_queue(q: Message, v: Violations, p: str = "queue") -> None:
+    assert isinstance(q, pb.Queue)
+    v.check(bool(RESOURCE_NAME.match(q.name)), f"{p}.name", "must be 1-63 of a-z 0-9 _ -")
+    _display_name(v, q.display_name, f"{p}.display_name")
+    _skills(v, q.required_skills, f"{p}.required_skills")
+    v.check(1 <= q.priority <= 10, f"{p}.priority", "must be 1 to 10")
+    sl = q.service_level
+    v.check(
+        1 <= sl.threshold_seconds <= 3600,
+        f"{p}.service_level.threshold_seconds",
+        "must be 1 to 3600",
+    )
+    v.check(1 <= sl.target_percent <= 100, f"{p}.service_level.target_percent", "must be 1-100")
+    v.check(1 <= q.max_wait_seconds <= 86_400, f"{p}.max_wait_seconds", "must be 1 to 86400")
+    v.check(q.overflow.kind != pb.OVERFLOW_KIND_UNSPECIFIED, f"{p}.overflow.kind", "must be set")
+    if q.overflow.kind == pb.OVERFLOW_KIND_QUEUE and v.check(
+        bool(q.overflow.target_queue), f"{p}.overflow.target_queue", "must be set"
+    ):
+        v.check(
+            q.overflow.target_queue != q.name,
+            f"{p}.overflow.target_queue",
+            "a queue cannot overflow to itself",
+        )
+    v.check(q.media != common_pb2.MEDIA_TYPE_UNSPECIFIED, f"{p}.media", "must be set")
+    if q.language:
+        _language(v, q.language, f"{p}.language")
+
+
+def validate_flow_document(f: Message, v: Violations, p: str = "flow") -> None:
+    assert isinstance(f, pb.Flow)
+    v.check(bool(RESOURCE_NAME.match(f.name)), f"{p}.name", "must be 1-63 of a-z 0-9 _ -")
+    for problem in validate_flow(f, p):
+        v.add(problem.field, problem.reason)
+
+
+def validate_template(t: Message, v: Violations, p: str = "template") -> None:
+    assert isinstance(t, pb.NotificationTemplate)
+    v.check(bool(RESOURCE_NAME.match(t.name)), f"{p}.name", "must be 1-63 of a-z 0-9 _ -")
+    v.check(t.channel != pb.DELIVERY_CHANNEL_UNSPECIFIED, f"{p}.channel", "must be set")
+    if t.channel == pb.DELIVERY_CHANNEL_EMAIL:
+        v.check(bool(t.subject.strip()), f"{p}.subject", "an e-mail template needs a subject")
+    v.check(0 < len(t.body) <= MAX_BODY, f"{p}.body", f"must be 1 to {MAX_BODY} characters")
+    v.check(
+        t.body.count("{{") == len(PLACEHOLDER.findall(t.body)),
+        f"{p}.body",
+        "placeholders are written {{name}} with a lower-case name",
+    )
+    if t.locale:
+        _language(v, t.locale, f"{p}.locale")
+
+
+def validate_rule(r: Message, v: Violations, p: str = "rule") -> None:
+    assert isinstance(r, pb.NotificationRule)
+    v.check(bool(RESOURCE_NAME.match(r.name)), f"{p}.name", "must be 1-63 of a-z 0-9 _ -")
+    trigger = r.WhichOneof("trigger")
+    v.check(trigger is not None, f"{p}.trigger", "one of interaction_closed, threshold, schedule")
+    if trigger == "threshold":
+        t = r.threshold
+        v.check(bool(SKILL.match(t.event_type)), f"{p}.threshold.event_type", "must be a name")
+        v.check(bool(SKILL.match(t.metric)), f"{p}.threshold.metric", "must be a name")
+        v.check(
+            t.operator != pb.THRESHOLD_OPERATOR_UNSPECIFIED,
+            f"{p}.threshold.operator",
+            "must be set",
+        )
+    if trigger == "schedule":
+        s = r.schedule
+        v.check(bool(ATTRIBUTE_KEY.match(s.date_attribute)), f"{p}.schedule.date_attribute", "bad")
+        v.check(0 <= s.days_before <= 365, f"{p}.schedule.days_before", "must be 0 to 365")
+    v.check(bool(r.template), f"{p}.template", "must name a template")
+    target = r.WhichOneof("target")
+    v.check(target is not None, f"{p}.target", "one of webhook or email")
+    if target == "webhook":
+        url = urlsplit(r.webhook.url)
+        v.check(
+            url.scheme in {"http", "https"} and bool(url.hostname),
+            f"{p}.webhook.url",
+            "must be an http or https URL",
+        )
+        v.check(
+            len(r.webhook.signing_secret) >= 16,
+            f"{p}.webhook.signing_secret",
+            "at least 16 characters",
+        )
+    if target == "email":
+        v.check(bool(EMAIL.match(r.email.from_address)), f"{p}.email.from_address", "bad address")
+
+
+def _queue_references(q: Message) -> list[tuple[str, str, str]]:
+    assert isinstance(q, pb.Queue)
+    if q.overflow.kind == pb.OVERFLOW_KIND_QUEUE and q.overflow.target_queue:
+        return [("queue", q.overflow.target_queue, "queue.overflow.target_queue")]
+    return []
+
+
+def _flow_references(f: Message) -> list[tuple[str, str, str]]:
+    assert isinstance(f, pb.Flow)
+    return [
+        ("queue", node.route_to_queue.queue, f"flow.nodes[{i}].route_to_queue.queue")
+        for i, node in enumerate(f.nodes)
+        if node.WhichOneof("kind") == "route_to_queue" and node.route_to_queue.queue
+    ]
+
+
+def _rule_references(r: Message) -> list[tuple[str, str, str]]:
+    assert isinstance(r, pb.NotificationRule)
+    return [("notification_template", r.template, "rule.template")] if r.template else []
+
+
+TENANT = Kind(
+    "tenant",
+    pb.Tenant,
+    "tenant",
+    "tenant_id",
+    frozenset({"display_name", "plan", "expected_concurrent_sessions", "channels"}),
+    validate_tenant,
+)
+AGENT = Kind(
+    "agent",
+    pb.Agent,
+    "agent",
+    "agent_id",
+    frozenset(
+        {
+            "display_name",
+            "kind",
+            "skills",
+            "groups",
+            "languages",
+            "capacity",
+            "expertise",
+            "sales_conversion",
+            "attributes",
+        }
+    ),
+    validate_agent,
+)
+QUEUE = Kind(
+    "queue",
+    pb.Queue,
+    "queue",
+    "queue_id",
+    frozenset(
+        {
+            "display_name",
+            "required_skills",
+            "priority",
+            "service_level",
+            "max_wait_seconds",
+            "overflow",
+            "media",
+            "language",
+        }
+    ),
+    validate_queue,
+    references=_queue_references,
+)
+FLOW = Kind(
+    "flow",
+    pb.Flow,
+    "flow",
+    "flow_id",
+    frozenset({"entry_node", "nodes"}),
+    validate_flow_document,
+    references=_flow_references,
+)
+TEMPLATE = Kind(
+    "notification_template",
+    pb.NotificationTemplate,
+    "template",
+    "template_id",
+    frozenset({"channel", "subject", "body", "locale"}),
+    validate_template,
+)
+RULE = Kind(
+    "notification_rule",
+    pb.NotificationRule,
+    "rule",
+    "rule_id",
+    frozenset(
+        {"interaction_closed", "threshold", "schedule", "template", "webhook", "email", "enabled"}
+    ),
+    validate_rule,
+    write_only=("webhook.signing_secret",),
+    references=_rule_references,
+)
+KINDS = {k.name: k for k in (TENANT, AGENT, QUEUE, FLOW, TEMPLATE, RULE)}
+
+
+def validate(kind: Kind, message: Message) -> None:
+    """Raise InvalidArgument naming every bad field of `message`."""
+    v = Violations()
+    kind.validate(message, v, kind.request_field)
+    v.raise_if_any()
+
+
+def apply_update(
+    kind: Kind, stored: Message, patch: Message, mask: field_mask_pb2.FieldMask
+) -> Message:
+    """The stored resource with the masked fields taken from `patch` (all mutable if empty)."""
+    paths = list(mask.paths) or sorted(kind.mutable)
+    v = Violations()
+    for i, path in enumerate(paths):
+        v.check(path in kind.mutable, f"update_mask.paths[{i}]", f"{path!r} cannot be changed")
+    v.raise_if_any()
+    updated = type(stored)()
+    updated.CopyFrom(stored)
+    oneofs = {f.name: f.containing_oneof for f in stored.DESCRIPTOR.fields if f.containing_oneof}
+    for path in paths:
+        # A oneof member replaces its siblings only when it is set in the patch.
+        if path in oneofs and patch.WhichOneof(oneofs[path].name) != path:
+            continue
+        updated.ClearField(path)
+        field_mask_pb2.FieldMask(paths=[path]).MergeMessage(
+            patch, updated, replace_message_field=True, replace_repeated_field=True
+        )
+    return updated
+
+
+def redact(kind: Kind, message: Message) -> Message:
+    """A copy without the kind's write-only secrets, for API responses."""
+    if not kind.write_only:
+        return message
+    out = type(message)()
+    out.CopyFrom(message)
+    for path in kind.write_only:
+        parent_name, _, leaf = path.partition(".")
+        if out.HasField(parent_name):
+            getattr(out, parent_name).ClearField(leaf)
+    return out

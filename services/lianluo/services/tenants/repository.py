@@ -1,0 +1,355 @@
+"""Postgres access for the tenants service. Every query is scoped by the tenant id."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from lianluo.runtime.errors import FieldViolation, InvalidArgument
+from lianluo.services.tenants.domain import Kind
+
+_SELECT = "select spec from resources where tenant_id = $1 and kind = $2 and id = $3"
+_SELECT_FOR_UPDATE = _SELECT + " for update"
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+
+
+@dataclass(frozen=True)
+class Page:
+    size: int
+    after: str | None
+
+
+def parse_page(size: int, token: str, scope: str) -> Page:
+    """Check a page request; the token is bound to the list it came from."""
+    if size < 0:
+        raise InvalidArgument([FieldViolation("page.page_size", "must not be negative")])
+    after = None
+    if token:
+        try:
+            decoded = json.loads(base64.urlsafe_b64decode(token.encode()))
+            if decoded["scope"] != scope:
+                raise ValueError(scope)
+            after = str(decoded["after"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise InvalidArgument(
+                [FieldViolation("page.page_token", "not a token from this list")]
+            ) from error
+    return Page(min(size or DEFAULT_PAGE, MAX_PAGE), after)
+
+
+def next_token(scope: str, last: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"scope": scope, "after": last}).encode()).decode()
+
+
+def parse_id(value: str, field: str) -> uuid.UUID | None:
+    """A resource id, or None when it cannot be one (which then reads as not found)."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        if not value:
+            raise InvalidArgument([FieldViolation(field, "must be set")]) from None
+        return None
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def from_json(kind: Kind, spec: dict[str, Any]) -> Message:
+    return json_format.ParseDict(spec, kind.message())
+
+
+class Repository:
+    """Resources, their revisions and API keys."""
+
+    async def lock_tenant(self, conn: asyncpg.Connection, tenant_id: uuid.UUID) -> bool:
+        """Share-lock the tenant row so it cannot be deleted under a write; False if absent."""
+        found = await conn.fetchval(
+            "select true from resources where tenant_id = $1 and kind = 'tenant' and id = $1 "
+            "for share",
+            tenant_id,
+        )
+        return bool(found)
+
+    async def insert(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: uuid.UUID,
+        kind: Kind,
+        resource_id: uuid.UUID,
+        name: str,
+        message: Message,
+        request_id: str | None,
+        now: datetime,
+    ) -> None:
+        spec = to_json(message)
+        await conn.execute(
+            "insert into resources (tenant_id, kind, id, name, revision, spec, request_id, "
+            "created_at, updated_at) values ($1, $2, $3, $4, 1, $5, $6, $7, $7)",
+            tenant_id,
+            kind.name,
+            resource_id,
+            name,
+            spec,
+            request_id,
+            now,
+        )
+        await self._keep_revision(conn, tenant_id, kind, resource_id, 1, spec)
+
+    async def replace(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: uuid.UUID,
+        kind: Kind,
+        resource_id: uuid.UUID,
+        revision: int,
+        message: Message,
+        now: datetime,
+    ) -> None:
+        spec = to_json(message)
+        await conn.execute(
+            "update resources set spec = $4, revision = $5, updated_at = $6 "
+            "where tenant_id = $1 and kind = $2 and id = $3",
+            tenant_id,
+            kind.name,
+            resource_id,
+            spec,
+            revision,
+            now,
+        )
+        await self._keep_revision(conn, tenant_id, kind, resource_id, revision, spec)
+
+    async def _keep_revision(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: uuid.UUID,
+        kind: Kind,
+        resource_id: uuid.UUID,
+        revision: int,
+        spec: dict[str, Any],
+    ) -> None:
+        await conn.execute(
+            "insert into resource_revisions (tenant_id, kind, id, revision, spec) "
+            "values ($1, $2, $3, $4, $5)",
+            tenant_id,
+            kind.name,
+            resource_id,
+            revision,
+            spec,
+        )
+
+    async def get(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: uuid.UUID,
+        kind: Kind,
+        resource_id: uuid.UUID,
+        *,
+        for_update: bool = False,
+    ) -> Message | None:
+        query = _SELECT_FOR_UPDATE if for_update else _SELECT
+        spec = await conn.fetchval(query, tenant_id, kind.name, resource_id)
+        return None if spec is None else from_json(kind, spec)
+
+    async def get_by_name(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID, kind: Kind, name: str
+    ) -> Message | None:
+        spec = await conn.fetchval(
+            "select spec from resources where tenant_id = $1 and kind = $2 and name = $3",
+            tenant_id,
+            kind.name,
+            name,
+        )
+        return None if spec is None else from_json(kind, spec)
+
+    async def get_by_request(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID | None, kind: Kind, request_id: str
+    ) -> Message | None:
+        """The resource a create with this request id made; tenant None for tenants."""
+        spec = await conn.fetchval(
+            "select spec from resources where ($1::uuid is null or tenant_id = $1) "
+            "and kind = $2 and request_id = $3",
+            tenant_id,
+            kind.name,
+            request_id,
+        )
+        return None if spec is None else from_json(kind, spec)
+
+    async def get_revision(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: uuid.UUID,
+        kind: Kind,
+        resource_id: uuid.UUID,
+        revision: int,
+    ) -> Message | None:
+        spec = await conn.fetchval(
+            "select spec from resource_revisions where tenant_id = $1 and kind = $2 and id = $3 "
+            "and revision = $4",
+            tenant_id,
+            kind.name,
+            resource_id,
+            revision,
+        )
+        return None if spec is None else from_json(kind, spec)
+
+    async def list_page(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID | None, kind: Kind, page: Page
+    ) -> list[Message]:
+        """One page in name order; `tenant_id` None lists tenants across the platform."""
+        rows = await conn.fetch(
+            "select spec from resources where kind = $1 and ($2::uuid is null or tenant_id = $2) "
+            "and ($3::text is null or name > $3) order by name limit $4",
+            kind.name,
+            tenant_id,
+            page.after,
+            page.size,
+        )
+        return [from_json(kind, r["spec"]) for r in rows]
+
+    async def names_used(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID, kind: Kind, names: list[str]
+    ) -> set[str]:
+        rows = await conn.fetch(
+            "select name from resources where tenant_id = $1 and kind = $2 and name = any($3)",
+            tenant_id,
+            kind.name,
+            names,
+        )
+        return {r["name"] for r in rows}
+
+    async def referrers(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID, kind: Kind, name: str
+    ) -> list[str]:
+        """ "kind/name" of the resources that refer to the resource `name` of `kind`."""
+        if kind.name == "queue":
+            rows = await conn.fetch(
+                "select kind || '/' || name as ref from resources where tenant_id = $1 and ("
+                "(kind = 'flow' and spec->'nodes' @> $2::jsonb) or "
+                "(kind = 'queue' and spec->'overflow'->>'target_queue' = $3)) order by 1",
+                tenant_id,
+                [{"route_to_queue": {"queue": name}}],
+                name,
+            )
+        elif kind.name == "notification_template":
+            rows = await conn.fetch(
+                "select kind || '/' || name as ref from resources where tenant_id = $1 and "
+                "kind = 'notification_rule' and spec->>'template' = $2 order by 1",
+                tenant_id,
+                name,
+            )
+        else:
+            return []
+        return [r["ref"] for r in rows]
+
+    async def delete(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID, kind: Kind, resource_id: uuid.UUID
+    ) -> bool:
+        deleted = await conn.fetchval(
+            "delete from resources where tenant_id = $1 and kind = $2 and id = $3 returning true",
+            tenant_id,
+            kind.name,
+            resource_id,
+        )
+        return bool(deleted)
+
+    async def delete_tenant(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID
+    ) -> list[tuple[str, uuid.UUID]]:
+        """Delete everything the tenant owns; return (kind, id) of every resource removed."""
+        rows = await conn.fetch(
+            "delete from resources where tenant_id = $1 returning kind, id", tenant_id
+        )
+        await conn.execute("delete from resource_revisions where tenant_id = $1", tenant_id)
+        return [(r["kind"], r["id"]) for r in rows]
+
+    # ------------------------------------------------------------------ API keys
+
+    async def insert_key(self, conn: asyncpg.Connection, row: dict[str, Any]) -> None:
+        await conn.execute(
+            "insert into api_keys (id, tenant_id, scope, display_name, secret_sha256, "
+            "request_id, created_at) values ($1, $2, $3, $4, $5, $6, $7)",
+            row["id"],
+            row["tenant_id"],
+            row["scope"],
+            row["display_name"],
+            row["secret_sha256"],
+            row["request_id"],
+            row["created_at"],
+        )
+
+    async def get_key(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID | None, key_id: str
+    ) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "select * from api_keys where id = $1 and tenant_id is not distinct from $2",
+            key_id,
+            tenant_id,
+        )
+        return row
+
+    async def get_key_by_request(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID | None, request_id: str
+    ) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "select * from api_keys where request_id = $2 and tenant_id is not distinct from $1",
+            tenant_id,
+            request_id,
+        )
+        return row
+
+    async def list_keys(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID | None, page: Page
+    ) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await conn.fetch(
+            "select * from api_keys where tenant_id is not distinct from $1 "
+            "and ($2::text is null or id > $2) order by id limit $3",
+            tenant_id,
+            page.after,
+            page.size,
+        )
+        return rows
+
+    async def revoke_key(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID | None, key_id: str, now: datetime
+    ) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "update api_keys set revoked_at = coalesce(revoked_at, $3) "
+            "where id = $1 and tenant_id is not distinct from $2 returning *",
+            key_id,
+            tenant_id,
+            now,
+        )
+        return row
+
+    async def revoke_tenant_keys(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID, now: datetime
+    ) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await conn.fetch(
+            "update api_keys set revoked_at = $2 where tenant_id = $1 and revoked_at is null "
+            "returning *",
+            tenant_id,
+            now,
+        )
+        return rows
+
+    async def resolve_key(self, conn: asyncpg.Connection, key_id: str) -> asyncpg.Record | None:
+        """The key with its tenant's state, for authentication (not tenant-scoped by nature:
+        the key itself is what names the tenant)."""
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "select k.tenant_id, k.secret_sha256, k.revoked_at, t.spec->>'state' as tenant_state "
+            "from api_keys k left join resources t "
+            "on t.kind = 'tenant' and t.id = k.tenant_id and t.tenant_id = k.tenant_id "
+            "where k.id = $1",
+            key_id,
+        )
+        return row
