@@ -1,0 +1,334 @@
+"""A key of one tenant never reads or changes anything of another tenant, through any RPC.
+
+Every RPC of the tenants service is called with tenant B's key against tenant A: naming A's
+tenant id is refused (PERMISSION_DENIED); naming A's resource ids under B answers NOT_FOUND,
+exactly as for an id that does not exist. A completeness check fails when an RPC is added
+without a case here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from conftest import ADMIN_KEY
+from factories import Client, agent, flow, onboard, queue, rule, template, tenant
+from google.protobuf import field_mask_pb2
+
+from lianluo.tenants.v1 import tenants_pb2 as pb
+
+pytestmark = pytest.mark.integration
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+MISSING = grpc.StatusCode.NOT_FOUND
+
+
+@dataclass
+class World:
+    a: pb.Tenant
+    b: pb.Tenant
+    ids: dict[str, str]
+
+
+Case = tuple[str, Callable[[Client, World], Awaitable[Any]], grpc.StatusCode]
+
+
+def _mask(*paths: str) -> field_mask_pb2.FieldMask:
+    return field_mask_pb2.FieldMask(paths=list(paths))
+
+
+def _crud_cases(
+    noun: str, plural: str, stub: str, id_field: str, make: Callable[[], Any]
+) -> list[Case]:
+    """The five standard methods of one kind, against A's tenant and against A's resource."""
+    field = {"Template": "template", "Rule": "rule"}.get(noun, noun.lower())
+
+    def req(name: str, **kw: Any) -> Any:
+        return getattr(pb, f"{name}Request")(**kw)
+
+    def call(
+        method: str, request: Callable[[World], Any]
+    ) -> Callable[[Client, World], Awaitable[Any]]:
+        return lambda c, w: getattr(getattr(c, stub), method)(request(w), metadata=c.md)
+
+    def patched(w: World, tenant_id: str) -> Any:
+        resource = make()
+        resource.id = w.ids[noun]
+        return req(
+            f"Update{noun}",
+            tenant_id=tenant_id,
+            update_mask=_mask("display_name") if noun in {"Agent", "Queue"} else _mask(),
+            **{field: resource},
+        )
+
+    return [
+        (
+            f"Create{noun}",
+            call(
+                f"Create{noun}", lambda w: req(f"Create{noun}", tenant_id=w.a.id, **{field: make()})
+            ),
+            DENIED,
+        ),
+        (
+            f"Get{noun}",
+            call(
+                f"Get{noun}",
+                lambda w: req(f"Get{noun}", tenant_id=w.a.id, **{id_field: w.ids[noun]}),
+            ),
+            DENIED,
+        ),
+        (
+            f"Get{noun}",
+            call(
+                f"Get{noun}",
+                lambda w: req(f"Get{noun}", tenant_id=w.b.id, **{id_field: w.ids[noun]}),
+            ),
+            MISSING,
+        ),
+        (
+            f"List{plural}",
+            call(f"List{plural}", lambda w: req(f"List{plural}", tenant_id=w.a.id)),
+            DENIED,
+        ),
+        (f"Update{noun}", call(f"Update{noun}", lambda w: patched(w, w.a.id)), DENIED),
+        (f"Update{noun}", call(f"Update{noun}", lambda w: patched(w, w.b.id)), MISSING),
+        (
+            f"Delete{noun}",
+            call(
+                f"Delete{noun}",
+                lambda w: req(f"Delete{noun}", tenant_id=w.a.id, **{id_field: w.ids[noun]}),
+            ),
+            DENIED,
+        ),
+        (
+            f"Delete{noun}",
+            call(
+                f"Delete{noun}",
+                lambda w: req(f"Delete{noun}", tenant_id=w.b.id, **{id_field: w.ids[noun]}),
+            ),
+            MISSING,
+        ),
+    ]
+
+
+CASES: list[Case] = [
+    (
+        "CreateTenant",
+        lambda c, w: c.tenants.CreateTenant(pb.CreateTenantRequest(tenant=tenant()), metadata=c.md),
+        DENIED,
+    ),
+    (
+        "GetTenant",
+        lambda c, w: c.tenants.GetTenant(pb.GetTenantRequest(tenant_id=w.a.id), metadata=c.md),
+        DENIED,
+    ),
+    (
+        "ListTenants",
+        lambda c, w: c.tenants.ListTenants(pb.ListTenantsRequest(), metadata=c.md),
+        DENIED,
+    ),
+    (
+        "UpdateTenant",
+        lambda c, w: c.tenants.UpdateTenant(
+            pb.UpdateTenantRequest(
+                tenant=pb.Tenant(id=w.a.id, display_name="x"), update_mask=_mask("display_name")
+            ),
+            metadata=c.md,
+        ),
+        DENIED,
+    ),
+    (
+        "SuspendTenant",
+        lambda c, w: c.tenants.SuspendTenant(
+            pb.SuspendTenantRequest(tenant_id=w.a.id), metadata=c.md
+        ),
+        DENIED,
+    ),
+    (
+        "ResumeTenant",
+        lambda c, w: c.tenants.ResumeTenant(
+            pb.ResumeTenantRequest(tenant_id=w.a.id), metadata=c.md
+        ),
+        DENIED,
+    ),
+    (
+        "DeleteTenant",
+        lambda c, w: c.tenants.DeleteTenant(
+            pb.DeleteTenantRequest(tenant_id=w.a.id), metadata=c.md
+        ),
+        DENIED,
+    ),
+    (
+        "CreateApiKey",
+        lambda c, w: c.keys.CreateApiKey(
+            pb.CreateApiKeyRequest(tenant_id=w.a.id, scope=pb.API_KEY_SCOPE_TENANT), metadata=c.md
+        ),
+        DENIED,
+    ),
+    (
+        "ListApiKeys",
+        lambda c, w: c.keys.ListApiKeys(pb.ListApiKeysRequest(tenant_id=w.a.id), metadata=c.md),
+        DENIED,
+    ),
+    (
+        "RevokeApiKey",
+        lambda c, w: c.keys.RevokeApiKey(
+            pb.RevokeApiKeyRequest(tenant_id=w.a.id, api_key_id=w.ids["ApiKey"]), metadata=c.md
+        ),
+        DENIED,
+    ),
+    (
+        "RevokeApiKey",
+        lambda c, w: c.keys.RevokeApiKey(
+            pb.RevokeApiKeyRequest(tenant_id=w.b.id, api_key_id=w.ids["ApiKey"]), metadata=c.md
+        ),
+        MISSING,
+    ),
+    (
+        "PutFlow",
+        lambda c, w: c.flows.PutFlow(
+            pb.PutFlowRequest(tenant_id=w.a.id, flow=flow()), metadata=c.md
+        ),
+        DENIED,
+    ),
+    (
+        "GetFlow",
+        lambda c, w: c.flows.GetFlow(
+            pb.GetFlowRequest(tenant_id=w.a.id, flow_id=w.ids["Flow"]), metadata=c.md
+        ),
+        DENIED,
+    ),
+    (
+        "GetFlow",
+        lambda c, w: c.flows.GetFlow(
+            pb.GetFlowRequest(tenant_id=w.b.id, flow_id=w.ids["Flow"]), metadata=c.md
+        ),
+        MISSING,
+    ),
+    (
+        "GetFlow",
+        lambda c, w: c.flows.GetFlow(
+            pb.GetFlowRequest(tenant_id=w.b.id, flow_id=w.ids["Flow"], version=1), metadata=c.md
+        ),
+        MISSING,
+    ),
+    (
+        "ListFlows",
+        lambda c, w: c.flows.ListFlows(pb.ListFlowsRequest(tenant_id=w.a.id), metadata=c.md),
+        DENIED,
+    ),
+    (
+        "DeleteFlow",
+        lambda c, w: c.flows.DeleteFlow(
+            pb.DeleteFlowRequest(tenant_id=w.a.id, flow_id=w.ids["Flow"]), metadata=c.md
+        ),
+        DENIED,
+    ),
+    (
+        "DeleteFlow",
+        lambda c, w: c.flows.DeleteFlow(
+            pb.DeleteFlowRequest(tenant_id=w.b.id, flow_id=w.ids["Flow"]), metadata=c.md
+        ),
+        MISSING,
+    ),
+    *_crud_cases("Agent", "Agents", "agents", "agent_id", agent),
+    *_crud_cases("Queue", "Queues", "queues", "queue_id", queue),
+    *_crud_cases("Template", "Templates", "notifications", "template_id", template),
+    *_crud_cases("Rule", "Rules", "notifications", "rule_id", rule),
+]
+
+
+@pytest.fixture(scope="module")
+async def world(tenants_service: Any) -> AsyncIterator[tuple[World, Client, Client]]:
+    channel = grpc.aio.insecure_channel(tenants_service.address)
+    admin = Client(channel, ADMIN_KEY)
+    a, as_a = await onboard(admin)
+    b, as_b = await onboard(admin)
+    ids = {}
+    ids["Agent"] = (
+        await as_a.agents.CreateAgent(
+            pb.CreateAgentRequest(tenant_id=a.id, agent=agent()), metadata=as_a.md
+        )
+    ).id
+    ids["Queue"] = (
+        await as_a.queues.CreateQueue(
+            pb.CreateQueueRequest(tenant_id=a.id, queue=queue()), metadata=as_a.md
+        )
+    ).id
+    ids["Flow"] = (
+        await as_a.flows.PutFlow(pb.PutFlowRequest(tenant_id=a.id, flow=flow()), metadata=as_a.md)
+    ).id
+    ids["Template"] = (
+        await as_a.notifications.CreateTemplate(
+            pb.CreateTemplateRequest(tenant_id=a.id, template=template()), metadata=as_a.md
+        )
+    ).id
+    ids["Rule"] = (
+        await as_a.notifications.CreateRule(
+            pb.CreateRuleRequest(tenant_id=a.id, rule=rule()), metadata=as_a.md
+        )
+    ).id
+    listed = await as_a.keys.ListApiKeys(pb.ListApiKeysRequest(tenant_id=a.id), metadata=as_a.md)
+    ids["ApiKey"] = listed.api_keys[0].id
+    yield World(a, b, ids), as_a, as_b
+    await channel.close()
+
+
+def test_every_rpc_has_an_isolation_case() -> None:
+    every = {m.name for s in pb.DESCRIPTOR.services_by_name.values() for m in s.methods}
+    assert {name for name, _, _ in CASES} == every
+
+
+@pytest.mark.parametrize(("rpc", "call", "code"), CASES, ids=[f"{n}-{c.name}" for n, _, c in CASES])
+async def test_foreign_tenant_is_refused(
+    world: tuple[World, Client, Client],
+    rpc: str,
+    call: Callable[[Client, World], Awaitable[Any]],
+    code: grpc.StatusCode,
+) -> None:
+    w, _, as_b = world
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(as_b, w)
+    assert caught.value.code() == code, f"{rpc}: {caught.value.code()} {caught.value.details()}"
+
+
+async def test_tenant_a_is_untouched_and_b_sees_nothing_of_it(
+    world: tuple[World, Client, Client],
+) -> None:
+    w, as_a, as_b = world
+    assert (
+        await as_a.tenants.GetTenant(pb.GetTenantRequest(tenant_id=w.a.id), metadata=as_a.md)
+    ).revision == 1
+    for noun, stub, method in [
+        ("Agent", "agents", "GetAgent"),
+        ("Queue", "queues", "GetQueue"),
+        ("Template", "notifications", "GetTemplate"),
+        ("Rule", "notifications", "GetRule"),
+    ]:
+        field = {"Template": "template_id", "Rule": "rule_id"}.get(noun, f"{noun.lower()}_id")
+        got = await getattr(getattr(as_a, stub), method)(
+            getattr(pb, f"{method}Request")(tenant_id=w.a.id, **{field: w.ids[noun]}),
+            metadata=as_a.md,
+        )
+        assert got.revision == 1, noun
+    keys = await as_a.keys.ListApiKeys(pb.ListApiKeysRequest(tenant_id=w.a.id), metadata=as_a.md)
+    assert not keys.api_keys[0].HasField("revoke_time")
+    assert (
+        await as_a.flows.GetFlow(
+            pb.GetFlowRequest(tenant_id=w.a.id, flow_id=w.ids["Flow"]), metadata=as_a.md
+        )
+    ).version == 1
+    b_views = [
+        await as_b.agents.ListAgents(pb.ListAgentsRequest(tenant_id=w.b.id), metadata=as_b.md),
+        await as_b.queues.ListQueues(pb.ListQueuesRequest(tenant_id=w.b.id), metadata=as_b.md),
+        await as_b.flows.ListFlows(pb.ListFlowsRequest(tenant_id=w.b.id), metadata=as_b.md),
+        await as_b.notifications.ListTemplates(
+            pb.ListTemplatesRequest(tenant_id=w.b.id), metadata=as_b.md
+        ),
+        await as_b.notifications.ListRules(pb.ListRulesRequest(tenant_id=w.b.id), metadata=as_b.md),
+    ]
+    assert all(w.a.id not in str(view) for view in b_views)
+    fields = ["agents", "queues", "flows", "templates", "rules"]
+    assert [len(getattr(v, f)) for v, f in zip(b_views, fields, strict=True)] == [0] * 5
