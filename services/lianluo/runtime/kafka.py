@@ -166,6 +166,8 @@ class EventConsumer:
         )
         self._stopping = asyncio.Event()
         self._tracer = trace.get_tracer("lianluo.kafka")
+        # Records handled (duplicates included) and events applied for the first time.
+        self.processed = 0
         self.applied = 0
 
     async def start(self) -> None:
@@ -179,6 +181,7 @@ class EventConsumer:
                 for tp, records in batches.items():
                     for record in records:
                         await self._apply_with_retry(record)
+                        self.processed += 1
                     await self._consumer.commit({tp: records[-1].offset + 1})
         finally:
             await self._consumer.stop()
