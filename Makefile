@@ -7,7 +7,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint types protos protos-check dev-up dev-down dev-status clean
 
+PG_BIN := /usr/lib/postgresql/15/bin
+
 $(STAMP): pyproject.toml requirements/broker.txt
+	@# Postgres 15 server binaries come from Debian's packages when the machine lacks them.
+	@test -x $(PG_BIN)/postgres || { echo "==> installing postgresql-15"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; }
 	@echo "==> installing Python dependencies into $(VENV)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install --quiet --upgrade pip==25.3
@@ -22,7 +27,7 @@ run: $(STAMP)
 	$(BIN)/lianluo run
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check services operators tests loadtest
