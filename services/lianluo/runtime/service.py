@@ -23,6 +23,8 @@ from lianluo.runtime.logs import configure_logging, get_logger
 from lianluo.runtime.outbox import OutboxRelay
 from lianluo.runtime.settings import ServiceSettings
 from lianluo.runtime.telemetry import configure_tracing
+from lianluo.runtime.tenant_config import TOPIC as TENANT_CONFIG_TOPIC
+from lianluo.runtime.tenant_config import TenantConfigView
 
 log = get_logger(__name__)
 
@@ -54,6 +56,7 @@ class Service:
         self._producer: kafka.EventProducer | None = None
         self._relay: OutboxRelay | None = None
         self._consumers: list[kafka.EventConsumer] = []
+        self._views: list[TenantConfigView] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._tracer_provider = configure_tracing(spec.name)
@@ -95,6 +98,17 @@ class Service:
         self._consumers.append(consumer)
         self._spawn(consumer.run(), f"consumer {topics}")
 
+    async def follow_tenant_config(self) -> TenantConfigView:
+        """A local copy of all tenant configuration, which also authenticates API keys."""
+        view = TenantConfigView(
+            self.settings.kafka_bootstrap_servers, self.settings.topic(TENANT_CONFIG_TOPIC)
+        )
+        await view.start()
+        self.grpc.resolver = view
+        self._views.append(view)
+        self._spawn(view.run(), "tenant config view")
+        return view
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -117,6 +131,8 @@ class Service:
         await self.grpc.stop(self.settings.shutdown_grace_seconds)
         for consumer in self._consumers:
             consumer.stop()
+        for view in self._views:
+            view.stop()
         if self._relay is not None:
             self._relay.stop()
         # Consumers commit their batch and the relay flushes before the pool and producer go.
@@ -149,10 +165,12 @@ async def migrate(spec: ServiceSpec, settings: ServiceSettings) -> list[str]:
     applied = await postgres.migrate_dsn(
         settings.database_url, spec.name, {spec.name: spec.migrations}
     )
+    # Every service produces or follows tenant.config, so every one can create it (compacted).
+    compacted = {TENANT_CONFIG_TOPIC, *spec.compacted_topics}
     await kafka.ensure_topics(
         settings.kafka_bootstrap_servers,
-        [settings.topic(t) for t in spec.topics],
+        [settings.topic(t) for t in [*spec.topics, *compacted]],
         settings.topic_partitions,
-        [settings.topic(t) for t in spec.compacted_topics],
+        [settings.topic(t) for t in compacted],
     )
     return applied

@@ -1,0 +1,61 @@
+"""Another service's view of tenant configuration, rebuilt from the real tenant.config topic."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from conftest import ADMIN_KEY, Served, Stack
+from factories import Client, agent, onboard
+
+from lianluo.runtime import auth
+from lianluo.runtime.errors import PermissionDenied
+from lianluo.runtime.tenant_config import TenantConfigView
+from lianluo.tenants.v1 import tenants_pb2 as pb
+
+pytestmark = pytest.mark.integration
+
+
+async def test_view_rebuilds_configuration_and_authenticates_keys(
+    stack: Stack, tenants_service: Served
+) -> None:
+    async with grpc.aio.insecure_channel(tenants_service.address) as channel:
+        admin = Client(channel, ADMIN_KEY)
+        t, c = await onboard(admin)
+        a = await c.agents.CreateAgent(
+            pb.CreateAgentRequest(tenant_id=t.id, agent=agent()), metadata=c.md
+        )
+        view = TenantConfigView(stack.kafka, f"{stack.topic_prefix}tenant.config")
+        async with asyncio.timeout(20):
+            await view.start()
+            follow = asyncio.create_task(view.run())
+            # What was written before start() is there, or arrives moments later via the relay.
+            await view.wait_until(lambda: view.get(t.id, "agent", a.id) is not None)
+        assert view.by_name(t.id, "agent", a.name).id == a.id
+        key_id, secret = auth.parse_token(c.key)
+        principal = await view.resolve(key_id, auth.sha256_hex(secret))
+        assert principal == auth.Principal(key_id=key_id, tenant_id=t.id)
+        assert await view.resolve(key_id, auth.sha256_hex("wrong")) is None
+
+        await c.agents.DeleteAgent(
+            pb.DeleteAgentRequest(tenant_id=t.id, agent_id=a.id), metadata=c.md
+        )
+        await admin.tenants.SuspendTenant(
+            pb.SuspendTenantRequest(tenant_id=t.id), metadata=admin.md
+        )
+        async with asyncio.timeout(20):
+            await view.wait_until(
+                lambda: (
+                    view.get(t.id, "agent", a.id) is None
+                    and view.tenant(t.id).state == pb.TENANT_STATE_SUSPENDED
+                )  # type: ignore[union-attr]
+            )
+        with pytest.raises(PermissionDenied):
+            await view.resolve(key_id, auth.sha256_hex(secret))
+        await admin.tenants.DeleteTenant(pb.DeleteTenantRequest(tenant_id=t.id), metadata=admin.md)
+        async with asyncio.timeout(20):
+            await view.wait_until(lambda: view.tenant(t.id) is None)
+        assert await view.resolve(key_id, auth.sha256_hex(secret)) is None
+        view.stop()
+        await follow
