@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 from google.protobuf import timestamp_pb2
@@ -161,6 +162,10 @@ class EventConsumer:
             client_id=client_id or group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # Range assignment gives one member partition N of every topic it reads. All topics
+            # are keyed by tenant with the same partition count, so one replica sees all of a
+            # tenant's events, across topics, in order: the basis of single-writer state.
+            partition_assignment_strategy=(RangePartitionAssignor,),
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
         )
