@@ -103,7 +103,7 @@ def _check_node(node: tenants_pb2.FlowNode, at: str) -> list[tuple[str, str]]:
         collect = node.collect
         if not collect.prompt.strip():
             found.append((f"{at}.collect.prompt", "must not be empty"))
-        if not VARIABLE.match(collect.variable):
+        if not VARIABLE.fullmatch(collect.variable):
             found.append((f"{at}.collect.variable", "must be a lower-case identifier"))
         if collect.pattern:
             try:
@@ -117,7 +117,7 @@ def _check_node(node: tenants_pb2.FlowNode, at: str) -> list[tuple[str, str]]:
     if kind == "condition":
         for i, branch in enumerate(node.condition.branches):
             path = f"{at}.condition.branches[{i}]"
-            if not VARIABLE.match(branch.variable):
+            if not VARIABLE.fullmatch(branch.variable):
                 found.append((f"{path}.variable", "must be a lower-case identifier"))
             if branch.operator == tenants_pb2.CONDITION_OPERATOR_UNSPECIFIED:
                 found.append((f"{path}.operator", "must be set"))
@@ -126,7 +126,7 @@ def _check_node(node: tenants_pb2.FlowNode, at: str) -> list[tuple[str, str]]:
                     re.compile(branch.value)
                 except re.error as error:
                     found.append((f"{path}.value", f"is not a regular expression: {error}"))
-    if kind == "set_variable" and not VARIABLE.match(node.set_variable.variable):
+    if kind == "set_variable" and not VARIABLE.fullmatch(node.set_variable.variable):
         found.append((f"{at}.set_variable.variable", "must be a lower-case identifier"))
     if kind == "route_to_queue":
         route = node.route_to_queue
@@ -150,7 +150,7 @@ def validate_flow(flow: tenants_pb2.Flow, prefix: str = "flow") -> list[FlowProb
     index: dict[str, int] = {}
     for i, node in enumerate(flow.nodes):
         at = f"{prefix}.nodes[{i}]"
-        if not NODE_ID.match(node.id):
+        if not NODE_ID.fullmatch(node.id):
             problems.append(FlowProblem(node.id, f"{at}.id", "must be 1-64 of A-Z a-z 0-9 _ -"))
         elif node.id in index:
             problems.append(FlowProblem(node.id, f"{at}.id", f"{node.id} is used twice"))

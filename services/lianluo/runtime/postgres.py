@@ -66,7 +66,7 @@ class Migration:
 def load_migrations(component: str, folder: Path) -> list[Migration]:
     found = []
     for path in sorted(folder.glob("*.sql")):
-        match = _MIGRATION_NAME.match(path.name)
+        match = _MIGRATION_NAME.fullmatch(path.name)
         if not match:
             raise MigrationError(f"{path}: migration files are named NNNN_snake_case.sql")
         found.append(Migration(component, int(match.group(1)), path.stem, path.read_text()))
@@ -135,5 +135,5 @@ async def migrate_dsn(dsn: str, schema: str, folders: dict[str, Path]) -> list[s
 
 def _check_schema(schema: str) -> None:
     # Schema names are interpolated into DDL, so only plain identifiers are accepted.
-    if not _SCHEMA_NAME.match(schema):
+    if not _SCHEMA_NAME.fullmatch(schema):
         raise ValueError(f"invalid schema name {schema!r}")

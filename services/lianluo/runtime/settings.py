@@ -7,8 +7,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Secrets that appear in examples and must never reach a running platform.
-_PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "admin", "password", "example"}
+# Words of example secrets that must never reach a running platform.
+_PLACEHOLDER_WORDS = ("changeme", "change-me", "change_me", "password", "placeholder", "example")
 
 
 class ServiceSettings(BaseSettings):
@@ -39,8 +39,9 @@ class ServiceSettings(BaseSettings):
         secret = value.get_secret_value()
         if len(secret) < 24:
             raise ValueError("must be at least 24 characters")
-        if secret.lower() in _PLACEHOLDER_SECRETS:
-            raise ValueError("is a placeholder; generate a real secret")
+        # Length alone lets "changemechangemechangeme" through; a placeholder inside is refused.
+        if any(word in secret.lower() for word in _PLACEHOLDER_WORDS):
+            raise ValueError("contains a placeholder; generate a real secret")
         return value
 
     @field_validator("log_level")

@@ -56,19 +56,19 @@ def _display_name(v: Violations, value: str, path: str) -> None:
 def _skills(v: Violations, skills: Iterable[common_pb2.SkillLevel], path: str) -> None:
     seen: set[str] = set()
     for i, s in enumerate(skills):
-        if v.check(bool(SKILL.match(s.skill)), f"{path}[{i}].skill", "must be a skill name"):
+        if v.check(bool(SKILL.fullmatch(s.skill)), f"{path}[{i}].skill", "must be a skill name"):
             v.check(s.skill not in seen, f"{path}[{i}].skill", f"{s.skill} is listed twice")
             seen.add(s.skill)
         v.check(1 <= s.level <= 10, f"{path}[{i}].level", "must be 1 to 10")
 
 
 def _language(v: Violations, tag: str, path: str) -> None:
-    v.check(bool(LANGUAGE.match(tag)), path, "must be a BCP 47 language tag such as en or zh-CN")
+    v.check(bool(LANGUAGE.fullmatch(tag)), path, "must be a BCP 47 language tag such as en or zh-CN")
 
 
 def validate_tenant(t: Message, v: Violations, p: str = "tenant") -> None:
     assert isinstance(t, pb.Tenant)
-    v.check(bool(TENANT_NAME.match(t.name)), f"{p}.name", "must be 3-40 of a-z 0-9 -")
+    v.check(bool(TENANT_NAME.fullmatch(t.name)), f"{p}.name", "must be 3-40 of a-z 0-9 -")
     _display_name(v, t.display_name, f"{p}.display_name")
     v.check(t.plan != pb.PLAN_UNSPECIFIED, f"{p}.plan", "must be set")
     v.check(
@@ -84,12 +84,12 @@ def validate_tenant(t: Message, v: Violations, p: str = "tenant") -> None:
 
 def validate_agent(a: Message, v: Violations, p: str = "agent") -> None:
     assert isinstance(a, pb.Agent)
-    v.check(bool(AGENT_NAME.match(a.name)), f"{p}.name", "must be 1-120 characters, no spaces")
+    v.check(bool(AGENT_NAME.fullmatch(a.name)), f"{p}.name", "must be 1-120 characters, no spaces")
     _display_name(v, a.display_name, f"{p}.display_name")
     v.check(a.kind != pb.AGENT_KIND_UNSPECIFIED, f"{p}.kind", "must be set")
     _skills(v, a.skills, f"{p}.skills")
     for i, group in enumerate(a.groups):
-        v.check(bool(RESOURCE_NAME.match(group)), f"{p}.groups[{i}]", "must be a name")
+        v.check(bool(RESOURCE_NAME.fullmatch(group)), f"{p}.groups[{i}]", "must be a name")
     for i, tag in enumerate(a.languages):
         _language(v, tag, f"{p}.languages[{i}]")
     v.check(len(a.capacity) > 0, f"{p}.capacity", "at least one media with its capacity")
@@ -101,17 +101,17 @@ def validate_agent(a: Message, v: Violations, p: str = "agent") -> None:
             media_seen.add(c.media)
         v.check(1 <= c.max_concurrent <= 100, f"{at}.max_concurrent", "must be 1 to 100")
     for i, intent in enumerate(a.expertise):
-        v.check(bool(SKILL.match(intent)), f"{p}.expertise[{i}]", "must be an intent name")
+        v.check(bool(SKILL.fullmatch(intent)), f"{p}.expertise[{i}]", "must be an intent name")
     v.check(0 <= a.sales_conversion <= 1, f"{p}.sales_conversion", "must be 0 to 1")
     v.check(len(a.attributes) <= 50, f"{p}.attributes", "at most 50 attributes")
     for key, value in a.attributes.items():
-        v.check(bool(ATTRIBUTE_KEY.match(key)), f"{p}.attributes[{key}]", "bad attribute name")
+        v.check(bool(ATTRIBUTE_KEY.fullmatch(key)), f"{p}.attributes[{key}]", "bad attribute name")
         v.check(len(value) <= 500, f"{p}.attributes[{key}]", "at most 500 characters")
 
 
 def validate_queue(q: Message, v: Violations, p: str = "queue") -> None:
     assert isinstance(q, pb.Queue)
-    v.check(bool(RESOURCE_NAME.match(q.name)), f"{p}.name", "must be 1-63 of a-z 0-9 _ -")
+    v.check(bool(RESOURCE_NAME.fullmatch(q.name)), f"{p}.name", "must be 1-63 of a-z 0-9 _ -")
     _display_name(v, q.display_name, f"{p}.display_name")
     _skills(v, q.required_skills, f"{p}.required_skills")
     v.check(1 <= q.priority <= 10, f"{p}.priority", "must be 1 to 10")
@@ -139,14 +139,14 @@ def validate_queue(q: Message, v: Violations, p: str = "queue") -> None:
 
 def validate_flow_document(f: Message, v: Violations, p: str = "flow") -> None:
     assert isinstance(f, pb.Flow)
-    v.check(bool(RESOURCE_NAME.match(f.name)), f"{p}.name", "must be 1-63 of a-z 0-9 _ -")
+    v.check(bool(RESOURCE_NAME.fullmatch(f.name)), f"{p}.name", "must be 1-63 of a-z 0-9 _ -")
     for problem in validate_flow(f, p):
         v.add(problem.field, problem.reason)
 
 
 def validate_template(t: Message, v: Violations, p: str = "template") -> None:
     assert isinstance(t, pb.NotificationTemplate)
-    v.check(bool(RESOURCE_NAME.match(t.name)), f"{p}.name", "must be 1-63 of a-z 0-9 _ -")
+    v.check(bool(RESOURCE_NAME.fullmatch(t.name)), f"{p}.name", "must be 1-63 of a-z 0-9 _ -")
     v.check(t.channel != pb.DELIVERY_CHANNEL_UNSPECIFIED, f"{p}.channel", "must be set")
     if t.channel == pb.DELIVERY_CHANNEL_EMAIL:
         v.check(bool(t.subject.strip()), f"{p}.subject", "an e-mail template needs a subject")
@@ -162,13 +162,13 @@ def validate_template(t: Message, v: Violations, p: str = "template") -> None:
 
 def validate_rule(r: Message, v: Violations, p: str = "rule") -> None:
     assert isinstance(r, pb.NotificationRule)
-    v.check(bool(RESOURCE_NAME.match(r.name)), f"{p}.name", "must be 1-63 of a-z 0-9 _ -")
+    v.check(bool(RESOURCE_NAME.fullmatch(r.name)), f"{p}.name", "must be 1-63 of a-z 0-9 _ -")
     trigger = r.WhichOneof("trigger")
     v.check(trigger is not None, f"{p}.trigger", "one of interaction_closed, threshold, schedule")
     if trigger == "threshold":
         t = r.threshold
-        v.check(bool(SKILL.match(t.event_type)), f"{p}.threshold.event_type", "must be a name")
-        v.check(bool(SKILL.match(t.metric)), f"{p}.threshold.metric", "must be a name")
+        v.check(bool(SKILL.fullmatch(t.event_type)), f"{p}.threshold.event_type", "must be a name")
+        v.check(bool(SKILL.fullmatch(t.metric)), f"{p}.threshold.metric", "must be a name")
         v.check(
             t.operator != pb.THRESHOLD_OPERATOR_UNSPECIFIED,
             f"{p}.threshold.operator",
@@ -176,7 +176,7 @@ def validate_rule(r: Message, v: Violations, p: str = "rule") -> None:
         )
     if trigger == "schedule":
         s = r.schedule
-        v.check(bool(ATTRIBUTE_KEY.match(s.date_attribute)), f"{p}.schedule.date_attribute", "bad")
+        v.check(bool(ATTRIBUTE_KEY.fullmatch(s.date_attribute)), f"{p}.schedule.date_attribute", "bad")
         v.check(0 <= s.days_before <= 365, f"{p}.schedule.days_before", "must be 0 to 365")
     v.check(bool(r.template), f"{p}.template", "must name a template")
     target = r.WhichOneof("target")
@@ -194,7 +194,7 @@ def validate_rule(r: Message, v: Violations, p: str = "rule") -> None:
             "at least 16 characters",
         )
     if target == "email":
-        v.check(bool(EMAIL.match(r.email.from_address)), f"{p}.email.from_address", "bad address")
+        v.check(bool(EMAIL.fullmatch(r.email.from_address)), f"{p}.email.from_address", "bad address")
 
 
 def _queue_references(q: Message) -> list[tuple[str, str, str]]:
