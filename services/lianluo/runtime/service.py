@@ -13,7 +13,7 @@ import signal
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -27,6 +27,14 @@ from lianluo.runtime.tenant_config import TOPIC as TENANT_CONFIG_TOPIC
 from lianluo.runtime.tenant_config import TenantConfigView
 
 log = get_logger(__name__)
+
+
+class Runner(Protocol):
+    """A background loop owned by a service."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,8 @@ class Service:
         self._relay: OutboxRelay | None = None
         self._consumers: list[kafka.EventConsumer] = []
         self._views: list[TenantConfigView] = []
+        self._runners: list[Runner] = []
+        self.config: TenantConfigView | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._tracer_provider = configure_tracing(spec.name)
@@ -104,10 +114,16 @@ class Service:
             self.settings.kafka_bootstrap_servers, self.settings.topic(TENANT_CONFIG_TOPIC)
         )
         await view.start()
+        self.config = view
         self.grpc.resolver = view
         self._views.append(view)
         self._spawn(view.run(), "tenant config view")
         return view
+
+    def add_background(self, runner: Runner, what: str) -> None:
+        """Run `runner.run()` until shutdown, when `runner.stop()` is called."""
+        self._runners.append(runner)
+        self._spawn(runner.run(), what)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -131,8 +147,8 @@ class Service:
         await self.grpc.stop(self.settings.shutdown_grace_seconds)
         for consumer in self._consumers:
             consumer.stop()
-        for view in self._views:
-            view.stop()
+        for runner in [*self._views, *self._runners]:
+            runner.stop()
         if self._relay is not None:
             self._relay.stop()
         # Consumers commit their batch and the relay flushes before the pool and producer go.

@@ -10,4 +10,6 @@ lianluo.domain, and talk through events.
 # Modules are imported lazily so that `lianluo serve X` loads only X.
 SERVICES = {
     "tenants": "lianluo.services.tenants.app",
+    "media": "lianluo.services.media.app",
+    "notification": "lianluo.services.notification.app",
 }

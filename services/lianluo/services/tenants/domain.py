@@ -63,7 +63,9 @@ def _skills(v: Violations, skills: Iterable[common_pb2.SkillLevel], path: str) -
 
 
 def _language(v: Violations, tag: str, path: str) -> None:
-    v.check(bool(LANGUAGE.fullmatch(tag)), path, "must be a BCP 47 language tag such as en or zh-CN")
+    v.check(
+        bool(LANGUAGE.fullmatch(tag)), path, "must be a BCP 47 language tag such as en or zh-CN"
+    )
 
 
 def validate_tenant(t: Message, v: Violations, p: str = "tenant") -> None:
@@ -176,7 +178,9 @@ def validate_rule(r: Message, v: Violations, p: str = "rule") -> None:
         )
     if trigger == "schedule":
         s = r.schedule
-        v.check(bool(ATTRIBUTE_KEY.fullmatch(s.date_attribute)), f"{p}.schedule.date_attribute", "bad")
+        v.check(
+            bool(ATTRIBUTE_KEY.fullmatch(s.date_attribute)), f"{p}.schedule.date_attribute", "bad"
+        )
         v.check(0 <= s.days_before <= 365, f"{p}.schedule.days_before", "must be 0 to 365")
     v.check(bool(r.template), f"{p}.template", "must name a template")
     target = r.WhichOneof("target")
@@ -194,7 +198,9 @@ def validate_rule(r: Message, v: Violations, p: str = "rule") -> None:
             "at least 16 characters",
         )
     if target == "email":
-        v.check(bool(EMAIL.fullmatch(r.email.from_address)), f"{p}.email.from_address", "bad address")
+        v.check(
+            bool(EMAIL.fullmatch(r.email.from_address)), f"{p}.email.from_address", "bad address"
+        )
 
 
 def _queue_references(q: Message) -> list[tuple[str, str, str]]:

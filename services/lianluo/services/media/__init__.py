@@ -1,0 +1,1 @@
+"""The media service: interactions, participants, media legs, and the message relay."""

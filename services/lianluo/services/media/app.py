@@ -1,0 +1,53 @@
+"""Composition root of the media service: wire the parts together and serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lianluo.media.v1 import media_pb2 as pb
+from lianluo.media.v1 import media_pb2_grpc as rpc
+from lianluo.runtime.service import Service, ServiceSpec
+from lianluo.services.media.events import CONSUMED, MediaEvents
+from lianluo.services.media.grpc_api import MediaApi
+from lianluo.services.media.hub import TIMELINE_TOPIC, Hub, TimelineFollower
+from lianluo.services.media.repository import Repository
+from lianluo.services.media.service import MediaService
+from lianluo.services.media.settings import MediaSettings
+
+SPEC = ServiceSpec(
+    name="media",
+    settings=MediaSettings,
+    migrations=Path(__file__).parent / "migrations",
+    topics=["interaction.event", "routing.request", TIMELINE_TOPIC, *CONSUMED],
+)
+
+
+async def build(settings: MediaSettings) -> Service:
+    service = Service(SPEC, settings)
+    await service.start_storage()
+    view = await service.follow_tenant_config()
+    hub = Hub()
+    follower = TimelineFollower(
+        settings.kafka_bootstrap_servers, settings.topic(TIMELINE_TOPIC), hub
+    )
+    await follower.start()
+    service.add_background(follower, "timeline relay")
+    media = MediaService(
+        service.pool,
+        Repository(),
+        view,
+        event_topic=settings.topic("interaction.event"),
+        routing_topic=settings.topic("routing.request"),
+        timeline_topic=settings.topic(TIMELINE_TOPIC),
+    )
+    await service.add_consumer(CONSUMED, MediaEvents(media).handle)
+    service.add_grpc(
+        rpc.add_MediaServiceServicer_to_server,
+        MediaApi(media, hub, settings.stream_buffer_frames),
+        pb.DESCRIPTOR.services_by_name["MediaService"].full_name,
+    )
+    return service
+
+
+async def serve(settings: MediaSettings) -> None:
+    await (await build(settings)).serve()

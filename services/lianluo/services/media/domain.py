@@ -1,0 +1,105 @@
+"""Interaction rules: the state machine and what a valid message is. No I/O."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from lianluo.media.v1 import media_pb2 as pb
+from lianluo.runtime.errors import FailedPrecondition, Violations
+
+S = pb.InteractionState
+TERMINAL = frozenset(
+    {S.INTERACTION_STATE_CLOSED, S.INTERACTION_STATE_ABANDONED, S.INTERACTION_STATE_OVERFLOWED}
+)
+# Before a person answers, a customer who leaves has abandoned the contact.
+WAITING = frozenset(
+    {
+        S.INTERACTION_STATE_CREATED,
+        S.INTERACTION_STATE_IN_IVR,
+        S.INTERACTION_STATE_QUEUED,
+        S.INTERACTION_STATE_OFFERED,
+    }
+)
+TRANSITIONS: dict[int, frozenset[int]] = {
+    S.INTERACTION_STATE_CREATED: frozenset(
+        {S.INTERACTION_STATE_IN_IVR, S.INTERACTION_STATE_QUEUED, *TERMINAL}
+    ),
+    S.INTERACTION_STATE_IN_IVR: frozenset({S.INTERACTION_STATE_QUEUED, *TERMINAL}),
+    S.INTERACTION_STATE_QUEUED: frozenset(
+        {S.INTERACTION_STATE_OFFERED, S.INTERACTION_STATE_CONNECTED, *TERMINAL}
+    ),
+    S.INTERACTION_STATE_OFFERED: frozenset(
+        {S.INTERACTION_STATE_QUEUED, S.INTERACTION_STATE_CONNECTED, *TERMINAL}
+    ),
+    S.INTERACTION_STATE_CONNECTED: frozenset(
+        {S.INTERACTION_STATE_QUEUED, S.INTERACTION_STATE_WRAP_UP, S.INTERACTION_STATE_CLOSED}
+    ),
+    S.INTERACTION_STATE_WRAP_UP: frozenset({S.INTERACTION_STATE_CLOSED}),
+}
+MAX_TEXT = 10_000
+MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024
+
+
+def state_name(state: int) -> str:
+    return S.Name(state).removeprefix("INTERACTION_STATE_").lower()  # type: ignore[arg-type]
+
+
+def can_move(current: int, target: int) -> bool:
+    return target in TRANSITIONS.get(current, frozenset())
+
+
+def require_open(interaction: pb.Interaction) -> None:
+    if interaction.state in TERMINAL:
+        raise FailedPrecondition(
+            f"interaction/{interaction.id}", f"the interaction is {state_name(interaction.state)}"
+        )
+
+
+def final_state(current: int) -> int:
+    """The state End leads to: a contact nobody answered yet is abandoned."""
+    return S.INTERACTION_STATE_ABANDONED if current in WAITING else S.INTERACTION_STATE_CLOSED
+
+
+def check_content(content: pb.MessageContent, v: Violations, path: str = "content") -> None:
+    kind = content.WhichOneof("content")
+    if kind is None:
+        v.add(path, "one of text, file, image, location or form")
+    elif kind == "text":
+        v.check(0 < len(content.text) <= MAX_TEXT, f"{path}.text", f"1 to {MAX_TEXT} characters")
+    elif kind in {"file", "image"}:
+        att = getattr(content, kind)
+        uri = urlsplit(att.uri)
+        v.check(
+            bool(uri.scheme and (uri.netloc or uri.path)), f"{path}.{kind}.uri", "must be a URI"
+        )
+        v.check(
+            0 <= att.size_bytes <= MAX_ATTACHMENT_BYTES,
+            f"{path}.{kind}.size_bytes",
+            "at most 100 MiB",
+        )
+        if kind == "image":
+            v.check(
+                att.content_type.startswith("image/"),
+                f"{path}.image.content_type",
+                "must be an image/* type",
+            )
+    elif kind == "location":
+        loc = content.location
+        v.check(-90 <= loc.latitude <= 90, f"{path}.location.latitude", "must be -90 to 90")
+        v.check(-180 <= loc.longitude <= 180, f"{path}.location.longitude", "must be -180 to 180")
+    elif kind == "form":
+        form = content.form
+        v.check(bool(form.form_id), f"{path}.form.form_id", "must be set")
+        names = [f.name for f in form.fields]
+        v.check(len(names) == len(set(names)), f"{path}.form.fields", "field names repeat")
+        for i, f in enumerate(form.fields):
+            if form.submitted and f.required:
+                v.check(bool(f.value), f"{path}.form.fields[{i}].value", "is required")
+            if form.submitted and f.type == pb.FORM_FIELD_TYPE_CHOICE and f.value:
+                v.check(f.value in f.options, f"{path}.form.fields[{i}].value", "not an option")
+
+
+def prompt_text(text: str, choices: list[tuple[str, str]]) -> str:
+    """A prompt as plain text, for channels and logs that cannot show choices."""
+    lines = [text, *(f"{digit}. {label}" for digit, label in choices)]
+    return "\n".join(lines)

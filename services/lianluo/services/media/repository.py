@@ -1,0 +1,167 @@
+"""Postgres access for the media service. Every query is scoped by the tenant id."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+from google.protobuf import json_format
+
+from lianluo.media.v1 import media_pb2 as pb
+
+
+def _doc(interaction: pb.Interaction) -> dict[str, Any]:
+    return json_format.MessageToDict(interaction, preserving_proto_field_name=True)
+
+
+def _interaction(doc: dict[str, Any]) -> pb.Interaction:
+    return json_format.ParseDict(doc, pb.Interaction())
+
+
+class Repository:
+    async def insert(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, it: pb.Interaction, request_id: str | None
+    ) -> None:
+        await conn.execute(
+            "insert into interactions (tenant_id, id, state, doc, last_sequence, request_id) "
+            "values ($1, $2, $3, $4, $5, $6)",
+            tid,
+            uuid.UUID(it.id),
+            it.state,
+            _doc(it),
+            it.last_sequence,
+            request_id,
+        )
+
+    async def by_request(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, request_id: str
+    ) -> pb.Interaction | None:
+        doc = await conn.fetchval(
+            "select doc from interactions where tenant_id = $1 and request_id = $2",
+            tid,
+            request_id,
+        )
+        return None if doc is None else _interaction(doc)
+
+    async def get(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, iid: uuid.UUID, *, lock: bool = False
+    ) -> pb.Interaction | None:
+        query = "select doc from interactions where tenant_id = $1 and id = $2"
+        doc = await conn.fetchval(query + (" for update" if lock else ""), tid, iid)
+        return None if doc is None else _interaction(doc)
+
+    async def save(self, conn: asyncpg.Connection, tid: uuid.UUID, it: pb.Interaction) -> None:
+        await conn.execute(
+            "update interactions set state = $3, doc = $4, last_sequence = $5, updated_at = now() "
+            "where tenant_id = $1 and id = $2",
+            tid,
+            uuid.UUID(it.id),
+            it.state,
+            _doc(it),
+            it.last_sequence,
+        )
+
+    async def add_frames(
+        self,
+        conn: asyncpg.Connection,
+        tid: uuid.UUID,
+        rows: list[tuple[int, bytes, bool]],
+        iid: uuid.UUID,
+    ) -> None:
+        await conn.executemany(
+            "insert into timeline (tenant_id, interaction_id, sequence, frame, staff_only) "
+            "values ($1, $2, $3, $4, $5)",
+            [(tid, iid, seq, frame, staff) for seq, frame, staff in rows],
+        )
+
+    async def frames_after(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, iid: uuid.UUID, after: int, staff: bool
+    ) -> list[bytes]:
+        rows = await conn.fetch(
+            "select frame from timeline where tenant_id = $1 and interaction_id = $2 "
+            "and sequence > $3 and (not staff_only or $4) order by sequence",
+            tid,
+            iid,
+            after,
+            staff,
+        )
+        return [r["frame"] for r in rows]
+
+    async def client_message(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, iid: uuid.UUID, participant: str, cmid: str
+    ) -> int | None:
+        seq: int | None = await conn.fetchval(
+            "select sequence from client_messages where tenant_id = $1 and interaction_id = $2 "
+            "and participant_id = $3 and client_message_id = $4",
+            tid,
+            iid,
+            participant,
+            cmid,
+        )
+        return seq
+
+    async def remember_client_message(
+        self,
+        conn: asyncpg.Connection,
+        tid: uuid.UUID,
+        iid: uuid.UUID,
+        participant: str,
+        cmid: str,
+        seq: int,
+    ) -> None:
+        await conn.execute(
+            "insert into client_messages (tenant_id, interaction_id, participant_id, "
+            "client_message_id, sequence) values ($1, $2, $3, $4, $5)",
+            tid,
+            iid,
+            participant,
+            cmid,
+            seq,
+        )
+
+    async def frame_at(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, iid: uuid.UUID, seq: int
+    ) -> bytes | None:
+        frame: bytes | None = await conn.fetchval(
+            "select frame from timeline where tenant_id = $1 and interaction_id = $2 "
+            "and sequence = $3",
+            tid,
+            iid,
+            seq,
+        )
+        return frame
+
+    async def put_offer(
+        self,
+        conn: asyncpg.Connection,
+        tid: uuid.UUID,
+        offer_id: str,
+        agent_id: str,
+        iid: uuid.UUID,
+        frame: bytes,
+    ) -> None:
+        await conn.execute(
+            "insert into offers (tenant_id, id, agent_id, interaction_id, frame) "
+            "values ($1, $2, $3, $4, $5) on conflict do nothing",
+            tid,
+            offer_id,
+            agent_id,
+            iid,
+            frame,
+        )
+
+    async def close_offer(self, conn: asyncpg.Connection, tid: uuid.UUID, offer_id: str) -> None:
+        await conn.execute(
+            "update offers set pending = false where tenant_id = $1 and id = $2", tid, offer_id
+        )
+
+    async def pending_offers(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, agent_id: str
+    ) -> list[bytes]:
+        rows = await conn.fetch(
+            "select frame from offers where tenant_id = $1 and agent_id = $2 and pending",
+            tid,
+            agent_id,
+        )
+        return [r["frame"] for r in rows]

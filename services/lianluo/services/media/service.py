@@ -1,0 +1,546 @@
+"""The media service's logic: every change locks its interaction, takes the next sequence
+numbers of its timeline, and is announced (interaction.event) and relayed (media.timeline)
+through the outbox in the same transaction."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
+
+from lianluo.acd.v1 import acd_pb2
+from lianluo.events.v1 import interaction_pb2, ivr_pb2, routing_pb2
+from lianluo.media.v1 import media_pb2 as pb
+from lianluo.runtime import auth, outbox
+from lianluo.runtime.errors import (
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Violations,
+)
+from lianluo.runtime.kafka import new_envelope
+from lianluo.runtime.logs import get_logger
+from lianluo.runtime.tenant_config import TenantConfigView
+from lianluo.services.media import domain
+from lianluo.services.media.hub import DESK_FRAME, FRAME, STAFF_FRAME
+from lianluo.services.media.repository import Repository
+
+log = get_logger(__name__)
+S = pb.InteractionState
+R = pb.ParticipantRole
+PRODUCER = "media"
+OVERFLOW_NOTICE = "All our agents are busy. We have kept your message and will get back to you."
+BOT_ID = "ivr"
+# Media that need a real-time endpoint for clients to connect to.
+REAL_TIME = frozenset({1, 3, 7})  # voice, video, screen share
+STAFF_ROLES = frozenset(
+    {R.PARTICIPANT_ROLE_AGENT, R.PARTICIPANT_ROLE_EXPERT, R.PARTICIPANT_ROLE_SUPERVISOR}
+)
+
+
+def _stamp() -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(datetime.now(UTC))
+    return stamp
+
+
+def _uuid(value: str, field: str) -> uuid.UUID | None:
+    if not value:
+        raise InvalidArgument([FieldViolation(field, "must be set")])
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+class Change:
+    """One locked interaction and the timeline items a change adds to it."""
+
+    def __init__(self, conn: asyncpg.Connection, tid: uuid.UUID, it: pb.Interaction) -> None:
+        self.conn = conn
+        self.tid = tid
+        self.it = it
+        self.items: list[tuple[pb.ServerFrame, str | None, Message | None, bool]] = []
+
+    def add(
+        self,
+        frame_field: str,
+        value: Message,
+        *,
+        event: str | None = None,
+        event_value: Message | None = None,
+        staff_only: bool = False,
+    ) -> pb.ServerFrame:
+        """Append an item to the timeline; `event` names its InteractionEvent case, if any."""
+        self.it.last_sequence += 1
+        frame = pb.ServerFrame(
+            interaction_id=self.it.id, sequence=self.it.last_sequence, time=_stamp()
+        )
+        getattr(frame, frame_field).CopyFrom(value)
+        self.items.append((frame, event, event_value or value, staff_only))
+        self.it.update_time.CopyFrom(frame.time)
+        return frame
+
+    def move(self, target: Any, reason: str) -> bool:
+        """Change the state if the state machine allows it; False (and nothing) otherwise."""
+        if not domain.can_move(self.it.state, target):
+            return False
+        change = pb.StateChange(from_state=self.it.state, to_state=target, reason=reason)
+        self.it.state = target
+        self.add("state_changed", change, event="state_changed")
+        return True
+
+    def end(self, final: Any, resolution: pb.Resolution, by: str = "") -> None:
+        if self.it.state in domain.TERMINAL:
+            return
+        self.move(final, resolution.code or "ended")
+        self.it.resolution.CopyFrom(resolution)
+        self.it.end_time.CopyFrom(_stamp())
+        ending = pb.InteractionEnd(
+            final_state=final, resolution=resolution, ended_by_participant_id=by
+        )
+        self.add("ended", ending, event="ended")
+
+    def message(
+        self, sender: pb.Participant, content: pb.MessageContent, cmid: str = ""
+    ) -> pb.Message:
+        msg = pb.Message(
+            id=str(uuid.uuid4()),
+            interaction_id=self.it.id,
+            sequence=self.it.last_sequence + 1,
+            sender_participant_id=sender.id,
+            sender_role=sender.role,
+            client_message_id=cmid,
+            content=content,
+            send_time=_stamp(),
+        )
+        self.add("message", msg, event="message")
+        return msg
+
+    def participant(self, participant_id: str) -> pb.Participant | None:
+        return next((p for p in self.it.participants if p.id == participant_id), None)
+
+
+class MediaService:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        repo: Repository,
+        config: TenantConfigView,
+        event_topic: str,
+        routing_topic: str,
+        timeline_topic: str,
+    ) -> None:
+        self._pool = pool
+        self._repo = repo
+        self._config = config
+        self._event_topic = event_topic
+        self._routing_topic = routing_topic
+        self._timeline_topic = timeline_topic
+
+    # ------------------------------------------------------------------ writing
+
+    async def _flush(self, change: Change) -> None:
+        await self._repo.save(change.conn, change.tid, change.it)
+        iid = uuid.UUID(change.it.id)
+        rows = [(f.sequence, f.SerializeToString(), staff) for f, _, _, staff in change.items]
+        await self._repo.add_frames(change.conn, change.tid, rows, iid)
+        tenant = str(change.tid)
+        for frame, event, value, staff in change.items:
+            if event is not None and value is not None:
+                ev = interaction_pb2.InteractionEvent(
+                    interaction_id=change.it.id, sequence=frame.sequence
+                )
+                getattr(ev, event).CopyFrom(value)
+                envelope = new_envelope(f"interaction.{event}", tenant, ev, PRODUCER)
+                await outbox.enqueue(change.conn, self._event_topic, envelope)
+            relay = new_envelope(STAFF_FRAME if staff else FRAME, tenant, frame, PRODUCER)
+            await outbox.enqueue(change.conn, self._timeline_topic, relay)
+
+    async def _desk(
+        self, conn: asyncpg.Connection, tenant: str, agent_id: str, frame: pb.ServerFrame
+    ) -> None:
+        envelope = new_envelope(DESK_FRAME, tenant, frame, PRODUCER)
+        await outbox.enqueue(conn, self._timeline_topic, envelope, key=f"{tenant}/desk/{agent_id}")
+
+    async def _locked(
+        self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str
+    ) -> Change:
+        tid = _uuid(tenant_id, "tenant_id")
+        iid = _uuid(interaction_id, "interaction_id")
+        it = None if tid is None or iid is None else await self._repo.get(conn, tid, iid, lock=True)
+        if it is None or tid is None:
+            raise NotFound("interaction", interaction_id)
+        return Change(conn, tid, it)
+
+    # ------------------------------------------------------------------ API
+
+    async def start(self, req: pb.StartInteractionRequest) -> tuple[pb.Interaction, str]:
+        auth.require_tenant(req.tenant_id)
+        tid = _uuid(req.tenant_id, "tenant_id")
+        if tid is None or self._config.tenant(req.tenant_id) is None:
+            raise NotFound("tenant", req.tenant_id)
+        v = Violations()
+        v.check(req.channel != 0, "channel", "must be set")
+        v.check(req.media != 0, "media", "must be set")
+        entry = req.WhichOneof("entry")
+        v.check(entry is not None, "entry", "one of flow or queue")
+        if entry == "flow":
+            v.check(
+                self._config.by_name(req.tenant_id, "flow", req.flow) is not None,
+                "flow",
+                f"no flow named {req.flow!r}",
+            )
+        if entry == "queue":
+            v.check(
+                self._config.by_name(req.tenant_id, "queue", req.queue) is not None,
+                "queue",
+                f"no queue named {req.queue!r}",
+            )
+        v.raise_if_any()
+        async with self._pool.acquire() as conn, conn.transaction():
+            if req.request_id:
+                earlier = await self._repo.by_request(conn, tid, req.request_id)
+                if earlier is not None:
+                    return earlier, earlier.participants[0].id
+            now = _stamp()
+            customer = pb.Participant(
+                id=f"c-{uuid.uuid4().hex[:12]}",
+                role=R.PARTICIPANT_ROLE_CUSTOMER,
+                subject_id=req.customer.id,
+                display_name=req.customer.display_name,
+                join_time=now,
+            )
+            it = pb.Interaction(
+                id=str(uuid.uuid4()),
+                tenant_id=req.tenant_id,
+                channel=req.channel,
+                state=S.INTERACTION_STATE_CREATED,
+                customer=req.customer,
+                participants=[customer],
+                media=[
+                    pb.MediaLeg(
+                        id=f"m-{uuid.uuid4().hex[:12]}",
+                        media=req.media,
+                        participant_id=customer.id,
+                        start_time=now,
+                    )
+                ],
+                create_time=now,
+                update_time=now,
+            )
+            if entry == "flow":
+                it.entry_flow = req.flow
+            else:
+                it.entry_queue = req.queue
+                it.queue = req.queue
+            await self._repo.insert(conn, tid, it, req.request_id or None)
+            change = Change(conn, tid, it)
+            created = pb.Interaction()
+            created.CopyFrom(it)
+            # The created event is the interaction's start, before its first timeline item.
+            await outbox.enqueue(
+                conn,
+                self._event_topic,
+                new_envelope(
+                    "interaction.created",
+                    req.tenant_id,
+                    interaction_pb2.InteractionEvent(interaction_id=it.id, created=created),
+                    PRODUCER,
+                ),
+            )
+            change.add("participant_joined", customer, event="participant_joined")
+            if entry == "flow":
+                change.move(S.INTERACTION_STATE_IN_IVR, "flow")
+            else:
+                change.move(S.INTERACTION_STATE_QUEUED, "queue")
+                await self._route(change, req.queue)
+            await self._flush(change)
+        return it, customer.id
+
+    async def _route(self, change: Change, queue: str) -> None:
+        """A contact that skips self-service asks the ACD for a person directly."""
+        it = change.it
+        req = ivr_pb2.RoutingRequest(interaction_id=it.id)
+        r = req.requirements
+        r.queue = queue
+        r.channel = it.channel
+        if it.media:
+            r.media = it.media[0].media
+        r.customer_id = it.customer.id
+        r.language = it.customer.language
+        r.customer_attributes.update(it.customer.attributes)
+        envelope = new_envelope("routing.requested", it.tenant_id, req, PRODUCER)
+        await outbox.enqueue(change.conn, self._routing_topic, envelope)
+
+    async def get(self, tenant_id: str, interaction_id: str) -> pb.Interaction:
+        auth.require_tenant(tenant_id)
+        tid, iid = _uuid(tenant_id, "tenant_id"), _uuid(interaction_id, "interaction_id")
+        async with self._pool.acquire() as conn:
+            it = None if tid is None or iid is None else await self._repo.get(conn, tid, iid)
+        if it is None:
+            raise NotFound("interaction", interaction_id)
+        return it
+
+    async def send(
+        self,
+        tenant_id: str,
+        interaction_id: str,
+        participant_id: str,
+        cmid: str,
+        content: pb.MessageContent,
+    ) -> pb.Message:
+        auth.require_tenant(tenant_id)
+        v = Violations()
+        domain.check_content(content, v)
+        v.check(len(cmid) <= 200, "client_message_id", "at most 200 characters")
+        v.raise_if_any()
+        async with self._pool.acquire() as conn, conn.transaction():
+            change = await self._locked(conn, tenant_id, interaction_id)
+            sender = change.participant(participant_id)
+            if sender is None or sender.HasField("leave_time"):
+                raise NotFound("participant", participant_id)
+            iid = uuid.UUID(change.it.id)
+            if cmid:
+                seq = await self._repo.client_message(conn, change.tid, iid, sender.id, cmid)
+                if seq is not None:
+                    frame = await self._repo.frame_at(conn, change.tid, iid, seq)
+                    return pb.ServerFrame.FromString(frame or b"").message
+            domain.require_open(change.it)
+            msg = change.message(sender, content, cmid)
+            if cmid:
+                await self._repo.remember_client_message(
+                    conn, change.tid, iid, sender.id, cmid, msg.sequence
+                )
+            await self._flush(change)
+        return msg
+
+    async def add_media(self, req: pb.AddMediaRequest) -> pb.MediaLeg:
+        auth.require_tenant(req.tenant_id)
+        if req.media == 0:
+            raise InvalidArgument([FieldViolation("media", "must be set")])
+        async with self._pool.acquire() as conn, conn.transaction():
+            change = await self._locked(conn, req.tenant_id, req.interaction_id)
+            if change.participant(req.participant_id) is None:
+                raise NotFound("participant", req.participant_id)
+            domain.require_open(change.it)
+            leg = pb.MediaLeg(
+                id=f"m-{uuid.uuid4().hex[:12]}",
+                media=req.media,
+                participant_id=req.participant_id,
+                start_time=_stamp(),
+            )
+            if leg.media in REAL_TIME:
+                leg.endpoint_uri = f"webrtc://{change.it.id}/{leg.id}"
+            change.it.media.append(leg)
+            change.add("media_added", leg, event="media_added")
+            await self._flush(change)
+        return leg
+
+    async def remove_media(self, req: pb.RemoveMediaRequest) -> pb.MediaLeg:
+        auth.require_tenant(req.tenant_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            change = await self._locked(conn, req.tenant_id, req.interaction_id)
+            leg = next((m for m in change.it.media if m.id == req.media_leg_id), None)
+            if leg is None:
+                raise NotFound("media_leg", req.media_leg_id)
+            if not leg.HasField("end_time"):
+                leg.end_time.CopyFrom(_stamp())
+                change.add("media_removed", leg, event="media_removed")
+                await self._flush(change)
+        return leg
+
+    async def transfer(self, req: pb.TransferRequest) -> pb.Interaction:
+        auth.require_tenant(req.tenant_id)
+        target = req.transfer.WhichOneof("target")
+        if target is None:
+            raise InvalidArgument([FieldViolation("transfer.target", "queue, agent_id or expert")])
+        if (
+            target == "queue"
+            and self._config.by_name(req.tenant_id, "queue", req.transfer.queue) is None
+        ):
+            raise InvalidArgument([FieldViolation("transfer.queue", "no such queue")])
+        async with self._pool.acquire() as conn, conn.transaction():
+            change = await self._locked(conn, req.tenant_id, req.interaction_id)
+            if change.participant(req.transfer.participant_id) is None:
+                raise NotFound("participant", req.transfer.participant_id)
+            domain.require_open(change.it)
+            change.add("transfer", req.transfer, event="transfer_requested", staff_only=True)
+            if target == "queue":
+                change.it.queue = req.transfer.queue
+                change.move(S.INTERACTION_STATE_QUEUED, "transfer")
+                await self._route(change, req.transfer.queue)
+            await self._flush(change)
+        return change.it
+
+    async def end(self, req: pb.EndRequest) -> pb.Interaction:
+        auth.require_tenant(req.tenant_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            change = await self._locked(conn, req.tenant_id, req.interaction_id)
+            if req.participant_id and change.participant(req.participant_id) is None:
+                raise NotFound("participant", req.participant_id)
+            if change.it.state not in domain.TERMINAL:
+                change.end(domain.final_state(change.it.state), req.resolution, req.participant_id)
+                await self._flush(change)
+        return change.it
+
+    # ------------------------------------------------------------------ streams
+
+    async def join(self, join: pb.Join) -> tuple[pb.Interaction | None, pb.Participant | None]:
+        """Check a Connect join; add a supervisor as a participant. (None, None) for a desk."""
+        auth.require_tenant(join.tenant_id)
+        if not join.interaction_id:
+            if join.role not in (R.PARTICIPANT_ROLE_AGENT, R.PARTICIPANT_ROLE_EXPERT):
+                raise InvalidArgument([FieldViolation("join.interaction_id", "must be set")])
+            if self._config.get(join.tenant_id, "agent", join.subject_id) is None:
+                raise NotFound("agent", join.subject_id)
+            return None, None
+        async with self._pool.acquire() as conn, conn.transaction():
+            change = await self._locked(conn, join.tenant_id, join.interaction_id)
+            found = next(
+                (
+                    p
+                    for p in change.it.participants
+                    if p.role == join.role
+                    and (p.subject_id == join.subject_id or p.id == join.subject_id)
+                ),
+                None,
+            )
+            if found is None and join.role == R.PARTICIPANT_ROLE_SUPERVISOR:
+                found = pb.Participant(
+                    id=f"s-{uuid.uuid4().hex[:12]}",
+                    role=join.role,
+                    subject_id=join.subject_id,
+                    display_name=join.display_name,
+                    join_time=_stamp(),
+                )
+                change.it.participants.append(found)
+                change.add("participant_joined", found, event="participant_joined")
+                await self._flush(change)
+            if found is None:
+                raise PermissionDenied("not a participant of this interaction")
+            return change.it, found
+
+    async def replay(
+        self, tenant_id: str, interaction_id: str, after: int, staff: bool
+    ) -> list[pb.ServerFrame]:
+        async with self._pool.acquire() as conn:
+            rows = await self._repo.frames_after(
+                conn, uuid.UUID(tenant_id), uuid.UUID(interaction_id), after, staff
+            )
+        return [pb.ServerFrame.FromString(r) for r in rows]
+
+    async def pending_offers(self, tenant_id: str, agent_id: str) -> list[pb.ServerFrame]:
+        async with self._pool.acquire() as conn:
+            rows = await self._repo.pending_offers(conn, uuid.UUID(tenant_id), agent_id)
+        return [pb.ServerFrame.FromString(r) for r in rows]
+
+    # ------------------------------------------------------------------ events
+
+    async def on_ivr_output(
+        self, conn: asyncpg.Connection, tenant_id: str, out: ivr_pb2.IvrOutput
+    ) -> None:
+        change = await self._locked(conn, tenant_id, out.interaction_id)
+        if change.it.state in domain.TERMINAL:
+            return
+        bot = self._bot(change)
+        kind = out.WhichOneof("output")
+        if kind == "prompt":
+            text = domain.prompt_text(
+                out.prompt.text, [(c.digit, c.label) for c in out.prompt.choices]
+            )
+            msg = pb.Message(
+                id=str(uuid.uuid4()),
+                interaction_id=change.it.id,
+                sequence=change.it.last_sequence + 1,
+                sender_participant_id=bot.id,
+                sender_role=bot.role,
+                content=pb.MessageContent(text=text),
+                send_time=_stamp(),
+            )
+            change.add("prompt", out.prompt, event="message", event_value=msg)
+        elif kind == "routed":
+            change.it.queue = out.routed.queue
+            change.move(S.INTERACTION_STATE_QUEUED, "ivr_routed")
+        elif kind == "ended":
+            if out.ended.text:
+                change.message(bot, pb.MessageContent(text=out.ended.text))
+            change.end(S.INTERACTION_STATE_CLOSED, pb.Resolution(code="self_service"))
+        await self._flush(change)
+
+    def _bot(self, change: Change) -> pb.Participant:
+        bot = next((p for p in change.it.participants if p.role == R.PARTICIPANT_ROLE_BOT), None)
+        if bot is None:
+            bot = pb.Participant(
+                id=BOT_ID,
+                role=R.PARTICIPANT_ROLE_BOT,
+                subject_id=BOT_ID,
+                display_name="Self-service",
+                join_time=_stamp(),
+            )
+            change.it.participants.append(bot)
+            change.add("participant_joined", bot, event="participant_joined")
+        return bot
+
+    async def on_routing_decision(
+        self, conn: asyncpg.Connection, tenant_id: str, decision: routing_pb2.RoutingDecision
+    ) -> None:
+        change = await self._locked(conn, tenant_id, decision.interaction_id)
+        kind = decision.WhichOneof("decision")
+        iid = uuid.UUID(change.it.id)
+        if kind == "offer":
+            offer = decision.offer.offer
+            frame = pb.ServerFrame(interaction_id=change.it.id, time=_stamp(), offer=offer)
+            if change.move(S.INTERACTION_STATE_OFFERED, "offered"):
+                await self._repo.put_offer(
+                    conn, change.tid, offer.id, offer.agent_id, iid, frame.SerializeToString()
+                )
+                await self._desk(conn, tenant_id, offer.agent_id, frame)
+        elif kind in {"offer_declined", "offer_timed_out"}:
+            ended = getattr(decision, kind)
+            state = (
+                acd_pb2.OFFER_STATE_DECLINED
+                if kind == "offer_declined"
+                else acd_pb2.OFFER_STATE_TIMED_OUT
+            )
+            change.move(S.INTERACTION_STATE_QUEUED, kind)
+            await self._close_offer(change, ended.offer_id, ended.agent_id, state)
+        elif kind == "assign":
+            assign = decision.assign
+            agent: Any = self._config.get(tenant_id, "agent", assign.agent_id)
+            role = R.PARTICIPANT_ROLE_EXPERT if assign.agent_kind == 2 else R.PARTICIPANT_ROLE_AGENT
+            person = pb.Participant(
+                id=f"a-{assign.agent_id[:12]}",
+                role=role,
+                subject_id=assign.agent_id,
+                display_name=agent.display_name if agent else "",
+                join_time=_stamp(),
+            )
+            if change.it.state not in domain.TERMINAL and change.participant(person.id) is None:
+                change.it.participants.append(person)
+                change.add("participant_joined", person, event="participant_joined")
+                change.move(S.INTERACTION_STATE_CONNECTED, "offer_accepted")
+            await self._close_offer(
+                change, assign.offer_id, assign.agent_id, acd_pb2.OFFER_STATE_ACCEPTED
+            )
+        elif kind == "overflow" and change.it.state not in domain.TERMINAL:
+            change.message(self._bot(change), pb.MessageContent(text=OVERFLOW_NOTICE))
+            change.end(S.INTERACTION_STATE_OVERFLOWED, pb.Resolution(code="overflow"))
+        await self._flush(change)
+
+    async def _close_offer(self, change: Change, offer_id: str, agent_id: str, state: Any) -> None:
+        await self._repo.close_offer(change.conn, change.tid, offer_id)
+        frame = pb.ServerFrame(
+            interaction_id=change.it.id,
+            time=_stamp(),
+            offer_closed=pb.OfferClosed(offer_id=offer_id, state=state),
+        )
+        await self._desk(change.conn, str(change.tid), agent_id, frame)
+
+    def is_staff(self, role: int) -> bool:
+        return role in STAFF_ROLES

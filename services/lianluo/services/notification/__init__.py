@@ -1,0 +1,1 @@
+"""The notification service: closed-loop notices, threshold alerts and Notify deliveries."""

@@ -1,0 +1,39 @@
+"""Settings of the notification service (environment variables prefixed LIANLUO_)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, model_validator
+
+from lianluo.runtime.settings import ServiceSettings
+
+
+class NotificationSettings(ServiceSettings):
+    """How deliveries travel (SMTP, webhooks) and how failed ones are retried."""
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    # STARTTLS after connecting; off for a local relay that speaks plain SMTP.
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0
+    # The sender of Notify e-mails (rules name their own from_address).
+    smtp_from_address: str = "no-reply@lianluo.local"
+    webhook_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    # Retry after base * 2^(attempts-1) seconds, never longer than the cap.
+    retry_base_seconds: Annotated[float, Field(gt=0)] = 5.0
+    retry_cap_seconds: Annotated[float, Field(gt=0)] = 900.0
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    # How often the worker looks for due deliveries when no wake-up arrives.
+    worker_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    worker_batch_size: Annotated[int, Field(ge=1, le=500)] = 20
+    # A delivery SENDING for longer than this lost its replica; it becomes due again.
+    sending_lease_seconds: Annotated[float, Field(gt=0)] = 300.0
+
+    @model_validator(mode="after")
+    def _cap_not_below_base(self) -> NotificationSettings:
+        if self.retry_cap_seconds < self.retry_base_seconds:
+            raise ValueError("retry_cap_seconds must not be below retry_base_seconds")
+        return self

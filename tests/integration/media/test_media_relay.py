@@ -1,0 +1,286 @@
+"""The media service: interactions, the IVR and routing hand-offs, and the relay between
+participants on two replicas, against the real Postgres and broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from conftest import ADMIN_KEY, Stack
+from factories import Client, agent, flow, onboard, queue
+from media_support import StreamClient, media_replica, publish
+
+from lianluo.acd.v1 import acd_pb2
+from lianluo.common.v1 import common_pb2 as common
+from lianluo.events.v1 import ivr_pb2, routing_pb2
+from lianluo.media.v1 import media_pb2 as pb
+from lianluo.media.v1 import media_pb2_grpc as rpc
+from lianluo.tenants.v1 import tenants_pb2 as tpb
+
+pytestmark = pytest.mark.integration
+S = pb.InteractionState
+R = pb.ParticipantRole
+
+
+@pytest.fixture(scope="module")
+async def world(stack: Stack, tenants_service: Any) -> AsyncIterator[dict[str, Any]]:
+    async with grpc.aio.insecure_channel(tenants_service.address) as channel:
+        admin = Client(channel, ADMIN_KEY)
+        t, c = await onboard(admin)
+        await c.queues.CreateQueue(
+            tpb.CreateQueueRequest(tenant_id=t.id, queue=queue()), metadata=c.md
+        )
+        await c.flows.PutFlow(tpb.PutFlowRequest(tenant_id=t.id, flow=flow()), metadata=c.md)
+        a = await c.agents.CreateAgent(
+            tpb.CreateAgentRequest(tenant_id=t.id, agent=agent()), metadata=c.md
+        )
+        async with media_replica(stack) as (one, s1), media_replica(stack) as (two, s2):
+            for s in (s1, s2):
+                view = s.config
+                assert view is not None
+                async with asyncio.timeout(20):
+                    await view.wait_until(lambda v=view: v.get(t.id, "agent", a.id) is not None)
+            async with grpc.aio.insecure_channel(one) as ch1, grpc.aio.insecure_channel(two) as ch2:
+                yield {"tenant": t, "key": c.key, "agent": a, "ch1": ch1, "ch2": ch2}
+
+
+def md(world: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {world['key']}"),)
+
+
+async def start(world: dict[str, Any], **entry: str) -> pb.StartInteractionResponse:
+    return await rpc.MediaServiceStub(world["ch1"]).StartInteraction(
+        pb.StartInteractionRequest(
+            tenant_id=world["tenant"].id,
+            channel=common.CHANNEL_WEB,
+            media=common.MEDIA_TYPE_CHAT,
+            customer=pb.Customer(id="cust-1", display_name="Mei", address="mei@example.test"),
+            **entry,
+        ),
+        metadata=md(world),
+    )
+
+
+async def test_a_contact_travels_from_ivr_to_an_agent_across_replicas(
+    world: dict[str, Any], stack: Stack
+) -> None:
+    t, a = world["tenant"], world["agent"]
+    started = await start(world, flow="main")
+    it = started.interaction
+    assert it.state == S.INTERACTION_STATE_IN_IVR
+    customer = StreamClient(
+        world["ch1"],
+        world["key"],
+        pb.Join(
+            tenant_id=t.id,
+            interaction_id=it.id,
+            role=R.PARTICIPANT_ROLE_CUSTOMER,
+            subject_id="cust-1",
+        ),
+    )
+    desk = StreamClient(
+        world["ch2"],
+        world["key"],
+        pb.Join(tenant_id=t.id, role=R.PARTICIPANT_ROLE_AGENT, subject_id=a.id),
+    )
+    await customer.wait_for(lambda f: f.WhichOneof("frame") == "joined")
+    await desk.wait_for(lambda f: f.WhichOneof("frame") == "joined")
+
+    prompt = ivr_pb2.IvrOutput(
+        interaction_id=it.id,
+        prompt=common.Prompt(
+            id="p1",
+            text="1 for cards",
+            expects_answer=True,
+            choices=[common.PromptChoice(digit="1", label="Cards")],
+        ),
+    )
+    await publish(stack, "ivr.output", "ivr.prompt", t.id, prompt)
+    got = await customer.wait_for(lambda f: f.WhichOneof("frame") == "prompt")
+    assert got.prompt.text == "1 for cards"
+
+    customer.send_text("1", "m1")
+    await customer.wait_for(lambda f: f.message.content.text == "1")
+    await publish(
+        stack,
+        "ivr.output",
+        "ivr.routed",
+        t.id,
+        ivr_pb2.IvrOutput(interaction_id=it.id, routed=ivr_pb2.IvrRouted(queue="cards")),
+    )
+    await customer.wait_for(lambda f: f.state_changed.to_state == S.INTERACTION_STATE_QUEUED)
+
+    offer = acd_pb2.Offer(
+        id="o1",
+        tenant_id=t.id,
+        interaction_id=it.id,
+        agent_id=a.id,
+        state=acd_pb2.OFFER_STATE_PENDING,
+    )
+    await publish(
+        stack,
+        "routing.decision",
+        "routing.offer",
+        t.id,
+        routing_pb2.RoutingDecision(
+            interaction_id=it.id, offer=routing_pb2.RoutingOffer(offer=offer)
+        ),
+    )
+    shown = await desk.wait_for(lambda f: f.WhichOneof("frame") == "offer")
+    assert shown.offer.id == "o1"
+    await publish(
+        stack,
+        "routing.decision",
+        "routing.assign",
+        t.id,
+        routing_pb2.RoutingDecision(
+            interaction_id=it.id, assign=routing_pb2.RoutingAssign(offer_id="o1", agent_id=a.id)
+        ),
+    )
+    await desk.wait_for(lambda f: f.offer_closed.offer_id == "o1")
+    await customer.wait_for(lambda f: f.state_changed.to_state == S.INTERACTION_STATE_CONNECTED)
+
+    # The agent joins on the other replica and first sees the conversation so far.
+    agent_stream = StreamClient(
+        world["ch2"],
+        world["key"],
+        pb.Join(
+            tenant_id=t.id, interaction_id=it.id, role=R.PARTICIPANT_ROLE_AGENT, subject_id=a.id
+        ),
+    )
+    await agent_stream.wait_for(lambda f: f.message.content.text == "1")
+    agent_stream.send_text("Hello Mei, how can I help?", "a1")
+    customer.send_text("My card is lost", "m2")
+    await customer.wait_for(lambda f: f.message.content.text == "Hello Mei, how can I help?")
+    await agent_stream.wait_for(lambda f: f.message.content.text == "My card is lost")
+    for stream in (customer, agent_stream):
+        sequences = [f.sequence for f in stream.frames if f.sequence]
+        assert sequences == sorted(set(sequences)), "frames arrive once each, in order"
+
+    ended = await rpc.MediaServiceStub(world["ch1"]).End(
+        pb.EndRequest(
+            tenant_id=t.id,
+            interaction_id=it.id,
+            participant_id=started.customer_participant_id,
+            resolution=pb.Resolution(code="resolved"),
+        ),
+        metadata=md(world),
+    )
+    assert ended.state == S.INTERACTION_STATE_CLOSED
+    await agent_stream.wait_for(lambda f: f.WhichOneof("frame") == "ended")
+    with pytest.raises(grpc.aio.AioRpcError) as closed:
+        await rpc.MediaServiceStub(world["ch2"]).Send(
+            pb.SendRequest(
+                tenant_id=t.id,
+                interaction_id=it.id,
+                participant_id=started.customer_participant_id,
+                content=pb.MessageContent(text="hello?"),
+            ),
+            metadata=md(world),
+        )
+    assert closed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    for stream in (customer, desk, agent_stream):
+        await stream.close()
+
+
+async def test_a_customer_who_reconnects_gets_what_they_missed(world: dict[str, Any]) -> None:
+    t = world["tenant"]
+    started = await start(world, queue="cards")
+    it = started.interaction
+    assert it.state == S.INTERACTION_STATE_QUEUED
+    stub = rpc.MediaServiceStub(world["ch2"])
+    for i, text in enumerate(["one", "two", "three"]):
+        await stub.Send(
+            pb.SendRequest(
+                tenant_id=t.id,
+                interaction_id=it.id,
+                participant_id=started.customer_participant_id,
+                client_message_id=f"c{i}",
+                content=pb.MessageContent(text=text),
+            ),
+            metadata=md(world),
+        )
+    again = await stub.Send(
+        pb.SendRequest(
+            tenant_id=t.id,
+            interaction_id=it.id,
+            participant_id=started.customer_participant_id,
+            client_message_id="c1",
+            content=pb.MessageContent(text="two"),
+        ),
+        metadata=md(world),
+    )
+    first_two = await rpc.MediaServiceStub(world["ch1"]).GetInteraction(
+        pb.GetInteractionRequest(tenant_id=t.id, interaction_id=it.id), metadata=md(world)
+    )
+    resumed = StreamClient(
+        world["ch1"],
+        world["key"],
+        pb.Join(
+            tenant_id=t.id,
+            interaction_id=it.id,
+            role=R.PARTICIPANT_ROLE_CUSTOMER,
+            subject_id="cust-1",
+            last_seen_sequence=again.sequence - 1,
+        ),
+    )
+    await resumed.wait_for(lambda f: f.message.content.text == "three")
+    assert resumed.texts() == ["two", "three"], "a resend is stored once; only missed items replay"
+    assert first_two.last_sequence == again.sequence + 1
+    await resumed.close()
+
+
+async def test_bad_input_gets_a_clear_error_and_writes_nothing(world: dict[str, Any]) -> None:
+    t = world["tenant"]
+    stub = rpc.MediaServiceStub(world["ch1"])
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await start(world, queue="no-such-queue")
+    assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "queue" in (unknown.value.details() or "")
+    started = await start(world, queue="cards")
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await stub.Send(
+            pb.SendRequest(
+                tenant_id=t.id,
+                interaction_id=started.interaction.id,
+                participant_id=started.customer_participant_id,
+                content=pb.MessageContent(location=pb.Location(latitude=91)),
+            ),
+            metadata=md(world),
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "content.location.latitude" in (bad.value.details() or "")
+    after = await stub.GetInteraction(
+        pb.GetInteractionRequest(tenant_id=t.id, interaction_id=started.interaction.id),
+        metadata=md(world),
+    )
+    assert after.last_sequence == started.interaction.last_sequence
+
+
+async def test_another_tenant_cannot_see_or_touch_an_interaction(
+    world: dict[str, Any], tenants_service: Any
+) -> None:
+    started = await start(world, queue="cards")
+    async with grpc.aio.insecure_channel(tenants_service.address) as channel:
+        other, other_client = await onboard(Client(channel, ADMIN_KEY))
+    stub = rpc.MediaServiceStub(world["ch1"])
+    foreign = (("authorization", f"Bearer {other_client.key}"),)
+    # The media replicas learn the new tenant's key from tenant.config, moments later.
+    await asyncio.sleep(2)
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await stub.GetInteraction(
+            pb.GetInteractionRequest(
+                tenant_id=world["tenant"].id, interaction_id=started.interaction.id
+            ),
+            metadata=foreign,
+        )
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await stub.End(
+            pb.EndRequest(tenant_id=other.id, interaction_id=started.interaction.id),
+            metadata=foreign,
+        )
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
