@@ -30,8 +30,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check services operators tests loadtest
-	$(BIN)/ruff format --check services operators tests loadtest
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
 types: $(STAMP)

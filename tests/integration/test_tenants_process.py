@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from lianluo.devstack import infra
-from lianluo.devstack.platform import wait_serving
+from lianluo.devstack.cell import wait_serving
 from lianluo.events.v1 import envelope_pb2
 from lianluo.runtime import postgres
 from lianluo.runtime.kafka import EventConsumer

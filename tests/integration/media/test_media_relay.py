@@ -11,10 +11,11 @@ import grpc
 import pytest
 from conftest import ADMIN_KEY, Stack
 from factories import Client, agent, flow, onboard, queue
-from media_support import StreamClient, media_replica, publish
+from media_support import media_replica, publish
 
 from lianluo.acd.v1 import acd_pb2
 from lianluo.common.v1 import common_pb2 as common
+from lianluo.devstack.clients import StreamClient
 from lianluo.events.v1 import ivr_pb2, routing_pb2
 from lianluo.media.v1 import media_pb2 as pb
 from lianluo.media.v1 import media_pb2_grpc as rpc

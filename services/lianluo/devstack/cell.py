@@ -1,0 +1,118 @@
+"""One local cell: every service of the platform as its own process, some in several replicas.
+
+Used by `lianluo run` and by the end-to-end tests, so both exercise the same thing: real
+processes, talking over the real broker and Postgres.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lianluo.services import SERVICES
+
+
+@dataclass
+class Replica:
+    service: str
+    index: int
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass
+class Cell:
+    """Processes of one cell; `env` holds the LIANLUO_ settings they share."""
+
+    env: dict[str, str]
+    log_dir: Path
+    first_port: int = 0
+    replicas: dict[str, int] = field(default_factory=dict)
+    running: list[Replica] = field(default_factory=list)
+
+    def start(self, services: list[str] | None = None) -> None:
+        """Start every service (or the named ones); wait until each answers health."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        port = self.first_port
+        for name in services or list(SERVICES):
+            for i in range(self.replicas.get(name, 1)):
+                port = port + 1 if self.first_port else _free_port()
+                log = self.log_dir / f"{name}-{i}.log"
+                print(
+                    f"==> starting {name}{f' #{i + 1}' if i else ''} on 127.0.0.1:{port}",
+                    file=sys.stderr,
+                )
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "lianluo.cli", "serve", name],
+                    env={**os.environ, **self.env, "LIANLUO_GRPC_PORT": str(port)},
+                    stderr=log.open("ab"),
+                    stdout=subprocess.DEVNULL,
+                )
+                self.running.append(Replica(name, i, port, process, log))
+        for replica in self.running:
+            asyncio.run(wait_serving(replica.port, 90, replica))
+
+    def address(self, service: str, index: int = 0) -> str:
+        return next(r.address for r in self.running if r.service == service and r.index == index)
+
+    def addresses(self, service: str) -> list[str]:
+        return [r.address for r in self.running if r.service == service]
+
+    def failed(self) -> list[Replica]:
+        return [r for r in self.running if r.process.poll() is not None]
+
+    def stop(self, grace: float = 20) -> None:
+        for r in self.running:
+            if r.process.poll() is None:
+                r.process.send_signal(signal.SIGTERM)
+        for r in self.running:
+            try:
+                r.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                r.process.kill()
+                r.process.wait()
+        self.running.clear()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_serving(
+    port: int, limit_seconds: float = 60, replica: Replica | None = None
+) -> None:
+    """Wait until the server on `port` answers SERVING; fail early if its process died."""
+    deadline = time.monotonic() + limit_seconds
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if replica is not None and replica.process.poll() is not None:
+                tail = replica.log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{replica.service} exited while starting:\n{tail}")
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing serving on port {port} after {limit_seconds:.0f}s")
+            await asyncio.sleep(0.2)
