@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -211,7 +212,21 @@ async def _retry(call: Any, seconds: float = 20) -> Any:
                 await asyncio.sleep(0.3)
 
 
-async def play_demo(cell: Cell, admin_key: str) -> None:
+@dataclass
+class DemoResult:
+    """What the demo saw, so the end-to-end tests can assert on the same journey."""
+
+    interaction_id: str = ""
+    prompts: list[str] = field(default_factory=list)
+    routed_to: str = ""
+    agent_heard: list[str] = field(default_factory=list)
+    customer_heard: list[str] = field(default_factory=list)
+    recording_types: list[str] = field(default_factory=list)
+    notice: dict[str, Any] = field(default_factory=dict)
+    signature_valid: bool = False
+
+
+async def play_demo(cell: Cell, admin_key: str) -> DemoResult:
     print("\nDemo: one customer chat through every service of the cell", flush=True)
     received: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue()
 
@@ -234,7 +249,7 @@ async def play_demo(cell: Cell, admin_key: str) -> None:
             grpc.aio.insecure_channel(cell.address("recording")) as rch,
         ):
             tenant, key = await onboard(tch, admin_key, f"http://127.0.0.1:{port}/notices")
-            await chat(tenant, key, tch, mch, ach, rch, received)
+            return await chat(tenant, key, tch, mch, ach, rch, received)
     finally:
         await runner.cleanup()
 
@@ -247,7 +262,7 @@ async def chat(
     ach: grpc.aio.Channel,
     rch: grpc.aio.Channel,
     received: asyncio.Queue[tuple[bytes, str]],
-) -> None:
+) -> DemoResult:
     md = (("authorization", f"Bearer {key}"),)
     agents = {
         a.name: a
@@ -294,6 +309,7 @@ async def chat(
         )
     )
     it = started.interaction
+    result = DemoResult(interaction_id=it.id)
     say("contact", f"web chat from Mei Chen, interaction {it.id[:8]}")
 
     def show(frame: mpb.ServerFrame) -> None:
@@ -339,6 +355,7 @@ async def chat(
     )
     offer = next(iter(done)).result().offer
     person = next(a for a in agents.values() if a.id == offer.agent_id)
+    result.routed_to = person.name
     reasons = ", ".join(f"{f.name}={f.value:g}" for f in offer.candidate.features) or "longest idle"
     say("offer", f"to {person.display_name}: {reasons}")
     await acd.RespondToOffer(
@@ -391,8 +408,15 @@ async def chat(
         "notified",
         f"{notice.get('body', '')}  (signature {'valid' if signature == expected else 'INVALID'})",
     )
+    result.prompts = [f.prompt.text for f in customer.frames if f.WhichOneof("frame") == "prompt"]
+    result.customer_heard = customer.texts()
+    result.agent_heard = agent.texts()
+    result.recording_types = [e.event.type for e in record.entries]
+    result.notice = notice
+    result.signature_valid = signature == expected
     for stream in (customer, agent, *desks.values()):
         await stream.close()
+    return result
 
 
 async def _complete(stub: Any, tenant_id: str, interaction_id: str, md: Any) -> rpb.Recording:
