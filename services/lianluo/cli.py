@@ -76,6 +76,27 @@ def _run(args: argparse.Namespace) -> int:
     return code
 
 
+def _terminal(args: argparse.Namespace) -> int:
+    import json
+
+    from lianluo.devstack import infra, terminal
+
+    state = infra.StackConfig.from_env().state_dir
+    cell = terminal.load_cell(state)
+    demo = json.loads((state / "demo.json").read_text()) if (state / "demo.json").exists() else {}
+    key = args.key or demo.get("key", "")
+    tenant = args.tenant or demo.get("tenant_id", "")
+    if not key or not tenant:
+        print("lianluo: give --tenant and --key (no demo tenant found)", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        if args.command == "customer":
+            asyncio.run(terminal.customer(cell, key, tenant, args.flow, args.name))
+        else:
+            asyncio.run(terminal.agent(cell, key, tenant, args.login))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lianluo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="the whole local platform, until Ctrl-C")
     run.add_argument("--no-demo", action="store_true", help="skip the demo")
     run.set_defaults(func=_run)
+
+    for role in ("customer", "agent"):
+        client = commands.add_parser(role, help=f"chat as a {role} with the running platform")
+        client.add_argument("--tenant", default="", help="tenant id (default: the demo tenant)")
+        client.add_argument("--key", default="", help="tenant API key (default: the demo key)")
+        if role == "customer":
+            client.add_argument("--flow", default="card-services")
+            client.add_argument("--name", default="visitor")
+        else:
+            client.add_argument("login", help="the agent's name, for example li.wei")
+        client.set_defaults(func=_terminal)
 
     args = parser.parse_args(argv)
     result: int = args.func(args)

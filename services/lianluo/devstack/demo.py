@@ -216,6 +216,8 @@ async def _retry(call: Any, seconds: float = 20) -> Any:
 class DemoResult:
     """What the demo saw, so the end-to-end tests can assert on the same journey."""
 
+    tenant_id: str = ""
+    tenant_key: str = ""
     interaction_id: str = ""
     prompts: list[str] = field(default_factory=list)
     routed_to: str = ""
@@ -309,7 +311,7 @@ async def chat(
         )
     )
     it = started.interaction
-    result = DemoResult(interaction_id=it.id)
+    result = DemoResult(tenant_id=tenant.id, tenant_key=key, interaction_id=it.id)
     say("contact", f"web chat from Mei Chen, interaction {it.id[:8]}")
 
     def show(frame: mpb.ServerFrame) -> None:

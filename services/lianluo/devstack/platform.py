@@ -8,6 +8,7 @@ serves until Ctrl-C, when it stops what it started.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import sys
 import time
@@ -59,8 +60,18 @@ def main(demo: bool = True) -> int:
         print(f"  {'postgres':14} {config.database_url.rsplit('/', 1)[0]}/{DATABASE}")
         print(f"  {'kafka':14} {config.kafka_bootstrap}   topics prefixed {TOPIC_PREFIX!r}")
         print(f"  admin key in {config.state_dir / 'admin-key'}")
+        addresses = {r.service: r.address for r in cell.running if r.index == 0}
+        (config.state_dir / "cell.json").write_text(json.dumps(addresses, indent=2))
         if demo:
-            asyncio.run(play_demo(cell, key))
+            result = asyncio.run(play_demo(cell, key))
+            demo_file = config.state_dir / "demo.json"
+            demo_file.write_text(
+                json.dumps({"tenant_id": result.tenant_id, "key": result.tenant_key})
+            )
+            demo_file.chmod(0o600)
+            print("\nHold a conversation by hand, in two more terminals:")
+            print("  .venv/bin/lianluo agent li.wei      # goes available, accepts offers")
+            print("  .venv/bin/lianluo customer          # starts a web chat with the flow")
         print("\nServing until Ctrl-C.")
         _wait_for_interrupt(cell)
         return 0

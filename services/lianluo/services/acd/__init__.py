@@ -1,0 +1,1 @@
+"""The ACD: agent presence and capacity, waiting contacts, offers and routing decisions."""

@@ -1,0 +1,385 @@
+"""One tenant's routing state and how each fact changes it (pure, no I/O).
+
+The owning replica loads a `TenantRouting` from the acd schema, applies one event or timer
+tick, calls `dispatch`, then persists `changes` and publishes its decisions in one
+transaction. Nothing here reads a clock or a database: time comes in as `now`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf import timestamp_pb2
+
+from lianluo.acd.v1 import acd_pb2 as acd
+from lianluo.common.v1 import common_pb2 as common
+from lianluo.events.v1 import agent_pb2, routing_pb2
+from lianluo.services.acd.domain import (
+    AgentProfile,
+    AgentStatus,
+    AgentView,
+    Needs,
+    Ranking,
+    candidate_message,
+    explain,
+    needs_for,
+    rank_agents,
+)
+from lianluo.tenants.v1 import tenants_pb2 as pb
+
+# Envelope types on routing.decision and agent.event (docs/events.md).
+OFFER = "routing.offer"
+ASSIGN = "routing.assign"
+OFFER_DECLINED = "routing.offer_declined"
+OFFER_TIMED_OUT = "routing.offer_timed_out"
+OVERFLOW = "routing.overflow"
+WRAP_UP_DONE = "agent.wrap_up_done"
+
+
+def stamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(moment)
+    return out
+
+
+@dataclass
+class Contact:
+    """A waiting interaction; its needs and deadline are fixed when it enters the queue."""
+
+    interaction_id: str
+    requirements: common.RoutingRequirements
+    needs: Needs
+    enqueued_at: datetime
+    deadline: datetime
+    overflow: pb.Overflow
+    declined: set[str] = field(default_factory=set)
+    offer_id: str | None = None
+
+    def wait_seconds(self, now: datetime) -> int:
+        return max(0, int((now - self.enqueued_at).total_seconds()))
+
+
+@dataclass
+class PendingOffer:
+    offer: acd.Offer
+    media: int
+    explanation: acd.RoutingExplanation
+
+
+@dataclass(frozen=True)
+class Assignment:
+    interaction_id: str
+    agent_id: str
+    media: int
+    offer_id: str
+    assigned_at: datetime
+
+
+@dataclass
+class Changes:
+    """What one step changed, for the repository to save and the outbox to publish."""
+
+    agents: set[str] = field(default_factory=set)
+    contacts: set[str] = field(default_factory=set)
+    removed_contacts: set[str] = field(default_factory=set)
+    offers: dict[str, PendingOffer] = field(default_factory=dict)
+    assigned: list[Assignment] = field(default_factory=list)
+    released: list[Assignment] = field(default_factory=list)
+    decisions: list[tuple[str, routing_pb2.RoutingDecision]] = field(default_factory=list)
+    agent_events: list[tuple[str, agent_pb2.AgentEvent]] = field(default_factory=list)
+
+
+def queue_order(contacts: Iterable[Contact]) -> list[Contact]:
+    """Highest priority first, then first come first served."""
+    return sorted(contacts, key=lambda c: (-c.needs.priority, c.enqueued_at, c.interaction_id))
+
+
+class TenantRouting:
+    """A tenant's agents, waiting contacts, pending offers and assignments."""
+
+    def __init__(
+        self,
+        tenant_id: str,
+        *,
+        profiles: Mapping[str, AgentProfile],
+        statuses: dict[str, AgentStatus],
+        contacts: dict[str, Contact],
+        offers: dict[str, PendingOffer],
+        assignments: list[Assignment],
+        offer_timeout: timedelta,
+        answer_grace: timedelta = timedelta(0),
+        answered: Mapping[str, datetime] | None = None,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.profiles = profiles
+        self.statuses = statuses
+        self.contacts = contacts
+        self.offers = offers
+        self.assignments = assignments
+        self.offer_timeout = offer_timeout
+        # An answer recorded before expiry is on its way through agent.event; the offer waits
+        # this long for it instead of timing out under the agent's click.
+        self.answer_grace = answer_grace
+        self.answered = dict(answered or {})
+        self._new_id = new_id
+        self.changes = Changes()
+
+    # ------------------------------------------------------------------ views
+
+    def status(self, agent_id: str) -> AgentStatus:
+        return self.statuses.get(agent_id) or AgentStatus(agent_id)
+
+    def agent_views(self) -> list[AgentView]:
+        """Every configured agent with the capacity its interactions and offers take."""
+        in_use: dict[str, dict[int, int]] = {}
+        held = [(a.agent_id, a.media) for a in self.assignments]
+        held += [(p.offer.agent_id, p.media) for p in self.offers.values()]
+        for agent_id, media in held:
+            per_media = in_use.setdefault(agent_id, {})
+            per_media[media] = per_media.get(media, 0) + 1
+        return [
+            AgentView(profile, self.status(aid), in_use.get(aid, {}))
+            for aid, profile in self.profiles.items()
+        ]
+
+    def rank(self, contact: Contact, now: datetime) -> Ranking:
+        """The agents for a waiting contact, best first; those who declined it are excluded."""
+        return rank_agents(contact.needs, self.agent_views(), now, frozenset(contact.declined))
+
+    def next_deadline(self) -> datetime | None:
+        """When a timer must next look at this tenant: an offer expiry or a max wait."""
+        times = [c.deadline for c in self.contacts.values()]
+        times += [self._expiry(p) for p in self.offers.values()]
+        return min(times) if times else None
+
+    def _expiry(self, pending: PendingOffer) -> datetime:
+        expire = pending.offer.expire_time.ToDatetime(UTC)
+        return expire + self.answer_grace if pending.offer.id in self.answered else expire
+
+    # ------------------------------------------------------------------ facts
+
+    def enqueue(
+        self,
+        interaction_id: str,
+        requirements: common.RoutingRequirements,
+        queue: pb.Queue | None,
+        now: datetime,
+    ) -> bool:
+        """Queue a contact; False when it is already waiting or assigned."""
+        if interaction_id in self.contacts or any(
+            a.interaction_id == interaction_id for a in self.assignments
+        ):
+            return False
+        if queue is None:
+            # Nobody can ever be eligible for a queue the tenant does not have; the customer
+            # is not left waiting, the contact is kept as a message.
+            self._decide(
+                OVERFLOW,
+                interaction_id,
+                acd.RoutingExplanation(queue=requirements.queue),
+                overflow=routing_pb2.RoutingOverflow(
+                    cause=routing_pb2.OVERFLOW_CAUSE_NO_ELIGIBLE_AGENT,
+                    overflow=pb.Overflow(kind=pb.OVERFLOW_KIND_MESSAGE),
+                ),
+            )
+            return True
+        contact = Contact(
+            interaction_id=interaction_id,
+            requirements=requirements,
+            needs=needs_for(queue, requirements),
+            enqueued_at=now,
+            deadline=now + timedelta(seconds=queue.max_wait_seconds),
+            overflow=queue.overflow,
+        )
+        self.contacts[interaction_id] = contact
+        self.changes.contacts.add(interaction_id)
+        return True
+
+    def set_presence(
+        self, agent_id: str, presence: int, reason: str, limits: dict[int, int], now: datetime
+    ) -> None:
+        status = self.statuses.setdefault(agent_id, AgentStatus(agent_id))
+        if presence != status.presence:
+            status.change_time = now
+            if presence == acd.PRESENCE_AVAILABLE:
+                status.last_idle_time = now
+        status.presence = presence
+        status.reason = reason
+        status.limits = dict(limits)
+        self.changes.agents.add(agent_id)
+
+    def answer(
+        self, offer_id: str, agent_id: str, accept: bool, reason: str, now: datetime
+    ) -> bool:
+        """Apply an agent's answer; False when the offer is no longer pending for them."""
+        pending = self.offers.get(offer_id)
+        if pending is None or pending.offer.agent_id != agent_id:
+            return False
+        contact = self.contacts.get(pending.offer.interaction_id)
+        if contact is None:
+            return False
+        if accept:
+            self._close(pending, acd.OFFER_STATE_ACCEPTED, now)
+            assignment = Assignment(contact.interaction_id, agent_id, pending.media, offer_id, now)
+            self.assignments.append(assignment)
+            self.changes.assigned.append(assignment)
+            self.statuses.setdefault(agent_id, AgentStatus(agent_id)).last_assign_time = now
+            self.changes.agents.add(agent_id)
+            self._remove_contact(contact.interaction_id)
+            self._decide(
+                ASSIGN,
+                contact.interaction_id,
+                pending.explanation,
+                assign=routing_pb2.RoutingAssign(
+                    offer_id=offer_id,
+                    agent_id=agent_id,
+                    agent_kind=pending.offer.candidate.kind,
+                ),
+            )
+        else:
+            pending.offer.decline_reason = reason
+            self._close(pending, acd.OFFER_STATE_DECLINED, now)
+            self._back_to_waiting(contact, agent_id)
+            self._decide(
+                OFFER_DECLINED,
+                contact.interaction_id,
+                pending.explanation,
+                offer_declined=routing_pb2.RoutingOfferEnded(
+                    offer_id=offer_id, agent_id=agent_id, reason=reason
+                ),
+            )
+        return True
+
+    def release(self, interaction_id: str, agent_id: str | None, now: datetime) -> list[Assignment]:
+        """Free the capacity an interaction held (for every agent, or for one)."""
+        released = [
+            a
+            for a in self.assignments
+            if a.interaction_id == interaction_id and agent_id in (None, a.agent_id)
+        ]
+        for a in released:
+            self.assignments.remove(a)
+            self.changes.released.append(a)
+            self.statuses.setdefault(a.agent_id, AgentStatus(a.agent_id)).last_idle_time = now
+            self.changes.agents.add(a.agent_id)
+        return released
+
+    def end_interaction(self, interaction_id: str, now: datetime) -> None:
+        """The interaction ended: free its agents, or drop it from the queue (abandoned)."""
+        for a in self.release(interaction_id, None, now):
+            # No wrap-up phase yet: the end of the conversation ends the after-contact work.
+            event = agent_pb2.AgentEvent(
+                agent_id=a.agent_id,
+                wrap_up_done=agent_pb2.AgentWrapUpDone(interaction_id=interaction_id),
+            )
+            self.changes.agent_events.append((WRAP_UP_DONE, event))
+        contact = self.contacts.get(interaction_id)
+        if contact is not None:
+            self._withdraw(contact, now)
+            self._remove_contact(interaction_id)
+
+    def expire(self, now: datetime) -> None:
+        """Overflow contacts past their queue's max wait, then time out expired offers."""
+        for contact in queue_order(list(self.contacts.values())):
+            if contact.deadline > now:
+                continue
+            self._withdraw(contact, now)
+            ranking = self.rank(contact, now)
+            self._remove_contact(contact.interaction_id)
+            self._decide(
+                OVERFLOW,
+                contact.interaction_id,
+                explain(contact.needs, ranking, contact.wait_seconds(now)),
+                overflow=routing_pb2.RoutingOverflow(
+                    cause=routing_pb2.OVERFLOW_CAUSE_MAX_WAIT, overflow=contact.overflow
+                ),
+            )
+        for pending in list(self.offers.values()):
+            if self._expiry(pending) > now:
+                continue
+            agent_id = pending.offer.agent_id
+            self._close(pending, acd.OFFER_STATE_TIMED_OUT, now)
+            contact = self.contacts.get(pending.offer.interaction_id)
+            if contact is not None:
+                self._back_to_waiting(contact, agent_id)
+            self._decide(
+                OFFER_TIMED_OUT,
+                pending.offer.interaction_id,
+                pending.explanation,
+                offer_timed_out=routing_pb2.RoutingOfferEnded(
+                    offer_id=pending.offer.id, agent_id=agent_id
+                ),
+            )
+
+    def dispatch(self, now: datetime) -> None:
+        """Offer each waiting contact, in queue order, to its best eligible agent."""
+        waiting = [c for c in self.contacts.values() if c.offer_id is None]
+        for contact in queue_order(waiting):
+            ranking = self.rank(contact, now)
+            best = ranking.best()
+            if best is None:
+                continue
+            offer = acd.Offer(
+                id=self._new_id(),
+                tenant_id=self.tenant_id,
+                interaction_id=contact.interaction_id,
+                agent_id=best.agent_id,
+                state=acd.OFFER_STATE_PENDING,
+                requirements=contact.requirements,
+                candidate=candidate_message(best),
+                offer_time=stamp(now),
+                expire_time=stamp(now + self.offer_timeout),
+            )
+            explanation = explain(contact.needs, ranking, contact.wait_seconds(now))
+            pending = PendingOffer(offer, contact.needs.media, explanation)
+            self.offers[offer.id] = pending
+            self.changes.offers[offer.id] = pending
+            contact.offer_id = offer.id
+            self.changes.contacts.add(contact.interaction_id)
+            self._decide(
+                OFFER,
+                contact.interaction_id,
+                explanation,
+                offer=routing_pb2.RoutingOffer(offer=offer),
+            )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _decide(
+        self,
+        event_type: str,
+        interaction_id: str,
+        explanation: acd.RoutingExplanation,
+        **decision: object,
+    ) -> None:
+        message = routing_pb2.RoutingDecision(
+            interaction_id=interaction_id,
+            explanation=explanation,
+            **decision,  # type: ignore[arg-type]
+        )
+        self.changes.decisions.append((event_type, message))
+
+    def _close(self, pending: PendingOffer, state: int, now: datetime) -> None:
+        pending.offer.state = state  # type: ignore[assignment]
+        pending.offer.close_time.CopyFrom(stamp(now))
+        self.offers.pop(pending.offer.id, None)
+        self.changes.offers[pending.offer.id] = pending
+
+    def _back_to_waiting(self, contact: Contact, agent_id: str) -> None:
+        contact.declined.add(agent_id)
+        contact.offer_id = None
+        self.changes.contacts.add(contact.interaction_id)
+
+    def _withdraw(self, contact: Contact, now: datetime) -> None:
+        if contact.offer_id is not None and contact.offer_id in self.offers:
+            self._close(self.offers[contact.offer_id], acd.OFFER_STATE_WITHDRAWN, now)
+        contact.offer_id = None
+
+    def _remove_contact(self, interaction_id: str) -> None:
+        self.contacts.pop(interaction_id, None)
+        self.changes.contacts.discard(interaction_id)
+        self.changes.removed_contacts.add(interaction_id)

@@ -1,0 +1,274 @@
+"""Postgres access for the ACD. Every query is scoped by the tenant id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from lianluo.acd.v1 import acd_pb2 as acd
+from lianluo.common.v1 import common_pb2 as common
+from lianluo.services.acd.dispatch import Assignment, Changes, Contact, PendingOffer
+from lianluo.services.acd.domain import AgentStatus, Needs
+from lianluo.tenants.v1 import tenants_pb2 as pb
+
+
+@dataclass
+class TenantRows:
+    """A tenant's routing state as stored: what the owner needs to decide."""
+
+    statuses: dict[str, AgentStatus]
+    contacts: dict[str, Contact]
+    offers: dict[str, PendingOffer]
+    assignments: list[Assignment]
+    # Pending offers that already have an answer on its way, and when it was given.
+    answered: dict[str, datetime]
+
+
+def _status(row: Any) -> AgentStatus:
+    return AgentStatus(
+        agent_id=row["agent_id"],
+        presence=row["presence"],
+        reason=row["reason"],
+        limits={int(k): int(v) for k, v in row["limits"].items()},
+        change_time=row["change_time"],
+        last_idle_time=row["last_idle_time"],
+        last_assign_time=row["last_assign_time"],
+    )
+
+
+def _contact(row: Any) -> Contact:
+    needs = row["needs"]
+    return Contact(
+        interaction_id=row["interaction_id"],
+        requirements=common.RoutingRequirements.FromString(row["requirements"]),
+        needs=Needs(
+            queue=row["queue"],
+            media=needs["media"],
+            skills=dict(needs["skills"]),
+            language=needs["language"],
+            priority=needs["priority"],
+        ),
+        enqueued_at=row["enqueued_at"],
+        deadline=row["deadline"],
+        overflow=pb.Overflow.FromString(row["overflow"]),
+        declined=set(row["declined"]),
+        offer_id=str(row["offer_id"]) if row["offer_id"] else None,
+    )
+
+
+def _offer(row: Any) -> PendingOffer:
+    return PendingOffer(
+        offer=acd.Offer.FromString(row["offer"]),
+        media=row["media"],
+        explanation=acd.RoutingExplanation.FromString(row["explanation"]),
+    )
+
+
+class Repository:
+    """Reads and writes of routing state; the caller holds the transaction."""
+
+    async def lock_tenant(self, conn: asyncpg.Connection, tenant_id: str) -> None:
+        """Serialise writers of one tenant until the transaction ends, even across replicas
+        that briefly both believe they own it during a rebalance."""
+        await conn.execute("select pg_advisory_xact_lock(hashtext($1))", f"acd.tenant.{tenant_id}")
+
+    async def load(self, conn: asyncpg.Connection, tenant_id: str) -> TenantRows:
+        agents = await conn.fetch("select * from agents where tenant_id = $1", tenant_id)
+        contacts = await conn.fetch("select * from contacts where tenant_id = $1", tenant_id)
+        offers = await conn.fetch(
+            "select * from offers where tenant_id = $1 and state = $2",
+            tenant_id,
+            acd.OFFER_STATE_PENDING,
+        )
+        held = await conn.fetch("select * from assignments where tenant_id = $1", tenant_id)
+        answers = await conn.fetch(
+            "select a.offer_id, a.answered_at from offer_answers a join offers o "
+            "on o.tenant_id = a.tenant_id and o.id = a.offer_id "
+            "where a.tenant_id = $1 and o.state = $2",
+            tenant_id,
+            acd.OFFER_STATE_PENDING,
+        )
+        return TenantRows(
+            statuses={r["agent_id"]: _status(r) for r in agents},
+            contacts={r["interaction_id"]: _contact(r) for r in contacts},
+            offers={str(r["id"]): _offer(r) for r in offers},
+            assignments=[
+                Assignment(
+                    r["interaction_id"],
+                    r["agent_id"],
+                    r["media"],
+                    str(r["offer_id"]),
+                    r["assigned_at"],
+                )
+                for r in held
+            ],
+            answered={str(r["offer_id"]): r["answered_at"] for r in answers},
+        )
+
+    async def save(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: str,
+        changes: Changes,
+        statuses: dict[str, AgentStatus],
+        contacts: dict[str, Contact],
+    ) -> None:
+        """Write what one step changed."""
+        for agent_id in sorted(changes.agents):
+            await self._save_agent(conn, tenant_id, statuses[agent_id])
+        for pending in changes.offers.values():
+            await self._save_offer(conn, tenant_id, pending)
+        for interaction_id in sorted(changes.contacts):
+            await self._save_contact(conn, tenant_id, contacts[interaction_id])
+        if changes.removed_contacts:
+            await conn.execute(
+                "delete from contacts where tenant_id = $1 and interaction_id = any($2::text[])",
+                tenant_id,
+                sorted(changes.removed_contacts),
+            )
+        for a in changes.released:
+            await conn.execute(
+                "delete from assignments "
+                "where tenant_id = $1 and interaction_id = $2 and agent_id = $3",
+                tenant_id,
+                a.interaction_id,
+                a.agent_id,
+            )
+        for a in changes.assigned:
+            await conn.execute(
+                "insert into assignments (tenant_id, interaction_id, agent_id, media, offer_id, "
+                "assigned_at) values ($1, $2, $3, $4, $5, $6)",
+                tenant_id,
+                a.interaction_id,
+                a.agent_id,
+                a.media,
+                a.offer_id,
+                a.assigned_at,
+            )
+
+    async def _save_agent(self, conn: asyncpg.Connection, tenant_id: str, s: AgentStatus) -> None:
+        await conn.execute(
+            "insert into agents (tenant_id, agent_id, presence, reason, limits, change_time, "
+            "last_idle_time, last_assign_time) values ($1, $2, $3, $4, $5, $6, $7, $8) "
+            "on conflict (tenant_id, agent_id) do update set presence = excluded.presence, "
+            "reason = excluded.reason, limits = excluded.limits, "
+            "change_time = excluded.change_time, last_idle_time = excluded.last_idle_time, "
+            "last_assign_time = excluded.last_assign_time",
+            tenant_id,
+            s.agent_id,
+            s.presence,
+            s.reason,
+            {str(k): v for k, v in s.limits.items()},
+            s.change_time,
+            s.last_idle_time,
+            s.last_assign_time,
+        )
+
+    async def _save_contact(self, conn: asyncpg.Connection, tenant_id: str, c: Contact) -> None:
+        needs = {
+            "media": c.needs.media,
+            "skills": dict(c.needs.skills),
+            "language": c.needs.language,
+            "priority": c.needs.priority,
+        }
+        await conn.execute(
+            "insert into contacts (tenant_id, interaction_id, queue, requirements, needs, "
+            "enqueued_at, deadline, overflow, declined, offer_id) "
+            "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+            "on conflict (tenant_id, interaction_id) do update set "
+            "declined = excluded.declined, offer_id = excluded.offer_id",
+            tenant_id,
+            c.interaction_id,
+            c.needs.queue,
+            c.requirements.SerializeToString(),
+            needs,
+            c.enqueued_at,
+            c.deadline,
+            c.overflow.SerializeToString(),
+            sorted(c.declined),
+            c.offer_id,
+        )
+
+    async def _save_offer(self, conn: asyncpg.Connection, tenant_id: str, p: PendingOffer) -> None:
+        o = p.offer
+        await conn.execute(
+            "insert into offers (tenant_id, id, interaction_id, agent_id, state, media, "
+            "expire_time, offer, explanation) values ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+            "on conflict (tenant_id, id) do update set state = excluded.state, "
+            "offer = excluded.offer",
+            tenant_id,
+            o.id,
+            o.interaction_id,
+            o.agent_id,
+            o.state,
+            p.media,
+            o.expire_time.ToDatetime(UTC),
+            o.SerializeToString(),
+            p.explanation.SerializeToString(),
+        )
+
+    async def next_deadline(self, conn: asyncpg.Connection, tenant_id: str) -> datetime | None:
+        """The earliest max wait or offer expiry of a tenant, to arm its timer."""
+        due: datetime | None = await conn.fetchval(
+            "select least((select min(deadline) from contacts where tenant_id = $1), "
+            "(select min(expire_time) from offers where tenant_id = $1 and state = $2))",
+            tenant_id,
+            acd.OFFER_STATE_PENDING,
+        )
+        return due
+
+    # ------------------------------------------------------------------ reads for the API
+
+    async def agent(
+        self, conn: asyncpg.Connection, tenant_id: str, agent_id: str
+    ) -> AgentStatus | None:
+        row = await conn.fetchrow(
+            "select * from agents where tenant_id = $1 and agent_id = $2", tenant_id, agent_id
+        )
+        return _status(row) if row else None
+
+    async def offer(
+        self, conn: asyncpg.Connection, tenant_id: str, offer_id: str
+    ) -> acd.Offer | None:
+        row = await conn.fetchrow(
+            "select offer from offers where tenant_id = $1 and id = $2", tenant_id, offer_id
+        )
+        return acd.Offer.FromString(row["offer"]) if row else None
+
+    async def answer(
+        self, conn: asyncpg.Connection, tenant_id: str, offer_id: str
+    ) -> tuple[bool, str, datetime] | None:
+        """The answer already given to an offer: (accept, reason, when)."""
+        row = await conn.fetchrow(
+            "select accept, reason, answered_at from offer_answers "
+            "where tenant_id = $1 and offer_id = $2",
+            tenant_id,
+            offer_id,
+        )
+        return (row["accept"], row["reason"], row["answered_at"]) if row else None
+
+    async def record_answer(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: str,
+        offer_id: str,
+        agent_id: str,
+        accept: bool,
+        reason: str,
+        at: datetime,
+    ) -> bool:
+        """Record the first answer to an offer; False when one was already recorded."""
+        inserted = await conn.fetchval(
+            "insert into offer_answers (tenant_id, offer_id, agent_id, accept, reason, "
+            "answered_at) values ($1, $2, $3, $4, $5, $6) on conflict do nothing returning true",
+            tenant_id,
+            offer_id,
+            agent_id,
+            accept,
+            reason,
+            at,
+        )
+        return bool(inserted)

@@ -1,0 +1,219 @@
+"""The single writer of routing state: applies a tenant's events in order, and runs its timers.
+
+Only the replica that owns a tenant's partitions gets its events, and timers run only for the
+tenants whose partitions this replica owns. Each step holds a per-tenant asyncio lock (events
+and timers of one tenant never interleave here) and a per-tenant advisory lock in Postgres
+(two replicas that both believe they own a tenant during a rebalance still take turns), loads
+the state, decides, and saves the state with its decisions in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from lianluo.events.v1 import agent_pb2, interaction_pb2, ivr_pb2
+from lianluo.runtime.kafka import Envelope, partition_for, unpack
+from lianluo.runtime.logs import get_logger
+from lianluo.runtime.tenant_config import TenantConfigView
+from lianluo.services.acd import events
+from lianluo.services.acd.dispatch import TenantRouting
+from lianluo.services.acd.domain import AgentProfile
+from lianluo.services.acd.repository import Repository, TenantRows
+from lianluo.services.acd.settings import AcdSettings
+
+log = get_logger(__name__)
+OwnedPartitions = Callable[[], Awaitable[set[int]]]
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def build_routing(
+    tenant_id: str, view: TenantConfigView, rows: TenantRows, settings: AcdSettings
+) -> TenantRouting:
+    """A tenant's routing state from its stored rows and its configured agents."""
+    return TenantRouting(
+        tenant_id,
+        profiles={a.id: AgentProfile.from_config(a) for a in view.all(tenant_id, "agent")},
+        statuses=rows.statuses,
+        contacts=rows.contacts,
+        offers=rows.offers,
+        assignments=rows.assignments,
+        offer_timeout=timedelta(seconds=settings.offer_timeout_seconds),
+        answer_grace=timedelta(seconds=settings.answer_grace_seconds),
+        answered=rows.answered,
+    )
+
+
+class Router:
+    """Applies consumed events and timer ticks to the tenants this replica owns."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        repo: Repository,
+        view: TenantConfigView,
+        topics: events.Topics,
+        settings: AcdSettings,
+    ) -> None:
+        self._pool = pool
+        self._repo = repo
+        self._view = view
+        self._topics = topics
+        self._settings = settings
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # When each owned tenant next needs its timer; None when nothing is waiting.
+        self._deadlines: dict[str, datetime | None] = {}
+        self._partitions: set[int] = set()
+        self._stopping = asyncio.Event()
+
+    # ------------------------------------------------------------------ events
+
+    async def handle(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
+        """The consumer's handler: apply one event of routing.request, agent.event or
+        interaction.event inside the consumer's transaction."""
+        tenant_id = envelope.tenant_id
+        if not is_uuid(tenant_id):
+            log.error("event without a valid tenant; skipped", type=envelope.type)
+            return
+        apply = self._step_for(envelope)
+        if apply is None:
+            return
+        async with self._locks[tenant_id]:
+            await self._step(conn, tenant_id, apply)
+
+    def _step_for(self, envelope: Envelope) -> Callable[[TenantRouting, datetime], None] | None:
+        kind = envelope.type
+        tenant_id = envelope.tenant_id
+        if kind == events.ROUTING_REQUESTED:
+            request = unpack(envelope, ivr_pb2.RoutingRequest)
+            queue = self._view.by_name(tenant_id, "queue", request.requirements.queue)
+            if queue is None:
+                log.warning("routing request to an unknown queue", queue=request.requirements.queue)
+
+            def enqueue(r: TenantRouting, now: datetime) -> None:
+                r.enqueue(request.interaction_id, request.requirements, queue, now)
+
+            return enqueue
+        if kind == events.INTERACTION_ENDED:
+            ended = unpack(envelope, interaction_pb2.InteractionEvent)
+            return lambda r, now: r.end_interaction(ended.interaction_id, now)
+        if kind in (events.PRESENCE_CHANGED, events.OFFER_ACCEPTED, events.OFFER_DECLINED):
+            return self._agent_step(kind, unpack(envelope, agent_pb2.AgentEvent))
+        if kind == events.WRAP_UP_DONE:
+            done = unpack(envelope, agent_pb2.AgentEvent)
+            # Already applied when the interaction ended; repeating it frees nothing twice.
+
+            def release(r: TenantRouting, now: datetime) -> None:
+                r.release(done.wrap_up_done.interaction_id, done.agent_id, now)
+
+            return release
+        return None
+
+    def _agent_step(
+        self, kind: str, event: agent_pb2.AgentEvent
+    ) -> Callable[[TenantRouting, datetime], None]:
+        agent_id = event.agent_id
+        if kind == events.PRESENCE_CHANGED:
+            presence = event.presence_changed.presence
+
+            def set_presence(r: TenantRouting, now: datetime) -> None:
+                profile = r.profiles.get(agent_id)
+                configured = profile.capacity if profile else {}
+                # Only a lowering is a limit: a later raise of the configured capacity then
+                # applies without another SetPresence.
+                limits: dict[int, int] = {
+                    int(load.media): load.max_concurrent
+                    for load in presence.load
+                    if load.max_concurrent < configured.get(load.media, 0)
+                }
+                r.set_presence(agent_id, presence.presence, presence.reason, limits, now)
+
+            return set_presence
+        answer = event.offer_accepted if kind == events.OFFER_ACCEPTED else event.offer_declined
+        accept = kind == events.OFFER_ACCEPTED
+
+        def respond(r: TenantRouting, now: datetime) -> None:
+            if not r.answer(answer.offer_id, agent_id, accept, answer.reason, now):
+                log.info("answer to an offer no longer pending; ignored", offer_id=answer.offer_id)
+
+        return respond
+
+    async def _step(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: str,
+        apply: Callable[[TenantRouting, datetime], None],
+    ) -> None:
+        await self._repo.lock_tenant(conn, tenant_id)
+        rows = await self._repo.load(conn, tenant_id)
+        routing = build_routing(tenant_id, self._view, rows, self._settings)
+        now = now_utc()
+        apply(routing, now)
+        routing.dispatch(now)
+        await self._repo.save(conn, tenant_id, routing.changes, routing.statuses, routing.contacts)
+        await events.publish_changes(conn, self._topics, tenant_id, routing.changes)
+        self._deadlines[tenant_id] = routing.next_deadline()
+
+    # ------------------------------------------------------------------ timers
+
+    async def tick(self, tenant_id: str) -> None:
+        """Time out expired offers and overflow contacts past max wait, for one tenant."""
+        async with self._locks[tenant_id], self._pool.acquire() as conn, conn.transaction():
+            await self._step(conn, tenant_id, lambda r, now: r.expire(now))
+
+    async def run_timers(self, owned: OwnedPartitions) -> None:
+        """Run the timers of owned tenants until stop(); a failing tick is retried later."""
+        while not self._stopping.is_set():
+            try:
+                await self._follow_ownership(await owned())
+                now = now_utc()
+                for tenant_id, due in list(self._deadlines.items()):
+                    if due is not None and due <= now and self._owns(tenant_id):
+                        await self.tick(tenant_id)
+            except Exception:
+                log.exception("routing timers failed; retrying")
+            try:
+                async with asyncio.timeout(self._settings.timer_tick_seconds):
+                    await self._stopping.wait()
+            except TimeoutError:
+                pass
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _owns(self, tenant_id: str) -> bool:
+        partition = partition_for(tenant_id.encode(), self._settings.topic_partitions)
+        return partition in self._partitions
+
+    async def _follow_ownership(self, partitions: set[int]) -> None:
+        """Drop the timers of tenants now owned elsewhere; rebuild those of gained tenants."""
+        if partitions == self._partitions:
+            return
+        gained = partitions - self._partitions
+        self._partitions = partitions
+        for tenant_id in [t for t in self._deadlines if not self._owns(t)]:
+            del self._deadlines[tenant_id]
+        if not gained:
+            return
+        log.info("routing partitions assigned", partitions=sorted(partitions))
+        # The tenants come from configuration, so each state query still names its tenant.
+        for tenant_id in self._view.tenant_ids():
+            if is_uuid(tenant_id) and self._owns(tenant_id):
+                async with self._pool.acquire() as conn:
+                    self._deadlines[tenant_id] = await self._repo.next_deadline(conn, tenant_id)

@@ -1,0 +1,262 @@
+"""The ACD API's logic: authorise, validate, then publish a command or answer a read.
+
+Commands (SetPresence, RespondToOffer) never change routing state here, whichever replica
+received them: they are published on `agent.event` and applied in order by the tenant's owner.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+from lianluo.acd.v1 import acd_pb2 as acd
+from lianluo.events.v1 import agent_pb2
+from lianluo.runtime import auth
+from lianluo.runtime.errors import FailedPrecondition, NotFound, Violations
+from lianluo.runtime.tenant_config import TenantConfigView
+from lianluo.services.acd import events
+from lianluo.services.acd.dispatch import TenantRouting, stamp
+from lianluo.services.acd.domain import explain, needs_for, rank_agents
+from lianluo.services.acd.repository import Repository
+from lianluo.services.acd.router import build_routing, now_utc
+from lianluo.services.acd.settings import AcdSettings
+from lianluo.services.acd.stats import queue_figures
+from lianluo.tenants.v1 import tenants_pb2 as pb
+
+MAX_REASON = 200
+DEFAULT_CANDIDATES, MAX_CANDIDATES = 10, 100
+DEFAULT_WINDOW, MAX_WINDOW = 900, 86_400
+
+
+def _parse_uuid(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+class AcdApi:
+    """Every operation of AcdService, scoped to the caller's tenant."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        repo: Repository,
+        view: TenantConfigView,
+        topics: events.Topics,
+        settings: AcdSettings,
+    ) -> None:
+        self._pool = pool
+        self._repo = repo
+        self._view = view
+        self._topics = topics
+        self._settings = settings
+
+    def _tenant(self, tenant_id: str) -> str:
+        """Authorise the caller for `tenant_id`, which must be a configured tenant."""
+        auth.require_tenant(tenant_id)
+        parsed = _parse_uuid(tenant_id)
+        if parsed is None or self._view.tenant(tenant_id) is None:
+            raise NotFound("tenant", tenant_id)
+        return parsed
+
+    def _agent(self, tenant_id: str, agent_id: str) -> pb.Agent:
+        agent = self._view.get(tenant_id, "agent", agent_id)
+        if not isinstance(agent, pb.Agent):
+            raise NotFound("agent", agent_id)
+        return agent
+
+    # ------------------------------------------------------------------ commands
+
+    async def set_presence(self, request: acd.SetPresenceRequest) -> acd.AgentPresence:
+        tenant_id = self._tenant(request.tenant_id)
+        v = Violations()
+        v.check(bool(request.agent_id), "agent_id", "must be set")
+        v.check(
+            request.presence in acd.Presence.values()
+            and request.presence != acd.PRESENCE_UNSPECIFIED,
+            "presence",
+            "must be OFFLINE, AVAILABLE, BUSY, WRAP_UP or AWAY",
+        )
+        v.check(len(request.reason) <= MAX_REASON, "reason", f"at most {MAX_REASON} characters")
+        v.raise_if_any()
+        agent = self._agent(tenant_id, request.agent_id)
+        configured = {c.media: c.max_concurrent for c in agent.capacity}
+        limits: dict[int, int] = {}
+        for i, c in enumerate(request.capacity):
+            at = f"capacity[{i}]"
+            if not v.check(c.media in configured, f"{at}.media", "not a media the agent takes"):
+                continue
+            v.check(c.media not in limits, f"{at}.media", "a media is listed twice")
+            v.check(
+                0 <= c.max_concurrent <= configured[c.media],
+                f"{at}.max_concurrent",
+                f"must be 0 to the configured {configured[c.media]}",
+            )
+            limits[c.media] = c.max_concurrent
+        v.raise_if_any()
+        now = now_utc()
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await self._repo.load(conn, tenant_id)
+            current = rows.statuses.get(agent.id)
+            in_use = _in_use(build_routing(tenant_id, self._view, rows, self._settings), agent.id)
+            presence = acd.AgentPresence(
+                tenant_id=tenant_id,
+                agent_id=agent.id,
+                presence=request.presence,
+                reason=request.reason,
+                load=[
+                    acd.MediaLoad(
+                        media=media,
+                        max_concurrent=limits.get(media, maximum),
+                        in_use=in_use.get(media, 0),
+                    )
+                    for media, maximum in sorted(configured.items())
+                ],
+                change_time=stamp(now),
+            )
+            if current is not None and current.last_idle_time is not None:
+                presence.last_idle_time.CopyFrom(stamp(current.last_idle_time))
+            event = agent_pb2.AgentEvent(
+                agent_id=agent.id,
+                presence_changed=agent_pb2.AgentPresenceChanged(
+                    previous=current.presence if current else acd.PRESENCE_OFFLINE,  # type: ignore[arg-type]
+                    presence=presence,
+                ),
+            )
+            await events.publish_agent_event(
+                conn, self._topics, tenant_id, events.PRESENCE_CHANGED, event
+            )
+        return presence
+
+    async def respond_to_offer(self, request: acd.RespondToOfferRequest) -> acd.Offer:
+        tenant_id = self._tenant(request.tenant_id)
+        v = Violations()
+        v.check(bool(request.offer_id), "offer_id", "must be set")
+        v.check(bool(request.agent_id), "agent_id", "must be set")
+        v.check(
+            len(request.decline_reason) <= MAX_REASON,
+            "decline_reason",
+            f"at most {MAX_REASON} characters",
+        )
+        v.raise_if_any()
+        offer_id = _parse_uuid(request.offer_id)
+        if offer_id is None:
+            raise NotFound("offer", request.offer_id)
+        now = now_utc()
+        async with self._pool.acquire() as conn, conn.transaction():
+            offer = await self._repo.offer(conn, tenant_id, offer_id)
+            if offer is None:
+                raise NotFound("offer", request.offer_id)
+            if offer.agent_id != request.agent_id:
+                v.add("agent_id", "the offer was made to another agent")
+                v.raise_if_any()
+            reason = "" if request.accept else request.decline_reason
+            recorded = False
+            if offer.state == acd.OFFER_STATE_PENDING:
+                if now >= offer.expire_time.ToDatetime(now.tzinfo):
+                    raise FailedPrecondition("offer", "the offer has expired")
+                recorded = await self._repo.record_answer(
+                    conn, tenant_id, offer_id, offer.agent_id, request.accept, reason, now
+                )
+            if recorded:
+                kind = events.OFFER_ACCEPTED if request.accept else events.OFFER_DECLINED
+                answer = agent_pb2.AgentOfferAnswer(
+                    offer_id=offer_id, interaction_id=offer.interaction_id, reason=reason
+                )
+                event = agent_pb2.AgentEvent(agent_id=offer.agent_id)
+                (event.offer_accepted if request.accept else event.offer_declined).CopyFrom(answer)
+                await events.publish_agent_event(conn, self._topics, tenant_id, kind, event)
+                return _answered(offer, request.accept, reason, now)
+            previous = await self._repo.answer(conn, tenant_id, offer_id)
+        if previous is None:
+            state = acd.OfferState.Name(offer.state).removeprefix("OFFER_STATE_").lower()
+            raise FailedPrecondition("offer", f"the offer is no longer pending ({state})")
+        accepted, previous_reason, answered_at = previous
+        if accepted != request.accept:
+            done = "accepted" if accepted else "declined"
+            raise FailedPrecondition("offer", f"the offer was already {done}")
+        # The same answer twice: the same offer, as the first answer left it.
+        if offer.state in (acd.OFFER_STATE_ACCEPTED, acd.OFFER_STATE_DECLINED):
+            return offer
+        return _answered(offer, accepted, previous_reason, answered_at)
+
+    # ------------------------------------------------------------------ reads
+
+    async def recommend(self, request: acd.RecommendRequest) -> acd.RecommendResponse:
+        tenant_id = self._tenant(request.tenant_id)
+        v = Violations()
+        v.check(
+            0 <= request.max_candidates <= MAX_CANDIDATES,
+            "max_candidates",
+            f"must be 0 to {MAX_CANDIDATES}",
+        )
+        v.check(request.assume_wait_seconds >= 0, "assume_wait_seconds", "must not be negative")
+        given = request.HasField("requirements") and bool(request.requirements.queue)
+        v.check(
+            given or bool(request.interaction_id),
+            "requirements.queue",
+            "must be set unless interaction_id names a waiting interaction",
+        )
+        v.raise_if_any()
+        async with self._pool.acquire() as conn:
+            rows = await self._repo.load(conn, tenant_id)
+        routing = build_routing(tenant_id, self._view, rows, self._settings)
+        now = now_utc()
+        contact = routing.contacts.get(request.interaction_id)
+        if given:
+            queue = self._view.by_name(tenant_id, "queue", request.requirements.queue)
+            if not isinstance(queue, pb.Queue):
+                raise NotFound("queue", request.requirements.queue)
+            needs = needs_for(queue, request.requirements)
+        elif contact is not None:
+            needs = contact.needs
+        else:
+            raise NotFound("interaction", request.interaction_id)
+        declined = frozenset(contact.declined) if contact else frozenset()
+        wait = request.assume_wait_seconds or (contact.wait_seconds(now) if contact else 0)
+        ranking = rank_agents(needs, routing.agent_views(), now, declined)
+        limit = request.max_candidates or DEFAULT_CANDIDATES
+        return acd.RecommendResponse(explanation=explain(needs, ranking, wait, limit))
+
+    async def queue_stats(self, request: acd.QueueStatsRequest) -> acd.QueueStatsResponse:
+        tenant_id = self._tenant(request.tenant_id)
+        v = Violations()
+        v.check(
+            0 <= request.window_seconds <= MAX_WINDOW,
+            "window_seconds",
+            f"must be 0 to {MAX_WINDOW}",
+        )
+        v.raise_if_any()
+        queues: list[pb.Queue] = []
+        for name in request.queues or sorted(q.name for q in self._view.all(tenant_id, "queue")):
+            queue = self._view.by_name(tenant_id, "queue", name)
+            if not isinstance(queue, pb.Queue):
+                raise NotFound("queue", name)
+            queues.append(queue)
+        async with self._pool.acquire() as conn:
+            rows = await self._repo.load(conn, tenant_id)
+        routing = build_routing(tenant_id, self._view, rows, self._settings)
+        now = now_utc()
+        return acd.QueueStatsResponse(
+            queues=[queue_figures(q, routing, now) for q in queues],
+            window_seconds=request.window_seconds or DEFAULT_WINDOW,
+            compute_time=stamp(now),
+        )
+
+
+def _in_use(routing: TenantRouting, agent_id: str) -> dict[int, int]:
+    views = routing.agent_views()
+    return next((dict(a.in_use) for a in views if a.agent_id == agent_id), {})
+
+
+def _answered(offer: acd.Offer, accept: bool, reason: str, at: datetime) -> acd.Offer:
+    """The offer as the answer leaves it once the owner applies it."""
+    out = acd.Offer()
+    out.CopyFrom(offer)
+    out.state = acd.OFFER_STATE_ACCEPTED if accept else acd.OFFER_STATE_DECLINED
+    out.decline_reason = reason
+    out.close_time.CopyFrom(stamp(at))
+    return out

@@ -1,0 +1,1 @@
+"""The recording service: one complete, ordered record of every interaction."""

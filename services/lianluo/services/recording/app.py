@@ -1,0 +1,69 @@
+"""Composition root of the recording service: wire the parts together and serve."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from lianluo.recording.v1 import recording_pb2 as pb
+from lianluo.recording.v1 import recording_pb2_grpc as rpc
+from lianluo.runtime.service import Service, ServiceSpec
+from lianluo.services.recording import events
+from lianluo.services.recording.grpc_api import RecordingApi
+from lianluo.services.recording.repository import Repository
+from lianluo.services.recording.service import RecordingService
+from lianluo.services.recording.settings import RecordingSettings
+from lianluo.services.recording.sweeper import RetentionSweeper
+
+SPEC = ServiceSpec(
+    name="recording",
+    settings=RecordingSettings,
+    migrations=Path(__file__).parent / "migrations",
+    topics=[*events.CONSUMED_TOPICS, events.RECORDING_TOPIC],
+)
+
+
+class RecordingProcess(Service):
+    """The shared lifecycle plus the purge loop, which stops before the outbox's last flush."""
+
+    sweeper: RetentionSweeper | None = None
+
+    def start_sweeper(self, sweeper: RetentionSweeper) -> None:
+        self.sweeper = sweeper
+        self._spawn(sweeper.run(), "retention sweep")
+
+    async def shutdown(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.stop()
+        await super().shutdown()
+
+
+async def build(settings: RecordingSettings) -> RecordingProcess:
+    """Start storage, the tenant configuration, the consumer and the purge loop."""
+    service = RecordingProcess(SPEC, settings)
+    await service.start_storage()
+    repo = Repository()
+    topic = settings.topic(events.RECORDING_TOPIC)
+    # The view authenticates API keys and tells the sweeper when a tenant is deleted.
+    view = await service.follow_tenant_config()
+    sweeper = RetentionSweeper(
+        service.pool,
+        repo,
+        topic,
+        interval=settings.recording_purge_interval_seconds,
+        batch_size=settings.recording_purge_batch_size,
+    )
+    view.subscribe(sweeper.on_tenant_config)
+    recorder = events.Recorder(repo, topic, timedelta(days=settings.recording_retention_days))
+    await service.add_consumer(events.CONSUMED_TOPICS, recorder.handle)
+    service.start_sweeper(sweeper)
+    service.add_grpc(
+        rpc.add_RecordingServiceServicer_to_server,
+        RecordingApi(RecordingService(service.pool, repo)),
+        pb.DESCRIPTOR.services_by_name["RecordingService"].full_name,
+    )
+    return service
+
+
+async def serve(settings: RecordingSettings) -> None:
+    await (await build(settings)).serve()

@@ -1,0 +1,307 @@
+"""Pure rules of the record: which interaction an event belongs to, how it changes the summary,
+which media items it carries, and the order of entries. No I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from lianluo.common.v1 import common_pb2 as common
+from lianluo.events.v1 import agent_pb2, interaction_pb2, ivr_pb2, routing_pb2
+from lianluo.events.v1.envelope_pb2 import Envelope
+from lianluo.media.v1 import media_pb2 as media
+from lianluo.recording.v1 import recording_pb2 as pb
+
+INTERACTION_TOPIC = "interaction.event"
+IVR_TOPIC = "ivr.output"
+ROUTING_REQUEST_TOPIC = "routing.request"
+ROUTING_DECISION_TOPIC = "routing.decision"
+AGENT_TOPIC = "agent.event"
+# Also the tie-break when two entries of different topics happened at the same instant: the
+# contact-flow order (media, then IVR, then the request it makes, then the ACD's answer).
+TOPICS = [INTERACTION_TOPIC, IVR_TOPIC, ROUTING_REQUEST_TOPIC, ROUTING_DECISION_TOPIC, AGENT_TOPIC]
+
+# Each topic carries exactly one payload type, so the payload names the topic. The consumer's
+# handler is not told the topic it read from; this is how the record still says it.
+_PAYLOADS: dict[str, tuple[str, type[Message]]] = {
+    interaction_pb2.InteractionEvent.DESCRIPTOR.full_name: (
+        INTERACTION_TOPIC,
+        interaction_pb2.InteractionEvent,
+    ),
+    ivr_pb2.IvrOutput.DESCRIPTOR.full_name: (IVR_TOPIC, ivr_pb2.IvrOutput),
+    ivr_pb2.RoutingRequest.DESCRIPTOR.full_name: (ROUTING_REQUEST_TOPIC, ivr_pb2.RoutingRequest),
+    routing_pb2.RoutingDecision.DESCRIPTOR.full_name: (
+        ROUTING_DECISION_TOPIC,
+        routing_pb2.RoutingDecision,
+    ),
+    agent_pb2.AgentEvent.DESCRIPTOR.full_name: (AGENT_TOPIC, agent_pb2.AgentEvent),
+}
+AGENT_ROLES = (media.PARTICIPANT_ROLE_AGENT, media.PARTICIPANT_ROLE_EXPERT)
+RECORDED_LEGS = (common.MEDIA_TYPE_VOICE, common.MEDIA_TYPE_VIDEO, common.MEDIA_TYPE_SCREEN_SHARE)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One consumed event, decoded: its topic, interaction, timeline sequence and payload."""
+
+    topic: str
+    interaction_id: str
+    sequence: int | None
+    occur_time: datetime
+    envelope: Envelope
+    payload: Any
+
+
+def to_datetime(stamp: Any) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
+
+
+def decode(envelope: Envelope, received: datetime) -> Event | None:
+    """The event as part of a record, or None when it belongs to no interaction."""
+    known = _PAYLOADS.get(envelope.payload.TypeName())
+    if known is None:
+        return None
+    topic, message_type = known
+    payload: Any = message_type()
+    if not envelope.payload.Unpack(payload):
+        return None
+    if topic == AGENT_TOPIC:
+        case = payload.WhichOneof("event")
+        # Presence changes concern an agent, not an interaction.
+        interaction_id = getattr(payload, case).interaction_id if case != "presence_changed" else ""
+    else:
+        interaction_id = payload.interaction_id
+    if not interaction_id or not envelope.tenant_id:
+        return None
+    sequence = payload.sequence if topic == INTERACTION_TOPIC and payload.sequence > 0 else None
+    occur = to_datetime(envelope.occur_time) if envelope.HasField("occur_time") else received
+    return Event(topic, interaction_id, sequence, occur, envelope, payload)
+
+
+# ---------------------------------------------------------------- the summary
+
+
+@dataclass
+class Summary:
+    """The listing row of one interaction, folded from its events."""
+
+    tenant_id: str
+    interaction_id: str
+    start_time: datetime
+    channel: int = 0
+    customer_id: str = ""
+    agent_ids: list[str] = field(default_factory=list)
+    queue: str = ""
+    state: int = 0
+    resolution_code: str = ""
+    resolution_note: str = ""
+    end_time: datetime | None = None
+    complete: bool = False
+    entry_count: int = 0
+    media_count: int = 0
+    retain_until: datetime | None = None
+    retention_explicit: bool = False
+    legal_hold: bool = False
+    legal_hold_reason: str = ""
+    legal_hold_time: datetime | None = None
+
+
+def fold(summary: Summary, event: Event, default_retention: timedelta) -> None:
+    """Apply one newly stored event to the summary."""
+    summary.entry_count += 1
+    # Topics are not ordered with each other, so a routing request may arrive before the
+    # interaction's creation: the start is the earliest moment seen.
+    summary.start_time = min(summary.start_time, event.occur_time)
+    p = event.payload
+    if event.topic == INTERACTION_TOPIC:
+        _fold_interaction(summary, event, default_retention)
+    elif event.topic == IVR_TOPIC and p.WhichOneof("output") == "routed":
+        summary.queue = p.routed.queue or summary.queue
+    elif event.topic == ROUTING_REQUEST_TOPIC:
+        r = p.requirements
+        summary.queue = r.queue or summary.queue
+        summary.customer_id = summary.customer_id or r.customer_id
+        summary.channel = summary.channel or r.channel
+    elif event.topic == ROUTING_DECISION_TOPIC:
+        summary.queue = p.explanation.queue or summary.queue
+
+
+def _fold_interaction(summary: Summary, event: Event, default_retention: timedelta) -> None:
+    p = event.payload
+    case = p.WhichOneof("event")
+    if case == "created":
+        created = p.created
+        summary.channel = created.channel or summary.channel
+        summary.customer_id = created.customer.id or summary.customer_id
+        summary.queue = created.queue or created.entry_queue or summary.queue
+        if not summary.complete:
+            summary.state = created.state or media.INTERACTION_STATE_CREATED
+        if created.HasField("create_time"):
+            summary.start_time = min(summary.start_time, to_datetime(created.create_time))
+        for participant in created.participants:
+            _add_agent(summary, participant)
+    elif case == "state_changed" and not summary.complete:
+        summary.state = p.state_changed.to_state
+    elif case == "participant_joined":
+        _add_agent(summary, p.participant_joined)
+    elif case == "transfer_requested" and p.transfer_requested.WhichOneof("target") == "queue":
+        summary.queue = p.transfer_requested.queue
+    elif case == "ended":
+        summary.state = p.ended.final_state or media.INTERACTION_STATE_CLOSED
+        summary.resolution_code = p.ended.resolution.code
+        summary.resolution_note = p.ended.resolution.note
+        summary.end_time = event.occur_time
+        summary.complete = True
+        if not summary.retention_explicit:
+            summary.retain_until = event.occur_time + default_retention
+
+
+def _add_agent(summary: Summary, participant: media.Participant) -> None:
+    subject = participant.subject_id
+    if participant.role in AGENT_ROLES and subject and subject not in summary.agent_ids:
+        summary.agent_ids.append(subject)
+
+
+def _stamp(moment: datetime | None, target: Any) -> None:
+    if moment is not None:
+        target.FromDatetime(moment)
+
+
+def summary_message(s: Summary) -> pb.RecordingSummary:
+    out = pb.RecordingSummary(
+        tenant_id=s.tenant_id,
+        interaction_id=s.interaction_id,
+        channel=s.channel,  # type: ignore[arg-type]
+        customer_id=s.customer_id,
+        agent_ids=s.agent_ids,
+        queue=s.queue,
+        state=s.state,  # type: ignore[arg-type]
+        complete=s.complete,
+        entry_count=s.entry_count,
+        media_count=s.media_count,
+        legal_hold=pb.LegalHold(held=s.legal_hold, reason=s.legal_hold_reason),
+    )
+    if s.resolution_code or s.resolution_note:
+        out.resolution.code = s.resolution_code
+        out.resolution.note = s.resolution_note
+    _stamp(s.start_time, out.start_time)
+    _stamp(s.end_time, out.end_time)
+    _stamp(s.retain_until, out.retain_until)
+    _stamp(s.legal_hold_time, out.legal_hold.change_time)
+    return out
+
+
+# ---------------------------------------------------------------- media items
+
+
+def media_items(event: Event) -> list[pb.MediaItem]:
+    """The media items an event adds, or the leg it ends (merged into the stored item)."""
+    if event.topic != INTERACTION_TOPIC:
+        return []
+    p = event.payload
+    case = p.WhichOneof("event")
+    if case == "message":
+        msg = p.message
+        kind = msg.content.WhichOneof("content")
+        if kind not in ("file", "image"):
+            return []
+        attachment = getattr(msg.content, kind)
+        item = pb.MediaItem(
+            id=f"message:{msg.id or event.envelope.event_id}",
+            media=common.MEDIA_TYPE_FILE,
+            message_id=msg.id,
+            participant_id=msg.sender_participant_id,
+            uri=attachment.uri,
+            name=attachment.name,
+            content_type=attachment.content_type,
+            size_bytes=attachment.size_bytes,
+        )
+        _copy_time(item.start_time, msg, "send_time", event.occur_time)
+        return [item]
+    if case in ("media_added", "media_removed"):
+        leg = getattr(p, case)
+        if leg.media not in RECORDED_LEGS or not leg.id:
+            return []
+        item = pb.MediaItem(
+            id=f"leg:{leg.id}",
+            media=leg.media,
+            media_leg_id=leg.id,
+            participant_id=leg.participant_id,
+        )
+        if case == "media_added":
+            _copy_time(item.start_time, leg, "start_time", event.occur_time)
+        else:
+            _copy_time(item.end_time, leg, "end_time", event.occur_time)
+        return [item]
+    return []
+
+
+def _copy_time(target: Any, source: Message, name: str, fallback: datetime) -> None:
+    """Copy `source.name` into `target`, or the event's time when the producer left it empty."""
+    if source.HasField(name):
+        target.CopyFrom(getattr(source, name))
+    else:
+        target.FromDatetime(fallback)
+
+
+def media_to_json(item: pb.MediaItem) -> dict[str, Any]:
+    return json_format.MessageToDict(item, preserving_proto_field_name=True)
+
+
+def media_from_json(data: dict[str, Any]) -> pb.MediaItem:
+    return json_format.ParseDict(data, pb.MediaItem(), ignore_unknown_fields=True)
+
+
+# ---------------------------------------------------------------- order
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """An entry as stored: enough to order it, and the envelope itself."""
+
+    topic: str
+    sequence: int | None
+    occur_time: datetime
+    arrival: int
+    envelope: Envelope
+
+
+def order_entries(entries: Iterable[StoredEntry]) -> list[StoredEntry]:
+    """Order a record's entries: by timeline sequence where there is one, else by occur time.
+
+    Entries with a sequence keep sequence order among themselves; the others keep time order;
+    the lanes are merged by occur time. Equal keys keep arrival order, so the result is stable.
+    """
+    lanes: dict[tuple[int, bool], list[StoredEntry]] = {}
+    for e in entries:
+        rank = TOPICS.index(e.topic) if e.topic in TOPICS else len(TOPICS)
+        lanes.setdefault((rank, e.sequence is not None), []).append(e)
+    for (_rank, sequenced), lane in lanes.items():
+        if sequenced:
+            lane.sort(key=lambda e: (e.sequence, e.arrival))
+        else:
+            lane.sort(key=lambda e: (e.occur_time, e.arrival))
+    heads = {key: 0 for key in lanes}
+    ordered: list[StoredEntry] = []
+    while heads:
+        key = min(
+            heads,
+            key=lambda k: (lanes[k][heads[k]].occur_time, k[0], lanes[k][heads[k]].arrival),
+        )
+        ordered.append(lanes[key][heads[key]])
+        heads[key] += 1
+        if heads[key] == len(lanes[key]):
+            del heads[key]
+    return ordered
+
+
+def record_entries(ordered: Sequence[StoredEntry]) -> list[pb.RecordEntry]:
+    return [
+        pb.RecordEntry(index=i, topic=e.topic, event=e.envelope)
+        for i, e in enumerate(ordered, start=1)
+    ]

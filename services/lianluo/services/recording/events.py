@@ -1,0 +1,82 @@
+"""What the recording service consumes (every interaction, IVR, routing and agent event) and
+publishes (`recording.event`: stored, purged), each through the outbox in the change's
+transaction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from lianluo.events.v1 import recording_pb2 as events_pb
+from lianluo.runtime import outbox
+from lianluo.runtime.kafka import Envelope, new_envelope
+from lianluo.runtime.logs import get_logger
+from lianluo.services.recording import domain
+from lianluo.services.recording.domain import Summary
+from lianluo.services.recording.repository import Repository
+
+log = get_logger(__name__)
+PRODUCER = "recording"
+RECORDING_TOPIC = "recording.event"
+CONSUMED_TOPICS = list(domain.TOPICS)
+STORED = "recording.stored"
+PURGED = "recording.purged"
+
+
+async def publish_stored(conn: asyncpg.Connection, topic: str, summary: Summary) -> None:
+    event = events_pb.RecordingEvent(
+        interaction_id=summary.interaction_id, stored=domain.summary_message(summary)
+    )
+    await outbox.enqueue(conn, topic, new_envelope(STORED, summary.tenant_id, event, PRODUCER))
+
+
+async def publish_purged(
+    conn: asyncpg.Connection,
+    topic: str,
+    summary: Summary,
+    reason: events_pb.PurgeReason.ValueType,
+) -> None:
+    event = events_pb.RecordingEvent(
+        interaction_id=summary.interaction_id,
+        purged=events_pb.RecordingPurged(
+            reason=reason, entry_count=summary.entry_count, media_count=summary.media_count
+        ),
+    )
+    await outbox.enqueue(conn, topic, new_envelope(PURGED, summary.tenant_id, event, PRODUCER))
+
+
+class Recorder:
+    """The consumer handler: adds each event to its interaction's record, once."""
+
+    def __init__(self, repo: Repository, recording_topic: str, default_retention: timedelta):
+        self._repo = repo
+        self._topic = recording_topic
+        self._retention = default_retention
+
+    async def handle(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
+        event = domain.decode(envelope, datetime.now(UTC))
+        if event is None:
+            # Agent presence and anything without an interaction or a tenant has no record.
+            log.debug("event not recorded", type=envelope.type, event_id=envelope.event_id)
+            return
+        tenant_id = envelope.tenant_id
+        summary = await self._repo.lock_or_create(
+            conn, tenant_id, event.interaction_id, event.occur_time
+        )
+        # The inbox already drops redeliveries; this also holds if an event is republished
+        # under the same id by a producer's outbox replay.
+        if not await self._repo.insert_entry(conn, tenant_id, event):
+            return
+        domain.fold(summary, event, self._retention)
+        items = domain.media_items(event)
+        for item in items:
+            await self._repo.upsert_media(conn, tenant_id, event.interaction_id, item)
+        if items:
+            summary.media_count = await self._repo.count_media(
+                conn, tenant_id, event.interaction_id
+            )
+        await self._repo.save_summary(conn, summary)
+        # Complete means ended: announce it, and again with the new counts for each later event.
+        if summary.complete:
+            await publish_stored(conn, self._topic, summary)

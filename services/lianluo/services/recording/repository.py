@@ -1,0 +1,236 @@
+"""Postgres access for the recording service. Every query is scoped by the tenant id."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from lianluo.events.v1.envelope_pb2 import Envelope
+from lianluo.recording.v1 import recording_pb2 as pb
+from lianluo.services.recording import domain
+from lianluo.services.recording.domain import StoredEntry, Summary
+from lianluo.services.recording.requests import ListFilter, Page
+
+_SUMMARY_COLUMNS = (
+    "tenant_id, interaction_id, start_time, channel, customer_id, agent_ids, queue, state, "
+    "resolution_code, resolution_note, end_time, complete, entry_count, media_count, "
+    "retain_until, retention_explicit, legal_hold, legal_hold_reason, legal_hold_time"
+)
+_SAVED_COLUMNS = _SUMMARY_COLUMNS.split(", ")[2:]
+
+
+def _summary(row: asyncpg.Record) -> Summary:
+    values = dict(row)
+    values["agent_ids"] = list(values["agent_ids"])
+    return Summary(**values)
+
+
+class Repository:
+    """Summaries, entries and media items of recorded interactions."""
+
+    async def lock_or_create(
+        self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str, first_seen: datetime
+    ) -> Summary:
+        """The interaction's summary, locked for this transaction; created on its first event."""
+        await conn.execute(
+            "insert into recordings (tenant_id, interaction_id, start_time) values ($1, $2, $3) "
+            "on conflict do nothing",
+            tenant_id,
+            interaction_id,
+            first_seen,
+        )
+        summary = await self.get_summary(conn, tenant_id, interaction_id, for_update=True)
+        assert summary is not None
+        return summary
+
+    async def get_summary(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: str,
+        interaction_id: str,
+        *,
+        for_update: bool = False,
+    ) -> Summary | None:
+        row = await conn.fetchrow(
+            f"select {_SUMMARY_COLUMNS} from recordings "  # noqa: S608 - constant columns
+            "where tenant_id = $1 and interaction_id = $2" + (" for update" if for_update else ""),
+            tenant_id,
+            interaction_id,
+        )
+        return None if row is None else _summary(row)
+
+    async def save_summary(self, conn: asyncpg.Connection, s: Summary) -> None:
+        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(_SAVED_COLUMNS, start=3))
+        await conn.execute(
+            f"update recordings set {sets}, updated_at = now() "  # noqa: S608 - constant columns
+            "where tenant_id = $1 and interaction_id = $2",
+            s.tenant_id,
+            s.interaction_id,
+            *(getattr(s, c) for c in _SAVED_COLUMNS),
+        )
+
+    async def insert_entry(self, conn: asyncpg.Connection, tenant_id: str, e: domain.Event) -> bool:
+        """Store one event; False when this event id is already in the record."""
+        inserted = await conn.fetchval(
+            "insert into record_entries (tenant_id, interaction_id, event_id, topic, event_type, "
+            "sequence, occur_time, envelope) values ($1, $2, $3, $4, $5, $6, $7, $8) "
+            "on conflict do nothing returning true",
+            tenant_id,
+            e.interaction_id,
+            e.envelope.event_id,
+            e.topic,
+            e.envelope.type,
+            e.sequence,
+            e.occur_time,
+            e.envelope.SerializeToString(),
+        )
+        return bool(inserted)
+
+    async def entries(
+        self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str
+    ) -> list[StoredEntry]:
+        rows = await conn.fetch(
+            "select topic, sequence, occur_time, arrival, envelope from record_entries "
+            "where tenant_id = $1 and interaction_id = $2",
+            tenant_id,
+            interaction_id,
+        )
+        return [
+            StoredEntry(
+                r["topic"],
+                r["sequence"],
+                r["occur_time"],
+                r["arrival"],
+                Envelope.FromString(r["envelope"]),
+            )
+            for r in rows
+        ]
+
+    async def upsert_media(
+        self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str, item: pb.MediaItem
+    ) -> None:
+        # The end of a leg arrives as a partial item; jsonb `||` merges it into the start.
+        await conn.execute(
+            "insert into media_items (tenant_id, interaction_id, id, item) values ($1, $2, $3, $4) "
+            "on conflict (tenant_id, interaction_id, id) "
+            "do update set item = media_items.item || excluded.item",
+            tenant_id,
+            interaction_id,
+            item.id,
+            domain.media_to_json(item),
+        )
+
+    async def count_media(
+        self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str
+    ) -> int:
+        count: int = await conn.fetchval(
+            "select count(*) from media_items where tenant_id = $1 and interaction_id = $2",
+            tenant_id,
+            interaction_id,
+        )
+        return count
+
+    async def media(
+        self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str
+    ) -> list[pb.MediaItem]:
+        rows = await conn.fetch(
+            "select item from media_items where tenant_id = $1 and interaction_id = $2 "
+            "order by arrival",
+            tenant_id,
+            interaction_id,
+        )
+        return [domain.media_from_json(r["item"]) for r in rows]
+
+    async def list_page(
+        self, conn: asyncpg.Connection, tenant_id: str, flt: ListFilter, page: Page
+    ) -> list[Summary]:
+        """One page of summaries, newest first, after the page's keyset position."""
+        where = ["tenant_id = $1"]
+        args: list[Any] = [tenant_id]
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if flt.start_time is not None:
+            where.append(f"start_time >= {arg(flt.start_time)}")
+        if flt.end_time is not None:
+            where.append(f"start_time < {arg(flt.end_time)}")
+        if flt.customer_id:
+            where.append(f"customer_id = {arg(flt.customer_id)}")
+        if flt.agent_id:
+            where.append(f"agent_ids @> array[{arg(flt.agent_id)}]::text[]")
+        if page.after is not None:
+            start, interaction_id = page.after
+            where.append(f"(start_time, interaction_id) < ({arg(start)}, {arg(interaction_id)})")
+        rows = await conn.fetch(
+            f"select {_SUMMARY_COLUMNS} from recordings where {' and '.join(where)} "  # noqa: S608 - placeholders only
+            f"order by start_time desc, interaction_id desc limit {arg(page.size)}",
+            *args,
+        )
+        return [_summary(r) for r in rows]
+
+    # ------------------------------------------------------------------ purge
+
+    async def tenants_with_expired(
+        self, conn: asyncpg.Connection, now: datetime, limit: int
+    ) -> list[str]:
+        """Tenants that have a record past its retention and not held.
+
+        The one query not scoped to a tenant: the sweep has to find whom to visit. Each purge
+        that follows is scoped.
+        """
+        rows = await conn.fetch(
+            "select distinct tenant_id from recordings "
+            "where retain_until < $1 and not legal_hold limit $2",
+            now,
+            limit,
+        )
+        return [r["tenant_id"] for r in rows]
+
+    async def delete_expired(
+        self, conn: asyncpg.Connection, tenant_id: str, now: datetime, limit: int
+    ) -> list[Summary]:
+        """Delete up to `limit` of the tenant's expired, unheld records; return their summaries."""
+        return await self._delete(
+            conn, tenant_id, "retain_until < $2 and not legal_hold", [now], limit
+        )
+
+    async def delete_unheld(
+        self, conn: asyncpg.Connection, tenant_id: str, limit: int
+    ) -> list[Summary]:
+        """Delete up to `limit` records of a deleted tenant, except those under legal hold."""
+        return await self._delete(conn, tenant_id, "not legal_hold", [], limit)
+
+    async def _delete(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: str,
+        condition: str,
+        args: list[Any],
+        limit: int,
+    ) -> list[Summary]:
+        # SKIP LOCKED: another replica's sweep, or an interaction being recorded right now,
+        # keeps its rows; each record is purged, and announced, exactly once.
+        rows = await conn.fetch(
+            f"delete from recordings where (tenant_id, interaction_id) in ("  # noqa: S608 - constant conditions
+            "select tenant_id, interaction_id from recordings "
+            f"where tenant_id = $1 and {condition} "
+            f"limit ${len(args) + 2} for update skip locked) returning {_SUMMARY_COLUMNS}",
+            tenant_id,
+            *args,
+            limit,
+        )
+        purged = [_summary(r) for r in rows]
+        ids = [s.interaction_id for s in purged]
+        if ids:
+            for table in ("record_entries", "media_items"):
+                await conn.execute(
+                    f"delete from {table} where tenant_id = $1 "  # noqa: S608 - constant tables
+                    "and interaction_id = any($2::text[])",
+                    tenant_id,
+                    ids,
+                )
+        return purged

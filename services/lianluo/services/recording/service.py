@@ -1,0 +1,108 @@
+"""The recording service's API logic: authorise, validate, read or change, scoped to a tenant."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+
+from lianluo.recording.v1 import recording_pb2 as pb
+from lianluo.runtime import auth
+from lianluo.runtime.errors import NotFound
+from lianluo.services.recording import domain, requests, transcript
+from lianluo.services.recording.domain import Summary
+from lianluo.services.recording.repository import Repository
+
+RESOURCE = "recording"
+
+
+class RecordingService:
+    """Every RecordingService RPC, for the caller's own tenant only."""
+
+    def __init__(self, pool: asyncpg.Pool, repo: Repository) -> None:
+        self._pool = pool
+        self._repo = repo
+
+    async def _summary(
+        self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str, *, lock: bool = False
+    ) -> Summary:
+        found = await self._repo.get_summary(conn, tenant_id, interaction_id, for_update=lock)
+        if found is None:
+            raise NotFound(RESOURCE, interaction_id)
+        return found
+
+    async def get_recording(self, tenant_id: str, interaction_id: str) -> pb.Recording:
+        auth.require_tenant(tenant_id)
+        requests.ids_request(tenant_id, interaction_id)
+        # One snapshot: the summary's counts agree with the entries and media returned.
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            summary = await self._summary(conn, tenant_id, interaction_id)
+            entries = await self._repo.entries(conn, tenant_id, interaction_id)
+            media = await self._repo.media(conn, tenant_id, interaction_id)
+        return pb.Recording(
+            summary=domain.summary_message(summary),
+            entries=domain.record_entries(domain.order_entries(entries)),
+            media=media,
+        )
+
+    async def list_recordings(
+        self, request: pb.ListRecordingsRequest
+    ) -> tuple[list[pb.RecordingSummary], str]:
+        auth.require_tenant(request.tenant_id)
+        flt, page = requests.list_request(request)
+        async with self._pool.acquire() as conn:
+            found = await self._repo.list_page(conn, request.tenant_id, flt, page)
+        token = ""
+        if len(found) == page.size:
+            last = found[-1]
+            token = requests.next_token(
+                requests.list_scope(request.tenant_id, flt), last.start_time, last.interaction_id
+            )
+        return [domain.summary_message(s) for s in found], token
+
+    async def export(self, request: pb.ExportRequest) -> pb.ExportResponse:
+        auth.require_tenant(request.tenant_id)
+        requests.link_ttl_seconds(request)
+        recording = await self.get_recording(request.tenant_id, request.interaction_id)
+        # Media stay where the media service put them (their URIs are already the tenant's
+        # store), so the links are those URIs and carry no expiry; the TTL is checked so that
+        # a client's request stays valid once links are signed.
+        references = [
+            pb.MediaReference(
+                media_item_id=m.id,
+                url=m.uri,
+                name=m.name,
+                content_type=m.content_type,
+                size_bytes=m.size_bytes,
+                sha256=m.sha256,
+            )
+            for m in recording.media
+            if m.uri
+        ]
+        return pb.ExportResponse(transcript_json=transcript.transcript(recording), media=references)
+
+    async def set_legal_hold(self, request: pb.SetLegalHoldRequest) -> pb.RecordingSummary:
+        auth.require_tenant(request.tenant_id)
+        requests.legal_hold_request(request)
+        async with self._pool.acquire() as conn, conn.transaction():
+            summary = await self._summary(
+                conn, request.tenant_id, request.interaction_id, lock=True
+            )
+            if summary.legal_hold != request.held or summary.legal_hold_reason != request.reason:
+                summary.legal_hold = request.held
+                summary.legal_hold_reason = request.reason
+                summary.legal_hold_time = datetime.now(UTC)
+                await self._repo.save_summary(conn, summary)
+        return domain.summary_message(summary)
+
+    async def set_retention(self, request: pb.SetRetentionRequest) -> pb.RecordingSummary:
+        auth.require_tenant(request.tenant_id)
+        until = requests.retention_request(request)
+        async with self._pool.acquire() as conn, conn.transaction():
+            summary = await self._summary(
+                conn, request.tenant_id, request.interaction_id, lock=True
+            )
+            summary.retain_until = until
+            summary.retention_explicit = True
+            await self._repo.save_summary(conn, summary)
+        return domain.summary_message(summary)

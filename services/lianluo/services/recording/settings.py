@@ -1,0 +1,16 @@
+"""Settings of the recording service (environment variables prefixed LIANLUO_)."""
+
+from typing import Annotated
+
+from pydantic import Field
+
+from lianluo.runtime.settings import ServiceSettings
+
+
+class RecordingSettings(ServiceSettings):
+    """Retention defaults and the purge loop's pace."""
+
+    # How long an ended interaction's record is kept unless SetRetention says otherwise.
+    recording_retention_days: Annotated[int, Field(ge=1, le=36_500)] = 365
+    recording_purge_interval_seconds: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    recording_purge_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
