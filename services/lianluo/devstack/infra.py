@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -18,6 +19,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -56,7 +58,22 @@ class InfraError(RuntimeError):
 
 
 def _default_state_dir() -> Path:
-    return REPO_ROOT / ".state"
+    """<repo>/.state, unless Postgres's user could not reach it (a checkout under /root, say):
+    then a folder of this checkout's own under the system's temporary folder."""
+    preferred = REPO_ROOT / ".state"
+    user = _server_user()
+    if user is None or _traversable(REPO_ROOT, user):
+        return preferred
+    digest = hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"lianluo-state-{digest}"
+
+
+def _traversable(folder: Path, user: pwd.struct_passwd) -> bool:
+    try:
+        _require_traversable(folder / "x", user)
+    except InfraError:
+        return False
+    return True
 
 
 def _env_port(name: str, default: int) -> int:
