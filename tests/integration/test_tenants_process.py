@@ -28,7 +28,7 @@ from lianluo.devstack import infra
 from lianluo.devstack.cell import wait_serving
 from lianluo.events.v1 import envelope_pb2
 from lianluo.runtime import postgres
-from lianluo.runtime.kafka import EventConsumer
+from lianluo.runtime.kafka import EventConsumer, behind
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
@@ -139,9 +139,7 @@ async def _records_of(stack: Stack, topic: str, tenant_id: str) -> list[bytes]:
         end = await consumer.end_offsets(partitions)
         found = []
         async with asyncio.timeout(20):
-            while [await consumer.position(tp) for tp in partitions] < [
-                end[tp] for tp in partitions
-            ]:
+            while await behind(consumer, end):
                 for records in (await consumer.getmany(timeout_ms=200)).values():
                     found += [
                         r.value

@@ -103,6 +103,14 @@ class EventProducer:
         await asyncio.gather(*futures)
 
 
+async def behind(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
+    """True while a partition's position is short of the end offset read earlier.
+
+    At or past counts as caught up: the local broker at times reports an end one short.
+    """
+    return any([await consumer.position(tp) < offset for tp, offset in end.items()])
+
+
 async def ensure_topics(
     bootstrap_servers: str, topics: Sequence[str], partitions: int, compacted: Sequence[str] = ()
 ) -> None:

@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError, Message
 from lianluo.events.v1 import envelope_pb2, tenant_config_pb2
 from lianluo.runtime import auth
 from lianluo.runtime.errors import PermissionDenied
+from lianluo.runtime.kafka import behind
 from lianluo.runtime.logs import get_logger
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
@@ -55,9 +56,7 @@ class TenantConfigView:
         self._consumer.assign(partitions)
         await self._consumer.seek_to_beginning(*partitions)
         end = await self._consumer.end_offsets(partitions)
-        while [await self._consumer.position(tp) for tp in partitions] != [
-            end[tp] for tp in partitions
-        ]:
+        while await behind(self._consumer, end):
             await self._poll()
         log.info("tenant configuration loaded", tenants=len(self._resources), keys=len(self._keys))
 
