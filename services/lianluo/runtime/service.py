@@ -68,6 +68,7 @@ class Service:
         self._runners: list[Runner] = []
         self.config: TenantConfigView | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._task_of: dict[int, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
         self._tracer_provider = configure_tracing(spec.name)
         configure_logging(spec.name, settings.log_level)
@@ -89,7 +90,7 @@ class Service:
         self._producer = kafka.EventProducer(s.kafka_bootstrap_servers, client_id=self.name)
         await self._producer.start()
         self._relay = OutboxRelay(self._pool, self._producer, self.name)
-        self._spawn(self._relay.run(), "outbox relay")
+        self._spawn(self._relay.run(), "outbox relay", self._relay)
 
     def add_grpc(self, register: RegisterFn, servicer: Any, full_name: str) -> None:
         self.grpc.add(register, servicer, full_name)
@@ -106,7 +107,7 @@ class Service:
         )
         await consumer.start()
         self._consumers.append(consumer)
-        self._spawn(consumer.run(), f"consumer {topics}")
+        self._spawn(consumer.run(), f"consumer {topics}", consumer)
 
     async def follow_tenant_config(self) -> TenantConfigView:
         """A local copy of all tenant configuration, which also authenticates API keys."""
@@ -117,13 +118,13 @@ class Service:
         self.config = view
         self.grpc.resolver = view
         self._views.append(view)
-        self._spawn(view.run(), "tenant config view")
+        self._spawn(view.run(), "tenant config view", view)
         return view
 
     def add_background(self, runner: Runner, what: str) -> None:
         """Run `runner.run()` until shutdown, when `runner.stop()` is called."""
         self._runners.append(runner)
-        self._spawn(runner.run(), what)
+        self._spawn(runner.run(), what, runner)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -145,17 +146,22 @@ class Service:
 
     async def shutdown(self) -> None:
         await self.grpc.stop(self.settings.shutdown_grace_seconds)
-        for consumer in self._consumers:
-            consumer.stop()
-        for runner in [*self._views, *self._runners]:
-            runner.stop()
-        if self._relay is not None:
-            self._relay.stop()
-        # Consumers commit their batch and the relay flushes before the pool and producer go.
-        results = await asyncio.gather(*self._tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                log.error("background task failed during shutdown", error=repr(result))
+        # In waves: what produces events (background loops, then consumers) finishes before
+        # the relay's last flush, so nothing they wrote stays behind in the outbox.
+        waves: list[list[Runner | kafka.EventConsumer | OutboxRelay]] = [
+            [*self._runners, *self._views],
+            list(self._consumers),
+            [self._relay] if self._relay is not None else [],
+        ]
+        for wave in waves:
+            for part in wave:
+                part.stop()
+            tasks = [self._task_of[id(part)] for part in wave if id(part) in self._task_of]
+            for result in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(result, BaseException) and not isinstance(
+                    result, asyncio.CancelledError
+                ):
+                    log.error("background task failed during shutdown", error=repr(result))
         if self._producer is not None:
             await self._producer.stop()
         if self._pool is not None:
@@ -163,9 +169,10 @@ class Service:
         self._tracer_provider.shutdown()
         log.info("stopped")
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str, owner: object) -> None:
         task = asyncio.create_task(coro, name=f"{self.name}: {what}")
         task.add_done_callback(self._on_task_done)
+        self._task_of[id(owner)] = task
         self._tasks.append(task)
 
     def _on_task_done(self, task: asyncio.Task[None]) -> None:

@@ -12,4 +12,5 @@ SERVICES = {
     "tenants": "lianluo.services.tenants.app",
     "media": "lianluo.services.media.app",
     "notification": "lianluo.services.notification.app",
+    "recording": "lianluo.services.recording.app",
 }

@@ -28,7 +28,8 @@ from lianluo.notification.v1 import notification_pb2 as npb
 from lianluo.notification.v1 import notification_pb2_grpc as nrpc
 from lianluo.runtime import auth
 from lianluo.runtime.kafka import new_envelope
-from lianluo.services.notification.app import NotificationProcess, build
+from lianluo.runtime.service import Service
+from lianluo.services.notification.app import build
 from lianluo.services.notification.settings import NotificationSettings
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 
@@ -48,7 +49,7 @@ def free_port() -> int:
 @dataclass
 class Served:
     address: str
-    process: NotificationProcess
+    process: Service
 
 
 @asynccontextmanager
@@ -83,7 +84,7 @@ async def run_notification(stack: Stack, **env: str) -> AsyncIterator[Served]:
 
 async def wait_for_config(served: Served, tenant_id: str, kind: str, name: str) -> None:
     """Until the service's own view of tenant configuration has the resource."""
-    view = served.process.view
+    view = served.process.config
     assert view is not None
     async with asyncio.timeout(WAIT):
         await view.wait_until(lambda: view.by_name(tenant_id, kind, name) is not None)
@@ -109,7 +110,7 @@ async def configure(
 
 async def wait_for_key(served: Served, key: str) -> None:
     """Until the service's view can authenticate `key` (it travels on tenant.config)."""
-    view = served.process.view
+    view = served.process.config
     assert view is not None
     key_id, secret = auth.parse_token(key)
     async with asyncio.timeout(WAIT):

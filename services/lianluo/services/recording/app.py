@@ -23,24 +23,9 @@ SPEC = ServiceSpec(
 )
 
 
-class RecordingProcess(Service):
-    """The shared lifecycle plus the purge loop, which stops before the outbox's last flush."""
-
-    sweeper: RetentionSweeper | None = None
-
-    def start_sweeper(self, sweeper: RetentionSweeper) -> None:
-        self.sweeper = sweeper
-        self._spawn(sweeper.run(), "retention sweep")
-
-    async def shutdown(self) -> None:
-        if self.sweeper is not None:
-            self.sweeper.stop()
-        await super().shutdown()
-
-
-async def build(settings: RecordingSettings) -> RecordingProcess:
+async def build(settings: RecordingSettings) -> Service:
     """Start storage, the tenant configuration, the consumer and the purge loop."""
-    service = RecordingProcess(SPEC, settings)
+    service = Service(SPEC, settings)
     await service.start_storage()
     repo = Repository()
     topic = settings.topic(events.RECORDING_TOPIC)
@@ -56,7 +41,7 @@ async def build(settings: RecordingSettings) -> RecordingProcess:
     view.subscribe(sweeper.on_tenant_config)
     recorder = events.Recorder(repo, topic, timedelta(days=settings.recording_retention_days))
     await service.add_consumer(events.CONSUMED_TOPICS, recorder.handle)
-    service.start_sweeper(sweeper)
+    service.add_background(sweeper, "retention sweep")
     service.add_grpc(
         rpc.add_RecordingServiceServicer_to_server,
         RecordingApi(RecordingService(service.pool, repo)),

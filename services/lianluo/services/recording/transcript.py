@@ -70,11 +70,15 @@ class _Reader:
             self.unechoed.append(text)
 
     def is_echo(self, message: media.Message) -> bool:
-        text = message.content.text
-        if message.sender_role != media.PARTICIPANT_ROLE_BOT or text not in self.unechoed:
+        """True for the bot's message that repeats a prompt (its text, then a line per choice)."""
+        if message.sender_role != media.PARTICIPANT_ROLE_BOT:
             return False
-        self.unechoed.remove(text)
-        return True
+        text = message.content.text
+        for said in self.unechoed:
+            if text == said or text.startswith(said + "\n"):
+                self.unechoed.remove(said)
+                return True
+        return False
 
 
 def _message(reader: _Reader, m: media.Message) -> Line | None:
