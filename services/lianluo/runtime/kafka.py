@@ -250,6 +250,10 @@ class EventConsumer:
                     await self._handler(conn, envelope)
                     self.applied += 1
 
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions the group gives this consumer now (empty while it rebalances)."""
+        return set(self._consumer.assignment())
+
     async def wait_assigned(self) -> set[TopicPartition]:
         """Wait until the group gave this consumer its partitions (bound it with a timeout)."""
         # The group protocol offers no awaitable for "assigned"; polling is cheap here.

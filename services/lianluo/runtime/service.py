@@ -74,6 +74,10 @@ class Service:
         configure_logging(spec.name, settings.log_level)
 
     @property
+    def consumers(self) -> list[kafka.EventConsumer]:
+        return list(self._consumers)
+
+    @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise RuntimeError("the service is not started")
@@ -95,7 +99,7 @@ class Service:
     def add_grpc(self, register: RegisterFn, servicer: Any, full_name: str) -> None:
         self.grpc.add(register, servicer, full_name)
 
-    async def add_consumer(self, topics: list[str], handler: kafka.Handler) -> None:
+    async def add_consumer(self, topics: list[str], handler: kafka.Handler) -> kafka.EventConsumer:
         """Consume the logical `topics` in this service's consumer group."""
         consumer = kafka.EventConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
@@ -108,6 +112,7 @@ class Service:
         await consumer.start()
         self._consumers.append(consumer)
         self._spawn(consumer.run(), f"consumer {topics}", consumer)
+        return consumer
 
     async def follow_tenant_config(self) -> TenantConfigView:
         """A local copy of all tenant configuration, which also authenticates API keys."""

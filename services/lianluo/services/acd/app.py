@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.acd.v1 import acd_pb2_grpc as rpc
 from lianluo.runtime.kafka import EventConsumer
 from lianluo.runtime.service import Service, ServiceSpec
-from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.acd import events
 from lianluo.services.acd.grpc_api import AcdServicer
 from lianluo.services.acd.repository import Repository
@@ -23,53 +21,37 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).parent / "migrations",
     topics=[*events.CONSUMED, events.ROUTING_DECISION],
 )
-# How long the timers wait for the consumer's assignment before treating it as empty.
-ASSIGNMENT_POLL_SECONDS = 0.05
 
 
-class AcdRuntime(Service):
-    """The shared service lifecycle, plus the routing timers, which stop before the pool."""
+class RoutingTimers:
+    """Offer expiry and max wait, for the tenants whose partition this replica owns."""
 
-    router: Router | None = None
-    view: TenantConfigView | None = None
-    timers: asyncio.Task[None] | None = None
-    consumer: EventConsumer | None = None
+    def __init__(self, router: Router, consumer: EventConsumer, topic: str) -> None:
+        self._router = router
+        self._consumer = consumer
+        self._topic = topic
 
     async def owned_partitions(self) -> set[int]:
-        """The partitions of routing.request this replica's consumer holds now."""
-        if self.consumer is None:
-            return set()
-        try:
-            async with asyncio.timeout(ASSIGNMENT_POLL_SECONDS):
-                assigned = await self.consumer.wait_assigned()
-        except TimeoutError:
-            return set()
-        topic = self.settings.topic(events.ROUTING_REQUEST)
-        return {tp.partition for tp in assigned if tp.topic == topic}
+        return {tp.partition for tp in self._consumer.assignment() if tp.topic == self._topic}
 
-    async def shutdown(self) -> None:
-        if self.router is not None and self.timers is not None:
-            self.router.stop()
-            await self.timers
-        await super().shutdown()
+    async def run(self) -> None:
+        await self._router.run_timers(self.owned_partitions)
+
+    def stop(self) -> None:
+        self._router.stop()
 
 
-async def build(settings: AcdSettings) -> AcdRuntime:
+async def build(settings: AcdSettings) -> Service:
     """Start storage, follow configuration, consume and wire every part; the caller serves it."""
-    service = AcdRuntime(SPEC, settings)
+    service = Service(SPEC, settings)
     await service.start_storage()
-    view = service.view = await service.follow_tenant_config()
+    view = await service.follow_tenant_config()
     repo = Repository()
     topics = events.Topics.of(settings)
     router = Router(service.pool, repo, view, topics, settings)
-    await service.add_consumer(events.CONSUMED, router.handle)
-    # The runtime keeps the consumer to itself; the timers need its partition assignment to
-    # know which tenants this replica owns.
-    service.consumer = service._consumers[-1]
-    service.router = router
-    service.timers = asyncio.create_task(
-        router.run_timers(service.owned_partitions), name="acd: routing timers"
-    )
+    consumer = await service.add_consumer(events.CONSUMED, router.handle)
+    timers = RoutingTimers(router, consumer, settings.topic(events.ROUTING_REQUEST))
+    service.add_background(timers, "routing timers")
     api = AcdApi(service.pool, repo, view, topics, settings)
     service.add_grpc(
         rpc.add_AcdServiceServicer_to_server,

@@ -303,9 +303,9 @@ class TenantRouting:
                 continue
             agent_id = pending.offer.agent_id
             self._close(pending, acd.OFFER_STATE_TIMED_OUT, now)
-            contact = self.contacts.get(pending.offer.interaction_id)
-            if contact is not None:
-                self._back_to_waiting(contact, agent_id)
+            waiting = self.contacts.get(pending.offer.interaction_id)
+            if waiting is not None:
+                self._back_to_waiting(waiting, agent_id)
             self._decide(
                 OFFER_TIMED_OUT,
                 pending.offer.interaction_id,

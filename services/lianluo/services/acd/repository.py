@@ -222,14 +222,6 @@ class Repository:
 
     # ------------------------------------------------------------------ reads for the API
 
-    async def agent(
-        self, conn: asyncpg.Connection, tenant_id: str, agent_id: str
-    ) -> AgentStatus | None:
-        row = await conn.fetchrow(
-            "select * from agents where tenant_id = $1 and agent_id = $2", tenant_id, agent_id
-        )
-        return _status(row) if row else None
-
     async def offer(
         self, conn: asyncpg.Connection, tenant_id: str, offer_id: str
     ) -> acd.Offer | None:

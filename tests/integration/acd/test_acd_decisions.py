@@ -1,0 +1,178 @@
+"""The ACD in-process against the real Postgres and broker, configured through the tenants API:
+routing requests in, offers, assignments, time-outs and overflows out on routing.decision."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from acd_support import OFFER_TIMEOUT_SECONDS, Acd, Decisions, Requests, Tenant, running_acd
+from conftest import Served, Stack
+
+from lianluo.acd.v1 import acd_pb2 as acd
+from lianluo.common.v1 import common_pb2 as common
+from lianluo.events.v1 import routing_pb2
+from lianluo.tenants.v1 import tenants_pb2 as pb
+
+pytestmark = pytest.mark.integration
+NOVICE = {"skills": [common.SkillLevel(skill="cards", level=1)]}
+ONE_CHAT = {"capacity": [pb.MediaCapacity(media=common.MEDIA_TYPE_CHAT, max_concurrent=1)]}
+
+
+@pytest.fixture(scope="module")
+async def acd_stack(
+    stack: Stack, tenants_service: Served
+) -> AsyncIterator[tuple[Acd, Decisions, Requests]]:
+    async with running_acd(stack, tenants_service.address) as running:
+        yield running
+
+
+async def available(t: Tenant, *names: str) -> None:
+    """Make agents available one after another, so the first named is the longest idle."""
+    for i, name in enumerate(names):
+        await t.set_presence(name)
+        await t.until_stats(lambda f, n=i + 1: f.agents_available >= n)
+
+
+async def test_the_longest_idle_qualified_agent_gets_the_offer_and_accepting_assigns(
+    acd_stack: tuple[Acd, Decisions, Requests],
+) -> None:
+    acd_, decisions, requests = acd_stack
+    t = await acd_.tenant({"first": {}, "second": {}, "novice": NOVICE})
+    await t.set_presence("novice")
+    await available(t, "first", "second")
+
+    interaction = await requests.route(t.id)
+    offered = await decisions.wait(t.id, "routing.offer", interaction)
+    offer = offered.offer.offer
+    assert t.agent_name(offer.agent_id) == "first"
+    assert offer.state == acd.OFFER_STATE_PENDING
+    expires = offer.expire_time.ToDatetime() - offer.offer_time.ToDatetime()
+    assert expires.total_seconds() == pytest.approx(OFFER_TIMEOUT_SECONDS)
+    explanation = offered.explanation
+    assert [t.agent_name(c.agent_id) for c in explanation.candidates] == ["first", "second"]
+    assert [f.name for f in explanation.candidates[0].features] == ["longest_idle"]
+    assert {(t.agent_name(e.agent_id), e.filter) for e in explanation.excluded} == {
+        ("novice", acd.HARD_FILTER_SKILL)
+    }
+
+    answered = await t.respond(offer, accept=True)
+    assert answered.state == acd.OFFER_STATE_ACCEPTED
+    assigned = await decisions.wait(t.id, "routing.assign", interaction)
+    assert t.agent_name(assigned.assign.agent_id) == "first"
+    assert assigned.assign.offer_id == offer.id
+    # Answering the same way again returns the same offer; the other way is refused.
+    assert (await t.respond(offer, accept=True)).state == acd.OFFER_STATE_ACCEPTED
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await t.respond(offer, accept=False)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    figures = await t.stats()
+    assert figures.waiting == 0
+
+
+async def test_a_decline_offers_the_contact_to_another_agent(
+    acd_stack: tuple[Acd, Decisions, Requests],
+) -> None:
+    acd_, decisions, requests = acd_stack
+    t = await acd_.tenant({"first": {}, "second": {}})
+    await available(t, "first", "second")
+
+    interaction = await requests.route(t.id)
+    first = (await decisions.wait(t.id, "routing.offer", interaction)).offer.offer
+    declined = await t.respond(first, accept=False, reason="on a call")
+    assert declined.state == acd.OFFER_STATE_DECLINED
+
+    ended = await decisions.wait(t.id, "routing.offer_declined", interaction)
+    assert ended.offer_declined.reason == "on a call"
+    second = (await decisions.wait(t.id, "routing.offer", interaction, nth=2)).offer.offer
+    assert t.agent_name(second.agent_id) == "second"
+    assert second.id != first.id
+
+
+async def test_an_unanswered_offer_times_out_and_the_next_agent_is_offered(
+    acd_stack: tuple[Acd, Decisions, Requests],
+) -> None:
+    acd_, decisions, requests = acd_stack
+    t = await acd_.tenant({"first": {}, "second": {}})
+    await available(t, "first", "second")
+
+    interaction = await requests.route(t.id)
+    first = (await decisions.wait(t.id, "routing.offer", interaction)).offer.offer
+    timed_out = await decisions.wait(t.id, "routing.offer_timed_out", interaction)
+    assert timed_out.offer_timed_out.offer_id == first.id
+    second = (await decisions.wait(t.id, "routing.offer", interaction, nth=2)).offer.offer
+    assert t.agent_name(second.agent_id) == "second"
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await t.respond(first, accept=True)
+    assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert decisions.types(t.id, interaction) == [
+        "routing.offer",
+        "routing.offer_timed_out",
+        "routing.offer",
+    ]
+
+
+async def test_a_contact_past_the_queues_max_wait_overflows(
+    acd_stack: tuple[Acd, Decisions, Requests],
+) -> None:
+    acd_, decisions, requests = acd_stack
+    t = await acd_.tenant(
+        {"novice": NOVICE},
+        max_wait_seconds=2,
+        overflow=pb.Overflow(kind=pb.OVERFLOW_KIND_CALLBACK),
+    )
+    await t.set_presence("novice")
+
+    interaction = await requests.route(t.id)
+    waiting = await t.until_stats(lambda f: f.waiting == 1)
+    assert waiting.agents_available == 0
+    overflow = await decisions.wait(t.id, "routing.overflow", interaction)
+    assert overflow.overflow.cause == routing_pb2.OVERFLOW_CAUSE_MAX_WAIT
+    assert overflow.overflow.overflow.kind == pb.OVERFLOW_KIND_CALLBACK
+    assert overflow.explanation.excluded[0].filter == acd.HARD_FILTER_SKILL
+    assert (await t.stats()).waiting == 0
+    assert decisions.types(t.id, interaction) == ["routing.overflow"]
+
+
+async def test_an_agent_at_capacity_gets_no_second_contact_until_the_first_ends(
+    acd_stack: tuple[Acd, Decisions, Requests],
+) -> None:
+    acd_, decisions, requests = acd_stack
+    t = await acd_.tenant({"solo": {}})
+    # Configured for 3 chats; this session takes one at a time.
+    presence = await t.set_presence(
+        "solo", capacity=[pb.MediaCapacity(media=common.MEDIA_TYPE_CHAT, max_concurrent=1)]
+    )
+    chat = next(m for m in presence.load if m.media == common.MEDIA_TYPE_CHAT)
+    assert chat.max_concurrent == 1
+    await t.until_stats(lambda f: f.agents_available == 1)
+
+    first = await requests.route(t.id)
+    offer = (await decisions.wait(t.id, "routing.offer", first)).offer.offer
+    await t.respond(offer, accept=True)
+    await decisions.wait(t.id, "routing.assign", first)
+    second = await requests.route(t.id)
+    busy = await t.until_stats(lambda f: f.waiting == 1)
+    assert (busy.agents_available, busy.agents_busy) == (0, 1)
+    await asyncio.sleep(1)
+    assert decisions.types(t.id, second) == []
+
+    await requests.end(t.id, first)
+    offered = (await decisions.wait(t.id, "routing.offer", second)).offer.offer
+    assert offered.agent_id == offer.agent_id
+    wrap_ups = decisions.agent_events(t.id, "agent.wrap_up_done")
+    assert len(wrap_ups) == 1
+
+
+async def test_an_abandoned_contact_leaves_the_queue(
+    acd_stack: tuple[Acd, Decisions, Requests],
+) -> None:
+    acd_, decisions, requests = acd_stack
+    t = await acd_.tenant({"novice": NOVICE})
+    interaction = await requests.route(t.id)
+    await t.until_stats(lambda f: f.waiting == 1)
+    await requests.end(t.id, interaction)
+    await t.until_stats(lambda f: f.waiting == 0)
+    assert decisions.types(t.id, interaction) == []
