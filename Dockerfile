@@ -1,0 +1,29 @@
+# One image for every component: `lianluo serve <service>`, `lianluo migrate`, and the operator
+# (`kopf run ...`, set as the command by the Helm chart).
+# Build: docker build -t lianluo/lianluo:0.1.0 .
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY services ./services
+COPY operators ./operators
+COPY protos ./protos
+# A virtual environment is copied whole into the runtime stage, leaving pip and sources behind.
+RUN python -m venv /opt/lianluo \
+ && /opt/lianluo/bin/pip install --upgrade pip==25.3 \
+ && /opt/lianluo/bin/pip install .
+
+FROM python:3.11-slim
+# The chart mounts the root filesystem read-only, so no byte-code is written at run time.
+ENV PATH=/opt/lianluo/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    LIANLUO_GRPC_HOST=0.0.0.0
+RUN groupadd --system --gid 10001 lianluo \
+ && useradd --system --uid 10001 --gid lianluo --no-create-home --home-dir /nonexistent lianluo
+COPY --from=build /opt/lianluo /opt/lianluo
+# Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 10001:10001
+EXPOSE 50051
+ENTRYPOINT ["lianluo"]
+CMD ["--help"]

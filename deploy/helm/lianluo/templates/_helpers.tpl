@@ -1,0 +1,150 @@
+{{/* Names: "<fullname>-<component>", and "<fullname>-<cell>-<component>" in the first cell, so
+that cells the operator clones beside it never collide with it. */}}
+{{- define "lianluo.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "lianluo.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "lianluo.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Call with (dict "root" $ "name" $name "component" $c). */}}
+{{- define "lianluo.componentName" -}}
+{{- if eq .component.plane "cell" }}
+{{- printf "%s-%s-%s" (include "lianluo.fullname" .root) .root.Values.firstCell.name .name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" (include "lianluo.fullname" .root) .name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "lianluo.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "lianluo.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .name }}
+{{- if eq .component.plane "cell" }}
+lianluo.io/cell: {{ .root.Values.firstCell.name }}
+{{- end }}
+{{- end }}
+
+{{- define "lianluo.commonLabels" -}}
+helm.sh/chart: {{ include "lianluo.chart" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: lianluo
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "lianluo.labels" -}}
+{{ include "lianluo.selectorLabels" . }}
+{{ include "lianluo.commonLabels" .root }}
+{{- end }}
+
+{{/* Labels for objects that belong to no single component. */}}
+{{- define "lianluo.chartLabels" -}}
+app.kubernetes.io/name: {{ include "lianluo.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{ include "lianluo.commonLabels" . }}
+{{- end }}
+
+{{- define "lianluo.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "lianluo.serviceAccountName" -}}
+{{- printf "%s-%s" (include "lianluo.fullname" .) (ternary "operator" "workload" .operator) }}
+{{- end }}
+
+{{/* The components to render, in the map's (sorted) order: enabled, and for the first cell's
+services only while the first cell is enabled. */}}
+{{- define "lianluo.enabledComponents" -}}
+{{- $out := list }}
+{{- range $name, $c := .Values.components }}
+{{- if and $c.enabled (or (ne $c.plane "cell") $.Values.firstCell.enabled) }}
+{{- $out = append $out $name }}
+{{- end }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
+{{- define "lianluo.kafkaBootstrap" -}}
+{{- if .Values.strimzi.enabled }}
+{{- printf "%s-kafka-bootstrap.%s.svc:9092" .Values.strimzi.name .Release.Namespace }}
+{{- else }}
+{{- required "kafka.bootstrapServers is required unless strimzi.enabled is true" .Values.kafka.bootstrapServers }}
+{{- end }}
+{{- end }}
+
+{{/* The environment of one component: the chart's connections and secret references first, then
+the global env map, then the component's env map, each overriding the one before by key. */}}
+{{- define "lianluo.env" -}}
+{{- $root := .root }}
+{{- $v := $root.Values }}
+{{- $env := dict }}
+{{- $_ := set $env "OTEL_SERVICE_NAME" .name }}
+{{- if $v.telemetry.otlpEndpoint }}
+{{- $_ := set $env "OTEL_EXPORTER_OTLP_ENDPOINT" $v.telemetry.otlpEndpoint }}
+{{- end }}
+{{- $_ := set $env "LIANLUO_ADMIN_KEY" (dict "secretKeyRef" (dict "name" $v.secrets.adminKey.name "key" $v.secrets.adminKey.key)) }}
+{{- if $v.cloudnativePG.enabled }}
+{{- $_ := set $env "LIANLUO_DATABASE_URL" (dict "secretKeyRef" (dict "name" (printf "%s-app" $v.cloudnativePG.name) "key" "uri")) }}
+{{- else }}
+{{- $_ := set $env "LIANLUO_DATABASE_URL" (dict "secretKeyRef" (dict "name" $v.secrets.database.name "key" $v.secrets.database.key)) }}
+{{- end }}
+{{- $_ := set $env "LIANLUO_KAFKA_BOOTSTRAP_SERVERS" (include "lianluo.kafkaBootstrap" $root) }}
+{{- if $v.kafka.auth.enabled }}
+{{- $_ := set $env "LIANLUO_KAFKA_SECURITY_PROTOCOL" $v.kafka.auth.securityProtocol }}
+{{- $_ := set $env "LIANLUO_KAFKA_SASL_MECHANISM" $v.kafka.auth.saslMechanism }}
+{{- $_ := set $env "LIANLUO_KAFKA_SASL_USERNAME" (dict "secretKeyRef" (dict "name" $v.kafka.auth.secretName "key" $v.kafka.auth.usernameKey)) }}
+{{- $_ := set $env "LIANLUO_KAFKA_SASL_PASSWORD" (dict "secretKeyRef" (dict "name" $v.kafka.auth.secretName "key" $v.kafka.auth.passwordKey)) }}
+{{- end }}
+{{- if eq .component.plane "cell" }}
+{{- $_ := set $env "LIANLUO_CELL" $v.firstCell.name }}
+{{- $_ := set $env "LIANLUO_TOPIC_PREFIX" (printf "%s." $v.firstCell.name) }}
+{{- end }}
+{{- if and $v.objectStorage.enabled (eq .name "recording") }}
+{{- $_ := set $env "LIANLUO_OBJECT_STORE_ENDPOINT" $v.objectStorage.endpoint }}
+{{- $_ := set $env "LIANLUO_OBJECT_STORE_BUCKET" $v.objectStorage.bucket }}
+{{- $_ := set $env "LIANLUO_OBJECT_STORE_REGION" $v.objectStorage.region }}
+{{- $_ := set $env "LIANLUO_OBJECT_STORE_ACCESS_KEY_ID" (dict "secretKeyRef" (dict "name" $v.objectStorage.secretName "key" $v.objectStorage.accessKeyIdKey)) }}
+{{- $_ := set $env "LIANLUO_OBJECT_STORE_SECRET_ACCESS_KEY" (dict "secretKeyRef" (dict "name" $v.objectStorage.secretName "key" $v.objectStorage.secretAccessKeyKey)) }}
+{{- end }}
+{{- if eq .component.plane "operator" }}
+{{- /* The operator's own settings (LIANLUO_OPERATOR_*): what it needs to clone cells like the
+first one and to provision tenants through the tenants API. */}}
+{{- $_ := set $env "LIANLUO_NAMESPACE" (dict "fieldRef" (dict "fieldPath" "metadata.namespace")) }}
+{{- $_ := set $env "LIANLUO_OPERATOR_IMAGE" (include "lianluo.image" $root) }}
+{{- $_ := set $env "LIANLUO_OPERATOR_TENANTS_ADDRESS" (printf "%s-tenants:%v" (include "lianluo.fullname" $root) $v.components.tenants.service.port) }}
+{{- $_ := set $env "LIANLUO_OPERATOR_ADMIN_KEY" (get $env "LIANLUO_ADMIN_KEY") }}
+{{- $_ := set $env "LIANLUO_OPERATOR_ADMIN_KEY_SECRET" $v.secrets.adminKey.name }}
+{{- $_ := set $env "LIANLUO_OPERATOR_KAFKA_BOOTSTRAP_SERVERS" (get $env "LIANLUO_KAFKA_BOOTSTRAP_SERVERS") }}
+{{- if $v.cloudnativePG.enabled }}
+{{- /* The cluster's owner role is given CREATEDB, so its app Secret can create cell databases. */}}
+{{- $_ := set $env "LIANLUO_OPERATOR_DATABASE_ADMIN_URL" (dict "secretKeyRef" (dict "name" (printf "%s-app" $v.cloudnativePG.name) "key" "uri")) }}
+{{- else }}
+{{- $_ := set $env "LIANLUO_OPERATOR_DATABASE_ADMIN_URL" (dict "secretKeyRef" (dict "name" $v.secrets.databaseAdmin.name "key" $v.secrets.databaseAdmin.key)) }}
+{{- end }}
+{{- end }}
+{{- $env = mergeOverwrite $env (deepCopy (default dict $v.env)) (deepCopy (default dict .component.env)) }}
+{{- range $key := keys $env | sortAlpha }}
+{{- $value := get $env $key }}
+- name: {{ $key }}
+{{- if kindIs "map" $value }}
+  valueFrom:
+    {{- toYaml $value | nindent 4 }}
+{{- else }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+{{- end }}

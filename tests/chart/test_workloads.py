@@ -1,0 +1,114 @@
+"""What an SRE relies on in every rendered workload: hardening, probes, limits, one name per
+component, a single Recreate operator whose RBAC covers its CRDs, and secrets only by reference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from chart_render import CASES, CHART, Case, documents, render
+
+IDS = [c.name for c in CASES]
+
+
+def _of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=IDS)
+def docs(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    case: Case = request.param
+    return documents(render(case))
+
+
+def test_every_container_is_hardened_and_bounded(docs: list[dict[str, Any]]) -> None:
+    for deployment in _of_kind(docs, "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for container in pod["containers"]:
+            name = f"{deployment['metadata']['name']}/{container['name']}"
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["capabilities"]["drop"] == ["ALL"], name
+            assert {"cpu", "memory"} <= set(container["resources"]["limits"]), name
+            assert "livenessProbe" in container, name
+
+
+def test_one_name_per_component(docs: list[dict[str, Any]]) -> None:
+    for deployment in _of_kind(docs, "Deployment"):
+        component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e for e in container["env"]}
+        assert container["name"] == component
+        assert env["OTEL_SERVICE_NAME"]["value"] == component
+        if component != "operator":
+            assert container["args"] == ["serve", component]
+            assert container["readinessProbe"]["grpc"]["port"] == 50051
+
+
+def test_first_cell_services_carry_the_cell_prefix(docs: list[dict[str, Any]]) -> None:
+    cell = [d for d in _of_kind(docs, "Deployment") if "lianluo.io/cell" in d["metadata"]["labels"]]
+    assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in cell} == {
+        "media", "ivr", "acd", "recording", "notification",
+    }  # fmt: skip
+    for deployment in cell:
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["LIANLUO_TOPIC_PREFIX"]["value"] == "cell-1."
+
+
+def test_secrets_are_referenced_never_inlined(docs: list[dict[str, Any]]) -> None:
+    assert not _of_kind(docs, "Secret")
+    for deployment in _of_kind(docs, "Deployment"):
+        for env in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
+            if env["name"].endswith(("ADMIN_KEY", "DATABASE_URL", "PASSWORD", "ADMIN_URL")):
+                assert "secretKeyRef" in env.get("valueFrom", {}), env
+
+
+def test_operator_is_single_recreate_with_kopf_liveness(docs: list[dict[str, Any]]) -> None:
+    (operator,) = [
+        d
+        for d in _of_kind(docs, "Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+    ]
+    assert operator["spec"]["replicas"] == 1
+    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    assert any(a.startswith("--liveness=http://0.0.0.0:8080/healthz") for a in container["args"])
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert not [
+        d
+        for d in docs
+        if d["kind"] in {"PodDisruptionBudget", "HorizontalPodAutoscaler"}
+        and d["metadata"]["name"] == operator["metadata"]["name"]
+    ]
+
+
+def test_operator_rbac_covers_its_crds(docs: list[dict[str, Any]]) -> None:
+    crds = [d for p in sorted((CHART / "crds").glob("*.yaml")) for d in documents(p.read_text())]
+    if not crds:
+        pytest.skip("the chart has no CRDs yet")
+    (cluster_role,) = _of_kind(docs, "ClusterRole")
+    granted = {
+        (group, resource)
+        for rule in cluster_role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    for crd in crds:
+        plural, group = crd["spec"]["names"]["plural"], crd["spec"]["group"]
+        assert (group, plural) in granted
+        assert (group, f"{plural}/status") in granted
+    # Nothing cluster-wide beyond discovery and the project's own resources.
+    assert {g for g, _ in granted} == {"apiextensions.k8s.io", *(c["spec"]["group"] for c in crds)}
+
+
+def test_pdb_and_hpa_match_their_deployments(docs: list[dict[str, Any]]) -> None:
+    deployments = {d["metadata"]["name"]: d for d in _of_kind(docs, "Deployment")}
+    for hpa in _of_kind(docs, "HorizontalPodAutoscaler"):
+        target = deployments[hpa["spec"]["scaleTargetRef"]["name"]]
+        # The autoscaler owns the replica count; a fixed one would fight it on every upgrade.
+        assert "replicas" not in target["spec"]
+    for pdb in _of_kind(docs, "PodDisruptionBudget"):
+        target = deployments[pdb["metadata"]["name"]]
+        assert pdb["spec"]["selector"] == target["spec"]["selector"]
