@@ -11,6 +11,7 @@ lianluo.domain, and talk through events.
 SERVICES = {
     "tenants": "lianluo.services.tenants.app",
     "media": "lianluo.services.media.app",
+    "ivr": "lianluo.services.ivr.app",
     "acd": "lianluo.services.acd.app",
     "notification": "lianluo.services.notification.app",
     "recording": "lianluo.services.recording.app",

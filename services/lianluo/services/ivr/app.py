@@ -7,7 +7,6 @@ from pathlib import Path
 from lianluo.ivr.v1 import ivr_pb2 as api
 from lianluo.ivr.v1 import ivr_pb2_grpc as rpc
 from lianluo.runtime.service import Service, ServiceSpec
-from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.ivr import events
 from lianluo.services.ivr.grpc_api import IvrApi
 from lianluo.services.ivr.repository import Repository
@@ -23,39 +22,21 @@ SPEC = ServiceSpec(
 )
 
 
-class IvrProcess(Service):
-    """The shared lifecycle plus the timeout sweeper, a background loop of the IVR's own."""
-
-    config: TenantConfigView
-    runs: RunService
-    sweeper: TimeoutSweeper | None = None
-
-    def start_sweeper(self, sweeper: TimeoutSweeper) -> None:
-        self.sweeper = sweeper
-        # The runtime has no public hook for a service's own loop; _spawn gives it the same
-        # supervision as the consumers (a loop that dies stops the process).
-        self._spawn(sweeper.run(), "timeout sweeper")
-
-    async def shutdown(self) -> None:
-        if self.sweeper is not None:
-            self.sweeper.stop()
-        await super().shutdown()
-
-
-async def build(settings: IvrSettings) -> IvrProcess:
+async def build(settings: IvrSettings) -> Service:
     """Start storage, follow tenant configuration, and wire every part; the caller serves it."""
-    service = IvrProcess(SPEC, settings)
+    service = Service(SPEC, settings)
     await service.start_storage()
-    service.config = await service.follow_tenant_config()
+    config = await service.follow_tenant_config()
     topics = events.Topics(
         output=settings.topic(events.OUTPUT_TOPIC), routing=settings.topic(events.ROUTING_TOPIC)
     )
-    service.runs = RunService(Repository(), service.config, topics, settings.timeout_batch)
-    await service.add_consumer([events.INTERACTION_TOPIC], service.runs.handle)
-    service.start_sweeper(TimeoutSweeper(service.pool, service.runs, settings.timeout_poll_seconds))
+    runs = RunService(Repository(), config, topics, settings.timeout_batch)
+    await service.add_consumer([events.INTERACTION_TOPIC], runs.handle)
+    sweeper = TimeoutSweeper(service.pool, runs, settings.timeout_poll_seconds)
+    service.add_background(sweeper, "prompt timeouts")
     service.add_grpc(
         rpc.add_IvrServiceServicer_to_server,
-        IvrApi(FlowTools(service.config)),
+        IvrApi(FlowTools(config)),
         api.DESCRIPTOR.services_by_name["IvrService"].full_name,
     )
     return service

@@ -62,6 +62,9 @@ class Caller:
     channel: common_pb2.Channel.ValueType = common_pb2.CHANNEL_UNSPECIFIED
     customer_id: str = ""
     customer_attributes: dict[str, str] = field(default_factory=dict)
+    # BCP 47; empty leaves the queue's language.
+    language: str = ""
+    media: common_pb2.MediaType.ValueType = common_pb2.MEDIA_TYPE_UNSPECIFIED
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,8 @@ class _Run:
             intent=self.variables.get(INTENT_VARIABLE, ""),
             intent_confidence=self.confidence if INTENT_VARIABLE in self.variables else 0.0,
             channel=self.caller.channel,
+            language=self.caller.language,
+            media=self.caller.media,
             collected_data=self.variables,
             customer_id=self.caller.customer_id,
             customer_attributes=self.caller.customer_attributes,

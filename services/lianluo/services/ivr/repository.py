@@ -13,8 +13,9 @@ from lianluo.services.ivr.domain import Caller, RunState, Status
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 _COLUMNS = (
-    "tenant_id, interaction_id, flow_name, flow, channel, customer_id, customer_attributes, "
-    "status, node_id, variables, retries_left, prompt_count, intent_confidence, timeout_seconds"
+    "tenant_id, interaction_id, flow_name, flow, channel, media, language, customer_id, "
+    "customer_attributes, status, node_id, variables, retries_left, prompt_count, "
+    "intent_confidence, timeout_seconds"
 )
 _STATUSES: set[str] = {"new", "waiting", "routed", "ended"}
 
@@ -48,6 +49,8 @@ def _run(row: asyncpg.Record) -> Run:
         channel=cast(common_pb2.Channel.ValueType, row["channel"]),
         customer_id=row["customer_id"],
         customer_attributes=dict(row["customer_attributes"]),
+        language=row["language"],
+        media=cast(common_pb2.MediaType.ValueType, row["media"]),
     )
     return Run(row["tenant_id"], flow, caller, state, closed=status == "closed")
 
@@ -79,14 +82,17 @@ class Repository:
         """Store a new run; False when the interaction already has one (a repeated creation)."""
         inserted = await conn.fetchval(
             f"insert into runs ({_COLUMNS}, deadline) "  # noqa: S608 - constant column list
-            "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
-            "case when $8 = 'waiting' then now() + $14 * interval '1 second' end) "
+            "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text, $11, $12, $13, $14, $15, "
+            "$16::int, case when $10::text = 'waiting' "
+            "then now() + make_interval(secs => $16::int) end) "
             "on conflict (tenant_id, interaction_id) do nothing returning true",
             tenant_id,
             caller.interaction_id,
             flow_name,
             flow.SerializeToString() if flow is not None else None,
             int(caller.channel),
+            int(caller.media),
+            caller.language,
             caller.customer_id,
             caller.customer_attributes,
             *_state_values(state),
@@ -110,9 +116,9 @@ class Repository:
     ) -> None:
         """Store a run's new state; a waiting run times out `timeout_seconds` from now."""
         await conn.execute(
-            "update runs set status = $3, node_id = $4, variables = $5, retries_left = $6, "
-            "prompt_count = $7, intent_confidence = $8, timeout_seconds = $9, "
-            "deadline = case when $3 = 'waiting' then now() + $9 * interval '1 second' end, "
+            "update runs set status = $3::text, node_id = $4, variables = $5, retries_left = $6, "
+            "prompt_count = $7, intent_confidence = $8, timeout_seconds = $9::int, deadline = "
+            "case when $3::text = 'waiting' then now() + make_interval(secs => $9::int) end, "
             "updated_at = now() where tenant_id = $1 and interaction_id = $2",
             tenant_id,
             interaction_id,

@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import cast
 
 import asyncpg
+from google.protobuf.message import DecodeError
 
+from lianluo.common.v1 import common_pb2
 from lianluo.events.v1 import interaction_pb2
 from lianluo.events.v1 import ivr_pb2 as events_pb
 from lianluo.ivr.v1 import ivr_pb2 as api
@@ -51,6 +53,11 @@ def _caller(interaction_id: str, interaction: media_pb2.Interaction) -> Caller:
         channel=interaction.channel,
         customer_id=interaction.customer.id,
         customer_attributes=dict(interaction.customer.attributes),
+        language=interaction.customer.language,
+        # The media the contact arrived on, as the media service's own routing requests say.
+        media=interaction.media[0].media
+        if interaction.media
+        else common_pb2.MEDIA_TYPE_UNSPECIFIED,
     )
 
 
@@ -69,7 +76,12 @@ class RunService:
         """Apply one `interaction.event` (inside the consumer's transaction)."""
         if envelope.type not in {events.CREATED, events.MESSAGE, events.ENDED}:
             return
-        event = unpack(envelope, interaction_pb2.InteractionEvent)
+        try:
+            event = unpack(envelope, interaction_pb2.InteractionEvent)
+        except DecodeError:
+            # Retrying can never succeed and would stall the tenant's partition.
+            log.error("not an InteractionEvent; skipped", type=envelope.type)
+            return
         tenant_id = envelope.tenant_id
         if envelope.type == events.CREATED:
             interaction_id = event.interaction_id or event.created.id
@@ -91,13 +103,10 @@ class RunService:
         interaction_id: str,
         interaction: media_pb2.Interaction,
     ) -> None:
-        entry = interaction.WhichOneof("entry")
+        # A queue entry skips self-service: the media service asks the ACD for a person itself.
+        if interaction.WhichOneof("entry") != "entry_flow":
+            return
         caller = _caller(interaction_id, interaction)
-        if entry == "entry_queue":
-            await self._route_directly(conn, tenant_id, caller, interaction.entry_queue)
-            return
-        if entry != "entry_flow":
-            return
         name = interaction.entry_flow
         flow = latest_flow(self._view, tenant_id, name)
         if flow is None:
@@ -116,19 +125,6 @@ class RunService:
         result = step(flow, start_state(), Start(), caller)
         if await self._repo.insert_run(conn, tenant_id, name, flow, caller, result.state):
             await self._emit(conn, tenant_id, caller, result)
-
-    async def _route_directly(
-        self, conn: asyncpg.Connection, tenant_id: str, caller: Caller, queue: str
-    ) -> None:
-        """An interaction that entered straight into a queue: ask the ACD for a person at once."""
-        routed = RunState(status="routed")
-        if not await self._repo.insert_run(conn, tenant_id, "", None, caller, routed):
-            return
-        request = events_pb.RoutingRequest(interaction_id=caller.interaction_id)
-        r = request.requirements
-        r.queue, r.channel, r.customer_id = queue, caller.channel, caller.customer_id
-        r.customer_attributes.update(caller.customer_attributes)
-        await events.publish(conn, self._topics, tenant_id, [], request)
 
     async def answer(
         self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str, text: str

@@ -7,6 +7,8 @@ create table runs (
     flow_name text not null default '',
     flow bytea,
     channel integer not null default 0,
+    media integer not null default 0,
+    language text not null default '',
     customer_id text not null default '',
     customer_attributes jsonb not null default '{}',
     -- new, waiting, routed, ended (the flow finished) or closed (the interaction ended first).
