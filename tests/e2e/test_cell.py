@@ -1,0 +1,304 @@
+"""End to end: every service of a cell as its own process (two replicas of media and of acd),
+over the real broker and Postgres. The demo's journey, and 200 concurrent contacts."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from conftest import ADMIN_KEY, Stack
+
+from lianluo.acd.v1 import acd_pb2
+from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
+from lianluo.common.v1 import common_pb2 as common
+from lianluo.devstack import infra
+from lianluo.devstack.cell import Cell
+from lianluo.devstack.clients import StreamClient
+from lianluo.devstack.demo import play_demo
+from lianluo.events.v1 import envelope_pb2, routing_pb2
+from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.media.v1 import media_pb2_grpc as media_rpc
+from lianluo.runtime.kafka import behind
+from lianluo.tenants.v1 import tenants_pb2 as pb
+from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
+
+pytestmark = pytest.mark.integration
+S = mpb.InteractionState
+CONTACTS = 200
+AGENTS = 20
+CAPACITY = 3
+
+
+@pytest.fixture(scope="module")
+def cell(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
+    name = f"e2e_{uuid.uuid4().hex[:10]}"
+    infra.create_database(stack.config.database_url, name)
+    base = stack.database_url.rsplit("/", 1)[0]
+    env = stack.env(LIANLUO_DATABASE_URL=f"{base}/{name}", LIANLUO_TOPIC_PREFIX=f"{name}.")
+    running = Cell(env, Path(tmp_path_factory.mktemp("cell")), replicas={"media": 2, "acd": 2})
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+async def test_one_contact_travels_through_every_service(cell: Cell) -> None:
+    result = await asyncio.wait_for(play_demo(cell, ADMIN_KEY), 180)
+    assert result.prompts[:2] == [
+        "Welcome to Demo Bank.",
+        "How can we help? A lost card, or a payment question?",
+    ]
+    assert "Please type the last four digits of your card." in result.prompts
+    assert result.routed_to in {"li.wei", "ana.silva"}, "only qualified staff agents are offered"
+    assert "4417" in result.agent_heard, "the agent sees what was said before they joined"
+    assert any("blocked the card ending 4417" in t for t in result.customer_heard)
+    for kind in ("interaction.created", "routing.offer", "routing.assign", "interaction.ended"):
+        assert kind in result.recording_types, f"the recording misses {kind}"
+    assert "Mei Chen" in result.notice["body"] and "resolved" in result.notice["body"]
+    assert result.signature_valid
+
+
+def _md(key: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+async def _retrying(call: Any, seconds: float = 30) -> Any:
+    async with asyncio.timeout(seconds):
+        while True:
+            try:
+                return await call()
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in (
+                    grpc.StatusCode.NOT_FOUND,
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ):
+                    raise
+                await asyncio.sleep(0.3)
+
+
+async def test_200_concurrent_contacts_on_two_replicas_each_end_once_and_no_agent_is_overbooked(
+    cell: Cell,
+) -> None:
+    tch = grpc.aio.insecure_channel(cell.address("tenants"))
+    mchs = [grpc.aio.insecure_channel(a) for a in cell.addresses("media")]
+    achs = [grpc.aio.insecure_channel(a) for a in cell.addresses("acd")]
+    admin = _md(ADMIN_KEY)
+    tenant = await rpc.TenantServiceStub(tch).CreateTenant(
+        pb.CreateTenantRequest(
+            tenant=pb.Tenant(
+                name=f"load-{uuid.uuid4().hex[:6]}",
+                plan=pb.PLAN_ENTERPRISE,
+                expected_concurrent_sessions=CONTACTS,
+                channels=[common.CHANNEL_WEB],
+            )
+        ),
+        metadata=admin,
+    )
+    key = (
+        await rpc.ApiKeyServiceStub(tch).CreateApiKey(
+            pb.CreateApiKeyRequest(tenant_id=tenant.id, scope=pb.API_KEY_SCOPE_TENANT),
+            metadata=admin,
+        )
+    ).secret
+    md = _md(key)
+    await rpc.QueueServiceStub(tch).CreateQueue(
+        pb.CreateQueueRequest(
+            tenant_id=tenant.id,
+            queue=pb.Queue(
+                name="load",
+                priority=5,
+                max_wait_seconds=40,
+                media=common.MEDIA_TYPE_CHAT,
+                service_level=pb.ServiceLevel(threshold_seconds=20, target_percent=80),
+                overflow=pb.Overflow(kind=pb.OVERFLOW_KIND_MESSAGE),
+            ),
+        ),
+        metadata=md,
+    )
+    agents = [
+        await rpc.AgentServiceStub(tch).CreateAgent(
+            pb.CreateAgentRequest(
+                tenant_id=tenant.id,
+                agent=pb.Agent(
+                    name=f"agent{i}",
+                    kind=pb.AGENT_KIND_STAFF,
+                    capacity=[
+                        pb.MediaCapacity(media=common.MEDIA_TYPE_CHAT, max_concurrent=CAPACITY)
+                    ],
+                ),
+            ),
+            metadata=md,
+        )
+        for i in range(AGENTS)
+    ]
+
+    media = [media_rpc.MediaServiceStub(ch) for ch in mchs]
+    acd = [acd_rpc.AcdServiceStub(ch) for ch in achs]
+    handled: list[asyncio.Task[None]] = []
+
+    async def work(agent: pb.Agent, offer: acd_pb2.Offer, n: int) -> None:
+        await acd[n % 2].RespondToOffer(
+            acd_pb2.RespondToOfferRequest(
+                tenant_id=tenant.id, offer_id=offer.id, agent_id=agent.id, accept=True
+            ),
+            metadata=md,
+        )
+        stub = media[n % 2]
+        async with asyncio.timeout(30):
+            while (
+                await stub.GetInteraction(
+                    mpb.GetInteractionRequest(
+                        tenant_id=tenant.id, interaction_id=offer.interaction_id
+                    ),
+                    metadata=md,
+                )
+            ).state != S.INTERACTION_STATE_CONNECTED:
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)  # the conversation
+        await stub.End(
+            mpb.EndRequest(
+                tenant_id=tenant.id,
+                interaction_id=offer.interaction_id,
+                resolution=mpb.Resolution(code="resolved"),
+            ),
+            metadata=md,
+        )
+
+    counter = itertools.count()
+    desks = []
+    for i, agent in enumerate(agents):
+        await _retrying(
+            lambda a=agent: acd[0].SetPresence(
+                acd_pb2.SetPresenceRequest(
+                    tenant_id=tenant.id, agent_id=a.id, presence=acd_pb2.PRESENCE_AVAILABLE
+                ),
+                metadata=md,
+            )
+        )
+
+        def on_frame(frame: mpb.ServerFrame, a: pb.Agent = agent) -> None:
+            if frame.WhichOneof("frame") == "offer":
+                handled.append(asyncio.create_task(work(a, frame.offer, next(counter))))
+
+        desks.append(await _open_desk(mchs[i % 2], key, tenant.id, agent.id, on_frame))
+
+    gate = asyncio.Semaphore(50)
+
+    async def contact(n: int) -> str:
+        async with gate:
+            started = await _retrying(
+                lambda: media[n % 2].StartInteraction(
+                    mpb.StartInteractionRequest(
+                        tenant_id=tenant.id,
+                        channel=common.CHANNEL_WEB,
+                        media=common.MEDIA_TYPE_CHAT,
+                        queue="load",
+                        request_id=f"c{n}",
+                        customer=mpb.Customer(id=f"cust{n}"),
+                    ),
+                    metadata=md,
+                )
+            )
+            return str(started.interaction.id)
+
+    ids = await asyncio.gather(*(contact(n) for n in range(CONTACTS)))
+    assert len(set(ids)) == CONTACTS
+
+    final: dict[str, mpb.Interaction] = {}
+    async with asyncio.timeout(150):
+        while len(final) < CONTACTS:
+            for iid in ids:
+                if iid not in final:
+                    it = await media[0].GetInteraction(
+                        mpb.GetInteractionRequest(tenant_id=tenant.id, interaction_id=iid),
+                        metadata=md,
+                    )
+                    if it.state in (
+                        S.INTERACTION_STATE_CLOSED,
+                        S.INTERACTION_STATE_OVERFLOWED,
+                        S.INTERACTION_STATE_ABANDONED,
+                    ):
+                        final[iid] = it
+            await asyncio.sleep(0.5)
+    await asyncio.gather(*handled, return_exceptions=True)
+
+    states = {S.Name(it.state) for it in final.values()}
+    assert states <= {"INTERACTION_STATE_CLOSED", "INTERACTION_STATE_OVERFLOWED"}, states
+    intervals: dict[str, list[tuple[float, float]]] = {}
+    for it in final.values():
+        people = [p for p in it.participants if p.role == mpb.PARTICIPANT_ROLE_AGENT]
+        if it.state == S.INTERACTION_STATE_CLOSED:
+            assert len(people) == 1, f"{it.id} was assigned {len(people)} times"
+            start = people[0].join_time.ToNanoseconds() / 1e9
+            intervals.setdefault(people[0].subject_id, []).append(
+                (start, it.end_time.ToNanoseconds() / 1e9)
+            )
+        else:
+            assert not people, "an overflowed contact was never connected"
+    assert sum(len(v) for v in intervals.values()) >= CONTACTS // 2, "most contacts were served"
+    for agent_id, spans in intervals.items():
+        edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+        load = peak = 0
+        for _, step in edges:
+            load += step
+            peak = max(peak, load)
+        assert peak <= CAPACITY, f"agent {agent_id} held {peak} chats at once"
+    assigns = await _assigns_per_interaction(cell, tenant.id)
+    assert assigns, "routing.decision carried the assignments"
+    assert max(assigns.values()) == 1, "an interaction was assigned more than once"
+    assert set(assigns) == {i for i, it in final.items() if it.state == S.INTERACTION_STATE_CLOSED}
+    for desk in desks:
+        await desk.close()
+    for ch in (tch, *mchs, *achs):
+        await ch.close()
+
+
+async def _assigns_per_interaction(cell: Cell, tenant_id: str) -> dict[str, int]:
+    """Count routing.assign decisions per interaction on the real topic, read to its end."""
+    topic = f"{cell.env['LIANLUO_TOPIC_PREFIX']}routing.decision"
+    consumer = AIOKafkaConsumer(bootstrap_servers=cell.env["LIANLUO_KAFKA_BOOTSTRAP_SERVERS"])
+    await consumer.start()
+    counts: dict[str, int] = {}
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        end = await consumer.end_offsets(parts)
+        async with asyncio.timeout(30):
+            while await behind(consumer, end):
+                for records in (await consumer.getmany(timeout_ms=300)).values():
+                    for record in records:
+                        envelope = envelope_pb2.Envelope.FromString(record.value)
+                        if envelope.tenant_id == tenant_id and envelope.type == "routing.assign":
+                            decision = routing_pb2.RoutingDecision()
+                            envelope.payload.Unpack(decision)
+                            iid = decision.interaction_id
+                            counts[iid] = counts.get(iid, 0) + 1
+    finally:
+        await consumer.stop()
+    return counts
+
+
+async def _open_desk(
+    channel: grpc.aio.Channel, key: str, tenant_id: str, agent_id: str, on_frame: Any
+) -> StreamClient:
+    """A desk stream, retried while the media replica is still learning the new agent."""
+    join = mpb.Join(tenant_id=tenant_id, role=mpb.PARTICIPANT_ROLE_AGENT, subject_id=agent_id)
+    async with asyncio.timeout(30):
+        while True:
+            desk = StreamClient(channel, key, join, on_frame)
+            try:
+                await desk.wait_for(lambda f: f.WhichOneof("frame") == "joined")
+                return desk
+            except (ConnectionError, grpc.aio.AioRpcError):
+                await desk.close()
+                await asyncio.sleep(0.3)
