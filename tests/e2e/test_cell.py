@@ -189,7 +189,8 @@ async def test_200_concurrent_contacts_on_two_replicas_each_end_once_and_no_agen
             if frame.WhichOneof("frame") == "offer":
                 handled.append(asyncio.create_task(work(a, frame.offer, next(counter))))
 
-        desks.append(await _open_desk(mchs[i % 2], key, tenant.id, agent.id, on_frame))
+        join = mpb.Join(tenant_id=tenant.id, role=mpb.PARTICIPANT_ROLE_AGENT, subject_id=agent.id)
+        desks.append(await StreamClient.connect(mchs[i % 2], key, join, on_frame))
 
     gate = asyncio.Semaphore(50)
 
@@ -286,19 +287,3 @@ async def _assigns_per_interaction(cell: Cell, tenant_id: str) -> dict[str, int]
     finally:
         await consumer.stop()
     return counts
-
-
-async def _open_desk(
-    channel: grpc.aio.Channel, key: str, tenant_id: str, agent_id: str, on_frame: Any
-) -> StreamClient:
-    """A desk stream, retried while the media replica is still learning the new agent."""
-    join = mpb.Join(tenant_id=tenant_id, role=mpb.PARTICIPANT_ROLE_AGENT, subject_id=agent_id)
-    async with asyncio.timeout(30):
-        while True:
-            desk = StreamClient(channel, key, join, on_frame)
-            try:
-                await desk.wait_for(lambda f: f.WhichOneof("frame") == "joined")
-                return desk
-            except (ConnectionError, grpc.aio.AioRpcError):
-                await desk.close()
-                await asyncio.sleep(0.3)

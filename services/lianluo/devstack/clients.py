@@ -33,6 +33,33 @@ class StreamClient:
         )
         self._task = asyncio.create_task(self._collect())
 
+    @classmethod
+    async def connect(
+        cls,
+        channel: grpc.aio.Channel,
+        key: str,
+        join: pb.Join,
+        on_frame: Callable[[pb.ServerFrame], None] | None = None,
+        retry_seconds: float = 30,
+    ) -> StreamClient:
+        """A joined stream. A replica that has not yet learned a new key or agent from
+        tenant.config answers UNAUTHENTICATED or NOT_FOUND for a moment: that is retried."""
+        deadline = asyncio.get_running_loop().time() + retry_seconds
+        while True:
+            stream = cls(channel, key, join, on_frame)
+            try:
+                await stream.wait_for(lambda f: f.WhichOneof("frame") == "joined", retry_seconds)
+                return stream
+            except grpc.aio.AioRpcError as error:
+                await stream.close()
+                late = asyncio.get_running_loop().time() > deadline
+                if late or error.code() not in (
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    grpc.StatusCode.NOT_FOUND,
+                ):
+                    raise
+                await asyncio.sleep(0.3)
+
     async def _requests(self) -> AsyncIterator[pb.ClientFrame]:
         while (frame := await self._outgoing.get()) is not None:
             yield frame

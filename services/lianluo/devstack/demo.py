@@ -110,9 +110,7 @@ async def onboard(
     )
     say("api key", f"{key.secret[:12]}... (shown once; only its hash is stored)")
     md = (("authorization", f"Bearer {key.secret}"),)
-    queues = rpc.QueueServiceStub(channel)
-    if not (await queues.ListQueues(pb.ListQueuesRequest(tenant_id=tenant.id), metadata=md)).queues:
-        await configure(channel, tenant.id, md)
+    await configure(channel, tenant.id, md)
     notifications = rpc.NotificationConfigServiceStub(channel)
     for rule in (
         await notifications.ListRules(pb.ListRulesRequest(tenant_id=tenant.id), metadata=md)
@@ -138,21 +136,24 @@ async def onboard(
 
 
 async def configure(channel: grpc.aio.Channel, tenant_id: str, md: Any) -> None:
-    await rpc.QueueServiceStub(channel).CreateQueue(
-        pb.CreateQueueRequest(
-            tenant_id=tenant_id,
-            queue=pb.Queue(
-                name="cards",
-                display_name="Card services",
-                required_skills=[common.SkillLevel(skill="cards", level=3)],
-                priority=5,
-                service_level=pb.ServiceLevel(threshold_seconds=20, target_percent=80),
-                max_wait_seconds=120,
-                overflow=pb.Overflow(kind=pb.OVERFLOW_KIND_MESSAGE),
-                media=common.MEDIA_TYPE_CHAT,
+    await _ensure(
+        rpc.QueueServiceStub(channel).CreateQueue(
+            pb.CreateQueueRequest(
+                tenant_id=tenant_id,
+                request_id="demo-queue",
+                queue=pb.Queue(
+                    name="cards",
+                    display_name="Card services",
+                    required_skills=[common.SkillLevel(skill="cards", level=3)],
+                    priority=5,
+                    service_level=pb.ServiceLevel(threshold_seconds=20, target_percent=80),
+                    max_wait_seconds=120,
+                    overflow=pb.Overflow(kind=pb.OVERFLOW_KIND_MESSAGE),
+                    media=common.MEDIA_TYPE_CHAT,
+                ),
             ),
-        ),
-        metadata=md,
+            metadata=md,
+        )
     )
     say("queue", "cards: skill cards>=3, 80% within 20 s, overflow to messages after 120 s")
     for name, display, level, kind in [
@@ -160,19 +161,22 @@ async def configure(channel: grpc.aio.Channel, tenant_id: str, md: Any) -> None:
         ("ana.silva", "Ana Silva", 5, pb.AGENT_KIND_STAFF),
         ("fraud.expert", "Fraud desk", 10, pb.AGENT_KIND_EXPERT),
     ]:
-        await rpc.AgentServiceStub(channel).CreateAgent(
-            pb.CreateAgentRequest(
-                tenant_id=tenant_id,
-                agent=pb.Agent(
-                    name=name,
-                    display_name=display,
-                    kind=kind,
-                    skills=[common.SkillLevel(skill="cards", level=level)],
-                    languages=["en", "zh-CN"],
-                    capacity=[pb.MediaCapacity(media=common.MEDIA_TYPE_CHAT, max_concurrent=3)],
+        await _ensure(
+            rpc.AgentServiceStub(channel).CreateAgent(
+                pb.CreateAgentRequest(
+                    tenant_id=tenant_id,
+                    request_id=f"demo-agent-{name}",
+                    agent=pb.Agent(
+                        name=name,
+                        display_name=display,
+                        kind=kind,
+                        skills=[common.SkillLevel(skill="cards", level=level)],
+                        languages=["en", "zh-CN"],
+                        capacity=[pb.MediaCapacity(media=common.MEDIA_TYPE_CHAT, max_concurrent=3)],
+                    ),
                 ),
-            ),
-            metadata=md,
+                metadata=md,
+            )
         )
         say(
             "agent",
@@ -182,34 +186,51 @@ async def configure(channel: grpc.aio.Channel, tenant_id: str, md: Any) -> None:
         pb.PutFlowRequest(tenant_id=tenant_id, flow=demo_flow()), metadata=md
     )
     say("ivr flow", "card-services: menu by digit or words, collect last 4 digits, route to cards")
-    await rpc.NotificationConfigServiceStub(channel).CreateTemplate(
-        pb.CreateTemplateRequest(
-            tenant_id=tenant_id,
-            template=pb.NotificationTemplate(
-                name="case-resolved",
-                channel=pb.DELIVERY_CHANNEL_WEBHOOK,
-                locale="en",
-                body="Dear {{customer_name}}, your case {{interaction_id}} is resolved. Thank you.",
+    await _ensure(
+        rpc.NotificationConfigServiceStub(channel).CreateTemplate(
+            pb.CreateTemplateRequest(
+                tenant_id=tenant_id,
+                request_id="demo-template",
+                template=pb.NotificationTemplate(
+                    name="case-resolved",
+                    channel=pb.DELIVERY_CHANNEL_WEBHOOK,
+                    locale="en",
+                    body=(
+                        "Dear {{customer_name}}, your case {{interaction_id}} is resolved. "
+                        "Thank you."
+                    ),
+                ),
             ),
-        ),
-        metadata=md,
+            metadata=md,
+        )
     )
 
 
+async def _ensure(call: Any) -> None:
+    """Create a demo resource; one left by an earlier run is just as good."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+            raise
+
+
 async def _retry(call: Any, seconds: float = 20) -> Any:
-    """Retry while the other services are still learning the new configuration."""
-    async with asyncio.timeout(seconds):
-        while True:
-            try:
-                return await call()
-            except grpc.aio.AioRpcError as error:
-                if error.code() not in (
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    grpc.StatusCode.NOT_FOUND,
-                    grpc.StatusCode.UNAUTHENTICATED,
-                ):
-                    raise
-                await asyncio.sleep(0.3)
+    """Retry while the other services are still learning the new configuration; on giving
+    up, raise the last answer rather than a bare timeout."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as error:
+            retryable = error.code() in (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.NOT_FOUND,
+                grpc.StatusCode.UNAUTHENTICATED,
+            )
+            if not retryable or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.3)
 
 
 @dataclass
@@ -286,7 +307,7 @@ async def chat(
                 metadata=md,
             )
         )
-        desks[agent.id] = StreamClient(
+        desks[agent.id] = await StreamClient.connect(
             mch,
             key,
             mpb.Join(tenant_id=tenant.id, role=R.PARTICIPANT_ROLE_AGENT, subject_id=agent.id),
@@ -330,7 +351,7 @@ async def chat(
             )
             say(who, frame.message.content.text)
 
-    customer = StreamClient(
+    customer = await StreamClient.connect(
         mch,
         key,
         mpb.Join(
@@ -371,7 +392,7 @@ async def chat(
     )
     say("assigned", f"{person.display_name} accepted and joined")
 
-    agent = StreamClient(
+    agent = await StreamClient.connect(
         mch,
         key,
         mpb.Join(

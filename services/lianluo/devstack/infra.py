@@ -522,9 +522,11 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-async def _create_database(admin_url: str, name: str) -> None:
+async def _create_database(admin_url: str, name: str, fresh: bool = False) -> None:
     conn = await asyncpg.connect(admin_url, timeout=10)
     try:
+        if fresh:
+            await conn.execute(f"drop database if exists {_quote_ident(name)} with (force)")
         if await conn.fetchval("select 1 from pg_database where datname = $1", name):
             return
         # A concurrent creator may win the race between the check and the create.
@@ -534,11 +536,12 @@ async def _create_database(admin_url: str, name: str) -> None:
         await conn.close()
 
 
-def create_database(admin_url: str, name: str) -> None:
-    """Create database `name` unless it exists. Synchronous: it runs its own event loop."""
+def create_database(admin_url: str, name: str, *, fresh: bool = False) -> None:
+    """Create database `name` unless it exists (`fresh`: drop it first). Synchronous: it runs
+    its own event loop."""
     if not name or len(name.encode()) > 63:
         raise ValueError(f"database name {name!r} must be 1-63 bytes")
-    _run(_create_database(admin_url, name))
+    _run(_create_database(admin_url, name, fresh))
 
 
 # --- kafka (tansu) -------------------------------------------------------------------------

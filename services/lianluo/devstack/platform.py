@@ -46,7 +46,9 @@ def main(demo: bool = True) -> int:
     config = infra.StackConfig.from_env()
     try:
         started_infra = infra.up(config)
-        infra.create_database(config.database_url, DATABASE)
+        # The local broker keeps events in memory only, so the database they describe cannot
+        # outlive it safely: every run starts its cell from a clean database.
+        infra.create_database(config.database_url, DATABASE, fresh=True)
     except infra.InfraError as error:
         print(f"lianluo run: {error}", file=sys.stderr)
         return 1

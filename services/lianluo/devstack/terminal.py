@@ -72,7 +72,7 @@ async def customer(cell: dict[str, str], key: str, tenant_id: str, flow: str, na
         )
         me = started.customer_participant_id
         print(f"-- interaction {started.interaction.id}; type to chat, /quit to leave")
-        stream = StreamClient(
+        stream = await StreamClient.connect(
             channel,
             key,
             mpb.Join(
@@ -120,7 +120,7 @@ async def agent(cell: dict[str, str], key: str, tenant_id: str, login: str) -> N
             if frame.WhichOneof("frame") == "offer":
                 offers.put_nowait(frame.offer)
 
-        desk = StreamClient(
+        desk = await StreamClient.connect(
             mch,
             key,
             mpb.Join(tenant_id=tenant_id, role=R.PARTICIPANT_ROLE_AGENT, subject_id=me.id),
@@ -158,7 +158,7 @@ async def _work(
         if not accept:
             continue
         await asyncio.sleep(0.5)
-        talk = StreamClient(
+        talk = await StreamClient.connect(
             mch,
             key,
             mpb.Join(
