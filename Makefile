@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 types: $(STAMP)
-	$(BIN)/mypy -p lianluo.runtime -p lianluo.domain -p lianluo.services -p lianluo.cli -p lianluo.devstack
+	$(BIN)/mypy -p lianluo.runtime -p lianluo.domain -p lianluo.services -p lianluo.cli -p lianluo.devstack -p lianluo.operator
 
 protos: $(STAMP)
 	$(BIN)/python -m lianluo.devstack.protos

@@ -97,6 +97,14 @@ def _terminal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator(args: argparse.Namespace) -> int:
+    from lianluo.operator.__main__ import main as operator_main
+
+    argv = [f"--namespace={ns}" for ns in args.namespace]
+    argv += [f"--liveness={args.liveness}"] + (["--verbose"] if args.verbose else [])
+    return operator_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lianluo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="the whole local platform, until Ctrl-C")
     run.add_argument("--no-demo", action="store_true", help="skip the demo")
     run.set_defaults(func=_run)
+
+    op = commands.add_parser("operator", help="the cell operator (kopf), until SIGTERM")
+    op.add_argument("--namespace", action="append", default=[], help="watch only this namespace")
+    op.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="'' for none")
+    op.add_argument("--verbose", action="store_true")
+    op.set_defaults(func=_operator)
 
     for role in ("customer", "agent"):
         client = commands.add_parser(role, help=f"chat as a {role} with the running platform")

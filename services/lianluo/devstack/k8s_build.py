@@ -29,6 +29,7 @@ _APT_PACKAGES = {
     "jq": Path("/usr/bin/jq"),
     "dpkg-dev": Path("/usr/bin/dpkg-source"),
     "openssl": Path("/usr/bin/openssl"),
+    "make": Path("/usr/bin/make"),
 }
 _SYSTEM_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 _BINARIES = ("kube-apiserver", "kube-controller-manager")

@@ -1,0 +1,180 @@
+"""Cell handlers: clone the template's children, compute readiness, refuse deletion while in use."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import asyncpg
+import kopf
+
+from lianluo.operator import conditions as cond
+from lianluo.operator.kube import ApiError, Obj
+from lianluo.operator.runtime import CELL_ANNOTATION, GROUP, VERSION, Runtime, runtime
+from lianluo.operator.template import (
+    CELL_LABEL,
+    MANAGED_BY,
+    SERVICES,
+    cell_children,
+    database_name,
+    database_secret_name,
+)
+
+_RETRY = 5.0
+
+
+def _database_url(admin_url: str, database: str) -> str:
+    return admin_url.rsplit("/", 1)[0] + "/" + database
+
+
+async def ensure_database(rt: Runtime, cell: str) -> str:
+    """Create the cell's database if it is missing; return its URL."""
+    admin = rt.settings.database_admin_url.get_secret_value()
+    name = database_name(rt.settings.database_prefix, cell)
+    try:
+        conn = await asyncpg.connect(admin, timeout=10)
+        try:
+            if not await conn.fetchval("select 1 from pg_database where datname = $1", name):
+                # The name is built from a validated prefix and cell name, never from input.
+                await conn.execute(f'create database "{name}"')
+        finally:
+            await conn.close()
+    except asyncpg.DuplicateDatabaseError:
+        pass  # a concurrent attempt won; the database is there
+    except (OSError, asyncpg.PostgresError) as error:
+        raise kopf.TemporaryError(
+            f"cannot create database {name}: {error}", delay=_RETRY
+        ) from error
+    return _database_url(admin, name)
+
+
+async def placed_tenants(rt: Runtime, namespace: str, cell: str) -> list[Obj]:
+    tenants = await rt.kube.list("Tenant", namespace)
+    return [t for t in tenants if t["metadata"].get("annotations", {}).get(CELL_ANNOTATION) == cell]
+
+
+def _phase(body: Obj, ready: bool) -> str:
+    if body["metadata"].get("deletionTimestamp"):
+        return "Terminating"
+    if ready:
+        return "Ready"
+    was_ready = cond.condition_true(body.get("status", {}).get("conditions", []), "Ready")
+    return "Degraded" if was_ready else "Provisioning"
+
+
+async def refresh(
+    rt: Runtime, namespace: str, name: str, extra: dict[str, Any] | None = None
+) -> Obj | None:
+    """Recompute a cell's phase, load and conditions from its children and its tenants."""
+    body = await rt.kube.get("Cell", namespace, name)
+    if body is None:
+        return None
+    selector = f"{CELL_LABEL}={name},app.kubernetes.io/managed-by={MANAGED_BY}"
+    deployments = await rt.kube.list("Deployment", namespace, selector)
+    jobs = await rt.kube.list("Job", namespace, selector)
+    ready, message = cond.cell_readiness(deployments, jobs, SERVICES)
+    tenants = await placed_tenants(rt, namespace, name)
+    sessions = sum(int(t["spec"]["expectedConcurrentSessions"]) for t in tenants)
+    capacity = body["spec"]["capacity"]
+    status = body.get("status") or {}
+    conditions = cond.set_condition(
+        status.get("conditions", []), "Available", ready,
+        "AllServicesAvailable" if ready else "Waiting", message,
+    )  # fmt: skip
+    conditions = cond.set_condition(
+        conditions, "Ready", ready, "Ready" if ready else "NotReady", message
+    )
+    phase = _phase(body, ready)
+    new = {
+        "phase": phase,
+        "tenants": len(tenants),
+        "tenantNames": sorted(t["metadata"]["name"] for t in tenants),
+        "load": {
+            "sessions": sessions,
+            "sessionsPercent": 100 * sessions // capacity["maxSessions"],
+            "tenantsPercent": 100 * len(tenants) // capacity["maxTenants"],
+        },
+        "conditions": conditions,
+    }
+    if extra:
+        new.update(extra)
+    if any(status.get(k) != v for k, v in new.items()):
+        body = await rt.kube.patch("Cell", namespace, name, {"status": new}, status=True)
+        if phase != status.get("phase"):
+            kind = "Warning" if phase == "Degraded" else "Normal"
+            kopf.event(cast(kopf.Body, body), type=kind, reason=phase, message=message)
+    return body
+
+
+@kopf.on.create(GROUP, VERSION, "cells")
+@kopf.on.resume(GROUP, VERSION, "cells")
+@kopf.on.update(GROUP, VERSION, "cells", field="spec")
+async def build_cell(name: str, namespace: str | None, spec: kopf.Spec, body: kopf.Body, memo: Any,
+                     logger: kopf.Logger, **_: Any) -> None:  # fmt: skip
+    """Create or update every child of the cell; safe to repeat at any point."""
+    namespace = namespace or "default"
+    rt = runtime(memo)
+    url = await ensure_database(rt, name)
+    secret: Obj = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": database_secret_name(name), "labels": {CELL_LABEL: name}},
+        "type": "Opaque",
+        "stringData": {"url": url},
+    }
+    children = [secret, *cell_children(name, dict(spec), rt.template)]
+    kopf.adopt(children, owner=body)
+    try:
+        for child in children:
+            await rt.kube.apply(child["kind"], namespace, child)
+    except ApiError as error:
+        if error.status in (400, 403, 422):
+            raise kopf.PermanentError(f"the API server refused a child: {error}") from error
+        raise kopf.TemporaryError(f"creating children: {error}", delay=_RETRY) from error
+    logger.info(
+        f"Cell {name}: {len(children)} children in place (database, 6 services, migrate Job)"
+    )
+    created = cond.set_condition(
+        (body.get("status") or {}).get("conditions", []), "ChildrenCreated", True, "Applied",
+        f"{len(children)} objects from template {spec.get('templateVersion')}",
+    )  # fmt: skip
+    await rt.kube.patch("Cell", namespace, name, {"status": {"conditions": created}}, status=True)
+    await refresh(rt, namespace, name)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+@kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+async def child_changed(labels: kopf.Labels, namespace: str | None, memo: Any, **_: Any) -> None:
+    """A Deployment or Job of a cell changed: its readiness may have too."""
+    namespace = namespace or "default"
+    cell = labels.get(CELL_LABEL)
+    if cell and getattr(memo, "runtime", None) is not None:
+        await refresh(runtime(memo), namespace, cell)
+
+
+@kopf.timer(GROUP, VERSION, "cells", interval=30, initial_delay=5)
+async def keep_status(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """A safety net: the status converges even after a missed watch event."""
+    namespace = namespace or "default"
+    await refresh(runtime(memo), namespace, name)
+
+
+@kopf.on.delete(GROUP, VERSION, "cells")
+async def retire_cell(
+    name: str, namespace: str | None, body: kopf.Body, memo: Any, **_: Any
+) -> None:
+    """Refuse while tenants are placed here; the finalizer stays until the last one leaves."""
+    namespace = namespace or "default"
+    rt = runtime(memo)
+    tenants = await placed_tenants(rt, namespace, name)
+    if tenants:
+        names = ", ".join(sorted(t["metadata"]["name"] for t in tenants))
+        message = f"{len(tenants)} tenant(s) still placed here: {names}; delete or move them first"
+        blocked = cond.set_condition(
+            (body.get("status") or {}).get("conditions", []), "DeletionBlocked", True,
+            "TenantsPlaced", message,
+        )  # fmt: skip
+        await refresh(rt, namespace, name, {"conditions": blocked, "phase": "Terminating"})
+        kopf.warn(body, reason="DeletionBlocked", message=message)
+        raise kopf.TemporaryError(message, delay=15)
+    # Children go with the Cell through their owner references; the database is kept, since
+    # dropping data is a decision for a person, not for a controller.

@@ -1,0 +1,70 @@
+"""What handlers share: settings, the Kubernetes client, the tenants API, the placement lock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from lianluo.operator.kube import Kube
+from lianluo.operator.settings import OperatorSettings
+from lianluo.operator.template import TemplateInputs
+from lianluo.operator.tenants_api import TenantsApi
+
+GROUP, VERSION = "lianluo.io", "v1alpha1"
+PREFIX = "lianluo.io"
+FINALIZER = f"{PREFIX}/cleanup"
+CELL_ANNOTATION = f"{PREFIX}/cell"
+
+
+@dataclass
+class Runtime:
+    settings: OperatorSettings
+    kube: Kube
+    tenants: TenantsApi
+    # One placement at a time, so two new tenants never both take a cell's last room.
+    placement_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def template(self) -> TemplateInputs:
+        s = self.settings
+        return TemplateInputs(
+            image=s.image,
+            kafka_bootstrap_servers=s.kafka_bootstrap_servers,
+            admin_key_secret=s.admin_key_secret,
+            grpc_port=s.grpc_port,
+            default_replicas=s.cell_replicas,
+        )
+
+
+def runtime(memo: Any) -> Runtime:
+    found = getattr(memo, "runtime", None)
+    if not isinstance(found, Runtime):
+        raise kopf.TemporaryError("the operator is still starting", delay=1)
+    return found
+
+
+def login() -> kopf.ConnectionInfo:
+    """The same credentials kopf finds: the pod's service account, else the kubeconfig."""
+    settings = kopf.OperatorSettings()
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
+        settings=settings
+    )
+    if info is None:
+        raise kopf.LoginError("no service account and no kubeconfig to reach the API server")
+    return info
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Our own finalizer and annotation prefixes, and Events for INFO and above."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    # Watches are renewed every minute, so a connection dropped without notice costs at most that.
+    settings.watching.server_timeout = 60

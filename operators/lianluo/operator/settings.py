@@ -1,0 +1,33 @@
+"""The operator's settings, read from LIANLUO_OPERATOR_* environment variables."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """What the operator needs to clone cells and to provision tenants."""
+
+    model_config = SettingsConfigDict(env_prefix="LIANLUO_OPERATOR_", extra="ignore", frozen=True)
+
+    # The one image that runs every service (`lianluo serve <service>`).
+    image: Annotated[str, Field(min_length=1)] = "lianluo:0.1.0"
+    # The global plane's tenants service, and an admin key for it.
+    tenants_address: Annotated[str, Field(min_length=1)]
+    admin_key: SecretStr
+    # The Secret (key `admin-key`) that gives each cell's services the same admin key.
+    admin_key_secret: str = "lianluo-admin-key"  # noqa: S105 - a Secret's name
+    kafka_bootstrap_servers: Annotated[str, Field(min_length=1)]
+    # A Postgres URL allowed to CREATE DATABASE; each cell gets its own database on that server.
+    database_admin_url: SecretStr
+    database_prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,30}$")] = "lianluo_"
+    # The size and template of a new cell.
+    cell_max_sessions: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
+    cell_max_tenants: Annotated[int, Field(ge=1, le=10_000)] = 50
+    cell_replicas: Annotated[int, Field(ge=0, le=100)] = 2
+    template_version: Annotated[str, Field(pattern=r"^v[0-9]+$")] = "v1"
+    grpc_port: Annotated[int, Field(ge=1, le=65535)] = 50051
+    rpc_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0

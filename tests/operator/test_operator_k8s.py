@@ -1,0 +1,356 @@
+"""The operator against a real kube-apiserver and the real tenants service.
+
+No kubelet runs here, so each test marks a cell's Deployments and Job ready by writing their
+status, as a kubelet and the workload controllers would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import grpc
+import kopf
+import pytest
+from conftest import ADMIN, ADMIN_KEY, Served, Stack
+from k8s_support import Api, eventually
+from kopf.testing import KopfRunner
+
+from lianluo.common.v1 import common_pb2 as common
+from lianluo.devstack import k8s, k8s_build
+from lianluo.operator.kube import ApiError
+from lianluo.operator.template import SERVICES
+from lianluo.tenants.v1 import tenants_pb2 as pb
+from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
+
+# The first run builds kube-apiserver (minutes) inside the first test's setup.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180 if k8s_build.is_built() else 1200)]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[k8s.Cluster]:
+    state = tmp_path_factory.mktemp("k8s")
+    try:
+        yield k8s.up(state)
+    finally:
+        k8s.down(state)
+
+
+@pytest.fixture(scope="module")
+async def api(cluster: k8s.Cluster) -> AsyncIterator[Api]:
+    info = kopf.ConnectionInfo(
+        server=cluster.server, ca_path=str(cluster.ca_file), scheme="Bearer", token=cluster.token
+    )
+    client = Api.from_connection(info)
+    try:
+        await client.apply_crds()
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def namespace(api: Api) -> str:
+    name = f"op-{uuid.uuid4().hex[:8]}"
+    await api.call("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+    return name
+
+
+@pytest.fixture(scope="module")
+async def operator_env(
+    cluster: k8s.Cluster, stack: Stack, tenants_service: Served
+) -> AsyncIterator[dict[str, str]]:
+    """The operator's settings: small cells (1000 sessions, 3 tenants) on this session's stack."""
+    prefix = f"op{uuid.uuid4().hex[:8]}_"
+    env = {
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "LIANLUO_OPERATOR_IMAGE": "registry.local/lianluo:test",
+        "LIANLUO_OPERATOR_TENANTS_ADDRESS": tenants_service.address,
+        "LIANLUO_OPERATOR_ADMIN_KEY": ADMIN_KEY,
+        "LIANLUO_OPERATOR_KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
+        "LIANLUO_OPERATOR_DATABASE_ADMIN_URL": stack.database_url,
+        "LIANLUO_OPERATOR_DATABASE_PREFIX": prefix,
+        "LIANLUO_OPERATOR_CELL_MAX_SESSIONS": "1000",
+        "LIANLUO_OPERATOR_CELL_MAX_TENANTS": "3",
+        "LIANLUO_OPERATOR_CELL_REPLICAS": "2",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        rows = await conn.fetch(
+            "select datname from pg_database where datname like $1", prefix + "%"
+        )
+        for row in rows:
+            await conn.execute(f'drop database if exists "{row["datname"]}" with (force)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def tenants_stub(tenants_service: Served) -> AsyncIterator[rpc.TenantServiceStub]:
+    async with grpc.aio.insecure_channel(tenants_service.address) as channel:
+        yield rpc.TenantServiceStub(channel)
+
+
+def operator(namespace: str) -> KopfRunner:
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "lianluo.operator.handlers"]
+    return KopfRunner(args, timeout=60)
+
+
+def tenant(name: str, sessions: int, **extra: Any) -> dict[str, Any]:
+    spec = {
+        "displayName": name.title(),
+        "plan": "business",
+        "expectedConcurrentSessions": sessions,
+        "channels": ["web", "phone"],
+        **extra,
+    }
+    return {
+        "apiVersion": "lianluo.io/v1alpha1",
+        "kind": "Tenant",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+async def phase(api: Api, namespace: str, name: str, wanted: str) -> dict[str, Any] | None:
+    found = await api.get("Tenant", namespace, name)
+    return found if found and (found.get("status") or {}).get("phase") == wanted else None
+
+
+async def placed_in(api: Api, namespace: str, name: str) -> str | None:
+    found = await api.get("Tenant", namespace, name) or {}
+    return (found.get("metadata", {}).get("annotations") or {}).get("lianluo.io/cell")
+
+
+async def children_of(api: Api, namespace: str, cell: str) -> dict[str, list[dict[str, Any]]]:
+    selector = f"lianluo.io/cell={cell}"
+    kinds = ("Deployment", "Service", "ConfigMap", "Job")
+    return {kind: await api.list(kind, namespace, selector) for kind in kinds}
+
+
+async def all_children(api: Api, namespace: str, cell: str) -> dict[str, list[dict[str, Any]]]:
+    found = await children_of(api, namespace, cell)
+    complete = all(len(found[k]) == len(SERVICES) for k in ("Deployment", "Service", "ConfigMap"))
+    return found if complete and found["Job"] else {}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"plan": "gold"}, "spec.plan"),
+        ({"expectedConcurrentSessions": 0}, "spec.expectedConcurrentSessions"),
+        ({"channels": ["fax"]}, "spec.channels"),
+    ],
+)
+async def test_the_crd_refuses_a_tenant_out_of_bounds(
+    api: Api, namespace: str, change: dict[str, Any], field: str
+) -> None:
+    manifest = tenant(unique("bad"), 10)
+    manifest["spec"].update(change)
+    with pytest.raises(ApiError) as refused:
+        await api.create("Tenant", namespace, manifest)
+    assert refused.value.status == 422
+    assert field in str(refused.value)
+
+
+async def test_a_tenant_gets_a_cloned_cell_then_is_provisioned(
+    api: Api, namespace: str, operator_env: dict[str, str], tenants_stub: rpc.TenantServiceStub
+) -> None:
+    name = unique("acme")
+    admin = {"name": "ops.admin", "displayName": "Ops Admin"}
+    with operator(namespace):
+        await api.create("Tenant", namespace, tenant(name, 100, initialAdmin=admin))
+        children = await eventually(lambda: all_children(api, namespace, "cell-1"))
+        for d in children["Deployment"]:
+            service = d["metadata"]["labels"]["app.kubernetes.io/name"]
+            container = d["spec"]["template"]["spec"]["containers"][0]
+            assert container["image"] == "registry.local/lianluo:test"
+            assert container["args"] == ["serve", service]
+            assert d["spec"]["replicas"] == 2
+            assert container["envFrom"] == [{"configMapRef": {"name": f"cell-1-{service}"}}]
+            secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+            assert secret_env["LIANLUO_DATABASE_URL"] == {"name": "cell-1-database", "key": "url"}
+            assert d["metadata"]["ownerReferences"][0]["kind"] == "Cell"
+        for cm in children["ConfigMap"]:
+            assert cm["data"]["LIANLUO_TOPIC_PREFIX"] == "cell-1."
+            assert (
+                cm["data"]["LIANLUO_KAFKA_BOOTSTRAP_SERVERS"]
+                == operator_env["LIANLUO_OPERATOR_KAFKA_BOOTSTRAP_SERVERS"]
+            )
+            assert cm["data"]["LIANLUO_CELL_MAX_SESSIONS"] == "1000"
+        assert {s["spec"]["ports"][0]["port"] for s in children["Service"]} == {50051}
+        assert children["Job"][0]["spec"]["template"]["spec"]["containers"][0]["args"] == [
+            "migrate"
+        ]
+        secret = await api.call("GET", f"/api/v1/namespaces/{namespace}/secrets/cell-1-database")
+        url = base64.b64decode(secret["data"]["url"]).decode()
+        assert url.endswith("/" + operator_env["LIANLUO_OPERATOR_DATABASE_PREFIX"] + "cell_1")
+        conn = await asyncpg.connect(url)  # the operator created the cell's database
+        await conn.close()
+
+        waiting = await eventually(lambda: phase(api, namespace, name, "Placed"))
+        assert waiting["status"]["cell"] == "cell-1"
+        await api.make_ready(namespace, "cell-1")
+        ready = await eventually(lambda: phase(api, namespace, name, "Ready"))
+
+    conditions = {c["type"]: c["status"] for c in ready["status"]["conditions"]}
+    assert ready["metadata"]["finalizers"] == ["lianluo.io/cleanup"]
+    assert not [a for a in ready["metadata"]["annotations"] if not a.startswith("lianluo.io/")]
+    assert conditions == {
+        "Placed": "True",
+        "CellReady": "True",
+        "Provisioned": "True",
+        "Ready": "True",
+    }
+    provisioned = await tenants_stub.GetTenant(
+        pb.GetTenantRequest(tenant_id=ready["status"]["tenantId"]), metadata=ADMIN
+    )
+    assert (provisioned.name, provisioned.expected_concurrent_sessions) == (name, 100)
+    assert provisioned.plan == pb.PLAN_BUSINESS
+    assert list(provisioned.channels) == [common.CHANNEL_WEB, common.CHANNEL_PHONE]
+    cell = await api.get("Cell", namespace, "cell-1")
+    assert cell is not None
+    assert (cell["status"]["phase"], cell["status"]["tenants"]) == ("Ready", 1)
+    assert cell["status"]["load"]["sessions"] == 100
+    reasons = {e["reason"] for e in await api.events(namespace)}
+    assert {"CellCloned", "Placed", "Provisioned", "Ready"} <= reasons
+
+
+async def test_a_full_cell_leads_to_a_second_cell(
+    api: Api, namespace: str, operator_env: dict[str, str]
+) -> None:
+    # Cells hold 1000 sessions and 3 tenants.
+    names = [unique(p) for p in ("big", "mid", "large", "small", "tiny")]
+    sessions = [600, 300, 500, 50, 50]
+    with operator(namespace):
+        for name, wanted in zip(names, sessions, strict=True):
+            await api.create("Tenant", namespace, tenant(name, wanted))
+            await eventually(lambda n=name: placed_in(api, namespace, n))
+            for cell in ("cell-1", "cell-2"):
+                if await api.get("Cell", namespace, cell) and await all_children(
+                    api, namespace, cell
+                ):
+                    await api.make_ready(namespace, cell)
+        for name in names:
+            await eventually(lambda n=name: phase(api, namespace, n, "Ready"))
+    placements = [await placed_in(api, namespace, n) for n in names]
+    # 500 does not fit beside 900; 50 fits best in cell-1; then cell-1 has its 3 tenants.
+    assert placements == ["cell-1", "cell-1", "cell-2", "cell-1", "cell-2"]
+    cells = {c["metadata"]["name"]: c["status"] for c in await api.list("Cell", namespace)}
+    assert sorted(cells) == ["cell-1", "cell-2"]
+    assert (cells["cell-1"]["tenants"], cells["cell-1"]["load"]["sessions"]) == (3, 950)
+    assert (cells["cell-2"]["tenants"], cells["cell-2"]["load"]["sessions"]) == (2, 550)
+
+
+async def test_deleting_a_tenant_deprovisions_it_and_frees_its_cell(
+    api: Api, namespace: str, operator_env: dict[str, str], tenants_stub: rpc.TenantServiceStub
+) -> None:
+    name = unique("leaving")
+    with operator(namespace):
+        await api.create("Tenant", namespace, tenant(name, 200))
+        await eventually(lambda: all_children(api, namespace, "cell-1"))
+        await api.make_ready(namespace, "cell-1")
+        ready = await eventually(lambda: phase(api, namespace, name, "Ready"))
+        tenant_id = ready["status"]["tenantId"]
+
+        # A spec change reaches the tenants API.
+        change = {"spec": {"displayName": "Leaving Soon", "expectedConcurrentSessions": 250}}
+        await api.patch("Tenant", namespace, name, change)
+
+        async def updated() -> bool:
+            found = await tenants_stub.GetTenant(
+                pb.GetTenantRequest(tenant_id=tenant_id), metadata=ADMIN
+            )
+            return (found.display_name, found.expected_concurrent_sessions) == ("Leaving Soon", 250)
+
+        await eventually(updated)
+
+        # A cell that still has a tenant is not deleted; its status says why.
+        await api.delete("Cell", namespace, "cell-1")
+
+        async def blocked() -> bool:
+            cell = await api.get("Cell", namespace, "cell-1") or {}
+            conditions = (cell.get("status") or {}).get("conditions", [])
+            return any(c["type"] == "DeletionBlocked" and name in c["message"] for c in conditions)
+
+        await eventually(blocked)
+        assert await phase(api, namespace, name, "Ready")
+
+        await api.delete("Tenant", namespace, name)
+        await eventually(lambda: _gone(api, "Tenant", namespace, name))
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await tenants_stub.GetTenant(pb.GetTenantRequest(tenant_id=tenant_id), metadata=ADMIN)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        # With its last tenant gone the cell goes too, and its children with it.
+        await eventually(lambda: _gone(api, "Cell", namespace, "cell-1"), within=60)
+    await eventually(lambda: _no_children(api, namespace, "cell-1"), within=60)
+    assert "Deprovisioned" in {e["reason"] for e in await api.events(namespace)}
+
+
+async def _gone(api: Api, kind: str, namespace: str, name: str) -> bool:
+    return await api.get(kind, namespace, name) is None
+
+
+async def _no_children(api: Api, namespace: str, cell: str) -> bool:
+    return not any((await children_of(api, namespace, cell)).values())
+
+
+async def test_a_killed_operator_converges_without_duplicates(
+    api: Api, namespace: str, operator_env: dict[str, str], tenants_stub: rpc.TenantServiceStub
+) -> None:
+    names = [unique("first"), unique("second")]
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "lianluo.operator", "--namespace", namespace, "--liveness", ""],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for name in names:
+            await api.create("Tenant", namespace, tenant(name, 400))
+        await eventually(lambda: api.list("Deployment", namespace, "lianluo.io/cell=cell-1"))
+    finally:
+        process.send_signal(signal.SIGKILL)  # no chance to finish anything it was doing
+        await process.wait()
+    with operator(namespace):
+        await eventually(lambda: all_children(api, namespace, "cell-1"))
+        await api.make_ready(namespace, "cell-1")
+        for name in names:
+            await eventually(lambda n=name: phase(api, namespace, n, "Ready"))
+        await asyncio.sleep(1)  # a duplicate would have been made by now
+    assert [c["metadata"]["name"] for c in await api.list("Cell", namespace)] == ["cell-1"]
+    known = await _all_tenant_names(tenants_stub)
+    assert [known.count(n) for n in names] == [1, 1]
+
+
+async def _all_tenant_names(stub: rpc.TenantServiceStub) -> list[str]:
+    names: list[str] = []
+    token = ""
+    while True:
+        page = await stub.ListTenants(
+            pb.ListTenantsRequest(page=common.PageRequest(page_size=500, page_token=token)),
+            metadata=ADMIN,
+        )
+        names += [t.name for t in page.tenants]
+        token = page.page.next_page_token
+        if not token:
+            return names

@@ -1,0 +1,90 @@
+"""The cell template and readiness rules, as pure functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lianluo.operator.conditions import cell_readiness, set_condition
+from lianluo.operator.template import SERVICES, TemplateInputs, cell_children, database_name
+
+INPUTS = TemplateInputs("registry.local/lianluo:1.2.3", "kafka:9092", "admin-key", 50051, 2)
+SPEC: dict[str, Any] = {
+    "capacity": {"maxSessions": 5000, "maxTenants": 50},
+    "replicas": {"media": 4},
+    "templateVersion": "v3",
+}
+
+
+def _by_kind(kind: str) -> dict[str, dict[str, Any]]:
+    children = cell_children("cell-7", SPEC, INPUTS)
+    return {c["metadata"]["name"]: c for c in children if c["kind"] == kind}
+
+
+def test_each_service_gets_a_deployment_a_service_and_a_config_map() -> None:
+    for kind in ("Deployment", "Service", "ConfigMap"):
+        assert sorted(_by_kind(kind)) == sorted(f"cell-7-{s}" for s in SERVICES)
+    assert list(_by_kind("Job")) == ["cell-7-migrate"]
+
+
+def test_deployments_run_the_one_image_with_the_cell_settings() -> None:
+    deployments = _by_kind("Deployment")
+    media = deployments["cell-7-media"]
+    container = media["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.local/lianluo:1.2.3"
+    assert container["args"] == ["serve", "media"]
+    assert media["spec"]["replicas"] == 4
+    assert deployments["cell-7-acd"]["spec"]["replicas"] == 2  # the default
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    config = _by_kind("ConfigMap")["cell-7-media"]["data"]
+    assert config["LIANLUO_TOPIC_PREFIX"] == "cell-7."
+    assert config["LIANLUO_CELL_MAX_SESSIONS"] == "5000"
+    assert config["LIANLUO_AUTO_MIGRATE"] == "false"
+
+
+def test_the_template_is_a_pure_function_of_the_spec() -> None:
+    assert cell_children("cell-7", SPEC, INPUTS) == cell_children("cell-7", SPEC, INPUTS)
+    changed = {**SPEC, "capacity": {"maxSessions": 6000, "maxTenants": 50}}
+    old = _by_kind("Deployment")["cell-7-acd"]["spec"]["template"]["metadata"]["annotations"]
+    new = next(
+        c
+        for c in cell_children("cell-7", changed, INPUTS)
+        if c["metadata"]["name"] == "cell-7-acd" and c["kind"] == "Deployment"
+    )["spec"]["template"]["metadata"]["annotations"]
+    assert old != new  # new settings roll the pods
+
+
+def test_database_names_are_safe_identifiers() -> None:
+    assert database_name("lianluo_", "cell-12") == "lianluo_cell_12"
+
+
+def _deployment(service: str, available: int, want: int = 2) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": 1, "labels": {"app.kubernetes.io/name": service}},
+        "spec": {"replicas": want},
+        "status": {
+            "observedGeneration": 1,
+            "updatedReplicas": want,
+            "availableReplicas": available,
+        },
+    }
+
+
+def test_a_cell_is_ready_only_when_every_service_is_available_and_migrated() -> None:
+    done = {"metadata": {"name": "cell-1-migrate"}, "status": {"succeeded": 1}}
+    running = {"metadata": {"name": "cell-1-migrate"}, "status": {}}
+    every = [_deployment(s, 2) for s in SERVICES]
+    assert cell_readiness(every, [done], SERVICES)[0]
+    ready, why = cell_readiness([*every[:-1], _deployment("notification", 1)], [done], SERVICES)
+    assert not ready
+    assert "notification" in why
+    assert "cell-1-migrate" in cell_readiness(every, [running], SERVICES)[1]
+    assert "no Deployment yet for acd" in cell_readiness(every[:3], [done], SERVICES)[1]
+
+
+def test_a_condition_keeps_its_transition_time_until_its_status_changes() -> None:
+    first = set_condition([], "Ready", False, "Waiting", "", at="2026-01-01T00:00:00Z")
+    same = set_condition(first, "Ready", False, "Waiting", "still", at="2026-01-02T00:00:00Z")
+    flipped = set_condition(same, "Ready", True, "Ready", "", at="2026-01-03T00:00:00Z")
+    assert same[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert flipped[0]["lastTransitionTime"] == "2026-01-03T00:00:00Z"
+    assert len(flipped) == 1
