@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -25,7 +27,7 @@ from k8s_support import Api, eventually
 from kopf.testing import KopfRunner
 
 from lianluo.common.v1 import common_pb2 as common
-from lianluo.devstack import k8s, k8s_build
+from lianluo.devstack import helm, k8s, k8s_build
 from lianluo.operator.kube import ApiError
 from lianluo.operator.template import SERVICES
 from lianluo.tenants.v1 import tenants_pb2 as pb
@@ -354,3 +356,35 @@ async def _all_tenant_names(stub: rpc.TenantServiceStub) -> list[str]:
         token = page.page.next_page_token
         if not token:
             return names
+
+
+def test_helm_install_of_the_chart_reaches_deployed(cluster: k8s.Cluster) -> None:
+    """The one chart installs on a real API server (1.20: no policy/v1 PDB or autoscaling/v2
+    HPA there, so the chart leaves them out by the cluster's capabilities)."""
+    helm_bin = str(helm.tools().helm)
+    chart = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "lianluo"
+    namespace = unique("helm")
+    common = ["--kubeconfig", str(cluster.kubeconfig), "--namespace", namespace]
+    installed = subprocess.run(
+        [helm_bin, "install", "lianluo", str(chart), *common, "--create-namespace"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr
+    status = subprocess.run(
+        [helm_bin, "status", "lianluo", *common, "--output", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    release = json.loads(status.stdout)
+    assert release["info"]["status"] == "deployed"
+    kinds = {
+        line.split(":", 1)[1].strip()
+        for line in release["manifest"].splitlines()
+        if line.startswith("kind:")
+    }
+    assert {"Deployment", "Service", "ServiceAccount"} <= kinds

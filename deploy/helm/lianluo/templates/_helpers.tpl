@@ -148,3 +148,14 @@ first one and to provision tenants through the tenants API. */}}
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* A health probe of a gRPC port: the gRPC kind where the cluster has it (1.24 and later). */}}
+{{- define "lianluo.probe" -}}
+{{- if semverCompare ">=1.24-0" .root.Capabilities.KubeVersion.Version -}}
+grpc:
+  port: {{ .port }}
+{{- else -}}
+tcpSocket:
+  port: {{ .port }}
+{{- end -}}
+{{- end }}
