@@ -22,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from lianluo.devstack import k8s_build
+from lianluo.devstack import helm, k8s_build
 
 HOST = "127.0.0.1"
 _ETCD = Path("/usr/bin/etcd")
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "build":
             print(k8s_build.build())
         elif args.action == "tools":
-            print(k8s_build.fetch_client_tools())
+            print(helm.tools())
         elif args.action == "up":
             cluster = up(args.state)
             print(f"API server {cluster.server}\nexport KUBECONFIG={cluster.kubeconfig}")

