@@ -230,6 +230,7 @@ async def test_a_tenant_gets_a_cloned_cell_then_is_provisioned(
     assert (provisioned.name, provisioned.expected_concurrent_sessions) == (name, 100)
     assert provisioned.plan == pb.PLAN_BUSINESS
     assert list(provisioned.channels) == [common.CHANNEL_WEB, common.CHANNEL_PHONE]
+    assert provisioned.cell == "cell-1", "the placement is recorded for the edge"
     cell = await api.get("Cell", namespace, "cell-1")
     assert cell is not None
     assert (cell["status"]["phase"], cell["status"]["tenants"]) == ("Ready", 1)

@@ -107,7 +107,7 @@ async def onboard(
         raise kopf.TemporaryError(f"waiting for {cell} to be Ready", delay=_WAIT_FOR_CELL)
     try:
         # The Tenant's uid as request_id: a repeat after any crash returns the same tenant.
-        tenant = await rt.tenants.provision(name, dict(spec), request_id=uid)
+        tenant = await rt.tenants.provision(name, dict(spec), request_id=uid, cell=cell)
     except grpc.aio.AioRpcError as error:
         text = f"tenants API: {error.code().name}: {error.details()}"
         if error.code() in RETRYABLE:
@@ -166,7 +166,7 @@ async def offboard(name: str, namespace: str | None, uid: str, spec: kopf.Spec, 
         if not tenant_id and cell and status.get("phase") != "Failed":
             # A crash may have come between provisioning and writing the status; the same
             # request_id finds that tenant (or makes one to delete at once).
-            tenant_id = (await rt.tenants.provision(name, dict(spec), request_id=uid)).id
+            tenant_id = (await rt.tenants.provision(name, dict(spec), uid, cell)).id
         if tenant_id:
             await rt.tenants.deprovision(tenant_id)
     except grpc.aio.AioRpcError as error:

@@ -79,10 +79,15 @@ class TenantsApi:
         if self.channel is not None:
             await self.channel.close()
 
-    async def provision(self, name: str, spec: dict[str, Any], request_id: str) -> pb.Tenant:
-        """Create the tenant; the same request_id returns the first result, never a second one."""
+    async def provision(
+        self, name: str, spec: dict[str, Any], request_id: str, cell: str
+    ) -> pb.Tenant:
+        """Create the tenant in its cell; the same request_id returns the first result."""
         stub = rpc.TenantServiceStub(self._channel())
-        request = pb.CreateTenantRequest(tenant=tenant_message(name, spec), request_id=request_id)
+        message = tenant_message(name, spec)
+        # The tenants service records the placement, so the edge can direct clients by it.
+        message.cell = cell
+        request = pb.CreateTenantRequest(tenant=message, request_id=request_id)
         tenant: pb.Tenant = await stub.CreateTenant(
             request, metadata=self._metadata(), timeout=self.timeout
         )

@@ -44,7 +44,8 @@ class ServiceSpec:
     # One name everywhere: CLI subcommand, schema, consumer group, OTel service name.
     name: str
     settings: type[ServiceSettings]
-    migrations: Path
+    # The service's own SQL migrations; None for a service with no tables of its own.
+    migrations: Path | None
     # Logical topics the service produces or consumes (created in development).
     topics: list[str] = field(default_factory=list)
     compacted_topics: list[str] = field(default_factory=list)
@@ -190,9 +191,8 @@ class Service:
 
 async def migrate(spec: ServiceSpec, settings: ServiceSettings) -> list[str]:
     """Apply a service's migrations and create its topics; used at start-up and by the CLI."""
-    applied = await postgres.migrate_dsn(
-        settings.database_url, spec.name, {spec.name: spec.migrations}
-    )
+    own = {spec.name: spec.migrations} if spec.migrations is not None else {}
+    applied = await postgres.migrate_dsn(settings.database_url, spec.name, own)
     # Every service produces or follows tenant.config, so every one can create it (compacted).
     compacted = {TENANT_CONFIG_TOPIC, *spec.compacted_topics}
     await kafka.ensure_topics(

@@ -15,4 +15,8 @@ SERVICES = {
     "acd": "lianluo.services.acd.app",
     "notification": "lianluo.services.notification.app",
     "recording": "lianluo.services.recording.app",
+    # The global plane: one per platform, not one per cell.
+    "edge": "lianluo.services.edge.app",
 }
+# What a cell runs (the operator clones these; `lianluo run` starts them as one local cell).
+CELL_SERVICES = ["tenants", "media", "ivr", "acd", "notification", "recording"]

@@ -214,6 +214,7 @@ class Tenant(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    CELL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned, immutable."""
     name: _builtins.str
@@ -227,6 +228,10 @@ class Tenant(_message.Message):
     """Why the tenant is suspended, when it is."""
     revision: _builtins.int
     """Increases by one on every change."""
+    cell: _builtins.str
+    """The cell that serves the tenant, for example "cell-2". Set by the operator when it places
+    the tenant (admin only); the edge directs clients by it. Empty until placed.
+    """
     @_builtins.property
     def channels(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Channel.ValueType]: ...
     @_builtins.property
@@ -247,10 +252,11 @@ class Tenant(_message.Message):
         revision: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        cell: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "create_time", b"create_time", "display_name", b"display_name", "expected_concurrent_sessions", b"expected_concurrent_sessions", "id", b"id", "name", b"name", "plan", b"plan", "revision", b"revision", "state", b"state", "suspend_reason", b"suspend_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "channels", b"channels", "create_time", b"create_time", "display_name", b"display_name", "expected_concurrent_sessions", b"expected_concurrent_sessions", "id", b"id", "name", b"name", "plan", b"plan", "revision", b"revision", "state", b"state", "suspend_reason", b"suspend_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -357,7 +363,7 @@ class UpdateTenantRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """The fields to change: display_name, plan, expected_concurrent_sessions, channels."""
+        """The fields to change: display_name, plan, expected_concurrent_sessions, channels, cell."""
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ from lianluo.domain.flows import validate_flow
 from lianluo.runtime.errors import Violations
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
+CELL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 TENANT_NAME = re.compile(r"^[a-z][a-z0-9-]{2,39}$")
 RESOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 AGENT_NAME = re.compile(r"^[^\s]{1,120}$")
@@ -82,6 +83,8 @@ def validate_tenant(t: Message, v: Violations, p: str = "tenant") -> None:
     for i, channel in enumerate(t.channels):
         v.check(channel != common_pb2.CHANNEL_UNSPECIFIED, f"{p}.channels[{i}]", "must be set")
     v.check(len(set(t.channels)) == len(t.channels), f"{p}.channels", "a channel is listed twice")
+    if t.cell:
+        v.check(bool(CELL.fullmatch(t.cell)), f"{p}.cell", "must be a DNS label such as cell-2")
 
 
 def validate_agent(a: Message, v: Violations, p: str = "agent") -> None:
@@ -229,7 +232,7 @@ TENANT = Kind(
     pb.Tenant,
     "tenant",
     "tenant_id",
-    frozenset({"display_name", "plan", "expected_concurrent_sessions", "channels"}),
+    frozenset({"display_name", "plan", "expected_concurrent_sessions", "channels", "cell"}),
     validate_tenant,
 )
 AGENT = Kind(

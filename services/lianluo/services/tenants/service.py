@@ -342,9 +342,12 @@ class TenantsService:
     async def update_tenant(
         self, patch: pb.Tenant, mask: field_mask_pb2.FieldMask, expected_revision: int = 0
     ) -> pb.Tenant:
-        changes_plan = "plan" in mask.paths or not mask.paths
-        if changes_plan and not auth.current_principal().is_admin:
-            raise PermissionDenied("only an admin can change a tenant's plan")
+        # The plan is billing and the cell is placement: both belong to the platform.
+        admin_only = {"plan", "cell"} & (set(mask.paths) or domain.TENANT.mutable)
+        if admin_only and not auth.current_principal().is_admin:
+            raise PermissionDenied(
+                f"only an admin can change a tenant's {', '.join(sorted(admin_only))}"
+            )
         updated = await self.update(patch.id, TENANT, patch, mask, expected_revision)
         assert isinstance(updated, pb.Tenant)
         return updated

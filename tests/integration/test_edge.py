@@ -1,0 +1,93 @@
+"""The edge directs a client to its tenant's cell, learning placements from tenant.config."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from conftest import ADMIN_KEY, Served, Stack
+from factories import Client, onboard, tenant
+from google.protobuf import field_mask_pb2
+
+from lianluo.edge.v1 import edge_pb2 as pb
+from lianluo.edge.v1 import edge_pb2_grpc as rpc
+from lianluo.runtime.service import Service
+from lianluo.tenants.v1 import tenants_pb2 as tpb
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def edge(stack: Stack) -> AsyncIterator[Service]:
+    from lianluo.services.edge.app import build
+    from lianluo.services.edge.settings import EdgeSettings
+
+    env = stack.env(LIANLUO_GRPC_PORT="0")
+    service = await build(EdgeSettings(**{k[8:].lower(): v for k, v in env.items()}))
+    task = asyncio.create_task(service.serve())
+    while not service.grpc.port:
+        await asyncio.sleep(0.02)
+    yield service
+    service.request_stop()
+    await task
+
+
+async def test_a_tenant_is_directed_to_its_cell(tenants_service: Served, edge: Service) -> None:
+    async with (
+        grpc.aio.insecure_channel(tenants_service.address) as tch,
+        grpc.aio.insecure_channel(f"127.0.0.1:{edge.grpc.port}") as ech,
+    ):
+        admin = Client(tch, ADMIN_KEY)
+        placed = tenant()
+        placed.cell = "cell-2"
+        t = await admin.tenants.CreateTenant(
+            tpb.CreateTenantRequest(tenant=placed), metadata=admin.md
+        )
+        key = (
+            await admin.keys.CreateApiKey(
+                tpb.CreateApiKeyRequest(tenant_id=t.id, scope=tpb.API_KEY_SCOPE_TENANT),
+                metadata=admin.md,
+            )
+        ).secret
+        unplaced, other = await onboard(admin)
+        stub = rpc.EdgeServiceStub(ech)
+        md = (("authorization", f"Bearer {key}"),)
+        async with asyncio.timeout(20):
+            while True:  # the edge learns the new tenant and key from tenant.config
+                try:
+                    where = await stub.LocateTenant(
+                        pb.LocateTenantRequest(tenant_id=t.id), metadata=md
+                    )
+                    break
+                except grpc.aio.AioRpcError:
+                    await asyncio.sleep(0.2)
+        assert where.cell == "cell-2"
+        assert where.endpoints["media"] == "cell-2-media:50051"
+        assert set(where.endpoints) >= {
+            "tenants",
+            "media",
+            "ivr",
+            "acd",
+            "recording",
+            "notification",
+        }
+
+        with pytest.raises(grpc.aio.AioRpcError) as waiting:
+            await stub.LocateTenant(
+                pb.LocateTenantRequest(tenant_id=unplaced.id), metadata=admin.md
+            )
+        assert waiting.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        with pytest.raises(grpc.aio.AioRpcError) as foreign:
+            await stub.LocateTenant(pb.LocateTenantRequest(tenant_id=t.id), metadata=other.md)
+        assert foreign.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.aio.AioRpcError) as self_placing:
+            await Client(tch, key).tenants.UpdateTenant(
+                tpb.UpdateTenantRequest(
+                    tenant=tpb.Tenant(id=t.id, cell="cell-9"),
+                    update_mask=field_mask_pb2.FieldMask(paths=["cell"]),
+                ),
+                metadata=md,
+            )
+        assert self_placing.value.code() == grpc.StatusCode.PERMISSION_DENIED
