@@ -439,6 +439,14 @@ async def chat(
     result.signature_valid = signature == expected
     for stream in (customer, agent, *desks.values()):
         await stream.close()
+    # Signed out again, so a person who runs `lianluo agent` next gets the offers.
+    for agent_id in desks:
+        await acd.SetPresence(
+            acd_pb2.SetPresenceRequest(
+                tenant_id=tenant.id, agent_id=agent_id, presence=acd_pb2.PRESENCE_OFFLINE
+            ),
+            metadata=md,
+        )
     return result
 
 
