@@ -3,8 +3,6 @@ the worker's claim of due deliveries, which serves every tenant of the cell."""
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -13,12 +11,11 @@ from typing import Any
 import asyncpg
 
 from lianluo.runtime.errors import FieldViolation, InvalidArgument
+from lianluo.runtime.paging import decode_token, encode_token, page_size
 from lianluo.services.notification.deliveries import PENDING, SENDING, Delivery
 from lianluo.services.notification.domain import Customer
 
 WAKE_CHANNEL = "lianluo_notification_due"
-MAX_PAGE = 500
-DEFAULT_PAGE = 50
 # Columns that hold "" in the domain but null in the table, so unique constraints ignore them.
 _NULLABLE = ("request_id", "rule_id", "source_key")
 _COLUMNS = [f.name for f in fields(Delivery)]
@@ -65,21 +62,18 @@ def parse_page(size: int, token: str, scope: str) -> Page:
     """Check a page request; a token is valid only for the list it came from."""
     after = None
     if token:
+        when, last_id = decode_token(token, scope)
         try:
-            decoded = json.loads(base64.urlsafe_b64decode(token.encode()))
-            if decoded["scope"] != scope:
-                raise ValueError(scope)
-            after = (datetime.fromisoformat(decoded["t"]), uuid.UUID(decoded["id"]))
-        except (ValueError, KeyError, TypeError) as error:
+            after = (datetime.fromisoformat(when), uuid.UUID(last_id))
+        except (ValueError, TypeError) as error:
             raise InvalidArgument(
                 [FieldViolation("page.page_token", "not a token from this list")]
             ) from error
-    return Page(min(size or DEFAULT_PAGE, MAX_PAGE), after)
+    return Page(page_size(size), after)
 
 
 def next_token(scope: str, last: Delivery) -> str:
-    data = {"scope": scope, "t": last.created_at.isoformat(), "id": str(last.id)}
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+    return encode_token(scope, [last.created_at.isoformat(), str(last.id)])
 
 
 class Repository:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -12,9 +10,8 @@ from google.protobuf import timestamp_pb2
 
 from lianluo.recording.v1 import recording_pb2 as pb
 from lianluo.runtime.errors import InvalidArgument, Violations
+from lianluo.runtime.paging import DEFAULT_PAGE, MAX_PAGE, decode_token, encode_token
 
-DEFAULT_PAGE = 50
-MAX_PAGE = 500
 DEFAULT_LINK_TTL_SECONDS = 3600
 MAX_LINK_TTL_SECONDS = 604_800
 # google.protobuf.Timestamp's own range: 0001-01-01 to 9999-12-31.
@@ -82,18 +79,14 @@ def list_scope(tenant_id: str, flt: ListFilter) -> str:
 
 
 def next_token(scope: str, start_time: datetime, interaction_id: str) -> str:
-    payload = {"scope": scope, "after": [start_time.isoformat(), interaction_id]}
-    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
+    return encode_token(scope, [start_time.isoformat(), interaction_id])
 
 
 def _parse_token(v: Violations, token: str, scope: str) -> tuple[datetime, str] | None:
     try:
-        decoded = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if decoded["scope"] != scope:
-            raise ValueError(scope)
-        start, interaction_id = decoded["after"]
+        start, interaction_id = decode_token(token, scope)
         return datetime.fromisoformat(start), str(interaction_id)
-    except (ValueError, KeyError, TypeError):
+    except (InvalidArgument, ValueError, TypeError):
         v.add("page.page_token", "not a token from this list")
         return None
 

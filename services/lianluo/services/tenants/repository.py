@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,12 +12,11 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from lianluo.runtime.errors import FieldViolation, InvalidArgument
+from lianluo.runtime.paging import decode_token, encode_token, page_size
 from lianluo.services.tenants.domain import Kind
 
 _SELECT = "select spec from resources where tenant_id = $1 and kind = $2 and id = $3"
 _SELECT_FOR_UPDATE = _SELECT + " for update"
-MAX_PAGE = 500
-DEFAULT_PAGE = 50
 
 
 @dataclass(frozen=True)
@@ -30,24 +27,12 @@ class Page:
 
 def parse_page(size: int, token: str, scope: str) -> Page:
     """Check a page request; the token is bound to the list it came from."""
-    if size < 0:
-        raise InvalidArgument([FieldViolation("page.page_size", "must not be negative")])
-    after = None
-    if token:
-        try:
-            decoded = json.loads(base64.urlsafe_b64decode(token.encode()))
-            if decoded["scope"] != scope:
-                raise ValueError(scope)
-            after = str(decoded["after"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise InvalidArgument(
-                [FieldViolation("page.page_token", "not a token from this list")]
-            ) from error
-    return Page(min(size or DEFAULT_PAGE, MAX_PAGE), after)
+    after = str(decode_token(token, scope)) if token else None
+    return Page(page_size(size), after)
 
 
 def next_token(scope: str, last: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"scope": scope, "after": last}).encode()).decode()
+    return encode_token(scope, last)
 
 
 def parse_id(value: str, field: str) -> uuid.UUID | None:
