@@ -27,7 +27,7 @@ from k8s_support import Api, eventually
 from kopf.testing import KopfRunner
 
 from lianluo.common.v1 import common_pb2 as common
-from lianluo.devstack import helm, k8s, k8s_build
+from lianluo.devstack import helm, infra, k8s, k8s_build
 from lianluo.operator.kube import ApiError
 from lianluo.operator.template import SERVICES
 from lianluo.tenants.v1 import tenants_pb2 as pb
@@ -67,8 +67,29 @@ async def namespace(api: Api) -> str:
 
 
 @pytest.fixture(scope="module")
+async def cell_tenants(stack: Stack) -> AsyncIterator[str]:
+    """A second tenants service, standing for the cells' own (pods never run here): its own
+    database and topic prefix, as a cell has. Its address serves every cell in these tests."""
+    from lianluo.services.tenants.app import build
+    from lianluo.services.tenants.settings import TenantsSettings
+
+    name = f"cellplane_{uuid.uuid4().hex[:8]}"
+    infra.create_database(stack.config.database_url, name)
+    base = stack.database_url.rsplit("/", 1)[0]
+    env = stack.env(LIANLUO_GRPC_PORT="0", LIANLUO_DATABASE_URL=f"{base}/{name}",
+                    LIANLUO_TOPIC_PREFIX=f"{name}.")  # fmt: skip
+    service = await build(TenantsSettings(**{k[8:].lower(): v for k, v in env.items()}))
+    task = asyncio.create_task(service.serve())
+    while not service.grpc.port:
+        await asyncio.sleep(0.02)
+    yield f"127.0.0.1:{service.grpc.port}"
+    service.request_stop()
+    await task
+
+
+@pytest.fixture(scope="module")
 async def operator_env(
-    cluster: k8s.Cluster, stack: Stack, tenants_service: Served
+    cluster: k8s.Cluster, stack: Stack, tenants_service: Served, cell_tenants: str
 ) -> AsyncIterator[dict[str, str]]:
     """The operator's settings: small cells (1000 sessions, 3 tenants) on this session's stack."""
     prefix = f"op{uuid.uuid4().hex[:8]}_"
@@ -76,6 +97,7 @@ async def operator_env(
         "KUBECONFIG": str(cluster.kubeconfig),
         "LIANLUO_OPERATOR_IMAGE": "registry.local/lianluo:test",
         "LIANLUO_OPERATOR_TENANTS_ADDRESS": tenants_service.address,
+        "LIANLUO_OPERATOR_CELL_TENANTS_ADDRESS": cell_tenants,
         "LIANLUO_OPERATOR_ADMIN_KEY": ADMIN_KEY,
         "LIANLUO_OPERATOR_KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
         "LIANLUO_OPERATOR_DATABASE_ADMIN_URL": stack.database_url,
@@ -231,6 +253,13 @@ async def test_a_tenant_gets_a_cloned_cell_then_is_provisioned(
     assert provisioned.plan == pb.PLAN_BUSINESS
     assert list(provisioned.channels) == [common.CHANNEL_WEB, common.CHANNEL_PHONE]
     assert provisioned.cell == "cell-1", "the placement is recorded for the edge"
+    async with grpc.aio.insecure_channel(
+        operator_env["LIANLUO_OPERATOR_CELL_TENANTS_ADDRESS"]
+    ) as ch:
+        in_cell = await rpc.TenantServiceStub(ch).GetTenant(
+            pb.GetTenantRequest(tenant_id=provisioned.id), metadata=ADMIN
+        )
+    assert (in_cell.id, in_cell.name, in_cell.cell) == (provisioned.id, name, "cell-1")
     cell = await api.get("Cell", namespace, "cell-1")
     assert cell is not None
     assert (cell["status"]["phase"], cell["status"]["tenants"]) == ("Ready", 1)

@@ -24,7 +24,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         settings=config,
         kube=Kube.from_connection(login()),
         tenants=TenantsApi(
-            config.tenants_address, config.admin_key.get_secret_value(), config.rpc_timeout_seconds
+            config.tenants_address,
+            config.admin_key.get_secret_value(),
+            config.rpc_timeout_seconds,
+            cell_address=config.cell_tenants_address,
         ),
     )
 

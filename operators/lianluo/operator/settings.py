@@ -18,6 +18,9 @@ class OperatorSettings(BaseSettings):
     # The global plane's tenants service, and an admin key for it.
     tenants_address: Annotated[str, Field(min_length=1)]
     admin_key: SecretStr
+    # Where a cell's own tenants service answers ("{cell}" is replaced; the cell's Service is
+    # "<cell>-tenants"). Empty: the global one serves every cell (a single-plane install).
+    cell_tenants_address: str = "{cell}-tenants:50051"
     # The Secret (key `admin-key`) that gives each cell's services the same admin key.
     admin_key_secret: str = "lianluo-admin-key"  # noqa: S105 - a Secret's name
     kafka_bootstrap_servers: Annotated[str, Field(min_length=1)]

@@ -137,7 +137,7 @@ async def follow_changes(
     if not tenant_id:
         raise kopf.TemporaryError("not provisioned yet", delay=_WAIT_FOR_CELL)
     try:
-        await rt.tenants.update(tenant_id, name, dict(spec))
+        await rt.tenants.update(tenant_id, name, dict(spec), status.get("cell") or "")
     except grpc.aio.AioRpcError as error:
         text = f"tenants API: {error.code().name}: {error.details()}"
         if error.code() in RETRYABLE:
@@ -168,7 +168,7 @@ async def offboard(name: str, namespace: str | None, uid: str, spec: kopf.Spec, 
             # request_id finds that tenant (or makes one to delete at once).
             tenant_id = (await rt.tenants.provision(name, dict(spec), uid, cell)).id
         if tenant_id:
-            await rt.tenants.deprovision(tenant_id)
+            await rt.tenants.deprovision(tenant_id, cell or "")
     except grpc.aio.AioRpcError as error:
         text = f"tenants API: {error.code().name}: {error.details()}"
         if error.code() in RETRYABLE:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -60,39 +60,58 @@ def admin_agent(admin: dict[str, Any]) -> pb.Agent:
 
 @dataclass
 class TenantsApi:
-    """An admin client of the tenants service."""
+    """An admin client of the tenants services: the global registry, and each cell's own.
+
+    The global plane keeps the registry and the cell map (tenant -> cell) that the edge answers
+    from; the cell's tenants service keeps the tenant's configuration, which the cell's other
+    services follow on the cell's own `tenant.config`. One tenant has one id in both.
+    """
 
     address: str
     admin_key: str
     timeout: float = 10.0
-    channel: grpc.aio.Channel | None = None
+    # Where a cell's tenants service answers ("{cell}" is replaced); empty: the global one.
+    cell_address: str = ""
+    channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.admin_key}"),)
 
-    def _channel(self) -> grpc.aio.Channel:
-        if self.channel is None:
-            self.channel = grpc.aio.insecure_channel(self.address)
-        return self.channel
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        if address not in self.channels:
+            self.channels[address] = grpc.aio.insecure_channel(address)
+        return self.channels[address]
+
+    def _places(self, cell: str) -> list[str]:
+        """The global registry first, then the cell's own service when it is another one."""
+        own = self.cell_address.format(cell=cell) if self.cell_address and cell else self.address
+        return [self.address] if own == self.address else [self.address, own]
 
     async def close(self) -> None:
-        if self.channel is not None:
-            await self.channel.close()
+        for channel in self.channels.values():
+            await channel.close()
 
     async def provision(
         self, name: str, spec: dict[str, Any], request_id: str, cell: str
     ) -> pb.Tenant:
-        """Create the tenant in its cell; the same request_id returns the first result."""
-        stub = rpc.TenantServiceStub(self._channel())
+        """Create the tenant in the registry and in its cell; a repeat returns the first result."""
         message = tenant_message(name, spec)
-        # The tenants service records the placement, so the edge can direct clients by it.
         message.cell = cell
-        request = pb.CreateTenantRequest(tenant=message, request_id=request_id)
-        tenant: pb.Tenant = await stub.CreateTenant(
-            request, metadata=self._metadata(), timeout=self.timeout
+        registry, *own = self._places(cell)
+        tenant: pb.Tenant = await rpc.TenantServiceStub(self._channel(registry)).CreateTenant(
+            pb.CreateTenantRequest(tenant=message, request_id=request_id),
+            metadata=self._metadata(),
+            timeout=self.timeout,
         )
+        for address in own:
+            await rpc.TenantServiceStub(self._channel(address)).CreateTenant(
+                pb.CreateTenantRequest(tenant=message, request_id=request_id, tenant_id=tenant.id),
+                metadata=self._metadata(),
+                timeout=self.timeout,
+            )
         if spec.get("initialAdmin"):
-            agents = rpc.AgentServiceStub(self._channel())
+            # The tenant's people live with its configuration: in the cell.
+            agents = rpc.AgentServiceStub(self._channel(self._places(cell)[-1]))
             await agents.CreateAgent(
                 pb.CreateAgentRequest(
                     tenant_id=tenant.id,
@@ -104,28 +123,33 @@ class TenantsApi:
             )
         return tenant
 
-    async def update(self, tenant_id: str, name: str, spec: dict[str, Any]) -> pb.Tenant:
+    async def update(
+        self, tenant_id: str, name: str, spec: dict[str, Any], cell: str = ""
+    ) -> pb.Tenant:
         """Bring the tenant's display name, plan, expected sessions and channels up to date."""
-        stub = rpc.TenantServiceStub(self._channel())
         message = tenant_message(name, spec)
         message.id = tenant_id
         mask = field_mask_pb2.FieldMask(paths=list(_UPDATABLE))
-        tenant: pb.Tenant = await stub.UpdateTenant(
-            pb.UpdateTenantRequest(tenant=message, update_mask=mask),
-            metadata=self._metadata(),
-            timeout=self.timeout,
-        )
-        return tenant
-
-    async def deprovision(self, tenant_id: str) -> None:
-        """Delete the tenant and everything it owns; one already gone counts as done."""
-        stub = rpc.TenantServiceStub(self._channel())
-        try:
-            await stub.DeleteTenant(
-                pb.DeleteTenantRequest(tenant_id=tenant_id),
-                metadata=self._metadata(),
-                timeout=self.timeout,
+        updated: list[pb.Tenant] = []
+        for address in self._places(cell):
+            updated.append(
+                await rpc.TenantServiceStub(self._channel(address)).UpdateTenant(
+                    pb.UpdateTenantRequest(tenant=message, update_mask=mask),
+                    metadata=self._metadata(),
+                    timeout=self.timeout,
+                )
             )
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.NOT_FOUND:
-                raise
+        return updated[0]
+
+    async def deprovision(self, tenant_id: str, cell: str = "") -> None:
+        """Delete the tenant from its cell, then from the registry; one already gone is done."""
+        for address in reversed(self._places(cell)):
+            try:
+                await rpc.TenantServiceStub(self._channel(address)).DeleteTenant(
+                    pb.DeleteTenantRequest(tenant_id=tenant_id),
+                    metadata=self._metadata(),
+                    timeout=self.timeout,
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    raise

@@ -268,7 +268,12 @@ class CreateTenantRequest(_message.Message):
 
     TENANT_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
+    tenant_id: _builtins.str
+    """The id to give the tenant (a UUID); empty lets the server choose. The operator uses it to
+    create one tenant under the same id in the global registry and in its cell.
+    """
     @_builtins.property
     def tenant(self) -> Global___Tenant: ...
     def __init__(
@@ -276,10 +281,11 @@ class CreateTenantRequest(_message.Message):
         *,
         tenant: Global___Tenant | None = ...,
         request_id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "tenant", b"tenant", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,16 +8,16 @@ transaction. Nothing here reads a clock or a database: time comes in as `now`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-
-from google.protobuf import timestamp_pb2
 
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.events.v1 import agent_pb2, routing_pb2
+from lianluo.services.acd import matching
+from lianluo.services.acd.agents import Customer, RingNeeds, ring_needs
 from lianluo.services.acd.domain import (
+    MAX_EXCLUSIONS,
     AgentProfile,
     AgentStatus,
     AgentView,
@@ -28,7 +28,27 @@ from lianluo.services.acd.domain import (
     needs_for,
     rank_agents,
 )
+from lianluo.services.acd.policy import DEFAULT_TENANT_POLICY, TenantPolicy
+from lianluo.services.acd.pool import AgentPool, WaitingLine
+from lianluo.services.acd.state import (
+    ABANDONED,
+    ANSWERED,
+    ENDED,
+    ENTERED,
+    OVERFLOWED,
+    Assignment,
+    Changes,
+    Contact,
+    ContactLog,
+    PendingOffer,
+    PresenceLog,
+    place,
+    queue_order,
+    stamp,
+)
 from lianluo.tenants.v1 import tenants_pb2 as pb
+
+__all__ = ["Assignment", "Changes", "Contact", "PendingOffer", "TenantRouting", "queue_order"]
 
 # Envelope types on routing.decision and agent.event (docs/events.md).
 OFFER = "routing.offer"
@@ -37,64 +57,8 @@ OFFER_DECLINED = "routing.offer_declined"
 OFFER_TIMED_OUT = "routing.offer_timed_out"
 OVERFLOW = "routing.overflow"
 WRAP_UP_DONE = "agent.wrap_up_done"
-
-
-def stamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(moment)
-    return out
-
-
-@dataclass
-class Contact:
-    """A waiting interaction; its needs and deadline are fixed when it enters the queue."""
-
-    interaction_id: str
-    requirements: common.RoutingRequirements
-    needs: Needs
-    enqueued_at: datetime
-    deadline: datetime
-    overflow: pb.Overflow
-    declined: set[str] = field(default_factory=set)
-    offer_id: str | None = None
-
-    def wait_seconds(self, now: datetime) -> int:
-        return max(0, int((now - self.enqueued_at).total_seconds()))
-
-
-@dataclass
-class PendingOffer:
-    offer: acd.Offer
-    media: int
-    explanation: acd.RoutingExplanation
-
-
-@dataclass(frozen=True)
-class Assignment:
-    interaction_id: str
-    agent_id: str
-    media: int
-    offer_id: str
-    assigned_at: datetime
-
-
-@dataclass
-class Changes:
-    """What one step changed, for the repository to save and the outbox to publish."""
-
-    agents: set[str] = field(default_factory=set)
-    contacts: set[str] = field(default_factory=set)
-    removed_contacts: set[str] = field(default_factory=set)
-    offers: dict[str, PendingOffer] = field(default_factory=dict)
-    assigned: list[Assignment] = field(default_factory=list)
-    released: list[Assignment] = field(default_factory=list)
-    decisions: list[tuple[str, routing_pb2.RoutingDecision]] = field(default_factory=list)
-    agent_events: list[tuple[str, agent_pb2.AgentEvent]] = field(default_factory=list)
-
-
-def queue_order(contacts: Iterable[Contact]) -> list[Contact]:
-    """Highest priority first, then first come first served."""
-    return sorted(contacts, key=lambda c: (-c.needs.priority, c.enqueued_at, c.interaction_id))
+# Decisions carry the best few candidates; Recommend can ask for up to 100.
+DECISION_CANDIDATES = 10
 
 
 class TenantRouting:
@@ -112,6 +76,7 @@ class TenantRouting:
         offer_timeout: timedelta,
         answer_grace: timedelta = timedelta(0),
         answered: Mapping[str, datetime] | None = None,
+        policy: TenantPolicy = DEFAULT_TENANT_POLICY,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self.tenant_id = tenant_id
@@ -125,8 +90,20 @@ class TenantRouting:
         # this long for it instead of timing out under the agent's click.
         self.answer_grace = answer_grace
         self.answered = dict(answered or {})
+        self.policy = policy
         self._new_id = new_id
         self.changes = Changes()
+        self.pool = AgentPool(profiles, statuses, policy.capacity_cost)
+        for a in assignments:
+            self.pool.in_use.setdefault(a.agent_id, {})
+            self.pool.take(a.agent_id, a.media)
+        for p in offers.values():
+            self.pool.take(p.offer.agent_id, p.media)
+        self.pool.touch_all()
+        self.waiting = WaitingLine()
+        for contact in contacts.values():
+            if contact.offer_id is None:
+                self.waiting.add(contact.needs.queue, place(contact, policy))
 
     # ------------------------------------------------------------------ views
 
@@ -134,26 +111,61 @@ class TenantRouting:
         return self.statuses.get(agent_id) or AgentStatus(agent_id)
 
     def agent_views(self) -> list[AgentView]:
-        """Every configured agent with the capacity its interactions and offers take."""
-        in_use: dict[str, dict[int, int]] = {}
-        held = [(a.agent_id, a.media) for a in self.assignments]
-        held += [(p.offer.agent_id, p.media) for p in self.offers.values()]
-        for agent_id, media in held:
-            per_media = in_use.setdefault(agent_id, {})
-            per_media[media] = per_media.get(media, 0) + 1
-        return [
-            AgentView(profile, self.status(aid), in_use.get(aid, {}))
-            for aid, profile in self.profiles.items()
-        ]
+        """Every configured agent with the capacity its interactions and offers take, by id."""
+        return [self.pool.views[aid] for aid in self.pool.ids]
+
+    def ring(self, contact: Contact, now: datetime) -> RingNeeds:
+        policy = self.policy.queue(contact.needs.queue)
+        index = policy.ring_at((now - contact.enqueued_at).total_seconds())
+        found = contact.rings.get(index)
+        if found is None:
+            found = contact.rings[index] = ring_needs(contact.needs, policy, index)
+        return found
 
     def rank(self, contact: Contact, now: datetime) -> Ranking:
         """The agents for a waiting contact, best first; those who declined it are excluded."""
-        return rank_agents(contact.needs, self.agent_views(), now, frozenset(contact.declined))
+        if contact.customer is None:
+            contact.customer = Customer.of(contact.requirements)
+        return self.recommend(
+            contact.needs, contact.customer, self.ring(contact, now), contact.declined, now
+        )
 
-    def next_deadline(self) -> datetime | None:
-        """When a timer must next look at this tenant: an offer expiry or a max wait."""
+    def recommend(
+        self,
+        needs: Needs,
+        customer: Customer,
+        ring: RingNeeds,
+        declined: set[str] | frozenset[str],
+        now: datetime,
+    ) -> Ranking:
+        """Rank the agents with room; those without room are counted and the first explained."""
+        ranking = rank_agents(
+            needs,
+            self.pool.free_views(),
+            now,
+            declined,
+            policy=self.policy.queue(needs.queue),
+            customer=customer,
+            ring=ring,
+            costs=self.policy.capacity_cost,
+        )
+        more, count = self.pool.unavailable_exclusions(ring, needs.media, MAX_EXCLUSIONS)
+        return ranking.with_excluded(more, count)
+
+    def next_deadline(self, now: datetime | None = None) -> datetime | None:
+        """When a timer must next look at this tenant: an offer expiry, a max wait, or (given
+        `now`) the next ring that widens for a contact still waiting without an offer."""
         times = [c.deadline for c in self.contacts.values()]
         times += [self._expiry(p) for p in self.offers.values()]
+        if now is not None:
+            for c in self.contacts.values():
+                if c.offer_id is not None:
+                    continue
+                for ring in self.policy.queue(c.needs.queue).rings[1:]:
+                    at = c.enqueued_at + timedelta(seconds=ring.after_seconds)
+                    if now < at < c.deadline:
+                        times.append(at)
+                        break
         return min(times) if times else None
 
     def _expiry(self, pending: PendingOffer) -> datetime:
@@ -196,7 +208,9 @@ class TenantRouting:
             overflow=queue.overflow,
         )
         self.contacts[interaction_id] = contact
+        self.waiting.add(queue.name, place(contact, self.policy))
         self.changes.contacts.add(interaction_id)
+        self._log(contact, ENTERED, now)
         return True
 
     def set_presence(
@@ -205,11 +219,13 @@ class TenantRouting:
         status = self.statuses.setdefault(agent_id, AgentStatus(agent_id))
         if presence != status.presence:
             status.change_time = now
+            self.changes.presence_log.append(PresenceLog(agent_id, presence, now))
             if presence == acd.PRESENCE_AVAILABLE:
                 status.last_idle_time = now
         status.presence = presence
         status.reason = reason
         status.limits = dict(limits)
+        self.pool.touch(agent_id)
         self.changes.agents.add(agent_id)
 
     def answer(
@@ -228,7 +244,9 @@ class TenantRouting:
             self.assignments.append(assignment)
             self.changes.assigned.append(assignment)
             self.statuses.setdefault(agent_id, AgentStatus(agent_id)).last_assign_time = now
+            self.pool.take(agent_id, pending.media)
             self.changes.agents.add(agent_id)
+            self._log(contact, ANSWERED, now, agent_id)
             self._remove_contact(contact.interaction_id)
             self._decide(
                 ASSIGN,
@@ -265,6 +283,7 @@ class TenantRouting:
             self.assignments.remove(a)
             self.changes.released.append(a)
             self.statuses.setdefault(a.agent_id, AgentStatus(a.agent_id)).last_idle_time = now
+            self.pool.take(a.agent_id, a.media, -1)
             self.changes.agents.add(a.agent_id)
         return released
 
@@ -277,23 +296,25 @@ class TenantRouting:
                 wrap_up_done=agent_pb2.AgentWrapUpDone(interaction_id=interaction_id),
             )
             self.changes.agent_events.append((WRAP_UP_DONE, event))
+            self.changes.contact_log.append(ContactLog(interaction_id, "", ENDED, now, a.agent_id))
         contact = self.contacts.get(interaction_id)
         if contact is not None:
             self._withdraw(contact, now)
+            self._log(contact, ABANDONED, now)
             self._remove_contact(interaction_id)
 
     def expire(self, now: datetime) -> None:
         """Overflow contacts past their queue's max wait, then time out expired offers."""
-        for contact in queue_order(list(self.contacts.values())):
-            if contact.deadline > now:
-                continue
+        due = [c for c in self.contacts.values() if c.deadline <= now]
+        for contact in queue_order(due, self.policy):
             self._withdraw(contact, now)
             ranking = self.rank(contact, now)
+            self._log(contact, OVERFLOWED, now)
             self._remove_contact(contact.interaction_id)
             self._decide(
                 OVERFLOW,
                 contact.interaction_id,
-                explain(contact.needs, ranking, contact.wait_seconds(now)),
+                explain(contact.needs, ranking, contact.wait_seconds(now), DECISION_CANDIDATES),
                 overflow=routing_pb2.RoutingOverflow(
                     cause=routing_pb2.OVERFLOW_CAUSE_MAX_WAIT, overflow=contact.overflow
                 ),
@@ -315,37 +336,39 @@ class TenantRouting:
                 ),
             )
 
+    # ------------------------------------------------------------------ decisions
+
     def dispatch(self, now: datetime) -> None:
-        """Offer each waiting contact, in queue order, to its best eligible agent."""
-        waiting = [c for c in self.contacts.values() if c.offer_id is None]
-        for contact in queue_order(waiting):
-            ranking = self.rank(contact, now)
-            best = ranking.best()
-            if best is None:
-                continue
-            offer = acd.Offer(
-                id=self._new_id(),
-                tenant_id=self.tenant_id,
-                interaction_id=contact.interaction_id,
-                agent_id=best.agent_id,
-                state=acd.OFFER_STATE_PENDING,
-                requirements=contact.requirements,
-                candidate=candidate_message(best),
-                offer_time=stamp(now),
-                expire_time=stamp(now + self.offer_timeout),
-            )
-            explanation = explain(contact.needs, ranking, contact.wait_seconds(now))
-            pending = PendingOffer(offer, contact.needs.media, explanation)
-            self.offers[offer.id] = pending
-            self.changes.offers[offer.id] = pending
-            contact.offer_id = offer.id
-            self.changes.contacts.add(contact.interaction_id)
-            self._decide(
-                OFFER,
-                contact.interaction_id,
-                explanation,
-                offer=routing_pb2.RoutingOffer(offer=offer),
-            )
+        """Offer waiting contacts to agents with room until no eligible pair is left."""
+        matching.dispatch(self, now)
+
+    def offer(self, contact: Contact, agent_id: str, ranking: Ranking, now: datetime) -> None:
+        candidate = ranking.candidate(agent_id)
+        assert candidate is not None, "offers go only to ranked, hence eligible, agents"
+        offer = acd.Offer(
+            id=self._new_id(),
+            tenant_id=self.tenant_id,
+            interaction_id=contact.interaction_id,
+            agent_id=agent_id,
+            state=acd.OFFER_STATE_PENDING,
+            requirements=contact.requirements,
+            candidate=candidate_message(candidate),
+            offer_time=stamp(now),
+            expire_time=stamp(now + self.offer_timeout),
+        )
+        explanation = explain(
+            contact.needs, ranking, contact.wait_seconds(now), DECISION_CANDIDATES
+        )
+        pending = PendingOffer(offer, contact.needs.media, explanation)
+        self.offers[offer.id] = pending
+        self.changes.offers[offer.id] = pending
+        self.pool.take(agent_id, pending.media)
+        self.waiting.remove(contact.needs.queue, place(contact, self.policy))
+        contact.offer_id = offer.id
+        self.changes.contacts.add(contact.interaction_id)
+        self._decide(
+            OFFER, contact.interaction_id, explanation, offer=routing_pb2.RoutingOffer(offer=offer)
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -363,15 +386,21 @@ class TenantRouting:
         )
         self.changes.decisions.append((event_type, message))
 
+    def _log(self, contact: Contact, event: str, now: datetime, agent_id: str = "") -> None:
+        entry = ContactLog(contact.interaction_id, contact.needs.queue, event, now, agent_id)
+        self.changes.contact_log.append(entry)
+
     def _close(self, pending: PendingOffer, state: int, now: datetime) -> None:
         pending.offer.state = state  # type: ignore[assignment]
         pending.offer.close_time.CopyFrom(stamp(now))
-        self.offers.pop(pending.offer.id, None)
+        if self.offers.pop(pending.offer.id, None) is not None:
+            self.pool.take(pending.offer.agent_id, pending.media, -1)
         self.changes.offers[pending.offer.id] = pending
 
     def _back_to_waiting(self, contact: Contact, agent_id: str) -> None:
         contact.declined.add(agent_id)
         contact.offer_id = None
+        self.waiting.add(contact.needs.queue, place(contact, self.policy))
         self.changes.contacts.add(contact.interaction_id)
 
     def _withdraw(self, contact: Contact, now: datetime) -> None:
@@ -380,6 +409,8 @@ class TenantRouting:
         contact.offer_id = None
 
     def _remove_contact(self, interaction_id: str) -> None:
-        self.contacts.pop(interaction_id, None)
+        contact = self.contacts.pop(interaction_id, None)
+        if contact is not None:
+            self.waiting.remove(contact.needs.queue, place(contact, self.policy))
         self.changes.contacts.discard(interaction_id)
         self.changes.removed_contacts.add(interaction_id)

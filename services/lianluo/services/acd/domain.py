@@ -1,137 +1,71 @@
-"""Routing rules of the ACD: who may take a contact, and in which order (pure, no I/O).
+"""The recommender: who may take a contact, how each candidate scores, and why (pure, no I/O).
 
-`rank_agents` is the recommender's seam: it applies the hard filters to every agent and ranks
-the survivors, returning the ranking with its reasons. This version ranks by one feature,
-longest idle; later features (skill fit, load, affinity, profile fit) plug in here.
+`rank_agents` is the seam: the hard filters of the contact's current ring remove agents, each
+survivor gets five features from 0 to 1 (skill fit, fairness, affinity, profile fit, handle
+time), and the policy's weights turn them into one score. `explain` turns the ranking into
+the RoutingExplanation that Recommend returns and every decision carries.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime
-
-from google.protobuf.descriptor import EnumDescriptor
+from functools import cached_property
+from heapq import merge
+from itertools import islice
 
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
-from lianluo.tenants.v1 import tenants_pb2 as pb
+from lianluo.services.acd.agents import (
+    NOBODY,
+    AgentProfile,
+    AgentStatus,
+    AgentView,
+    Customer,
+    Exclusion,
+    Needs,
+    RingNeeds,
+    exclusion,
+    is_eligible,
+    needs_for,
+    qualifies,
+    ring_needs,
+    speaks,
+)
+from lianluo.services.acd.policy import DEFAULT_POLICY, LONGEST_IDLE, LOWEST_LOAD, QueuePolicy
 
-LONGEST_IDLE = "longest_idle"
-# The single ring of this version: the queue's own requirements, then overflow at max wait.
-RING_NAME = "queue"
+__all__ = [
+    "LONGEST_IDLE",
+    "LOWEST_LOAD",
+    "NOBODY",
+    "AgentProfile",
+    "AgentStatus",
+    "AgentView",
+    "Candidate",
+    "Customer",
+    "Exclusion",
+    "Feature",
+    "Needs",
+    "Ranking",
+    "candidate_message",
+    "explain",
+    "needs_for",
+    "qualifies",
+    "rank_agents",
+    "ring_needs",
+    "speaks",
+]
+
+SKILL_FIT, AFFINITY, PROFILE_FIT, HANDLE_TIME = (
+    "skill_fit",
+    "affinity",
+    "profile_fit",
+    "handle_time",
+)
 MAX_EXCLUSIONS = 100
-
-
-@dataclass(frozen=True)
-class AgentProfile:
-    """What the tenant configured for an agent (from the `agent` kind of tenant.config)."""
-
-    agent_id: str
-    kind: int
-    skills: Mapping[str, int]
-    languages: tuple[str, ...]
-    capacity: Mapping[int, int]
-
-    @classmethod
-    def from_config(cls, agent: pb.Agent) -> AgentProfile:
-        return cls(
-            agent_id=agent.id,
-            kind=agent.kind,
-            skills={s.skill: s.level for s in agent.skills},
-            languages=tuple(agent.languages),
-            capacity={c.media: c.max_concurrent for c in agent.capacity},
-        )
-
-
-@dataclass
-class AgentStatus:
-    """The routing state of one agent, owned by the ACD."""
-
-    agent_id: str
-    presence: int = acd.PRESENCE_OFFLINE
-    reason: str = ""
-    # Session limits set by SetPresence; a media absent here keeps its configured capacity.
-    limits: dict[int, int] = field(default_factory=dict)
-    change_time: datetime | None = None
-    # When the agent became available or last finished an interaction.
-    last_idle_time: datetime | None = None
-    # When the agent last took an interaction: someone who just took one is not idle.
-    last_assign_time: datetime | None = None
-
-    def idle_since(self) -> datetime | None:
-        times = [t for t in (self.last_idle_time, self.last_assign_time) if t is not None]
-        return max(times) if times else None
-
-
-@dataclass(frozen=True)
-class AgentView:
-    """An agent as the filters see it: configuration, state and the capacity in use."""
-
-    profile: AgentProfile
-    status: AgentStatus
-    # Interactions held plus offers pending, per media: a pending offer reserves capacity so
-    # that an acceptance always fits.
-    in_use: Mapping[int, int]
-
-    @property
-    def agent_id(self) -> str:
-        return self.profile.agent_id
-
-    def max_concurrent(self, media: int) -> int:
-        configured = self.profile.capacity.get(media, 0)
-        return min(configured, self.status.limits.get(media, configured))
-
-    def free(self, media: int) -> int:
-        return self.max_concurrent(media) - self.in_use.get(media, 0)
-
-
-@dataclass(frozen=True)
-class Needs:
-    """What a contact needs from the agent who takes it: queue's and request's together."""
-
-    queue: str
-    media: int
-    skills: Mapping[str, int]
-    language: str
-    priority: int
-
-
-def needs_for(queue: pb.Queue, requirements: common.RoutingRequirements) -> Needs:
-    """Merge a queue's rules with a request: every skill at the higher level asked."""
-    skills = {s.skill: s.level for s in queue.required_skills}
-    for s in requirements.required_skills:
-        skills[s.skill] = max(s.level, skills.get(s.skill, 0))
-    return Needs(
-        queue=queue.name,
-        media=requirements.media or queue.media,
-        skills=skills,
-        language=requirements.language or queue.language,
-        priority=requirements.priority or queue.priority,
-    )
-
-
-def speaks(languages: Iterable[str], wanted: str) -> bool:
-    """True when one tag matches `wanted`, or one is the other narrowed ("zh" and "zh-CN")."""
-    w = wanted.lower()
-    for tag in languages:
-        t = tag.lower()
-        if t == w or w.startswith(t + "-") or t.startswith(w + "-"):
-            return True
-    return False
-
-
-def qualifies(profile: AgentProfile, needs: Needs) -> bool:
-    """Whether the agent has every skill and the language `needs` asks, whatever their state."""
-    skilled = all(profile.skills.get(s, 0) >= level for s, level in needs.skills.items())
-    return skilled and (not needs.language or speaks(profile.languages, needs.language))
-
-
-@dataclass(frozen=True)
-class Exclusion:
-    agent_id: str
-    filter: int
-    detail: str
+MAX_LEVEL = 10
+NO_COSTS: Mapping[int, float] = {}
 
 
 @dataclass(frozen=True)
@@ -157,75 +91,134 @@ class Candidate:
         return sum(f.contribution for f in self.features)
 
 
+# (score, agent id, kind, feature values): cheap to sort; Candidates are built on demand.
+Scored = tuple[float, str, int, tuple[float, ...]]
+
+
 @dataclass(frozen=True)
 class Ranking:
-    """Eligible agents best first, and every agent the hard filters removed."""
+    """Eligible agents best first, the agents the hard filters removed, and the ring."""
 
-    candidates: tuple[Candidate, ...]
+    scored: tuple[Scored, ...]
+    names: tuple[str, ...]
+    weights: tuple[float, ...]
     excluded: tuple[Exclusion, ...]
+    excluded_count: int
+    ring: RingNeeds
+
+    def top(self, n: int) -> tuple[Candidate, ...]:
+        return tuple(self._candidate(i, s) for i, s in enumerate(self.scored[:n]))
+
+    @cached_property
+    def candidates(self) -> tuple[Candidate, ...]:
+        return self.top(len(self.scored))
 
     def best(self) -> Candidate | None:
-        return self.candidates[0] if self.candidates else None
+        return self._candidate(0, self.scored[0]) if self.scored else None
+
+    def candidate(self, agent_id: str) -> Candidate | None:
+        for i, s in enumerate(self.scored):
+            if s[1] == agent_id:
+                return self._candidate(i, s)
+        return None
+
+    def _candidate(self, index: int, scored: Scored) -> Candidate:
+        features = tuple(
+            Feature(n, v, w) for n, v, w in zip(self.names, scored[3], self.weights, strict=True)
+        )
+        return Candidate(agent_id=scored[1], kind=scored[2], rank=index + 1, features=features)
+
+    def with_excluded(self, more: Iterable[Exclusion], count: int) -> Ranking:
+        """Add exclusions found outside the agents ranked (kept in agent id order)."""
+        merged = merge(self.excluded, more, key=lambda e: e.agent_id)
+        return replace(
+            self,
+            excluded=tuple(islice(merged, MAX_EXCLUSIONS)),
+            excluded_count=self.excluded_count + count,
+        )
 
 
-def _enum_word(enum: EnumDescriptor, number: int) -> str:
-    """ "PRESENCE_WRAP_UP" as "wrap_up", for explanations people read."""
-    value = enum.values_by_number.get(number)
-    if value is None:
-        return str(number)
-    prefix = enum.values[0].name.removesuffix("UNSPECIFIED")
-    return value.name.removeprefix(prefix).lower()
+def _skill_fit(profile: AgentProfile, wanted: Mapping[str, int]) -> float:
+    """How skilled the agent is in what the contact needs, by level out of 10."""
+    if not wanted:
+        return 1.0
+    return sum(min(profile.skills.get(s, 0), MAX_LEVEL) for s in wanted) / (MAX_LEVEL * len(wanted))
 
 
-def exclusion(agent: AgentView, needs: Needs, declined: frozenset[str]) -> Exclusion | None:
-    """The first hard filter `agent` fails for `needs`, or None when it is eligible."""
-    aid = agent.agent_id
-    if agent.status.presence != acd.PRESENCE_AVAILABLE:
-        name = _enum_word(acd.Presence.DESCRIPTOR, agent.status.presence)
-        return Exclusion(aid, acd.HARD_FILTER_PRESENCE, f"presence {name}")
-    if agent.free(needs.media) <= 0:
-        media = _enum_word(common.MediaType.DESCRIPTOR, needs.media)
-        used, most = agent.in_use.get(needs.media, 0), agent.max_concurrent(needs.media)
-        detail = f"{media} {used} of {most} in use"
-        return Exclusion(aid, acd.HARD_FILTER_CAPACITY, detail)
-    for skill, level in sorted(needs.skills.items()):
-        has = agent.profile.skills.get(skill, 0)
-        if has < level:
-            detail = f"skill {skill} level {has} below {level}" if has else f"no skill {skill}"
-            return Exclusion(aid, acd.HARD_FILTER_SKILL, detail)
-    if needs.language and not speaks(agent.profile.languages, needs.language):
-        return Exclusion(aid, acd.HARD_FILTER_LANGUAGE, f"does not speak {needs.language}")
-    if aid in declined:
-        return Exclusion(aid, acd.HARD_FILTER_DECLINED, "declined or let the offer time out")
-    return None
+def _profile_fit(profile: AgentProfile, customer: Customer) -> float:
+    """The intent against the agent's expertise, the customer's value against sales conversion."""
+    parts: list[float] = []
+    if customer.intent:
+        parts.append(customer.intent_confidence if customer.intent in profile.expertise else 0.0)
+    if customer.value is not None:
+        parts.append(customer.value * profile.sales_conversion)
+    return sum(parts) / len(parts) if parts else 0.0
 
 
 def rank_agents(
-    needs: Needs, agents: Iterable[AgentView], now: datetime, declined: frozenset[str] = frozenset()
+    needs: Needs,
+    agents: Iterable[AgentView],
+    now: datetime,
+    declined: frozenset[str] | set[str] = frozenset(),
+    *,
+    policy: QueuePolicy = DEFAULT_POLICY,
+    customer: Customer = NOBODY,
+    ring: RingNeeds | None = None,
+    costs: Mapping[int, float] = NO_COSTS,
 ) -> Ranking:
-    """Filter `agents` for `needs` and rank the eligible ones, longest idle first."""
-    eligible: list[tuple[float, AgentView]] = []
+    """Filter `agents` by the ring's hard filters and rank the rest by weighted features.
+
+    Ties go to the lower agent id, so the order never depends on the order of `agents`;
+    exclusions keep the order of `agents` (callers pass them by id).
+    """
+    ring = ring or ring_needs(needs, policy, 0)
+    media = needs.media
+    affinity = {aid: 1.0 - i / len(customer.preferred) for i, aid in enumerate(customer.preferred)}
+    by_load = policy.fairness == LOWEST_LOAD
+    raw: list[tuple[AgentView, float, float, float, float, float]] = []
     excluded: list[Exclusion] = []
-    for agent in sorted(agents, key=lambda a: a.agent_id):
-        out = exclusion(agent, needs, declined)
-        if out is not None:
-            excluded.append(out)
+    count = 0
+    for agent in agents:
+        if not is_eligible(agent, ring, media, declined, costs):
+            count += 1
+            if len(excluded) < MAX_EXCLUSIONS:
+                out = exclusion(agent, ring, media, declined, costs)
+                if out is not None:
+                    excluded.append(out)
             continue
-        since = agent.status.idle_since()
-        eligible.append((max(0.0, (now - since).total_seconds()) if since else 0.0, agent))
-    # Longest idle first; the agent id breaks ties so the order never depends on input order.
-    eligible.sort(key=lambda pair: (-pair[0], pair[1].agent_id))
-    longest = eligible[0][0] if eligible else 0.0
-    candidates = tuple(
-        Candidate(
-            agent_id=agent.agent_id,
-            kind=agent.profile.kind,
-            rank=i + 1,
-            features=(Feature(LONGEST_IDLE, idle / longest if longest > 0 else 1.0, 1.0),),
+        profile = agent.profile
+        if by_load:
+            fairness = 1.0 - agent.load(costs)
+        else:
+            since = agent.status.idle_since()
+            fairness = max(0.0, (now - since).total_seconds()) if since else 0.0
+        handle = profile.handle_seconds or policy.reference_handle_seconds
+        raw.append(
+            (
+                agent,
+                _skill_fit(profile, needs.skills),
+                fairness,
+                affinity.get(agent.agent_id, 0.0),
+                _profile_fit(profile, customer),
+                handle,
+            )
         )
-        for i, (idle, agent) in enumerate(eligible)
-    )
-    return Ranking(candidates, tuple(excluded))
+    # Longest idle and handle time are relative to the best candidate: 1 for the agent idle
+    # longest, and for the one expected to finish soonest.
+    longest = max((r[2] for r in raw), default=0.0)
+    fastest = min((r[5] for r in raw), default=0.0)
+    w = policy.weights
+    weights = (w.skill_fit, w.fairness, w.affinity, w.profile_fit, w.handle_time)
+    scored: list[Scored] = []
+    for agent, skill, fairness, near, fit, handle in raw:
+        if not by_load:
+            fairness = fairness / longest if longest > 0 else 1.0
+        values = (skill, fairness, near, fit, fastest / handle)
+        score = sum(v * wt for v, wt in zip(values, weights, strict=True))
+        scored.append((score, agent.agent_id, agent.profile.kind, values))
+    scored.sort(key=lambda s: (-s[0], s[1]))
+    names = (SKILL_FIT, policy.fairness, AFFINITY, PROFILE_FIT, HANDLE_TIME)
+    return Ranking(tuple(scored), names, weights, tuple(excluded), count, ring)
 
 
 # ---------------------------------------------------------------- explanation (proto)
@@ -250,20 +243,24 @@ def explain(
     needs: Needs, ranking: Ranking, wait_seconds: int, max_candidates: int = 100
 ) -> acd.RoutingExplanation:
     """The explanation carried by Recommend and by every routing decision."""
+    ring = ranking.ring
     return acd.RoutingExplanation(
         queue=needs.queue,
         wait_seconds=wait_seconds,
         ring=acd.Ring(
-            index=0,
-            name=RING_NAME,
+            index=ring.index,
+            name=ring.name,
+            from_wait_seconds=ring.from_wait,
+            until_wait_seconds=ring.until_wait,
             required_skills=[
-                common.SkillLevel(skill=s, level=lvl) for s, lvl in sorted(needs.skills.items())
+                common.SkillLevel(skill=s, level=lvl) for s, lvl in sorted(ring.skills.items())
             ],
+            relaxations=ring.relaxations,
         ),
-        candidates=[candidate_message(c) for c in ranking.candidates[:max_candidates]],
+        candidates=[candidate_message(c) for c in ranking.top(max_candidates)],
         excluded=[
             acd.Exclusion(agent_id=e.agent_id, filter=e.filter, detail=e.detail)  # type: ignore[arg-type]
             for e in ranking.excluded[:MAX_EXCLUSIONS]
         ],
-        excluded_count=len(ranking.excluded),
+        excluded_count=ranking.excluded_count,
     )

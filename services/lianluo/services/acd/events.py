@@ -10,7 +10,7 @@ from lianluo.events.v1 import agent_pb2
 from lianluo.runtime import outbox
 from lianluo.runtime.kafka import new_envelope
 from lianluo.runtime.settings import ServiceSettings
-from lianluo.services.acd.dispatch import Changes
+from lianluo.services.acd.state import Changes
 
 PRODUCER = "acd"
 

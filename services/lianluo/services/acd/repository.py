@@ -10,8 +10,8 @@ import asyncpg
 
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
-from lianluo.services.acd.dispatch import Assignment, Changes, Contact, PendingOffer
-from lianluo.services.acd.domain import AgentStatus, Needs
+from lianluo.services.acd.agents import AgentStatus, Needs
+from lianluo.services.acd.state import Assignment, Changes, Contact, PendingOffer
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 

@@ -24,8 +24,10 @@ from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.acd import events
 from lianluo.services.acd.dispatch import TenantRouting
 from lianluo.services.acd.domain import AgentProfile
+from lianluo.services.acd.policy import tenant_policy
 from lianluo.services.acd.repository import Repository, TenantRows
 from lianluo.services.acd.settings import AcdSettings
+from lianluo.tenants.v1 import tenants_pb2 as pb
 
 log = get_logger(__name__)
 OwnedPartitions = Callable[[], Awaitable[set[int]]]
@@ -46,10 +48,16 @@ def is_uuid(value: str) -> bool:
 def build_routing(
     tenant_id: str, view: TenantConfigView, rows: TenantRows, settings: AcdSettings
 ) -> TenantRouting:
-    """A tenant's routing state from its stored rows and its configured agents."""
+    """A tenant's routing state from its stored rows, its configured agents and queues, and
+    the routing policy the settings give it."""
+    queues = [q for q in view.all(tenant_id, "queue") if isinstance(q, pb.Queue)]
     return TenantRouting(
         tenant_id,
-        profiles={a.id: AgentProfile.from_config(a) for a in view.all(tenant_id, "agent")},
+        profiles={
+            a.id: AgentProfile.from_config(a)
+            for a in view.all(tenant_id, "agent")
+            if isinstance(a, pb.Agent)
+        },
         statuses=rows.statuses,
         contacts=rows.contacts,
         offers=rows.offers,
@@ -57,6 +65,7 @@ def build_routing(
         offer_timeout=timedelta(seconds=settings.offer_timeout_seconds),
         answer_grace=timedelta(seconds=settings.answer_grace_seconds),
         answered=rows.answered,
+        policy=tenant_policy(settings.routing_policies, tenant_id, queues),
     )
 
 
@@ -168,7 +177,7 @@ class Router:
         routing.dispatch(now)
         await self._repo.save(conn, tenant_id, routing.changes, routing.statuses, routing.contacts)
         await events.publish_changes(conn, self._topics, tenant_id, routing.changes)
-        self._deadlines[tenant_id] = routing.next_deadline()
+        self._deadlines[tenant_id] = routing.next_deadline(now)
 
     # ------------------------------------------------------------------ timers
 

@@ -17,11 +17,13 @@ from lianluo.runtime import auth
 from lianluo.runtime.errors import FailedPrecondition, NotFound, Violations
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.acd import events
-from lianluo.services.acd.dispatch import TenantRouting, stamp
-from lianluo.services.acd.domain import explain, needs_for, rank_agents
+from lianluo.services.acd.agents import Customer, ring_needs
+from lianluo.services.acd.dispatch import TenantRouting
+from lianluo.services.acd.domain import explain, needs_for
 from lianluo.services.acd.repository import Repository
 from lianluo.services.acd.router import build_routing, now_utc
 from lianluo.services.acd.settings import AcdSettings
+from lianluo.services.acd.state import stamp
 from lianluo.services.acd.stats import queue_figures
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
@@ -211,13 +213,17 @@ class AcdApi:
             if not isinstance(queue, pb.Queue):
                 raise NotFound("queue", request.requirements.queue)
             needs = needs_for(queue, request.requirements)
+            customer = Customer.of(request.requirements)
         elif contact is not None:
             needs = contact.needs
+            customer = Customer.of(contact.requirements)
         else:
             raise NotFound("interaction", request.interaction_id)
         declined = frozenset(contact.declined) if contact else frozenset()
         wait = request.assume_wait_seconds or (contact.wait_seconds(now) if contact else 0)
-        ranking = rank_agents(needs, routing.agent_views(), now, declined)
+        policy = routing.policy.queue(needs.queue)
+        ring = ring_needs(needs, policy, policy.ring_at(wait))
+        ranking = routing.recommend(needs, customer, ring, declined, now)
         limit = request.max_candidates or DEFAULT_CANDIDATES
         return acd.RecommendResponse(explanation=explain(needs, ranking, wait, limit))
 
@@ -248,8 +254,7 @@ class AcdApi:
 
 
 def _in_use(routing: TenantRouting, agent_id: str) -> dict[int, int]:
-    views = routing.agent_views()
-    return next((dict(a.in_use) for a in views if a.agent_id == agent_id), {})
+    return dict(routing.pool.in_use.get(agent_id, {}))
 
 
 def _answered(offer: acd.Offer, accept: bool, reason: str, at: datetime) -> acd.Offer:

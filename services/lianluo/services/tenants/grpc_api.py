@@ -100,7 +100,7 @@ class TenantApi(rpc.TenantServiceServicer):
         self.svc = svc
 
     async def CreateTenant(self, request: pb.CreateTenantRequest, _: Any) -> pb.Tenant:
-        return await self.svc.create_tenant(request.tenant, request.request_id)
+        return await self.svc.create_tenant(request.tenant, request.request_id, request.tenant_id)
 
     async def GetTenant(self, request: pb.GetTenantRequest, _: Any) -> pb.Tenant:
         return await self.svc.get_tenant(request.tenant_id)

@@ -310,7 +310,9 @@ class TenantsService:
 
     # ------------------------------------------------------------------ tenants
 
-    async def create_tenant(self, tenant: pb.Tenant, request_id: str = "") -> pb.Tenant:
+    async def create_tenant(
+        self, tenant: pb.Tenant, request_id: str = "", tenant_id: str = ""
+    ) -> pb.Tenant:
         auth.require_admin()
         resource: Any = _without_server_fields(tenant, ("state", "suspend_reason"))
         domain.validate(TENANT, resource)
@@ -320,7 +322,11 @@ class TenantsService:
                 if isinstance(earlier, pb.Tenant):
                     return earlier
             now, stamp = _now()
-            tid = uuid.uuid4()
+            tid = parse_id(tenant_id, "tenant_id") if tenant_id else uuid.uuid4()
+            if tid is None:
+                raise InvalidArgument([FieldViolation("tenant_id", "must be a UUID")])
+            if await self._repo.get(conn, tid, TENANT, tid) is not None:
+                raise AlreadyExists("tenant", str(tid))
             resource.id = str(tid)
             resource.state = pb.TENANT_STATE_ACTIVE
             resource.revision = 1

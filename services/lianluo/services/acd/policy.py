@@ -1,0 +1,180 @@
+"""How a tenant wants its queues routed: weights, fairness, rings, aging, capacity costs (pure).
+
+A policy comes from built-in defaults, then the ACD's `routing_policies` setting for every
+tenant ("*"), for the tenant, and for one of its queues, each layer overriding only what it
+names. When no rings are configured they are derived from the queue, so a tenant that
+configures nothing routes as before: one ring with the queue's requirements, then overflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from itertools import pairwise
+from typing import Any
+
+from lianluo.tenants.v1 import tenants_pb2 as pb
+
+MAX_RINGS = 6
+LONGEST_IDLE = "longest_idle"
+LOWEST_LOAD = "load"
+FAIRNESS = (LONGEST_IDLE, LOWEST_LOAD)
+# Aging off means priority always wins; a huge step keeps one ordering formula for both.
+NO_AGING = 1e9
+
+
+@dataclass(frozen=True)
+class Weights:
+    """How much each feature counts; features are 0 to 1, so a weight is its maximum share."""
+
+    skill_fit: float = 0.2
+    fairness: float = 1.0
+    # Preferred agents count more than idle time: a returning customer's agent is worth a wait.
+    affinity: float = 2.0
+    profile_fit: float = 0.5
+    handle_time: float = 0.1
+
+
+@dataclass(frozen=True)
+class RingRule:
+    """From `after_seconds` of wait, what relaxes compared with the queue's requirements."""
+
+    name: str
+    after_seconds: int
+    drop_skills: tuple[str, ...] = ()
+    # Skill -> the highest level still required from this ring on.
+    lower_skills: Mapping[str, int] = field(default_factory=dict)
+    any_language: bool = False
+    experts: bool = False
+
+
+FIRST_RING = RingRule(name="queue", after_seconds=0)
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """Everything the scoring and the queue order need for one queue."""
+
+    weights: Weights = Weights()
+    fairness: str = LONGEST_IDLE
+    # Ring 0 first; each later ring's relaxations add to the earlier ones'.
+    rings: tuple[RingRule, ...] = (FIRST_RING,)
+    # A contact waiting this many seconds longer counts as one priority level higher.
+    aging_seconds: float = 60.0
+    # An agent without a handle-time figure is expected to take this long.
+    reference_handle_seconds: float = 300.0
+
+    def ring_at(self, wait_seconds: float) -> int:
+        index = 0
+        for i, ring in enumerate(self.rings):
+            if ring.after_seconds <= wait_seconds:
+                index = i
+        return index
+
+    def aging_step(self) -> float:
+        return self.aging_seconds if self.aging_seconds > 0 else NO_AGING
+
+
+DEFAULT_POLICY = QueuePolicy()
+
+
+@dataclass(frozen=True)
+class TenantPolicy:
+    """A tenant's queue policies and the capacity cost of each media."""
+
+    queues: Mapping[str, QueuePolicy] = field(default_factory=dict)
+    default: QueuePolicy = DEFAULT_POLICY
+    # Media -> the share of an agent's whole capacity one interaction takes (1 voice = 1.0,
+    # 1 chat = 0.34). Media without a cost are limited only by their own max_concurrent.
+    capacity_cost: Mapping[int, float] = field(default_factory=dict)
+
+    def queue(self, name: str) -> QueuePolicy:
+        return self.queues.get(name, self.default)
+
+
+DEFAULT_TENANT_POLICY = TenantPolicy()
+
+
+def derived_rings(queue: pb.Queue) -> tuple[RingRule, ...]:
+    """Rings for a queue that configures none: its requirements, then experts when its
+    overflow goes to them (from half the max wait, so they get a chance before overflow)."""
+    if queue.overflow.kind == pb.OVERFLOW_KIND_EXPERTS:
+        half = max(1, queue.max_wait_seconds // 2)
+        return (FIRST_RING, RingRule(name="experts", after_seconds=half, experts=True))
+    return (FIRST_RING,)
+
+
+def _rings(specs: list[Mapping[str, Any]]) -> tuple[RingRule, ...]:
+    rings = [FIRST_RING] + [
+        RingRule(
+            name=str(s.get("name", f"ring-{i + 1}")),
+            after_seconds=int(s["after_seconds"]),
+            drop_skills=tuple(s.get("drop_skills", ())),
+            lower_skills={str(k): int(v) for k, v in dict(s.get("lower_skills", {})).items()},
+            any_language=bool(s.get("any_language", False)),
+            experts=bool(s.get("experts", False)),
+        )
+        for i, s in enumerate(specs)
+    ]
+    if len(rings) > MAX_RINGS:
+        raise ValueError(f"at most {MAX_RINGS} rings, the queue's own included")
+    if any(b.after_seconds <= a.after_seconds for a, b in pairwise(rings)):
+        raise ValueError("rings must start at increasing waits after 0")
+    return tuple(rings)
+
+
+def overlay(base: QueuePolicy, spec: Mapping[str, Any]) -> QueuePolicy:
+    """`base` with what `spec` (one layer of the setting) names."""
+    out = base
+    if "weights" in spec:
+        out = replace(out, weights=replace(out.weights, **dict(spec["weights"])))
+    if "fairness" in spec:
+        if spec["fairness"] not in FAIRNESS:
+            raise ValueError(f"fairness must be one of {FAIRNESS}")
+        out = replace(out, fairness=spec["fairness"])
+    if "rings" in spec:
+        out = replace(out, rings=_rings(list(spec["rings"])))
+    if "aging_seconds" in spec:
+        out = replace(out, aging_seconds=float(spec["aging_seconds"]))
+    if "reference_handle_seconds" in spec:
+        out = replace(out, reference_handle_seconds=float(spec["reference_handle_seconds"]))
+    return out
+
+
+def tenant_policy(
+    setting: Mapping[str, Mapping[str, Any]], tenant_id: str, queues: list[pb.Queue]
+) -> TenantPolicy:
+    """Resolve the `routing_policies` setting for one tenant and its queues.
+
+    Shape: {"*" or tenant id: {"default": layer, "queues": {name: layer},
+    "capacity_cost": {media number: cost}}}, a layer being what `overlay` reads.
+    """
+    layers = [setting.get("*", {}), setting.get(tenant_id, {})]
+    default = DEFAULT_POLICY
+    costs: dict[int, float] = {}
+    for layer in layers:
+        default = overlay(default, layer.get("default", {}))
+        costs.update({int(k): float(v) for k, v in dict(layer.get("capacity_cost", {})).items()})
+    resolved: dict[str, QueuePolicy] = {}
+    for q in queues:
+        policy = (
+            replace(default, rings=derived_rings(q)) if default.rings == (FIRST_RING,) else default
+        )
+        for layer in layers:
+            policy = overlay(policy, dict(layer.get("queues", {})).get(q.name, {}))
+        resolved[q.name] = policy
+    return TenantPolicy(queues=resolved, default=default, capacity_cost=costs)
+
+
+def check_setting(setting: Mapping[str, Mapping[str, Any]]) -> None:
+    """Resolve every layer once, so that a bad `routing_policies` stops the start."""
+    for layer in setting.values():
+        unknown = set(layer) - {"default", "queues", "capacity_cost"}
+        if unknown:
+            raise ValueError(f"unknown keys {sorted(unknown)}")
+        overlay(DEFAULT_POLICY, layer.get("default", {}))
+        for spec in dict(layer.get("queues", {})).values():
+            overlay(DEFAULT_POLICY, spec)
+        for media, cost in dict(layer.get("capacity_cost", {})).items():
+            if int(media) <= 0 or not 0 < float(cost) <= 1:
+                raise ValueError("capacity_cost maps a media number to a cost above 0, at most 1")

@@ -1,0 +1,136 @@
+"""Indexes that keep each routing decision small (pure, no I/O).
+
+A decision must not look at every agent and every waiting contact of a large tenant: the
+agent pool knows which agents have room for something, and the waiting line keeps contacts
+in queue order per queue. Both are updated by each change rather than rebuilt.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from heapq import merge
+
+from lianluo.acd.v1 import acd_pb2 as acd
+from lianluo.services.acd.agents import (
+    AgentProfile,
+    AgentStatus,
+    AgentView,
+    Exclusion,
+    RingNeeds,
+    exclusion,
+)
+
+# Sorts agents without an idle time (never idle yet) first.
+NEVER = datetime.min
+
+
+class AgentPool:
+    """Every configured agent's view, the capacity each one uses, and who has room."""
+
+    def __init__(
+        self,
+        profiles: Mapping[str, AgentProfile],
+        statuses: dict[str, AgentStatus],
+        costs: Mapping[int, float],
+    ) -> None:
+        self.costs = costs
+        self.ids = sorted(profiles)
+        self.in_use: dict[str, dict[int, int]] = {}
+        self.views: dict[str, AgentView] = {}
+        for aid in self.ids:
+            status = statuses.setdefault(aid, AgentStatus(aid))
+            self.views[aid] = AgentView(profiles[aid], status, self.in_use.setdefault(aid, {}))
+        # Available agents with room for at least one media they take.
+        self.free: set[str] = set()
+
+    def take(self, agent_id: str, media: int, n: int = 1) -> None:
+        """`n` more (or fewer, when negative) interactions of `media` held or reserved."""
+        per_media = self.in_use.setdefault(agent_id, {})
+        per_media[media] = per_media.get(media, 0) + n
+        if per_media[media] <= 0:
+            del per_media[media]
+        self.touch(agent_id)
+
+    def touch(self, agent_id: str) -> None:
+        """Recompute whether the agent has room, after its presence or load changed."""
+        view = self.views.get(agent_id)
+        room = (
+            view is not None
+            and view.status.presence == acd.PRESENCE_AVAILABLE
+            and any(view.fits(media, self.costs) for media in view.profile.capacity)
+        )
+        if room:
+            self.free.add(agent_id)
+        else:
+            self.free.discard(agent_id)
+
+    def touch_all(self) -> None:
+        for aid in self.ids:
+            self.touch(aid)
+
+    def free_views(self) -> list[AgentView]:
+        """Agents with room, by id."""
+        return [self.views[aid] for aid in sorted(self.free)]
+
+    def by_fairness(self) -> list[str]:
+        """Agents with room, the longest idle first: in contact surplus they choose first."""
+
+        def idle(aid: str) -> tuple[datetime, str]:
+            since = self.views[aid].status.idle_since()
+            return (since.replace(tzinfo=None) if since else NEVER, aid)
+
+        return sorted(self.free, key=idle)
+
+    def unavailable_exclusions(
+        self, ring: RingNeeds, media: int, limit: int
+    ) -> tuple[list[Exclusion], int]:
+        """The first `limit` agents without room, by id, with why, and how many there are."""
+        out: list[Exclusion] = []
+        for aid in self.ids:
+            if len(out) >= limit:
+                break
+            if aid not in self.free:
+                found = exclusion(self.views[aid], ring, media, frozenset(), self.costs)
+                if found is not None:
+                    out.append(found)
+        return out, len(self.views) - len(self.free)
+
+
+# (queue key, interaction id): the key folds priority and aging into one number, see `key`.
+Place = tuple[float, str]
+
+
+def queue_key(enqueued_at: datetime, priority: int, aging_step: float) -> float:
+    """Earlier is served first. Aging adds one priority level per `aging_step` seconds of wait:
+    priority + wait / step = priority + (now - enqueued) / step, whose order over contacts is
+    that of enqueued / step - priority at any `now`; so the order never needs re-sorting."""
+    return enqueued_at.timestamp() - priority * aging_step
+
+
+class WaitingLine:
+    """Contacts waiting without an offer, per queue, in queue order."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, list[Place]] = {}
+        self.count = 0
+
+    def add(self, queue: str, place: Place) -> None:
+        line = self.queues.setdefault(queue, [])
+        i = bisect_left(line, place)
+        if i < len(line) and line[i] == place:
+            return
+        line.insert(i, place)
+        self.count += 1
+
+    def remove(self, queue: str, place: Place) -> None:
+        line = self.queues.get(queue, [])
+        i = bisect_left(line, place)
+        if i < len(line) and line[i] == place:
+            del line[i]
+            self.count -= 1
+
+    def in_order(self) -> Iterator[Place]:
+        """Every waiting contact across queues, in queue order."""
+        return merge(*(self.queues[q] for q in sorted(self.queues)))

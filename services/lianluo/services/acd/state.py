@@ -1,0 +1,117 @@
+"""The records of one tenant's routing state and of what one step changed (pure, no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from google.protobuf import timestamp_pb2
+
+from lianluo.acd.v1 import acd_pb2 as acd
+from lianluo.common.v1 import common_pb2 as common
+from lianluo.events.v1 import agent_pb2, routing_pb2
+from lianluo.services.acd.agents import Customer, Needs, RingNeeds
+from lianluo.services.acd.policy import DEFAULT_TENANT_POLICY, TenantPolicy
+from lianluo.services.acd.pool import Place, queue_key
+from lianluo.tenants.v1 import tenants_pb2 as pb
+
+# What happened to a contact, for the queue figures (stats.py).
+ENTERED, ANSWERED, ABANDONED, OVERFLOWED, ENDED = (
+    "entered",
+    "answered",
+    "abandoned",
+    "overflowed",
+    "ended",
+)
+
+
+def stamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(moment)
+    return out
+
+
+@dataclass
+class Contact:
+    """A waiting interaction; its needs and deadline are fixed when it enters the queue."""
+
+    interaction_id: str
+    requirements: common.RoutingRequirements
+    needs: Needs
+    enqueued_at: datetime
+    deadline: datetime
+    overflow: pb.Overflow
+    declined: set[str] = field(default_factory=set)
+    offer_id: str | None = None
+    # Derived once: the ring requirements by ring index, and the customer the scoring reads.
+    rings: dict[int, RingNeeds] = field(default_factory=dict, repr=False, compare=False)
+    customer: Customer | None = field(default=None, repr=False, compare=False)
+
+    def wait_seconds(self, now: datetime) -> int:
+        return max(0, int((now - self.enqueued_at).total_seconds()))
+
+
+@dataclass
+class PendingOffer:
+    offer: acd.Offer
+    media: int
+    explanation: acd.RoutingExplanation
+
+
+@dataclass(frozen=True)
+class Assignment:
+    interaction_id: str
+    agent_id: str
+    media: int
+    offer_id: str
+    assigned_at: datetime
+
+
+@dataclass
+class Changes:
+    """What one step changed, for the repository to save and the outbox to publish."""
+
+    agents: set[str] = field(default_factory=set)
+    contacts: set[str] = field(default_factory=set)
+    removed_contacts: set[str] = field(default_factory=set)
+    offers: dict[str, PendingOffer] = field(default_factory=dict)
+    assigned: list[Assignment] = field(default_factory=list)
+    released: list[Assignment] = field(default_factory=list)
+    decisions: list[tuple[str, routing_pb2.RoutingDecision]] = field(default_factory=list)
+    agent_events: list[tuple[str, agent_pb2.AgentEvent]] = field(default_factory=list)
+    contact_log: list[ContactLog] = field(default_factory=list)
+    presence_log: list[PresenceLog] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ContactLog:
+    """One step in a contact's life in a queue, kept for the queue figures."""
+
+    interaction_id: str
+    queue: str
+    event: str
+    at: datetime
+    agent_id: str = ""
+
+
+@dataclass(frozen=True)
+class PresenceLog:
+    """An agent's presence from `at` on, kept for occupancy."""
+
+    agent_id: str
+    presence: int
+    at: datetime
+
+
+def place(contact: Contact, policy: TenantPolicy) -> Place:
+    """Where a contact stands in queue order: priority with aging, then first come."""
+    step = policy.queue(contact.needs.queue).aging_step()
+    return (queue_key(contact.enqueued_at, contact.needs.priority, step), contact.interaction_id)
+
+
+def queue_order(
+    contacts: Iterable[Contact], policy: TenantPolicy = DEFAULT_TENANT_POLICY
+) -> list[Contact]:
+    """Highest priority first, then first come first served; waiting raises priority."""
+    return sorted(contacts, key=lambda c: place(c, policy))
