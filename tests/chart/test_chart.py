@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 from chart_render import CASES, CHART, GOLDEN, KUBE_VERSION, Case, documents, render, run_helm
 
 from lianluo.devstack import helm
@@ -26,7 +28,25 @@ FOREIGN_KINDS = {
 IDS = [c.name for c in CASES]
 
 
+def _own_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """This project's custom resources are checked against their own CRDs' schemas."""
+    found = {}
+    for path in (CHART / "crds").glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        for version in crd["spec"]["versions"]:
+            key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
+            found[key] = version["schema"]["openAPIV3Schema"]
+    return found
+
+
+OWN_KINDS = _own_schemas()
+
+
 def _validate(doc: dict[str, Any]) -> None:
+    own = OWN_KINDS.get((doc["apiVersion"], doc["kind"]))
+    if own is not None:
+        jsonschema.validate(doc, own)
+        return
     kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
 
 
@@ -47,7 +67,7 @@ def test_every_rendered_object_validates_strictly(case: Case) -> None:
         except kubernetes_validate.utils.SchemaNotFoundError:
             if (doc["apiVersion"], doc["kind"]) not in FOREIGN_KINDS:
                 failures.append(f"{where}: no schema for {doc['apiVersion']}")
-        except kubernetes_validate.utils.ValidationError as error:
+        except (kubernetes_validate.utils.ValidationError, jsonschema.ValidationError) as error:
             path = ".".join(str(p) for p in error.path)
             failures.append(f"{where}: {path}: {error.message}")
     assert not failures, "\n".join(failures)

@@ -47,14 +47,18 @@ def test_one_name_per_component(docs: list[dict[str, Any]]) -> None:
             assert container["readinessProbe"]["grpc"]["port"] == 50051
 
 
-def test_first_cell_services_carry_the_cell_prefix(docs: list[dict[str, Any]]) -> None:
-    cell = [d for d in _of_kind(docs, "Deployment") if "lianluo.io/cell" in d["metadata"]["labels"]]
-    assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in cell} == {
-        "media", "ivr", "acd", "recording", "notification",
+def test_the_first_cell_is_a_cell_the_operator_builds(docs: list[dict[str, Any]]) -> None:
+    """No cell workload comes from the chart: the operator builds every cell, the first too."""
+    (cell,) = _of_kind(docs, "Cell")
+    assert cell["metadata"]["name"] == "cell-1"
+    assert cell["spec"]["capacity"] == {"maxSessions": 5000, "maxTenants": 50}
+    assert set(cell["spec"]["replicas"]) == {
+        "tenants", "media", "ivr", "acd", "recording", "notification",
     }  # fmt: skip
-    for deployment in cell:
-        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-        assert env["LIANLUO_TOPIC_PREFIX"]["value"] == "cell-1."
+    planes = {
+        d["metadata"]["labels"]["app.kubernetes.io/component"] for d in _of_kind(docs, "Deployment")
+    }
+    assert planes == {"operator", "tenants", "edge"}
 
 
 def test_secrets_are_referenced_never_inlined(docs: list[dict[str, Any]]) -> None:

@@ -88,3 +88,14 @@ def test_a_condition_keeps_its_transition_time_until_its_status_changes() -> Non
     assert same[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
     assert flipped[0]["lastTransitionTime"] == "2026-01-03T00:00:00Z"
     assert len(flipped) == 1
+
+
+def test_only_media_is_exposed_and_as_the_operator_is_told() -> None:
+    exposed = TemplateInputs(
+        "registry.local/lianluo:1.2.3", "kafka:9092", "admin-key", media_service_type="LoadBalancer"
+    )
+    children = cell_children("cell-7", SPEC, exposed)
+    types = {c["metadata"]["name"]: c["spec"]["type"] for c in children if c["kind"] == "Service"}
+    assert types.pop("cell-7-media") == "LoadBalancer"
+    assert set(types.values()) == {"ClusterIP"}
+    assert {s["spec"]["type"] for s in _by_kind("Service").values()} == {"ClusterIP"}

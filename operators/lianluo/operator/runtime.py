@@ -37,6 +37,7 @@ class Runtime:
             admin_key_secret=s.admin_key_secret,
             grpc_port=s.grpc_port,
             default_replicas=s.cell_replicas,
+            media_service_type=s.media_service_type,
         )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,5 +32,7 @@ class OperatorSettings(BaseSettings):
     cell_max_tenants: Annotated[int, Field(ge=1, le=10_000)] = 50
     cell_replicas: Annotated[int, Field(ge=0, le=100)] = 2
     template_version: Annotated[str, Field(pattern=r"^v[0-9]+$")] = "v1"
+    # ClusterIP behind an Ingress or gateway, or LoadBalancer / NodePort to expose media directly.
+    media_service_type: Literal["ClusterIP", "LoadBalancer", "NodePort"] = "ClusterIP"
     grpc_port: Annotated[int, Field(ge=1, le=65535)] = 50051
     rpc_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0

@@ -23,6 +23,8 @@ class TemplateInputs:
     admin_key_secret: str
     grpc_port: int = 50051
     default_replicas: int = 2
+    # How a cell's media Service is exposed: customers and agents hold their streams on it.
+    media_service_type: str = "ClusterIP"
 
 
 def database_name(prefix: str, cell: str) -> str:
@@ -147,6 +149,7 @@ def _service(cell: str, service: str, inputs: TemplateInputs, meta: dict[str, st
         "kind": "Service",
         "metadata": {"name": f"{cell}-{service}", "labels": meta},
         "spec": {
+            "type": inputs.media_service_type if service == "media" else "ClusterIP",
             "selector": {CELL_LABEL: cell, "app.kubernetes.io/name": service},
             "ports": [{"name": "grpc", "port": inputs.grpc_port, "targetPort": "grpc"}],
         },

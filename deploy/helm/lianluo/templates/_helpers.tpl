@@ -129,6 +129,10 @@ first one and to provision tenants through the tenants API. */}}
 {{- $_ := set $env "LIANLUO_OPERATOR_ADMIN_KEY" (get $env "LIANLUO_ADMIN_KEY") }}
 {{- $_ := set $env "LIANLUO_OPERATOR_ADMIN_KEY_SECRET" $v.secrets.adminKey.name }}
 {{- $_ := set $env "LIANLUO_OPERATOR_KAFKA_BOOTSTRAP_SERVERS" (get $env "LIANLUO_KAFKA_BOOTSTRAP_SERVERS") }}
+{{- $_ := set $env "LIANLUO_OPERATOR_CELL_MAX_SESSIONS" ($v.cells.maxSessions | toString) }}
+{{- $_ := set $env "LIANLUO_OPERATOR_CELL_MAX_TENANTS" ($v.cells.maxTenants | toString) }}
+{{- $_ := set $env "LIANLUO_OPERATOR_CELL_REPLICAS" ($v.cells.replicas | toString) }}
+{{- $_ := set $env "LIANLUO_OPERATOR_MEDIA_SERVICE_TYPE" $v.cells.mediaServiceType }}
 {{- if $v.cloudnativePG.enabled }}
 {{- /* The cluster's owner role is given CREATEDB, so its app Secret can create cell databases. */}}
 {{- $_ := set $env "LIANLUO_OPERATOR_DATABASE_ADMIN_URL" (dict "secretKeyRef" (dict "name" (printf "%s-app" $v.cloudnativePG.name) "key" "uri")) }}
