@@ -285,3 +285,55 @@ async def test_another_tenant_cannot_see_or_touch_an_interaction(
             metadata=foreign,
         )
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_an_offer_that_overtakes_the_ivr_routed_output_still_reaches_the_agent(
+    world: dict[str, Any], stack: Stack
+) -> None:
+    """routing.request and ivr.output are separate topics: the ACD may offer before media has
+    seen the IVR's "routed". The offer must still be shown, and the late "routed" ignored."""
+    t, a = world["tenant"], world["agent"]
+    started = await start(world, flow="main")
+    it = started.interaction
+    desk = await StreamClient.connect(
+        world["ch1"],
+        world["key"],
+        pb.Join(tenant_id=t.id, role=R.PARTICIPANT_ROLE_AGENT, subject_id=a.id),
+    )
+    offer = acd_pb2.Offer(
+        id="o-early",
+        tenant_id=t.id,
+        interaction_id=it.id,
+        agent_id=a.id,
+        state=acd_pb2.OFFER_STATE_PENDING,
+    )
+    await publish(
+        stack,
+        "routing.decision",
+        "routing.offer",
+        t.id,
+        routing_pb2.RoutingDecision(
+            interaction_id=it.id, offer=routing_pb2.RoutingOffer(offer=offer)
+        ),
+    )
+    shown = await desk.wait_for(lambda f: f.WhichOneof("frame") == "offer")
+    assert shown.offer.id == "o-early"
+    await publish(
+        stack,
+        "ivr.output",
+        "ivr.routed",
+        t.id,
+        ivr_pb2.IvrOutput(interaction_id=it.id, routed=ivr_pb2.IvrRouted(queue="cards")),
+    )
+    stub = rpc.MediaServiceStub(world["ch2"])
+    async with asyncio.timeout(10):
+        while (
+            got := await stub.GetInteraction(mpb_get(t.id, it.id), metadata=md(world))
+        ).queue != "cards":
+            await asyncio.sleep(0.1)
+    assert got.state == S.INTERACTION_STATE_OFFERED, "the late 'routed' does not undo the offer"
+    await desk.close()
+
+
+def mpb_get(tenant_id: str, interaction_id: str) -> pb.GetInteractionRequest:
+    return pb.GetInteractionRequest(tenant_id=tenant_id, interaction_id=interaction_id)

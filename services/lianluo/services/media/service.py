@@ -466,7 +466,9 @@ class MediaService:
             change.add("prompt", out.prompt, event="message", event_value=msg)
         elif kind == "routed":
             change.it.queue = out.routed.queue
-            change.move(S.INTERACTION_STATE_QUEUED, "ivr_routed")
+            # The ACD's offer can overtake this on its own topic; then the state moved already.
+            if change.it.state == S.INTERACTION_STATE_IN_IVR:
+                change.move(S.INTERACTION_STATE_QUEUED, "ivr_routed")
         elif kind == "ended":
             if out.ended.text:
                 change.message(bot, pb.MessageContent(text=out.ended.text))
@@ -496,6 +498,10 @@ class MediaService:
         if kind == "offer":
             offer = decision.offer.offer
             frame = pb.ServerFrame(interaction_id=change.it.id, time=_stamp(), offer=offer)
+            if change.it.state == S.INTERACTION_STATE_IN_IVR:
+                # The routing request and the IVR's "routed" travel on different topics: an
+                # offer may arrive first. The contact is queued by then; say so, then offer.
+                change.move(S.INTERACTION_STATE_QUEUED, "ivr_routed")
             if change.move(S.INTERACTION_STATE_OFFERED, "offered"):
                 await self._repo.put_offer(
                     conn, change.tid, offer.id, offer.agent_id, iid, frame.SerializeToString()
