@@ -35,6 +35,12 @@ M = TypeVar("M", bound=Message)
 
 Envelope = envelope_pb2.Envelope
 
+# How long a fetch may wait for records. Every hop of a contact is a consume, so this bounds the
+# latency a quiet partition adds per hop: the local broker holds a fetch for about half of it
+# (measured: 250 ms at the client default of 500, 12 ms at 20). A real Kafka answers as soon as
+# a record arrives; there, the cost of a low value is only more fetch requests while idle.
+FETCH_MAX_WAIT_MS = 20
+
 
 def new_envelope(event_type: str, tenant_id: str, payload: Message, producer: str) -> Envelope:
     occur = timestamp_pb2.Timestamp()
@@ -170,6 +176,7 @@ class EventConsumer:
             client_id=client_id or group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             # Range assignment gives one member partition N of every topic it reads. All topics
             # are keyed by tenant with the same partition count, so one replica sees all of a
             # tenant's events, across topics, in order: the basis of single-writer state.

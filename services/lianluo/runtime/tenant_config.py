@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError, Message
 from lianluo.events.v1 import envelope_pb2, tenant_config_pb2
 from lianluo.runtime import auth
 from lianluo.runtime.errors import PermissionDenied
-from lianluo.runtime.kafka import behind
+from lianluo.runtime.kafka import FETCH_MAX_WAIT_MS, behind
 from lianluo.runtime.logs import get_logger
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
@@ -35,7 +35,10 @@ class TenantConfigView:
     def __init__(self, bootstrap_servers: str, topic: str) -> None:
         self._topic = topic
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False
+            bootstrap_servers=bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         # tenant id -> kind -> resource id -> message
         self._resources: dict[str, dict[str, dict[str, Any]]] = {}

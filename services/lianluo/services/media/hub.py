@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 
 from lianluo.events.v1 import envelope_pb2
 from lianluo.media.v1 import media_pb2 as pb
+from lianluo.runtime.kafka import FETCH_MAX_WAIT_MS
 from lianluo.runtime.logs import get_logger
 
 log = get_logger(__name__)
@@ -100,7 +101,9 @@ class TimelineFollower:
     def __init__(self, bootstrap_servers: str, topic: str, hub: Hub) -> None:
         self._topic = topic
         self._hub = hub
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers, group_id=None, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
+        )
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
