@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint types protos protos-check dev-up dev-down dev-status clean
+.PHONY: install run test lint types protos protos-check dev-up dev-down dev-status clean loadtest
 
 PG_BIN := /usr/lib/postgresql/15/bin
 
@@ -28,6 +28,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# A Locust campaign against the cell `make run` serves: PROFILE is a file in loadtest/profiles/.
+PROFILE ?= smoke
+loadtest: $(STAMP)
+	@test -f .state/cell.json || { echo "no running cell: start one with 'make run' first"; exit 1; }
+	@mkdir -p reports
+	$(BIN)/locust --config loadtest/profiles/$(PROFILE).conf
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

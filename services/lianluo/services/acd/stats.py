@@ -114,6 +114,8 @@ def _union_seconds(spans: list[tuple[datetime, datetime]], window: Window) -> fl
 
 def _working_seconds(presence: Iterable[PresenceLog], agent_id: str, window: Window) -> float:
     changes = sorted((p.at, p.presence) for p in presence if p.agent_id == agent_id)
+    if not changes:
+        return 0.0  # no presence known in the window: never signed in
     total = 0.0
     for (at, state), (until, _) in zip(changes, [*changes[1:], (window.end, 0)], strict=True):
         if state in WORKING:

@@ -1,0 +1,221 @@
+"""Concurrent sessions one cell holds: N open customer streams, mostly idle, some active.
+
+Reports the media replica's memory per idle session and the relay latency (a customer's
+message back on the customer's own stream, through Postgres, the outbox, Kafka and the relay)
+at set message rates. Run:
+    .venv/bin/python loadtest/bench/sessions.py [--sessions 5000] [--active 200]
+        [--rates 200,2000] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import ADMIN_KEY, bench_tenant, own_cell, percentile, progress, rss_kb, summary
+
+from lianluo.common.v1 import common_pb2 as common
+from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.media.v1 import media_pb2_grpc as media_rpc
+from lianluo.tenants.v1 import tenants_pb2 as pb
+from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
+
+STREAMS_PER_CHANNEL = 1000  # several HTTP/2 connections, as many clients would have
+
+
+class Session:
+    """One customer's Connect stream; notes when each of its own messages comes back."""
+
+    def __init__(self, channel: grpc.aio.Channel, md: object, join: mpb.Join) -> None:
+        self.outgoing: asyncio.Queue[mpb.ClientFrame] = asyncio.Queue()
+        self.outgoing.put_nowait(mpb.ClientFrame(join=join))
+        self.joined = asyncio.Event()
+        self.sent: dict[str, float] = {}
+        self.relay_ms: list[float] = []
+        self.call = media_rpc.MediaServiceStub(channel).Connect(self._frames(), metadata=md)
+        self.task = asyncio.create_task(self._read())
+
+    async def _frames(self):  # type: ignore[no-untyped-def]
+        while True:
+            yield await self.outgoing.get()
+
+    async def _read(self) -> None:
+        async for frame in self.call:
+            if frame.WhichOneof("frame") == "joined":
+                self.joined.set()
+            sent = self.sent.pop(frame.message.client_message_id, None)
+            if sent is not None:
+                self.relay_ms.append((time.perf_counter() - sent) * 1000)
+
+    def send(self) -> None:
+        cmid = uuid.uuid4().hex
+        self.sent[cmid] = time.perf_counter()
+        content = mpb.MessageContent(text="Is my parcel on its way?")
+        self.outgoing.put_nowait(
+            mpb.ClientFrame(send=mpb.SendMessage(client_message_id=cmid, content=content))
+        )
+
+
+async def setup(tenants: str) -> tuple[str, str]:
+    admin = (("authorization", f"Bearer {ADMIN_KEY}"),)
+    async with grpc.aio.insecure_channel(tenants) as ch:
+        tenant = await rpc.TenantServiceStub(ch).CreateTenant(
+            pb.CreateTenantRequest(tenant=bench_tenant("bench-sessions")),
+            metadata=admin,
+        )
+        key = await rpc.ApiKeyServiceStub(ch).CreateApiKey(
+            pb.CreateApiKeyRequest(tenant_id=tenant.id, scope=pb.API_KEY_SCOPE_TENANT),
+            metadata=admin,
+        )
+        await rpc.QueueServiceStub(ch).CreateQueue(
+            pb.CreateQueueRequest(
+                tenant_id=tenant.id,
+                queue=pb.Queue(
+                    name="hold",
+                    priority=5,
+                    max_wait_seconds=86400,
+                    media=common.MEDIA_TYPE_CHAT,
+                    overflow=pb.Overflow(kind=pb.OVERFLOW_KIND_MESSAGE),
+                    service_level=pb.ServiceLevel(threshold_seconds=20, target_percent=80),
+                ),
+            ),
+            metadata=admin,
+        )
+        return str(tenant.id), str(key.secret)
+
+
+async def open_session(channel: grpc.aio.Channel, tenant_id: str, md: object, n: int) -> Session:
+    media = media_rpc.MediaServiceStub(channel)
+    for attempt in range(100):
+        try:
+            started = await media.StartInteraction(
+                mpb.StartInteractionRequest(
+                    tenant_id=tenant_id,
+                    request_id=f"s{n}",
+                    channel=common.CHANNEL_WEB,
+                    media=common.MEDIA_TYPE_CHAT,
+                    queue="hold",
+                    customer=mpb.Customer(id=f"c{n}"),
+                ),
+                metadata=md,
+            )
+            break
+        except grpc.aio.AioRpcError as error:  # media still learning the tenant
+            if attempt == 99 or error.code() not in (
+                grpc.StatusCode.UNAUTHENTICATED,
+                grpc.StatusCode.NOT_FOUND,
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ):
+                raise
+            await asyncio.sleep(0.3)
+    session = Session(
+        channel,
+        md,
+        mpb.Join(
+            tenant_id=tenant_id,
+            interaction_id=started.interaction.id,
+            role=mpb.PARTICIPANT_ROLE_CUSTOMER,
+            subject_id=f"c{n}",
+        ),
+    )
+    await asyncio.wait_for(session.joined.wait(), 30)
+    return session
+
+
+async def measure(cell_media: str, media_pid: int, tenants: str, args: argparse.Namespace) -> None:
+    tenant_id, key = await setup(tenants)
+    md = (("authorization", f"Bearer {key}"),)
+    channels = [
+        grpc.aio.insecure_channel(cell_media, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(max(1, args.sessions // STREAMS_PER_CHANNEL))
+    ]
+    await open_session(channels[0], tenant_id, md, -1)  # warm-up; also waits for the config
+    await asyncio.sleep(2)
+    before = rss_kb(media_pid)
+    sessions: list[Session] = []
+    gate = asyncio.Semaphore(40)
+    started = time.perf_counter()
+
+    async def one(n: int) -> None:
+        async with gate:
+            sessions.append(await open_session(channels[n % len(channels)], tenant_id, md, n))
+            if len(sessions) % 1000 == 0:
+                rate = len(sessions) / (time.perf_counter() - started)
+                progress(f"{len(sessions):,}/{args.sessions:,} sessions open ({rate:,.0f}/s)")
+
+    await asyncio.gather(*(one(n) for n in range(args.sessions)))
+    await asyncio.sleep(5)
+    after = rss_kb(media_pid)
+    per_idle = (after - before) / args.sessions
+    progress(f"media RSS {before / 1024:,.0f} -> {after / 1024:,.0f} MiB: {per_idle:.1f} KB each")
+    rows = [
+        (
+            "open sessions (one cell)",
+            f"{len(sessions):,}",
+            "",
+            f"{len(sessions) / 50_000:.2f}",
+            ">= 50,000",
+        ),
+        (
+            "media memory per idle session",
+            f"{per_idle:.1f} KB",
+            "",
+            f"{per_idle / 10:.2f}",
+            "<= 10 KB",
+        ),
+    ]
+    active = sessions[: args.active]
+    for rate in args.rates:
+        for s in active:
+            s.relay_ms.clear()
+        progress(f"relay at {rate:,} msg/s over {len(active)} active sessions, {args.seconds:g} s")
+        begin, sent = time.perf_counter(), 0
+        while (elapsed := time.perf_counter() - begin) < args.seconds:
+            due = int(elapsed * rate)
+            while sent < due:
+                active[sent % len(active)].send()
+                sent += 1
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(3)
+        lat = [ms for s in active for ms in s.relay_ms]
+        lost = sent - len(lat)
+        p99 = percentile(lat, 0.99)
+        rows.append(
+            (
+                f"relay p50 / p99 at {rate:,} msg/s",
+                f"{percentile(lat, 0.5):.0f} / {p99:.0f} ms" + (f" ({lost} late)" if lost else ""),
+                "",
+                f"{p99 / 50:.2f}",
+                "p99 < 50 ms at 2,000 msg/s",
+            )
+        )
+    summary(f"Sessions held by one cell ({args.sessions:,} open, {args.active} active)", rows)
+    for s in sessions:
+        s.call.cancel()
+    for ch in channels:
+        await ch.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=5000)
+    parser.add_argument("--active", type=int, default=200)
+    parser.add_argument("--rates", default="200,2000")
+    parser.add_argument("--seconds", type=float, default=10)
+    args = parser.parse_args()
+    args.rates = [int(r) for r in args.rates.split(",")]
+    with own_cell(["tenants", "media"], "sessions") as cell:
+        replica = next(r for r in cell.running if r.service == "media")
+        asyncio.run(measure(replica.address, replica.process.pid, cell.address("tenants"), args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The smoke load campaign, headless, against a cell of its own: it must meet its SLOs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ADMIN_KEY, Stack
+
+from lianluo.devstack import infra
+from lianluo.devstack.cell import Cell
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+LOCUST = Path(sys.executable).with_name("locust")
+
+
+@pytest.fixture(scope="module")
+def cell(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
+    name = f"load_{uuid.uuid4().hex[:10]}"
+    infra.create_database(stack.config.database_url, name)
+    base = stack.database_url.rsplit("/", 1)[0]
+    env = stack.env(LIANLUO_DATABASE_URL=f"{base}/{name}", LIANLUO_TOPIC_PREFIX=f"{name}.")
+    running = Cell(env, Path(tmp_path_factory.mktemp("load-cell")))
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.mark.timeout(170)
+def test_smoke_campaign_meets_its_slos(cell: Cell, tmp_path: Path) -> None:
+    (tmp_path / "cell.json").write_text(
+        json.dumps({r.service: r.address for r in cell.running if r.index == 0})
+    )
+    report = tmp_path / "smoke"
+    done = subprocess.run(
+        [
+            str(LOCUST),
+            "--config",
+            "loadtest/profiles/smoke.conf",
+            "--cell",
+            str(tmp_path / "cell.json"),
+            "--run-time",
+            "25s",
+            "--csv",
+            str(report),
+            "--html",
+            str(tmp_path / "smoke.html"),
+            "--only-summary",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "LIANLUO_ADMIN_KEY": ADMIN_KEY},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "SLOs met." in done.stderr
+    rows = {r["Name"]: r for r in csv.DictReader((tmp_path / "smoke_stats.csv").open())}
+    for name in ("contact to offer", "relay customer to agent", "relay agent to customer"):
+        assert int(rows[name]["Request Count"]) > 0, f"nothing measured for {name}"
+    for call in ("media.StartInteraction", "acd.RespondToOffer", "acd.QueueStats", "media.End"):
+        assert int(rows[call]["Request Count"]) > 0, f"no {call} reported"
+    assert (tmp_path / "smoke.html").stat().st_size > 10_000, "the HTML report was written"
