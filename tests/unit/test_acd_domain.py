@@ -108,10 +108,13 @@ def test_longest_idle_agent_ranks_first_and_the_feature_explains_it() -> None:
         ("middle", 2),
         ("recent", 3),
     ]
-    best = ranking.candidates[0]
-    assert [f.name for f in best.features] == [LONGEST_IDLE]
-    assert best.score == pytest.approx(1.0)
-    assert ranking.candidates[2].score == pytest.approx(10 / 60)
+    best, _, last = ranking.candidates
+    idle = {c.agent_id: next(f for f in c.features if f.name == LONGEST_IDLE) for c in (best, last)}
+    assert idle["longest"].value == pytest.approx(1.0)
+    assert idle["recent"].value == pytest.approx(10 / 60)
+    # Everything else is equal, so the score differs by the idle contribution alone.
+    assert best.score - last.score == pytest.approx(idle["longest"].weight * (1 - 10 / 60))
+    assert best.score == pytest.approx(sum(f.contribution for f in best.features))
 
 
 def test_an_agent_who_just_took_a_contact_is_not_the_longest_idle() -> None:

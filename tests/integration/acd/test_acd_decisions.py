@@ -53,7 +53,12 @@ async def test_the_longest_idle_qualified_agent_gets_the_offer_and_accepting_ass
     assert expires.total_seconds() == pytest.approx(OFFER_TIMEOUT_SECONDS)
     explanation = offered.explanation
     assert [t.agent_name(c.agent_id) for c in explanation.candidates] == ["first", "second"]
-    assert [f.name for f in explanation.candidates[0].features] == ["longest_idle"]
+    names = [f.name for f in explanation.candidates[0].features]
+    assert names == ["skill_fit", "longest_idle", "affinity", "profile_fit", "handle_time"]
+    # Equal in everything else, the two differ by idle time alone.
+    idle = [c.features[1].value for c in explanation.candidates]
+    assert idle[0] == pytest.approx(1.0)
+    assert idle[1] < 1.0
     assert {(t.agent_name(e.agent_id), e.filter) for e in explanation.excluded} == {
         ("novice", acd.HARD_FILTER_SKILL)
     }

@@ -42,6 +42,7 @@ from lianluo.services.acd.state import (
     ContactLog,
     PendingOffer,
     PresenceLog,
+    line_of,
     place,
     queue_order,
     stamp,
@@ -57,8 +58,9 @@ OFFER_DECLINED = "routing.offer_declined"
 OFFER_TIMED_OUT = "routing.offer_timed_out"
 OVERFLOW = "routing.overflow"
 WRAP_UP_DONE = "agent.wrap_up_done"
-# Decisions carry the best few candidates; Recommend can ask for up to 100.
-DECISION_CANDIDATES = 10
+# Decisions carry the best few candidates and the first few exclusions (all are counted):
+# explaining 100 excluded agents would cost more than the decision. Recommend shows 100.
+DECISION_CANDIDATES = DECISION_EXCLUSIONS = 10
 
 
 class TenantRouting:
@@ -93,6 +95,7 @@ class TenantRouting:
         self.policy = policy
         self._new_id = new_id
         self.changes = Changes()
+        self._held = {a.interaction_id for a in assignments}
         self.pool = AgentPool(profiles, statuses, policy.capacity_cost)
         for a in assignments:
             self.pool.in_use.setdefault(a.agent_id, {})
@@ -103,7 +106,7 @@ class TenantRouting:
         self.waiting = WaitingLine()
         for contact in contacts.values():
             if contact.offer_id is None:
-                self.waiting.add(contact.needs.queue, place(contact, policy))
+                self.waiting.add(line_of(contact), place(contact, policy))
 
     # ------------------------------------------------------------------ views
 
@@ -126,8 +129,9 @@ class TenantRouting:
         """The agents for a waiting contact, best first; those who declined it are excluded."""
         if contact.customer is None:
             contact.customer = Customer.of(contact.requirements)
+        ring = self.ring(contact, now)
         return self.recommend(
-            contact.needs, contact.customer, self.ring(contact, now), contact.declined, now
+            contact.needs, contact.customer, ring, contact.declined, now, DECISION_EXCLUSIONS
         )
 
     def recommend(
@@ -137,11 +141,12 @@ class TenantRouting:
         ring: RingNeeds,
         declined: set[str] | frozenset[str],
         now: datetime,
+        exclusions: int = MAX_EXCLUSIONS,
     ) -> Ranking:
         """Rank the agents with room; those without room are counted and the first explained."""
         ranking = rank_agents(
             needs,
-            self.pool.free_views(),
+            self.pool.free_views(needs.media),
             now,
             declined,
             policy=self.policy.queue(needs.queue),
@@ -149,8 +154,8 @@ class TenantRouting:
             ring=ring,
             costs=self.policy.capacity_cost,
         )
-        more, count = self.pool.unavailable_exclusions(ring, needs.media, MAX_EXCLUSIONS)
-        return ranking.with_excluded(more, count)
+        more, count = self.pool.unavailable_exclusions(ring, needs.media, exclusions)
+        return ranking.with_excluded(more, count, exclusions)
 
     def next_deadline(self, now: datetime | None = None) -> datetime | None:
         """When a timer must next look at this tenant: an offer expiry, a max wait, or (given
@@ -182,9 +187,7 @@ class TenantRouting:
         now: datetime,
     ) -> bool:
         """Queue a contact; False when it is already waiting or assigned."""
-        if interaction_id in self.contacts or any(
-            a.interaction_id == interaction_id for a in self.assignments
-        ):
+        if interaction_id in self.contacts or interaction_id in self._held:
             return False
         if queue is None:
             # Nobody can ever be eligible for a queue the tenant does not have; the customer
@@ -208,7 +211,7 @@ class TenantRouting:
             overflow=queue.overflow,
         )
         self.contacts[interaction_id] = contact
-        self.waiting.add(queue.name, place(contact, self.policy))
+        self.waiting.add(line_of(contact), place(contact, self.policy))
         self.changes.contacts.add(interaction_id)
         self._log(contact, ENTERED, now)
         return True
@@ -242,6 +245,7 @@ class TenantRouting:
             self._close(pending, acd.OFFER_STATE_ACCEPTED, now)
             assignment = Assignment(contact.interaction_id, agent_id, pending.media, offer_id, now)
             self.assignments.append(assignment)
+            self._held.add(assignment.interaction_id)
             self.changes.assigned.append(assignment)
             self.statuses.setdefault(agent_id, AgentStatus(agent_id)).last_assign_time = now
             self.pool.take(agent_id, pending.media)
@@ -281,6 +285,7 @@ class TenantRouting:
         ]
         for a in released:
             self.assignments.remove(a)
+            self._held.discard(a.interaction_id)
             self.changes.released.append(a)
             self.statuses.setdefault(a.agent_id, AgentStatus(a.agent_id)).last_idle_time = now
             self.pool.take(a.agent_id, a.media, -1)
@@ -363,7 +368,7 @@ class TenantRouting:
         self.offers[offer.id] = pending
         self.changes.offers[offer.id] = pending
         self.pool.take(agent_id, pending.media)
-        self.waiting.remove(contact.needs.queue, place(contact, self.policy))
+        self.waiting.remove(line_of(contact), place(contact, self.policy))
         contact.offer_id = offer.id
         self.changes.contacts.add(contact.interaction_id)
         self._decide(
@@ -400,7 +405,7 @@ class TenantRouting:
     def _back_to_waiting(self, contact: Contact, agent_id: str) -> None:
         contact.declined.add(agent_id)
         contact.offer_id = None
-        self.waiting.add(contact.needs.queue, place(contact, self.policy))
+        self.waiting.add(line_of(contact), place(contact, self.policy))
         self.changes.contacts.add(contact.interaction_id)
 
     def _withdraw(self, contact: Contact, now: datetime) -> None:
@@ -411,6 +416,6 @@ class TenantRouting:
     def _remove_contact(self, interaction_id: str) -> None:
         contact = self.contacts.pop(interaction_id, None)
         if contact is not None:
-            self.waiting.remove(contact.needs.queue, place(contact, self.policy))
+            self.waiting.remove(line_of(contact), place(contact, self.policy))
         self.changes.contacts.discard(interaction_id)
         self.changes.removed_contacts.add(interaction_id)

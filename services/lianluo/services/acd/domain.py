@@ -128,12 +128,14 @@ class Ranking:
         )
         return Candidate(agent_id=scored[1], kind=scored[2], rank=index + 1, features=features)
 
-    def with_excluded(self, more: Iterable[Exclusion], count: int) -> Ranking:
+    def with_excluded(
+        self, more: Iterable[Exclusion], count: int, limit: int = MAX_EXCLUSIONS
+    ) -> Ranking:
         """Add exclusions found outside the agents ranked (kept in agent id order)."""
         merged = merge(self.excluded, more, key=lambda e: e.agent_id)
         return replace(
             self,
-            excluded=tuple(islice(merged, MAX_EXCLUSIONS)),
+            excluded=tuple(islice(merged, limit)),
             excluded_count=self.excluded_count + count,
         )
 

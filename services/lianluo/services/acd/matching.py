@@ -1,8 +1,9 @@
 """The two ways of matching waiting contacts with agents who have room (pure, no I/O).
 
-With more waiting contacts than agents with room (contact surplus) agents are the scarce
-side: each agent, longest idle first, takes the first contact in queue order it may take.
-Otherwise (agent surplus) each contact in queue order takes its best-scored agent.
+Per media, since room for a chat is not room for a call: with more contacts waiting than
+agents with room (contact surplus) agents are the scarce side, and each agent, longest idle
+first, takes the first contact in queue order it may take. Otherwise (agent surplus) each
+contact in queue order takes its best-scored agent.
 """
 
 from __future__ import annotations
@@ -20,57 +21,61 @@ if TYPE_CHECKING:
 CONTACT_SURPLUS, AGENT_SURPLUS = "contact_surplus", "agent_surplus"
 
 
-def mode(r: TenantRouting) -> str:
-    return CONTACT_SURPLUS if r.waiting.count > len(r.pool.free) else AGENT_SURPLUS
+def mode(r: TenantRouting, media: int) -> str:
+    free = len(r.pool.free.get(media, ()))
+    return CONTACT_SURPLUS if r.waiting.count(media) > free else AGENT_SURPLUS
 
 
 def dispatch(r: TenantRouting, now: datetime) -> None:
     """Offer waiting contacts to agents with room until no eligible pair is left."""
-    progressed = True
-    while progressed and r.waiting.count and r.pool.free:
-        if mode(r) == CONTACT_SURPLUS:
-            progressed = each_agent_picks(r, now)
-        else:
-            progressed = each_contact_picks(r, now)
+    for media in r.waiting.media():
+        progressed = True
+        while progressed and r.waiting.count(media) and r.pool.free.get(media):
+            if mode(r, media) == CONTACT_SURPLUS:
+                progressed = each_agent_picks(r, media, now)
+            else:
+                progressed = each_contact_picks(r, media, now)
 
 
-def each_agent_picks(r: TenantRouting, now: datetime) -> bool:
-    """Contact surplus: each agent with room, longest idle first, takes the first contact
-    in queue order it is eligible for; one each per round so that no agent takes two
-    while another waits for one."""
+def each_agent_picks(r: TenantRouting, media: int, now: datetime) -> bool:
+    """Contact surplus: one contact per agent per round, so that no agent takes a second
+    while another with room waits for a first."""
     progressed = False
-    for agent_id in r.pool.by_fairness():
-        contact = best_contact(r, agent_id, now)
+    for agent_id in r.pool.by_fairness(media):
+        contact = best_contact(r, agent_id, media, now)
         if contact is not None:
             r.offer(contact, agent_id, r.rank(contact, now), now)
             progressed = True
     return progressed
 
 
-def best_contact(r: TenantRouting, agent_id: str, now: datetime) -> Contact | None:
-    """The first contact in queue order (across queues) that the agent may take."""
-    if agent_id not in r.pool.free:
+def best_contact(r: TenantRouting, agent_id: str, media: int, now: datetime) -> Contact | None:
+    """The first contact of `media` in queue order (across queues) that the agent may take."""
+    if not r.pool.has_room(agent_id, media):
         return None
     view = r.pool.views[agent_id]
     costs = r.policy.capacity_cost
     best: Place | None = None
-    for name in sorted(r.waiting.queues):
-        for spot in r.waiting.queues[name]:
+    skills = view.profile.skills
+    for queue, line in r.waiting.of(media):
+        floor = r.policy.queue(queue).floor_skills
+        if any(skills.get(s, 0) < level for s, level in floor.items()):
+            continue
+        for spot in line:
             if best is not None and spot >= best:
                 break
             contact = r.contacts[spot[1]]
-            ring = r.ring(contact, now)
-            if is_eligible(view, ring, contact.needs.media, contact.declined, costs):
+            if is_eligible(view, r.ring(contact, now), media, contact.declined, costs):
                 best = spot
                 break
     return r.contacts[best[1]] if best is not None else None
 
 
-def each_contact_picks(r: TenantRouting, now: datetime) -> bool:
+def each_contact_picks(r: TenantRouting, media: int, now: datetime) -> bool:
     """Agent surplus: each contact in queue order takes its best-scored agent."""
     progressed = False
-    for spot in list(r.waiting.in_order()):
-        if not r.pool.free:
+    for spot in list(r.waiting.in_order(media)):
+        if not r.pool.free.get(media):
             break
         contact = r.contacts[spot[1]]
         ranking = r.rank(contact, now)

@@ -63,6 +63,9 @@ class QueuePolicy:
     aging_seconds: float = 60.0
     # An agent without a handle-time figure is expected to take this long.
     reference_handle_seconds: float = 300.0
+    # The queue's own required skills as the last ring leaves them: every contact of the
+    # queue needs at least these, so an agent without them can skip the whole queue.
+    floor_skills: Mapping[str, int] = field(default_factory=dict)
 
     def ring_at(self, wait_seconds: float) -> int:
         index = 0
@@ -102,6 +105,16 @@ def derived_rings(queue: pb.Queue) -> tuple[RingRule, ...]:
         half = max(1, queue.max_wait_seconds // 2)
         return (FIRST_RING, RingRule(name="experts", after_seconds=half, experts=True))
     return (FIRST_RING,)
+
+
+def _floor(queue: pb.Queue, policy: QueuePolicy) -> dict[str, int]:
+    dropped = {s for r in policy.rings for s in r.drop_skills}
+    floor: dict[str, int] = {}
+    for s in queue.required_skills:
+        if s.skill not in dropped:
+            caps = [r.lower_skills[s.skill] for r in policy.rings if s.skill in r.lower_skills]
+            floor[s.skill] = min([s.level, *caps])
+    return floor
 
 
 def _rings(specs: list[Mapping[str, Any]]) -> tuple[RingRule, ...]:
@@ -162,7 +175,7 @@ def tenant_policy(
         )
         for layer in layers:
             policy = overlay(policy, dict(layer.get("queues", {})).get(q.name, {}))
-        resolved[q.name] = policy
+        resolved[q.name] = replace(policy, floor_skills=_floor(q, policy))
     return TenantPolicy(queues=resolved, default=default, capacity_cost=costs)
 
 

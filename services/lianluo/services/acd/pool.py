@@ -42,8 +42,8 @@ class AgentPool:
         for aid in self.ids:
             status = statuses.setdefault(aid, AgentStatus(aid))
             self.views[aid] = AgentView(profiles[aid], status, self.in_use.setdefault(aid, {}))
-        # Available agents with room for at least one media they take.
-        self.free: set[str] = set()
+        # Per media, the available agents with room for one more interaction of it.
+        self.free: dict[int, set[str]] = {}
 
     def take(self, agent_id: str, media: int, n: int = 1) -> None:
         """`n` more (or fewer, when negative) interactions of `media` held or reserved."""
@@ -56,46 +56,51 @@ class AgentPool:
     def touch(self, agent_id: str) -> None:
         """Recompute whether the agent has room, after its presence or load changed."""
         view = self.views.get(agent_id)
-        room = (
-            view is not None
-            and view.status.presence == acd.PRESENCE_AVAILABLE
-            and any(view.fits(media, self.costs) for media in view.profile.capacity)
-        )
-        if room:
-            self.free.add(agent_id)
-        else:
-            self.free.discard(agent_id)
+        if view is None:
+            return
+        up = view.status.presence == acd.PRESENCE_AVAILABLE
+        for media in view.profile.capacity:
+            free = self.free.setdefault(media, set())
+            if up and view.fits(media, self.costs):
+                free.add(agent_id)
+            else:
+                free.discard(agent_id)
 
     def touch_all(self) -> None:
         for aid in self.ids:
             self.touch(aid)
 
-    def free_views(self) -> list[AgentView]:
-        """Agents with room, by id."""
-        return [self.views[aid] for aid in sorted(self.free)]
+    def has_room(self, agent_id: str, media: int) -> bool:
+        return agent_id in self.free.get(media, ())
 
-    def by_fairness(self) -> list[str]:
-        """Agents with room, the longest idle first: in contact surplus they choose first."""
+    def free_views(self, media: int) -> list[AgentView]:
+        """Agents with room for `media`, by id."""
+        return [self.views[aid] for aid in sorted(self.free.get(media, ()))]
+
+    def by_fairness(self, media: int) -> list[str]:
+        """Agents with room for `media`, the longest idle first: in contact surplus they
+        choose first."""
 
         def idle(aid: str) -> tuple[datetime, str]:
             since = self.views[aid].status.idle_since()
             return (since.replace(tzinfo=None) if since else NEVER, aid)
 
-        return sorted(self.free, key=idle)
+        return sorted(self.free.get(media, ()), key=idle)
 
     def unavailable_exclusions(
         self, ring: RingNeeds, media: int, limit: int
     ) -> tuple[list[Exclusion], int]:
         """The first `limit` agents without room, by id, with why, and how many there are."""
         out: list[Exclusion] = []
+        free = self.free.get(media, set())
         for aid in self.ids:
             if len(out) >= limit:
                 break
-            if aid not in self.free:
+            if aid not in free:
                 found = exclusion(self.views[aid], ring, media, frozenset(), self.costs)
                 if found is not None:
                     out.append(found)
-        return out, len(self.views) - len(self.free)
+        return out, len(self.views) - len(free)
 
 
 # (queue key, interaction id): the key folds priority and aging into one number, see `key`.
@@ -109,28 +114,42 @@ def queue_key(enqueued_at: datetime, priority: int, aging_step: float) -> float:
     return enqueued_at.timestamp() - priority * aging_step
 
 
+# (media, queue name): contacts of one media compete for the same agents' room.
+Line = tuple[int, str]
+
+
 class WaitingLine:
-    """Contacts waiting without an offer, per queue, in queue order."""
+    """Contacts waiting without an offer, per media and queue, in queue order."""
 
     def __init__(self) -> None:
-        self.queues: dict[str, list[Place]] = {}
-        self.count = 0
+        self.lines: dict[Line, list[Place]] = {}
+        self.counts: dict[int, int] = {}
 
-    def add(self, queue: str, place: Place) -> None:
-        line = self.queues.setdefault(queue, [])
+    def add(self, line_id: Line, place: Place) -> None:
+        line = self.lines.setdefault(line_id, [])
         i = bisect_left(line, place)
         if i < len(line) and line[i] == place:
             return
         line.insert(i, place)
-        self.count += 1
+        self.counts[line_id[0]] = self.counts.get(line_id[0], 0) + 1
 
-    def remove(self, queue: str, place: Place) -> None:
-        line = self.queues.get(queue, [])
+    def remove(self, line_id: Line, place: Place) -> None:
+        line = self.lines.get(line_id, [])
         i = bisect_left(line, place)
         if i < len(line) and line[i] == place:
             del line[i]
-            self.count -= 1
+            self.counts[line_id[0]] -= 1
 
-    def in_order(self) -> Iterator[Place]:
-        """Every waiting contact across queues, in queue order."""
-        return merge(*(self.queues[q] for q in sorted(self.queues)))
+    def count(self, media: int) -> int:
+        return self.counts.get(media, 0)
+
+    def media(self) -> list[int]:
+        return sorted(m for m, n in self.counts.items() if n)
+
+    def of(self, media: int) -> list[tuple[str, list[Place]]]:
+        """The queues' lines of one media, by queue name."""
+        return [(k[1], self.lines[k]) for k in sorted(self.lines) if k[0] == media]
+
+    def in_order(self, media: int) -> Iterator[Place]:
+        """Every contact of `media` waiting across queues, in queue order."""
+        return merge(*(line for _, line in self.of(media)))

@@ -13,7 +13,7 @@ from lianluo.common.v1 import common_pb2 as common
 from lianluo.events.v1 import agent_pb2, routing_pb2
 from lianluo.services.acd.agents import Customer, Needs, RingNeeds
 from lianluo.services.acd.policy import DEFAULT_TENANT_POLICY, TenantPolicy
-from lianluo.services.acd.pool import Place, queue_key
+from lianluo.services.acd.pool import Line, Place, queue_key
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 # What happened to a contact, for the queue figures (stats.py).
@@ -102,6 +102,10 @@ class PresenceLog:
     agent_id: str
     presence: int
     at: datetime
+
+
+def line_of(contact: Contact) -> Line:
+    return (contact.needs.media, contact.needs.queue)
 
 
 def place(contact: Contact, policy: TenantPolicy) -> Place:
