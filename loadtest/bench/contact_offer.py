@@ -70,10 +70,11 @@ def main() -> int:
             cell_file,
             reports / "floor",
             [
+                # Two agents and a supervisor leave one customer: one contact at a time.
                 "--users",
-                "3",
+                "4",
                 "--spawn-rate",
-                "3",
+                "4",
                 "--agents",
                 "2",
                 "--supervisors",

@@ -26,7 +26,7 @@ from common import ADMIN_KEY, bench_tenant, own_cell, percentile, progress, summ
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.events.v1 import envelope_pb2, interaction_pb2, ivr_pb2
 from lianluo.media.v1 import media_pb2 as mpb
-from lianluo.runtime.kafka import ensure_topics, new_envelope
+from lianluo.runtime.kafka import FETCH_MAX_WAIT_MS, ensure_topics, new_envelope
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
@@ -36,7 +36,9 @@ PARTITIONS = 8
 
 async def raw_loop(bootstrap: str, source: str, sink: str) -> None:
     """The raw limit: consume a record, produce it again, nothing else (no database)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await consumer.start()
     await producer.start()
@@ -60,7 +62,9 @@ class Probe:
 
     async def __aenter__(self) -> Probe:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=0)
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
+        )
         await self.producer.start()
         await self.consumer.start()
         parts = [TopicPartition(self.sink, p) for p in range(PARTITIONS)]
