@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
+import socket
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -28,6 +31,69 @@ from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
 STREAMS_PER_CHANNEL = 1000  # several HTTP/2 connections, as many clients would have
+RAW = "/bench.Relay/Echo"
+
+
+def serve_raw_relay(port: int) -> None:
+    """The raw limit, in a process of its own as media is: a grpc.aio server whose streams
+    send back each message they get, with nothing in between."""
+
+    async def echo(requests: object, _: object) -> object:
+        async for message in requests:  # type: ignore[attr-defined]
+            yield message
+
+    async def main() -> None:
+        handler = grpc.method_handlers_generic_handler(
+            "bench.Relay", {"Echo": grpc.stream_stream_rpc_method_handler(echo)}
+        )
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((handler,))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+class RawStream:
+    """One stream to the raw relay, timed like a Session."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.outgoing: asyncio.Queue[bytes] = asyncio.Queue()
+        self.sent: dict[bytes, float] = {}
+        self.relay_ms: list[float] = []
+        self.call = channel.stream_stream(RAW)(self._frames())
+        self.task = asyncio.create_task(self._read())
+
+    async def _frames(self):  # type: ignore[no-untyped-def]
+        while True:
+            yield await self.outgoing.get()
+
+    async def _read(self) -> None:
+        async for message in self.call:
+            sent = self.sent.pop(message, None)
+            if sent is not None:
+                self.relay_ms.append((time.perf_counter() - sent) * 1000)
+
+    def send(self) -> None:
+        message = uuid.uuid4().hex.encode() + b"Is my parcel on its way?"
+        self.sent[message] = time.perf_counter()
+        self.outgoing.put_nowait(message)
+
+
+async def pace(streams: list[Any], rate: int, seconds: float) -> tuple[list[float], int]:
+    """Send `rate` messages/s round-robin over `streams`; the latencies (ms) and the count sent."""
+    for st in streams:
+        st.relay_ms.clear()
+    begin, sent = time.perf_counter(), 0
+    while (elapsed := time.perf_counter() - begin) < seconds:
+        due = int(elapsed * rate)
+        while sent < due:
+            streams[sent % len(streams)].send()
+            sent += 1
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(3)
+    return [ms for st in streams for ms in st.relay_ms], sent
 
 
 class Session:
@@ -129,7 +195,9 @@ async def open_session(channel: grpc.aio.Channel, tenant_id: str, md: object, n:
     return session
 
 
-async def measure(cell_media: str, media_pid: int, tenants: str, args: argparse.Namespace) -> None:
+async def measure(
+    cell_media: str, media_pid: int, tenants: str, raw_port: int, args: argparse.Namespace
+) -> None:
     tenant_id, key = await setup(tenants)
     md = (("authorization", f"Bearer {key}"),)
     channels = [
@@ -172,30 +240,27 @@ async def measure(cell_media: str, media_pid: int, tenants: str, args: argparse.
         ),
     ]
     active = sessions[: args.active]
+    raw_channel = grpc.aio.insecure_channel(f"127.0.0.1:{raw_port}")
+    raw = [RawStream(raw_channel) for _ in range(len(active))]
     for rate in args.rates:
-        for s in active:
-            s.relay_ms.clear()
         progress(f"relay at {rate:,} msg/s over {len(active)} active sessions, {args.seconds:g} s")
-        begin, sent = time.perf_counter(), 0
-        while (elapsed := time.perf_counter() - begin) < args.seconds:
-            due = int(elapsed * rate)
-            while sent < due:
-                active[sent % len(active)].send()
-                sent += 1
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(3)
-        lat = [ms for s in active for ms in s.relay_ms]
+        lat, sent = await pace(active, rate, args.seconds)
+        progress(f"raw relay at {rate:,} msg/s over {len(raw)} streams, {args.seconds:g} s")
+        raw_lat, _ = await pace(raw, rate, args.seconds)
         lost = sent - len(lat)
-        p99 = percentile(lat, 0.99)
+        p99, raw_p99 = percentile(lat, 0.99), percentile(raw_lat, 0.99)
         rows.append(
             (
                 f"relay p50 / p99 at {rate:,} msg/s",
                 f"{percentile(lat, 0.5):.0f} / {p99:.0f} ms" + (f" ({lost} late)" if lost else ""),
-                "",
-                f"{p99 / 50:.2f}",
+                f"{percentile(raw_lat, 0.5):.1f} / {raw_p99:.1f} ms (raw grpc.aio relay)",
+                f"{raw_p99 / p99:.2f}" if p99 else "",
                 "p99 < 50 ms at 2,000 msg/s",
             )
         )
+    for st in raw:
+        st.call.cancel()
+    await raw_channel.close()
     summary(f"Sessions held by one cell ({args.sessions:,} open, {args.active} active)", rows)
     for s in sessions:
         s.call.cancel()
@@ -211,10 +276,24 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     args = parser.parse_args()
     args.rates = [int(r) for r in args.rates.split(",")]
-    with own_cell(["tenants", "media"], "sessions") as cell:
-        replica = next(r for r in cell.running if r.service == "media")
-        asyncio.run(measure(replica.address, replica.process.pid, cell.address("tenants"), args))
+    raw_port = free_port()
+    relay = multiprocessing.Process(target=serve_raw_relay, args=(raw_port,), daemon=True)
+    relay.start()
+    try:
+        with own_cell(["tenants", "media"], "sessions") as cell:
+            replica = next(r for r in cell.running if r.service == "media")
+            media = (replica.address, replica.process.pid, cell.address("tenants"))
+            asyncio.run(measure(*media, raw_port, args))
+    finally:
+        relay.terminate()
+        relay.join(10)
     return 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":
