@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -60,10 +61,12 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, method: str, scope: CallScope)
 
 
 class _ScopedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps every call of the service's own methods in `scope`."""
+
+    @abstractmethod
     def scope(
         self, method: str, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AbstractAsyncContextManager[None]:
-        raise NotImplementedError
+    ) -> AbstractAsyncContextManager[None]: ...
 
     async def intercept_service(
         self,

@@ -22,7 +22,7 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 class MigrationError(RuntimeError):
-    pass
+    """A migration folder or an applied migration is not as it must be."""
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
