@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from itertools import count
+from datetime import UTC, timedelta
 
 import pytest
+from acd_builders import (
+    CHAT,
+    T0,
+    VOICE,
+    available,
+    decisions,
+    profile,
+    queue,
+    request,
+    routing,
+)
 
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.events.v1 import routing_pb2
-from lianluo.services.acd.dispatch import TenantRouting, queue_order
+from lianluo.services.acd.dispatch import queue_order
 from lianluo.services.acd.domain import (
     LONGEST_IDLE,
     AgentProfile,
@@ -22,46 +32,6 @@ from lianluo.services.acd.domain import (
     speaks,
 )
 from lianluo.tenants.v1 import tenants_pb2 as pb
-
-T0 = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
-TENANT = "00000000-0000-0000-0000-000000000001"
-CHAT, VOICE = common.MEDIA_TYPE_CHAT, common.MEDIA_TYPE_VOICE
-
-
-def profile(
-    agent_id: str,
-    skills: dict[str, int] | None = None,
-    languages: tuple[str, ...] = ("en",),
-    capacity: dict[int, int] | None = None,
-) -> AgentProfile:
-    return AgentProfile(
-        agent_id=agent_id,
-        kind=pb.AGENT_KIND_STAFF,
-        skills={"cards": 5} if skills is None else skills,
-        languages=languages,
-        capacity={CHAT: 2, VOICE: 1} if capacity is None else capacity,
-    )
-
-
-def available(agent_id: str, idle_since: datetime) -> AgentStatus:
-    return AgentStatus(
-        agent_id, acd.PRESENCE_AVAILABLE, change_time=idle_since, last_idle_time=idle_since
-    )
-
-
-def queue(name: str = "cards", **overrides: object) -> pb.Queue:
-    q = pb.Queue(
-        name=name,
-        required_skills=[common.SkillLevel(skill="cards", level=3)],
-        priority=5,
-        max_wait_seconds=60,
-        overflow=pb.Overflow(kind=pb.OVERFLOW_KIND_CALLBACK),
-        media=CHAT,
-    )
-    for key, value in overrides.items():
-        setattr(q, key, value)
-    return q
-
 
 NEEDS = Needs(queue="cards", media=CHAT, skills={"cards": 3}, language="en", priority=5)
 
@@ -171,44 +141,9 @@ def test_language_tags_match_exactly_or_by_narrowing(
 # ---------------------------------------------------------------- the tenant's routing
 
 
-def routing(
-    agents: dict[str, tuple[AgentProfile, AgentStatus]], timeout: float = 20
-) -> TenantRouting:
-    ids = count(1)
-    return TenantRouting(
-        TENANT,
-        profiles={k: p for k, (p, _) in agents.items()},
-        statuses={k: s for k, (_, s) in agents.items()},
-        contacts={},
-        offers={},
-        assignments=[],
-        offer_timeout=timedelta(seconds=timeout),
-        new_id=lambda: f"offer-{next(ids)}",
-    )
-
-
-def decisions(r: TenantRouting) -> list[tuple[str, str, str]]:
-    """(type, interaction, agent) of each decision, then forget them."""
-    out = []
-    for kind, d in r.changes.decisions:
-        case = d.WhichOneof("decision")
-        agent = {
-            "offer": lambda d=d: d.offer.offer.agent_id,
-            "assign": lambda d=d: d.assign.agent_id,
-            "offer_declined": lambda d=d: d.offer_declined.agent_id,
-            "offer_timed_out": lambda d=d: d.offer_timed_out.agent_id,
-        }.get(case or "", lambda: "")()
-        out.append((kind, d.interaction_id, agent))
-    r.changes.decisions.clear()
-    return out
-
-
-def request(priority: int = 0) -> common.RoutingRequirements:
-    return common.RoutingRequirements(queue="cards", priority=priority)
-
-
 def test_waiting_contacts_go_by_priority_then_first_come() -> None:
-    r = routing({})
+    # Signed out, but able to take them: they wait rather than overflow.
+    r = routing({"a": (profile("a"), AgentStatus("a"))})
     r.enqueue("early", request(), queue(), T0)
     r.enqueue("late-urgent", request(priority=9), queue(), T0 + timedelta(seconds=2))
     r.enqueue("later", request(), queue(), T0 + timedelta(seconds=1))
@@ -279,14 +214,14 @@ def test_an_expired_offer_times_out_and_goes_to_the_next_agent() -> None:
 
 def test_max_wait_overflows_as_the_queue_says_and_withdraws_the_offer() -> None:
     r = routing({"a": (profile("a"), available("a", T0))}, timeout=100)
-    r.enqueue("i1", request(), queue(max_wait_seconds=30), T0)
+    r.enqueue("i1", request(), queue(overflow=pb.Overflow(kind=pb.OVERFLOW_KIND_MESSAGE)), T0)
     r.dispatch(T0)
     decisions(r)
-    r.expire(T0 + timedelta(seconds=30))
+    r.expire(T0 + timedelta(seconds=60))
     (kind, decision), *_ = r.changes.decisions
     assert kind == "routing.overflow"
     assert decision.overflow.cause == routing_pb2.OVERFLOW_CAUSE_MAX_WAIT
-    assert decision.overflow.overflow.kind == pb.OVERFLOW_KIND_CALLBACK
+    assert decision.overflow.overflow.kind == pb.OVERFLOW_KIND_MESSAGE
     assert r.changes.offers["offer-1"].offer.state == acd.OFFER_STATE_WITHDRAWN
     assert r.contacts == {}
     assert r.offers == {}

@@ -206,7 +206,9 @@ async def test_recommend_explains_a_waiting_contact_by_its_id(
     acd_stack: tuple[Acd, Decisions, Requests],
 ) -> None:
     acd_, _, requests = acd_stack
-    t = await acd_.tenant({"novice": NOVICE})
+    # The skilled agent is signed out: the contact waits for them (had nobody been able to
+    # take it ever, it would have overflowed at once).
+    t = await acd_.tenant({"novice": NOVICE, "skilled": {}})
     await t.set_presence("novice")
     interaction = await requests.route(t.id)
     await t.until_stats(lambda f: f.waiting == 1)
@@ -214,6 +216,8 @@ async def test_recommend_explains_a_waiting_contact_by_its_id(
         acd.RecommendRequest(tenant_id=t.id, interaction_id=interaction), metadata=t.md
     )
     assert list(response.explanation.candidates) == []
-    (excluded,) = response.explanation.excluded
-    assert excluded.filter == acd.HARD_FILTER_SKILL
-    assert excluded.detail == "skill cards level 1 below 3"
+    why = {t.agent_name(e.agent_id): (e.filter, e.detail) for e in response.explanation.excluded}
+    assert why == {
+        "novice": (acd.HARD_FILTER_SKILL, "skill cards level 1 below 3"),
+        "skilled": (acd.HARD_FILTER_PRESENCE, "presence offline"),
+    }

@@ -119,26 +119,43 @@ async def test_an_unanswered_offer_times_out_and_the_next_agent_is_offered(
     ]
 
 
-async def test_a_contact_past_the_queues_max_wait_overflows(
+async def test_a_contact_past_the_queues_max_wait_overflows_to_a_callback(
     acd_stack: tuple[Acd, Decisions, Requests],
 ) -> None:
     acd_, decisions, requests = acd_stack
+    # Only the signed-out agent could take it, so the contact waits out the max wait.
     t = await acd_.tenant(
-        {"novice": NOVICE},
+        {"novice": NOVICE, "skilled": {}},
         max_wait_seconds=2,
         overflow=pb.Overflow(kind=pb.OVERFLOW_KIND_CALLBACK),
     )
     await t.set_presence("novice")
 
-    interaction = await requests.route(t.id)
+    interaction = await requests.route(t.id, callback_number="+8613800000000")
     waiting = await t.until_stats(lambda f: f.waiting == 1)
     assert waiting.agents_available == 0
     overflow = await decisions.wait(t.id, "routing.overflow", interaction)
     assert overflow.overflow.cause == routing_pb2.OVERFLOW_CAUSE_MAX_WAIT
     assert overflow.overflow.overflow.kind == pb.OVERFLOW_KIND_CALLBACK
-    assert overflow.explanation.excluded[0].filter == acd.HARD_FILTER_SKILL
-    assert (await t.stats()).waiting == 0
+    assert overflow.overflow.callback_number == "+8613800000000"
+    why = {t.agent_name(e.agent_id): e.filter for e in overflow.explanation.excluded}
+    assert why == {"novice": acd.HARD_FILTER_SKILL, "skilled": acd.HARD_FILTER_PRESENCE}
+    # Waiting for its callback, out of line; the queue's history counts the overflow.
+    figures = await t.until_stats(lambda f: f.overflowed == 1)
+    assert (figures.waiting, figures.callbacks_scheduled, figures.entered) == (0, 1, 1)
     assert decisions.types(t.id, interaction) == ["routing.overflow"]
+
+
+async def test_a_contact_nobody_could_ever_take_overflows_at_once(
+    acd_stack: tuple[Acd, Decisions, Requests],
+) -> None:
+    acd_, decisions, requests = acd_stack
+    t = await acd_.tenant({"novice": NOVICE}, max_wait_seconds=600)
+    interaction = await requests.route(t.id)
+    overflow = await decisions.wait(t.id, "routing.overflow", interaction)
+    assert overflow.overflow.cause == routing_pb2.OVERFLOW_CAUSE_NO_ELIGIBLE_AGENT
+    assert overflow.overflow.overflow.kind == pb.OVERFLOW_KIND_MESSAGE
+    assert (await t.stats()).waiting == 0
 
 
 async def test_an_agent_at_capacity_gets_no_second_contact_until_the_first_ends(
@@ -175,9 +192,10 @@ async def test_an_abandoned_contact_leaves_the_queue(
     acd_stack: tuple[Acd, Decisions, Requests],
 ) -> None:
     acd_, decisions, requests = acd_stack
-    t = await acd_.tenant({"novice": NOVICE})
+    t = await acd_.tenant({"skilled": {}})
     interaction = await requests.route(t.id)
     await t.until_stats(lambda f: f.waiting == 1)
     await requests.end(t.id, interaction)
-    await t.until_stats(lambda f: f.waiting == 0)
+    figures = await t.until_stats(lambda f: f.waiting == 0)
     assert decisions.types(t.id, interaction) == []
+    assert (figures.entered, figures.abandoned, figures.abandonment_percent) == (1, 1, 100.0)

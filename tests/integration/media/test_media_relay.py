@@ -4,11 +4,12 @@ participants on two replicas, against the real Postgres and broker."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from conftest import ADMIN_KEY, Stack
 from factories import Client, agent, flow, onboard, queue
 from media_support import media_replica, publish
@@ -16,7 +17,7 @@ from media_support import media_replica, publish
 from lianluo.acd.v1 import acd_pb2
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.devstack.clients import StreamClient
-from lianluo.events.v1 import ivr_pb2, routing_pb2
+from lianluo.events.v1 import envelope_pb2, ivr_pb2, routing_pb2
 from lianluo.media.v1 import media_pb2 as pb
 from lianluo.media.v1 import media_pb2_grpc as rpc
 from lianluo.tenants.v1 import tenants_pb2 as tpb
@@ -35,17 +36,29 @@ async def world(stack: Stack, tenants_service: Any) -> AsyncIterator[dict[str, A
             tpb.CreateQueueRequest(tenant_id=t.id, queue=queue()), metadata=c.md
         )
         await c.flows.PutFlow(tpb.PutFlowRequest(tenant_id=t.id, flow=flow()), metadata=c.md)
-        a = await c.agents.CreateAgent(
-            tpb.CreateAgentRequest(tenant_id=t.id, agent=agent()), metadata=c.md
-        )
+        a, b = [
+            await c.agents.CreateAgent(
+                tpb.CreateAgentRequest(tenant_id=t.id, agent=agent(name)), metadata=c.md
+            )
+            for name in ("li.wei", "wang.fang")
+        ]
         async with media_replica(stack) as (one, s1), media_replica(stack) as (two, s2):
             for s in (s1, s2):
                 view = s.config
                 assert view is not None
                 async with asyncio.timeout(20):
-                    await view.wait_until(lambda v=view: v.get(t.id, "agent", a.id) is not None)
+                    await view.wait_until(
+                        lambda v=view: all(v.get(t.id, "agent", x.id) for x in (a, b))
+                    )
             async with grpc.aio.insecure_channel(one) as ch1, grpc.aio.insecure_channel(two) as ch2:
-                yield {"tenant": t, "key": c.key, "agent": a, "ch1": ch1, "ch2": ch2}
+                yield {
+                    "tenant": t,
+                    "key": c.key,
+                    "agent": a,
+                    "other_agent": b,
+                    "ch1": ch1,
+                    "ch2": ch2,
+                }
 
 
 def md(world: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -337,3 +350,160 @@ async def test_an_offer_that_overtakes_the_ivr_routed_output_still_reaches_the_a
 
 def mpb_get(tenant_id: str, interaction_id: str) -> pb.GetInteractionRequest:
     return pb.GetInteractionRequest(tenant_id=tenant_id, interaction_id=interaction_id)
+
+
+async def decide(stack: Stack, tenant_id: str, decision: routing_pb2.RoutingDecision) -> None:
+    kind = decision.WhichOneof("decision")
+    await publish(stack, "routing.decision", f"routing.{kind}", tenant_id, decision)
+
+
+async def until(
+    world: dict[str, Any], interaction_id: str, check: Callable[[pb.Interaction], bool]
+) -> pb.Interaction:
+    stub = rpc.MediaServiceStub(world["ch2"])
+    request = mpb_get(world["tenant"].id, interaction_id)
+    async with asyncio.timeout(10):
+        while not check(got := await stub.GetInteraction(request, metadata=md(world))):
+            await asyncio.sleep(0.05)
+    return got
+
+
+async def connected(world: dict[str, Any], stack: Stack, agent_id: str) -> pb.Interaction:
+    """A contact that entered the queue and that `agent_id` accepted."""
+    t = world["tenant"]
+    it = (await start(world, queue="cards")).interaction
+    offer = acd_pb2.Offer(id=f"o-{it.id[:8]}", tenant_id=t.id, interaction_id=it.id)
+    offer.agent_id = agent_id
+    await decide(
+        stack,
+        t.id,
+        routing_pb2.RoutingDecision(
+            interaction_id=it.id, offer=routing_pb2.RoutingOffer(offer=offer)
+        ),
+    )
+    await decide(
+        stack,
+        t.id,
+        routing_pb2.RoutingDecision(
+            interaction_id=it.id,
+            assign=routing_pb2.RoutingAssign(offer_id=offer.id, agent_id=agent_id),
+        ),
+    )
+    return await until(world, it.id, lambda i: i.state == S.INTERACTION_STATE_CONNECTED)
+
+
+async def test_a_transfer_to_a_named_agent_asks_the_acd_and_the_transferrer_leaves_on_accept(
+    world: dict[str, Any], stack: Stack
+) -> None:
+    t, a, b = world["tenant"], world["agent"], world["other_agent"]
+    it = await connected(world, stack, a.id)
+    by = next(p for p in it.participants if p.subject_id == a.id)
+    customer = next(p for p in it.participants if p.role == R.PARTICIPANT_ROLE_CUSTOMER)
+    stub = rpc.MediaServiceStub(world["ch1"])
+
+    async def transfer(**fields: Any) -> pb.Interaction:
+        fields.setdefault("participant_id", by.id)
+        request = pb.TransferRequest(
+            tenant_id=t.id, interaction_id=it.id, transfer=pb.Transfer(**fields)
+        )
+        return await stub.Transfer(request, metadata=md(world))
+
+    bad = [
+        ({"agent_id": "no-such-agent"}, grpc.StatusCode.INVALID_ARGUMENT, "transfer.agent_id"),
+        ({"agent_id": a.id}, grpc.StatusCode.INVALID_ARGUMENT, "transfer.agent_id"),
+        (
+            {"agent_id": b.id, "participant_id": customer.id},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "transfer.participant_id",
+        ),
+        ({"expert": pb.ExpertTarget()}, grpc.StatusCode.INVALID_ARGUMENT, "transfer.expert"),
+    ]
+    for fields, code, named in bad:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await transfer(**fields)
+        assert (refused.value.code(), named in (refused.value.details() or "")) == (code, True)
+
+    requests = AIOKafkaConsumer(bootstrap_servers=stack.kafka, group_id=None)
+    await requests.start()
+    try:
+        topic = f"{stack.topic_prefix}routing.request"
+        parts = [TopicPartition(topic, p) for p in requests.partitions_for_topic(topic) or []]
+        requests.assign(parts)
+        await requests.seek_to_end(*parts)
+        for tp in parts:
+            await requests.position(tp)
+        moved = await transfer(agent_id=b.id, note="wants a refund of the annual fee")
+        assert moved.state == S.INTERACTION_STATE_QUEUED
+        asked = None
+        async with asyncio.timeout(10):
+            while asked is None:
+                for records in (await requests.getmany(timeout_ms=200)).values():
+                    for record in records:
+                        request = ivr_pb2.RoutingRequest()
+                        envelope = envelope_pb2.Envelope.FromString(record.value)
+                        envelope.payload.Unpack(request)
+                        if request.interaction_id == it.id:
+                            asked = request
+    finally:
+        await requests.stop()
+    assert (asked.transferred_by, asked.stay) == (a.id, False)
+    assert asked.requirements.target.agent_id == b.id
+    assert asked.requirements.note == "wants a refund of the annual fee"
+    assert asked.requirements.queue == "cards"
+
+    # Only a connected interaction is transferred: it is queued now.
+    with pytest.raises(grpc.aio.AioRpcError) as queued:
+        await transfer(agent_id=b.id)
+    assert queued.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    offer = acd_pb2.Offer(id="o-transfer", tenant_id=t.id, interaction_id=it.id, agent_id=b.id)
+    await decide(
+        stack,
+        t.id,
+        routing_pb2.RoutingDecision(
+            interaction_id=it.id, offer=routing_pb2.RoutingOffer(offer=offer)
+        ),
+    )
+    assign = routing_pb2.RoutingAssign(offer_id=offer.id, agent_id=b.id, released_agent_id=a.id)
+    await decide(stack, t.id, routing_pb2.RoutingDecision(interaction_id=it.id, assign=assign))
+    done = await until(world, it.id, lambda i: i.state == S.INTERACTION_STATE_CONNECTED)
+    people = {p.subject_id: p for p in done.participants}
+    assert people[a.id].leave_reason == "transferred" and people[a.id].HasField("leave_time")
+    assert not people[b.id].HasField("leave_time")
+
+
+async def test_overflows_tell_the_customer_where_they_go(
+    world: dict[str, Any], stack: Stack
+) -> None:
+    t = world["tenant"]
+    callback = (await start(world, queue="cards")).interaction
+    moved = (await start(world, queue="cards")).interaction
+    overflows = {
+        callback.id: routing_pb2.RoutingOverflow(
+            overflow=tpb.Overflow(kind=tpb.OVERFLOW_KIND_CALLBACK), callback_number="+8613800000000"
+        ),
+        moved.id: routing_pb2.RoutingOverflow(
+            overflow=tpb.Overflow(kind=tpb.OVERFLOW_KIND_QUEUE, target_queue="general")
+        ),
+    }
+    for iid, overflow in overflows.items():
+        await decide(
+            stack, t.id, routing_pb2.RoutingDecision(interaction_id=iid, overflow=overflow)
+        )
+    waits = await until(world, callback.id, lambda i: i.state == S.INTERACTION_STATE_CALLBACK)
+    assert waits.end_time.seconds == 0, "a callback is not the end of the contact"
+    passed = await until(world, moved.id, lambda i: i.queue == "general")
+    assert passed.state == S.INTERACTION_STATE_QUEUED
+    customer = await StreamClient.connect(
+        world["ch1"],
+        world["key"],
+        pb.Join(
+            tenant_id=t.id,
+            interaction_id=callback.id,
+            role=R.PARTICIPANT_ROLE_CUSTOMER,
+            subject_id="cust-1",
+        ),
+    )
+    told = await customer.wait_for(lambda f: "call you back" in f.message.content.text)
+    assert "+8613800000000" in told.message.content.text
+    await customer.close()

@@ -75,6 +75,10 @@ class _HardFilterEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HardFilter
     """Its kind (expert, crowd) is not reachable in the current ring."""
     HARD_FILTER_DECLINED: _HardFilter.ValueType  # 6
     """Already declined this interaction or let its offer time out."""
+    HARD_FILTER_TARGET: _HardFilter.ValueType  # 7
+    """Not the agent a transfer names, or not an expert with the expertise a target asks for."""
+    HARD_FILTER_ROUTING_PROFILE: _HardFilter.ValueType  # 8
+    """The agent's routing profile does not take the queue, or not yet (its delay for the queue)."""
 
 class HardFilter(_HardFilter, metaclass=_HardFilterEnumTypeWrapper):
     """---------------------------------------------------------------- recommendation
@@ -95,6 +99,10 @@ HARD_FILTER_KIND: HardFilter.ValueType  # 5
 """Its kind (expert, crowd) is not reachable in the current ring."""
 HARD_FILTER_DECLINED: HardFilter.ValueType  # 6
 """Already declined this interaction or let its offer time out."""
+HARD_FILTER_TARGET: HardFilter.ValueType  # 7
+"""Not the agent a transfer names, or not an expert with the expertise a target asks for."""
+HARD_FILTER_ROUTING_PROFILE: HardFilter.ValueType  # 8
+"""The agent's routing profile does not take the queue, or not yet (its delay for the queue)."""
 Global___HardFilter: _TypeAlias = HardFilter  # noqa: Y015
 
 class _OfferState:
@@ -704,6 +712,7 @@ class QueueFigures(_message.Message):
     ABANDONED_FIELD_NUMBER: _builtins.int
     OVERFLOWED_FIELD_NUMBER: _builtins.int
     ERLANG_C_FIELD_NUMBER: _builtins.int
+    CALLBACKS_SCHEDULED_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The queue's name."""
     waiting: _builtins.int
@@ -729,6 +738,8 @@ class QueueFigures(_message.Message):
     answered: _builtins.int
     abandoned: _builtins.int
     overflowed: _builtins.int
+    callbacks_scheduled: _builtins.int
+    """Callbacks kept (the customer left a number) and not due yet; not counted in `waiting`."""
     @_builtins.property
     def service_level(self) -> _tenants_pb2.ServiceLevel:
         """The queue's threshold and target."""
@@ -754,10 +765,11 @@ class QueueFigures(_message.Message):
         abandoned: _builtins.int = ...,
         overflowed: _builtins.int = ...,
         erlang_c: Global___ErlangCAdvice | None = ...,
+        callbacks_scheduled: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["erlang_c", b"erlang_c", "service_level", b"service_level"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned", "abandonment_percent", b"abandonment_percent", "agents_available", b"agents_available", "agents_busy", b"agents_busy", "aht_seconds", b"aht_seconds", "answered", b"answered", "asa_seconds", b"asa_seconds", "entered", b"entered", "erlang_c", b"erlang_c", "longest_wait_seconds", b"longest_wait_seconds", "occupancy_percent", b"occupancy_percent", "overflowed", b"overflowed", "queue", b"queue", "service_level", b"service_level", "service_level_percent", b"service_level_percent", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned", "abandonment_percent", b"abandonment_percent", "agents_available", b"agents_available", "agents_busy", b"agents_busy", "aht_seconds", b"aht_seconds", "answered", b"answered", "asa_seconds", b"asa_seconds", "callbacks_scheduled", b"callbacks_scheduled", "entered", b"entered", "erlang_c", b"erlang_c", "longest_wait_seconds", b"longest_wait_seconds", "occupancy_percent", b"occupancy_percent", "overflowed", b"overflowed", "queue", b"queue", "service_level", b"service_level", "service_level_percent", b"service_level_percent", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

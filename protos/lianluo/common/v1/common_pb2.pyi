@@ -210,6 +210,9 @@ class RoutingRequirements(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     CUSTOMER_ATTRIBUTES_FIELD_NUMBER: _builtins.int
     PREFERRED_AGENT_IDS_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    CALLBACK_NUMBER_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The queue's name."""
     priority: _builtins.int
@@ -224,6 +227,14 @@ class RoutingRequirements(_message.Message):
     channel: Global___Channel.ValueType
     customer_id: _builtins.str
     """The tenant's id for the customer; empty for an anonymous visitor."""
+    note: _builtins.str
+    """Context for whoever takes the interaction over (a transfer's note); never shown to the
+    customer.
+    """
+    callback_number: _builtins.str
+    """The E.164 number to call back when the queue's overflow is a callback; empty when unknown
+    (a flow may also collect it as the variable "callback_number").
+    """
     @_builtins.property
     def required_skills(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkillLevel]:
         """Needed on top of the queue's own required skills."""
@@ -240,6 +251,12 @@ class RoutingRequirements(_message.Message):
     def preferred_agent_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Agent ids the customer prefers, most preferred first (affinity: for example the last agent)."""
 
+    @_builtins.property
+    def target(self) -> Global___RoutingTarget:
+        """Who may take the interaction, when not any agent of the queue: set by a transfer to an
+        agent or an expert, and by a queue's overflow to experts.
+        """
+
     def __init__(
         self,
         *,
@@ -255,14 +272,49 @@ class RoutingRequirements(_message.Message):
         customer_id: _builtins.str = ...,
         customer_attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         preferred_agent_ids: _abc.Iterable[_builtins.str] | None = ...,
+        target: Global___RoutingTarget | None = ...,
+        note: _builtins.str = ...,
+        callback_number: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "collected_data", b"collected_data", "customer_attributes", b"customer_attributes", "customer_id", b"customer_id", "intent", b"intent", "intent_confidence", b"intent_confidence", "language", b"language", "media", b"media", "preferred_agent_ids", b"preferred_agent_ids", "priority", b"priority", "queue", b"queue", "required_skills", b"required_skills"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_number", b"callback_number", "channel", b"channel", "collected_data", b"collected_data", "customer_attributes", b"customer_attributes", "customer_id", b"customer_id", "intent", b"intent", "intent_confidence", b"intent_confidence", "language", b"language", "media", b"media", "note", b"note", "preferred_agent_ids", b"preferred_agent_ids", "priority", b"priority", "queue", b"queue", "required_skills", b"required_skills", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RoutingRequirements: _TypeAlias = RoutingRequirements  # noqa: Y015
+
+@_typing.final
+class RoutingTarget(_message.Message):
+    """Narrows who may take an interaction. Empty means any agent of the queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    EXPERTS_FIELD_NUMBER: _builtins.int
+    EXPERTISE_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """Only this agent or expert: a transfer to a named person."""
+    experts: _builtins.bool
+    """Only experts (agent kind EXPERT) from anywhere in the company; the queue's skills do not
+    apply to them, its language does.
+    """
+    expertise: _builtins.str
+    """With `experts`: only experts with this expertise, for example "mortgage"."""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        experts: _builtins.bool = ...,
+        expertise: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "expertise", b"expertise", "experts", b"experts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingTarget: _TypeAlias = RoutingTarget  # noqa: Y015
 
 @_typing.final
 class Prompt(_message.Message):

@@ -123,7 +123,14 @@ class RoutingRequest(_message.Message):
 
     INTERACTION_ID_FIELD_NUMBER: _builtins.int
     REQUIREMENTS_FIELD_NUMBER: _builtins.int
+    TRANSFERRED_BY_FIELD_NUMBER: _builtins.int
+    STAY_FIELD_NUMBER: _builtins.int
     interaction_id: _builtins.str
+    transferred_by: _builtins.str
+    """Set when an agent transfers an interaction they hold (media Transfer): that agent, who is
+    released once another agent accepts, unless `stay` keeps them in the conversation.
+    """
+    stay: _builtins.bool
     @_builtins.property
     def requirements(self) -> _common_pb2.RoutingRequirements:
         """The queue, required skills, priority, intent, language, collected data and the customer's
@@ -135,10 +142,12 @@ class RoutingRequest(_message.Message):
         *,
         interaction_id: _builtins.str = ...,
         requirements: _common_pb2.RoutingRequirements | None = ...,
+        transferred_by: _builtins.str = ...,
+        stay: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["requirements", b"requirements"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interaction_id", b"interaction_id", "requirements", b"requirements"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interaction_id", b"interaction_id", "requirements", b"requirements", "stay", b"stay", "transferred_by", b"transferred_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -5,6 +5,7 @@ isort:skip_file
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from lianluo.acd.v1 import acd_pb2 as _acd_pb2
 from lianluo.tenants.v1 import tenants_pb2 as _tenants_pb2
@@ -128,19 +129,25 @@ class RoutingAssign(_message.Message):
     OFFER_ID_FIELD_NUMBER: _builtins.int
     AGENT_ID_FIELD_NUMBER: _builtins.int
     AGENT_KIND_FIELD_NUMBER: _builtins.int
+    RELEASED_AGENT_ID_FIELD_NUMBER: _builtins.int
     offer_id: _builtins.str
     agent_id: _builtins.str
     agent_kind: _tenants_pb2.AgentKind.ValueType
+    released_agent_id: _builtins.str
+    """The agent who transferred the interaction and leaves it now; empty for a first assignment
+    or when the transferring agent stays (a consult).
+    """
     def __init__(
         self,
         *,
         offer_id: _builtins.str = ...,
         agent_id: _builtins.str = ...,
         agent_kind: _tenants_pb2.AgentKind.ValueType = ...,
+        released_agent_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_kind", b"agent_kind", "offer_id", b"offer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_kind", b"agent_kind", "offer_id", b"offer_id", "released_agent_id", b"released_agent_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -176,24 +183,39 @@ Global___RoutingOfferEnded: _TypeAlias = RoutingOfferEnded  # noqa: Y015
 
 @_typing.final
 class RoutingOverflow(_message.Message):
-    """The interaction left its queue by the queue's overflow."""
+    """The interaction left its queue by the queue's overflow: kept as a message (the interaction
+    ends), moved to `overflow.target_queue`, offered to experts across the company, or kept for
+    a callback (queued again as an outbound call at `callback_time`). A queue's overflow is taken
+    once per interaction; a second overflow of the same queue, or one that cannot be carried out
+    (no such target queue, no number to call back), keeps the interaction as a message.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CAUSE_FIELD_NUMBER: _builtins.int
     OVERFLOW_FIELD_NUMBER: _builtins.int
+    CALLBACK_TIME_FIELD_NUMBER: _builtins.int
+    CALLBACK_NUMBER_FIELD_NUMBER: _builtins.int
     cause: Global___OverflowCause.ValueType
+    callback_number: _builtins.str
+    """The number to call back, for a callback."""
     @_builtins.property
-    def overflow(self) -> _tenants_pb2.Overflow: ...
+    def overflow(self) -> _tenants_pb2.Overflow:
+        """What is done; may differ from the queue's configuration, as said above."""
+
+    @_builtins.property
+    def callback_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         cause: Global___OverflowCause.ValueType = ...,
         overflow: _tenants_pb2.Overflow | None = ...,
+        callback_time: _timestamp_pb2.Timestamp | None = ...,
+        callback_number: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["overflow", b"overflow"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["callback_time", b"callback_time", "overflow", b"overflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "overflow", b"overflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_number", b"callback_number", "callback_time", b"callback_time", "cause", b"cause", "overflow", b"overflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

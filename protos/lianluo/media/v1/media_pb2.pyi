@@ -45,7 +45,11 @@ class _InteractionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Inte
     INTERACTION_STATE_ABANDONED: _InteractionState.ValueType  # 8
     """The customer left before a person answered. Terminal."""
     INTERACTION_STATE_OVERFLOWED: _InteractionState.ValueType  # 9
-    """Left the queue by overflow (kept as a message or a callback). Terminal."""
+    """Left the queue by overflow, kept as a message. Terminal."""
+    INTERACTION_STATE_CALLBACK: _InteractionState.ValueType  # 10
+    """The queue overflowed to a callback: the customer has gone, and the ACD queues the
+    interaction again, as an outbound call to their number, when the callback is due.
+    """
 
 class InteractionState(_InteractionState, metaclass=_InteractionStateEnumTypeWrapper):
     """---------------------------------------------------------------- interactions"""
@@ -67,7 +71,11 @@ INTERACTION_STATE_CLOSED: InteractionState.ValueType  # 7
 INTERACTION_STATE_ABANDONED: InteractionState.ValueType  # 8
 """The customer left before a person answered. Terminal."""
 INTERACTION_STATE_OVERFLOWED: InteractionState.ValueType  # 9
-"""Left the queue by overflow (kept as a message or a callback). Terminal."""
+"""Left the queue by overflow, kept as a message. Terminal."""
+INTERACTION_STATE_CALLBACK: InteractionState.ValueType  # 10
+"""The queue overflowed to a callback: the customer has gone, and the ACD queues the
+interaction again, as an outbound call to their number, when the callback is due.
+"""
 Global___InteractionState: _TypeAlias = InteractionState  # noqa: Y015
 
 class _ParticipantRole:

@@ -15,6 +15,8 @@ from lianluo.tenants.v1 import tenants_pb2 as pb
 
 # Agent attribute with the agent's own average handle time, for the handle-time feature.
 HANDLE_SECONDS_ATTRIBUTE = "aht_seconds"
+# Agent attribute naming the routing profile (the queues the agent takes, by priority and delay).
+ROUTING_PROFILE_ATTRIBUTE = "routing_profile"
 # Words of the customer's "value" attribute; a number 0 to 1 is read as it is.
 VALUE_WORDS = {"low": 0.0, "medium": 0.5, "high": 1.0, "vip": 1.0}
 EPSILON = 1e-9
@@ -32,6 +34,7 @@ class AgentProfile:
     expertise: frozenset[str] = frozenset()
     sales_conversion: float = 0.0
     handle_seconds: float | None = None
+    routing_profile: str = ""
 
     @classmethod
     def from_config(cls, agent: pb.Agent) -> AgentProfile:
@@ -49,6 +52,7 @@ class AgentProfile:
             expertise=frozenset(agent.expertise),
             sales_conversion=min(1.0, max(0.0, agent.sales_conversion)),
             handle_seconds=handle_seconds,
+            routing_profile=agent.attributes.get(ROUTING_PROFILE_ATTRIBUTE, ""),
         )
 
 
@@ -118,19 +122,35 @@ class Needs:
     skills: Mapping[str, int]
     language: str
     priority: int
+    # A target (common.RoutingTarget): one named agent, or experts (with an expertise).
+    agent_id: str = ""
+    experts_only: bool = False
+    expertise: str = ""
 
 
 def needs_for(queue: pb.Queue, requirements: common.RoutingRequirements) -> Needs:
-    """Merge a queue's rules with a request: every skill at the higher level asked."""
+    """Merge a queue's rules with a request: every skill at the higher level asked.
+
+    A target replaces the skills: a named agent was chosen by whoever transferred, and experts
+    are not skilled in the contact center's skills; a named agent need not share the queue's
+    language either (the transferring agent knows whom they ask).
+    """
+    target = requirements.target
     skills = {s.skill: s.level for s in queue.required_skills}
     for s in requirements.required_skills:
         skills[s.skill] = max(s.level, skills.get(s.skill, 0))
+    language = requirements.language or queue.language
+    if target.agent_id or target.experts:
+        skills = {}
     return Needs(
         queue=queue.name,
         media=requirements.media or queue.media,
         skills=skills,
-        language=requirements.language or queue.language,
+        language="" if target.agent_id else language,
         priority=requirements.priority or queue.priority,
+        agent_id=target.agent_id,
+        experts_only=target.experts and not target.agent_id,
+        expertise=target.expertise if target.experts and not target.agent_id else "",
     )
 
 
@@ -176,6 +196,10 @@ class RingNeeds:
     language: str
     experts: bool
     relaxations: tuple[str, ...]
+    # The contact's target, unchanged by rings.
+    agent_id: str = ""
+    experts_only: bool = False
+    expertise: str = ""
 
 
 def ring_needs(needs: Needs, policy: QueuePolicy, index: int) -> RingNeeds:
@@ -199,8 +223,8 @@ def ring_needs(needs: Needs, policy: QueuePolicy, index: int) -> RingNeeds:
     any_language = any(r.any_language for r in rings)
     if any_language and needs.language:
         words.append(f"any language instead of {needs.language}")
-    experts = any(r.experts for r in rings)
-    if experts:
+    experts = any(r.experts for r in rings) or bool(needs.agent_id) or needs.experts_only
+    if experts and not needs.agent_id:
         words.append("experts across the company")
     ring = policy.rings[index]
     later = policy.rings[index + 1 :]
@@ -213,6 +237,9 @@ def ring_needs(needs: Needs, policy: QueuePolicy, index: int) -> RingNeeds:
         language="" if any_language else needs.language,
         experts=experts,
         relaxations=tuple(words),
+        agent_id=needs.agent_id,
+        experts_only=needs.experts_only,
+        expertise=needs.expertise,
     )
 
 
@@ -248,6 +275,18 @@ def _enum_word(enum: EnumDescriptor, number: int) -> str:
     return value.name.removeprefix(prefix).lower()
 
 
+def off_target(profile: AgentProfile, ring: RingNeeds) -> str:
+    """How the agent misses the contact's target, in words; empty when it does not."""
+    if ring.agent_id:
+        return "" if profile.agent_id == ring.agent_id else "not the agent the transfer names"
+    if ring.experts_only:
+        if profile.kind != pb.AGENT_KIND_EXPERT:
+            return "only experts take it"
+        if ring.expertise and ring.expertise not in profile.expertise:
+            return f"no expertise {ring.expertise}"
+    return ""
+
+
 def is_eligible(
     agent: AgentView,
     ring: RingNeeds,
@@ -258,6 +297,8 @@ def is_eligible(
     """`exclusion(...) is None` without the words: the hot path of both routing modes."""
     profile = agent.profile
     if agent.status.presence != acd.PRESENCE_AVAILABLE or not agent.fits(media, costs):
+        return False
+    if (ring.agent_id or ring.experts_only) and off_target(profile, ring):
         return False
     if profile.kind == pb.AGENT_KIND_EXPERT and not ring.experts:
         return False
@@ -289,6 +330,9 @@ def exclusion(
         if used < most:
             detail += f", load {agent.load(costs):.2f} leaves no room"
         return Exclusion(aid, acd.HARD_FILTER_CAPACITY, detail)
+    missed = off_target(agent.profile, ring)
+    if missed:
+        return Exclusion(aid, acd.HARD_FILTER_TARGET, missed)
     if agent.profile.kind == pb.AGENT_KIND_EXPERT and not ring.experts:
         return Exclusion(aid, acd.HARD_FILTER_KIND, f"experts not reachable in ring {ring.name}")
     for skill, level in sorted(ring.skills.items()):

@@ -14,13 +14,14 @@ from datetime import UTC, datetime, timedelta
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.events.v1 import agent_pb2, routing_pb2
-from lianluo.services.acd import matching
+from lianluo.services.acd import matching, overflow
 from lianluo.services.acd.agents import Customer, RingNeeds, ring_needs
 from lianluo.services.acd.domain import (
     MAX_EXCLUSIONS,
     AgentProfile,
     AgentStatus,
     AgentView,
+    Exclusion,
     Needs,
     Ranking,
     candidate_message,
@@ -35,7 +36,6 @@ from lianluo.services.acd.state import (
     ANSWERED,
     ENDED,
     ENTERED,
-    OVERFLOWED,
     Assignment,
     Changes,
     Contact,
@@ -56,11 +56,11 @@ OFFER = "routing.offer"
 ASSIGN = "routing.assign"
 OFFER_DECLINED = "routing.offer_declined"
 OFFER_TIMED_OUT = "routing.offer_timed_out"
-OVERFLOW = "routing.overflow"
+OVERFLOW = overflow.OVERFLOW
 WRAP_UP_DONE = "agent.wrap_up_done"
 # Decisions carry the best few candidates and the first few exclusions (all are counted):
 # explaining 100 excluded agents would cost more than the decision. Recommend shows 100.
-DECISION_CANDIDATES = DECISION_EXCLUSIONS = 10
+DECISION_CANDIDATES = DECISION_EXCLUSIONS = overflow.DECISION_CANDIDATES
 
 
 class TenantRouting:
@@ -79,9 +79,14 @@ class TenantRouting:
         answer_grace: timedelta = timedelta(0),
         answered: Mapping[str, datetime] | None = None,
         policy: TenantPolicy = DEFAULT_TENANT_POLICY,
+        queues: Mapping[str, pb.Queue] | None = None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self.tenant_id = tenant_id
+        # The tenant's queues by name: where overflows go.
+        self.queues = dict(queues or {})
+        # Whether anyone could ever take contacts of given needs (overflow.anyone_could).
+        self.could: dict[tuple[object, ...], bool] = {}
         self.profiles = profiles
         self.statuses = statuses
         self.contacts = contacts
@@ -105,8 +110,13 @@ class TenantRouting:
         self.pool.touch_all()
         self.waiting = WaitingLine()
         for contact in contacts.values():
-            if contact.offer_id is None:
+            if contact.in_line:
                 self.waiting.add(line_of(contact), place(contact, policy))
+
+    def begin(self, answered: Mapping[str, datetime]) -> None:
+        """Start a new step on state kept from the last one: nothing changed yet."""
+        self.changes = Changes()
+        self.answered = dict(answered)
 
     # ------------------------------------------------------------------ views
 
@@ -130,8 +140,9 @@ class TenantRouting:
         if contact.customer is None:
             contact.customer = Customer.of(contact.requirements)
         ring = self.ring(contact, now)
+        wait = (now - contact.enqueued_at).total_seconds()
         return self.recommend(
-            contact.needs, contact.customer, ring, contact.declined, now, DECISION_EXCLUSIONS
+            contact.needs, contact.customer, ring, contact.declined, now, wait, DECISION_EXCLUSIONS
         )
 
     def recommend(
@@ -141,12 +152,18 @@ class TenantRouting:
         ring: RingNeeds,
         declined: set[str] | frozenset[str],
         now: datetime,
+        wait_seconds: float = 0.0,
         exclusions: int = MAX_EXCLUSIONS,
     ) -> Ranking:
-        """Rank the agents with room; those without room are counted and the first explained."""
+        """Rank the agents with room whose routing profile takes the queue by now; those
+        without room, and those the profile holds back, are counted and the first explained."""
+        views = self.pool.free_views(needs.media)
+        held: list[Exclusion] = []
+        if self.policy.profiles:
+            views, held = self._profiled(views, needs.queue, wait_seconds)
         ranking = rank_agents(
             needs,
-            self.pool.free_views(needs.media),
+            views,
             now,
             declined,
             policy=self.policy.queue(needs.queue),
@@ -155,22 +172,51 @@ class TenantRouting:
             costs=self.policy.capacity_cost,
         )
         more, count = self.pool.unavailable_exclusions(ring, needs.media, exclusions)
+        ranking = ranking.with_excluded(held[:exclusions], len(held), exclusions)
         return ranking.with_excluded(more, count, exclusions)
+
+    def _profiled(
+        self, views: list[AgentView], queue: str, wait_seconds: float
+    ) -> tuple[list[AgentView], list[Exclusion]]:
+        """The agents whose routing profile takes `queue` after `wait_seconds`, and why the
+        others are held back."""
+        kept: list[AgentView] = []
+        held: list[Exclusion] = []
+        for view in views:
+            name = view.profile.routing_profile
+            step = self.policy.step(name, queue)
+            if step is None:
+                detail = f"routing profile {name} does not take {queue}"
+            elif wait_seconds < step.delay_seconds:
+                detail = f"routing profile {name} takes {queue} after {step.delay_seconds:g} s"
+            else:
+                kept.append(view)
+                continue
+            held.append(Exclusion(view.agent_id, acd.HARD_FILTER_ROUTING_PROFILE, detail))
+        return kept, held
 
     def next_deadline(self, now: datetime | None = None) -> datetime | None:
         """When a timer must next look at this tenant: an offer expiry, a max wait, or (given
         `now`) the next ring that widens for a contact still waiting without an offer."""
         times = [c.deadline for c in self.contacts.values()]
+        times += [c.not_before for c in self.contacts.values() if c.not_before]
         times += [self._expiry(p) for p in self.offers.values()]
         if now is not None:
             for c in self.contacts.values():
-                if c.offer_id is not None:
+                if not c.in_line:
                     continue
-                for ring in self.policy.queue(c.needs.queue).rings[1:]:
-                    at = c.enqueued_at + timedelta(seconds=ring.after_seconds)
-                    if now < at < c.deadline:
-                        times.append(at)
-                        break
+                # Rings widen, and routing profiles' delays pass: both may make a match.
+                waits: list[float] = [
+                    r.after_seconds for r in self.policy.queue(c.needs.queue).rings[1:]
+                ]
+                waits += sorted(self.policy.delays(c.needs.queue))
+                ahead = [
+                    at
+                    for wait in waits
+                    if now < (at := c.enqueued_at + timedelta(seconds=wait)) < c.deadline
+                ]
+                if ahead:
+                    times.append(min(ahead))
         return min(times) if times else None
 
     def _expiry(self, pending: PendingOffer) -> datetime:
@@ -185,14 +231,22 @@ class TenantRouting:
         requirements: common.RoutingRequirements,
         queue: pb.Queue | None,
         now: datetime,
+        transferred_by: str = "",
+        stay: bool = False,
     ) -> bool:
-        """Queue a contact; False when it is already waiting or assigned."""
-        if interaction_id in self.contacts or interaction_id in self._held:
+        """Queue a contact; False when it is already waiting, or assigned and not being
+        transferred by an agent who holds it."""
+        if interaction_id in self.contacts:
+            return False
+        if interaction_id in self._held and not any(
+            a.interaction_id == interaction_id and a.agent_id == transferred_by
+            for a in self.assignments
+        ):
             return False
         if queue is None:
             # Nobody can ever be eligible for a queue the tenant does not have; the customer
             # is not left waiting, the contact is kept as a message.
-            self._decide(
+            self.decide(
                 OVERFLOW,
                 interaction_id,
                 acd.RoutingExplanation(queue=requirements.queue),
@@ -209,11 +263,17 @@ class TenantRouting:
             enqueued_at=now,
             deadline=now + timedelta(seconds=queue.max_wait_seconds),
             overflow=queue.overflow,
+            # Never offered back to the agent who hands it over.
+            declined={transferred_by} if transferred_by else set(),
+            transferred_by=transferred_by,
+            stay=stay,
         )
         self.contacts[interaction_id] = contact
         self.waiting.add(line_of(contact), place(contact, self.policy))
         self.changes.contacts.add(interaction_id)
-        self._log(contact, ENTERED, now)
+        self.log(contact, ENTERED, now)
+        if not overflow.anyone_could(self, contact):
+            overflow.overflow(self, contact, routing_pb2.OVERFLOW_CAUSE_NO_ELIGIBLE_AGENT, now)
         return True
 
     def set_presence(
@@ -250,9 +310,13 @@ class TenantRouting:
             self.statuses.setdefault(agent_id, AgentStatus(agent_id)).last_assign_time = now
             self.pool.take(agent_id, pending.media)
             self.changes.agents.add(agent_id)
-            self._log(contact, ANSWERED, now, agent_id)
-            self._remove_contact(contact.interaction_id)
-            self._decide(
+            self.log(contact, ANSWERED, now, agent_id)
+            self.remove_contact(contact.interaction_id)
+            # A transfer: the agent who handed it over leaves now, unless they stay.
+            leaving = "" if contact.stay else contact.transferred_by
+            if leaving:
+                self._hand_back(contact.interaction_id, leaving, now)
+            self.decide(
                 ASSIGN,
                 contact.interaction_id,
                 pending.explanation,
@@ -260,13 +324,14 @@ class TenantRouting:
                     offer_id=offer_id,
                     agent_id=agent_id,
                     agent_kind=pending.offer.candidate.kind,
+                    released_agent_id=leaving,
                 ),
             )
         else:
             pending.offer.decline_reason = reason
             self._close(pending, acd.OFFER_STATE_DECLINED, now)
             self._back_to_waiting(contact, agent_id)
-            self._decide(
+            self.decide(
                 OFFER_DECLINED,
                 contact.interaction_id,
                 pending.explanation,
@@ -285,16 +350,26 @@ class TenantRouting:
         ]
         for a in released:
             self.assignments.remove(a)
-            self._held.discard(a.interaction_id)
             self.changes.released.append(a)
             self.statuses.setdefault(a.agent_id, AgentStatus(a.agent_id)).last_idle_time = now
             self.pool.take(a.agent_id, a.media, -1)
             self.changes.agents.add(a.agent_id)
+        if released and not any(a.interaction_id == interaction_id for a in self.assignments):
+            self._held.discard(interaction_id)
         return released
 
     def end_interaction(self, interaction_id: str, now: datetime) -> None:
         """The interaction ended: free its agents, or drop it from the queue (abandoned)."""
-        for a in self.release(interaction_id, None, now):
+        self._hand_back(interaction_id, None, now)
+        contact = self.contacts.get(interaction_id)
+        if contact is not None:
+            self.withdraw(contact, now)
+            self.log(contact, ABANDONED, now)
+            self.remove_contact(interaction_id)
+
+    def _hand_back(self, interaction_id: str, agent_id: str | None, now: datetime) -> None:
+        """An agent (or every agent, given None) is done with the interaction."""
+        for a in self.release(interaction_id, agent_id, now):
             # No wrap-up phase yet: the end of the conversation ends the after-contact work.
             event = agent_pb2.AgentEvent(
                 agent_id=a.agent_id,
@@ -302,28 +377,14 @@ class TenantRouting:
             )
             self.changes.agent_events.append((WRAP_UP_DONE, event))
             self.changes.contact_log.append(ContactLog(interaction_id, "", ENDED, now, a.agent_id))
-        contact = self.contacts.get(interaction_id)
-        if contact is not None:
-            self._withdraw(contact, now)
-            self._log(contact, ABANDONED, now)
-            self._remove_contact(interaction_id)
 
     def expire(self, now: datetime) -> None:
-        """Overflow contacts past their queue's max wait, then time out expired offers."""
+        """Queue due callbacks, overflow contacts past their queue's max wait, then time out
+        expired offers."""
+        overflow.call_back(self, now)
         due = [c for c in self.contacts.values() if c.deadline <= now]
         for contact in queue_order(due, self.policy):
-            self._withdraw(contact, now)
-            ranking = self.rank(contact, now)
-            self._log(contact, OVERFLOWED, now)
-            self._remove_contact(contact.interaction_id)
-            self._decide(
-                OVERFLOW,
-                contact.interaction_id,
-                explain(contact.needs, ranking, contact.wait_seconds(now), DECISION_CANDIDATES),
-                overflow=routing_pb2.RoutingOverflow(
-                    cause=routing_pb2.OVERFLOW_CAUSE_MAX_WAIT, overflow=contact.overflow
-                ),
-            )
+            overflow.overflow(self, contact, routing_pb2.OVERFLOW_CAUSE_MAX_WAIT, now)
         for pending in list(self.offers.values()):
             if self._expiry(pending) > now:
                 continue
@@ -332,7 +393,7 @@ class TenantRouting:
             waiting = self.contacts.get(pending.offer.interaction_id)
             if waiting is not None:
                 self._back_to_waiting(waiting, agent_id)
-            self._decide(
+            self.decide(
                 OFFER_TIMED_OUT,
                 pending.offer.interaction_id,
                 pending.explanation,
@@ -371,13 +432,13 @@ class TenantRouting:
         self.waiting.remove(line_of(contact), place(contact, self.policy))
         contact.offer_id = offer.id
         self.changes.contacts.add(contact.interaction_id)
-        self._decide(
+        self.decide(
             OFFER, contact.interaction_id, explanation, offer=routing_pb2.RoutingOffer(offer=offer)
         )
 
     # ------------------------------------------------------------------ helpers
 
-    def _decide(
+    def decide(
         self,
         event_type: str,
         interaction_id: str,
@@ -391,7 +452,7 @@ class TenantRouting:
         )
         self.changes.decisions.append((event_type, message))
 
-    def _log(self, contact: Contact, event: str, now: datetime, agent_id: str = "") -> None:
+    def log(self, contact: Contact, event: str, now: datetime, agent_id: str = "") -> None:
         entry = ContactLog(contact.interaction_id, contact.needs.queue, event, now, agent_id)
         self.changes.contact_log.append(entry)
 
@@ -408,12 +469,12 @@ class TenantRouting:
         self.waiting.add(line_of(contact), place(contact, self.policy))
         self.changes.contacts.add(contact.interaction_id)
 
-    def _withdraw(self, contact: Contact, now: datetime) -> None:
+    def withdraw(self, contact: Contact, now: datetime) -> None:
         if contact.offer_id is not None and contact.offer_id in self.offers:
             self._close(self.offers[contact.offer_id], acd.OFFER_STATE_WITHDRAWN, now)
         contact.offer_id = None
 
-    def _remove_contact(self, interaction_id: str) -> None:
+    def remove_contact(self, interaction_id: str) -> None:
         contact = self.contacts.pop(interaction_id, None)
         if contact is not None:
             self.waiting.remove(line_of(contact), place(contact, self.policy))

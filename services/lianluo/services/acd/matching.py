@@ -50,25 +50,37 @@ def each_agent_picks(r: TenantRouting, media: int, now: datetime) -> bool:
 
 
 def best_contact(r: TenantRouting, agent_id: str, media: int, now: datetime) -> Contact | None:
-    """The first contact of `media` in queue order (across queues) that the agent may take."""
+    """The first contact of `media` that the agent may take: from the queues of its routing
+    profile's highest priority that has one, and within those in queue order."""
     if not r.pool.has_room(agent_id, media):
         return None
     view = r.pool.views[agent_id]
     costs = r.policy.capacity_cost
-    best: Place | None = None
     skills = view.profile.skills
-    for queue, line in r.waiting.of(media):
-        floor = r.policy.queue(queue).floor_skills
+    tiers: dict[int, list[tuple[list[Place], float]]] = {}
+    for queue, targeted, line in r.waiting.of(media):
+        step = r.policy.step(view.profile.routing_profile, queue)
+        if step is None:
+            continue
+        floor = {} if targeted else r.policy.queue(queue).floor_skills
         if any(skills.get(s, 0) < level for s, level in floor.items()):
             continue
-        for spot in line:
-            if best is not None and spot >= best:
-                break
-            contact = r.contacts[spot[1]]
-            if is_eligible(view, r.ring(contact, now), media, contact.declined, costs):
-                best = spot
-                break
-    return r.contacts[best[1]] if best is not None else None
+        tiers.setdefault(step.priority, []).append((line, step.delay_seconds))
+    for priority in sorted(tiers):
+        best: Place | None = None
+        for line, delay in tiers[priority]:
+            for spot in line:
+                if best is not None and spot >= best:
+                    break
+                contact = r.contacts[spot[1]]
+                if delay and (now - contact.enqueued_at).total_seconds() < delay:
+                    continue
+                if is_eligible(view, r.ring(contact, now), media, contact.declined, costs):
+                    best = spot
+                    break
+        if best is not None:
+            return r.contacts[best[1]]
+    return None
 
 
 def each_contact_picks(r: TenantRouting, media: int, now: datetime) -> bool:

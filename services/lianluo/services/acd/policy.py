@@ -4,6 +4,10 @@ A policy comes from built-in defaults, then the ACD's `routing_policies` setting
 tenant ("*"), for the tenant, and for one of its queues, each layer overriding only what it
 names. When no rings are configured they are derived from the queue, so a tenant that
 configures nothing routes as before: one ring with the queue's requirements, then overflow.
+
+Routing profiles (as in Amazon Connect) say which queues an agent takes, in which priority
+and after which delay; an agent names one with the attribute "routing_profile". An agent
+without one takes every queue the hard filters let it, all at priority 1 without delay.
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ class QueuePolicy:
     # The queue's own required skills as the last ring leaves them: every contact of the
     # queue needs at least these, so an agent without them can skip the whole queue.
     floor_skills: Mapping[str, int] = field(default_factory=dict)
+    # A callback overflow queues the contact again, as an outbound call, after this long.
+    callback_after_seconds: float = 300.0
 
     def ring_at(self, wait_seconds: float) -> int:
         index = 0
@@ -82,17 +88,46 @@ DEFAULT_POLICY = QueuePolicy()
 
 
 @dataclass(frozen=True)
+class ProfileStep:
+    """One queue of a routing profile: 1 is the highest priority; the delay is how long a
+    contact must have waited before agents of the profile are offered it."""
+
+    priority: int = 1
+    delay_seconds: float = 0.0
+
+
+ANY_QUEUE = ProfileStep()
+# Profile name -> queue name -> step; a queue missing from a profile is not taken by its agents.
+RoutingProfiles = Mapping[str, Mapping[str, ProfileStep]]
+
+
+@dataclass(frozen=True)
 class TenantPolicy:
-    """A tenant's queue policies and the capacity cost of each media."""
+    """A tenant's queue policies, routing profiles and the capacity cost of each media."""
 
     queues: Mapping[str, QueuePolicy] = field(default_factory=dict)
     default: QueuePolicy = DEFAULT_POLICY
     # Media -> the share of an agent's whole capacity one interaction takes (1 voice = 1.0,
     # 1 chat = 0.34). Media without a cost are limited only by their own max_concurrent.
     capacity_cost: Mapping[int, float] = field(default_factory=dict)
+    profiles: RoutingProfiles = field(default_factory=dict)
 
     def queue(self, name: str) -> QueuePolicy:
         return self.queues.get(name, self.default)
+
+    def step(self, profile: str, queue: str) -> ProfileStep | None:
+        """How an agent of `profile` takes `queue`; None when it does not take it at all."""
+        if not profile or profile not in self.profiles:
+            return ANY_QUEUE
+        return self.profiles[profile].get(queue)
+
+    def delays(self, queue: str) -> set[float]:
+        """The delays the profiles give `queue`: when a contact's set of agents grows."""
+        return {
+            s.delay_seconds
+            for p in self.profiles.values()
+            if (s := p.get(queue)) is not None and s.delay_seconds > 0
+        }
 
 
 DEFAULT_TENANT_POLICY = TenantPolicy()
@@ -151,6 +186,30 @@ def overlay(base: QueuePolicy, spec: Mapping[str, Any]) -> QueuePolicy:
         out = replace(out, aging_seconds=float(spec["aging_seconds"]))
     if "reference_handle_seconds" in spec:
         out = replace(out, reference_handle_seconds=float(spec["reference_handle_seconds"]))
+    if "callback_after_seconds" in spec:
+        after = float(spec["callback_after_seconds"])
+        if after < 0:
+            raise ValueError("callback_after_seconds must not be negative")
+        out = replace(out, callback_after_seconds=after)
+    return out
+
+
+def routing_profiles(spec: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, ProfileStep]]:
+    """{profile: {queue: {"priority": 1.., "delay_seconds": 0..}}} read and checked."""
+    out: dict[str, dict[str, ProfileStep]] = {}
+    for name, queues in spec.items():
+        steps: dict[str, ProfileStep] = {}
+        for queue, step in dict(queues).items():
+            unknown = set(step) - {"priority", "delay_seconds"}
+            if unknown:
+                raise ValueError(f"routing profile {name}: unknown keys {sorted(unknown)}")
+            found = ProfileStep(int(step.get("priority", 1)), float(step.get("delay_seconds", 0)))
+            if found.priority < 1 or found.delay_seconds < 0:
+                raise ValueError(
+                    f"routing profile {name}, queue {queue}: priority from 1, delay not negative"
+                )
+            steps[str(queue)] = found
+        out[str(name)] = steps
     return out
 
 
@@ -160,14 +219,17 @@ def tenant_policy(
     """Resolve the `routing_policies` setting for one tenant and its queues.
 
     Shape: {"*" or tenant id: {"default": layer, "queues": {name: layer},
-    "capacity_cost": {media number: cost}}}, a layer being what `overlay` reads.
+    "capacity_cost": {media number: cost}, "routing_profiles": {name: {queue: step}}}}, a layer
+    being what `overlay` reads and a step what `routing_profiles` reads.
     """
     layers = [setting.get("*", {}), setting.get(tenant_id, {})]
     default = DEFAULT_POLICY
     costs: dict[int, float] = {}
+    profiles: dict[str, dict[str, ProfileStep]] = {}
     for layer in layers:
         default = overlay(default, layer.get("default", {}))
         costs.update({int(k): float(v) for k, v in dict(layer.get("capacity_cost", {})).items()})
+        profiles.update(routing_profiles(dict(layer.get("routing_profiles", {}))))
     resolved: dict[str, QueuePolicy] = {}
     for q in queues:
         policy = (
@@ -176,18 +238,19 @@ def tenant_policy(
         for layer in layers:
             policy = overlay(policy, dict(layer.get("queues", {})).get(q.name, {}))
         resolved[q.name] = replace(policy, floor_skills=_floor(q, policy))
-    return TenantPolicy(queues=resolved, default=default, capacity_cost=costs)
+    return TenantPolicy(queues=resolved, default=default, capacity_cost=costs, profiles=profiles)
 
 
 def check_setting(setting: Mapping[str, Mapping[str, Any]]) -> None:
     """Resolve every layer once, so that a bad `routing_policies` stops the start."""
     for layer in setting.values():
-        unknown = set(layer) - {"default", "queues", "capacity_cost"}
+        unknown = set(layer) - {"default", "queues", "capacity_cost", "routing_profiles"}
         if unknown:
             raise ValueError(f"unknown keys {sorted(unknown)}")
         overlay(DEFAULT_POLICY, layer.get("default", {}))
         for spec in dict(layer.get("queues", {})).values():
             overlay(DEFAULT_POLICY, spec)
+        routing_profiles(dict(layer.get("routing_profiles", {})))
         for media, cost in dict(layer.get("capacity_cost", {})).items():
             if int(media) <= 0 or not 0 < float(cost) <= 1:
                 raise ValueError("capacity_cost maps a media number to a cost above 0, at most 1")

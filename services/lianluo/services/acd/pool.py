@@ -114,8 +114,9 @@ def queue_key(enqueued_at: datetime, priority: int, aging_step: float) -> float:
     return enqueued_at.timestamp() - priority * aging_step
 
 
-# (media, queue name): contacts of one media compete for the same agents' room.
-Line = tuple[int, str]
+# (media, queue name, targeted): contacts of one media compete for the same agents' room.
+# Contacts with a target (a named agent, experts) wait apart: the queue's skills do not apply.
+Line = tuple[int, str, bool]
 
 
 class WaitingLine:
@@ -146,10 +147,10 @@ class WaitingLine:
     def media(self) -> list[int]:
         return sorted(m for m, n in self.counts.items() if n)
 
-    def of(self, media: int) -> list[tuple[str, list[Place]]]:
-        """The queues' lines of one media, by queue name."""
-        return [(k[1], self.lines[k]) for k in sorted(self.lines) if k[0] == media]
+    def of(self, media: int) -> list[tuple[str, bool, list[Place]]]:
+        """The queues' lines of one media, by queue name: (queue, targeted, line)."""
+        return [(k[1], k[2], self.lines[k]) for k in sorted(self.lines) if k[0] == media]
 
     def in_order(self, media: int) -> Iterator[Place]:
         """Every contact of `media` waiting across queues, in queue order."""
-        return merge(*(line for _, line in self.of(media)))
+        return merge(*(line for _, _, line in self.of(media)))

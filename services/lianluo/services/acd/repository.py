@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -11,7 +12,14 @@ import asyncpg
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.services.acd.agents import AgentStatus, Needs
-from lianluo.services.acd.state import Assignment, Changes, Contact, PendingOffer
+from lianluo.services.acd.state import (
+    Assignment,
+    Changes,
+    Contact,
+    ContactLog,
+    PendingOffer,
+    PresenceLog,
+)
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 
@@ -50,12 +58,19 @@ def _contact(row: Any) -> Contact:
             skills=dict(needs["skills"]),
             language=needs["language"],
             priority=needs["priority"],
+            agent_id=needs.get("agent_id", ""),
+            experts_only=needs.get("experts_only", False),
+            expertise=needs.get("expertise", ""),
         ),
         enqueued_at=row["enqueued_at"],
         deadline=row["deadline"],
         overflow=pb.Overflow.FromString(row["overflow"]),
         declined=set(row["declined"]),
         offer_id=str(row["offer_id"]) if row["offer_id"] else None,
+        not_before=row["not_before"],
+        overflowed_from=tuple(row["overflowed_from"]),
+        transferred_by=row["transferred_by"],
+        stay=row["stay"],
     )
 
 
@@ -84,13 +99,6 @@ class Repository:
             acd.OFFER_STATE_PENDING,
         )
         held = await conn.fetch("select * from assignments where tenant_id = $1", tenant_id)
-        answers = await conn.fetch(
-            "select a.offer_id, a.answered_at from offer_answers a join offers o "
-            "on o.tenant_id = a.tenant_id and o.id = a.offer_id "
-            "where a.tenant_id = $1 and o.state = $2",
-            tenant_id,
-            acd.OFFER_STATE_PENDING,
-        )
         return TenantRows(
             statuses={r["agent_id"]: _status(r) for r in agents},
             contacts={r["interaction_id"]: _contact(r) for r in contacts},
@@ -105,8 +113,38 @@ class Repository:
                 )
                 for r in held
             ],
-            answered={str(r["offer_id"]): r["answered_at"] for r in answers},
+            answered=await self.answered(conn, tenant_id),
         )
+
+    async def answered(self, conn: asyncpg.Connection, tenant_id: str) -> dict[str, datetime]:
+        """Pending offers whose answer is on its way, and when it was given. RespondToOffer on
+        any replica writes these, so an owner reads them at every step."""
+        answers = await conn.fetch(
+            "select a.offer_id, a.answered_at from offer_answers a join offers o "
+            "on o.tenant_id = a.tenant_id and o.id = a.offer_id "
+            "where a.tenant_id = $1 and o.state = $2",
+            tenant_id,
+            acd.OFFER_STATE_PENDING,
+        )
+        return {str(r["offer_id"]): r["answered_at"] for r in answers}
+
+    async def token(self, conn: asyncpg.Connection, tenant_id: str) -> str | None:
+        """The token of the tenant's last committed routing step."""
+        found = await conn.fetchval(
+            "select token from routing_tokens where tenant_id = $1", tenant_id
+        )
+        return str(found) if found else None
+
+    async def new_token(self, conn: asyncpg.Connection, tenant_id: str) -> str:
+        """Mark this step: the token is stored only if the transaction commits."""
+        token = str(uuid.uuid4())
+        await conn.execute(
+            "insert into routing_tokens (tenant_id, token) values ($1, $2) "
+            "on conflict (tenant_id) do update set token = excluded.token",
+            tenant_id,
+            token,
+        )
+        return token
 
     async def save(
         self,
@@ -149,6 +187,22 @@ class Repository:
                 a.assigned_at,
             )
 
+        if changes.contact_log:
+            await conn.executemany(
+                "insert into contact_log (tenant_id, interaction_id, queue, event, at, agent_id) "
+                "values ($1, $2, $3, $4, $5, $6)",
+                [
+                    (tenant_id, e.interaction_id, e.queue, e.event, e.at, e.agent_id)
+                    for e in changes.contact_log
+                ],
+            )
+        if changes.presence_log:
+            await conn.executemany(
+                "insert into presence_log (tenant_id, agent_id, presence, at) "
+                "values ($1, $2, $3, $4)",
+                [(tenant_id, p.agent_id, p.presence, p.at) for p in changes.presence_log],
+            )
+
     async def _save_agent(self, conn: asyncpg.Connection, tenant_id: str, s: AgentStatus) -> None:
         await conn.execute(
             "insert into agents (tenant_id, agent_id, presence, reason, limits, change_time, "
@@ -173,13 +227,22 @@ class Repository:
             "skills": dict(c.needs.skills),
             "language": c.needs.language,
             "priority": c.needs.priority,
+            "agent_id": c.needs.agent_id,
+            "experts_only": c.needs.experts_only,
+            "expertise": c.needs.expertise,
         }
+        # An overflow may move a waiting contact to another queue: every column follows.
         await conn.execute(
             "insert into contacts (tenant_id, interaction_id, queue, requirements, needs, "
-            "enqueued_at, deadline, overflow, declined, offer_id) "
-            "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
-            "on conflict (tenant_id, interaction_id) do update set "
-            "declined = excluded.declined, offer_id = excluded.offer_id",
+            "enqueued_at, deadline, overflow, declined, offer_id, not_before, overflowed_from, "
+            "transferred_by, stay) "
+            "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+            "on conflict (tenant_id, interaction_id) do update set queue = excluded.queue, "
+            "requirements = excluded.requirements, needs = excluded.needs, "
+            "enqueued_at = excluded.enqueued_at, deadline = excluded.deadline, "
+            "overflow = excluded.overflow, declined = excluded.declined, "
+            "offer_id = excluded.offer_id, not_before = excluded.not_before, "
+            "overflowed_from = excluded.overflowed_from",
             tenant_id,
             c.interaction_id,
             c.needs.queue,
@@ -190,6 +253,10 @@ class Repository:
             c.overflow.SerializeToString(),
             sorted(c.declined),
             c.offer_id,
+            c.not_before,
+            list(c.overflowed_from),
+            c.transferred_by,
+            c.stay,
         )
 
     async def _save_offer(self, conn: asyncpg.Connection, tenant_id: str, p: PendingOffer) -> None:
@@ -214,6 +281,7 @@ class Repository:
         """The earliest max wait or offer expiry of a tenant, to arm its timer."""
         due: datetime | None = await conn.fetchval(
             "select least((select min(deadline) from contacts where tenant_id = $1), "
+            "(select min(not_before) from contacts where tenant_id = $1), "
             "(select min(expire_time) from offers where tenant_id = $1 and state = $2))",
             tenant_id,
             acd.OFFER_STATE_PENDING,
@@ -221,6 +289,34 @@ class Repository:
         return due
 
     # ------------------------------------------------------------------ reads for the API
+
+    async def history(
+        self, conn: asyncpg.Connection, tenant_id: str, since: datetime
+    ) -> tuple[list[ContactLog], list[PresenceLog]]:
+        """What the queue figures of a window starting at `since` need: every step of the
+        contacts with a step in the window (an answer in it needs its earlier entry), and each
+        agent's presence changes in the window with the one in force when it began."""
+        contacts = await conn.fetch(
+            "select interaction_id, queue, event, at, agent_id from contact_log "
+            "where tenant_id = $1 and interaction_id in (select interaction_id from contact_log "
+            "where tenant_id = $1 and at >= $2) order by at",
+            tenant_id,
+            since,
+        )
+        presence = await conn.fetch(
+            "(select distinct on (agent_id) agent_id, presence, at from presence_log "
+            "where tenant_id = $1 and at < $2 order by agent_id, at desc) union all "
+            "(select agent_id, presence, at from presence_log where tenant_id = $1 and at >= $2)",
+            tenant_id,
+            since,
+        )
+        return (
+            [
+                ContactLog(r["interaction_id"], r["queue"], r["event"], r["at"], r["agent_id"])
+                for r in contacts
+            ],
+            [PresenceLog(r["agent_id"], r["presence"], r["at"]) for r in presence],
+        )
 
     async def offer(
         self, conn: asyncpg.Connection, tenant_id: str, offer_id: str

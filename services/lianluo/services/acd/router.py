@@ -3,8 +3,14 @@
 Only the replica that owns a tenant's partitions gets its events, and timers run only for the
 tenants whose partitions this replica owns. Each step holds a per-tenant asyncio lock (events
 and timers of one tenant never interleave here) and a per-tenant advisory lock in Postgres
-(two replicas that both believe they own a tenant during a rebalance still take turns), loads
-the state, decides, and saves the state with its decisions in one transaction.
+(two replicas that both believe they own a tenant during a rebalance still take turns), gets
+the state, decides, and saves what changed with its decisions in one transaction.
+
+The owner keeps each tenant's state in memory between steps instead of loading it every time:
+a step stores a fresh token with its changes, and the kept state is used only while the
+stored token is still the one this replica wrote. A step that failed or did not commit, a
+write by another replica, or a change of the tenant's agents or queues makes the owner load
+the state from Postgres again.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ def build_routing(
         answer_grace=timedelta(seconds=settings.answer_grace_seconds),
         answered=rows.answered,
         policy=tenant_policy(settings.routing_policies, tenant_id, queues),
+        queues={q.name: q for q in queues},
     )
 
 
@@ -90,6 +97,16 @@ class Router:
         self._deadlines: dict[str, datetime | None] = {}
         self._partitions: set[int] = set()
         self._stopping = asyncio.Event()
+        # Tenant -> (token of the step that left it, configuration generation, its state).
+        self._kept: dict[str, tuple[str, int, TenantRouting]] = {}
+        self._generation: defaultdict[str, int] = defaultdict(int)
+        view.subscribe(self._config_changed)
+
+    def _config_changed(self, tenant_id: str, change: object) -> None:
+        """Agents, queues or the tenant changed: state built before has old profiles and
+        policy (also when a step that started before the change keeps it at its end)."""
+        self._generation[tenant_id] += 1
+        self._kept.pop(tenant_id, None)
 
     # ------------------------------------------------------------------ events
 
@@ -116,7 +133,14 @@ class Router:
                 log.warning("routing request to an unknown queue", queue=request.requirements.queue)
 
             def enqueue(r: TenantRouting, now: datetime) -> None:
-                r.enqueue(request.interaction_id, request.requirements, queue, now)
+                r.enqueue(
+                    request.interaction_id,
+                    request.requirements,
+                    queue,
+                    now,
+                    request.transferred_by,
+                    request.stay,
+                )
 
             return enqueue
         if kind == events.INTERACTION_ENDED:
@@ -170,14 +194,36 @@ class Router:
         apply: Callable[[TenantRouting, datetime], None],
     ) -> None:
         await self._repo.lock_tenant(conn, tenant_id)
-        rows = await self._repo.load(conn, tenant_id)
-        routing = build_routing(tenant_id, self._view, rows, self._settings)
+        generation = self._generation[tenant_id]
+        routing = await self._routing(conn, tenant_id, generation)
+        # Until the step has written its token the state in memory may be half-changed: it
+        # is kept again only at the end, so an exception anywhere leaves nothing kept.
         now = now_utc()
         apply(routing, now)
         routing.dispatch(now)
         await self._repo.save(conn, tenant_id, routing.changes, routing.statuses, routing.contacts)
         await events.publish_changes(conn, self._topics, tenant_id, routing.changes)
+        token = await self._repo.new_token(conn, tenant_id)
+        if generation == self._generation[tenant_id]:
+            self._kept[tenant_id] = (token, generation, routing)
         self._deadlines[tenant_id] = routing.next_deadline(now)
+
+    async def _routing(
+        self, conn: asyncpg.Connection, tenant_id: str, generation: int
+    ) -> TenantRouting:
+        """The tenant's state: the one kept from this replica's last step while it is still
+        current, otherwise loaded from Postgres."""
+        kept = self._kept.pop(tenant_id, None)
+        if (
+            kept is not None
+            and kept[1] == generation
+            and kept[0] == await self._repo.token(conn, tenant_id)
+        ):
+            routing = kept[2]
+            routing.begin(await self._repo.answered(conn, tenant_id))
+            return routing
+        rows = await self._repo.load(conn, tenant_id)
+        return build_routing(tenant_id, self._view, rows, self._settings)
 
     # ------------------------------------------------------------------ timers
 
@@ -218,6 +264,8 @@ class Router:
         self._partitions = partitions
         for tenant_id in [t for t in self._deadlines if not self._owns(t)]:
             del self._deadlines[tenant_id]
+        for tenant_id in [t for t in self._kept if not self._owns(t)]:
+            del self._kept[tenant_id]
         if not gained:
             return
         log.info("routing partitions assigned", partitions=sorted(partitions))

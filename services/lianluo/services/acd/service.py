@@ -7,7 +7,7 @@ received them: they are published on `agent.event` and applied in order by the t
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -223,7 +223,7 @@ class AcdApi:
         wait = request.assume_wait_seconds or (contact.wait_seconds(now) if contact else 0)
         policy = routing.policy.queue(needs.queue)
         ring = ring_needs(needs, policy, policy.ring_at(wait))
-        ranking = routing.recommend(needs, customer, ring, declined, now)
+        ranking = routing.recommend(needs, customer, ring, declined, now, wait)
         limit = request.max_candidates or DEFAULT_CANDIDATES
         return acd.RecommendResponse(explanation=explain(needs, ranking, wait, limit))
 
@@ -242,13 +242,17 @@ class AcdApi:
             if not isinstance(queue, pb.Queue):
                 raise NotFound("queue", name)
             queues.append(queue)
-        async with self._pool.acquire() as conn:
-            rows = await self._repo.load(conn, tenant_id)
-        routing = build_routing(tenant_id, self._view, rows, self._settings)
+        window = request.window_seconds or DEFAULT_WINDOW
         now = now_utc()
+        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+            rows = await self._repo.load(conn, tenant_id)
+            contacts, presence = await self._repo.history(
+                conn, tenant_id, now - timedelta(seconds=window)
+            )
+        routing = build_routing(tenant_id, self._view, rows, self._settings)
         return acd.QueueStatsResponse(
-            queues=[queue_figures(q, routing, now) for q in queues],
-            window_seconds=request.window_seconds or DEFAULT_WINDOW,
+            queues=[queue_figures(q, routing, now, contacts, presence, window) for q in queues],
+            window_seconds=window,
             compute_time=stamp(now),
         )
 

@@ -34,7 +34,8 @@ def stamp(moment: datetime) -> timestamp_pb2.Timestamp:
 
 @dataclass
 class Contact:
-    """A waiting interaction; its needs and deadline are fixed when it enters the queue."""
+    """A waiting interaction; its needs and deadline are fixed when it enters a queue, and
+    change only when it overflows."""
 
     interaction_id: str
     requirements: common.RoutingRequirements
@@ -44,12 +45,25 @@ class Contact:
     overflow: pb.Overflow
     declined: set[str] = field(default_factory=set)
     offer_id: str | None = None
+    # A callback waits out of line until then; it is not offered before.
+    not_before: datetime | None = None
+    # The queues whose overflow it took already: each is taken once, so overflows never loop.
+    overflowed_from: tuple[str, ...] = ()
+    # The agent who transferred it and still holds it, and whether they stay once another
+    # agent accepts.
+    transferred_by: str = ""
+    stay: bool = False
     # Derived once: the ring requirements by ring index, and the customer the scoring reads.
     rings: dict[int, RingNeeds] = field(default_factory=dict, repr=False, compare=False)
     customer: Customer | None = field(default=None, repr=False, compare=False)
 
     def wait_seconds(self, now: datetime) -> int:
         return max(0, int((now - self.enqueued_at).total_seconds()))
+
+    @property
+    def in_line(self) -> bool:
+        """Waiting to be offered: no pending offer, and not a callback that is not due yet."""
+        return self.offer_id is None and self.not_before is None
 
 
 @dataclass
@@ -105,7 +119,8 @@ class PresenceLog:
 
 
 def line_of(contact: Contact) -> Line:
-    return (contact.needs.media, contact.needs.queue)
+    needs = contact.needs
+    return (needs.media, needs.queue, bool(needs.agent_id or needs.experts_only))
 
 
 def place(contact: Contact, policy: TenantPolicy) -> Place:

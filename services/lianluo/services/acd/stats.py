@@ -72,6 +72,8 @@ def history_figures(
         if e.event == ENTERED and e.queue == queue.name:
             entered[e.interaction_id] = e.at
             out.entered += e.at in window
+        elif e.queue not in (queue.name, ""):
+            continue  # the same interaction in another queue (after an overflow or transfer)
         elif e.event == ANSWERED and e.interaction_id in entered:
             answered[e.interaction_id] = (e.at, e.agent_id)
             if e.at in window:
@@ -169,8 +171,10 @@ def queue_figures(
             busy += 1
     window = Window(now - timedelta(seconds=window_seconds), now)
     out = history_figures(queue, contacts, presence, agent_ids, window)
-    waiting = [c for c in routing.contacts.values() if c.needs.queue == queue.name]
+    ours = [c for c in routing.contacts.values() if c.needs.queue == queue.name]
+    waiting = [c for c in ours if c.not_before is None]
     out.waiting = len(waiting)
+    out.callbacks_scheduled = len(ours) - len(waiting)
     out.longest_wait_seconds = max((c.wait_seconds(now) for c in waiting), default=0)
     out.agents_available = available
     out.agents_busy = busy

@@ -18,6 +18,7 @@ WAITING = frozenset(
         S.INTERACTION_STATE_IN_IVR,
         S.INTERACTION_STATE_QUEUED,
         S.INTERACTION_STATE_OFFERED,
+        S.INTERACTION_STATE_CALLBACK,
     }
 )
 TRANSITIONS: dict[int, frozenset[int]] = {
@@ -26,10 +27,29 @@ TRANSITIONS: dict[int, frozenset[int]] = {
     ),
     S.INTERACTION_STATE_IN_IVR: frozenset({S.INTERACTION_STATE_QUEUED, *TERMINAL}),
     S.INTERACTION_STATE_QUEUED: frozenset(
-        {S.INTERACTION_STATE_OFFERED, S.INTERACTION_STATE_CONNECTED, *TERMINAL}
+        {
+            S.INTERACTION_STATE_OFFERED,
+            S.INTERACTION_STATE_CONNECTED,
+            S.INTERACTION_STATE_CALLBACK,
+            *TERMINAL,
+        }
     ),
     S.INTERACTION_STATE_OFFERED: frozenset(
-        {S.INTERACTION_STATE_QUEUED, S.INTERACTION_STATE_CONNECTED, *TERMINAL}
+        {
+            S.INTERACTION_STATE_QUEUED,
+            S.INTERACTION_STATE_CONNECTED,
+            S.INTERACTION_STATE_CALLBACK,
+            *TERMINAL,
+        }
+    ),
+    # A callback comes back as an offer to an agent, who then calls the customer.
+    S.INTERACTION_STATE_CALLBACK: frozenset(
+        {
+            S.INTERACTION_STATE_QUEUED,
+            S.INTERACTION_STATE_OFFERED,
+            S.INTERACTION_STATE_CONNECTED,
+            *TERMINAL,
+        }
     ),
     S.INTERACTION_STATE_CONNECTED: frozenset(
         {S.INTERACTION_STATE_QUEUED, S.INTERACTION_STATE_WRAP_UP, S.INTERACTION_STATE_CLOSED}

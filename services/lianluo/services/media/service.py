@@ -13,10 +13,12 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from lianluo.acd.v1 import acd_pb2
+from lianluo.common.v1 import common_pb2
 from lianluo.events.v1 import interaction_pb2, ivr_pb2, routing_pb2
 from lianluo.media.v1 import media_pb2 as pb
 from lianluo.runtime import auth, outbox
 from lianluo.runtime.errors import (
+    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
@@ -29,12 +31,16 @@ from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.media import domain
 from lianluo.services.media.hub import DESK_FRAME, FRAME, STAFF_FRAME
 from lianluo.services.media.repository import Repository
+from lianluo.tenants.v1 import tenants_pb2
 
 log = get_logger(__name__)
 S = pb.InteractionState
 R = pb.ParticipantRole
 PRODUCER = "media"
 OVERFLOW_NOTICE = "All our agents are busy. We have kept your message and will get back to you."
+MOVED_NOTICE = "We are passing you to {queue}; please stay with us."
+EXPERTS_NOTICE = "We are finding an expert to help you; please stay with us."
+CALLBACK_NOTICE = "All our agents are busy. We will call you back on {number}."
 BOT_ID = "ivr"
 # Media that need a real-time endpoint for clients to connect to.
 REAL_TIME = frozenset({1, 3, 7})  # voice, video, screen share
@@ -263,10 +269,18 @@ class MediaService:
             await self._flush(change)
         return it, customer.id
 
-    async def _route(self, change: Change, queue: str) -> None:
-        """A contact that skips self-service asks the ACD for a person directly."""
+    async def _route(
+        self,
+        change: Change,
+        queue: str,
+        target: common_pb2.RoutingTarget | None = None,
+        note: str = "",
+        transferred_by: str = "",
+        stay: bool = False,
+    ) -> None:
+        """Ask the ACD for a person: for a contact that skips self-service, or a transfer."""
         it = change.it
-        req = ivr_pb2.RoutingRequest(interaction_id=it.id)
+        req = ivr_pb2.RoutingRequest(interaction_id=it.id, transferred_by=transferred_by, stay=stay)
         r = req.requirements
         r.queue = queue
         r.channel = it.channel
@@ -275,6 +289,12 @@ class MediaService:
         r.customer_id = it.customer.id
         r.language = it.customer.language
         r.customer_attributes.update(it.customer.attributes)
+        if target is not None:
+            r.target.CopyFrom(target)
+        r.note = note
+        if it.customer.address.startswith("+"):
+            # An E.164 address is a number the ACD can call back.
+            r.callback_number = it.customer.address
         envelope = new_envelope("routing.requested", it.tenant_id, req, PRODUCER)
         await outbox.enqueue(change.conn, self._routing_topic, envelope)
 
@@ -356,27 +376,56 @@ class MediaService:
         return leg
 
     async def transfer(self, req: pb.TransferRequest) -> pb.Interaction:
+        """Hand a connected interaction to a queue, a named agent or an expert; the ACD routes
+        it with the note, and releases the transferring agent when another accepts (unless
+        they stay)."""
         auth.require_tenant(req.tenant_id)
-        target = req.transfer.WhichOneof("target")
-        if target is None:
-            raise InvalidArgument([FieldViolation("transfer.target", "queue, agent_id or expert")])
-        if (
-            target == "queue"
-            and self._config.by_name(req.tenant_id, "queue", req.transfer.queue) is None
-        ):
-            raise InvalidArgument([FieldViolation("transfer.queue", "no such queue")])
+        t = req.transfer
+        target = self._transfer_target(req.tenant_id, t)
         async with self._pool.acquire() as conn, conn.transaction():
             change = await self._locked(conn, req.tenant_id, req.interaction_id)
-            if change.participant(req.transfer.participant_id) is None:
-                raise NotFound("participant", req.transfer.participant_id)
+            by = change.participant(t.participant_id)
+            if by is None or by.HasField("leave_time"):
+                raise NotFound("participant", t.participant_id)
+            if by.role not in (R.PARTICIPANT_ROLE_AGENT, R.PARTICIPANT_ROLE_EXPERT):
+                raise InvalidArgument(
+                    [FieldViolation("transfer.participant_id", "only an agent or expert transfers")]
+                )
+            if target.agent_id == by.subject_id:
+                raise InvalidArgument([FieldViolation("transfer.agent_id", "is the transferrer")])
             domain.require_open(change.it)
-            change.add("transfer", req.transfer, event="transfer_requested", staff_only=True)
-            if target == "queue":
-                change.it.queue = req.transfer.queue
-                change.move(S.INTERACTION_STATE_QUEUED, "transfer")
-                await self._route(change, req.transfer.queue)
+            if change.it.state != S.INTERACTION_STATE_CONNECTED:
+                raise FailedPrecondition(
+                    f"interaction/{change.it.id}", "only a connected interaction is transferred"
+                )
+            change.add("transfer", t, event="transfer_requested", staff_only=True)
+            queue = t.queue or change.it.queue
+            change.it.queue = queue
+            change.move(S.INTERACTION_STATE_QUEUED, "transfer")
+            await self._route(change, queue, target, t.note, by.subject_id, t.stay)
             await self._flush(change)
         return change.it
+
+    def _transfer_target(self, tenant_id: str, t: pb.Transfer) -> common_pb2.RoutingTarget:
+        """Check a transfer's target against the tenant's configuration."""
+        kind = t.WhichOneof("target")
+        if kind is None:
+            raise InvalidArgument([FieldViolation("transfer.target", "queue, agent_id or expert")])
+        if kind == "queue" and self._config.by_name(tenant_id, "queue", t.queue) is None:
+            raise InvalidArgument([FieldViolation("transfer.queue", "no such queue")])
+        named = t.agent_id if kind == "agent_id" else t.expert.agent_id if kind == "expert" else ""
+        field = "transfer.agent_id" if kind == "agent_id" else "transfer.expert.agent_id"
+        if named and self._config.get(tenant_id, "agent", named) is None:
+            raise InvalidArgument([FieldViolation(field, "no such agent")])
+        if kind == "expert" and not named and not t.expert.expertise:
+            raise InvalidArgument(
+                [FieldViolation("transfer.expert", "agent_id or expertise must be set")]
+            )
+        if named:
+            return common_pb2.RoutingTarget(agent_id=named)
+        if kind == "expert":
+            return common_pb2.RoutingTarget(experts=True, expertise=t.expert.expertise)
+        return common_pb2.RoutingTarget()
 
     async def end(self, req: pb.EndRequest) -> pb.Interaction:
         auth.require_tenant(req.tenant_id)
@@ -531,13 +580,44 @@ class MediaService:
                 change.it.participants.append(person)
                 change.add("participant_joined", person, event="participant_joined")
                 change.move(S.INTERACTION_STATE_CONNECTED, "offer_accepted")
+            if assign.released_agent_id:
+                self._leave(change, assign.released_agent_id, "transferred")
             await self._close_offer(
                 change, assign.offer_id, assign.agent_id, acd_pb2.OFFER_STATE_ACCEPTED
             )
         elif kind == "overflow" and change.it.state not in domain.TERMINAL:
+            self._overflowed(change, decision.overflow)
+        await self._flush(change)
+
+    def _overflowed(self, change: Change, overflow: routing_pb2.RoutingOverflow) -> None:
+        """Tell the customer where the queue's overflow takes them."""
+        kind = overflow.overflow.kind
+        if kind == tenants_pb2.OVERFLOW_KIND_QUEUE:
+            target = self._config.by_name(str(change.tid), "queue", overflow.overflow.target_queue)
+            name = getattr(target, "display_name", "") or overflow.overflow.target_queue
+            text = MOVED_NOTICE.format(queue=name)
+            change.it.queue = overflow.overflow.target_queue
+            change.move(S.INTERACTION_STATE_QUEUED, "overflow")
+        elif kind == tenants_pb2.OVERFLOW_KIND_EXPERTS:
+            text = EXPERTS_NOTICE
+            change.move(S.INTERACTION_STATE_QUEUED, "overflow")
+        elif kind == tenants_pb2.OVERFLOW_KIND_CALLBACK:
+            text = CALLBACK_NOTICE.format(number=overflow.callback_number)
+            change.move(S.INTERACTION_STATE_CALLBACK, "callback")
+        else:
             change.message(self._bot(change), pb.MessageContent(text=OVERFLOW_NOTICE))
             change.end(S.INTERACTION_STATE_OVERFLOWED, pb.Resolution(code="overflow"))
-        await self._flush(change)
+            return
+        change.message(self._bot(change), pb.MessageContent(text=text))
+
+    def _leave(self, change: Change, agent_id: str, reason: str) -> None:
+        """The agent's participant leaves the interaction (for example after a transfer)."""
+        for p in change.it.participants:
+            staff = p.subject_id == agent_id and p.role != R.PARTICIPANT_ROLE_CUSTOMER
+            if staff and not p.HasField("leave_time"):
+                p.leave_time.CopyFrom(_stamp())
+                p.leave_reason = reason
+                change.add("participant_left", p, event="participant_left")
 
     async def _close_offer(self, change: Change, offer_id: str, agent_id: str, state: Any) -> None:
         await self._repo.close_offer(change.conn, change.tid, offer_id)
