@@ -90,8 +90,7 @@ def request(rng: random.Random, skill: str) -> common.RoutingRequirements:
 def fill(r: TenantRouting, waiting: int, rng: random.Random, now: datetime) -> None:
     """Every agent holds one chat, then `waiting` contacts queue behind them."""
     for aid in r.pool.ids:
-        r.assignments.append(Assignment(f"held-{aid}", aid, CHAT, f"o-{aid}", now))
-        r.pool.take(aid, CHAT)
+        r.hold(Assignment(f"held-{aid}", aid, CHAT, f"o-{aid}", now))
     qs = queues()
     for i in range(waiting):
         skill = rng.choice(SKILLS)

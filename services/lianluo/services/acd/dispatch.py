@@ -91,7 +91,6 @@ class TenantRouting:
         self.statuses = statuses
         self.contacts = contacts
         self.offers = offers
-        self.assignments = assignments
         self.offer_timeout = offer_timeout
         # An answer recorded before expiry is on its way through agent.event; the offer waits
         # this long for it instead of timing out under the agent's click.
@@ -100,11 +99,11 @@ class TenantRouting:
         self.policy = policy
         self._new_id = new_id
         self.changes = Changes()
-        self._held = {a.interaction_id for a in assignments}
         self.pool = AgentPool(profiles, statuses, policy.capacity_cost)
+        # Interaction -> agent -> what they hold: looked up by interaction at every end.
+        self.held: dict[str, dict[str, Assignment]] = {}
         for a in assignments:
-            self.pool.in_use.setdefault(a.agent_id, {})
-            self.pool.take(a.agent_id, a.media)
+            self.hold(a)
         for p in offers.values():
             self.pool.take(p.offer.agent_id, p.media)
         self.pool.touch_all()
@@ -112,6 +111,16 @@ class TenantRouting:
         for contact in contacts.values():
             if contact.in_line:
                 self.waiting.add(line_of(contact), place(contact, policy))
+
+    @property
+    def assignments(self) -> list[Assignment]:
+        return [a for per_agent in self.held.values() for a in per_agent.values()]
+
+    def hold(self, assignment: Assignment) -> None:
+        """The agent holds the interaction: its capacity is taken."""
+        self.held.setdefault(assignment.interaction_id, {})[assignment.agent_id] = assignment
+        self.pool.in_use.setdefault(assignment.agent_id, {})
+        self.pool.take(assignment.agent_id, assignment.media)
 
     def begin(self, answered: Mapping[str, datetime]) -> None:
         """Start a new step on state kept from the last one: nothing changed yet."""
@@ -238,10 +247,8 @@ class TenantRouting:
         transferred by an agent who holds it."""
         if interaction_id in self.contacts:
             return False
-        if interaction_id in self._held and not any(
-            a.interaction_id == interaction_id and a.agent_id == transferred_by
-            for a in self.assignments
-        ):
+        holders = self.held.get(interaction_id)
+        if holders and transferred_by not in holders:
             return False
         if queue is None:
             # Nobody can ever be eligible for a queue the tenant does not have; the customer
@@ -304,11 +311,9 @@ class TenantRouting:
         if accept:
             self._close(pending, acd.OFFER_STATE_ACCEPTED, now)
             assignment = Assignment(contact.interaction_id, agent_id, pending.media, offer_id, now)
-            self.assignments.append(assignment)
-            self._held.add(assignment.interaction_id)
+            self.hold(assignment)
             self.changes.assigned.append(assignment)
             self.statuses.setdefault(agent_id, AgentStatus(agent_id)).last_assign_time = now
-            self.pool.take(agent_id, pending.media)
             self.changes.agents.add(agent_id)
             self.log(contact, ANSWERED, now, agent_id)
             self.remove_contact(contact.interaction_id)
@@ -343,19 +348,16 @@ class TenantRouting:
 
     def release(self, interaction_id: str, agent_id: str | None, now: datetime) -> list[Assignment]:
         """Free the capacity an interaction held (for every agent, or for one)."""
-        released = [
-            a
-            for a in self.assignments
-            if a.interaction_id == interaction_id and agent_id in (None, a.agent_id)
-        ]
+        holders = self.held.get(interaction_id, {})
+        released = [a for a in holders.values() if agent_id in (None, a.agent_id)]
         for a in released:
-            self.assignments.remove(a)
+            del holders[a.agent_id]
             self.changes.released.append(a)
             self.statuses.setdefault(a.agent_id, AgentStatus(a.agent_id)).last_idle_time = now
             self.pool.take(a.agent_id, a.media, -1)
             self.changes.agents.add(a.agent_id)
-        if released and not any(a.interaction_id == interaction_id for a in self.assignments):
-            self._held.discard(interaction_id)
+        if not holders:
+            self.held.pop(interaction_id, None)
         return released
 
     def end_interaction(self, interaction_id: str, now: datetime) -> None:
