@@ -399,12 +399,11 @@ async def test_killing_the_owning_replica_mid_routing_assigns_no_agent_twice_and
 
         # Every contact ends assigned or overflowed; none waits for ever.
         left = SETTLE - (asyncio.get_running_loop().time() - started)
-        try:
+        # On a timeout the assertions below say which contacts were left.
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(left, 1)):
                 while len(final_decisions(decisions, tenant.id)) < CONTACTS:
                     await asyncio.sleep(0.1)
-        except TimeoutError:
-            pass
         finals = final_decisions(decisions, tenant.id)
         elapsed = asyncio.get_running_loop().time() - started
         most = most_held(decisions, tenant.id)

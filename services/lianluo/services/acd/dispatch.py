@@ -192,16 +192,11 @@ class TenantRouting:
         kept: list[AgentView] = []
         held: list[Exclusion] = []
         for view in views:
-            name = view.profile.routing_profile
-            step = self.policy.step(name, queue)
-            if step is None:
-                detail = f"routing profile {name} does not take {queue}"
-            elif wait_seconds < step.delay_seconds:
-                detail = f"routing profile {name} takes {queue} after {step.delay_seconds:g} s"
+            why = self.policy.held_back(view.profile.routing_profile, queue, wait_seconds)
+            if why:
+                held.append(Exclusion(view.agent_id, acd.HARD_FILTER_ROUTING_PROFILE, why))
             else:
                 kept.append(view)
-                continue
-            held.append(Exclusion(view.agent_id, acd.HARD_FILTER_ROUTING_PROFILE, detail))
         return kept, held
 
     def next_deadline(self, now: datetime | None = None) -> datetime | None:

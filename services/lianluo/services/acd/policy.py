@@ -121,6 +121,16 @@ class TenantPolicy:
             return ANY_QUEUE
         return self.profiles[profile].get(queue)
 
+    def held_back(self, profile: str, queue: str, wait_seconds: float) -> str:
+        """Why an agent of `profile` may not take a contact of `queue` that has waited
+        `wait_seconds`, in words; empty when it may."""
+        step = self.step(profile, queue)
+        if step is None:
+            return f"routing profile {profile} does not take {queue}"
+        if wait_seconds < step.delay_seconds:
+            return f"routing profile {profile} takes {queue} after {step.delay_seconds:g} s"
+        return ""
+
     def delays(self, queue: str) -> set[float]:
         """The delays the profiles give `queue`: when a contact's set of agents grows."""
         return {
