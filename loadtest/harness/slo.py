@@ -38,8 +38,12 @@ def checks(environment: Any) -> list[Check]:
     total = stats.total
     error_rate = 100.0 * total.num_failures / total.num_requests if total.num_requests else None
     relays = [v for v in (_p95(stats, RELAY_TO_AGENT), _p95(stats, RELAY_TO_CUSTOMER)) if v]
+    errors = Check("error rate", error_rate, o.slo_error_percent, "%")
+    if o.latency_slos == "off":
+        # Latency depends on the machine's load; a test suite judges only what holds anywhere.
+        return [errors]
     return [
-        Check("error rate", error_rate, o.slo_error_percent, "%"),
+        errors,
         Check("p95 contact to offer", _p95(stats, CONTACT_TO_OFFER), o.slo_offer_p95_ms, "ms"),
         Check(
             "p95 message relay (worse direction)",

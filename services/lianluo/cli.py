@@ -9,6 +9,7 @@ import importlib
 import sys
 from types import ModuleType
 
+import grpc
 from pydantic import ValidationError
 
 from lianluo.runtime.service import ServiceSpec, migrate
@@ -72,8 +73,25 @@ def _dev(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from lianluo.devstack import platform
 
-    code: int = platform.main(demo=not args.no_demo)
+    code: int = platform.main(demo=not args.no_demo, replicas=args.replicas)
     return code
+
+
+def _replicas(value: str) -> dict[str, int]:
+    """`media=2,acd=2`: how many processes of each cell service `lianluo run` starts."""
+    from lianluo.services import CELL_SERVICES
+
+    counts: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, _, count = item.partition("=")
+        if name not in CELL_SERVICES:
+            raise argparse.ArgumentTypeError(
+                f"unknown service {name!r}; one of {', '.join(CELL_SERVICES)}"
+            )
+        if not count.isdigit() or not 1 <= int(count) <= 8:
+            raise argparse.ArgumentTypeError(f"{name}: the count must be 1 to 8, not {count!r}")
+        counts[name] = int(count)
+    return counts
 
 
 def _terminal(args: argparse.Namespace) -> int:
@@ -89,11 +107,22 @@ def _terminal(args: argparse.Namespace) -> int:
     if not key or not tenant:
         print("lianluo: give --tenant and --key (no demo tenant found)", file=sys.stderr)
         return 2
-    with contextlib.suppress(KeyboardInterrupt):
-        if args.command == "customer":
-            asyncio.run(terminal.customer(cell, key, tenant, args.flow, args.name))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            if args.command == "customer":
+                asyncio.run(terminal.customer(cell, key, tenant, args.flow, args.name))
+            else:
+                asyncio.run(terminal.agent(cell, key, tenant, args.login))
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.UNAVAILABLE:
+            print(
+                f"lianluo {args.command}: the local cell does not answer; start it with "
+                "`make run` and try again",
+                file=sys.stderr,
+            )
         else:
-            asyncio.run(terminal.agent(cell, key, tenant, args.login))
+            print(f"lianluo {args.command}: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -123,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
 
     run = commands.add_parser("run", help="the whole local platform, until Ctrl-C")
     run.add_argument("--no-demo", action="store_true", help="skip the demo")
+    run.add_argument(
+        "--replicas",
+        type=_replicas,
+        default={},
+        metavar="SERVICE=N,...",
+        help="processes per service, e.g. media=2,acd=2 (default one of each)",
+    )
     run.set_defaults(func=_run)
 
     op = commands.add_parser("operator", help="the cell operator (kopf), until SIGTERM")

@@ -47,9 +47,9 @@ CASES = (
 
 @functools.cache
 def helm_bin() -> Path:
-    """helm from the pinned wheel, fetched once into the user's cache (never the repo)."""
+    """helm from the pinned wheel, fetched by `make install` into the user's cache."""
     try:
-        return helm.tools().helm
+        return helm.tools(fetch=False).helm
     except helm.ToolFetchError as error:
         pytest.fail(f"helm is needed for the chart tests: {error}")
 

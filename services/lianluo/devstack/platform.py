@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import signal
 import sys
 import time
 
@@ -42,7 +43,10 @@ def cell_env(config: infra.StackConfig, key: str) -> dict[str, str]:
     }
 
 
-def main(demo: bool = True) -> int:
+def main(demo: bool = True, replicas: dict[str, int] | None = None) -> int:
+    # A process manager (or CI) stops with SIGTERM: clean up exactly as after Ctrl-C, so the
+    # next run finds no Postgres or broker of ours still holding the state folder.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     config = infra.StackConfig.from_env()
     try:
         started_infra = infra.up(config)
@@ -53,7 +57,12 @@ def main(demo: bool = True) -> int:
         print(f"lianluo run: {error}", file=sys.stderr)
         return 1
     key = admin_key(config)
-    cell = Cell(cell_env(config, key), config.state_dir / "logs", first_port=FIRST_PORT)
+    cell = Cell(
+        cell_env(config, key),
+        config.state_dir / "logs",
+        first_port=FIRST_PORT,
+        replicas=dict(replicas or {}),
+    )
     try:
         cell.start()
         print("\nLianluo is running (one local cell):")
@@ -77,6 +86,9 @@ def main(demo: bool = True) -> int:
         print("\nServing until Ctrl-C.")
         _wait_for_interrupt(cell)
         return 0
+    except KeyboardInterrupt:
+        print("\nStopping.", file=sys.stderr)
+        return 130
     except (TimeoutError, RuntimeError, infra.InfraError) as error:
         print(f"lianluo run: {error}", file=sys.stderr)
         return 1
@@ -87,10 +99,7 @@ def main(demo: bool = True) -> int:
 
 
 def _wait_for_interrupt(cell: Cell) -> None:
-    try:
-        while not cell.failed():
-            time.sleep(0.5)
-        names = ", ".join(f"{r.service} (log {r.log})" for r in cell.failed())
-        print(f"lianluo run: {names} stopped", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("\nStopping.", file=sys.stderr)
+    while not cell.failed():
+        time.sleep(0.5)
+    names = ", ".join(f"{r.service} (log {r.log})" for r in cell.failed())
+    print(f"lianluo run: {names} stopped", file=sys.stderr)
