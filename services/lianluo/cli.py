@@ -121,7 +121,9 @@ def _terminal(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         else:
-            print(f"lianluo {args.command}: {error.code().name}: {error.details()}", file=sys.stderr)
+            print(
+                f"lianluo {args.command}: {error.code().name}: {error.details()}", file=sys.stderr
+            )
         return 1
     return 0
 
