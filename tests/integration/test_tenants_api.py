@@ -258,6 +258,64 @@ async def test_flows_are_validated_and_versioned(admin: Client) -> None:
     assert latest.version == 2, "a rejected flow must not be stored"
 
 
+async def test_a_flow_can_be_deleted_and_is_gone_afterwards(admin: Client) -> None:
+    t, c = await onboard(admin)
+    await c.queues.CreateQueue(pb.CreateQueueRequest(tenant_id=t.id, queue=queue()), metadata=c.md)
+    v1 = await c.flows.PutFlow(pb.PutFlowRequest(tenant_id=t.id, flow=flow()), metadata=c.md)
+    changed = flow()
+    changed.nodes[0].prompt.text = "Welcome back"
+    await c.flows.PutFlow(pb.PutFlowRequest(tenant_id=t.id, flow=changed), metadata=c.md)
+    await c.flows.DeleteFlow(pb.DeleteFlowRequest(tenant_id=t.id, flow_id=v1.id), metadata=c.md)
+    await fails(
+        c.flows.GetFlow(pb.GetFlowRequest(tenant_id=t.id, flow_id=v1.id), metadata=c.md),
+        grpc.StatusCode.NOT_FOUND,
+    )
+    again = await c.flows.PutFlow(pb.PutFlowRequest(tenant_id=t.id, flow=flow()), metadata=c.md)
+    assert again.id != v1.id and again.version == 1
+
+
+async def test_hostile_values_get_invalid_argument_naming_the_field(admin: Client) -> None:
+    t, c = await onboard(admin)
+    await c.queues.CreateQueue(pb.CreateQueueRequest(tenant_id=t.id, queue=queue()), metadata=c.md)
+    huge_end = flow()
+    huge_end.nodes.add(id="huge", end=pb.EndNode(text="x" * (2 << 20)))
+    cases = {
+        "flow.nodes[4].end.text": c.flows.PutFlow(
+            pb.PutFlowRequest(tenant_id=t.id, flow=huge_end), metadata=c.md
+        ),
+        "queue.name": c.queues.CreateQueue(
+            pb.CreateQueueRequest(tenant_id=t.id, queue=queue("a\x00b")), metadata=c.md
+        ),
+        "request_id": admin.tenants.CreateTenant(
+            pb.CreateTenantRequest(tenant=tenant(), request_id="r" * 3_000), metadata=admin.md
+        ),
+    }
+    for field, call in cases.items():
+        error = await fails(call, grpc.StatusCode.INVALID_ARGUMENT)
+        assert bad_fields(error) == {field}
+        # The reply names the problem without repeating the input.
+        assert len(error.details() or "") < 1_000
+    pattern = flow()
+    pattern.nodes[1].menu.choices[0].next = "ask"
+    pattern.nodes.add(
+        id="ask",
+        collect=pb.CollectNode(prompt="Card?", variable="card", pattern="(?<=a)b", next="bye"),
+    )
+    error = await fails(
+        c.flows.PutFlow(pb.PutFlowRequest(tenant_id=t.id, flow=pattern), metadata=c.md),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert "flow.nodes[4].collect.pattern" in bad_fields(error)
+
+
+async def test_a_body_that_does_not_decode_gets_invalid_argument(
+    channel: grpc.aio.Channel, admin: Client
+) -> None:
+    raw = channel.unary_unary("/lianluo.tenants.v1.TenantService/GetTenant")
+    error = await fails(raw(b"\xff\xff\xff", metadata=admin.md), grpc.StatusCode.INVALID_ARGUMENT)
+    assert "protobuf" not in (error.details() or "").lower()
+
+
 async def test_rules_hide_their_signing_secret_and_pin_their_template(admin: Client) -> None:
     t, c = await onboard(admin)
     error = await fails(

@@ -30,12 +30,31 @@ class FieldViolation:
     description: str
 
 
+# An error reply stays small whatever the input: clients keep gRPC's default metadata limits
+# (8 KiB headers), and the details travel in the trailers.
+MAX_VIOLATIONS = 20
+MAX_FIELD_CHARS = 120
+MAX_DESCRIPTION_CHARS = 240
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class InvalidArgument(DomainError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
     def __init__(self, violations: list[FieldViolation]) -> None:
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
-        self.violations = violations
+        shown = [
+            FieldViolation(
+                _cut(v.field, MAX_FIELD_CHARS), _cut(v.description, MAX_DESCRIPTION_CHARS)
+            )
+            for v in violations[:MAX_VIOLATIONS]
+        ]
+        more = len(violations) - len(shown)
+        message = "; ".join(f"{v.field}: {v.description}" for v in shown)
+        super().__init__(message + (f"; and {more} more" if more > 0 else ""))
+        self.violations = shown
 
     def details(self) -> list[any_pb2.Any]:
         bad = error_details_pb2.BadRequest(

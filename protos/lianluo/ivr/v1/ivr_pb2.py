@@ -22,65 +22,70 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from lianluo.common.v1 import limits_pb2 as lianluo_dot_common_dot_v1_dot_limits__pb2
 from lianluo.common.v1 import common_pb2 as lianluo_dot_common_dot_v1_dot_common__pb2
 from lianluo.tenants.v1 import tenants_pb2 as lianluo_dot_tenants_dot_v1_dot_tenants__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lianluo/ivr/v1/ivr.proto\x12\x0elianluo.ivr.v1\x1a\x1elianluo/common/v1/common.proto\x1a lianluo/tenants/v1/tenants.proto\"\x98\x01\n\x0b\x46lowProblem\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12-\n\x04kind\x18\x03 \x01(\x0e\x32\x1f.lianluo.ivr.v1.FlowProblemKind\x12*\n\x08severity\x18\x04 \x01(\x0e\x32\x18.lianluo.ivr.v1.Severity\x12\x0e\n\x06reason\x18\x05 \x01(\t\"P\n\x13ValidateFlowRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12&\n\x04\x66low\x18\x02 \x01(\x0b\x32\x18.lianluo.tenants.v1.Flow\"T\n\x14ValidateFlowResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12-\n\x08problems\x18\x02 \x03(\x0b\x32\x1b.lianluo.ivr.v1.FlowProblem\"<\n\x0eSimulatedInput\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x11\n\x07timeout\x18\x02 \x01(\x08H\x00\x42\x07\n\x05input\"\xe3\x03\n\x13SimulateFlowRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12&\n\x04\x66low\x18\x02 \x01(\x0b\x32\x18.lianluo.tenants.v1.Flow\x12.\n\x06inputs\x18\x03 \x03(\x0b\x32\x1e.lianluo.ivr.v1.SimulatedInput\x12\x45\n\tvariables\x18\x04 \x03(\x0b\x32\x32.lianluo.ivr.v1.SimulateFlowRequest.VariablesEntry\x12+\n\x07\x63hannel\x18\x05 \x01(\x0e\x32\x1a.lianluo.common.v1.Channel\x12\x13\n\x0b\x63ustomer_id\x18\x06 \x01(\t\x12X\n\x13\x63ustomer_attributes\x18\x07 \x03(\x0b\x32;.lianluo.ivr.v1.SimulateFlowRequest.CustomerAttributesEntry\x12\x11\n\tmax_steps\x18\x08 \x01(\x05\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x39\n\x17\x43ustomerAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\tInputStep\x12-\n\x05input\x18\x01 \x01(\x0b\x32\x1e.lianluo.ivr.v1.SimulatedInput\"8\n\nChoiceStep\x12\r\n\x05\x64igit\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0c\n\x04next\x18\x03 \x01(\t\"=\n\x0bNoMatchStep\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x0f\n\x07gave_up\x18\x02 \x01(\x08\x12\x0c\n\x04next\x18\x03 \x01(\t\"/\n\x0cVariableStep\x12\x10\n\x08variable\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"0\n\nBranchStep\x12\x14\n\x0c\x62ranch_index\x18\x01 \x01(\x05\x12\x0c\n\x04next\x18\x02 \x01(\t\"\xd4\x02\n\x0eSimulationStep\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12+\n\x06prompt\x18\n \x01(\x0b\x32\x19.lianluo.common.v1.PromptH\x00\x12*\n\x05input\x18\x0b \x01(\x0b\x32\x19.lianluo.ivr.v1.InputStepH\x00\x12,\n\x06\x63hoice\x18\x0c \x01(\x0b\x32\x1a.lianluo.ivr.v1.ChoiceStepH\x00\x12/\n\x08no_match\x18\r \x01(\x0b\x32\x1b.lianluo.ivr.v1.NoMatchStepH\x00\x12\x34\n\x0cvariable_set\x18\x0e \x01(\x0b\x32\x1c.lianluo.ivr.v1.VariableStepH\x00\x12,\n\x06\x62ranch\x18\x0f \x01(\x0b\x32\x1a.lianluo.ivr.v1.BranchStepH\x00\x42\x06\n\x04step\"M\n\rRoutedOutcome\x12<\n\x0crequirements\x18\x01 \x01(\x0b\x32&.lianluo.common.v1.RoutingRequirements\"\x1c\n\x0c\x45ndedOutcome\x12\x0c\n\x04text\x18\x01 \x01(\t\"L\n\x0eStoppedOutcome\x12*\n\x06reason\x18\x01 \x01(\x0e\x32\x1a.lianluo.ivr.v1.StopReason\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"\x8b\x03\n\x14SimulateFlowResponse\x12-\n\x05steps\x18\x01 \x03(\x0b\x32\x1e.lianluo.ivr.v1.SimulationStep\x12\x15\n\rfinal_node_id\x18\x02 \x01(\t\x12/\n\x06routed\x18\x03 \x01(\x0b\x32\x1d.lianluo.ivr.v1.RoutedOutcomeH\x00\x12-\n\x05\x65nded\x18\x04 \x01(\x0b\x32\x1c.lianluo.ivr.v1.EndedOutcomeH\x00\x12\x31\n\x07stopped\x18\x05 \x01(\x0b\x32\x1e.lianluo.ivr.v1.StoppedOutcomeH\x00\x12\x46\n\tvariables\x18\x06 \x03(\x0b\x32\x33.lianluo.ivr.v1.SimulateFlowResponse.VariablesEntry\x12\x15\n\runused_inputs\x18\x07 \x01(\x05\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07outcome*\x90\x03\n\x0f\x46lowProblemKind\x12!\n\x1d\x46LOW_PROBLEM_KIND_UNSPECIFIED\x10\x00\x12#\n\x1f\x46LOW_PROBLEM_KIND_MISSING_ENTRY\x10\x01\x12\'\n#FLOW_PROBLEM_KIND_DUPLICATE_NODE_ID\x10\x02\x12#\n\x1f\x46LOW_PROBLEM_KIND_MISSING_FIELD\x10\x03\x12$\n FLOW_PROBLEM_KIND_MISSING_TARGET\x10\x04\x12&\n\"FLOW_PROBLEM_KIND_UNREACHABLE_NODE\x10\x05\x12\'\n#FLOW_PROBLEM_KIND_LOOP_WITHOUT_EXIT\x10\x06\x12#\n\x1f\x46LOW_PROBLEM_KIND_INVALID_VALUE\x10\x07\x12#\n\x1f\x46LOW_PROBLEM_KIND_UNKNOWN_QUEUE\x10\x08\x12&\n\"FLOW_PROBLEM_KIND_AMBIGUOUS_CHOICE\x10\t*N\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eSEVERITY_ERROR\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02*\x85\x01\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12 \n\x1cSTOP_REASON_INPUTS_EXHAUSTED\x10\x01\x12\x1a\n\x16STOP_REASON_STEP_LIMIT\x10\x02\x12\x1c\n\x18STOP_REASON_MISSING_NODE\x10\x03\x32\xc2\x01\n\nIvrService\x12Y\n\x0cValidateFlow\x12#.lianluo.ivr.v1.ValidateFlowRequest\x1a$.lianluo.ivr.v1.ValidateFlowResponse\x12Y\n\x0cSimulateFlow\x12#.lianluo.ivr.v1.SimulateFlowRequest\x1a$.lianluo.ivr.v1.SimulateFlowResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lianluo/ivr/v1/ivr.proto\x12\x0elianluo.ivr.v1\x1a\x1elianluo/common/v1/limits.proto\x1a\x1elianluo/common/v1/common.proto\x1a lianluo/tenants/v1/tenants.proto\"\x98\x01\n\x0b\x46lowProblem\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12-\n\x04kind\x18\x03 \x01(\x0e\x32\x1f.lianluo.ivr.v1.FlowProblemKind\x12*\n\x08severity\x18\x04 \x01(\x0e\x32\x18.lianluo.ivr.v1.Severity\x12\x0e\n\x06reason\x18\x05 \x01(\t\"P\n\x13ValidateFlowRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12&\n\x04\x66low\x18\x02 \x01(\x0b\x32\x18.lianluo.tenants.v1.Flow\"T\n\x14ValidateFlowResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12-\n\x08problems\x18\x02 \x03(\x0b\x32\x1b.lianluo.ivr.v1.FlowProblem\"E\n\x0eSimulatedInput\x12\x17\n\x04text\x18\x01 \x01(\tB\x07\xa2\x9f\x19\x03\x08\xc0>H\x00\x12\x11\n\x07timeout\x18\x02 \x01(\x08H\x00\x42\x07\n\x05input\"\xe3\x03\n\x13SimulateFlowRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12&\n\x04\x66low\x18\x02 \x01(\x0b\x32\x18.lianluo.tenants.v1.Flow\x12.\n\x06inputs\x18\x03 \x03(\x0b\x32\x1e.lianluo.ivr.v1.SimulatedInput\x12\x45\n\tvariables\x18\x04 \x03(\x0b\x32\x32.lianluo.ivr.v1.SimulateFlowRequest.VariablesEntry\x12+\n\x07\x63hannel\x18\x05 \x01(\x0e\x32\x1a.lianluo.common.v1.Channel\x12\x13\n\x0b\x63ustomer_id\x18\x06 \x01(\t\x12X\n\x13\x63ustomer_attributes\x18\x07 \x03(\x0b\x32;.lianluo.ivr.v1.SimulateFlowRequest.CustomerAttributesEntry\x12\x11\n\tmax_steps\x18\x08 \x01(\x05\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x39\n\x17\x43ustomerAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\tInputStep\x12-\n\x05input\x18\x01 \x01(\x0b\x32\x1e.lianluo.ivr.v1.SimulatedInput\"8\n\nChoiceStep\x12\r\n\x05\x64igit\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0c\n\x04next\x18\x03 \x01(\t\"=\n\x0bNoMatchStep\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x0f\n\x07gave_up\x18\x02 \x01(\x08\x12\x0c\n\x04next\x18\x03 \x01(\t\"/\n\x0cVariableStep\x12\x10\n\x08variable\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"0\n\nBranchStep\x12\x14\n\x0c\x62ranch_index\x18\x01 \x01(\x05\x12\x0c\n\x04next\x18\x02 \x01(\t\"\xd4\x02\n\x0eSimulationStep\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12+\n\x06prompt\x18\n \x01(\x0b\x32\x19.lianluo.common.v1.PromptH\x00\x12*\n\x05input\x18\x0b \x01(\x0b\x32\x19.lianluo.ivr.v1.InputStepH\x00\x12,\n\x06\x63hoice\x18\x0c \x01(\x0b\x32\x1a.lianluo.ivr.v1.ChoiceStepH\x00\x12/\n\x08no_match\x18\r \x01(\x0b\x32\x1b.lianluo.ivr.v1.NoMatchStepH\x00\x12\x34\n\x0cvariable_set\x18\x0e \x01(\x0b\x32\x1c.lianluo.ivr.v1.VariableStepH\x00\x12,\n\x06\x62ranch\x18\x0f \x01(\x0b\x32\x1a.lianluo.ivr.v1.BranchStepH\x00\x42\x06\n\x04step\"M\n\rRoutedOutcome\x12<\n\x0crequirements\x18\x01 \x01(\x0b\x32&.lianluo.common.v1.RoutingRequirements\"%\n\x0c\x45ndedOutcome\x12\x15\n\x04text\x18\x01 \x01(\tB\x07\xa2\x9f\x19\x03\x08\xc0>\"L\n\x0eStoppedOutcome\x12*\n\x06reason\x18\x01 \x01(\x0e\x32\x1a.lianluo.ivr.v1.StopReason\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"\x8b\x03\n\x14SimulateFlowResponse\x12-\n\x05steps\x18\x01 \x03(\x0b\x32\x1e.lianluo.ivr.v1.SimulationStep\x12\x15\n\rfinal_node_id\x18\x02 \x01(\t\x12/\n\x06routed\x18\x03 \x01(\x0b\x32\x1d.lianluo.ivr.v1.RoutedOutcomeH\x00\x12-\n\x05\x65nded\x18\x04 \x01(\x0b\x32\x1c.lianluo.ivr.v1.EndedOutcomeH\x00\x12\x31\n\x07stopped\x18\x05 \x01(\x0b\x32\x1e.lianluo.ivr.v1.StoppedOutcomeH\x00\x12\x46\n\tvariables\x18\x06 \x03(\x0b\x32\x33.lianluo.ivr.v1.SimulateFlowResponse.VariablesEntry\x12\x15\n\runused_inputs\x18\x07 \x01(\x05\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07outcome*\x90\x03\n\x0f\x46lowProblemKind\x12!\n\x1d\x46LOW_PROBLEM_KIND_UNSPECIFIED\x10\x00\x12#\n\x1f\x46LOW_PROBLEM_KIND_MISSING_ENTRY\x10\x01\x12\'\n#FLOW_PROBLEM_KIND_DUPLICATE_NODE_ID\x10\x02\x12#\n\x1f\x46LOW_PROBLEM_KIND_MISSING_FIELD\x10\x03\x12$\n FLOW_PROBLEM_KIND_MISSING_TARGET\x10\x04\x12&\n\"FLOW_PROBLEM_KIND_UNREACHABLE_NODE\x10\x05\x12\'\n#FLOW_PROBLEM_KIND_LOOP_WITHOUT_EXIT\x10\x06\x12#\n\x1f\x46LOW_PROBLEM_KIND_INVALID_VALUE\x10\x07\x12#\n\x1f\x46LOW_PROBLEM_KIND_UNKNOWN_QUEUE\x10\x08\x12&\n\"FLOW_PROBLEM_KIND_AMBIGUOUS_CHOICE\x10\t*N\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eSEVERITY_ERROR\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02*\x85\x01\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12 \n\x1cSTOP_REASON_INPUTS_EXHAUSTED\x10\x01\x12\x1a\n\x16STOP_REASON_STEP_LIMIT\x10\x02\x12\x1c\n\x18STOP_REASON_MISSING_NODE\x10\x03\x32\xc2\x01\n\nIvrService\x12Y\n\x0cValidateFlow\x12#.lianluo.ivr.v1.ValidateFlowRequest\x1a$.lianluo.ivr.v1.ValidateFlowResponse\x12Y\n\x0cSimulateFlow\x12#.lianluo.ivr.v1.SimulateFlowRequest\x1a$.lianluo.ivr.v1.SimulateFlowResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lianluo.ivr.v1.ivr_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SIMULATEDINPUT'].fields_by_name['text']._loaded_options = None
+  _globals['_SIMULATEDINPUT'].fields_by_name['text']._serialized_options = b'\242\237\031\003\010\300>'
   _globals['_SIMULATEFLOWREQUEST_VARIABLESENTRY']._loaded_options = None
   _globals['_SIMULATEFLOWREQUEST_VARIABLESENTRY']._serialized_options = b'8\001'
   _globals['_SIMULATEFLOWREQUEST_CUSTOMERATTRIBUTESENTRY']._loaded_options = None
   _globals['_SIMULATEFLOWREQUEST_CUSTOMERATTRIBUTESENTRY']._serialized_options = b'8\001'
+  _globals['_ENDEDOUTCOME'].fields_by_name['text']._loaded_options = None
+  _globals['_ENDEDOUTCOME'].fields_by_name['text']._serialized_options = b'\242\237\031\003\010\300>'
   _globals['_SIMULATEFLOWRESPONSE_VARIABLESENTRY']._loaded_options = None
   _globals['_SIMULATEFLOWRESPONSE_VARIABLESENTRY']._serialized_options = b'8\001'
-  _globals['_FLOWPROBLEMKIND']._serialized_start=2190
-  _globals['_FLOWPROBLEMKIND']._serialized_end=2590
-  _globals['_SEVERITY']._serialized_start=2592
-  _globals['_SEVERITY']._serialized_end=2670
-  _globals['_STOPREASON']._serialized_start=2673
-  _globals['_STOPREASON']._serialized_end=2806
-  _globals['_FLOWPROBLEM']._serialized_start=111
-  _globals['_FLOWPROBLEM']._serialized_end=263
-  _globals['_VALIDATEFLOWREQUEST']._serialized_start=265
-  _globals['_VALIDATEFLOWREQUEST']._serialized_end=345
-  _globals['_VALIDATEFLOWRESPONSE']._serialized_start=347
-  _globals['_VALIDATEFLOWRESPONSE']._serialized_end=431
-  _globals['_SIMULATEDINPUT']._serialized_start=433
-  _globals['_SIMULATEDINPUT']._serialized_end=493
-  _globals['_SIMULATEFLOWREQUEST']._serialized_start=496
-  _globals['_SIMULATEFLOWREQUEST']._serialized_end=979
-  _globals['_SIMULATEFLOWREQUEST_VARIABLESENTRY']._serialized_start=872
-  _globals['_SIMULATEFLOWREQUEST_VARIABLESENTRY']._serialized_end=920
-  _globals['_SIMULATEFLOWREQUEST_CUSTOMERATTRIBUTESENTRY']._serialized_start=922
-  _globals['_SIMULATEFLOWREQUEST_CUSTOMERATTRIBUTESENTRY']._serialized_end=979
-  _globals['_INPUTSTEP']._serialized_start=981
-  _globals['_INPUTSTEP']._serialized_end=1039
-  _globals['_CHOICESTEP']._serialized_start=1041
-  _globals['_CHOICESTEP']._serialized_end=1097
-  _globals['_NOMATCHSTEP']._serialized_start=1099
-  _globals['_NOMATCHSTEP']._serialized_end=1160
-  _globals['_VARIABLESTEP']._serialized_start=1162
-  _globals['_VARIABLESTEP']._serialized_end=1209
-  _globals['_BRANCHSTEP']._serialized_start=1211
-  _globals['_BRANCHSTEP']._serialized_end=1259
-  _globals['_SIMULATIONSTEP']._serialized_start=1262
-  _globals['_SIMULATIONSTEP']._serialized_end=1602
-  _globals['_ROUTEDOUTCOME']._serialized_start=1604
-  _globals['_ROUTEDOUTCOME']._serialized_end=1681
-  _globals['_ENDEDOUTCOME']._serialized_start=1683
-  _globals['_ENDEDOUTCOME']._serialized_end=1711
-  _globals['_STOPPEDOUTCOME']._serialized_start=1713
-  _globals['_STOPPEDOUTCOME']._serialized_end=1789
-  _globals['_SIMULATEFLOWRESPONSE']._serialized_start=1792
-  _globals['_SIMULATEFLOWRESPONSE']._serialized_end=2187
-  _globals['_SIMULATEFLOWRESPONSE_VARIABLESENTRY']._serialized_start=872
-  _globals['_SIMULATEFLOWRESPONSE_VARIABLESENTRY']._serialized_end=920
-  _globals['_IVRSERVICE']._serialized_start=2809
-  _globals['_IVRSERVICE']._serialized_end=3003
+  _globals['_FLOWPROBLEMKIND']._serialized_start=2240
+  _globals['_FLOWPROBLEMKIND']._serialized_end=2640
+  _globals['_SEVERITY']._serialized_start=2642
+  _globals['_SEVERITY']._serialized_end=2720
+  _globals['_STOPREASON']._serialized_start=2723
+  _globals['_STOPREASON']._serialized_end=2856
+  _globals['_FLOWPROBLEM']._serialized_start=143
+  _globals['_FLOWPROBLEM']._serialized_end=295
+  _globals['_VALIDATEFLOWREQUEST']._serialized_start=297
+  _globals['_VALIDATEFLOWREQUEST']._serialized_end=377
+  _globals['_VALIDATEFLOWRESPONSE']._serialized_start=379
+  _globals['_VALIDATEFLOWRESPONSE']._serialized_end=463
+  _globals['_SIMULATEDINPUT']._serialized_start=465
+  _globals['_SIMULATEDINPUT']._serialized_end=534
+  _globals['_SIMULATEFLOWREQUEST']._serialized_start=537
+  _globals['_SIMULATEFLOWREQUEST']._serialized_end=1020
+  _globals['_SIMULATEFLOWREQUEST_VARIABLESENTRY']._serialized_start=913
+  _globals['_SIMULATEFLOWREQUEST_VARIABLESENTRY']._serialized_end=961
+  _globals['_SIMULATEFLOWREQUEST_CUSTOMERATTRIBUTESENTRY']._serialized_start=963
+  _globals['_SIMULATEFLOWREQUEST_CUSTOMERATTRIBUTESENTRY']._serialized_end=1020
+  _globals['_INPUTSTEP']._serialized_start=1022
+  _globals['_INPUTSTEP']._serialized_end=1080
+  _globals['_CHOICESTEP']._serialized_start=1082
+  _globals['_CHOICESTEP']._serialized_end=1138
+  _globals['_NOMATCHSTEP']._serialized_start=1140
+  _globals['_NOMATCHSTEP']._serialized_end=1201
+  _globals['_VARIABLESTEP']._serialized_start=1203
+  _globals['_VARIABLESTEP']._serialized_end=1250
+  _globals['_BRANCHSTEP']._serialized_start=1252
+  _globals['_BRANCHSTEP']._serialized_end=1300
+  _globals['_SIMULATIONSTEP']._serialized_start=1303
+  _globals['_SIMULATIONSTEP']._serialized_end=1643
+  _globals['_ROUTEDOUTCOME']._serialized_start=1645
+  _globals['_ROUTEDOUTCOME']._serialized_end=1722
+  _globals['_ENDEDOUTCOME']._serialized_start=1724
+  _globals['_ENDEDOUTCOME']._serialized_end=1761
+  _globals['_STOPPEDOUTCOME']._serialized_start=1763
+  _globals['_STOPPEDOUTCOME']._serialized_end=1839
+  _globals['_SIMULATEFLOWRESPONSE']._serialized_start=1842
+  _globals['_SIMULATEFLOWRESPONSE']._serialized_end=2237
+  _globals['_SIMULATEFLOWRESPONSE_VARIABLESENTRY']._serialized_start=913
+  _globals['_SIMULATEFLOWRESPONSE_VARIABLESENTRY']._serialized_end=961
+  _globals['_IVRSERVICE']._serialized_start=2859
+  _globals['_IVRSERVICE']._serialized_end=3053
 # @@protoc_insertion_point(module_scope)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from lianluo.common.v1 import common_pb2
+from lianluo.domain.flows import PatternError, tenant_pattern
 from lianluo.events.v1 import ivr_pb2 as events
 from lianluo.ivr.v1 import ivr_pb2 as api
 from lianluo.tenants.v1 import tenants_pb2 as pb
@@ -296,8 +297,9 @@ class _Run:
     def collect(self, node: pb.FlowNode, text: str) -> str | None:
         collect = node.collect
         try:
-            accepted = not collect.pattern or re.fullmatch(collect.pattern, text) is not None
-        except re.error:
+            pattern = collect.pattern
+            accepted = not pattern or tenant_pattern(pattern).fullmatch(text) is not None
+        except PatternError:
             accepted = False
         if not accepted or not text:
             return None
@@ -387,8 +389,8 @@ def branch_holds(branch: pb.ConditionBranch, variables: dict[str, str]) -> bool:
         return value != branch.value
     if op == pb.CONDITION_OPERATOR_MATCHES:
         try:
-            return value is not None and re.fullmatch(branch.value, value) is not None
-        except re.error:
+            return value is not None and tenant_pattern(branch.value).fullmatch(value) is not None
+        except PatternError:
             return False
     if op == pb.CONDITION_OPERATOR_EXISTS:
         return bool(value)

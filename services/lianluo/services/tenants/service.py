@@ -239,13 +239,16 @@ class TenantsService:
                     f"{kind.name}/{stored.name}", f"still used by {', '.join(users)}"
                 )
             await self._repo.delete(conn, tid, kind, rid)
+            # Flows count versions where other resources count revisions; either way the
+            # deletion is the next change of the resource, so followers apply it last.
+            current = stored.version if kind is FLOW else stored.revision
             await events.publish_change(
                 conn,
                 self._topic,
                 tenant_id=str(tid),
                 kind=kind.name,
                 resource_id=stored.id,
-                revision=stored.revision + 1,
+                revision=current + 1,
                 resource=None,
             )
 
