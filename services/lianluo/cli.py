@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import os
 import sys
 from types import ModuleType
 
@@ -136,6 +137,91 @@ def _operator(args: argparse.Namespace) -> int:
     return operator_main(argv)
 
 
+def _dead_letters(args: argparse.Namespace) -> int:
+    """List, show or replay the cell's dead letters (see docs/operations.md)."""
+    import json
+
+    from google.protobuf import json_format
+
+    from lianluo.runtime import dead_letters
+    from lianluo.runtime.kafka import Envelope, EventProducer
+
+    bootstrap, prefix = args.bootstrap, args.prefix
+    if not bootstrap:
+        from lianluo.devstack import infra, platform
+
+        bootstrap = infra.StackConfig.from_env().kafka_bootstrap
+        prefix = prefix if prefix is not None else platform.TOPIC_PREFIX
+    topic = f"{prefix or ''}{dead_letters.TOPIC}"
+
+    async def act() -> int:
+        letters = await dead_letters.read_all(bootstrap, topic)
+        if args.action == "list":
+            for d in letters:
+                envelope = Envelope.FromString(d.value) if d.value else Envelope()
+                print(
+                    f"{d.ref:>8}  {d.time}  {d.source_topic}  {d.who}  {envelope.type or '?'}  "
+                    f"tenant={envelope.tenant_id or '?'}  {d.error[:80]}"
+                )
+            print(f"{len(letters)} dead letter(s) on {topic}", file=sys.stderr)
+            return 0
+        chosen = letters if args.all else dead_letters.select(letters, args.refs)
+        if args.action == "show":
+            _import_event_types()
+            for d in chosen:
+                shown = {
+                    "ref": d.ref,
+                    "source": f"{d.source_topic}[{d.source_partition}]@{d.source_offset}",
+                    "who": d.who,
+                    "attempts": d.attempts,
+                    "time": d.time,
+                    "error": d.error,
+                    "value_bytes": d.value_bytes,
+                    "event": json_format.MessageToDict(Envelope.FromString(d.value))
+                    if d.value
+                    else "(not kept: over the record limit)",
+                }
+                print(json.dumps(shown, indent=2, ensure_ascii=False))
+            return 0
+        producer = EventProducer(bootstrap, client_id="lianluo-dead-letters")
+        await producer.start()
+        try:
+            for d in chosen:
+                if not d.value or d.source_partition < 0:
+                    print(f"{d.ref}: skipped, its record was not kept", file=sys.stderr)
+                    continue
+                await producer.send_to(
+                    d.source_topic, d.source_partition, d.key, d.value, d.headers
+                )
+                print(f"{d.ref}: replayed to {d.source_topic}[{d.source_partition}]")
+        finally:
+            await producer.stop()
+        return 0
+
+    if args.action != "list" and not (args.refs or args.all):
+        print(f"lianluo dead-letters {args.action}: name letters (P:O) or --all", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(act())
+    except KeyError as error:
+        print(f"lianluo dead-letters: {error.args[0]}", file=sys.stderr)
+        return 1
+    except (OSError, TimeoutError) as error:
+        print(f"lianluo dead-letters: cannot read {topic} at {bootstrap}: {error}", file=sys.stderr)
+        return 1
+
+
+def _import_event_types() -> None:
+    """Register every event payload type, so an envelope's payload prints as JSON."""
+    import pkgutil
+
+    import lianluo.events.v1 as events
+
+    for module in pkgutil.iter_modules(events.__path__):
+        if module.name.endswith("_pb2"):
+            importlib.import_module(f"{events.__name__}.{module.name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lianluo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -168,6 +254,24 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="'' for none")
     op.add_argument("--verbose", action="store_true")
     op.set_defaults(func=_operator)
+
+    dl = commands.add_parser(
+        "dead-letters", help="list, show or replay events that could not be applied or published"
+    )
+    dl.add_argument("action", choices=["list", "show", "replay"])
+    dl.add_argument("refs", nargs="*", metavar="P:O", help="dead letters by partition:offset")
+    dl.add_argument("--all", action="store_true", help="show or replay every dead letter")
+    dl.add_argument(
+        "--bootstrap",
+        default=os.environ.get("LIANLUO_KAFKA_BOOTSTRAP_SERVERS", ""),
+        help="the cell's brokers (default: LIANLUO_KAFKA_BOOTSTRAP_SERVERS, else the local one)",
+    )
+    dl.add_argument(
+        "--prefix",
+        default=os.environ.get("LIANLUO_TOPIC_PREFIX"),
+        help="the cell's topic prefix (default: LIANLUO_TOPIC_PREFIX, else the local cell's)",
+    )
+    dl.set_defaults(func=_dead_letters)
 
     for role in ("customer", "agent"):
         client = commands.add_parser(role, help=f"chat as a {role} with the running platform")

@@ -18,15 +18,16 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError, Message
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from lianluo.events.v1 import envelope_pb2
+from lianluo.runtime import dead_letters
+from lianluo.runtime.faults import is_outage
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.telemetry import extract_headers
 
@@ -108,6 +109,15 @@ class EventProducer:
             )
         await asyncio.gather(*futures)
 
+    async def send_to(
+        self, topic: str, partition: int, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """Send one record to a known partition (dead letters and their replay)."""
+        delivered = await self._producer.send(
+            topic, value=value, key=key, partition=partition, headers=headers
+        )
+        await delivered
+
 
 async def behind(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
     """True while a partition's position is short of the end offset read earlier.
@@ -146,12 +156,73 @@ async def ensure_topics(
 Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
 
 
+class PoisonEvent(Exception):
+    """An event that no number of attempts can apply: it goes to the dead letters at once."""
+
+
+class DeadLetterSink:
+    """Publishes dead letters to the cell's dead-letter topic, with the record kept whole."""
+
+    def __init__(self, producer: EventProducer, topic: str) -> None:
+        self._producer = producer
+        self.topic = topic
+
+    async def consumer_failed(
+        self, record: ConsumerRecord[Any, Any], who: str, error: str, attempts: int
+    ) -> None:
+        value: bytes = record.value or b""
+        headers = list(record.headers or ()) + dead_letters.failure_headers(
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            who=who,
+            error=error,
+            attempts=attempts,
+            value_bytes=len(value),
+        )
+        key: bytes = record.key or b""
+        await self._publish(key, dead_letters.kept_value(value), headers)
+        dead_letters.record_dead_letter(
+            who, record.topic, error, partition=record.partition, offset=record.offset
+        )
+
+    async def outbox_failed(
+        self,
+        topic: str,
+        key: bytes,
+        partition_key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        who: str,
+        error: str,
+    ) -> None:
+        partition = partition_for(partition_key, await self._producer.partitions(topic))
+        failure = dead_letters.failure_headers(
+            source_topic=topic,
+            source_partition=partition,
+            source_offset=-1,
+            who=who,
+            error=error,
+            attempts=1,
+            value_bytes=len(value),
+        )
+        await self._publish(key, dead_letters.kept_value(value), headers + failure)
+        dead_letters.record_dead_letter(who, topic, error, partition=partition)
+
+    async def _publish(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        # Keyed like the source record, so one tenant's dead letters stay in order.
+        partition = partition_for(key or b"-", await self._producer.partitions(self.topic))
+        await self._producer.send_to(self.topic, partition, key, value, headers)
+
+
 class EventConsumer:
     """A consumer group loop: each event is applied once, then its offset is committed.
 
     Per record: open a transaction, record the event id in the inbox (a duplicate is skipped),
     run the handler, commit. Offsets are committed only after the batch's effects are durable.
-    A failing handler is retried with backoff, keeping the partition's order.
+    An outage of Postgres is waited out, keeping the partition's order. An event that fails for
+    any other reason is tried `max_attempts` times, then moved to the dead-letter topic, so one
+    poison event never holds up the rest of its partition.
     """
 
     def __init__(
@@ -164,11 +235,15 @@ class EventConsumer:
         handler: Handler,
         consumer_name: str | None = None,
         client_id: str | None = None,
+        dead_letters: DeadLetterSink | None = None,
+        max_attempts: int = dead_letters.DEFAULT_MAX_ATTEMPTS,
     ) -> None:
         self._pool = pool
         self._handler = handler
         self._topics = list(topics)
         self._name = consumer_name or group_id
+        self._dead_letters = dead_letters
+        self._max_attempts = max_attempts
         self._consumer = AIOKafkaConsumer(
             *topics,
             bootstrap_servers=bootstrap_servers,
@@ -186,53 +261,101 @@ class EventConsumer:
         )
         self._stopping = asyncio.Event()
         self._tracer = trace.get_tracer("lianluo.kafka")
-        # Records handled (duplicates included) and events applied for the first time.
+        # Records handled (duplicates included), events applied for the first time, and
+        # events given up on.
         self.processed = 0
         self.applied = 0
+        self.dead_lettered = 0
 
     async def start(self) -> None:
         await self._consumer.start()
 
     async def run(self) -> None:
-        """Consume until stop(); the batch in hand is finished and committed before returning."""
+        """Consume until stop(); what was applied is committed before returning.
+
+        A rebalance or a broker outage never ends the loop: an offset that cannot be committed
+        is delivered again to whoever owns the partition next, and the inbox makes that harmless.
+        """
         try:
             while not self._stopping.is_set():
-                batches = await self._consumer.getmany(timeout_ms=500, max_records=200)
-                for tp, records in batches.items():
-                    for record in records:
-                        await self._apply_with_retry(record)
-                        self.processed += 1
-                    await self._consumer.commit({tp: records[-1].offset + 1})
+                try:
+                    await self._consume_once()
+                except KafkaError as error:
+                    log.warning(
+                        "consumer lost the broker or its partitions; carrying on",
+                        consumer=self._name,
+                        error=repr(error),
+                    )
+                    await self._pause(1.0)
         finally:
-            await self._consumer.stop()
+            # A frozen broker must not hold up shutdown: leaving the group is best effort.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await self._consumer.stop()
 
     def stop(self) -> None:
         self._stopping.set()
 
-    async def _apply_with_retry(self, record: ConsumerRecord[Any, Any]) -> None:
-        async for attempt in AsyncRetrying(
-            wait=wait_exponential(multiplier=0.1, max=5),
-            retry=retry_if_exception_type(Exception),
-            before_sleep=lambda state: log.warning(
-                "event handler failed; retrying",
-                consumer=self._name,
-                topic=record.topic,
-                offset=record.offset,
-                error=repr(state.outcome.exception()) if state.outcome else None,
-            ),
-        ):
-            with attempt:
+    async def _consume_once(self) -> None:
+        batches = await self._consumer.getmany(timeout_ms=500, max_records=200)
+        for tp, records in batches.items():
+            last = None
+            for record in records:
+                if not await self._apply_until_done(record):
+                    break  # stopping: the rest is delivered again later
+                last = record
+                self.processed += 1
+            if last is not None:
+                await self._consumer.commit({tp: last.offset + 1})
+            if self._stopping.is_set():
+                return
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep unless stopped first; True when stopping."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        return self._stopping.is_set()
+
+    async def _apply_until_done(self, record: ConsumerRecord[Any, Any]) -> bool:
+        """Apply, wait out outages, dead-letter after max_attempts; False if stopped first."""
+        failures, delay = 0, 0.1
+        while True:
+            try:
                 await self._apply(record)
+                return True
+            except Exception as error:
+                if not is_outage(error):
+                    # A record that can never succeed is not tried again.
+                    failures = (
+                        self._max_attempts if isinstance(error, PoisonEvent) else failures + 1
+                    )
+                    if failures >= self._max_attempts and self._dead_letters is not None:
+                        with contextlib.suppress(KafkaError):
+                            await self._dead_letters.consumer_failed(
+                                record, self._name, repr(error), failures
+                            )
+                            self.dead_lettered += 1
+                            return True
+                log.warning(
+                    "event handler failed; retrying",
+                    consumer=self._name,
+                    topic=record.topic,
+                    offset=record.offset,
+                    attempt=failures,
+                    outage=is_outage(error),
+                    error=repr(error)[:500],
+                )
+            if await self._pause(delay):
+                return False
+            delay = min(delay * 2, 5.0)
 
     async def _apply(self, record: ConsumerRecord[Any, Any]) -> None:
         envelope = Envelope()
         try:
             envelope.ParseFromString(record.value or b"")
         except DecodeError:
-            # A record that is not an envelope can never succeed; retrying would stall the
-            # partition forever, so it is logged and passed over.
-            log.error("not an event envelope; skipped", topic=record.topic, offset=record.offset)
-            return
+            raise PoisonEvent("the record is not an event envelope") from None
         parent = extract_headers(record.headers)
         with self._tracer.start_as_current_span(
             f"{record.topic} process",

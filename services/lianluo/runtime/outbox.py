@@ -17,7 +17,8 @@ from aiokafka.errors import KafkaError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from lianluo.runtime.kafka import Envelope, EventProducer
+from lianluo.runtime.faults import is_outage
+from lianluo.runtime.kafka import DeadLetterSink, Envelope, EventProducer
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.telemetry import inject_headers
 
@@ -61,13 +62,20 @@ async def enqueue(
 
 
 class OutboxRelay:
-    """Publishes the outbox of one schema; run one per service replica."""
+    """Publishes the outbox of one schema; run one per service replica.
+
+    It survives its dependencies: a lost Postgres connection (a restart, a failover) is
+    reconnected with backoff, and leadership taken again; a broker outage is waited out with the
+    rows kept. A record the broker refuses for good (too large, say) goes to the dead letters,
+    so it cannot hold up every later event of the schema.
+    """
 
     def __init__(
         self,
         pool: asyncpg.Pool,
         producer: EventProducer,
         schema: str,
+        dead_letters: DeadLetterSink | None = None,
         *,
         batch_size: int = 500,
         poll_seconds: float = 1.0,
@@ -75,15 +83,32 @@ class OutboxRelay:
         self._pool = pool
         self._producer = producer
         self._schema = schema
+        self._dead_letters = dead_letters
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.published = 0
+        self.dead_lettered = 0
         self._failures = 0
 
     async def run(self) -> None:
-        """Wait for leadership of the schema's outbox, then publish until stop()."""
+        """Lead the schema's outbox and publish until stop(), reconnecting after outages."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self._session()
+                return
+            except Exception as error:
+                if not is_outage(error):
+                    raise
+                log.warning("outbox relay lost Postgres; reconnecting", error=repr(error))
+                if await self._sleep(delay):
+                    return
+                delay = min(delay * 2, 10.0)
+
+    async def _session(self) -> None:
+        """One connection's worth of leading and publishing; returns only when stopping."""
         async with self._pool.acquire() as conn:
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             try:
@@ -97,7 +122,9 @@ class OutboxRelay:
                         await self._drain(conn)
                         return
             finally:
-                await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+                # The connection may be the one that died: nothing here may raise over that.
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
                 with contextlib.suppress(Exception):
                     await conn.execute("select pg_advisory_unlock_all()")
 
@@ -131,6 +158,10 @@ class OutboxRelay:
             while await self._publish_batch(conn):
                 pass
         except KafkaError as error:
+            if not error.retriable and self._dead_letters is not None:
+                # Some record of the batch is refused for good: find it, one by one.
+                await self._publish_singly(conn)
+                return 0.0
             self._failures += 1
             delay = min(30.0, 0.5 * 2.0**self._failures)
             log.warning("outbox publish failed; retrying", error=repr(error), retry_in=delay)
@@ -138,29 +169,47 @@ class OutboxRelay:
         self._failures = 0
         return self._poll_seconds
 
-    async def _publish_batch(self, conn: asyncpg.Connection) -> bool:
-        """Publish one batch in id order; True when there may be more."""
-        rows = await conn.fetch(
+    async def _rows(self, conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await conn.fetch(
             "select id, topic, record_key, partition_key, value, headers from outbox "
             "order by id limit $1",
-            self._batch_size,
+            limit,
         )
+        return rows
+
+    async def _publish_batch(self, conn: asyncpg.Connection) -> bool:
+        """Publish one batch in id order; True when there may be more."""
+        rows = await self._rows(conn, self._batch_size)
         if not rows:
             return False
-        await self._producer.send_batch(
-            [
-                (
-                    r["topic"],
-                    r["record_key"],
-                    r["partition_key"],
-                    r["value"],
-                    [(k, v.encode()) for k, v in r["headers"]],
-                )
-                for r in rows
-            ]
-        )
+        await self._producer.send_batch([_record(r) for r in rows])
         await conn.execute(
             "delete from outbox where id = any($1::bigint[])", [r["id"] for r in rows]
         )
         self.published += len(rows)
         return len(rows) == self._batch_size
+
+    async def _publish_singly(self, conn: asyncpg.Connection) -> None:
+        """Publish a batch row by row; a row refused for good goes to the dead letters.
+
+        Rows before it may go out a second time; consumers dedupe by event id.
+        """
+        assert self._dead_letters is not None
+        for row in await self._rows(conn, self._batch_size):
+            topic, key, partition_key, value, headers = _record(row)
+            try:
+                await self._producer.send_batch([(topic, key, partition_key, value, headers)])
+                self.published += 1
+            except KafkaError as error:
+                if error.retriable:
+                    raise
+                await self._dead_letters.outbox_failed(
+                    topic, key, partition_key, value, headers, f"outbox {self._schema}", repr(error)
+                )
+                self.dead_lettered += 1
+            await conn.execute("delete from outbox where id = $1", row["id"])
+
+
+def _record(row: asyncpg.Record) -> tuple[str, bytes, bytes, bytes, list[tuple[str, bytes]]]:
+    headers = [(k, v.encode()) for k, v in row["headers"]]
+    return row["topic"], row["record_key"], row["partition_key"], row["value"], headers

@@ -9,6 +9,7 @@ consumers finish their batch and commit, the outbox flushes, the pool closes, sp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from lianluo.runtime import kafka, postgres
+from lianluo.runtime import dead_letters, kafka, postgres
 from lianluo.runtime.grpc_server import GrpcServer, RegisterFn
 from lianluo.runtime.logs import configure_logging, get_logger
 from lianluo.runtime.outbox import OutboxRelay
@@ -63,6 +64,7 @@ class Service:
         )
         self._pool: asyncpg.Pool | None = None
         self._producer: kafka.EventProducer | None = None
+        self._dead_letters: kafka.DeadLetterSink | None = None
         self._relay: OutboxRelay | None = None
         self._consumers: list[kafka.EventConsumer] = []
         self._views: list[TenantConfigView] = []
@@ -94,7 +96,8 @@ class Service:
         )
         self._producer = kafka.EventProducer(s.kafka_bootstrap_servers, client_id=self.name)
         await self._producer.start()
-        self._relay = OutboxRelay(self._pool, self._producer, self.name)
+        self._dead_letters = kafka.DeadLetterSink(self._producer, s.topic(dead_letters.TOPIC))
+        self._relay = OutboxRelay(self._pool, self._producer, self.name, self._dead_letters)
         self._spawn(self._relay.run(), "outbox relay", self._relay)
 
     def add_grpc(self, register: RegisterFn, servicer: Any, full_name: str) -> None:
@@ -109,6 +112,8 @@ class Service:
             topics=[self.settings.topic(t) for t in topics],
             handler=handler,
             consumer_name=self.name,
+            dead_letters=self._dead_letters,
+            max_attempts=self.settings.consumer_max_attempts,
         )
         await consumer.start()
         self._consumers.append(consumer)
@@ -163,15 +168,29 @@ class Service:
             for part in wave:
                 part.stop()
             tasks = [self._task_of[id(part)] for part in wave if id(part) in self._task_of]
+            if not tasks:
+                continue
+            # A part stuck on a dependency (a frozen broker, a hung query) is cancelled after the
+            # grace period: shutdown never waits on it for longer.
+            _, stuck = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_seconds)
+            for task in stuck:
+                log.warning("cancelling a stuck part at shutdown", task=task.get_name())
+                task.cancel()
             for result in await asyncio.gather(*tasks, return_exceptions=True):
                 if isinstance(result, BaseException) and not isinstance(
                     result, asyncio.CancelledError
                 ):
                     log.error("background task failed during shutdown", error=repr(result))
         if self._producer is not None:
-            await self._producer.stop()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.settings.shutdown_grace_seconds):
+                    await self._producer.stop()
         if self._pool is not None:
-            await self._pool.close()
+            try:
+                async with asyncio.timeout(self.settings.shutdown_grace_seconds):
+                    await self._pool.close()
+            except TimeoutError:
+                self._pool.terminate()
         self._tracer_provider.shutdown()
         log.info("stopped")
 
@@ -197,7 +216,7 @@ async def migrate(spec: ServiceSpec, settings: ServiceSettings) -> list[str]:
     compacted = {TENANT_CONFIG_TOPIC, *spec.compacted_topics}
     await kafka.ensure_topics(
         settings.kafka_bootstrap_servers,
-        [settings.topic(t) for t in [*spec.topics, *compacted]],
+        [settings.topic(t) for t in [*spec.topics, *compacted, dead_letters.TOPIC]],
         settings.topic_partitions,
         [settings.topic(t) for t in compacted],
     )

@@ -32,6 +32,8 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     db_pool_min: Annotated[int, Field(ge=1)] = 1
     db_pool_max: Annotated[int, Field(ge=1)] = 10
+    # Tries of one event before it goes to the dead-letter topic (outages do not count).
+    consumer_max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
 
     @field_validator("admin_key")
     @classmethod

@@ -99,8 +99,9 @@ def _walk(message: Message, path: str, depth: int) -> Iterator[FieldViolation]:
             if len(value) > max_items:
                 yield FieldViolation(name, f"has {len(value):,} items; at most {max_items:,}")
                 continue
-            if _is_map(field):
-                key_field, value_field = field.message_type.fields_by_name.values()
+            entry = _map_entry(field)
+            if entry is not None:
+                key_field, value_field = entry
                 for key, item in value.items():
                     yield from _value(key_field, key, f"{name}[{preview(key)}]", max_bytes, depth)
                     yield from _value(
@@ -128,8 +129,9 @@ def _value(
         if len(value) > max_bytes:
             yield FieldViolation(name, f"is {len(value):,} bytes; at most {max_bytes:,}")
     elif kind == _FD.TYPE_ENUM:
-        if field.enum_type.values_by_number.get(value) is None:
-            yield FieldViolation(name, f"{value} is not a value of {field.enum_type.full_name}")
+        enum = field.enum_type
+        if enum is not None and enum.values_by_number.get(value) is None:
+            yield FieldViolation(name, f"{value} is not a value of {enum.full_name}")
     elif kind in _FLOATS:
         if not math.isfinite(value):
             yield FieldViolation(name, f"must be a finite number, not {value}")
@@ -170,6 +172,9 @@ def _limits(field: FieldDescriptor) -> tuple[int, int]:
 
 
 @functools.cache
-def _is_map(field: FieldDescriptor) -> bool:
-    message_type: Descriptor | None = field.message_type
-    return message_type is not None and message_type.GetOptions().map_entry
+def _map_entry(field: FieldDescriptor) -> tuple[FieldDescriptor, FieldDescriptor] | None:
+    """The key and value fields of a map field; None for any other field."""
+    entry: Descriptor | None = field.message_type
+    if entry is None or not entry.GetOptions().map_entry:
+        return None
+    return entry.fields_by_name["key"], entry.fields_by_name["value"]
