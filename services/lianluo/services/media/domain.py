@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
+from lianluo.domain.urls import is_uri
 from lianluo.media.v1 import media_pb2 as pb
 from lianluo.runtime.errors import FailedPrecondition, Violations
 
@@ -88,10 +87,7 @@ def check_content(content: pb.MessageContent, v: Violations, path: str = "conten
         v.check(0 < len(content.text) <= MAX_TEXT, f"{path}.text", f"1 to {MAX_TEXT} characters")
     elif kind in {"file", "image"}:
         att = getattr(content, kind)
-        uri = urlsplit(att.uri)
-        v.check(
-            bool(uri.scheme and (uri.netloc or uri.path)), f"{path}.{kind}.uri", "must be a URI"
-        )
+        v.check(is_uri(att.uri), f"{path}.{kind}.uri", "must be a URI")
         v.check(
             0 <= att.size_bytes <= MAX_ATTACHMENT_BYTES,
             f"{path}.{kind}.size_bytes",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from urllib.parse import urlsplit
 
+from lianluo.domain.urls import is_web_url
 from lianluo.notification.v1 import notification_pb2 as npb
 from lianluo.runtime.errors import Violations
 from lianluo.services.notification.deliveries import EMAIL, SMS, WEBHOOK
@@ -43,9 +43,8 @@ def validate_recipient(request: npb.NotifyRequest, template: tpb.NotificationTem
     address = r.WhichOneof("address")
     if template.channel == WEBHOOK:
         if v.check(address == "webhook", "recipient.webhook", "a webhook template needs a webhook"):
-            url = urlsplit(r.webhook.url)
             v.check(
-                url.scheme in {"http", "https"} and bool(url.hostname),
+                is_web_url(r.webhook.url),
                 "recipient.webhook.url",
                 "must be an http or https URL",
             )

@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
 from lianluo.common.v1 import common_pb2
 from lianluo.domain.flows import validate_flow
+from lianluo.domain.urls import is_web_url
 from lianluo.runtime.errors import Violations
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
@@ -189,9 +189,8 @@ def validate_rule(r: Message, v: Violations, p: str = "rule") -> None:
     target = r.WhichOneof("target")
     v.check(target is not None, f"{p}.target", "one of webhook or email")
     if target == "webhook":
-        url = urlsplit(r.webhook.url)
         v.check(
-            url.scheme in {"http", "https"} and bool(url.hostname),
+            is_web_url(r.webhook.url),
             f"{p}.webhook.url",
             "must be an http or https URL",
         )
