@@ -266,6 +266,9 @@ class EventConsumer:
         self.processed = 0
         self.applied = 0
         self.dead_lettered = 0
+        # Newly assigned partitions and the end offset each must be read to; then caught up.
+        self._catch_up_to: dict[TopicPartition, int] = {}
+        self._caught_up: set[TopicPartition] = set()
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -383,6 +386,26 @@ class EventConsumer:
     def assignment(self) -> set[TopicPartition]:
         """The partitions the group gives this consumer now (empty while it rebalances)."""
         return set(self._consumer.assignment())
+
+    async def caught_up(self) -> set[TopicPartition]:
+        """Assigned partitions read at least up to where they stood when this consumer got them.
+
+        A new owner acts on a partition's state only after this: an answer or a command that
+        the previous owner never applied is applied first, not overtaken by a timer.
+        """
+        assigned = set(self._consumer.assignment())
+        # A partition lost and later regained is caught up again from scratch.
+        self._catch_up_to = {tp: end for tp, end in self._catch_up_to.items() if tp in assigned}
+        self._caught_up &= assigned
+        new = [tp for tp in assigned if tp not in self._catch_up_to and tp not in self._caught_up]
+        if new:
+            self._catch_up_to.update(await self._consumer.end_offsets(new))
+        for tp, end in list(self._catch_up_to.items()):
+            with contextlib.suppress(KafkaError):
+                if await self._consumer.position(tp) >= end:
+                    self._caught_up.add(tp)
+                    del self._catch_up_to[tp]
+        return assigned & self._caught_up
 
     async def wait_assigned(self) -> set[TopicPartition]:
         """Wait until the group gave this consumer its partitions (bound it with a timeout)."""

@@ -46,9 +46,6 @@ CONTACTS = 40
 ARRIVAL_SECONDS = 6.0  # the contacts arrive spread over this long
 THINK = (0.3, 1.2)  # seconds an agent takes to accept an offer
 HANDLE = (1.0, 2.5)  # seconds an assigned chat lasts before the customer ends it
-# Long enough that an offer pending at the kill can still be accepted and applied after the
-# takeover (the dead member's session timeout, then a rejoin), short enough to matter.
-OFFER_TIMEOUT = 30.0
 # Far beyond the test's own bound: a contact must be routed, not just overflow by waiting.
 MAX_WAIT = 240
 SETTLE = 75  # seconds for every contact to get its final decision, from the first request
@@ -57,6 +54,7 @@ OVERFLOW = "routing.overflow"
 OFFER = "routing.offer"
 WRAP_UP_DONE = "agent.wrap_up_done"
 CALL = 5.0  # seconds a gRPC call may take
+BACKLOG = 400  # agent events queued ahead of a late accept while the owner is frozen
 
 
 def _free_port() -> int:
@@ -72,10 +70,9 @@ class AcdProcess:
         self.name = name
         self.port = _free_port()
         self.log = log_dir / f"{name}.log"
-        env = stack.env(
-            LIANLUO_GRPC_PORT=str(self.port),
-            LIANLUO_OFFER_TIMEOUT_SECONDS=str(OFFER_TIMEOUT),
-        )
+        # The default offer timeout (20 s), shorter than a takeover (the dead member's session
+        # timeout, then a rejoin): an offer accepted just before the kill must still be honoured.
+        env = stack.env(LIANLUO_GRPC_PORT=str(self.port))
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "lianluo.cli", "serve", "acd"],
@@ -232,6 +229,7 @@ class Desk:
     offers: set[str] = field(default_factory=set)
     ended: set[str] = field(default_factory=set)
     outcomes: Counter[str] = field(default_factory=Counter)
+    accepted: dict[str, str] = field(default_factory=dict)  # offer id -> agent, answered OK
     unexpected: list[str] = field(default_factory=list)  # answers refused for another reason
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _answers: int = 0
@@ -274,6 +272,7 @@ class Desk:
                 try:
                     await r.stub.RespondToOffer(request, metadata=self.tenant.md, timeout=CALL)
                     self.outcomes[f"accepted via {r.name}"] += 1
+                    self.accepted[offer.id] = offer.agent_id
                     return
                 except grpc.aio.AioRpcError as error:
                     # A dead replica is UNAVAILABLE; an offer that expired while nobody owned
@@ -431,6 +430,17 @@ async def test_killing_the_owning_replica_mid_routing_assigns_no_agent_twice_and
         assert waiting_at_kill <= after, "the survivor routed the contacts left waiting"
         assert pending_at_kill, "an offer was pending when the owner died"
 
+        # An answer the platform took (RespondToOffer said OK) is honoured, even when the owner
+        # died before applying it: that offer ends in an assignment to that agent.
+        assigned = {
+            d.assign.offer_id: d.assign.agent_id
+            for e in decisions.seen
+            if e.tenant_id == tenant.id and e.type == ASSIGN
+            for d in [_decision(e)]
+        }
+        dishonoured = {o: a for o, a in desk.accepted.items() if assigned.get(o) != a}
+        assert not dishonoured, f"accepted offers given to someone else or timed out: {dishonoured}"
+
         figures = await tenant.stats(survivor.stub)
         assert figures.waiting == 0
     finally:
@@ -440,5 +450,74 @@ async def test_killing_the_owning_replica_mid_routing_assigns_no_agent_twice_and
             desk_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await desk_task
+        await requests.stop()
+        await decisions.stop()
+
+
+async def test_an_offer_accepted_just_before_the_owner_dies_is_honoured(
+    stack: Stack, tenants_service: Served, replicas: list[AcdProcess]
+) -> None:
+    """The accept is taken (OK) while the owner is frozen, late in the offer's life; the owner
+    is then killed. The takeover (session timeout, rejoin) ends after the offer would have
+    expired: the new owner must apply the accept from the backlog before any timer runs."""
+    a, b = replicas
+    decisions, requests = Decisions(stack), Requests(stack)
+    await decisions.start()
+    await requests.start()
+    try:
+        async with grpc.aio.insecure_channel(tenants_service.address) as channel:
+            tenant = await configure(channel, replicas)
+        count = len(await requests.producer.partitions_for(f"{stack.topic_prefix}routing.request"))
+        partition = partition_for(tenant.id.encode(), count)
+        async with asyncio.timeout(45):
+            while owner(partition, count, a, b) is None:
+                await asyncio.sleep(0.2)
+        interaction = await requests.route(tenant.id)
+        async with asyncio.timeout(30):
+            while not (offers := decisions.of(tenant.id, OFFER)):
+                await asyncio.sleep(0.05)
+        offer = offers[0].offer.offer
+        expires = offer.expire_time.ToDatetime(tzinfo=UTC)
+        # Late in the offer's life (the default timeout is 20 s): seven seconds before it expires.
+        await asyncio.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds() - 7))
+        victim = owner(partition, count, a, b)
+        assert victim is not None
+        survivor = b if victim is a else a
+        os.kill(victim.process.pid, signal.SIGSTOP)  # it cannot apply the accept any more
+        try:
+            # A backlog ahead of the accept on agent.event, as on a busy cell: the new owner
+            # needs a while to read up to the accept after it takes the partition over.
+            for i in range(BACKLOG):
+                await survivor.stub.SetPresence(
+                    acd.SetPresenceRequest(
+                        tenant_id=tenant.id,
+                        agent_id=tenant.agents[i % AGENTS].id,
+                        presence=acd.PRESENCE_AVAILABLE,
+                        reason=f"backlog {i}",
+                    ),
+                    metadata=tenant.md,
+                    timeout=CALL,
+                )
+            await survivor.stub.RespondToOffer(
+                acd.RespondToOfferRequest(
+                    tenant_id=tenant.id, offer_id=offer.id, agent_id=offer.agent_id, accept=True
+                ),
+                metadata=tenant.md,
+                timeout=CALL,
+            )
+        finally:
+            victim.kill()
+
+        def timed_out() -> bool:
+            return any(d.offer_timed_out.offer_id == offer.id for d in decisions.of(tenant.id))
+
+        async with asyncio.timeout(60):
+            while not (final_decisions(decisions, tenant.id).get(interaction) or timed_out()):
+                await asyncio.sleep(0.1)
+        assert not timed_out(), "the accepted offer timed out during the takeover"
+        final = final_decisions(decisions, tenant.id)[interaction]
+        assert [t for t, _ in final] == [ASSIGN], f"final decisions: {final}"
+        assert _decision(final[0][1]).assign.offer_id == offer.id, "the accepted offer stands"
+    finally:
         await requests.stop()
         await decisions.stop()

@@ -32,7 +32,15 @@ class RoutingTimers:
         self._topic = topic
 
     async def owned_partitions(self) -> set[int]:
-        return {tp.partition for tp in self._consumer.assignment() if tp.topic == self._topic}
+        """Partitions this replica owns and has caught up on, in every topic it consumes.
+
+        Timers of a tenant taken over from a replica that died wait until its backlog (an
+        agent's accept, say) is applied; otherwise the accepted offer would time out first.
+        """
+        assigned = self._consumer.assignment()
+        ready = await self._consumer.caught_up()
+        behind = {tp.partition for tp in assigned - ready}
+        return {tp.partition for tp in ready if tp.topic == self._topic} - behind
 
     async def run(self) -> None:
         await self._router.run_timers(self.owned_partitions)

@@ -13,9 +13,10 @@ class AcdSettings(ServiceSettings):
 
     # How long an agent has to answer an offer before it goes to the next agent.
     offer_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 20.0
-    # An answer given before expiry is still travelling through agent.event; the offer waits
-    # up to this long for it rather than timing out under the agent's click.
-    answer_grace_seconds: Annotated[float, Field(ge=0, le=60)] = 5.0
+    # An answer given before expiry is still travelling through agent.event (through the
+    # outbox of whichever replica took it, and across a takeover when the owner died); the offer
+    # waits up to this long for it rather than timing out under the agent's click.
+    answer_grace_seconds: Annotated[float, Field(ge=0, le=120)] = 30.0
     # How often the owner looks for expired offers and contacts past their max wait.
     timer_tick_seconds: Annotated[float, Field(gt=0, le=10)] = 0.2
     # Routing policies as JSON, per tenant id or "*" for all (docs/routing.md):
