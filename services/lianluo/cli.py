@@ -211,6 +211,17 @@ def _dead_letters(args: argparse.Namespace) -> int:
         return 1
 
 
+def _call(args: argparse.Namespace) -> int:
+    from lianluo.devstack import call
+
+    key = args.key
+    if args.admin:
+        from lianluo.devstack import infra
+
+        key = (infra.StackConfig.from_env().state_dir / "admin-key").read_text().strip()
+    return call.main(args.address, args.method, call.request_text(args.json), key, args.timeout)
+
+
 def _import_event_types() -> None:
     """Register every event payload type, so an envelope's payload prints as JSON."""
     import pkgutil
@@ -272,6 +283,23 @@ def main(argv: list[str] | None = None) -> int:
         help="the cell's topic prefix (default: LIANLUO_TOPIC_PREFIX, else the local cell's)",
     )
     dl.set_defaults(func=_dead_letters)
+
+    cl = commands.add_parser(
+        "call", help="call an RPC of a running service with JSON, found through reflection"
+    )
+    cl.add_argument("address", help="host:port of the service, for example 127.0.0.1:50051")
+    cl.add_argument(
+        "method",
+        help="Service/Method, for example lianluo.tenants.v1.TenantService/"
+        "ListTenants; or `list` for the services",
+    )
+    cl.add_argument("json", nargs="?", default="{}", help="the request as JSON; - reads stdin")
+    cl.add_argument(
+        "--key", default=os.environ.get("LIANLUO_KEY", ""), help="API key (LIANLUO_KEY)"
+    )
+    cl.add_argument("--admin", action="store_true", help="use the local cell's admin key")
+    cl.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    cl.set_defaults(func=_call)
 
     for role in ("customer", "agent"):
         client = commands.add_parser(role, help=f"chat as a {role} with the running platform")

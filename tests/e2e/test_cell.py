@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from cell_support import assigns_per_interaction, most_held
 from conftest import ADMIN_KEY, Stack
 
 from lianluo.acd.v1 import acd_pb2
@@ -22,10 +22,8 @@ from lianluo.devstack import infra
 from lianluo.devstack.cell import Cell
 from lianluo.devstack.clients import StreamClient
 from lianluo.devstack.demo import play_demo
-from lianluo.events.v1 import envelope_pb2, routing_pb2
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
-from lianluo.runtime.kafka import behind
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
@@ -234,26 +232,18 @@ async def test_200_concurrent_contacts_on_two_replicas_each_end_once_and_no_agen
 
     states = {S.Name(it.state) for it in final.values()}
     assert states <= {"INTERACTION_STATE_CLOSED", "INTERACTION_STATE_OVERFLOWED"}, states
-    intervals: dict[str, list[tuple[float, float]]] = {}
+    served = 0
     for it in final.values():
         people = [p for p in it.participants if p.role == mpb.PARTICIPANT_ROLE_AGENT]
         if it.state == S.INTERACTION_STATE_CLOSED:
             assert len(people) == 1, f"{it.id} was assigned {len(people)} times"
-            start = people[0].join_time.ToNanoseconds() / 1e9
-            intervals.setdefault(people[0].subject_id, []).append(
-                (start, it.end_time.ToNanoseconds() / 1e9)
-            )
+            served += 1
         else:
             assert not people, "an overflowed contact was never connected"
-    assert sum(len(v) for v in intervals.values()) >= CONTACTS // 2, "most contacts were served"
-    for agent_id, spans in intervals.items():
-        edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
-        load = peak = 0
-        for _, step in edges:
-            load += step
-            peak = max(peak, load)
+    assert served >= CONTACTS // 2, "most contacts were served"
+    for agent_id, peak in most_held(list(final.values())).items():
         assert peak <= CAPACITY, f"agent {agent_id} held {peak} chats at once"
-    assigns = await _assigns_per_interaction(cell, tenant.id)
+    assigns = await assigns_per_interaction(cell, tenant.id)
     assert assigns, "routing.decision carried the assignments"
     assert max(assigns.values()) == 1, "an interaction was assigned more than once"
     assert set(assigns) == {i for i, it in final.items() if it.state == S.INTERACTION_STATE_CLOSED}
@@ -261,29 +251,3 @@ async def test_200_concurrent_contacts_on_two_replicas_each_end_once_and_no_agen
         await desk.close()
     for ch in (tch, *mchs, *achs):
         await ch.close()
-
-
-async def _assigns_per_interaction(cell: Cell, tenant_id: str) -> dict[str, int]:
-    """Count routing.assign decisions per interaction on the real topic, read to its end."""
-    topic = f"{cell.env['LIANLUO_TOPIC_PREFIX']}routing.decision"
-    consumer = AIOKafkaConsumer(bootstrap_servers=cell.env["LIANLUO_KAFKA_BOOTSTRAP_SERVERS"])
-    await consumer.start()
-    counts: dict[str, int] = {}
-    try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        end = await consumer.end_offsets(parts)
-        async with asyncio.timeout(30):
-            while await behind(consumer, end):
-                for records in (await consumer.getmany(timeout_ms=300)).values():
-                    for record in records:
-                        envelope = envelope_pb2.Envelope.FromString(record.value)
-                        if envelope.tenant_id == tenant_id and envelope.type == "routing.assign":
-                            decision = routing_pb2.RoutingDecision()
-                            envelope.payload.Unpack(decision)
-                            iid = decision.interaction_id
-                            counts[iid] = counts.get(iid, 0) + 1
-    finally:
-        await consumer.stop()
-    return counts

@@ -56,15 +56,32 @@ class Cell:
                     f"==> starting {name}{f' #{i + 1}' if i else ''} on 127.0.0.1:{port}",
                     file=sys.stderr,
                 )
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "lianluo.cli", "serve", name],
-                    env={**os.environ, **self.env, "LIANLUO_GRPC_PORT": str(port)},
-                    stderr=log.open("ab"),
-                    stdout=subprocess.DEVNULL,
-                )
-                self.running.append(Replica(name, i, port, process, log))
+                self.running.append(Replica(name, i, port, self._spawn(name, port, log), log))
         for replica in self.running:
             asyncio.run(wait_serving(replica.port, 90, replica))
+
+    def _spawn(self, name: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lianluo.cli", "serve", name],
+            env={**os.environ, **self.env, "LIANLUO_GRPC_PORT": str(port)},
+            stderr=log.open("ab"),
+            stdout=subprocess.DEVNULL,
+        )
+
+    def replica(self, service: str, index: int = 0) -> Replica:
+        return next(r for r in self.running if r.service == service and r.index == index)
+
+    def kill(self, service: str, index: int = 0) -> Replica:
+        """SIGKILL one replica, as a node failure would; `restart` brings it back."""
+        replica = self.replica(service, index)
+        replica.process.kill()
+        replica.process.wait()
+        return replica
+
+    async def restart(self, replica: Replica, limit_seconds: float = 120) -> None:
+        """Start a stopped replica again on its port and wait until it serves."""
+        replica.process = self._spawn(replica.service, replica.port, replica.log)
+        await wait_serving(replica.port, limit_seconds, replica)
 
     def address(self, service: str, index: int = 0) -> str:
         return next(r.address for r in self.running if r.service == service and r.index == index)
