@@ -15,6 +15,9 @@ _POSTGRES_OUTAGES = (
     asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, disk full
     asyncpg.exceptions.TransactionRollbackError,  # class 40: serialization failure, deadlock
     asyncpg.InterfaceError,  # the pool's connection was closed under it
+    # A pooled connection left mid-operation when the server went away ("cannot switch to
+    # state ...; another operation is in progress"); the pool replaces it.
+    asyncpg.exceptions.InternalClientError,
 )
 
 

@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from lianluo.runtime import auth, validation
 from lianluo.runtime.errors import DomainError, Unauthenticated, to_rpc_status
+from lianluo.runtime.faults import is_outage
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.telemetry import extract_metadata
 
@@ -118,7 +119,14 @@ class ErrorInterceptor(_ScopedInterceptor):
         except DomainError as error:
             trace.get_current_span().set_status(Status(StatusCode.ERROR, error.message))
             await context.abort_with_status(rpc_status.to_status(to_rpc_status(error)))
-        except Exception:
+        except Exception as error:
+            if is_outage(error):
+                # Postgres restarting or failing over: the client's retry will find it back.
+                log.warning("a dependency is unavailable", method=method, error=repr(error))
+                trace.get_current_span().set_status(Status(StatusCode.ERROR, "unavailable"))
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, "a dependency is unavailable; retry"
+                )
             log.exception("unhandled error", method=method)
             trace.get_current_span().set_status(Status(StatusCode.ERROR))
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")

@@ -23,7 +23,7 @@ from lianluo.runtime.grpc_server import GrpcServer, RegisterFn
 from lianluo.runtime.logs import configure_logging, get_logger
 from lianluo.runtime.outbox import OutboxRelay
 from lianluo.runtime.settings import ServiceSettings
-from lianluo.runtime.telemetry import configure_tracing
+from lianluo.runtime.telemetry import configure_metrics, configure_tracing
 from lianluo.runtime.tenant_config import TOPIC as TENANT_CONFIG_TOPIC
 from lianluo.runtime.tenant_config import TenantConfigView
 
@@ -74,6 +74,7 @@ class Service:
         self._task_of: dict[int, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
         self._tracer_provider = configure_tracing(spec.name)
+        self._meter_provider = configure_metrics(spec.name)
         configure_logging(spec.name, settings.log_level)
 
     @property
@@ -192,6 +193,7 @@ class Service:
             except TimeoutError:
                 self._pool.terminate()
         self._tracer_provider.shutdown()
+        self._meter_provider.shutdown()
         log.info("stopped")
 
     def _spawn(self, coro: Coroutine[Any, Any, None], what: str, owner: object) -> None:

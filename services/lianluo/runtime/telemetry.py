@@ -1,15 +1,31 @@
-"""OpenTelemetry tracing, and W3C trace context carried through gRPC metadata and Kafka headers."""
+"""OpenTelemetry tracing and metrics; W3C trace context in gRPC metadata and Kafka headers."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
 
-from opentelemetry import propagate, trace
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+
+def configure_metrics(service: str) -> MeterProvider:
+    """Install a meter provider; metrics are exported only when an OTLP endpoint is configured."""
+    readers = []
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    provider = MeterProvider(
+        resource=Resource.create({"service.name": service}), metric_readers=readers
+    )
+    metrics.set_meter_provider(provider)
+    return provider
 
 
 def configure_tracing(service: str) -> TracerProvider:
