@@ -507,3 +507,48 @@ async def test_overflows_tell_the_customer_where_they_go(
     told = await customer.wait_for(lambda f: "call you back" in f.message.content.text)
     assert "+8613800000000" in told.message.content.text
     await customer.close()
+
+
+async def test_an_agent_who_joins_before_the_assignment_arrives_is_let_in(
+    world: dict[str, Any], stack: Stack
+) -> None:
+    """The agent accepts and joins at once; the ACD's assignment reaches media a moment later.
+    The join waits for it instead of answering PERMISSION_DENIED."""
+    t, a = world["tenant"], world["agent"]
+    it = (await start(world, queue="cards")).interaction
+    offer = acd_pb2.Offer(id=f"o-{it.id[:8]}", tenant_id=t.id, interaction_id=it.id, agent_id=a.id)
+    await decide(
+        stack,
+        t.id,
+        routing_pb2.RoutingDecision(
+            interaction_id=it.id, offer=routing_pb2.RoutingOffer(offer=offer)
+        ),
+    )
+    await until(world, it.id, lambda i: i.state == S.INTERACTION_STATE_OFFERED)
+    join = pb.Join(
+        tenant_id=t.id, interaction_id=it.id, role=R.PARTICIPANT_ROLE_AGENT, subject_id=a.id
+    )
+    joining = asyncio.create_task(StreamClient.connect(world["ch1"], world["key"], join))
+    await asyncio.sleep(0.5)  # the join is waiting now
+    await decide(
+        stack,
+        t.id,
+        routing_pb2.RoutingDecision(
+            interaction_id=it.id,
+            assign=routing_pb2.RoutingAssign(offer_id=offer.id, agent_id=a.id),
+        ),
+    )
+    stream = await joining
+    joined = await stream.wait_for(lambda f: f.WhichOneof("frame") == "joined")
+    assert joined.joined.participant_id, "the agent joined as a participant"
+    await stream.close()
+    # Someone who is never assigned is still refused, after the wait.
+    stranger = pb.Join(
+        tenant_id=t.id,
+        interaction_id=it.id,
+        role=R.PARTICIPANT_ROLE_AGENT,
+        subject_id=world["other_agent"].id,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await StreamClient.connect(world["ch1"], world["key"], stranger, retry_seconds=15)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED

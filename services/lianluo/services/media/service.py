@@ -4,6 +4,7 @@ through the outbox in the same transaction."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +43,8 @@ MOVED_NOTICE = "We are passing you to {queue}; please stay with us."
 EXPERTS_NOTICE = "We are finding an expert to help you; please stay with us."
 CALLBACK_NOTICE = "All our agents are busy. We will call you back on {number}."
 BOT_ID = "ivr"
+# How long an agent's join may wait for its assignment to arrive from the ACD.
+ASSIGNMENT_WAIT_SECONDS = 5.0
 # Media that need a real-time endpoint for clients to connect to.
 REAL_TIME = frozenset({1, 3, 7})  # voice, video, screen share
 STAFF_ROLES = frozenset(
@@ -449,6 +452,23 @@ class MediaService:
             if self._config.get(join.tenant_id, "agent", join.subject_id) is None:
                 raise NotFound("agent", join.subject_id)
             return None, None
+        # An agent who has just accepted joins as the ACD's assignment travels to this service
+        # (routing.decision): a join that arrives first waits for it a moment instead of failing.
+        deadline = asyncio.get_running_loop().time() + ASSIGNMENT_WAIT_SECONDS
+        while True:
+            interaction, found = await self._join_once(join)
+            if found is not None:
+                return interaction, found
+            waits = join.role in (R.PARTICIPANT_ROLE_AGENT, R.PARTICIPANT_ROLE_EXPERT)
+            if (
+                not waits
+                or interaction.state in domain.TERMINAL
+                or asyncio.get_running_loop().time() > deadline
+            ):
+                raise PermissionDenied("not a participant of this interaction")
+            await asyncio.sleep(0.2)
+
+    async def _join_once(self, join: pb.Join) -> tuple[pb.Interaction, pb.Participant | None]:
         async with self._pool.acquire() as conn, conn.transaction():
             change = await self._locked(conn, join.tenant_id, join.interaction_id)
             found = next(
@@ -471,8 +491,6 @@ class MediaService:
                 change.it.participants.append(found)
                 change.add("participant_joined", found, event="participant_joined")
                 await self._flush(change)
-            if found is None:
-                raise PermissionDenied("not a participant of this interaction")
             return change.it, found
 
     async def replay(
