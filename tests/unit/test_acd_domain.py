@@ -218,7 +218,13 @@ def test_max_wait_overflows_as_the_queue_says_and_withdraws_the_offer() -> None:
     r.dispatch(T0)
     decisions(r)
     r.expire(T0 + timedelta(seconds=60))
-    (kind, decision), *_ = r.changes.decisions
+    (withdrawn_kind, withdrawn), (kind, decision) = r.changes.decisions
+    # The agent's desk is told first that the offer is gone.
+    assert withdrawn_kind == "routing.offer_withdrawn"
+    assert (withdrawn.offer_withdrawn.offer_id, withdrawn.offer_withdrawn.agent_id) == (
+        "offer-1",
+        "a",
+    )
     assert kind == "routing.overflow"
     assert decision.overflow.cause == routing_pb2.OVERFLOW_CAUSE_MAX_WAIT
     assert decision.overflow.overflow.kind == pb.OVERFLOW_KIND_MESSAGE

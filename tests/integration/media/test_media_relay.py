@@ -552,3 +552,44 @@ async def test_an_agent_who_joins_before_the_assignment_arrives_is_let_in(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await StreamClient.connect(world["ch1"], world["key"], stranger, retry_seconds=15)
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_withdrawn_offer_is_taken_off_the_agents_desk(
+    world: dict[str, Any], stack: Stack
+) -> None:
+    t, a = world["tenant"], world["agent"]
+    desk = await StreamClient.connect(
+        world["ch2"],
+        world["key"],
+        pb.Join(tenant_id=t.id, role=R.PARTICIPANT_ROLE_AGENT, subject_id=a.id),
+    )
+    it = (await start(world, queue="cards")).interaction
+    offer = acd_pb2.Offer(id=f"w-{it.id[:8]}", tenant_id=t.id, interaction_id=it.id, agent_id=a.id)
+    await decide(
+        stack,
+        t.id,
+        routing_pb2.RoutingDecision(
+            interaction_id=it.id, offer=routing_pb2.RoutingOffer(offer=offer)
+        ),
+    )
+    await desk.wait_for(lambda f: f.offer.id == offer.id)
+    await decide(
+        stack,
+        t.id,
+        routing_pb2.RoutingDecision(
+            interaction_id=it.id,
+            offer_withdrawn=routing_pb2.RoutingOfferEnded(offer_id=offer.id, agent_id=a.id),
+        ),
+    )
+    closed = await desk.wait_for(lambda f: f.offer_closed.offer_id == offer.id)
+    assert closed.offer_closed.state == acd_pb2.OFFER_STATE_WITHDRAWN
+    await desk.close()
+    # A desk that joins later is not offered it again.
+    again = await StreamClient.connect(
+        world["ch1"],
+        world["key"],
+        pb.Join(tenant_id=t.id, role=R.PARTICIPANT_ROLE_AGENT, subject_id=a.id),
+    )
+    await asyncio.sleep(0.5)
+    assert all(f.offer.id != offer.id for f in again.frames)
+    await again.close()

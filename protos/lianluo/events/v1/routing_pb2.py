@@ -27,23 +27,23 @@ from lianluo.acd.v1 import acd_pb2 as lianluo_dot_acd_dot_v1_dot_acd__pb2
 from lianluo.tenants.v1 import tenants_pb2 as lianluo_dot_tenants_dot_v1_dot_tenants__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flianluo/events/v1/routing.proto\x12\x11lianluo.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18lianluo/acd/v1/acd.proto\x1a lianluo/tenants/v1/tenants.proto\"\x8d\x03\n\x0fRoutingDecision\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12\x37\n\x0b\x65xplanation\x18\x02 \x01(\x0b\x32\".lianluo.acd.v1.RoutingExplanation\x12\x30\n\x05offer\x18\n \x01(\x0b\x32\x1f.lianluo.events.v1.RoutingOfferH\x00\x12\x32\n\x06\x61ssign\x18\x0b \x01(\x0b\x32 .lianluo.events.v1.RoutingAssignH\x00\x12>\n\x0eoffer_declined\x18\x0c \x01(\x0b\x32$.lianluo.events.v1.RoutingOfferEndedH\x00\x12?\n\x0foffer_timed_out\x18\r \x01(\x0b\x32$.lianluo.events.v1.RoutingOfferEndedH\x00\x12\x36\n\x08overflow\x18\x0e \x01(\x0b\x32\".lianluo.events.v1.RoutingOverflowH\x00\x42\n\n\x08\x64\x65\x63ision\"4\n\x0cRoutingOffer\x12$\n\x05offer\x18\x01 \x01(\x0b\x32\x15.lianluo.acd.v1.Offer\"\x81\x01\n\rRoutingAssign\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x31\n\nagent_kind\x18\x03 \x01(\x0e\x32\x1d.lianluo.tenants.v1.AgentKind\x12\x19\n\x11released_agent_id\x18\x04 \x01(\t\"G\n\x11RoutingOfferEnded\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xbe\x01\n\x0fRoutingOverflow\x12/\n\x05\x63\x61use\x18\x01 \x01(\x0e\x32 .lianluo.events.v1.OverflowCause\x12.\n\x08overflow\x18\x02 \x01(\x0b\x32\x1c.lianluo.tenants.v1.Overflow\x12\x31\n\rcallback_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x63\x61llback_number\x18\x04 \x01(\t*r\n\rOverflowCause\x12\x1e\n\x1aOVERFLOW_CAUSE_UNSPECIFIED\x10\x00\x12\x1b\n\x17OVERFLOW_CAUSE_MAX_WAIT\x10\x01\x12$\n OVERFLOW_CAUSE_NO_ELIGIBLE_AGENT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flianluo/events/v1/routing.proto\x12\x11lianluo.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18lianluo/acd/v1/acd.proto\x1a lianluo/tenants/v1/tenants.proto\"\xce\x03\n\x0fRoutingDecision\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12\x37\n\x0b\x65xplanation\x18\x02 \x01(\x0b\x32\".lianluo.acd.v1.RoutingExplanation\x12\x30\n\x05offer\x18\n \x01(\x0b\x32\x1f.lianluo.events.v1.RoutingOfferH\x00\x12\x32\n\x06\x61ssign\x18\x0b \x01(\x0b\x32 .lianluo.events.v1.RoutingAssignH\x00\x12>\n\x0eoffer_declined\x18\x0c \x01(\x0b\x32$.lianluo.events.v1.RoutingOfferEndedH\x00\x12?\n\x0foffer_timed_out\x18\r \x01(\x0b\x32$.lianluo.events.v1.RoutingOfferEndedH\x00\x12\x36\n\x08overflow\x18\x0e \x01(\x0b\x32\".lianluo.events.v1.RoutingOverflowH\x00\x12?\n\x0foffer_withdrawn\x18\x0f \x01(\x0b\x32$.lianluo.events.v1.RoutingOfferEndedH\x00\x42\n\n\x08\x64\x65\x63ision\"4\n\x0cRoutingOffer\x12$\n\x05offer\x18\x01 \x01(\x0b\x32\x15.lianluo.acd.v1.Offer\"\x81\x01\n\rRoutingAssign\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x31\n\nagent_kind\x18\x03 \x01(\x0e\x32\x1d.lianluo.tenants.v1.AgentKind\x12\x19\n\x11released_agent_id\x18\x04 \x01(\t\"G\n\x11RoutingOfferEnded\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xbe\x01\n\x0fRoutingOverflow\x12/\n\x05\x63\x61use\x18\x01 \x01(\x0e\x32 .lianluo.events.v1.OverflowCause\x12.\n\x08overflow\x18\x02 \x01(\x0b\x32\x1c.lianluo.tenants.v1.Overflow\x12\x31\n\rcallback_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x63\x61llback_number\x18\x04 \x01(\t*r\n\rOverflowCause\x12\x1e\n\x1aOVERFLOW_CAUSE_UNSPECIFIED\x10\x00\x12\x1b\n\x17OVERFLOW_CAUSE_MAX_WAIT\x10\x01\x12$\n OVERFLOW_CAUSE_NO_ELIGIBLE_AGENT\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lianluo.events.v1.routing_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OVERFLOWCAUSE']._serialized_start=999
-  _globals['_OVERFLOWCAUSE']._serialized_end=1113
+  _globals['_OVERFLOWCAUSE']._serialized_start=1064
+  _globals['_OVERFLOWCAUSE']._serialized_end=1178
   _globals['_ROUTINGDECISION']._serialized_start=148
-  _globals['_ROUTINGDECISION']._serialized_end=545
-  _globals['_ROUTINGOFFER']._serialized_start=547
-  _globals['_ROUTINGOFFER']._serialized_end=599
-  _globals['_ROUTINGASSIGN']._serialized_start=602
-  _globals['_ROUTINGASSIGN']._serialized_end=731
-  _globals['_ROUTINGOFFERENDED']._serialized_start=733
-  _globals['_ROUTINGOFFERENDED']._serialized_end=804
-  _globals['_ROUTINGOVERFLOW']._serialized_start=807
-  _globals['_ROUTINGOVERFLOW']._serialized_end=997
+  _globals['_ROUTINGDECISION']._serialized_end=610
+  _globals['_ROUTINGOFFER']._serialized_start=612
+  _globals['_ROUTINGOFFER']._serialized_end=664
+  _globals['_ROUTINGASSIGN']._serialized_start=667
+  _globals['_ROUTINGASSIGN']._serialized_end=796
+  _globals['_ROUTINGOFFERENDED']._serialized_start=798
+  _globals['_ROUTINGOFFERENDED']._serialized_end=869
+  _globals['_ROUTINGOVERFLOW']._serialized_start=872
+  _globals['_ROUTINGOVERFLOW']._serialized_end=1062
 # @@protoc_insertion_point(module_scope)

@@ -47,7 +47,7 @@ class RoutingDecision(_message.Message):
     media service turns offers into desk frames and assignments into a joined agent. Envelope
     types, one per case of `decision`:
       "routing.offer", "routing.assign", "routing.offer_declined", "routing.offer_timed_out",
-      "routing.overflow".
+      "routing.offer_withdrawn", "routing.overflow".
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -59,6 +59,7 @@ class RoutingDecision(_message.Message):
     OFFER_DECLINED_FIELD_NUMBER: _builtins.int
     OFFER_TIMED_OUT_FIELD_NUMBER: _builtins.int
     OVERFLOW_FIELD_NUMBER: _builtins.int
+    OFFER_WITHDRAWN_FIELD_NUMBER: _builtins.int
     interaction_id: _builtins.str
     @_builtins.property
     def explanation(self) -> _acd_pb2.RoutingExplanation:
@@ -77,6 +78,10 @@ class RoutingDecision(_message.Message):
     def offer_timed_out(self) -> Global___RoutingOfferEnded: ...
     @_builtins.property
     def overflow(self) -> Global___RoutingOverflow: ...
+    @_builtins.property
+    def offer_withdrawn(self) -> Global___RoutingOfferEnded:
+        """The ACD took a pending offer back: the customer left, or the contact overflowed."""
+
     def __init__(
         self,
         *,
@@ -87,12 +92,13 @@ class RoutingDecision(_message.Message):
         offer_declined: Global___RoutingOfferEnded | None = ...,
         offer_timed_out: Global___RoutingOfferEnded | None = ...,
         overflow: Global___RoutingOverflow | None = ...,
+        offer_withdrawn: Global___RoutingOfferEnded | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assign", b"assign", "decision", b"decision", "explanation", b"explanation", "offer", b"offer", "offer_declined", b"offer_declined", "offer_timed_out", b"offer_timed_out", "overflow", b"overflow"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assign", b"assign", "decision", b"decision", "explanation", b"explanation", "offer", b"offer", "offer_declined", b"offer_declined", "offer_timed_out", b"offer_timed_out", "offer_withdrawn", b"offer_withdrawn", "overflow", b"overflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assign", b"assign", "decision", b"decision", "explanation", b"explanation", "interaction_id", b"interaction_id", "offer", b"offer", "offer_declined", b"offer_declined", "offer_timed_out", b"offer_timed_out", "overflow", b"overflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assign", b"assign", "decision", b"decision", "explanation", b"explanation", "interaction_id", b"interaction_id", "offer", b"offer", "offer_declined", b"offer_declined", "offer_timed_out", b"offer_timed_out", "offer_withdrawn", b"offer_withdrawn", "overflow", b"overflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_decision: _TypeAlias = _typing.Literal["offer", "assign", "offer_declined", "offer_timed_out", "overflow"]  # noqa: Y015
+    _WhichOneofReturnType_decision: _TypeAlias = _typing.Literal["offer", "assign", "offer_declined", "offer_timed_out", "overflow", "offer_withdrawn"]  # noqa: Y015
     _WhichOneofArgType_decision: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_decision) -> _WhichOneofReturnType_decision | None: ...
 

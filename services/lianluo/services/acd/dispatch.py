@@ -56,6 +56,7 @@ OFFER = "routing.offer"
 ASSIGN = "routing.assign"
 OFFER_DECLINED = "routing.offer_declined"
 OFFER_TIMED_OUT = "routing.offer_timed_out"
+OFFER_WITHDRAWN = "routing.offer_withdrawn"
 OVERFLOW = overflow.OVERFLOW
 WRAP_UP_DONE = "agent.wrap_up_done"
 # Decisions carry the best few candidates and the first few exclusions (all are counted):
@@ -467,8 +468,18 @@ class TenantRouting:
         self.changes.contacts.add(contact.interaction_id)
 
     def withdraw(self, contact: Contact, now: datetime) -> None:
+        """Take the contact's pending offer back; the agent's desk is told (offer_withdrawn)."""
         if contact.offer_id is not None and contact.offer_id in self.offers:
-            self._close(self.offers[contact.offer_id], acd.OFFER_STATE_WITHDRAWN, now)
+            pending = self.offers[contact.offer_id]
+            self._close(pending, acd.OFFER_STATE_WITHDRAWN, now)
+            self.decide(
+                OFFER_WITHDRAWN,
+                contact.interaction_id,
+                pending.explanation,
+                offer_withdrawn=routing_pb2.RoutingOfferEnded(
+                    offer_id=pending.offer.id, agent_id=pending.offer.agent_id
+                ),
+            )
         contact.offer_id = None
 
     def remove_contact(self, interaction_id: str) -> None:

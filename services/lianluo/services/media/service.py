@@ -574,6 +574,12 @@ class MediaService:
                     conn, change.tid, offer.id, offer.agent_id, iid, frame.SerializeToString()
                 )
                 await self._desk(conn, tenant_id, offer.agent_id, frame)
+        elif kind == "offer_withdrawn":
+            # The interaction ended or moved on; that event sets its state. The desk is told.
+            ended = decision.offer_withdrawn
+            await self._close_offer(
+                change, ended.offer_id, ended.agent_id, acd_pb2.OFFER_STATE_WITHDRAWN
+            )
         elif kind in {"offer_declined", "offer_timed_out"}:
             ended = getattr(decision, kind)
             state = (

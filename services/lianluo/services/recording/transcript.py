@@ -201,9 +201,9 @@ def _decision(d: routing_pb2.RoutingDecision) -> Line:
         line["agent_id"] = d.offer.offer.agent_id
     elif case == "assign":
         line = {"text": f"Assigned to agent {d.assign.agent_id}", "agent_id": d.assign.agent_id}
-    elif case in ("offer_declined", "offer_timed_out"):
+    elif case in ("offer_declined", "offer_timed_out", "offer_withdrawn"):
         ended = getattr(d, case)
-        verb = "declined" if case == "offer_declined" else "timed out"
+        verb = {"offer_declined": "declined", "offer_withdrawn": "withdrawn"}.get(case, "timed out")
         line = {"text": f"Offer to agent {ended.agent_id} {verb}", "agent_id": ended.agent_id}
         if ended.reason:
             line["reason"] = ended.reason
