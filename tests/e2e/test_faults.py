@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -423,14 +424,33 @@ async def test_the_broker_frozen_for_ten_seconds(cell: Cell, floor: Floor, stack
     broker = next(s for s in infra.status(stack.config) if s.name == "kafka")
     assert broker.pid
 
+    stopped: dict[str, int | None] = {}
+
     async def freeze() -> None:
         os.kill(broker.pid, signal.SIGSTOP)
         try:
-            await asyncio.sleep(10)
+            await asyncio.sleep(3)
+            # A replica told to stop while its consumers cannot reach the broker still stops:
+            # nothing stuck on a dependency holds up SIGTERM past the grace period (5 s here).
+            leaving = [cell.replica("acd", 1), cell.replica("notification", 0)]
+            for replica in leaving:
+                replica.process.terminate()
+            for replica in leaving:
+                try:
+                    code = await asyncio.to_thread(replica.process.wait, 60)
+                except subprocess.TimeoutExpired:
+                    code = None
+                stopped[replica.service] = code
+            await asyncio.sleep(max(0.0, 7 - 3))
         finally:
             os.kill(broker.pid, signal.SIGCONT)
+        for replica in leaving:
+            if replica.process.poll() is None:
+                replica.process.kill()
+            await cell.restart(replica)
 
     await wave(floor, freeze, "freeze")
+    assert stopped == {"acd": 0, "notification": 0}, f"exit codes after SIGTERM: {stopped}"
 
 
 async def test_a_postgres_restart(cell: Cell, floor: Floor, stack: Stack) -> None:

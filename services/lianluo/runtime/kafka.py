@@ -301,7 +301,9 @@ class EventConsumer:
 
     async def _consume_once(self) -> None:
         batches = await self._consumer.getmany(timeout_ms=500, max_records=200)
-        for tp, records in batches.items():
+        # Partitions of one fetch are applied in the order the topics were given.
+        rank = {topic: i for i, topic in enumerate(self._topics)}
+        for tp, records in sorted(batches.items(), key=lambda item: rank.get(item[0].topic, 0)):
             last = None
             for record in records:
                 if not await self._apply_until_done(record):

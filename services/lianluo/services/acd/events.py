@@ -20,7 +20,10 @@ AGENT_EVENT = "agent.event"
 INTERACTION_EVENT = "interaction.event"
 # The topics one consumer reads together: range assignment then gives one replica all of a
 # tenant's partitions, which makes it the tenant's single writer.
-CONSUMED = [ROUTING_REQUEST, AGENT_EVENT, INTERACTION_EVENT]
+# In the order a fetched batch is applied: what agents said (presence, answers) and what ended
+# before new contacts are routed, so a backlog after an outage never routes to an agent who went
+# away meanwhile.
+CONSUMED = [AGENT_EVENT, INTERACTION_EVENT, ROUTING_REQUEST]
 
 ROUTING_REQUESTED = "routing.requested"
 PRESENCE_CHANGED = "agent.presence_changed"
