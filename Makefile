@@ -10,6 +10,9 @@ STAMP := $(VENV)/.installed
 PG_BIN := /usr/lib/postgresql/15/bin
 
 $(STAMP): pyproject.toml requirements/broker.txt
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) is needed and not found;" \
+		"install Python 3.11 with its venv module (Debian: apt-get install python3.11-venv)," \
+		"or name another 3.11 with PYTHON=..."; exit 1; }
 	@# Postgres 15 server binaries come from Debian's packages when the machine lacks them.
 	@test -x $(PG_BIN)/postgres || { echo "==> installing postgresql-15"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; }
