@@ -5,15 +5,18 @@ topic prefix, so runs never see each other's data."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
 
 from lianluo.devstack import infra
+from lianluo.devstack.cell import Cell
 
 ADMIN_KEY = "test-admin-" + secrets.token_urlsafe(24)
 
@@ -49,6 +52,22 @@ def stack() -> Iterator[Stack]:
     finally:
         if started:
             infra.down(config, only=started)
+
+
+@contextlib.contextmanager
+def running_cell(
+    stack: Stack, folder: Path, name: str, replicas: dict[str, int] | None = None, **env: str
+) -> Iterator[Cell]:
+    """Every cell service as its own process, with a database and topics of its own."""
+    infra.create_database(stack.config.database_url, name)
+    base = stack.database_url.rsplit("/", 1)[0]
+    settings = stack.env(LIANLUO_DATABASE_URL=f"{base}/{name}", LIANLUO_TOPIC_PREFIX=f"{name}.")
+    cell = Cell({**settings, **env}, folder, replicas=dict(replicas or {}))
+    try:
+        cell.start()
+        yield cell
+    finally:
+        cell.stop()
 
 
 def bearer(key: str) -> tuple[tuple[str, str], ...]:

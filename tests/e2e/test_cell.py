@@ -13,12 +13,11 @@ from typing import Any
 import grpc
 import pytest
 from cell_support import assigns_per_interaction, most_held
-from conftest import ADMIN_KEY, Stack
+from conftest import ADMIN_KEY, Stack, running_cell
 
 from lianluo.acd.v1 import acd_pb2
 from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
 from lianluo.common.v1 import common_pb2 as common
-from lianluo.devstack import infra
 from lianluo.devstack.cell import Cell
 from lianluo.devstack.clients import StreamClient
 from lianluo.devstack.demo import play_demo
@@ -36,16 +35,10 @@ CAPACITY = 3
 
 @pytest.fixture(scope="module")
 def cell(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
-    name = f"e2e_{uuid.uuid4().hex[:10]}"
-    infra.create_database(stack.config.database_url, name)
-    base = stack.database_url.rsplit("/", 1)[0]
-    env = stack.env(LIANLUO_DATABASE_URL=f"{base}/{name}", LIANLUO_TOPIC_PREFIX=f"{name}.")
-    running = Cell(env, Path(tmp_path_factory.mktemp("cell")), replicas={"media": 2, "acd": 2})
-    try:
-        running.start()
+    folder = Path(tmp_path_factory.mktemp("cell"))
+    replicas = {"media": 2, "acd": 2}
+    with running_cell(stack, folder, f"e2e_{uuid.uuid4().hex[:10]}", replicas) as running:
         yield running
-    finally:
-        running.stop()
 
 
 async def test_one_contact_travels_through_every_service(cell: Cell) -> None:

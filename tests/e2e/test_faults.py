@@ -30,7 +30,8 @@ from typing import Any
 import grpc
 import pytest
 from cell_support import FINAL_STATES, assigns_per_interaction, most_held
-from conftest import ADMIN_KEY, Stack
+from conftest import ADMIN_KEY, Stack, running_cell
+from factories import Client, onboard
 
 from lianluo.acd.v1 import acd_pb2
 from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
@@ -66,16 +67,10 @@ RETRIED = {
 
 @pytest.fixture(scope="module")
 def cell(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
-    name = f"faults_{uuid.uuid4().hex[:10]}"
-    infra.create_database(stack.config.database_url, name)
-    base = stack.database_url.rsplit("/", 1)[0]
-    env = stack.env(LIANLUO_DATABASE_URL=f"{base}/{name}", LIANLUO_TOPIC_PREFIX=f"{name}.")
-    running = Cell(env, Path(tmp_path_factory.mktemp("faults")), replicas={"media": 2, "acd": 2})
-    try:
-        running.start()
+    folder = Path(tmp_path_factory.mktemp("faults"))
+    replicas = {"media": 2, "acd": 2}
+    with running_cell(stack, folder, f"faults_{uuid.uuid4().hex[:10]}", replicas) as running:
         yield running
-    finally:
-        running.stop()
 
 
 async def retried(call: Callable[[], Awaitable[Any]], seconds: float = 60) -> Any:
@@ -130,26 +125,9 @@ class Floor:
         task.add_done_callback(self.tasks.discard)
 
     async def open(self) -> None:
-        admin = (("authorization", f"Bearer {ADMIN_KEY}"),)
         async with grpc.aio.insecure_channel(self.cell.address("tenants")) as tch:
-            tenant = await rpc.TenantServiceStub(tch).CreateTenant(
-                pb.CreateTenantRequest(
-                    tenant=pb.Tenant(
-                        name=f"faults-{uuid.uuid4().hex[:6]}",
-                        plan=pb.PLAN_ENTERPRISE,
-                        expected_concurrent_sessions=100,
-                        channels=[common.CHANNEL_WEB],
-                    )
-                ),
-                metadata=admin,
-            )
-            self.tenant_id = tenant.id
-            self.key = (
-                await rpc.ApiKeyServiceStub(tch).CreateApiKey(
-                    pb.CreateApiKeyRequest(tenant_id=tenant.id, scope=pb.API_KEY_SCOPE_TENANT),
-                    metadata=admin,
-                )
-            ).secret
+            tenant, client = await onboard(Client(tch, ADMIN_KEY))
+            self.tenant_id, self.key = tenant.id, client.key
             for i in range(AGENTS):
                 capacity = pb.MediaCapacity(media=common.MEDIA_TYPE_CHAT, max_concurrent=CAPACITY)
                 self.agents.append(

@@ -19,8 +19,8 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import ADMIN_KEY, Stack
-from factories import agent, queue
+from conftest import ADMIN_KEY, Stack, running_cell
+from factories import Client, agent, onboard, queue
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
@@ -29,8 +29,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from hostile import variants
 
 from lianluo.acd.v1 import acd_pb2
+from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
 from lianluo.common.v1 import common_pb2 as common
-from lianluo.devstack import infra
 from lianluo.devstack.cell import Cell
 from lianluo.devstack.demo import configure, demo_flow, play_demo
 from lianluo.media.v1 import media_pb2 as mpb
@@ -59,19 +59,9 @@ CONCURRENCY = 8
 @pytest.fixture(scope="module")
 def cell(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cell, str]]:
     name = f"fuzz_{uuid.uuid4().hex[:10]}"
-    infra.create_database(stack.config.database_url, name)
-    base = stack.database_url.rsplit("/", 1)[0]
-    env = stack.env(
-        LIANLUO_DATABASE_URL=f"{base}/{name}",
-        LIANLUO_TOPIC_PREFIX=f"{name}.",
-        LIANLUO_TOPIC_PARTITIONS="1",
-    )
-    running = Cell(env, Path(tmp_path_factory.mktemp("fuzz-cell")))
-    try:
-        running.start()
+    folder = Path(tmp_path_factory.mktemp("fuzz-cell"))
+    with running_cell(stack, folder, name, LIANLUO_TOPIC_PARTITIONS="1") as running:
         yield running, f"{name}."
-    finally:
-        running.stop()
 
 
 @dataclass(frozen=True)
@@ -175,27 +165,13 @@ async def test_hostile_requests_get_clean_statuses_and_the_cell_still_serves_eve
     cell: tuple[Cell, str], stack: Stack
 ) -> None:
     running, prefix = cell
-    admin = (("authorization", f"Bearer {ADMIN_KEY}"),)
     async with grpc.aio.insecure_channel(running.address("tenants")) as tch:
-        tenant = await rpc.TenantServiceStub(tch).CreateTenant(
-            pb.CreateTenantRequest(
-                tenant=pb.Tenant(
-                    name=f"fuzz-{uuid.uuid4().hex[:6]}",
-                    plan=pb.PLAN_BUSINESS,
-                    expected_concurrent_sessions=10,
-                    channels=[common.CHANNEL_WEB],
-                )
-            ),
-            metadata=admin,
-        )
-        key = await rpc.ApiKeyServiceStub(tch).CreateApiKey(
-            pb.CreateApiKeyRequest(tenant_id=tenant.id, scope=pb.API_KEY_SCOPE_TENANT),
-            metadata=admin,
-        )
+        tenant, client = await onboard(Client(tch, ADMIN_KEY))
+    key = client.key
 
     addresses = {s: running.address(s) for s in CELL_SERVICES}
     # The tenant's own key: what any tenant can send. Every service must know it first.
-    md = (("authorization", f"Bearer {key.secret}"),)
+    md = (("authorization", f"Bearer {key}"),)
     await _until_known(addresses, md)
     seeds = await _seeds(running, tenant.id, md)
 
@@ -243,7 +219,18 @@ async def _seeds(running: Cell, tenant_id: str, md: Any) -> dict[str, Message]:
             customer=mpb.Customer(id="fuzz-customer", language="en", attributes={"value": "high"}),
             flow="card-services",
         )
-        started = await media_rpc.MediaServiceStub(mch).StartInteraction(start, metadata=md)
+        # Media learns the new flow from tenant.config a moment after it is stored.
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    started = await media_rpc.MediaServiceStub(mch).StartInteraction(
+                        start, metadata=md
+                    )
+                    break
+                except grpc.aio.AioRpcError as error:
+                    if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                        raise
+                    await asyncio.sleep(0.2)
     send = mpb.SendRequest(
         tenant_id=tenant_id,
         interaction_id=started.interaction.id,
@@ -268,6 +255,16 @@ async def _seeds(running: Cell, tenant_id: str, md: Any) -> dict[str, Message]:
         pb.CreateAgentRequest(tenant_id=tenant_id, agent=agent("fuzz.agent")),
         pb.CreateQueueRequest(tenant_id=tenant_id, queue=queue("fuzz-queue")),
     ]
+    # The ACD learns the agents from tenant.config too: seeds reach its logic only after that.
+    async with grpc.aio.insecure_channel(running.address("acd")) as ach, asyncio.timeout(30):
+        while True:
+            try:
+                await acd_rpc.AcdServiceStub(ach).SetPresence(seeds[2], metadata=md)
+                break
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                await asyncio.sleep(0.2)
     return {seed.DESCRIPTOR.full_name: seed for seed in seeds}
 
 

@@ -17,9 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_KEY, Stack
+from conftest import ADMIN_KEY, Stack, running_cell
 
-from lianluo.devstack import infra
 from lianluo.devstack.cell import Cell
 
 pytestmark = pytest.mark.integration
@@ -29,16 +28,9 @@ LOCUST = Path(sys.executable).with_name("locust")
 
 @pytest.fixture(scope="module")
 def cell(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
-    name = f"load_{uuid.uuid4().hex[:10]}"
-    infra.create_database(stack.config.database_url, name)
-    base = stack.database_url.rsplit("/", 1)[0]
-    env = stack.env(LIANLUO_DATABASE_URL=f"{base}/{name}", LIANLUO_TOPIC_PREFIX=f"{name}.")
-    running = Cell(env, Path(tmp_path_factory.mktemp("load-cell")))
-    try:
-        running.start()
+    folder = Path(tmp_path_factory.mktemp("load-cell"))
+    with running_cell(stack, folder, f"load_{uuid.uuid4().hex[:10]}") as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.mark.timeout(170)

@@ -30,6 +30,31 @@ PUBLIC_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 CallScope = Callable[[str, grpc.aio.ServicerContext[Any, Any]], AbstractAsyncContextManager[None]]
 
 
+# The four RPC shapes: the handler's attribute, its constructor, and whether requests and
+# responses stream.
+_SHAPES = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, False, False),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, False, True),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, True, False),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, True, True),
+)
+Wrap = Callable[[Callable[..., Any], bool, bool], Callable[..., Any]]
+
+
+def _rebuilt(handler: grpc.RpcMethodHandler, wrap: Wrap, request_deserializer: Any) -> Any:
+    """The same method with its behavior wrapped: `wrap(behavior, requests_stream,
+    responses_stream)`, whatever its shape."""
+    for attribute, make, requests_stream, responses_stream in _SHAPES:
+        behavior = getattr(handler, attribute)
+        if behavior:
+            return make(
+                wrap(behavior, requests_stream, responses_stream),
+                request_deserializer=request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    raise ValueError("a method handler without a behavior")
+
+
 def _wrap_handler(handler: grpc.RpcMethodHandler, method: str, scope: CallScope) -> Any:
     """Run every call of `handler` inside `scope`, for all four RPC shapes."""
 
@@ -48,17 +73,10 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, method: str, scope: CallScope)
 
         return call
 
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), **kwargs)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), **kwargs)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), **kwargs)
-    return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **kwargs)
+    def wrap(behavior: Callable[..., Any], _: bool, responses_stream: bool) -> Callable[..., Any]:
+        return stream_response(behavior) if responses_stream else unary_response(behavior)
+
+    return _rebuilt(handler, wrap, handler.request_deserializer)
 
 
 class _ScopedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -165,20 +183,13 @@ def _validating_handler(handler: grpc.RpcMethodHandler, method: str) -> Any:
         async for body in requests:
             yield decode(body)
 
-    def unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap(behavior: Callable[..., Any], requests_stream: bool, _: bool) -> Callable[..., Any]:
+        if requests_stream:
+            return lambda bodies, context: behavior(decoded(bodies), context)
         return lambda body, context: behavior(decode(body), context)
 
-    def streamed(behavior: Callable[..., Any]) -> Callable[..., Any]:
-        return lambda bodies, context: behavior(decoded(bodies), context)
-
-    kwargs = {"request_deserializer": None, "response_serializer": handler.response_serializer}
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **kwargs)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(unary(handler.unary_stream), **kwargs)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(streamed(handler.stream_unary), **kwargs)
-    return grpc.stream_stream_rpc_method_handler(streamed(handler.stream_stream), **kwargs)
+    # No deserializer: the raw body reaches `decode`, where a failure is the client's error.
+    return _rebuilt(handler, wrap, None)
 
 
 class AuthInterceptor(_ScopedInterceptor):
