@@ -74,7 +74,9 @@ def _dev(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from lianluo.devstack import platform
 
-    code: int = platform.main(demo=not args.no_demo, replicas=args.replicas)
+    code: int = platform.main(
+        demo=not args.no_demo, replicas=args.replicas, first_port=args.first_port
+    )
     return code
 
 
@@ -257,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         default={},
         metavar="SERVICE=N,...",
         help="processes per service, e.g. media=2,acd=2 (default one of each)",
+    )
+    run.add_argument(
+        "--first-port",
+        type=int,
+        default=50051,
+        help="the first service's port; the others follow (default 50051)",
     )
     run.set_defaults(func=_run)
 

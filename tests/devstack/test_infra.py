@@ -6,7 +6,9 @@ import asyncio
 import importlib.util
 import os
 import shutil
+import signal
 import socket
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -221,3 +223,67 @@ def test_down_stops_everything(config: StackConfig) -> None:
     assert not list(config.state_dir.rglob("*.pid"))
     assert not (config.state_dir / "postgres" / "data" / "postmaster.pid").exists()
     infra.down(config)
+
+
+def _consecutive_free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports (for `lianluo run --first-port`)."""
+    for _ in range(50):
+        first = _free_ports(1)[0]
+        try:
+            socks = []
+            for port in range(first, first + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no run of free ports")
+
+
+async def test_lianluo_run_stopped_with_sigterm_leaves_nothing_running(state_root: Path) -> None:
+    """A process manager (or CI) stops `make run` with SIGTERM, not Ctrl-C: the services, the
+    Postgres and the broker it started must all stop, so the next run can start its own."""
+    config = _fresh_config(state_root)
+    env = {
+        **os.environ,
+        "LIANLUO_STATE_DIR": str(config.state_dir),
+        "LIANLUO_DEV_POSTGRES_PORT": str(config.postgres_port),
+        "LIANLUO_DEV_KAFKA_PORT": str(config.kafka_port),
+    }
+    first = _consecutive_free_ports(6)
+    command = ["lianluo.cli", "run", "--no-demo", "--first-port", str(first)]
+    run = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        *command,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert run.stdout is not None
+    output = b""
+    try:
+        async with asyncio.timeout(180):
+            while b"Serving until Ctrl-C" not in output:
+                line = await run.stdout.readline()
+                assert line, f"lianluo run ended early:\n{output.decode()[-3000:]}"
+                output += line
+        running = {c.name: c.pid for c in infra.status(config) if c.running}
+        assert set(running) == {"postgres", "kafka"}
+        run.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(120):
+            rest, _ = await run.communicate()
+        output += rest
+    finally:
+        if run.returncode is None:
+            run.kill()
+            await run.wait()
+    assert run.returncode == 130, output.decode()[-2000:]
+    assert not [c.name for c in infra.status(config) if c.running], "infrastructure left running"
+    assert all(_gone(pid) for pid in running.values() if pid)
+    with pytest.raises(ConnectionRefusedError):  # nothing listens on the services' ports
+        socket.create_connection(("127.0.0.1", first), timeout=1).close()

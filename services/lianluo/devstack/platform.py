@@ -18,7 +18,7 @@ from lianluo.devstack import infra
 from lianluo.devstack.cell import Cell
 from lianluo.devstack.demo import play_demo
 
-FIRST_PORT = 50050
+FIRST_PORT = 50051
 DATABASE = "lianluo"
 TOPIC_PREFIX = "cell-local."
 
@@ -43,7 +43,9 @@ def cell_env(config: infra.StackConfig, key: str) -> dict[str, str]:
     }
 
 
-def main(demo: bool = True, replicas: dict[str, int] | None = None) -> int:
+def main(
+    demo: bool = True, replicas: dict[str, int] | None = None, first_port: int = FIRST_PORT
+) -> int:
     # A process manager (or CI) stops with SIGTERM: clean up exactly as after Ctrl-C, so the
     # next run finds no Postgres or broker of ours still holding the state folder.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -60,7 +62,8 @@ def main(demo: bool = True, replicas: dict[str, int] | None = None) -> int:
     cell = Cell(
         cell_env(config, key),
         config.state_dir / "logs",
-        first_port=FIRST_PORT,
+        # The cell counts up from the port before the first one it uses.
+        first_port=first_port - 1,
         replicas=dict(replicas or {}),
     )
     try:
