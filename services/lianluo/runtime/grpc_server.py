@@ -79,13 +79,11 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, method: str, scope: CallScope)
     return _rebuilt(handler, wrap, handler.request_deserializer)
 
 
-class _ScopedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Wraps every call of the service's own methods in `scope`."""
+class _OwnMethodsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Rebuilds the handler of every method of the service's own (not health or reflection)."""
 
     @abstractmethod
-    def scope(
-        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AbstractAsyncContextManager[None]: ...
+    def rebuild(self, handler: grpc.RpcMethodHandler, method: str) -> Any: ...
 
     async def intercept_service(
         self,
@@ -96,6 +94,18 @@ class _ScopedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = handler_call_details.method
         if handler is None or method.startswith(PUBLIC_METHOD_PREFIXES):
             return handler
+        return self.rebuild(handler, method)
+
+
+class _ScopedInterceptor(_OwnMethodsInterceptor):
+    """Wraps every call of the service's own methods in `scope`."""
+
+    @abstractmethod
+    def scope(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AbstractAsyncContextManager[None]: ...
+
+    def rebuild(self, handler: grpc.RpcMethodHandler, method: str) -> Any:
         return _wrap_handler(handler, method, self.scope)
 
 
@@ -150,7 +160,7 @@ class ErrorInterceptor(_ScopedInterceptor):
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
 
 
-class ValidationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ValidationInterceptor(_OwnMethodsInterceptor):
     """Decodes and checks every request message before the handler sees it.
 
     The innermost interceptor: it takes over the decoding, so a body that does not parse is an
@@ -158,15 +168,7 @@ class ValidationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     failure inside grpc that reaches the client as UNKNOWN with a parser's internals.
     """
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or method.startswith(PUBLIC_METHOD_PREFIXES):
-            return handler
+    def rebuild(self, handler: grpc.RpcMethodHandler, method: str) -> Any:
         return _validating_handler(handler, method)
 
 
