@@ -210,6 +210,18 @@ async def test_recommend_explains_a_waiting_contact_by_its_id(
     # take it ever, it would have overflowed at once).
     t = await acd_.tenant({"novice": NOVICE, "skilled": {}})
     await t.set_presence("novice")
+    # SetPresence answers once the command is stored; the owner applies it a moment later, and
+    # the routing request below goes straight to the broker, so it could come first. Wait until
+    # the novice is held back by skill rather than by presence.
+    probe = acd.RecommendRequest(
+        tenant_id=t.id, requirements=common.RoutingRequirements(queue="cards")
+    )
+    async with asyncio.timeout(30):
+        while True:
+            excluded = (await t.acd.Recommend(probe, metadata=t.md)).explanation.excluded
+            if any(e.filter == acd.HARD_FILTER_SKILL for e in excluded):
+                break
+            await asyncio.sleep(0.1)
     interaction = await requests.route(t.id)
     await t.until_stats(lambda f: f.waiting == 1)
     response = await t.acd.Recommend(
