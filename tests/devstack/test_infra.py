@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import random
 import shutil
 import signal
 import socket
@@ -226,11 +227,16 @@ def test_down_stops_everything(config: StackConfig) -> None:
 
 
 def _consecutive_free_ports(count: int) -> int:
-    """The first of `count` consecutive free ports (for `lianluo run --first-port`)."""
-    for _ in range(50):
-        first = _free_ports(1)[0]
+    """The first of `count` consecutive free ports (for `lianluo run --first-port`).
+
+    Taken below the kernel's ephemeral range, so no client socket opened meanwhile (to
+    Postgres, the broker, a service) can take one of them before the services bind it.
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        first = random.randrange(10_000, low - count)
+        socks = []
         try:
-            socks = []
             for port in range(first, first + count):
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 socks.append(sock)
