@@ -117,6 +117,8 @@ async def read_all(
     bootstrap_servers: str, topic: str, wait_seconds: float = 30.0
 ) -> list[DeadLetter]:
     """Every dead letter on `topic`, oldest first per partition (no consumer group is used)."""
+    from lianluo.runtime.kafka import behind  # kafka imports this module for its sink
+
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=20
     )
@@ -132,7 +134,7 @@ async def read_all(
         end: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
         letters: list[DeadLetter] = []
         async with asyncio.timeout(wait_seconds):
-            while any([await consumer.position(tp) < offset for tp, offset in end.items()]):
+            while await behind(consumer, end):
                 batches = await consumer.getmany(timeout_ms=200)
                 for tp, records in batches.items():
                     letters += [

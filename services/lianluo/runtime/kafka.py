@@ -241,6 +241,8 @@ class EventConsumer:
         self._pool = pool
         self._handler = handler
         self._topics = list(topics)
+        # Partitions of one fetch are applied in the order the topics were given.
+        self._rank = {topic: i for i, topic in enumerate(self._topics)}
         self._name = consumer_name or group_id
         self._dead_letters = dead_letters
         self._max_attempts = max_attempts
@@ -301,9 +303,8 @@ class EventConsumer:
 
     async def _consume_once(self) -> None:
         batches = await self._consumer.getmany(timeout_ms=500, max_records=200)
-        # Partitions of one fetch are applied in the order the topics were given.
-        rank = {topic: i for i, topic in enumerate(self._topics)}
-        for tp, records in sorted(batches.items(), key=lambda item: rank.get(item[0].topic, 0)):
+        in_order = sorted(batches.items(), key=lambda item: self._rank.get(item[0].topic, 0))
+        for tp, records in in_order:
             last = None
             for record in records:
                 if not await self._apply_until_done(record):

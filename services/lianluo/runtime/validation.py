@@ -103,10 +103,9 @@ def _walk(message: Message, path: str, depth: int) -> Iterator[FieldViolation]:
             if entry is not None:
                 key_field, value_field = entry
                 for key, item in value.items():
-                    yield from _value(key_field, key, f"{name}[{preview(key)}]", max_bytes, depth)
-                    yield from _value(
-                        value_field, item, f"{name}[{preview(key)}]", max_bytes, depth
-                    )
+                    at = f"{name}[{preview(key)}]"
+                    yield from _value(key_field, key, at, max_bytes, depth)
+                    yield from _value(value_field, item, at, max_bytes, depth)
             else:
                 for index, item in enumerate(value):
                     yield from _value(field, item, f"{name}[{index}]", max_bytes, depth)
