@@ -243,9 +243,14 @@ class AcdApi:
                 raise NotFound("queue", name)
             queues.append(queue)
         window = request.window_seconds or DEFAULT_WINDOW
-        now = now_utc()
-        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+        # One snapshot for the state and the logs, and a window that ends after it was taken:
+        # a step committed just before the snapshot (an abandon, say) was stamped before `now`,
+        # so the figures never show a contact gone from the queue but not yet counted.
+        async with self._pool.acquire() as conn, conn.transaction(
+            isolation="repeatable_read", readonly=True
+        ):
             rows = await self._repo.load(conn, tenant_id)
+            now = now_utc()
             contacts, presence = await self._repo.history(
                 conn, tenant_id, now - timedelta(seconds=window)
             )
