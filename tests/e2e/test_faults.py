@@ -422,8 +422,9 @@ async def test_the_broker_frozen_for_ten_seconds(cell: Cell, floor: Floor, stack
             await asyncio.sleep(max(0.0, 7 - 3))
         finally:
             os.kill(broker.pid, signal.SIGCONT)
-        # They stay stopped: the cell carries on with one ACD and no notification. (A replica
-        # started again right after a freeze can hang before it serves; docs/operations.md.)
+        # They stay stopped: the cell carries on with one ACD and no notification. (Members that
+        # join a group right after the development broker resumes can leave it without a leader;
+        # see "Known issue" in docs/operations.md.)
         for replica in leaving:
             if replica.process.poll() is None:
                 replica.process.kill()

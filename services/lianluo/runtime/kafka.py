@@ -247,7 +247,6 @@ class EventConsumer:
         self._dead_letters = dead_letters
         self._max_attempts = max_attempts
         self._consumer = AIOKafkaConsumer(
-            *topics,
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
             client_id=client_id or group_id,
@@ -273,7 +272,14 @@ class EventConsumer:
         self._caught_up: set[TopicPartition] = set()
 
     async def start(self) -> None:
+        """Connect, and join the group in the background.
+
+        Subscribing after the start keeps the group join (seconds, longer while the group waits
+        out a member that vanished) from holding up the service: its API serves meanwhile, and
+        `run` consumes once the group has given it partitions.
+        """
         await self._consumer.start()
+        self._consumer.subscribe(self._topics)
 
     async def run(self) -> None:
         """Consume until stop(); what was applied is committed before returning.
