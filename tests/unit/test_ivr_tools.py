@@ -144,3 +144,13 @@ def test_simulation_of_a_broken_flow_stops_at_the_missing_node() -> None:
     response = simulate(req)
     assert response.stopped.reason == api.STOP_REASON_MISSING_NODE
     assert "gone" in response.stopped.detail
+
+
+def test_a_simulation_stops_at_its_time_limit_and_says_so() -> None:
+    looping = request(*[text("no such choice") for _ in range(5000)], max_steps=10_000)
+    looping.flow.nodes[1].menu.no_match_next = looping.flow.nodes[1].id
+    assert simulate(looping).stopped.reason == api.STOP_REASON_STEP_LIMIT
+    response = simulate(looping, time_limit=0.0)
+    assert response.stopped.reason == api.STOP_REASON_TIME_LIMIT
+    assert "stopped after 0 s" in response.stopped.detail
+    assert response.unused_inputs == 5000  # nothing after the entry ran

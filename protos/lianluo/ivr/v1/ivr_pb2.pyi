@@ -107,6 +107,10 @@ class _StopReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StopReason
     """`max_steps` was reached, which usually means a loop."""
     STOP_REASON_MISSING_NODE: _StopReason.ValueType  # 3
     """The flow went to a node that does not exist."""
+    STOP_REASON_TIME_LIMIT: _StopReason.ValueType  # 4
+    """The simulation ran out of its time (a few seconds of CPU), which means a flow whose steps
+    are costly, such as long inputs against many patterns.
+    """
 
 class StopReason(_StopReason, metaclass=_StopReasonEnumTypeWrapper): ...
 
@@ -117,6 +121,10 @@ STOP_REASON_STEP_LIMIT: StopReason.ValueType  # 2
 """`max_steps` was reached, which usually means a loop."""
 STOP_REASON_MISSING_NODE: StopReason.ValueType  # 3
 """The flow went to a node that does not exist."""
+STOP_REASON_TIME_LIMIT: StopReason.ValueType  # 4
+"""The simulation ran out of its time (a few seconds of CPU), which means a flow whose steps
+are costly, such as long inputs against many patterns.
+"""
 Global___StopReason: _TypeAlias = StopReason  # noqa: Y015
 
 @_typing.final

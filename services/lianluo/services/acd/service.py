@@ -246,8 +246,9 @@ class AcdApi:
         # One snapshot for the state and the logs, and a window that ends after it was taken:
         # a step committed just before the snapshot (an abandon, say) was stamped before `now`,
         # so the figures never show a contact gone from the queue but not yet counted.
-        async with self._pool.acquire() as conn, conn.transaction(
-            isolation="repeatable_read", readonly=True
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
         ):
             rows = await self._repo.load(conn, tenant_id)
             now = now_utc()

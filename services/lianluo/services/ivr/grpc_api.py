@@ -21,4 +21,4 @@ class IvrApi(rpc.IvrServiceServicer):
     async def SimulateFlow(
         self, request: api.SimulateFlowRequest, _: Any
     ) -> api.SimulateFlowResponse:
-        return self.tools.simulate(request)
+        return await self.tools.simulate(request)

@@ -7,6 +7,7 @@ consumer's, for events, or the sweeper's, for timeouts.
 
 from __future__ import annotations
 
+import asyncio
 from typing import cast
 
 import asyncpg
@@ -181,7 +182,7 @@ class FlowTools:
         problems = validation.flow_problems(flow, queues)
         return api.ValidateFlowResponse(valid=validation.is_valid(problems), problems=problems)
 
-    def simulate(self, request: api.SimulateFlowRequest) -> api.SimulateFlowResponse:
+    async def simulate(self, request: api.SimulateFlowRequest) -> api.SimulateFlowResponse:
         self._scoped(request.tenant_id)
         v = Violations()
         v.check(
@@ -201,4 +202,6 @@ class FlowTools:
                 "must set text or timeout",
             )
         v.raise_if_any()
-        return simulation.simulate(request)
+        # In a worker thread, and stopped at its time limit: a costly simulation slows no
+        # live contact and no health check on this replica's event loop.
+        return await asyncio.to_thread(simulation.simulate, request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from lianluo.ivr.v1 import ivr_pb2 as api
@@ -10,6 +11,8 @@ from lianluo.tenants.v1 import tenants_pb2 as pb
 
 DEFAULT_MAX_STEPS = 1000
 MAX_STEPS = 10_000
+# The CPU a simulation may use; the worst case within MAX_STEPS measured about 0.1 s.
+TIME_LIMIT_SECONDS = 2.0
 SIMULATED_INTERACTION = "simulation"
 
 
@@ -38,8 +41,12 @@ def _as_input(scripted: api.SimulatedInput) -> Input:
     return Answer(scripted.text)
 
 
-def simulate(request: api.SimulateFlowRequest) -> api.SimulateFlowResponse:
-    """Run `request.flow` from its entry, answering each waiting prompt with the next input."""
+def simulate(
+    request: api.SimulateFlowRequest, time_limit: float = TIME_LIMIT_SECONDS
+) -> api.SimulateFlowResponse:
+    """Run `request.flow` from its entry, answering each waiting prompt with the next input,
+    for at most `time_limit` seconds."""
+    deadline = time.monotonic() + time_limit
     flow: pb.Flow = request.flow
     caller = Caller(
         interaction_id=SIMULATED_INTERACTION,
@@ -52,8 +59,12 @@ def simulate(request: api.SimulateFlowRequest) -> api.SimulateFlowResponse:
     result = step(flow, start_state(dict(request.variables)), Start(), caller)
     transcript.add(result.transcript)
     used = 0
+    timed_out = False
     while result.state.status == "waiting" and not transcript.full:
         if used == len(request.inputs):
+            break
+        if time.monotonic() > deadline:
+            timed_out = True
             break
         scripted = request.inputs[used]
         used += 1
@@ -68,7 +79,10 @@ def simulate(request: api.SimulateFlowRequest) -> api.SimulateFlowResponse:
     response.final_node_id = state.node_id
     response.variables.update(state.variables)
     response.unused_inputs = len(request.inputs) - used
-    if transcript.full:
+    if timed_out:
+        response.stopped.reason = api.STOP_REASON_TIME_LIMIT
+        response.stopped.detail = f"stopped after {time_limit:g} s, at step {len(transcript.steps)}"
+    elif transcript.full:
         response.stopped.reason = api.STOP_REASON_STEP_LIMIT
         response.stopped.detail = f"stopped after {transcript.limit} steps"
     elif result.stop is not None:
