@@ -5,7 +5,9 @@ Run: .venv/bin/python loadtest/bench/validation.py [--rounds 20000]
 Every RPC's request is decoded and then checked against its fields' limits before any service
 logic (lianluo.runtime.validation). The raw limit is the protobuf decode the server does anyway;
 the figure is decode plus checks. Three requests: a chat message (the hot path), a presence
-change, and the demo's IVR flow (the largest a tenant usually sends).
+change, and the demo's IVR flow (the largest a tenant usually sends). Then the check every
+consumer makes of an event before its handler (its content, payload included, not its sizes),
+on the chat message's event.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from google.protobuf.message import Message
 
 from lianluo.acd.v1 import acd_pb2
 from lianluo.devstack.demo import demo_flow
+from lianluo.events.v1 import envelope_pb2, interaction_pb2
 from lianluo.media.v1 import media_pb2 as mpb
-from lianluo.runtime import validation
+from lianluo.runtime import kafka, validation
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 
@@ -56,19 +59,47 @@ def main() -> None:
     print("{:22} {:>6} {:>10} {:>15} {:>6} {:>9}".format(*header))
     for name, request in requests.items():
         raw, checked = measure(request.SerializeToString(), type(request).FromString, rounds)
-        cost_us = (1 / checked - 1 / raw) * 1e6
-        size = request.ByteSize()
-        print(
-            f"{name:22} {size:>6} {raw:>10,.0f} {checked:>15,.0f} {checked / raw:>6.2f} "
-            f"{cost_us:>9.1f}"
-        )
+        report(name, request.ByteSize(), raw, checked)
+    chat = requests["Send (chat text)"]
+    assert isinstance(chat, mpb.SendRequest)
+    message = mpb.Message(
+        id="5f0c6d1e-0000-4000-8000-000000000004",
+        interaction_id=chat.interaction_id,
+        sequence=7,
+        sender_participant_id=chat.participant_id,
+        sender_role=mpb.PARTICIPANT_ROLE_CUSTOMER,
+        client_message_id=chat.client_message_id,
+        content=chat.content,
+    )
+    message.send_time.GetCurrentTime()
+    payload = interaction_pb2.InteractionEvent(interaction_id=chat.interaction_id, message=message)
+    event = kafka.new_envelope("interaction.message", chat.tenant_id, payload, "media")
+    raw, checked = measure(
+        event.SerializeToString(),
+        envelope_pb2.Envelope.FromString,
+        rounds,
+        validation.event_violations,
+    )
+    report("event (chat message)", event.ByteSize(), raw, checked)
 
 
-def measure(body: bytes, parse: Callable[[bytes], Message], rounds: int) -> tuple[float, float]:
+def report(name: str, size: int, raw: float, checked: float) -> None:
+    cost_us = (1 / checked - 1 / raw) * 1e6
+    print(
+        f"{name:22} {size:>6} {raw:>10,.0f} {checked:>15,.0f} {checked / raw:>6.2f} {cost_us:>9.1f}"
+    )
+
+
+def measure(
+    body: bytes,
+    parse: Callable[[bytes], Message],
+    rounds: int,
+    check: Callable[[Message], object] = validation.check_request,
+) -> tuple[float, float]:
     """Decodes per second, and decodes with the entry checks per second."""
-    per_second(lambda: validation.check_request(parse(body)), 2_000)  # warm the caches
+    per_second(lambda: check(parse(body)), 2_000)  # warm the caches
     raw = per_second(lambda: parse(body), rounds)
-    checked = per_second(lambda: validation.check_request(parse(body)), rounds)
+    checked = per_second(lambda: check(parse(body)), rounds)
     return raw, checked
 
 

@@ -62,6 +62,30 @@ async def wait_for(check: object, seconds: float = 30) -> None:
             await asyncio.sleep(0.05)
 
 
+async def consuming(
+    bench: Bench, handle: kafka.Handler
+) -> tuple[kafka.EventConsumer, asyncio.Task[None]]:
+    consumer = kafka.EventConsumer(
+        bootstrap_servers=bench.stack.kafka,
+        pool=bench.pool,
+        group_id=f"{bench.prefix}group",
+        topics=[bench.topic("events")],
+        handler=handle,
+        consumer_name="dead-letter-test",
+        dead_letters=bench.sink,
+        max_attempts=3,
+    )
+    await consumer.start()
+    return consumer, asyncio.create_task(consumer.run())
+
+
+async def publish(bench: Bench, tenant: str, events: list[envelope_pb2.Envelope]) -> None:
+    key = tenant.encode()
+    await bench.producer.send_batch(
+        [(bench.topic("events"), key, key, e.SerializeToString(), []) for e in events]
+    )
+
+
 def cli(bench: Bench, *args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "lianluo.cli", "dead-letters", *args]
     command += ["--bootstrap", bench.stack.kafka, "--prefix", bench.prefix]
@@ -88,25 +112,9 @@ async def test_a_poison_event_is_dead_lettered_and_the_rest_of_its_partition_app
             raise ValueError("a value no column can hold")
         applied.append(name)
 
-    consumer = kafka.EventConsumer(
-        bootstrap_servers=bench.stack.kafka,
-        pool=bench.pool,
-        group_id=f"{bench.prefix}group",
-        topics=[bench.topic("events")],
-        handler=handle,
-        consumer_name="dead-letter-test",
-        dead_letters=bench.sink,
-        max_attempts=3,
-    )
-    await consumer.start()
-    run = asyncio.create_task(consumer.run())
+    consumer, run = await consuming(bench, handle)
     try:
-        await bench.producer.send_batch(
-            [
-                (bench.topic("events"), tenant.encode(), tenant.encode(), e.SerializeToString(), [])
-                for e in events
-            ]
-        )
+        await publish(bench, tenant, events)
         await wait_for(lambda: consumer.processed >= len(events))
         assert applied == ["one", "two", "four", "five"], "order kept, the poison passed over"
         assert consumer.dead_lettered == 1
@@ -138,6 +146,30 @@ async def test_a_poison_event_is_dead_lettered_and_the_rest_of_its_partition_app
     finally:
         consumer.stop()
         await run
+
+
+async def test_an_event_no_consumer_could_store_is_dead_lettered_at_its_first_delivery(
+    bench: Bench,
+) -> None:
+    """Whoever produced it (an old producer, a tool): the consumer's entry check stops it."""
+    tenant = "tenant-c"
+    events = [event(tenant, "one"), event(tenant, "a\x00b"), event(tenant, "three")]
+    seen: list[str] = []
+
+    async def handle(_conn: asyncpg.Connection, envelope: envelope_pb2.Envelope) -> None:
+        seen.append(kafka.unpack(envelope, tenants_pb2.Tenant).name)
+
+    consumer, run = await consuming(bench, handle)
+    try:
+        await publish(bench, tenant, events)
+        await wait_for(lambda: consumer.processed >= len(events))
+    finally:
+        consumer.stop()
+        await run
+    assert seen == ["one", "three"], "the handler never saw it"
+    [letter] = await dead_letters.read_all(bench.stack.kafka, bench.topic(dead_letters.TOPIC))
+    assert letter.attempts == 1 and letter.source_offset == 1
+    assert "payload.name must not contain NUL" in letter.error
 
 
 async def test_a_record_the_broker_refuses_goes_to_the_dead_letters_and_the_outbox_moves_on(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from lianluo.acd.v1 import acd_pb2
+from lianluo.events.v1 import agent_pb2
 from lianluo.domain.flows import PatternError, tenant_pattern
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.notification.v1 import notification_pb2 as npb
-from lianluo.runtime import validation
+from lianluo.runtime import kafka, validation
 from lianluo.runtime.errors import InvalidArgument, to_rpc_status
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 
@@ -86,6 +87,19 @@ def test_a_valid_request_passes_untouched() -> None:
     validation.check_request(
         acd_pb2.SetPresenceRequest(tenant_id="t", agent_id="li.wei", reason="lunch")
     )
+
+
+def test_an_event_is_checked_inside_its_payload_but_not_for_size() -> None:
+    def envelope(reason: str) -> object:
+        now = acd_pb2.AgentPresence(tenant_id="t", agent_id="a", reason=reason)
+        changed = agent_pb2.AgentPresenceChanged(presence=now)
+        payload = agent_pb2.AgentEvent(agent_id="a", presence_changed=changed)
+        return kafka.new_envelope("agent.presence_changed", "t", payload, "acd")
+
+    # A request's size limits are the producer's: a long reason still fits a text column.
+    assert validation.event_violations(envelope("r" * 50_000)) == []  # type: ignore[arg-type]
+    [problem] = validation.event_violations(envelope("a\x00b"))  # type: ignore[arg-type]
+    assert problem.field == "payload.presence_changed.presence.reason" and "NUL" in problem.description
 
 
 def test_tenant_patterns_run_in_linear_time_and_unsupported_syntax_is_named() -> None:

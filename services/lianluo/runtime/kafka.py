@@ -26,7 +26,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from lianluo.events.v1 import envelope_pb2
-from lianluo.runtime import dead_letters
+from lianluo.runtime import dead_letters, validation
 from lianluo.runtime.faults import is_outage
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.telemetry import extract_headers
@@ -338,11 +338,10 @@ class EventConsumer:
                 return True
             except Exception as error:
                 if not is_outage(error):
+                    failures += 1
                     # A record that can never succeed is not tried again.
-                    failures = (
-                        self._max_attempts if isinstance(error, PoisonEvent) else failures + 1
-                    )
-                    if failures >= self._max_attempts and self._dead_letters is not None:
+                    given_up = failures >= self._max_attempts or isinstance(error, PoisonEvent)
+                    if given_up and self._dead_letters is not None:
                         with contextlib.suppress(KafkaError):
                             await self._dead_letters.consumer_failed(
                                 record, self._name, repr(error), failures
@@ -368,6 +367,10 @@ class EventConsumer:
             envelope.ParseFromString(record.value or b"")
         except DecodeError:
             raise PoisonEvent("the record is not an event envelope") from None
+        problems = validation.event_violations(envelope)
+        if problems:
+            described = "; ".join(f"{p.field} {p.description}" for p in problems)
+            raise PoisonEvent(f"the event breaks its contract: {described}")
         parent = extract_headers(record.headers)
         with self._tracer.start_as_current_span(
             f"{record.topic} process",

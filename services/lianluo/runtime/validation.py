@@ -1,4 +1,5 @@
-"""The limits every request meets before a handler sees it: one layer, at the entry of every RPC.
+"""The limits every request meets before a handler sees it: one layer, at the entry of every RPC
+and of every consumer.
 
 The limits are declared beside each field in the .proto (`lianluo.common.v1.limits`, see
 limits.proto), with defaults for the rest, and derived from what the parts behind the entry
@@ -14,8 +15,9 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+from google.protobuf import any_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from lianluo.common.v1 import limits_pb2
 from lianluo.runtime.errors import FieldViolation, InvalidArgument
@@ -31,7 +33,10 @@ DEFAULT_MAX_ITEMS = 1_000
 MAX_DEPTH = 32
 # An error reply shows a value cut to this many characters, with its full size.
 PREVIEW_CHARS = 32
+# An event names at most this many of its problems in its dead letter.
+MAX_REPORTED = 5
 
+_UNSIZED = 2**62  # no size limit: an event's sizes were checked where it entered
 _INT32_MAX = 2**31 - 1
 _INT64_MAX = 2**63 - 1
 # google.protobuf.Timestamp's own range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
@@ -80,21 +85,33 @@ def parse_request(deserialize: Any, body: bytes, type_name: str) -> Message:
     return message
 
 
+def event_violations(envelope: Message) -> list[FieldViolation]:
+    """What in an event (its payload included) no consumer can store: the rules of a request
+    but its sizes, which its producer checked and the broker's record limit bounds."""
+    return list(_walk(envelope, "", 0, sized=False))[:MAX_REPORTED]
+
+
 def _violations(message: Message) -> Iterator[FieldViolation]:
     yield from _walk(message, "", 0)
 
 
-def _walk(message: Message, path: str, depth: int) -> Iterator[FieldViolation]:
+def _walk(
+    message: Message, path: str, depth: int, sized: bool = True
+) -> Iterator[FieldViolation]:
     if depth > MAX_DEPTH:
         yield FieldViolation(path or "request", f"nested deeper than {MAX_DEPTH} levels")
         return
-    special = _WELL_KNOWN.get(message.DESCRIPTOR.full_name)
+    name_of_type = message.DESCRIPTOR.full_name
+    special = _WELL_KNOWN.get(name_of_type)
     if special is not None:
         yield from special(message, path)
         return
+    if name_of_type == "google.protobuf.Any" and not sized:
+        yield from _packed(message, path, depth)
+        return
     for field, value in message.ListFields():
         name = f"{path}.{field.name}" if path else field.name
-        max_bytes, max_items = _limits(field)
+        max_bytes, max_items = _limits(field) if sized else (_UNSIZED, _UNSIZED)
         if field.is_repeated:
             if len(value) > max_items:
                 yield FieldViolation(name, f"has {len(value):,} items; at most {max_items:,}")
@@ -104,21 +121,38 @@ def _walk(message: Message, path: str, depth: int) -> Iterator[FieldViolation]:
                 key_field, value_field = entry
                 for key, item in value.items():
                     at = f"{name}[{preview(key)}]"
-                    yield from _value(key_field, key, at, max_bytes, depth)
-                    yield from _value(value_field, item, at, max_bytes, depth)
+                    yield from _value(key_field, key, at, max_bytes, depth, sized)
+                    yield from _value(value_field, item, at, max_bytes, depth, sized)
             else:
                 for index, item in enumerate(value):
-                    yield from _value(field, item, f"{name}[{index}]", max_bytes, depth)
+                    yield from _value(field, item, f"{name}[{index}]", max_bytes, depth, sized)
         else:
-            yield from _value(field, value, name, max_bytes, depth)
+            yield from _value(field, value, name, max_bytes, depth, sized)
+
+
+def _packed(message: Any, path: str, depth: int) -> Iterator[FieldViolation]:
+    """The message inside an Any, when this process knows its type (else its consumer ignores
+    it or fails on it, and the failure is dead-lettered in turn)."""
+    packed: any_pb2.Any = message
+    try:
+        descriptor = descriptor_pool.Default().FindMessageTypeByName(packed.TypeName())
+    except KeyError:
+        return
+    inner = message_factory.GetMessageClass(descriptor)()
+    try:
+        inner.ParseFromString(packed.value)
+    except DecodeError:
+        yield FieldViolation(path, f"does not decode as {packed.TypeName()}")
+        return
+    yield from _walk(inner, path, depth + 1, sized=False)
 
 
 def _value(
-    field: FieldDescriptor, value: Any, name: str, max_bytes: int, depth: int
+    field: FieldDescriptor, value: Any, name: str, max_bytes: int, depth: int, sized: bool
 ) -> Iterator[FieldViolation]:
     kind = field.type
     if kind == _FD.TYPE_MESSAGE:
-        yield from _walk(value, name, depth + 1)
+        yield from _walk(value, name, depth + 1, sized)
     elif kind == _FD.TYPE_STRING:
         if "\x00" in value:
             yield FieldViolation(name, f"must not contain NUL characters: {preview(value)}")
