@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from lianluo.acd.v1 import acd_pb2
-from lianluo.events.v1 import agent_pb2
 from lianluo.domain.flows import PatternError, tenant_pattern
+from lianluo.events.v1 import agent_pb2
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.notification.v1 import notification_pb2 as npb
 from lianluo.runtime import kafka, validation
@@ -99,7 +99,9 @@ def test_an_event_is_checked_inside_its_payload_but_not_for_size() -> None:
     # A request's size limits are the producer's: a long reason still fits a text column.
     assert validation.event_violations(envelope("r" * 50_000)) == []  # type: ignore[arg-type]
     [problem] = validation.event_violations(envelope("a\x00b"))  # type: ignore[arg-type]
-    assert problem.field == "payload.presence_changed.presence.reason" and "NUL" in problem.description
+    assert (
+        problem.field == "payload.presence_changed.presence.reason" and "NUL" in problem.description
+    )
 
 
 def test_tenant_patterns_run_in_linear_time_and_unsupported_syntax_is_named() -> None:

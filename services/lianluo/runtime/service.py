@@ -12,19 +12,18 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import asyncpg
 
-from lianluo.runtime import dead_letters, kafka, postgres
+from lianluo.runtime import contract, dead_letters, kafka, postgres
 from lianluo.runtime.grpc_server import GrpcServer, RegisterFn
 from lianluo.runtime.logs import configure_logging, get_logger
 from lianluo.runtime.outbox import OutboxRelay
 from lianluo.runtime.settings import ServiceSettings
 from lianluo.runtime.telemetry import configure_metrics, configure_tracing
-from lianluo.runtime.tenant_config import TOPIC as TENANT_CONFIG_TOPIC
 from lianluo.runtime.tenant_config import TenantConfigView
 
 log = get_logger(__name__)
@@ -47,9 +46,6 @@ class ServiceSpec:
     settings: type[ServiceSettings]
     # The service's own SQL migrations; None for a service with no tables of its own.
     migrations: Path | None
-    # Logical topics the service produces or consumes (created in development).
-    topics: list[str] = field(default_factory=list)
-    compacted_topics: list[str] = field(default_factory=list)
 
 
 class Service:
@@ -104,14 +100,15 @@ class Service:
     def add_grpc(self, register: RegisterFn, servicer: Any, full_name: str) -> None:
         self.grpc.add(register, servicer, full_name)
 
-    async def add_consumer(self, topics: list[str], handler: kafka.Handler) -> kafka.EventConsumer:
-        """Consume the logical `topics` in this service's consumer group."""
+    async def add_consumer(self, handlers: contract.Handlers) -> kafka.EventConsumer:
+        """Consume the topics of the handlers' event types in this service's consumer group."""
+        topics = handlers.topics
         consumer = kafka.EventConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             pool=self.pool,
             group_id=self.settings.topic(self.name),
             topics=[self.settings.topic(t) for t in topics],
-            handler=handler,
+            handler=handlers,
             consumer_name=self.name,
             dead_letters=self._dead_letters,
             max_attempts=self.settings.consumer_max_attempts,
@@ -124,7 +121,7 @@ class Service:
     async def follow_tenant_config(self) -> TenantConfigView:
         """A local copy of all tenant configuration, which also authenticates API keys."""
         view = TenantConfigView(
-            self.settings.kafka_bootstrap_servers, self.settings.topic(TENANT_CONFIG_TOPIC)
+            self.settings.kafka_bootstrap_servers, self.settings.topic(contract.TENANT_CONFIG.name)
         )
         await view.start()
         self.config = view
@@ -214,12 +211,14 @@ async def migrate(spec: ServiceSpec, settings: ServiceSettings) -> list[str]:
     """Apply a service's migrations and create its topics; used at start-up and by the CLI."""
     own = {spec.name: spec.migrations} if spec.migrations is not None else {}
     applied = await postgres.migrate_dsn(settings.database_url, spec.name, own)
-    # Every service produces or follows tenant.config, so every one can create it (compacted).
-    compacted = {TENANT_CONFIG_TOPIC, *spec.compacted_topics}
+    # The topics the contract has the service produce or consume; every service follows
+    # tenant.config, so every one can create it.
+    topics = [contract.TENANT_CONFIG, *contract.topics_of(spec.name)]
+    names = {t.name for t in topics}
     await kafka.ensure_topics(
         settings.kafka_bootstrap_servers,
-        [settings.topic(t) for t in [*spec.topics, *compacted, dead_letters.TOPIC]],
+        [settings.topic(t) for t in [*sorted(names), dead_letters.TOPIC]],
         settings.topic_partitions,
-        [settings.topic(t) for t in compacted],
+        [settings.topic(t.name) for t in topics if t.compacted],
     )
     return applied

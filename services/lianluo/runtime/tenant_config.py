@@ -24,7 +24,6 @@ from lianluo.runtime.logs import get_logger
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 log = get_logger(__name__)
-TOPIC = "tenant.config"
 Change = tenant_config_pb2.TenantConfigChanged
 Listener = Callable[[str, Change], None]
 

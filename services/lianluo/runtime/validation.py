@@ -95,9 +95,7 @@ def _violations(message: Message) -> Iterator[FieldViolation]:
     yield from _walk(message, "", 0)
 
 
-def _walk(
-    message: Message, path: str, depth: int, sized: bool = True
-) -> Iterator[FieldViolation]:
+def _walk(message: Message, path: str, depth: int, sized: bool = True) -> Iterator[FieldViolation]:
     if depth > MAX_DEPTH:
         yield FieldViolation(path or "request", f"nested deeper than {MAX_DEPTH} levels")
         return

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.acd.v1 import acd_pb2_grpc as rpc
+from lianluo.runtime import contract
 from lianluo.runtime.kafka import EventConsumer
 from lianluo.runtime.service import Service, ServiceSpec
 from lianluo.services.acd import events
@@ -19,7 +20,6 @@ SPEC = ServiceSpec(
     name="acd",
     settings=AcdSettings,
     migrations=Path(__file__).parent / "migrations",
-    topics=[*events.CONSUMED, events.ROUTING_DECISION],
 )
 
 
@@ -57,8 +57,8 @@ async def build(settings: AcdSettings) -> Service:
     repo = Repository()
     topics = events.Topics.of(settings)
     router = Router(service.pool, repo, view, topics, settings)
-    consumer = await service.add_consumer(events.CONSUMED, router.handle)
-    timers = RoutingTimers(router, consumer, settings.topic(events.ROUTING_REQUEST))
+    consumer = await service.add_consumer(events.handlers(router))
+    timers = RoutingTimers(router, consumer, settings.topic(contract.ROUTING_REQUEST.name))
     service.add_background(timers, "routing timers")
     api = AcdApi(service.pool, repo, view, topics, settings)
     service.add_grpc(

@@ -3,34 +3,35 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from lianluo.events.v1 import agent_pb2
-from lianluo.runtime import outbox
-from lianluo.runtime.kafka import new_envelope
+from lianluo.runtime import contract, outbox
 from lianluo.runtime.settings import ServiceSettings
 from lianluo.services.acd.state import Changes
 
+if TYPE_CHECKING:
+    from lianluo.services.acd.router import Router
+
 PRODUCER = "acd"
 
-ROUTING_REQUEST = "routing.request"
-ROUTING_DECISION = "routing.decision"
-AGENT_EVENT = "agent.event"
-INTERACTION_EVENT = "interaction.event"
-# The topics one consumer reads together: range assignment then gives one replica all of a
-# tenant's partitions, which makes it the tenant's single writer.
-# In the order a fetched batch is applied: what agents said (presence, answers) and what ended
-# before new contacts are routed, so a backlog after an outage never routes to an agent who went
-# away meanwhile.
-CONSUMED = [AGENT_EVENT, INTERACTION_EVENT, ROUTING_REQUEST]
-
-ROUTING_REQUESTED = "routing.requested"
 PRESENCE_CHANGED = "agent.presence_changed"
 OFFER_ACCEPTED = "agent.offer_accepted"
 OFFER_DECLINED = "agent.offer_declined"
-WRAP_UP_DONE = "agent.wrap_up_done"
-INTERACTION_ENDED = "interaction.ended"
+
+
+def handlers(router: Router) -> contract.Handlers:
+    """In the order a fetched batch is applied: what agents said (presence, answers) and what
+    ended before new contacts are routed, so a backlog after an outage never routes to an agent
+    who went away meanwhile. The three topics are read together: range assignment then gives
+    one replica all of a tenant's partitions, which makes it the tenant's single writer."""
+    on = contract.Handlers(PRODUCER)
+    on.on_topic(contract.AGENT_EVENT, router.on_agent_event)
+    on.on("interaction.ended", router.on_interaction_ended)
+    on.on("routing.requested", router.on_routing_requested)
+    return on
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,9 @@ class Topics:
     @classmethod
     def of(cls, settings: ServiceSettings) -> Topics:
         return cls(
-            settings.topic(ROUTING_REQUEST),
-            settings.topic(ROUTING_DECISION),
-            settings.topic(AGENT_EVENT),
+            settings.topic(contract.ROUTING_REQUEST.name),
+            settings.topic(contract.ROUTING_DECISION.name),
+            settings.topic(contract.AGENT_EVENT.name),
         )
 
 
@@ -57,7 +58,7 @@ async def publish_agent_event(
     event_type: str,
     event: agent_pb2.AgentEvent,
 ) -> None:
-    envelope = new_envelope(event_type, tenant_id, event, PRODUCER)
+    envelope = contract.envelope(contract.AGENT_EVENT, PRODUCER, tenant_id, event, event_type)
     await outbox.enqueue(conn, topics.agent_event, envelope)
 
 
@@ -66,7 +67,9 @@ async def publish_changes(
 ) -> None:
     """Queue the decisions and agent events of one step, in the order they were made."""
     for event_type, decision in changes.decisions:
-        envelope = new_envelope(event_type, tenant_id, decision, PRODUCER)
+        envelope = contract.envelope(
+            contract.ROUTING_DECISION, PRODUCER, tenant_id, decision, event_type
+        )
         await outbox.enqueue(conn, topics.routing_decision, envelope)
     for event_type, event in changes.agent_events:
         await publish_agent_event(conn, topics, tenant_id, event_type, event)

@@ -23,8 +23,9 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from lianluo.events.v1 import agent_pb2, interaction_pb2, ivr_pb2
-from lianluo.runtime.kafka import Envelope, partition_for, unpack
+from lianluo.events.v1 import agent_pb2, ivr_pb2
+from lianluo.events.v1.interaction_pb2 import InteractionEvent
+from lianluo.runtime.kafka import Envelope, partition_for
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.acd import events
@@ -110,59 +111,72 @@ class Router:
 
     # ------------------------------------------------------------------ events
 
-    async def handle(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
-        """The consumer's handler: apply one event of routing.request, agent.event or
-        interaction.event inside the consumer's transaction."""
+    async def on_routing_requested(
+        self, conn: asyncpg.Connection, envelope: Envelope, request: ivr_pb2.RoutingRequest
+    ) -> None:
         tenant_id = envelope.tenant_id
-        if not is_uuid(tenant_id):
-            log.error("event without a valid tenant; skipped", type=envelope.type)
-            return
-        apply = self._step_for(envelope)
-        if apply is None:
-            return
-        async with self._locks[tenant_id]:
-            await self._step(conn, tenant_id, apply)
+        queue = self._view.by_name(tenant_id, "queue", request.requirements.queue)
+        if queue is None:
+            log.warning("routing request to an unknown queue", queue=request.requirements.queue)
 
-    def _step_for(self, envelope: Envelope) -> Callable[[TenantRouting, datetime], None] | None:
-        kind = envelope.type
-        tenant_id = envelope.tenant_id
-        if kind == events.ROUTING_REQUESTED:
-            request = unpack(envelope, ivr_pb2.RoutingRequest)
-            queue = self._view.by_name(tenant_id, "queue", request.requirements.queue)
-            if queue is None:
-                log.warning("routing request to an unknown queue", queue=request.requirements.queue)
+        def enqueue(r: TenantRouting, now: datetime) -> None:
+            r.enqueue(
+                request.interaction_id,
+                request.requirements,
+                queue,
+                now,
+                request.transferred_by,
+                request.stay,
+            )
 
-            def enqueue(r: TenantRouting, now: datetime) -> None:
-                r.enqueue(
-                    request.interaction_id,
-                    request.requirements,
-                    queue,
-                    now,
-                    request.transferred_by,
-                    request.stay,
-                )
+        await self._apply(conn, tenant_id, envelope.type, enqueue)
 
-            return enqueue
-        if kind == events.INTERACTION_ENDED:
-            ended = unpack(envelope, interaction_pb2.InteractionEvent)
-            return lambda r, now: r.end_interaction(ended.interaction_id, now)
-        if kind in (events.PRESENCE_CHANGED, events.OFFER_ACCEPTED, events.OFFER_DECLINED):
-            return self._agent_step(kind, unpack(envelope, agent_pb2.AgentEvent))
-        if kind == events.WRAP_UP_DONE:
-            done = unpack(envelope, agent_pb2.AgentEvent)
+    async def on_interaction_ended(
+        self, conn: asyncpg.Connection, envelope: Envelope, ended: InteractionEvent
+    ) -> None:
+        await self._apply(
+            conn,
+            envelope.tenant_id,
+            envelope.type,
+            lambda r, now: r.end_interaction(ended.interaction_id, now),
+        )
+
+    async def on_agent_event(
+        self, conn: asyncpg.Connection, envelope: Envelope, event: agent_pb2.AgentEvent
+    ) -> None:
+        kind = event.WhichOneof("event")
+        if kind == "wrap_up_done":
+            done = event.wrap_up_done
             # Already applied when the interaction ended; repeating it frees nothing twice.
 
             def release(r: TenantRouting, now: datetime) -> None:
-                r.release(done.wrap_up_done.interaction_id, done.agent_id, now)
+                r.release(done.interaction_id, event.agent_id, now)
 
-            return release
-        return None
+            await self._apply(conn, envelope.tenant_id, envelope.type, release)
+        elif kind is not None:
+            await self._apply(
+                conn, envelope.tenant_id, envelope.type, self._agent_step(kind, event)
+            )
+
+    async def _apply(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: str,
+        kind: str,
+        apply: Callable[[TenantRouting, datetime], None],
+    ) -> None:
+        """One event's step, inside the consumer's transaction."""
+        if not is_uuid(tenant_id):
+            log.error("event without a valid tenant; skipped", type=kind)
+            return
+        async with self._locks[tenant_id]:
+            await self._step(conn, tenant_id, apply)
 
     def _agent_step(
         self, kind: str, event: agent_pb2.AgentEvent
     ) -> Callable[[TenantRouting, datetime], None]:
         agent_id = event.agent_id
-        if kind == events.PRESENCE_CHANGED:
+        if kind == "presence_changed":
             presence = event.presence_changed.presence
 
             def set_presence(r: TenantRouting, now: datetime) -> None:
@@ -178,8 +192,8 @@ class Router:
                 r.set_presence(agent_id, presence.presence, presence.reason, limits, now)
 
             return set_presence
-        answer = event.offer_accepted if kind == events.OFFER_ACCEPTED else event.offer_declined
-        accept = kind == events.OFFER_ACCEPTED
+        accept = kind == "offer_accepted"
+        answer = event.offer_accepted if accept else event.offer_declined
 
         def respond(r: TenantRouting, now: datetime) -> None:
             if not r.answer(answer.offer_id, agent_id, accept, answer.reason, now):

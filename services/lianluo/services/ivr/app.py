@@ -18,7 +18,6 @@ SPEC = ServiceSpec(
     name="ivr",
     settings=IvrSettings,
     migrations=Path(__file__).parent / "migrations",
-    topics=[events.INTERACTION_TOPIC, events.OUTPUT_TOPIC, events.ROUTING_TOPIC],
 )
 
 
@@ -27,11 +26,8 @@ async def build(settings: IvrSettings) -> Service:
     service = Service(SPEC, settings)
     await service.start_storage()
     config = await service.follow_tenant_config()
-    topics = events.Topics(
-        output=settings.topic(events.OUTPUT_TOPIC), routing=settings.topic(events.ROUTING_TOPIC)
-    )
-    runs = RunService(Repository(), config, topics, settings.timeout_batch)
-    await service.add_consumer([events.INTERACTION_TOPIC], runs.handle)
+    runs = RunService(Repository(), config, events.Topics.of(settings), settings.timeout_batch)
+    await service.add_consumer(events.handlers(runs))
     sweeper = TimeoutSweeper(service.pool, runs, settings.timeout_poll_seconds)
     service.add_background(sweeper, "prompt timeouts")
     service.add_grpc(

@@ -1,31 +1,32 @@
-"""What the IVR consumes and produces on Kafka.
+"""What the IVR consumes and produces on Kafka (docs/events.md).
 
 In: `interaction.event` (created, message, ended). Out, through the outbox in the transaction
-that stores the run: `ivr.output` ("ivr.prompt", "ivr.routed", "ivr.ended") and
-`routing.request` ("routing.requested").
+that stores the run: `ivr.output` (prompt, routed, ended) and `routing.request`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from lianluo.events.v1 import ivr_pb2 as events
-from lianluo.runtime import outbox
-from lianluo.runtime.kafka import new_envelope
+from lianluo.runtime import contract, outbox
+from lianluo.runtime.settings import ServiceSettings
 
-INTERACTION_TOPIC = "interaction.event"
-OUTPUT_TOPIC = "ivr.output"
-ROUTING_TOPIC = "routing.request"
+if TYPE_CHECKING:
+    from lianluo.services.ivr.service import RunService
+
 PRODUCER = "ivr"
 
-CREATED = "interaction.created"
-MESSAGE = "interaction.message"
-ENDED = "interaction.ended"
-ROUTING_REQUESTED = "routing.requested"
-# The envelope type of each case of IvrOutput.output.
-OUTPUT_TYPES = {"prompt": "ivr.prompt", "routed": "ivr.routed", "ended": "ivr.ended"}
+
+def handlers(runs: RunService) -> contract.Handlers:
+    on = contract.Handlers(PRODUCER)
+    on.on("interaction.created", runs.on_created)
+    on.on("interaction.message", runs.on_message)
+    on.on("interaction.ended", runs.on_ended)
+    return on
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,12 @@ class Topics:
 
     output: str
     routing: str
+
+    @classmethod
+    def of(cls, settings: ServiceSettings) -> Topics:
+        return cls(
+            settings.topic(contract.IVR_OUTPUT.name), settings.topic(contract.ROUTING_REQUEST.name)
+        )
 
 
 async def publish(
@@ -45,11 +52,10 @@ async def publish(
 ) -> None:
     """Queue a step's outputs, then its routing request, in the caller's transaction."""
     for output in outputs:
-        case = output.WhichOneof("output")
-        if case is None:
+        if output.WhichOneof("output") is None:
             continue
-        envelope = new_envelope(OUTPUT_TYPES[case], tenant_id, output, PRODUCER)
+        envelope = contract.envelope(contract.IVR_OUTPUT, PRODUCER, tenant_id, output)
         await outbox.enqueue(conn, topics.output, envelope)
     if routing is not None:
-        envelope = new_envelope(ROUTING_REQUESTED, tenant_id, routing, PRODUCER)
+        envelope = contract.envelope(contract.ROUTING_REQUEST, PRODUCER, tenant_id, routing)
         await outbox.enqueue(conn, topics.routing, envelope)

@@ -11,16 +11,15 @@ import asyncio
 from typing import cast
 
 import asyncpg
-from google.protobuf.message import DecodeError
 
 from lianluo.common.v1 import common_pb2
-from lianluo.events.v1 import interaction_pb2
 from lianluo.events.v1 import ivr_pb2 as events_pb
+from lianluo.events.v1.interaction_pb2 import InteractionEvent
 from lianluo.ivr.v1 import ivr_pb2 as api
 from lianluo.media.v1 import media_pb2
 from lianluo.runtime import auth
 from lianluo.runtime.errors import NotFound, Violations
-from lianluo.runtime.kafka import Envelope, unpack
+from lianluo.runtime.kafka import Envelope
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.ivr import events, simulation, validation
@@ -73,29 +72,27 @@ class RunService:
         self._topics = topics
         self._timeout_batch = timeout_batch
 
-    async def handle(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
-        """Apply one `interaction.event` (inside the consumer's transaction)."""
-        if envelope.type not in {events.CREATED, events.MESSAGE, events.ENDED}:
-            return
-        try:
-            event = unpack(envelope, interaction_pb2.InteractionEvent)
-        except DecodeError:
-            # Retrying can never succeed and would stall the tenant's partition.
-            log.error("not an InteractionEvent; skipped", type=envelope.type)
-            return
+    async def on_created(
+        self, conn: asyncpg.Connection, envelope: Envelope, event: InteractionEvent
+    ) -> None:
+        interaction_id = event.interaction_id or event.created.id
+        await self.start_run(conn, envelope.tenant_id, interaction_id, event.created)
+
+    async def on_message(
+        self, conn: asyncpg.Connection, envelope: Envelope, event: InteractionEvent
+    ) -> None:
+        message = event.message
+        text = message.content.text if message.content.HasField("text") else None
+        # Only the customer answers self-service; the bot's own prompts come back here too.
+        if message.sender_role == media_pb2.PARTICIPANT_ROLE_CUSTOMER and text is not None:
+            await self.answer(conn, envelope.tenant_id, event.interaction_id, text)
+
+    async def on_ended(
+        self, conn: asyncpg.Connection, envelope: Envelope, event: InteractionEvent
+    ) -> None:
         tenant_id = envelope.tenant_id
-        if envelope.type == events.CREATED:
-            interaction_id = event.interaction_id or event.created.id
-            await self.start_run(conn, tenant_id, interaction_id, event.created)
-        elif envelope.type == events.MESSAGE:
-            message = event.message
-            text = message.content.text if message.content.HasField("text") else None
-            # Only the customer answers self-service; the bot's own prompts come back here too.
-            if message.sender_role == media_pb2.PARTICIPANT_ROLE_CUSTOMER and text is not None:
-                await self.answer(conn, tenant_id, event.interaction_id, text)
-        else:
-            if await self._repo.close_run(conn, tenant_id, event.interaction_id):
-                log.info("run closed", tenant_id=tenant_id, interaction_id=event.interaction_id)
+        if await self._repo.close_run(conn, tenant_id, event.interaction_id):
+            log.info("run closed", tenant_id=tenant_id, interaction_id=event.interaction_id)
 
     async def start_run(
         self,

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from lianluo.media.v1 import media_pb2 as pb
 from lianluo.media.v1 import media_pb2_grpc as rpc
+from lianluo.runtime import contract
 from lianluo.runtime.service import Service, ServiceSpec
-from lianluo.services.media.events import CONSUMED, MediaEvents
+from lianluo.services.media import events
 from lianluo.services.media.grpc_api import MediaApi
-from lianluo.services.media.hub import TIMELINE_TOPIC, Hub, TimelineFollower
+from lianluo.services.media.hub import Hub, TimelineFollower
 from lianluo.services.media.repository import Repository
 from lianluo.services.media.service import MediaService
 from lianluo.services.media.settings import MediaSettings
@@ -18,7 +19,6 @@ SPEC = ServiceSpec(
     name="media",
     settings=MediaSettings,
     migrations=Path(__file__).parent / "migrations",
-    topics=["interaction.event", "routing.request", TIMELINE_TOPIC, *CONSUMED],
 )
 
 
@@ -28,7 +28,7 @@ async def build(settings: MediaSettings) -> Service:
     view = await service.follow_tenant_config()
     hub = Hub()
     follower = TimelineFollower(
-        settings.kafka_bootstrap_servers, settings.topic(TIMELINE_TOPIC), hub
+        settings.kafka_bootstrap_servers, settings.topic(contract.MEDIA_TIMELINE.name), hub
     )
     await follower.start()
     service.add_background(follower, "timeline relay")
@@ -36,11 +36,11 @@ async def build(settings: MediaSettings) -> Service:
         service.pool,
         Repository(),
         view,
-        event_topic=settings.topic("interaction.event"),
-        routing_topic=settings.topic("routing.request"),
-        timeline_topic=settings.topic(TIMELINE_TOPIC),
+        event_topic=settings.topic(contract.INTERACTION_EVENT.name),
+        routing_topic=settings.topic(contract.ROUTING_REQUEST.name),
+        timeline_topic=settings.topic(contract.MEDIA_TIMELINE.name),
     )
-    await service.add_consumer(CONSUMED, MediaEvents(media).handle)
+    await service.add_consumer(events.handlers(media))
     service.add_grpc(
         rpc.add_MediaServiceServicer_to_server,
         MediaApi(media, hub, settings.stream_buffer_frames),

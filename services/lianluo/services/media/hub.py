@@ -21,7 +21,6 @@ from lianluo.runtime.kafka import FETCH_MAX_WAIT_MS
 from lianluo.runtime.logs import get_logger
 
 log = get_logger(__name__)
-TIMELINE_TOPIC = "media.timeline"
 FRAME = "media.frame"
 STAFF_FRAME = "media.frame.staff"
 # Frames for an agent's desk (offers) carry the record key "<tenant>/desk/<agent id>".

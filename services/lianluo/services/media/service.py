@@ -17,7 +17,7 @@ from lianluo.acd.v1 import acd_pb2
 from lianluo.common.v1 import common_pb2
 from lianluo.events.v1 import interaction_pb2, ivr_pb2, routing_pb2
 from lianluo.media.v1 import media_pb2 as pb
-from lianluo.runtime import auth, outbox
+from lianluo.runtime import auth, contract, outbox
 from lianluo.runtime.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -26,7 +26,6 @@ from lianluo.runtime.errors import (
     PermissionDenied,
     Violations,
 )
-from lianluo.runtime.kafka import new_envelope
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.media import domain
@@ -166,15 +165,17 @@ class MediaService:
                     interaction_id=change.it.id, sequence=frame.sequence
                 )
                 getattr(ev, event).CopyFrom(value)
-                envelope = new_envelope(f"interaction.{event}", tenant, ev, PRODUCER)
+                envelope = contract.envelope(contract.INTERACTION_EVENT, PRODUCER, tenant, ev)
                 await outbox.enqueue(change.conn, self._event_topic, envelope)
-            relay = new_envelope(STAFF_FRAME if staff else FRAME, tenant, frame, PRODUCER)
+            relay = contract.envelope(
+                contract.MEDIA_TIMELINE, PRODUCER, tenant, frame, STAFF_FRAME if staff else FRAME
+            )
             await outbox.enqueue(change.conn, self._timeline_topic, relay)
 
     async def _desk(
         self, conn: asyncpg.Connection, tenant: str, agent_id: str, frame: pb.ServerFrame
     ) -> None:
-        envelope = new_envelope(DESK_FRAME, tenant, frame, PRODUCER)
+        envelope = contract.envelope(contract.MEDIA_TIMELINE, PRODUCER, tenant, frame, DESK_FRAME)
         await outbox.enqueue(conn, self._timeline_topic, envelope, key=f"{tenant}/desk/{agent_id}")
 
     async def _locked(
@@ -256,11 +257,11 @@ class MediaService:
             await outbox.enqueue(
                 conn,
                 self._event_topic,
-                new_envelope(
-                    "interaction.created",
+                contract.envelope(
+                    contract.INTERACTION_EVENT,
+                    PRODUCER,
                     req.tenant_id,
                     interaction_pb2.InteractionEvent(interaction_id=it.id, created=created),
-                    PRODUCER,
                 ),
             )
             change.add("participant_joined", customer, event="participant_joined")
@@ -298,7 +299,7 @@ class MediaService:
         if it.customer.address.startswith("+"):
             # An E.164 address is a number the ACD can call back.
             r.callback_number = it.customer.address
-        envelope = new_envelope("routing.requested", it.tenant_id, req, PRODUCER)
+        envelope = contract.envelope(contract.ROUTING_REQUEST, PRODUCER, it.tenant_id, req)
         await outbox.enqueue(change.conn, self._routing_topic, envelope)
 
     async def get(self, tenant_id: str, interaction_id: str) -> pb.Interaction:

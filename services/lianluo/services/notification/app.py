@@ -6,6 +6,7 @@ from pathlib import Path
 
 from lianluo.notification.v1 import notification_pb2 as pb
 from lianluo.notification.v1 import notification_pb2_grpc as rpc
+from lianluo.runtime import contract
 from lianluo.runtime.service import Service, ServiceSpec
 from lianluo.services.notification import events
 from lianluo.services.notification.deliveries import EMAIL, WEBHOOK, RetryPolicy
@@ -20,7 +21,6 @@ SPEC = ServiceSpec(
     name="notification",
     settings=NotificationSettings,
     migrations=Path(__file__).parent / "migrations",
-    topics=[events.INTERACTION_TOPIC, events.BUSINESS_TOPIC, events.STATUS_TOPIC],
 )
 
 
@@ -30,18 +30,16 @@ async def build(settings: NotificationSettings) -> Service:
     await service.start_storage()
     view = await service.follow_tenant_config()
     repo = Repository()
-    status_topic = settings.topic(events.STATUS_TOPIC)
+    status_topic = settings.topic(contract.NOTIFICATION_STATUS.name)
     logic = NotificationService(
         service.pool,
         repo,
         view,
         status_topic=status_topic,
-        business_topic=settings.topic(events.BUSINESS_TOPIC),
+        business_topic=settings.topic(contract.BUSINESS_EVENT.name),
         notify_from_address=settings.smtp_from_address,
     )
-    await service.add_consumer(
-        [events.INTERACTION_TOPIC, events.BUSINESS_TOPIC], events.handler(logic)
-    )
+    await service.add_consumer(events.handlers(logic))
     senders: dict[int, Sender] = {
         WEBHOOK: WebhookSender(settings.webhook_timeout_seconds),
         EMAIL: EmailSender(settings),

@@ -7,28 +7,18 @@ a delivery, through the outbox in the transaction of the change.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
 import asyncpg
-from google.protobuf.message import DecodeError
 
 from lianluo.events.v1 import interaction_pb2, notification_pb2
 from lianluo.notification.v1 import notification_pb2 as npb
-from lianluo.runtime import outbox
-from lianluo.runtime.kafka import Envelope, new_envelope, unpack
-from lianluo.runtime.logs import get_logger
+from lianluo.runtime import contract, outbox
+from lianluo.runtime.kafka import Envelope
 from lianluo.services.notification.deliveries import Delivery, status_event_type, to_message
 
-log = get_logger(__name__)
 PRODUCER = "notification"
-INTERACTION_TOPIC = "interaction.event"
-BUSINESS_TOPIC = "business.event"
-STATUS_TOPIC = "notification.status"
-INTERACTION_CREATED = "interaction.created"
-INTERACTION_ENDED = "interaction.ended"
-BUSINESS_EVENT_PUBLISHED = "business.event.published"
 
 
 async def publish_status(
@@ -39,8 +29,12 @@ async def publish_status(
         previous_status=previous,  # type: ignore[arg-type]
         delivery=to_message(delivery),
     )
-    envelope = new_envelope(
-        status_event_type(delivery.status), delivery.tenant_id, change, PRODUCER
+    envelope = contract.envelope(
+        contract.NOTIFICATION_STATUS,
+        PRODUCER,
+        delivery.tenant_id,
+        change,
+        status_event_type(delivery.status),
     )
     await outbox.enqueue(conn, topic, envelope)
 
@@ -68,30 +62,13 @@ class Reactions(Protocol):
     ) -> None: ...
 
 
-def handler(service: Reactions) -> Callable[[asyncpg.Connection, Envelope], Awaitable[None]]:
-    """The consumer handler: dispatch by envelope type; other types are not this service's."""
-
-    async def handle(conn: asyncpg.Connection, envelope: Envelope) -> None:
-        try:
-            if envelope.type == INTERACTION_CREATED:
-                event = unpack(envelope, interaction_pb2.InteractionEvent)
-                await service.remember_customer(conn, envelope, event)
-            elif envelope.type == INTERACTION_ENDED:
-                event = unpack(envelope, interaction_pb2.InteractionEvent)
-                await service.close_loop(conn, envelope, event)
-            elif envelope.type == BUSINESS_EVENT_PUBLISHED:
-                business = unpack(envelope, notification_pb2.BusinessEvent)
-                await service.evaluate_thresholds(conn, envelope, business)
-        except DecodeError:
-            # A payload of the wrong type can never succeed; retrying would stall the partition.
-            log.error(
-                "event payload does not match its type; skipped",
-                type=envelope.type,
-                event_id=envelope.event_id,
-                payload=envelope.payload.type_url,
-            )
-
-    return handle
+def handlers(service: Reactions) -> contract.Handlers:
+    """What the consumer calls, by envelope type; other types are not this service's."""
+    on = contract.Handlers(PRODUCER)
+    on.on("interaction.created", service.remember_customer)
+    on.on("interaction.ended", service.close_loop)
+    on.on("business.event.published", service.evaluate_thresholds)
+    return on
 
 
 def business_event_envelope(request: npb.PublishBusinessEventRequest) -> Envelope:
@@ -102,7 +79,7 @@ def business_event_envelope(request: npb.PublishBusinessEventRequest) -> Envelop
         metrics=dict(request.metrics),
         attributes=dict(request.attributes),
     )
-    envelope = new_envelope(BUSINESS_EVENT_PUBLISHED, request.tenant_id, event, PRODUCER)
+    envelope = contract.envelope(contract.BUSINESS_EVENT, PRODUCER, request.tenant_id, event)
     if request.HasField("occur_time"):
         envelope.occur_time.CopyFrom(request.occur_time)
     return envelope

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lianluo.recording.v1 import recording_pb2 as pb
 from lianluo.recording.v1 import recording_pb2_grpc as rpc
+from lianluo.runtime import contract
 from lianluo.runtime.service import Service, ServiceSpec
 from lianluo.services.recording import events
 from lianluo.services.recording.grpc_api import RecordingApi
@@ -19,7 +20,6 @@ SPEC = ServiceSpec(
     name="recording",
     settings=RecordingSettings,
     migrations=Path(__file__).parent / "migrations",
-    topics=[*events.CONSUMED_TOPICS, events.RECORDING_TOPIC],
 )
 
 
@@ -28,7 +28,7 @@ async def build(settings: RecordingSettings) -> Service:
     service = Service(SPEC, settings)
     await service.start_storage()
     repo = Repository()
-    topic = settings.topic(events.RECORDING_TOPIC)
+    topic = settings.topic(contract.RECORDING_EVENT.name)
     # The view authenticates API keys and tells the sweeper when a tenant is deleted.
     view = await service.follow_tenant_config()
     sweeper = RetentionSweeper(
@@ -40,7 +40,7 @@ async def build(settings: RecordingSettings) -> Service:
     )
     view.subscribe(sweeper.on_tenant_config)
     recorder = events.Recorder(repo, topic, timedelta(days=settings.recording_retention_days))
-    await service.add_consumer(events.CONSUMED_TOPICS, recorder.handle)
+    await service.add_consumer(recorder.handlers())
     service.add_background(sweeper, "retention sweep")
     service.add_grpc(
         rpc.add_RecordingServiceServicer_to_server,

@@ -12,34 +12,32 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from lianluo.common.v1 import common_pb2 as common
-from lianluo.events.v1 import agent_pb2, interaction_pb2, ivr_pb2, routing_pb2
 from lianluo.events.v1.envelope_pb2 import Envelope
 from lianluo.media.v1 import media_pb2 as media
 from lianluo.recording.v1 import recording_pb2 as pb
+from lianluo.runtime import contract
 
-INTERACTION_TOPIC = "interaction.event"
-IVR_TOPIC = "ivr.output"
-ROUTING_REQUEST_TOPIC = "routing.request"
-ROUTING_DECISION_TOPIC = "routing.decision"
-AGENT_TOPIC = "agent.event"
-# Also the tie-break when two entries of different topics happened at the same instant: the
-# contact-flow order (media, then IVR, then the request it makes, then the ACD's answer).
-TOPICS = [INTERACTION_TOPIC, IVR_TOPIC, ROUTING_REQUEST_TOPIC, ROUTING_DECISION_TOPIC, AGENT_TOPIC]
+INTERACTION_TOPIC = contract.INTERACTION_EVENT.name
+IVR_TOPIC = contract.IVR_OUTPUT.name
+ROUTING_REQUEST_TOPIC = contract.ROUTING_REQUEST.name
+ROUTING_DECISION_TOPIC = contract.ROUTING_DECISION.name
+AGENT_TOPIC = contract.AGENT_EVENT.name
+# What the recording consumes, in the contract-flow order (media, then IVR, then the request it
+# makes, then the ACD's answer): also the tie-break when two entries of different topics
+# happened at the same instant.
+CONSUMED = [
+    contract.INTERACTION_EVENT,
+    contract.IVR_OUTPUT,
+    contract.ROUTING_REQUEST,
+    contract.ROUTING_DECISION,
+    contract.AGENT_EVENT,
+]
+TOPICS = [t.name for t in CONSUMED]
 
 # Each topic carries exactly one payload type, so the payload names the topic. The consumer's
 # handler is not told the topic it read from; this is how the record still says it.
 _PAYLOADS: dict[str, tuple[str, type[Message]]] = {
-    interaction_pb2.InteractionEvent.DESCRIPTOR.full_name: (
-        INTERACTION_TOPIC,
-        interaction_pb2.InteractionEvent,
-    ),
-    ivr_pb2.IvrOutput.DESCRIPTOR.full_name: (IVR_TOPIC, ivr_pb2.IvrOutput),
-    ivr_pb2.RoutingRequest.DESCRIPTOR.full_name: (ROUTING_REQUEST_TOPIC, ivr_pb2.RoutingRequest),
-    routing_pb2.RoutingDecision.DESCRIPTOR.full_name: (
-        ROUTING_DECISION_TOPIC,
-        routing_pb2.RoutingDecision,
-    ),
-    agent_pb2.AgentEvent.DESCRIPTOR.full_name: (AGENT_TOPIC, agent_pb2.AgentEvent),
+    t.payload.DESCRIPTOR.full_name: (t.name, t.payload) for t in CONSUMED
 }
 AGENT_ROLES = (media.PARTICIPANT_ROLE_AGENT, media.PARTICIPANT_ROLE_EXPERT)
 RECORDED_LEGS = (common.MEDIA_TYPE_VOICE, common.MEDIA_TYPE_VIDEO, common.MEDIA_TYPE_SCREEN_SHARE)

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from lianluo.events.v1 import recording_pb2 as events_pb
-from lianluo.runtime import outbox
-from lianluo.runtime.kafka import Envelope, new_envelope
+from lianluo.runtime import contract, outbox
+from lianluo.runtime.kafka import Envelope
 from lianluo.runtime.logs import get_logger
 from lianluo.services.recording import domain
 from lianluo.services.recording.domain import Summary
@@ -18,17 +18,14 @@ from lianluo.services.recording.repository import Repository
 
 log = get_logger(__name__)
 PRODUCER = "recording"
-RECORDING_TOPIC = "recording.event"
-CONSUMED_TOPICS = list(domain.TOPICS)
-STORED = "recording.stored"
-PURGED = "recording.purged"
 
 
 async def publish_stored(conn: asyncpg.Connection, topic: str, summary: Summary) -> None:
     event = events_pb.RecordingEvent(
         interaction_id=summary.interaction_id, stored=domain.summary_message(summary)
     )
-    await outbox.enqueue(conn, topic, new_envelope(STORED, summary.tenant_id, event, PRODUCER))
+    envelope = contract.envelope(contract.RECORDING_EVENT, PRODUCER, summary.tenant_id, event)
+    await outbox.enqueue(conn, topic, envelope)
 
 
 async def publish_purged(
@@ -43,7 +40,8 @@ async def publish_purged(
             reason=reason, entry_count=summary.entry_count, media_count=summary.media_count
         ),
     )
-    await outbox.enqueue(conn, topic, new_envelope(PURGED, summary.tenant_id, event, PRODUCER))
+    envelope = contract.envelope(contract.RECORDING_EVENT, PRODUCER, summary.tenant_id, event)
+    await outbox.enqueue(conn, topic, envelope)
 
 
 class Recorder:
@@ -54,7 +52,14 @@ class Recorder:
         self._topic = recording_topic
         self._retention = default_retention
 
-    async def handle(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
+    def handlers(self) -> contract.Handlers:
+        """Every event of the consumed topics, in the order of `domain.CONSUMED`."""
+        on = contract.Handlers(PRODUCER)
+        for topic in domain.CONSUMED:
+            on.on_topic(topic, self.record)
+        return on
+
+    async def record(self, conn: asyncpg.Connection, envelope: Envelope, _payload: object) -> None:
         event = domain.decode(envelope, datetime.now(UTC))
         if event is None:
             # Agent presence and anything without an interaction or a tenant has no record.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lianluo.runtime import contract
 from lianluo.runtime.grpc_server import RegisterFn
 from lianluo.runtime.service import Service, ServiceSpec
-from lianluo.services.tenants import events
 from lianluo.services.tenants.grpc_api import (
     AgentApi,
     ApiKeyApi,
@@ -26,8 +26,6 @@ SPEC = ServiceSpec(
     name="tenants",
     settings=TenantsSettings,
     migrations=Path(__file__).parent / "migrations",
-    topics=[events.CONFIG_TOPIC],
-    compacted_topics=[events.CONFIG_TOPIC],
 )
 
 
@@ -36,7 +34,7 @@ async def build(settings: TenantsSettings) -> Service:
     service = Service(SPEC, settings)
     await service.start_storage()
     repo = Repository()
-    topic = settings.topic(events.CONFIG_TOPIC)
+    topic = settings.topic(contract.TENANT_CONFIG.name)
     tenants = TenantsService(service.pool, repo, topic)
     keys = ApiKeys(service.pool, repo, topic)
     service.grpc.resolver = keys

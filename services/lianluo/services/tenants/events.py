@@ -14,12 +14,9 @@ import asyncpg
 from google.protobuf.message import Message
 
 from lianluo.events.v1 import tenant_config_pb2
-from lianluo.runtime import outbox
-from lianluo.runtime.kafka import new_envelope
+from lianluo.runtime import contract, outbox
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
-CONFIG_TOPIC = "tenant.config"
-CONFIG_CHANGED = "tenant.config.changed"
 PRODUCER = "tenants"
 
 
@@ -39,7 +36,7 @@ async def publish_change(
     )
     if resource is not None:
         getattr(change, kind).CopyFrom(resource)
-    envelope = new_envelope(CONFIG_CHANGED, tenant_id, change, PRODUCER)
+    envelope = contract.envelope(contract.TENANT_CONFIG, PRODUCER, tenant_id, change)
     await outbox.enqueue(conn, topic, envelope, key=f"{tenant_id}/{kind}/{resource_id}")
 
 

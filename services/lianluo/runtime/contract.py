@@ -1,0 +1,296 @@
+"""The event contract of a cell: every topic declared once, as data.
+
+Each topic names its payload type, its envelope types, which service produces which of them and
+which service consumes which. The rest follows from it and is checked against it:
+- a producer builds its envelopes with `envelope()`, which refuses a type, a payload or a
+  producer that the topic does not declare;
+- a consumer registers its handlers by envelope type (`Handlers`), which refuses a type the
+  service is not declared to consume, subscribes to the topics of those types and dispatches
+  each event, its payload unpacked, to its handler;
+- tests/unit/test_event_contract.py fails when a consumed type has no producer, and when
+  docs/events.md does not list what is declared here.
+
+An envelope type is `<prefix>.<case>` for a payload with a `oneof` (the case that is set), so the
+payload decides its type and a producer never spells one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from google.protobuf.message import Message
+
+from lianluo.events.v1 import (
+    agent_pb2,
+    envelope_pb2,
+    interaction_pb2,
+    ivr_pb2,
+    notification_pb2,
+    recording_pb2,
+    routing_pb2,
+    tenant_config_pb2,
+)
+from lianluo.media.v1 import media_pb2
+from lianluo.runtime.kafka import PoisonEvent, new_envelope, unpack
+
+EVERY = frozenset({"*"})  # a consumer of every type produced on a topic
+
+
+class ContractError(Exception):
+    """Code that breaks the event contract: a defect, found when it runs the first time."""
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One logical topic (the cell's prefix is added by the settings)."""
+
+    name: str
+    payload: type[Message]
+    # Envelope type -> the payload's oneof case it carries ("" when the payload has no oneof).
+    types: Mapping[str, str]
+    # Service -> the envelope types it produces.
+    producers: Mapping[str, frozenset[str]]
+    # Service -> the envelope types it consumes (EVERY for all that are produced).
+    consumers: Mapping[str, frozenset[str]]
+    key: str = "tenant id"
+    compacted: bool = False
+    # Readers outside the cell's services, for the docs.
+    also_read_by: str = ""
+
+    def consumed_by(self, service: str) -> frozenset[str]:
+        wanted = self.consumers.get(service, frozenset())
+        return self.produced() if wanted == EVERY else wanted
+
+    def produced(self) -> frozenset[str]:
+        return frozenset().union(*self.producers.values())
+
+
+def _cases(payload: type[Message], prefix: str) -> dict[str, str]:
+    """`prefix.case` for every case of the payload's one oneof."""
+    [oneof] = payload.DESCRIPTOR.oneofs
+    return {f"{prefix}.{f.name}": f.name for f in oneof.fields}
+
+
+def _only(*types: str) -> frozenset[str]:
+    return frozenset(types)
+
+
+TENANT_CONFIG = Topic(
+    name="tenant.config",
+    payload=tenant_config_pb2.TenantConfigChanged,
+    types={"tenant.config.changed": ""},
+    producers={"tenants": _only("tenant.config.changed")},
+    # Read whole by each service's TenantConfigView, without a consumer group.
+    consumers={},
+    key="<tenant_id>/<kind>/<resource_id>",
+    compacted=True,
+    also_read_by="media, ivr, acd, recording, notification, edge (each through its "
+    "`TenantConfigView`, without a consumer group)",
+)
+INTERACTION_EVENT = Topic(
+    name="interaction.event",
+    payload=interaction_pb2.InteractionEvent,
+    types=_cases(interaction_pb2.InteractionEvent, "interaction"),
+    producers={"media": frozenset(_cases(interaction_pb2.InteractionEvent, "interaction"))},
+    consumers={
+        "ivr": _only("interaction.created", "interaction.message", "interaction.ended"),
+        "acd": _only("interaction.ended"),
+        "recording": EVERY,
+        "notification": _only("interaction.created", "interaction.ended"),
+    },
+)
+IVR_OUTPUT = Topic(
+    name="ivr.output",
+    payload=ivr_pb2.IvrOutput,
+    types=_cases(ivr_pb2.IvrOutput, "ivr"),
+    producers={"ivr": frozenset(_cases(ivr_pb2.IvrOutput, "ivr"))},
+    consumers={"media": EVERY, "recording": EVERY},
+)
+ROUTING_REQUEST = Topic(
+    name="routing.request",
+    payload=ivr_pb2.RoutingRequest,
+    types={"routing.requested": ""},
+    producers={"ivr": _only("routing.requested"), "media": _only("routing.requested")},
+    consumers={"acd": EVERY, "recording": EVERY},
+)
+ROUTING_DECISION = Topic(
+    name="routing.decision",
+    payload=routing_pb2.RoutingDecision,
+    types=_cases(routing_pb2.RoutingDecision, "routing"),
+    producers={"acd": frozenset(_cases(routing_pb2.RoutingDecision, "routing"))},
+    consumers={"media": EVERY, "recording": EVERY},
+)
+AGENT_EVENT = Topic(
+    name="agent.event",
+    payload=agent_pb2.AgentEvent,
+    types=_cases(agent_pb2.AgentEvent, "agent"),
+    producers={"acd": frozenset(_cases(agent_pb2.AgentEvent, "agent"))},
+    consumers={"acd": EVERY, "recording": EVERY},
+)
+RECORDING_EVENT = Topic(
+    name="recording.event",
+    payload=recording_pb2.RecordingEvent,
+    types=_cases(recording_pb2.RecordingEvent, "recording"),
+    producers={"recording": frozenset(_cases(recording_pb2.RecordingEvent, "recording"))},
+    consumers={},
+    also_read_by="integrators",
+)
+_STATUSES = ("notification.pending", "notification.sending", "notification.delivered")
+NOTIFICATION_STATUS = Topic(
+    name="notification.status",
+    payload=notification_pb2.DeliveryStatusChanged,
+    types={t: "" for t in (*_STATUSES, "notification.failed")},
+    producers={"notification": frozenset((*_STATUSES, "notification.failed"))},
+    consumers={},
+    also_read_by="integrators",
+)
+BUSINESS_EVENT = Topic(
+    name="business.event",
+    payload=notification_pb2.BusinessEvent,
+    types={"business.event.published": ""},
+    # PublishBusinessEvent; a tenant's own systems may write the same envelope.
+    producers={"notification": _only("business.event.published")},
+    consumers={"notification": EVERY},
+)
+_FRAMES = ("media.frame", "media.frame.staff", "media.desk")
+MEDIA_TIMELINE = Topic(
+    name="media.timeline",
+    payload=media_pb2.ServerFrame,
+    types={t: "" for t in _FRAMES},
+    producers={"media": frozenset(_FRAMES)},
+    # Read by every media replica from its end, without a consumer group.
+    consumers={},
+    key="tenant id; `<tenant_id>/desk/<agent_id>` for desk frames",
+    also_read_by="media (private), every replica, without a consumer group",
+)
+
+TOPICS: tuple[Topic, ...] = (
+    TENANT_CONFIG,
+    INTERACTION_EVENT,
+    IVR_OUTPUT,
+    ROUTING_REQUEST,
+    ROUTING_DECISION,
+    AGENT_EVENT,
+    RECORDING_EVENT,
+    NOTIFICATION_STATUS,
+    BUSINESS_EVENT,
+    MEDIA_TIMELINE,
+)
+_BY_TYPE = {t: topic for topic in TOPICS for t in topic.types}
+
+
+def unproduced(topics: Iterable[Topic] = TOPICS) -> list[str]:
+    """`service consumes type` for each consumed type that no service produces."""
+    return [
+        f"{service} consumes {t}"
+        for topic in topics
+        for service in sorted(topic.consumers)
+        for t in sorted(topic.consumed_by(service) - topic.produced())
+    ]
+
+
+def topics_of(service: str) -> list[Topic]:
+    """The topics `service` produces or consumes (in a group)."""
+    return [t for t in TOPICS if service in t.producers or service in t.consumers]
+
+
+def topic_of(event_type: str) -> Topic:
+    try:
+        return _BY_TYPE[event_type]
+    except KeyError:
+        raise ContractError(f"no topic declares the event type {event_type!r}") from None
+
+
+def event_type(topic: Topic, payload: Message) -> str:
+    """The envelope type of the payload on `topic`: its only one, or the one its set oneof
+    case gives."""
+    if len(topic.types) == 1:
+        return next(iter(topic.types))
+    oneofs = payload.DESCRIPTOR.oneofs
+    case = payload.WhichOneof(oneofs[0].name) if len(oneofs) == 1 else None
+    found = [t for t, c in topic.types.items() if c and c == case]
+    if not found:
+        raise ContractError(f"{topic.name}: a {payload.DESCRIPTOR.name} with no declared case")
+    return found[0]
+
+
+def envelope(
+    topic: Topic,
+    producer: str,
+    tenant_id: str,
+    payload: Message,
+    type_: str | None = None,
+) -> envelope_pb2.Envelope:
+    """The envelope `producer` publishes on `topic`, checked against the contract.
+
+    `type_` is needed only where the payload has no oneof to decide it; given anyway, it must
+    agree with the payload.
+    """
+    if not isinstance(payload, topic.payload):
+        raise ContractError(
+            f"{topic.name} carries {topic.payload.DESCRIPTOR.name}, not {payload.DESCRIPTOR.name}"
+        )
+    cased = any(topic.types.values())
+    derived = event_type(topic, payload) if cased or len(topic.types) == 1 else None
+    if type_ is not None and derived is not None and type_ != derived:
+        raise ContractError(f"{topic.name}: this {payload.DESCRIPTOR.name} is {derived!r}")
+    chosen = type_ or derived
+    if chosen is None:
+        raise ContractError(f"{topic.name}: a {payload.DESCRIPTOR.name} needs its type named")
+    if chosen not in topic.producers.get(producer, frozenset()):
+        raise ContractError(f"{producer} is not declared to produce {chosen!r} on {topic.name}")
+    return new_envelope(chosen, tenant_id, payload, producer)
+
+
+Handler = Callable[[asyncpg.Connection, envelope_pb2.Envelope, Any], Awaitable[None]]
+
+
+@dataclass
+class Handlers:
+    """A service's handlers by envelope type; the consumer's single entry.
+
+    Register in the order a fetched batch is to be applied: the topics are read in the order
+    their first type was registered.
+    """
+
+    service: str
+    _by_type: dict[str, Handler] = field(default_factory=dict)
+    _topics: list[Topic] = field(default_factory=list)
+
+    def on(self, types: str | Iterable[str], handler: Handler) -> None:
+        """Call `handler(conn, envelope, payload)` for each event of these types."""
+        for t in [types] if isinstance(types, str) else list(types):
+            topic = topic_of(t)
+            if t not in topic.consumed_by(self.service):
+                raise ContractError(f"{self.service} is not declared to consume {t!r}")
+            self._by_type[t] = handler
+            if topic not in self._topics:
+                self._topics.append(topic)
+
+    def on_topic(self, topic: Topic, handler: Handler) -> None:
+        """The handler of every type this service consumes on `topic`."""
+        self.on(sorted(topic.consumed_by(self.service)), handler)
+
+    @property
+    def topics(self) -> list[str]:
+        """The logical topics to consume, in the order to apply them."""
+        return [t.name for t in self._topics]
+
+    @property
+    def types(self) -> frozenset[str]:
+        return frozenset(self._by_type)
+
+    async def __call__(self, conn: asyncpg.Connection, envelope: envelope_pb2.Envelope) -> None:
+        handler = self._by_type.get(envelope.type)
+        if handler is None:
+            return  # a type this service has no use for
+        topic = _BY_TYPE[envelope.type]
+        try:
+            payload = unpack(envelope, topic.payload)
+        except Exception as error:
+            expected = topic.payload.DESCRIPTOR.full_name
+            raise PoisonEvent(f"{envelope.type} does not carry a {expected}") from error
+        await handler(conn, envelope, payload)
