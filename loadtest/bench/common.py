@@ -63,8 +63,11 @@ def machine() -> str:
 
 
 @contextmanager
-def own_cell(services: list[str], label: str) -> Iterator[Cell]:
-    """The named services of a fresh cell: its own database and topic prefix, real processes."""
+def own_cell(
+    services: list[str], label: str, extra: dict[str, str] | None = None
+) -> Iterator[Cell]:
+    """The named services of a fresh cell: its own database and topic prefix, real processes
+    (`extra`: more LIANLUO_ settings)."""
     config = infra.StackConfig.from_env()
     started = infra.up(config)
     name = f"bench_{label}_{uuid.uuid4().hex[:8]}"
@@ -78,6 +81,7 @@ def own_cell(services: list[str], label: str) -> Iterator[Cell]:
         "LIANLUO_SHUTDOWN_GRACE_SECONDS": "5",
         # Benchmarks measure the path, not the log volume of every call.
         "LIANLUO_LOG_LEVEL": "WARNING",
+        **(extra or {}),
     }
     cell = Cell(env, Path(tempfile.mkdtemp(prefix=f"lianluo-{name}-")))
     try:

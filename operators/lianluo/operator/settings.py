@@ -24,6 +24,8 @@ class OperatorSettings(BaseSettings):
     # The Secret (key `admin-key`) that gives each cell's services the same admin key.
     admin_key_secret: str = "lianluo-admin-key"  # noqa: S105 - a Secret's name
     kafka_bootstrap_servers: Annotated[str, Field(min_length=1)]
+    # The fetch wait of a new cell's services (LIANLUO_KAFKA_FETCH_WAIT_MS); Kafka's default.
+    kafka_fetch_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 500
     # A Postgres URL allowed to CREATE DATABASE; each cell gets its own database on that server.
     database_admin_url: SecretStr
     database_prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,30}$")] = "lianluo_"

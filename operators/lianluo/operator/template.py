@@ -25,6 +25,8 @@ class TemplateInputs:
     default_replicas: int = 2
     # How a cell's media Service is exposed: customers and agents hold their streams on it.
     media_service_type: str = "ClusterIP"
+    # LIANLUO_KAFKA_FETCH_WAIT_MS of the cell's services: the first cell's (the chart's value).
+    kafka_fetch_wait_ms: int = 500
 
 
 def database_name(prefix: str, cell: str) -> str:
@@ -56,6 +58,7 @@ def settings_for(
     return {
         "LIANLUO_TOPIC_PREFIX": f"{cell}.",
         "LIANLUO_KAFKA_BOOTSTRAP_SERVERS": inputs.kafka_bootstrap_servers,
+        "LIANLUO_KAFKA_FETCH_WAIT_MS": str(inputs.kafka_fetch_wait_ms),
         "LIANLUO_GRPC_HOST": "0.0.0.0",  # noqa: S104 - a pod listens on its own address
         "LIANLUO_GRPC_PORT": str(inputs.grpc_port),
         # The migrate Job creates schemas and topics once, before the services take traffic.

@@ -36,10 +36,11 @@ M = TypeVar("M", bound=Message)
 
 Envelope = envelope_pb2.Envelope
 
-# How long a fetch may wait for records. Every hop of a contact is a consume, so this bounds the
-# latency a quiet partition adds per hop: the local broker holds a fetch for about half of it
+# How long a fetch may wait for records (LIANLUO_KAFKA_FETCH_WAIT_MS). Every hop of a contact is
+# a consume, so on the local broker, which holds a fetch for about half of it instead of
+# answering when a record arrives, this bounds the latency a quiet partition adds per hop
 # (measured: 250 ms at the client default of 500, 12 ms at 20). A real Kafka answers as soon as
-# a record arrives; there, the cost of a low value is only more fetch requests while idle.
+# a record arrives and wants its default: there a low value only costs fetch requests while idle.
 FETCH_MAX_WAIT_MS = 20
 
 
@@ -237,6 +238,7 @@ class EventConsumer:
         client_id: str | None = None,
         dead_letters: DeadLetterSink | None = None,
         max_attempts: int = dead_letters.DEFAULT_MAX_ATTEMPTS,
+        fetch_wait_ms: int = FETCH_MAX_WAIT_MS,
     ) -> None:
         self._pool = pool
         self._handler = handler
@@ -252,7 +254,7 @@ class EventConsumer:
             client_id=client_id or group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            fetch_max_wait_ms=fetch_wait_ms,
             # Range assignment gives one member partition N of every topic it reads. All topics
             # are keyed by tenant with the same partition count, so one replica sees all of a
             # tenant's events, across topics, in order: the basis of single-writer state.

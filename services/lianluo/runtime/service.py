@@ -112,6 +112,7 @@ class Service:
             consumer_name=self.name,
             dead_letters=self._dead_letters,
             max_attempts=self.settings.consumer_max_attempts,
+            fetch_wait_ms=self.settings.kafka_fetch_wait_ms,
         )
         await consumer.start()
         self._consumers.append(consumer)
@@ -121,7 +122,9 @@ class Service:
     async def follow_tenant_config(self) -> TenantConfigView:
         """A local copy of all tenant configuration, which also authenticates API keys."""
         view = TenantConfigView(
-            self.settings.kafka_bootstrap_servers, self.settings.topic(contract.TENANT_CONFIG.name)
+            self.settings.kafka_bootstrap_servers,
+            self.settings.topic(contract.TENANT_CONFIG.name),
+            self.settings.kafka_fetch_wait_ms,
         )
         await view.start()
         self.config = view

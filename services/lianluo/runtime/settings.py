@@ -7,6 +7,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lianluo.runtime.kafka import FETCH_MAX_WAIT_MS
+
 # Words of example secrets that must never reach a running platform.
 _PLACEHOLDER_WORDS = ("changeme", "change-me", "change_me", "password", "placeholder", "example")
 
@@ -32,6 +34,10 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     db_pool_min: Annotated[int, Field(ge=1)] = 1
     db_pool_max: Annotated[int, Field(ge=1)] = 10
+    # How long a consumer's fetch may wait for records. 20 suits the development broker, which
+    # holds a fetch for about half of it (one hop's latency); Apache Kafka answers a fetch when a
+    # record arrives, so set it to Kafka's default, 500, there (the chart does).
+    kafka_fetch_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = FETCH_MAX_WAIT_MS
     # Tries of one event before it goes to the dead-letter topic (outages do not count).
     consumer_max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
 

@@ -31,13 +31,15 @@ Listener = Callable[[str, Change], None]
 class TenantConfigView:
     """Every tenant's configuration in memory, and the KeyResolver built from it."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(
+        self, bootstrap_servers: str, topic: str, fetch_wait_ms: int = FETCH_MAX_WAIT_MS
+    ) -> None:
         self._topic = topic
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             group_id=None,
             enable_auto_commit=False,
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            fetch_max_wait_ms=fetch_wait_ms,
         )
         # tenant id -> kind -> resource id -> message
         self._resources: dict[str, dict[str, dict[str, Any]]] = {}

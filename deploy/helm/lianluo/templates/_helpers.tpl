@@ -103,6 +103,7 @@ the global env map, then the component's env map, each overriding the one before
 {{- $_ := set $env "LIANLUO_DATABASE_URL" (dict "secretKeyRef" (dict "name" $v.secrets.database.name "key" $v.secrets.database.key)) }}
 {{- end }}
 {{- $_ := set $env "LIANLUO_KAFKA_BOOTSTRAP_SERVERS" (include "lianluo.kafkaBootstrap" $root) }}
+{{- $_ := set $env "LIANLUO_KAFKA_FETCH_WAIT_MS" ($v.kafka.fetchWaitMs | toString) }}
 {{- if $v.kafka.auth.enabled }}
 {{- $_ := set $env "LIANLUO_KAFKA_SECURITY_PROTOCOL" $v.kafka.auth.securityProtocol }}
 {{- $_ := set $env "LIANLUO_KAFKA_SASL_MECHANISM" $v.kafka.auth.saslMechanism }}
@@ -129,6 +130,7 @@ first one and to provision tenants through the tenants API. */}}
 {{- $_ := set $env "LIANLUO_OPERATOR_ADMIN_KEY" (get $env "LIANLUO_ADMIN_KEY") }}
 {{- $_ := set $env "LIANLUO_OPERATOR_ADMIN_KEY_SECRET" $v.secrets.adminKey.name }}
 {{- $_ := set $env "LIANLUO_OPERATOR_KAFKA_BOOTSTRAP_SERVERS" (get $env "LIANLUO_KAFKA_BOOTSTRAP_SERVERS") }}
+{{- $_ := set $env "LIANLUO_OPERATOR_KAFKA_FETCH_WAIT_MS" (get $env "LIANLUO_KAFKA_FETCH_WAIT_MS") }}
 {{- $_ := set $env "LIANLUO_OPERATOR_CELL_MAX_SESSIONS" ($v.cells.maxSessions | toString) }}
 {{- $_ := set $env "LIANLUO_OPERATOR_CELL_MAX_TENANTS" ($v.cells.maxTenants | toString) }}
 {{- $_ := set $env "LIANLUO_OPERATOR_CELL_REPLICAS" ($v.cells.replicas | toString) }}

@@ -28,7 +28,10 @@ async def build(settings: MediaSettings) -> Service:
     view = await service.follow_tenant_config()
     hub = Hub()
     follower = TimelineFollower(
-        settings.kafka_bootstrap_servers, settings.topic(contract.MEDIA_TIMELINE.name), hub
+        settings.kafka_bootstrap_servers,
+        settings.topic(contract.MEDIA_TIMELINE.name),
+        hub,
+        settings.kafka_fetch_wait_ms,
     )
     await follower.start()
     service.add_background(follower, "timeline relay")

@@ -97,11 +97,13 @@ class Hub:
 class TimelineFollower:
     """Reads `media.timeline` from its end and dispatches every frame to the hub."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, hub: Hub) -> None:
+    def __init__(
+        self, bootstrap_servers: str, topic: str, hub: Hub, fetch_wait_ms: int = FETCH_MAX_WAIT_MS
+    ) -> None:
         self._topic = topic
         self._hub = hub
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers, group_id=None, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
+            bootstrap_servers=bootstrap_servers, group_id=None, fetch_max_wait_ms=fetch_wait_ms
         )
         self._stopping = asyncio.Event()
 
