@@ -39,6 +39,8 @@ def test_deployments_run_the_one_image_with_the_cell_settings() -> None:
     assert config["LIANLUO_TOPIC_PREFIX"] == "cell-7."
     assert config["LIANLUO_CELL_MAX_SESSIONS"] == "5000"
     assert config["LIANLUO_AUTO_MIGRATE"] == "false"
+    # A real Kafka answers a fetch when a record arrives: its default, not the dev broker's 20.
+    assert config["LIANLUO_KAFKA_FETCH_WAIT_MS"] == "500"
 
 
 def test_the_template_is_a_pure_function_of_the_spec() -> None:
