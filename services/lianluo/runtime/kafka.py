@@ -313,14 +313,18 @@ class EventConsumer:
         batches = await self._consumer.getmany(timeout_ms=500, max_records=200)
         in_order = sorted(batches.items(), key=lambda item: self._rank.get(item[0].topic, 0))
         for tp, records in in_order:
-            last = None
-            for record in records:
-                if not await self._apply_until_done(record):
-                    break  # stopping: the rest is delivered again later
-                last = record
-                self.processed += 1
-            if last is not None:
-                await self._consumer.commit({tp: last.offset + 1})
+            done = 0
+            while done < len(records) and not self._stopping.is_set():
+                # As many as apply in one transaction; the first that fails is then tried on
+                # its own (outages waited out, dead-lettered after max_attempts).
+                done += await self._apply_batch(records[done:])
+                if done < len(records):
+                    if not await self._apply_until_done(records[done]):
+                        break  # stopping: the rest is delivered again later
+                    done += 1
+                    self.processed += 1
+            if done:
+                await self._consumer.commit({tp: records[done - 1].offset + 1})
             if self._stopping.is_set():
                 return
 
@@ -363,7 +367,36 @@ class EventConsumer:
                 return False
             delay = min(delay * 2, 5.0)
 
+    async def _apply_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> int:
+        """Apply a run of one partition's records in one transaction, one savepoint each.
+
+        Returns how many were applied: all of them, or those before the first that failed (its
+        savepoint is rolled back and the run before it committed), or none when the transaction
+        itself failed (an outage).
+        """
+        applied = 0
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                for record in records:
+                    try:
+                        async with conn.transaction():
+                            fresh = await self._apply_in(conn, record)
+                    except Exception:
+                        break
+                    applied += 1
+                    self.applied += fresh
+        except Exception:
+            self.applied -= applied  # rolled back: none of them happened
+            return 0
+        self.processed += applied
+        return applied
+
     async def _apply(self, record: ConsumerRecord[Any, Any]) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            self.applied += await self._apply_in(conn, record)
+
+    async def _apply_in(self, conn: asyncpg.Connection, record: ConsumerRecord[Any, Any]) -> bool:
+        """Apply one record in the caller's transaction, once; False for a duplicate."""
         envelope = Envelope()
         try:
             envelope.ParseFromString(record.value or b"")
@@ -386,16 +419,15 @@ class EventConsumer:
                 "messaging.kafka.offset": record.offset,
             },
         ):
-            async with self._pool.acquire() as conn, conn.transaction():
-                first_time = await conn.fetchval(
-                    "insert into inbox (consumer, event_id) values ($1, $2) "
-                    "on conflict do nothing returning true",
-                    self._name,
-                    envelope.event_id,
-                )
-                if first_time:
-                    await self._handler(conn, envelope)
-                    self.applied += 1
+            first_time = await conn.fetchval(
+                "insert into inbox (consumer, event_id) values ($1, $2) "
+                "on conflict do nothing returning true",
+                self._name,
+                envelope.event_id,
+            )
+            if first_time:
+                await self._handler(conn, envelope)
+            return bool(first_time)
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions the group gives this consumer now (empty while it rebalances)."""

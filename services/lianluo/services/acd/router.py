@@ -243,8 +243,13 @@ class Router:
 
     async def tick(self, tenant_id: str) -> None:
         """Time out expired offers and overflow contacts past max wait, for one tenant."""
-        async with self._locks[tenant_id], self._pool.acquire() as conn, conn.transaction():
-            await self._step(conn, tenant_id, lambda r, now: r.expire(now))
+        async with self._pool.acquire() as conn, conn.transaction():
+            # The tenant's database lock before this process's lock: a consumer batch holds the
+            # database lock from its first event of the tenant to its commit, and takes the
+            # process lock for each event; the other order would deadlock with it.
+            await self._repo.lock_tenant(conn, tenant_id)
+            async with self._locks[tenant_id]:
+                await self._step(conn, tenant_id, lambda r, now: r.expire(now))
 
     async def run_timers(self, owned: OwnedPartitions) -> None:
         """Run the timers of owned tenants until stop(); a failing tick is retried later."""
