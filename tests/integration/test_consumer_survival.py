@@ -49,24 +49,21 @@ async def test_a_consumer_keeps_consuming_after_losing_its_group_in_a_broker_fre
             [(topic, b"tenant-a", b"tenant-a", event.SerializeToString(), [])]
         )
 
-    consumer = kafka.EventConsumer(
-        bootstrap_servers=stack.kafka,
-        pool=pool,
-        group_id=f"{prefix}group",
-        topics=[topic],
-        handler=handle,
-    )
+    def member() -> kafka.EventConsumer:
+        return kafka.EventConsumer(
+            bootstrap_servers=stack.kafka,
+            pool=pool,
+            group_id=f"{prefix}group",
+            topics=[topic],
+            handler=handle,
+        )
+
+    consumer = member()
     await consumer.start()
     run = asyncio.create_task(consumer.run())
     # A second member of the group, which may be given the partition after the freeze: the
     # first one's commit then fails for good, as it does with two replicas.
-    other = kafka.EventConsumer(
-        bootstrap_servers=stack.kafka,
-        pool=pool,
-        group_id=f"{prefix}group",
-        topics=[topic],
-        handler=handle,
-    )
+    other = member()
     await other.start()
     other_run = asyncio.create_task(other.run())
     broker = next(s for s in infra.status(stack.config) if s.name == "kafka")

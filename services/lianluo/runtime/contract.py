@@ -78,91 +78,119 @@ def _only(*types: str) -> frozenset[str]:
     return frozenset(types)
 
 
-TENANT_CONFIG = Topic(
-    name="tenant.config",
-    payload=tenant_config_pb2.TenantConfigChanged,
-    types={"tenant.config.changed": ""},
-    producers={"tenants": _only("tenant.config.changed")},
+def _named(*types: str) -> dict[str, str]:
+    """Envelope types of a payload with no oneof to tell them apart."""
+    return {t: "" for t in types}
+
+
+def _made_by(
+    producer: str,
+    name: str,
+    payload: type[Message],
+    types: Mapping[str, str],
+    consumers: Mapping[str, frozenset[str]],
+    **more: Any,
+) -> Topic:
+    """A topic whose every envelope type is made by one producer."""
+    return Topic(
+        name=name,
+        payload=payload,
+        types=types,
+        producers={producer: frozenset(types)},
+        consumers=consumers,
+        **more,
+    )
+
+
+TENANT_CONFIG = _made_by(
+    "tenants",
+    "tenant.config",
+    tenant_config_pb2.TenantConfigChanged,
+    _named("tenant.config.changed"),
     # Read whole by each service's TenantConfigView, without a consumer group.
-    consumers={},
+    {},
     key="<tenant_id>/<kind>/<resource_id>",
     compacted=True,
     also_read_by="media, ivr, acd, recording, notification, edge (each through its "
     "`TenantConfigView`, without a consumer group)",
 )
-INTERACTION_EVENT = Topic(
-    name="interaction.event",
-    payload=interaction_pb2.InteractionEvent,
-    types=_cases(interaction_pb2.InteractionEvent, "interaction"),
-    producers={"media": frozenset(_cases(interaction_pb2.InteractionEvent, "interaction"))},
-    consumers={
+INTERACTION_EVENT = _made_by(
+    "media",
+    "interaction.event",
+    interaction_pb2.InteractionEvent,
+    _cases(interaction_pb2.InteractionEvent, "interaction"),
+    {
         "ivr": _only("interaction.created", "interaction.message", "interaction.ended"),
         "acd": _only("interaction.ended"),
         "recording": EVERY,
         "notification": _only("interaction.created", "interaction.ended"),
     },
 )
-IVR_OUTPUT = Topic(
-    name="ivr.output",
-    payload=ivr_pb2.IvrOutput,
-    types=_cases(ivr_pb2.IvrOutput, "ivr"),
-    producers={"ivr": frozenset(_cases(ivr_pb2.IvrOutput, "ivr"))},
-    consumers={"media": EVERY, "recording": EVERY},
+IVR_OUTPUT = _made_by(
+    "ivr",
+    "ivr.output",
+    ivr_pb2.IvrOutput,
+    _cases(ivr_pb2.IvrOutput, "ivr"),
+    {"media": EVERY, "recording": EVERY},
 )
 ROUTING_REQUEST = Topic(
     name="routing.request",
     payload=ivr_pb2.RoutingRequest,
-    types={"routing.requested": ""},
+    types=_named("routing.requested"),
     producers={"ivr": _only("routing.requested"), "media": _only("routing.requested")},
     consumers={"acd": EVERY, "recording": EVERY},
 )
-ROUTING_DECISION = Topic(
-    name="routing.decision",
-    payload=routing_pb2.RoutingDecision,
-    types=_cases(routing_pb2.RoutingDecision, "routing"),
-    producers={"acd": frozenset(_cases(routing_pb2.RoutingDecision, "routing"))},
-    consumers={"media": EVERY, "recording": EVERY},
+ROUTING_DECISION = _made_by(
+    "acd",
+    "routing.decision",
+    routing_pb2.RoutingDecision,
+    _cases(routing_pb2.RoutingDecision, "routing"),
+    {"media": EVERY, "recording": EVERY},
 )
-AGENT_EVENT = Topic(
-    name="agent.event",
-    payload=agent_pb2.AgentEvent,
-    types=_cases(agent_pb2.AgentEvent, "agent"),
-    producers={"acd": frozenset(_cases(agent_pb2.AgentEvent, "agent"))},
-    consumers={"acd": EVERY, "recording": EVERY},
+AGENT_EVENT = _made_by(
+    "acd",
+    "agent.event",
+    agent_pb2.AgentEvent,
+    _cases(agent_pb2.AgentEvent, "agent"),
+    {"acd": EVERY, "recording": EVERY},
 )
-RECORDING_EVENT = Topic(
-    name="recording.event",
-    payload=recording_pb2.RecordingEvent,
-    types=_cases(recording_pb2.RecordingEvent, "recording"),
-    producers={"recording": frozenset(_cases(recording_pb2.RecordingEvent, "recording"))},
-    consumers={},
+RECORDING_EVENT = _made_by(
+    "recording",
+    "recording.event",
+    recording_pb2.RecordingEvent,
+    _cases(recording_pb2.RecordingEvent, "recording"),
+    {},
     also_read_by="integrators",
 )
-_STATUSES = ("notification.pending", "notification.sending", "notification.delivered")
-NOTIFICATION_STATUS = Topic(
-    name="notification.status",
-    payload=notification_pb2.DeliveryStatusChanged,
-    types={t: "" for t in (*_STATUSES, "notification.failed")},
-    producers={"notification": frozenset((*_STATUSES, "notification.failed"))},
-    consumers={},
+NOTIFICATION_STATUS = _made_by(
+    "notification",
+    "notification.status",
+    notification_pb2.DeliveryStatusChanged,
+    # One type per status a delivery enters.
+    _named(
+        "notification.pending",
+        "notification.sending",
+        "notification.delivered",
+        "notification.failed",
+    ),
+    {},
     also_read_by="integrators",
 )
-BUSINESS_EVENT = Topic(
-    name="business.event",
-    payload=notification_pb2.BusinessEvent,
-    types={"business.event.published": ""},
+BUSINESS_EVENT = _made_by(
     # PublishBusinessEvent; a tenant's own systems may write the same envelope.
-    producers={"notification": _only("business.event.published")},
-    consumers={"notification": EVERY},
+    "notification",
+    "business.event",
+    notification_pb2.BusinessEvent,
+    _named("business.event.published"),
+    {"notification": EVERY},
 )
-_FRAMES = ("media.frame", "media.frame.staff", "media.desk")
-MEDIA_TIMELINE = Topic(
-    name="media.timeline",
-    payload=media_pb2.ServerFrame,
-    types={t: "" for t in _FRAMES},
-    producers={"media": frozenset(_FRAMES)},
+MEDIA_TIMELINE = _made_by(
+    "media",
+    "media.timeline",
+    media_pb2.ServerFrame,
+    _named("media.frame", "media.frame.staff", "media.desk"),
     # Read by every media replica from its end, without a consumer group.
-    consumers={},
+    {},
     key="tenant id; `<tenant_id>/desk/<agent_id>` for desk frames",
     also_read_by="media (private), every replica, without a consumer group",
 )
