@@ -151,9 +151,9 @@ def test_collect_stores_an_answer_matching_the_whole_pattern_and_routes() -> Non
     assert good.state.status == "routed"
     [routed] = good.outputs
     assert routed.routed.queue == "cards" and routed.node_id == "route"
-    assert good.routing is not None
-    assert good.routing.interaction_id == "i-1"
-    r = good.routing.requirements
+    assert routed.interaction_id == "i-1"
+    r = routed.routed.requirements
+    assert good.routed == r
     assert r.queue == "cards" and r.priority == 7
     assert [(s.skill, s.level) for s in r.required_skills] == [("cards", 5)]
     assert (r.intent, r.intent_confidence) == ("lost_card", 1.0)
@@ -223,9 +223,9 @@ def test_the_first_condition_that_holds_wins() -> None:
 
 def test_set_variable_feeds_the_routing_intent_and_branches_are_transcribed() -> None:
     [result] = run(conditional_flow())
-    assert result.routing is not None
-    assert result.routing.requirements.intent == "general"
-    assert result.routing.requirements.intent_confidence == 1.0
+    assert result.routed is not None
+    assert result.routed.intent == "general"
+    assert result.routed.intent_confidence == 1.0
     branch = next(s.branch for s in result.transcript if s.HasField("branch"))
     assert (branch.branch_index, branch.next) == (3, "tag")
 
@@ -235,16 +235,16 @@ def test_a_route_without_an_intent_leaves_it_empty() -> None:
         entry_node="r", nodes=[pb.FlowNode(id="r", route_to_queue=pb.RouteToQueueNode(queue="q"))]
     )
     [result] = run(flow)
-    assert result.routing is not None
-    r = result.routing.requirements
-    assert (r.intent, r.intent_confidence, r.priority) == ("", 0.0, 0)
+    r = result.routed
+    assert r is not None
+    assert (r.queue, r.intent, r.intent_confidence, r.priority) == ("q", "", 0.0, 0)
 
 
 def test_an_end_node_ends_with_its_text() -> None:
     flow = pb.Flow(entry_node="e", nodes=[pb.FlowNode(id="e", end=pb.EndNode(text="Bye now."))])
     [result] = run(flow)
     assert [o.ended.text for o in result.outputs] == ["Bye now."]
-    assert result.state.status == "ended" and result.routing is None
+    assert result.state.status == "ended" and result.routed is None
 
 
 def test_a_runaway_loop_is_stopped_and_the_customer_told() -> None:

@@ -133,12 +133,13 @@ IVR_OUTPUT = _made_by(
     _cases(ivr_pb2.IvrOutput, "ivr"),
     {"media": EVERY, "recording": EVERY},
 )
-ROUTING_REQUEST = Topic(
-    name="routing.request",
-    payload=ivr_pb2.RoutingRequest,
-    types=_named("routing.requested"),
-    producers={"ivr": _only("routing.requested"), "media": _only("routing.requested")},
-    consumers={"acd": EVERY, "recording": EVERY},
+ROUTING_REQUEST = _made_by(
+    # One producer, in the transaction that queues the interaction: no offer can overtake it.
+    "media",
+    "routing.request",
+    ivr_pb2.RoutingRequest,
+    _named("routing.requested"),
+    {"acd": EVERY, "recording": EVERY},
 )
 ROUTING_DECISION = _made_by(
     "acd",

@@ -1,6 +1,5 @@
 """The IVR running in the test process, a tenant configured through the tenants API, and the
-real topics: events published to `interaction.event`, outputs read back from `ivr.output` and
-`routing.request`."""
+real topics: events published to `interaction.event`, outputs read back from `ivr.output`."""
 
 from __future__ import annotations
 
@@ -217,14 +216,13 @@ class Output:
     tenant_id: str
     interaction_id: str
     ivr: ivr_events.IvrOutput | None
-    routing: ivr_events.RoutingRequest | None
 
 
 class Tap:
-    """Everything the IVR publishes from now on, on `ivr.output` and `routing.request`."""
+    """Everything the IVR publishes from now on (on `ivr.output`)."""
 
     def __init__(self, stack: Stack) -> None:
-        self._topics = [f"{stack.topic_prefix}ivr.output", f"{stack.topic_prefix}routing.request"]
+        self._topics = [f"{stack.topic_prefix}ivr.output"]
         self._consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka, group_id=None)
         self.seen: list[Output] = []
         self._arrived = asyncio.Condition()
@@ -280,13 +278,9 @@ class Tap:
 
 
 def _output(envelope: Envelope) -> Output:
-    if envelope.type == "routing.requested":
-        request = ivr_events.RoutingRequest()
-        envelope.payload.Unpack(request)
-        return Output(envelope.type, envelope.tenant_id, request.interaction_id, None, request)
     output = ivr_events.IvrOutput()
     envelope.payload.Unpack(output)
-    return Output(envelope.type, envelope.tenant_id, output.interaction_id, output, None)
+    return Output(envelope.type, envelope.tenant_id, output.interaction_id, output)
 
 
 def prompts(found: list[Output]) -> list[str]:

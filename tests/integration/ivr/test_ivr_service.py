@@ -90,7 +90,7 @@ async def test_menu_by_keyword_then_collect_routes_with_what_was_learnt(
     await publisher.send(tenant.id, message(iid, "12", 6))
     await tap.wait_count(iid, 4)
     await publisher.send(tenant.id, message(iid, "1234", 8))
-    found = await tap.wait_for(iid, lambda f: any(o.type == "routing.requested" for o in f))
+    found = await tap.wait_for(iid, lambda f: any(o.type == "ivr.routed" for o in f))
     assert prompts(found) == [
         "Welcome to Acme.",
         "Lost card, or a payment?",
@@ -102,9 +102,8 @@ async def test_menu_by_keyword_then_collect_routes_with_what_was_learnt(
 
     [routed] = [o for o in found if o.type == "ivr.routed"]
     assert routed.ivr is not None and routed.ivr.routed.queue == "cards"
-    [request] = [o.routing for o in found if o.routing is not None]
-    assert request.interaction_id == iid
-    r = request.requirements
+    # What the flow learnt travels with it; the media service asks the ACD with it.
+    r = routed.ivr.routed.requirements
     assert (r.queue, r.priority) == ("cards", 7)
     assert [(s.skill, s.level) for s in r.required_skills] == [("cards", 5)]
     assert (r.intent, r.intent_confidence) == ("lost_card", pytest.approx(0.7))

@@ -4,7 +4,7 @@ participants on two replicas, against the real Postgres and broker."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -300,52 +300,63 @@ async def test_another_tenant_cannot_see_or_touch_an_interaction(
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_an_offer_that_overtakes_the_ivr_routed_output_still_reaches_the_agent(
+async def test_the_ivrs_routed_output_queues_the_contact_and_media_asks_the_acd(
     world: dict[str, Any], stack: Stack
 ) -> None:
-    """routing.request and ivr.output are separate topics: the ACD may offer before media has
-    seen the IVR's "routed". The offer must still be shown, and the late "routed" ignored."""
-    t, a = world["tenant"], world["agent"]
-    started = await start(world, flow="main")
-    it = started.interaction
-    desk = await StreamClient.connect(
-        world["ch1"],
-        world["key"],
-        pb.Join(tenant_id=t.id, role=R.PARTICIPANT_ROLE_AGENT, subject_id=a.id),
+    """Media alone asks the ACD, in the transaction that queues the contact, with what
+    self-service learnt: no offer can come before the contact is queued."""
+    t = world["tenant"]
+    it = (await start(world, flow="main")).interaction
+    learnt = common.RoutingRequirements(
+        queue="cards",
+        intent="lost_card",
+        intent_confidence=0.7,
+        priority=7,
+        required_skills=[common.SkillLevel(skill="cards", level=5)],
+        collected_data={"card_last4": "1234"},
     )
-    offer = acd_pb2.Offer(
-        id="o-early",
-        tenant_id=t.id,
-        interaction_id=it.id,
-        agent_id=a.id,
-        state=acd_pb2.OFFER_STATE_PENDING,
+    routed = ivr_pb2.IvrOutput(
+        interaction_id=it.id, routed=ivr_pb2.IvrRouted(queue="cards", requirements=learnt)
     )
-    await publish(
-        stack,
-        "routing.decision",
-        "routing.offer",
-        t.id,
-        routing_pb2.RoutingDecision(
-            interaction_id=it.id, offer=routing_pb2.RoutingOffer(offer=offer)
-        ),
+    asked = await routing_request(
+        stack, it.id, publish(stack, "ivr.output", "ivr.routed", t.id, routed)
     )
-    shown = await desk.wait_for(lambda f: f.WhichOneof("frame") == "offer")
-    assert shown.offer.id == "o-early"
-    await publish(
-        stack,
-        "ivr.output",
-        "ivr.routed",
-        t.id,
-        ivr_pb2.IvrOutput(interaction_id=it.id, routed=ivr_pb2.IvrRouted(queue="cards")),
-    )
-    stub = rpc.MediaServiceStub(world["ch2"])
-    async with asyncio.timeout(10):
-        while (
-            got := await stub.GetInteraction(mpb_get(t.id, it.id), metadata=md(world))
-        ).queue != "cards":
-            await asyncio.sleep(0.1)
-    assert got.state == S.INTERACTION_STATE_OFFERED, "the late 'routed' does not undo the offer"
-    await desk.close()
+    got = await until(world, it.id, lambda i: i.state == S.INTERACTION_STATE_QUEUED)
+    assert got.queue == "cards"
+    r = asked.requirements
+    assert (r.queue, r.intent, r.priority) == ("cards", "lost_card", 7)
+    assert dict(r.collected_data) == {"card_last4": "1234"}
+    assert [(s.skill, s.level) for s in r.required_skills] == [("cards", 5)]
+    # And what the media service knows of the interaction itself.
+    assert (r.channel, r.customer_id) == (it.channel, it.customer.id)
+
+
+async def routing_request(
+    stack: Stack, interaction_id: str, cause: Awaitable[None]
+) -> ivr_pb2.RoutingRequest:
+    """The routing request of the interaction that `cause` makes media publish."""
+    requests = AIOKafkaConsumer(bootstrap_servers=stack.kafka, group_id=None)
+    await requests.start()
+    try:
+        topic = f"{stack.topic_prefix}routing.request"
+        parts = [TopicPartition(topic, p) for p in requests.partitions_for_topic(topic) or []]
+        requests.assign(parts)
+        await requests.seek_to_end(*parts)
+        for tp in parts:
+            await requests.position(tp)
+        await cause
+        async with asyncio.timeout(10):
+            while True:
+                for records in (await requests.getmany(timeout_ms=200)).values():
+                    for record in records:
+                        envelope = envelope_pb2.Envelope.FromString(record.value)
+                        request = ivr_pb2.RoutingRequest()
+                        envelope.payload.Unpack(request)
+                        if request.interaction_id == interaction_id:
+                            assert envelope.producer == "media"
+                            return request
+    finally:
+        await requests.stop()
 
 
 def mpb_get(tenant_id: str, interaction_id: str) -> pb.GetInteractionRequest:
@@ -423,29 +434,11 @@ async def test_a_transfer_to_a_named_agent_asks_the_acd_and_the_transferrer_leav
             await transfer(**fields)
         assert (refused.value.code(), named in (refused.value.details() or "")) == (code, True)
 
-    requests = AIOKafkaConsumer(bootstrap_servers=stack.kafka, group_id=None)
-    await requests.start()
-    try:
-        topic = f"{stack.topic_prefix}routing.request"
-        parts = [TopicPartition(topic, p) for p in requests.partitions_for_topic(topic) or []]
-        requests.assign(parts)
-        await requests.seek_to_end(*parts)
-        for tp in parts:
-            await requests.position(tp)
+    async def moved() -> None:
         moved = await transfer(agent_id=b.id, note="wants a refund of the annual fee")
         assert moved.state == S.INTERACTION_STATE_QUEUED
-        asked = None
-        async with asyncio.timeout(10):
-            while asked is None:
-                for records in (await requests.getmany(timeout_ms=200)).values():
-                    for record in records:
-                        request = ivr_pb2.RoutingRequest()
-                        envelope = envelope_pb2.Envelope.FromString(record.value)
-                        envelope.payload.Unpack(request)
-                        if request.interaction_id == it.id:
-                            asked = request
-    finally:
-        await requests.stop()
+
+    asked = await routing_request(stack, it.id, moved())
     assert (asked.transferred_by, asked.stay) == (a.id, False)
     assert asked.requirements.target.agent_id == b.id
     assert asked.requirements.note == "wants a refund of the annual fee"

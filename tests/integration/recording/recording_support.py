@@ -162,7 +162,7 @@ class Contact:
     def routing_request(self, requirements: common.RoutingRequirements) -> Envelope:
         request = ivr_pb2.RoutingRequest(interaction_id=self.interaction_id)
         request.requirements.CopyFrom(requirements)
-        return self._envelope("routing.request", "routing.requested", request, "ivr")
+        return self._envelope("routing.request", "routing.requested", request, "media")
 
     def decision(self, case: str, value: Message, explanation: acd.RoutingExplanation) -> Envelope:
         decision = routing_pb2.RoutingDecision(interaction_id=self.interaction_id)

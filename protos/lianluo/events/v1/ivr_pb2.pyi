@@ -78,16 +78,25 @@ class IvrRouted(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUE_FIELD_NUMBER: _builtins.int
+    REQUIREMENTS_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
-    """The queue's name."""
+    """The queue's name (also `requirements.queue`)."""
+    @_builtins.property
+    def requirements(self) -> _common_pb2.RoutingRequirements:
+        """What self-service learnt for routing: the queue, required skills, priority, intent and its
+        confidence, language, collected data and the customer's profile. The media service puts it
+        in the interaction's routing request.
+        """
+
     def __init__(
         self,
         *,
         queue: _builtins.str = ...,
+        requirements: _common_pb2.RoutingRequirements | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["requirements", b"requirements"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "requirements", b"requirements"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -114,8 +123,9 @@ Global___IvrEnded: _TypeAlias = IvrEnded  # noqa: Y015
 
 @_typing.final
 class RoutingRequest(_message.Message):
-    """Topic `routing.request`. Published by the IVR when a flow reaches a route node, or at once for
-    an interaction that entered straight into a queue; consumed by the ACD, which queues the
+    """Topic `routing.request`. Published by the media service alone, in the transaction that queues
+    the interaction: when the IVR's flow reaches a route node (`IvrRouted`), for an interaction
+    that entered straight into a queue, and for a transfer. Consumed by the ACD, which queues the
     interaction and decides. Envelope type: "routing.requested".
     """
 

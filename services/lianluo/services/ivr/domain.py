@@ -2,7 +2,8 @@
 
 `step(flow, state, event, caller)` runs nodes until one needs the customer (a menu or a collect)
 or the flow finishes (a route or an end node). It returns what the customer is told (IvrOutput
-messages), the routing request of a route node, a transcript for simulations, and the new state.
+messages, a route node's requirements among them), a transcript for simulations, and the new
+state.
 Nothing here does I/O, so every rule is testable without anything running.
 """
 
@@ -95,10 +96,15 @@ class StepResult:
     state: RunState
     # What the customer sees, in order: prompts, then at most one routed or ended.
     outputs: list[events.IvrOutput] = field(default_factory=list)
-    routing: events.RoutingRequest | None = None
     # Every prompt, choice, retry, variable and branch, in order (indexes left to the caller).
     transcript: list[api.SimulationStep] = field(default_factory=list)
     stop: Stop | None = None
+
+    @property
+    def routed(self) -> common_pb2.RoutingRequirements | None:
+        """The requirements of the route node this step reached, if it reached one."""
+        found = [o.routed.requirements for o in self.outputs if o.HasField("routed")]
+        return found[-1] if found else None
 
 
 class _Run:
@@ -255,10 +261,8 @@ class _Run:
         )
         output = self._output(node.id)
         output.routed.queue = route.queue
+        output.routed.requirements.CopyFrom(requirements)
         self.result.outputs.append(output)
-        self.result.routing = events.RoutingRequest(
-            interaction_id=self.caller.interaction_id, requirements=requirements
-        )
         self.status, self.timeout = "routed", 0
 
     # ------------------------------------------------------------------ answers

@@ -1,7 +1,8 @@
 """What the IVR consumes and produces on Kafka (docs/events.md).
 
 In: `interaction.event` (created, message, ended). Out, through the outbox in the transaction
-that stores the run: `ivr.output` (prompt, routed, ended) and `routing.request`.
+that stores the run: `ivr.output` (prompt, routed, ended). A routed output carries what the flow
+learnt for routing; the media service, which queues the interaction, asks the ACD with it.
 """
 
 from __future__ import annotations
@@ -34,28 +35,18 @@ class Topics:
     """The cell-prefixed names of the topics the IVR writes."""
 
     output: str
-    routing: str
 
     @classmethod
     def of(cls, settings: ServiceSettings) -> Topics:
-        return cls(
-            settings.topic(contract.IVR_OUTPUT.name), settings.topic(contract.ROUTING_REQUEST.name)
-        )
+        return cls(settings.topic(contract.IVR_OUTPUT.name))
 
 
 async def publish(
-    conn: asyncpg.Connection,
-    topics: Topics,
-    tenant_id: str,
-    outputs: list[events.IvrOutput],
-    routing: events.RoutingRequest | None = None,
+    conn: asyncpg.Connection, topics: Topics, tenant_id: str, outputs: list[events.IvrOutput]
 ) -> None:
-    """Queue a step's outputs, then its routing request, in the caller's transaction."""
+    """Queue a step's outputs in the caller's transaction."""
     for output in outputs:
         if output.WhichOneof("output") is None:
             continue
         envelope = contract.envelope(contract.IVR_OUTPUT, PRODUCER, tenant_id, output)
         await outbox.enqueue(conn, topics.output, envelope)
-    if routing is not None:
-        envelope = contract.envelope(contract.ROUTING_REQUEST, PRODUCER, tenant_id, routing)
-        await outbox.enqueue(conn, topics.routing, envelope)

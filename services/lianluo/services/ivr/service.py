@@ -155,7 +155,7 @@ class RunService:
                 interaction_id=caller.interaction_id,
                 detail=result.stop.detail,
             )
-        await events.publish(conn, self._topics, tenant_id, result.outputs, result.routing)
+        await events.publish(conn, self._topics, tenant_id, result.outputs)
 
 
 class FlowTools:

@@ -91,8 +91,8 @@ def simulate(
     elif state.status == "waiting":
         response.stopped.reason = api.STOP_REASON_INPUTS_EXHAUSTED
         response.stopped.detail = f"node {state.node_id!r} waits for an answer"
-    elif state.status == "routed" and result.routing is not None:
-        response.routed.requirements.CopyFrom(result.routing.requirements)
+    elif state.status == "routed" and result.routed is not None:
+        response.routed.requirements.CopyFrom(result.routed)
     else:
         ended = [o for o in result.outputs if o.HasField("ended")]
         response.ended.text = ended[-1].ended.text if ended else ""

@@ -281,11 +281,15 @@ class MediaService:
         note: str = "",
         transferred_by: str = "",
         stay: bool = False,
+        learnt: common_pb2.RoutingRequirements | None = None,
     ) -> None:
-        """Ask the ACD for a person: for a contact that skips self-service, or a transfer."""
+        """Ask the ACD for a person: after self-service (with what it `learnt`), for a contact
+        that skips it, or for a transfer. The interaction's own facts complete the request."""
         it = change.it
         req = ivr_pb2.RoutingRequest(interaction_id=it.id, transferred_by=transferred_by, stay=stay)
         r = req.requirements
+        if learnt is not None:
+            r.CopyFrom(learnt)
         r.queue = queue
         r.channel = it.channel
         if it.media:
@@ -534,9 +538,9 @@ class MediaService:
             change.add("prompt", out.prompt, event="message", event_value=msg)
         elif kind == "routed":
             change.it.queue = out.routed.queue
-            # The ACD's offer can overtake this on its own topic; then the state moved already.
-            if change.it.state == S.INTERACTION_STATE_IN_IVR:
-                change.move(S.INTERACTION_STATE_QUEUED, "ivr_routed")
+            # Queued and asked for in one transaction: no offer can come before the queueing.
+            if change.move(S.INTERACTION_STATE_QUEUED, "ivr_routed"):
+                await self._route(change, out.routed.queue, learnt=out.routed.requirements)
         elif kind == "ended":
             if out.ended.text:
                 change.message(bot, pb.MessageContent(text=out.ended.text))
@@ -566,10 +570,6 @@ class MediaService:
         if kind == "offer":
             offer = decision.offer.offer
             frame = pb.ServerFrame(interaction_id=change.it.id, time=_stamp(), offer=offer)
-            if change.it.state == S.INTERACTION_STATE_IN_IVR:
-                # The routing request and the IVR's "routed" travel on different topics: an
-                # offer may arrive first. The contact is queued by then; say so, then offer.
-                change.move(S.INTERACTION_STATE_QUEUED, "ivr_routed")
             if change.move(S.INTERACTION_STATE_OFFERED, "offered"):
                 await self._repo.put_offer(
                     conn, change.tid, offer.id, offer.agent_id, iid, frame.SerializeToString()
