@@ -219,8 +219,11 @@ class DeadLetterSink:
 class EventConsumer:
     """A consumer group loop: each event is applied once, then its offset is committed.
 
-    Per record: open a transaction, record the event id in the inbox (a duplicate is skipped),
-    run the handler, commit. Offsets are committed only after the batch's effects are durable.
+    Each fetched run of a partition's records is applied in one transaction: one inbox insert
+    for the run (a duplicate event id is skipped), then each new event's handler. A run that
+    fails is rolled back whole and its records applied one by one, each in a transaction of its
+    own, so a handler's effects must all be in the transaction it is given (or be harmless to
+    repeat). Offsets are committed only after the effects are durable.
     An outage of Postgres is waited out, keeping the partition's order. An event that fails for
     any other reason is tried `max_attempts` times, then moved to the dead-letter topic, so one
     poison event never holds up the rest of its partition.
@@ -313,16 +316,19 @@ class EventConsumer:
         batches = await self._consumer.getmany(timeout_ms=500, max_records=200)
         in_order = sorted(batches.items(), key=lambda item: self._rank.get(item[0].topic, 0))
         for tp, records in in_order:
-            done = 0
+            done, batching = 0, True
             while done < len(records) and not self._stopping.is_set():
-                # As many as apply in one transaction; the first that fails is then tried on
-                # its own (outages waited out, dead-lettered after max_attempts).
-                done += await self._apply_batch(records[done:])
-                if done < len(records):
-                    if not await self._apply_until_done(records[done]):
-                        break  # stopping: the rest is delivered again later
-                    done += 1
-                    self.processed += 1
+                if batching:
+                    # As many as apply together; after a failed run, the rest one by one.
+                    applied, batching = await self._apply_batch(records[done:])
+                    done += applied
+                    if done == len(records):
+                        break
+                # On its own: outages waited out, dead-lettered after max_attempts.
+                if not await self._apply_until_done(records[done]):
+                    break  # stopping: the rest is delivered again later
+                done += 1
+                self.processed += 1
             if done:
                 await self._consumer.commit({tp: records[done - 1].offset + 1})
             if self._stopping.is_set():
@@ -367,49 +373,68 @@ class EventConsumer:
                 return False
             delay = min(delay * 2, 5.0)
 
-    async def _apply_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> int:
-        """Apply a run of one partition's records in one transaction, one savepoint each.
+    async def _apply_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> tuple[int, bool]:
+        """Apply a run of one partition's records in one transaction: one inbox insert for the
+        run, then each new event's handler.
 
-        Returns how many were applied: all of them, or those before the first that failed (its
-        savepoint is rolled back and the run before it committed), or none when the transaction
-        itself failed (an outage).
+        The run stops before the first record that can never be applied (it is dead-lettered on
+        its own). Returns how many records were applied, and False when the transaction failed:
+        then none was, and the caller applies the rest one by one.
         """
+        run: list[tuple[ConsumerRecord[Any, Any], Envelope]] = []
+        for record in records:
+            try:
+                run.append((record, _checked(record)))
+            except PoisonEvent:
+                break
+        if not run:
+            return 0, True
         applied = 0
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                for record in records:
-                    try:
-                        async with conn.transaction():
-                            fresh = await self._apply_in(conn, record)
-                    except Exception:
-                        break
-                    applied += 1
-                    self.applied += fresh
-        except Exception:
-            self.applied -= applied  # rolled back: none of them happened
-            return 0
-        self.processed += applied
-        return applied
+                rows = await conn.fetch(
+                    "insert into inbox (consumer, event_id) select $1, unnest($2::text[]) "
+                    "on conflict do nothing returning event_id",
+                    self._name,
+                    [envelope.event_id for _, envelope in run],
+                )
+                fresh = {row["event_id"] for row in rows}
+                for record, envelope in run:
+                    if envelope.event_id in fresh:
+                        fresh.discard(envelope.event_id)  # twice in one run: once
+                        await self._handle(conn, record, envelope)
+                        applied += 1
+        except Exception as error:
+            log.info(
+                "a run failed; applying its events one by one",
+                consumer=self._name,
+                events=len(run),
+                error=repr(error)[:300],
+            )
+            return 0, False
+        self.applied += applied
+        self.processed += len(run)
+        return len(run), True
 
     async def _apply(self, record: ConsumerRecord[Any, Any]) -> None:
+        envelope = _checked(record)
         async with self._pool.acquire() as conn, conn.transaction():
-            self.applied += await self._apply_in(conn, record)
+            first_time = await conn.fetchval(
+                "insert into inbox (consumer, event_id) values ($1, $2) "
+                "on conflict do nothing returning true",
+                self._name,
+                envelope.event_id,
+            )
+            if first_time:
+                await self._handle(conn, record, envelope)
+                self.applied += 1
 
-    async def _apply_in(self, conn: asyncpg.Connection, record: ConsumerRecord[Any, Any]) -> bool:
-        """Apply one record in the caller's transaction, once; False for a duplicate."""
-        envelope = Envelope()
-        try:
-            envelope.ParseFromString(record.value or b"")
-        except DecodeError:
-            raise PoisonEvent("the record is not an event envelope") from None
-        problems = validation.event_violations(envelope)
-        if problems:
-            described = "; ".join(f"{p.field} {p.description}" for p in problems)
-            raise PoisonEvent(f"the event breaks its contract: {described}")
-        parent = extract_headers(record.headers)
+    async def _handle(
+        self, conn: asyncpg.Connection, record: ConsumerRecord[Any, Any], envelope: Envelope
+    ) -> None:
         with self._tracer.start_as_current_span(
             f"{record.topic} process",
-            context=parent,
+            context=extract_headers(record.headers),
             kind=SpanKind.CONSUMER,
             attributes={
                 "messaging.system": "kafka",
@@ -419,15 +444,7 @@ class EventConsumer:
                 "messaging.kafka.offset": record.offset,
             },
         ):
-            first_time = await conn.fetchval(
-                "insert into inbox (consumer, event_id) values ($1, $2) "
-                "on conflict do nothing returning true",
-                self._name,
-                envelope.event_id,
-            )
-            if first_time:
-                await self._handler(conn, envelope)
-            return bool(first_time)
+            await self._handler(conn, envelope)
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions the group gives this consumer now (empty while it rebalances)."""
@@ -459,3 +476,17 @@ class EventConsumer:
         while not self._consumer.assignment():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         return set(self._consumer.assignment())
+
+
+def _checked(record: ConsumerRecord[Any, Any]) -> Envelope:
+    """The record's event, if any consumer could ever apply it; PoisonEvent otherwise."""
+    envelope = Envelope()
+    try:
+        envelope.ParseFromString(record.value or b"")
+    except DecodeError:
+        raise PoisonEvent("the record is not an event envelope") from None
+    problems = validation.event_violations(envelope)
+    if problems:
+        described = "; ".join(f"{p.field} {p.description}" for p in problems)
+        raise PoisonEvent(f"the event breaks its contract: {described}")
+    return envelope
