@@ -233,14 +233,16 @@ def topic_of(event_type: str) -> Topic:
         raise ContractError(f"no topic declares the event type {event_type!r}") from None
 
 
-def event_type(topic: Topic, payload: Message) -> str:
-    """The envelope type of the payload on `topic`: its only one, or the one its set oneof
-    case gives."""
+def _derived_type(topic: Topic, payload: Message) -> str | None:
+    """The envelope type the payload decides on `topic`: the topic's only one, or its set oneof
+    case's; None where the types are named and the payload cannot tell them apart."""
     if len(topic.types) == 1:
         return next(iter(topic.types))
-    oneofs = payload.DESCRIPTOR.oneofs
-    case = payload.WhichOneof(oneofs[0].name) if len(oneofs) == 1 else None
-    found = [t for t, c in topic.types.items() if c and c == case]
+    if not any(topic.types.values()):
+        return None
+    [oneof] = payload.DESCRIPTOR.oneofs
+    case = payload.WhichOneof(oneof.name)
+    found = [t for t, c in topic.types.items() if c == case]
     if not found:
         raise ContractError(f"{topic.name}: a {payload.DESCRIPTOR.name} with no declared case")
     return found[0]
@@ -262,8 +264,7 @@ def envelope(
         raise ContractError(
             f"{topic.name} carries {topic.payload.DESCRIPTOR.name}, not {payload.DESCRIPTOR.name}"
         )
-    cased = any(topic.types.values())
-    derived = event_type(topic, payload) if cased or len(topic.types) == 1 else None
+    derived = _derived_type(topic, payload)
     if type_ is not None and derived is not None and type_ != derived:
         raise ContractError(f"{topic.name}: this {payload.DESCRIPTOR.name} is {derived!r}")
     chosen = type_ or derived

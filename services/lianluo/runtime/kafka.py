@@ -374,8 +374,7 @@ class EventConsumer:
             delay = min(delay * 2, 5.0)
 
     async def _apply_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> tuple[int, bool]:
-        """Apply a run of one partition's records in one transaction: one inbox insert for the
-        run, then each new event's handler.
+        """Apply a run of one partition's records in one transaction.
 
         The run stops before the first record that can never be applied (it is dead-lettered on
         its own). Returns how many records were applied, and False when the transaction failed:
@@ -389,21 +388,8 @@ class EventConsumer:
                 break
         if not run:
             return 0, True
-        applied = 0
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(
-                    "insert into inbox (consumer, event_id) select $1, unnest($2::text[]) "
-                    "on conflict do nothing returning event_id",
-                    self._name,
-                    [envelope.event_id for _, envelope in run],
-                )
-                fresh = {row["event_id"] for row in rows}
-                for record, envelope in run:
-                    if envelope.event_id in fresh:
-                        fresh.discard(envelope.event_id)  # twice in one run: once
-                        await self._handle(conn, record, envelope)
-                        applied += 1
+            await self._apply_run(run)
         except Exception as error:
             log.info(
                 "a run failed; applying its events one by one",
@@ -412,22 +398,30 @@ class EventConsumer:
                 error=repr(error)[:300],
             )
             return 0, False
-        self.applied += applied
         self.processed += len(run)
         return len(run), True
 
     async def _apply(self, record: ConsumerRecord[Any, Any]) -> None:
-        envelope = _checked(record)
+        await self._apply_run([(record, _checked(record))])
+
+    async def _apply_run(self, run: Sequence[tuple[ConsumerRecord[Any, Any], Envelope]]) -> None:
+        """In one transaction: one inbox insert for the run (an event id already applied, or
+        twice in the run, is skipped), then each new event's handler."""
         async with self._pool.acquire() as conn, conn.transaction():
-            first_time = await conn.fetchval(
-                "insert into inbox (consumer, event_id) values ($1, $2) "
-                "on conflict do nothing returning true",
+            rows = await conn.fetch(
+                "insert into inbox (consumer, event_id) select $1, unnest($2::text[]) "
+                "on conflict do nothing returning event_id",
                 self._name,
-                envelope.event_id,
+                [envelope.event_id for _, envelope in run],
             )
-            if first_time:
-                await self._handle(conn, record, envelope)
-                self.applied += 1
+            fresh = {row["event_id"] for row in rows}
+            applied = 0
+            for record, envelope in run:
+                if envelope.event_id in fresh:
+                    fresh.discard(envelope.event_id)
+                    await self._handle(conn, record, envelope)
+                    applied += 1
+        self.applied += applied
 
     async def _handle(
         self, conn: asyncpg.Connection, record: ConsumerRecord[Any, Any], envelope: Envelope

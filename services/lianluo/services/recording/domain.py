@@ -59,14 +59,15 @@ def to_datetime(stamp: Any) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
 
 
-def decode(envelope: Envelope, received: datetime) -> Event | None:
-    """The event as part of a record, or None when it belongs to no interaction."""
+def decode(envelope: Envelope, received: datetime, unpacked: Message | None = None) -> Event | None:
+    """The event as part of a record, or None when it belongs to no interaction. `unpacked`
+    is its payload when the caller has it already."""
     known = _PAYLOADS.get(envelope.payload.TypeName())
     if known is None:
         return None
     topic, message_type = known
-    payload: Any = message_type()
-    if not envelope.payload.Unpack(payload):
+    payload: Any = unpacked if isinstance(unpacked, message_type) else message_type()
+    if payload is not unpacked and not envelope.payload.Unpack(payload):
         return None
     if topic == AGENT_TOPIC:
         case = payload.WhichOneof("event")

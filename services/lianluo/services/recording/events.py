@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+from google.protobuf.message import Message
 
 from lianluo.events.v1 import recording_pb2 as events_pb
 from lianluo.runtime import contract, outbox
@@ -59,8 +60,8 @@ class Recorder:
             on.on_topic(topic, self.record)
         return on
 
-    async def record(self, conn: asyncpg.Connection, envelope: Envelope, _payload: object) -> None:
-        event = domain.decode(envelope, datetime.now(UTC))
+    async def record(self, conn: asyncpg.Connection, envelope: Envelope, payload: Message) -> None:
+        event = domain.decode(envelope, datetime.now(UTC), payload)
         if event is None:
             # Agent presence and anything without an interaction or a tenant has no record.
             log.debug("event not recorded", type=envelope.type, event_id=envelope.event_id)
