@@ -1,5 +1,6 @@
-"""A consumer outlives a broker outage long enough to cost it its group membership: the offset it
-then cannot commit is delivered again (and dropped as a duplicate), and it keeps consuming."""
+"""A consumer outlives losing partitions it is still applying (a broker outage long enough to cost
+it its group membership, or a rebalance): the offset it then cannot commit is delivered again (and
+dropped as a duplicate), and it keeps consuming."""
 
 from __future__ import annotations
 
@@ -90,5 +91,74 @@ async def test_a_consumer_keeps_consuming_after_losing_its_group_in_a_broker_fre
         consumer.stop()
         other.stop()
         await asyncio.wait_for(asyncio.gather(run, other_run, return_exceptions=True), 60)
+        await producer.stop()
+        await pool.close()
+
+
+async def test_a_consumer_keeps_consuming_when_a_rebalance_takes_a_partition_mid_batch(
+    stack: Stack,
+) -> None:
+    """A replica that joins while another applies a fetched batch takes one of its partitions:
+    the commit for that partition then fails (the partition is no longer assigned), as after a
+    broker freeze with two replicas. The first replica keeps consuming, and the new owner applies
+    the moved event again only as a duplicate that the inbox drops."""
+    prefix = f"rebalance{uuid.uuid4().hex[:8]}."
+    topic = f"{prefix}events"
+    await kafka.ensure_topics(stack.kafka, [topic], partitions=2)
+    schema = f"rebalance_{uuid.uuid4().hex[:8]}"
+    await postgres.migrate_dsn(stack.database_url, schema, {})
+    pool = await postgres.create_pool(stack.database_url, schema)
+    producer = kafka.EventProducer(stack.kafka, client_id="rebalance-test")
+    await producer.start()
+    applied: list[str] = []
+    holding = asyncio.Event()
+    consumers: list[kafka.EventConsumer] = []
+
+    async def handle(_conn: asyncpg.Connection, envelope: envelope_pb2.Envelope) -> None:
+        name = kafka.unpack(envelope, tenants_pb2.Tenant).name
+        if name.startswith("held"):
+            holding.set()
+            # Hold the fetched batch until the joining member owns a partition.
+            while len(consumers) < 2 or not consumers[1].assignment():
+                await asyncio.sleep(0.05)
+        applied.append(name)
+
+    async def send(name: str, partition: int) -> None:
+        event = kafka.new_envelope("test", "tenant-a", tenants_pb2.Tenant(name=name), "test")
+        await producer.send_to(topic, partition, b"tenant-a", event.SerializeToString(), [])
+
+    async def member() -> asyncio.Task[None]:
+        consumer = kafka.EventConsumer(
+            bootstrap_servers=stack.kafka,
+            pool=pool,
+            group_id=f"{prefix}group",
+            topics=[topic],
+            handler=handle,
+        )
+        await consumer.start()
+        consumers.append(consumer)
+        return asyncio.create_task(consumer.run())
+
+    # Both events wait before the first member starts, so its first fetch holds both.
+    for partition in (0, 1):
+        await send(f"held-{partition}", partition)
+    loops = [await member()]
+    try:
+        async with asyncio.timeout(60):
+            await holding.wait()
+        loops.append(await member())
+        await send("after-0", 0)
+        await send("after-1", 1)
+        async with asyncio.timeout(90):
+            while not {"after-0", "after-1"} <= set(applied):
+                for loop in loops:
+                    assert not loop.done(), f"a consumer loop ended: {loop.exception()!r}"
+                await asyncio.sleep(0.1)
+        assert applied.count("held-0") == 1
+        assert applied.count("held-1") == 1, "the moved event was applied once"
+    finally:
+        for consumer in consumers:
+            consumer.stop()
+        await asyncio.wait_for(asyncio.gather(*loops, return_exceptions=True), 60)
         await producer.stop()
         await pool.close()
