@@ -1,5 +1,6 @@
-"""`lianluo serve tenants` as its own process: health, reflection, SIGTERM, bad settings, and an
-event that survives a crash between the database commit and the publish."""
+"""A service as its own process (`lianluo serve NAME`): health, reflection, SIGTERM (also with a
+consumer stuck on a dependency), bad settings, and an event that survives a crash between the
+database commit and the publish."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from lianluo.devstack import infra
 from lianluo.devstack.cell import wait_serving
 from lianluo.events.v1 import envelope_pb2
-from lianluo.runtime import postgres
+from lianluo.events.v1 import notification_pb2 as events_notification_pb2
+from lianluo.runtime import contract, kafka, postgres
 from lianluo.runtime.kafka import EventConsumer, behind
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
@@ -44,11 +46,11 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    def __init__(self, stack: Stack, log: Path, **env: str) -> None:
+    def __init__(self, stack: Stack, log: Path, service: str, **env: str) -> None:
         self.port = free_port()
         self.log = log
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "lianluo.cli", "serve", "tenants"],
+            [sys.executable, "-m", "lianluo.cli", "serve", service],
             env={**os.environ, **stack.env(LIANLUO_GRPC_PORT=str(self.port), **env)},
             stderr=log.open("ab"),
         )
@@ -67,8 +69,8 @@ class ServiceProcess:
 def spawn(stack: Stack, tmp_path: Path) -> Iterator[object]:
     started: list[ServiceProcess] = []
 
-    def start(**env: str) -> ServiceProcess:
-        p = ServiceProcess(stack, tmp_path / f"tenants-{len(started)}.log", **env)
+    def start(service: str = "tenants", **env: str) -> ServiceProcess:
+        p = ServiceProcess(stack, tmp_path / f"{service}-{len(started)}.log", service, **env)
         started.append(p)
         return p
 
@@ -99,6 +101,54 @@ async def test_serves_health_and_reflection_then_drains_on_sigterm(spawn: object
     assert NOT_SERVING in seen, "health must turn NOT_SERVING before the server goes"
     assert await asyncio.to_thread(proc.process.wait, 15) == 0
     assert '"event": "stopped"' in proc.log.read_text()
+
+
+async def test_sigterm_stops_a_replica_whose_consumer_is_stuck_on_a_dependency(
+    spawn: object, stack: Stack
+) -> None:
+    """A consumer hung in a query (here: on a lock that is never released) does not hold up
+    SIGTERM: the stuck part is cancelled after the grace period and the process exits."""
+    proc: ServiceProcess = spawn("notification", LIANLUO_SHUTDOWN_GRACE_SECONDS="2")  # type: ignore[operator]
+    await wait_serving(proc.port, 30)
+    holder = await asyncpg.connect(stack.database_url)
+    try:
+        locked = holder.transaction()
+        await locked.start()
+        await holder.execute("lock table notification.inbox in access exclusive mode")
+        producer = kafka.EventProducer(stack.kafka, client_id="stuck-test")
+        await producer.start()
+        tenant_id = f"stuck-{uuid.uuid4().hex[:8]}"
+        event = contract.envelope(
+            contract.BUSINESS_EVENT,
+            "notification",
+            tenant_id,
+            events_notification_pb2.BusinessEvent(type="card_spend", customer_id="c-1"),
+        )
+        await producer.send_batch(
+            [
+                (
+                    f"{stack.topic_prefix}{contract.BUSINESS_EVENT.name}",
+                    tenant_id.encode(),
+                    tenant_id.encode(),
+                    event.SerializeToString(),
+                    [],
+                )
+            ]
+        )
+        await producer.stop()
+        # The consumer is stuck once its inbox insert waits on the lock.
+        async with asyncio.timeout(60):
+            while not await holder.fetchval(
+                "select count(*) from pg_stat_activity where application_name = "
+                "'lianluo-notification' and wait_event_type = 'Lock'"
+            ):
+                await asyncio.sleep(0.2)
+        proc.process.send_signal(signal.SIGTERM)
+        # Bounded only so that a hang fails the test instead of stalling it.
+        assert await asyncio.to_thread(proc.process.wait, 60) == 0
+        assert "cancelling a stuck part" in proc.log.read_text()
+    finally:
+        await holder.close()
 
 
 def test_bad_settings_stop_the_start_naming_each_variable(stack: Stack) -> None:
