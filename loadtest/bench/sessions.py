@@ -80,6 +80,12 @@ class RawStream:
         self.sent[message] = time.perf_counter()
         self.outgoing.put_nowait(message)
 
+    async def echoed(self) -> None:
+        """Send one message and wait for it: the stream is open on the server."""
+        self.send()
+        while self.sent:  # noqa: ASYNC110 (a benchmark client; polling is simplest)
+            await asyncio.sleep(0.01)
+
 
 async def pace(streams: list[Any], rate: int, seconds: float) -> tuple[list[float], int]:
     """Send `rate` messages/s round-robin over `streams`; the latencies (ms) and the count sent."""
@@ -196,7 +202,12 @@ async def open_session(channel: grpc.aio.Channel, tenant_id: str, md: object, n:
 
 
 async def measure(
-    cell_media: str, media_pid: int, tenants: str, raw_port: int, args: argparse.Namespace
+    cell_media: str,
+    media_pid: int,
+    tenants: str,
+    raw_port: int,
+    raw_pid: int,
+    args: argparse.Namespace,
 ) -> None:
     tenant_id, key = await setup(tenants)
     md = (("authorization", f"Bearer {key}"),)
@@ -239,6 +250,25 @@ async def measure(
             "<= 10 KB",
         ),
     ]
+    # The raw limit of memory: as many idle streams, held open on a bare grpc.aio server.
+    raw_channels = [
+        grpc.aio.insecure_channel(
+            f"127.0.0.1:{raw_port}", options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        for _ in channels
+    ]
+    raw_before = rss_kb(raw_pid)
+    idle_raw = [RawStream(raw_channels[n % len(raw_channels)]) for n in range(args.sessions)]
+    for st in idle_raw[:: max(1, len(idle_raw) // 100)]:
+        await st.echoed()
+    await asyncio.sleep(5)
+    raw_per_idle = (rss_kb(raw_pid) - raw_before) / args.sessions
+    progress(f"raw grpc.aio server: {raw_per_idle:.1f} KB per idle stream")
+    rows[1] = (*rows[1][:2], f"{raw_per_idle:.1f} KB (raw grpc.aio stream)", *rows[1][3:])
+    for st in idle_raw:
+        st.call.cancel()
+    for ch in raw_channels:
+        await ch.close()
     active = sessions[: args.active]
     raw_channel = grpc.aio.insecure_channel(f"127.0.0.1:{raw_port}")
     raw = [RawStream(raw_channel) for _ in range(len(active))]
@@ -283,7 +313,8 @@ def main() -> int:
         with own_cell(["tenants", "media"], "sessions") as cell:
             replica = next(r for r in cell.running if r.service == "media")
             media = (replica.address, replica.process.pid, cell.address("tenants"))
-            asyncio.run(measure(*media, raw_port, args))
+            assert relay.pid is not None
+            asyncio.run(measure(*media, raw_port, relay.pid, args))
     finally:
         relay.terminate()
         relay.join(10)

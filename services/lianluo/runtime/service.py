@@ -124,7 +124,7 @@ class Service:
         view = TenantConfigView(
             self.settings.kafka_bootstrap_servers,
             self.settings.topic(contract.TENANT_CONFIG.name),
-            self.settings.kafka_fetch_wait_ms,
+            self.settings.kafka_config_fetch_wait_ms,
         )
         await view.start()
         self.config = view

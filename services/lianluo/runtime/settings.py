@@ -38,6 +38,10 @@ class ServiceSettings(BaseSettings):
     # holds a fetch for about half of it (one hop's latency); Apache Kafka answers a fetch when a
     # record arrives, so set it to Kafka's default, 500, there (the chart does).
     kafka_fetch_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = FETCH_MAX_WAIT_MS
+    # The same for the tenant configuration every replica follows. Configuration is off the
+    # per-contact path, so a change (a new key, a flow) may take this long to reach a service,
+    # while an idle cell's replicas stop waking the broker 50 times a second each.
+    kafka_config_fetch_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 250
     # Tries of one event before it goes to the dead-letter topic (outages do not count).
     consumer_max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
 
