@@ -12,6 +12,11 @@ from lianluo.runtime.settings import ServiceSettings
 class NotificationSettings(ServiceSettings):
     """How deliveries travel (SMTP, webhooks) and how failed ones are retried."""
 
+    # Off the per-contact path (its messages follow an interaction's end or a business
+    # event): a longer fetch wait than the hot path's 20 ms, so an idle cell wakes the broker
+    # less.
+    kafka_fetch_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 250
+
     smtp_host: str = "127.0.0.1"
     smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
     smtp_username: str = ""

@@ -10,6 +10,10 @@ from lianluo.runtime.settings import ServiceSettings
 class RecordingSettings(ServiceSettings):
     """Retention defaults and the purge loop's pace."""
 
+    # Off the per-contact path (it records what already happened): a longer fetch wait than the
+    # hot path's 20 ms, so an idle cell wakes the broker less.
+    kafka_fetch_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 250
+
     # How long an ended interaction's record is kept unless SetRetention says otherwise.
     recording_retention_days: Annotated[int, Field(ge=1, le=36_500)] = 365
     recording_purge_interval_seconds: Annotated[float, Field(gt=0, le=86_400)] = 60.0
