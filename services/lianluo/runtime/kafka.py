@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -242,9 +243,13 @@ class EventConsumer:
         dead_letters: DeadLetterSink | None = None,
         max_attempts: int = dead_letters.DEFAULT_MAX_ATTEMPTS,
         fetch_wait_ms: int = FETCH_MAX_WAIT_MS,
+        run_scope: Callable[[asyncpg.Connection], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
         self._pool = pool
         self._handler = handler
+        # Wraps the handlers of one run inside its transaction (the service's outbox batches
+        # what they enqueue there).
+        self._run_scope = run_scope or (lambda _conn: contextlib.nullcontext())
         self._topics = list(topics)
         # Partitions of one fetch are applied in the order the topics were given.
         self._rank = {topic: i for i, topic in enumerate(self._topics)}
@@ -416,11 +421,12 @@ class EventConsumer:
             )
             fresh = {row["event_id"] for row in rows}
             applied = 0
-            for record, envelope in run:
-                if envelope.event_id in fresh:
-                    fresh.discard(envelope.event_id)
-                    await self._handle(conn, record, envelope)
-                    applied += 1
+            async with self._run_scope(conn):
+                for record, envelope in run:
+                    if envelope.event_id in fresh:
+                        fresh.discard(envelope.event_id)
+                        await self._handle(conn, record, envelope)
+                        applied += 1
         self.applied += applied
 
     async def _handle(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any
 
 import asyncpg
@@ -24,6 +26,17 @@ from lianluo.runtime.telemetry import inject_headers
 
 log = get_logger(__name__)
 NOTIFY_CHANNEL = "lianluo_outbox"
+
+
+_INSERT = (
+    "insert into outbox (topic, record_key, partition_key, value, headers) "
+    "values ($1, $2, $3, $4, $5)"
+)
+Row = tuple[str, bytes, bytes, bytes, list[list[str]]]
+# The rows enqueued on one connection inside `batched`: written together when it ends.
+_batch: ContextVar[tuple[asyncpg.Connection, list[Row]] | None] = ContextVar(
+    "outbox_batch", default=None
+)
 
 
 async def enqueue(
@@ -49,15 +62,46 @@ async def enqueue(
         },
     ):
         headers = [[k, v.decode()] for k, v in inject_headers()]
-    await conn.execute(
-        "insert into outbox (topic, record_key, partition_key, value, headers) "
-        "values ($1, $2, $3, $4, $5)",
+    row = (
         topic,
         (key or envelope.tenant_id).encode(),
         (partition_key or envelope.tenant_id).encode(),
         envelope.SerializeToString(),
         headers,
     )
+    batch = _batch.get()
+    if batch is not None and batch[0] is conn:
+        batch[1].append(row)
+    else:
+        await _write(conn, [row])
+
+
+@contextlib.asynccontextmanager
+async def batched(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """Inside a transaction on `conn`: what is enqueued on it meanwhile is written in one round
+    trip, with one wake-up for the relay, when the block ends without an error.
+
+    A consumer applying a run of events, or a write of several events, saves two round trips
+    to Postgres per event this way. Enqueues on another connection are not held back.
+    """
+    outer = _batch.get()
+    if outer is not None and outer[0] is conn:
+        yield  # inside a batch on the same connection already: it writes these, in order
+        return
+    rows: list[Row] = []
+    token = _batch.set((conn, rows))
+    try:
+        yield
+    finally:
+        _batch.reset(token)
+    await _write(conn, rows)
+
+
+async def _write(conn: asyncpg.Connection, rows: list[Row]) -> None:
+    if not rows:
+        return
+    # executemany sends every row in one pipeline; ids follow the order of `rows`.
+    await conn.executemany(_INSERT, rows)
     await conn.execute("select pg_notify($1, current_schema())", NOTIFY_CHANNEL)
 
 

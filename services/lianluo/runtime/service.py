@@ -18,10 +18,9 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from lianluo.runtime import contract, dead_letters, kafka, postgres
+from lianluo.runtime import contract, dead_letters, kafka, outbox, postgres
 from lianluo.runtime.grpc_server import GrpcServer, RegisterFn
 from lianluo.runtime.logs import configure_logging, get_logger
-from lianluo.runtime.outbox import OutboxRelay
 from lianluo.runtime.settings import ServiceSettings
 from lianluo.runtime.telemetry import configure_metrics, configure_tracing
 from lianluo.runtime.tenant_config import TenantConfigView
@@ -61,7 +60,7 @@ class Service:
         self._pool: asyncpg.Pool | None = None
         self._producer: kafka.EventProducer | None = None
         self._dead_letters: kafka.DeadLetterSink | None = None
-        self._relay: OutboxRelay | None = None
+        self._relay: outbox.OutboxRelay | None = None
         self._consumers: list[kafka.EventConsumer] = []
         self._views: list[TenantConfigView] = []
         self._runners: list[Runner] = []
@@ -94,7 +93,7 @@ class Service:
         self._producer = kafka.EventProducer(s.kafka_bootstrap_servers, client_id=self.name)
         await self._producer.start()
         self._dead_letters = kafka.DeadLetterSink(self._producer, s.topic(dead_letters.TOPIC))
-        self._relay = OutboxRelay(self._pool, self._producer, self.name, self._dead_letters)
+        self._relay = outbox.OutboxRelay(self._pool, self._producer, self.name, self._dead_letters)
         self._spawn(self._relay.run(), "outbox relay", self._relay)
 
     def add_grpc(self, register: RegisterFn, servicer: Any, full_name: str) -> None:
@@ -113,6 +112,7 @@ class Service:
             dead_letters=self._dead_letters,
             max_attempts=self.settings.consumer_max_attempts,
             fetch_wait_ms=self.settings.kafka_fetch_wait_ms,
+            run_scope=outbox.batched,
         )
         await consumer.start()
         self._consumers.append(consumer)
@@ -160,7 +160,7 @@ class Service:
         await self.grpc.stop(self.settings.shutdown_grace_seconds)
         # In waves: what produces events (background loops, then consumers) finishes before
         # the relay's last flush, so nothing they wrote stays behind in the outbox.
-        waves: list[list[Runner | kafka.EventConsumer | OutboxRelay]] = [
+        waves: list[list[Runner | kafka.EventConsumer | outbox.OutboxRelay]] = [
             [*self._runners, *self._views],
             list(self._consumers),
             [self._relay] if self._relay is not None else [],

@@ -159,18 +159,23 @@ class MediaService:
         rows = [(f.sequence, f.SerializeToString(), staff) for f, _, _, staff in change.items]
         await self._repo.add_frames(change.conn, change.tid, rows, iid)
         tenant = str(change.tid)
-        for frame, event, value, staff in change.items:
-            if event is not None and value is not None:
-                ev = interaction_pb2.InteractionEvent(
-                    interaction_id=change.it.id, sequence=frame.sequence
+        async with outbox.batched(change.conn):
+            for frame, event, value, staff in change.items:
+                if event is not None and value is not None:
+                    ev = interaction_pb2.InteractionEvent(
+                        interaction_id=change.it.id, sequence=frame.sequence
+                    )
+                    getattr(ev, event).CopyFrom(value)
+                    envelope = contract.envelope(contract.INTERACTION_EVENT, PRODUCER, tenant, ev)
+                    await outbox.enqueue(change.conn, self._event_topic, envelope)
+                relay = contract.envelope(
+                    contract.MEDIA_TIMELINE,
+                    PRODUCER,
+                    tenant,
+                    frame,
+                    STAFF_FRAME if staff else FRAME,
                 )
-                getattr(ev, event).CopyFrom(value)
-                envelope = contract.envelope(contract.INTERACTION_EVENT, PRODUCER, tenant, ev)
-                await outbox.enqueue(change.conn, self._event_topic, envelope)
-            relay = contract.envelope(
-                contract.MEDIA_TIMELINE, PRODUCER, tenant, frame, STAFF_FRAME if staff else FRAME
-            )
-            await outbox.enqueue(change.conn, self._timeline_topic, relay)
+                await outbox.enqueue(change.conn, self._timeline_topic, relay)
 
     async def _desk(
         self, conn: asyncpg.Connection, tenant: str, agent_id: str, frame: pb.ServerFrame
