@@ -282,3 +282,17 @@ def test_a_request_for_an_unknown_queue_overflows_at_once() -> None:
     assert kind == "routing.overflow"
     assert decision.overflow.cause == routing_pb2.OVERFLOW_CAUSE_NO_ELIGIBLE_AGENT
     assert r.contacts == {}
+
+
+def test_the_pool_knows_who_has_room_as_most_agents_fill_up_and_free_again() -> None:
+    agents = {f"a{i:03d}": (profile(f"a{i:03d}"), available(f"a{i:03d}", T0)) for i in range(200)}
+    r = routing(agents)
+    busy = sorted(agents)[:190]
+    for aid in busy:
+        r.pool.take(aid, CHAT, 2)
+    assert r.pool.free[CHAT] == set(sorted(agents)[190:])
+    assert [v.agent_id for v in r.pool.free_views(CHAT)] == sorted(agents)[190:]
+    for aid in busy[:5]:
+        r.pool.take(aid, CHAT, -1)
+    assert r.pool.free[CHAT] == set(busy[:5]) | set(sorted(agents)[190:])
+    assert all(r.pool.has_room(aid, VOICE) for aid in agents)

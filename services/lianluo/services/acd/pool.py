@@ -24,6 +24,8 @@ from lianluo.services.acd.agents import (
 
 # Sorts agents without an idle time (never idle yet) first.
 NEVER = datetime.min
+# Below this many agents a set's table is small enough to walk as it is.
+COMPACT_FROM = 64
 
 
 class AgentPool:
@@ -44,6 +46,8 @@ class AgentPool:
             self.views[aid] = AgentView(profiles[aid], status, self.in_use.setdefault(aid, {}))
         # Per media, the available agents with room for one more interaction of it.
         self.free: dict[int, set[str]] = {}
+        # Per media, the most agents its set held since it was last compacted.
+        self._peak: dict[int, int] = {}
 
     def take(self, agent_id: str, media: int, n: int = 1) -> None:
         """`n` more (or fewer, when negative) interactions of `media` held or reserved."""
@@ -63,8 +67,21 @@ class AgentPool:
             free = self.free.setdefault(media, set())
             if up and view.fits(media, self.costs):
                 free.add(agent_id)
-            else:
+                if len(free) > self._peak.get(media, 0):
+                    self._peak[media] = len(free)
+            elif agent_id in free:
                 free.discard(agent_id)
+                self._compact(media, free)
+
+    def _compact(self, media: int, free: set[str]) -> None:
+        """A set never shrinks its table, and iterating it walks the whole table: with 10,000
+        agents free once and one free now, each walk cost tens of microseconds. Copying the set
+        when it holds under an eighth of its peak keeps walks in proportion to its size, for a
+        copy's cost spread over the removals that led to it."""
+        peak = self._peak.get(media, 0)
+        if peak > COMPACT_FROM and len(free) * 8 < peak:
+            self.free[media] = set(free)
+            self._peak[media] = len(free)
 
     def touch_all(self) -> None:
         for aid in self.ids:
