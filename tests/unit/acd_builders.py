@@ -84,7 +84,7 @@ def routing(
 def decisions(r: TenantRouting) -> list[tuple[str, str, str]]:
     """(type, interaction, agent) of each decision, then forget them."""
     out = []
-    for kind, d in r.changes.decisions:
+    for kind, d in r.changes.messages():
         case = d.WhichOneof("decision")
         agent = {
             "offer": lambda d=d: d.offer.offer.agent_id,

@@ -218,7 +218,7 @@ def test_max_wait_overflows_as_the_queue_says_and_withdraws_the_offer() -> None:
     r.dispatch(T0)
     decisions(r)
     r.expire(T0 + timedelta(seconds=60))
-    (withdrawn_kind, withdrawn), (kind, decision) = r.changes.decisions
+    (withdrawn_kind, withdrawn), (kind, decision) = r.changes.messages()
     # The agent's desk is told first that the offer is gone.
     assert withdrawn_kind == "routing.offer_withdrawn"
     assert (withdrawn.offer_withdrawn.offer_id, withdrawn.offer_withdrawn.agent_id) == (
@@ -278,7 +278,7 @@ def test_becoming_available_starts_the_idle_clock_and_a_request_twice_queues_onc
 def test_a_request_for_an_unknown_queue_overflows_at_once() -> None:
     r = routing({})
     r.enqueue("i1", common.RoutingRequirements(queue="nope"), None, T0)
-    (kind, decision), *_ = r.changes.decisions
+    (kind, decision), *_ = r.changes.messages()
     assert kind == "routing.overflow"
     assert decision.overflow.cause == routing_pb2.OVERFLOW_CAUSE_NO_ELIGIBLE_AGENT
     assert r.contacts == {}

@@ -31,7 +31,7 @@ def expert(agent_id: str, *expertise: str) -> object:
 
 
 def overflows(r: TenantRouting) -> list[routing_pb2.RoutingOverflow]:
-    return [d.overflow for kind, d in r.changes.decisions if kind == "routing.overflow"]
+    return [d.overflow for kind, d in r.changes.messages() if kind == "routing.overflow"]
 
 
 def log(r: TenantRouting) -> list[tuple[str, str, str]]:
@@ -201,7 +201,7 @@ def test_a_transfer_to_a_named_agent_offers_only_them_then_releases_the_one_who_
     ranking = r.rank(r.contacts["i1"], now)
     assert {e.agent_id: e.filter for e in ranking.excluded}["b"] == acd.HARD_FILTER_TARGET
     assert r.answer("offer-2", "c", True, "", now)
-    (assign,) = [d.assign for k, d in r.changes.decisions if k == "routing.assign"]
+    (assign,) = [d.assign for k, d in r.changes.messages() if k == "routing.assign"]
     assert (assign.agent_id, assign.released_agent_id) == ("c", "a")
     assert [a.agent_id for a in r.assignments] == ["c"]
     assert r.pool.has_room("a", CHAT)

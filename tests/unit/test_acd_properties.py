@@ -165,7 +165,7 @@ def check_capacity(r: TenantRouting) -> None:
 
 def check_offers_eligible(r: TenantRouting, now: datetime) -> None:
     """Recompute eligibility from first principles for every offer just made."""
-    for kind, decision in r.changes.decisions:
+    for kind, decision in r.changes.messages():
         if kind != "routing.offer":
             continue
         offer = decision.offer.offer
@@ -193,7 +193,7 @@ def check_queue_order(r: TenantRouting, waiting_before: list[str], now: datetime
     (same media, so room for one is room for the other) while that contact got nothing."""
     offers = {
         d.interaction_id: d.offer.offer.agent_id
-        for k, d in r.changes.decisions
+        for k, d in r.changes.messages()
         if k == "routing.offer"
     }
     for later_id, agent_id in offers.items():
@@ -235,7 +235,7 @@ def play(r: TenantRouting, world: World, ops: list[tuple[str, int]]) -> list[byt
         check_capacity(r)
         out += [
             kind.encode() + d.SerializeToString(deterministic=True)
-            for kind, d in r.changes.decisions
+            for kind, d in r.changes.messages()
         ]
         r.changes.decisions.clear()
     return out

@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
+from google.protobuf.message import Message
+
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.events.v1 import agent_pb2, routing_pb2
@@ -22,10 +24,10 @@ from lianluo.services.acd.domain import (
     AgentStatus,
     AgentView,
     Exclusion,
+    Explanation,
     Needs,
     Ranking,
     candidate_message,
-    explain,
     needs_for,
     rank_agents,
 )
@@ -40,6 +42,8 @@ from lianluo.services.acd.state import (
     Changes,
     Contact,
     ContactLog,
+    Decision,
+    Explained,
     PendingOffer,
     PresenceLog,
     line_of,
@@ -320,7 +324,7 @@ class TenantRouting:
             self.decide(
                 ASSIGN,
                 contact.interaction_id,
-                pending.explanation,
+                pending.explained,
                 assign=routing_pb2.RoutingAssign(
                     offer_id=offer_id,
                     agent_id=agent_id,
@@ -335,7 +339,7 @@ class TenantRouting:
             self.decide(
                 OFFER_DECLINED,
                 contact.interaction_id,
-                pending.explanation,
+                pending.explained,
                 offer_declined=routing_pb2.RoutingOfferEnded(
                     offer_id=offer_id, agent_id=agent_id, reason=reason
                 ),
@@ -394,7 +398,7 @@ class TenantRouting:
             self.decide(
                 OFFER_TIMED_OUT,
                 pending.offer.interaction_id,
-                pending.explanation,
+                pending.explained,
                 offer_timed_out=routing_pb2.RoutingOfferEnded(
                     offer_id=pending.offer.id, agent_id=agent_id
                 ),
@@ -420,7 +424,7 @@ class TenantRouting:
             offer_time=stamp(now),
             expire_time=stamp(now + self.offer_timeout),
         )
-        explanation = explain(
+        explanation = Explanation(
             contact.needs, ranking, contact.wait_seconds(now), DECISION_CANDIDATES
         )
         pending = PendingOffer(offer, contact.needs.media, explanation)
@@ -440,15 +444,10 @@ class TenantRouting:
         self,
         event_type: str,
         interaction_id: str,
-        explanation: acd.RoutingExplanation,
-        **decision: object,
+        explanation: Explained,
+        **case: Message,
     ) -> None:
-        message = routing_pb2.RoutingDecision(
-            interaction_id=interaction_id,
-            explanation=explanation,
-            **decision,  # type: ignore[arg-type]
-        )
-        self.changes.decisions.append((event_type, message))
+        self.changes.decisions.append((event_type, Decision(interaction_id, explanation, case)))
 
     def log(self, contact: Contact, event: str, now: datetime, agent_id: str = "") -> None:
         entry = ContactLog(contact.interaction_id, contact.needs.queue, event, now, agent_id)
@@ -475,7 +474,7 @@ class TenantRouting:
             self.decide(
                 OFFER_WITHDRAWN,
                 contact.interaction_id,
-                pending.explanation,
+                pending.explained,
                 offer_withdrawn=routing_pb2.RoutingOfferEnded(
                     offer_id=pending.offer.id, agent_id=pending.offer.agent_id
                 ),

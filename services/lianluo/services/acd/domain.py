@@ -45,6 +45,7 @@ __all__ = [
     "Candidate",
     "Customer",
     "Exclusion",
+    "Explanation",
     "Feature",
     "Needs",
     "Ranking",
@@ -224,6 +225,22 @@ def rank_agents(
 
 
 # ---------------------------------------------------------------- explanation (proto)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What a decision's explanation says, as the ranking left it: its message costs more to
+    build than the decision, so it is built once, when the decision is published or saved.
+    Everything it reads is immutable, so building it later gives the same message."""
+
+    needs: Needs
+    ranking: Ranking
+    wait_seconds: int
+    max_candidates: int
+
+    @cached_property
+    def message(self) -> acd.RoutingExplanation:
+        return explain(self.needs, self.ranking, self.wait_seconds, self.max_candidates)
 
 
 def candidate_message(candidate: Candidate) -> acd.Candidate:

@@ -66,7 +66,7 @@ async def publish_changes(
     conn: asyncpg.Connection, topics: Topics, tenant_id: str, changes: Changes
 ) -> None:
     """Queue the decisions and agent events of one step, in the order they were made."""
-    for event_type, decision in changes.decisions:
+    for event_type, decision in changes.messages():
         envelope = contract.envelope(
             contract.ROUTING_DECISION, PRODUCER, tenant_id, decision, event_type
         )

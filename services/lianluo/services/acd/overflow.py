@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.events.v1 import routing_pb2
 from lianluo.services.acd.agents import needs_for, off_target, qualifies, ring_needs
-from lianluo.services.acd.domain import explain
+from lianluo.services.acd.domain import Explanation
 from lianluo.services.acd.state import ENTERED, OVERFLOWED, Contact, line_of, place, stamp
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
@@ -49,7 +49,7 @@ def overflow(r: TenantRouting, contact: Contact, cause: int, now: datetime) -> N
     ):
         kind = pb.OVERFLOW_KIND_MESSAGE
     # The explanation shows why nobody took it in the ring it reached.
-    explanation = explain(
+    explanation = Explanation(
         contact.needs, r.rank(contact, now), contact.wait_seconds(now), DECISION_CANDIDATES
     )
     r.withdraw(contact, now)

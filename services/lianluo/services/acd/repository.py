@@ -78,7 +78,7 @@ def _offer(row: Any) -> PendingOffer:
     return PendingOffer(
         offer=acd.Offer.FromString(row["offer"]),
         media=row["media"],
-        explanation=acd.RoutingExplanation.FromString(row["explanation"]),
+        explained=acd.RoutingExplanation.FromString(row["explanation"]),
     )
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.events.v1 import agent_pb2, routing_pb2
 from lianluo.services.acd.agents import Customer, Needs, RingNeeds
+from lianluo.services.acd.domain import Explanation
 from lianluo.services.acd.policy import DEFAULT_TENANT_POLICY, TenantPolicy
 from lianluo.services.acd.pool import Line, Place, queue_key
 from lianluo.tenants.v1 import tenants_pb2 as pb
@@ -66,11 +68,42 @@ class Contact:
         return self.offer_id is None and self.not_before is None
 
 
+# An explanation as decided, or as loaded with a pending offer (then already a message).
+Explained = Explanation | acd.RoutingExplanation
+
+
+def explanation_message(explained: Explained) -> acd.RoutingExplanation:
+    return explained if isinstance(explained, acd.RoutingExplanation) else explained.message
+
+
 @dataclass
 class PendingOffer:
     offer: acd.Offer
     media: int
-    explanation: acd.RoutingExplanation
+    explained: Explained
+
+    @property
+    def explanation(self) -> acd.RoutingExplanation:
+        return explanation_message(self.explained)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A decision on routing.decision as made; its message, with the explanation, is built
+    when it is published."""
+
+    interaction_id: str
+    explained: Explained
+    # The decision's one case (offer=, assign=, ...), built when the decision is made: an
+    # offer's state changes afterwards, the message must carry it as it was.
+    case: Mapping[str, Message]
+
+    def message(self) -> routing_pb2.RoutingDecision:
+        return routing_pb2.RoutingDecision(
+            interaction_id=self.interaction_id,
+            explanation=explanation_message(self.explained),
+            **self.case,  # type: ignore[arg-type]
+        )
 
 
 @dataclass(frozen=True)
@@ -92,10 +125,14 @@ class Changes:
     offers: dict[str, PendingOffer] = field(default_factory=dict)
     assigned: list[Assignment] = field(default_factory=list)
     released: list[Assignment] = field(default_factory=list)
-    decisions: list[tuple[str, routing_pb2.RoutingDecision]] = field(default_factory=list)
+    decisions: list[tuple[str, Decision]] = field(default_factory=list)
     agent_events: list[tuple[str, agent_pb2.AgentEvent]] = field(default_factory=list)
     contact_log: list[ContactLog] = field(default_factory=list)
     presence_log: list[PresenceLog] = field(default_factory=list)
+
+    def messages(self) -> list[tuple[str, routing_pb2.RoutingDecision]]:
+        """The decisions as published, in the order they were made."""
+        return [(event_type, d.message()) for event_type, d in self.decisions]
 
 
 @dataclass(frozen=True)
