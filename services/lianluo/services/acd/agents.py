@@ -311,6 +311,22 @@ def is_eligible(
     return agent.agent_id not in declined
 
 
+def unavailable(agent: AgentView, media: int, costs: Mapping[int, float]) -> Exclusion | None:
+    """The filter of presence or capacity `agent` fails, or None when it has room for `media`:
+    the first two filters of `exclusion`, which no ring changes."""
+    if agent.status.presence != acd.PRESENCE_AVAILABLE:
+        name = _enum_word(acd.Presence.DESCRIPTOR, agent.status.presence)
+        return Exclusion(agent.agent_id, acd.HARD_FILTER_PRESENCE, f"presence {name}")
+    if not agent.fits(media, costs):
+        word = _enum_word(common.MediaType.DESCRIPTOR, media)
+        used, most = agent.in_use.get(media, 0), agent.max_concurrent(media)
+        detail = f"{word} {used} of {most} in use"
+        if used < most:
+            detail += f", load {agent.load(costs):.2f} leaves no room"
+        return Exclusion(agent.agent_id, acd.HARD_FILTER_CAPACITY, detail)
+    return None
+
+
 def exclusion(
     agent: AgentView,
     ring: RingNeeds,
@@ -320,16 +336,9 @@ def exclusion(
 ) -> Exclusion | None:
     """The first hard filter `agent` fails in `ring`, or None when it is eligible."""
     aid = agent.agent_id
-    if agent.status.presence != acd.PRESENCE_AVAILABLE:
-        name = _enum_word(acd.Presence.DESCRIPTOR, agent.status.presence)
-        return Exclusion(aid, acd.HARD_FILTER_PRESENCE, f"presence {name}")
-    if not agent.fits(media, costs):
-        word = _enum_word(common.MediaType.DESCRIPTOR, media)
-        used, most = agent.in_use.get(media, 0), agent.max_concurrent(media)
-        detail = f"{word} {used} of {most} in use"
-        if used < most:
-            detail += f", load {agent.load(costs):.2f} leaves no room"
-        return Exclusion(aid, acd.HARD_FILTER_CAPACITY, detail)
+    found = unavailable(agent, media, costs)
+    if found is not None:
+        return found
     missed = off_target(agent.profile, ring)
     if missed:
         return Exclusion(aid, acd.HARD_FILTER_TARGET, missed)

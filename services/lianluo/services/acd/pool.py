@@ -20,6 +20,7 @@ from lianluo.services.acd.agents import (
     Exclusion,
     RingNeeds,
     exclusion,
+    unavailable,
 )
 
 # Sorts agents without an idle time (never idle yet) first.
@@ -48,6 +49,9 @@ class AgentPool:
         self.free: dict[int, set[str]] = {}
         # Per media, the most agents its set held since it was last compacted.
         self._peak: dict[int, int] = {}
+        # Agent -> media -> why it has no room, in words: decisions explain the same first
+        # agents without room again and again, and only `touch` can change the words.
+        self._why: dict[str, dict[int, Exclusion | None]] = {}
 
     def take(self, agent_id: str, media: int, n: int = 1) -> None:
         """`n` more (or fewer, when negative) interactions of `media` held or reserved."""
@@ -62,6 +66,7 @@ class AgentPool:
         view = self.views.get(agent_id)
         if view is None:
             return
+        self._why.pop(agent_id, None)
         up = view.status.presence == acd.PRESENCE_AVAILABLE
         for media in view.profile.capacity:
             free = self.free.setdefault(media, set())
@@ -114,10 +119,19 @@ class AgentPool:
             if len(out) >= limit:
                 break
             if aid not in free:
-                found = exclusion(self.views[aid], ring, media, frozenset(), self.costs)
+                found = self.why(aid, media)
+                if found is None:
+                    found = exclusion(self.views[aid], ring, media, frozenset(), self.costs)
                 if found is not None:
                     out.append(found)
         return out, len(self.views) - len(free)
+
+    def why(self, agent_id: str, media: int) -> Exclusion | None:
+        """Why the agent has no room for `media` (its presence or its load), or None."""
+        known = self._why.setdefault(agent_id, {})
+        if media not in known:
+            known[media] = unavailable(self.views[agent_id], media, self.costs)
+        return known[media]
 
 
 # (queue key, interaction id): the key folds priority and aging into one number, see `key`.
