@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import count
 
@@ -14,8 +14,23 @@ from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.services.acd.agents import speaks
 from lianluo.services.acd.dispatch import TenantRouting
-from lianluo.services.acd.domain import AgentProfile, AgentStatus
-from lianluo.services.acd.policy import FIRST_RING, QueuePolicy, RingRule, TenantPolicy
+from lianluo.services.acd.domain import (
+    AgentProfile,
+    AgentStatus,
+    AgentView,
+    Customer,
+    Needs,
+    Ranking,
+    rank_agents,
+)
+from lianluo.services.acd.policy import (
+    FAIRNESS,
+    FIRST_RING,
+    QueuePolicy,
+    RingRule,
+    TenantPolicy,
+    Weights,
+)
 from lianluo.services.acd.state import place, queue_order
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
@@ -273,3 +288,113 @@ def test_a_higher_priority_never_waits_behind_a_lower_one_that_came_no_earlier(
                 behind.needs.priority > ahead.needs.priority
                 and behind.enqueued_at <= ahead.enqueued_at
             )
+
+
+# ---------------------------------------------------------------- the bounded ranking
+
+# Few distinct values, so that scores and idle times tie often; most agents are eligible, so
+# that the bound has many to skip.
+ranked_agents = st.tuples(
+    st.integers(2, 10),  # cards
+    st.integers(0, 10),  # billing
+    st.sampled_from([("en",)] * 5 + [("zh",)]),
+    st.sampled_from([pb.AGENT_KIND_STAFF] * 6 + list(KINDS)),
+    st.sampled_from([0, 0, 0, 0, 1, 2]),  # chats in use, of 2
+    st.sampled_from([True] * 5 + [False]),  # available
+    st.one_of(st.none(), st.sampled_from([0, 30, 60, 300])),  # idle since, seconds before now
+    st.sampled_from([None, 60.0, 300.0, 600.0]),  # handle seconds
+    st.sampled_from([0.0, 0.25, 1.0]),  # sales conversion
+    st.booleans(),  # expertise in the intent
+)
+# cards, billing, languages, kind, chats in use, available, idle, handle, conversion, expert
+RankedAgent = tuple[
+    int, int, tuple[str, ...], int, int, bool, int | None, float | None, float, bool
+]
+weight_values = st.sampled_from([0.0, 0.1, 0.5, 1.0, 2.0])
+ranked_weights = st.one_of(
+    st.just(astuple(Weights())),
+    st.tuples(weight_values, weight_values, weight_values, weight_values, weight_values),
+    # A negative weight: the bound does not hold, the whole ranking is scored.
+    st.tuples(weight_values, st.just(-0.5), weight_values, weight_values, weight_values),
+)
+customers = st.builds(
+    lambda preferred, intent, confidence, value: Customer(
+        preferred=tuple(dict.fromkeys(f"a{i}" for i in preferred)),
+        intent="card_lost" if intent else "",
+        intent_confidence=confidence,
+        value=value,
+    ),
+    st.lists(st.integers(0, 40), max_size=3),
+    st.booleans(),
+    st.sampled_from([0.5, 1.0]),
+    st.sampled_from([None, 0.0, 0.5, 1.0]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(ranked_agents, min_size=8, max_size=40),
+    customers,
+    ranked_weights,
+    st.sampled_from(FAIRNESS),
+    st.booleans(),  # shared capacity
+    st.sets(st.integers(0, 40), max_size=4),  # declined
+    st.integers(1, 10),  # best
+    st.integers(0, 12),  # exclusions explained
+)
+def test_the_bounded_ranking_is_the_head_of_the_whole_ranking(
+    agents: list[RankedAgent],
+    customer: Customer,
+    weights: tuple[float, float, float, float, float],
+    fairness: str,
+    shared: bool,
+    declined_ids: set[int],
+    best: int,
+    exclusions: int,
+) -> None:
+    """The whole ranking scores every eligible agent: the reference for the bounded one."""
+    now = T0 + timedelta(seconds=600)
+    views = []
+    for i, spec in enumerate(agents):
+        cards, billing, langs, kind, chats, up, idle, handle, conversion, expert = spec
+        aid = f"a{i}"
+        profile = AgentProfile(
+            agent_id=aid,
+            kind=kind,
+            skills={"cards": cards, "billing": billing},
+            languages=langs,
+            capacity={CHAT: 2, VOICE: 1},
+            expertise=frozenset({"card_lost"}) if expert else frozenset(),
+            sales_conversion=conversion,
+            handle_seconds=handle,
+        )
+        since = None if idle is None else now - timedelta(seconds=idle)
+        presence = acd.PRESENCE_AVAILABLE if up else acd.PRESENCE_AWAY
+        status = AgentStatus(aid, presence, last_idle_time=since)
+        views.append(AgentView(profile, status, {CHAT: chats} if chats else {}))
+    skill_fit, fair, affinity, profile_fit, handle_time = weights
+    policy = QueuePolicy(
+        weights=Weights(skill_fit, fair, affinity, profile_fit, handle_time), fairness=fairness
+    )
+    needs = Needs(queue="cards", media=CHAT, skills={"cards": 3}, language="en", priority=5)
+    declined = frozenset(f"a{i}" for i in declined_ids)
+    costs: dict[int, float] = {VOICE: 1.0, CHAT: 0.34} if shared else {}
+
+    def rank(best: int | None = None, exclusions: int = 100) -> Ranking:
+        return rank_agents(
+            needs,
+            views,
+            now,
+            declined,
+            policy=policy,
+            customer=customer,
+            costs=costs,
+            exclusions=exclusions,
+            best=best,
+        )
+
+    whole = rank()
+    bounded = rank(best=best, exclusions=exclusions)
+    assert bounded.scored == whole.scored[:best]
+    assert bounded.excluded == whole.excluded[:exclusions]
+    assert bounded.excluded_count == whole.excluded_count

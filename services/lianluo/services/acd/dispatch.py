@@ -149,14 +149,22 @@ class TenantRouting:
             found = contact.rings[index] = ring_needs(contact.needs, policy, index)
         return found
 
-    def rank(self, contact: Contact, now: datetime) -> Ranking:
-        """The agents for a waiting contact, best first; those who declined it are excluded."""
+    def rank(self, contact: Contact, now: datetime, best: int | None = None) -> Ranking:
+        """The agents for a waiting contact, best first (all, or the `best` first); those who
+        declined it are excluded."""
         if contact.customer is None:
             contact.customer = Customer.of(contact.requirements)
         ring = self.ring(contact, now)
         wait = (now - contact.enqueued_at).total_seconds()
         return self.recommend(
-            contact.needs, contact.customer, ring, contact.declined, now, wait, DECISION_EXCLUSIONS
+            contact.needs,
+            contact.customer,
+            ring,
+            contact.declined,
+            now,
+            wait,
+            DECISION_EXCLUSIONS,
+            best,
         )
 
     def recommend(
@@ -168,9 +176,11 @@ class TenantRouting:
         now: datetime,
         wait_seconds: float = 0.0,
         exclusions: int = MAX_EXCLUSIONS,
+        best: int | None = None,
     ) -> Ranking:
-        """Rank the agents with room whose routing profile takes the queue by now; those
-        without room, and those the profile holds back, are counted and the first explained."""
+        """Rank the agents with room whose routing profile takes the queue by now (all, or the
+        `best` first); those without room, and those the profile holds back, are counted and
+        the first explained."""
         views = self.pool.free_views(needs.media)
         held: list[Exclusion] = []
         if self.policy.profiles:
@@ -184,6 +194,8 @@ class TenantRouting:
             customer=customer,
             ring=ring,
             costs=self.policy.capacity_cost,
+            exclusions=exclusions,
+            best=best,
         )
         more, count = self.pool.unavailable_exclusions(ring, needs.media, exclusions)
         ranking = ranking.with_excluded(held[:exclusions], len(held), exclusions)

@@ -8,7 +8,8 @@ the RoutingExplanation that Recommend returns and every decision carries.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import heapq
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property
@@ -168,60 +169,119 @@ def rank_agents(
     customer: Customer = NOBODY,
     ring: RingNeeds | None = None,
     costs: Mapping[int, float] = NO_COSTS,
+    exclusions: int = MAX_EXCLUSIONS,
+    best: int | None = None,
 ) -> Ranking:
     """Filter `agents` by the ring's hard filters and rank the rest by weighted features.
 
     Ties go to the lower agent id, so the order never depends on the order of `agents`;
-    exclusions keep the order of `agents` (callers pass them by id).
+    exclusions keep the order of `agents` (callers pass them by id): the first `exclusions`
+    are explained, all are counted. Given `best`, the ranking holds only the best that many
+    candidates: the same, in the same order, as the first of the whole ranking.
     """
     ring = ring or ring_needs(needs, policy, 0)
     media = needs.media
     affinity = {aid: 1.0 - i / len(customer.preferred) for i, aid in enumerate(customer.preferred)}
     by_load = policy.fairness == LOWEST_LOAD
-    raw: list[tuple[AgentView, float, float, float, float, float]] = []
+    rows: list[Row] = []
     excluded: list[Exclusion] = []
     count = 0
     for agent in agents:
         if not is_eligible(agent, ring, media, declined, costs):
             count += 1
-            if len(excluded) < MAX_EXCLUSIONS:
+            if len(excluded) < exclusions:
                 out = exclusion(agent, ring, media, declined, costs)
                 if out is not None:
                     excluded.append(out)
             continue
-        profile = agent.profile
         if by_load:
             fairness = 1.0 - agent.load(costs)
         else:
             since = agent.status.idle_since()
             fairness = max(0.0, (now - since).total_seconds()) if since else 0.0
-        handle = profile.handle_seconds or policy.reference_handle_seconds
-        raw.append(
-            (
-                agent,
-                _skill_fit(profile, needs.skills),
-                fairness,
-                affinity.get(agent.agent_id, 0.0),
-                _profile_fit(profile, customer),
-                handle,
-            )
-        )
+        handle = agent.profile.handle_seconds or policy.reference_handle_seconds
+        rows.append((agent, fairness, affinity.get(agent.agent_id, 0.0), handle))
     # Longest idle and handle time are relative to the best candidate: 1 for the agent idle
     # longest, and for the one expected to finish soonest.
-    longest = max((r[2] for r in raw), default=0.0)
-    fastest = min((r[5] for r in raw), default=0.0)
+    longest = max((r[1] for r in rows), default=0.0)
+    fastest = min((r[3] for r in rows), default=0.0)
     w = policy.weights
     weights = (w.skill_fit, w.fairness, w.affinity, w.profile_fit, w.handle_time)
-    scored: list[Scored] = []
-    for agent, skill, fairness, near, fit, handle in raw:
-        if not by_load:
-            fairness = fairness / longest if longest > 0 else 1.0
-        values = (skill, fairness, near, fit, fastest / handle)
-        score = sum(v * wt for v, wt in zip(values, weights, strict=True))
-        scored.append((score, agent.agent_id, agent.profile.kind, values))
+
+    def fairness_of(row: Row) -> float:
+        if by_load:
+            return row[1]
+        return row[1] / longest if longest > 0 else 1.0
+
+    def score(row: Row) -> Scored:
+        agent, _, near, handle = row
+        profile = agent.profile
+        fit = _profile_fit(profile, customer)
+        values = (_skill_fit(profile, needs.skills), fairness_of(row), near, fit, fastest / handle)
+        total = sum(v * wt for v, wt in zip(values, weights, strict=True))
+        return (total, agent.agent_id, profile.kind, values)
+
+    # The bound needs weights of at least 0 and a handle-time feature of at most 1.
+    if best is None or len(rows) <= best or min(weights) < 0 or fastest <= 0:
+        scored = [score(row) for row in rows]
+    else:
+        scored = _best_scored(rows, best, score, fairness_of, weights, customer)
     scored.sort(key=lambda s: (-s[0], s[1]))
     names = (SKILL_FIT, policy.fairness, AFFINITY, PROFILE_FIT, HANDLE_TIME)
-    return Ranking(tuple(scored), names, weights, tuple(excluded), count, ring)
+    kept = tuple(scored if best is None else scored[:best])
+    return Ranking(kept, names, weights, tuple(excluded), count, ring)
+
+
+# An eligible agent before scoring: (agent, fairness before scaling, affinity, handle seconds).
+Row = tuple[AgentView, float, float, float]
+
+
+def _best_scored(
+    rows: list[Row],
+    n: int,
+    score: Callable[[Row], Scored],
+    fairness_of: Callable[[Row], float],
+    weights: tuple[float, ...],
+    customer: Customer,
+) -> list[Scored]:
+    """Scores for a subset of `rows` that holds the best `n` of them (branch and bound).
+
+    Weights are not negative and every feature but fairness is at most 1, so an agent scores
+    at most the sum of its fairness and the other features at their most. Preferred agents
+    are scored first; the others have affinity 0, and are scored most fair first until the
+    most that the next one can score is below the n-th best score found: no agent after it
+    can then enter the best n, whatever the ties. The ceiling is summed as `score` sums, and
+    rounding is monotonic, so no computed score exceeds its computed ceiling.
+    """
+    preferred = [row for row in rows if row[2]]
+    others = sorted((row for row in rows if not row[2]), key=fairness_of, reverse=True)
+    scored = [score(row) for row in preferred]
+    kth = heapq.nlargest(n, (s[0] for s in scored))
+    heapq.heapify(kth)
+    fit = _profile_fit_ceiling(customer, [row[0].profile.sales_conversion for row in others])
+    for row in others:
+        if len(kth) == n:
+            ceiling = (1.0, fairness_of(row), 0.0, fit, 1.0)
+            if sum(v * wt for v, wt in zip(ceiling, weights, strict=True)) < kth[0]:
+                break
+        found = score(row)
+        scored.append(found)
+        if len(kth) < n:
+            heapq.heappush(kth, found[0])
+        elif found[0] > kth[0]:
+            heapq.heapreplace(kth, found[0])
+    return scored
+
+
+def _profile_fit_ceiling(customer: Customer, conversions: list[float]) -> float:
+    """The most `_profile_fit` gives any of the agents with these sales conversions."""
+    parts: list[float] = []
+    if customer.intent:
+        parts.append(max(customer.intent_confidence, 0.0))
+    if customer.value is not None:
+        pick = max if customer.value >= 0 else min
+        parts.append(customer.value * pick(conversions, default=0.0))
+    return sum(parts) / len(parts) if parts else 0.0
 
 
 # ---------------------------------------------------------------- explanation (proto)

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from lianluo.services.acd.agents import is_eligible
+from lianluo.services.acd.overflow import DECISION_CANDIDATES
 from lianluo.services.acd.pool import Place
 from lianluo.services.acd.state import Contact
 
@@ -90,7 +91,8 @@ def each_contact_picks(r: TenantRouting, media: int, now: datetime) -> bool:
         if not r.pool.free.get(media):
             break
         contact = r.contacts[spot[1]]
-        ranking = r.rank(contact, now)
+        # The offer goes to the best, and the explanation shows the best few.
+        ranking = r.rank(contact, now, DECISION_CANDIDATES)
         best = ranking.best()
         if best is not None:
             r.offer(contact, best.agent_id, ranking, now)

@@ -49,8 +49,9 @@ def overflow(r: TenantRouting, contact: Contact, cause: int, now: datetime) -> N
     ):
         kind = pb.OVERFLOW_KIND_MESSAGE
     # The explanation shows why nobody took it in the ring it reached.
+    ranking = r.rank(contact, now, DECISION_CANDIDATES)
     explanation = Explanation(
-        contact.needs, r.rank(contact, now), contact.wait_seconds(now), DECISION_CANDIDATES
+        contact.needs, ranking, contact.wait_seconds(now), DECISION_CANDIDATES
     )
     r.withdraw(contact, now)
     done = routing_pb2.RoutingOverflow(cause=cause, overflow=pb.Overflow(kind=kind))  # type: ignore[arg-type]
