@@ -27,7 +27,6 @@ from lianluo.services.acd.domain import (
     Explanation,
     Needs,
     Ranking,
-    candidate_message,
     needs_for,
     rank_agents,
 )
@@ -198,8 +197,7 @@ class TenantRouting:
             best=best,
         )
         more, count = self.pool.unavailable_exclusions(ring, needs.media, exclusions)
-        ranking = ranking.with_excluded(held[:exclusions], len(held), exclusions)
-        return ranking.with_excluded(more, count, exclusions)
+        return ranking.with_excluded((held[:exclusions], more), len(held) + count, exclusions)
 
     def _profiled(
         self, views: list[AgentView], queue: str, wait_seconds: float
@@ -423,8 +421,8 @@ class TenantRouting:
         matching.dispatch(self, now)
 
     def offer(self, contact: Contact, agent_id: str, ranking: Ranking, now: datetime) -> None:
-        candidate = ranking.candidate(agent_id)
-        assert candidate is not None, "offers go only to ranked, hence eligible, agents"
+        index = ranking.index(agent_id)
+        assert index is not None, "offers go only to ranked, hence eligible, agents"
         offer = acd.Offer(
             id=self._new_id(),
             tenant_id=self.tenant_id,
@@ -432,7 +430,7 @@ class TenantRouting:
             agent_id=agent_id,
             state=acd.OFFER_STATE_PENDING,
             requirements=contact.requirements,
-            candidate=candidate_message(candidate),
+            candidate=ranking.message(index),
             offer_time=stamp(now),
             expire_time=stamp(now + self.offer_timeout),
         )

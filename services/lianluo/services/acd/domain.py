@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from heapq import merge
@@ -50,7 +50,6 @@ __all__ = [
     "Feature",
     "Needs",
     "Ranking",
-    "candidate_message",
     "explain",
     "needs_for",
     "qualifies",
@@ -119,10 +118,30 @@ class Ranking:
         return self._candidate(0, self.scored[0]) if self.scored else None
 
     def candidate(self, agent_id: str) -> Candidate | None:
+        i = self.index(agent_id)
+        return None if i is None else self._candidate(i, self.scored[i])
+
+    def index(self, agent_id: str) -> int | None:
         for i, s in enumerate(self.scored):
             if s[1] == agent_id:
-                return self._candidate(i, s)
+                return i
         return None
+
+    def message(self, index: int) -> acd.Candidate:
+        """The candidate at `index` (0 is the best) as explanations and offers carry it; the
+        same figures as its Candidate, without building one."""
+        _, agent_id, kind, values = self.scored[index]
+        contributions = [v * w for v, w in zip(values, self.weights, strict=True)]
+        return acd.Candidate(
+            agent_id=agent_id,
+            kind=kind,  # type: ignore[arg-type]
+            rank=index + 1,
+            score=sum(contributions),
+            features=[
+                acd.FeatureScore(name=n, value=v, weight=w, contribution=c)
+                for n, v, w, c in zip(self.names, values, self.weights, contributions, strict=True)
+            ],
+        )
 
     def _candidate(self, index: int, scored: Scored) -> Candidate:
         features = tuple(
@@ -131,14 +150,18 @@ class Ranking:
         return Candidate(agent_id=scored[1], kind=scored[2], rank=index + 1, features=features)
 
     def with_excluded(
-        self, more: Iterable[Exclusion], count: int, limit: int = MAX_EXCLUSIONS
+        self, more: Iterable[Iterable[Exclusion]], count: int, limit: int = MAX_EXCLUSIONS
     ) -> Ranking:
-        """Add exclusions found outside the agents ranked (kept in agent id order)."""
-        merged = merge(self.excluded, more, key=lambda e: e.agent_id)
-        return replace(
-            self,
-            excluded=tuple(islice(merged, limit)),
-            excluded_count=self.excluded_count + count,
+        """Add exclusions found outside the agents ranked: lists each in agent id order, the
+        first `limit` of all kept in that order, and `count` more counted."""
+        merged = merge(self.excluded, *more, key=lambda e: e.agent_id)
+        return Ranking(
+            self.scored,
+            self.names,
+            self.weights,
+            tuple(islice(merged, limit)),
+            self.excluded_count + count,
+            self.ring,
         )
 
 
@@ -303,21 +326,6 @@ class Explanation:
         return explain(self.needs, self.ranking, self.wait_seconds, self.max_candidates)
 
 
-def candidate_message(candidate: Candidate) -> acd.Candidate:
-    return acd.Candidate(
-        agent_id=candidate.agent_id,
-        kind=candidate.kind,  # type: ignore[arg-type]
-        rank=candidate.rank,
-        score=candidate.score,
-        features=[
-            acd.FeatureScore(
-                name=f.name, value=f.value, weight=f.weight, contribution=f.contribution
-            )
-            for f in candidate.features
-        ],
-    )
-
-
 def explain(
     needs: Needs, ranking: Ranking, wait_seconds: int, max_candidates: int = 100
 ) -> acd.RoutingExplanation:
@@ -336,7 +344,7 @@ def explain(
             ],
             relaxations=ring.relaxations,
         ),
-        candidates=[candidate_message(c) for c in ranking.top(max_candidates)],
+        candidates=[ranking.message(i) for i in range(min(max_candidates, len(ranking.scored)))],
         excluded=[
             acd.Exclusion(agent_id=e.agent_id, filter=e.filter, detail=e.detail)  # type: ignore[arg-type]
             for e in ranking.excluded[:MAX_EXCLUSIONS]

@@ -156,9 +156,14 @@ class WaitingLine:
     def __init__(self) -> None:
         self.lines: dict[Line, list[Place]] = {}
         self.counts: dict[int, int] = {}
+        # `of` per media, until a line is added: every decision walks the queues' lines.
+        self._of: dict[int, list[tuple[str, bool, list[Place]]]] = {}
 
     def add(self, line_id: Line, place: Place) -> None:
-        line = self.lines.setdefault(line_id, [])
+        line = self.lines.get(line_id)
+        if line is None:
+            line = self.lines[line_id] = []
+            self._of.clear()
         i = bisect_left(line, place)
         if i < len(line) and line[i] == place:
             return
@@ -180,7 +185,11 @@ class WaitingLine:
 
     def of(self, media: int) -> list[tuple[str, bool, list[Place]]]:
         """The queues' lines of one media, by queue name: (queue, targeted, line)."""
-        return [(k[1], k[2], self.lines[k]) for k in sorted(self.lines) if k[0] == media]
+        found = self._of.get(media)
+        if found is None:
+            found = [(k[1], k[2], self.lines[k]) for k in sorted(self.lines) if k[0] == media]
+            self._of[media] = found
+        return found
 
     def in_order(self, media: int) -> Iterator[Place]:
         """Every contact of `media` waiting across queues, in queue order."""

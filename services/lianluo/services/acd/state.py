@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
@@ -28,7 +28,16 @@ ENTERED, ANSWERED, ABANDONED, OVERFLOWED, ENDED = (
 )
 
 
+ZERO = timedelta(0)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+
+
 def stamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    if moment.utcoffset() == ZERO:
+        # What FromDatetime gives, without its time tuple: each offer takes two stamps.
+        seconds = (moment - EPOCH) // SECOND
+        return timestamp_pb2.Timestamp(seconds=seconds, nanos=moment.microsecond * 1000)
     out = timestamp_pb2.Timestamp()
     out.FromDatetime(moment)
     return out
