@@ -295,9 +295,14 @@ def is_eligible(
     costs: Mapping[int, float],
 ) -> bool:
     """`exclusion(...) is None` without the words: the hot path of both routing modes."""
-    profile = agent.profile
     if agent.status.presence != acd.PRESENCE_AVAILABLE or not agent.fits(media, costs):
         return False
+    return suits(agent, ring, declined)
+
+
+def suits(agent: AgentView, ring: RingNeeds, declined: frozenset[str] | set[str]) -> bool:
+    """`is_eligible` for an agent known to be available with room."""
+    profile = agent.profile
     if (ring.agent_id or ring.experts_only) and off_target(profile, ring):
         return False
     if profile.kind == pb.AGENT_KIND_EXPERT and not ring.experts:

@@ -195,6 +195,7 @@ class TenantRouting:
             costs=self.policy.capacity_cost,
             exclusions=exclusions,
             best=best,
+            with_room=True,
         )
         more, count = self.pool.unavailable_exclusions(ring, needs.media, exclusions)
         return ranking.with_excluded((held[:exclusions], more), len(held) + count, exclusions)

@@ -33,6 +33,7 @@ from lianluo.services.acd.agents import (
     qualifies,
     ring_needs,
     speaks,
+    suits,
 )
 from lianluo.services.acd.policy import DEFAULT_POLICY, LONGEST_IDLE, LOWEST_LOAD, QueuePolicy
 
@@ -194,13 +195,16 @@ def rank_agents(
     costs: Mapping[int, float] = NO_COSTS,
     exclusions: int = MAX_EXCLUSIONS,
     best: int | None = None,
+    with_room: bool = False,
 ) -> Ranking:
     """Filter `agents` by the ring's hard filters and rank the rest by weighted features.
 
     Ties go to the lower agent id, so the order never depends on the order of `agents`;
     exclusions keep the order of `agents` (callers pass them by id): the first `exclusions`
     are explained, all are counted. Given `best`, the ranking holds only the best that many
-    candidates: the same, in the same order, as the first of the whole ranking.
+    candidates: the same, in the same order, as the first of the whole ranking. `with_room`
+    says that every agent is available with room for the media (the pool's agents with room):
+    only the other filters are checked then.
     """
     ring = ring or ring_needs(needs, policy, 0)
     media = needs.media
@@ -210,7 +214,11 @@ def rank_agents(
     excluded: list[Exclusion] = []
     count = 0
     for agent in agents:
-        if not is_eligible(agent, ring, media, declined, costs):
+        if not (
+            suits(agent, ring, declined)
+            if with_room
+            else is_eligible(agent, ring, media, declined, costs)
+        ):
             count += 1
             if len(excluded) < exclusions:
                 out = exclusion(agent, ring, media, declined, costs)
@@ -230,6 +238,7 @@ def rank_agents(
     fastest = min((r[3] for r in rows), default=0.0)
     w = policy.weights
     weights = (w.skill_fit, w.fairness, w.affinity, w.profile_fit, w.handle_time)
+    ws, wf, wa, wp, wh = weights
 
     def fairness_of(row: Row) -> float:
         if by_load:
@@ -240,8 +249,10 @@ def rank_agents(
         agent, _, near, handle = row
         profile = agent.profile
         fit = _profile_fit(profile, customer)
-        values = (_skill_fit(profile, needs.skills), fairness_of(row), near, fit, fastest / handle)
-        total = sum(v * wt for v, wt in zip(values, weights, strict=True))
+        skill, fair = _skill_fit(profile, needs.skills), fairness_of(row)
+        values = (skill, fair, near, fit, fastest / handle)
+        # Summed as sum() would, from 0 and left to right: the same float, and no generator.
+        total = 0.0 + skill * ws + fair * wf + near * wa + fit * wp + values[4] * wh
         return (total, agent.agent_id, profile.kind, values)
 
     # The bound needs weights of at least 0 and a handle-time feature of at most 1.
@@ -282,10 +293,11 @@ def _best_scored(
     kth = heapq.nlargest(n, (s[0] for s in scored))
     heapq.heapify(kth)
     fit = _profile_fit_ceiling(customer, [row[0].profile.sales_conversion for row in others])
+    ws, wf, wa, wp, wh = weights
     for row in others:
         if len(kth) == n:
-            ceiling = (1.0, fairness_of(row), 0.0, fit, 1.0)
-            if sum(v * wt for v, wt in zip(ceiling, weights, strict=True)) < kth[0]:
+            ceiling = 0.0 + 1.0 * ws + fairness_of(row) * wf + 0.0 * wa + fit * wp + 1.0 * wh
+            if ceiling < kth[0]:
                 break
         found = score(row)
         scored.append(found)
