@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from google.protobuf.descriptor import EnumDescriptor
 
@@ -264,6 +265,12 @@ class Exclusion:
     agent_id: str
     filter: int
     detail: str
+
+    @cached_property
+    def message(self) -> acd.Exclusion:
+        """Built once: the pool keeps the exclusions of agents without room, and decisions
+        explain the same ones again and again."""
+        return acd.Exclusion(agent_id=self.agent_id, filter=self.filter, detail=self.detail)  # type: ignore[arg-type]
 
 
 def _enum_word(enum: EnumDescriptor, number: int) -> str:

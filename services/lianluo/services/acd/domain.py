@@ -357,9 +357,6 @@ def explain(
             relaxations=ring.relaxations,
         ),
         candidates=[ranking.message(i) for i in range(min(max_candidates, len(ranking.scored)))],
-        excluded=[
-            acd.Exclusion(agent_id=e.agent_id, filter=e.filter, detail=e.detail)  # type: ignore[arg-type]
-            for e in ranking.excluded[:MAX_EXCLUSIONS]
-        ],
+        excluded=[e.message for e in ranking.excluded[:MAX_EXCLUSIONS]],
         excluded_count=ranking.excluded_count,
     )
