@@ -93,7 +93,10 @@ class PendingOffer:
 
     @property
     def explanation(self) -> acd.RoutingExplanation:
-        return explanation_message(self.explained)
+        # Once built, the message replaces the ranking it came from: pending offers stay in
+        # memory between steps, and a ranking holds every candidate.
+        message = self.explained = explanation_message(self.explained)
+        return message
 
 
 @dataclass(frozen=True)
