@@ -99,7 +99,8 @@ Scored = tuple[float, str, int, tuple[float, ...]]
 
 @dataclass(frozen=True)
 class Ranking:
-    """Eligible agents best first, the agents the hard filters removed, and the ring."""
+    """Eligible agents best first (all, or the best few), the agents the hard filters removed,
+    and the ring."""
 
     scored: tuple[Scored, ...]
     names: tuple[str, ...]
@@ -249,10 +250,10 @@ def rank_agents(
         agent, _, near, handle = row
         profile = agent.profile
         fit = _profile_fit(profile, customer)
-        skill, fair = _skill_fit(profile, needs.skills), fairness_of(row)
-        values = (skill, fair, near, fit, fastest / handle)
+        skill, fair, speed = _skill_fit(profile, needs.skills), fairness_of(row), fastest / handle
+        values = (skill, fair, near, fit, speed)
         # Summed as sum() would, from 0 and left to right: the same float, and no generator.
-        total = 0.0 + skill * ws + fair * wf + near * wa + fit * wp + values[4] * wh
+        total = 0.0 + skill * ws + fair * wf + near * wa + fit * wp + speed * wh
         return (total, agent.agent_id, profile.kind, values)
 
     # The bound needs weights of at least 0 and a handle-time feature of at most 1.
