@@ -296,3 +296,31 @@ def test_the_pool_knows_who_has_room_as_most_agents_fill_up_and_free_again() -> 
         r.pool.take(aid, CHAT, -1)
     assert r.pool.free[CHAT] == set(busy[:5]) | set(sorted(agents)[190:])
     assert all(r.pool.has_room(aid, VOICE) for aid in agents)
+
+
+# ---------------------------------------------------------------- several events, one save
+
+
+def test_changes_of_several_events_are_net_of_what_a_later_event_undid() -> None:
+    """The consumer applies a run of events to one state and saves its changes once: what
+    the run assigned and then released is neither inserted nor deleted, and a contact that
+    left the line and was queued again (a transfer) is saved, not deleted."""
+    r = routing({"a": (profile("a"), available("a", T0)), "b": (profile("b"), available("b", T0))})
+    r.enqueue("i1", request(), queue(), T0)
+    r.dispatch(T0)
+    (offer,) = list(r.offers.values())
+    agent = offer.offer.agent_id
+    assert r.answer(offer.offer.id, agent, True, "", T0)
+    r.dispatch(T0)
+    assert [a.interaction_id for a in r.changes.assigned] == ["i1"]
+    assert "i1" in r.changes.removed_contacts
+
+    # The agent hands it over: the contact is queued again, never offered back to them.
+    assert r.enqueue("i1", request(), queue(), T0, transferred_by=agent)
+    r.dispatch(T0)
+    assert "i1" in r.changes.contacts
+    assert "i1" not in r.changes.removed_contacts, "a saved run would delete the new contact"
+
+    r.end_interaction("i1", T0)
+    assert r.changes.assigned == [], "assigned and released in the run: nothing to store"
+    assert r.changes.released == [], "never stored: nothing to delete"

@@ -17,6 +17,7 @@ payload decides its type and a producer never spells one.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,6 +277,7 @@ def envelope(
 
 
 Handler = Callable[[asyncpg.Connection, envelope_pb2.Envelope, Any], Awaitable[None]]
+RunScope = Callable[[asyncpg.Connection], AbstractAsyncContextManager[None]]
 
 
 @dataclass
@@ -289,6 +291,8 @@ class Handlers:
     service: str
     _by_type: dict[str, Handler] = field(default_factory=dict)
     _topics: list[Topic] = field(default_factory=list)
+    # Wraps the handlers of one run of events inside its transaction; see `around_run`.
+    run_scope: RunScope | None = None
 
     def on(self, types: str | Iterable[str], handler: Handler) -> None:
         """Call `handler(conn, envelope, payload)` for each event of these types."""
@@ -303,6 +307,12 @@ class Handlers:
     def on_topic(self, topic: Topic, handler: Handler) -> None:
         """The handler of every type this service consumes on `topic`."""
         self.on(sorted(topic.consumed_by(self.service)), handler)
+
+    def around_run(self, scope: RunScope) -> None:
+        """Open `scope(conn)` around each run of events the consumer applies in one
+        transaction: a service can then lock, load and save once per run instead of once per
+        event. It ends before the transaction commits, and not at all if a handler failed."""
+        self.run_scope = scope
 
     @property
     def topics(self) -> list[str]:

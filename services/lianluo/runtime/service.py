@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -112,7 +112,7 @@ class Service:
             dead_letters=self._dead_letters,
             max_attempts=self.settings.consumer_max_attempts,
             fetch_wait_ms=self.settings.kafka_fetch_wait_ms,
-            run_scope=outbox.batched,
+            run_scope=_run_scope(handlers),
         )
         await consumer.start()
         self._consumers.append(consumer)
@@ -208,6 +208,21 @@ class Service:
         if not task.cancelled() and task.exception() is not None and not self._stop.is_set():
             log.error("background task died", task=task.get_name(), error=repr(task.exception()))
             self._stop.set()
+
+
+def _run_scope(handlers: contract.Handlers) -> contract.RunScope:
+    """A run's events enqueue into one outbox batch; the service's own scope, if any, ends
+    inside it, so what it publishes on its way out joins the batch."""
+    own = handlers.run_scope
+    if own is None:
+        return outbox.batched
+
+    @contextlib.asynccontextmanager
+    async def scope(conn: asyncpg.Connection) -> AsyncIterator[None]:
+        async with outbox.batched(conn), own(conn):
+            yield
+
+    return scope
 
 
 async def migrate(spec: ServiceSpec, settings: ServiceSettings) -> list[str]:

@@ -289,6 +289,8 @@ class TenantRouting:
         self.contacts[interaction_id] = contact
         self.waiting.add(line_of(contact), place(contact, self.policy))
         self.changes.contacts.add(interaction_id)
+        # Queued again (a transfer) after leaving the line in the same run of events.
+        self.changes.removed_contacts.discard(interaction_id)
         self.log(contact, ENTERED, now)
         if not overflow.anyone_could(self, contact):
             overflow.overflow(self, contact, routing_pb2.OVERFLOW_CAUSE_NO_ELIGIBLE_AGENT, now)
@@ -363,7 +365,12 @@ class TenantRouting:
         released = [a for a in holders.values() if agent_id in (None, a.agent_id)]
         for a in released:
             del holders[a.agent_id]
-            self.changes.released.append(a)
+            # Assigned and released in one run of events: never stored, nothing to delete.
+            fresh = next((i for i, b in enumerate(self.changes.assigned) if b is a), None)
+            if fresh is None:
+                self.changes.released.append(a)
+            else:
+                del self.changes.assigned[fresh]
             self.statuses.setdefault(a.agent_id, AgentStatus(a.agent_id)).last_idle_time = now
             self.pool.take(a.agent_id, a.media, -1)
             self.changes.agents.add(a.agent_id)

@@ -4,7 +4,9 @@ Only the replica that owns a tenant's partitions gets its events, and timers run
 tenants whose partitions this replica owns. Each step holds a per-tenant asyncio lock (events
 and timers of one tenant never interleave here) and a per-tenant advisory lock in Postgres
 (two replicas that both believe they own a tenant during a rebalance still take turns), gets
-the state, decides, and saves what changed with its decisions in one transaction.
+the state, decides, and saves what changed with its decisions in one transaction. A run of
+events the consumer applies in one transaction is one step per tenant: locked and loaded at
+its first event, saved once at the end, each event still decided in order.
 
 The owner keeps each tenant's state in memory between steps instead of loading it every time:
 a step stores a fresh token with its changes, and the kept state is used only while the
@@ -16,9 +18,11 @@ the state from Postgres again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -100,6 +104,10 @@ class Router:
         self._stopping = asyncio.Event()
         # Tenant -> (token of the step that left it, configuration generation, its state).
         self._kept: dict[str, tuple[str, int, TenantRouting]] = {}
+        # The tenants the consumer's current run has open, on its connection (see `run`).
+        self._run: ContextVar[
+            tuple[asyncpg.Connection, dict[str, tuple[TenantRouting, int]]] | None
+        ] = ContextVar("acd_run", default=None)
         self._generation: defaultdict[str, int] = defaultdict(int)
         view.subscribe(self._config_changed)
 
@@ -165,12 +173,46 @@ class Router:
         kind: str,
         apply: Callable[[TenantRouting, datetime], None],
     ) -> None:
-        """One event's step, inside the consumer's transaction."""
+        """One event, inside the consumer's transaction: within a run (see `run`) the tenant
+        is locked and loaded at its first event and saved at the run's end; alone, in a step
+        of its own."""
         if not is_uuid(tenant_id):
             log.error("event without a valid tenant; skipped", type=kind)
             return
+        in_run = self._run.get()
+        if in_run is None or in_run[0] is not conn:
+            async with self._locks[tenant_id]:
+                await self._step(conn, tenant_id, apply)
+            return
+        steps = in_run[1]
         async with self._locks[tenant_id]:
-            await self._step(conn, tenant_id, apply)
+            opened = steps.get(tenant_id)
+            if opened is not None and opened[1] != self._generation[tenant_id]:
+                # Agents or queues changed since the run loaded the tenant: what the run did so
+                # far is saved, and the rest of it starts from the new configuration.
+                await self._finish(conn, tenant_id, *steps.pop(tenant_id))
+                opened = None
+            if opened is None:
+                opened = steps[tenant_id] = await self._open(conn, tenant_id)
+            now = now_utc()
+            apply(opened[0], now)
+            opened[0].dispatch(now)
+
+    @contextlib.asynccontextmanager
+    async def run(self, conn: asyncpg.Connection) -> AsyncIterator[None]:
+        """Around a run of events applied in one transaction: each tenant the run touches is
+        locked, loaded and checked once, its events are applied in order, and what they changed
+        is saved, published and stamped with a new token once, at the end. If an event fails,
+        the transaction is rolled back and nothing the run did is kept in memory either."""
+        steps: dict[str, tuple[TenantRouting, int]] = {}
+        token = self._run.set((conn, steps))
+        try:
+            yield
+        finally:
+            self._run.reset(token)
+        for tenant_id, (routing, generation) in steps.items():
+            async with self._locks[tenant_id]:
+                await self._finish(conn, tenant_id, routing, generation)
 
     def _agent_step(
         self, kind: str, event: agent_pb2.AgentEvent
@@ -207,20 +249,31 @@ class Router:
         tenant_id: str,
         apply: Callable[[TenantRouting, datetime], None],
     ) -> None:
-        await self._repo.lock_tenant(conn, tenant_id)
-        generation = self._generation[tenant_id]
-        routing = await self._routing(conn, tenant_id, generation)
-        # Until the step has written its token the state in memory may be half-changed: it
-        # is kept again only at the end, so an exception anywhere leaves nothing kept.
+        routing, generation = await self._open(conn, tenant_id)
         now = now_utc()
         apply(routing, now)
         routing.dispatch(now)
+        await self._finish(conn, tenant_id, routing, generation)
+
+    async def _open(self, conn: asyncpg.Connection, tenant_id: str) -> tuple[TenantRouting, int]:
+        """Lock the tenant for this transaction and get its state, with the configuration
+        generation it was built from."""
+        await self._repo.lock_tenant(conn, tenant_id)
+        generation = self._generation[tenant_id]
+        return await self._routing(conn, tenant_id, generation), generation
+
+    async def _finish(
+        self, conn: asyncpg.Connection, tenant_id: str, routing: TenantRouting, generation: int
+    ) -> None:
+        """Save and publish what changed, and keep the state for the next step. Until the
+        token is written the state in memory may be half-changed: it is kept again only here,
+        so an exception anywhere before leaves nothing kept."""
         await self._repo.save(conn, tenant_id, routing.changes, routing.statuses, routing.contacts)
         await events.publish_changes(conn, self._topics, tenant_id, routing.changes)
         token = await self._repo.new_token(conn, tenant_id)
         if generation == self._generation[tenant_id]:
             self._kept[tenant_id] = (token, generation, routing)
-        self._deadlines[tenant_id] = routing.next_deadline(now)
+        self._deadlines[tenant_id] = routing.next_deadline(now_utc())
 
     async def _routing(
         self, conn: asyncpg.Connection, tenant_id: str, generation: int

@@ -129,7 +129,8 @@ class Assignment:
 
 @dataclass
 class Changes:
-    """What one step changed, for the repository to save and the outbox to publish."""
+    """What one step (or one run of events) changed, for the repository to save and the
+    outbox to publish: net of what the same step undid."""
 
     agents: set[str] = field(default_factory=set)
     contacts: set[str] = field(default_factory=set)
