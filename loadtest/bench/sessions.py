@@ -33,7 +33,6 @@ from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
 STREAMS_PER_CHANNEL = 1000  # several HTTP/2 connections, as many clients would have
 RAW = "/bench.Relay/Echo"
-RAW_IDLE_STREAMS = 5000
 
 
 def serve_raw_relay(port: int) -> None:
@@ -84,9 +83,11 @@ class RawStream:
         self.outgoing.put_nowait(message)
 
     async def echoed(self) -> None:
-        """Send one message and wait for it: the stream is open on the server."""
+        """Send one message and wait for it back: the stream is open on the server."""
         self.send()
-        while self.sent:  # noqa: ASYNC110 (a benchmark client; polling is simplest)
+        while self.sent:
+            if self.task.done():
+                raise RuntimeError(f"a raw stream ended: {await self.call.code()}")
             await asyncio.sleep(0.01)
 
 
@@ -206,12 +207,7 @@ async def open_session(channel: grpc.aio.Channel, tenant_id: str, md: object, n:
 
 
 async def measure(
-    cell_media: str,
-    media_pid: int,
-    tenants: str,
-    raw_port: int,
-    raw_pid: int,
-    args: argparse.Namespace,
+    cell_media: str, media_pid: int, tenants: str, raw_port: int, args: argparse.Namespace
 ) -> None:
     tenant_id, key = await setup(tenants)
     md = (("authorization", f"Bearer {key}"),)
@@ -249,32 +245,11 @@ async def measure(
         (
             "media memory per idle session",
             f"{per_idle:.1f} KB",
-            "",
+            "raw_stream_memory.py",
             f"{per_idle / 10:.2f}",
             "<= 10 KB",
         ),
     ]
-    # The raw limit of memory: as many idle streams, held open on a bare grpc.aio server.
-    raw_channels = [
-        grpc.aio.insecure_channel(
-            f"127.0.0.1:{raw_port}", options=[("grpc.use_local_subchannel_pool", 1)]
-        )
-        for _ in channels
-    ]
-    raw_before = rss_kb(raw_pid)
-    # A sample is enough for a per-stream figure (tens of thousands stalled this client).
-    raw_count = min(args.sessions, RAW_IDLE_STREAMS)
-    idle_raw = [RawStream(raw_channels[n % len(raw_channels)]) for n in range(raw_count)]
-    for st in idle_raw[:: max(1, len(idle_raw) // 100)]:
-        await st.echoed()
-    await asyncio.sleep(5)
-    raw_per_idle = (rss_kb(raw_pid) - raw_before) / raw_count
-    progress(f"raw grpc.aio server: {raw_per_idle:.1f} KB per idle stream ({raw_count:,} held)")
-    rows[1] = (*rows[1][:2], f"{raw_per_idle:.1f} KB (raw grpc.aio stream)", *rows[1][3:])
-    for st in idle_raw:
-        st.call.cancel()
-    for ch in raw_channels:
-        await ch.close()
     active = sessions[: args.active]
     raw_channel = grpc.aio.insecure_channel(f"127.0.0.1:{raw_port}")
     raw = [RawStream(raw_channel) for _ in range(len(active))]
@@ -319,8 +294,7 @@ def main() -> int:
         with own_cell(["tenants", "media"], "sessions") as cell:
             replica = next(r for r in cell.running if r.service == "media")
             media = (replica.address, replica.process.pid, cell.address("tenants"))
-            assert relay.pid is not None
-            asyncio.run(measure(*media, raw_port, relay.pid, args))
+            asyncio.run(measure(*media, raw_port, args))
     finally:
         relay.terminate()
         relay.join(10)
