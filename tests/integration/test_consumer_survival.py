@@ -22,17 +22,25 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 FREEZE_SECONDS = 15  # longer than the consumer's 10 s session: the group drops the member
 
 
+async def fresh(
+    stack: Stack, name: str, partitions: int
+) -> tuple[str, str, asyncpg.Pool, kafka.EventProducer]:
+    """A group prefix, a topic of its own, a fresh schema's pool and a started producer."""
+    prefix = f"{name}{uuid.uuid4().hex[:8]}."
+    topic = f"{prefix}events"
+    await kafka.ensure_topics(stack.kafka, [topic], partitions=partitions)
+    schema = f"{name}_{uuid.uuid4().hex[:8]}"
+    await postgres.migrate_dsn(stack.database_url, schema, {})
+    pool = await postgres.create_pool(stack.database_url, schema)
+    producer = kafka.EventProducer(stack.kafka, client_id=f"{name}-test")
+    await producer.start()
+    return prefix, topic, pool, producer
+
+
 async def test_a_consumer_keeps_consuming_after_losing_its_group_in_a_broker_freeze(
     stack: Stack,
 ) -> None:
-    prefix = f"survive{uuid.uuid4().hex[:8]}."
-    topic = f"{prefix}events"
-    await kafka.ensure_topics(stack.kafka, [topic], partitions=1)
-    schema = f"survive_{uuid.uuid4().hex[:8]}"
-    await postgres.migrate_dsn(stack.database_url, schema, {})
-    pool = await postgres.create_pool(stack.database_url, schema)
-    producer = kafka.EventProducer(stack.kafka, client_id="survival-test")
-    await producer.start()
+    prefix, topic, pool, producer = await fresh(stack, "survive", partitions=1)
     applied: list[str] = []
     first_seen = asyncio.Event()
     release = asyncio.Event()
@@ -102,14 +110,7 @@ async def test_a_consumer_keeps_consuming_when_a_rebalance_takes_a_partition_mid
     the commit for that partition then fails (the partition is no longer assigned), as after a
     broker freeze with two replicas. The first replica keeps consuming, and the new owner applies
     the moved event again only as a duplicate that the inbox drops."""
-    prefix = f"rebalance{uuid.uuid4().hex[:8]}."
-    topic = f"{prefix}events"
-    await kafka.ensure_topics(stack.kafka, [topic], partitions=2)
-    schema = f"rebalance_{uuid.uuid4().hex[:8]}"
-    await postgres.migrate_dsn(stack.database_url, schema, {})
-    pool = await postgres.create_pool(stack.database_url, schema)
-    producer = kafka.EventProducer(stack.kafka, client_id="rebalance-test")
-    await producer.start()
+    prefix, topic, pool, producer = await fresh(stack, "rebalance", partitions=2)
     applied: list[str] = []
     holding = asyncio.Event()
     consumers: list[kafka.EventConsumer] = []

@@ -42,8 +42,11 @@ MOVED_NOTICE = "We are passing you to {queue}; please stay with us."
 EXPERTS_NOTICE = "We are finding an expert to help you; please stay with us."
 CALLBACK_NOTICE = "All our agents are busy. We will call you back on {number}."
 BOT_ID = "ivr"
-# How long an agent's join may wait for its assignment to arrive from the ACD.
+# How long an agent's join may wait for its assignment to arrive from the ACD, looking again
+# this often: the assignment is usually one or two hops (tens of ms) behind the accept, and
+# each look is one short transaction.
 ASSIGNMENT_WAIT_SECONDS = 5.0
+ASSIGNMENT_POLL_SECONDS = 0.025
 # Media that need a real-time endpoint for clients to connect to.
 REAL_TIME = frozenset({1, 3, 7})  # voice, video, screen share
 STAFF_ROLES = frozenset(
@@ -476,7 +479,7 @@ class MediaService:
                 or asyncio.get_running_loop().time() > deadline
             ):
                 raise PermissionDenied("not a participant of this interaction")
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(ASSIGNMENT_POLL_SECONDS)
 
     async def _join_once(self, join: pb.Join) -> tuple[pb.Interaction, pb.Participant | None]:
         async with self._pool.acquire() as conn, conn.transaction():
