@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, timedelta
 
 import pytest
@@ -31,6 +32,7 @@ from lianluo.services.acd.domain import (
     rank_agents,
     speaks,
 )
+from lianluo.services.acd.settings import AcdSettings
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 NEEDS = Needs(queue="cards", media=CHAT, skills={"cards": 3}, language="en", priority=5)
@@ -324,3 +326,29 @@ def test_changes_of_several_events_are_net_of_what_a_later_event_undid() -> None
     r.end_interaction("i1", T0)
     assert r.changes.assigned == [], "assigned and released in the run: nothing to store"
     assert r.changes.released == [], "never stored: nothing to delete"
+
+
+# ---------------------------------------------------------------- the routing policy setting
+
+
+@pytest.mark.parametrize(
+    ("layer", "named"),
+    [
+        ({"default": {"weights": {"fairness": -1}}}, "weights must be finite and not negative"),
+        ({"default": {"weights": {"fairness": "inf"}}}, "weights must be finite and not negative"),
+        ({"default": {"weights": {"speed": 1}}}, "unknown weights ['speed']"),
+        ({"default": {"reference_handle_seconds": 0}}, "reference_handle_seconds must be above 0"),
+    ],
+)
+def test_a_routing_policy_that_would_rank_wrongly_or_crash_stops_the_start(
+    layer: dict[str, object], named: str
+) -> None:
+    """A zero reference handle time divided by zero in every ranking of the tenant, and a
+    negative weight ranked the worse match first; both are refused with the setting's words."""
+    with pytest.raises(ValueError, match=re.escape(named)):
+        AcdSettings(
+            database_url="postgresql://127.0.0.1/x",
+            kafka_bootstrap_servers="127.0.0.1:9092",
+            admin_key="a-real-admin-key-of-enough-length",
+            routing_policies={"*": layer},
+        )

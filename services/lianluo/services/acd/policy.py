@@ -12,8 +12,9 @@ without one takes every queue the hard filters let it, all at priority 1 without
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from itertools import pairwise
 from typing import Any
 
@@ -185,7 +186,15 @@ def overlay(base: QueuePolicy, spec: Mapping[str, Any]) -> QueuePolicy:
     """`base` with what `spec` (one layer of the setting) names."""
     out = base
     if "weights" in spec:
-        out = replace(out, weights=replace(out.weights, **dict(spec["weights"])))
+        weights = {str(k): float(v) for k, v in dict(spec["weights"]).items()}
+        unknown = set(weights) - {f.name for f in fields(Weights)}
+        if unknown:
+            raise ValueError(f"unknown weights {sorted(unknown)}")
+        # Scores add features of at most 1 times their weights; a negative or infinite weight
+        # would make a worse match rank first or every score equal.
+        if not all(math.isfinite(w) and w >= 0 for w in weights.values()):
+            raise ValueError("weights must be finite and not negative")
+        out = replace(out, weights=replace(out.weights, **weights))
     if "fairness" in spec:
         if spec["fairness"] not in FAIRNESS:
             raise ValueError(f"fairness must be one of {FAIRNESS}")
@@ -195,7 +204,10 @@ def overlay(base: QueuePolicy, spec: Mapping[str, Any]) -> QueuePolicy:
     if "aging_seconds" in spec:
         out = replace(out, aging_seconds=float(spec["aging_seconds"]))
     if "reference_handle_seconds" in spec:
-        out = replace(out, reference_handle_seconds=float(spec["reference_handle_seconds"]))
+        reference = float(spec["reference_handle_seconds"])
+        if not (math.isfinite(reference) and reference > 0):
+            raise ValueError("reference_handle_seconds must be above 0")
+        out = replace(out, reference_handle_seconds=reference)
     if "callback_after_seconds" in spec:
         after = float(spec["callback_after_seconds"])
         if after < 0:
