@@ -187,6 +187,20 @@ CASES: list[Case] = [
         MISSING,
     ),
     (
+        "RotateApiKey",
+        lambda c, w: c.keys.RotateApiKey(
+            pb.RotateApiKeyRequest(tenant_id=w.a.id, api_key_id=w.ids["ApiKey"]), metadata=c.md
+        ),
+        DENIED,
+    ),
+    (
+        "RotateApiKey",
+        lambda c, w: c.keys.RotateApiKey(
+            pb.RotateApiKeyRequest(tenant_id=w.b.id, api_key_id=w.ids["ApiKey"]), metadata=c.md
+        ),
+        MISSING,
+    ),
+    (
         "PutFlow",
         lambda c, w: c.flows.PutFlow(
             pb.PutFlowRequest(tenant_id=w.a.id, flow=flow()), metadata=c.md

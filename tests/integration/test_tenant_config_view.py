@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 from conftest import ADMIN_KEY, Served, Stack
 from factories import Client, agent, onboard
+from google.protobuf import timestamp_pb2
 
 from lianluo.runtime import auth
 from lianluo.runtime.errors import PermissionDenied
@@ -59,3 +61,38 @@ async def test_view_rebuilds_configuration_and_authenticates_keys(
         assert await view.resolve(key_id, auth.sha256_hex(secret)) is None
         view.stop()
         await follow
+
+
+async def test_every_other_service_refuses_a_key_after_its_expiry(
+    stack: Stack, tenants_service: Served
+) -> None:
+    """The expiry travels on tenant.config with the key, so a service's view refuses the key
+    at that time by itself: no call to the tenants service, and no change event needed."""
+    async with grpc.aio.insecure_channel(tenants_service.address) as channel:
+        admin = Client(channel, ADMIN_KEY)
+        t, c = await onboard(admin)
+        expire = timestamp_pb2.Timestamp()
+        expire.FromDatetime(datetime.now(UTC) + timedelta(seconds=4))
+        created = await c.keys.CreateApiKey(
+            pb.CreateApiKeyRequest(
+                tenant_id=t.id, scope=pb.API_KEY_SCOPE_TENANT, expire_time=expire
+            ),
+            metadata=c.md,
+        )
+        key_id, secret = auth.parse_token(created.secret)
+        view = TenantConfigView(stack.kafka, f"{stack.topic_prefix}tenant.config")
+        await view.start()
+        follow = asyncio.create_task(view.run())
+        try:
+            async with asyncio.timeout(20):
+                await view.wait_until(lambda: view.tenant(t.id) is not None)
+                while await view.resolve(key_id, auth.sha256_hex(secret)) is None:
+                    await asyncio.sleep(0.05)
+            assert datetime.now(UTC) < expire.ToDatetime(UTC), "seen before its expiry"
+            await asyncio.sleep(
+                max(0.0, (expire.ToDatetime(UTC) - datetime.now(UTC)).total_seconds()) + 0.2
+            )
+            assert await view.resolve(key_id, auth.sha256_hex(secret)) is None
+        finally:
+            view.stop()
+            await follow

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer
 from factories import Client, agent, flow, onboard, queue, rule, template, tenant, unique
-from google.protobuf import field_mask_pb2
+from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -375,6 +377,85 @@ async def test_keys_are_shown_once_stored_hashed_and_revocable(
     await fails(
         c.keys.CreateApiKey(pb.CreateApiKeyRequest(scope=pb.API_KEY_SCOPE_ADMIN), metadata=c.md),
         grpc.StatusCode.PERMISSION_DENIED,
+    )
+
+
+async def test_a_key_with_an_expiry_stops_working_at_it(admin: Client) -> None:
+    t, c = await onboard(admin)
+    for when, why in ((-60, "in the past"), (11 * 366 * 86400, "over ten years ahead")):
+        expire = timestamp_pb2.Timestamp()
+        expire.FromDatetime(datetime.now(UTC) + timedelta(seconds=when))
+        refused = await fails(
+            c.keys.CreateApiKey(
+                pb.CreateApiKeyRequest(
+                    tenant_id=t.id, scope=pb.API_KEY_SCOPE_TENANT, expire_time=expire
+                ),
+                metadata=c.md,
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert bad_fields(refused) == {"expire_time"}, why
+
+    expire = timestamp_pb2.Timestamp()
+    expire.FromDatetime(datetime.now(UTC) + timedelta(seconds=3))
+    created = await c.keys.CreateApiKey(
+        pb.CreateApiKeyRequest(tenant_id=t.id, scope=pb.API_KEY_SCOPE_TENANT, expire_time=expire),
+        metadata=c.md,
+    )
+    assert created.api_key.expire_time == expire
+    listed = await c.keys.ListApiKeys(pb.ListApiKeysRequest(tenant_id=t.id), metadata=c.md)
+    assert {k.id: k.expire_time for k in listed.api_keys}[created.api_key.id] == expire
+    short = Client(c.channel, created.secret)
+    await short.agents.ListAgents(pb.ListAgentsRequest(tenant_id=t.id), metadata=short.md)
+    await asyncio.sleep(max(0.0, expire.ToDatetime(UTC).timestamp() - time.time()) + 0.2)
+    await fails(
+        short.agents.ListAgents(pb.ListAgentsRequest(tenant_id=t.id), metadata=short.md),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
+
+
+async def test_a_rotated_key_overlaps_the_new_one_then_stops(admin: Client) -> None:
+    t, c = await onboard(admin)
+    old = await c.keys.CreateApiKey(
+        pb.CreateApiKeyRequest(tenant_id=t.id, scope=pb.API_KEY_SCOPE_TENANT, display_name="ci"),
+        metadata=c.md,
+    )
+    refused = await fails(
+        c.keys.RotateApiKey(
+            pb.RotateApiKeyRequest(
+                tenant_id=t.id, api_key_id=old.api_key.id, overlap_seconds=31 * 86400
+            ),
+            metadata=c.md,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert bad_fields(refused) == {"overlap_seconds"}
+    rotated = await c.keys.RotateApiKey(
+        pb.RotateApiKeyRequest(tenant_id=t.id, api_key_id=old.api_key.id, overlap_seconds=3),
+        metadata=c.md,
+    )
+    assert (rotated.api_key.scope, rotated.api_key.display_name) == (
+        pb.API_KEY_SCOPE_TENANT,
+        "ci",
+    )
+    assert rotated.previous.id == old.api_key.id
+    assert rotated.previous.HasField("expire_time")
+    before, after = Client(c.channel, old.secret), Client(c.channel, rotated.secret)
+    for client in (before, after):  # both work during the overlap
+        await client.agents.ListAgents(pb.ListAgentsRequest(tenant_id=t.id), metadata=client.md)
+    ends = rotated.previous.expire_time.ToDatetime(UTC).timestamp()
+    await asyncio.sleep(max(0.0, ends - time.time()) + 0.2)
+    await fails(
+        before.agents.ListAgents(pb.ListAgentsRequest(tenant_id=t.id), metadata=before.md),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
+    await after.agents.ListAgents(pb.ListAgentsRequest(tenant_id=t.id), metadata=after.md)
+    # An ended key cannot be rotated again.
+    await fails(
+        c.keys.RotateApiKey(
+            pb.RotateApiKeyRequest(tenant_id=t.id, api_key_id=old.api_key.id), metadata=c.md
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
     )
 
 

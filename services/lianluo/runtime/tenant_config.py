@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -150,6 +151,10 @@ class TenantConfigView:
     async def resolve(self, key_id: str, secret_sha256: str) -> auth.Principal | None:
         state = self._keys.get(key_id)
         if state is None or state.api_key.HasField("revoke_time"):
+            return None
+        if state.api_key.HasField("expire_time") and state.api_key.expire_time.ToDatetime(
+            UTC
+        ) <= datetime.now(UTC):
             return None
         if not hmac.compare_digest(state.secret_sha256, secret_sha256):
             return None

@@ -427,6 +427,11 @@ class ApiKeyServiceStub:
                 request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ApiKey.FromString,
                 _registered_method=True)
+        self.RotateApiKey = channel.unary_unary(
+                '/lianluo.tenants.v1.ApiKeyService/RotateApiKey',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.RotateApiKeyRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.RotateApiKeyResponse.FromString,
+                _registered_method=True)
 
 
 class ApiKeyServiceServicer:
@@ -449,7 +454,16 @@ class ApiKeyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokeApiKey(self, request, context):
-        """A revoked key is refused at once with UNAUTHENTICATED.
+        """A revoked key is refused with UNAUTHENTICATED: by this service at once, by the others
+        once the revocation reaches them on tenant.config.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateApiKey(self, request, context):
+        """A new key with the old one's tenant, scope and name; the old key keeps working for
+        `overlap_seconds` more (or until its own expiry, if sooner), so clients can move over.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -472,6 +486,11 @@ def add_ApiKeyServiceServicer_to_server(servicer, server):
                     servicer.RevokeApiKey,
                     request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ApiKey.SerializeToString,
+            ),
+            'RotateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateApiKey,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.RotateApiKeyRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.RotateApiKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -557,6 +576,33 @@ class ApiKeyService:
             '/lianluo.tenants.v1.ApiKeyService/RevokeApiKey',
             lianluo_dot_tenants_dot_v1_dot_tenants__pb2.RevokeApiKeyRequest.SerializeToString,
             lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.ApiKeyService/RotateApiKey',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.RotateApiKeyRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.RotateApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

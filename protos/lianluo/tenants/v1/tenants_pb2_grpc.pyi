@@ -142,7 +142,13 @@ class ApiKeyServiceStub:
     """
     ListApiKeys: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.ListApiKeysRequest, _tenants_pb2.ListApiKeysResponse]
     RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.RevokeApiKeyRequest, _tenants_pb2.ApiKey]
-    """A revoked key is refused at once with UNAUTHENTICATED."""
+    """A revoked key is refused with UNAUTHENTICATED: by this service at once, by the others
+    once the revocation reaches them on tenant.config.
+    """
+    RotateApiKey: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.RotateApiKeyRequest, _tenants_pb2.RotateApiKeyResponse]
+    """A new key with the old one's tenant, scope and name; the old key keeps working for
+    `overlap_seconds` more (or until its own expiry, if sooner), so clients can move over.
+    """
 
 @_typing.type_check_only
 class ApiKeyServiceAsyncStub(ApiKeyServiceStub):
@@ -155,7 +161,13 @@ class ApiKeyServiceAsyncStub(ApiKeyServiceStub):
     """
     ListApiKeys: _aio.UnaryUnaryMultiCallable[_tenants_pb2.ListApiKeysRequest, _tenants_pb2.ListApiKeysResponse]  # type: ignore[assignment]
     RevokeApiKey: _aio.UnaryUnaryMultiCallable[_tenants_pb2.RevokeApiKeyRequest, _tenants_pb2.ApiKey]  # type: ignore[assignment]
-    """A revoked key is refused at once with UNAUTHENTICATED."""
+    """A revoked key is refused with UNAUTHENTICATED: by this service at once, by the others
+    once the revocation reaches them on tenant.config.
+    """
+    RotateApiKey: _aio.UnaryUnaryMultiCallable[_tenants_pb2.RotateApiKeyRequest, _tenants_pb2.RotateApiKeyResponse]  # type: ignore[assignment]
+    """A new key with the old one's tenant, scope and name; the old key keeps working for
+    `overlap_seconds` more (or until its own expiry, if sooner), so clients can move over.
+    """
 
 class ApiKeyServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- API keys"""
@@ -183,7 +195,19 @@ class ApiKeyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tenants_pb2.RevokeApiKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tenants_pb2.ApiKey, _abc.Awaitable[_tenants_pb2.ApiKey]]:
-        """A revoked key is refused at once with UNAUTHENTICATED."""
+        """A revoked key is refused with UNAUTHENTICATED: by this service at once, by the others
+        once the revocation reaches them on tenant.config.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateApiKey(
+        self,
+        request: _tenants_pb2.RotateApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.RotateApiKeyResponse, _abc.Awaitable[_tenants_pb2.RotateApiKeyResponse]]:
+        """A new key with the old one's tenant, scope and name; the old key keeps working for
+        `overlap_seconds` more (or until its own expiry, if sooner), so clients can move over.
+        """
 
 def add_ApiKeyServiceServicer_to_server(servicer: ApiKeyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

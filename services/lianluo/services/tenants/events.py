@@ -51,6 +51,8 @@ def key_message(row: dict[str, Any]) -> pb.ApiKey:
     key.create_time.FromDatetime(row["created_at"])
     if row["revoked_at"] is not None:
         key.revoke_time.FromDatetime(row["revoked_at"])
+    if row["expires_at"] is not None:
+        key.expire_time.FromDatetime(row["expires_at"])
     return key
 
 

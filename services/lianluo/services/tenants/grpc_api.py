@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.message import Message
@@ -136,10 +137,24 @@ class ApiKeyApi(rpc.ApiKeyServiceServicer):
     async def CreateApiKey(
         self, request: pb.CreateApiKeyRequest, _: Any
     ) -> pb.CreateApiKeyResponse:
+        expires = _expiry(request)
         key, secret = await self.keys.create(
-            request.tenant_id, request.scope, request.display_name, request.request_id
+            request.tenant_id, request.scope, request.display_name, request.request_id, expires
         )
         return pb.CreateApiKeyResponse(api_key=key, secret=secret)
+
+    async def RotateApiKey(
+        self, request: pb.RotateApiKeyRequest, _: Any
+    ) -> pb.RotateApiKeyResponse:
+        expires = _expiry(request)
+        key, secret, previous = await self.keys.rotate(
+            request.tenant_id,
+            request.api_key_id,
+            request.overlap_seconds,
+            request.request_id,
+            expires,
+        )
+        return pb.RotateApiKeyResponse(api_key=key, secret=secret, previous=previous)
 
     async def ListApiKeys(self, request: pb.ListApiKeysRequest, _: Any) -> pb.ListApiKeysResponse:
         items, token = await self.keys.list(
@@ -170,3 +185,8 @@ class FlowApi(rpc.FlowServiceServicer):
     async def DeleteFlow(self, request: pb.DeleteFlowRequest, _: Any) -> pb.DeleteFlowResponse:
         await self.svc.delete(request.tenant_id, FLOW, request.flow_id)
         return pb.DeleteFlowResponse()
+
+
+def _expiry(request: pb.CreateApiKeyRequest | pb.RotateApiKeyRequest) -> datetime | None:
+    """The request's expire_time, if set (its range is checked at the entry)."""
+    return request.expire_time.ToDatetime(UTC) if request.HasField("expire_time") else None

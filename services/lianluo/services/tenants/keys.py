@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import hmac
 import uuid
+from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
 from lianluo.runtime import auth
 from lianluo.runtime.errors import (
     AlreadyExists,
+    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Violations,
 )
 from lianluo.services.tenants import domain, events
 from lianluo.services.tenants.events import key_message
@@ -22,6 +26,15 @@ from lianluo.services.tenants.service import scoped_tenant
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 _ACTIVE = pb.TenantState.Name(pb.TENANT_STATE_ACTIVE)
+MAX_KEY_LIFETIME = timedelta(days=3653)
+MAX_OVERLAP = timedelta(days=30)
+
+
+def _check_expiry(expires_at: datetime | None, now: datetime) -> None:
+    if expires_at is not None and not now < expires_at <= now + MAX_KEY_LIFETIME:
+        raise InvalidArgument(
+            [FieldViolation("expire_time", "must be in the future, at most ten years ahead")]
+        )
 
 
 def _owner(tenant_id: str, admin_scope: bool) -> uuid.UUID | None:
@@ -43,35 +56,106 @@ class ApiKeys:
         self._topic = config_topic
 
     async def create(
-        self, tenant_id: str, scope: int, display_name: str, request_id: str = ""
+        self,
+        tenant_id: str,
+        scope: int,
+        display_name: str,
+        request_id: str = "",
+        expires_at: datetime | None = None,
     ) -> tuple[pb.ApiKey, str]:
         if scope not in (pb.API_KEY_SCOPE_ADMIN, pb.API_KEY_SCOPE_TENANT):
             raise InvalidArgument([FieldViolation("scope", "must be ADMIN or TENANT")])
+        now = events.now()
+        _check_expiry(expires_at, now)
         if len(display_name) > domain.MAX_DISPLAY_NAME:
             raise InvalidArgument([FieldViolation("display_name", "at most 200 characters")])
         owner = _owner(tenant_id, scope == pb.API_KEY_SCOPE_ADMIN)
         async with self._pool.acquire() as conn, conn.transaction():
-            if owner is not None and not await self._repo.lock_tenant(conn, owner):
-                raise NotFound("tenant", tenant_id)
-            if request_id:
-                earlier = await self._repo.get_key_by_request(conn, owner, request_id)
-                if earlier is not None:
-                    # The secret is never stored, so a retry cannot be answered with it again.
-                    raise AlreadyExists("api_key", earlier["id"])
-            issued = auth.issue_key()
-            row = {
-                "id": issued.key_id,
-                "tenant_id": owner,
-                "scope": scope,
-                "display_name": display_name,
-                "secret_sha256": issued.secret_sha256,
-                "request_id": request_id or None,
-                "created_at": events.now(),
-                "revoked_at": None,
-            }
-            await self._repo.insert_key(conn, row)
-            await events.publish_key(conn, self._topic, row)
-        return key_message(row), issued.token
+            await self._claim(conn, owner, tenant_id, request_id)
+            row, token = await self._issue(
+                conn, owner, scope, display_name, request_id, expires_at, now
+            )
+        return key_message(row), token
+
+    async def rotate(
+        self,
+        tenant_id: str,
+        key_id: str,
+        overlap_seconds: int,
+        request_id: str = "",
+        expires_at: datetime | None = None,
+    ) -> tuple[pb.ApiKey, str, pb.ApiKey]:
+        """A new key in the old one's place; the old one ends after the overlap."""
+        owner = _owner(tenant_id, not tenant_id)
+        v = Violations()
+        v.check(bool(key_id), "api_key_id", "must be set")
+        v.check(
+            0 <= overlap_seconds <= MAX_OVERLAP.total_seconds(),
+            "overlap_seconds",
+            "0 to 2,592,000 (30 days)",
+        )
+        v.raise_if_any()
+        now = events.now()
+        _check_expiry(expires_at, now)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self._claim(conn, owner, tenant_id, request_id)
+            old = await self._repo.get_key(conn, owner, key_id)
+            if old is None:
+                raise NotFound("api_key", key_id)
+            if old["revoked_at"] is not None or (
+                old["expires_at"] is not None and old["expires_at"] <= now
+            ):
+                raise FailedPrecondition(
+                    f"api_key/{key_id}", "the key is revoked or expired: create a new one"
+                )
+            row, token = await self._issue(
+                conn, owner, old["scope"], old["display_name"], request_id, expires_at, now
+            )
+            ends = now + timedelta(seconds=overlap_seconds)
+            if old["expires_at"] is not None:
+                ends = min(ends, old["expires_at"])
+            previous = await self._repo.set_key_expiry(conn, owner, key_id, ends)
+            await events.publish_key(conn, self._topic, dict(previous))
+        return key_message(row), token, key_message(dict(previous))
+
+    async def _claim(
+        self, conn: asyncpg.Connection, owner: uuid.UUID | None, tenant_id: str, request_id: str
+    ) -> None:
+        """Lock the owning tenant (it must exist) and refuse a request id already used."""
+        if owner is not None and not await self._repo.lock_tenant(conn, owner):
+            raise NotFound("tenant", tenant_id)
+        if request_id:
+            earlier = await self._repo.get_key_by_request(conn, owner, request_id)
+            if earlier is not None:
+                # The secret is never stored, so a retry cannot be answered with it again.
+                raise AlreadyExists("api_key", earlier["id"])
+
+    async def _issue(
+        self,
+        conn: asyncpg.Connection,
+        owner: uuid.UUID | None,
+        scope: int,
+        display_name: str,
+        request_id: str,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> tuple[dict[str, Any], str]:
+        """Store and announce a new key; its row and the whole key, shown once."""
+        issued = auth.issue_key()
+        row = {
+            "id": issued.key_id,
+            "tenant_id": owner,
+            "scope": scope,
+            "display_name": display_name,
+            "secret_sha256": issued.secret_sha256,
+            "request_id": request_id or None,
+            "created_at": now,
+            "revoked_at": None,
+            "expires_at": expires_at,
+        }
+        await self._repo.insert_key(conn, row)
+        await events.publish_key(conn, self._topic, row)
+        return row, issued.token
 
     async def list(self, tenant_id: str, size: int, token: str) -> tuple[list[pb.ApiKey], str]:
         """Keys of a tenant, or admin keys when `tenant_id` is empty."""
@@ -98,6 +182,8 @@ class ApiKeys:
         async with self._pool.acquire() as conn:
             row = await self._repo.resolve_key(conn, key_id)
         if row is None or row["revoked_at"] is not None:
+            return None
+        if row["expires_at"] is not None and row["expires_at"] <= events.now():
             return None
         if not hmac.compare_digest(row["secret_sha256"], secret_sha256):
             return None

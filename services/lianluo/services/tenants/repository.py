@@ -262,7 +262,7 @@ class Repository:
     async def insert_key(self, conn: asyncpg.Connection, row: dict[str, Any]) -> None:
         await conn.execute(
             "insert into api_keys (id, tenant_id, scope, display_name, secret_sha256, "
-            "request_id, created_at) values ($1, $2, $3, $4, $5, $6, $7)",
+            "request_id, created_at, expires_at) values ($1, $2, $3, $4, $5, $6, $7, $8)",
             row["id"],
             row["tenant_id"],
             row["scope"],
@@ -270,6 +270,7 @@ class Repository:
             row["secret_sha256"],
             row["request_id"],
             row["created_at"],
+            row["expires_at"],
         )
 
     async def get_key(
@@ -316,6 +317,18 @@ class Repository:
         )
         return row
 
+    async def set_key_expiry(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID | None, key_id: str, at: datetime
+    ) -> asyncpg.Record:
+        row: asyncpg.Record = await conn.fetchrow(
+            "update api_keys set expires_at = $3 "
+            "where id = $1 and tenant_id is not distinct from $2 returning *",
+            key_id,
+            tenant_id,
+            at,
+        )
+        return row
+
     async def revoke_tenant_keys(
         self, conn: asyncpg.Connection, tenant_id: uuid.UUID, now: datetime
     ) -> list[asyncpg.Record]:
@@ -331,7 +344,8 @@ class Repository:
         """The key with its tenant's state, for authentication (not tenant-scoped by nature:
         the key itself is what names the tenant)."""
         row: asyncpg.Record | None = await conn.fetchrow(
-            "select k.tenant_id, k.secret_sha256, k.revoked_at, t.spec->>'state' as tenant_state "
+            "select k.tenant_id, k.secret_sha256, k.revoked_at, k.expires_at, "
+            "t.spec->>'state' as tenant_state "
             "from api_keys k left join resources t "
             "on t.kind = 'tenant' and t.id = k.tenant_id and t.tenant_id = k.tenant_id "
             "where k.id = $1",
