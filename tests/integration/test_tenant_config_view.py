@@ -63,7 +63,7 @@ async def test_view_rebuilds_configuration_and_authenticates_keys(
         await follow
 
 
-async def test_every_other_service_refuses_a_key_after_its_expiry(
+async def test_every_other_service_refuses_a_key_after_its_expiry_and_knows_its_permissions(
     stack: Stack, tenants_service: Served
 ) -> None:
     """The expiry travels on tenant.config with the key, so a service's view refuses the key
@@ -80,6 +80,14 @@ async def test_every_other_service_refuses_a_key_after_its_expiry(
             metadata=c.md,
         )
         key_id, secret = auth.parse_token(created.secret)
+        widget = await c.keys.CreateApiKey(
+            pb.CreateApiKeyRequest(
+                tenant_id=t.id,
+                scope=pb.API_KEY_SCOPE_TENANT,
+                permissions=["interaction:read", "interaction:write"],
+            ),
+            metadata=c.md,
+        )
         view = TenantConfigView(stack.kafka, f"{stack.topic_prefix}tenant.config")
         await view.start()
         follow = asyncio.create_task(view.run())
@@ -89,6 +97,12 @@ async def test_every_other_service_refuses_a_key_after_its_expiry(
                 while await view.resolve(key_id, auth.sha256_hex(secret)) is None:
                     await asyncio.sleep(0.05)
             assert datetime.now(UTC) < expire.ToDatetime(UTC), "seen before its expiry"
+            # A narrowed key keeps its permissions in every service's copy.
+            widget_id, widget_secret = auth.parse_token(widget.secret)
+            narrowed = await view.resolve(widget_id, auth.sha256_hex(widget_secret))
+            assert narrowed is not None
+            assert narrowed.may("interaction:write")
+            assert not narrowed.may("recording:read")
             await asyncio.sleep(
                 max(0.0, (expire.ToDatetime(UTC) - datetime.now(UTC)).total_seconds()) + 0.2
             )

@@ -414,6 +414,74 @@ async def test_a_key_with_an_expiry_stops_working_at_it(admin: Client) -> None:
     )
 
 
+async def test_a_narrowed_key_does_only_what_it_was_given_and_gives_no_more(
+    admin: Client,
+) -> None:
+    t, c = await onboard(admin)
+
+    async def key(*permissions: str, by: Client = c) -> Client:
+        created = await by.keys.CreateApiKey(
+            pb.CreateApiKeyRequest(
+                tenant_id=t.id, scope=pb.API_KEY_SCOPE_TENANT, permissions=permissions
+            ),
+            metadata=by.md,
+        )
+        assert list(created.api_key.permissions) == sorted(permissions)
+        return Client(c.channel, created.secret)
+
+    reader = await key("config:read")
+    await reader.agents.ListAgents(pb.ListAgentsRequest(tenant_id=t.id), metadata=reader.md)
+    denied = await fails(
+        reader.agents.CreateAgent(
+            pb.CreateAgentRequest(tenant_id=t.id, agent=agent()), metadata=reader.md
+        ),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    assert "config:write" in (denied.details() or "")
+    await fails(
+        reader.keys.ListApiKeys(pb.ListApiKeysRequest(tenant_id=t.id), metadata=reader.md),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+
+    manager = await key("keys:write", "config:read")
+    for asked in ((), ("recording:read",), ("keys:write", "config:write")):
+        await fails(
+            manager.keys.CreateApiKey(
+                pb.CreateApiKeyRequest(
+                    tenant_id=t.id, scope=pb.API_KEY_SCOPE_TENANT, permissions=asked
+                ),
+                metadata=manager.md,
+            ),
+            grpc.StatusCode.PERMISSION_DENIED,
+        )
+    await key("config:read", by=manager)  # no more than it has itself
+    full = await c.keys.CreateApiKey(
+        pb.CreateApiKeyRequest(tenant_id=t.id, scope=pb.API_KEY_SCOPE_TENANT), metadata=c.md
+    )
+    await fails(  # rotating would hand it the secret of a stronger key
+        manager.keys.RotateApiKey(
+            pb.RotateApiKeyRequest(tenant_id=t.id, api_key_id=full.api_key.id),
+            metadata=manager.md,
+        ),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+
+    for asked, field in (
+        (("nonsense",), "permissions[0]"),
+        (("platform:admin",), "permissions[0]"),
+    ):
+        refused = await fails(
+            c.keys.CreateApiKey(
+                pb.CreateApiKeyRequest(
+                    tenant_id=t.id, scope=pb.API_KEY_SCOPE_TENANT, permissions=asked
+                ),
+                metadata=c.md,
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert bad_fields(refused) == {field}
+
+
 async def test_a_rotated_key_overlaps_the_new_one_then_stops(admin: Client) -> None:
     t, c = await onboard(admin)
     old = await c.keys.CreateApiKey(

@@ -10,25 +10,84 @@ import contextvars
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from lianluo.runtime.errors import PermissionDenied, Unauthenticated
 
 KEY_PREFIX = "llk"
 ADMIN_BOOTSTRAP_KEY_ID = "bootstrap-admin"
 
+# What a call may need: each RPC declares one (`needs`), next to its handler. The admin key has
+# every permission; a tenant's key has every one but `platform:admin`, unless it was created
+# with fewer (an integration's key, such as a widget's that may only start interactions).
+PLATFORM = "platform:admin"
+PERMISSIONS: dict[str, str] = {
+    PLATFORM: "operate the platform across tenants: create, list, suspend, resume and delete "
+    "tenants",
+    "config:read": "read the tenant's configuration (the tenant, agents, queues, flows, "
+    "notification templates and rules), check and simulate flows, find the tenant's cell",
+    "config:write": "change the tenant's configuration",
+    "keys:read": "list the tenant's API keys",
+    "keys:write": "create, rotate and revoke the tenant's API keys",
+    "interaction:read": "read interactions",
+    "interaction:write": "start interactions, connect to them and send in them, add and remove "
+    "media, transfer and end them",
+    "routing:read": "read queue figures and recommendations",
+    "routing:agent": "set an agent's presence and answer offers",
+    "recording:read": "read and export recordings",
+    "recording:write": "set legal holds and retention",
+    "notification:read": "read deliveries",
+    "notification:write": "send notifications and publish business events",
+}
+_PERMISSION_ATTRIBUTE = "__lianluo_permission__"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def needs(permission: str) -> Callable[[F], F]:
+    """Declare the permission an RPC handler needs; the server enforces it before the call."""
+    if permission not in PERMISSIONS:
+        raise ValueError(f"unknown permission {permission!r}")
+
+    def mark(handler: F) -> F:
+        setattr(handler, _PERMISSION_ATTRIBUTE, permission)
+        return handler
+
+    return mark
+
+
+def permission_of(handler: object) -> str | None:
+    """The permission a handler declared with `needs`, if any."""
+    found = getattr(handler, _PERMISSION_ATTRIBUTE, None)
+    return found if isinstance(found, str) else None
+
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: an admin (no tenant) or a key of one tenant."""
+    """Who is calling: an admin (no tenant) or a key of one tenant, with what it may do."""
 
     key_id: str
     tenant_id: str | None
+    # None: every permission its kind has; otherwise only these (never `platform:admin`).
+    permissions: frozenset[str] | None = None
 
     @property
     def is_admin(self) -> bool:
         return self.tenant_id is None
+
+    def may(self, permission: str) -> bool:
+        if self.is_admin:
+            return True
+        if permission == PLATFORM:
+            return False
+        return self.permissions is None or permission in self.permissions
+
+    def grants(self, permissions: frozenset[str] | None) -> bool:
+        """Whether a key with `permissions` would do nothing this principal cannot."""
+        if self.is_admin or self.permissions is None:
+            return True
+        return permissions is not None and permissions <= self.permissions
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
@@ -16,7 +17,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from lianluo.runtime import auth, validation
-from lianluo.runtime.errors import DomainError, Unauthenticated, to_rpc_status
+from lianluo.runtime.errors import DomainError, PermissionDenied, Unauthenticated, to_rpc_status
 from lianluo.runtime.faults import is_outage
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.telemetry import extract_metadata
@@ -197,15 +198,21 @@ def _validating_handler(handler: grpc.RpcMethodHandler, method: str) -> Any:
 class AuthInterceptor(_ScopedInterceptor):
     """Turns `authorization: Bearer <key>` into the principal of the call."""
 
-    def __init__(self, admin_key: str, resolver: auth.KeyResolver | None) -> None:
+    def __init__(
+        self, admin_key: str, resolver: auth.KeyResolver | None, permissions: dict[str, str]
+    ) -> None:
         self._admin_sha256 = auth.sha256_hex(admin_key)
         self._resolver = resolver
+        self._permissions = permissions
 
     @asynccontextmanager
     async def scope(
         self, method: str, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[None]:
         principal = await self._authenticate(context.invocation_metadata() or ())
+        needed = self._permissions.get(method, auth.PLATFORM)
+        if not principal.may(needed):
+            raise PermissionDenied(f"this call needs the {needed} permission, which the key lacks")
         token = auth.set_principal(principal)
         try:
             yield
@@ -230,6 +237,18 @@ class AuthInterceptor(_ScopedInterceptor):
         return principal
 
 
+def declared_permissions(servicer: Any, full_name: str) -> dict[str, str]:
+    """The permission each RPC of the proto service `full_name` declares in `servicer`."""
+    service = descriptor_pool.Default().FindServiceByName(full_name)
+    found: dict[str, str] = {}
+    for method in service.methods:
+        permission = auth.permission_of(getattr(servicer, method.name, None))
+        if permission is None:
+            raise RuntimeError(f"{full_name}/{method.name} declares no permission (auth.needs)")
+        found[f"/{full_name}/{method.name}"] = permission
+    return found
+
+
 # The generated add_<Service>Servicer_to_server functions.
 RegisterFn = Callable[..., None]
 
@@ -241,13 +260,20 @@ class GrpcServer:
         self._address = f"{host}:{port}"
         self._admin_key = admin_key
         self._services: list[tuple[RegisterFn, Any, str]] = []
+        # "/package.Service/Method" -> the permission its handler declared.
+        self._permissions: dict[str, str] = {}
         self.resolver: auth.KeyResolver | None = None
         self.health = health.aio.HealthServicer()
         self.port = 0
         self._server: grpc.aio.Server | None = None
 
     def add(self, register: RegisterFn, servicer: Any, full_name: str) -> None:
-        """Register a servicer; `full_name` is its proto name, for health and reflection."""
+        """Register a servicer; `full_name` is its proto name, for health and reflection.
+
+        Every RPC of the service must declare its permission (`auth.needs`): one that does not
+        stops the start, so no call is ever served without a rule.
+        """
+        self._permissions.update(declared_permissions(servicer, full_name))
         self._services.append((register, servicer, full_name))
 
     @property
@@ -259,7 +285,7 @@ class GrpcServer:
             interceptors=[
                 TracingInterceptor(),
                 ErrorInterceptor(),
-                AuthInterceptor(self._admin_key, self.resolver),
+                AuthInterceptor(self._admin_key, self.resolver, self._permissions),
                 ValidationInterceptor(),
             ],
             options=[("grpc.so_reuseport", 0)],

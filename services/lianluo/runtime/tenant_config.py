@@ -161,9 +161,10 @@ class TenantConfigView:
         tenant_id = state.api_key.tenant_id
         if not tenant_id:
             return auth.Principal(key_id=key_id, tenant_id=None)
+        narrowed = frozenset(state.api_key.permissions) or None
         tenant = self.tenant(tenant_id)
         if tenant is None:
             return None
         if tenant.state != pb.TENANT_STATE_ACTIVE:
             raise PermissionDenied("the tenant is suspended")
-        return auth.Principal(key_id=key_id, tenant_id=tenant_id)
+        return auth.Principal(key_id=key_id, tenant_id=tenant_id, permissions=narrowed)

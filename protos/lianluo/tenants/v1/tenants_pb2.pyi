@@ -472,6 +472,7 @@ class ApiKey(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     REVOKE_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    PERMISSIONS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     """Empty for an admin key."""
@@ -487,6 +488,12 @@ class ApiKey(_message.Message):
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When set, the key stops working at this time, in every service."""
 
+    @_builtins.property
+    def permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What a tenant's key may do (docs/security.md lists the permissions); empty: everything a
+        tenant's key may do.
+        """
+
     def __init__(
         self,
         *,
@@ -497,10 +504,11 @@ class ApiKey(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         revoke_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        permissions: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "revoke_time", b"revoke_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "expire_time", b"expire_time", "id", b"id", "revoke_time", b"revoke_time", "scope", b"scope", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "expire_time", b"expire_time", "id", b"id", "permissions", b"permissions", "revoke_time", b"revoke_time", "scope", b"scope", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -515,6 +523,7 @@ class CreateApiKeyRequest(_message.Message):
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    PERMISSIONS_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """The tenant the key acts for; empty (with scope ADMIN) for an admin key."""
     scope: Global___ApiKeyScope.ValueType
@@ -524,6 +533,12 @@ class CreateApiKeyRequest(_message.Message):
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """Optional: when the key stops working. In the future, and at most ten years ahead."""
 
+    @_builtins.property
+    def permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional, for a tenant's key: only these permissions (docs/security.md), each one the
+        caller has itself. Empty: everything a tenant's key may do.
+        """
+
     def __init__(
         self,
         *,
@@ -532,10 +547,11 @@ class CreateApiKeyRequest(_message.Message):
         display_name: _builtins.str = ...,
         request_id: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        permissions: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "expire_time", b"expire_time", "request_id", b"request_id", "scope", b"scope", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "expire_time", b"expire_time", "permissions", b"permissions", "request_id", b"request_id", "scope", b"scope", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from lianluo.edge.v1 import edge_pb2 as pb
 from lianluo.edge.v1 import edge_pb2_grpc as rpc
+from lianluo.runtime import auth
 from lianluo.services.edge.service import Edge
 
 
@@ -13,5 +14,6 @@ class EdgeApi(rpc.EdgeServiceServicer):
     def __init__(self, edge: Edge) -> None:
         self.edge = edge
 
+    @auth.needs("config:read")
     async def LocateTenant(self, request: pb.LocateTenantRequest, _: Any) -> pb.TenantLocation:
         return self.edge.locate_tenant(request.tenant_id)

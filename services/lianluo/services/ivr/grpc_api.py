@@ -6,6 +6,7 @@ from typing import Any
 
 from lianluo.ivr.v1 import ivr_pb2 as api
 from lianluo.ivr.v1 import ivr_pb2_grpc as rpc
+from lianluo.runtime import auth
 from lianluo.services.ivr.service import FlowTools
 
 
@@ -13,11 +14,13 @@ class IvrApi(rpc.IvrServiceServicer):
     def __init__(self, tools: FlowTools) -> None:
         self.tools = tools
 
+    @auth.needs("config:read")
     async def ValidateFlow(
         self, request: api.ValidateFlowRequest, _: Any
     ) -> api.ValidateFlowResponse:
         return self.tools.validate(request.tenant_id, request.flow)
 
+    @auth.needs("config:read")
     async def SimulateFlow(
         self, request: api.SimulateFlowRequest, _: Any
     ) -> api.SimulateFlowResponse:

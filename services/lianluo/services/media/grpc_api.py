@@ -11,6 +11,7 @@ import grpc
 
 from lianluo.media.v1 import media_pb2 as pb
 from lianluo.media.v1 import media_pb2_grpc as rpc
+from lianluo.runtime import auth
 from lianluo.runtime.errors import FieldViolation, InvalidArgument
 from lianluo.services.media.hub import Hub, LocalStream
 from lianluo.services.media.service import MediaService
@@ -24,6 +25,7 @@ class MediaApi(rpc.MediaServiceServicer):
         self.hub = hub
         self.buffer_frames = buffer_frames
 
+    @auth.needs("interaction:write")
     async def StartInteraction(
         self, request: pb.StartInteractionRequest, _: Any
     ) -> pb.StartInteractionResponse:
@@ -32,6 +34,7 @@ class MediaApi(rpc.MediaServiceServicer):
             interaction=interaction, customer_participant_id=customer
         )
 
+    @auth.needs("interaction:write")
     async def Send(self, request: pb.SendRequest, _: Any) -> pb.Message:
         return await self.media.send(
             request.tenant_id,
@@ -41,21 +44,27 @@ class MediaApi(rpc.MediaServiceServicer):
             request.content,
         )
 
+    @auth.needs("interaction:write")
     async def AddMedia(self, request: pb.AddMediaRequest, _: Any) -> pb.MediaLeg:
         return await self.media.add_media(request)
 
+    @auth.needs("interaction:write")
     async def RemoveMedia(self, request: pb.RemoveMediaRequest, _: Any) -> pb.MediaLeg:
         return await self.media.remove_media(request)
 
+    @auth.needs("interaction:write")
     async def Transfer(self, request: pb.TransferRequest, _: Any) -> pb.Interaction:
         return await self.media.transfer(request)
 
+    @auth.needs("interaction:write")
     async def End(self, request: pb.EndRequest, _: Any) -> pb.Interaction:
         return await self.media.end(request)
 
+    @auth.needs("interaction:read")
     async def GetInteraction(self, request: pb.GetInteractionRequest, _: Any) -> pb.Interaction:
         return await self.media.get(request.tenant_id, request.interaction_id)
 
+    @auth.needs("interaction:write")
     async def Connect(
         self, requests: AsyncIterator[pb.ClientFrame], context: Any
     ) -> AsyncIterator[pb.ServerFrame]:

@@ -7,6 +7,7 @@ from typing import Any
 from lianluo.common.v1 import common_pb2
 from lianluo.notification.v1 import notification_pb2 as pb
 from lianluo.notification.v1 import notification_pb2_grpc as rpc
+from lianluo.runtime import auth
 from lianluo.services.notification.deliveries import to_message
 from lianluo.services.notification.service import NotificationService
 
@@ -15,18 +16,22 @@ class NotificationApi(rpc.NotificationServiceServicer):
     def __init__(self, svc: NotificationService) -> None:
         self.svc = svc
 
+    @auth.needs("notification:write")
     async def Notify(self, request: pb.NotifyRequest, _: Any) -> pb.Delivery:
         return to_message(await self.svc.notify(request))
 
+    @auth.needs("notification:write")
     async def PublishBusinessEvent(
         self, request: pb.PublishBusinessEventRequest, _: Any
     ) -> pb.PublishBusinessEventResponse:
         event_id = await self.svc.publish_business_event(request)
         return pb.PublishBusinessEventResponse(event_id=event_id)
 
+    @auth.needs("notification:read")
     async def GetDelivery(self, request: pb.GetDeliveryRequest, _: Any) -> pb.Delivery:
         return to_message(await self.svc.get_delivery(request.tenant_id, request.delivery_id))
 
+    @auth.needs("notification:read")
     async def ListDeliveries(
         self, request: pb.ListDeliveriesRequest, _: Any
     ) -> pb.ListDeliveriesResponse:

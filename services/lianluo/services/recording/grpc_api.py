@@ -7,6 +7,7 @@ from typing import Any
 from lianluo.common.v1 import common_pb2
 from lianluo.recording.v1 import recording_pb2 as pb
 from lianluo.recording.v1 import recording_pb2_grpc as rpc
+from lianluo.runtime import auth
 from lianluo.services.recording.service import RecordingService
 
 
@@ -14,9 +15,11 @@ class RecordingApi(rpc.RecordingServiceServicer):
     def __init__(self, svc: RecordingService) -> None:
         self.svc = svc
 
+    @auth.needs("recording:read")
     async def GetRecording(self, request: pb.GetRecordingRequest, _: Any) -> pb.Recording:
         return await self.svc.get_recording(request.tenant_id, request.interaction_id)
 
+    @auth.needs("recording:read")
     async def ListRecordings(
         self, request: pb.ListRecordingsRequest, _: Any
     ) -> pb.ListRecordingsResponse:
@@ -25,11 +28,14 @@ class RecordingApi(rpc.RecordingServiceServicer):
             recordings=items, page=common_pb2.PageResponse(next_page_token=token)
         )
 
+    @auth.needs("recording:read")
     async def Export(self, request: pb.ExportRequest, _: Any) -> pb.ExportResponse:
         return await self.svc.export(request)
 
+    @auth.needs("recording:write")
     async def SetLegalHold(self, request: pb.SetLegalHoldRequest, _: Any) -> pb.RecordingSummary:
         return await self.svc.set_legal_hold(request)
 
+    @auth.needs("recording:write")
     async def SetRetention(self, request: pb.SetRetentionRequest, _: Any) -> pb.RecordingSummary:
         return await self.svc.set_retention(request)

@@ -53,6 +53,7 @@ def key_message(row: dict[str, Any]) -> pb.ApiKey:
         key.revoke_time.FromDatetime(row["revoked_at"])
     if row["expires_at"] is not None:
         key.expire_time.FromDatetime(row["expires_at"])
+    key.permissions.extend(row["permissions"] or ())
     return key
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from lianluo.common.v1 import common_pb2
+from lianluo.runtime import auth
 from lianluo.services.tenants.domain import AGENT, FLOW, QUEUE, RULE, TEMPLATE, Kind
 from lianluo.services.tenants.keys import ApiKeys
 from lianluo.services.tenants.service import TenantsService
@@ -62,13 +63,14 @@ def _crud_servicer(
     def __init__(self: Any, svc: TenantsService) -> None:
         self.svc = svc
 
+    read, write = auth.needs("config:read"), auth.needs("config:write")
     methods: dict[str, Any] = {
         "__init__": __init__,
-        f"Create{noun}": create,
-        f"Get{noun}": get,
-        f"List{plural.title()}": list_,
-        f"Update{noun}": update,
-        f"Delete{noun}": delete,
+        f"Create{noun}": write(create),
+        f"Get{noun}": read(get),
+        f"List{plural.title()}": read(list_),
+        f"Update{noun}": write(update),
+        f"Delete{noun}": write(delete),
     }
     return type(f"{noun}Api", (base,), methods)
 
@@ -100,29 +102,36 @@ class TenantApi(rpc.TenantServiceServicer):
     def __init__(self, svc: TenantsService) -> None:
         self.svc = svc
 
+    @auth.needs("platform:admin")
     async def CreateTenant(self, request: pb.CreateTenantRequest, _: Any) -> pb.Tenant:
         return await self.svc.create_tenant(request.tenant, request.request_id, request.tenant_id)
 
+    @auth.needs("config:read")
     async def GetTenant(self, request: pb.GetTenantRequest, _: Any) -> pb.Tenant:
         return await self.svc.get_tenant(request.tenant_id)
 
+    @auth.needs("platform:admin")
     async def ListTenants(self, request: pb.ListTenantsRequest, _: Any) -> pb.ListTenantsResponse:
         items, token = await self.svc.list_tenants(request.page.page_size, request.page.page_token)
         return pb.ListTenantsResponse(tenants=items, page=_page(token))
 
+    @auth.needs("config:write")
     async def UpdateTenant(self, request: pb.UpdateTenantRequest, _: Any) -> pb.Tenant:
         return await self.svc.update_tenant(
             request.tenant, request.update_mask, request.expected_revision
         )
 
+    @auth.needs("platform:admin")
     async def SuspendTenant(self, request: pb.SuspendTenantRequest, _: Any) -> pb.Tenant:
         return await self.svc.set_tenant_state(
             request.tenant_id, pb.TENANT_STATE_SUSPENDED, request.reason
         )
 
+    @auth.needs("platform:admin")
     async def ResumeTenant(self, request: pb.ResumeTenantRequest, _: Any) -> pb.Tenant:
         return await self.svc.set_tenant_state(request.tenant_id, pb.TENANT_STATE_ACTIVE)
 
+    @auth.needs("platform:admin")
     async def DeleteTenant(
         self, request: pb.DeleteTenantRequest, _: Any
     ) -> pb.DeleteTenantResponse:
@@ -134,15 +143,22 @@ class ApiKeyApi(rpc.ApiKeyServiceServicer):
     def __init__(self, keys: ApiKeys) -> None:
         self.keys = keys
 
+    @auth.needs("keys:write")
     async def CreateApiKey(
         self, request: pb.CreateApiKeyRequest, _: Any
     ) -> pb.CreateApiKeyResponse:
         expires = _expiry(request)
         key, secret = await self.keys.create(
-            request.tenant_id, request.scope, request.display_name, request.request_id, expires
+            request.tenant_id,
+            request.scope,
+            request.display_name,
+            request.request_id,
+            expires,
+            request.permissions,
         )
         return pb.CreateApiKeyResponse(api_key=key, secret=secret)
 
+    @auth.needs("keys:write")
     async def RotateApiKey(
         self, request: pb.RotateApiKeyRequest, _: Any
     ) -> pb.RotateApiKeyResponse:
@@ -156,12 +172,14 @@ class ApiKeyApi(rpc.ApiKeyServiceServicer):
         )
         return pb.RotateApiKeyResponse(api_key=key, secret=secret, previous=previous)
 
+    @auth.needs("keys:read")
     async def ListApiKeys(self, request: pb.ListApiKeysRequest, _: Any) -> pb.ListApiKeysResponse:
         items, token = await self.keys.list(
             request.tenant_id, request.page.page_size, request.page.page_token
         )
         return pb.ListApiKeysResponse(api_keys=items, page=_page(token))
 
+    @auth.needs("keys:write")
     async def RevokeApiKey(self, request: pb.RevokeApiKeyRequest, _: Any) -> pb.ApiKey:
         return await self.keys.revoke(request.tenant_id, request.api_key_id)
 
@@ -170,18 +188,22 @@ class FlowApi(rpc.FlowServiceServicer):
     def __init__(self, svc: TenantsService) -> None:
         self.svc = svc
 
+    @auth.needs("config:write")
     async def PutFlow(self, request: pb.PutFlowRequest, _: Any) -> pb.Flow:
         return await self.svc.put_flow(request.tenant_id, request.flow)
 
+    @auth.needs("config:read")
     async def GetFlow(self, request: pb.GetFlowRequest, _: Any) -> pb.Flow:
         return await self.svc.get_flow(request.tenant_id, request.flow_id, request.version)
 
+    @auth.needs("config:read")
     async def ListFlows(self, request: pb.ListFlowsRequest, _: Any) -> pb.ListFlowsResponse:
         items, token = await self.svc.list_resources(
             request.tenant_id, FLOW, request.page.page_size, request.page.page_token
         )
         return pb.ListFlowsResponse(flows=items, page=_page(token))
 
+    @auth.needs("config:write")
     async def DeleteFlow(self, request: pb.DeleteFlowRequest, _: Any) -> pb.DeleteFlowResponse:
         await self.svc.delete(request.tenant_id, FLOW, request.flow_id)
         return pb.DeleteFlowResponse()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +29,26 @@ from lianluo.tenants.v1 import tenants_pb2 as pb
 _ACTIVE = pb.TenantState.Name(pb.TENANT_STATE_ACTIVE)
 MAX_KEY_LIFETIME = timedelta(days=3653)
 MAX_OVERLAP = timedelta(days=30)
+
+
+def _permissions(asked: Sequence[str], scope: int) -> frozenset[str] | None:
+    """The permissions a new key is narrowed to; None when it is not narrowed."""
+    if not asked:
+        return None
+    v = Violations()
+    if scope != pb.API_KEY_SCOPE_TENANT:
+        v.add("permissions", "only a tenant's key can be narrowed")
+    for i, name in enumerate(asked):
+        if name not in auth.PERMISSIONS or name == auth.PLATFORM:
+            v.add(f"permissions[{i}]", "not a permission of a tenant's key (docs/security.md)")
+    v.raise_if_any()
+    return frozenset(asked)
+
+
+def _may_grant(permissions: frozenset[str] | None) -> None:
+    """A key never makes a key that may do more than itself."""
+    if not auth.current_principal().grants(permissions):
+        raise PermissionDenied("a key can give a new key only permissions it has itself")
 
 
 def _check_expiry(expires_at: datetime | None, now: datetime) -> None:
@@ -62,18 +83,21 @@ class ApiKeys:
         display_name: str,
         request_id: str = "",
         expires_at: datetime | None = None,
+        permissions: Sequence[str] = (),
     ) -> tuple[pb.ApiKey, str]:
         if scope not in (pb.API_KEY_SCOPE_ADMIN, pb.API_KEY_SCOPE_TENANT):
             raise InvalidArgument([FieldViolation("scope", "must be ADMIN or TENANT")])
         now = events.now()
         _check_expiry(expires_at, now)
+        narrowed = _permissions(permissions, scope)
         if len(display_name) > domain.MAX_DISPLAY_NAME:
             raise InvalidArgument([FieldViolation("display_name", "at most 200 characters")])
         owner = _owner(tenant_id, scope == pb.API_KEY_SCOPE_ADMIN)
+        _may_grant(narrowed)
         async with self._pool.acquire() as conn, conn.transaction():
             await self._claim(conn, owner, tenant_id, request_id)
             row, token = await self._issue(
-                conn, owner, scope, display_name, request_id, expires_at, now
+                conn, owner, scope, display_name, request_id, expires_at, now, narrowed
             )
         return key_message(row), token
 
@@ -108,8 +132,11 @@ class ApiKeys:
                 raise FailedPrecondition(
                     f"api_key/{key_id}", "the key is revoked or expired: create a new one"
                 )
+            kept = None if old["permissions"] is None else frozenset(old["permissions"])
+            # Rotation hands over a key as strong as the old one: only to a caller as strong.
+            _may_grant(kept)
             row, token = await self._issue(
-                conn, owner, old["scope"], old["display_name"], request_id, expires_at, now
+                conn, owner, old["scope"], old["display_name"], request_id, expires_at, now, kept
             )
             ends = now + timedelta(seconds=overlap_seconds)
             if old["expires_at"] is not None:
@@ -139,6 +166,7 @@ class ApiKeys:
         request_id: str,
         expires_at: datetime | None,
         now: datetime,
+        permissions: frozenset[str] | None,
     ) -> tuple[dict[str, Any], str]:
         """Store and announce a new key; its row and the whole key, shown once."""
         issued = auth.issue_key()
@@ -152,6 +180,7 @@ class ApiKeys:
             "created_at": now,
             "revoked_at": None,
             "expires_at": expires_at,
+            "permissions": None if permissions is None else sorted(permissions),
         }
         await self._repo.insert_key(conn, row)
         await events.publish_key(conn, self._topic, row)
@@ -189,8 +218,11 @@ class ApiKeys:
             return None
         if row["tenant_id"] is None:
             return auth.Principal(key_id=key_id, tenant_id=None)
+        permissions = None if row["permissions"] is None else frozenset(row["permissions"])
         if row["tenant_state"] is None:
             return None  # the tenant is gone
         if row["tenant_state"] != _ACTIVE:
             raise PermissionDenied("the tenant is suspended")
-        return auth.Principal(key_id=key_id, tenant_id=str(row["tenant_id"]))
+        return auth.Principal(
+            key_id=key_id, tenant_id=str(row["tenant_id"]), permissions=permissions
+        )

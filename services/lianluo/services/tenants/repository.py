@@ -262,7 +262,8 @@ class Repository:
     async def insert_key(self, conn: asyncpg.Connection, row: dict[str, Any]) -> None:
         await conn.execute(
             "insert into api_keys (id, tenant_id, scope, display_name, secret_sha256, "
-            "request_id, created_at, expires_at) values ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "request_id, created_at, expires_at, permissions) "
+            "values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             row["id"],
             row["tenant_id"],
             row["scope"],
@@ -271,6 +272,7 @@ class Repository:
             row["request_id"],
             row["created_at"],
             row["expires_at"],
+            row["permissions"],
         )
 
     async def get_key(
@@ -344,7 +346,7 @@ class Repository:
         """The key with its tenant's state, for authentication (not tenant-scoped by nature:
         the key itself is what names the tenant)."""
         row: asyncpg.Record | None = await conn.fetchrow(
-            "select k.tenant_id, k.secret_sha256, k.revoked_at, k.expires_at, "
+            "select k.tenant_id, k.secret_sha256, k.revoked_at, k.expires_at, k.permissions, "
             "t.spec->>'state' as tenant_state "
             "from api_keys k left join resources t "
             "on t.kind = 'tenant' and t.id = k.tenant_id and t.tenant_id = k.tenant_id "

@@ -1,0 +1,85 @@
+"""Every RPC of every service declares the permission it needs, next to its handler, and
+docs/security.md lists them as declared. Regenerate the table after a change with:
+    LIANLUO_UPDATE_GOLDEN=1 .venv/bin/python -m pytest -q tests/unit/test_permissions.py
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import lianluo.services
+from lianluo.runtime import auth
+from lianluo.runtime.grpc_server import declared_permissions
+
+DOC = Path(__file__).parents[2] / "docs" / "security.md"
+BEGIN, END = "<!-- permissions: begin -->", "<!-- permissions: end -->"
+
+
+def servicers() -> dict[str, type]:
+    """Each proto service of the project, by full name, and the class that implements it."""
+    found: dict[str, type] = {}
+    for module in pkgutil.iter_modules(lianluo.services.__path__):
+        api = importlib.import_module(f"lianluo.services.{module.name}.grpc_api")
+        for value in vars(api).values():
+            if not isinstance(value, type):
+                continue
+            for base in value.__mro__[1:]:
+                name = base.__name__
+                if name.endswith("Servicer") and base.__module__.endswith("_pb2_grpc"):
+                    proto = importlib.import_module(base.__module__.removesuffix("_grpc"))
+                    service = proto.DESCRIPTOR.services_by_name[name.removesuffix("Servicer")]
+                    found.setdefault(service.full_name, value)
+    return found
+
+
+def every_proto_service() -> set[str]:
+    names: set[str] = set()
+    for module in pkgutil.iter_modules(lianluo.services.__path__):
+        api = importlib.import_module(f"lianluo.services.{module.name}.grpc_api")
+        for value in vars(api).values():
+            if isinstance(value, type) and value.__module__.endswith("_pb2_grpc"):
+                proto = importlib.import_module(value.__module__.removesuffix("_grpc"))
+                names |= {s.full_name for s in proto.DESCRIPTOR.services_by_name.values()}
+    return names
+
+
+def test_every_rpc_of_every_service_declares_a_known_permission() -> None:
+    implemented = servicers()
+    assert every_proto_service() <= set(implemented), "a proto service has no servicer"
+    for full_name, servicer in implemented.items():
+        for method, permission in declared_permissions(servicer, full_name).items():
+            assert permission in auth.PERMISSIONS, method
+
+
+def test_an_rpc_without_a_permission_stops_the_start() -> None:
+    full_name, servicer = next(iter(servicers().items()))
+    bare = type("Bare", (servicer.__mro__[1],), {})  # the generated base: nothing declared
+    with pytest.raises(RuntimeError, match="declares no permission"):
+        declared_permissions(bare, full_name)
+
+
+def table() -> str:
+    by_permission: dict[str, list[str]] = {p: [] for p in auth.PERMISSIONS}
+    for full_name, servicer in sorted(servicers().items()):
+        for method, permission in declared_permissions(servicer, full_name).items():
+            service, _, rpc = method.lstrip("/").rpartition("/")
+            by_permission[permission].append(f"`{service.rsplit('.', 1)[-1]}/{rpc}`")
+    rows = ["| permission | what it allows | RPCs |", "|---|---|---|"]
+    for permission, what in auth.PERMISSIONS.items():
+        rows.append(f"| `{permission}` | {what} | {', '.join(by_permission[permission])} |")
+    return "\n".join(rows)
+
+
+def test_the_permission_table_in_the_docs_is_the_declared_one() -> None:
+    text = DOC.read_text()
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    generated = f"{head}{BEGIN}\n{table()}\n{END}{tail}"
+    if os.environ.get("LIANLUO_UPDATE_GOLDEN") == "1":
+        DOC.write_text(generated)
+    assert text == generated, "regenerate with LIANLUO_UPDATE_GOLDEN=1 (see this module)"
