@@ -397,7 +397,7 @@ async def test_a_key_with_an_expiry_stops_working_at_it(admin: Client) -> None:
         assert bad_fields(refused) == {"expire_time"}, why
 
     expire = timestamp_pb2.Timestamp()
-    expire.FromDatetime(datetime.now(UTC) + timedelta(seconds=3))
+    expire.FromDatetime(datetime.now(UTC) + timedelta(seconds=8))
     created = await c.keys.CreateApiKey(
         pb.CreateApiKeyRequest(tenant_id=t.id, scope=pb.API_KEY_SCOPE_TENANT, expire_time=expire),
         metadata=c.md,
@@ -499,7 +499,7 @@ async def test_a_rotated_key_overlaps_the_new_one_then_stops(admin: Client) -> N
     )
     assert bad_fields(refused) == {"overlap_seconds"}
     rotated = await c.keys.RotateApiKey(
-        pb.RotateApiKeyRequest(tenant_id=t.id, api_key_id=old.api_key.id, overlap_seconds=3),
+        pb.RotateApiKeyRequest(tenant_id=t.id, api_key_id=old.api_key.id, overlap_seconds=8),
         metadata=c.md,
     )
     assert (rotated.api_key.scope, rotated.api_key.display_name) == (
