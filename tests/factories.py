@@ -122,6 +122,10 @@ class Client:
         return rpc.ApiKeyServiceStub(self.channel)
 
     @property
+    def audit(self) -> rpc.AuditServiceStub:
+        return rpc.AuditServiceStub(self.channel)
+
+    @property
     def agents(self) -> rpc.AgentServiceStub:
         return rpc.AgentServiceStub(self.channel)
 

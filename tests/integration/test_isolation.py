@@ -194,6 +194,13 @@ CASES: list[Case] = [
         DENIED,
     ),
     (
+        "ListAuditEntries",
+        lambda c, w: c.audit.ListAuditEntries(
+            pb.ListAuditEntriesRequest(tenant_id=w.a.id), metadata=c.md
+        ),
+        DENIED,
+    ),
+    (
         "RotateApiKey",
         lambda c, w: c.keys.RotateApiKey(
             pb.RotateApiKeyRequest(tenant_id=w.b.id, api_key_id=w.ids["ApiKey"]), metadata=c.md

@@ -17,6 +17,7 @@ from grpc_status import rpc_status
 
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.events.v1 import envelope_pb2, tenant_config_pb2
+from lianluo.runtime import auth
 from lianluo.runtime.kafka import partition_for
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
@@ -411,6 +412,68 @@ async def test_a_key_with_an_expiry_stops_working_at_it(admin: Client) -> None:
     await fails(
         short.agents.ListAgents(pb.ListAgentsRequest(tenant_id=t.id), metadata=short.md),
         grpc.StatusCode.UNAUTHENTICATED,
+    )
+
+
+async def test_every_change_is_in_the_audit_log_with_who_what_when_and_where(
+    admin: Client,
+) -> None:
+    t, c = await onboard(admin)
+    other, _ = await onboard(admin)
+    second = await c.keys.CreateApiKey(
+        pb.CreateApiKeyRequest(tenant_id=t.id, scope=pb.API_KEY_SCOPE_TENANT), metadata=c.md
+    )
+    by_second = Client(c.channel, second.secret)
+    made = await by_second.agents.CreateAgent(
+        pb.CreateAgentRequest(tenant_id=t.id, agent=agent()), metadata=by_second.md
+    )
+    await c.agents.DeleteAgent(
+        pb.DeleteAgentRequest(tenant_id=t.id, agent_id=made.id), metadata=c.md
+    )
+
+    entries: list[pb.AuditEntry] = []
+    token = ""
+    while True:  # one entry a page: the export walks every page
+        page = await c.audit.ListAuditEntries(
+            pb.ListAuditEntriesRequest(
+                tenant_id=t.id, page=common.PageRequest(page_size=1, page_token=token)
+            ),
+            metadata=c.md,
+        )
+        entries += page.entries
+        token = page.page.next_page_token
+        if not token:
+            break
+    assert [int(e.id) for e in entries] == sorted(int(e.id) for e in entries)
+    agent_entries = [
+        (e.api_key_id, e.method.rsplit("/", 1)[-1], e.deleted) for e in entries if e.kind == "agent"
+    ]
+    assert agent_entries == [
+        (second.api_key.id, "CreateAgent", False),
+        (auth.parse_token(c.key)[0], "DeleteAgent", True),
+    ]
+    assert all(
+        e.peer.startswith("ipv") and e.HasField("time") for e in entries if e.kind == "agent"
+    )
+    assert {e.kind for e in entries} >= {"api_key", "agent"}
+    assert all(e.tenant_id == t.id for e in entries)
+    others = await admin.audit.ListAuditEntries(
+        pb.ListAuditEntriesRequest(tenant_id=other.id), metadata=admin.md
+    )
+    assert made.id not in {e.resource_id for e in others.entries}
+
+    narrowed = await c.keys.CreateApiKey(
+        pb.CreateApiKeyRequest(
+            tenant_id=t.id, scope=pb.API_KEY_SCOPE_TENANT, permissions=["config:read"]
+        ),
+        metadata=c.md,
+    )
+    reader = Client(c.channel, narrowed.secret)
+    await fails(
+        reader.audit.ListAuditEntries(
+            pb.ListAuditEntriesRequest(tenant_id=t.id), metadata=reader.md
+        ),
+        grpc.StatusCode.PERMISSION_DENIED,
     )
 
 

@@ -40,6 +40,7 @@ PERMISSIONS: dict[str, str] = {
     "recording:write": "set legal holds and retention",
     "notification:read": "read deliveries",
     "notification:write": "send notifications and publish business events",
+    "audit:read": "read the tenant's audit log: who changed its configuration and keys",
 }
 _PERMISSION_ATTRIBUTE = "__lianluo_permission__"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -110,6 +111,34 @@ class KeyResolver(Protocol):
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "lianluo_principal", default=None
 )
+
+
+@dataclass(frozen=True)
+class Call:
+    """The RPC being served and the peer that called it, for the audit log."""
+
+    method: str
+    peer: str
+
+
+_call: contextvars.ContextVar[Call | None] = contextvars.ContextVar("lianluo_call", default=None)
+
+
+def set_call(call: Call | None) -> contextvars.Token[Call | None]:
+    return _call.set(call)
+
+
+def reset_call(token: contextvars.Token[Call | None]) -> None:
+    _call.reset(token)
+
+
+def current_call() -> Call | None:
+    """The RPC in progress, if this runs inside one."""
+    return _call.get()
+
+
+def current_principal_or_none() -> Principal | None:
+    return _principal.get()
 
 
 def issue_key() -> IssuedKey:

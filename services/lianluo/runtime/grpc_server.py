@@ -214,9 +214,11 @@ class AuthInterceptor(_ScopedInterceptor):
         if not principal.may(needed):
             raise PermissionDenied(f"this call needs the {needed} permission, which the key lacks")
         token = auth.set_principal(principal)
+        call = auth.set_call(auth.Call(method, context.peer() or ""))
         try:
             yield
         finally:
+            auth.reset_call(call)
             auth.reset_principal(token)
 
     async def _authenticate(self, metadata: Sequence[tuple[str, str | bytes]]) -> auth.Principal:

@@ -401,6 +401,87 @@ class TenantService:
             _registered_method=True)
 
 
+class AuditServiceStub:
+    """---------------------------------------------------------------- audit
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListAuditEntries = channel.unary_unary(
+                '/lianluo.tenants.v1.AuditService/ListAuditEntries',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ListAuditEntriesRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ListAuditEntriesResponse.FromString,
+                _registered_method=True)
+
+
+class AuditServiceServicer:
+    """---------------------------------------------------------------- audit
+
+    """
+
+    def ListAuditEntries(self, request, context):
+        """The changes made to a tenant's configuration and keys, oldest first: who made each (the
+        key), what, when and from where. An admin's call without a tenant lists the changes to
+        admin keys. Page through all of it to export it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuditServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListAuditEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEntries,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ListAuditEntriesRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ListAuditEntriesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lianluo.tenants.v1.AuditService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lianluo.tenants.v1.AuditService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AuditService:
+    """---------------------------------------------------------------- audit
+
+    """
+
+    @staticmethod
+    def ListAuditEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.AuditService/ListAuditEntries',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ListAuditEntriesRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ListAuditEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class ApiKeyServiceStub:
     """---------------------------------------------------------------- API keys
 

@@ -129,6 +129,46 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
 
 def add_TenantServiceServicer_to_server(servicer: TenantServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
+class AuditServiceStub:
+    """---------------------------------------------------------------- audit"""
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> AuditServiceAsyncStub: ...
+    ListAuditEntries: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.ListAuditEntriesRequest, _tenants_pb2.ListAuditEntriesResponse]
+    """The changes made to a tenant's configuration and keys, oldest first: who made each (the
+    key), what, when and from where. An admin's call without a tenant lists the changes to
+    admin keys. Page through all of it to export it.
+    """
+
+@_typing.type_check_only
+class AuditServiceAsyncStub(AuditServiceStub):
+    """---------------------------------------------------------------- audit"""
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ListAuditEntries: _aio.UnaryUnaryMultiCallable[_tenants_pb2.ListAuditEntriesRequest, _tenants_pb2.ListAuditEntriesResponse]  # type: ignore[assignment]
+    """The changes made to a tenant's configuration and keys, oldest first: who made each (the
+    key), what, when and from where. An admin's call without a tenant lists the changes to
+    admin keys. Page through all of it to export it.
+    """
+
+class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
+    """---------------------------------------------------------------- audit"""
+
+    @_abc_1.abstractmethod
+    def ListAuditEntries(
+        self,
+        request: _tenants_pb2.ListAuditEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.ListAuditEntriesResponse, _abc.Awaitable[_tenants_pb2.ListAuditEntriesResponse]]:
+        """The changes made to a tenant's configuration and keys, oldest first: who made each (the
+        key), what, when and from where. An admin's call without a tenant lists the changes to
+        admin keys. Page through all of it to export it.
+        """
+
+def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
 class ApiKeyServiceStub:
     """---------------------------------------------------------------- API keys"""
 

@@ -10,6 +10,7 @@ from lianluo.runtime.service import Service, ServiceSpec
 from lianluo.services.tenants.grpc_api import (
     AgentApi,
     ApiKeyApi,
+    AuditApi,
     FlowApi,
     NotificationConfigApi,
     QueueApi,
@@ -41,6 +42,7 @@ async def build(settings: TenantsSettings) -> Service:
     apis: dict[str, tuple[RegisterFn, object]] = {
         "TenantService": (rpc.add_TenantServiceServicer_to_server, TenantApi(tenants)),
         "ApiKeyService": (rpc.add_ApiKeyServiceServicer_to_server, ApiKeyApi(keys)),
+        "AuditService": (rpc.add_AuditServiceServicer_to_server, AuditApi(keys)),
         "AgentService": (rpc.add_AgentServiceServicer_to_server, AgentApi(tenants)),
         "QueueService": (rpc.add_QueueServiceServicer_to_server, QueueApi(tenants)),
         "FlowService": (rpc.add_FlowServiceServicer_to_server, FlowApi(tenants)),

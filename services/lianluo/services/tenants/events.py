@@ -7,6 +7,7 @@ from the tenant id, so a tenant's changes arrive in the order they were made.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ import asyncpg
 from google.protobuf.message import Message
 
 from lianluo.events.v1 import tenant_config_pb2
-from lianluo.runtime import contract, outbox
+from lianluo.runtime import auth, contract, outbox
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 PRODUCER = "tenants"
@@ -30,7 +31,10 @@ async def publish_change(
     revision: int,
     resource: Message | None,
 ) -> None:
-    """Queue the change of one resource; `resource` None announces its deletion."""
+    """Queue the change of one resource; `resource` None announces its deletion. The audit
+    log gets its entry in the same transaction: every change of configuration and keys passes
+    here, so none is left out."""
+    await _audit(conn, tenant_id, kind, resource_id, revision, resource is None)
     change = tenant_config_pb2.TenantConfigChanged(
         kind=kind, resource_id=resource_id, revision=revision, deleted=resource is None
     )
@@ -38,6 +42,45 @@ async def publish_change(
         getattr(change, kind).CopyFrom(resource)
     envelope = contract.envelope(contract.TENANT_CONFIG, PRODUCER, tenant_id, change)
     await outbox.enqueue(conn, topic, envelope, key=f"{tenant_id}/{kind}/{resource_id}")
+
+
+async def _audit(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    kind: str,
+    resource_id: str,
+    revision: int,
+    deleted: bool,
+) -> None:
+    principal, call = auth.current_principal_or_none(), auth.current_call()
+    await conn.execute(
+        "insert into audit_log (tenant_id, api_key_id, method, peer, kind, resource_id, "
+        "revision, deleted) values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        uuid.UUID(tenant_id) if tenant_id else None,
+        principal.key_id if principal else "",
+        call.method if call else "",
+        call.peer if call else "",
+        kind,
+        resource_id,
+        revision,
+        deleted,
+    )
+
+
+def audit_message(row: asyncpg.Record) -> pb.AuditEntry:
+    entry = pb.AuditEntry(
+        id=str(row["id"]),
+        tenant_id=str(row["tenant_id"] or ""),
+        api_key_id=row["api_key_id"],
+        method=row["method"],
+        peer=row["peer"],
+        kind=row["kind"],
+        resource_id=row["resource_id"],
+        revision=row["revision"],
+        deleted=row["deleted"],
+    )
+    entry.time.FromDatetime(row["at"])
+    return entry
 
 
 def key_message(row: dict[str, Any]) -> pb.ApiKey:

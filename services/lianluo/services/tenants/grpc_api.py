@@ -184,6 +184,20 @@ class ApiKeyApi(rpc.ApiKeyServiceServicer):
         return await self.keys.revoke(request.tenant_id, request.api_key_id)
 
 
+class AuditApi(rpc.AuditServiceServicer):
+    def __init__(self, keys: ApiKeys) -> None:
+        self.keys = keys
+
+    @auth.needs("audit:read")
+    async def ListAuditEntries(
+        self, request: pb.ListAuditEntriesRequest, _: Any
+    ) -> pb.ListAuditEntriesResponse:
+        entries, token = await self.keys.audit(
+            request.tenant_id, request.page.page_size, request.page.page_token
+        )
+        return pb.ListAuditEntriesResponse(entries=entries, page=_page(token))
+
+
 class FlowApi(rpc.FlowServiceServicer):
     def __init__(self, svc: TenantsService) -> None:
         self.svc = svc

@@ -186,6 +186,16 @@ class ApiKeys:
         await events.publish_key(conn, self._topic, row)
         return row, issued.token
 
+    async def audit(self, tenant_id: str, size: int, token: str) -> tuple[list[pb.AuditEntry], str]:
+        """A tenant's audit log, oldest first; an admin without a tenant gets the admin keys'."""
+        owner = _owner(tenant_id, not tenant_id)
+        scope = f"audit:{owner}"
+        page = parse_page(size, token, scope)
+        async with self._pool.acquire() as conn:
+            rows = await self._repo.list_audit(conn, owner, page)
+        more = next_token(scope, str(rows[-1]["id"])) if len(rows) == page.size else ""
+        return [events.audit_message(r) for r in rows], more
+
     async def list(self, tenant_id: str, size: int, token: str) -> tuple[list[pb.ApiKey], str]:
         """Keys of a tenant, or admin keys when `tenant_id` is empty."""
         owner = _owner(tenant_id, not tenant_id)

@@ -257,6 +257,20 @@ class Repository:
         await conn.execute("delete from resource_revisions where tenant_id = $1", tenant_id)
         return [(r["kind"], r["id"]) for r in rows]
 
+    # ------------------------------------------------------------------ audit
+
+    async def list_audit(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID | None, page: Page
+    ) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await conn.fetch(
+            "select * from audit_log where tenant_id is not distinct from $1 "
+            "and ($2::bigint is null or id > $2) order by id limit $3",
+            tenant_id,
+            int(page.after) if page.after is not None else None,
+            page.size,
+        )
+        return rows
+
     # ------------------------------------------------------------------ API keys
 
     async def insert_key(self, conn: asyncpg.Connection, row: dict[str, Any]) -> None:
