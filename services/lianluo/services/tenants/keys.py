@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,7 +22,7 @@ from lianluo.runtime.errors import (
 )
 from lianluo.services.tenants import domain, events
 from lianluo.services.tenants.events import key_message
-from lianluo.services.tenants.repository import Repository, next_token, parse_page
+from lianluo.services.tenants.repository import Page, Repository, next_token, parse_page
 from lianluo.services.tenants.service import scoped_tenant
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
@@ -188,23 +188,33 @@ class ApiKeys:
 
     async def audit(self, tenant_id: str, size: int, token: str) -> tuple[list[pb.AuditEntry], str]:
         """A tenant's audit log, oldest first; an admin without a tenant gets the admin keys'."""
-        owner = _owner(tenant_id, not tenant_id)
-        scope = f"audit:{owner}"
-        page = parse_page(size, token, scope)
-        async with self._pool.acquire() as conn:
-            rows = await self._repo.list_audit(conn, owner, page)
-        more = next_token(scope, str(rows[-1]["id"])) if len(rows) == page.size else ""
+        rows, more = await self._paged(tenant_id, "audit", size, token, self._repo.list_audit)
         return [events.audit_message(r) for r in rows], more
 
     async def list(self, tenant_id: str, size: int, token: str) -> tuple[list[pb.ApiKey], str]:
         """Keys of a tenant, or admin keys when `tenant_id` is empty."""
+        rows, more = await self._paged(tenant_id, "api_key", size, token, self._repo.list_keys)
+        return [key_message(dict(r)) for r in rows], more
+
+    async def _paged(
+        self,
+        tenant_id: str,
+        noun: str,
+        size: int,
+        token: str,
+        fetch: Callable[
+            [asyncpg.Connection, uuid.UUID | None, Page], Awaitable[Sequence[asyncpg.Record]]
+        ],
+    ) -> tuple[Sequence[asyncpg.Record], str]:
+        """One page of a tenant's rows (the admin keys' when `tenant_id` is empty), and the token
+        of the next; the token is bound to this tenant and this list."""
         owner = _owner(tenant_id, not tenant_id)
-        scope = f"api_key:{owner}"
+        scope = f"{noun}:{owner}"
         page = parse_page(size, token, scope)
         async with self._pool.acquire() as conn:
-            rows = await self._repo.list_keys(conn, owner, page)
-        more = next_token(scope, rows[-1]["id"]) if len(rows) == page.size else ""
-        return [key_message(dict(r)) for r in rows], more
+            rows = await fetch(conn, owner, page)
+        more = next_token(scope, str(rows[-1]["id"])) if len(rows) == page.size else ""
+        return rows, more
 
     async def revoke(self, tenant_id: str, key_id: str) -> pb.ApiKey:
         owner = _owner(tenant_id, not tenant_id)
