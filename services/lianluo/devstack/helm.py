@@ -57,7 +57,12 @@ class Tools:
 
 
 def cache_dir() -> Path:
-    """~/.cache/lianluo (or $XDG_CACHE_HOME/lianluo): shared by every checkout of the project."""
+    """Where `make install` keeps what it fetches and builds (helm, kube-apiserver), shared by
+    every checkout of the project: $LIANLUO_CACHE_DIR, else $XDG_CACHE_HOME/lianluo, else
+    ~/.cache/lianluo."""
+    root = os.environ.get("LIANLUO_CACHE_DIR", "").strip()
+    if root:
+        return Path(root).expanduser()
     base = os.environ.get("XDG_CACHE_HOME", "").strip()
     return (Path(base) if base else Path.home() / ".cache") / "lianluo"
 

@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from lianluo.devstack.helm import cache_dir
+
 KUBE_VERSION = "1.20.2"
 _SOURCE_VERSION = "1.20.5+really1.20.2-1.1+deb12u1"
 _GO_ROOT = Path("/usr/lib/go-1.19")
@@ -36,12 +38,6 @@ _HEARTBEAT_SECONDS = 20.0
 
 class BuildError(RuntimeError):
     """The Kubernetes toolchain could not be installed, fetched or built."""
-
-
-def cache_dir() -> Path:
-    """Where built and fetched binaries live; LIANLUO_CACHE_DIR overrides ~/.cache/lianluo."""
-    root = os.environ.get("LIANLUO_CACHE_DIR", "").strip()
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "lianluo"
 
 
 def bin_dir() -> Path:
