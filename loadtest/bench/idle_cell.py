@@ -6,9 +6,9 @@ Starts every cell service (one replica each, no tenant, no traffic) with the fet
 it settle, then reads the CPU time each process (and the broker and Postgres) used over the
 window from /proc. The raw limit is the broker and Postgres alone over the same window, before
 the cell starts: what the machine spends with no cell at all. The development defaults: 20 ms
-on the per-contact path (a hop's latency on the local broker is about half of it), 250 ms for
-the recording and notification consumers and for the tenant configuration. Then 500 ms for
-every event consumer, Kafka's default, which the chart sets for a real Kafka.
+on the per-contact path and for the tenant configuration (a hop's latency on the local broker is
+about half of it), 250 ms for the recording and notification consumers. Then 500 ms for every
+consumer, Kafka's default.
 """
 
 from __future__ import annotations
@@ -66,7 +66,14 @@ def measure(
     wait: int | None, seconds: float, base: dict[str, int], alone: float
 ) -> tuple[str, str, str, str, str]:
     """With `wait` ms for every event consumer, or the development defaults when None."""
-    env = {} if wait is None else {"LIANLUO_KAFKA_FETCH_WAIT_MS": str(wait)}
+    env = (
+        {}
+        if wait is None
+        else {
+            "LIANLUO_KAFKA_FETCH_WAIT_MS": str(wait),
+            "LIANLUO_KAFKA_CONFIG_FETCH_WAIT_MS": str(wait),
+        }
+    )
     label = "development defaults" if wait is None else f"{wait} ms"
     with own_cell(CELL_SERVICES, f"idle{wait or 'dev'}", env) as cell:
         time.sleep(SETTLE_SECONDS)

@@ -38,10 +38,11 @@ class ServiceSettings(BaseSettings):
     # holds a fetch for about half of it (one hop's latency); Apache Kafka answers a fetch when a
     # record arrives, so set it to Kafka's default, 500, there (the chart does).
     kafka_fetch_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = FETCH_MAX_WAIT_MS
-    # The same for the tenant configuration every replica follows. Configuration is off the
-    # per-contact path, so a change (a new key, a flow) may take this long to reach a service,
-    # while an idle cell's replicas stop waking the broker 50 times a second each.
-    kafka_config_fetch_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 250
+    # The same for the tenant configuration every replica follows. It stays as short as the
+    # events' by default: a contact started right after a change (a new flow, a queue) reaches
+    # its consumers through the events' topics, and must not overtake the change. A longer wait
+    # saves an idle cell's CPU where that race does not matter.
+    kafka_config_fetch_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = FETCH_MAX_WAIT_MS
     # Tries of one event before it goes to the dead-letter topic (outages do not count).
     consumer_max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
 
