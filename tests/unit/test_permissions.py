@@ -8,7 +8,9 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,32 +22,36 @@ DOC = Path(__file__).parents[2] / "docs" / "security.md"
 BEGIN, END = "<!-- permissions: begin -->", "<!-- permissions: end -->"
 
 
+def generated_classes() -> Iterator[type]:
+    """The classes each service's gRPC adapter holds, its generated servicer bases among them."""
+    for module in pkgutil.iter_modules(lianluo.services.__path__):
+        api = importlib.import_module(f"lianluo.services.{module.name}.grpc_api")
+        yield from (value for value in vars(api).values() if isinstance(value, type))
+
+
+def proto_of(generated: type) -> Any:
+    return importlib.import_module(generated.__module__.removesuffix("_grpc"))
+
+
 def servicers() -> dict[str, type]:
     """Each proto service of the project, by full name, and the class that implements it."""
     found: dict[str, type] = {}
-    for module in pkgutil.iter_modules(lianluo.services.__path__):
-        api = importlib.import_module(f"lianluo.services.{module.name}.grpc_api")
-        for value in vars(api).values():
-            if not isinstance(value, type):
-                continue
-            for base in value.__mro__[1:]:
-                name = base.__name__
-                if name.endswith("Servicer") and base.__module__.endswith("_pb2_grpc"):
-                    proto = importlib.import_module(base.__module__.removesuffix("_grpc"))
-                    service = proto.DESCRIPTOR.services_by_name[name.removesuffix("Servicer")]
-                    found.setdefault(service.full_name, value)
+    for value in generated_classes():
+        for base in value.__mro__[1:]:
+            name = base.__name__
+            if name.endswith("Servicer") and base.__module__.endswith("_pb2_grpc"):
+                service = proto_of(base).DESCRIPTOR.services_by_name[name.removesuffix("Servicer")]
+                found.setdefault(service.full_name, value)
     return found
 
 
 def every_proto_service() -> set[str]:
-    names: set[str] = set()
-    for module in pkgutil.iter_modules(lianluo.services.__path__):
-        api = importlib.import_module(f"lianluo.services.{module.name}.grpc_api")
-        for value in vars(api).values():
-            if isinstance(value, type) and value.__module__.endswith("_pb2_grpc"):
-                proto = importlib.import_module(value.__module__.removesuffix("_grpc"))
-                names |= {s.full_name for s in proto.DESCRIPTOR.services_by_name.values()}
-    return names
+    return {
+        s.full_name
+        for value in generated_classes()
+        if value.__module__.endswith("_pb2_grpc")
+        for s in proto_of(value).DESCRIPTOR.services_by_name.values()
+    }
 
 
 def test_every_rpc_of_every_service_declares_a_known_permission() -> None:

@@ -51,6 +51,13 @@ def _may_grant(permissions: frozenset[str] | None) -> None:
         raise PermissionDenied("a key can give a new key only permissions it has itself")
 
 
+def _ended(row: asyncpg.Record, now: datetime) -> bool:
+    """A key revoked, or past its expiry."""
+    return row["revoked_at"] is not None or (
+        row["expires_at"] is not None and row["expires_at"] <= now
+    )
+
+
 def _check_expiry(expires_at: datetime | None, now: datetime) -> None:
     if expires_at is not None and not now < expires_at <= now + MAX_KEY_LIFETIME:
         raise InvalidArgument(
@@ -126,9 +133,7 @@ class ApiKeys:
             old = await self._repo.get_key(conn, owner, key_id)
             if old is None:
                 raise NotFound("api_key", key_id)
-            if old["revoked_at"] is not None or (
-                old["expires_at"] is not None and old["expires_at"] <= now
-            ):
+            if _ended(old, now):
                 raise FailedPrecondition(
                     f"api_key/{key_id}", "the key is revoked or expired: create a new one"
                 )
@@ -230,9 +235,7 @@ class ApiKeys:
     async def resolve(self, key_id: str, secret_sha256: str) -> auth.Principal | None:
         async with self._pool.acquire() as conn:
             row = await self._repo.resolve_key(conn, key_id)
-        if row is None or row["revoked_at"] is not None:
-            return None
-        if row["expires_at"] is not None and row["expires_at"] <= events.now():
+        if row is None or _ended(row, events.now()):
             return None
         if not hmac.compare_digest(row["secret_sha256"], secret_sha256):
             return None
