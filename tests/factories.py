@@ -44,6 +44,14 @@ def agent(name: str = "li.wei") -> pb.Agent:
     )
 
 
+def user(
+    name: str = "admin@acme.test", role: int = pb.ROLE_TENANT_ADMIN, **fields: object
+) -> pb.User:
+    """A person of a tenant: an admin by default; an agent names `agent`, a supervisor
+    `queues`."""
+    return pb.User(name=name, display_name=name.split("@")[0], role=role, **fields)  # type: ignore[arg-type]
+
+
 def queue(name: str = "cards", **overrides: object) -> pb.Queue:
     q = pb.Queue(
         name=name,
@@ -124,6 +132,14 @@ class Client:
     @property
     def audit(self) -> rpc.AuditServiceStub:
         return rpc.AuditServiceStub(self.channel)
+
+    @property
+    def users(self) -> rpc.UserServiceStub:
+        return rpc.UserServiceStub(self.channel)
+
+    @property
+    def auth(self) -> rpc.AuthServiceStub:
+        return rpc.AuthServiceStub(self.channel)
 
     @property
     def agents(self) -> rpc.AgentServiceStub:

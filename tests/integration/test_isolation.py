@@ -8,6 +8,8 @@ without a case here.
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 from conftest import ADMIN_KEY
-from factories import Client, agent, flow, onboard, queue, rule, template, tenant
+from factories import Client, agent, flow, onboard, queue, rule, template, tenant, user
 from google.protobuf import field_mask_pb2
 
 from lianluo.tenants.v1 import tenants_pb2 as pb
@@ -23,6 +25,10 @@ from lianluo.tenants.v1 import tenants_pb2 as pb
 pytestmark = pytest.mark.integration
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 MISSING = grpc.StatusCode.NOT_FOUND
+UNKNOWN_CREDENTIAL = grpc.StatusCode.UNAUTHENTICATED
+# The call answers: what it gives is public (the case checks it holds nothing private).
+PUBLIC = grpc.StatusCode.OK
+PASSWORD = "correct horse battery staple"
 
 
 @dataclass
@@ -33,6 +39,11 @@ class World:
 
 
 Case = tuple[str, Callable[[Client, World], Awaitable[Any]], grpc.StatusCode]
+
+
+async def _public_keys_only(c: Client, tenant_id: str) -> None:
+    keys = json.loads((await c.auth.GetJwks(pb.GetJwksRequest(tenant_id=tenant_id))).json)["keys"]
+    assert keys and all(k["kty"] == "OKP" and "d" not in k for k in keys)
 
 
 def _mask(*paths: str) -> field_mask_pb2.FieldMask:
@@ -255,6 +266,79 @@ CASES: list[Case] = [
         MISSING,
     ),
     *_crud_cases("Agent", "Agents", "agents", "agent_id", agent),
+    *_crud_cases("User", "Users", "users", "user_id", user),
+    (
+        "SetPassword",
+        lambda c, w: c.users.SetPassword(
+            pb.SetPasswordRequest(tenant_id=w.a.id, user_id=w.ids["User"], password=PASSWORD),
+            metadata=c.md,
+        ),
+        DENIED,
+    ),
+    (
+        "SetPassword",
+        lambda c, w: c.users.SetPassword(
+            pb.SetPasswordRequest(tenant_id=w.b.id, user_id=w.ids["User"], password=PASSWORD),
+            metadata=c.md,
+        ),
+        MISSING,
+    ),
+    (
+        "EndSessions",
+        lambda c, w: c.users.EndSessions(
+            pb.EndSessionsRequest(tenant_id=w.a.id, user_id=w.ids["User"]), metadata=c.md
+        ),
+        DENIED,
+    ),
+    (
+        "EndSessions",
+        lambda c, w: c.users.EndSessions(
+            pb.EndSessionsRequest(tenant_id=w.b.id, user_id=w.ids["User"]), metadata=c.md
+        ),
+        MISSING,
+    ),
+    # Signing in takes no key: B's person cannot sign in to A, nor use A's tokens' ids.
+    (
+        "Login",
+        lambda c, w: c.auth.Login(
+            pb.LoginRequest(tenant=w.a.name, name="admin@b.test", password=PASSWORD)
+        ),
+        UNKNOWN_CREDENTIAL,
+    ),
+    (
+        "Refresh",
+        lambda c, w: c.auth.Refresh(pb.RefreshRequest(refresh_token=w.ids["Refresh"] + "x")),
+        UNKNOWN_CREDENTIAL,
+    ),
+    (
+        "Logout",
+        lambda c, w: c.auth.Logout(pb.LogoutRequest(refresh_token=w.ids["Refresh"] + "x")),
+        UNKNOWN_CREDENTIAL,
+    ),
+    (
+        "ExchangeToken",
+        lambda c, w: c.auth.ExchangeToken(
+            pb.ExchangeTokenRequest(tenant=w.a.name, id_token="a.b.c")
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,  # A trusts no issuer, whoever signed the token
+    ),
+    (
+        "CreateCustomerSession",
+        lambda c, w: c.auth.CreateCustomerSession(
+            pb.CreateCustomerSessionRequest(tenant_id=w.a.id, interaction_id=str(uuid.uuid4())),
+            metadata=c.md,
+        ),
+        DENIED,
+    ),
+    (
+        "RotateSigningKey",
+        lambda c, w: c.auth.RotateSigningKey(
+            pb.RotateSigningKeyRequest(tenant_id=w.a.id), metadata=c.md
+        ),
+        DENIED,
+    ),
+    # Public by design (RFC 7517): A's public keys, to anyone, and nothing private.
+    ("GetJwks", lambda c, w: _public_keys_only(c, w.a.id), PUBLIC),
     *_crud_cases("Queue", "Queues", "queues", "queue_id", queue),
     *_crud_cases("Template", "Templates", "notifications", "template_id", template),
     *_crud_cases("Rule", "Rules", "notifications", "rule_id", rule),
@@ -291,6 +375,18 @@ async def world(tenants_service: Any) -> AsyncIterator[tuple[World, Client, Clie
             pb.CreateRuleRequest(tenant_id=a.id, rule=rule()), metadata=as_a.md
         )
     ).id
+    ids["User"] = (
+        await as_a.users.CreateUser(
+            pb.CreateUserRequest(tenant_id=a.id, user=user(), password=PASSWORD), metadata=as_a.md
+        )
+    ).id
+    await as_b.users.CreateUser(
+        pb.CreateUserRequest(tenant_id=b.id, user=user("admin@b.test"), password=PASSWORD),
+        metadata=as_b.md,
+    )
+    ids["Refresh"] = (
+        await as_a.auth.Login(pb.LoginRequest(tenant=a.name, name=user().name, password=PASSWORD))
+    ).refresh_token
     listed = await as_a.keys.ListApiKeys(pb.ListApiKeysRequest(tenant_id=a.id), metadata=as_a.md)
     ids["ApiKey"] = listed.api_keys[0].id
     yield World(a, b, ids), as_a, as_b
@@ -310,6 +406,9 @@ async def test_foreign_tenant_is_refused(
     code: grpc.StatusCode,
 ) -> None:
     w, _, as_b = world
+    if code == PUBLIC:
+        await call(as_b, w)
+        return
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call(as_b, w)
     assert caught.value.code() == code, f"{rpc}: {caught.value.code()} {caught.value.details()}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -628,7 +629,7 @@ async def test_every_change_is_published_on_tenant_config_in_tenant_order(
     changes: list[tuple[str, tenant_config_pb2.TenantConfigChanged, int]] = []
     try:
         async with asyncio.timeout(20):
-            while len(changes) < 4:
+            while len(changes) < 5:
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     for record in records:
                         env = envelope_pb2.Envelope.FromString(record.value)
@@ -640,8 +641,18 @@ async def test_every_change_is_published_on_tenant_config_in_tenant_order(
     finally:
         await consumer.stop()
     kinds = [(ch.kind, ch.deleted) for _, ch, _ in changes]
-    assert kinds == [("tenant", False), ("api_key", False), ("agent", False), ("agent", True)]
-    assert changes[2][0] == f"{t.id}/agent/{a.id}" and changes[2][1].agent.name == a.name
-    assert changes[1][1].api_key.secret_sha256 and changes[1][1].api_key.api_key.tenant_id != ""
+    assert kinds == [
+        ("tenant", False),
+        ("signing_key", False),
+        ("api_key", False),
+        ("agent", False),
+        ("agent", True),
+    ]
+    assert changes[3][0] == f"{t.id}/agent/{a.id}" and changes[3][1].agent.name == a.name
+    assert changes[2][1].api_key.secret_sha256 and changes[2][1].api_key.api_key.tenant_id != ""
+    # Only the public half of the tenant's signing key leaves the tenants service.
+    public = json.loads(changes[1][1].signing_key.jwk)
+    assert public["kty"] == "OKP" and public["kid"] == changes[1][1].signing_key.kid
+    assert "d" not in public
     partitions = {p for _, _, p in changes}
     assert partitions == {partition_for(t.id.encode(), 8)}

@@ -16,7 +16,7 @@ import pytest
 
 import lianluo.services
 from lianluo.runtime import auth
-from lianluo.runtime.grpc_server import declared_permissions
+from lianluo.runtime.grpc_server import declared_rules
 
 DOC = Path(__file__).parents[2] / "docs" / "security.md"
 BEGIN, END = "<!-- permissions: begin -->", "<!-- permissions: end -->"
@@ -58,23 +58,23 @@ def test_every_rpc_of_every_service_declares_a_known_permission() -> None:
     implemented = servicers()
     assert every_proto_service() <= set(implemented), "a proto service has no servicer"
     for full_name, servicer in implemented.items():
-        for method, permission in declared_permissions(servicer, full_name).items():
-            assert permission in auth.PERMISSIONS, method
+        for method, rule in declared_rules(servicer, full_name).items():
+            assert rule.permission in auth.PERMISSIONS, method
 
 
 def test_an_rpc_without_a_permission_stops_the_start() -> None:
     full_name, servicer = next(iter(servicers().items()))
     bare = type("Bare", (servicer.__mro__[1],), {})  # the generated base: nothing declared
     with pytest.raises(RuntimeError, match="declares no permission"):
-        declared_permissions(bare, full_name)
+        declared_rules(bare, full_name)
 
 
 def table() -> str:
     by_permission: dict[str, list[str]] = {p: [] for p in auth.PERMISSIONS}
     for full_name, servicer in sorted(servicers().items()):
-        for method, permission in declared_permissions(servicer, full_name).items():
+        for method, rule in declared_rules(servicer, full_name).items():
             service, _, rpc = method.lstrip("/").rpartition("/")
-            by_permission[permission].append(f"`{service.rsplit('.', 1)[-1]}/{rpc}`")
+            by_permission[rule.permission].append(f"`{service.rsplit('.', 1)[-1]}/{rpc}`")
     rows = ["| permission | what it allows | RPCs |", "|---|---|---|"]
     for permission, what in auth.PERMISSIONS.items():
         rows.append(f"| `{permission}` | {what} | {', '.join(by_permission[permission])} |")

@@ -143,6 +143,31 @@ class FailedPrecondition(DomainError):
         return [_pack(failure)]
 
 
+class ResourceExhausted(DomainError):
+    """Over a quota: which one (QuotaFailure), and when to try again (RetryInfo)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, subject: str, quota: str, description: str, retry_after: float) -> None:
+        super().__init__(f"{description}; retry in {max(retry_after, 0.001):.3f} s")
+        self.subject = subject
+        self.quota = quota
+        self.description = description
+        self.retry_after = max(retry_after, 0.001)
+
+    def details(self) -> list[any_pb2.Any]:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(int(self.retry_after * 1e9))
+        failure = error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject=self.subject, description=self.description, quota_id=self.quota
+                )
+            ]
+        )
+        return [_pack(retry), _pack(failure)]
+
+
 class Unauthenticated(DomainError):
     code = grpc.StatusCode.UNAUTHENTICATED
 

@@ -16,7 +16,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from lianluo.runtime import auth, validation
+from lianluo.runtime import auth, quotas, tokens, validation
 from lianluo.runtime.errors import DomainError, PermissionDenied, Unauthenticated, to_rpc_status
 from lianluo.runtime.faults import is_outage
 from lianluo.runtime.logs import get_logger
@@ -196,25 +196,39 @@ def _validating_handler(handler: grpc.RpcMethodHandler, method: str) -> Any:
 
 
 class AuthInterceptor(_ScopedInterceptor):
-    """Turns `authorization: Bearer <key>` into the principal of the call."""
+    """Turns `authorization: Bearer <key or token>` into the principal of the call, checks the
+    permission the RPC declared, and spends the tenant's per-second quotas."""
 
     def __init__(
-        self, admin_key: str, resolver: auth.KeyResolver | None, permissions: dict[str, str]
+        self,
+        admin_key: str,
+        credentials: tokens.Credentials | None,
+        rules: dict[str, auth.Rule],
     ) -> None:
         self._admin_sha256 = auth.sha256_hex(admin_key)
-        self._resolver = resolver
-        self._permissions = permissions
+        self._credentials = credentials
+        self._rules = rules
+        self.limiter = quotas.RateLimiter()
 
     @asynccontextmanager
     async def scope(
         self, method: str, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[None]:
-        principal = await self._authenticate(context.invocation_metadata() or ())
-        needed = self._permissions.get(method, auth.PLATFORM)
-        if not principal.may(needed):
-            raise PermissionDenied(f"this call needs the {needed} permission, which the key lacks")
+        rule = self._rules.get(method, auth.Rule(auth.PLATFORM))
+        principal = None
+        if rule.permission != auth.PUBLIC:
+            principal = await self._authenticate(context.invocation_metadata() or ())
+            if not principal.may(rule.permission):
+                raise PermissionDenied(
+                    f"this call needs the {rule.permission} permission, which the caller lacks"
+                )
+            tenant, limits = principal.tenant_id, principal.limits
+            if tenant is not None:
+                self.limiter.take(tenant, "api_calls_per_second", limits.api_calls_per_second)
+                if rule.emits:
+                    self.limiter.take(tenant, "events_per_second", limits.events_per_second)
         token = auth.set_principal(principal)
-        call = auth.set_call(auth.Call(method, context.peer() or ""))
+        call = auth.set_call(auth.Call(method, context.peer() or "", self.limiter))
         try:
             yield
         finally:
@@ -224,30 +238,37 @@ class AuthInterceptor(_ScopedInterceptor):
     async def _authenticate(self, metadata: Sequence[tuple[str, str | bytes]]) -> auth.Principal:
         values = [v for k, v in metadata if k == "authorization" and isinstance(v, str)]
         if not values:
-            raise Unauthenticated("missing API key: send `authorization: Bearer <key>`")
-        scheme, _, token = values[0].partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated("the authorization header must be `Bearer <key>`")
-        if auth.matches(token, self._admin_sha256):
+            raise Unauthenticated("missing credential: send `authorization: Bearer <key or token>`")
+        scheme, _, bearer = values[0].partition(" ")
+        if scheme.lower() != "bearer" or not bearer:
+            raise Unauthenticated("the authorization header must be `Bearer <key or token>`")
+        if auth.matches(bearer, self._admin_sha256):
             return auth.Principal(key_id=auth.ADMIN_BOOTSTRAP_KEY_ID, tenant_id=None)
-        key_id, secret = auth.parse_token(token)
+        if tokens.is_token(bearer):
+            principal = None
+            if self._credentials is not None:
+                principal = await tokens.authenticate(bearer, self._credentials)
+            if principal is None:
+                raise Unauthenticated("unknown, retired or revoked token, or an ended session")
+            return principal
+        key_id, secret = auth.parse_token(bearer)
         principal = None
-        if self._resolver is not None:
-            principal = await self._resolver.resolve(key_id, auth.sha256_hex(secret))
+        if self._credentials is not None:
+            principal = await self._credentials.resolve(key_id, auth.sha256_hex(secret))
         if principal is None:
             raise Unauthenticated("unknown or revoked API key")
         return principal
 
 
-def declared_permissions(servicer: Any, full_name: str) -> dict[str, str]:
-    """The permission each RPC of the proto service `full_name` declares in `servicer`."""
+def declared_rules(servicer: Any, full_name: str) -> dict[str, auth.Rule]:
+    """What each RPC of the proto service `full_name` declares in `servicer`."""
     service = descriptor_pool.Default().FindServiceByName(full_name)
-    found: dict[str, str] = {}
+    found: dict[str, auth.Rule] = {}
     for method in service.methods:
-        permission = auth.permission_of(getattr(servicer, method.name, None))
-        if permission is None:
+        rule = auth.rule_of(getattr(servicer, method.name, None))
+        if rule is None:
             raise RuntimeError(f"{full_name}/{method.name} declares no permission (auth.needs)")
-        found[f"/{full_name}/{method.name}"] = permission
+        found[f"/{full_name}/{method.name}"] = rule
     return found
 
 
@@ -262,9 +283,9 @@ class GrpcServer:
         self._address = f"{host}:{port}"
         self._admin_key = admin_key
         self._services: list[tuple[RegisterFn, Any, str]] = []
-        # "/package.Service/Method" -> the permission its handler declared.
-        self._permissions: dict[str, str] = {}
-        self.resolver: auth.KeyResolver | None = None
+        # "/package.Service/Method" -> what its handler declared.
+        self._rules: dict[str, auth.Rule] = {}
+        self.credentials: tokens.Credentials | None = None
         self.health = health.aio.HealthServicer()
         self.port = 0
         self._server: grpc.aio.Server | None = None
@@ -275,7 +296,7 @@ class GrpcServer:
         Every RPC of the service must declare its permission (`auth.needs`): one that does not
         stops the start, so no call is ever served without a rule.
         """
-        self._permissions.update(declared_permissions(servicer, full_name))
+        self._rules.update(declared_rules(servicer, full_name))
         self._services.append((register, servicer, full_name))
 
     @property
@@ -287,7 +308,7 @@ class GrpcServer:
             interceptors=[
                 TracingInterceptor(),
                 ErrorInterceptor(),
-                AuthInterceptor(self._admin_key, self.resolver, self._permissions),
+                AuthInterceptor(self._admin_key, self.credentials, self._rules),
                 ValidationInterceptor(),
             ],
             options=[("grpc.so_reuseport", 0)],

@@ -128,7 +128,7 @@ class Service:
         )
         await view.start()
         self.config = view
-        self.grpc.resolver = view
+        self.grpc.credentials = view
         self._views.append(view)
         self._spawn(view.run(), "tenant config view", view)
         return view

@@ -18,8 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.message import DecodeError, Message
 
 from lianluo.events.v1 import envelope_pb2, tenant_config_pb2
-from lianluo.runtime import auth
-from lianluo.runtime.errors import PermissionDenied
+from lianluo.runtime import auth, tokens
 from lianluo.runtime.kafka import FETCH_MAX_WAIT_MS, behind
 from lianluo.runtime.logs import get_logger
 from lianluo.tenants.v1 import tenants_pb2 as pb
@@ -146,7 +145,7 @@ class TenantConfigView:
         async with self._changed:
             await self._changed.wait_for(predicate)
 
-    # ------------------------------------------------------------------ KeyResolver
+    # ------------------------------------------------------------------ Credentials
 
     async def resolve(self, key_id: str, secret_sha256: str) -> auth.Principal | None:
         state = self._keys.get(key_id)
@@ -162,9 +161,18 @@ class TenantConfigView:
         if not tenant_id:
             return auth.Principal(key_id=key_id, tenant_id=None)
         narrowed = frozenset(state.api_key.permissions) or None
-        tenant = self.tenant(tenant_id)
-        if tenant is None:
+        return tokens.of_tenant(self.tenant(tenant_id), key_id=key_id, permissions=narrowed)
+
+    async def lookup_tenant(self, tenant_id: str) -> pb.Tenant | None:
+        return self.tenant(tenant_id)
+
+    async def signing_key(self, tenant_id: str, kid: str) -> tokens.SigningKey | None:
+        found = self.get(tenant_id, "signing_key", kid)
+        if not isinstance(found, tenant_config_pb2.SigningKey):
             return None
-        if tenant.state != pb.TENANT_STATE_ACTIVE:
-            raise PermissionDenied("the tenant is suspended")
-        return auth.Principal(key_id=key_id, tenant_id=tenant_id, permissions=narrowed)
+        retire = found.retire_time.ToDatetime(UTC) if found.HasField("retire_time") else None
+        return tokens.SigningKey(found.kid, found.jwk, retire)
+
+    async def user(self, tenant_id: str, user_id: str) -> pb.User | None:
+        found = self.get(tenant_id, "user", user_id)
+        return found if isinstance(found, pb.User) else None

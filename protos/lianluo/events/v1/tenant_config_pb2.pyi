@@ -5,6 +5,7 @@ isort:skip_file
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from lianluo.tenants.v1 import tenants_pb2 as _tenants_pb2
 import builtins as _builtins
 import sys
@@ -38,8 +39,10 @@ class TenantConfigChanged(_message.Message):
     FLOW_FIELD_NUMBER: _builtins.int
     NOTIFICATION_TEMPLATE_FIELD_NUMBER: _builtins.int
     NOTIFICATION_RULE_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    SIGNING_KEY_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
-    """"tenant", "api_key", "agent", "queue", "flow", "notification_template", "notification_rule"."""
+    """"tenant", "api_key", "agent", "queue", "flow", "notification_template", "notification_rule", "user", "signing_key"."""
     resource_id: _builtins.str
     revision: _builtins.int
     deleted: _builtins.bool
@@ -58,6 +61,10 @@ class TenantConfigChanged(_message.Message):
     def notification_template(self) -> _tenants_pb2.NotificationTemplate: ...
     @_builtins.property
     def notification_rule(self) -> _tenants_pb2.NotificationRule: ...
+    @_builtins.property
+    def user(self) -> _tenants_pb2.User: ...
+    @_builtins.property
+    def signing_key(self) -> Global___SigningKey: ...
     def __init__(
         self,
         *,
@@ -72,16 +79,47 @@ class TenantConfigChanged(_message.Message):
         flow: _tenants_pb2.Flow | None = ...,
         notification_template: _tenants_pb2.NotificationTemplate | None = ...,
         notification_rule: _tenants_pb2.NotificationRule | None = ...,
+        user: _tenants_pb2.User | None = ...,
+        signing_key: Global___SigningKey | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "api_key", b"api_key", "flow", b"flow", "notification_rule", b"notification_rule", "notification_template", b"notification_template", "queue", b"queue", "resource", b"resource", "tenant", b"tenant"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "api_key", b"api_key", "flow", b"flow", "notification_rule", b"notification_rule", "notification_template", b"notification_template", "queue", b"queue", "resource", b"resource", "signing_key", b"signing_key", "tenant", b"tenant", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "api_key", b"api_key", "deleted", b"deleted", "flow", b"flow", "kind", b"kind", "notification_rule", b"notification_rule", "notification_template", b"notification_template", "queue", b"queue", "resource", b"resource", "resource_id", b"resource_id", "revision", b"revision", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "api_key", b"api_key", "deleted", b"deleted", "flow", b"flow", "kind", b"kind", "notification_rule", b"notification_rule", "notification_template", b"notification_template", "queue", b"queue", "resource", b"resource", "resource_id", b"resource_id", "revision", b"revision", "signing_key", b"signing_key", "tenant", b"tenant", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_resource: _TypeAlias = _typing.Literal["tenant", "api_key", "agent", "queue", "flow", "notification_template", "notification_rule"]  # noqa: Y015
+    _WhichOneofReturnType_resource: _TypeAlias = _typing.Literal["tenant", "api_key", "agent", "queue", "flow", "notification_template", "notification_rule", "user", "signing_key"]  # noqa: Y015
     _WhichOneofArgType_resource: _TypeAlias = _typing.Literal["resource", b"resource"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_resource) -> _WhichOneofReturnType_resource | None: ...
 
 Global___TenantConfigChanged: _TypeAlias = TenantConfigChanged  # noqa: Y015
+
+@_typing.final
+class SigningKey(_message.Message):
+    """A public key that verifies the tenant's tokens, until `retire_time` (when set)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KID_FIELD_NUMBER: _builtins.int
+    JWK_FIELD_NUMBER: _builtins.int
+    RETIRE_TIME_FIELD_NUMBER: _builtins.int
+    kid: _builtins.str
+    jwk: _builtins.str
+    """The public key as a JSON Web Key (RFC 8037, OKP Ed25519)."""
+    @_builtins.property
+    def retire_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        kid: _builtins.str = ...,
+        jwk: _builtins.str = ...,
+        retire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retire_time", b"retire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jwk", b"jwk", "kid", b"kid", "retire_time", b"retire_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SigningKey: _TypeAlias = SigningKey  # noqa: Y015
 
 @_typing.final
 class ApiKeyState(_message.Message):

@@ -58,6 +58,35 @@ PLAN_BUSINESS: Plan.ValueType  # 2
 PLAN_ENTERPRISE: Plan.ValueType  # 3
 Global___Plan: _TypeAlias = Plan  # noqa: Y015
 
+class _Role:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLE_UNSPECIFIED: _Role.ValueType  # 0
+    ROLE_TENANT_ADMIN: _Role.ValueType  # 1
+    """Everything in the tenant, like the tenant's own API key."""
+    ROLE_SUPERVISOR: _Role.ValueType  # 2
+    """Watches the queues in `queues`: their figures, and their interactions."""
+    ROLE_AGENT: _Role.ValueType  # 3
+    """Answers their own offers, sets their own presence, and joins only the interactions
+    offered or assigned to them.
+    """
+
+class Role(_Role, metaclass=_RoleEnumTypeWrapper): ...
+
+ROLE_UNSPECIFIED: Role.ValueType  # 0
+ROLE_TENANT_ADMIN: Role.ValueType  # 1
+"""Everything in the tenant, like the tenant's own API key."""
+ROLE_SUPERVISOR: Role.ValueType  # 2
+"""Watches the queues in `queues`: their figures, and their interactions."""
+ROLE_AGENT: Role.ValueType  # 3
+"""Answers their own offers, sets their own presence, and joins only the interactions
+offered or assigned to them.
+"""
+Global___Role: _TypeAlias = Role  # noqa: Y015
+
 class _ApiKeyScope:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -215,6 +244,8 @@ class Tenant(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     CELL_FIELD_NUMBER: _builtins.int
+    QUOTAS_FIELD_NUMBER: _builtins.int
+    OIDC_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned, immutable."""
     name: _builtins.str
@@ -238,6 +269,16 @@ class Tenant(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def quotas(self) -> Global___Quotas:
+        """Overrides of the plan's quotas (admin only); a field left 0 keeps the plan's value."""
+
+    @_builtins.property
+    def oidc(self) -> Global___OidcIssuer:
+        """An external OpenID Connect issuer whose ID tokens the tenant's people may exchange for
+        Lianluo tokens (AuthService/ExchangeToken). Unset: people sign in with passwords only.
+        """
+
     def __init__(
         self,
         *,
@@ -253,14 +294,83 @@ class Tenant(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         cell: _builtins.str = ...,
+        quotas: Global___Quotas | None = ...,
+        oidc: Global___OidcIssuer | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "oidc", b"oidc", "quotas", b"quotas", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "channels", b"channels", "create_time", b"create_time", "display_name", b"display_name", "expected_concurrent_sessions", b"expected_concurrent_sessions", "id", b"id", "name", b"name", "plan", b"plan", "revision", b"revision", "state", b"state", "suspend_reason", b"suspend_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "channels", b"channels", "create_time", b"create_time", "display_name", b"display_name", "expected_concurrent_sessions", b"expected_concurrent_sessions", "id", b"id", "name", b"name", "oidc", b"oidc", "plan", b"plan", "quotas", b"quotas", "revision", b"revision", "state", b"state", "suspend_reason", b"suspend_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Tenant: _TypeAlias = Tenant  # noqa: Y015
+
+@_typing.final
+class Quotas(_message.Message):
+    """What a tenant may use at once, or per second. The plan sets each one (docs/security.md);
+    the tenant's `quotas` override them. Over a limit, calls answer RESOURCE_EXHAUSTED with a
+    RetryInfo saying when to try again.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_CONCURRENT_INTERACTIONS_FIELD_NUMBER: _builtins.int
+    MAX_AGENTS_FIELD_NUMBER: _builtins.int
+    API_CALLS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    EVENTS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    max_concurrent_interactions: _builtins.int
+    """Interactions not yet ended (media refuses StartInteraction over it)."""
+    max_agents: _builtins.int
+    """Agents configured (the tenants service refuses CreateAgent over it)."""
+    api_calls_per_second: _builtins.int
+    """Calls per second to each replica of each service, by the tenant's keys and people."""
+    events_per_second: _builtins.int
+    """Events per second the tenant's calls publish (a started interaction, a sent message, a
+    notification, a business event), on each replica.
+    """
+    def __init__(
+        self,
+        *,
+        max_concurrent_interactions: _builtins.int = ...,
+        max_agents: _builtins.int = ...,
+        api_calls_per_second: _builtins.int = ...,
+        events_per_second: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_calls_per_second", b"api_calls_per_second", "events_per_second", b"events_per_second", "max_agents", b"max_agents", "max_concurrent_interactions", b"max_concurrent_interactions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Quotas: _TypeAlias = Quotas  # noqa: Y015
+
+@_typing.final
+class OidcIssuer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ISSUER_FIELD_NUMBER: _builtins.int
+    AUDIENCE_FIELD_NUMBER: _builtins.int
+    JWKS_URI_FIELD_NUMBER: _builtins.int
+    issuer: _builtins.str
+    """The issuer (`iss`) exactly as in the ID tokens, for example "https://login.example.com"."""
+    audience: _builtins.str
+    """The audience (`aud`) the tokens must carry: the client id registered at the issuer."""
+    jwks_uri: _builtins.str
+    """Where the issuer publishes its signing keys (JWKS), over http or https."""
+    def __init__(
+        self,
+        *,
+        issuer: _builtins.str = ...,
+        audience: _builtins.str = ...,
+        jwks_uri: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "issuer", b"issuer", "jwks_uri", b"jwks_uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OidcIssuer: _TypeAlias = OidcIssuer  # noqa: Y015
 
 @_typing.final
 class CreateTenantRequest(_message.Message):
@@ -369,7 +479,9 @@ class UpdateTenantRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """The fields to change: display_name, plan, expected_concurrent_sessions, channels, cell."""
+        """The fields to change: display_name, plan, expected_concurrent_sessions, channels, cell,
+        quotas, oidc. Only an admin changes plan, cell and quotas.
+        """
 
     def __init__(
         self,
@@ -475,13 +587,14 @@ class AuditEntry(_message.Message):
     RESOURCE_ID_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     DELETED_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Increases with every entry."""
     tenant_id: _builtins.str
     """Empty for a change to an admin key."""
     api_key_id: _builtins.str
     """The key that made the change: an API key id, or "bootstrap-admin" for the platform's
-    admin key.
+    admin key. Empty when a person made it.
     """
     method: _builtins.str
     """The RPC, for example "/lianluo.tenants.v1.AgentService/UpdateAgent"."""
@@ -492,6 +605,8 @@ class AuditEntry(_message.Message):
     resource_id: _builtins.str
     revision: _builtins.int
     deleted: _builtins.bool
+    user_id: _builtins.str
+    """The person who made the change (a User id), when it was a person."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -507,10 +622,11 @@ class AuditEntry(_message.Message):
         resource_id: _builtins.str = ...,
         revision: _builtins.int = ...,
         deleted: _builtins.bool = ...,
+        user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "deleted", b"deleted", "id", b"id", "kind", b"kind", "method", b"method", "peer", b"peer", "resource_id", b"resource_id", "revision", b"revision", "tenant_id", b"tenant_id", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "deleted", b"deleted", "id", b"id", "kind", b"kind", "method", b"method", "peer", b"peer", "resource_id", b"resource_id", "revision", b"revision", "tenant_id", b"tenant_id", "time", b"time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -562,6 +678,553 @@ class ListAuditEntriesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAuditEntriesResponse: _TypeAlias = ListAuditEntriesResponse  # noqa: Y015
+
+@_typing.final
+class User(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    QUEUES_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    SESSIONS_END_TIME_FIELD_NUMBER: _builtins.int
+    EXTERNAL_SUBJECT_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    tenant_id: _builtins.str
+    name: _builtins.str
+    """The login name, unique within the tenant (an e-mail address, for example)."""
+    display_name: _builtins.str
+    role: Global___Role.ValueType
+    agent: _builtins.str
+    """For ROLE_AGENT: the name of the agent (AgentService) this person is."""
+    agent_id: _builtins.str
+    """Set by the server from `agent`: the agent's id."""
+    disabled: _builtins.bool
+    """A disabled person cannot log in, and their tokens are refused."""
+    external_subject: _builtins.str
+    """The `sub` of this person at the tenant's OpenID Connect issuer, if they sign in there."""
+    revision: _builtins.int
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For ROLE_SUPERVISOR: the queues (by name) the person watches."""
+
+    @_builtins.property
+    def sessions_end_time(self) -> _timestamp_pb2.Timestamp:
+        """Set by the server (SetPassword, EndSessions): tokens issued before it are refused."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        role: Global___Role.ValueType = ...,
+        agent: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        queues: _abc.Iterable[_builtins.str] | None = ...,
+        disabled: _builtins.bool = ...,
+        sessions_end_time: _timestamp_pb2.Timestamp | None = ...,
+        external_subject: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "sessions_end_time", b"sessions_end_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "agent_id", b"agent_id", "create_time", b"create_time", "disabled", b"disabled", "display_name", b"display_name", "external_subject", b"external_subject", "id", b"id", "name", b"name", "queues", b"queues", "revision", b"revision", "role", b"role", "sessions_end_time", b"sessions_end_time", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___User: _TypeAlias = User  # noqa: Y015
+
+@_typing.final
+class CreateUserRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    request_id: _builtins.str
+    password: _builtins.str
+    """Optional: the first password (at least 12 characters). Without one, the person can sign
+    in only through the tenant's OpenID Connect issuer until SetPassword.
+    """
+    @_builtins.property
+    def user(self) -> Global___User: ...
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        user: Global___User | None = ...,
+        request_id: _builtins.str = ...,
+        password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["password", b"password", "request_id", b"request_id", "tenant_id", b"tenant_id", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateUserRequest: _TypeAlias = CreateUserRequest  # noqa: Y015
+
+@_typing.final
+class GetUserRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUserRequest: _TypeAlias = GetUserRequest  # noqa: Y015
+
+@_typing.final
+class ListUsersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    @_builtins.property
+    def page(self) -> _common_pb2.PageRequest: ...
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        page: _common_pb2.PageRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page", b"page", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListUsersRequest: _TypeAlias = ListUsersRequest  # noqa: Y015
+
+@_typing.final
+class ListUsersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERS_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___User]: ...
+    @_builtins.property
+    def page(self) -> _common_pb2.PageResponse: ...
+    def __init__(
+        self,
+        *,
+        users: _abc.Iterable[Global___User] | None = ...,
+        page: _common_pb2.PageResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page", b"page", "users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListUsersResponse: _TypeAlias = ListUsersResponse  # noqa: Y015
+
+@_typing.final
+class UpdateUserRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    expected_revision: _builtins.int
+    @_builtins.property
+    def user(self) -> Global___User: ...
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change: display_name, role, agent, queues, disabled, external_subject."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        user: Global___User | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        expected_revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask", "user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_revision", b"expected_revision", "tenant_id", b"tenant_id", "update_mask", b"update_mask", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateUserRequest: _TypeAlias = UpdateUserRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserRequest: _TypeAlias = DeleteUserRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserResponse: _TypeAlias = DeleteUserResponse  # noqa: Y015
+
+@_typing.final
+class SetPasswordRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    user_id: _builtins.str
+    password: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["password", b"password", "tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPasswordRequest: _TypeAlias = SetPasswordRequest  # noqa: Y015
+
+@_typing.final
+class EndSessionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndSessionsRequest: _TypeAlias = EndSessionsRequest  # noqa: Y015
+
+@_typing.final
+class LoginRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """The tenant's name (as in Tenant.name)."""
+    name: _builtins.str
+    password: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        name: _builtins.str = ...,
+        password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "password", b"password", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoginRequest: _TypeAlias = LoginRequest  # noqa: Y015
+
+@_typing.final
+class Tokens(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
+    ACCESS_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
+    REFRESH_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    access_token: _builtins.str
+    """Send as `authorization: Bearer <access_token>`; a signed JWT (EdDSA)."""
+    refresh_token: _builtins.str
+    @_builtins.property
+    def access_expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def refresh_expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def user(self) -> Global___User: ...
+    def __init__(
+        self,
+        *,
+        access_token: _builtins.str = ...,
+        access_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        refresh_token: _builtins.str = ...,
+        refresh_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        user: Global___User | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access_expire_time", b"access_expire_time", "refresh_expire_time", b"refresh_expire_time", "user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_expire_time", b"access_expire_time", "access_token", b"access_token", "refresh_expire_time", b"refresh_expire_time", "refresh_token", b"refresh_token", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Tokens: _TypeAlias = Tokens  # noqa: Y015
+
+@_typing.final
+class RefreshRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
+    refresh_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        refresh_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refresh_token", b"refresh_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefreshRequest: _TypeAlias = RefreshRequest  # noqa: Y015
+
+@_typing.final
+class LogoutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
+    refresh_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        refresh_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refresh_token", b"refresh_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutRequest: _TypeAlias = LogoutRequest  # noqa: Y015
+
+@_typing.final
+class LogoutResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutResponse: _TypeAlias = LogoutResponse  # noqa: Y015
+
+@_typing.final
+class ExchangeTokenRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    ID_TOKEN_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """The tenant's name."""
+    id_token: _builtins.str
+    """An ID token of the tenant's issuer."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        id_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_token", b"id_token", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExchangeTokenRequest: _TypeAlias = ExchangeTokenRequest  # noqa: Y015
+
+@_typing.final
+class CreateCustomerSessionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    INTERACTION_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    LIFETIME_SECONDS_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    interaction_id: _builtins.str
+    """Bind the token to this interaction: it may read it, send in it and end it."""
+    customer_id: _builtins.str
+    """Or bind it to this customer on `channel`: it may start interactions as them on that
+    channel, and use those.
+    """
+    channel: _common_pb2.Channel.ValueType
+    lifetime_seconds: _builtins.int
+    """60 to 3,600 seconds; 0 means 900."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        interaction_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        channel: _common_pb2.Channel.ValueType = ...,
+        lifetime_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "customer_id", b"customer_id", "interaction_id", b"interaction_id", "lifetime_seconds", b"lifetime_seconds", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCustomerSessionRequest: _TypeAlias = CreateCustomerSessionRequest  # noqa: Y015
+
+@_typing.final
+class CustomerSession(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerSession: _TypeAlias = CustomerSession  # noqa: Y015
+
+@_typing.final
+class GetJwksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJwksRequest: _TypeAlias = GetJwksRequest  # noqa: Y015
+
+@_typing.final
+class Jwks(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JSON_FIELD_NUMBER: _builtins.int
+    json: _builtins.str
+    """{"keys": [...]}, as RFC 7517 writes it."""
+    def __init__(
+        self,
+        *,
+        json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json", b"json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Jwks: _TypeAlias = Jwks  # noqa: Y015
+
+@_typing.final
+class RotateSigningKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    OVERLAP_SECONDS_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    overlap_seconds: _builtins.int
+    """0 to 3,600 seconds; tokens are short-lived, so an hour covers every one outstanding."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        overlap_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overlap_seconds", b"overlap_seconds", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateSigningKeyRequest: _TypeAlias = RotateSigningKeyRequest  # noqa: Y015
 
 @_typing.final
 class ApiKey(_message.Message):

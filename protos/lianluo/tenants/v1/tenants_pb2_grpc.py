@@ -482,6 +482,709 @@ class AuditService:
             _registered_method=True)
 
 
+class UserServiceStub:
+    """---------------------------------------------------------------- people
+
+    The people of a tenant who log in: its admins, supervisors and agents. Each has one role;
+    what a role may do is in docs/security.md. Passwords are stored as argon2id hashes only.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateUser = channel.unary_unary(
+                '/lianluo.tenants.v1.UserService/CreateUser',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.CreateUserRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.User.FromString,
+                _registered_method=True)
+        self.GetUser = channel.unary_unary(
+                '/lianluo.tenants.v1.UserService/GetUser',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.GetUserRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.User.FromString,
+                _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/lianluo.tenants.v1.UserService/ListUsers',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ListUsersResponse.FromString,
+                _registered_method=True)
+        self.UpdateUser = channel.unary_unary(
+                '/lianluo.tenants.v1.UserService/UpdateUser',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.UpdateUserRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.User.FromString,
+                _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/lianluo.tenants.v1.UserService/DeleteUser',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteUserResponse.FromString,
+                _registered_method=True)
+        self.SetPassword = channel.unary_unary(
+                '/lianluo.tenants.v1.UserService/SetPassword',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.SetPasswordRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.User.FromString,
+                _registered_method=True)
+        self.EndSessions = channel.unary_unary(
+                '/lianluo.tenants.v1.UserService/EndSessions',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.EndSessionsRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.User.FromString,
+                _registered_method=True)
+
+
+class UserServiceServicer:
+    """---------------------------------------------------------------- people
+
+    The people of a tenant who log in: its admins, supervisors and agents. Each has one role;
+    what a role may do is in docs/security.md. Passwords are stored as argon2id hashes only.
+    """
+
+    def CreateUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPassword(self, request, context):
+        """Set a person's password (at least 12 characters). Their sessions end.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndSessions(self, request, context):
+        """End every session of a person: their refresh tokens stop at once, and their access tokens
+        in every service once the change reaches it on tenant.config.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_UserServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateUser,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.CreateUserRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.User.SerializeToString,
+            ),
+            'GetUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUser,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.GetUserRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.User.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ListUsersRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'UpdateUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateUser,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.UpdateUserRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.User.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteUserRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteUserResponse.SerializeToString,
+            ),
+            'SetPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPassword,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.SetPasswordRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.User.SerializeToString,
+            ),
+            'EndSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndSessions,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.EndSessionsRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.User.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lianluo.tenants.v1.UserService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lianluo.tenants.v1.UserService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class UserService:
+    """---------------------------------------------------------------- people
+
+    The people of a tenant who log in: its admins, supervisors and agents. Each has one role;
+    what a role may do is in docs/security.md. Passwords are stored as argon2id hashes only.
+    """
+
+    @staticmethod
+    def CreateUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.UserService/CreateUser',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.CreateUserRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.UserService/GetUser',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.GetUserRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.UserService/ListUsers',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ListUsersRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.UserService/UpdateUser',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.UpdateUserRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.UserService/DeleteUser',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteUserRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.UserService/SetPassword',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.SetPasswordRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.UserService/EndSessions',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.EndSessionsRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AuthServiceStub:
+    """---------------------------------------------------------------- tokens
+
+    Signing in. Login, Refresh, Logout, ExchangeToken and GetJwks need no key: their request is
+    the credential. Every other call of every service takes the access token they return as
+    `authorization: Bearer <access token>`, exactly as a key.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Login = channel.unary_unary(
+                '/lianluo.tenants.v1.AuthService/Login',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.LoginRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Tokens.FromString,
+                _registered_method=True)
+        self.Refresh = channel.unary_unary(
+                '/lianluo.tenants.v1.AuthService/Refresh',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.RefreshRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Tokens.FromString,
+                _registered_method=True)
+        self.Logout = channel.unary_unary(
+                '/lianluo.tenants.v1.AuthService/Logout',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.LogoutRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.LogoutResponse.FromString,
+                _registered_method=True)
+        self.ExchangeToken = channel.unary_unary(
+                '/lianluo.tenants.v1.AuthService/ExchangeToken',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ExchangeTokenRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Tokens.FromString,
+                _registered_method=True)
+        self.CreateCustomerSession = channel.unary_unary(
+                '/lianluo.tenants.v1.AuthService/CreateCustomerSession',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.CreateCustomerSessionRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.CustomerSession.FromString,
+                _registered_method=True)
+        self.GetJwks = channel.unary_unary(
+                '/lianluo.tenants.v1.AuthService/GetJwks',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.GetJwksRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Jwks.FromString,
+                _registered_method=True)
+        self.RotateSigningKey = channel.unary_unary(
+                '/lianluo.tenants.v1.AuthService/RotateSigningKey',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.RotateSigningKeyRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Jwks.FromString,
+                _registered_method=True)
+
+
+class AuthServiceServicer:
+    """---------------------------------------------------------------- tokens
+
+    Signing in. Login, Refresh, Logout, ExchangeToken and GetJwks need no key: their request is
+    the credential. Every other call of every service takes the access token they return as
+    `authorization: Bearer <access token>`, exactly as a key.
+    """
+
+    def Login(self, request, context):
+        """A person's name and password for a short-lived access token and a refresh token. Five
+        wrong passwords in a row lock the person out for 15 minutes (RESOURCE_EXHAUSTED with a
+        RetryInfo); logins per tenant are rate-limited the same way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Refresh(self, request, context):
+        """A refresh token for new tokens; the one used stops working (it rotates).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Logout(self, request, context):
+        """End the session of a refresh token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExchangeToken(self, request, context):
+        """An ID token of the tenant's OpenID Connect issuer (Tenant.oidc) for Lianluo tokens, for
+        the person whose `external_subject` is its `sub`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateCustomerSession(self, request, context):
+        """A customer's session token, bound to one interaction, or to one customer on one channel.
+        The channel gateway mints them; a native app's backend gets them here with a key that has
+        `sessions:write` (docs/security.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJwks(self, request, context):
+        """The public keys that sign the tenant's tokens, as a JSON Web Key Set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateSigningKey(self, request, context):
+        """A new signing key; the old one keeps verifying for `overlap_seconds`, then tokens it
+        signed are refused everywhere.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuthServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Login': grpc.unary_unary_rpc_method_handler(
+                    servicer.Login,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.LoginRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Tokens.SerializeToString,
+            ),
+            'Refresh': grpc.unary_unary_rpc_method_handler(
+                    servicer.Refresh,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.RefreshRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Tokens.SerializeToString,
+            ),
+            'Logout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logout,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.LogoutRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.LogoutResponse.SerializeToString,
+            ),
+            'ExchangeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExchangeToken,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ExchangeTokenRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Tokens.SerializeToString,
+            ),
+            'CreateCustomerSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCustomerSession,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.CreateCustomerSessionRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.CustomerSession.SerializeToString,
+            ),
+            'GetJwks': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJwks,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.GetJwksRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Jwks.SerializeToString,
+            ),
+            'RotateSigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateSigningKey,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.RotateSigningKeyRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Jwks.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lianluo.tenants.v1.AuthService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lianluo.tenants.v1.AuthService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AuthService:
+    """---------------------------------------------------------------- tokens
+
+    Signing in. Login, Refresh, Logout, ExchangeToken and GetJwks need no key: their request is
+    the credential. Every other call of every service takes the access token they return as
+    `authorization: Bearer <access token>`, exactly as a key.
+    """
+
+    @staticmethod
+    def Login(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.AuthService/Login',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.LoginRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Tokens.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Refresh(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.AuthService/Refresh',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.RefreshRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Tokens.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.AuthService/Logout',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.LogoutRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.LogoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExchangeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.AuthService/ExchangeToken',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ExchangeTokenRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Tokens.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCustomerSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.AuthService/CreateCustomerSession',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.CreateCustomerSessionRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.CustomerSession.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJwks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.AuthService/GetJwks',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.GetJwksRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Jwks.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateSigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.AuthService/RotateSigningKey',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.RotateSigningKeyRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Jwks.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class ApiKeyServiceStub:
     """---------------------------------------------------------------- API keys
 

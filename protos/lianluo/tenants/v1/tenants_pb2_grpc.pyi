@@ -169,6 +169,260 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
+class UserServiceStub:
+    """---------------------------------------------------------------- people
+
+    The people of a tenant who log in: its admins, supervisors and agents. Each has one role;
+    what a role may do is in docs/security.md. Passwords are stored as argon2id hashes only.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> UserServiceAsyncStub: ...
+    CreateUser: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.CreateUserRequest, _tenants_pb2.User]
+    GetUser: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.GetUserRequest, _tenants_pb2.User]
+    ListUsers: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.ListUsersRequest, _tenants_pb2.ListUsersResponse]
+    UpdateUser: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.UpdateUserRequest, _tenants_pb2.User]
+    DeleteUser: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.DeleteUserRequest, _tenants_pb2.DeleteUserResponse]
+    SetPassword: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.SetPasswordRequest, _tenants_pb2.User]
+    """Set a person's password (at least 12 characters). Their sessions end."""
+    EndSessions: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.EndSessionsRequest, _tenants_pb2.User]
+    """End every session of a person: their refresh tokens stop at once, and their access tokens
+    in every service once the change reaches it on tenant.config.
+    """
+
+@_typing.type_check_only
+class UserServiceAsyncStub(UserServiceStub):
+    """---------------------------------------------------------------- people
+
+    The people of a tenant who log in: its admins, supervisors and agents. Each has one role;
+    what a role may do is in docs/security.md. Passwords are stored as argon2id hashes only.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    CreateUser: _aio.UnaryUnaryMultiCallable[_tenants_pb2.CreateUserRequest, _tenants_pb2.User]  # type: ignore[assignment]
+    GetUser: _aio.UnaryUnaryMultiCallable[_tenants_pb2.GetUserRequest, _tenants_pb2.User]  # type: ignore[assignment]
+    ListUsers: _aio.UnaryUnaryMultiCallable[_tenants_pb2.ListUsersRequest, _tenants_pb2.ListUsersResponse]  # type: ignore[assignment]
+    UpdateUser: _aio.UnaryUnaryMultiCallable[_tenants_pb2.UpdateUserRequest, _tenants_pb2.User]  # type: ignore[assignment]
+    DeleteUser: _aio.UnaryUnaryMultiCallable[_tenants_pb2.DeleteUserRequest, _tenants_pb2.DeleteUserResponse]  # type: ignore[assignment]
+    SetPassword: _aio.UnaryUnaryMultiCallable[_tenants_pb2.SetPasswordRequest, _tenants_pb2.User]  # type: ignore[assignment]
+    """Set a person's password (at least 12 characters). Their sessions end."""
+    EndSessions: _aio.UnaryUnaryMultiCallable[_tenants_pb2.EndSessionsRequest, _tenants_pb2.User]  # type: ignore[assignment]
+    """End every session of a person: their refresh tokens stop at once, and their access tokens
+    in every service once the change reaches it on tenant.config.
+    """
+
+class UserServiceServicer(metaclass=_abc_1.ABCMeta):
+    """---------------------------------------------------------------- people
+
+    The people of a tenant who log in: its admins, supervisors and agents. Each has one role;
+    what a role may do is in docs/security.md. Passwords are stored as argon2id hashes only.
+    """
+
+    @_abc_1.abstractmethod
+    def CreateUser(
+        self,
+        request: _tenants_pb2.CreateUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.User, _abc.Awaitable[_tenants_pb2.User]]: ...
+
+    @_abc_1.abstractmethod
+    def GetUser(
+        self,
+        request: _tenants_pb2.GetUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.User, _abc.Awaitable[_tenants_pb2.User]]: ...
+
+    @_abc_1.abstractmethod
+    def ListUsers(
+        self,
+        request: _tenants_pb2.ListUsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.ListUsersResponse, _abc.Awaitable[_tenants_pb2.ListUsersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateUser(
+        self,
+        request: _tenants_pb2.UpdateUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.User, _abc.Awaitable[_tenants_pb2.User]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteUser(
+        self,
+        request: _tenants_pb2.DeleteUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.DeleteUserResponse, _abc.Awaitable[_tenants_pb2.DeleteUserResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetPassword(
+        self,
+        request: _tenants_pb2.SetPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.User, _abc.Awaitable[_tenants_pb2.User]]:
+        """Set a person's password (at least 12 characters). Their sessions end."""
+
+    @_abc_1.abstractmethod
+    def EndSessions(
+        self,
+        request: _tenants_pb2.EndSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.User, _abc.Awaitable[_tenants_pb2.User]]:
+        """End every session of a person: their refresh tokens stop at once, and their access tokens
+        in every service once the change reaches it on tenant.config.
+        """
+
+def add_UserServiceServicer_to_server(servicer: UserServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class AuthServiceStub:
+    """---------------------------------------------------------------- tokens
+
+    Signing in. Login, Refresh, Logout, ExchangeToken and GetJwks need no key: their request is
+    the credential. Every other call of every service takes the access token they return as
+    `authorization: Bearer <access token>`, exactly as a key.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> AuthServiceAsyncStub: ...
+    Login: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.LoginRequest, _tenants_pb2.Tokens]
+    """A person's name and password for a short-lived access token and a refresh token. Five
+    wrong passwords in a row lock the person out for 15 minutes (RESOURCE_EXHAUSTED with a
+    RetryInfo); logins per tenant are rate-limited the same way.
+    """
+    Refresh: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.RefreshRequest, _tenants_pb2.Tokens]
+    """A refresh token for new tokens; the one used stops working (it rotates)."""
+    Logout: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.LogoutRequest, _tenants_pb2.LogoutResponse]
+    """End the session of a refresh token."""
+    ExchangeToken: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.ExchangeTokenRequest, _tenants_pb2.Tokens]
+    """An ID token of the tenant's OpenID Connect issuer (Tenant.oidc) for Lianluo tokens, for
+    the person whose `external_subject` is its `sub`.
+    """
+    CreateCustomerSession: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.CreateCustomerSessionRequest, _tenants_pb2.CustomerSession]
+    """A customer's session token, bound to one interaction, or to one customer on one channel.
+    The channel gateway mints them; a native app's backend gets them here with a key that has
+    `sessions:write` (docs/security.md).
+    """
+    GetJwks: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.GetJwksRequest, _tenants_pb2.Jwks]
+    """The public keys that sign the tenant's tokens, as a JSON Web Key Set."""
+    RotateSigningKey: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.RotateSigningKeyRequest, _tenants_pb2.Jwks]
+    """A new signing key; the old one keeps verifying for `overlap_seconds`, then tokens it
+    signed are refused everywhere.
+    """
+
+@_typing.type_check_only
+class AuthServiceAsyncStub(AuthServiceStub):
+    """---------------------------------------------------------------- tokens
+
+    Signing in. Login, Refresh, Logout, ExchangeToken and GetJwks need no key: their request is
+    the credential. Every other call of every service takes the access token they return as
+    `authorization: Bearer <access token>`, exactly as a key.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    Login: _aio.UnaryUnaryMultiCallable[_tenants_pb2.LoginRequest, _tenants_pb2.Tokens]  # type: ignore[assignment]
+    """A person's name and password for a short-lived access token and a refresh token. Five
+    wrong passwords in a row lock the person out for 15 minutes (RESOURCE_EXHAUSTED with a
+    RetryInfo); logins per tenant are rate-limited the same way.
+    """
+    Refresh: _aio.UnaryUnaryMultiCallable[_tenants_pb2.RefreshRequest, _tenants_pb2.Tokens]  # type: ignore[assignment]
+    """A refresh token for new tokens; the one used stops working (it rotates)."""
+    Logout: _aio.UnaryUnaryMultiCallable[_tenants_pb2.LogoutRequest, _tenants_pb2.LogoutResponse]  # type: ignore[assignment]
+    """End the session of a refresh token."""
+    ExchangeToken: _aio.UnaryUnaryMultiCallable[_tenants_pb2.ExchangeTokenRequest, _tenants_pb2.Tokens]  # type: ignore[assignment]
+    """An ID token of the tenant's OpenID Connect issuer (Tenant.oidc) for Lianluo tokens, for
+    the person whose `external_subject` is its `sub`.
+    """
+    CreateCustomerSession: _aio.UnaryUnaryMultiCallable[_tenants_pb2.CreateCustomerSessionRequest, _tenants_pb2.CustomerSession]  # type: ignore[assignment]
+    """A customer's session token, bound to one interaction, or to one customer on one channel.
+    The channel gateway mints them; a native app's backend gets them here with a key that has
+    `sessions:write` (docs/security.md).
+    """
+    GetJwks: _aio.UnaryUnaryMultiCallable[_tenants_pb2.GetJwksRequest, _tenants_pb2.Jwks]  # type: ignore[assignment]
+    """The public keys that sign the tenant's tokens, as a JSON Web Key Set."""
+    RotateSigningKey: _aio.UnaryUnaryMultiCallable[_tenants_pb2.RotateSigningKeyRequest, _tenants_pb2.Jwks]  # type: ignore[assignment]
+    """A new signing key; the old one keeps verifying for `overlap_seconds`, then tokens it
+    signed are refused everywhere.
+    """
+
+class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
+    """---------------------------------------------------------------- tokens
+
+    Signing in. Login, Refresh, Logout, ExchangeToken and GetJwks need no key: their request is
+    the credential. Every other call of every service takes the access token they return as
+    `authorization: Bearer <access token>`, exactly as a key.
+    """
+
+    @_abc_1.abstractmethod
+    def Login(
+        self,
+        request: _tenants_pb2.LoginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.Tokens, _abc.Awaitable[_tenants_pb2.Tokens]]:
+        """A person's name and password for a short-lived access token and a refresh token. Five
+        wrong passwords in a row lock the person out for 15 minutes (RESOURCE_EXHAUSTED with a
+        RetryInfo); logins per tenant are rate-limited the same way.
+        """
+
+    @_abc_1.abstractmethod
+    def Refresh(
+        self,
+        request: _tenants_pb2.RefreshRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.Tokens, _abc.Awaitable[_tenants_pb2.Tokens]]:
+        """A refresh token for new tokens; the one used stops working (it rotates)."""
+
+    @_abc_1.abstractmethod
+    def Logout(
+        self,
+        request: _tenants_pb2.LogoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.LogoutResponse, _abc.Awaitable[_tenants_pb2.LogoutResponse]]:
+        """End the session of a refresh token."""
+
+    @_abc_1.abstractmethod
+    def ExchangeToken(
+        self,
+        request: _tenants_pb2.ExchangeTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.Tokens, _abc.Awaitable[_tenants_pb2.Tokens]]:
+        """An ID token of the tenant's OpenID Connect issuer (Tenant.oidc) for Lianluo tokens, for
+        the person whose `external_subject` is its `sub`.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateCustomerSession(
+        self,
+        request: _tenants_pb2.CreateCustomerSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.CustomerSession, _abc.Awaitable[_tenants_pb2.CustomerSession]]:
+        """A customer's session token, bound to one interaction, or to one customer on one channel.
+        The channel gateway mints them; a native app's backend gets them here with a key that has
+        `sessions:write` (docs/security.md).
+        """
+
+    @_abc_1.abstractmethod
+    def GetJwks(
+        self,
+        request: _tenants_pb2.GetJwksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.Jwks, _abc.Awaitable[_tenants_pb2.Jwks]]:
+        """The public keys that sign the tenant's tokens, as a JSON Web Key Set."""
+
+    @_abc_1.abstractmethod
+    def RotateSigningKey(
+        self,
+        request: _tenants_pb2.RotateSigningKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.Jwks, _abc.Awaitable[_tenants_pb2.Jwks]]:
+        """A new signing key; the old one keeps verifying for `overlap_seconds`, then tokens it
+        signed are refused everywhere.
+        """
+
+def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
 class ApiKeyServiceStub:
     """---------------------------------------------------------------- API keys"""
 

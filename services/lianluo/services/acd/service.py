@@ -14,7 +14,7 @@ import asyncpg
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.events.v1 import agent_pb2
 from lianluo.runtime import auth
-from lianluo.runtime.errors import FailedPrecondition, NotFound, Violations
+from lianluo.runtime.errors import FailedPrecondition, NotFound, PermissionDenied, Violations
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.acd import events
 from lianluo.services.acd.agents import Customer, ring_needs
@@ -74,6 +74,7 @@ class AcdApi:
 
     async def set_presence(self, request: acd.SetPresenceRequest) -> acd.AgentPresence:
         tenant_id = self._tenant(request.tenant_id)
+        auth.require_agent(request.agent_id)
         v = Violations()
         v.check(bool(request.agent_id), "agent_id", "must be set")
         v.check(
@@ -135,6 +136,7 @@ class AcdApi:
 
     async def respond_to_offer(self, request: acd.RespondToOfferRequest) -> acd.Offer:
         tenant_id = self._tenant(request.tenant_id)
+        auth.require_agent(request.agent_id)
         v = Violations()
         v.check(bool(request.offer_id), "offer_id", "must be set")
         v.check(bool(request.agent_id), "agent_id", "must be set")
@@ -209,12 +211,14 @@ class AcdApi:
         now = now_utc()
         contact = routing.contacts.get(request.interaction_id)
         if given:
+            _require_watch(request.requirements.queue)
             queue = self._view.by_name(tenant_id, "queue", request.requirements.queue)
             if not isinstance(queue, pb.Queue):
                 raise NotFound("queue", request.requirements.queue)
             needs = needs_for(queue, request.requirements)
             customer = Customer.of(request.requirements)
         elif contact is not None:
+            _require_watch(contact.needs.queue)
             needs = contact.needs
             customer = Customer.of(contact.requirements)
         else:
@@ -236,8 +240,11 @@ class AcdApi:
             f"must be 0 to {MAX_WINDOW}",
         )
         v.raise_if_any()
+        who = auth.current_principal()
         queues: list[pb.Queue] = []
-        for name in request.queues or sorted(q.name for q in self._view.all(tenant_id, "queue")):
+        every = sorted(q.name for q in self._view.all(tenant_id, "queue") if who.watches(q.name))
+        for name in request.queues or every:
+            _require_watch(name)
             queue = self._view.by_name(tenant_id, "queue", name)
             if not isinstance(queue, pb.Queue):
                 raise NotFound("queue", name)
@@ -261,6 +268,12 @@ class AcdApi:
             window_seconds=window,
             compute_time=stamp(now),
         )
+
+
+def _require_watch(queue: str) -> None:
+    """A supervisor sees only the queues they watch (`queue` empty: none named yet)."""
+    if queue and not auth.current_principal().watches(queue):
+        raise PermissionDenied(f"the caller does not watch the queue {queue!r}")
 
 
 def _in_use(routing: TenantRouting, agent_id: str) -> dict[int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lianluo.domain.urls import is_uri
 from lianluo.media.v1 import media_pb2 as pb
+from lianluo.runtime import auth
 from lianluo.runtime.errors import FailedPrecondition, Violations
 
 S = pb.InteractionState
@@ -119,3 +120,54 @@ def prompt_text(text: str, choices: list[tuple[str, str]]) -> str:
     """A prompt as plain text, for channels and logs that cannot show choices."""
     lines = [text, *(f"{digit}. {label}" for digit, label in choices)]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- who may use what
+
+R = pb.ParticipantRole
+_AGENT_ROLES = frozenset({R.PARTICIPANT_ROLE_AGENT, R.PARTICIPANT_ROLE_EXPERT})
+
+
+def _as_self(who: auth.Principal, p: pb.Participant) -> bool:
+    """Whether the participant `p` is the caller: its role and its subject."""
+    if who.role == auth.CUSTOMER:
+        return p.role == R.PARTICIPANT_ROLE_CUSTOMER
+    if who.role == auth.AGENT:
+        return p.role in _AGENT_ROLES and p.subject_id == who.agent_id
+    if who.role == auth.SUPERVISOR:
+        return p.role == R.PARTICIPANT_ROLE_SUPERVISOR and p.subject_id == who.user_id
+    return True
+
+
+def may_use(who: auth.Principal, it: pb.Interaction, acting: pb.Participant | None = None) -> bool:
+    """Whether the caller may use the interaction `it` (as the participant `acting`, if any).
+
+    A key or a tenant admin may use any interaction of its tenant. A customer's session only
+    its own interaction (or, bound to a customer on a channel, theirs on that channel); an
+    agent only one offered or assigned to them (they are among its participants); a supervisor
+    only one in the queues they watch. People act only as themselves.
+    """
+    if acting is not None and not _as_self(who, acting):
+        return False
+    if who.role == auth.CUSTOMER:
+        if who.interaction_id:
+            return it.id == who.interaction_id
+        return it.customer.id == who.customer_id and it.channel == who.channel
+    if who.role == auth.AGENT:
+        return any(p.role in _AGENT_ROLES and p.subject_id == who.agent_id for p in it.participants)
+    if who.role == auth.SUPERVISOR:
+        return who.watches(it.queue)
+    return True
+
+
+def may_join_as(who: auth.Principal, join: pb.Join) -> bool:
+    """Whether a Connect join names the caller itself (before the interaction is read)."""
+    return _as_self(who, pb.Participant(role=join.role, subject_id=join.subject_id))
+
+
+def may_start(who: auth.Principal, customer_id: str, channel: int) -> bool:
+    """Keys and tenant admins start interactions; a customer's session bound to a customer on a
+    channel starts theirs on that channel; no other person or session does."""
+    if who.role == auth.CUSTOMER:
+        return not who.interaction_id and customer_id == who.customer_id and channel == who.channel
+    return who.role in ("", auth.TENANT_ADMIN)

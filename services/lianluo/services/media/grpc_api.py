@@ -25,7 +25,7 @@ class MediaApi(rpc.MediaServiceServicer):
         self.hub = hub
         self.buffer_frames = buffer_frames
 
-    @auth.needs("interaction:write")
+    @auth.needs("interaction:write", emits=True)
     async def StartInteraction(
         self, request: pb.StartInteractionRequest, _: Any
     ) -> pb.StartInteractionResponse:
@@ -34,7 +34,7 @@ class MediaApi(rpc.MediaServiceServicer):
             interaction=interaction, customer_participant_id=customer
         )
 
-    @auth.needs("interaction:write")
+    @auth.needs("interaction:write", emits=True)
     async def Send(self, request: pb.SendRequest, _: Any) -> pb.Message:
         return await self.media.send(
             request.tenant_id,
@@ -134,6 +134,7 @@ class MediaApi(rpc.MediaServiceServicer):
         async for frame in requests:
             kind = frame.WhichOneof("frame")
             if kind == "send" and me is not None:
+                auth.spend_event()
                 await self.media.send(
                     join.tenant_id,
                     join.interaction_id,

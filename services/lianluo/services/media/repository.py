@@ -44,6 +44,16 @@ class Repository:
         )
         return None if doc is None else _interaction(doc)
 
+    async def open_count(self, conn: asyncpg.Connection, tid: uuid.UUID, limit: int) -> int:
+        """How many of the tenant's interactions have not ended, counting up to `limit`."""
+        found: int = await conn.fetchval(
+            "select count(*) from (select 1 from interactions where tenant_id = $1 "
+            "and state not in (7, 8, 9) limit $2) as open",
+            tid,
+            limit,
+        )
+        return found
+
     async def get(
         self, conn: asyncpg.Connection, tid: uuid.UUID, iid: uuid.UUID, *, lock: bool = False
     ) -> pb.Interaction | None:

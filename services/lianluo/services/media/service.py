@@ -24,6 +24,7 @@ from lianluo.runtime.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Violations,
 )
 from lianluo.runtime.logs import get_logger
@@ -199,7 +200,11 @@ class MediaService:
     # ------------------------------------------------------------------ API
 
     async def start(self, req: pb.StartInteractionRequest) -> tuple[pb.Interaction, str]:
-        auth.require_tenant(req.tenant_id)
+        who = auth.require_tenant(req.tenant_id)
+        if not domain.may_start(who, req.customer.id, req.channel):
+            raise PermissionDenied(
+                "only a key, a tenant admin or the customer's own session starts an interaction"
+            )
         tid = _uuid(req.tenant_id, "tenant_id")
         if tid is None or self._config.tenant(req.tenant_id) is None:
             raise NotFound("tenant", req.tenant_id)
@@ -226,6 +231,14 @@ class MediaService:
                 earlier = await self._repo.by_request(conn, tid, req.request_id)
                 if earlier is not None:
                     return earlier, earlier.participants[0].id
+            limit = who.limits.max_concurrent_interactions
+            if limit and await self._repo.open_count(conn, tid, limit) >= limit:
+                raise ResourceExhausted(
+                    f"tenants/{req.tenant_id}",
+                    "max_concurrent_interactions",
+                    f"the tenant has its {limit:,} interactions open",
+                    5.0,
+                )
             now = _stamp()
             customer = pb.Participant(
                 id=f"c-{uuid.uuid4().hex[:12]}",
@@ -321,6 +334,7 @@ class MediaService:
             it = None if tid is None or iid is None else await self._repo.get(conn, tid, iid)
         if it is None:
             raise NotFound("interaction", interaction_id)
+        _require_use(it)
         return it
 
     async def send(
@@ -341,6 +355,7 @@ class MediaService:
             sender = change.participant(participant_id)
             if sender is None or sender.HasField("leave_time"):
                 raise NotFound("participant", participant_id)
+            _require_use(change.it, sender)
             iid = uuid.UUID(change.it.id)
             if cmid:
                 seq = await self._repo.client_message(conn, change.tid, iid, sender.id, cmid)
@@ -362,8 +377,10 @@ class MediaService:
             raise InvalidArgument([FieldViolation("media", "must be set")])
         async with self._pool.acquire() as conn, conn.transaction():
             change = await self._locked(conn, req.tenant_id, req.interaction_id)
-            if change.participant(req.participant_id) is None:
+            adder = change.participant(req.participant_id)
+            if adder is None:
                 raise NotFound("participant", req.participant_id)
+            _require_use(change.it, adder)
             domain.require_open(change.it)
             leg = pb.MediaLeg(
                 id=f"m-{uuid.uuid4().hex[:12]}",
@@ -385,6 +402,7 @@ class MediaService:
             leg = next((m for m in change.it.media if m.id == req.media_leg_id), None)
             if leg is None:
                 raise NotFound("media_leg", req.media_leg_id)
+            _require_use(change.it, change.participant(leg.participant_id))
             if not leg.HasField("end_time"):
                 leg.end_time.CopyFrom(_stamp())
                 change.add("media_removed", leg, event="media_removed")
@@ -403,6 +421,7 @@ class MediaService:
             by = change.participant(t.participant_id)
             if by is None or by.HasField("leave_time"):
                 raise NotFound("participant", t.participant_id)
+            _require_use(change.it, by)
             if by.role not in (R.PARTICIPANT_ROLE_AGENT, R.PARTICIPANT_ROLE_EXPERT):
                 raise InvalidArgument(
                     [FieldViolation("transfer.participant_id", "only an agent or expert transfers")]
@@ -447,8 +466,10 @@ class MediaService:
         auth.require_tenant(req.tenant_id)
         async with self._pool.acquire() as conn, conn.transaction():
             change = await self._locked(conn, req.tenant_id, req.interaction_id)
-            if req.participant_id and change.participant(req.participant_id) is None:
+            ender = change.participant(req.participant_id) if req.participant_id else None
+            if req.participant_id and ender is None:
                 raise NotFound("participant", req.participant_id)
+            _require_use(change.it, ender)
             if change.it.state not in domain.TERMINAL:
                 change.end(domain.final_state(change.it.state), req.resolution, req.participant_id)
                 await self._flush(change)
@@ -458,7 +479,9 @@ class MediaService:
 
     async def join(self, join: pb.Join) -> tuple[pb.Interaction | None, pb.Participant | None]:
         """Check a Connect join; add a supervisor as a participant. (None, None) for a desk."""
-        auth.require_tenant(join.tenant_id)
+        who = auth.require_tenant(join.tenant_id)
+        if not domain.may_join_as(who, join):
+            raise PermissionDenied("a person joins only as themselves, a customer as the customer")
         if not join.interaction_id:
             if join.role not in (R.PARTICIPANT_ROLE_AGENT, R.PARTICIPANT_ROLE_EXPERT):
                 raise InvalidArgument([FieldViolation("join.interaction_id", "must be set")])
@@ -469,7 +492,7 @@ class MediaService:
         # (routing.decision): a join that arrives first waits for it a moment instead of failing.
         deadline = asyncio.get_running_loop().time() + ASSIGNMENT_WAIT_SECONDS
         while True:
-            interaction, found = await self._join_once(join)
+            interaction, found = await self._join_once(join, who)
             if found is not None:
                 return interaction, found
             waits = join.role in (R.PARTICIPANT_ROLE_AGENT, R.PARTICIPANT_ROLE_EXPERT)
@@ -481,9 +504,14 @@ class MediaService:
                 raise PermissionDenied("not a participant of this interaction")
             await asyncio.sleep(ASSIGNMENT_POLL_SECONDS)
 
-    async def _join_once(self, join: pb.Join) -> tuple[pb.Interaction, pb.Participant | None]:
+    async def _join_once(
+        self, join: pb.Join, who: auth.Principal
+    ) -> tuple[pb.Interaction, pb.Participant | None]:
         async with self._pool.acquire() as conn, conn.transaction():
             change = await self._locked(conn, join.tenant_id, join.interaction_id)
+            if who.role in (auth.CUSTOMER, auth.SUPERVISOR):
+                # The others wait below for their assignment; these are the caller's or never.
+                _require_use(change.it)
             found = next(
                 (
                     p
@@ -663,3 +691,8 @@ class MediaService:
 
     def is_staff(self, role: int) -> bool:
         return role in STAFF_ROLES
+
+
+def _require_use(it: pb.Interaction, acting: pb.Participant | None = None) -> None:
+    if not domain.may_use(auth.current_principal(), it, acting):
+        raise PermissionDenied("the interaction, or the participant, is not the caller's")

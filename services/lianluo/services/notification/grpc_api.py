@@ -16,11 +16,11 @@ class NotificationApi(rpc.NotificationServiceServicer):
     def __init__(self, svc: NotificationService) -> None:
         self.svc = svc
 
-    @auth.needs("notification:write")
+    @auth.needs("notification:write", emits=True)
     async def Notify(self, request: pb.NotifyRequest, _: Any) -> pb.Delivery:
         return to_message(await self.svc.notify(request))
 
-    @auth.needs("notification:write")
+    @auth.needs("notification:write", emits=True)
     async def PublishBusinessEvent(
         self, request: pb.PublishBusinessEventRequest, _: Any
     ) -> pb.PublishBusinessEventResponse:

@@ -11,12 +11,15 @@ from lianluo.services.tenants.grpc_api import (
     AgentApi,
     ApiKeyApi,
     AuditApi,
+    AuthApi,
     FlowApi,
     NotificationConfigApi,
     QueueApi,
     TenantApi,
+    UserApi,
 )
 from lianluo.services.tenants.keys import ApiKeys
+from lianluo.services.tenants.people import People
 from lianluo.services.tenants.repository import Repository
 from lianluo.services.tenants.service import TenantsService
 from lianluo.services.tenants.settings import TenantsSettings
@@ -38,11 +41,14 @@ async def build(settings: TenantsSettings) -> Service:
     topic = settings.topic(contract.TENANT_CONFIG.name)
     tenants = TenantsService(service.pool, repo, topic)
     keys = ApiKeys(service.pool, repo, topic)
-    service.grpc.resolver = keys
+    people = People(service.pool, repo, topic, tenants, keys)
+    service.grpc.credentials = people
     apis: dict[str, tuple[RegisterFn, object]] = {
         "TenantService": (rpc.add_TenantServiceServicer_to_server, TenantApi(tenants)),
         "ApiKeyService": (rpc.add_ApiKeyServiceServicer_to_server, ApiKeyApi(keys)),
         "AuditService": (rpc.add_AuditServiceServicer_to_server, AuditApi(keys)),
+        "UserService": (rpc.add_UserServiceServicer_to_server, UserApi(tenants, people)),
+        "AuthService": (rpc.add_AuthServiceServicer_to_server, AuthApi(people)),
         "AgentService": (rpc.add_AgentServiceServicer_to_server, AgentApi(tenants)),
         "QueueService": (rpc.add_QueueServiceServicer_to_server, QueueApi(tenants)),
         "FlowService": (rpc.add_FlowServiceServicer_to_server, FlowApi(tenants)),

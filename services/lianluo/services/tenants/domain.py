@@ -30,7 +30,19 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PLACEHOLDER = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}")
 MAX_DISPLAY_NAME = 200
 MAX_BODY = 10_000
-SERVER_FIELDS = ("id", "tenant_id", "revision", "create_time", "update_time")
+# What only the server sets; of a user, also the agent's id (from its name) and when the
+# person's sessions ended.
+SERVER_FIELDS = (
+    "id",
+    "tenant_id",
+    "revision",
+    "create_time",
+    "update_time",
+    "agent_id",
+    "sessions_end_time",
+)
+MIN_PASSWORD = 12
+MAX_QUOTA = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,41 @@ def validate_tenant(t: Message, v: Violations, p: str = "tenant") -> None:
     v.check(len(set(t.channels)) == len(t.channels), f"{p}.channels", "a channel is listed twice")
     if t.cell:
         v.check(bool(CELL.fullmatch(t.cell)), f"{p}.cell", "must be a DNS label such as cell-2")
+    for f in t.quotas.DESCRIPTOR.fields:
+        value = getattr(t.quotas, f.name)
+        v.check(0 <= value <= MAX_QUOTA, f"{p}.quotas.{f.name}", f"0 (the plan's) to {MAX_QUOTA:,}")
+    if t.HasField("oidc"):
+        o = t.oidc
+        v.check(is_web_url(o.issuer), f"{p}.oidc.issuer", "must be an http or https URL")
+        v.check(0 < len(o.audience) <= 200, f"{p}.oidc.audience", "1 to 200 characters")
+        v.check(is_web_url(o.jwks_uri), f"{p}.oidc.jwks_uri", "must be an http or https URL")
+
+
+def validate_password(password: str, path: str = "password") -> None:
+    v = Violations()
+    v.check(
+        MIN_PASSWORD <= len(password) <= 200,
+        path,
+        f"at least {MIN_PASSWORD} characters, at most 200",
+    )
+    v.raise_if_any()
+
+
+def validate_user(u: Message, v: Violations, p: str = "user") -> None:
+    assert isinstance(u, pb.User)
+    v.check(bool(AGENT_NAME.fullmatch(u.name)), f"{p}.name", "must be 1-120 characters, no spaces")
+    _display_name(v, u.display_name, f"{p}.display_name")
+    v.check(u.role != pb.ROLE_UNSPECIFIED, f"{p}.role", "must be set")
+    if u.role == pb.ROLE_AGENT:
+        v.check(bool(u.agent), f"{p}.agent", "an agent's user names their agent")
+    else:
+        v.check(not u.agent, f"{p}.agent", "only an agent's user names an agent")
+    if u.role == pb.ROLE_SUPERVISOR:
+        v.check(len(u.queues) > 0, f"{p}.queues", "a supervisor watches at least one queue")
+    else:
+        v.check(not u.queues, f"{p}.queues", "only a supervisor has queues")
+    v.check(len(set(u.queues)) == len(u.queues), f"{p}.queues", "a queue is listed twice")
+    v.check(len(u.external_subject) <= 255, f"{p}.external_subject", "at most 255 characters")
 
 
 def validate_agent(a: Message, v: Violations, p: str = "agent") -> None:
@@ -205,6 +252,12 @@ def validate_rule(r: Message, v: Violations, p: str = "rule") -> None:
         )
 
 
+def _user_references(u: Message) -> list[tuple[str, str, str]]:
+    assert isinstance(u, pb.User)
+    refs = [("queue", q, f"user.queues[{i}]") for i, q in enumerate(u.queues)]
+    return refs + ([("agent", u.agent, "user.agent")] if u.agent else [])
+
+
 def _queue_references(q: Message) -> list[tuple[str, str, str]]:
     assert isinstance(q, pb.Queue)
     if q.overflow.kind == pb.OVERFLOW_KIND_QUEUE and q.overflow.target_queue:
@@ -231,7 +284,17 @@ TENANT = Kind(
     pb.Tenant,
     "tenant",
     "tenant_id",
-    frozenset({"display_name", "plan", "expected_concurrent_sessions", "channels", "cell"}),
+    frozenset(
+        {
+            "display_name",
+            "plan",
+            "expected_concurrent_sessions",
+            "channels",
+            "cell",
+            "quotas",
+            "oidc",
+        }
+    ),
     validate_tenant,
 )
 AGENT = Kind(
@@ -303,7 +366,16 @@ RULE = Kind(
     write_only=("webhook.signing_secret",),
     references=_rule_references,
 )
-KINDS = {k.name: k for k in (TENANT, AGENT, QUEUE, FLOW, TEMPLATE, RULE)}
+USER = Kind(
+    "user",
+    pb.User,
+    "user",
+    "user_id",
+    frozenset({"display_name", "role", "agent", "queues", "disabled", "external_subject"}),
+    validate_user,
+    references=_user_references,
+)
+KINDS = {k.name: k for k in (TENANT, AGENT, QUEUE, FLOW, TEMPLATE, RULE, USER)}
 
 
 def validate(kind: Kind, message: Message) -> None:

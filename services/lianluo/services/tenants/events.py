@@ -55,7 +55,7 @@ async def _audit(
     principal, call = auth.current_principal_or_none(), auth.current_call()
     await conn.execute(
         "insert into audit_log (tenant_id, api_key_id, method, peer, kind, resource_id, "
-        "revision, deleted) values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "revision, deleted, user_id) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         uuid.UUID(tenant_id) if tenant_id else None,
         principal.key_id if principal else "",
         call.method if call else "",
@@ -64,6 +64,7 @@ async def _audit(
         resource_id,
         revision,
         deleted,
+        principal.user_id if principal else "",
     )
 
 
@@ -78,6 +79,7 @@ def audit_message(row: asyncpg.Record) -> pb.AuditEntry:
         resource_id=row["resource_id"],
         revision=row["revision"],
         deleted=row["deleted"],
+        user_id=row["user_id"],
     )
     entry.time.FromDatetime(row["at"])
     return entry

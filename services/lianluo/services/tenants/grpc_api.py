@@ -10,8 +10,9 @@ from google.protobuf.message import Message
 
 from lianluo.common.v1 import common_pb2
 from lianluo.runtime import auth
-from lianluo.services.tenants.domain import AGENT, FLOW, QUEUE, RULE, TEMPLATE, Kind
+from lianluo.services.tenants.domain import AGENT, FLOW, QUEUE, RULE, TEMPLATE, USER, Kind
 from lianluo.services.tenants.keys import ApiKeys
+from lianluo.services.tenants.people import People
 from lianluo.services.tenants.service import TenantsService
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
@@ -24,7 +25,12 @@ def _page(token: str) -> common_pb2.PageResponse:
 
 
 def _crud_servicer(
-    base: type, kind: Kind, noun: str, plural: str, list_response: type[Message]
+    base: type,
+    kind: Kind,
+    noun: str,
+    plural: str,
+    list_response: type[Message],
+    permissions: tuple[str, str] = ("config:read", "config:write"),
 ) -> type:
     """A servicer for one resource kind whose RPCs follow the standard methods (AIP-131..135).
 
@@ -63,7 +69,7 @@ def _crud_servicer(
     def __init__(self: Any, svc: TenantsService) -> None:
         self.svc = svc
 
-    read, write = auth.needs("config:read"), auth.needs("config:write")
+    read, write = auth.needs(permissions[0]), auth.needs(permissions[1])
     methods: dict[str, Any] = {
         "__init__": __init__,
         f"Create{noun}": write(create),
@@ -77,6 +83,81 @@ def _crud_servicer(
 
 AgentApi = _crud_servicer(rpc.AgentServiceServicer, AGENT, "Agent", "agents", pb.ListAgentsResponse)
 QueueApi = _crud_servicer(rpc.QueueServiceServicer, QUEUE, "Queue", "queues", pb.ListQueuesResponse)
+
+
+class _UserSessions:
+    """What people have beyond the standard methods: a password on create, and sessions."""
+
+    def __init__(self, svc: TenantsService, people: People) -> None:
+        self.svc = svc
+        self.people = people
+
+    @auth.needs("people:write")
+    async def CreateUser(self, request: pb.CreateUserRequest, _: Any) -> pb.User:
+        return await self.people.create_user(
+            request.tenant_id, request.user, request.request_id, request.password
+        )
+
+    @auth.needs("people:write")
+    async def SetPassword(self, request: pb.SetPasswordRequest, _: Any) -> pb.User:
+        return await self.people.set_password(request.tenant_id, request.user_id, request.password)
+
+    @auth.needs("people:write")
+    async def EndSessions(self, request: pb.EndSessionsRequest, _: Any) -> pb.User:
+        return await self.people.end_sessions(request.tenant_id, request.user_id)
+
+
+UserApi = type(
+    "UserApi",
+    (
+        _UserSessions,
+        _crud_servicer(
+            rpc.UserServiceServicer,
+            USER,
+            "User",
+            "users",
+            pb.ListUsersResponse,
+            ("people:read", "people:write"),
+        ),
+    ),
+    {},
+)
+
+
+class AuthApi(rpc.AuthServiceServicer):
+    def __init__(self, people: People) -> None:
+        self.people = people
+
+    @auth.needs(auth.PUBLIC)
+    async def Login(self, request: pb.LoginRequest, _: Any) -> pb.Tokens:
+        return await self.people.login(request.tenant, request.name, request.password)
+
+    @auth.needs(auth.PUBLIC)
+    async def Refresh(self, request: pb.RefreshRequest, _: Any) -> pb.Tokens:
+        return await self.people.refresh(request.refresh_token)
+
+    @auth.needs(auth.PUBLIC)
+    async def Logout(self, request: pb.LogoutRequest, _: Any) -> pb.LogoutResponse:
+        await self.people.logout(request.refresh_token)
+        return pb.LogoutResponse()
+
+    @auth.needs(auth.PUBLIC)
+    async def ExchangeToken(self, request: pb.ExchangeTokenRequest, _: Any) -> pb.Tokens:
+        return await self.people.exchange(request.tenant, request.id_token)
+
+    @auth.needs("sessions:write")
+    async def CreateCustomerSession(
+        self, request: pb.CreateCustomerSessionRequest, _: Any
+    ) -> pb.CustomerSession:
+        return await self.people.customer_session(request)
+
+    @auth.needs(auth.PUBLIC)
+    async def GetJwks(self, request: pb.GetJwksRequest, _: Any) -> pb.Jwks:
+        return await self.people.jwks(request.tenant_id)
+
+    @auth.needs("keys:write")
+    async def RotateSigningKey(self, request: pb.RotateSigningKeyRequest, _: Any) -> pb.Jwks:
+        return await self.people.rotate_signing_key(request.tenant_id, request.overlap_seconds)
 
 
 # Templates and rules share one proto service.

@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 
 from lianluo.runtime.errors import FieldViolation, InvalidArgument
 from lianluo.runtime.paging import decode_token, encode_token, page_size
-from lianluo.services.tenants.domain import Kind
+from lianluo.services.tenants.domain import TENANT, USER, Kind
 
 _SELECT = "select spec from resources where tenant_id = $1 and kind = $2 and id = $3"
 _SELECT_FOR_UPDATE = _SELECT + " for update"
@@ -220,9 +220,17 @@ class Repository:
             rows = await conn.fetch(
                 "select kind || '/' || name as ref from resources where tenant_id = $1 and ("
                 "(kind = 'flow' and spec->'nodes' @> $2::jsonb) or "
-                "(kind = 'queue' and spec->'overflow'->>'target_queue' = $3)) order by 1",
+                "(kind = 'queue' and spec->'overflow'->>'target_queue' = $3) or "
+                "(kind = 'user' and spec->'queues' ? $3)) order by 1",
                 tenant_id,
                 [{"route_to_queue": {"queue": name}}],
+                name,
+            )
+        elif kind.name == "agent":
+            rows = await conn.fetch(
+                "select kind || '/' || name as ref from resources where tenant_id = $1 and "
+                "kind = 'user' and spec->>'agent' = $2 order by 1",
+                tenant_id,
                 name,
             )
         elif kind.name == "notification_template":
@@ -254,8 +262,169 @@ class Repository:
         rows = await conn.fetch(
             "delete from resources where tenant_id = $1 returning kind, id", tenant_id
         )
-        await conn.execute("delete from resource_revisions where tenant_id = $1", tenant_id)
+        for statement in (
+            "delete from resource_revisions where tenant_id = $1",
+            "delete from credentials where tenant_id = $1",
+            "delete from refresh_tokens where tenant_id = $1",
+            "delete from signing_keys where tenant_id = $1",
+        ):
+            await conn.execute(statement, tenant_id)
         return [(r["kind"], r["id"]) for r in rows]
+
+    async def count(self, conn: asyncpg.Connection, tenant_id: uuid.UUID, kind: Kind) -> int:
+        found: int = await conn.fetchval(
+            "select count(*) from resources where tenant_id = $1 and kind = $2",
+            tenant_id,
+            kind.name,
+        )
+        return found
+
+    # ------------------------------------------------------------------ people
+
+    async def tenant_by_name(self, conn: asyncpg.Connection, name: str) -> Message | None:
+        """A tenant by its platform-wide name (signing in names the tenant, not its id)."""
+        spec = await conn.fetchval(
+            "select spec from resources where kind = 'tenant' and name = $1", name
+        )
+        return None if spec is None else from_json(TENANT, spec)
+
+    async def user_by_subject(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID, subject: str
+    ) -> Message | None:
+        spec = await conn.fetchval(
+            "select spec from resources where tenant_id = $1 and kind = 'user' "
+            "and spec->>'external_subject' = $2",
+            tenant_id,
+            subject,
+        )
+        return None if spec is None else from_json(USER, spec)
+
+    async def credentials(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID, user_id: uuid.UUID
+    ) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "select * from credentials where tenant_id = $1 and user_id = $2 for update",
+            tenant_id,
+            user_id,
+        )
+        return row
+
+    async def set_credentials(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: uuid.UUID,
+        user_id: uuid.UUID,
+        *,
+        password_hash: str | None = None,
+        failed_logins: int = 0,
+        locked_until: datetime | None = None,
+    ) -> None:
+        """Store the lockout state, and a new password hash when one is given."""
+        await conn.execute(
+            "insert into credentials (tenant_id, user_id, password_hash, failed_logins, "
+            "locked_until) values ($1, $2, $3, $4, $5) on conflict (tenant_id, user_id) do "
+            "update set password_hash = coalesce(excluded.password_hash, "
+            "credentials.password_hash), failed_logins = excluded.failed_logins, "
+            "locked_until = excluded.locked_until",
+            tenant_id,
+            user_id,
+            password_hash,
+            failed_logins,
+            locked_until,
+        )
+
+    async def forget_credentials(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID, user_id: uuid.UUID
+    ) -> None:
+        await conn.execute(
+            "delete from credentials where tenant_id = $1 and user_id = $2", tenant_id, user_id
+        )
+        await conn.execute(
+            "delete from refresh_tokens where tenant_id = $1 and user_id = $2", tenant_id, user_id
+        )
+
+    async def insert_refresh(self, conn: asyncpg.Connection, row: dict[str, Any]) -> None:
+        await conn.execute(
+            "insert into refresh_tokens (id, tenant_id, user_id, secret_sha256, created_at, "
+            "expires_at) values ($1, $2, $3, $4, $5, $6)",
+            row["id"],
+            row["tenant_id"],
+            row["user_id"],
+            row["secret_sha256"],
+            row["created_at"],
+            row["expires_at"],
+        )
+
+    async def refresh_token(self, conn: asyncpg.Connection, token_id: str) -> asyncpg.Record | None:
+        """A refresh token, locked (not tenant-scoped by nature: the token names the tenant)."""
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "select * from refresh_tokens where id = $1 for update", token_id
+        )
+        return row
+
+    async def revoke_refresh(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: uuid.UUID,
+        user_id: uuid.UUID,
+        now: datetime,
+        token_id: str | None = None,
+    ) -> None:
+        """Revoke one refresh token of a person, or all of theirs."""
+        await conn.execute(
+            "update refresh_tokens set revoked_at = $3 where tenant_id = $1 and user_id = $2 "
+            "and revoked_at is null and ($4::text is null or id = $4)",
+            tenant_id,
+            user_id,
+            now,
+            token_id,
+        )
+
+    # ------------------------------------------------------------------ signing keys
+
+    async def insert_signing_key(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: uuid.UUID,
+        kid: str,
+        private_pem: bytes,
+        jwk: str,
+        now: datetime,
+    ) -> None:
+        await conn.execute(
+            "insert into signing_keys (tenant_id, kid, private_pem, jwk, created_at) "
+            "values ($1, $2, $3, $4, $5)",
+            tenant_id,
+            kid,
+            private_pem,
+            jwk,
+            now,
+        )
+
+    async def signing_keys(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID
+    ) -> list[asyncpg.Record]:
+        """The tenant's keys that still verify, newest first."""
+        rows: list[asyncpg.Record] = await conn.fetch(
+            "select * from signing_keys where tenant_id = $1 and "
+            "(retire_at is null or retire_at > now()) order by created_at desc, kid",
+            tenant_id,
+        )
+        return rows
+
+    async def retire_signing_keys(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID, at: datetime, keep: str
+    ) -> list[asyncpg.Record]:
+        """Retire every key but `keep` at `at` (or earlier, when already due)."""
+        rows: list[asyncpg.Record] = await conn.fetch(
+            "update signing_keys set retire_at = least(coalesce(retire_at, $2), $2) "
+            "where tenant_id = $1 and kid <> $3 and (retire_at is null or retire_at > $2) "
+            "returning *",
+            tenant_id,
+            at,
+            keep,
+        )
+        return rows
 
     # ------------------------------------------------------------------ audit
 

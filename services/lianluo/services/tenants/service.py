@@ -10,7 +10,7 @@ import asyncpg
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
-from lianluo.runtime import auth
+from lianluo.runtime import auth, quotas, tokens
 from lianluo.runtime.errors import (
     Aborted,
     AlreadyExists,
@@ -19,9 +19,10 @@ from lianluo.runtime.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
 )
-from lianluo.services.tenants import domain, events
-from lianluo.services.tenants.domain import FLOW, KINDS, TENANT, Kind
+from lianluo.services.tenants import domain, events, signing
+from lianluo.services.tenants.domain import AGENT, FLOW, KINDS, TENANT, USER, Kind
 from lianluo.services.tenants.repository import Page, Repository, next_token, parse_id, parse_page
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
@@ -92,6 +93,31 @@ class TenantsService:
                 problems.append(FieldViolation(path, f"no {ref_kind.replace('_', ' ')} {name!r}"))
         if problems:
             raise InvalidArgument(problems)
+        if isinstance(message, pb.User):
+            await self._bind_user(conn, tenant_id, message)
+
+    async def _bind_user(self, conn: asyncpg.Connection, tid: uuid.UUID, user: pb.User) -> None:
+        """A person gets no role stronger than the caller's own, and an agent's user the id of
+        the agent it names (agents' names never change)."""
+        if not auth.current_principal().grants(auth.ROLE_PERMISSIONS[tokens.ROLES[user.role]]):
+            raise PermissionDenied(
+                "a caller can give a person only a role no stronger than its own"
+            )
+        user.agent_id = ""
+        if user.agent:
+            agent = await self._repo.get_by_name(conn, tid, AGENT, user.agent)
+            user.agent_id = getattr(agent, "id", "")
+
+    async def _check_quota(self, conn: asyncpg.Connection, tid: uuid.UUID, kind: Kind) -> None:
+        """Refuse an agent over the tenant's `max_agents` (the tenant row is locked)."""
+        if kind is not AGENT:
+            return
+        tenant = await self._repo.get(conn, tid, TENANT, tid)
+        limit = quotas.of(tenant).max_agents if isinstance(tenant, pb.Tenant) else 0
+        if limit and await self._repo.count(conn, tid, AGENT) >= limit:
+            raise ResourceExhausted(
+                f"tenants/{tid}", "max_agents", f"the tenant has its {limit:,} agents", 60.0
+            )
 
     # ------------------------------------------------------------------ tenant-owned resources
 
@@ -111,6 +137,7 @@ class TenantsService:
             await self._check_references(conn, tid, kind, resource)
             if await self._repo.get_by_name(conn, tid, kind, resource.name) is not None:
                 raise AlreadyExists(kind.name, resource.name)
+            await self._check_quota(conn, tid, kind)
             now, stamp = _now()
             resource.id = str(uuid.uuid4())
             resource.tenant_id = str(tid)
@@ -239,6 +266,8 @@ class TenantsService:
                     f"{kind.name}/{stored.name}", f"still used by {', '.join(users)}"
                 )
             await self._repo.delete(conn, tid, kind, rid)
+            if kind is USER:
+                await self._repo.forget_credentials(conn, tid, rid)
             # Flows count versions where other resources count revisions; either way the
             # deletion is the next change of the resource, so followers apply it last.
             current = stored.version if kind is FLOW else stored.revision
@@ -337,6 +366,9 @@ class TenantsService:
             resource.update_time.CopyFrom(stamp)
             await self._insert(conn, tid, TENANT, resource, request_id or None, now)
             await self._publish(conn, TENANT, resource)
+            # Its first signing key now, so that it has reached every service by the time the
+            # tenant's first person signs in.
+            await signing.add_key(conn, self._repo, self._topic, tid, now)
         return cast(pb.Tenant, resource)
 
     async def get_tenant(self, tenant_id: str) -> pb.Tenant:
@@ -351,8 +383,8 @@ class TenantsService:
     async def update_tenant(
         self, patch: pb.Tenant, mask: field_mask_pb2.FieldMask, expected_revision: int = 0
     ) -> pb.Tenant:
-        # The plan is billing and the cell is placement: both belong to the platform.
-        admin_only = {"plan", "cell"} & (set(mask.paths) or domain.TENANT.mutable)
+        # The plan and quotas are billing and the cell is placement: they belong to the platform.
+        admin_only = {"plan", "cell", "quotas"} & (set(mask.paths) or domain.TENANT.mutable)
         if admin_only and not auth.current_principal().is_admin:
             raise PermissionDenied(
                 f"only an admin can change a tenant's {', '.join(sorted(admin_only))}"
