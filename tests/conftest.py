@@ -56,15 +56,21 @@ def stack() -> Iterator[Stack]:
 
 @contextlib.contextmanager
 def running_cell(
-    stack: Stack, folder: Path, name: str, replicas: dict[str, int] | None = None, **env: str
+    stack: Stack,
+    folder: Path,
+    name: str,
+    replicas: dict[str, int] | None = None,
+    services: list[str] | None = None,
+    **env: str,
 ) -> Iterator[Cell]:
-    """Every cell service as its own process, with a database and topics of its own."""
+    """Every cell service (or `services`) as its own process, with a database and topics of
+    its own."""
     infra.create_database(stack.config.database_url, name)
     base = stack.database_url.rsplit("/", 1)[0]
     settings = stack.env(LIANLUO_DATABASE_URL=f"{base}/{name}", LIANLUO_TOPIC_PREFIX=f"{name}.")
     cell = Cell({**settings, **env}, folder, replicas=dict(replicas or {}))
     try:
-        cell.start()
+        cell.start(services)
         yield cell
     finally:
         cell.stop()

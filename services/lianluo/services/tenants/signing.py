@@ -71,7 +71,7 @@ async def rotate(
     now: datetime,
 ) -> tokens.SigningKey:
     """A new key; every other key retires after `overlap`."""
-    await conn.execute("select pg_advisory_xact_lock(hashtext('signing:' || $1::text))", tid)
+    await conn.execute("select pg_advisory_xact_lock(hashtext('signing:' || $1))", str(tid))
     key = await add_key(conn, repo, topic, tid, now)
     for row in await repo.retire_signing_keys(conn, tid, now + overlap, key.kid):
         await _publish(conn, topic, tid, row)
