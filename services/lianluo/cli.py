@@ -98,6 +98,7 @@ def _replicas(value: str) -> dict[str, int]:
 
 
 def _terminal(args: argparse.Namespace) -> int:
+    import getpass
     import json
 
     from lianluo.devstack import infra, terminal
@@ -105,17 +106,33 @@ def _terminal(args: argparse.Namespace) -> int:
     state = infra.StackConfig.from_env().state_dir
     cell = terminal.load_cell(state)
     demo = json.loads((state / "demo.json").read_text()) if (state / "demo.json").exists() else {}
-    key = args.key or demo.get("key", "")
-    tenant = args.tenant or demo.get("tenant_id", "")
-    if not key or not tenant:
-        print("lianluo: give --tenant and --key (no demo tenant found)", file=sys.stderr)
-        return 2
+    if args.command == "customer":
+        key = args.key or demo.get("key", "")
+        tenant = args.tenant or demo.get("tenant_id", "")
+        if not key or not tenant:
+            print("lianluo: give --tenant and --key (no demo tenant found)", file=sys.stderr)
+            return 2
+    else:
+        tenant = args.tenant or demo.get("tenant", "")
+        if not tenant:
+            print(
+                "lianluo: give --tenant, the tenant's name (no demo tenant found)", file=sys.stderr
+            )
+            return 2
+        password = os.environ.get("LIANLUO_PASSWORD") or (
+            demo.get("password", "") if not args.tenant else ""
+        )
+        if not password:
+            if not sys.stdin.isatty():
+                print("lianluo agent: set LIANLUO_PASSWORD (no terminal to ask)", file=sys.stderr)
+                return 2
+            password = getpass.getpass(f"password of {args.login}: ")
     try:
         with contextlib.suppress(KeyboardInterrupt):
             if args.command == "customer":
                 asyncio.run(terminal.customer(cell, key, tenant, args.flow, args.name))
             else:
-                asyncio.run(terminal.agent(cell, key, tenant, args.login))
+                asyncio.run(terminal.agent(cell, tenant, args.login, password))
     except grpc.aio.AioRpcError as error:
         if error.code() == grpc.StatusCode.UNAVAILABLE:
             print(
@@ -309,16 +326,24 @@ def main(argv: list[str] | None = None) -> int:
     cl.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
     cl.set_defaults(func=_call)
 
-    for role in ("customer", "agent"):
-        client = commands.add_parser(role, help=f"chat as a {role} with the running platform")
-        client.add_argument("--tenant", default="", help="tenant id (default: the demo tenant)")
-        client.add_argument("--key", default="", help="tenant API key (default: the demo key)")
-        if role == "customer":
-            client.add_argument("--flow", default="card-services")
-            client.add_argument("--name", default="visitor")
-        else:
-            client.add_argument("login", help="the agent's name, for example li.wei")
-        client.set_defaults(func=_terminal)
+    customer = commands.add_parser("customer", help="chat as a customer with the running platform")
+    customer.add_argument("--tenant", default="", help="tenant id (default: the demo tenant)")
+    customer.add_argument(
+        "--key",
+        default="",
+        help="a key with sessions:write, to mint the customer's session (default: the demo key)",
+    )
+    customer.add_argument("--flow", default="card-services")
+    customer.add_argument("--name", default="visitor")
+    customer.set_defaults(func=_terminal)
+    person = commands.add_parser(
+        "agent", help="sign in as an agent (a person) and answer offers on the running platform"
+    )
+    person.add_argument("login", help="the person's name, for example li.wei")
+    person.add_argument("--tenant", default="", help="the tenant's name (default: the demo's)")
+    person.set_defaults(func=_terminal)
+    # The password comes from LIANLUO_PASSWORD, the demo's, or a prompt: never an argument,
+    # which other users of the machine could read in the process list.
 
     args = parser.parse_args(argv)
     result: int = args.func(args)

@@ -28,7 +28,8 @@ def test_a_cell_that_does_not_answer_is_named_without_a_traceback(
 ) -> None:
     services = ("tenants", "media", "ivr", "acd", "notification", "recording")
     (tmp_path / "cell.json").write_text(json.dumps({s: "127.0.0.1:1" for s in services}))
-    (tmp_path / "demo.json").write_text(json.dumps({"tenant_id": "t", "key": "k"}))
+    demo = {"tenant_id": "t", "tenant": "demo-bank", "key": "k", "password": "p" * 12}
+    (tmp_path / "demo.json").write_text(json.dumps(demo))
     done = run_cli(tmp_path, *command)
     assert done.returncode == 1
     assert "the local cell does not answer; start it with `make run`" in done.stderr

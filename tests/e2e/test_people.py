@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -1241,3 +1243,56 @@ async def test_b_reaches_nothing_of_a_in_any_service(
                 break
             await asyncio.sleep(0.2)
     assert caught.value.code() == code, f"{rpc}: {caught.value.code()} {caught.value.details()}"
+
+
+# ---------------------------------------------------------------------- terminal clients
+
+
+def _state(tmp_path: Path, cell: Cell, side: Side) -> Path:
+    (tmp_path / "cell.json").write_text(
+        json.dumps({name: cell.address(name) for name in CELL_SERVICES})
+    )
+    demo = {"tenant_id": side.tenant.id, "tenant": side.tenant.name, "key": side.key}
+    (tmp_path / "demo.json").write_text(json.dumps(demo))
+    return tmp_path
+
+
+async def test_the_agent_terminal_signs_in_as_a_person(
+    world: World, cell: Cell, tmp_path: Path
+) -> None:
+    state = _state(tmp_path, cell, world.b)
+    env = {**os.environ, "LIANLUO_STATE_DIR": str(state), "LIANLUO_PASSWORD": "wrong" * 3}
+    wrong = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lianluo.cli",
+        "agent",
+        "sup-cards",
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(wrong.communicate(), 60)
+    assert wrong.returncode == 1
+    assert "UNAUTHENTICATED: wrong tenant, name or password" in err.decode()
+    env["LIANLUO_PASSWORD"] = PASSWORD
+    right = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lianluo.cli",
+        "agent",
+        "li",
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert right.stdout is not None
+        line = await asyncio.wait_for(right.stdout.readline(), 60)
+        # Printed once Li's presence is set and his desk is open, both with his own token.
+        assert b"is available; waiting for offers" in line, line
+    finally:
+        right.terminate()
+        await asyncio.wait_for(right.wait(), 30)

@@ -1,14 +1,18 @@
-"""A client of the media Connect stream, shared by the demo, the terminal clients and tests."""
+"""Clients shared by the demo, the terminal clients and tests: the media Connect stream, a
+person's signed-in session, and a customer's session token."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 
 import grpc
 
 from lianluo.media.v1 import media_pb2 as pb
 from lianluo.media.v1 import media_pb2_grpc as rpc
+from lianluo.tenants.v1 import tenants_pb2 as tpb
+from lianluo.tenants.v1 import tenants_pb2_grpc as trpc
 
 FramePredicate = Callable[[pb.ServerFrame], bool]
 
@@ -110,3 +114,55 @@ class StreamClient:
         self._outgoing.put_nowait(None)
         self._call.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+
+
+class Session:
+    """A person signed in: their access token, renewed with the refresh token before it
+    expires, so a desk open for hours keeps working."""
+
+    RENEW_BEFORE = timedelta(seconds=60)
+
+    def __init__(self, channel: grpc.aio.Channel, tokens: tpb.Tokens) -> None:
+        self._auth = trpc.AuthServiceStub(channel)
+        self._tokens = tokens
+
+    @classmethod
+    async def login(
+        cls, channel: grpc.aio.Channel, tenant: str, name: str, password: str
+    ) -> Session:
+        tokens = await trpc.AuthServiceStub(channel).Login(
+            tpb.LoginRequest(tenant=tenant, name=name, password=password)
+        )
+        return cls(channel, tokens)
+
+    @property
+    def user(self) -> tpb.User:
+        return self._tokens.user
+
+    async def token(self) -> str:
+        """The access token, renewed first when it is about to expire."""
+        expires = self._tokens.access_expire_time.ToDatetime(UTC)
+        if expires - datetime.now(UTC) < self.RENEW_BEFORE:
+            self._tokens = await self._auth.Refresh(
+                tpb.RefreshRequest(refresh_token=self._tokens.refresh_token)
+            )
+        return self._tokens.access_token
+
+    async def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {await self.token()}"),)
+
+    async def logout(self) -> None:
+        await self._auth.Logout(tpb.LogoutRequest(refresh_token=self._tokens.refresh_token))
+
+
+async def customer_session(
+    channel: grpc.aio.Channel, key: str, tenant_id: str, customer_id: str, on: int
+) -> str:
+    """What an app's backend does for its signed-in customer: a session token bound to that
+    customer on one channel, minted with a key that has `sessions:write`."""
+    request = tpb.CreateCustomerSessionRequest(tenant_id=tenant_id, customer_id=customer_id)
+    request.channel = on  # type: ignore[assignment]
+    session: tpb.CustomerSession = await trpc.AuthServiceStub(channel).CreateCustomerSession(
+        request, metadata=(("authorization", f"Bearer {key}"),)
+    )
+    return session.token

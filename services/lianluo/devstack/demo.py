@@ -1,6 +1,7 @@
 """The demo `make run` plays: one customer chat through every service of the cell.
 
-A tenant is onboarded through the tenants API; a customer chats on the web, answers the
+A tenant is onboarded through the tenants API, with its people; the agents sign in as
+themselves; a customer chats on the web with a session token of their own, answers the
 self-service flow, is routed to the best agent, talks with them; the case is closed as resolved,
 the recording is read back, and the closed-loop notice arrives at a local webhook.
 """
@@ -22,7 +23,7 @@ from lianluo.acd.v1 import acd_pb2
 from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.devstack.cell import Cell
-from lianluo.devstack.clients import StreamClient
+from lianluo.devstack.clients import Session, StreamClient, customer_session
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
 from lianluo.recording.v1 import recording_pb2 as rpb
@@ -33,6 +34,18 @@ from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 DEMO_TENANT = "demo-bank"
 # A fresh signing secret each run: the demo checks the notice it receives was signed with it.
 WEBHOOK_SECRET = secrets.token_hex(16)
+# The demo's people, and one fresh password for all of them each run (kept in demo.json for
+# `lianluo agent`): the agents, a supervisor of the cards queue, and a tenant admin.
+PASSWORD = secrets.token_urlsafe(12)
+PEOPLE = [
+    pb.User(name="li.wei", display_name="Li Wei", role=pb.ROLE_AGENT, agent="li.wei"),
+    pb.User(name="ana.silva", display_name="Ana Silva", role=pb.ROLE_AGENT, agent="ana.silva"),
+    pb.User(
+        name="fraud.expert", display_name="Fraud desk", role=pb.ROLE_AGENT, agent="fraud.expert"
+    ),
+    pb.User(name="mei.lin", display_name="Mei Lin", role=pb.ROLE_SUPERVISOR, queues=["cards"]),
+    pb.User(name="admin", display_name="Demo Bank admin", role=pb.ROLE_TENANT_ADMIN),
+]
 R = mpb.ParticipantRole
 
 
@@ -182,6 +195,24 @@ async def configure(channel: grpc.aio.Channel, tenant_id: str, md: Any) -> None:
             "agent",
             f"{display} ({pb.AgentKind.Name(kind)[11:].lower()}), cards:{level}",
         )
+    users = rpc.UserServiceStub(channel)
+    for person in PEOPLE:
+        await _ensure(
+            users.CreateUser(
+                pb.CreateUserRequest(
+                    tenant_id=tenant_id, user=person, request_id=f"demo-user-{person.name}"
+                ),
+                metadata=md,
+            )
+        )
+    for listed in (
+        await users.ListUsers(pb.ListUsersRequest(tenant_id=tenant_id), metadata=md)
+    ).users:
+        await users.SetPassword(
+            pb.SetPasswordRequest(tenant_id=tenant_id, user_id=listed.id, password=PASSWORD),
+            metadata=md,
+        )
+    say("people", ", ".join(f"{p.name} ({pb.Role.Name(p.role)[5:].lower()})" for p in PEOPLE))
     await rpc.FlowServiceStub(channel).PutFlow(
         pb.PutFlowRequest(tenant_id=tenant_id, flow=demo_flow()), metadata=md
     )
@@ -238,7 +269,9 @@ class DemoResult:
     """What the demo saw, so the end-to-end tests can assert on the same journey."""
 
     tenant_id: str = ""
+    tenant_name: str = ""
     tenant_key: str = ""
+    password: str = ""
     interaction_id: str = ""
     prompts: list[str] = field(default_factory=list)
     routed_to: str = ""
@@ -287,32 +320,35 @@ async def chat(
     received: asyncio.Queue[tuple[bytes, str]],
 ) -> DemoResult:
     md = (("authorization", f"Bearer {key}"),)
-    agents = {
-        a.name: a
-        for a in (
-            await rpc.AgentServiceStub(tch).ListAgents(
-                pb.ListAgentsRequest(tenant_id=tenant.id), metadata=md
-            )
-        ).agents
-    }
     acd = acd_rpc.AcdServiceStub(ach)
-    desks = {}
+    desks, people = {}, {}
     for name in ("li.wei", "ana.silva"):
-        agent = agents[name]
+        person = await Session.login(tch, tenant.name, name, PASSWORD)
+        people[person.user.agent_id] = person
+        signed = await person.metadata()
         await _retry(
-            lambda a=agent: acd.SetPresence(
+            lambda p=person, signed=signed: acd.SetPresence(
                 acd_pb2.SetPresenceRequest(
-                    tenant_id=tenant.id, agent_id=a.id, presence=acd_pb2.PRESENCE_AVAILABLE
+                    tenant_id=tenant.id,
+                    agent_id=p.user.agent_id,
+                    presence=acd_pb2.PRESENCE_AVAILABLE,
                 ),
-                metadata=md,
+                metadata=signed,
             )
         )
-        desks[agent.id] = await StreamClient.connect(
+        desks[person.user.agent_id] = await StreamClient.connect(
             mch,
-            key,
-            mpb.Join(tenant_id=tenant.id, role=R.PARTICIPANT_ROLE_AGENT, subject_id=agent.id),
+            await person.token(),
+            mpb.Join(
+                tenant_id=tenant.id,
+                role=R.PARTICIPANT_ROLE_AGENT,
+                subject_id=person.user.agent_id,
+            ),
         )
-        say("presence", f"{agent.display_name} is available, desk open")
+        say("signed in", f"{person.user.display_name} is available, desk open")
+    # The customer's app gets a session token for them from its backend; the key stays there.
+    customer_token = await customer_session(tch, key, tenant.id, "cust-8812", common.CHANNEL_WEB)
+    as_customer = (("authorization", f"Bearer {customer_token}"),)
     media = media_rpc.MediaServiceStub(mch)
     started = await _retry(
         lambda: media.StartInteraction(
@@ -328,11 +364,17 @@ async def chat(
                     attributes={"value": "high", "segment": "gold"},
                 ),
             ),
-            metadata=md,
+            metadata=as_customer,
         )
     )
     it = started.interaction
-    result = DemoResult(tenant_id=tenant.id, tenant_key=key, interaction_id=it.id)
+    result = DemoResult(
+        tenant_id=tenant.id,
+        tenant_name=tenant.name,
+        tenant_key=key,
+        password=PASSWORD,
+        interaction_id=it.id,
+    )
     say("contact", f"web chat from Mei Chen, interaction {it.id[:8]}")
 
     def show(frame: mpb.ServerFrame) -> None:
@@ -353,7 +395,7 @@ async def chat(
 
     customer = await StreamClient.connect(
         mch,
-        key,
+        customer_token,
         mpb.Join(
             tenant_id=tenant.id,
             interaction_id=it.id,
@@ -377,29 +419,30 @@ async def chat(
         return_when=asyncio.FIRST_COMPLETED,
     )
     offer = next(iter(done)).result().offer
-    person = next(a for a in agents.values() if a.id == offer.agent_id)
-    result.routed_to = person.name
+    chosen = people[offer.agent_id].user
+    result.routed_to = chosen.name
     reasons = ", ".join(f"{f.name}={f.value:g}" for f in offer.candidate.features) or "longest idle"
-    say("offer", f"to {person.display_name}: {reasons}")
+    say("offer", f"to {chosen.display_name}: {reasons}")
+    as_agent = await people[offer.agent_id].metadata()
     await acd.RespondToOffer(
         acd_pb2.RespondToOfferRequest(
-            tenant_id=tenant.id, offer_id=offer.id, agent_id=person.id, accept=True
+            tenant_id=tenant.id, offer_id=offer.id, agent_id=offer.agent_id, accept=True
         ),
-        metadata=md,
+        metadata=as_agent,
     )
     await customer.wait_for(
         lambda f: f.state_changed.to_state == mpb.INTERACTION_STATE_CONNECTED, 30
     )
-    say("assigned", f"{person.display_name} accepted and joined")
+    say("assigned", f"{chosen.display_name} accepted and joined")
 
     agent = await StreamClient.connect(
         mch,
-        key,
+        await people[offer.agent_id].token(),
         mpb.Join(
             tenant_id=tenant.id,
             interaction_id=it.id,
             role=R.PARTICIPANT_ROLE_AGENT,
-            subject_id=person.id,
+            subject_id=offer.agent_id,
         ),
     )
     await agent.wait_for(lambda f: f.message.content.text == "4417")
@@ -411,10 +454,10 @@ async def chat(
         mpb.EndRequest(
             tenant_id=tenant.id,
             interaction_id=it.id,
-            participant_id=f"a-{person.id[:12]}",
+            participant_id=f"a-{offer.agent_id[:12]}",
             resolution=mpb.Resolution(code="resolved", note="card blocked"),
         ),
-        metadata=md,
+        metadata=as_agent,
     )
     await customer.wait_for(lambda f: f.WhichOneof("frame") == "ended")
     say("closed", "resolution: resolved (card blocked)")
@@ -440,13 +483,14 @@ async def chat(
     for stream in (customer, agent, *desks.values()):
         await stream.close()
     # Signed out again, so a person who runs `lianluo agent` next gets the offers.
-    for agent_id in desks:
+    for agent_id, session in people.items():
         await acd.SetPresence(
             acd_pb2.SetPresenceRequest(
                 tenant_id=tenant.id, agent_id=agent_id, presence=acd_pb2.PRESENCE_OFFLINE
             ),
-            metadata=md,
+            metadata=await session.metadata(),
         )
+        await session.logout()
     return result
 
 

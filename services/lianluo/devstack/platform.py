@@ -80,11 +80,18 @@ def main(
             result = asyncio.run(play_demo(cell, key))
             demo_file = config.state_dir / "demo.json"
             demo_file.write_text(
-                json.dumps({"tenant_id": result.tenant_id, "key": result.tenant_key})
+                json.dumps(
+                    {
+                        "tenant_id": result.tenant_id,
+                        "tenant": result.tenant_name,
+                        "key": result.tenant_key,
+                        "password": result.password,
+                    }
+                )
             )
             demo_file.chmod(0o600)
             print("\nHold a conversation by hand, in two more terminals:")
-            print("  .venv/bin/lianluo agent li.wei      # goes available, accepts offers")
+            print("  .venv/bin/lianluo agent li.wei      # signs in as Li, accepts offers")
             print("  .venv/bin/lianluo customer          # starts a web chat with the flow")
         print("\nServing until Ctrl-C.")
         _wait_for_interrupt(cell)

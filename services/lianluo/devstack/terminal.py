@@ -15,11 +15,9 @@ import grpc
 from lianluo.acd.v1 import acd_pb2
 from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
 from lianluo.common.v1 import common_pb2 as common
-from lianluo.devstack.clients import StreamClient
+from lianluo.devstack.clients import Session, StreamClient, customer_session
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
-from lianluo.tenants.v1 import tenants_pb2 as pb
-from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
 R = mpb.ParticipantRole
 
@@ -58,8 +56,13 @@ async def _lines() -> Any:
 
 
 async def customer(cell: dict[str, str], key: str, tenant_id: str, flow: str, name: str) -> None:
-    md = (("authorization", f"Bearer {key}"),)
-    async with grpc.aio.insecure_channel(cell["media"]) as channel:
+    """Chat as the customer `name`, with a session token an app's backend would mint (here with
+    the tenant's key), never with the key itself."""
+    async with (
+        grpc.aio.insecure_channel(cell["tenants"]) as tch,
+        grpc.aio.insecure_channel(cell["media"]) as channel,
+    ):
+        token = await customer_session(tch, key, tenant_id, name, common.CHANNEL_WEB)
         started = await media_rpc.MediaServiceStub(channel).StartInteraction(
             mpb.StartInteractionRequest(
                 tenant_id=tenant_id,
@@ -68,13 +71,13 @@ async def customer(cell: dict[str, str], key: str, tenant_id: str, flow: str, na
                 flow=flow,
                 customer=mpb.Customer(id=name, display_name=name),
             ),
-            metadata=md,
+            metadata=(("authorization", f"Bearer {token}"),),
         )
         me = started.customer_participant_id
         print(f"-- interaction {started.interaction.id}; type to chat, /quit to leave")
         stream = await StreamClient.connect(
             channel,
-            key,
+            token,
             mpb.Join(
                 tenant_id=tenant_id,
                 interaction_id=started.interaction.id,
@@ -93,25 +96,24 @@ async def customer(cell: dict[str, str], key: str, tenant_id: str, flow: str, na
         await stream.close()
 
 
-async def agent(cell: dict[str, str], key: str, tenant_id: str, login: str) -> None:
-    md = (("authorization", f"Bearer {key}"),)
+async def agent(cell: dict[str, str], tenant: str, login: str, password: str) -> None:
+    """Sign in as the person `login` of the tenant named `tenant`, go available and answer
+    offers as the agent they are."""
     async with (
         grpc.aio.insecure_channel(cell["tenants"]) as tch,
         grpc.aio.insecure_channel(cell["media"]) as mch,
         grpc.aio.insecure_channel(cell["acd"]) as ach,
     ):
-        listed = await rpc.AgentServiceStub(tch).ListAgents(
-            pb.ListAgentsRequest(tenant_id=tenant_id), metadata=md
-        )
-        me = next((a for a in listed.agents if a.name == login), None)
-        if me is None:
-            raise SystemExit(f"no agent named {login!r} in this tenant")
+        session = await Session.login(tch, tenant, login, password)
+        if not session.user.agent_id:
+            raise SystemExit(f"{login} is not an agent of {tenant}")
+        tenant_id, agent_id = session.user.tenant_id, session.user.agent_id
         acd = acd_rpc.AcdServiceStub(ach)
         await acd.SetPresence(
             acd_pb2.SetPresenceRequest(
-                tenant_id=tenant_id, agent_id=me.id, presence=acd_pb2.PRESENCE_AVAILABLE
+                tenant_id=tenant_id, agent_id=agent_id, presence=acd_pb2.PRESENCE_AVAILABLE
             ),
-            metadata=md,
+            metadata=await session.metadata(),
         )
         offers: asyncio.Queue[acd_pb2.Offer] = asyncio.Queue()
 
@@ -122,16 +124,17 @@ async def agent(cell: dict[str, str], key: str, tenant_id: str, login: str) -> N
 
         desk = await StreamClient.connect(
             mch,
-            key,
-            mpb.Join(tenant_id=tenant_id, role=R.PARTICIPANT_ROLE_AGENT, subject_id=me.id),
+            await session.token(),
+            mpb.Join(tenant_id=tenant_id, role=R.PARTICIPANT_ROLE_AGENT, subject_id=agent_id),
             on_frame=on_desk,
         )
-        print(f"-- {me.display_name or me.name} is available; waiting for offers (Ctrl-C to quit)")
-        lines = _lines()
+        name = session.user.display_name or login
+        print(f"-- {name} is available; waiting for offers (Ctrl-C to quit)")
         try:
-            await _work(offers, lines, acd, mch, key, tenant_id, me, md)
+            await _work(offers, _lines(), acd, mch, session)
         finally:
             await desk.close()
+            await session.logout()
 
 
 async def _work(
@@ -139,33 +142,31 @@ async def _work(
     lines: Any,
     acd: Any,
     mch: grpc.aio.Channel,
-    key: str,
-    tenant_id: str,
-    me: pb.Agent,
-    md: Any,
+    session: Session,
 ) -> None:
     """Answer offers one by one, and hold each accepted conversation."""
+    tenant_id, agent_id = session.user.tenant_id, session.user.agent_id
     while True:
         offer = await offers.get()
         print("accept? [y/n] ", end="", flush=True)
         accept = (await anext(lines, "n")).strip().lower().startswith("y")
         await acd.RespondToOffer(
             acd_pb2.RespondToOfferRequest(
-                tenant_id=tenant_id, offer_id=offer.id, agent_id=me.id, accept=accept
+                tenant_id=tenant_id, offer_id=offer.id, agent_id=agent_id, accept=accept
             ),
-            metadata=md,
+            metadata=await session.metadata(),
         )
         if not accept:
             continue
         await asyncio.sleep(0.5)
         talk = await StreamClient.connect(
             mch,
-            key,
+            await session.token(),
             mpb.Join(
                 tenant_id=tenant_id,
                 interaction_id=offer.interaction_id,
                 role=R.PARTICIPANT_ROLE_AGENT,
-                subject_id=me.id,
+                subject_id=agent_id,
             ),
             on_frame=show,
         )
@@ -179,7 +180,7 @@ async def _work(
                         interaction_id=offer.interaction_id,
                         resolution=mpb.Resolution(code=code),
                     ),
-                    metadata=md,
+                    metadata=await session.metadata(),
                 )
                 break
             if line:

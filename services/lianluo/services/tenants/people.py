@@ -79,16 +79,19 @@ class People:
     async def create_user(
         self, tenant_id: str, user: pb.User, request_id: str, password: str
     ) -> pb.User:
+        hashed = None
         if password:
             domain.validate_password(password)
-        created = await self._tenants.create(tenant_id, USER, user, request_id)
-        assert isinstance(created, pb.User)
-        if password:
             hashed = await asyncio.to_thread(_HASHER.hash, password)
-            async with self._pool.acquire() as conn:
+
+        async def store_password(conn: asyncpg.Connection, new: pb.User) -> None:
+            if hashed is not None:
                 await self._repo.set_credentials(
-                    conn, uuid.UUID(created.tenant_id), uuid.UUID(created.id), password_hash=hashed
+                    conn, uuid.UUID(new.tenant_id), uuid.UUID(new.id), password_hash=hashed
                 )
+
+        created = await self._tenants.create(tenant_id, USER, user, request_id, store_password)
+        assert isinstance(created, pb.User)
         return created
 
     async def set_password(self, tenant_id: str, user_id: str, password: str) -> pb.User:

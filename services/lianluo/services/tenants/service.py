@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -122,8 +123,15 @@ class TenantsService:
     # ------------------------------------------------------------------ tenant-owned resources
 
     async def create(
-        self, tenant_id: str, kind: Kind, message: Message, request_id: str = ""
+        self,
+        tenant_id: str,
+        kind: Kind,
+        message: Message,
+        request_id: str = "",
+        created: Callable[[asyncpg.Connection, Any], Awaitable[None]] | None = None,
     ) -> Message:
+        """Create a resource; `created` runs in its transaction when it is new (not when a
+        retry with the same request id finds the first one)."""
         tid = scoped_tenant(tenant_id)
         resource: Any = _without_server_fields(message)
         domain.validate(kind, resource)
@@ -146,6 +154,8 @@ class TenantsService:
             if resource.DESCRIPTOR.fields_by_name.get("update_time"):
                 resource.update_time.CopyFrom(stamp)
             await self._insert(conn, tid, kind, resource, request_id or None, now)
+            if created is not None:
+                await created(conn, resource)
             await self._publish(conn, kind, resource)
         return domain.redact(kind, resource)
 
