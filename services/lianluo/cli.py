@@ -241,6 +241,43 @@ def _call(args: argparse.Namespace) -> int:
     return call.main(args.address, args.method, call.request_text(args.json), key, args.timeout)
 
 
+def _audit(args: argparse.Namespace) -> int:
+    """Export a tenant's audit log: every entry, oldest first, one JSON object per line."""
+    import json
+
+    from google.protobuf import json_format
+
+    from lianluo.common.v1 import common_pb2
+    from lianluo.tenants.v1 import tenants_pb2 as pb
+    from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
+
+    if not args.key:
+        print("lianluo audit: give --key (or LIANLUO_KEY): one with audit:read", file=sys.stderr)
+        return 2
+    metadata = (("authorization", f"Bearer {args.key}"),)
+    with grpc.insecure_channel(args.address) as channel:
+        stub = rpc.AuditServiceStub(channel)
+        token = ""
+        try:
+            while True:
+                page = stub.ListAuditEntries(
+                    pb.ListAuditEntriesRequest(
+                        tenant_id=args.tenant,
+                        page=common_pb2.PageRequest(page_size=500, page_token=token),
+                    ),
+                    metadata=metadata,
+                    timeout=args.timeout,
+                )
+                for entry in page.entries:
+                    print(json.dumps(json_format.MessageToDict(entry), ensure_ascii=False))
+                token = page.page.next_page_token
+                if not token:
+                    return 0
+        except grpc.RpcError as error:
+            print(f"lianluo audit: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+
+
 def _import_event_types() -> None:
     """Register every event payload type, so an envelope's payload prints as JSON."""
     import pkgutil
@@ -325,6 +362,17 @@ def main(argv: list[str] | None = None) -> int:
     cl.add_argument("--admin", action="store_true", help="use the local cell's admin key")
     cl.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
     cl.set_defaults(func=_call)
+
+    audit = commands.add_parser(
+        "audit", help="export a tenant's audit log as JSON lines (who changed what, when, where)"
+    )
+    audit.add_argument("address", help="the tenants service, for example 127.0.0.1:50051")
+    audit.add_argument("--tenant", default="", help="the tenant id (empty: the admin keys')")
+    audit.add_argument(
+        "--key", default=os.environ.get("LIANLUO_KEY", ""), help="a key with audit:read"
+    )
+    audit.add_argument("--timeout", type=float, default=10.0, help="seconds per page")
+    audit.set_defaults(func=_audit)
 
     customer = commands.add_parser("customer", help="chat as a customer with the running platform")
     customer.add_argument("--tenant", default="", help="tenant id (default: the demo tenant)")

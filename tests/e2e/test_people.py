@@ -1296,3 +1296,50 @@ async def test_the_agent_terminal_signs_in_as_a_person(
     finally:
         right.terminate()
         await asyncio.wait_for(right.wait(), 30)
+
+
+async def test_a_persons_changes_are_in_the_audit_log_and_it_exports(
+    world: World, cell: Cell
+) -> None:
+    a = world.a
+    boss = Client(world.channels["tenants"], a.access["boss"])
+    made = await boss.agents.CreateAgent(
+        pb.CreateAgentRequest(tenant_id=a.tenant.id, agent=agent("zhao.min")), metadata=boss.md
+    )
+    exported = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lianluo.cli",
+        "audit",
+        cell.address("tenants"),
+        "--tenant",
+        a.tenant.id,
+        env={**os.environ, "LIANLUO_KEY": a.key},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(exported.communicate(), 60)
+    assert exported.returncode == 0, err.decode()
+    entries = [json.loads(line) for line in out.decode().splitlines()]
+    mine = [e for e in entries if e.get("resourceId") == made.id]
+    assert len(mine) == 1
+    assert mine[0]["userId"] == a.users["boss"].id and "apiKeyId" not in mine[0]
+    assert mine[0]["method"] == "/lianluo.tenants.v1.AgentService/CreateAgent"
+    assert mine[0]["peer"].startswith("ipv4:127.0.0.1:")
+    people = [e for e in entries if e["kind"] == "user"]
+    assert len(people) >= len(a.users), "adding people is audited too"
+    # A person without audit:read cannot export it.
+    refused_export = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lianluo.cli",
+        "audit",
+        cell.address("tenants"),
+        "--tenant",
+        a.tenant.id,
+        env={**os.environ, "LIANLUO_KEY": a.access["li"]},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(refused_export.communicate(), 60)
+    assert refused_export.returncode == 1 and "PERMISSION_DENIED" in err.decode()
