@@ -254,15 +254,9 @@ class People:
             raise PermissionDenied("the person is disabled")
         now = events.now()
         tid = uuid.UUID(tenant.id)
-        key = await signing.signer(conn, self._repo, self._topic, tid, now)
-        access, access_expires = tokens.mint(
-            key,
-            tenant.id,
-            tokens.PERSON,
-            user.id,
-            timedelta(seconds=tokens.ACCESS_TOKEN_SECONDS),
-            now,
-        )
+        lifetime = timedelta(seconds=tokens.ACCESS_TOKEN_SECONDS)
+        key = await signing.signer(conn, self._repo, self._topic, tid, now, lifetime)
+        access, access_expires = tokens.mint(key, tenant.id, tokens.PERSON, user.id, lifetime, now)
         issued = auth.issue_key()
         refresh_expires = now + timedelta(seconds=tokens.REFRESH_TOKEN_SECONDS)
         await self._repo.insert_refresh(
@@ -348,7 +342,9 @@ class People:
             if not await self._repo.lock_tenant(conn, tid):
                 raise NotFound("tenant", req.tenant_id)
             now = events.now()
-            key = await signing.signer(conn, self._repo, self._topic, tid, now)
+            key = await signing.signer(
+                conn, self._repo, self._topic, tid, now, timedelta(seconds=lifetime)
+            )
         token, expires = tokens.mint(
             key,
             str(tid),

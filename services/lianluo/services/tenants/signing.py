@@ -79,12 +79,24 @@ async def rotate(
 
 
 async def signer(
-    conn: asyncpg.Connection, repo: Repository, topic: str, tid: uuid.UUID, now: datetime
+    conn: asyncpg.Connection,
+    repo: Repository,
+    topic: str,
+    tid: uuid.UUID,
+    now: datetime,
+    lifetime: timedelta,
 ) -> tokens.SigningKey:
-    """The key that signs now: the newest one that is not retiring and that every service has
-    had time to learn (else the newest), after a rotation when the newest is too old."""
+    """The key that signs a token of `lifetime` now: the newest that every service has had time
+    to learn and that verifies until the token expires (else the newest), after a rotation
+    when the newest is too old."""
     rows = await repo.signing_keys(conn, tid)
     if not rows or rows[0]["created_at"] <= now - MAX_AGE:
-        return await rotate(conn, repo, topic, tid, AGED_OVERLAP, now)
-    settled = [r for r in rows if r["retire_at"] is None and r["created_at"] <= now - PROPAGATION]
-    return key_of(settled[0] if settled else rows[0])
+        await rotate(conn, repo, topic, tid, AGED_OVERLAP, now)
+        rows = await repo.signing_keys(conn, tid)
+    usable = [
+        r
+        for r in rows
+        if r["created_at"] <= now - PROPAGATION
+        and (r["retire_at"] is None or r["retire_at"] >= now + lifetime)
+    ]
+    return key_of(usable[0] if usable else rows[0])
