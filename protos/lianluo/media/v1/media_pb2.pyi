@@ -208,8 +208,9 @@ class Participant(_message.Message):
     """Server-assigned, unique within the interaction."""
     role: Global___ParticipantRole.ValueType
     subject_id: _builtins.str
-    """The customer's id for CUSTOMER; the agent's id for AGENT, EXPERT and SUPERVISOR; the bot's
-    name for BOT.
+    """The customer's id for CUSTOMER; the agent's id for AGENT and EXPERT; for SUPERVISOR, the
+    person's user id (any id with a key); the bot's name for BOT. A person or a customer's
+    session joins only as themselves (docs/security.md).
     """
     display_name: _builtins.str
     leave_reason: _builtins.str
@@ -775,8 +776,9 @@ class Join(_message.Message):
     """
     role: Global___ParticipantRole.ValueType
     subject_id: _builtins.str
-    """The customer's id for CUSTOMER; the agent's id for AGENT, EXPERT and SUPERVISOR; the bot's
-    name for BOT.
+    """The customer's id for CUSTOMER; the agent's id for AGENT and EXPERT; for SUPERVISOR, the
+    person's user id (any id with a key); the bot's name for BOT. A person or a customer's
+    session joins only as themselves (docs/security.md).
     """
     display_name: _builtins.str
     last_seen_sequence: _builtins.int

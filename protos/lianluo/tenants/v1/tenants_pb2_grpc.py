@@ -30,9 +30,10 @@ class TenantServiceStub:
     agents and experts, queues, IVR flows, and notification templates and rules.
     Every change is published on the compacted topic `tenant.config`.
 
-    Authentication: `authorization: Bearer <api key>` in the call metadata. An admin key may call
-    everything; a tenant key may call only what belongs to its own tenant. Ids of another tenant's
-    resources answer NOT_FOUND, exactly as ids that do not exist.
+    Authentication: `authorization: Bearer <api key or access token>` in the call metadata (the
+    sign-in calls of AuthService need none). An admin key may call everything; a tenant's key or
+    person only what belongs to its own tenant, within its permissions (docs/security.md). Ids of
+    another tenant's resources answer NOT_FOUND, exactly as ids that do not exist.
 
     Create calls take a `request_id`: a retry with the same id returns the first result instead of
     creating a second resource.
@@ -89,9 +90,10 @@ class TenantServiceServicer:
     agents and experts, queues, IVR flows, and notification templates and rules.
     Every change is published on the compacted topic `tenant.config`.
 
-    Authentication: `authorization: Bearer <api key>` in the call metadata. An admin key may call
-    everything; a tenant key may call only what belongs to its own tenant. Ids of another tenant's
-    resources answer NOT_FOUND, exactly as ids that do not exist.
+    Authentication: `authorization: Bearer <api key or access token>` in the call metadata (the
+    sign-in calls of AuthService need none). An admin key may call everything; a tenant's key or
+    person only what belongs to its own tenant, within its permissions (docs/security.md). Ids of
+    another tenant's resources answer NOT_FOUND, exactly as ids that do not exist.
 
     Create calls take a `request_id`: a retry with the same id returns the first result instead of
     creating a second resource.
@@ -200,9 +202,10 @@ class TenantService:
     agents and experts, queues, IVR flows, and notification templates and rules.
     Every change is published on the compacted topic `tenant.config`.
 
-    Authentication: `authorization: Bearer <api key>` in the call metadata. An admin key may call
-    everything; a tenant key may call only what belongs to its own tenant. Ids of another tenant's
-    resources answer NOT_FOUND, exactly as ids that do not exist.
+    Authentication: `authorization: Bearer <api key or access token>` in the call metadata (the
+    sign-in calls of AuthService need none). An admin key may call everything; a tenant's key or
+    person only what belongs to its own tenant, within its permissions (docs/security.md). Ids of
+    another tenant's resources answer NOT_FOUND, exactly as ids that do not exist.
 
     Create calls take a `request_id`: a retry with the same id returns the first result instead of
     creating a second resource.
