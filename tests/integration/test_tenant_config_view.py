@@ -11,7 +11,7 @@ from conftest import ADMIN_KEY, Served, Stack
 from factories import Client, agent, onboard
 from google.protobuf import timestamp_pb2
 
-from lianluo.runtime import auth
+from lianluo.runtime import auth, quotas
 from lianluo.runtime.errors import PermissionDenied
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.tenants.v1 import tenants_pb2 as pb
@@ -37,7 +37,9 @@ async def test_view_rebuilds_configuration_and_authenticates_keys(
         assert view.by_name(t.id, "agent", a.name).id == a.id
         key_id, secret = auth.parse_token(c.key)
         principal = await view.resolve(key_id, auth.sha256_hex(secret))
-        assert principal == auth.Principal(key_id=key_id, tenant_id=t.id)
+        assert principal == auth.Principal(
+            key_id=key_id, tenant_id=t.id, limits=quotas.PLAN_LIMITS[t.plan]
+        )
         assert await view.resolve(key_id, auth.sha256_hex("wrong")) is None
 
         await c.agents.DeleteAgent(
