@@ -52,6 +52,15 @@ def user(
     return pb.User(name=name, display_name=name.split("@")[0], role=role, **fields)  # type: ignore[arg-type]
 
 
+def web_channel(name: str = "website", queue_name: str = "cards") -> pb.Channel:
+    """A web chat widget for pages of one origin, whose contacts wait in `queue_name`."""
+    return pb.Channel(
+        name=name,
+        queue=queue_name,
+        web=pb.WebChat(allowed_origins=["https://shop.example.test"], title="Help"),
+    )
+
+
 def queue(name: str = "cards", **overrides: object) -> pb.Queue:
     q = pb.Queue(
         name=name,
@@ -132,6 +141,10 @@ class Client:
     @property
     def audit(self) -> rpc.AuditServiceStub:
         return rpc.AuditServiceStub(self.channel)
+
+    @property
+    def channels(self) -> rpc.ChannelServiceStub:
+        return rpc.ChannelServiceStub(self.channel)
 
     @property
     def users(self) -> rpc.UserServiceStub:

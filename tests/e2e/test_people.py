@@ -38,6 +38,8 @@ from lianluo.devstack.cell import Cell
 from lianluo.devstack.clients import StreamClient
 from lianluo.edge.v1 import edge_pb2 as epb
 from lianluo.edge.v1 import edge_pb2_grpc as edge_rpc
+from lianluo.gateway.v1 import gateway_pb2 as gpb
+from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
 from lianluo.ivr.v1 import ivr_pb2 as ipb
 from lianluo.ivr.v1 import ivr_pb2_grpc as ivr_rpc
 from lianluo.media.v1 import media_pb2 as mpb
@@ -1203,6 +1205,21 @@ CELL_CASES: list[Case] = [
         ),
         DENIED,
     ),
+    *_two(
+        "GetCustomer",
+        lambda w, t: w.stub("gateway", gateway_rpc.CustomerServiceStub).GetCustomer(
+            gpb.GetCustomerRequest(tenant_id=t, customer_id=str(uuid.uuid4())), metadata=_b(w)
+        ),
+    ),
+    *_two(
+        "FindCustomer",
+        lambda w, t: w.stub("gateway", gateway_rpc.CustomerServiceStub).FindCustomer(
+            gpb.FindCustomerRequest(
+                tenant_id=t, kind=gpb.IDENTITY_KIND_WEB_VISITOR, value="v-" + "0" * 32
+            ),
+            metadata=_b(w),
+        ),
+    ),
     (
         "LocateTenant",
         lambda w: w.stub("edge", edge_rpc.EdgeServiceStub).LocateTenant(
@@ -1216,7 +1233,7 @@ CELL_CASES: list[Case] = [
 def test_every_rpc_of_every_service_has_an_isolation_case() -> None:
     from integration.test_isolation import CASES as TENANTS_CASES
 
-    protos = [pb, mpb, apb, ipb, rpb, npb, epb]
+    protos = [pb, mpb, apb, ipb, rpb, npb, epb, gpb]
     every = {
         f"{s.name}/{m.name}"
         for p in protos

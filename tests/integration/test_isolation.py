@@ -17,7 +17,18 @@ from typing import Any
 import grpc
 import pytest
 from conftest import ADMIN_KEY
-from factories import Client, agent, flow, onboard, queue, rule, template, tenant, user
+from factories import (
+    Client,
+    agent,
+    flow,
+    onboard,
+    queue,
+    rule,
+    template,
+    tenant,
+    user,
+    web_channel,
+)
 from google.protobuf import field_mask_pb2
 
 from lianluo.tenants.v1 import tenants_pb2 as pb
@@ -267,6 +278,7 @@ CASES: list[Case] = [
     ),
     *_crud_cases("Agent", "Agents", "agents", "agent_id", agent),
     *_crud_cases("User", "Users", "users", "user_id", user),
+    *_crud_cases("Channel", "Channels", "channels", "channel_id", web_channel),
     (
         "SetPassword",
         lambda c, w: c.users.SetPassword(
@@ -373,6 +385,11 @@ async def world(tenants_service: Any) -> AsyncIterator[tuple[World, Client, Clie
     ids["Rule"] = (
         await as_a.notifications.CreateRule(
             pb.CreateRuleRequest(tenant_id=a.id, rule=rule()), metadata=as_a.md
+        )
+    ).id
+    ids["Channel"] = (
+        await as_a.channels.CreateChannel(
+            pb.CreateChannelRequest(tenant_id=a.id, channel=web_channel()), metadata=as_a.md
         )
     ).id
     ids["User"] = (

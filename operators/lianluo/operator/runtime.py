@@ -38,6 +38,7 @@ class Runtime:
             grpc_port=s.grpc_port,
             default_replicas=s.cell_replicas,
             media_service_type=s.media_service_type,
+            gateway_service_type=s.gateway_service_type,
             kafka_fetch_wait_ms=s.kafka_fetch_wait_ms,
         )
 

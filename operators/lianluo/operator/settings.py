@@ -36,5 +36,7 @@ class OperatorSettings(BaseSettings):
     template_version: Annotated[str, Field(pattern=r"^v[0-9]+$")] = "v1"
     # ClusterIP behind an Ingress or gateway, or LoadBalancer / NodePort to expose media directly.
     media_service_type: Literal["ClusterIP", "LoadBalancer", "NodePort"] = "ClusterIP"
+    # The same for the channel gateway (web chat and channel webhooks, over HTTP).
+    gateway_service_type: Literal["ClusterIP", "LoadBalancer", "NodePort"] = "ClusterIP"
     grpc_port: Annotated[int, Field(ge=1, le=65535)] = 50051
     rpc_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-SERVICES = ("tenants", "media", "ivr", "acd", "recording", "notification")
+SERVICES = ("tenants", "media", "ivr", "acd", "recording", "notification", "gateway")
 MANAGED_BY = "lianluo-operator"
 CELL_LABEL = "lianluo.io/cell"
 
@@ -25,6 +25,9 @@ class TemplateInputs:
     default_replicas: int = 2
     # How a cell's media Service is exposed: customers and agents hold their streams on it.
     media_service_type: str = "ClusterIP"
+    # How a cell's channel gateway is exposed: customers' browsers and channels reach it over HTTP.
+    gateway_service_type: str = "ClusterIP"
+    gateway_http_port: int = 8088
     # LIANLUO_KAFKA_FETCH_WAIT_MS of the cell's services: the first cell's (the chart's value).
     kafka_fetch_wait_ms: int = 500
 
@@ -55,7 +58,7 @@ def settings_for(
 ) -> dict[str, str]:
     """The LIANLUO_* settings a service of this cell runs with (none of them secret)."""
     capacity = spec.get("capacity", {})
-    return {
+    settings = {
         "LIANLUO_TOPIC_PREFIX": f"{cell}.",
         "LIANLUO_KAFKA_BOOTSTRAP_SERVERS": inputs.kafka_bootstrap_servers,
         "LIANLUO_KAFKA_FETCH_WAIT_MS": str(inputs.kafka_fetch_wait_ms),
@@ -68,6 +71,14 @@ def settings_for(
         "LIANLUO_CELL_MAX_TENANTS": str(capacity.get("maxTenants", "")),
         "OTEL_SERVICE_NAME": service,
     }
+    if service == "gateway":
+        settings |= {
+            "LIANLUO_GATEWAY_HTTP_HOST": "0.0.0.0",  # noqa: S104 - the pod's own address
+            "LIANLUO_GATEWAY_HTTP_PORT": str(inputs.gateway_http_port),
+            "LIANLUO_GATEWAY_TENANTS_ADDRESS": f"{cell}-tenants:{inputs.grpc_port}",
+            "LIANLUO_GATEWAY_MEDIA_ADDRESS": f"{cell}-media:{inputs.grpc_port}",
+        }
+    return settings
 
 
 def _secret_env(cell: str, inputs: TemplateInputs) -> list[dict[str, Any]]:
@@ -121,6 +132,8 @@ def _deployment(
     replicas = spec.get("replicas", {}).get(service, inputs.default_replicas)
     container = _container(cell, service, ["serve", service], inputs)
     container["ports"] = [{"name": "grpc", "containerPort": inputs.grpc_port}]
+    if service == "gateway":
+        container["ports"].append({"name": "http", "containerPort": inputs.gateway_http_port})
     # A TCP probe works on every API version this runs on (gRPC probes need 1.24 or later).
     probe = {"tcpSocket": {"port": "grpc"}, "periodSeconds": 5}
     container["readinessProbe"] = probe
@@ -147,14 +160,18 @@ def _deployment(
 
 
 def _service(cell: str, service: str, inputs: TemplateInputs, meta: dict[str, str]) -> Manifest:
+    kind = {"media": inputs.media_service_type, "gateway": inputs.gateway_service_type}
+    ports = [{"name": "grpc", "port": inputs.grpc_port, "targetPort": "grpc"}]
+    if service == "gateway":
+        ports.append({"name": "http", "port": inputs.gateway_http_port, "targetPort": "http"})
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": f"{cell}-{service}", "labels": meta},
         "spec": {
-            "type": inputs.media_service_type if service == "media" else "ClusterIP",
+            "type": kind.get(service, "ClusterIP"),
             "selector": {CELL_LABEL: cell, "app.kubernetes.io/name": service},
-            "ports": [{"name": "grpc", "port": inputs.grpc_port, "targetPort": "grpc"}],
+            "ports": ports,
         },
     }
 
@@ -185,7 +202,7 @@ def migrate_job(cell: str, spec: dict[str, Any], inputs: TemplateInputs) -> Mani
 
 
 def cell_children(cell: str, spec: dict[str, Any], inputs: TemplateInputs) -> list[Manifest]:
-    """ConfigMaps, Deployments and Services for the six services, then the migrate Job."""
+    """ConfigMaps, Deployments and Services for the cell's services, then the migrate Job."""
     version = spec.get("templateVersion", "v1")
     children: list[Manifest] = []
     for service in SERVICES:

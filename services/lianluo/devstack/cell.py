@@ -20,6 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lianluo.services import CELL_SERVICES
 
+# Where `lianluo run` serves the web chat (the other cells' gateways take free ports).
+GATEWAY_HTTP_PORT = 8088
+
 
 @dataclass
 class Replica:
@@ -28,10 +31,16 @@ class Replica:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+    # The gateway's HTTP port (its customers' channels); 0 for the others.
+    http_port: int = 0
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
 
 @dataclass
@@ -56,14 +65,26 @@ class Cell:
                     f"==> starting {name}{f' #{i + 1}' if i else ''} on 127.0.0.1:{port}",
                     file=sys.stderr,
                 )
-                self.running.append(Replica(name, i, port, self._spawn(name, port, log), log))
+                http = 0
+                if name == "gateway":
+                    http = GATEWAY_HTTP_PORT if self.first_port else _free_port()
+                process = self._spawn(name, port, log, http)
+                self.running.append(Replica(name, i, port, process, log, http))
         for replica in self.running:
             asyncio.run(wait_serving(replica.port, 90, replica))
 
-    def _spawn(self, name: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, port: int, log: Path, http_port: int) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **self.env, "LIANLUO_GRPC_PORT": str(port)}
+        if name == "gateway":
+            # The gateway calls the cell's tenants and media services, started before it.
+            env |= {
+                "LIANLUO_GATEWAY_HTTP_PORT": str(http_port),
+                "LIANLUO_GATEWAY_TENANTS_ADDRESS": self.address("tenants"),
+                "LIANLUO_GATEWAY_MEDIA_ADDRESS": self.address("media"),
+            }
         return subprocess.Popen(
             [sys.executable, "-m", "lianluo.cli", "serve", name],
-            env={**os.environ, **self.env, "LIANLUO_GRPC_PORT": str(port)},
+            env=env,
             stderr=log.open("ab"),
             stdout=subprocess.DEVNULL,
         )
@@ -80,7 +101,7 @@ class Cell:
 
     async def restart(self, replica: Replica, limit_seconds: float = 120) -> None:
         """Start a stopped replica again on its port and wait until it serves."""
-        replica.process = self._spawn(replica.service, replica.port, replica.log)
+        replica.process = self._spawn(replica.service, replica.port, replica.log, replica.http_port)
         await wait_serving(replica.port, limit_seconds, replica)
 
     def address(self, service: str, index: int = 0) -> str:

@@ -1,12 +1,15 @@
 """Clients shared by the demo, the terminal clients and tests: the media Connect stream, a
-person's signed-in session, and a customer's session token."""
+person's signed-in session, a customer's session token, and a browser on the web chat."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import aiohttp
 import grpc
 
 from lianluo.media.v1 import media_pb2 as pb
@@ -166,3 +169,46 @@ async def customer_session(
         request, metadata=(("authorization", f"Bearer {key}"),)
     )
     return session.token
+
+
+class WebVisitor:
+    """A browser with the web chat widget, over the gateway's WebSocket: it says hello (to
+    resume, with the visitor, interaction and last sequence seen), then JSON both ways."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.items: list[dict[str, Any]] = []
+
+    @classmethod
+    async def open(
+        cls, http: aiohttp.ClientSession, socket_url: str, origin: str, **hello: Any
+    ) -> WebVisitor:
+        ws = await http.ws_connect(socket_url, origin=origin)
+        await ws.send_json({"type": "hello", **hello})
+        return cls(ws)
+
+    async def next(
+        self, predicate: Callable[[dict[str, Any]], bool], seconds: float = 30
+    ) -> dict[str, Any]:
+        """The first item, received or arriving, for which `predicate` holds."""
+        for seen in self.items:
+            if predicate(seen):
+                return seen
+        async with asyncio.timeout(seconds):
+            while True:
+                message = await self.ws.receive()
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    raise ConnectionError(f"the chat closed: {message.type.name} {message.data}")
+                item: dict[str, Any] = json.loads(message.data)
+                self.items.append(item)
+                if predicate(item):
+                    return item
+
+    async def say(self, text: str, client_id: str) -> None:
+        await self.ws.send_json({"type": "message", "id": client_id, "text": text})
+
+    def texts(self) -> list[str]:
+        return [i["text"] for i in self.items if i.get("type") == "message"]
+
+    def prompts(self) -> list[str]:
+        return [i["text"] for i in self.items if i.get("type") == "prompt"]

@@ -16,6 +16,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import grpc
 from aiohttp import web
 
@@ -23,7 +24,7 @@ from lianluo.acd.v1 import acd_pb2
 from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.devstack.cell import Cell
-from lianluo.devstack.clients import Session, StreamClient, customer_session
+from lianluo.devstack.clients import Session, StreamClient, WebVisitor
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
 from lianluo.recording.v1 import recording_pb2 as rpb
@@ -98,8 +99,9 @@ def demo_flow() -> pb.Flow:
 
 
 async def onboard(
-    channel: grpc.aio.Channel, admin_key: str, webhook_url: str
-) -> tuple[pb.Tenant, str]:
+    channel: grpc.aio.Channel, admin_key: str, webhook_url: str, web_origin: str
+) -> tuple[pb.Tenant, str, str]:
+    """The demo tenant with its key, configuration and people; and its web chat's id."""
     admin = (("authorization", f"Bearer {admin_key}"),)
     tenant = await rpc.TenantServiceStub(channel).CreateTenant(
         pb.CreateTenantRequest(
@@ -145,7 +147,35 @@ async def onboard(
         metadata=md,
     )
     say("notify rule", f"case resolved -> webhook {webhook_url} (HMAC-SHA256 signed)")
-    return tenant, key.secret
+    channels = rpc.ChannelServiceStub(channel)
+    website = next(
+        (
+            c
+            for c in (
+                await channels.ListChannels(
+                    pb.ListChannelsRequest(tenant_id=tenant.id), metadata=md
+                )
+            ).channels
+            if c.name == "website"
+        ),
+        None,
+    )
+    chat = pb.Channel(
+        name="website",
+        flow="card-services",
+        web=pb.WebChat(allowed_origins=[web_origin], title="Demo Bank: chat with us"),
+    )
+    if website is None:
+        website = await channels.CreateChannel(
+            pb.CreateChannelRequest(tenant_id=tenant.id, channel=chat), metadata=md
+        )
+    else:  # an earlier run's gateway had another address
+        chat.id = website.id
+        website = await channels.UpdateChannel(
+            pb.UpdateChannelRequest(tenant_id=tenant.id, channel=chat), metadata=md
+        )
+    say("web chat", f"widget for pages of {web_origin}, entering card-services")
+    return tenant, key.secret, website.id
 
 
 async def configure(channel: grpc.aio.Channel, tenant_id: str, md: Any) -> None:
@@ -270,6 +300,8 @@ class DemoResult:
 
     tenant_id: str = ""
     tenant_name: str = ""
+    # The page hosting the web chat widget, to open in a browser.
+    web_url: str = ""
     tenant_key: str = ""
     password: str = ""
     interaction_id: str = ""
@@ -304,8 +336,12 @@ async def play_demo(cell: Cell, admin_key: str) -> DemoResult:
             grpc.aio.insecure_channel(cell.address("acd")) as ach,
             grpc.aio.insecure_channel(cell.address("recording")) as rch,
         ):
-            tenant, key = await onboard(tch, admin_key, f"http://127.0.0.1:{port}/notices")
-            return await chat(tenant, key, tch, mch, ach, rch, received)
+            gateway = cell.replica("gateway").http_url
+            tenant, key, website = await onboard(
+                tch, admin_key, f"http://127.0.0.1:{port}/notices", gateway
+            )
+            page = f"{gateway}/v1/web/{tenant.id}/{website}/"
+            return await chat(tenant, key, page, gateway, tch, mch, ach, rch, received)
     finally:
         await runner.cleanup()
 
@@ -313,6 +349,8 @@ async def play_demo(cell: Cell, admin_key: str) -> DemoResult:
 async def chat(
     tenant: pb.Tenant,
     key: str,
+    page: str,
+    origin: str,
     tch: grpc.aio.Channel,
     mch: grpc.aio.Channel,
     ach: grpc.aio.Channel,
@@ -346,69 +384,81 @@ async def chat(
             ),
         )
         say("signed in", f"{person.user.display_name} is available, desk open")
-    # The customer's app gets a session token for them from its backend; the key stays there.
-    customer_token = await customer_session(tch, key, tenant.id, "cust-8812", common.CHANNEL_WEB)
-    as_customer = (("authorization", f"Bearer {customer_token}"),)
-    media = media_rpc.MediaServiceStub(mch)
-    started = await _retry(
-        lambda: media.StartInteraction(
-            mpb.StartInteractionRequest(
-                tenant_id=tenant.id,
-                channel=common.CHANNEL_WEB,
-                media=common.MEDIA_TYPE_CHAT,
-                flow="card-services",
-                customer=mpb.Customer(
-                    id="cust-8812",
-                    display_name="Mei Chen",
-                    address="mei@example.test",
-                    attributes={"value": "high", "segment": "gold"},
-                ),
-            ),
-            metadata=as_customer,
+    # The customer writes from the web chat widget: a WebSocket to the channel gateway.
+    async with aiohttp.ClientSession() as http:
+        customer = await _retry_open(
+            lambda: WebVisitor.open(
+                http,
+                page.replace("http", "ws", 1) + "ws",
+                origin,
+                name="Mei Chen",
+                form={"value": "high", "segment": "gold"},
+            )
         )
-    )
-    it = started.interaction
-    result = DemoResult(
-        tenant_id=tenant.id,
-        tenant_name=tenant.name,
-        tenant_key=key,
-        password=PASSWORD,
-        interaction_id=it.id,
-    )
-    say("contact", f"web chat from Mei Chen, interaction {it.id[:8]}")
+        welcome = await customer.next(lambda i: i["type"] == "welcome")
+        result = DemoResult(
+            tenant_id=tenant.id,
+            tenant_name=tenant.name,
+            tenant_key=key,
+            password=PASSWORD,
+            interaction_id=welcome["interaction"],
+            web_url=page,
+        )
+        say("contact", f"web chat from Mei Chen, interaction {result.interaction_id[:8]}")
+        return await _converse(result, customer, tenant, people, desks, acd, mch, rch, md, received)
 
-    def show(frame: mpb.ServerFrame) -> None:
-        if frame.WhichOneof("frame") == "prompt":
+
+async def _retry_open(opening: Any, seconds: float = 20) -> WebVisitor:
+    """Open the chat once the gateway has learnt the tenant's new channel (404 until then)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            visitor: WebVisitor = await opening()
+            return visitor
+        except aiohttp.WSServerHandshakeError as error:
+            if error.status != 404 or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.3)
+
+
+async def _converse(
+    result: DemoResult,
+    customer: WebVisitor,
+    tenant: pb.Tenant,
+    people: dict[str, Session],
+    desks: dict[str, StreamClient],
+    acd: Any,
+    mch: grpc.aio.Channel,
+    rch: grpc.aio.Channel,
+    md: Any,
+    received: asyncio.Queue[tuple[bytes, str]],
+) -> DemoResult:
+    """From the customer's first prompt to the notice that their case is closed."""
+    it = mpb.Interaction(id=result.interaction_id)
+    media = media_rpc.MediaServiceStub(mch)
+    shown: set[int] = set()
+
+    def show(item: dict[str, Any]) -> bool:
+        if item.get("seq") in shown:
+            return False
+        shown.add(item.get("seq", 0))
+        if item.get("type") == "prompt":
             say(
                 "ivr",
-                frame.prompt.text
-                + "".join(f"  [{c.digit}] {c.label}" for c in frame.prompt.choices),
+                item["text"] + "".join(f"  [{c['digit']}] {c['label']}" for c in item["choices"]),
             )
-        elif (
-            frame.WhichOneof("frame") == "message"
-            and frame.message.sender_role != R.PARTICIPANT_ROLE_BOT
-        ):
-            who = (
-                "customer" if frame.message.sender_role == R.PARTICIPANT_ROLE_CUSTOMER else "agent"
-            )
-            say(who, frame.message.content.text)
+        elif item.get("type") == "message" and item["from"] in ("me", "agent"):
+            say("customer" if item["from"] == "me" else "agent", item["text"])
+        return False
 
-    customer = await StreamClient.connect(
-        mch,
-        customer_token,
-        mpb.Join(
-            tenant_id=tenant.id,
-            interaction_id=it.id,
-            role=R.PARTICIPANT_ROLE_CUSTOMER,
-            subject_id="cust-8812",
-        ),
-        on_frame=show,
-    )
-    await customer.wait_for(lambda f: f.prompt.expects_answer, 30)
-    customer.send_text("my card was stolen", "m1")
-    await customer.wait_for(lambda f: "four digits" in f.prompt.text, 30)
-    customer.send_text("4417", "m2")
-    await customer.wait_for(lambda f: f.state_changed.to_state == mpb.INTERACTION_STATE_QUEUED, 30)
+    async def wait(predicate: Any, seconds: float = 30) -> dict[str, Any]:
+        return await customer.next(lambda i: show(i) or predicate(i), seconds)
+
+    await wait(lambda i: i.get("type") == "prompt" and bool(i["choices"]))
+    await customer.say("my card was stolen", "m1")
+    await wait(lambda i: "four digits" in i.get("text", ""))
+    await customer.say("4417", "m2")
+    await wait(lambda i: i.get("state") == "queued")
     say("routing", "queued in cards; the ACD looks for the best agent")
 
     done, _ = await asyncio.wait(
@@ -430,9 +480,7 @@ async def chat(
         ),
         metadata=as_agent,
     )
-    await customer.wait_for(
-        lambda f: f.state_changed.to_state == mpb.INTERACTION_STATE_CONNECTED, 30
-    )
+    await wait(lambda i: i.get("state") == "connected")
     say("assigned", f"{chosen.display_name} accepted and joined")
 
     agent = await StreamClient.connect(
@@ -447,8 +495,8 @@ async def chat(
     )
     await agent.wait_for(lambda f: f.message.content.text == "4417")
     agent.send_text("Hello Mei, I have blocked the card ending 4417 and ordered a new one.", "a1")
-    await customer.wait_for(lambda f: f.message.sender_role == R.PARTICIPANT_ROLE_AGENT)
-    customer.send_text("Thank you, that was quick!", "m3")
+    await wait(lambda i: i.get("from") == "agent")
+    await customer.say("Thank you, that was quick!", "m3")
     await agent.wait_for(lambda f: f.message.content.text.startswith("Thank you"))
     await media.End(
         mpb.EndRequest(
@@ -459,7 +507,7 @@ async def chat(
         ),
         metadata=as_agent,
     )
-    await customer.wait_for(lambda f: f.WhichOneof("frame") == "ended")
+    await wait(lambda i: i.get("type") == "ended")
     say("closed", "resolution: resolved (card blocked)")
 
     recordings = recording_rpc.RecordingServiceStub(rch)
@@ -474,13 +522,14 @@ async def chat(
         "notified",
         f"{notice.get('body', '')}  (signature {'valid' if signature == expected else 'INVALID'})",
     )
-    result.prompts = [f.prompt.text for f in customer.frames if f.WhichOneof("frame") == "prompt"]
+    result.prompts = customer.prompts()
     result.customer_heard = customer.texts()
     result.agent_heard = agent.texts()
     result.recording_types = [e.event.type for e in record.entries]
     result.notice = notice
     result.signature_valid = signature == expected
-    for stream in (customer, agent, *desks.values()):
+    await customer.ws.close()
+    for stream in (agent, *desks.values()):
         await stream.close()
     # Signed out again, so a person who runs `lianluo agent` next gets the offers.
     for agent_id, session in people.items():

@@ -90,6 +90,7 @@ def main(
                 )
             )
             demo_file.chmod(0o600)
+            print(f"\nChat as a customer in a browser: {result.web_url}")
             print("\nHold a conversation by hand, in two more terminals:")
             print("  .venv/bin/lianluo agent li.wei      # signs in as Li, accepts offers")
             print("  .venv/bin/lianluo customer          # starts a web chat with the flow")

@@ -51,6 +51,7 @@ PERMISSIONS: dict[str, str] = {
     "people:write": "add, change and remove the tenant's people, set their passwords and end "
     "their sessions",
     "sessions:write": "mint customer session tokens (the channel gateway, an app's backend)",
+    "customers:read": "read the tenant's customers and the identities they reached it with",
 }
 
 # The roles of people and customers, and what each may do. A tenant admin has every permission

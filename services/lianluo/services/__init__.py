@@ -15,8 +15,9 @@ SERVICES = {
     "acd": "lianluo.services.acd.app",
     "notification": "lianluo.services.notification.app",
     "recording": "lianluo.services.recording.app",
+    "gateway": "lianluo.services.gateway.app",
     # The global plane: one per platform, not one per cell.
     "edge": "lianluo.services.edge.app",
 }
 # What a cell runs (the operator clones these; `lianluo run` starts them as one local cell).
-CELL_SERVICES = ["tenants", "media", "ivr", "acd", "notification", "recording"]
+CELL_SERVICES = ["tenants", "media", "ivr", "acd", "notification", "recording", "gateway"]

@@ -135,6 +135,7 @@ first one and to provision tenants through the tenants API. */}}
 {{- $_ := set $env "LIANLUO_OPERATOR_CELL_MAX_TENANTS" ($v.cells.maxTenants | toString) }}
 {{- $_ := set $env "LIANLUO_OPERATOR_CELL_REPLICAS" ($v.cells.replicas | toString) }}
 {{- $_ := set $env "LIANLUO_OPERATOR_MEDIA_SERVICE_TYPE" $v.cells.mediaServiceType }}
+{{- $_ := set $env "LIANLUO_OPERATOR_GATEWAY_SERVICE_TYPE" $v.cells.gatewayServiceType }}
 {{- if $v.cloudnativePG.enabled }}
 {{- /* The cluster's owner role is given CREATEDB, so its app Secret can create cell databases. */}}
 {{- $_ := set $env "LIANLUO_OPERATOR_DATABASE_ADMIN_URL" (dict "secretKeyRef" (dict "name" (printf "%s-app" $v.cloudnativePG.name) "key" "uri")) }}

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lianluo.tenants.v1 import tenants_pb2 as lianluo_dot_tenants_dot_v1_dot_tenants__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%lianluo/events/v1/tenant_config.proto\x12\x11lianluo.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a lianluo/tenants/v1/tenants.proto\"\xb8\x04\n\x13TenantConfigChanged\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x13\n\x0bresource_id\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12\x0f\n\x07\x64\x65leted\x18\x04 \x01(\x08\x12,\n\x06tenant\x18\n \x01(\x0b\x32\x1a.lianluo.tenants.v1.TenantH\x00\x12\x31\n\x07\x61pi_key\x18\x0b \x01(\x0b\x32\x1e.lianluo.events.v1.ApiKeyStateH\x00\x12*\n\x05\x61gent\x18\x0c \x01(\x0b\x32\x19.lianluo.tenants.v1.AgentH\x00\x12*\n\x05queue\x18\r \x01(\x0b\x32\x19.lianluo.tenants.v1.QueueH\x00\x12(\n\x04\x66low\x18\x0e \x01(\x0b\x32\x18.lianluo.tenants.v1.FlowH\x00\x12I\n\x15notification_template\x18\x0f \x01(\x0b\x32(.lianluo.tenants.v1.NotificationTemplateH\x00\x12\x41\n\x11notification_rule\x18\x10 \x01(\x0b\x32$.lianluo.tenants.v1.NotificationRuleH\x00\x12(\n\x04user\x18\x11 \x01(\x0b\x32\x18.lianluo.tenants.v1.UserH\x00\x12\x34\n\x0bsigning_key\x18\x12 \x01(\x0b\x32\x1d.lianluo.events.v1.SigningKeyH\x00\x42\n\n\x08resource\"W\n\nSigningKey\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x0b\n\x03jwk\x18\x02 \x01(\t\x12/\n\x0bretire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x0b\x41piKeyState\x12+\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1a.lianluo.tenants.v1.ApiKey\x12\x15\n\rsecret_sha256\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%lianluo/events/v1/tenant_config.proto\x12\x11lianluo.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a lianluo/tenants/v1/tenants.proto\"\xe8\x04\n\x13TenantConfigChanged\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x13\n\x0bresource_id\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12\x0f\n\x07\x64\x65leted\x18\x04 \x01(\x08\x12,\n\x06tenant\x18\n \x01(\x0b\x32\x1a.lianluo.tenants.v1.TenantH\x00\x12\x31\n\x07\x61pi_key\x18\x0b \x01(\x0b\x32\x1e.lianluo.events.v1.ApiKeyStateH\x00\x12*\n\x05\x61gent\x18\x0c \x01(\x0b\x32\x19.lianluo.tenants.v1.AgentH\x00\x12*\n\x05queue\x18\r \x01(\x0b\x32\x19.lianluo.tenants.v1.QueueH\x00\x12(\n\x04\x66low\x18\x0e \x01(\x0b\x32\x18.lianluo.tenants.v1.FlowH\x00\x12I\n\x15notification_template\x18\x0f \x01(\x0b\x32(.lianluo.tenants.v1.NotificationTemplateH\x00\x12\x41\n\x11notification_rule\x18\x10 \x01(\x0b\x32$.lianluo.tenants.v1.NotificationRuleH\x00\x12(\n\x04user\x18\x11 \x01(\x0b\x32\x18.lianluo.tenants.v1.UserH\x00\x12\x34\n\x0bsigning_key\x18\x12 \x01(\x0b\x32\x1d.lianluo.events.v1.SigningKeyH\x00\x12.\n\x07\x63hannel\x18\x13 \x01(\x0b\x32\x1b.lianluo.tenants.v1.ChannelH\x00\x42\n\n\x08resource\"W\n\nSigningKey\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x0b\n\x03jwk\x18\x02 \x01(\t\x12/\n\x0bretire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x0b\x41piKeyState\x12+\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1a.lianluo.tenants.v1.ApiKey\x12\x15\n\rsecret_sha256\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,9 +34,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lianluo.events.v1.tenant_co
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TENANTCONFIGCHANGED']._serialized_start=128
-  _globals['_TENANTCONFIGCHANGED']._serialized_end=696
-  _globals['_SIGNINGKEY']._serialized_start=698
-  _globals['_SIGNINGKEY']._serialized_end=785
-  _globals['_APIKEYSTATE']._serialized_start=787
-  _globals['_APIKEYSTATE']._serialized_end=868
+  _globals['_TENANTCONFIGCHANGED']._serialized_end=744
+  _globals['_SIGNINGKEY']._serialized_start=746
+  _globals['_SIGNINGKEY']._serialized_end=833
+  _globals['_APIKEYSTATE']._serialized_start=835
+  _globals['_APIKEYSTATE']._serialized_end=916
 # @@protoc_insertion_point(module_scope)

@@ -41,8 +41,9 @@ class TenantConfigChanged(_message.Message):
     NOTIFICATION_RULE_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
     SIGNING_KEY_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
-    """"tenant", "api_key", "agent", "queue", "flow", "notification_template", "notification_rule", "user", "signing_key"."""
+    """"tenant", "api_key", "agent", "queue", "flow", "notification_template", "notification_rule", "user", "signing_key", "channel"."""
     resource_id: _builtins.str
     revision: _builtins.int
     deleted: _builtins.bool
@@ -65,6 +66,8 @@ class TenantConfigChanged(_message.Message):
     def user(self) -> _tenants_pb2.User: ...
     @_builtins.property
     def signing_key(self) -> Global___SigningKey: ...
+    @_builtins.property
+    def channel(self) -> _tenants_pb2.Channel: ...
     def __init__(
         self,
         *,
@@ -81,12 +84,13 @@ class TenantConfigChanged(_message.Message):
         notification_rule: _tenants_pb2.NotificationRule | None = ...,
         user: _tenants_pb2.User | None = ...,
         signing_key: Global___SigningKey | None = ...,
+        channel: _tenants_pb2.Channel | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "api_key", b"api_key", "flow", b"flow", "notification_rule", b"notification_rule", "notification_template", b"notification_template", "queue", b"queue", "resource", b"resource", "signing_key", b"signing_key", "tenant", b"tenant", "user", b"user"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "api_key", b"api_key", "channel", b"channel", "flow", b"flow", "notification_rule", b"notification_rule", "notification_template", b"notification_template", "queue", b"queue", "resource", b"resource", "signing_key", b"signing_key", "tenant", b"tenant", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "api_key", b"api_key", "deleted", b"deleted", "flow", b"flow", "kind", b"kind", "notification_rule", b"notification_rule", "notification_template", b"notification_template", "queue", b"queue", "resource", b"resource", "resource_id", b"resource_id", "revision", b"revision", "signing_key", b"signing_key", "tenant", b"tenant", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "api_key", b"api_key", "channel", b"channel", "deleted", b"deleted", "flow", b"flow", "kind", b"kind", "notification_rule", b"notification_rule", "notification_template", b"notification_template", "queue", b"queue", "resource", b"resource", "resource_id", b"resource_id", "revision", b"revision", "signing_key", b"signing_key", "tenant", b"tenant", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_resource: _TypeAlias = _typing.Literal["tenant", "api_key", "agent", "queue", "flow", "notification_template", "notification_rule", "user", "signing_key"]  # noqa: Y015
+    _WhichOneofReturnType_resource: _TypeAlias = _typing.Literal["tenant", "api_key", "agent", "queue", "flow", "notification_template", "notification_rule", "user", "signing_key", "channel"]  # noqa: Y015
     _WhichOneofArgType_resource: _TypeAlias = _typing.Literal["resource", b"resource"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_resource) -> _WhichOneofReturnType_resource | None: ...
 

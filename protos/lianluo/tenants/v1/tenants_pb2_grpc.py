@@ -2114,6 +2114,262 @@ class FlowService:
             _registered_method=True)
 
 
+class ChannelServiceStub:
+    """---------------------------------------------------------------- channels
+
+    How customers reach the tenant through the channel gateway: one entry point per web widget,
+    e-mail address, SMS number or WeChat account, and where its contacts go (a flow or a queue).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateChannel = channel.unary_unary(
+                '/lianluo.tenants.v1.ChannelService/CreateChannel',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.CreateChannelRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Channel.FromString,
+                _registered_method=True)
+        self.GetChannel = channel.unary_unary(
+                '/lianluo.tenants.v1.ChannelService/GetChannel',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.GetChannelRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Channel.FromString,
+                _registered_method=True)
+        self.ListChannels = channel.unary_unary(
+                '/lianluo.tenants.v1.ChannelService/ListChannels',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ListChannelsRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ListChannelsResponse.FromString,
+                _registered_method=True)
+        self.UpdateChannel = channel.unary_unary(
+                '/lianluo.tenants.v1.ChannelService/UpdateChannel',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.UpdateChannelRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Channel.FromString,
+                _registered_method=True)
+        self.DeleteChannel = channel.unary_unary(
+                '/lianluo.tenants.v1.ChannelService/DeleteChannel',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteChannelRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteChannelResponse.FromString,
+                _registered_method=True)
+
+
+class ChannelServiceServicer:
+    """---------------------------------------------------------------- channels
+
+    How customers reach the tenant through the channel gateway: one entry point per web widget,
+    e-mail address, SMS number or WeChat account, and where its contacts go (a flow or a queue).
+    """
+
+    def CreateChannel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetChannel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListChannels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateChannel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteChannel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ChannelServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateChannel,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.CreateChannelRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Channel.SerializeToString,
+            ),
+            'GetChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChannel,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.GetChannelRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Channel.SerializeToString,
+            ),
+            'ListChannels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChannels,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ListChannelsRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ListChannelsResponse.SerializeToString,
+            ),
+            'UpdateChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateChannel,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.UpdateChannelRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Channel.SerializeToString,
+            ),
+            'DeleteChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteChannel,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteChannelRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteChannelResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lianluo.tenants.v1.ChannelService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lianluo.tenants.v1.ChannelService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ChannelService:
+    """---------------------------------------------------------------- channels
+
+    How customers reach the tenant through the channel gateway: one entry point per web widget,
+    e-mail address, SMS number or WeChat account, and where its contacts go (a flow or a queue).
+    """
+
+    @staticmethod
+    def CreateChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.ChannelService/CreateChannel',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.CreateChannelRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Channel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.ChannelService/GetChannel',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.GetChannelRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Channel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChannels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.ChannelService/ListChannels',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ListChannelsRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.ListChannelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.ChannelService/UpdateChannel',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.UpdateChannelRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.Channel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.ChannelService/DeleteChannel',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteChannelRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteChannelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class NotificationConfigServiceStub:
     """---------------------------------------------------------------- notifications
 

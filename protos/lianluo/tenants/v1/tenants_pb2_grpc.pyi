@@ -700,6 +700,82 @@ class FlowServiceServicer(metaclass=_abc_1.ABCMeta):
 
 def add_FlowServiceServicer_to_server(servicer: FlowServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
+class ChannelServiceStub:
+    """---------------------------------------------------------------- channels
+
+    How customers reach the tenant through the channel gateway: one entry point per web widget,
+    e-mail address, SMS number or WeChat account, and where its contacts go (a flow or a queue).
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> ChannelServiceAsyncStub: ...
+    CreateChannel: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.CreateChannelRequest, _tenants_pb2.Channel]
+    GetChannel: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.GetChannelRequest, _tenants_pb2.Channel]
+    ListChannels: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.ListChannelsRequest, _tenants_pb2.ListChannelsResponse]
+    UpdateChannel: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.UpdateChannelRequest, _tenants_pb2.Channel]
+    DeleteChannel: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.DeleteChannelRequest, _tenants_pb2.DeleteChannelResponse]
+
+@_typing.type_check_only
+class ChannelServiceAsyncStub(ChannelServiceStub):
+    """---------------------------------------------------------------- channels
+
+    How customers reach the tenant through the channel gateway: one entry point per web widget,
+    e-mail address, SMS number or WeChat account, and where its contacts go (a flow or a queue).
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    CreateChannel: _aio.UnaryUnaryMultiCallable[_tenants_pb2.CreateChannelRequest, _tenants_pb2.Channel]  # type: ignore[assignment]
+    GetChannel: _aio.UnaryUnaryMultiCallable[_tenants_pb2.GetChannelRequest, _tenants_pb2.Channel]  # type: ignore[assignment]
+    ListChannels: _aio.UnaryUnaryMultiCallable[_tenants_pb2.ListChannelsRequest, _tenants_pb2.ListChannelsResponse]  # type: ignore[assignment]
+    UpdateChannel: _aio.UnaryUnaryMultiCallable[_tenants_pb2.UpdateChannelRequest, _tenants_pb2.Channel]  # type: ignore[assignment]
+    DeleteChannel: _aio.UnaryUnaryMultiCallable[_tenants_pb2.DeleteChannelRequest, _tenants_pb2.DeleteChannelResponse]  # type: ignore[assignment]
+
+class ChannelServiceServicer(metaclass=_abc_1.ABCMeta):
+    """---------------------------------------------------------------- channels
+
+    How customers reach the tenant through the channel gateway: one entry point per web widget,
+    e-mail address, SMS number or WeChat account, and where its contacts go (a flow or a queue).
+    """
+
+    @_abc_1.abstractmethod
+    def CreateChannel(
+        self,
+        request: _tenants_pb2.CreateChannelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.Channel, _abc.Awaitable[_tenants_pb2.Channel]]: ...
+
+    @_abc_1.abstractmethod
+    def GetChannel(
+        self,
+        request: _tenants_pb2.GetChannelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.Channel, _abc.Awaitable[_tenants_pb2.Channel]]: ...
+
+    @_abc_1.abstractmethod
+    def ListChannels(
+        self,
+        request: _tenants_pb2.ListChannelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.ListChannelsResponse, _abc.Awaitable[_tenants_pb2.ListChannelsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateChannel(
+        self,
+        request: _tenants_pb2.UpdateChannelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.Channel, _abc.Awaitable[_tenants_pb2.Channel]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteChannel(
+        self,
+        request: _tenants_pb2.DeleteChannelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.DeleteChannelResponse, _abc.Awaitable[_tenants_pb2.DeleteChannelResponse]]: ...
+
+def add_ChannelServiceServicer_to_server(servicer: ChannelServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
 class NotificationConfigServiceStub:
     """---------------------------------------------------------------- notifications
 

@@ -12,6 +12,7 @@ from lianluo.services.tenants.grpc_api import (
     ApiKeyApi,
     AuditApi,
     AuthApi,
+    ChannelApi,
     FlowApi,
     NotificationConfigApi,
     QueueApi,
@@ -51,6 +52,7 @@ async def build(settings: TenantsSettings) -> Service:
         "AuthService": (rpc.add_AuthServiceServicer_to_server, AuthApi(people)),
         "AgentService": (rpc.add_AgentServiceServicer_to_server, AgentApi(tenants)),
         "QueueService": (rpc.add_QueueServiceServicer_to_server, QueueApi(tenants)),
+        "ChannelService": (rpc.add_ChannelServiceServicer_to_server, ChannelApi(tenants)),
         "FlowService": (rpc.add_FlowServiceServicer_to_server, FlowApi(tenants)),
         "NotificationConfigService": (
             rpc.add_NotificationConfigServiceServicer_to_server,

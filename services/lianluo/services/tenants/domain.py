@@ -252,6 +252,37 @@ def validate_rule(r: Message, v: Violations, p: str = "rule") -> None:
         )
 
 
+ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+
+
+def validate_channel(c: Message, v: Violations, p: str = "channel") -> None:
+    assert isinstance(c, pb.Channel)
+    v.check(bool(RESOURCE_NAME.fullmatch(c.name)), f"{p}.name", "must be 1-63 of a-z 0-9 _ -")
+    _display_name(v, c.display_name, f"{p}.display_name")
+    entry = c.WhichOneof("entry")
+    v.check(entry is not None, f"{p}.entry", "one of flow or queue")
+    if entry is not None:
+        v.check(bool(getattr(c, entry)), f"{p}.{entry}", "must name one")
+    kind = c.WhichOneof("kind")
+    v.check(kind is not None, f"{p}.kind", "one of web")
+    if kind == "web":
+        origins = c.web.allowed_origins
+        v.check(0 < len(origins) <= 20, f"{p}.web.allowed_origins", "1 to 20 origins")
+        for i, origin in enumerate(origins):
+            v.check(
+                bool(ORIGIN.fullmatch(origin)),
+                f"{p}.web.allowed_origins[{i}]",
+                "an origin: http(s)://host[:port], no path",
+            )
+        _display_name(v, c.web.title, f"{p}.web.title")
+
+
+def _channel_references(c: Message) -> list[tuple[str, str, str]]:
+    assert isinstance(c, pb.Channel)
+    entry = c.WhichOneof("entry")
+    return [(entry, getattr(c, entry), f"channel.{entry}")] if entry else []
+
+
 def _user_references(u: Message) -> list[tuple[str, str, str]]:
     assert isinstance(u, pb.User)
     refs = [("queue", q, f"user.queues[{i}]") for i, q in enumerate(u.queues)]
@@ -375,7 +406,16 @@ USER = Kind(
     validate_user,
     references=_user_references,
 )
-KINDS = {k.name: k for k in (TENANT, AGENT, QUEUE, FLOW, TEMPLATE, RULE, USER)}
+CHANNEL = Kind(
+    "channel",
+    pb.Channel,
+    "channel",
+    "channel_id",
+    frozenset({"display_name", "flow", "queue", "web"}),
+    validate_channel,
+    references=_channel_references,
+)
+KINDS = {k.name: k for k in (TENANT, AGENT, QUEUE, FLOW, TEMPLATE, RULE, USER, CHANNEL)}
 
 
 def validate(kind: Kind, message: Message) -> None:

@@ -10,7 +10,7 @@ from google.protobuf.message import Message
 
 from lianluo.common.v1 import common_pb2
 from lianluo.runtime import auth
-from lianluo.services.tenants.domain import AGENT, FLOW, QUEUE, RULE, TEMPLATE, USER, Kind
+from lianluo.services.tenants.domain import AGENT, CHANNEL, FLOW, QUEUE, RULE, TEMPLATE, USER, Kind
 from lianluo.services.tenants.keys import ApiKeys
 from lianluo.services.tenants.people import People
 from lianluo.services.tenants.service import TenantsService
@@ -81,6 +81,9 @@ def _crud_servicer(
     return type(f"{noun}Api", (base,), methods)
 
 
+ChannelApi = _crud_servicer(
+    rpc.ChannelServiceServicer, CHANNEL, "Channel", "channels", pb.ListChannelsResponse
+)
 AgentApi = _crud_servicer(rpc.AgentServiceServicer, AGENT, "Agent", "agents", pb.ListAgentsResponse)
 QueueApi = _crud_servicer(rpc.QueueServiceServicer, QUEUE, "Queue", "queues", pb.ListQueuesResponse)
 

@@ -221,9 +221,17 @@ class Repository:
                 "select kind || '/' || name as ref from resources where tenant_id = $1 and ("
                 "(kind = 'flow' and spec->'nodes' @> $2::jsonb) or "
                 "(kind = 'queue' and spec->'overflow'->>'target_queue' = $3) or "
-                "(kind = 'user' and spec->'queues' ? $3)) order by 1",
+                "(kind = 'user' and spec->'queues' ? $3) or "
+                "(kind = 'channel' and spec->>'queue' = $3)) order by 1",
                 tenant_id,
                 [{"route_to_queue": {"queue": name}}],
+                name,
+            )
+        elif kind.name == "flow":
+            rows = await conn.fetch(
+                "select kind || '/' || name as ref from resources where tenant_id = $1 and "
+                "kind = 'channel' and spec->>'flow' = $2 order by 1",
+                tenant_id,
                 name,
             )
         elif kind.name == "agent":

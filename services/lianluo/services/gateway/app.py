@@ -1,0 +1,47 @@
+"""Composition root of the channel gateway: wire the parts together and serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lianluo.gateway.v1 import gateway_pb2 as pb
+from lianluo.gateway.v1 import gateway_pb2_grpc as rpc
+from lianluo.runtime.service import Service, ServiceSpec
+from lianluo.services.gateway.grpc_api import CustomerApi
+from lianluo.services.gateway.http import HttpServer
+from lianluo.services.gateway.repository import Repository
+from lianluo.services.gateway.service import Customers, Platform, WebChat
+from lianluo.services.gateway.settings import GatewaySettings
+
+SPEC = ServiceSpec(
+    name="gateway",
+    settings=GatewaySettings,
+    migrations=Path(__file__).parent / "migrations",
+)
+
+
+async def build(settings: GatewaySettings) -> Service:
+    service = Service(SPEC, settings)
+    await service.start_storage()
+    view = await service.follow_tenant_config()
+    customers = Customers(service.pool, Repository())
+    web_chat = WebChat(view, Platform(settings), customers, settings)
+    service.add_background(
+        HttpServer(
+            settings.gateway_http_host,
+            settings.gateway_http_port,
+            web_chat.routes(),
+            settings.gateway_max_frame_bytes,
+        ),
+        "http server",
+    )
+    service.add_grpc(
+        rpc.add_CustomerServiceServicer_to_server,
+        CustomerApi(customers),
+        pb.DESCRIPTOR.services_by_name["CustomerService"].full_name,
+    )
+    return service
+
+
+async def serve(settings: GatewaySettings) -> None:
+    await (await build(settings)).serve()

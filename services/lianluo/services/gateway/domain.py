@@ -1,0 +1,150 @@
+"""The web chat's rules, without I/O: which pages may open it, what a browser may send, and
+what it is shown of the interaction's timeline.
+
+The browser speaks JSON over one WebSocket. It sends `hello` first, then `message`, `read` and
+`leave`; it is sent `welcome`, then one object per item of the timeline, each with its
+sequence number (`seq`). After a reconnect the browser says the last `seq` it saw, and the
+gateway replays what came after: nothing is lost, and a browser that drops items it has seen
+(by `seq`) shows nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from lianluo.media.v1 import media_pb2 as mpb
+
+R = mpb.ParticipantRole
+MAX_TEXT = 4000
+CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+VISITOR = re.compile(r"^v-[0-9a-f]{32}$")
+ROLES = {
+    R.PARTICIPANT_ROLE_CUSTOMER: "customer",
+    R.PARTICIPANT_ROLE_AGENT: "agent",
+    R.PARTICIPANT_ROLE_EXPERT: "agent",
+    R.PARTICIPANT_ROLE_BOT: "bot",
+    R.PARTICIPANT_ROLE_SUPERVISOR: "supervisor",
+}
+
+
+class BadMessage(ValueError):
+    """A browser's message the gateway refuses; the socket is closed with its reason."""
+
+
+def origin_allowed(origin: str, allowed: list[str]) -> bool:
+    """The page's origin, exactly as the browser sends it, must be one the channel lists."""
+    return bool(origin) and origin.rstrip("/") in {a.rstrip("/") for a in allowed}
+
+
+@dataclass(frozen=True)
+class Hello:
+    # The visitor id the widget keeps; empty for a first visit.
+    visitor: str
+    # The interaction to resume, and the last sequence number seen in it.
+    interaction: str
+    after: int
+    name: str
+    # Pre-chat form answers: kept on the customer for self-service and the agent.
+    form: dict[str, str]
+
+
+def _object(raw: str | bytes) -> dict[str, Any]:
+    try:
+        found = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BadMessage("not JSON") from error
+    if not isinstance(found, dict):
+        raise BadMessage("not a JSON object")
+    return found
+
+
+def _text(found: dict[str, Any], key: str, limit: int) -> str:
+    value = found.get(key, "")
+    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+        raise BadMessage(f"{key}: a string of at most {limit} characters")
+    return value
+
+
+def parse_hello(raw: str | bytes) -> Hello:
+    found = _object(raw)
+    if found.get("type") != "hello":
+        raise BadMessage("the first message must be hello")
+    visitor = _text(found, "visitor", 40)
+    if visitor and not VISITOR.fullmatch(visitor):
+        raise BadMessage("visitor: not a visitor id this gateway gave")
+    interaction = _text(found, "interaction", 36)
+    after = found.get("after", 0)
+    if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 2**62:
+        raise BadMessage("after: a sequence number")
+    form = found.get("form", {})
+    if not isinstance(form, dict) or len(form) > 20:
+        raise BadMessage("form: at most 20 fields")
+    fields: dict[str, str] = {}
+    for key in form:
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", str(key)):
+            raise BadMessage("form: field names are a-z, 0-9 and _")
+        fields[str(key)] = _text(form, key, 500)
+    return Hello(visitor, interaction, after, _text(found, "name", 120), fields)
+
+
+@dataclass(frozen=True)
+class Said:
+    """What the browser sent after hello."""
+
+    kind: str  # "message", "read" or "leave"
+    text: str = ""
+    client_id: str = ""
+    seq: int = 0
+
+
+def parse_said(raw: str | bytes) -> Said:
+    found = _object(raw)
+    kind = found.get("type")
+    if kind == "message":
+        client_id = _text(found, "id", 64)
+        if not CLIENT_ID.fullmatch(client_id):
+            raise BadMessage("id: 1 to 64 of A-Z a-z 0-9 _ . : -")
+        text = _text(found, "text", MAX_TEXT)
+        if not text.strip():
+            raise BadMessage("text: empty")
+        return Said("message", text=text, client_id=client_id)
+    if kind == "read":
+        seq = found.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq < 2**62:
+            raise BadMessage("seq: a sequence number")
+        return Said("read", seq=seq)
+    if kind == "leave":
+        return Said("leave")
+    raise BadMessage("type: one of message, read, leave")
+
+
+def shown(frame: mpb.ServerFrame, me: str) -> dict[str, Any] | None:
+    """What the browser is shown of one timeline item (None: nothing, such as staff notes)."""
+    kind = frame.WhichOneof("frame")
+    base: dict[str, Any] = {"seq": frame.sequence}
+    if kind == "message":
+        m = frame.message
+        return base | {
+            "type": "message",
+            "id": m.id,
+            "from": "me" if m.sender_participant_id == me else ROLES.get(m.sender_role, "agent"),
+            "text": m.content.text,
+            "client_id": m.client_message_id if m.sender_participant_id == me else "",
+        }
+    if kind == "prompt":
+        choices = [{"digit": c.digit, "label": c.label} for c in frame.prompt.choices]
+        return base | {"type": "prompt", "text": frame.prompt.text, "choices": choices}
+    if kind == "state_changed":
+        state = mpb.InteractionState.Name(frame.state_changed.to_state)
+        return base | {"type": "state", "state": state.removeprefix("INTERACTION_STATE_").lower()}
+    if kind == "participant_joined":
+        p = frame.participant_joined
+        if p.id == me or p.role == R.PARTICIPANT_ROLE_BOT:
+            return None
+        return base | {"type": "joined", "role": ROLES.get(p.role, "agent"), "name": p.display_name}
+    if kind == "ended":
+        return base | {"type": "ended", "resolution": frame.ended.resolution.code}
+    return None

@@ -1,0 +1,37 @@
+"""The gateway's HTTP server, run beside its gRPC server until shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from lianluo.runtime.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class HttpServer:
+    """Serves `routes` on host:port (port 0: any free one, then in `port`)."""
+
+    def __init__(self, host: str, port: int, routes: list[web.RouteDef], max_body: int) -> None:
+        self._app = web.Application(client_max_size=max_body)
+        self._app.add_routes(routes)
+        self._host = host
+        self.port = port
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        runner = web.AppRunner(self._app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("http serving", host=self._host, port=self.port)
+        try:
+            await self._stopping.wait()
+        finally:
+            await runner.cleanup()
+
+    def stop(self) -> None:
+        self._stopping.set()

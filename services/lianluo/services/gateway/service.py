@@ -1,0 +1,314 @@
+"""The gateway's logic: the web chat session, the platform client it works through, and the
+customer store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from lianluo.common.v1 import common_pb2 as common
+from lianluo.gateway.v1 import gateway_pb2 as pb
+from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.media.v1 import media_pb2_grpc as media_rpc
+from lianluo.runtime import auth, quotas
+from lianluo.runtime.errors import NotFound, ResourceExhausted
+from lianluo.runtime.logs import get_logger
+from lianluo.runtime.tenant_config import TenantConfigView
+from lianluo.services.gateway import domain
+from lianluo.services.gateway.repository import Repository
+from lianluo.services.gateway.settings import GatewaySettings
+from lianluo.tenants.v1 import tenants_pb2 as tpb
+from lianluo.tenants.v1 import tenants_pb2_grpc as tenants_rpc
+
+log = get_logger(__name__)
+R = mpb.ParticipantRole
+# The widget: one script a page embeds, served by the gateway itself (never from a CDN).
+WIDGET = (Path(__file__).parent / "web" / "widget.js").read_text()
+
+
+def _bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+class Platform:
+    """The platform's APIs, as the gateway uses them: it mints each customer's session token
+    (with the cell's admin key, which never leaves the gateway), and everything else it does
+    for a customer runs with that token, so the customer can reach nothing but their own."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self._tenants = grpc.aio.insecure_channel(settings.gateway_tenants_address)
+        self._media = grpc.aio.insecure_channel(settings.gateway_media_address)
+        self._admin = _bearer(settings.admin_key.get_secret_value())
+        self.media = media_rpc.MediaServiceStub(self._media)
+
+    async def customer_session(self, tenant_id: str, customer_id: str, channel: int) -> str:
+        request = tpb.CreateCustomerSessionRequest(tenant_id=tenant_id, customer_id=customer_id)
+        request.channel = channel  # type: ignore[assignment]
+        session: tpb.CustomerSession = await tenants_rpc.AuthServiceStub(
+            self._tenants
+        ).CreateCustomerSession(request, metadata=self._admin)
+        return session.token
+
+    async def close(self) -> None:
+        await self._tenants.close()
+        await self._media.close()
+
+
+class Customers:
+    """The customer store: identities seen on the channels, resolved to one customer."""
+
+    def __init__(self, pool: asyncpg.Pool, repo: Repository) -> None:
+        self._pool = pool
+        self._repo = repo
+
+    async def resolve(self, tenant_id: str, kind: int, value: str, name: str = "") -> str:
+        async with self._pool.acquire() as conn:
+            found = await self._repo.resolve(conn, uuid.UUID(tenant_id), kind, value, name)
+        return str(found)
+
+    async def get(self, tenant_id: str, customer_id: str) -> pb.Customer:
+        auth.require_tenant(tenant_id)
+        tid, cid = _uuid(tenant_id), _uuid(customer_id)
+        async with self._pool.acquire() as conn:
+            found = None if tid is None or cid is None else await self._repo.get(conn, tid, cid)
+        if found is None:
+            raise NotFound("customer", customer_id)
+        return found
+
+    async def find(self, tenant_id: str, kind: int, value: str) -> pb.Customer:
+        auth.require_tenant(tenant_id)
+        tid = _uuid(tenant_id)
+        async with self._pool.acquire() as conn:
+            found = None if tid is None else await self._repo.find(conn, tid, kind, value)
+        if found is None:
+            raise NotFound("customer", value)
+        return found
+
+
+async def _refuse(ws: web.WebSocketResponse, error: Exception) -> None:
+    """Close a browser's socket with the WebSocket convention's code for why."""
+    if isinstance(error, domain.BadMessage):
+        await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=str(error)[:120].encode())
+    elif isinstance(error, ResourceExhausted):
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many messages")
+    else:
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"no hello in time")
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+class WebChat:
+    """The web and H5 chat: the widget's script, a page that hosts it, and its WebSocket."""
+
+    def __init__(
+        self,
+        view: TenantConfigView,
+        platform: Platform,
+        customers: Customers,
+        settings: GatewaySettings,
+    ) -> None:
+        self._view = view
+        self._platform = platform
+        self._customers = customers
+        self._settings = settings
+        self._flood = quotas.RateLimiter()
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/v1/web/{tenant}/{channel}/widget.js", self.widget),
+            web.get("/v1/web/{tenant}/{channel}/", self.page),
+            web.get("/v1/web/{tenant}/{channel}/ws", self.socket),
+        ]
+
+    def _channel(self, request: web.Request) -> tuple[str, tpb.Channel]:
+        tenant_id, channel_id = request.match_info["tenant"], request.match_info["channel"]
+        found = self._view.get(tenant_id, "channel", channel_id)
+        tenant = self._view.tenant(tenant_id)
+        if not isinstance(found, tpb.Channel) or found.WhichOneof("kind") != "web" or not tenant:
+            raise web.HTTPNotFound(text="no such chat")
+        if tenant.state != tpb.TENANT_STATE_ACTIVE:
+            raise web.HTTPForbidden(text="the tenant is suspended")
+        return tenant_id, found
+
+    async def widget(self, request: web.Request) -> web.Response:
+        _, channel = self._channel(request)
+        script = WIDGET.replace("__LIANLUO_TITLE__", channel.web.title or "Chat with us")
+        return web.Response(
+            text=script,
+            content_type="application/javascript",
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    async def page(self, request: web.Request) -> web.Response:
+        """A page that only hosts the widget: what `make run` opens, and a way to try it."""
+        self._channel(request)
+        html = (
+            "<!doctype html><html><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            "<title>Lianluo chat</title></head><body>"
+            "<script src='widget.js'></script></body></html>"
+        )
+        return web.Response(text=html, content_type="text/html")
+
+    async def socket(self, request: web.Request) -> web.StreamResponse:
+        tenant_id, channel = self._channel(request)
+        if not domain.origin_allowed(
+            request.headers.get("Origin", ""), list(channel.web.allowed_origins)
+        ):
+            raise web.HTTPForbidden(text="this page's origin may not open the chat")
+        ws = web.WebSocketResponse(
+            heartbeat=30, max_msg_size=self._settings.gateway_max_frame_bytes
+        )
+        await ws.prepare(request)
+        session = f"{tenant_id}/{secrets.token_hex(8)}"
+        try:
+            await self._serve(ws, tenant_id, channel, session)
+        except (domain.BadMessage, ResourceExhausted, TimeoutError) as error:
+            await _refuse(ws, error)
+        except grpc.aio.AioRpcError as error:
+            log.warning("web chat refused by the platform", code=error.code().name)
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=error.code().name.encode())
+        finally:
+            self._flood.forget(session)
+        return ws
+
+    async def _serve(
+        self, ws: web.WebSocketResponse, tenant_id: str, channel: tpb.Channel, session: str
+    ) -> None:
+        first = await asyncio.wait_for(ws.receive(), self._settings.gateway_hello_seconds)
+        if first.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return
+        hello = domain.parse_hello(first.data)
+        visitor = hello.visitor or f"v-{uuid.uuid4().hex}"
+        customer = await self._customers.resolve(
+            tenant_id, pb.IDENTITY_KIND_WEB_VISITOR, visitor, hello.name
+        )
+        token = await self._platform.customer_session(tenant_id, customer, common.CHANNEL_WEB)
+        md = _bearer(token)
+        interaction, after = hello.interaction, hello.after
+        if not interaction:
+            started = await self._start(tenant_id, channel, customer, hello, md)
+            interaction = started.interaction.id
+        frames: asyncio.Queue[mpb.ClientFrame | None] = asyncio.Queue()
+        frames.put_nowait(
+            mpb.ClientFrame(
+                join=mpb.Join(
+                    tenant_id=tenant_id,
+                    interaction_id=interaction,
+                    role=R.PARTICIPANT_ROLE_CUSTOMER,
+                    subject_id=customer,
+                    display_name=hello.name,
+                    last_seen_sequence=after,
+                )
+            )
+        )
+
+        async def outgoing() -> AsyncIterator[mpb.ClientFrame]:
+            while (frame := await frames.get()) is not None:
+                yield frame
+
+        call = self._platform.media.Connect(outgoing(), metadata=md)
+        relay = asyncio.create_task(self._to_browser(ws, call, visitor))
+        try:
+            async for message in ws:
+                if message.type != WSMsgType.TEXT:
+                    break
+                try:
+                    said = domain.parse_said(message.data)
+                    self._flood.take(
+                        session,
+                        "messages_per_second",
+                        self._settings.gateway_session_messages_per_second,
+                    )
+                except (domain.BadMessage, ResourceExhausted) as error:
+                    # Closed here, before the relay ends and closes it normally.
+                    await _refuse(ws, error)
+                    break
+                if said.kind == "message":
+                    frames.put_nowait(
+                        mpb.ClientFrame(
+                            send=mpb.SendMessage(
+                                client_message_id=said.client_id,
+                                content=mpb.MessageContent(text=said.text),
+                            )
+                        )
+                    )
+                elif said.kind == "read":
+                    frames.put_nowait(mpb.ClientFrame(ack=mpb.Ack(sequence=said.seq)))
+                else:
+                    frames.put_nowait(mpb.ClientFrame(leave=mpb.Leave(reason="left the chat")))
+                if relay.done():
+                    break
+        finally:
+            # The stream to media ends; the interaction does not: a browser that went away
+            # without `leave` may come back and resume it.
+            frames.put_nowait(None)
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(relay), 5)
+            call.cancel()
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
+
+    async def _start(
+        self,
+        tenant_id: str,
+        channel: tpb.Channel,
+        customer: str,
+        hello: domain.Hello,
+        md: Any,
+    ) -> mpb.StartInteractionResponse:
+        request = mpb.StartInteractionRequest(
+            tenant_id=tenant_id,
+            channel=common.CHANNEL_WEB,
+            media=common.MEDIA_TYPE_CHAT,
+            customer=mpb.Customer(id=customer, display_name=hello.name, attributes=hello.form),
+        )
+        if channel.WhichOneof("entry") == "flow":
+            request.flow = channel.flow
+        else:
+            request.queue = channel.queue
+        started: mpb.StartInteractionResponse = await self._platform.media.StartInteraction(
+            request, metadata=md
+        )
+        return started
+
+    async def _to_browser(self, ws: web.WebSocketResponse, call: Any, visitor: str) -> None:
+        """Relay the interaction's timeline to the browser, then close the socket."""
+        me = ""
+        code, reason = WSCloseCode.OK, b""
+        try:
+            async for frame in call:
+                if frame.WhichOneof("frame") == "joined":
+                    me = frame.joined.participant_id
+                    welcome = {
+                        "type": "welcome",
+                        "visitor": visitor,
+                        "interaction": frame.interaction_id,
+                    }
+                    await ws.send_json(welcome)
+                    continue
+                shown = domain.shown(frame, me)
+                if shown is not None:
+                    await ws.send_json(shown)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:
+                # Resuming an interaction that is not the visitor's, say: PERMISSION_DENIED.
+                code, reason = WSCloseCode.POLICY_VIOLATION, error.code().name.encode()
+        except ConnectionResetError:
+            return
+        await ws.close(code=code, message=reason)

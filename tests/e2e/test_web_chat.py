@@ -1,0 +1,204 @@
+"""The web chat through the channel gateway, over a real WebSocket: a customer on a page of an
+allowed origin chats with an agent who signed in, loses the connection, resumes with nothing
+lost or doubled, and is one customer in the customer store."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from conftest import ADMIN_KEY, Stack, running_cell
+from factories import Client, agent, onboard, queue, user
+
+from lianluo.acd.v1 import acd_pb2 as apb
+from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
+from lianluo.devstack.cell import Cell
+from lianluo.devstack.clients import Session, StreamClient, WebVisitor
+from lianluo.gateway.v1 import gateway_pb2 as gpb
+from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
+from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.tenants.v1 import tenants_pb2 as pb
+
+pytestmark = pytest.mark.integration
+SHOP = "http://shop.example.test"
+PASSWORD = "correct horse battery staple"
+P = mpb.ParticipantRole
+
+
+@pytest.fixture(scope="module")
+def cell(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
+    folder = Path(tmp_path_factory.mktemp("webchat"))
+    with running_cell(stack, folder, f"webchat_{uuid.uuid4().hex[:10]}") as running:
+        yield running
+
+
+@dataclass
+class Shop:
+    tenant: pb.Tenant
+    key: str
+    channel: pb.Channel
+    li: Session
+    base: str  # the widget's folder on the gateway
+
+    def socket_url(self) -> str:
+        return self.base.replace("http", "ws", 1) + "ws"
+
+
+@pytest.fixture(scope="module")
+async def shop(cell: Cell) -> AsyncIterator[Shop]:
+    tch = grpc.aio.insecure_channel(cell.address("tenants"))
+    admin = Client(tch, ADMIN_KEY)
+    t, c = await onboard(admin)
+    await c.queues.CreateQueue(pb.CreateQueueRequest(tenant_id=t.id, queue=queue()), metadata=c.md)
+    await c.agents.CreateAgent(pb.CreateAgentRequest(tenant_id=t.id, agent=agent()), metadata=c.md)
+    await c.users.CreateUser(
+        pb.CreateUserRequest(
+            tenant_id=t.id, user=user("li", pb.ROLE_AGENT, agent="li.wei"), password=PASSWORD
+        ),
+        metadata=c.md,
+    )
+    channel = await rpc_channels(c).CreateChannel(
+        pb.CreateChannelRequest(
+            tenant_id=t.id,
+            channel=pb.Channel(
+                name="website",
+                queue="cards",
+                web=pb.WebChat(allowed_origins=[SHOP], title="Acme help"),
+            ),
+        ),
+        metadata=c.md,
+    )
+    li = await Session.login(tch, t.name, "li", PASSWORD)
+    gateway = cell.replica("gateway").http_url
+    base = f"{gateway}/v1/web/{t.id}/{channel.id}/"
+    async with aiohttp.ClientSession() as http, asyncio.timeout(30):
+        while (await http.get(base + "widget.js")).status != 200:  # the gateway learns it
+            await asyncio.sleep(0.2)
+    yield Shop(t, c.key, channel, li, base)
+    await tch.close()
+
+
+def rpc_channels(c: Client) -> Any:
+    from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
+
+    return rpc.ChannelServiceStub(c.channel)
+
+
+async def browse(http: aiohttp.ClientSession, shop: Shop, **hello: Any) -> WebVisitor:
+    return await WebVisitor.open(http, shop.socket_url(), SHOP, **hello)
+
+
+async def test_a_page_of_another_origin_cannot_open_the_chat(shop: Shop) -> None:
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(shop.socket_url(), origin="http://evil.example.test")
+        assert refused.value.status == 403
+        with pytest.raises(aiohttp.WSServerHandshakeError) as missing:
+            await http.ws_connect(shop.base.replace(shop.channel.id, str(uuid.uuid4())) + "ws")
+        assert missing.value.status == 404
+
+
+async def test_a_customer_chats_with_an_agent_and_resumes_after_a_dropped_connection(
+    cell: Cell, shop: Shop
+) -> None:
+    t = shop.tenant
+    media = cell.address("media")
+    acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
+    await acd.SetPresence(
+        apb.SetPresenceRequest(
+            tenant_id=t.id, agent_id=shop.li.user.agent_id, presence=apb.PRESENCE_AVAILABLE
+        ),
+        metadata=await shop.li.metadata(),
+    )
+    mch = grpc.aio.insecure_channel(media)
+    desk = await StreamClient.connect(
+        mch,
+        await shop.li.token(),
+        mpb.Join(tenant_id=t.id, role=P.PARTICIPANT_ROLE_AGENT, subject_id=shop.li.user.agent_id),
+    )
+    async with aiohttp.ClientSession() as http:
+        browser = await browse(http, shop, name="Mei")
+        welcome = await browser.next(lambda i: i["type"] == "welcome")
+        visitor, interaction = welcome["visitor"], welcome["interaction"]
+        assert visitor.startswith("v-") and interaction
+        await browser.say("my card is lost", "m1")
+        mine = await browser.next(lambda i: i.get("from") == "me")
+        assert mine["text"] == "my card is lost" and mine["client_id"] == "m1"
+
+        offer = (await desk.wait_for(lambda f: f.WhichOneof("frame") == "offer", 30)).offer
+        await acd.RespondToOffer(
+            apb.RespondToOfferRequest(
+                tenant_id=t.id, offer_id=offer.id, agent_id=offer.agent_id, accept=True
+            ),
+            metadata=await shop.li.metadata(),
+        )
+        talk = await StreamClient.connect(
+            mch,
+            await shop.li.token(),
+            mpb.Join(
+                tenant_id=t.id,
+                interaction_id=interaction,
+                role=P.PARTICIPANT_ROLE_AGENT,
+                subject_id=offer.agent_id,
+            ),
+        )
+        await talk.wait_for(lambda f: f.message.content.text == "my card is lost")
+        talk.send_text("I have blocked it.", "a1")
+        reply = await browser.next(lambda i: i.get("text") == "I have blocked it.")
+        assert reply["from"] == "agent"
+
+        # The connection drops; the agent writes meanwhile; the browser resumes.
+        await browser.ws.close()
+        talk.send_text("Are you still there?", "a2")
+        await talk.wait_for(lambda f: f.message.content.text == "Are you still there?")
+        last = max(i["seq"] for i in browser.items if "seq" in i)
+        again = await browse(http, shop, visitor=visitor, interaction=interaction, after=last)
+        back = await again.next(lambda i: i["type"] == "welcome")
+        assert back["interaction"] == interaction and back["visitor"] == visitor
+        missed = await again.next(lambda i: i.get("text") == "Are you still there?")
+        assert missed["seq"] > last
+        # The widget resends what it had not seen echoed: it is kept once.
+        await again.say("my card is lost", "m1")
+        await again.say("yes, thanks", "m3")
+        await again.next(lambda i: i.get("text") == "yes, thanks")
+        assert all(i.get("seq", last + 1) > last for i in again.items), "replayed what was seen"
+        await talk.wait_for(lambda f: f.message.content.text == "yes, thanks")
+        said = [t for t in talk.texts() if t == "my card is lost"]
+        assert said == ["my card is lost"], "a resent message was kept twice"
+
+        customers = gateway_rpc.CustomerServiceStub(
+            grpc.aio.insecure_channel(cell.address("gateway"))
+        )
+        found = await customers.FindCustomer(
+            gpb.FindCustomerRequest(
+                tenant_id=t.id, kind=gpb.IDENTITY_KIND_WEB_VISITOR, value=visitor
+            ),
+            metadata=(("authorization", f"Bearer {shop.key}"),),
+        )
+        assert [i.value for i in found.identities] == [visitor]
+        await again.ws.close()
+    await talk.close()
+    await desk.close()
+
+
+async def test_bad_input_and_floods_close_the_socket_with_a_reason(shop: Shop) -> None:
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(shop.socket_url(), origin=SHOP)
+        await ws.send_str("not json")
+        closed = await ws.receive()
+        assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 1003
+        browser = await browse(http, shop)
+        await browser.next(lambda i: i["type"] == "welcome")
+        for n in range(30):
+            await browser.say(f"spam {n}", f"s{n}")
+        async with asyncio.timeout(30):
+            while (message := await browser.ws.receive()).type == aiohttp.WSMsgType.TEXT:
+                pass
+        assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 1008
