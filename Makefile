@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml requirements/broker.txt
 	@# Postgres 15 server binaries come from Debian's packages when the machine lacks them.
 	@test -x $(PG_BIN)/postgres || { echo "==> installing postgresql-15"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; }
+	@# Headless Chromium and its driver, for the web chat's browser tests (Debian's packages).
+	@test -x /usr/bin/chromedriver || { echo "==> installing chromium and chromium-driver"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 	@echo "==> installing Python dependencies into $(VENV)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install --quiet --upgrade pip==25.3

@@ -202,3 +202,130 @@ async def test_bad_input_and_floods_close_the_socket_with_a_reason(shop: Shop) -
             while (message := await browser.ws.receive()).type == aiohttp.WSMsgType.TEXT:
                 pass
         assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 1008
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def _browser() -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not Path(CHROMEDRIVER).exists():
+        pytest.fail("Chromium is missing: `make install` installs chromium and chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=390,844"):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+
+
+def _bubbles(driver: Any) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#lianluo-chat li")]
+
+
+async def _until_shown(driver: Any, text: str, seconds: float = 30) -> list[str]:
+    async with asyncio.timeout(seconds):
+        while text not in (shown := await asyncio.to_thread(_bubbles, driver)):
+            await asyncio.sleep(0.2)
+    return shown
+
+
+async def test_the_widget_chats_and_resumes_in_headless_chromium(cell: Cell, shop: Shop) -> None:
+    """The real widget in a phone-sized headless Chromium: it opens on the page the gateway
+    hosts, chats with an agent, survives a dropped connection and a reload."""
+    from selenium.webdriver.common.by import By
+
+    t = shop.tenant
+    gateway = cell.replica("gateway").http_url
+    c = Client(grpc.aio.insecure_channel(cell.address("tenants")), shop.key)
+    site = await rpc_channels(c).CreateChannel(
+        pb.CreateChannelRequest(
+            tenant_id=t.id,
+            channel=pb.Channel(
+                name="site", queue="cards", web=pb.WebChat(allowed_origins=[gateway], title="Acme")
+            ),
+        ),
+        metadata=c.md,
+    )
+    page = f"{gateway}/v1/web/{t.id}/{site.id}/"
+    async with aiohttp.ClientSession() as http, asyncio.timeout(30):
+        while (await http.get(page + "widget.js")).status != 200:
+            await asyncio.sleep(0.2)
+    mch = grpc.aio.insecure_channel(cell.address("media"))
+    acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
+    agent_id = shop.li.user.agent_id
+    await acd.SetPresence(
+        apb.SetPresenceRequest(tenant_id=t.id, agent_id=agent_id, presence=apb.PRESENCE_AVAILABLE),
+        metadata=await shop.li.metadata(),
+    )
+    desk = await StreamClient.connect(
+        mch,
+        await shop.li.token(),
+        mpb.Join(tenant_id=t.id, role=P.PARTICIPANT_ROLE_AGENT, subject_id=agent_id),
+    )
+    driver = await asyncio.to_thread(_browser)
+    try:
+        await asyncio.to_thread(driver.get, page)
+
+        def type_(text: str) -> None:
+            field = driver.find_element(By.CSS_SELECTOR, "#lianluo-chat input")
+            field.send_keys(text)
+            driver.find_element(By.CSS_SELECTOR, "#lianluo-chat button").click()
+
+        await asyncio.to_thread(type_, "hello from a phone")
+        await _until_shown(driver, "hello from a phone")
+        kept = await asyncio.to_thread(
+            driver.execute_script,
+            "return JSON.parse(Object.entries(localStorage)"
+            ".find(([k]) => k.startsWith('lianluo:'))[1])",
+        )
+        offer = (
+            await desk.wait_for(
+                lambda f: (
+                    f.WhichOneof("frame") == "offer"
+                    and f.offer.interaction_id == kept["interaction"]
+                ),
+                30,
+            )
+        ).offer
+        await acd.RespondToOffer(
+            apb.RespondToOfferRequest(
+                tenant_id=t.id, offer_id=offer.id, agent_id=agent_id, accept=True
+            ),
+            metadata=await shop.li.metadata(),
+        )
+        talk = await StreamClient.connect(
+            mch,
+            await shop.li.token(),
+            mpb.Join(
+                tenant_id=t.id,
+                interaction_id=offer.interaction_id,
+                role=P.PARTICIPANT_ROLE_AGENT,
+                subject_id=agent_id,
+            ),
+        )
+        await talk.wait_for(lambda f: f.message.content.text == "hello from a phone")
+        talk.send_text("Hi, how can I help?", "b1")
+        await _until_shown(driver, "Hi, how can I help?")
+
+        # The network drops; the agent writes; the widget reconnects and shows it once.
+        await asyncio.to_thread(driver.execute_script, "window.lianluoChat.drop()")
+        talk.send_text("Still there?", "b2")
+        shown = await _until_shown(driver, "Still there?")
+        assert shown.count("Still there?") == 1 and shown.count("Hi, how can I help?") == 1
+
+        # A reload shows the whole conversation again, each item once.
+        await asyncio.to_thread(driver.refresh)
+        shown = await _until_shown(driver, "Still there?")
+        for text in ("hello from a phone", "Hi, how can I help?", "Still there?"):
+            assert shown.count(text) == 1, (text, shown)
+        await asyncio.to_thread(type_, "yes!")
+        await talk.wait_for(lambda f: f.message.content.text == "yes!")
+        assert talk.texts().count("hello from a phone") == 1
+        await talk.close()
+    finally:
+        await asyncio.to_thread(driver.quit)
+        await desk.close()

@@ -28,6 +28,7 @@ class TemplateInputs:
     # How a cell's channel gateway is exposed: customers' browsers and channels reach it over HTTP.
     gateway_service_type: str = "ClusterIP"
     gateway_http_port: int = 8088
+    gateway_smtp_port: int = 2525
     # LIANLUO_KAFKA_FETCH_WAIT_MS of the cell's services: the first cell's (the chart's value).
     kafka_fetch_wait_ms: int = 500
 
@@ -75,6 +76,8 @@ def settings_for(
         settings |= {
             "LIANLUO_GATEWAY_HTTP_HOST": "0.0.0.0",  # noqa: S104 - the pod's own address
             "LIANLUO_GATEWAY_HTTP_PORT": str(inputs.gateway_http_port),
+            "LIANLUO_GATEWAY_SMTP_HOST": "0.0.0.0",  # noqa: S104 - the pod's own address
+            "LIANLUO_GATEWAY_SMTP_PORT": str(inputs.gateway_smtp_port),
             "LIANLUO_GATEWAY_TENANTS_ADDRESS": f"{cell}-tenants:{inputs.grpc_port}",
             "LIANLUO_GATEWAY_MEDIA_ADDRESS": f"{cell}-media:{inputs.grpc_port}",
         }
@@ -133,7 +136,10 @@ def _deployment(
     container = _container(cell, service, ["serve", service], inputs)
     container["ports"] = [{"name": "grpc", "containerPort": inputs.grpc_port}]
     if service == "gateway":
-        container["ports"].append({"name": "http", "containerPort": inputs.gateway_http_port})
+        container["ports"] += [
+            {"name": "http", "containerPort": inputs.gateway_http_port},
+            {"name": "smtp", "containerPort": inputs.gateway_smtp_port},
+        ]
     # A TCP probe works on every API version this runs on (gRPC probes need 1.24 or later).
     probe = {"tcpSocket": {"port": "grpc"}, "periodSeconds": 5}
     container["readinessProbe"] = probe
@@ -163,7 +169,10 @@ def _service(cell: str, service: str, inputs: TemplateInputs, meta: dict[str, st
     kind = {"media": inputs.media_service_type, "gateway": inputs.gateway_service_type}
     ports = [{"name": "grpc", "port": inputs.grpc_port, "targetPort": "grpc"}]
     if service == "gateway":
-        ports.append({"name": "http", "port": inputs.gateway_http_port, "targetPort": "http"})
+        ports += [
+            {"name": "http", "port": inputs.gateway_http_port, "targetPort": "http"},
+            {"name": "smtp", "port": inputs.gateway_smtp_port, "targetPort": "smtp"},
+        ]
     return {
         "apiVersion": "v1",
         "kind": "Service",

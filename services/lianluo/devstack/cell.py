@@ -20,8 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lianluo.services import CELL_SERVICES
 
-# Where `lianluo run` serves the web chat (the other cells' gateways take free ports).
+# Where `lianluo run` serves the web chat and takes e-mail (other local cells take free ports).
 GATEWAY_HTTP_PORT = 8088
+GATEWAY_SMTP_PORT = 2525
 
 
 @dataclass
@@ -31,8 +32,9 @@ class Replica:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
-    # The gateway's HTTP port (its customers' channels); 0 for the others.
+    # The gateway's HTTP and SMTP ports (its customers' channels); 0 for the others.
     http_port: int = 0
+    smtp_port: int = 0
 
     @property
     def address(self) -> str:
@@ -65,20 +67,24 @@ class Cell:
                     f"==> starting {name}{f' #{i + 1}' if i else ''} on 127.0.0.1:{port}",
                     file=sys.stderr,
                 )
-                http = 0
+                http = smtp = 0
                 if name == "gateway":
                     http = GATEWAY_HTTP_PORT if self.first_port else _free_port()
-                process = self._spawn(name, port, log, http)
-                self.running.append(Replica(name, i, port, process, log, http))
+                    smtp = GATEWAY_SMTP_PORT if self.first_port else _free_port()
+                process = self._spawn(name, port, log, http, smtp)
+                self.running.append(Replica(name, i, port, process, log, http, smtp))
         for replica in self.running:
             asyncio.run(wait_serving(replica.port, 90, replica))
 
-    def _spawn(self, name: str, port: int, log: Path, http_port: int) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, port: int, log: Path, http_port: int, smtp_port: int
+    ) -> subprocess.Popen[bytes]:
         env = {**os.environ, **self.env, "LIANLUO_GRPC_PORT": str(port)}
         if name == "gateway":
             # The gateway calls the cell's tenants and media services, started before it.
             env |= {
                 "LIANLUO_GATEWAY_HTTP_PORT": str(http_port),
+                "LIANLUO_GATEWAY_SMTP_PORT": str(smtp_port),
                 "LIANLUO_GATEWAY_TENANTS_ADDRESS": self.address("tenants"),
                 "LIANLUO_GATEWAY_MEDIA_ADDRESS": self.address("media"),
             }
@@ -101,7 +107,9 @@ class Cell:
 
     async def restart(self, replica: Replica, limit_seconds: float = 120) -> None:
         """Start a stopped replica again on its port and wait until it serves."""
-        replica.process = self._spawn(replica.service, replica.port, replica.log, replica.http_port)
+        replica.process = self._spawn(
+            replica.service, replica.port, replica.log, replica.http_port, replica.smtp_port
+        )
         await wait_serving(replica.port, limit_seconds, replica)
 
     def address(self, service: str, index: int = 0) -> str:

@@ -125,6 +125,7 @@ INTERACTION_EVENT = _made_by(
         "acd": _only("interaction.ended"),
         "recording": EVERY,
         "notification": _only("interaction.created", "interaction.ended"),
+        "gateway": _only("interaction.message"),
     },
 )
 IVR_OUTPUT = _made_by(

@@ -68,3 +68,18 @@ class ServiceSettings(BaseSettings):
     def topic(self, name: str) -> str:
         """The cell-prefixed name of a logical topic such as "tenant.config"."""
         return f"{self.topic_prefix}{name}"
+
+
+class SmtpRelaySettings(BaseSettings):
+    """The SMTP relay a service sends e-mail through (LIANLUO_SMTP_*), shared by every service
+    that sends mail."""
+
+    model_config = SettingsConfigDict(env_prefix="LIANLUO_", extra="ignore", frozen=True)
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    # STARTTLS after connecting; off for a local relay that speaks plain SMTP.
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0

@@ -2572,6 +2572,35 @@ class WebChat(_message.Message):
 Global___WebChat: _TypeAlias = WebChat  # noqa: Y015
 
 @_typing.final
+class EmailChannel(_message.Message):
+    """An e-mail address customers write to. Mail to it reaches the gateway's SMTP server (point
+    the domain's MX, or a forwarding rule, at it); each thread is one interaction, and agents'
+    replies go out from this address through the gateway's SMTP relay.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    """For example "help@acme.example"; unique across the platform's channels."""
+    display_name: _builtins.str
+    """The name replies are signed with in the From header, for example "Acme help"."""
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "display_name", b"display_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmailChannel: _TypeAlias = EmailChannel  # noqa: Y015
+
+@_typing.final
 class Channel(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2582,6 +2611,7 @@ class Channel(_message.Message):
     FLOW_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
     WEB_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
@@ -2598,6 +2628,8 @@ class Channel(_message.Message):
     @_builtins.property
     def web(self) -> Global___WebChat: ...
     @_builtins.property
+    def email(self) -> Global___EmailChannel: ...
+    @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
@@ -2611,17 +2643,18 @@ class Channel(_message.Message):
         flow: _builtins.str = ...,
         queue: _builtins.str = ...,
         web: Global___WebChat | None = ...,
+        email: Global___EmailChannel | None = ...,
         revision: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "entry", b"entry", "flow", b"flow", "kind", b"kind", "queue", b"queue", "update_time", b"update_time", "web", b"web"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "email", b"email", "entry", b"entry", "flow", b"flow", "kind", b"kind", "queue", b"queue", "update_time", b"update_time", "web", b"web"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "entry", b"entry", "flow", b"flow", "id", b"id", "kind", b"kind", "name", b"name", "queue", b"queue", "revision", b"revision", "tenant_id", b"tenant_id", "update_time", b"update_time", "web", b"web"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "email", b"email", "entry", b"entry", "flow", b"flow", "id", b"id", "kind", b"kind", "name", b"name", "queue", b"queue", "revision", b"revision", "tenant_id", b"tenant_id", "update_time", b"update_time", "web", b"web"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["flow", "queue"]  # noqa: Y015
     _WhichOneofArgType_entry: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["web"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["web", "email"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType_entry) -> _WhichOneofReturnType_entry | None: ...

@@ -7,8 +7,10 @@ from pathlib import Path
 from lianluo.gateway.v1 import gateway_pb2 as pb
 from lianluo.gateway.v1 import gateway_pb2_grpc as rpc
 from lianluo.runtime.service import Service, ServiceSpec
+from lianluo.services.gateway import events
 from lianluo.services.gateway.grpc_api import CustomerApi
 from lianluo.services.gateway.http import HttpServer
+from lianluo.services.gateway.mail import Mailboxes, MailIn, MailOut, SmtpServer
 from lianluo.services.gateway.repository import Repository
 from lianluo.services.gateway.service import Customers, Platform, WebChat
 from lianluo.services.gateway.settings import GatewaySettings
@@ -24,8 +26,17 @@ async def build(settings: GatewaySettings) -> Service:
     service = Service(SPEC, settings)
     await service.start_storage()
     view = await service.follow_tenant_config()
-    customers = Customers(service.pool, Repository())
-    web_chat = WebChat(view, Platform(settings), customers, settings)
+    repo = Repository()
+    customers = Customers(service.pool, repo)
+    platform = Platform(settings)
+    web_chat = WebChat(view, platform, customers, settings)
+    mail_out = MailOut(service.pool, repo, view, settings)
+    await service.add_consumer(events.handlers(mail_out))
+    service.add_background(mail_out, "mail sender")
+    service.add_background(
+        SmtpServer(MailIn(Mailboxes(view), platform, customers, service.pool, repo), settings),
+        "smtp server",
+    )
     service.add_background(
         HttpServer(
             settings.gateway_http_host,

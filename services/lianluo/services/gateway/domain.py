@@ -1,5 +1,6 @@
-"""The web chat's rules, without I/O: which pages may open it, what a browser may send, and
-what it is shown of the interaction's timeline.
+"""The channels' rules, without I/O. For the web chat: which pages may open it, what a browser
+may send, and what it is shown of the interaction's timeline. For e-mail: which mail no person
+wrote, how a message names its thread, and what its text is.
 
 The browser speaks JSON over one WebSocket. It sends `hello` first, then `message`, `read` and
 `leave`; it is sent `welcome`, then one object per item of the timeline, each with its
@@ -13,6 +14,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import parseaddr
 from typing import Any
 
 from lianluo.media.v1 import media_pb2 as mpb
@@ -148,3 +151,76 @@ def shown(frame: mpb.ServerFrame, me: str) -> dict[str, Any] | None:
     if kind == "ended":
         return base | {"type": "ended", "resolution": frame.ended.resolution.code}
     return None
+
+
+# ---------------------------------------------------------------------- e-mail
+
+MAX_MAIL_TEXT = 9_000
+_REFERENCE = re.compile(r"<[^<>\s]{1,250}>")
+_TAGS = re.compile(r"<[^>]*>")
+
+
+class BadMail(ValueError):
+    """A message the gateway refuses in the SMTP dialogue (550), naming what is wrong."""
+
+
+def is_automatic(message: EmailMessage) -> bool:
+    """Mail no person wrote (RFC 3834 and the common conventions): answering it could loop."""
+    submitted = str(message.get("Auto-Submitted", "no")).strip().lower()
+    precedence = str(message.get("Precedence", "")).strip().lower()
+    return (
+        submitted != "no"
+        or precedence in {"bulk", "junk", "list", "auto_reply"}
+        or "X-Autoreply" in message
+        or "X-Autorespond" in message
+        or str(message.get("Return-Path", "")).strip() == "<>"
+        or "X-Lianluo-Interaction" in message  # one of ours, come back
+    )
+
+
+def message_id(message: EmailMessage) -> str:
+    found: list[str] = _REFERENCE.findall(str(message.get("Message-ID", "")))
+    if not found:
+        raise BadMail("no Message-ID")
+    return found[0]
+
+
+def thread_ids(message: EmailMessage) -> list[str]:
+    """The Message-IDs this one answers, nearest first (In-Reply-To, then References)."""
+    replied = _REFERENCE.findall(str(message.get("In-Reply-To", "")))
+    referenced = _REFERENCE.findall(str(message.get("References", "")))
+    seen: list[str] = []
+    for ref in [*replied, *reversed(referenced)]:
+        if ref not in seen:
+            seen.append(ref)
+    return seen[:50]
+
+
+def sender(message: EmailMessage) -> tuple[str, str]:
+    """The sender's address (lower case) and name."""
+    name, address = parseaddr(str(message.get("From", "")))
+    address = address.strip().lower()
+    if "@" not in address or len(address) > 254 or any(c.isspace() for c in address):
+        raise BadMail("no sender address in From")
+    return address, name.strip()[:120]
+
+
+def mail_text(message: EmailMessage) -> str:
+    """What the customer wrote: the plain-text part, else the HTML part without its tags."""
+    body = message.get_body(preferencelist=("plain", "html"))
+    if body is None:
+        raise BadMail("no text in the message")
+    try:
+        text = str(body.get_content())
+    except (LookupError, ValueError) as error:
+        raise BadMail("a text part that does not decode") from error
+    if body.get_content_subtype() == "html":
+        text = _TAGS.sub(" ", text)
+    text = text.replace("\x00", "").strip()
+    if not text:
+        raise BadMail("an empty message")
+    return text if len(text) <= MAX_MAIL_TEXT else text[:MAX_MAIL_TEXT] + "\n[cut]"
+
+
+def reply_subject(subject: str) -> str:
+    return subject if subject.lower().startswith("re:") else f"Re: {subject}".strip()

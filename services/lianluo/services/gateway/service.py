@@ -35,7 +35,7 @@ R = mpb.ParticipantRole
 WIDGET = (Path(__file__).parent / "web" / "widget.js").read_text()
 
 
-def _bearer(token: str) -> tuple[tuple[str, str], ...]:
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
 
@@ -47,7 +47,7 @@ class Platform:
     def __init__(self, settings: GatewaySettings) -> None:
         self._tenants = grpc.aio.insecure_channel(settings.gateway_tenants_address)
         self._media = grpc.aio.insecure_channel(settings.gateway_media_address)
-        self._admin = _bearer(settings.admin_key.get_secret_value())
+        self._admin = bearer(settings.admin_key.get_secret_value())
         self.media = media_rpc.MediaServiceStub(self._media)
 
     async def customer_session(self, tenant_id: str, customer_id: str, channel: int) -> str:
@@ -198,7 +198,7 @@ class WebChat:
             tenant_id, pb.IDENTITY_KIND_WEB_VISITOR, visitor, hello.name
         )
         token = await self._platform.customer_session(tenant_id, customer, common.CHANNEL_WEB)
-        md = _bearer(token)
+        md = bearer(token)
         interaction, after = hello.interaction, hello.after
         if not interaction:
             started = await self._start(tenant_id, channel, customer, hello, md)

@@ -4,10 +4,12 @@ from typing import Annotated
 
 from pydantic import Field
 
-from lianluo.runtime.settings import ServiceSettings
+from lianluo.runtime.settings import ServiceSettings, SmtpRelaySettings
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(ServiceSettings, SmtpRelaySettings):
+    """Replies to e-mail go out through the SMTP relay (LIANLUO_SMTP_*)."""
+
     # The HTTP server customers' channels reach: the widget, its page and its WebSocket.
     gateway_http_host: str = "127.0.0.1"
     gateway_http_port: Annotated[int, Field(ge=0, le=65535)] = 8088
@@ -21,3 +23,10 @@ class GatewaySettings(ServiceSettings):
     gateway_session_messages_per_second: Annotated[int, Field(ge=1, le=1000)] = 5
     # How long a new socket may take to say hello.
     gateway_hello_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
+    # The SMTP server customers' mail reaches (the MX of the channels' domains points at it).
+    gateway_smtp_host: str = "127.0.0.1"
+    gateway_smtp_port: Annotated[int, Field(ge=0, le=65535)] = 2525
+    # The largest message taken, in bytes; a larger one is refused in the SMTP dialogue (552).
+    gateway_mail_max_bytes: Annotated[int, Field(ge=1024, le=50 * 1024 * 1024)] = 10 * 1024 * 1024
+    # The domain of the Message-IDs of agents' replies, and the SMTP server's name.
+    gateway_mail_domain: str = "gateway.lianluo.local"

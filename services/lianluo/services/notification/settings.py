@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 
-from lianluo.runtime.settings import ServiceSettings
+from lianluo.runtime.settings import ServiceSettings, SmtpRelaySettings
 
 
-class NotificationSettings(ServiceSettings):
+class NotificationSettings(ServiceSettings, SmtpRelaySettings):
     """How deliveries travel (SMTP, webhooks) and how failed ones are retried."""
 
     # Off the per-contact path (its messages follow an interaction's end or a business
@@ -17,13 +17,6 @@ class NotificationSettings(ServiceSettings):
     # less.
     kafka_fetch_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 250
 
-    smtp_host: str = "127.0.0.1"
-    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
-    smtp_username: str = ""
-    smtp_password: SecretStr = SecretStr("")
-    # STARTTLS after connecting; off for a local relay that speaks plain SMTP.
-    smtp_starttls: bool = False
-    smtp_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0
     # The sender of Notify e-mails (rules name their own from_address).
     smtp_from_address: str = "no-reply@lianluo.local"
     webhook_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0

@@ -264,7 +264,11 @@ def validate_channel(c: Message, v: Violations, p: str = "channel") -> None:
     if entry is not None:
         v.check(bool(getattr(c, entry)), f"{p}.{entry}", "must name one")
     kind = c.WhichOneof("kind")
-    v.check(kind is not None, f"{p}.kind", "one of web")
+    v.check(kind is not None, f"{p}.kind", "one of web, email")
+    if kind == "email":
+        v.check(bool(EMAIL.fullmatch(c.email.address)), f"{p}.email.address", "an e-mail address")
+        v.check(len(c.email.address) <= 254, f"{p}.email.address", "at most 254 characters")
+        _display_name(v, c.email.display_name, f"{p}.email.display_name")
     if kind == "web":
         origins = c.web.allowed_origins
         v.check(0 < len(origins) <= 20, f"{p}.web.allowed_origins", "1 to 20 origins")
@@ -411,7 +415,7 @@ CHANNEL = Kind(
     pb.Channel,
     "channel",
     "channel_id",
-    frozenset({"display_name", "flow", "queue", "web"}),
+    frozenset({"display_name", "flow", "queue", "web", "email"}),
     validate_channel,
     references=_channel_references,
 )

@@ -1,8 +1,9 @@
 // Lianluo web and H5 chat: embed with one tag,
 //   <script src="https://<gateway>/v1/web/<tenant id>/<channel id>/widget.js"></script>
-// It keeps the visitor's id, the open interaction and the last sequence number it showed in
-// localStorage, so a reload or a lost connection resumes the same conversation: the gateway
-// replays what came after, and items already shown (by sequence number) are not shown twice.
+// It keeps the visitor's id and the open interaction in localStorage, so a reload or a lost
+// connection resumes the same conversation: the gateway replays every item after the last
+// sequence number this page showed (all of them after a reload), and an item already shown (by
+// its sequence number) is never shown twice.
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -11,6 +12,7 @@
   var key = "lianluo:" + base;
   var saved = JSON.parse(localStorage.getItem(key) || "{}");
   var shown = {};
+  var last = 0;
   var socket = null;
   var ended = false;
   var retry = 500;
@@ -60,10 +62,7 @@
   function onItem(item) {
     if (item.type === "welcome") {
       saved.visitor = item.visitor;
-      if (saved.interaction !== item.interaction) {
-        saved.interaction = item.interaction;
-        saved.after = 0;
-      }
+      saved.interaction = item.interaction;
       save();
       retry = 500;
       pending.forEach(function (m) { socket.send(JSON.stringify(m)); });
@@ -84,14 +83,9 @@
       add("note", "The conversation has ended.", item.seq);
       ended = true;
       delete saved.interaction;
-      delete saved.after;
-      save();
-      return;
-    }
-    if (item.seq > (saved.after || 0)) {
-      saved.after = item.seq;
       save();
     }
+    last = Math.max(last, item.seq);
   }
 
   function connect() {
@@ -101,7 +95,7 @@
         type: "hello",
         visitor: saved.visitor || "",
         interaction: saved.interaction || "",
-        after: saved.after || 0,
+        after: last,
       }));
     };
     socket.onmessage = function (event) { onItem(JSON.parse(event.data)); };
