@@ -1,13 +1,18 @@
-"""What the end-to-end tests count on the real topics and interactions of a running cell."""
+"""What the end-to-end tests count on the real topics and interactions of a running cell, and
+an agent at work in it."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
 
+import grpc
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from lianluo.acd.v1 import acd_pb2 as apb
+from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
 from lianluo.devstack.cell import Cell
+from lianluo.devstack.clients import Session, StreamClient
 from lianluo.events.v1 import envelope_pb2, routing_pb2
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.runtime.kafka import behind
@@ -73,3 +78,66 @@ def most_held(interactions: list[mpb.Interaction]) -> dict[str, int]:
             peak = max(peak, load)
         most[agent_id] = peak
     return most
+
+
+class AgentAtWork:
+    """A signed-in agent: available, their desk open, answering offers as they come."""
+
+    def __init__(self, cell: Cell, session: Session, tenant_id: str) -> None:
+        self.cell, self.session, self.tenant_id = cell, session, tenant_id
+        self.media = grpc.aio.insecure_channel(cell.address("media"))
+        self.acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
+        self.desk: StreamClient | None = None
+
+    async def start(self) -> AgentAtWork:
+        agent_id = self.session.user.agent_id
+        await self.acd.SetPresence(
+            apb.SetPresenceRequest(
+                tenant_id=self.tenant_id, agent_id=agent_id, presence=apb.PRESENCE_AVAILABLE
+            ),
+            metadata=await self.session.metadata(),
+        )
+        self.desk = await StreamClient.connect(
+            self.media,
+            await self.session.token(),
+            mpb.Join(
+                tenant_id=self.tenant_id, role=mpb.PARTICIPANT_ROLE_AGENT, subject_id=agent_id
+            ),
+        )
+        return self
+
+    async def answer(self, interaction_id: str = "") -> StreamClient:
+        """Accept the offer (of `interaction_id`, when given) and join its interaction."""
+        assert self.desk is not None
+        frame = await self.desk.wait_for(
+            lambda f: (
+                f.WhichOneof("frame") == "offer"
+                and (not interaction_id or f.offer.interaction_id == interaction_id)
+            ),
+            30,
+        )
+        offer = frame.offer
+        await self.acd.RespondToOffer(
+            apb.RespondToOfferRequest(
+                tenant_id=self.tenant_id,
+                offer_id=offer.id,
+                agent_id=offer.agent_id,
+                accept=True,
+            ),
+            metadata=await self.session.metadata(),
+        )
+        return await StreamClient.connect(
+            self.media,
+            await self.session.token(),
+            mpb.Join(
+                tenant_id=self.tenant_id,
+                interaction_id=offer.interaction_id,
+                role=mpb.PARTICIPANT_ROLE_AGENT,
+                subject_id=offer.agent_id,
+            ),
+        )
+
+    async def stop(self) -> None:
+        if self.desk is not None:
+            await self.desk.close()
+        await self.media.close()

@@ -19,14 +19,13 @@ import aiosmtplib
 import grpc
 import pytest
 from aiosmtpd.controller import Controller
+from cell_support import AgentAtWork
 from conftest import ADMIN_KEY, Stack, running_cell
 from factories import Client, agent, onboard, queue, user
 
-from lianluo.acd.v1 import acd_pb2 as apb
-from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.devstack.cell import Cell
-from lianluo.devstack.clients import Session, StreamClient
+from lianluo.devstack.clients import Session
 from lianluo.gateway.v1 import gateway_pb2 as gpb
 from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
 from lianluo.media.v1 import media_pb2 as mpb
@@ -155,38 +154,10 @@ async def test_a_mail_thread_is_one_interaction_and_replies_go_back_in_it(
     inbox, _ = mail_server
     inbox.loop = asyncio.get_running_loop()
     t, li = helpdesk.tenant, helpdesk.li
-    mch = grpc.aio.insecure_channel(cell.address("media"))
-    acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
-    await acd.SetPresence(
-        apb.SetPresenceRequest(
-            tenant_id=t.id, agent_id=li.user.agent_id, presence=apb.PRESENCE_AVAILABLE
-        ),
-        metadata=await li.metadata(),
-    )
-    desk = await StreamClient.connect(
-        mch,
-        await li.token(),
-        mpb.Join(tenant_id=t.id, role=P.PARTICIPANT_ROLE_AGENT, subject_id=li.user.agent_id),
-    )
+    li_at_work = await AgentAtWork(cell, li, t.id).start()
     first = f"<{uuid.uuid4().hex}@example.com>"
     await send(helpdesk, mail(helpdesk, "My card is lost.", first))
-    offer = (await desk.wait_for(lambda f: f.WhichOneof("frame") == "offer", 30)).offer
-    await acd.RespondToOffer(
-        apb.RespondToOfferRequest(
-            tenant_id=t.id, offer_id=offer.id, agent_id=offer.agent_id, accept=True
-        ),
-        metadata=await li.metadata(),
-    )
-    talk = await StreamClient.connect(
-        mch,
-        await li.token(),
-        mpb.Join(
-            tenant_id=t.id,
-            interaction_id=offer.interaction_id,
-            role=P.PARTICIPANT_ROLE_AGENT,
-            subject_id=offer.agent_id,
-        ),
-    )
+    talk = await li_at_work.answer()
     joined = await talk.wait_for(lambda f: f.WhichOneof("frame") == "joined")
     assert joined.joined.interaction.channel == common.CHANNEL_EMAIL
     await talk.wait_for(lambda f: f.message.content.text == "My card is lost.")
@@ -233,7 +204,7 @@ async def test_a_mail_thread_is_one_interaction_and_replies_go_back_in_it(
     )
     assert joined.joined.interaction.customer.id == customer.id
     await talk.close()
-    await desk.close()
+    await li_at_work.stop()
 
 
 async def test_bad_mail_is_refused_in_the_smtp_dialogue(helpdesk: Helpdesk) -> None:

@@ -14,13 +14,12 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from cell_support import AgentAtWork
 from conftest import ADMIN_KEY, Stack, running_cell
 from factories import Client, agent, onboard, queue, user
 
-from lianluo.acd.v1 import acd_pb2 as apb
-from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
 from lianluo.devstack.cell import Cell
-from lianluo.devstack.clients import Session, StreamClient, WebVisitor
+from lianluo.devstack.clients import Session, WebVisitor
 from lianluo.gateway.v1 import gateway_pb2 as gpb
 from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
 from lianluo.media.v1 import media_pb2 as mpb
@@ -109,20 +108,7 @@ async def test_a_customer_chats_with_an_agent_and_resumes_after_a_dropped_connec
     cell: Cell, shop: Shop
 ) -> None:
     t = shop.tenant
-    media = cell.address("media")
-    acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
-    await acd.SetPresence(
-        apb.SetPresenceRequest(
-            tenant_id=t.id, agent_id=shop.li.user.agent_id, presence=apb.PRESENCE_AVAILABLE
-        ),
-        metadata=await shop.li.metadata(),
-    )
-    mch = grpc.aio.insecure_channel(media)
-    desk = await StreamClient.connect(
-        mch,
-        await shop.li.token(),
-        mpb.Join(tenant_id=t.id, role=P.PARTICIPANT_ROLE_AGENT, subject_id=shop.li.user.agent_id),
-    )
+    li = await AgentAtWork(cell, shop.li, t.id).start()
     async with aiohttp.ClientSession() as http:
         browser = await browse(http, shop, name="Mei")
         welcome = await browser.next(lambda i: i["type"] == "welcome")
@@ -132,23 +118,7 @@ async def test_a_customer_chats_with_an_agent_and_resumes_after_a_dropped_connec
         mine = await browser.next(lambda i: i.get("from") == "me")
         assert mine["text"] == "my card is lost" and mine["client_id"] == "m1"
 
-        offer = (await desk.wait_for(lambda f: f.WhichOneof("frame") == "offer", 30)).offer
-        await acd.RespondToOffer(
-            apb.RespondToOfferRequest(
-                tenant_id=t.id, offer_id=offer.id, agent_id=offer.agent_id, accept=True
-            ),
-            metadata=await shop.li.metadata(),
-        )
-        talk = await StreamClient.connect(
-            mch,
-            await shop.li.token(),
-            mpb.Join(
-                tenant_id=t.id,
-                interaction_id=interaction,
-                role=P.PARTICIPANT_ROLE_AGENT,
-                subject_id=offer.agent_id,
-            ),
-        )
+        talk = await li.answer(interaction)
         await talk.wait_for(lambda f: f.message.content.text == "my card is lost")
         talk.send_text("I have blocked it.", "a1")
         reply = await browser.next(lambda i: i.get("text") == "I have blocked it.")
@@ -185,7 +155,7 @@ async def test_a_customer_chats_with_an_agent_and_resumes_after_a_dropped_connec
         assert [i.value for i in found.identities] == [visitor]
         await again.ws.close()
     await talk.close()
-    await desk.close()
+    await li.stop()
 
 
 async def test_bad_input_and_floods_close_the_socket_with_a_reason(shop: Shop) -> None:
@@ -254,18 +224,7 @@ async def test_the_widget_chats_and_resumes_in_headless_chromium(cell: Cell, sho
     async with aiohttp.ClientSession() as http, asyncio.timeout(30):
         while (await http.get(page + "widget.js")).status != 200:
             await asyncio.sleep(0.2)
-    mch = grpc.aio.insecure_channel(cell.address("media"))
-    acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
-    agent_id = shop.li.user.agent_id
-    await acd.SetPresence(
-        apb.SetPresenceRequest(tenant_id=t.id, agent_id=agent_id, presence=apb.PRESENCE_AVAILABLE),
-        metadata=await shop.li.metadata(),
-    )
-    desk = await StreamClient.connect(
-        mch,
-        await shop.li.token(),
-        mpb.Join(tenant_id=t.id, role=P.PARTICIPANT_ROLE_AGENT, subject_id=agent_id),
-    )
+    li = await AgentAtWork(cell, shop.li, t.id).start()
     driver = await asyncio.to_thread(_browser)
     try:
         await asyncio.to_thread(driver.get, page)
@@ -282,31 +241,7 @@ async def test_the_widget_chats_and_resumes_in_headless_chromium(cell: Cell, sho
             "return JSON.parse(Object.entries(localStorage)"
             ".find(([k]) => k.startsWith('lianluo:'))[1])",
         )
-        offer = (
-            await desk.wait_for(
-                lambda f: (
-                    f.WhichOneof("frame") == "offer"
-                    and f.offer.interaction_id == kept["interaction"]
-                ),
-                30,
-            )
-        ).offer
-        await acd.RespondToOffer(
-            apb.RespondToOfferRequest(
-                tenant_id=t.id, offer_id=offer.id, agent_id=agent_id, accept=True
-            ),
-            metadata=await shop.li.metadata(),
-        )
-        talk = await StreamClient.connect(
-            mch,
-            await shop.li.token(),
-            mpb.Join(
-                tenant_id=t.id,
-                interaction_id=offer.interaction_id,
-                role=P.PARTICIPANT_ROLE_AGENT,
-                subject_id=agent_id,
-            ),
-        )
+        talk = await li.answer(kept["interaction"])
         await talk.wait_for(lambda f: f.message.content.text == "hello from a phone")
         talk.send_text("Hi, how can I help?", "b1")
         await _until_shown(driver, "Hi, how can I help?")
@@ -328,4 +263,4 @@ async def test_the_widget_chats_and_resumes_in_headless_chromium(cell: Cell, sho
         await talk.close()
     finally:
         await asyncio.to_thread(driver.quit)
-        await desk.close()
+        await li.stop()

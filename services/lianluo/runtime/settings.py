@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from email.message import EmailMessage
 from typing import Annotated
 
+import aiosmtplib
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -83,3 +85,15 @@ class SmtpRelaySettings(BaseSettings):
     # STARTTLS after connecting; off for a local relay that speaks plain SMTP.
     smtp_starttls: bool = False
     smtp_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0
+
+    async def relay(self, message: EmailMessage) -> None:
+        """Send `message` through this relay (aiosmtplib's errors when it refuses)."""
+        await aiosmtplib.send(
+            message,
+            hostname=self.smtp_host,
+            port=self.smtp_port,
+            username=self.smtp_username or None,
+            password=self.smtp_password.get_secret_value() or None,
+            start_tls=self.smtp_starttls,
+            timeout=self.smtp_timeout_seconds,
+        )

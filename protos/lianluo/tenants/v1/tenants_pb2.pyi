@@ -2601,6 +2601,80 @@ class EmailChannel(_message.Message):
 Global___EmailChannel: _TypeAlias = EmailChannel  # noqa: Y015
 
 @_typing.final
+class SmsChannel(_message.Message):
+    """An SMS number at a provider that speaks the Twilio-compatible API. The provider posts each
+    inbound message to the gateway's webhook, <gateway>/v1/sms/<tenant id>/<channel id>, signed
+    with the auth token (X-Twilio-Signature); agents' replies go out through the provider's
+    Messages API with the account's credentials.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBER_FIELD_NUMBER: _builtins.int
+    ACCOUNT_SID_FIELD_NUMBER: _builtins.int
+    AUTH_TOKEN_FIELD_NUMBER: _builtins.int
+    API_BASE_URL_FIELD_NUMBER: _builtins.int
+    number: _builtins.str
+    """The tenant's number, in E.164 form, for example "+8613800138000"."""
+    account_sid: _builtins.str
+    """The provider account, and its auth token (write-only: never returned)."""
+    auth_token: _builtins.str
+    api_base_url: _builtins.str
+    """The provider's API, for example "https://api.twilio.com"."""
+    def __init__(
+        self,
+        *,
+        number: _builtins.str = ...,
+        account_sid: _builtins.str = ...,
+        auth_token: _builtins.str = ...,
+        api_base_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_sid", b"account_sid", "api_base_url", b"api_base_url", "auth_token", b"auth_token", "number", b"number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SmsChannel: _TypeAlias = SmsChannel  # noqa: Y015
+
+@_typing.final
+class WechatChannel(_message.Message):
+    """A WeChat Official Account. Its server URL (in the account's settings) is
+    <gateway>/v1/wechat/<tenant id>/<channel id>; the gateway answers the URL check and takes the
+    pushed messages, and agents' replies go out through the customer-service message API.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    APP_SECRET_FIELD_NUMBER: _builtins.int
+    API_BASE_URL_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    token: _builtins.str
+    """The account's server token (signs every push) and its app secret (for the API's access
+    token): both write-only, never returned.
+    """
+    app_secret: _builtins.str
+    api_base_url: _builtins.str
+    """The API, "https://api.weixin.qq.com" unless a proxy stands in between."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        token: _builtins.str = ...,
+        app_secret: _builtins.str = ...,
+        api_base_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_base_url", b"api_base_url", "app_id", b"app_id", "app_secret", b"app_secret", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WechatChannel: _TypeAlias = WechatChannel  # noqa: Y015
+
+@_typing.final
 class Channel(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2612,6 +2686,8 @@ class Channel(_message.Message):
     QUEUE_FIELD_NUMBER: _builtins.int
     WEB_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
+    SMS_FIELD_NUMBER: _builtins.int
+    WECHAT_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
@@ -2630,6 +2706,10 @@ class Channel(_message.Message):
     @_builtins.property
     def email(self) -> Global___EmailChannel: ...
     @_builtins.property
+    def sms(self) -> Global___SmsChannel: ...
+    @_builtins.property
+    def wechat(self) -> Global___WechatChannel: ...
+    @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
@@ -2644,17 +2724,19 @@ class Channel(_message.Message):
         queue: _builtins.str = ...,
         web: Global___WebChat | None = ...,
         email: Global___EmailChannel | None = ...,
+        sms: Global___SmsChannel | None = ...,
+        wechat: Global___WechatChannel | None = ...,
         revision: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "email", b"email", "entry", b"entry", "flow", b"flow", "kind", b"kind", "queue", b"queue", "update_time", b"update_time", "web", b"web"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "email", b"email", "entry", b"entry", "flow", b"flow", "kind", b"kind", "queue", b"queue", "sms", b"sms", "update_time", b"update_time", "web", b"web", "wechat", b"wechat"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "email", b"email", "entry", b"entry", "flow", b"flow", "id", b"id", "kind", b"kind", "name", b"name", "queue", b"queue", "revision", b"revision", "tenant_id", b"tenant_id", "update_time", b"update_time", "web", b"web"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "email", b"email", "entry", b"entry", "flow", b"flow", "id", b"id", "kind", b"kind", "name", b"name", "queue", b"queue", "revision", b"revision", "sms", b"sms", "tenant_id", b"tenant_id", "update_time", b"update_time", "web", b"web", "wechat", b"wechat"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["flow", "queue"]  # noqa: Y015
     _WhichOneofArgType_entry: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["web", "email"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["web", "email", "sms", "wechat"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType_entry) -> _WhichOneofReturnType_entry | None: ...

@@ -10,10 +10,13 @@ from lianluo.runtime.service import Service, ServiceSpec
 from lianluo.services.gateway import events
 from lianluo.services.gateway.grpc_api import CustomerApi
 from lianluo.services.gateway.http import HttpServer
-from lianluo.services.gateway.mail import Mailboxes, MailIn, MailOut, SmtpServer
+from lianluo.services.gateway.mail import Mailboxes, MailIn, MailSender, SmtpServer
+from lianluo.services.gateway.replies import Replies, Sender
 from lianluo.services.gateway.repository import Repository
 from lianluo.services.gateway.service import Customers, Platform, WebChat
 from lianluo.services.gateway.settings import GatewaySettings
+from lianluo.services.gateway.sms import SmsIn, SmsSender
+from lianluo.services.gateway.wechat import WechatIn, WechatSender
 
 SPEC = ServiceSpec(
     name="gateway",
@@ -30,9 +33,14 @@ async def build(settings: GatewaySettings) -> Service:
     customers = Customers(service.pool, repo)
     platform = Platform(settings)
     web_chat = WebChat(view, platform, customers, settings)
-    mail_out = MailOut(service.pool, repo, view, settings)
-    await service.add_consumer(events.handlers(mail_out))
-    service.add_background(mail_out, "mail sender")
+    senders: dict[str, Sender] = {
+        "email": MailSender(settings),
+        "sms": SmsSender(settings),
+        "wechat": WechatSender(settings),
+    }
+    replies = Replies(service.pool, repo, view, senders)
+    await service.add_consumer(events.handlers(replies))
+    service.add_background(replies, "reply sender")
     service.add_background(
         SmtpServer(MailIn(Mailboxes(view), platform, customers, service.pool, repo), settings),
         "smtp server",
@@ -41,7 +49,11 @@ async def build(settings: GatewaySettings) -> Service:
         HttpServer(
             settings.gateway_http_host,
             settings.gateway_http_port,
-            web_chat.routes(),
+            [
+                *web_chat.routes(),
+                *SmsIn(view, platform, customers, service.pool, repo, settings).routes(),
+                *WechatIn(view, platform, customers, service.pool, repo, settings).routes(),
+            ],
             settings.gateway_max_frame_bytes,
         ),
         "http server",

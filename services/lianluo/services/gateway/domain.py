@@ -11,12 +11,19 @@ gateway replays what came after: nothing is lost, and a browser that drops items
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import re
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import Any
+from xml.etree.ElementTree import ParseError
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
 
 from lianluo.media.v1 import media_pb2 as mpb
 
@@ -224,3 +231,151 @@ def mail_text(message: EmailMessage) -> str:
 
 def reply_subject(subject: str) -> str:
     return subject if subject.lower().startswith("re:") else f"Re: {subject}".strip()
+
+
+# ---------------------------------------------------------------------- SMS
+
+# GSM 03.38: the default alphabet (one septet each) and its extension table (two: escape + char).
+GSM_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM_EXTENDED = frozenset("^{}\\[~]|€\f")
+MAX_SMS_TEXT = 1600
+# What one message of a reply may hold: providers concatenate up to 10 segments well.
+SEGMENTS_PER_MESSAGE = 10
+
+
+def sms_encoding(text: str) -> str:
+    """ "GSM-7" when every character is in the GSM alphabet, else "UCS-2"."""
+    return "GSM-7" if all(c in GSM_BASIC or c in GSM_EXTENDED for c in text) else "UCS-2"
+
+
+def _cost(char: str, encoding: str) -> int:
+    """Septets (GSM-7) or UTF-16 code units (UCS-2) one character takes."""
+    if encoding == "GSM-7":
+        return 2 if char in GSM_EXTENDED else 1
+    return 2 if ord(char) > 0xFFFF else 1
+
+
+def sms_segments(text: str) -> int:
+    """How many segments a message takes: 160 septets or 70 code units in one, else 153 or 67
+    in each part of a concatenated one (the user data header takes the rest)."""
+    encoding = sms_encoding(text)
+    units = sum(_cost(c, encoding) for c in text)
+    single, part = (160, 153) if encoding == "GSM-7" else (70, 67)
+    return 1 if units <= single else -(-units // part)
+
+
+def sms_messages(text: str) -> list[str]:
+    """A reply cut into messages of at most SEGMENTS_PER_MESSAGE segments each, between
+    characters (a surrogate pair or an escaped GSM character is never split)."""
+    encoding = sms_encoding(text)
+    part = 153 if encoding == "GSM-7" else 67
+    budget = part * SEGMENTS_PER_MESSAGE
+    messages, current, used = [], "", 0
+    for char in text:
+        cost = _cost(char, encoding)
+        if used + cost > budget:
+            messages.append(current)
+            current, used = "", 0
+        current += char
+        used += cost
+    if current:
+        messages.append(current)
+    return messages
+
+
+def twilio_signature(auth_token: str, url: str, params: dict[str, str]) -> str:
+    """The X-Twilio-Signature of a webhook: HMAC-SHA1 of the URL and the sorted form fields."""
+    data = url + "".join(f"{key}{params[key]}" for key in sorted(params))
+    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def twilio_valid(auth_token: str, url: str, params: dict[str, str], signature: str) -> bool:
+    return bool(signature) and hmac.compare_digest(
+        twilio_signature(auth_token, url, params), signature
+    )
+
+
+def sms_inbound(form: dict[str, str]) -> tuple[str, str, str]:
+    """(sender, text, message id) of an inbound SMS webhook, or BadMessage naming the field."""
+    sender, text, sid = form.get("From", ""), form.get("Body", ""), form.get("MessageSid", "")
+    if not re.fullmatch(r"\+[1-9][0-9]{6,14}", sender):
+        raise BadMessage("From: an E.164 number")
+    if not 0 < len(text) <= MAX_SMS_TEXT or "\x00" in text:
+        raise BadMessage(f"Body: 1 to {MAX_SMS_TEXT} characters")
+    if not re.fullmatch(r"[A-Za-z0-9]{1,64}", sid):
+        raise BadMessage("MessageSid: 1 to 64 letters and digits")
+    return sender, text, sid
+
+
+# ---------------------------------------------------------------------- WeChat
+
+MAX_WECHAT_BODY = 16_384
+
+
+def wechat_signature(token: str, timestamp: str, nonce: str) -> str:
+    """The signature of a push: SHA-1 of the token, timestamp and nonce, sorted and joined."""
+    return hashlib.sha1("".join(sorted([token, timestamp, nonce])).encode()).hexdigest()  # noqa: S324 - the protocol's
+
+
+def wechat_valid(token: str, timestamp: str, nonce: str, signature: str) -> bool:
+    return bool(signature) and hmac.compare_digest(
+        wechat_signature(token, timestamp, nonce), signature
+    )
+
+
+@dataclass(frozen=True)
+class WechatMessage:
+    """A pushed message: who sent it (their openid), its id, and what it says as text (an
+    image becomes its link, a location a map link: what a chat of text can carry)."""
+
+    openid: str
+    msg_id: str
+    text: str
+
+
+def wechat_message(body: bytes) -> WechatMessage | None:
+    """The message of a push; None for what carries nothing to answer (events other than a
+    subscription); BadMessage for XML that is not a push."""
+    if len(body) > MAX_WECHAT_BODY:
+        raise BadMessage("the body is too large")
+    try:
+        root = fromstring(body, forbid_dtd=True)
+    except DefusedXmlException as error:
+        raise BadMessage("XML with a DOCTYPE or entities") from error
+    except ParseError as error:
+        raise BadMessage("not XML") from error
+    if root.tag != "xml":
+        raise BadMessage("not a push: the root is not <xml>")
+
+    def field(name: str) -> str:
+        found = root.findtext(name)
+        return (found or "").strip()
+
+    openid, kind = field("FromUserName"), field("MsgType")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{6,64}", openid):
+        raise BadMessage("FromUserName: an openid")
+    msg_id = field("MsgId") or f"{field('CreateTime')}-{field('Event')}"
+    if kind == "text":
+        text = field("Content")
+    elif kind == "image":
+        text = f"[image] {field('PicUrl')}"
+    elif kind == "location":
+        lat, lng, label = field("Location_X"), field("Location_Y"), field("Label")
+        try:
+            float(lat), float(lng)
+        except ValueError as error:
+            raise BadMessage("Location_X, Location_Y: numbers") from error
+        text = f"[location] {label} https://www.openstreetmap.org/?mlat={lat}&mlon={lng}".strip()
+    elif kind == "event":
+        if field("Event").lower() != "subscribe":
+            return None
+        text = "[followed the account]"
+    else:
+        raise BadMessage(f"MsgType: {kind!r} is not taken")
+    if not text or len(text) > MAX_TEXT or "\x00" in text:
+        raise BadMessage(f"the text: 1 to {MAX_TEXT} characters")
+    return WechatMessage(openid, msg_id[:64], text)

@@ -1,16 +1,16 @@
 """What the gateway consumes: `interaction.message`, for agents' replies to go out on the
-customer's channel (today by e-mail). It publishes nothing itself: it acts through the
+customer's channel (e-mail, SMS). It publishes nothing itself: it acts through the
 platform's APIs with customers' session tokens."""
 
 from __future__ import annotations
 
 from lianluo.runtime import contract
-from lianluo.services.gateway.mail import MailOut
+from lianluo.services.gateway.replies import Replies
 
 CONSUMER = "gateway"
 
 
-def handlers(mail: MailOut) -> contract.Handlers:
+def handlers(replies: Replies) -> contract.Handlers:
     on = contract.Handlers(CONSUMER)
-    on.on("interaction.message", mail.queue_reply)
+    on.on("interaction.message", replies.queue)
     return on

@@ -19,10 +19,9 @@ import grpc
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from lianluo.common.v1 import common_pb2 as common
-from lianluo.events.v1 import interaction_pb2
 from lianluo.gateway.v1 import gateway_pb2 as pb
 from lianluo.media.v1 import media_pb2 as mpb
-from lianluo.runtime.kafka import Envelope as EventEnvelope
+from lianluo.runtime.faults import is_outage
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import Change, TenantConfigView
 from lianluo.services.gateway import domain
@@ -36,7 +35,6 @@ log = get_logger(__name__)
 # stays out of the logs.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
 R = mpb.ParticipantRole
-STAFF = frozenset({R.PARTICIPANT_ROLE_AGENT, R.PARTICIPANT_ROLE_EXPERT})
 
 
 class Mailboxes:
@@ -124,6 +122,11 @@ class MailIn:
                 return "452 4.3.1 the mailbox is over its quota; try again later"
             log.warning("mail not taken", code=error.code().name)
             return "451 4.3.0 try again later"
+        except Exception as error:
+            if not is_outage(error):
+                raise
+            log.warning("mail not taken: a dependency is away", error=repr(error)[:200])
+            return "451 4.3.0 try again later"
         return "250 OK"
 
     async def _receive(self, tenant_id: str, channel: tpb.Channel, message: EmailMessage) -> None:
@@ -151,12 +154,19 @@ class MailIn:
                     raise
                 interaction = ""  # its interaction has ended: this mail starts another
         if not interaction:
-            started = await self._start(tenant_id, channel, customer, address, name, md)
+            started = await self._platform.start(
+                channel,
+                tenant_id,
+                mpb.Customer(id=customer, display_name=name, address=address),
+                common.CHANNEL_EMAIL,
+                common.MEDIA_TYPE_EMAIL,
+                md,
+            )
             interaction = started.interaction.id
             participant = started.customer_participant_id
             subject = str(message.get("Subject", ""))[:200]
             async with self._pool.acquire() as conn:
-                await self._repo.add_mail_interaction(
+                await self._repo.add_conversation(
                     conn,
                     tid,
                     uuid.UUID(interaction),
@@ -168,30 +178,6 @@ class MailIn:
             await self._send(tenant_id, interaction, participant, client_id, text, md)
         async with self._pool.acquire() as conn:
             await self._repo.add_mail_message(conn, tid, mid, uuid.UUID(interaction))
-
-    async def _start(
-        self,
-        tenant_id: str,
-        channel: tpb.Channel,
-        customer: str,
-        address: str,
-        name: str,
-        md: Any,
-    ) -> mpb.StartInteractionResponse:
-        request = mpb.StartInteractionRequest(
-            tenant_id=tenant_id,
-            channel=common.CHANNEL_EMAIL,
-            media=common.MEDIA_TYPE_EMAIL,
-            customer=mpb.Customer(id=customer, display_name=name, address=address),
-        )
-        if channel.WhichOneof("entry") == "flow":
-            request.flow = channel.flow
-        else:
-            request.queue = channel.queue
-        started: mpb.StartInteractionResponse = await self._platform.media.StartInteraction(
-            request, metadata=md
-        )
-        return started
 
     async def _send(
         self, tenant_id: str, interaction: str, participant: str, client_id: str, text: str, md: Any
@@ -242,103 +228,36 @@ class SmtpServer:
         self._stopping.set()
 
 
-class MailOut:
-    """Sends agents' replies through the relay: each one queued in the transaction that saw
-    it, sent with the thread's headers, retried with backoff until the relay takes it."""
+class MailSender:
+    """Replies in e-mail conversations, through the relay, with the thread's headers."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        repo: Repository,
-        view: TenantConfigView,
-        settings: GatewaySettings,
-    ) -> None:
-        self._pool = pool
-        self._repo = repo
-        self._view = view
+    def __init__(self, settings: GatewaySettings) -> None:
         self._settings = settings
-        self._stopping = asyncio.Event()
-        self._wake = asyncio.Event()
 
-    async def queue_reply(
-        self,
-        conn: asyncpg.Connection,
-        envelope: EventEnvelope,
-        event: interaction_pb2.InteractionEvent,
-    ) -> None:
-        """On interaction.message: a reply by staff in an e-mail interaction goes out."""
-        sent = event.message
-        if sent.sender_role not in STAFF or not sent.content.text:
-            return
-        tid, iid = uuid.UUID(envelope.tenant_id), uuid.UUID(event.interaction_id)
-        if await self._repo.mail_interaction(conn, tid, iid) is None:
-            return
-        await self._repo.queue_mail(conn, tid, uuid.UUID(sent.id), iid, sent.content.text)
-        self._wake.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            sent = await self._send_due()
-            if sent:
-                continue
-            self._wake.clear()
-            waits = [
-                asyncio.create_task(self._wake.wait()),
-                asyncio.create_task(self._stopping.wait()),
-            ]
-            await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-            for task in waits:
-                task.cancel()
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def _send_due(self) -> int:
-        async with self._pool.acquire() as conn, conn.transaction():
-            rows = await self._repo.due_mail(conn, 20)
-            for row in rows:
-                error = await self._send(row)
-                if error is None:
-                    await self._repo.sent_mail(conn, row["tenant_id"], row["id"])
-                    await self._repo.add_mail_message(
-                        conn, row["tenant_id"], self._message_id(row), row["interaction_id"]
-                    )
-                else:
-                    delay = min(5.0 * 2 ** row["attempts"], 900.0)
-                    log.warning("reply not sent", error=error, retry_in=delay)
-                    await self._repo.retry_mail(conn, row["tenant_id"], row["id"], delay, error)
-        return len(rows)
-
-    def _message_id(self, row: asyncpg.Record) -> str:
+    def message_id(self, row: asyncpg.Record) -> str:
         return f"<{row['id']}@{self._settings.gateway_mail_domain}>"
 
-    async def _send(self, row: asyncpg.Record) -> str | None:
-        channel = self._view.get(str(row["tenant_id"]), "channel", str(row["channel_id"]))
-        if not isinstance(channel, tpb.Channel) or channel.WhichOneof("kind") != "email":
-            return "the e-mail channel is gone"
+    async def send(self, row: asyncpg.Record, channel: tpb.Channel) -> str | None:
         mail = EmailMessage()
         mail["From"] = formataddr((channel.email.display_name, channel.email.address))
         mail["To"] = row["customer_address"]
         mail["Subject"] = domain.reply_subject(row["subject"])
         mail["Date"] = formatdate(localtime=False)
-        mail["Message-ID"] = self._message_id(row)
+        mail["Message-ID"] = self.message_id(row)
         thread = list(row["thread"])
         if thread:
             mail["In-Reply-To"] = thread[-1]
             mail["References"] = " ".join(thread)
         mail["X-Lianluo-Interaction"] = str(row["interaction_id"])
         mail.set_content(row["body"])
-        s = self._settings
         try:
-            await aiosmtplib.send(
-                mail,
-                hostname=s.smtp_host,
-                port=s.smtp_port,
-                username=s.smtp_username or None,
-                password=s.smtp_password.get_secret_value() or None,
-                start_tls=s.smtp_starttls,
-                timeout=s.smtp_timeout_seconds,
-            )
+            await self._settings.relay(mail)
         except (aiosmtplib.SMTPException, OSError) as error:
             return repr(error)[:300]
         return None
+
+    async def sent(self, conn: asyncpg.Connection, repo: Repository, row: asyncpg.Record) -> None:
+        """The customer's answer to this reply names its Message-ID: it joins the thread."""
+        await repo.add_mail_message(
+            conn, row["tenant_id"], self.message_id(row), row["interaction_id"]
+        )

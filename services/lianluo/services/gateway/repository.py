@@ -91,23 +91,9 @@ class Repository:
         )
         return None if found is None else await self.get(conn, tid, uuid.UUID(str(found)))
 
-    # ------------------------------------------------------------------ e-mail
+    # ------------------------------------------------------------------ conversations
 
-    async def thread_of(
-        self, conn: asyncpg.Connection, tid: uuid.UUID, ids: list[str]
-    ) -> asyncpg.Record | None:
-        """The e-mail interaction the first known of `ids` belongs to."""
-        row: asyncpg.Record | None = await conn.fetchrow(
-            "select i.* from unnest($2::text[]) with ordinality as ref(id, n) "
-            "join mail_messages m on m.tenant_id = $1 and m.message_id = ref.id "
-            "join mail_interactions i on i.tenant_id = $1 and i.interaction_id = m.interaction_id "
-            "order by ref.n limit 1",
-            tid,
-            ids,
-        )
-        return row
-
-    async def add_mail_interaction(
+    async def add_conversation(
         self,
         conn: asyncpg.Connection,
         tid: uuid.UUID,
@@ -115,12 +101,12 @@ class Repository:
         channel_id: uuid.UUID,
         address: str,
         participant: str,
-        subject: str,
+        subject: str = "",
     ) -> None:
         await conn.execute(
-            "insert into mail_interactions (tenant_id, interaction_id, channel_id, "
-            "customer_address, customer_participant, subject, thread) "
-            "values ($1, $2, $3, $4, $5, $6, '{}') on conflict do nothing",
+            "insert into conversations (tenant_id, interaction_id, channel_id, "
+            "customer_address, customer_participant, subject) "
+            "values ($1, $2, $3, $4, $5, $6) on conflict do nothing",
             tid,
             interaction_id,
             channel_id,
@@ -128,6 +114,44 @@ class Repository:
             participant,
             subject,
         )
+
+    async def conversation(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, interaction_id: uuid.UUID
+    ) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "select * from conversations where tenant_id = $1 and interaction_id = $2",
+            tid,
+            interaction_id,
+        )
+        return row
+
+    async def latest_conversation(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, channel_id: uuid.UUID, address: str
+    ) -> asyncpg.Record | None:
+        """The customer's newest conversation on a channel (SMS has no threads: the newest
+        one continues while it is open)."""
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "select * from conversations where tenant_id = $1 and channel_id = $2 "
+            "and customer_address = $3 order by created_at desc limit 1",
+            tid,
+            channel_id,
+            address,
+        )
+        return row
+
+    async def thread_of(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, ids: list[str]
+    ) -> asyncpg.Record | None:
+        """The e-mail conversation the first known of `ids` belongs to."""
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "select c.* from unnest($2::text[]) with ordinality as ref(id, n) "
+            "join mail_messages m on m.tenant_id = $1 and m.message_id = ref.id "
+            "join conversations c on c.tenant_id = $1 and c.interaction_id = m.interaction_id "
+            "order by ref.n limit 1",
+            tid,
+            ids,
+        )
+        return row
 
     async def add_mail_message(
         self, conn: asyncpg.Connection, tid: uuid.UUID, message_id: str, interaction_id: uuid.UUID
@@ -142,7 +166,7 @@ class Repository:
         )
         if added:
             await conn.execute(
-                "update mail_interactions set thread = (thread || $3::text)[greatest("
+                "update conversations set thread = (thread || $3::text)[greatest("
                 "array_length(thread, 1) - 48, 1):] where tenant_id = $1 and interaction_id = $2",
                 tid,
                 interaction_id,
@@ -150,55 +174,55 @@ class Repository:
             )
         return bool(added)
 
-    async def mail_interaction(
-        self, conn: asyncpg.Connection, tid: uuid.UUID, interaction_id: uuid.UUID
-    ) -> asyncpg.Record | None:
-        row: asyncpg.Record | None = await conn.fetchrow(
-            "select * from mail_interactions where tenant_id = $1 and interaction_id = $2",
-            tid,
-            interaction_id,
-        )
-        return row
+    # ------------------------------------------------------------------ replies
 
-    async def queue_mail(
+    async def queue_reply(
         self,
         conn: asyncpg.Connection,
         tid: uuid.UUID,
-        mail_id: uuid.UUID,
+        reply_id: uuid.UUID,
         interaction_id: uuid.UUID,
         body: str,
     ) -> None:
         await conn.execute(
-            "insert into mail_outbox (tenant_id, id, interaction_id, body) "
+            "insert into replies (tenant_id, id, interaction_id, body) "
             "values ($1, $2, $3, $4) on conflict do nothing",
             tid,
-            mail_id,
+            reply_id,
             interaction_id,
             body,
         )
 
-    async def due_mail(self, conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
-        """Replies due now, locked for this sender (others skip them), oldest first."""
+    async def due_replies(self, conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+        """Replies due now with their conversation, locked for this sender (others skip
+        them), oldest first."""
         rows: list[asyncpg.Record] = await conn.fetch(
-            "select o.*, i.channel_id, i.customer_address, i.subject, i.thread "
-            "from mail_outbox o join mail_interactions i "
-            "on i.tenant_id = o.tenant_id and i.interaction_id = o.interaction_id "
-            "where o.due_at <= now() order by o.due_at limit $1 for update of o skip locked",
+            "select r.*, c.channel_id, c.customer_address, c.subject, c.thread "
+            "from replies r join conversations c "
+            "on c.tenant_id = r.tenant_id and c.interaction_id = r.interaction_id "
+            "where r.due_at <= now() order by r.due_at limit $1 for update of r skip locked",
             limit,
         )
         return rows
 
-    async def sent_mail(self, conn: asyncpg.Connection, tid: uuid.UUID, mail_id: uuid.UUID) -> None:
-        await conn.execute("delete from mail_outbox where tenant_id = $1 and id = $2", tid, mail_id)
+    async def sent_reply(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, reply_id: uuid.UUID
+    ) -> None:
+        await conn.execute("delete from replies where tenant_id = $1 and id = $2", tid, reply_id)
 
-    async def retry_mail(
-        self, conn: asyncpg.Connection, tid: uuid.UUID, mail_id: uuid.UUID, delay: float, error: str
+    async def retry_reply(
+        self,
+        conn: asyncpg.Connection,
+        tid: uuid.UUID,
+        reply_id: uuid.UUID,
+        delay: float,
+        error: str,
     ) -> None:
         await conn.execute(
-            "update mail_outbox set attempts = attempts + 1, last_error = $4, "
+            "update replies set attempts = attempts + 1, last_error = $4, "
             "due_at = now() + make_interval(secs => $3) where tenant_id = $1 and id = $2",
             tid,
-            mail_id,
+            reply_id,
             delay,
             error[:500],
         )

@@ -21,6 +21,7 @@ from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
 from lianluo.runtime import auth, quotas
 from lianluo.runtime.errors import NotFound, ResourceExhausted
+from lianluo.runtime.faults import is_outage
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.gateway import domain
@@ -57,6 +58,27 @@ class Platform:
             self._tenants
         ).CreateCustomerSession(request, metadata=self._admin)
         return session.token
+
+    async def start(
+        self,
+        channel: tpb.Channel,
+        tenant_id: str,
+        customer: mpb.Customer,
+        on: int,
+        media: int,
+        md: Any,
+    ) -> mpb.StartInteractionResponse:
+        """A customer's new interaction on a channel, at the channel's entry."""
+        request = mpb.StartInteractionRequest(tenant_id=tenant_id, customer=customer)
+        request.channel, request.media = on, media  # type: ignore[assignment]
+        if channel.WhichOneof("entry") == "flow":
+            request.flow = channel.flow
+        else:
+            request.queue = channel.queue
+        started: mpb.StartInteractionResponse = await self.media.StartInteraction(
+            request, metadata=md
+        )
+        return started
 
     async def close(self) -> None:
         await self._tenants.close()
@@ -179,9 +201,13 @@ class WebChat:
             await self._serve(ws, tenant_id, channel, session)
         except (domain.BadMessage, ResourceExhausted, TimeoutError) as error:
             await _refuse(ws, error)
-        except grpc.aio.AioRpcError as error:
-            log.warning("web chat refused by the platform", code=error.code().name)
-            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=error.code().name.encode())
+        except Exception as error:
+            if not isinstance(error, grpc.aio.AioRpcError) and not is_outage(error):
+                raise
+            # The platform refused (a quota, an unknown interaction) or is away for a moment.
+            log.warning("web chat closed by the platform", error=repr(error)[:200])
+            reason = error.code().name if isinstance(error, grpc.aio.AioRpcError) else "UNAVAILABLE"
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=reason.encode())
         finally:
             self._flood.forget(session)
         return ws
@@ -201,7 +227,14 @@ class WebChat:
         md = bearer(token)
         interaction, after = hello.interaction, hello.after
         if not interaction:
-            started = await self._start(tenant_id, channel, customer, hello, md)
+            started = await self._platform.start(
+                channel,
+                tenant_id,
+                mpb.Customer(id=customer, display_name=hello.name, attributes=hello.form),
+                common.CHANNEL_WEB,
+                common.MEDIA_TYPE_CHAT,
+                md,
+            )
             interaction = started.interaction.id
         frames: asyncio.Queue[mpb.ClientFrame | None] = asyncio.Queue()
         frames.put_nowait(
@@ -263,29 +296,6 @@ class WebChat:
             relay.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await relay
-
-    async def _start(
-        self,
-        tenant_id: str,
-        channel: tpb.Channel,
-        customer: str,
-        hello: domain.Hello,
-        md: Any,
-    ) -> mpb.StartInteractionResponse:
-        request = mpb.StartInteractionRequest(
-            tenant_id=tenant_id,
-            channel=common.CHANNEL_WEB,
-            media=common.MEDIA_TYPE_CHAT,
-            customer=mpb.Customer(id=customer, display_name=hello.name, attributes=hello.form),
-        )
-        if channel.WhichOneof("entry") == "flow":
-            request.flow = channel.flow
-        else:
-            request.queue = channel.queue
-        started: mpb.StartInteractionResponse = await self._platform.media.StartInteraction(
-            request, metadata=md
-        )
-        return started
 
     async def _to_browser(self, ws: web.WebSocketResponse, call: Any, visitor: str) -> None:
         """Relay the interaction's timeline to the browser, then close the socket."""

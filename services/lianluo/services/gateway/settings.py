@@ -30,3 +30,9 @@ class GatewaySettings(ServiceSettings, SmtpRelaySettings):
     gateway_mail_max_bytes: Annotated[int, Field(ge=1024, le=50 * 1024 * 1024)] = 10 * 1024 * 1024
     # The domain of the Message-IDs of agents' replies, and the SMTP server's name.
     gateway_mail_domain: str = "gateway.lianluo.local"
+    # The gateway's public base URL, as providers call it (for example
+    # "https://chat.acme.example"): SMS webhooks are signed over the URL the provider used.
+    # Empty: the URL of the request itself.
+    gateway_public_url: str = ""
+    # How long a call to a provider's API (SMS) may take.
+    gateway_provider_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0

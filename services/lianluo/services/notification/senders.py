@@ -98,15 +98,7 @@ class EmailSender:
         message["X-Lianluo-Delivery"] = str(delivery.id)
         message.set_content(delivery.body)
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=s.smtp_host,
-                port=s.smtp_port,
-                username=s.smtp_username or None,
-                password=s.smtp_password.get_secret_value() or None,
-                start_tls=s.smtp_starttls,
-                timeout=s.smtp_timeout_seconds,
-            )
+            await s.relay(message)
         except aiosmtplib.SMTPRecipientsRefused as error:
             codes = [response.code for response in error.recipients]
             return AttemptResult(

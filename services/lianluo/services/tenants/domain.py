@@ -252,6 +252,7 @@ def validate_rule(r: Message, v: Violations, p: str = "rule") -> None:
         )
 
 
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 
@@ -264,7 +265,27 @@ def validate_channel(c: Message, v: Violations, p: str = "channel") -> None:
     if entry is not None:
         v.check(bool(getattr(c, entry)), f"{p}.{entry}", "must name one")
     kind = c.WhichOneof("kind")
-    v.check(kind is not None, f"{p}.kind", "one of web, email")
+    v.check(kind is not None, f"{p}.kind", "one of web, email, sms, wechat")
+    if kind == "sms":
+        s = c.sms
+        v.check(bool(E164.fullmatch(s.number)), f"{p}.sms.number", "an E.164 number: + and digits")
+        v.check(0 < len(s.account_sid) <= 64, f"{p}.sms.account_sid", "1 to 64 characters")
+        v.check(16 <= len(s.auth_token) <= 128, f"{p}.sms.auth_token", "16 to 128 characters")
+        v.check(is_web_url(s.api_base_url), f"{p}.sms.api_base_url", "an http or https URL")
+    if kind == "wechat":
+        w = c.wechat
+        v.check(
+            bool(re.fullmatch(r"wx[0-9a-f]{16}", w.app_id)),
+            f"{p}.wechat.app_id",
+            "wx and 16 hex digits",
+        )
+        v.check(
+            bool(re.fullmatch(r"[A-Za-z0-9]{3,32}", w.token)),
+            f"{p}.wechat.token",
+            "3 to 32 letters and digits",
+        )
+        v.check(16 <= len(w.app_secret) <= 64, f"{p}.wechat.app_secret", "16 to 64 characters")
+        v.check(is_web_url(w.api_base_url), f"{p}.wechat.api_base_url", "an http or https URL")
     if kind == "email":
         v.check(bool(EMAIL.fullmatch(c.email.address)), f"{p}.email.address", "an e-mail address")
         v.check(len(c.email.address) <= 254, f"{p}.email.address", "at most 254 characters")
@@ -415,8 +436,9 @@ CHANNEL = Kind(
     pb.Channel,
     "channel",
     "channel_id",
-    frozenset({"display_name", "flow", "queue", "web", "email"}),
+    frozenset({"display_name", "flow", "queue", "web", "email", "sms", "wechat"}),
     validate_channel,
+    write_only=("sms.auth_token", "wechat.token", "wechat.app_secret"),
     references=_channel_references,
 )
 KINDS = {k.name: k for k in (TENANT, AGENT, QUEUE, FLOW, TEMPLATE, RULE, USER, CHANNEL)}

@@ -1,0 +1,120 @@
+"""Agents' replies on the customer's own channel, for the channels that answer later (e-mail,
+SMS): each one queued in the transaction that saw it on `interaction.message`, then sent by the
+channel's sender, retried with backoff until the far side takes it. A crash between the far
+side's acceptance and the commit can send a reply twice (with the same id)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import Protocol
+
+import asyncpg
+
+from lianluo.events.v1 import interaction_pb2
+from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.runtime.faults import is_outage
+from lianluo.runtime.kafka import Envelope
+from lianluo.runtime.logs import get_logger
+from lianluo.runtime.tenant_config import TenantConfigView
+from lianluo.services.gateway.repository import Repository
+from lianluo.tenants.v1 import tenants_pb2 as tpb
+
+log = get_logger(__name__)
+R = mpb.ParticipantRole
+STAFF = frozenset({R.PARTICIPANT_ROLE_AGENT, R.PARTICIPANT_ROLE_EXPERT})
+BATCH = 20
+FIRST_RETRY_SECONDS, LAST_RETRY_SECONDS = 5.0, 900.0
+
+
+class Sender(Protocol):
+    async def send(self, row: asyncpg.Record, channel: tpb.Channel) -> str | None:
+        """Send one reply; what went wrong, or None."""
+        ...
+
+    async def sent(self, conn: asyncpg.Connection, repo: Repository, row: asyncpg.Record) -> None:
+        """What the channel keeps of a reply that went out."""
+        ...
+
+
+class Replies:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        repo: Repository,
+        view: TenantConfigView,
+        senders: dict[str, Sender],
+    ) -> None:
+        self._pool = pool
+        self._repo = repo
+        self._view = view
+        self._senders = senders
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    async def queue(
+        self, conn: asyncpg.Connection, envelope: Envelope, event: interaction_pb2.InteractionEvent
+    ) -> None:
+        """On interaction.message: staff's words in a conversation go out on its channel."""
+        said = event.message
+        if said.sender_role not in STAFF or not said.content.text:
+            return
+        tid, iid = uuid.UUID(envelope.tenant_id), uuid.UUID(event.interaction_id)
+        if await self._repo.conversation(conn, tid, iid) is None:
+            return  # not the gateway's: a web chat, an app, a call
+        await self._repo.queue_reply(conn, tid, uuid.UUID(said.id), iid, said.content.text)
+        self._wake.set()
+
+    async def run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                sent = await self._send_due()
+                failures = 0
+            except Exception as error:
+                if not is_outage(error):
+                    raise
+                # Postgres is away (a restart, a failover): what was claimed is claimed again.
+                failures += 1
+                log.warning("replies wait for the database", error=repr(error)[:200])
+                await self._pause(min(30.0, 0.5 * 2.0**failures))
+                continue
+            if sent:
+                continue
+            self._wake.clear()
+            waits = [
+                asyncio.create_task(self._wake.wait()),
+                asyncio.create_task(self._stopping.wait()),
+            ]
+            await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            for task in waits:
+                task.cancel()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _send_due(self) -> int:
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await self._repo.due_replies(conn, BATCH)
+            for row in rows:
+                channel = self._view.get(str(row["tenant_id"]), "channel", str(row["channel_id"]))
+                kind = channel.WhichOneof("kind") if isinstance(channel, tpb.Channel) else None
+                sender = self._senders.get(kind or "")
+                error = "the channel is gone" if sender is None else None
+                if sender is not None and isinstance(channel, tpb.Channel):
+                    error = await sender.send(row, channel)
+                if error is None and sender is not None:
+                    await self._repo.sent_reply(conn, row["tenant_id"], row["id"])
+                    await sender.sent(conn, self._repo, row)
+                else:
+                    delay = min(FIRST_RETRY_SECONDS * 2 ** row["attempts"], LAST_RETRY_SECONDS)
+                    log.warning("a reply was not sent", error=error, retry_in=delay)
+                    await self._repo.retry_reply(
+                        conn, row["tenant_id"], row["id"], delay, error or ""
+                    )
+        return len(rows)

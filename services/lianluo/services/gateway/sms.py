@@ -1,0 +1,175 @@
+"""SMS through a provider with the Twilio-compatible API: signed webhooks in, the Messages API
+out. A customer's texts continue their newest open conversation on the number."""
+
+from __future__ import annotations
+
+import uuid
+
+import aiohttp
+import asyncpg
+import grpc
+from aiohttp import web
+
+from lianluo.common.v1 import common_pb2 as common
+from lianluo.gateway.v1 import gateway_pb2 as pb
+from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.runtime import quotas
+from lianluo.runtime.errors import ResourceExhausted
+from lianluo.runtime.faults import is_outage
+from lianluo.runtime.logs import get_logger
+from lianluo.runtime.tenant_config import TenantConfigView
+from lianluo.services.gateway import domain
+from lianluo.services.gateway.repository import Repository
+from lianluo.services.gateway.service import Customers, Platform, bearer
+from lianluo.services.gateway.settings import GatewaySettings
+from lianluo.tenants.v1 import tenants_pb2 as tpb
+
+log = get_logger(__name__)
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+
+class SmsIn:
+    """The provider's webhook for inbound messages."""
+
+    def __init__(
+        self,
+        view: TenantConfigView,
+        platform: Platform,
+        customers: Customers,
+        pool: asyncpg.Pool,
+        repo: Repository,
+        settings: GatewaySettings,
+    ) -> None:
+        self._view = view
+        self._platform = platform
+        self._customers = customers
+        self._pool = pool
+        self._repo = repo
+        self._settings = settings
+        self._flood = quotas.RateLimiter()
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/sms/{tenant}/{channel}", self.inbound)]
+
+    async def inbound(self, request: web.Request) -> web.Response:
+        tenant_id, channel_id = request.match_info["tenant"], request.match_info["channel"]
+        channel = self._view.get(tenant_id, "channel", channel_id)
+        tenant = self._view.tenant(tenant_id)
+        if (
+            not isinstance(channel, tpb.Channel)
+            or channel.WhichOneof("kind") != "sms"
+            or not tenant
+        ):
+            raise web.HTTPNotFound(text="no such number")
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        url = self._signed_url(request)
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not domain.twilio_valid(channel.sms.auth_token, url, form, signature):
+            raise web.HTTPForbidden(text="the signature does not match")
+        if tenant.state != tpb.TENANT_STATE_ACTIVE:
+            raise web.HTTPForbidden(text="the tenant is suspended")
+        try:
+            sender, text, sid = domain.sms_inbound(form)
+            self._flood.take(
+                f"{tenant_id}/{sender}",
+                "messages_per_second",
+                self._settings.gateway_session_messages_per_second,
+            )
+        except domain.BadMessage as error:
+            raise web.HTTPBadRequest(text=str(error)) from error
+        except ResourceExhausted as error:
+            raise web.HTTPTooManyRequests(
+                text="too many messages from this number",
+                headers={"Retry-After": str(max(1, round(error.retry_after)))},
+            ) from error
+        try:
+            await self._receive(tenant_id, channel, sender, text, sid)
+        except Exception as error:
+            if not isinstance(error, grpc.aio.AioRpcError) and not is_outage(error):
+                raise
+            log.warning("sms not taken", error=repr(error)[:200])
+            # The provider retries a webhook that fails with a server error.
+            raise web.HTTPServiceUnavailable(text="try again later") from error
+        return web.Response(text=EMPTY_TWIML, content_type="text/xml")
+
+    def _signed_url(self, request: web.Request) -> str:
+        """The URL the provider called and signed. Behind a proxy (TLS ended at an Ingress)
+        it is the public one: LIANLUO_GATEWAY_PUBLIC_URL, else what the proxy forwards. Trusting
+        forwarded headers costs nothing here: without the auth token no signature matches."""
+        base = self._settings.gateway_public_url.rstrip("/")
+        if not base:
+            scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0]
+            host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0]
+            base = f"{scheme.strip()}://{host.strip()}"
+        return base + request.path_qs
+
+    async def _receive(
+        self, tenant_id: str, channel: tpb.Channel, sender: str, text: str, sid: str
+    ) -> None:
+        tid, cid = uuid.UUID(tenant_id), uuid.UUID(channel.id)
+        customer = await self._customers.resolve(tenant_id, pb.IDENTITY_KIND_PHONE, sender)
+        md = bearer(await self._platform.customer_session(tenant_id, customer, common.CHANNEL_SMS))
+        async with self._pool.acquire() as conn:
+            latest = await self._repo.latest_conversation(conn, tid, cid, sender)
+        # A provider's retry of the same message is kept once: media dedupes by this id.
+        said = mpb.SendRequest(
+            tenant_id=tenant_id,
+            client_message_id=f"sms:{sid}",
+            content=mpb.MessageContent(text=text),
+        )
+        if latest is not None:
+            said.interaction_id = str(latest["interaction_id"])
+            said.participant_id = latest["customer_participant"]
+            try:
+                await self._platform.media.Send(said, metadata=md)
+                return
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                    raise
+                # That conversation has ended: this text starts another.
+        started = await self._platform.start(
+            channel,
+            tenant_id,
+            mpb.Customer(id=customer, address=sender),
+            common.CHANNEL_SMS,
+            common.MEDIA_TYPE_SMS,
+            md,
+        )
+        async with self._pool.acquire() as conn:
+            await self._repo.add_conversation(
+                conn,
+                tid,
+                uuid.UUID(started.interaction.id),
+                cid,
+                sender,
+                started.customer_participant_id,
+            )
+        said.interaction_id = started.interaction.id
+        said.participant_id = started.customer_participant_id
+        await self._platform.media.Send(said, metadata=md)
+
+
+class SmsSender:
+    """Replies through the provider's Messages API, cut into messages of at most ten segments
+    (GSM-7 or UCS-2, whichever the text needs)."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=settings.gateway_provider_timeout_seconds)
+
+    async def send(self, row: asyncpg.Record, channel: tpb.Channel) -> str | None:
+        sms = channel.sms
+        url = f"{sms.api_base_url.rstrip('/')}/2010-04-01/Accounts/{sms.account_sid}/Messages.json"
+        auth = aiohttp.BasicAuth(sms.account_sid, sms.auth_token)
+        try:
+            async with aiohttp.ClientSession(timeout=self._timeout) as http:
+                for part in domain.sms_messages(row["body"]):
+                    form = {"From": sms.number, "To": row["customer_address"], "Body": part}
+                    async with http.post(url, data=form, auth=auth) as answer:
+                        if answer.status >= 300:
+                            return f"the provider answered {answer.status}"
+        except (aiohttp.ClientError, TimeoutError) as error:
+            return f"the provider is unreachable: {error!r}"[:300]
+        return None
+
+    async def sent(self, conn: asyncpg.Connection, repo: Repository, row: asyncpg.Record) -> None:
+        return None

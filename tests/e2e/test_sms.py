@@ -1,0 +1,181 @@
+"""SMS through the channel gateway, with a local provider that speaks the Twilio-compatible
+API: signed webhooks in (the gateway checks the signature), the Messages API out (the provider
+checks the account's credentials). Signatures are checked both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+from aiohttp import web
+from cell_support import AgentAtWork
+from conftest import ADMIN_KEY, Stack, running_cell
+from factories import Client, agent, onboard, queue, user
+
+from lianluo.common.v1 import common_pb2 as common
+from lianluo.devstack.cell import Cell
+from lianluo.devstack.clients import Session
+from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.tenants.v1 import tenants_pb2 as pb
+from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
+
+pytestmark = pytest.mark.integration
+PASSWORD = "correct horse battery staple"
+SID, TOKEN = "AC" + "1" * 32, "provider-token-" + uuid.uuid4().hex
+NUMBER, MEI = "+15550001111", "+8613800138000"
+P = mpb.ParticipantRole
+
+
+def signed(url: str, form: dict[str, str], token: str = TOKEN) -> str:
+    """What the provider sends as X-Twilio-Signature (its published algorithm)."""
+    data = url + "".join(k + form[k] for k in sorted(form))
+    return base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
+
+
+@dataclass
+class Provider:
+    """The SMS provider's Messages API: keeps what the gateway sends, refuses bad credentials."""
+
+    port: int = 0
+    sent: asyncio.Queue[dict[str, str]] = field(default_factory=asyncio.Queue)
+    refused: int = 0
+
+    async def messages(self, request: web.Request) -> web.Response:
+        expected = "Basic " + base64.b64encode(f"{SID}:{TOKEN}".encode()).decode()
+        if request.match_info["sid"] != SID or request.headers.get("Authorization") != expected:
+            self.refused += 1
+            return web.json_response({"code": 20003, "message": "Authenticate"}, status=401)
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        await self.sent.put(form)
+        return web.json_response({"sid": "SM" + uuid.uuid4().hex, "status": "queued"}, status=201)
+
+
+@pytest.fixture(scope="module")
+async def provider() -> AsyncIterator[Provider]:
+    p = Provider()
+    app = web.Application()
+    app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", p.messages)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    p.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield p
+    await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+def cell(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
+    folder = Path(tmp_path_factory.mktemp("sms"))
+    with running_cell(stack, folder, f"sms_{uuid.uuid4().hex[:10]}") as running:
+        yield running
+
+
+@dataclass
+class Line:
+    tenant: pb.Tenant
+    webhook: str
+    li: Session
+
+
+@pytest.fixture(scope="module")
+async def line(cell: Cell, provider: Provider) -> AsyncIterator[Line]:
+    tch = grpc.aio.insecure_channel(cell.address("tenants"))
+    t, c = await onboard(Client(tch, ADMIN_KEY))
+    await c.queues.CreateQueue(pb.CreateQueueRequest(tenant_id=t.id, queue=queue()), metadata=c.md)
+    li = agent()
+    li.capacity.add(media=common.MEDIA_TYPE_SMS, max_concurrent=5)
+    await c.agents.CreateAgent(pb.CreateAgentRequest(tenant_id=t.id, agent=li), metadata=c.md)
+    await c.users.CreateUser(
+        pb.CreateUserRequest(
+            tenant_id=t.id, user=user("li", pb.ROLE_AGENT, agent="li.wei"), password=PASSWORD
+        ),
+        metadata=c.md,
+    )
+    channel = await rpc.ChannelServiceStub(tch).CreateChannel(
+        pb.CreateChannelRequest(
+            tenant_id=t.id,
+            channel=pb.Channel(
+                name="texts",
+                queue="cards",
+                sms=pb.SmsChannel(
+                    number=NUMBER,
+                    account_sid=SID,
+                    auth_token=TOKEN,
+                    api_base_url=f"http://127.0.0.1:{provider.port}",
+                ),
+            ),
+        ),
+        metadata=c.md,
+    )
+    assert not channel.sms.auth_token, "the auth token is write-only"
+    webhook = f"{cell.replica('gateway').http_url}/v1/sms/{t.id}/{channel.id}"
+    async with aiohttp.ClientSession() as http, asyncio.timeout(30):
+        while (await http.post(webhook, data={})).status == 404:  # until the gateway knows it
+            await asyncio.sleep(0.2)
+    yield Line(t, webhook, await Session.login(tch, t.name, "li", PASSWORD))
+    await tch.close()
+
+
+async def text(http: aiohttp.ClientSession, line: Line, body: str, **extra: str) -> int:
+    form = {"From": MEI, "To": NUMBER, "Body": body, "MessageSid": "SM" + uuid.uuid4().hex}
+    form |= extra
+    headers = {"X-Twilio-Signature": signed(line.webhook, form)}
+    async with http.post(line.webhook, data=form, headers=headers) as answer:
+        if answer.status == 200:
+            assert "<Response/>" in await answer.text()
+        return answer.status
+
+
+async def test_texts_reach_the_agent_and_replies_reach_the_provider(
+    cell: Cell, line: Line, provider: Provider
+) -> None:
+    t, li = line.tenant, line.li
+    li_at_work = await AgentAtWork(cell, li, t.id).start()
+    async with aiohttp.ClientSession() as http:
+        assert await text(http, line, "My card is lost") == 200
+        talk = await li_at_work.answer()
+        joined = await talk.wait_for(lambda f: f.WhichOneof("frame") == "joined")
+        assert joined.joined.interaction.channel == common.CHANNEL_SMS
+        await talk.wait_for(lambda f: f.message.content.text == "My card is lost")
+        # A reply past one message's ten UCS-2 segments (it has Chinese in it) goes as two.
+        reply = "已冻结您的卡。" + "x" * 700
+        talk.send_text(reply, "r1")
+        first = await asyncio.wait_for(provider.sent.get(), 30)
+        second = await asyncio.wait_for(provider.sent.get(), 30)
+        assert (first["From"], first["To"]) == (NUMBER, MEI)
+        assert first["Body"] + second["Body"] == reply and len(first["Body"]) == 670
+        assert provider.refused == 0
+
+        # The customer texts again: the same conversation; a retried webhook is kept once.
+        again = {"MessageSid": "SM" + uuid.uuid4().hex}
+        assert await text(http, line, "Thanks!", **again) == 200
+        assert await text(http, line, "Thanks!", **again) == 200
+        await talk.wait_for(lambda f: f.message.content.text == "Thanks!")
+        await asyncio.sleep(1)
+        assert talk.texts().count("Thanks!") == 1
+    await talk.close()
+    await li_at_work.stop()
+
+
+async def test_forged_oversized_and_flooding_webhooks_are_refused(line: Line) -> None:
+    async with aiohttp.ClientSession() as http:
+        form = {"From": MEI, "To": NUMBER, "Body": "hi", "MessageSid": "SMforged"}
+        forged = {"X-Twilio-Signature": signed(line.webhook, form, token="not-the-token-at-all")}
+        async with http.post(line.webhook, data=form, headers=forged) as answer:
+            assert answer.status == 403
+        assert await text(http, line, "x" * 1601) == 400
+        assert await text(http, line, "hi", From="not-a-number") == 400
+        async with http.post(line.webhook, data={"Body": "x" * 100_000}) as answer:
+            assert answer.status == 413
+        codes = [await text(http, line, f"spam {n}") for n in range(12)]
+        assert 429 in codes and codes.count(200) <= 6

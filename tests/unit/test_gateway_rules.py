@@ -1,0 +1,135 @@
+"""The channel gateway's rules without I/O: the web chat's protocol, e-mail threads and
+automatic mail, SMS encodings, segments and webhook signatures."""
+
+from __future__ import annotations
+
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+
+import pytest
+
+from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.services.gateway import domain
+
+
+def test_only_listed_origins_open_the_chat() -> None:
+    allowed = ["https://shop.example.com", "http://127.0.0.1:8088/"]
+    assert domain.origin_allowed("https://shop.example.com", allowed)
+    assert domain.origin_allowed("http://127.0.0.1:8088", allowed)
+    assert not domain.origin_allowed("https://shop.example.com.evil.test", allowed)
+    assert not domain.origin_allowed("", allowed)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"[]",
+        b'{"type": "message"}',
+        b'{"type": "hello", "visitor": "someone-else"}',
+        b'{"type": "hello", "after": -1}',
+        b'{"type": "hello", "after": true}',
+        b'{"type": "hello", "form": {"Bad Key": "x"}}',
+    ],
+)
+def test_a_bad_hello_is_refused(raw: bytes) -> None:
+    with pytest.raises(domain.BadMessage):
+        domain.parse_hello(raw)
+
+
+def test_a_browser_sees_its_own_messages_as_its_own_and_no_staff_notes() -> None:
+    mine = mpb.ServerFrame(
+        sequence=7,
+        message=mpb.Message(
+            id="m",
+            sender_participant_id="c-1",
+            client_message_id="w1",
+            content=mpb.MessageContent(text="hi"),
+        ),
+    )
+    assert domain.shown(mine, "c-1") == {
+        "seq": 7,
+        "type": "message",
+        "id": "m",
+        "from": "me",
+        "text": "hi",
+        "client_id": "w1",
+    }
+    note = mpb.ServerFrame(sequence=8, transfer=mpb.Transfer(note="VIP, be nice"))
+    assert domain.shown(note, "c-1") is None
+
+
+def _mail(headers: dict[str, str], body: str = "hello") -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = "Mei <MEI@Example.com>"
+    message["Message-ID"] = "<a@example.com>"
+    for name, value in headers.items():
+        message[name] = value
+    message.set_content(body)
+    parsed = BytesParser(policy=policy.default).parsebytes(message.as_bytes())
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+@pytest.mark.parametrize(
+    ("headers", "automatic"),
+    [
+        ({}, False),
+        ({"Auto-Submitted": "no"}, False),
+        ({"Auto-Submitted": "auto-replied"}, True),
+        ({"Precedence": "bulk"}, True),
+        ({"X-Autoreply": "yes"}, True),
+        ({"X-Lianluo-Interaction": "x"}, True),
+    ],
+)
+def test_automatic_mail_is_recognised(headers: dict[str, str], automatic: bool) -> None:
+    assert domain.is_automatic(_mail(headers)) is automatic
+
+
+def test_a_mail_names_its_thread_nearest_first_and_its_sender() -> None:
+    message = _mail({"In-Reply-To": "<c@x>", "References": "<a@x> <b@x> <c@x>"})
+    assert domain.thread_ids(message) == ["<c@x>", "<b@x>", "<a@x>"]
+    assert domain.sender(message) == ("mei@example.com", "Mei")
+    assert domain.mail_text(message) == "hello"
+    assert domain.reply_subject("Re: card") == "Re: card"
+    assert domain.reply_subject("card") == "Re: card"
+
+
+def test_sms_encoding_and_segments_follow_gsm_7_and_ucs_2() -> None:
+    assert domain.sms_encoding("Hello @ £5") == "GSM-7"
+    assert domain.sms_encoding("你好") == "UCS-2"
+    assert domain.sms_segments("x" * 160) == 1
+    assert domain.sms_segments("x" * 161) == 2
+    assert domain.sms_segments("€" * 80) == 1  # an extension character takes two septets
+    assert domain.sms_segments("€" * 81) == 2
+    assert domain.sms_segments("你" * 70) == 1
+    assert domain.sms_segments("你" * 71) == 2
+    assert domain.sms_segments("😀" * 35) == 1  # a surrogate pair takes two code units
+
+
+def test_a_long_reply_is_cut_between_characters_into_messages_of_ten_segments() -> None:
+    text = "你" * 1000 + "😀" * 3
+    parts = domain.sms_messages(text)
+    assert "".join(parts) == text
+    assert all(domain.sms_segments(p) <= domain.SEGMENTS_PER_MESSAGE for p in parts)
+    assert [len(p) for p in parts][:1] == [670]
+
+
+def test_a_webhook_signature_is_the_published_one() -> None:
+    # The example of the provider's documentation.
+    token = "12345"
+    url = "https://mycompany.com/myapp.php?foo=1&bar=2"
+    params = {
+        "CallSid": "CA1234567890ABCDE",
+        "Caller": "+14158675310",
+        "Digits": "1234",
+        "From": "+14158675310",
+        "To": "+18005551212",
+    }
+    assert domain.twilio_signature(token, url, params) == "GvWf1cFY/Q7PnoempGyD5oXAezc="
+    assert domain.twilio_valid(token, url, params, "GvWf1cFY/Q7PnoempGyD5oXAezc=")
+    assert not domain.twilio_valid(
+        token, url, {**params, "Digits": "1235"}, "GvWf1cFY/Q7PnoempGyD5oXAezc="
+    )
+    assert not domain.twilio_valid(token, url, params, "")
