@@ -88,6 +88,7 @@ class AgentAtWork:
         self.media = grpc.aio.insecure_channel(cell.address("media"))
         self.acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
         self.desk: StreamClient | None = None
+        self.answered: set[str] = set()
 
     async def start(self) -> AgentAtWork:
         agent_id = self.session.user.agent_id
@@ -107,16 +108,19 @@ class AgentAtWork:
         return self
 
     async def answer(self, interaction_id: str = "") -> StreamClient:
-        """Accept the offer (of `interaction_id`, when given) and join its interaction."""
+        """Accept the next offer not answered yet (of `interaction_id`, when given) and join
+        its interaction."""
         assert self.desk is not None
         frame = await self.desk.wait_for(
             lambda f: (
                 f.WhichOneof("frame") == "offer"
+                and f.offer.id not in self.answered
                 and (not interaction_id or f.offer.interaction_id == interaction_id)
             ),
             30,
         )
         offer = frame.offer
+        self.answered.add(offer.id)
         await self.acd.RespondToOffer(
             apb.RespondToOfferRequest(
                 tenant_id=self.tenant_id,

@@ -1,6 +1,7 @@
 """E-mail through the channel gateway, in SMTP both ways: a customer's mail becomes an
 interaction, the agent's reply reaches the customer's mail server with the thread's headers,
-and the customer's answer to it continues the same interaction."""
+and the customer's answer to it continues the same interaction. And one customer on three
+channels: e-mail, web chat and SMS."""
 
 from __future__ import annotations
 
@@ -15,17 +16,20 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import aiosmtplib
 import grpc
 import pytest
+from aiohttp import web
 from aiosmtpd.controller import Controller
 from cell_support import AgentAtWork
 from conftest import ADMIN_KEY, Stack, running_cell
 from factories import Client, agent, onboard, queue, user
+from test_sms import NUMBER, SID, TOKEN, Provider, signed
 
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.devstack.cell import Cell
-from lianluo.devstack.clients import Session
+from lianluo.devstack.clients import Session, WebVisitor
 from lianluo.gateway.v1 import gateway_pb2 as gpb
 from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
 from lianluo.media.v1 import media_pb2 as mpb
@@ -36,6 +40,7 @@ pytestmark = pytest.mark.integration
 PASSWORD = "correct horse battery staple"
 P = mpb.ParticipantRole
 MEI = "mei@example.com"
+PHONE = "+8613912345678"
 
 
 class CustomersMailServer:
@@ -94,7 +99,9 @@ async def helpdesk(cell: Cell) -> AsyncIterator[Helpdesk]:
     t, c = await onboard(Client(tch, ADMIN_KEY))
     await c.queues.CreateQueue(pb.CreateQueueRequest(tenant_id=t.id, queue=queue()), metadata=c.md)
     li = agent()
-    li.capacity.add(media=common.MEDIA_TYPE_EMAIL, max_concurrent=5)  # e-mails are their own media
+    # E-mails and texts are media of their own.
+    li.capacity.add(media=common.MEDIA_TYPE_EMAIL, max_concurrent=5)
+    li.capacity.add(media=common.MEDIA_TYPE_SMS, max_concurrent=5)
     await c.agents.CreateAgent(pb.CreateAgentRequest(tenant_id=t.id, agent=li), metadata=c.md)
     await c.users.CreateUser(
         pb.CreateUserRequest(
@@ -231,3 +238,143 @@ async def test_bad_mail_is_refused_in_the_smtp_dialogue(helpdesk: Helpdesk) -> N
             recipients=[helpdesk.address],
         )
     assert bad.value.code == 550 and "sender" in bad.value.message
+
+
+async def test_one_customer_writes_by_email_web_chat_and_sms_and_the_agent_sees_all_three(
+    cell: Cell, helpdesk: Helpdesk, mail_server: tuple[CustomersMailServer, int]
+) -> None:
+    """The seeds' journey: the same person on three channels, in each channel's own protocol.
+    The tenant's site knows them (they signed in), so it links their web visitor and their
+    phone to the customer their e-mail made; the agent then sees one customer with all three
+    conversations, and each reply reaches them where they wrote."""
+    inbox, _ = mail_server
+    inbox.loop = asyncio.get_running_loop()
+    t = helpdesk.tenant
+    tch = grpc.aio.insecure_channel(cell.address("tenants"))
+    key = (("authorization", f"Bearer {helpdesk.key}"),)
+    gateway = cell.replica("gateway").http_url
+    provider = Provider()
+    app = web.Application()
+    app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", provider.messages)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    provider.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    channels = rpc.ChannelServiceStub(tch)
+    website = await channels.CreateChannel(
+        pb.CreateChannelRequest(
+            tenant_id=t.id,
+            channel=pb.Channel(
+                name="site", queue="cards", web=pb.WebChat(allowed_origins=[gateway])
+            ),
+        ),
+        metadata=key,
+    )
+    texts = await channels.CreateChannel(
+        pb.CreateChannelRequest(
+            tenant_id=t.id,
+            channel=pb.Channel(
+                name="texts",
+                queue="cards",
+                sms=pb.SmsChannel(
+                    number=NUMBER,
+                    account_sid=SID,
+                    auth_token=TOKEN,
+                    api_base_url=f"http://127.0.0.1:{provider.port}",
+                ),
+            ),
+        ),
+        metadata=key,
+    )
+    customers = gateway_rpc.CustomerServiceStub(grpc.aio.insecure_channel(cell.address("gateway")))
+    li = await AgentAtWork(cell, helpdesk.li, t.id).start()
+    try:
+        # 1. By e-mail.
+        await send(helpdesk, mail(helpdesk, "About my card", f"<{uuid.uuid4().hex}@example.com>"))
+        by_mail = await li.answer()
+        await by_mail.wait_for(lambda f: f.message.content.text == "About my card")
+        # 2. On the web.
+        page = f"{gateway}/v1/web/{t.id}/{website.id}/"
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(30):
+                while (await http.get(page + "widget.js")).status != 200:
+                    await asyncio.sleep(0.2)
+            browser = await WebVisitor.open(http, page.replace("http", "ws", 1) + "ws", gateway)
+            welcome = await browser.next(lambda i: i["type"] == "welcome")
+            await browser.say("Me again, on your site", "w1")
+            on_web = await li.answer(welcome["interaction"])
+            await on_web.wait_for(lambda f: f.message.content.text == "Me again, on your site")
+            # 3. By SMS.
+            webhook = f"{gateway}/v1/sms/{t.id}/{texts.id}"
+            form = {"From": PHONE, "To": NUMBER, "Body": "And by text", "MessageSid": "SM1"}
+            async with asyncio.timeout(30):
+                while True:
+                    async with http.post(
+                        webhook, data=form, headers={"X-Twilio-Signature": signed(webhook, form)}
+                    ) as answer:
+                        if answer.status == 200:
+                            break
+                    await asyncio.sleep(0.2)
+            by_text = await li.answer()
+            await by_text.wait_for(lambda f: f.message.content.text == "And by text")
+
+            # The site knows all three are Mei: it links them to one customer.
+            mei = await customers.FindCustomer(
+                gpb.FindCustomerRequest(tenant_id=t.id, kind=gpb.IDENTITY_KIND_EMAIL, value=MEI),
+                metadata=key,
+            )
+            for kind, value in (
+                (gpb.IDENTITY_KIND_WEB_VISITOR, welcome["visitor"]),
+                (gpb.IDENTITY_KIND_PHONE, PHONE),
+            ):
+                await customers.LinkIdentity(
+                    gpb.LinkIdentityRequest(
+                        tenant_id=t.id, customer_id=mei.id, kind=kind, value=value
+                    ),
+                    metadata=key,
+                )
+            # The agent, with their own token, sees one customer and three conversations.
+            as_li = await helpdesk.li.metadata()
+            seen = await customers.ListConversations(
+                gpb.ListConversationsRequest(tenant_id=t.id, customer_id=mei.id), metadata=as_li
+            )
+            history = {c.interaction_id: c.channel for c in seen.conversations}
+            three = {
+                by_mail.frames[0].interaction_id: common.CHANNEL_EMAIL,
+                welcome["interaction"]: common.CHANNEL_WEB,
+                by_text.frames[0].interaction_id: common.CHANNEL_SMS,
+            }
+            # Her thread of the test before is hers too (the same address).
+            assert three.items() <= history.items(), (three, history)
+            whole = await customers.GetCustomer(
+                gpb.GetCustomerRequest(tenant_id=t.id, customer_id=mei.id), metadata=as_li
+            )
+            assert {i.kind for i in whole.identities} == {
+                gpb.IDENTITY_KIND_EMAIL,
+                gpb.IDENTITY_KIND_WEB_VISITOR,
+                gpb.IDENTITY_KIND_PHONE,
+            }
+            # Her next text reaches the same customer.
+            again = await customers.FindCustomer(
+                gpb.FindCustomerRequest(tenant_id=t.id, kind=gpb.IDENTITY_KIND_PHONE, value=PHONE),
+                metadata=key,
+            )
+            assert again.id == mei.id
+
+            # Each reply reaches her where she wrote, in that channel's protocol.
+            by_mail.send_text("Mail answer", "x1")
+            on_web.send_text("Web answer", "x2")
+            by_text.send_text("Text answer", "x3")
+            mailed = await asyncio.wait_for(inbox.received.get(), 30)
+            assert "Mail answer" in mailed.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+            assert (await browser.next(lambda i: i.get("text") == "Web answer"))["from"] == "agent"
+            texted = await asyncio.wait_for(provider.sent.get(), 30)
+            assert (texted["To"], texted["Body"]) == (PHONE, "Text answer")
+            await browser.ws.close()
+        for stream in (by_mail, on_web, by_text):
+            await stream.close()
+    finally:
+        await li.stop()
+        await runner.cleanup()
+        await tch.close()

@@ -1212,6 +1212,25 @@ CELL_CASES: list[Case] = [
         ),
     ),
     *_two(
+        "LinkIdentity",
+        lambda w, t: w.stub("gateway", gateway_rpc.CustomerServiceStub).LinkIdentity(
+            gpb.LinkIdentityRequest(
+                tenant_id=t,
+                customer_id=str(uuid.uuid4()),
+                kind=gpb.IDENTITY_KIND_EMAIL,
+                value="a@example.com",
+            ),
+            metadata=_b(w),
+        ),
+    ),
+    *_two(
+        "ListConversations",
+        lambda w, t: w.stub("gateway", gateway_rpc.CustomerServiceStub).ListConversations(
+            gpb.ListConversationsRequest(tenant_id=t, customer_id=str(uuid.uuid4())),
+            metadata=_b(w),
+        ),
+    ),
+    *_two(
         "FindCustomer",
         lambda w, t: w.stub("gateway", gateway_rpc.CustomerServiceStub).FindCustomer(
             gpb.FindCustomerRequest(

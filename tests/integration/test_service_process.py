@@ -108,7 +108,12 @@ async def test_sigterm_stops_a_replica_whose_consumer_is_stuck_on_a_dependency(
 ) -> None:
     """A consumer hung in a query (here: on a lock that is never released) does not hold up
     SIGTERM: the stuck part is cancelled after the grace period and the process exits."""
-    proc: ServiceProcess = spawn("notification", LIANLUO_SHUTDOWN_GRACE_SECONDS="2")  # type: ignore[operator]
+    # Topics and a consumer group of its own: no member left by an earlier test of the session
+    # holds the partitions while the group rebalances.
+    prefix = f"stuck{uuid.uuid4().hex[:8]}."
+    proc: ServiceProcess = spawn(  # type: ignore[operator]
+        "notification", LIANLUO_SHUTDOWN_GRACE_SECONDS="2", LIANLUO_TOPIC_PREFIX=prefix
+    )
     await wait_serving(proc.port, 30)
     holder = await asyncpg.connect(stack.database_url)
     try:
@@ -127,7 +132,7 @@ async def test_sigterm_stops_a_replica_whose_consumer_is_stuck_on_a_dependency(
         await producer.send_batch(
             [
                 (
-                    f"{stack.topic_prefix}{contract.BUSINESS_EVENT.name}",
+                    f"{prefix}{contract.BUSINESS_EVENT.name}",
                     tenant_id.encode(),
                     tenant_id.encode(),
                     event.SerializeToString(),
@@ -136,8 +141,9 @@ async def test_sigterm_stops_a_replica_whose_consumer_is_stuck_on_a_dependency(
             ]
         )
         await producer.stop()
-        # The consumer is stuck once its inbox insert waits on the lock.
-        async with asyncio.timeout(60):
+        # The consumer is stuck once its inbox insert waits on the lock (after it joins the
+        # group: seconds, usually; the log says "partitions assigned").
+        async with asyncio.timeout(120):
             while not await holder.fetchval(
                 "select count(*) from pg_stat_activity where application_name = "
                 "'lianluo-notification' and wait_event_type = 'Lock'"

@@ -51,7 +51,9 @@ PERMISSIONS: dict[str, str] = {
     "people:write": "add, change and remove the tenant's people, set their passwords and end "
     "their sessions",
     "sessions:write": "mint customer session tokens (the channel gateway, an app's backend)",
-    "customers:read": "read the tenant's customers and the identities they reached it with",
+    "customers:read": "read the tenant's customers, the identities they reached it with and "
+    "their conversations on every channel",
+    "customers:write": "link a verified identity to a customer (merging the customers it joins)",
 }
 
 # The roles of people and customers, and what each may do. A tenant admin has every permission
@@ -60,8 +62,12 @@ PERMISSIONS: dict[str, str] = {
 TENANT_ADMIN, SUPERVISOR, AGENT, CUSTOMER = "tenant_admin", "supervisor", "agent", "customer"
 ROLE_PERMISSIONS: dict[str, frozenset[str] | None] = {
     TENANT_ADMIN: None,
-    SUPERVISOR: frozenset({"config:read", "routing:read", "interaction:read", "interaction:write"}),
-    AGENT: frozenset({"routing:agent", "interaction:read", "interaction:write"}),
+    SUPERVISOR: frozenset(
+        {"config:read", "routing:read", "interaction:read", "interaction:write", "customers:read"}
+    ),
+    # An agent reads who the customer in front of them is and where they wrote before (any
+    # customer of the tenant, for now: docs/security.md).
+    AGENT: frozenset({"routing:agent", "interaction:read", "interaction:write", "customers:read"}),
     CUSTOMER: frozenset({"interaction:read", "interaction:write"}),
 }
 _RULE_ATTRIBUTE = "__lianluo_rule__"

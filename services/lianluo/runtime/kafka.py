@@ -279,6 +279,7 @@ class EventConsumer:
         self.dead_lettered = 0
         # Newly assigned partitions and the end offset each must be read to; then caught up.
         self._catch_up_to: dict[TopicPartition, int] = {}
+        self._assigned: frozenset[TopicPartition] = frozenset()
         self._caught_up: set[TopicPartition] = set()
 
     async def start(self) -> None:
@@ -319,6 +320,11 @@ class EventConsumer:
 
     async def _consume_once(self) -> None:
         batches = await self._consumer.getmany(timeout_ms=500, max_records=200)
+        assigned = frozenset(self._consumer.assignment())
+        if assigned != self._assigned:
+            # When a replica starts consuming, and after each rebalance: how it shares the work.
+            log.info("partitions assigned", consumer=self._name, partitions=len(assigned))
+            self._assigned = assigned
         in_order = sorted(batches.items(), key=lambda item: self._rank.get(item[0].topic, 0))
         for tp, records in in_order:
             done, batching = 0, True

@@ -30,7 +30,8 @@ class CustomerServiceStub:
     Each channel identity (a web visitor, an e-mail address, a phone number, a WeChat openid, an
     app user) resolves to one customer; the gateway owns these tables (docs/channels.md).
 
-    Authentication: `authorization: Bearer <key or token>`; `customers:read`.
+    Authentication: `authorization: Bearer <key or token>`; `customers:read` to read,
+    `customers:write` to link.
     """
 
     def __init__(self, channel):
@@ -49,6 +50,16 @@ class CustomerServiceStub:
                 request_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.FindCustomerRequest.SerializeToString,
                 response_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.Customer.FromString,
                 _registered_method=True)
+        self.LinkIdentity = channel.unary_unary(
+                '/lianluo.gateway.v1.CustomerService/LinkIdentity',
+                request_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.LinkIdentityRequest.SerializeToString,
+                response_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.Customer.FromString,
+                _registered_method=True)
+        self.ListConversations = channel.unary_unary(
+                '/lianluo.gateway.v1.CustomerService/ListConversations',
+                request_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.ListConversationsRequest.SerializeToString,
+                response_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.ListConversationsResponse.FromString,
+                _registered_method=True)
 
 
 class CustomerServiceServicer:
@@ -56,7 +67,8 @@ class CustomerServiceServicer:
     Each channel identity (a web visitor, an e-mail address, a phone number, a WeChat openid, an
     app user) resolves to one customer; the gateway owns these tables (docs/channels.md).
 
-    Authentication: `authorization: Bearer <key or token>`; `customers:read`.
+    Authentication: `authorization: Bearer <key or token>`; `customers:read` to read,
+    `customers:write` to link.
     """
 
     def GetCustomer(self, request, context):
@@ -67,6 +79,22 @@ class CustomerServiceServicer:
 
     def FindCustomer(self, request, context):
         """The customer an identity resolves to.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LinkIdentity(self, request, context):
+        """Say that an identity is this customer's, once the tenant has verified it (its customer
+        signed in to the tenant's site or app, say). An identity that was another customer's
+        merges that customer into this one: its identities and conversations become this one's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConversations(self, request, context):
+        """Every conversation the customer had through the gateway, on every channel, newest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -85,6 +113,16 @@ def add_CustomerServiceServicer_to_server(servicer, server):
                     request_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.FindCustomerRequest.FromString,
                     response_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.Customer.SerializeToString,
             ),
+            'LinkIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.LinkIdentity,
+                    request_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.LinkIdentityRequest.FromString,
+                    response_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.Customer.SerializeToString,
+            ),
+            'ListConversations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConversations,
+                    request_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.ListConversationsRequest.FromString,
+                    response_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.ListConversationsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'lianluo.gateway.v1.CustomerService', rpc_method_handlers)
@@ -98,7 +136,8 @@ class CustomerService:
     Each channel identity (a web visitor, an e-mail address, a phone number, a WeChat openid, an
     app user) resolves to one customer; the gateway owns these tables (docs/channels.md).
 
-    Authentication: `authorization: Bearer <key or token>`; `customers:read`.
+    Authentication: `authorization: Bearer <key or token>`; `customers:read` to read,
+    `customers:write` to link.
     """
 
     @staticmethod
@@ -145,6 +184,60 @@ class CustomerService:
             '/lianluo.gateway.v1.CustomerService/FindCustomer',
             lianluo_dot_gateway_dot_v1_dot_gateway__pb2.FindCustomerRequest.SerializeToString,
             lianluo_dot_gateway_dot_v1_dot_gateway__pb2.Customer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LinkIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.gateway.v1.CustomerService/LinkIdentity',
+            lianluo_dot_gateway_dot_v1_dot_gateway__pb2.LinkIdentityRequest.SerializeToString,
+            lianluo_dot_gateway_dot_v1_dot_gateway__pb2.Customer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConversations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.gateway.v1.CustomerService/ListConversations',
+            lianluo_dot_gateway_dot_v1_dot_gateway__pb2.ListConversationsRequest.SerializeToString,
+            lianluo_dot_gateway_dot_v1_dot_gateway__pb2.ListConversationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -31,7 +31,8 @@ class CustomerServiceStub:
     Each channel identity (a web visitor, an e-mail address, a phone number, a WeChat openid, an
     app user) resolves to one customer; the gateway owns these tables (docs/channels.md).
 
-    Authentication: `authorization: Bearer <key or token>`; `customers:read`.
+    Authentication: `authorization: Bearer <key or token>`; `customers:read` to read,
+    `customers:write` to link.
     """
 
     @_typing.overload
@@ -41,6 +42,13 @@ class CustomerServiceStub:
     GetCustomer: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetCustomerRequest, _gateway_pb2.Customer]
     FindCustomer: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.FindCustomerRequest, _gateway_pb2.Customer]
     """The customer an identity resolves to."""
+    LinkIdentity: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.LinkIdentityRequest, _gateway_pb2.Customer]
+    """Say that an identity is this customer's, once the tenant has verified it (its customer
+    signed in to the tenant's site or app, say). An identity that was another customer's
+    merges that customer into this one: its identities and conversations become this one's.
+    """
+    ListConversations: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListConversationsRequest, _gateway_pb2.ListConversationsResponse]
+    """Every conversation the customer had through the gateway, on every channel, newest first."""
 
 @_typing.type_check_only
 class CustomerServiceAsyncStub(CustomerServiceStub):
@@ -48,20 +56,29 @@ class CustomerServiceAsyncStub(CustomerServiceStub):
     Each channel identity (a web visitor, an e-mail address, a phone number, a WeChat openid, an
     app user) resolves to one customer; the gateway owns these tables (docs/channels.md).
 
-    Authentication: `authorization: Bearer <key or token>`; `customers:read`.
+    Authentication: `authorization: Bearer <key or token>`; `customers:read` to read,
+    `customers:write` to link.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetCustomer: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetCustomerRequest, _gateway_pb2.Customer]  # type: ignore[assignment]
     FindCustomer: _aio.UnaryUnaryMultiCallable[_gateway_pb2.FindCustomerRequest, _gateway_pb2.Customer]  # type: ignore[assignment]
     """The customer an identity resolves to."""
+    LinkIdentity: _aio.UnaryUnaryMultiCallable[_gateway_pb2.LinkIdentityRequest, _gateway_pb2.Customer]  # type: ignore[assignment]
+    """Say that an identity is this customer's, once the tenant has verified it (its customer
+    signed in to the tenant's site or app, say). An identity that was another customer's
+    merges that customer into this one: its identities and conversations become this one's.
+    """
+    ListConversations: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListConversationsRequest, _gateway_pb2.ListConversationsResponse]  # type: ignore[assignment]
+    """Every conversation the customer had through the gateway, on every channel, newest first."""
 
 class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
     """The channel gateway's customer store: one customer per person, whichever channels they use.
     Each channel identity (a web visitor, an e-mail address, a phone number, a WeChat openid, an
     app user) resolves to one customer; the gateway owns these tables (docs/channels.md).
 
-    Authentication: `authorization: Bearer <key or token>`; `customers:read`.
+    Authentication: `authorization: Bearer <key or token>`; `customers:read` to read,
+    `customers:write` to link.
     """
 
     @_abc_1.abstractmethod
@@ -78,5 +95,24 @@ class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.Customer, _abc.Awaitable[_gateway_pb2.Customer]]:
         """The customer an identity resolves to."""
+
+    @_abc_1.abstractmethod
+    def LinkIdentity(
+        self,
+        request: _gateway_pb2.LinkIdentityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.Customer, _abc.Awaitable[_gateway_pb2.Customer]]:
+        """Say that an identity is this customer's, once the tenant has verified it (its customer
+        signed in to the tenant's site or app, say). An identity that was another customer's
+        merges that customer into this one: its identities and conversations become this one's.
+        """
+
+    @_abc_1.abstractmethod
+    def ListConversations(
+        self,
+        request: _gateway_pb2.ListConversationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.ListConversationsResponse, _abc.Awaitable[_gateway_pb2.ListConversationsResponse]]:
+        """Every conversation the customer had through the gateway, on every channel, newest first."""
 
 def add_CustomerServiceServicer_to_server(servicer: CustomerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -379,3 +379,10 @@ def wechat_message(body: bytes) -> WechatMessage | None:
     if not text or len(text) > MAX_TEXT or "\x00" in text:
         raise BadMessage(f"the text: 1 to {MAX_TEXT} characters")
     return WechatMessage(openid, msg_id[:64], text)
+
+
+def identity_value(kind: int, value: str) -> str:
+    """An identity as the channels see it: e-mail addresses in lower case, the rest as given."""
+    from lianluo.gateway.v1 import gateway_pb2 as gpb
+
+    return value.strip().lower() if kind == gpb.IDENTITY_KIND_EMAIL else value.strip()

@@ -21,3 +21,16 @@ class CustomerApi(rpc.CustomerServiceServicer):
     @auth.needs("customers:read")
     async def FindCustomer(self, request: pb.FindCustomerRequest, _: Any) -> pb.Customer:
         return await self.customers.find(request.tenant_id, request.kind, request.value)
+
+    @auth.needs("customers:write")
+    async def LinkIdentity(self, request: pb.LinkIdentityRequest, _: Any) -> pb.Customer:
+        return await self.customers.link(
+            request.tenant_id, request.customer_id, request.kind, request.value
+        )
+
+    @auth.needs("customers:read")
+    async def ListConversations(
+        self, request: pb.ListConversationsRequest, _: Any
+    ) -> pb.ListConversationsResponse:
+        found = await self.customers.conversations(request.tenant_id, request.customer_id)
+        return pb.ListConversationsResponse(conversations=found)

@@ -154,7 +154,8 @@ class MailIn:
                     raise
                 interaction = ""  # its interaction has ended: this mail starts another
         if not interaction:
-            started = await self._platform.start(
+            started = await self._customers.start(
+                self._platform,
                 channel,
                 tenant_id,
                 mpb.Customer(id=customer, display_name=name, address=address),

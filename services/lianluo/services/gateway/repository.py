@@ -27,7 +27,9 @@ class Repository:
         """The customer of an identity, created with it the first time it is seen. Concurrent
         first sightings agree on one customer (the identity's key decides)."""
         found = await conn.fetchval(
-            "select customer_id from identities where tenant_id = $1 and kind = $2 and value = $3",
+            "select coalesce(c.merged_into, c.id) from identities i join customers c "
+            "on c.tenant_id = i.tenant_id and c.id = i.customer_id "
+            "where i.tenant_id = $1 and i.kind = $2 and i.value = $3",
             tid,
             kind,
             value,
@@ -68,10 +70,14 @@ class Repository:
         self, conn: asyncpg.Connection, tid: uuid.UUID, customer_id: uuid.UUID
     ) -> pb.Customer | None:
         row = await conn.fetchrow(
-            "select * from customers where tenant_id = $1 and id = $2", tid, customer_id
+            "select * from customers where tenant_id = $1 and id = "
+            "coalesce((select merged_into from customers where tenant_id = $1 and id = $2), $2)",
+            tid,
+            customer_id,
         )
         if row is None:
             return None
+        customer_id = row["id"]
         identities = await conn.fetch(
             "select * from identities where tenant_id = $1 and customer_id = $2 "
             "order by first_seen_at, kind, value",
@@ -90,6 +96,89 @@ class Repository:
             value,
         )
         return None if found is None else await self.get(conn, tid, uuid.UUID(str(found)))
+
+    async def link(
+        self,
+        conn: asyncpg.Connection,
+        tid: uuid.UUID,
+        customer_id: uuid.UUID,
+        kind: int,
+        value: str,
+    ) -> None:
+        """Make the identity this customer's; its former customer, if any, merges into this
+        one (identities move; those merged into it follow). Run in a transaction."""
+        former = await conn.fetchval(
+            "select customer_id from identities where tenant_id = $1 and kind = $2 "
+            "and value = $3 for update",
+            tid,
+            kind,
+            value,
+        )
+        if former is None:
+            await conn.execute(
+                "insert into identities (tenant_id, kind, value, customer_id) "
+                "values ($1, $2, $3, $4)",
+                tid,
+                kind,
+                value,
+                customer_id,
+            )
+            return
+        if former == customer_id:
+            return
+        await conn.execute(
+            "update identities set customer_id = $3 where tenant_id = $1 and customer_id = $2",
+            tid,
+            former,
+            customer_id,
+        )
+        await conn.execute(
+            "update customers set merged_into = $3 where tenant_id = $1 "
+            "and (id = $2 or merged_into = $2)",
+            tid,
+            former,
+            customer_id,
+        )
+
+    async def live(self, conn: asyncpg.Connection, tid: uuid.UUID, customer_id: uuid.UUID) -> bool:
+        """Whether the customer exists and has not been merged into another."""
+        found = await conn.fetchval(
+            "select merged_into is null from customers where tenant_id = $1 and id = $2 for update",
+            tid,
+            customer_id,
+        )
+        return bool(found)
+
+    async def remember_interaction(
+        self,
+        conn: asyncpg.Connection,
+        tid: uuid.UUID,
+        customer_id: uuid.UUID,
+        interaction_id: uuid.UUID,
+        channel: int,
+    ) -> None:
+        await conn.execute(
+            "insert into customer_interactions (tenant_id, customer_id, interaction_id, channel) "
+            "values ($1, $2, $3, $4) on conflict do nothing",
+            tid,
+            customer_id,
+            interaction_id,
+            channel,
+        )
+
+    async def conversations(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, customer_id: uuid.UUID
+    ) -> list[asyncpg.Record]:
+        """The customer's interactions, and those of the customers merged into them."""
+        rows: list[asyncpg.Record] = await conn.fetch(
+            "select i.* from customer_interactions i join customers c "
+            "on c.tenant_id = i.tenant_id and c.id = i.customer_id "
+            "where i.tenant_id = $1 and (c.id = $2 or c.merged_into = $2) "
+            "order by i.started_at desc limit 100",
+            tid,
+            customer_id,
+        )
+        return rows
 
     # ------------------------------------------------------------------ conversations
 

@@ -20,7 +20,7 @@ from lianluo.gateway.v1 import gateway_pb2 as pb
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
 from lianluo.runtime import auth, quotas
-from lianluo.runtime.errors import NotFound, ResourceExhausted
+from lianluo.runtime.errors import NotFound, ResourceExhausted, Violations
 from lianluo.runtime.faults import is_outage
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import TenantConfigView
@@ -114,6 +114,58 @@ class Customers:
         if found is None:
             raise NotFound("customer", value)
         return found
+
+    async def link(self, tenant_id: str, customer_id: str, kind: int, value: str) -> pb.Customer:
+        auth.require_tenant(tenant_id)
+        v = Violations()
+        v.check(kind != pb.IDENTITY_KIND_UNSPECIFIED, "kind", "must be set")
+        v.check(0 < len(value) <= 254, "value", "1 to 254 characters")
+        v.raise_if_any()
+        tid, cid = _uuid(tenant_id), _uuid(customer_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            if tid is None or cid is None or not await self._repo.live(conn, tid, cid):
+                raise NotFound("customer", customer_id)
+            await self._repo.link(conn, tid, cid, kind, domain.identity_value(kind, value))
+            found = await self._repo.get(conn, tid, cid)
+        assert found is not None
+        return found
+
+    async def conversations(self, tenant_id: str, customer_id: str) -> list[pb.Conversation]:
+        auth.require_tenant(tenant_id)
+        tid, cid = _uuid(tenant_id), _uuid(customer_id)
+        async with self._pool.acquire() as conn:
+            found = None if tid is None or cid is None else await self._repo.get(conn, tid, cid)
+            if found is None or tid is None:
+                raise NotFound("customer", customer_id)
+            rows = await self._repo.conversations(conn, tid, uuid.UUID(found.id))
+        out = []
+        for r in rows:
+            c = pb.Conversation(interaction_id=str(r["interaction_id"]), channel=r["channel"])
+            c.start_time.FromDatetime(r["started_at"])
+            out.append(c)
+        return out
+
+    async def start(
+        self,
+        platform: Platform,
+        channel: tpb.Channel,
+        tenant_id: str,
+        customer: mpb.Customer,
+        on: int,
+        media: int,
+        md: Any,
+    ) -> mpb.StartInteractionResponse:
+        """The customer's new interaction, remembered in their history."""
+        started = await platform.start(channel, tenant_id, customer, on, media, md)
+        async with self._pool.acquire() as conn:
+            await self._repo.remember_interaction(
+                conn,
+                uuid.UUID(tenant_id),
+                uuid.UUID(customer.id),
+                uuid.UUID(started.interaction.id),
+                on,
+            )
+        return started
 
 
 async def _refuse(ws: web.WebSocketResponse, error: Exception) -> None:
@@ -227,7 +279,8 @@ class WebChat:
         md = bearer(token)
         interaction, after = hello.interaction, hello.after
         if not interaction:
-            started = await self._platform.start(
+            started = await self._customers.start(
+                self._platform,
                 channel,
                 tenant_id,
                 mpb.Customer(id=customer, display_name=hello.name, attributes=hello.form),

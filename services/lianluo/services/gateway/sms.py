@@ -127,7 +127,8 @@ class SmsIn:
                 if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
                     raise
                 # That conversation has ended: this text starts another.
-        started = await self._platform.start(
+        started = await self._customers.start(
+            self._platform,
             channel,
             tenant_id,
             mpb.Customer(id=customer, address=sender),

@@ -130,7 +130,8 @@ class WechatIn:
             except grpc.aio.AioRpcError as error:
                 if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
                     raise
-        started = await self._platform.start(
+        started = await self._customers.start(
+            self._platform,
             channel,
             tenant_id,
             mpb.Customer(id=customer, address=message.openid),
