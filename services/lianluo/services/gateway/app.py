@@ -13,7 +13,7 @@ from lianluo.services.gateway.http import HttpServer
 from lianluo.services.gateway.mail import Mailboxes, MailIn, MailSender, SmtpServer
 from lianluo.services.gateway.replies import Replies, Sender
 from lianluo.services.gateway.repository import Repository
-from lianluo.services.gateway.service import Customers, Platform, WebChat
+from lianluo.services.gateway.service import Conversations, Customers, Platform, WebChat
 from lianluo.services.gateway.settings import GatewaySettings
 from lianluo.services.gateway.sms import SmsIn, SmsSender
 from lianluo.services.gateway.wechat import WechatIn, WechatSender
@@ -33,6 +33,7 @@ async def build(settings: GatewaySettings) -> Service:
     customers = Customers(service.pool, repo)
     platform = Platform(settings)
     web_chat = WebChat(view, platform, customers, settings)
+    conversations = Conversations(platform, customers, service.pool, repo)
     senders: dict[str, Sender] = {
         "email": MailSender(settings),
         "sms": SmsSender(settings),
@@ -51,8 +52,8 @@ async def build(settings: GatewaySettings) -> Service:
             settings.gateway_http_port,
             [
                 *web_chat.routes(),
-                *SmsIn(view, platform, customers, service.pool, repo, settings).routes(),
-                *WechatIn(view, platform, customers, service.pool, repo, settings).routes(),
+                *SmsIn(view, conversations, settings).routes(),
+                *WechatIn(view, conversations, settings).routes(),
             ],
             settings.gateway_max_frame_bytes,
         ),

@@ -8,6 +8,7 @@ import contextlib
 import secrets
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,75 @@ class Customers:
                 on,
             )
         return started
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One message from a customer's address on a channel without threads (SMS, WeChat)."""
+
+    kind: int  # the identity kind of the address
+    address: str
+    on: int  # the channel (common.Channel)
+    media: int
+    # The channel's own id of the message: a retry of it is kept once.
+    client_id: str
+    text: str
+
+
+class Conversations:
+    """Messages of the channels without threads: each continues the address's newest
+    conversation on the channel while it is open, and starts one otherwise."""
+
+    def __init__(
+        self, platform: Platform, customers: Customers, pool: asyncpg.Pool, repo: Repository
+    ) -> None:
+        self._platform = platform
+        self._customers = customers
+        self._pool = pool
+        self._repo = repo
+
+    async def take(self, tenant_id: str, channel: tpb.Channel, message: Inbound) -> None:
+        tid, cid = uuid.UUID(tenant_id), uuid.UUID(channel.id)
+        customer = await self._customers.resolve(tenant_id, message.kind, message.address)
+        md = bearer(await self._platform.customer_session(tenant_id, customer, message.on))
+        async with self._pool.acquire() as conn:
+            latest = await self._repo.latest_conversation(conn, tid, cid, message.address)
+        said = mpb.SendRequest(
+            tenant_id=tenant_id,
+            client_message_id=message.client_id,
+            content=mpb.MessageContent(text=message.text),
+        )
+        if latest is not None:
+            said.interaction_id = str(latest["interaction_id"])
+            said.participant_id = latest["customer_participant"]
+            try:
+                await self._platform.media.Send(said, metadata=md)
+                return
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                    raise
+                # That conversation has ended: this message starts another.
+        started = await self._customers.start(
+            self._platform,
+            channel,
+            tenant_id,
+            mpb.Customer(id=customer, address=message.address),
+            message.on,
+            message.media,
+            md,
+        )
+        async with self._pool.acquire() as conn:
+            await self._repo.add_conversation(
+                conn,
+                tid,
+                uuid.UUID(started.interaction.id),
+                cid,
+                message.address,
+                started.customer_participant_id,
+            )
+        said.interaction_id = started.interaction.id
+        said.participant_id = started.customer_participant_id
+        await self._platform.media.Send(said, metadata=md)
 
 
 async def _refuse(ws: web.WebSocketResponse, error: Exception) -> None:

@@ -3,8 +3,6 @@ out. A customer's texts continue their newest open conversation on the number.""
 
 from __future__ import annotations
 
-import uuid
-
 import aiohttp
 import asyncpg
 import grpc
@@ -12,7 +10,6 @@ from aiohttp import web
 
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.gateway.v1 import gateway_pb2 as pb
-from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.runtime import quotas
 from lianluo.runtime.errors import ResourceExhausted
 from lianluo.runtime.faults import is_outage
@@ -20,7 +17,7 @@ from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.gateway import domain
 from lianluo.services.gateway.repository import Repository
-from lianluo.services.gateway.service import Customers, Platform, bearer
+from lianluo.services.gateway.service import Conversations, Inbound
 from lianluo.services.gateway.settings import GatewaySettings
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 
@@ -32,19 +29,10 @@ class SmsIn:
     """The provider's webhook for inbound messages."""
 
     def __init__(
-        self,
-        view: TenantConfigView,
-        platform: Platform,
-        customers: Customers,
-        pool: asyncpg.Pool,
-        repo: Repository,
-        settings: GatewaySettings,
+        self, view: TenantConfigView, conversations: Conversations, settings: GatewaySettings
     ) -> None:
         self._view = view
-        self._platform = platform
-        self._customers = customers
-        self._pool = pool
-        self._repo = repo
+        self._conversations = conversations
         self._settings = settings
         self._flood = quotas.RateLimiter()
 
@@ -83,7 +71,19 @@ class SmsIn:
                 headers={"Retry-After": str(max(1, round(error.retry_after)))},
             ) from error
         try:
-            await self._receive(tenant_id, channel, sender, text, sid)
+            await self._conversations.take(
+                tenant_id,
+                channel,
+                Inbound(
+                    pb.IDENTITY_KIND_PHONE,
+                    sender,
+                    common.CHANNEL_SMS,
+                    common.MEDIA_TYPE_SMS,
+                    # A provider's retry of the same message is kept once.
+                    f"sms:{sid}",
+                    text,
+                ),
+            )
         except Exception as error:
             if not isinstance(error, grpc.aio.AioRpcError) and not is_outage(error):
                 raise
@@ -102,52 +102,6 @@ class SmsIn:
             host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0]
             base = f"{scheme.strip()}://{host.strip()}"
         return base + request.path_qs
-
-    async def _receive(
-        self, tenant_id: str, channel: tpb.Channel, sender: str, text: str, sid: str
-    ) -> None:
-        tid, cid = uuid.UUID(tenant_id), uuid.UUID(channel.id)
-        customer = await self._customers.resolve(tenant_id, pb.IDENTITY_KIND_PHONE, sender)
-        md = bearer(await self._platform.customer_session(tenant_id, customer, common.CHANNEL_SMS))
-        async with self._pool.acquire() as conn:
-            latest = await self._repo.latest_conversation(conn, tid, cid, sender)
-        # A provider's retry of the same message is kept once: media dedupes by this id.
-        said = mpb.SendRequest(
-            tenant_id=tenant_id,
-            client_message_id=f"sms:{sid}",
-            content=mpb.MessageContent(text=text),
-        )
-        if latest is not None:
-            said.interaction_id = str(latest["interaction_id"])
-            said.participant_id = latest["customer_participant"]
-            try:
-                await self._platform.media.Send(said, metadata=md)
-                return
-            except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
-                    raise
-                # That conversation has ended: this text starts another.
-        started = await self._customers.start(
-            self._platform,
-            channel,
-            tenant_id,
-            mpb.Customer(id=customer, address=sender),
-            common.CHANNEL_SMS,
-            common.MEDIA_TYPE_SMS,
-            md,
-        )
-        async with self._pool.acquire() as conn:
-            await self._repo.add_conversation(
-                conn,
-                tid,
-                uuid.UUID(started.interaction.id),
-                cid,
-                sender,
-                started.customer_participant_id,
-            )
-        said.interaction_id = started.interaction.id
-        said.participant_id = started.customer_participant_id
-        await self._platform.media.Send(said, metadata=md)
 
 
 class SmsSender:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 import aiohttp
 import asyncpg
@@ -15,7 +14,6 @@ from aiohttp import web
 
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.gateway.v1 import gateway_pb2 as pb
-from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.runtime import quotas
 from lianluo.runtime.errors import ResourceExhausted
 from lianluo.runtime.faults import is_outage
@@ -23,7 +21,7 @@ from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.gateway import domain
 from lianluo.services.gateway.repository import Repository
-from lianluo.services.gateway.service import Customers, Platform, bearer
+from lianluo.services.gateway.service import Conversations, Inbound
 from lianluo.services.gateway.settings import GatewaySettings
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 
@@ -37,19 +35,10 @@ TOKEN_MARGIN_SECONDS = 300
 
 class WechatIn:
     def __init__(
-        self,
-        view: TenantConfigView,
-        platform: Platform,
-        customers: Customers,
-        pool: asyncpg.Pool,
-        repo: Repository,
-        settings: GatewaySettings,
+        self, view: TenantConfigView, conversations: Conversations, settings: GatewaySettings
     ) -> None:
         self._view = view
-        self._platform = platform
-        self._customers = customers
-        self._pool = pool
-        self._repo = repo
+        self._conversations = conversations
         self._settings = settings
         self._flood = quotas.RateLimiter()
 
@@ -95,62 +84,28 @@ class WechatIn:
             raise web.HTTPTooManyRequests(text="too many messages from this follower") from error
         try:
             # WeChat waits five seconds for the answer before it retries the push.
-            await asyncio.wait_for(self._receive(tenant_id, channel, message), 4.5)
+            await asyncio.wait_for(
+                self._conversations.take(
+                    tenant_id,
+                    channel,
+                    Inbound(
+                        pb.IDENTITY_KIND_WECHAT_OPENID,
+                        message.openid,
+                        common.CHANNEL_WECHAT,
+                        common.MEDIA_TYPE_CHAT,
+                        # WeChat pushes a message again when the answer was late: kept once.
+                        f"wechat:{message.msg_id}",
+                        message.text,
+                    ),
+                ),
+                4.5,
+            )
         except Exception as error:
             if not isinstance(error, grpc.aio.AioRpcError | TimeoutError) and not is_outage(error):
                 raise
             log.warning("wechat push not taken", error=repr(error)[:200])
             raise web.HTTPServiceUnavailable(text="try again later") from error
         return web.Response(text=ACCEPTED)
-
-    async def _receive(
-        self, tenant_id: str, channel: tpb.Channel, message: domain.WechatMessage
-    ) -> None:
-        tid, cid = uuid.UUID(tenant_id), uuid.UUID(channel.id)
-        customer = await self._customers.resolve(
-            tenant_id, pb.IDENTITY_KIND_WECHAT_OPENID, message.openid
-        )
-        md = bearer(
-            await self._platform.customer_session(tenant_id, customer, common.CHANNEL_WECHAT)
-        )
-        async with self._pool.acquire() as conn:
-            latest = await self._repo.latest_conversation(conn, tid, cid, message.openid)
-        said = mpb.SendRequest(
-            tenant_id=tenant_id,
-            # WeChat pushes a message again when the answer was late: kept once.
-            client_message_id=f"wechat:{message.msg_id}",
-            content=mpb.MessageContent(text=message.text),
-        )
-        if latest is not None:
-            said.interaction_id = str(latest["interaction_id"])
-            said.participant_id = latest["customer_participant"]
-            try:
-                await self._platform.media.Send(said, metadata=md)
-                return
-            except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
-                    raise
-        started = await self._customers.start(
-            self._platform,
-            channel,
-            tenant_id,
-            mpb.Customer(id=customer, address=message.openid),
-            common.CHANNEL_WECHAT,
-            common.MEDIA_TYPE_CHAT,
-            md,
-        )
-        async with self._pool.acquire() as conn:
-            await self._repo.add_conversation(
-                conn,
-                tid,
-                uuid.UUID(started.interaction.id),
-                cid,
-                message.openid,
-                started.customer_participant_id,
-            )
-        said.interaction_id = started.interaction.id
-        said.participant_id = started.customer_participant_id
-        await self._platform.media.Send(said, metadata=md)
 
 
 class WechatSender:
