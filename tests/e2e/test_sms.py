@@ -24,6 +24,8 @@ from factories import Client, agent, onboard, queue, user
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.devstack.cell import Cell
 from lianluo.devstack.clients import Session
+from lianluo.gateway.v1 import gateway_pb2 as gpb
+from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
@@ -32,6 +34,7 @@ pytestmark = pytest.mark.integration
 PASSWORD = "correct horse battery staple"
 SID, TOKEN = "AC" + "1" * 32, "provider-token-" + uuid.uuid4().hex
 NUMBER, MEI = "+15550001111", "+8613800138000"
+OTHER = "+8613700001234"
 P = mpb.ParticipantRole
 
 
@@ -85,6 +88,7 @@ class Line:
     tenant: pb.Tenant
     webhook: str
     li: Session
+    key: str
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +126,7 @@ async def line(cell: Cell, provider: Provider) -> AsyncIterator[Line]:
     async with aiohttp.ClientSession() as http, asyncio.timeout(30):
         while (await http.post(webhook, data={})).status == 404:  # until the gateway knows it
             await asyncio.sleep(0.2)
-    yield Line(t, webhook, await Session.login(tch, t.name, "li", PASSWORD))
+    yield Line(t, webhook, await Session.login(tch, t.name, "li", PASSWORD), c.key)
     await tch.close()
 
 
@@ -179,3 +183,56 @@ async def test_forged_oversized_and_flooding_webhooks_are_refused(line: Line) ->
             assert answer.status == 413
         codes = [await text(http, line, f"spam {n}") for n in range(12)]
         assert 429 in codes and codes.count(200) <= 6
+
+
+async def test_stop_opts_the_customer_out_of_replies_until_start(
+    cell: Cell, line: Line, provider: Provider
+) -> None:
+    """Consent: a STOP is answered by the webhook, kept on the customer's phone identity, and
+    the agent's replies to it are not sent until START."""
+    li = await AgentAtWork(cell, line.li, line.tenant.id).start()
+    customers = gateway_rpc.CustomerServiceStub(grpc.aio.insecure_channel(cell.address("gateway")))
+    async with aiohttp.ClientSession() as http:
+        form = {
+            "From": OTHER,
+            "To": NUMBER,
+            "Body": "Hello?",
+            "MessageSid": "SM" + uuid.uuid4().hex,
+        }
+        async with http.post(
+            line.webhook, data=form, headers={"X-Twilio-Signature": signed(line.webhook, form)}
+        ) as answer:
+            assert answer.status == 200
+        talk = await li.answer()
+        await talk.wait_for(lambda f: f.message.content.text == "Hello?")
+
+        async def say(body: str) -> str:
+            form = {
+                "From": OTHER,
+                "To": NUMBER,
+                "Body": body,
+                "MessageSid": "SM" + uuid.uuid4().hex,
+            }
+            headers = {"X-Twilio-Signature": signed(line.webhook, form)}
+            async with http.post(line.webhook, data=form, headers=headers) as answer:
+                assert answer.status == 200
+                return await answer.text()
+
+        assert "no more messages" in await say("STOP")
+        found = await customers.FindCustomer(
+            gpb.FindCustomerRequest(
+                tenant_id=line.tenant.id, kind=gpb.IDENTITY_KIND_PHONE, value=OTHER
+            ),
+            metadata=(("authorization", f"Bearer {line.key}"),),
+        )
+        assert found.identities[0].HasField("opted_out_time")
+        talk.send_text("Not sent: they said stop", "c1")
+        await asyncio.sleep(3)  # the reply sender runs at once on a reply; give it time
+        assert provider.sent.empty(), "a reply went to a customer who opted out"
+        assert "again" in await say("start")
+        talk.send_text("Sent again", "c2")
+        resumed = await asyncio.wait_for(provider.sent.get(), 30)
+        assert (resumed["To"], resumed["Body"]) == (OTHER, "Sent again")
+        assert "STOP" not in talk.texts(), "a consent keyword is not part of the conversation"
+    await talk.close()
+    await li.stop()

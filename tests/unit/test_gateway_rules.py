@@ -133,3 +133,18 @@ def test_a_webhook_signature_is_the_published_one() -> None:
         token, url, {**params, "Digits": "1235"}, "GvWf1cFY/Q7PnoempGyD5oXAezc="
     )
     assert not domain.twilio_valid(token, url, params, "")
+
+
+@pytest.mark.parametrize(
+    ("text", "keyword"),
+    [
+        ("STOP", "stop"),
+        (" stop ", "stop"),
+        ("Unsubscribe", "stop"),
+        ("START", "start"),
+        ("please stop calling", ""),
+        ("stopped", ""),
+    ],
+)
+def test_consent_keywords_are_whole_messages(text: str, keyword: str) -> None:
+    assert domain.consent_keyword(text) == keyword

@@ -57,20 +57,28 @@ class Identity(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     FIRST_SEEN_TIME_FIELD_NUMBER: _builtins.int
+    OPTED_OUT_TIME_FIELD_NUMBER: _builtins.int
     kind: Global___IdentityKind.ValueType
     value: _builtins.str
     @_builtins.property
     def first_seen_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def opted_out_time(self) -> _timestamp_pb2.Timestamp:
+        """Set while the customer has opted out of messages on this identity (an SMS "STOP"); agents'
+        replies to it are then not sent.
+        """
+
     def __init__(
         self,
         *,
         kind: Global___IdentityKind.ValueType = ...,
         value: _builtins.str = ...,
         first_seen_time: _timestamp_pb2.Timestamp | None = ...,
+        opted_out_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen_time", b"first_seen_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen_time", b"first_seen_time", "opted_out_time", b"opted_out_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_seen_time", b"first_seen_time", "kind", b"kind", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_seen_time", b"first_seen_time", "kind", b"kind", "opted_out_time", b"opted_out_time", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

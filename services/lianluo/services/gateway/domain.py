@@ -386,3 +386,14 @@ def identity_value(kind: int, value: str) -> str:
     from lianluo.gateway.v1 import gateway_pb2 as gpb
 
     return value.strip().lower() if kind == gpb.IDENTITY_KIND_EMAIL else value.strip()
+
+
+# The keywords carriers and providers use for consent, as the whole message (any case).
+STOP_WORDS = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "退订"})
+START_WORDS = frozenset({"start", "unstop", "yes"})
+
+
+def consent_keyword(text: str) -> str:
+    """ "stop" or "start" when the message is only a consent keyword; "" otherwise."""
+    word = text.strip().lower()
+    return "stop" if word in STOP_WORDS else "start" if word in START_WORDS else ""

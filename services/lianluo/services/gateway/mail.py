@@ -232,6 +232,8 @@ class SmtpServer:
 class MailSender:
     """Replies in e-mail conversations, through the relay, with the thread's headers."""
 
+    identity: int = pb.IDENTITY_KIND_EMAIL
+
     def __init__(self, settings: GatewaySettings) -> None:
         self._settings = settings
 

@@ -29,6 +29,10 @@ FIRST_RETRY_SECONDS, LAST_RETRY_SECONDS = 5.0, 900.0
 
 
 class Sender(Protocol):
+    # The kind of identity the channel's addresses are (gateway_pb2.IdentityKind): a reply to
+    # one whose owner opted out is not sent.
+    identity: int
+
     async def send(self, row: asyncpg.Record, channel: tpb.Channel) -> str | None:
         """Send one reply; what went wrong, or None."""
         ...
@@ -106,6 +110,12 @@ class Replies:
                 kind = channel.WhichOneof("kind") if isinstance(channel, tpb.Channel) else None
                 sender = self._senders.get(kind or "")
                 error = "the channel is gone" if sender is None else None
+                if sender is not None and await self._repo.opted_out(
+                    conn, row["tenant_id"], sender.identity, row["customer_address"]
+                ):
+                    log.info("a reply not sent: the customer opted out", channel=kind)
+                    await self._repo.sent_reply(conn, row["tenant_id"], row["id"])
+                    continue
                 if sender is not None and isinstance(channel, tpb.Channel):
                     error = await sender.send(row, channel)
                 if error is None and sender is not None:

@@ -17,6 +17,8 @@ def _customer(row: asyncpg.Record, identities: list[asyncpg.Record]) -> pb.Custo
     for i in identities:
         identity = out.identities.add(kind=i["kind"], value=i["value"])
         identity.first_seen_time.FromDatetime(i["first_seen_at"])
+        if i["opted_out_at"] is not None:
+            identity.opted_out_time.FromDatetime(i["opted_out_at"])
     return out
 
 
@@ -179,6 +181,30 @@ class Repository:
             customer_id,
         )
         return rows
+
+    async def set_opt_out(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, kind: int, value: str, out: bool
+    ) -> None:
+        await conn.execute(
+            "update identities set opted_out_at = case when $4 then now() end "
+            "where tenant_id = $1 and kind = $2 and value = $3",
+            tid,
+            kind,
+            value,
+            out,
+        )
+
+    async def opted_out(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, kind: int, value: str
+    ) -> bool:
+        found = await conn.fetchval(
+            "select opted_out_at is not null from identities "
+            "where tenant_id = $1 and kind = $2 and value = $3",
+            tid,
+            kind,
+            value,
+        )
+        return bool(found)
 
     # ------------------------------------------------------------------ conversations
 

@@ -194,6 +194,12 @@ class Conversations:
         self._pool = pool
         self._repo = repo
 
+    async def consent(self, tenant_id: str, kind: int, address: str, stop: bool) -> None:
+        """Record an opt-out (STOP) or an opt-in again (START) of the address's owner."""
+        await self._customers.resolve(tenant_id, kind, address)
+        async with self._pool.acquire() as conn:
+            await self._repo.set_opt_out(conn, uuid.UUID(tenant_id), kind, address, stop)
+
     async def take(self, tenant_id: str, channel: tpb.Channel, message: Inbound) -> None:
         tid, cid = uuid.UUID(tenant_id), uuid.UUID(channel.id)
         customer = await self._customers.resolve(tenant_id, message.kind, message.address)

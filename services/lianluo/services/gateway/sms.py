@@ -23,6 +23,11 @@ from lianluo.tenants.v1 import tenants_pb2 as tpb
 
 log = get_logger(__name__)
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+# What the sender of a consent keyword is told, in the webhook's answer.
+CONSENT_REPLIES = {
+    "stop": "You will get no more messages from this number. Reply START to resume.",
+    "start": "You will get messages from this number again. Reply STOP to stop them.",
+}
 
 
 class SmsIn:
@@ -70,6 +75,16 @@ class SmsIn:
                 text="too many messages from this number",
                 headers={"Retry-After": str(max(1, round(error.retry_after)))},
             ) from error
+        keyword = domain.consent_keyword(text)
+        if keyword:
+            await self._conversations.consent(
+                tenant_id, pb.IDENTITY_KIND_PHONE, sender, keyword == "stop"
+            )
+            reply = (
+                '<?xml version="1.0" encoding="UTF-8"?><Response><Message>'
+                f"{CONSENT_REPLIES[keyword]}</Message></Response>"
+            )
+            return web.Response(text=reply, content_type="text/xml")
         try:
             await self._conversations.take(
                 tenant_id,
@@ -107,6 +122,8 @@ class SmsIn:
 class SmsSender:
     """Replies through the provider's Messages API, cut into messages of at most ten segments
     (GSM-7 or UCS-2, whichever the text needs)."""
+
+    identity: int = pb.IDENTITY_KIND_PHONE
 
     def __init__(self, settings: GatewaySettings) -> None:
         self._timeout = aiohttp.ClientTimeout(total=settings.gateway_provider_timeout_seconds)

@@ -112,6 +112,8 @@ class WechatSender:
     """Replies through the customer-service message API, with the account's access token
     (fetched with the app secret, kept until shortly before it expires)."""
 
+    identity: int = pb.IDENTITY_KIND_WECHAT_OPENID
+
     def __init__(self, settings: GatewaySettings) -> None:
         self._timeout = aiohttp.ClientTimeout(total=settings.gateway_provider_timeout_seconds)
         # app id -> (access token, when to renew it)
