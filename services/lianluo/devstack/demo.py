@@ -543,14 +543,19 @@ async def _converse(
     return result
 
 
+# What the demo's interaction went through. The recording follows several topics, each at its
+# own pace: the end of the interaction can be stored before its routing decisions are.
+RECORDED = frozenset({"interaction.ended", "routing.offer", "routing.assign"})
+
+
 async def _complete(stub: Any, tenant_id: str, interaction_id: str, md: Any) -> rpb.Recording:
-    """The recording once it holds the end of the interaction (it follows the events)."""
+    """The recording once it holds everything the demo's interaction went through."""
     async with asyncio.timeout(30):
         while True:
             record: rpb.Recording = await stub.GetRecording(
                 rpb.GetRecordingRequest(tenant_id=tenant_id, interaction_id=interaction_id),
                 metadata=md,
             )
-            if any(e.event.type == "interaction.ended" for e in record.entries):
+            if {e.event.type for e in record.entries} >= RECORDED:
                 return record
             await asyncio.sleep(0.3)
