@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import sys
 from pathlib import Path
@@ -48,11 +49,9 @@ async def until_served(url: str, accept: tuple[int, ...] = (200,)) -> None:
     """Until `url` answers (the gateway has learnt the channel; the echo server listens)."""
     async with aiohttp.ClientSession() as http:
         for _ in range(150):
-            try:
+            with contextlib.suppress(aiohttp.ClientConnectionError):
                 if (await http.get(url)).status in accept:
                     return
-            except aiohttp.ClientConnectionError:
-                pass
             await asyncio.sleep(0.2)
     raise TimeoutError(f"{url} does not answer")
 

@@ -30,8 +30,8 @@ async def build(settings: GatewaySettings) -> Service:
     await service.start_storage()
     view = await service.follow_tenant_config()
     repo = Repository()
-    customers = Customers(service.pool, repo)
     platform = Platform(settings)
+    customers = Customers(service.pool, repo, platform)
     web_chat = WebChat(view, platform, customers, settings)
     conversations = Conversations(platform, customers, service.pool, repo)
     senders: dict[str, Sender] = {

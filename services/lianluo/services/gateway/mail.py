@@ -155,7 +155,6 @@ class MailIn:
                 interaction = ""  # its interaction has ended: this mail starts another
         if not interaction:
             started = await self._customers.start(
-                self._platform,
                 channel,
                 tenant_id,
                 mpb.Customer(id=customer, display_name=name, address=address),

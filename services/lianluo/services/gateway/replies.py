@@ -35,11 +35,9 @@ class Sender(Protocol):
 
     async def send(self, row: asyncpg.Record, channel: tpb.Channel) -> str | None:
         """Send one reply; what went wrong, or None."""
-        ...
 
     async def sent(self, conn: asyncpg.Connection, repo: Repository, row: asyncpg.Record) -> None:
         """What the channel keeps of a reply that went out."""
-        ...
 
 
 class Replies:

@@ -89,9 +89,10 @@ class Platform:
 class Customers:
     """The customer store: identities seen on the channels, resolved to one customer."""
 
-    def __init__(self, pool: asyncpg.Pool, repo: Repository) -> None:
+    def __init__(self, pool: asyncpg.Pool, repo: Repository, platform: Platform) -> None:
         self._pool = pool
         self._repo = repo
+        self._platform = platform
 
     async def resolve(self, tenant_id: str, kind: int, value: str, name: str = "") -> str:
         async with self._pool.acquire() as conn:
@@ -148,7 +149,6 @@ class Customers:
 
     async def start(
         self,
-        platform: Platform,
         channel: tpb.Channel,
         tenant_id: str,
         customer: mpb.Customer,
@@ -157,7 +157,7 @@ class Customers:
         md: Any,
     ) -> mpb.StartInteractionResponse:
         """The customer's new interaction, remembered in their history."""
-        started = await platform.start(channel, tenant_id, customer, on, media, md)
+        started = await self._platform.start(channel, tenant_id, customer, on, media, md)
         async with self._pool.acquire() as conn:
             await self._repo.remember_interaction(
                 conn,
@@ -222,7 +222,6 @@ class Conversations:
                     raise
                 # That conversation has ended: this message starts another.
         started = await self._customers.start(
-            self._platform,
             channel,
             tenant_id,
             mpb.Customer(id=customer, address=message.address),
@@ -356,7 +355,6 @@ class WebChat:
         interaction, after = hello.interaction, hello.after
         if not interaction:
             started = await self._customers.start(
-                self._platform,
                 channel,
                 tenant_id,
                 mpb.Customer(id=customer, display_name=hello.name, attributes=hello.form),
