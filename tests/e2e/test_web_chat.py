@@ -5,6 +5,7 @@ lost or doubled, and is one customer in the customer store."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -158,6 +159,56 @@ async def test_a_customer_chats_with_an_agent_and_resumes_after_a_dropped_connec
     await li.stop()
 
 
+async def test_uploads_are_checked_and_a_refused_file_leaves_nothing(
+    cell: Cell, shop: Shop
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        browser = await browse(http, shop, name="Ana")
+        welcome = await browser.next(lambda i: i["type"] == "welcome")
+        upload = cell.replica("gateway").http_url + welcome["upload"]
+
+        async def post(
+            body: bytes, kind: str, url: str = upload, origin: str = SHOP, mid: str = "u1"
+        ) -> int:
+            headers = {"Content-Type": kind, "X-Filename": "a%20b.png", "X-Message-Id": mid}
+            if origin:
+                headers["Origin"] = origin
+            return (await http.post(url, data=body, headers=headers)).status
+
+        # CORS: the widget uploads from the tenant's page to the gateway.
+        preflight = await http.options(
+            upload, headers={"Origin": SHOP, "Access-Control-Request-Method": "POST"}
+        )
+        assert preflight.headers["Access-Control-Allow-Origin"] == SHOP
+        assert await post(PNG, "image/png", origin="http://evil.example.test") == 403
+        assert await post(PNG, "image/png", url=upload.replace("signature=", "signature=0")) == 403
+        assert (
+            await post(PNG, "image/png", url=upload.replace(shop.tenant.id, str(uuid.uuid4())))
+            == 404
+        )
+        # A program calling itself a PNG, a type not allowed, a file over the limit.
+        assert await post(b"MZ\x90\x00 not an image", "image/png") == 415
+        assert await post(b"#!/bin/sh", "application/x-sh") == 415
+        assert await post(b"\x89PNG\r\n\x1a\n" + bytes(6 * 1024 * 1024), "image/png") == 413
+        assert await post(PNG, "image/png") == 201
+        shown = await browser.next(lambda i: "attachment" in i)
+        assert shown["attachment"]["name"] == "a b.png" and shown["from"] == "me"
+        assert [i for i in browser.items if "attachment" in i] == [shown], "a refused file shown"
+        stored = cell.log_dir.parent / "objects" / "tenants" / shop.tenant.id / "attachments"
+        kept = {p.name for p in stored.iterdir()}
+        assert len(kept) == 1
+        # The same upload again (a retry) is one message, and one file.
+        assert await post(PNG, "image/png") == 201
+        assert {p.name for p in stored.iterdir()} == kept
+        # Once the chat has ended, a file is refused, and nothing of it stays in the store.
+        await browser.ws.send_json({"type": "leave"})
+        async with asyncio.timeout(15):
+            while (await browser.ws.receive()).type == aiohttp.WSMsgType.TEXT:
+                pass
+        assert await post(PNG, "image/png", mid="u2") == 409
+        assert {p.name for p in stored.iterdir()} == kept
+
+
 async def test_bad_input_and_floods_close_the_socket_with_a_reason(shop: Shop) -> None:
     async with aiohttp.ClientSession() as http:
         ws = await http.ws_connect(shop.socket_url(), origin=SHOP)
@@ -203,9 +254,31 @@ async def _until_shown(driver: Any, text: str, seconds: float = 30) -> list[str]
     return shown
 
 
-async def test_the_widget_chats_and_resumes_in_headless_chromium(cell: Cell, shop: Shop) -> None:
+async def _until(driver: Any, script: str, seconds: float = 30) -> Any:
+    """The first truthy result of `script` in the page."""
+    async with asyncio.timeout(seconds):
+        while not (found := await asyncio.to_thread(driver.execute_script, script)):
+            await asyncio.sleep(0.2)
+    return found
+
+
+def attachments(cell: Cell) -> Any:
+    return gateway_rpc.AttachmentServiceStub(grpc.aio.insecure_channel(cell.address("gateway")))
+
+
+# A 2 x 1 PNG.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000020000000108020000007b40e8dd0000000d4944415478"
+    "9c63f8cfc000440008fe01ffc69e79f70000000049454e44ae426082"
+)
+
+
+async def test_the_widget_chats_and_resumes_in_headless_chromium(
+    cell: Cell, shop: Shop, tmp_path: Path
+) -> None:
     """The real widget in a phone-sized headless Chromium: it opens on the page the gateway
-    hosts, chats with an agent, survives a dropped connection and a reload."""
+    hosts, chats with an agent, survives a dropped connection and a reload, shows typing and
+    read receipts, and sends a photo."""
     from selenium.webdriver.common.by import By
 
     t = shop.tenant
@@ -230,9 +303,9 @@ async def test_the_widget_chats_and_resumes_in_headless_chromium(cell: Cell, sho
         await asyncio.to_thread(driver.get, page)
 
         def type_(text: str) -> None:
-            field = driver.find_element(By.CSS_SELECTOR, "#lianluo-chat input")
+            field = driver.find_element(By.CSS_SELECTOR, "#lianluo-chat input[name=text]")
             field.send_keys(text)
-            driver.find_element(By.CSS_SELECTOR, "#lianluo-chat button").click()
+            driver.find_element(By.CSS_SELECTOR, "#lianluo-chat button[type=submit]").click()
 
         await asyncio.to_thread(type_, "hello from a phone")
         await _until_shown(driver, "hello from a phone")
@@ -258,8 +331,59 @@ async def test_the_widget_chats_and_resumes_in_headless_chromium(cell: Cell, sho
         for text in ("hello from a phone", "Hi, how can I help?", "Still there?"):
             assert shown.count(text) == 1, (text, shown)
         await asyncio.to_thread(type_, "yes!")
-        await talk.wait_for(lambda f: f.message.content.text == "yes!")
+        yes = await talk.wait_for(lambda f: f.message.content.text == "yes!")
         assert talk.texts().count("hello from a phone") == 1
+
+        # Typing shows on both sides; the agent's read receipt ticks the customer's words.
+        await asyncio.to_thread(
+            driver.find_element(By.CSS_SELECTOR, "#lianluo-chat input[name=text]").send_keys, "p"
+        )
+        await talk.wait_for(lambda f: f.WhichOneof("frame") == "typing" and f.typing.active)
+        talk.typing(True)
+        await _until(driver, "return document.querySelector('#lianluo-chat .typing').textContent")
+        talk.read(yes.sequence)
+        await _until(
+            driver,
+            "return [...document.querySelectorAll('#lianluo-chat li.me')]"
+            ".every(li => li.classList.contains('read'))",
+        )
+        # The widget read the agent's words: its receipt reaches the agent.
+        hi = next(f for f in talk.frames if f.message.content.text == "Still there?")
+        await talk.wait_for(
+            lambda f: f.WhichOneof("frame") == "read" and f.read.sequence >= hi.sequence
+        )
+
+        # A photo goes up from the file picker: the agent gets it, whole, by its signed link.
+        photo = Path(tmp_path) / "receipt.png"
+        photo.write_bytes(PNG)
+        await asyncio.to_thread(
+            driver.find_element(By.CSS_SELECTOR, "#lianluo-chat input[type=file]").send_keys,
+            str(photo),
+        )
+        sent = await talk.wait_for(lambda f: f.message.content.HasField("image"))
+        image = sent.message.content.image
+        assert (image.name, image.content_type, image.size_bytes) == (
+            "receipt.png",
+            "image/png",
+            len(PNG),
+        )
+        assert image.sha256 == hashlib.sha256(PNG).hexdigest()
+        link = await attachments(cell).GetDownloadLink(
+            gpb.GetDownloadLinkRequest(tenant_id=t.id, attachment_id=image.uri.split(":", 1)[1]),
+            metadata=await shop.li.metadata(),
+        )
+        async with aiohttp.ClientSession() as http:
+            got = await http.get(link.url)
+            assert got.status == 200 and await got.read() == PNG
+            assert got.headers["Content-Type"] == "image/png"
+            # The link is signed: changed, it opens nothing.
+            assert (await http.get(link.url[:-2] + "00")).status == 403
+        # The widget shows the photo it sent, loaded from its own signed link.
+        await _until(
+            driver,
+            "const img = document.querySelector('#lianluo-chat li.me img');"
+            "return img && img.complete && img.naturalWidth === 2",
+        )
         await talk.close()
     finally:
         await asyncio.to_thread(driver.quit)

@@ -87,6 +87,8 @@ class Cell:
                 "LIANLUO_GATEWAY_SMTP_PORT": str(smtp_port),
                 "LIANLUO_GATEWAY_TENANTS_ADDRESS": self.address("tenants"),
                 "LIANLUO_GATEWAY_MEDIA_ADDRESS": self.address("media"),
+                # Attachments: a local directory beside the logs (a bucket in production).
+                "LIANLUO_OBJECT_STORE_PATH": str(self.log_dir.parent / "objects"),
             }
         return subprocess.Popen(
             [sys.executable, "-m", "lianluo.cli", "serve", name],

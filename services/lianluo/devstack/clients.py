@@ -89,6 +89,13 @@ class StreamClient:
             pb.ClientFrame(send=pb.SendMessage(client_message_id=client_id, content=content))
         )
 
+    def typing(self, active: bool = True) -> None:
+        self._outgoing.put_nowait(pb.ClientFrame(typing=pb.Typing(active=active)))
+
+    def read(self, sequence: int) -> None:
+        """A read receipt: everything up to `sequence` was shown."""
+        self._outgoing.put_nowait(pb.ClientFrame(ack=pb.Ack(sequence=sequence)))
+
     def leave(self, reason: str = "") -> None:
         self._outgoing.put_nowait(pb.ClientFrame(leave=pb.Leave(reason=reason)))
 

@@ -97,3 +97,19 @@ class SmtpRelaySettings(BaseSettings):
             start_tls=self.smtp_starttls,
             timeout=self.smtp_timeout_seconds,
         )
+
+
+class ObjectStoreSettings(BaseSettings):
+    """Where a service keeps objects (attachments, audio, exports), LIANLUO_OBJECT_STORE_*: an
+    S3-compatible bucket when `object_store_bucket` is set, else a local directory, which serves
+    one machine (`make run`) but is neither shared between replicas nor kept by a pod."""
+
+    model_config = SettingsConfigDict(env_prefix="LIANLUO_", extra="ignore", frozen=True)
+
+    object_store_bucket: str = ""
+    # The S3 endpoint; empty is AWS itself. An http:// endpoint is allowed (a local server).
+    object_store_endpoint: str = ""
+    object_store_region: str = "us-east-1"
+    object_store_access_key_id: str = ""
+    object_store_secret_access_key: SecretStr = SecretStr("")
+    object_store_path: str = ".state/objects"

@@ -26,31 +26,37 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lianluo.common.v1 import common_pb2 as lianluo_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n lianluo/gateway/v1/gateway.proto\x12\x12lianluo.gateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elianluo/common/v1/common.proto\"\xb2\x01\n\x08Identity\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .lianluo.gateway.v1.IdentityKind\x12\r\n\x05value\x18\x02 \x01(\t\x12\x33\n\x0f\x66irst_seen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eopted_out_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x01\n\x08\x43ustomer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x30\n\nidentities\x18\x04 \x03(\x0b\x32\x1c.lianluo.gateway.v1.Identity\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x12GetCustomerRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"g\n\x13\x46indCustomerRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12.\n\x04kind\x18\x02 \x01(\x0e\x32 .lianluo.gateway.v1.IdentityKind\x12\r\n\x05value\x18\x03 \x01(\t\"|\n\x13LinkIdentityRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12.\n\x04kind\x18\x03 \x01(\x0e\x32 .lianluo.gateway.v1.IdentityKind\x12\r\n\x05value\x18\x04 \x01(\t\"\x83\x01\n\x0c\x43onversation\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12+\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x1a.lianluo.common.v1.Channel\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\x18ListConversationsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"T\n\x19ListConversationsResponse\x12\x37\n\rconversations\x18\x01 \x03(\x0b\x32 .lianluo.gateway.v1.Conversation*\xbb\x01\n\x0cIdentityKind\x12\x1d\n\x19IDENTITY_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19IDENTITY_KIND_WEB_VISITOR\x10\x01\x12\x17\n\x13IDENTITY_KIND_EMAIL\x10\x02\x12\x17\n\x13IDENTITY_KIND_PHONE\x10\x03\x12\x1f\n\x1bIDENTITY_KIND_WECHAT_OPENID\x10\x04\x12\x1a\n\x16IDENTITY_KIND_APP_USER\x10\x05\x32\x86\x03\n\x0f\x43ustomerService\x12S\n\x0bGetCustomer\x12&.lianluo.gateway.v1.GetCustomerRequest\x1a\x1c.lianluo.gateway.v1.Customer\x12U\n\x0c\x46indCustomer\x12\'.lianluo.gateway.v1.FindCustomerRequest\x1a\x1c.lianluo.gateway.v1.Customer\x12U\n\x0cLinkIdentity\x12\'.lianluo.gateway.v1.LinkIdentityRequest\x1a\x1c.lianluo.gateway.v1.Customer\x12p\n\x11ListConversations\x12,.lianluo.gateway.v1.ListConversationsRequest\x1a-.lianluo.gateway.v1.ListConversationsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n lianluo/gateway/v1/gateway.proto\x12\x12lianluo.gateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elianluo/common/v1/common.proto\"B\n\x16GetDownloadLinkRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x15\n\rattachment_id\x18\x02 \x01(\t\"\xac\x01\n\x0c\x44ownloadLink\x12\x0b\n\x03url\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x16\n\x0einteraction_id\x18\x07 \x01(\t\"\xb2\x01\n\x08Identity\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .lianluo.gateway.v1.IdentityKind\x12\r\n\x05value\x18\x02 \x01(\t\x12\x33\n\x0f\x66irst_seen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eopted_out_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x01\n\x08\x43ustomer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x30\n\nidentities\x18\x04 \x03(\x0b\x32\x1c.lianluo.gateway.v1.Identity\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x12GetCustomerRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"g\n\x13\x46indCustomerRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12.\n\x04kind\x18\x02 \x01(\x0e\x32 .lianluo.gateway.v1.IdentityKind\x12\r\n\x05value\x18\x03 \x01(\t\"|\n\x13LinkIdentityRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12.\n\x04kind\x18\x03 \x01(\x0e\x32 .lianluo.gateway.v1.IdentityKind\x12\r\n\x05value\x18\x04 \x01(\t\"\x83\x01\n\x0c\x43onversation\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12+\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x1a.lianluo.common.v1.Channel\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\x18ListConversationsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"T\n\x19ListConversationsResponse\x12\x37\n\rconversations\x18\x01 \x03(\x0b\x32 .lianluo.gateway.v1.Conversation*\xbb\x01\n\x0cIdentityKind\x12\x1d\n\x19IDENTITY_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19IDENTITY_KIND_WEB_VISITOR\x10\x01\x12\x17\n\x13IDENTITY_KIND_EMAIL\x10\x02\x12\x17\n\x13IDENTITY_KIND_PHONE\x10\x03\x12\x1f\n\x1bIDENTITY_KIND_WECHAT_OPENID\x10\x04\x12\x1a\n\x16IDENTITY_KIND_APP_USER\x10\x05\x32\x86\x03\n\x0f\x43ustomerService\x12S\n\x0bGetCustomer\x12&.lianluo.gateway.v1.GetCustomerRequest\x1a\x1c.lianluo.gateway.v1.Customer\x12U\n\x0c\x46indCustomer\x12\'.lianluo.gateway.v1.FindCustomerRequest\x1a\x1c.lianluo.gateway.v1.Customer\x12U\n\x0cLinkIdentity\x12\'.lianluo.gateway.v1.LinkIdentityRequest\x1a\x1c.lianluo.gateway.v1.Customer\x12p\n\x11ListConversations\x12,.lianluo.gateway.v1.ListConversationsRequest\x1a-.lianluo.gateway.v1.ListConversationsResponse2t\n\x11\x41ttachmentService\x12_\n\x0fGetDownloadLink\x12*.lianluo.gateway.v1.GetDownloadLinkRequest\x1a .lianluo.gateway.v1.DownloadLinkb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lianluo.gateway.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IDENTITYKIND']._serialized_start=1049
-  _globals['_IDENTITYKIND']._serialized_end=1236
-  _globals['_IDENTITY']._serialized_start=122
-  _globals['_IDENTITY']._serialized_end=300
-  _globals['_CUSTOMER']._serialized_start=303
-  _globals['_CUSTOMER']._serialized_end=465
-  _globals['_GETCUSTOMERREQUEST']._serialized_start=467
-  _globals['_GETCUSTOMERREQUEST']._serialized_end=527
-  _globals['_FINDCUSTOMERREQUEST']._serialized_start=529
-  _globals['_FINDCUSTOMERREQUEST']._serialized_end=632
-  _globals['_LINKIDENTITYREQUEST']._serialized_start=634
-  _globals['_LINKIDENTITYREQUEST']._serialized_end=758
-  _globals['_CONVERSATION']._serialized_start=761
-  _globals['_CONVERSATION']._serialized_end=892
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=894
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=960
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=962
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=1046
-  _globals['_CUSTOMERSERVICE']._serialized_start=1239
-  _globals['_CUSTOMERSERVICE']._serialized_end=1629
+  _globals['_IDENTITYKIND']._serialized_start=1292
+  _globals['_IDENTITYKIND']._serialized_end=1479
+  _globals['_GETDOWNLOADLINKREQUEST']._serialized_start=121
+  _globals['_GETDOWNLOADLINKREQUEST']._serialized_end=187
+  _globals['_DOWNLOADLINK']._serialized_start=190
+  _globals['_DOWNLOADLINK']._serialized_end=362
+  _globals['_IDENTITY']._serialized_start=365
+  _globals['_IDENTITY']._serialized_end=543
+  _globals['_CUSTOMER']._serialized_start=546
+  _globals['_CUSTOMER']._serialized_end=708
+  _globals['_GETCUSTOMERREQUEST']._serialized_start=710
+  _globals['_GETCUSTOMERREQUEST']._serialized_end=770
+  _globals['_FINDCUSTOMERREQUEST']._serialized_start=772
+  _globals['_FINDCUSTOMERREQUEST']._serialized_end=875
+  _globals['_LINKIDENTITYREQUEST']._serialized_start=877
+  _globals['_LINKIDENTITYREQUEST']._serialized_end=1001
+  _globals['_CONVERSATION']._serialized_start=1004
+  _globals['_CONVERSATION']._serialized_end=1135
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=1137
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=1203
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=1205
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=1289
+  _globals['_CUSTOMERSERVICE']._serialized_start=1482
+  _globals['_CUSTOMERSERVICE']._serialized_end=1872
+  _globals['_ATTACHMENTSERVICE']._serialized_start=1874
+  _globals['_ATTACHMENTSERVICE']._serialized_end=1990
 # @@protoc_insertion_point(module_scope)

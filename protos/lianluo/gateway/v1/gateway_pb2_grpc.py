@@ -247,3 +247,94 @@ class CustomerService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AttachmentServiceStub:
+    """Files and images customers send through the channels (a web chat upload, an e-mail's
+    attachment), kept in the object store with their sha256. Messages carry them as
+    `Attachment.uri` "attachment:<id>"; a participant gets a link to download one.
+
+    Authentication: `interaction:read`, and the caller must be able to read the attachment's
+    interaction (the media service decides, with the caller's own credentials).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetDownloadLink = channel.unary_unary(
+                '/lianluo.gateway.v1.AttachmentService/GetDownloadLink',
+                request_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.GetDownloadLinkRequest.SerializeToString,
+                response_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.DownloadLink.FromString,
+                _registered_method=True)
+
+
+class AttachmentServiceServicer:
+    """Files and images customers send through the channels (a web chat upload, an e-mail's
+    attachment), kept in the object store with their sha256. Messages carry them as
+    `Attachment.uri` "attachment:<id>"; a participant gets a link to download one.
+
+    Authentication: `interaction:read`, and the caller must be able to read the attachment's
+    interaction (the media service decides, with the caller's own credentials).
+    """
+
+    def GetDownloadLink(self, request, context):
+        """A link that opens the attachment for a short time (the gateway's setting).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AttachmentServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetDownloadLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDownloadLink,
+                    request_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.GetDownloadLinkRequest.FromString,
+                    response_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.DownloadLink.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lianluo.gateway.v1.AttachmentService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lianluo.gateway.v1.AttachmentService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AttachmentService:
+    """Files and images customers send through the channels (a web chat upload, an e-mail's
+    attachment), kept in the object store with their sha256. Messages carry them as
+    `Attachment.uri` "attachment:<id>"; a participant gets a link to download one.
+
+    Authentication: `interaction:read`, and the caller must be able to read the attachment's
+    interaction (the media service decides, with the caller's own credentials).
+    """
+
+    @staticmethod
+    def GetDownloadLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.gateway.v1.AttachmentService/GetDownloadLink',
+            lianluo_dot_gateway_dot_v1_dot_gateway__pb2.GetDownloadLinkRequest.SerializeToString,
+            lianluo_dot_gateway_dot_v1_dot_gateway__pb2.DownloadLink.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -116,3 +116,52 @@ class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
         """Every conversation the customer had through the gateway, on every channel, newest first."""
 
 def add_CustomerServiceServicer_to_server(servicer: CustomerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class AttachmentServiceStub:
+    """Files and images customers send through the channels (a web chat upload, an e-mail's
+    attachment), kept in the object store with their sha256. Messages carry them as
+    `Attachment.uri` "attachment:<id>"; a participant gets a link to download one.
+
+    Authentication: `interaction:read`, and the caller must be able to read the attachment's
+    interaction (the media service decides, with the caller's own credentials).
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> AttachmentServiceAsyncStub: ...
+    GetDownloadLink: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetDownloadLinkRequest, _gateway_pb2.DownloadLink]
+    """A link that opens the attachment for a short time (the gateway's setting)."""
+
+@_typing.type_check_only
+class AttachmentServiceAsyncStub(AttachmentServiceStub):
+    """Files and images customers send through the channels (a web chat upload, an e-mail's
+    attachment), kept in the object store with their sha256. Messages carry them as
+    `Attachment.uri` "attachment:<id>"; a participant gets a link to download one.
+
+    Authentication: `interaction:read`, and the caller must be able to read the attachment's
+    interaction (the media service decides, with the caller's own credentials).
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    GetDownloadLink: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetDownloadLinkRequest, _gateway_pb2.DownloadLink]  # type: ignore[assignment]
+    """A link that opens the attachment for a short time (the gateway's setting)."""
+
+class AttachmentServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Files and images customers send through the channels (a web chat upload, an e-mail's
+    attachment), kept in the object store with their sha256. Messages carry them as
+    `Attachment.uri` "attachment:<id>"; a participant gets a link to download one.
+
+    Authentication: `interaction:read`, and the caller must be able to read the attachment's
+    interaction (the media service decides, with the caller's own credentials).
+    """
+
+    @_abc_1.abstractmethod
+    def GetDownloadLink(
+        self,
+        request: _gateway_pb2.GetDownloadLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.DownloadLink, _abc.Awaitable[_gateway_pb2.DownloadLink]]:
+        """A link that opens the attachment for a short time (the gateway's setting)."""
+
+def add_AttachmentServiceServicer_to_server(servicer: AttachmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

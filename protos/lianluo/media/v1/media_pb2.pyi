@@ -522,12 +522,17 @@ class Attachment(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
     uri: _builtins.str
-    """Where the content is stored, for example "s3://bucket/tenant/obj" or an https URL."""
+    """Where the content is: "attachment:<id>" for a file the channel gateway stored (its
+    AttachmentService gives a link to it), or an https URL.
+    """
     name: _builtins.str
     content_type: _builtins.str
     """A MIME type, for example "image/png"."""
     size_bytes: _builtins.int
+    sha256: _builtins.str
+    """Hex sha256 of the content, when the platform stored it."""
     def __init__(
         self,
         *,
@@ -535,10 +540,11 @@ class Attachment(_message.Message):
         name: _builtins.str = ...,
         content_type: _builtins.str = ...,
         size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "name", b"name", "size_bytes", b"size_bytes", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "name", b"name", "sha256", b"sha256", "size_bytes", b"size_bytes", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -731,6 +737,7 @@ class ClientFrame(_message.Message):
     SEND_FIELD_NUMBER: _builtins.int
     ACK_FIELD_NUMBER: _builtins.int
     LEAVE_FIELD_NUMBER: _builtins.int
+    TYPING_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def join(self) -> Global___Join: ...
     @_builtins.property
@@ -739,6 +746,8 @@ class ClientFrame(_message.Message):
     def ack(self) -> Global___Ack: ...
     @_builtins.property
     def leave(self) -> Global___Leave: ...
+    @_builtins.property
+    def typing(self) -> Global___Typing: ...
     def __init__(
         self,
         *,
@@ -746,12 +755,13 @@ class ClientFrame(_message.Message):
         send: Global___SendMessage | None = ...,
         ack: Global___Ack | None = ...,
         leave: Global___Leave | None = ...,
+        typing: Global___Typing | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "frame", b"frame", "join", b"join", "leave", b"leave", "send", b"send"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "frame", b"frame", "join", b"join", "leave", b"leave", "send", b"send", "typing", b"typing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "frame", b"frame", "join", b"join", "leave", b"leave", "send", b"send"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "frame", b"frame", "join", b"join", "leave", b"leave", "send", b"send", "typing", b"typing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["join", "send", "ack", "leave"]  # noqa: Y015
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["join", "send", "ack", "leave", "typing"]  # noqa: Y015
     _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
 
@@ -850,6 +860,59 @@ class Ack(_message.Message):
 Global___Ack: _TypeAlias = Ack  # noqa: Y015
 
 @_typing.final
+class Typing(_message.Message):
+    """The sender started (active) or stopped typing. Passed on to the other participants as it
+    is, outside the timeline: never kept, and never replayed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
+    active: _builtins.bool
+    participant_id: _builtins.str
+    """Server-set on the frames passed on: who is typing."""
+    def __init__(
+        self,
+        *,
+        active: _builtins.bool = ...,
+        participant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "participant_id", b"participant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Typing: _TypeAlias = Typing  # noqa: Y015
+
+@_typing.final
+class Receipt(_message.Message):
+    """A participant's read receipt, passed on to the others outside the timeline: everything up to
+    `sequence` has been shown to them (their Ack).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    participant_id: _builtins.str
+    sequence: _builtins.int
+    def __init__(
+        self,
+        *,
+        participant_id: _builtins.str = ...,
+        sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["participant_id", b"participant_id", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Receipt: _TypeAlias = Receipt  # noqa: Y015
+
+@_typing.final
 class Leave(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -937,6 +1000,8 @@ class ServerFrame(_message.Message):
     ENDED_FIELD_NUMBER: _builtins.int
     OFFER_FIELD_NUMBER: _builtins.int
     OFFER_CLOSED_FIELD_NUMBER: _builtins.int
+    TYPING_FIELD_NUMBER: _builtins.int
+    READ_FIELD_NUMBER: _builtins.int
     interaction_id: _builtins.str
     sequence: _builtins.int
     """Its place on the interaction's timeline; 0 for frames outside it (joined, offers)."""
@@ -970,6 +1035,12 @@ class ServerFrame(_message.Message):
 
     @_builtins.property
     def offer_closed(self) -> Global___OfferClosed: ...
+    @_builtins.property
+    def typing(self) -> Global___Typing:
+        """Outside the timeline (sequence 0), and only while the stream is live."""
+
+    @_builtins.property
+    def read(self) -> Global___Receipt: ...
     def __init__(
         self,
         *,
@@ -988,12 +1059,14 @@ class ServerFrame(_message.Message):
         ended: Global___InteractionEnd | None = ...,
         offer: _acd_pb2.Offer | None = ...,
         offer_closed: Global___OfferClosed | None = ...,
+        typing: Global___Typing | None = ...,
+        read: Global___Receipt | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ended", b"ended", "frame", b"frame", "joined", b"joined", "media_added", b"media_added", "media_removed", b"media_removed", "message", b"message", "offer", b"offer", "offer_closed", b"offer_closed", "participant_joined", b"participant_joined", "participant_left", b"participant_left", "prompt", b"prompt", "state_changed", b"state_changed", "time", b"time", "transfer", b"transfer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ended", b"ended", "frame", b"frame", "joined", b"joined", "media_added", b"media_added", "media_removed", b"media_removed", "message", b"message", "offer", b"offer", "offer_closed", b"offer_closed", "participant_joined", b"participant_joined", "participant_left", b"participant_left", "prompt", b"prompt", "read", b"read", "state_changed", b"state_changed", "time", b"time", "transfer", b"transfer", "typing", b"typing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended", b"ended", "frame", b"frame", "interaction_id", b"interaction_id", "joined", b"joined", "media_added", b"media_added", "media_removed", b"media_removed", "message", b"message", "offer", b"offer", "offer_closed", b"offer_closed", "participant_joined", b"participant_joined", "participant_left", b"participant_left", "prompt", b"prompt", "sequence", b"sequence", "state_changed", b"state_changed", "time", b"time", "transfer", b"transfer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended", b"ended", "frame", b"frame", "interaction_id", b"interaction_id", "joined", b"joined", "media_added", b"media_added", "media_removed", b"media_removed", "message", b"message", "offer", b"offer", "offer_closed", b"offer_closed", "participant_joined", b"participant_joined", "participant_left", b"participant_left", "prompt", b"prompt", "read", b"read", "sequence", b"sequence", "state_changed", b"state_changed", "time", b"time", "transfer", b"transfer", "typing", b"typing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["joined", "message", "state_changed", "participant_joined", "participant_left", "media_added", "media_removed", "prompt", "transfer", "ended", "offer", "offer_closed"]  # noqa: Y015
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["joined", "message", "state_changed", "participant_joined", "participant_left", "media_added", "media_removed", "prompt", "transfer", "ended", "offer", "offer_closed", "typing", "read"]  # noqa: Y015
     _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
 

@@ -6,9 +6,11 @@ from pathlib import Path
 
 from lianluo.gateway.v1 import gateway_pb2 as pb
 from lianluo.gateway.v1 import gateway_pb2_grpc as rpc
+from lianluo.runtime.objects import Objects
 from lianluo.runtime.service import Service, ServiceSpec
 from lianluo.services.gateway import events
-from lianluo.services.gateway.grpc_api import CustomerApi
+from lianluo.services.gateway.attachments import Attachments
+from lianluo.services.gateway.grpc_api import AttachmentApi, CustomerApi
 from lianluo.services.gateway.http import HttpServer
 from lianluo.services.gateway.mail import Mailboxes, MailIn, MailSender, SmtpServer
 from lianluo.services.gateway.replies import Replies, Sender
@@ -32,7 +34,15 @@ async def build(settings: GatewaySettings) -> Service:
     repo = Repository()
     platform = Platform(settings)
     customers = Customers(service.pool, repo, platform)
-    web_chat = WebChat(view, platform, customers, settings)
+    http = HttpServer(settings.gateway_http_host, settings.gateway_http_port)
+    attachments = Attachments(
+        service.pool,
+        repo,
+        Objects(settings),
+        settings,
+        lambda: settings.gateway_public_url.rstrip("/") or http.url,
+    )
+    web_chat = WebChat(view, platform, customers, attachments, settings)
     conversations = Conversations(platform, customers, service.pool, repo)
     senders: dict[str, Sender] = {
         "email": MailSender(settings),
@@ -42,27 +52,27 @@ async def build(settings: GatewaySettings) -> Service:
     replies = Replies(service.pool, repo, view, senders)
     await service.add_consumer(events.handlers(replies))
     service.add_background(replies, "reply sender")
-    service.add_background(
-        SmtpServer(MailIn(Mailboxes(view), platform, customers, service.pool, repo), settings),
-        "smtp server",
+    mail_in = MailIn(Mailboxes(view), platform, customers, attachments, service.pool, repo)
+    service.add_background(SmtpServer(mail_in, settings), "smtp server")
+    http.add_routes(
+        [
+            *web_chat.routes(),
+            *attachments.routes(),
+            *SmsIn(view, conversations, settings).routes(),
+            *WechatIn(view, conversations, settings).routes(),
+        ],
+        settings.gateway_max_frame_bytes,
     )
-    service.add_background(
-        HttpServer(
-            settings.gateway_http_host,
-            settings.gateway_http_port,
-            [
-                *web_chat.routes(),
-                *SmsIn(view, conversations, settings).routes(),
-                *WechatIn(view, conversations, settings).routes(),
-            ],
-            settings.gateway_max_frame_bytes,
-        ),
-        "http server",
-    )
+    service.add_background(http, "http server")
     service.add_grpc(
         rpc.add_CustomerServiceServicer_to_server,
         CustomerApi(customers),
         pb.DESCRIPTOR.services_by_name["CustomerService"].full_name,
+    )
+    service.add_grpc(
+        rpc.add_AttachmentServiceServicer_to_server,
+        AttachmentApi(attachments, platform),
+        pb.DESCRIPTOR.services_by_name["AttachmentService"].full_name,
     )
     return service
 

@@ -2,11 +2,15 @@
 may send, and what it is shown of the interaction's timeline. For e-mail: which mail no person
 wrote, how a message names its thread, and what its text is.
 
-The browser speaks JSON over one WebSocket. It sends `hello` first, then `message`, `read` and
-`leave`; it is sent `welcome`, then one object per item of the timeline, each with its
-sequence number (`seq`). After a reconnect the browser says the last `seq` it saw, and the
-gateway replays what came after: nothing is lost, and a browser that drops items it has seen
-(by `seq`) shows nothing twice.
+The browser speaks JSON over one WebSocket. It sends `hello` first, then `message`, `read`,
+`typing` and `leave` (files go up over HTTP, to the signed `upload` path `welcome` gives); it is
+sent `welcome`, then one object per item of the timeline, each with its sequence number
+(`seq`), and, outside the timeline, the others' `typing` and `read` (up to a `seq`). After a
+reconnect the browser says the last `seq` it saw, and the gateway replays what came after:
+nothing is lost, and a browser that drops items it has seen (by `seq`) shows nothing twice.
+
+Attachments and media fusion are rules here too: which files are taken, and how a message a
+text channel cannot show (a location, an image, a form) becomes one it can.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import parseaddr
@@ -104,10 +109,11 @@ def parse_hello(raw: str | bytes) -> Hello:
 class Said:
     """What the browser sent after hello."""
 
-    kind: str  # "message", "read" or "leave"
+    kind: str  # "message", "read", "typing" or "leave"
     text: str = ""
     client_id: str = ""
     seq: int = 0
+    active: bool = False
 
 
 def parse_said(raw: str | bytes) -> Said:
@@ -126,24 +132,48 @@ def parse_said(raw: str | bytes) -> Said:
         if not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq < 2**62:
             raise BadMessage("seq: a sequence number")
         return Said("read", seq=seq)
+    if kind == "typing":
+        active = found.get("active")
+        if not isinstance(active, bool):
+            raise BadMessage("active: true or false")
+        return Said("typing", active=active)
     if kind == "leave":
         return Said("leave")
-    raise BadMessage("type: one of message, read, leave")
+    raise BadMessage("type: one of message, read, typing, leave")
 
 
-def shown(frame: mpb.ServerFrame, me: str) -> dict[str, Any] | None:
-    """What the browser is shown of one timeline item (None: nothing, such as staff notes)."""
+def shown(
+    frame: mpb.ServerFrame, me: str, link: Callable[[str], str] = lambda _: ""
+) -> dict[str, Any] | None:
+    """What the browser is shown of one timeline item (None: nothing, such as staff notes).
+    `link` gives a stored attachment's signed link, by its id."""
     kind = frame.WhichOneof("frame")
     base: dict[str, Any] = {"seq": frame.sequence}
     if kind == "message":
         m = frame.message
-        return base | {
+        item = base | {
             "type": "message",
             "id": m.id,
             "from": "me" if m.sender_participant_id == me else ROLES.get(m.sender_role, "agent"),
             "text": m.content.text,
             "client_id": m.client_message_id if m.sender_participant_id == me else "",
         }
+        what = m.content.WhichOneof("content")
+        if what in ("image", "file"):
+            a = m.content.image if what == "image" else m.content.file
+            stored = attachment_id(a.uri)
+            item["attachment"] = {
+                "kind": what,
+                "name": a.name,
+                "type": a.content_type,
+                "size": a.size_bytes,
+                "url": link(stored) if stored else a.uri,
+            }
+        elif what == "location":
+            at = m.content.location
+            url = MAP_URL.format(lat=at.latitude, lon=at.longitude)
+            item["text"] = f"{at.label}\n{url}".strip()
+        return item
     if kind == "prompt":
         choices = [{"digit": c.digit, "label": c.label} for c in frame.prompt.choices]
         return base | {"type": "prompt", "text": frame.prompt.text, "choices": choices}
@@ -157,6 +187,11 @@ def shown(frame: mpb.ServerFrame, me: str) -> dict[str, Any] | None:
         return base | {"type": "joined", "role": ROLES.get(p.role, "agent"), "name": p.display_name}
     if kind == "ended":
         return base | {"type": "ended", "resolution": frame.ended.resolution.code}
+    # Outside the timeline (no seq): the others' typing and read receipts.
+    if kind == "typing" and frame.typing.participant_id != me:
+        return {"type": "typing", "active": frame.typing.active}
+    if kind == "read" and frame.read.participant_id != me:
+        return {"type": "read", "upto": frame.read.sequence}
     return None
 
 
@@ -212,10 +247,41 @@ def sender(message: EmailMessage) -> tuple[str, str]:
     return address, name.strip()[:120]
 
 
-def mail_text(message: EmailMessage) -> str:
-    """What the customer wrote: the plain-text part, else the HTML part without its tags."""
+@dataclass(frozen=True)
+class MailFile:
+    name: str
+    content_type: str
+    data: bytes
+
+
+MAX_MAIL_FILES = 10
+
+
+def mail_files(message: EmailMessage) -> list[MailFile]:
+    """The message's attachments (inline images included), at most MAX_MAIL_FILES."""
+    found = []
+    for part in message.iter_attachments():
+        if not isinstance(part, EmailMessage) or part.is_multipart():
+            continue
+        try:
+            data = part.get_payload(decode=True)
+        except (LookupError, ValueError) as error:
+            raise BadMail("an attachment that does not decode") from error
+        if not isinstance(data, bytes):
+            continue
+        found.append(MailFile(part.get_filename() or "file", part.get_content_type(), data))
+    if len(found) > MAX_MAIL_FILES:
+        raise BadMail(f"more than {MAX_MAIL_FILES} attachments")
+    return found
+
+
+def mail_text(message: EmailMessage, has_files: bool = False) -> str:
+    """What the customer wrote: the plain-text part, else the HTML part without its tags.
+    A message of attachments only may have no text."""
     body = message.get_body(preferencelist=("plain", "html"))
     if body is None:
+        if has_files:
+            return ""
         raise BadMail("no text in the message")
     try:
         text = str(body.get_content())
@@ -224,7 +290,7 @@ def mail_text(message: EmailMessage) -> str:
     if body.get_content_subtype() == "html":
         text = _TAGS.sub(" ", text)
     text = text.replace("\x00", "").strip()
-    if not text:
+    if not text and not has_files:
         raise BadMail("an empty message")
     return text if len(text) <= MAX_MAIL_TEXT else text[:MAX_MAIL_TEXT] + "\n[cut]"
 
@@ -397,3 +463,122 @@ def consent_keyword(text: str) -> str:
     """ "stop" or "start" when the message is only a consent keyword; "" otherwise."""
     word = text.strip().lower()
     return "stop" if word in STOP_WORDS else "start" if word in START_WORDS else ""
+
+
+# ---------------------------------------------------------------------- attachments
+
+# The types customers may send, each with how its content starts, so that a file named .png is
+# one: a browser or a mail client says what it likes, the bytes say what it is.
+_MAGIC: dict[str, tuple[bytes, ...]] = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),
+    "application/pdf": (b"%PDF-",),
+    "text/plain": (),
+}
+_UNSAFE_NAME = re.compile(r"[^\w .()+,-]", re.UNICODE)
+ATTACHMENT_URI = re.compile(
+    r"^attachment:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
+)
+
+
+class BadAttachment(ValueError):
+    """A file the gateway refuses; `too_large` tells an HTTP 413 from a 415."""
+
+    def __init__(self, reason: str, too_large: bool = False) -> None:
+        super().__init__(reason)
+        self.too_large = too_large
+
+
+def attachment_name(raw: str) -> str:
+    """A file name safe to show and to put in a header: no path, no control characters."""
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    name = _UNSAFE_NAME.sub("_", name).strip(" .")[:120]
+    return name or "file"
+
+
+def check_attachment(content_type: str, data: bytes, max_bytes: int) -> str:
+    """The attachment's type, when its size and its bytes are acceptable."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if len(data) > max_bytes:
+        raise BadAttachment(f"larger than {max_bytes} bytes", too_large=True)
+    if not data:
+        raise BadAttachment("an empty file")
+    if kind not in _MAGIC:
+        raise BadAttachment(f"{kind or 'no type'} is not one of {', '.join(sorted(_MAGIC))}")
+    magic = _MAGIC[kind]
+    if magic and not data.startswith(magic):
+        raise BadAttachment(f"the content is not {kind}")
+    if kind == "image/webp" and data[8:12] != b"WEBP":
+        raise BadAttachment("the content is not image/webp")
+    if kind == "text/plain":
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise BadAttachment("text/plain that is not UTF-8") from error
+    return kind
+
+
+def attachment_content(
+    attachment_id: str, name: str, kind: str, size: int, sha256: str
+) -> mpb.MessageContent:
+    """A message carrying a stored attachment: an image when it is one, else a file."""
+    item = mpb.Attachment(
+        uri=f"attachment:{attachment_id}",
+        name=name,
+        content_type=kind,
+        size_bytes=size,
+        sha256=sha256,
+    )
+    if kind.startswith("image/"):
+        return mpb.MessageContent(image=item)
+    return mpb.MessageContent(file=item)
+
+
+def attachment_id(uri: str) -> str | None:
+    found = ATTACHMENT_URI.fullmatch(uri)
+    return found.group(1) if found else None
+
+
+# ---------------------------------------------------------------------- media fusion
+
+MAP_URL = "https://www.openstreetmap.org/?mlat={lat:.6f}&mlon={lon:.6f}#map=17/{lat:.6f}/{lon:.6f}"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A message as a channel that carries text can take it: its text, and a stored attachment
+    to send with it where the channel carries files (e-mail)."""
+
+    text: str
+    attachment_id: str = ""
+
+
+def render(
+    content: mpb.MessageContent,
+    carries_files: bool,
+    link: Callable[[str], str],
+    form_link: Callable[[mpb.Form], str],
+) -> Rendered:
+    """Fit a message to a text channel (docs/channels.md, "Media fusion"): a location becomes
+    a map link; an image or a file becomes an attachment where the channel carries files, and
+    a signed link elsewhere; a form becomes a link to a page that fills it."""
+    kind = content.WhichOneof("content")
+    if kind == "text":
+        return Rendered(content.text)
+    if kind == "location":
+        at = content.location
+        url = MAP_URL.format(lat=at.latitude, lon=at.longitude)
+        return Rendered(f"{at.label}\n{url}".strip())
+    if kind in ("image", "file"):
+        item = content.image if kind == "image" else content.file
+        stored = attachment_id(item.uri)
+        if stored and carries_files:
+            return Rendered(f"[{item.name}]", attachment_id=stored)
+        url = link(stored) if stored else item.uri
+        return Rendered(f"{item.name}: {url}")
+    if kind == "form":
+        title = content.form.title or "A form to fill"
+        return Rendered(f"{title}: {form_link(content.form)}")
+    return Rendered("")

@@ -1,4 +1,4 @@
-"""The gRPC adapter of the gateway: the customer store's reads."""
+"""The gRPC adapter of the gateway: the customer store, and links to attachments."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 from lianluo.gateway.v1 import gateway_pb2 as pb
 from lianluo.gateway.v1 import gateway_pb2_grpc as rpc
 from lianluo.runtime import auth
-from lianluo.services.gateway.service import Customers
+from lianluo.services.gateway.attachments import Attachments
+from lianluo.services.gateway.service import Customers, Platform
 
 
 class CustomerApi(rpc.CustomerServiceServicer):
@@ -34,3 +35,34 @@ class CustomerApi(rpc.CustomerServiceServicer):
     ) -> pb.ListConversationsResponse:
         found = await self.customers.conversations(request.tenant_id, request.customer_id)
         return pb.ListConversationsResponse(conversations=found)
+
+
+class AttachmentApi(rpc.AttachmentServiceServicer):
+    def __init__(self, attachments: Attachments, platform: Platform) -> None:
+        self.attachments = attachments
+        self.platform = platform
+
+    @auth.needs("interaction:read")
+    async def GetDownloadLink(
+        self, request: pb.GetDownloadLinkRequest, context: Any
+    ) -> pb.DownloadLink:
+        auth.require_tenant(request.tenant_id)
+        row = await self.attachments.find(request.tenant_id, request.attachment_id)
+        # Whoever may read the attachment's interaction may open it: the media service
+        # decides, asked with the caller's own credentials (an agent: only their own).
+        await self.platform.may_read(
+            request.tenant_id, str(row["interaction_id"]), context.invocation_metadata()
+        )
+        url, expires = self.attachments.url(
+            request.tenant_id, request.attachment_id, self.attachments.link_seconds
+        )
+        link = pb.DownloadLink(
+            url=url,
+            name=row["name"],
+            content_type=row["content_type"],
+            size_bytes=row["size_bytes"],
+            sha256=row["sha256"],
+            interaction_id=str(row["interaction_id"]),
+        )
+        link.expire_time.FromDatetime(expires)
+        return link

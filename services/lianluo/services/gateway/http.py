@@ -12,14 +12,23 @@ log = get_logger(__name__)
 
 
 class HttpServer:
-    """Serves `routes` on host:port (port 0: any free one, then in `port`)."""
+    """Serves its routes on host:port (port 0: any free one, then in `port`)."""
 
-    def __init__(self, host: str, port: int, routes: list[web.RouteDef], max_body: int) -> None:
-        self._app = web.Application(client_max_size=max_body)
-        self._app.add_routes(routes)
+    def __init__(self, host: str, port: int) -> None:
+        self._app = web.Application()
         self._host = host
         self.port = port
         self._stopping = asyncio.Event()
+
+    def add_routes(self, routes: list[web.RouteDef], max_body: int) -> None:
+        """`max_body` bounds what a handler may read whole (request.read, post, json)."""
+        self._app = web.Application(client_max_size=max_body)
+        self._app.add_routes(routes)
+
+    @property
+    def url(self) -> str:
+        """The server's own URL, for links when no public URL is set."""
+        return f"http://{self._host}:{self.port}"
 
     async def run(self) -> None:
         runner = web.AppRunner(self._app, access_log=None)

@@ -25,6 +25,7 @@ from lianluo.runtime.faults import is_outage
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import Change, TenantConfigView
 from lianluo.services.gateway import domain
+from lianluo.services.gateway.attachments import Attachments
 from lianluo.services.gateway.repository import Repository
 from lianluo.services.gateway.service import Customers, Platform, bearer
 from lianluo.services.gateway.settings import GatewaySettings
@@ -84,12 +85,14 @@ class MailIn:
         mailboxes: Mailboxes,
         platform: Platform,
         customers: Customers,
+        attachments: Attachments,
         pool: asyncpg.Pool,
         repo: Repository,
     ) -> None:
         self._mailboxes = mailboxes
         self._platform = platform
         self._customers = customers
+        self._attachments = attachments
         self._pool = pool
         self._repo = repo
 
@@ -132,7 +135,8 @@ class MailIn:
     async def _receive(self, tenant_id: str, channel: tpb.Channel, message: EmailMessage) -> None:
         mid = domain.message_id(message)
         address, name = domain.sender(message)
-        text = domain.mail_text(message)
+        files = domain.mail_files(message)
+        text = domain.mail_text(message, bool(files))
         tid = uuid.UUID(tenant_id)
         customer = await self._customers.resolve(tenant_id, pb.IDENTITY_KIND_EMAIL, address, name)
         md = bearer(
@@ -149,6 +153,7 @@ class MailIn:
         if interaction:
             try:
                 await self._send(tenant_id, interaction, participant, client_id, text, md)
+                await self._send_files(tenant_id, interaction, participant, client_id, files, md)
             except grpc.aio.AioRpcError as error:
                 if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
                     raise
@@ -176,22 +181,64 @@ class MailIn:
                     subject,
                 )
             await self._send(tenant_id, interaction, participant, client_id, text, md)
+            await self._send_files(tenant_id, interaction, participant, client_id, files, md)
         async with self._pool.acquire() as conn:
             await self._repo.add_mail_message(conn, tid, mid, uuid.UUID(interaction))
 
     async def _send(
-        self, tenant_id: str, interaction: str, participant: str, client_id: str, text: str, md: Any
-    ) -> None:
-        await self._platform.media.Send(
+        self,
+        tenant_id: str,
+        interaction: str,
+        participant: str,
+        client_id: str,
+        text: str,
+        md: Any,
+        content: mpb.MessageContent | None = None,
+    ) -> mpb.Message | None:
+        if not text and content is None:
+            return None
+        sent: mpb.Message = await self._platform.media.Send(
             mpb.SendRequest(
                 tenant_id=tenant_id,
                 interaction_id=interaction,
                 participant_id=participant,
                 client_message_id=client_id,
-                content=mpb.MessageContent(text=text),
+                content=content or mpb.MessageContent(text=text),
             ),
             metadata=md,
         )
+        return sent
+
+    async def _send_files(
+        self,
+        tenant_id: str,
+        interaction: str,
+        participant: str,
+        client_id: str,
+        files: list[domain.MailFile],
+        md: Any,
+    ) -> None:
+        """The mail's attachments, each kept and sent as a message after its text; a file the
+        gateway does not take is named in a note instead."""
+        for n, f in enumerate(files, 1):
+            try:
+                kept = await self._attachments.keep(
+                    tenant_id, interaction, f.name, f.content_type, f.data
+                )
+            except domain.BadAttachment as error:
+                note = f"[{domain.attachment_name(f.name)} was not kept: {error}]"
+                await self._send(tenant_id, interaction, participant, f"{client_id}:{n}", note, md)
+                continue
+            try:
+                sent = await self._send(
+                    tenant_id, interaction, participant, f"{client_id}:{n}", "", md, kept.content
+                )
+            except BaseException:
+                await self._attachments.forget(tenant_id, kept.id)
+                raise
+            if sent is not None and sent.content != kept.content:
+                # The same mail again (a server's retry): its first copy's file stands.
+                await self._attachments.forget(tenant_id, kept.id)
 
 
 class SmtpServer:

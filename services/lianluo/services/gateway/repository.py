@@ -341,3 +341,45 @@ class Repository:
             delay,
             error[:500],
         )
+
+    # ------------------------------------------------------------------ attachments
+
+    async def add_attachment(
+        self,
+        conn: asyncpg.Connection,
+        tid: uuid.UUID,
+        attachment_id: uuid.UUID,
+        interaction_id: uuid.UUID,
+        name: str,
+        content_type: str,
+        size: int,
+        sha256: str,
+        key: str,
+    ) -> None:
+        await conn.execute(
+            "insert into attachments (tenant_id, id, interaction_id, name, content_type, "
+            "size_bytes, sha256, object_key) values ($1, $2, $3, $4, $5, $6, $7, $8)",
+            tid,
+            attachment_id,
+            interaction_id,
+            name,
+            content_type,
+            size,
+            sha256,
+            key,
+        )
+
+    async def attachment(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, attachment_id: uuid.UUID
+    ) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "select * from attachments where tenant_id = $1 and id = $2", tid, attachment_id
+        )
+        return row
+
+    async def drop_attachment(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, attachment_id: uuid.UUID
+    ) -> None:
+        await conn.execute(
+            "delete from attachments where tenant_id = $1 and id = $2", tid, attachment_id
+        )

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import secrets
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import asyncpg
 import grpc
@@ -21,11 +23,12 @@ from lianluo.gateway.v1 import gateway_pb2 as pb
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
 from lianluo.runtime import auth, quotas
-from lianluo.runtime.errors import NotFound, ResourceExhausted, Violations
+from lianluo.runtime.errors import NotFound, PermissionDenied, ResourceExhausted, Violations
 from lianluo.runtime.faults import is_outage
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.gateway import domain
+from lianluo.services.gateway.attachments import Attachments
 from lianluo.services.gateway.repository import Repository
 from lianluo.services.gateway.settings import GatewaySettings
 from lianluo.tenants.v1 import tenants_pb2 as tpb
@@ -33,8 +36,11 @@ from lianluo.tenants.v1 import tenants_pb2_grpc as tenants_rpc
 
 log = get_logger(__name__)
 R = mpb.ParticipantRole
-# The widget: one script a page embeds, served by the gateway itself (never from a CDN).
-WIDGET = (Path(__file__).parent / "web" / "widget.js").read_text()
+# The widget: one script a page embeds, built by `make` from web/ (pinned npm packages) and
+# served by the gateway itself, never from a CDN.
+WIDGET = Path(__file__).parent / "web" / "dist" / "widget.js"
+# How long the upload path a chat is given stays valid; a reconnect gives a new one.
+UPLOAD_SECONDS = 4 * 3600
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -80,6 +86,19 @@ class Platform:
             request, metadata=md
         )
         return started
+
+    async def may_read(self, tenant_id: str, interaction_id: str, metadata: Any) -> None:
+        """Whether the caller (by the credentials it called with) may read an interaction."""
+        md = tuple((k, v) for k, v in metadata or () if k == "authorization")
+        try:
+            await self.media.GetInteraction(
+                mpb.GetInteractionRequest(tenant_id=tenant_id, interaction_id=interaction_id),
+                metadata=md,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND):
+                raise PermissionDenied("this attachment's interaction is not yours") from None
+            raise
 
     async def close(self) -> None:
         await self._tenants.close()
@@ -253,6 +272,27 @@ async def _refuse(ws: web.WebSocketResponse, error: Exception) -> None:
         await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"no hello in time")
 
 
+@dataclass(frozen=True)
+class Where:
+    """A web chat session's tenant, channel and customer."""
+
+    tenant_id: str
+    channel_id: str
+    customer_id: str
+    title: str
+
+
+async def _body(request: web.Request, limit: int) -> bytes:
+    """The request's body, refused past `limit` bytes however it was sent (chunked too)."""
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(65_536):
+        size += len(chunk)
+        if size > limit:
+            raise domain.BadAttachment(f"larger than {limit} bytes", too_large=True)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _uuid(value: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(value)
@@ -268,20 +308,123 @@ class WebChat:
         view: TenantConfigView,
         platform: Platform,
         customers: Customers,
+        attachments: Attachments,
         settings: GatewaySettings,
     ) -> None:
         self._view = view
         self._platform = platform
         self._customers = customers
+        self._attachments = attachments
         self._settings = settings
         self._flood = quotas.RateLimiter()
 
     def routes(self) -> list[web.RouteDef]:
+        upload = "/v1/web/{tenant}/{channel}/upload/{interaction}/{participant}/{customer}"
         return [
             web.get("/v1/web/{tenant}/{channel}/widget.js", self.widget),
             web.get("/v1/web/{tenant}/{channel}/", self.page),
             web.get("/v1/web/{tenant}/{channel}/ws", self.socket),
+            web.post(upload, self.upload),
+            web.options(upload, self.upload_preflight),
         ]
+
+    def _origin(self, request: web.Request, channel: tpb.Channel) -> str:
+        origin = request.headers.get("Origin", "")
+        if not domain.origin_allowed(origin, list(channel.web.allowed_origins)):
+            raise web.HTTPForbidden(text="this page's origin may not open the chat")
+        return origin
+
+    async def upload_preflight(self, request: web.Request) -> web.Response:
+        """CORS: the widget runs on the tenant's pages, and uploads to the gateway."""
+        _, channel = self._channel(request)
+        origin = self._origin(request, channel)
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Headers": "Content-Type, X-Filename, X-Message-Id",
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            },
+        )
+
+    async def upload(self, request: web.Request) -> web.Response:
+        """A file or an image from the chat: kept, then sent into the interaction as the
+        customer. The path comes signed in `welcome`, for this customer in this interaction."""
+        tenant_id, channel = self._channel(request)
+        origin = self._origin(request, channel)
+        cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        q = request.query
+        if not self._attachments.links.opens(
+            request.path, q.get("expires", ""), q.get("signature", "")
+        ):
+            raise web.HTTPForbidden(text="this upload link is not valid, or has expired")
+        interaction = request.match_info["interaction"]
+        client_id = request.headers.get("X-Message-Id", "")
+        if not domain.CLIENT_ID.fullmatch(client_id):
+            raise web.HTTPBadRequest(text="X-Message-Id: 1 to 64 of A-Z a-z 0-9 _ . : -")
+        limit = self._settings.gateway_attachment_max_bytes
+        length = request.content_length or 0
+        if length > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)
+        try:
+            self._flood.take(
+                f"{tenant_id}/{interaction}",
+                "messages_per_second",
+                self._settings.gateway_session_messages_per_second,
+            )
+            data = await _body(request, limit)
+            kept = await self._attachments.keep(
+                tenant_id,
+                interaction,
+                unquote(request.headers.get("X-Filename", "")),
+                request.headers.get("Content-Type", ""),
+                data,
+            )
+        except ResourceExhausted:
+            raise web.HTTPTooManyRequests(text="too many messages", headers=cors) from None
+        except domain.BadAttachment as error:
+            if error.too_large:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=limit + 1) from None
+            raise web.HTTPUnsupportedMediaType(text=str(error), headers=cors) from None
+        token = await self._platform.customer_session(
+            tenant_id, request.match_info["customer"], common.CHANNEL_WEB
+        )
+        said = mpb.SendRequest(
+            tenant_id=tenant_id,
+            interaction_id=interaction,
+            participant_id=request.match_info["participant"],
+            client_message_id=client_id,
+            content=kept.content,
+        )
+        try:
+            message = await self._platform.media.Send(said, metadata=bearer(token))
+        except grpc.aio.AioRpcError as error:
+            # Nothing is kept of a file whose message was refused (an ended chat, say).
+            await self._attachments.forget(tenant_id, kept.id)
+            status = {
+                grpc.StatusCode.FAILED_PRECONDITION: 409,
+                grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+                grpc.StatusCode.PERMISSION_DENIED: 403,
+                grpc.StatusCode.NOT_FOUND: 404,
+            }.get(error.code(), 503)
+            return web.Response(status=status, text=error.code().name, headers=cors)
+        if message.content != kept.content:
+            # A retry of an upload already sent (the same X-Message-Id): the first one stands.
+            await self._attachments.forget(tenant_id, kept.id)
+        what = message.content.WhichOneof("content")
+        a = message.content.image if what == "image" else message.content.file
+        return web.json_response(
+            {
+                "id": a.uri.partition(":")[2],
+                "name": a.name,
+                "sha256": a.sha256,
+                "size": a.size_bytes,
+            },
+            status=201,
+            headers=cors,
+        )
 
     def _channel(self, request: web.Request) -> tuple[str, tpb.Channel]:
         tenant_id, channel_id = request.match_info["tenant"], request.match_info["channel"]
@@ -294,31 +437,30 @@ class WebChat:
         return tenant_id, found
 
     async def widget(self, request: web.Request) -> web.Response:
-        _, channel = self._channel(request)
-        script = WIDGET.replace("__LIANLUO_TITLE__", channel.web.title or "Chat with us")
+        self._channel(request)
+        if not WIDGET.exists():
+            raise web.HTTPServiceUnavailable(text="the widget is not built: run make")
         return web.Response(
-            text=script,
+            body=WIDGET.read_bytes(),
             content_type="application/javascript",
             headers={"Cache-Control": "no-cache"},
         )
 
     async def page(self, request: web.Request) -> web.Response:
         """A page that only hosts the widget: what `make run` opens, and a way to try it."""
-        self._channel(request)
-        html = (
+        _, channel = self._channel(request)
+        title = html.escape(channel.web.title or "Chat with us", quote=True)
+        page = (
             "<!doctype html><html><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             "<title>Lianluo chat</title></head><body>"
-            "<script src='widget.js'></script></body></html>"
+            f"<script src='widget.js' data-title='{title}'></script></body></html>"
         )
-        return web.Response(text=html, content_type="text/html")
+        return web.Response(text=page, content_type="text/html")
 
     async def socket(self, request: web.Request) -> web.StreamResponse:
         tenant_id, channel = self._channel(request)
-        if not domain.origin_allowed(
-            request.headers.get("Origin", ""), list(channel.web.allowed_origins)
-        ):
-            raise web.HTTPForbidden(text="this page's origin may not open the chat")
+        self._origin(request, channel)
         ws = web.WebSocketResponse(
             heartbeat=30, max_msg_size=self._settings.gateway_max_frame_bytes
         )
@@ -382,7 +524,8 @@ class WebChat:
                 yield frame
 
         call = self._platform.media.Connect(outgoing(), metadata=md)
-        relay = asyncio.create_task(self._to_browser(ws, call, visitor))
+        where = Where(tenant_id, channel.id, customer, channel.web.title)
+        relay = asyncio.create_task(self._to_browser(ws, call, visitor, where))
         try:
             async for message in ws:
                 if message.type != WSMsgType.TEXT:
@@ -409,6 +552,8 @@ class WebChat:
                     )
                 elif said.kind == "read":
                     frames.put_nowait(mpb.ClientFrame(ack=mpb.Ack(sequence=said.seq)))
+                elif said.kind == "typing":
+                    frames.put_nowait(mpb.ClientFrame(typing=mpb.Typing(active=said.active)))
                 else:
                     frames.put_nowait(mpb.ClientFrame(leave=mpb.Leave(reason="left the chat")))
                 if relay.done():
@@ -424,22 +569,35 @@ class WebChat:
             with contextlib.suppress(asyncio.CancelledError):
                 await relay
 
-    async def _to_browser(self, ws: web.WebSocketResponse, call: Any, visitor: str) -> None:
+    async def _to_browser(
+        self, ws: web.WebSocketResponse, call: Any, visitor: str, where: Where
+    ) -> None:
         """Relay the interaction's timeline to the browser, then close the socket."""
         me = ""
         code, reason = WSCloseCode.OK, b""
+        links = self._attachments
+
+        def link(attachment_id: str) -> str:
+            return links.path(where.tenant_id, attachment_id, self._settings.gateway_link_seconds)
+
         try:
             async for frame in call:
                 if frame.WhichOneof("frame") == "joined":
                     me = frame.joined.participant_id
+                    upload = (
+                        f"/v1/web/{where.tenant_id}/{where.channel_id}/upload/"
+                        f"{frame.interaction_id}/{me}/{where.customer_id}"
+                    )
                     welcome = {
                         "type": "welcome",
+                        "title": where.title,
                         "visitor": visitor,
                         "interaction": frame.interaction_id,
+                        "upload": links.links.sign(upload, UPLOAD_SECONDS),
                     }
                     await ws.send_json(welcome)
                     continue
-                shown = domain.shown(frame, me)
+                shown = domain.shown(frame, me, link)
                 if shown is not None:
                     await ws.send_json(shown)
         except grpc.aio.AioRpcError as error:

@@ -4,11 +4,12 @@ from typing import Annotated
 
 from pydantic import Field
 
-from lianluo.runtime.settings import ServiceSettings, SmtpRelaySettings
+from lianluo.runtime.settings import ObjectStoreSettings, ServiceSettings, SmtpRelaySettings
 
 
-class GatewaySettings(ServiceSettings, SmtpRelaySettings):
-    """Replies to e-mail go out through the SMTP relay (LIANLUO_SMTP_*)."""
+class GatewaySettings(ServiceSettings, SmtpRelaySettings, ObjectStoreSettings):
+    """Replies to e-mail go out through the SMTP relay (LIANLUO_SMTP_*); attachments are kept
+    in the object store (LIANLUO_OBJECT_STORE_*)."""
 
     # The HTTP server customers' channels reach: the widget, its page and its WebSocket.
     gateway_http_host: str = "127.0.0.1"
@@ -36,3 +37,11 @@ class GatewaySettings(ServiceSettings, SmtpRelaySettings):
     gateway_public_url: str = ""
     # How long a call to a provider's API (SMS) may take.
     gateway_provider_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    # Attachments customers send (web chat uploads, e-mail attachments): the largest taken.
+    gateway_attachment_max_bytes: Annotated[int, Field(ge=1024, le=100 * 1024 * 1024)] = (
+        5 * 1024 * 1024
+    )
+    # How long a link to an attachment opens it: shown in a chat or given to an agent, and sent
+    # in a text message (SMS, WeChat), which the customer may read hours later.
+    gateway_link_seconds: Annotated[int, Field(ge=10, le=86_400)] = 600
+    gateway_sent_link_seconds: Annotated[int, Field(ge=60, le=30 * 86_400)] = 7 * 86_400

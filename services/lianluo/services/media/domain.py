@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from lianluo.domain.urls import is_uri
 from lianluo.media.v1 import media_pb2 as pb
 from lianluo.runtime import auth
@@ -93,6 +95,11 @@ def check_content(content: pb.MessageContent, v: Violations, path: str = "conten
             0 <= att.size_bytes <= MAX_ATTACHMENT_BYTES,
             f"{path}.{kind}.size_bytes",
             "at most 100 MiB",
+        )
+        v.check(
+            not att.sha256 or re.fullmatch(r"[0-9a-f]{64}", att.sha256) is not None,
+            f"{path}.{kind}.sha256",
+            "64 lower-case hex digits",
         )
         if kind == "image":
             v.check(

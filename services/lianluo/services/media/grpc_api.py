@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -131,9 +132,29 @@ class MediaApi(rpc.MediaServiceServicer):
     async def _read(
         self, requests: AsyncIterator[pb.ClientFrame], join: pb.Join, me: pb.Participant | None
     ) -> None:
+        read_upto, typed_at = 0, 0.0
         async for frame in requests:
             kind = frame.WhichOneof("frame")
-            if kind == "send" and me is not None:
+            if kind in ("ack", "typing") and me is not None:
+                # Passed on to the others, outside the timeline: an ack only when it reads
+                # further, typing at most once a second (stopping always).
+                signal = pb.ServerFrame(interaction_id=join.interaction_id)
+                if kind == "ack":
+                    if not read_upto < frame.ack.sequence < 2**62:
+                        continue
+                    read_upto = frame.ack.sequence
+                    signal.read.CopyFrom(pb.Receipt(participant_id=me.id, sequence=read_upto))
+                else:
+                    now = time.monotonic()
+                    if frame.typing.active and now - typed_at < 1.0:
+                        continue
+                    typed_at = now if frame.typing.active else 0.0
+                    signal.typing.CopyFrom(
+                        pb.Typing(active=frame.typing.active, participant_id=me.id)
+                    )
+                auth.spend_event()
+                await self.media.signal(join.tenant_id, signal)
+            elif kind == "send" and me is not None:
                 auth.spend_event()
                 await self.media.send(
                     join.tenant_id,

@@ -187,6 +187,14 @@ class MediaService:
         envelope = contract.envelope(contract.MEDIA_TIMELINE, PRODUCER, tenant, frame, DESK_FRAME)
         await outbox.enqueue(conn, self._timeline_topic, envelope, key=f"{tenant}/desk/{agent_id}")
 
+    async def signal(self, tenant_id: str, frame: pb.ServerFrame) -> None:
+        """A frame outside the timeline (typing, a read receipt) to the interaction's streams
+        on every replica; nothing of it is kept."""
+        frame.time.GetCurrentTime()
+        envelope = contract.envelope(contract.MEDIA_TIMELINE, PRODUCER, tenant_id, frame, FRAME)
+        async with self._pool.acquire() as conn:
+            await outbox.enqueue(conn, self._timeline_topic, envelope)
+
     async def _locked(
         self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str
     ) -> Change:

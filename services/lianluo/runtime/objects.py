@@ -1,0 +1,106 @@
+"""One storage layer for objects (attachments, audio, exports): obstore, which speaks to the
+local filesystem and to S3-compatible stores through one API, with its retries and multipart
+uploads. Every object is stored with its sha256, which each read checks, and is reached from
+outside only through a link signed for a short time.
+
+Keys start with the tenant's id, so one tenant's objects never share a prefix with another's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import obstore
+from obstore.store import LocalStore, S3Store
+
+from lianluo.runtime.settings import ObjectStoreSettings
+
+
+class CorruptObject(Exception):
+    """An object whose bytes no longer match the sha256 recorded when it was stored."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    key: str
+    sha256: str
+    size: int
+
+
+def tenant_key(tenant_id: str, *parts: str) -> str:
+    return "/".join(["tenants", tenant_id, *parts])
+
+
+class Objects:
+    """A bucket (S3-compatible) or a local directory, as the settings say."""
+
+    def __init__(self, settings: ObjectStoreSettings) -> None:
+        self._store: Any
+        if settings.object_store_bucket:
+            endpoint = settings.object_store_endpoint
+            options: dict[str, Any] = {"allow_http": endpoint.startswith("http://")}
+            config: dict[str, Any] = {"region": settings.object_store_region}
+            if endpoint:
+                config["endpoint"] = endpoint
+            if settings.object_store_access_key_id:
+                config["access_key_id"] = settings.object_store_access_key_id
+                config["secret_access_key"] = (
+                    settings.object_store_secret_access_key.get_secret_value()
+                )
+            self._store = S3Store(
+                settings.object_store_bucket,
+                config=config,  # type: ignore[arg-type]
+                client_options=options,  # type: ignore[arg-type]
+            )
+            self.where = f"s3://{settings.object_store_bucket}"
+        else:
+            path = Path(settings.object_store_path).resolve()
+            path.mkdir(parents=True, exist_ok=True)
+            self._store = LocalStore(prefix=path)
+            self.where = f"file://{path}"
+
+    async def put(self, key: str, data: bytes, content_type: str = "") -> Stored:
+        attributes = {"Content-Type": content_type} if content_type and self._s3 else None
+        await obstore.put_async(self._store, key, data, attributes=attributes)
+        return Stored(key, hashlib.sha256(data).hexdigest(), len(data))
+
+    async def get(self, key: str, sha256: str) -> bytes:
+        """The object's bytes, refused when they differ from what was stored."""
+        found = bytes(await (await obstore.get_async(self._store, key)).bytes_async())
+        if not hmac.compare_digest(hashlib.sha256(found).hexdigest(), sha256):
+            raise CorruptObject(key)
+        return found
+
+    async def delete(self, key: str) -> None:
+        await obstore.delete_async(self._store, key)
+
+    @property
+    def _s3(self) -> bool:
+        return isinstance(self._store, S3Store)
+
+
+class Links:
+    """Links to an object that expire: the path and the expiry, signed with a key every replica
+    of the cell derives from the cell's admin key, so a link signed by one replica opens on any
+    other and no new secret has to be handed out."""
+
+    def __init__(self, admin_key: str) -> None:
+        self._key = hmac.new(admin_key.encode(), b"lianluo object links v1", "sha256").digest()
+
+    def _mac(self, path: str, expires: int) -> str:
+        return hmac.new(self._key, f"{path}\n{expires}".encode(), "sha256").hexdigest()
+
+    def sign(self, path: str, seconds: int, now: float | None = None) -> str:
+        """`path` with the query that opens it for `seconds`."""
+        expires = int((time.time() if now is None else now) + seconds)
+        return f"{path}?expires={expires}&signature={self._mac(path, expires)}"
+
+    def opens(self, path: str, expires: str, signature: str, now: float | None = None) -> bool:
+        if not expires.isdigit() or int(expires) < (time.time() if now is None else now):
+            return False
+        return hmac.compare_digest(self._mac(path, int(expires)), signature)

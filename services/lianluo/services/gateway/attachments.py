@@ -1,0 +1,148 @@
+"""Files and images customers send: checked (size, type, content), kept in the object store
+with their sha256, and opened only through links that expire."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+import asyncpg
+from aiohttp import web
+
+from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.runtime.errors import NotFound
+from lianluo.runtime.logs import get_logger
+from lianluo.runtime.objects import CorruptObject, Links, Objects, tenant_key
+from lianluo.services.gateway import domain
+from lianluo.services.gateway.repository import Repository
+from lianluo.services.gateway.settings import GatewaySettings
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Kept:
+    id: str
+    content: mpb.MessageContent
+
+
+class Attachments:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        repo: Repository,
+        objects: Objects,
+        settings: GatewaySettings,
+        base_url: Callable[[], str],
+    ) -> None:
+        self._pool = pool
+        self._repo = repo
+        self._objects = objects
+        self._links = Links(settings.admin_key.get_secret_value())
+        self._settings = settings
+        self._base_url = base_url
+
+    @property
+    def links(self) -> Links:
+        return self._links
+
+    @property
+    def link_seconds(self) -> int:
+        return self._settings.gateway_link_seconds
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/v1/attachments/{tenant}/{id}", self.download)]
+
+    async def keep(
+        self, tenant_id: str, interaction_id: str, name: str, content_type: str, data: bytes
+    ) -> Kept:
+        """Check and store one file of an interaction (domain.BadAttachment when refused)."""
+        kind = domain.check_attachment(
+            content_type, data, self._settings.gateway_attachment_max_bytes
+        )
+        name = domain.attachment_name(name)
+        aid = uuid.uuid4()
+        stored = await self._objects.put(tenant_key(tenant_id, "attachments", str(aid)), data, kind)
+        try:
+            async with self._pool.acquire() as conn:
+                await self._repo.add_attachment(
+                    conn,
+                    uuid.UUID(tenant_id),
+                    aid,
+                    uuid.UUID(interaction_id),
+                    name,
+                    kind,
+                    stored.size,
+                    stored.sha256,
+                    stored.key,
+                )
+        except BaseException:
+            await self._objects.delete(stored.key)
+            raise
+        content = domain.attachment_content(str(aid), name, kind, stored.size, stored.sha256)
+        return Kept(str(aid), content)
+
+    async def forget(self, tenant_id: str, attachment_id: str) -> None:
+        """Undo `keep` for a file whose message could not be sent."""
+        async with self._pool.acquire() as conn:
+            row = await self._repo.attachment(conn, uuid.UUID(tenant_id), uuid.UUID(attachment_id))
+            if row is None:
+                return
+            await self._repo.drop_attachment(conn, row["tenant_id"], row["id"])
+        await self._objects.delete(row["object_key"])
+
+    async def find(self, tenant_id: str, attachment_id: str) -> asyncpg.Record:
+        try:
+            tid, aid = uuid.UUID(tenant_id), uuid.UUID(attachment_id)
+        except ValueError:
+            raise NotFound("attachment", attachment_id) from None
+        async with self._pool.acquire() as conn:
+            row = await self._repo.attachment(conn, tid, aid)
+        if row is None:
+            raise NotFound("attachment", attachment_id)
+        return row
+
+    async def read(self, row: asyncpg.Record) -> bytes:
+        """The file's bytes, checked against its sha256 (CorruptObject when they differ)."""
+        return await self._objects.get(row["object_key"], row["sha256"])
+
+    def path(self, tenant_id: str, attachment_id: str, seconds: int) -> str:
+        return self._links.sign(f"/v1/attachments/{tenant_id}/{attachment_id}", seconds)
+
+    def url(self, tenant_id: str, attachment_id: str, seconds: int) -> tuple[str, datetime]:
+        """An absolute link that opens the file for `seconds`, and when it stops."""
+        expires = datetime.now(UTC) + timedelta(seconds=seconds)
+        return self._base_url() + self.path(tenant_id, attachment_id, seconds), expires
+
+    async def download(self, request: web.Request) -> web.Response:
+        tenant_id, attachment_id = request.match_info["tenant"], request.match_info["id"]
+        if not self._links.opens(
+            request.path,
+            request.query.get("expires", ""),
+            request.query.get("signature", ""),
+        ):
+            raise web.HTTPForbidden(text="this link is not valid, or has expired")
+        try:
+            row = await self.find(tenant_id, attachment_id)
+            data = await self.read(row)
+        except NotFound:
+            raise web.HTTPNotFound(text="no such attachment") from None
+        except CorruptObject:
+            log.error("an attachment differs from its sha256", attachment=attachment_id)
+            raise web.HTTPInternalServerError(text="the file is damaged") from None
+        inline = row["content_type"].startswith("image/")
+        disposition = "inline" if inline else "attachment"
+        return web.Response(
+            body=data,
+            content_type=row["content_type"],
+            headers={
+                "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(row['name'])}",
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "sandbox; default-src 'none'",
+                "Cache-Control": "private, max-age=60",
+                "Digest": f"sha-256={row['sha256']}",
+            },
+        )
