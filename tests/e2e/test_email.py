@@ -6,6 +6,7 @@ channels: e-mail, web chat and SMS."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -212,6 +213,89 @@ async def test_a_mail_thread_is_one_interaction_and_replies_go_back_in_it(
     assert joined.joined.interaction.customer.id == customer.id
     await talk.close()
     await li_at_work.stop()
+
+
+# A 2 x 1 PNG.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000020000000108020000007b40e8dd0000000d4944415478"
+    "9c63f8cfc000440008fe01ffc69e79f70000000049454e44ae426082"
+)
+
+
+async def test_attachments_locations_and_forms_cross_between_mail_and_the_agent(
+    cell: Cell, helpdesk: Helpdesk, mail_server: tuple[CustomersMailServer, int]
+) -> None:
+    """Media fusion (docs/channels.md): a customer's photo arrives as an image, kept with its
+    sha256; the agent's image goes out as an attachment, a location as a map link, and a form
+    as a link to a page where the customer fills it, which comes back as a filled form."""
+    inbox, _ = mail_server
+    inbox.loop = asyncio.get_running_loop()
+    t = helpdesk.tenant
+    li = await AgentAtWork(cell, helpdesk.li, t.id).start()
+    photo = mail(helpdesk, "The card, as it looks now.", f"<{uuid.uuid4().hex}@example.com>")
+    photo.add_attachment(PNG, maintype="image", subtype="png", filename="card.png")
+    photo.add_attachment(
+        b"MZ\x90\x00", maintype="application", subtype="x-msdownload", filename="fix.exe"
+    )
+    await send(helpdesk, photo)
+    talk = await li.answer()
+    await talk.wait_for(lambda f: f.message.content.text == "The card, as it looks now.")
+    image = (
+        await talk.wait_for(lambda f: f.message.content.HasField("image"))
+    ).message.content.image
+    assert (image.name, image.content_type, image.size_bytes) == ("card.png", "image/png", len(PNG))
+    assert image.sha256 == hashlib.sha256(PNG).hexdigest()
+    refused = await talk.wait_for(lambda f: "fix.exe" in f.message.content.text)
+    assert "was not kept" in refused.message.content.text
+
+    talk.send(mpb.MessageContent(image=image), "i1")
+    talk.send(
+        mpb.MessageContent(
+            location=mpb.Location(latitude=31.2304, longitude=121.4737, label="Nanjing Road branch")
+        ),
+        "l1",
+    )
+    fields = [
+        mpb.FormField(
+            name="last4", label="Last four digits", type=mpb.FORM_FIELD_TYPE_NUMBER, required=True
+        ),
+        mpb.FormField(
+            name="city",
+            label="City",
+            type=mpb.FORM_FIELD_TYPE_CHOICE,
+            options=["Shanghai", "Beijing"],
+        ),
+    ]
+    talk.send(
+        mpb.MessageContent(
+            form=mpb.Form(form_id="verify", title="Verify your card", fields=fields)
+        ),
+        "f1",
+    )
+    got = [await asyncio.wait_for(inbox.received.get(), 30) for _ in range(3)]
+    with_file = next(m for m in got if any(True for _ in m.iter_attachments()))
+    attached = next(iter(with_file.iter_attachments()))
+    assert attached.get_filename() == "card.png" and attached.get_payload(decode=True) == PNG
+    bodies = [m.get_body(("plain",)).get_content() for m in got]  # type: ignore[union-attr]
+    assert any("Nanjing Road branch" in b and "mlat=31.230400&mlon=121.473700" in b for b in bodies)
+    link = next(b for b in bodies if "Verify your card" in b).split(": ", 1)[1].strip()
+    async with aiohttp.ClientSession() as http:
+        page = await http.get(link)
+        assert page.status == 200 and "Last four digits" in await page.text()
+        assert (await http.get(link.replace("signature=", "signature=0"))).status == 403
+        wrong = await http.post(link, data={"last4": "abcd", "city": "Shanghai"})
+        assert wrong.status == 400 and "Last four digits: a number" in await wrong.text()
+        filled = await http.post(link, data={"last4": "4242", "city": "Shanghai"})
+        assert filled.status == 200
+        answered = await talk.wait_for(lambda f: f.message.content.form.submitted)
+        assert {f.name: f.value for f in answered.message.content.form.fields} == {
+            "last4": "4242",
+            "city": "Shanghai",
+        }
+        assert answered.message.sender_role == P.PARTICIPANT_ROLE_CUSTOMER
+        assert (await http.post(link, data={"last4": "1111", "city": "Beijing"})).status == 409
+    await talk.close()
+    await li.stop()
 
 
 async def test_bad_mail_is_refused_in_the_smtp_dialogue(helpdesk: Helpdesk) -> None:

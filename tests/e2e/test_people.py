@@ -1239,6 +1239,13 @@ CELL_CASES: list[Case] = [
             metadata=_b(w),
         ),
     ),
+    *_two(
+        "GetDownloadLink",
+        lambda w, t: w.stub("gateway", gateway_rpc.AttachmentServiceStub).GetDownloadLink(
+            gpb.GetDownloadLinkRequest(tenant_id=t, attachment_id=str(uuid.uuid4())),
+            metadata=_b(w),
+        ),
+    ),
     (
         "LocateTenant",
         lambda w: w.stub("edge", edge_rpc.EdgeServiceStub).LocateTenant(

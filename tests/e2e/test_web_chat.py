@@ -193,6 +193,16 @@ async def test_uploads_are_checked_and_a_refused_file_leaves_nothing(
         assert await post(PNG, "image/png") == 201
         shown = await browser.next(lambda i: "attachment" in i)
         assert shown["attachment"]["name"] == "a b.png" and shown["from"] == "me"
+        # The tenant's key may open it; an agent who is not in the conversation may not.
+        aid = shown["attachment"]["url"].split("/")[-1].split("?")[0]
+        ask = gpb.GetDownloadLinkRequest(tenant_id=shop.tenant.id, attachment_id=aid)
+        link = await attachments(cell).GetDownloadLink(
+            ask, metadata=(("authorization", f"Bearer {shop.key}"),)
+        )
+        assert link.name == "a b.png" and link.sha256 == hashlib.sha256(PNG).hexdigest()
+        with pytest.raises(grpc.aio.AioRpcError) as outsider:
+            await attachments(cell).GetDownloadLink(ask, metadata=await shop.li.metadata())
+        assert outsider.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert [i for i in browser.items if "attachment" in i] == [shown], "a refused file shown"
         stored = cell.log_dir.parent / "objects" / "tenants" / shop.tenant.id / "attachments"
         kept = {p.name for p in stored.iterdir()}

@@ -84,7 +84,9 @@ class StreamClient:
                 self._arrived.notify_all()
 
     def send_text(self, text: str, client_id: str) -> None:
-        content = pb.MessageContent(text=text)
+        self.send(pb.MessageContent(text=text), client_id)
+
+    def send(self, content: pb.MessageContent, client_id: str) -> None:
         self._outgoing.put_nowait(
             pb.ClientFrame(send=pb.SendMessage(client_message_id=client_id, content=content))
         )

@@ -10,6 +10,7 @@ from lianluo.runtime.objects import Objects
 from lianluo.runtime.service import Service, ServiceSpec
 from lianluo.services.gateway import events
 from lianluo.services.gateway.attachments import Attachments
+from lianluo.services.gateway.forms import Forms
 from lianluo.services.gateway.grpc_api import AttachmentApi, CustomerApi
 from lianluo.services.gateway.http import HttpServer
 from lianluo.services.gateway.mail import Mailboxes, MailIn, MailSender, SmtpServer
@@ -35,21 +36,20 @@ async def build(settings: GatewaySettings) -> Service:
     platform = Platform(settings)
     customers = Customers(service.pool, repo, platform)
     http = HttpServer(settings.gateway_http_host, settings.gateway_http_port)
-    attachments = Attachments(
-        service.pool,
-        repo,
-        Objects(settings),
-        settings,
-        lambda: settings.gateway_public_url.rstrip("/") or http.url,
-    )
-    web_chat = WebChat(view, platform, customers, attachments, settings)
+
+    def base_url() -> str:
+        return settings.gateway_public_url.rstrip("/") or http.url
+
+    attachments = Attachments(service.pool, repo, Objects(settings), settings, base_url)
+    forms = Forms(service.pool, repo, platform, attachments.links, settings, base_url)
+    web_chat = WebChat(view, platform, customers, attachments, forms.path, settings)
     conversations = Conversations(platform, customers, service.pool, repo)
     senders: dict[str, Sender] = {
         "email": MailSender(settings),
         "sms": SmsSender(settings),
         "wechat": WechatSender(settings),
     }
-    replies = Replies(service.pool, repo, view, senders)
+    replies = Replies(service.pool, repo, view, senders, attachments, forms)
     await service.add_consumer(events.handlers(replies))
     service.add_background(replies, "reply sender")
     mail_in = MailIn(Mailboxes(view), platform, customers, attachments, service.pool, repo)
@@ -58,6 +58,7 @@ async def build(settings: GatewaySettings) -> Service:
         [
             *web_chat.routes(),
             *attachments.routes(),
+            *forms.routes(),
             *SmsIn(view, conversations, settings).routes(),
             *WechatIn(view, conversations, settings).routes(),
         ],

@@ -53,6 +53,10 @@ class Attachments:
     def link_seconds(self) -> int:
         return self._settings.gateway_link_seconds
 
+    @property
+    def sent_link_seconds(self) -> int:
+        return self._settings.gateway_sent_link_seconds
+
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/v1/attachments/{tenant}/{id}", self.download)]
 

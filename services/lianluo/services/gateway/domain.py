@@ -22,6 +22,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import Any
@@ -143,10 +144,14 @@ def parse_said(raw: str | bytes) -> Said:
 
 
 def shown(
-    frame: mpb.ServerFrame, me: str, link: Callable[[str], str] = lambda _: ""
+    frame: mpb.ServerFrame,
+    me: str,
+    link: Callable[[str], str] = lambda _: "",
+    form_link: Callable[[str], str] = lambda _: "",
 ) -> dict[str, Any] | None:
     """What the browser is shown of one timeline item (None: nothing, such as staff notes).
-    `link` gives a stored attachment's signed link, by its id."""
+    `link` gives a stored attachment's signed link, by its id; `form_link` the signed link to
+    fill a form, by its message's id."""
     kind = frame.WhichOneof("frame")
     base: dict[str, Any] = {"seq": frame.sequence}
     if kind == "message":
@@ -173,6 +178,12 @@ def shown(
             at = m.content.location
             url = MAP_URL.format(lat=at.latitude, lon=at.longitude)
             item["text"] = f"{at.label}\n{url}".strip()
+        elif what == "form" and not m.content.form.submitted:
+            item["form"] = {"title": m.content.form.title, "url": form_link(m.id)}
+        elif what == "form":
+            item["text"] = "\n".join(
+                f"{f.label or f.name}: {f.value}" for f in m.content.form.fields
+            )
         return item
     if kind == "prompt":
         choices = [{"digit": c.digit, "label": c.label} for c in frame.prompt.choices]
@@ -582,3 +593,52 @@ def render(
         title = content.form.title or "A form to fill"
         return Rendered(f"{title}: {form_link(content.form)}")
     return Rendered("")
+
+
+# ---------------------------------------------------------------------- forms
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,}$")
+_PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{4,24}$")
+MAX_FORM_VALUE = 2000
+
+
+class BadForm(ValueError):
+    """An answer the form does not take, naming its field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+
+
+def fill_form(form: mpb.Form, answers: dict[str, str]) -> mpb.Form:
+    """The form filled with `answers`, each checked against its field's type."""
+    filled = mpb.Form(form_id=form.form_id, title=form.title, submitted=True)
+    T = mpb.FormFieldType
+    for f in form.fields:
+        value = answers.get(f.name, "").replace("\x00", "").strip()
+        label = f.label or f.name
+        if len(value) > MAX_FORM_VALUE:
+            raise BadForm(label, f"at most {MAX_FORM_VALUE} characters")
+        if not value:
+            if f.required:
+                raise BadForm(label, "is required")
+        elif f.type == T.FORM_FIELD_TYPE_NUMBER:
+            try:
+                float(value)
+            except ValueError:
+                raise BadForm(label, "a number") from None
+        elif f.type == T.FORM_FIELD_TYPE_DATE:
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                raise BadForm(label, "a date, such as 2026-01-31") from None
+        elif f.type == T.FORM_FIELD_TYPE_EMAIL and not _EMAIL.fullmatch(value):
+            raise BadForm(label, "an e-mail address")
+        elif f.type == T.FORM_FIELD_TYPE_PHONE and not _PHONE.fullmatch(value):
+            raise BadForm(label, "a phone number")
+        elif f.type == T.FORM_FIELD_TYPE_CHOICE and value not in f.options:
+            raise BadForm(label, "one of the choices")
+        answered = filled.fields.add()
+        answered.CopyFrom(f)
+        answered.value = value
+    return filled

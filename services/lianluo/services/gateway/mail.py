@@ -26,6 +26,7 @@ from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import Change, TenantConfigView
 from lianluo.services.gateway import domain
 from lianluo.services.gateway.attachments import Attachments
+from lianluo.services.gateway.replies import Outgoing
 from lianluo.services.gateway.repository import Repository
 from lianluo.services.gateway.service import Customers, Platform, bearer
 from lianluo.services.gateway.settings import GatewaySettings
@@ -286,7 +287,10 @@ class MailSender:
     def message_id(self, row: asyncpg.Record) -> str:
         return f"<{row['id']}@{self._settings.gateway_mail_domain}>"
 
-    async def send(self, row: asyncpg.Record, channel: tpb.Channel) -> str | None:
+    carries_files = True
+
+    async def send(self, out: Outgoing, channel: tpb.Channel) -> str | None:
+        row = out.row
         mail = EmailMessage()
         mail["From"] = formataddr((channel.email.display_name, channel.email.address))
         mail["To"] = row["customer_address"]
@@ -298,7 +302,10 @@ class MailSender:
             mail["In-Reply-To"] = thread[-1]
             mail["References"] = " ".join(thread)
         mail["X-Lianluo-Interaction"] = str(row["interaction_id"])
-        mail.set_content(row["body"])
+        mail.set_content(out.text)
+        if out.file is not None:
+            main, _, sub = out.file.content_type.partition("/")
+            mail.add_attachment(out.file.data, maintype=main, subtype=sub, filename=out.file.name)
         try:
             await self._settings.relay(mail)
         except (aiosmtplib.SMTPException, OSError) as error:

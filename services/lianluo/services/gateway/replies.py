@@ -1,6 +1,8 @@
 """Agents' replies on the customer's own channel, for the channels that answer later (e-mail,
-SMS): each one queued in the transaction that saw it on `interaction.message`, then sent by the
-channel's sender, retried with backoff until the far side takes it. A crash between the far
+SMS, WeChat): each one queued in the transaction that saw it on `interaction.message`, fitted to
+the channel when it goes out (a location as a map link, an image as an attachment or a link, a
+form as a link to its page), sent by the channel's sender, and retried with backoff until the
+far side takes it. A crash between the far
 side's acceptance and the commit can send a reply twice (with the same id)."""
 
 from __future__ import annotations
@@ -8,16 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from dataclasses import dataclass
 from typing import Protocol
 
 import asyncpg
 
 from lianluo.events.v1 import interaction_pb2
 from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.runtime.errors import NotFound
 from lianluo.runtime.faults import is_outage
 from lianluo.runtime.kafka import Envelope
 from lianluo.runtime.logs import get_logger
+from lianluo.runtime.objects import CorruptObject
 from lianluo.runtime.tenant_config import TenantConfigView
+from lianluo.services.gateway import domain
+from lianluo.services.gateway.attachments import Attachments
+from lianluo.services.gateway.forms import Forms
 from lianluo.services.gateway.repository import Repository
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 
@@ -28,12 +36,32 @@ BATCH = 20
 FIRST_RETRY_SECONDS, LAST_RETRY_SECONDS = 5.0, 900.0
 
 
+@dataclass(frozen=True)
+class File:
+    name: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One reply as its channel takes it: the queued row (address, thread), the text, and a
+    file for a channel that carries files."""
+
+    row: asyncpg.Record
+    text: str
+    file: File | None = None
+
+
 class Sender(Protocol):
     # The kind of identity the channel's addresses are (gateway_pb2.IdentityKind): a reply to
     # one whose owner opted out is not sent.
     identity: int
+    # Whether the channel carries files (e-mail): an image or a file goes with the reply
+    # instead of as a link.
+    carries_files: bool
 
-    async def send(self, row: asyncpg.Record, channel: tpb.Channel) -> str | None:
+    async def send(self, out: Outgoing, channel: tpb.Channel) -> str | None:
         """Send one reply; what went wrong, or None."""
 
     async def sent(self, conn: asyncpg.Connection, repo: Repository, row: asyncpg.Record) -> None:
@@ -47,26 +75,61 @@ class Replies:
         repo: Repository,
         view: TenantConfigView,
         senders: dict[str, Sender],
+        attachments: Attachments,
+        forms: Forms,
     ) -> None:
         self._pool = pool
         self._repo = repo
         self._view = view
         self._senders = senders
+        self._attachments = attachments
+        self._forms = forms
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
 
     async def queue(
         self, conn: asyncpg.Connection, envelope: Envelope, event: interaction_pb2.InteractionEvent
     ) -> None:
-        """On interaction.message: staff's words in a conversation go out on its channel."""
+        """On interaction.message: staff's messages in a conversation go out on its channel;
+        a form in any interaction the gateway started can be filled on its page."""
         said = event.message
-        if said.sender_role not in STAFF or not said.content.text:
+        if said.sender_role not in STAFF or said.content.WhichOneof("content") is None:
             return
         tid, iid = uuid.UUID(envelope.tenant_id), uuid.UUID(event.interaction_id)
+        if said.content.HasField("form") and await self._repo.started(conn, tid, iid):
+            form = said.content.form.SerializeToString()
+            await self._repo.add_form(conn, tid, uuid.UUID(said.id), iid, form)
         if await self._repo.conversation(conn, tid, iid) is None:
-            return  # not the gateway's: a web chat, an app, a call
-        await self._repo.queue_reply(conn, tid, uuid.UUID(said.id), iid, said.content.text)
+            return  # not a channel that answers later: a web chat, an app, a call
+        content = said.content.SerializeToString()
+        await self._repo.queue_reply(conn, tid, uuid.UUID(said.id), iid, content)
         self._wake.set()
+
+    async def _fit(self, row: asyncpg.Record, sender: Sender) -> Outgoing:
+        """The reply fitted to its channel (domain.render)."""
+        tenant = str(row["tenant_id"])
+        if row["content"] is None:
+            return Outgoing(row, row["body"])
+        content = mpb.MessageContent.FromString(row["content"])
+
+        def link(attachment_id: str) -> str:
+            seconds = self._attachments.sent_link_seconds
+            return self._attachments.url(tenant, attachment_id, seconds)[0]
+
+        def form_link(_: mpb.Form) -> str:
+            return self._forms.url(tenant, str(row["id"]))
+
+        fitted = domain.render(content, sender.carries_files, link, form_link)
+        if not fitted.attachment_id:
+            return Outgoing(row, fitted.text)
+        try:
+            found = await self._attachments.find(tenant, fitted.attachment_id)
+            data = await self._attachments.read(found)
+        except (NotFound, CorruptObject):
+            # Not a file the gateway has whole: the customer gets what a link gives.
+            fitted = domain.render(content, False, link, form_link)
+            return Outgoing(row, fitted.text)
+        return Outgoing(row, fitted.text, File(found["name"], found["content_type"], data))
 
     async def run(self) -> None:
         failures = 0
@@ -115,7 +178,7 @@ class Replies:
                     await self._repo.sent_reply(conn, row["tenant_id"], row["id"])
                     continue
                 if sender is not None and isinstance(channel, tpb.Channel):
-                    error = await sender.send(row, channel)
+                    error = await sender.send(await self._fit(row, sender), channel)
                 if error is None and sender is not None:
                     await self._repo.sent_reply(conn, row["tenant_id"], row["id"])
                     await sender.sent(conn, self._repo, row)

@@ -297,15 +297,15 @@ class Repository:
         tid: uuid.UUID,
         reply_id: uuid.UUID,
         interaction_id: uuid.UUID,
-        body: str,
+        content: bytes,
     ) -> None:
         await conn.execute(
-            "insert into replies (tenant_id, id, interaction_id, body) "
+            "insert into replies (tenant_id, id, interaction_id, content) "
             "values ($1, $2, $3, $4) on conflict do nothing",
             tid,
             reply_id,
             interaction_id,
-            body,
+            content,
         )
 
     async def due_replies(self, conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
@@ -383,3 +383,59 @@ class Repository:
         await conn.execute(
             "delete from attachments where tenant_id = $1 and id = $2", tid, attachment_id
         )
+
+    # ------------------------------------------------------------------ forms
+
+    async def started(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, interaction_id: uuid.UUID
+    ) -> asyncpg.Record | None:
+        """The gateway's record of an interaction it started: its customer and channel."""
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "select * from customer_interactions where tenant_id = $1 and interaction_id = $2",
+            tid,
+            interaction_id,
+        )
+        return row
+
+    async def add_form(
+        self,
+        conn: asyncpg.Connection,
+        tid: uuid.UUID,
+        message_id: uuid.UUID,
+        interaction_id: uuid.UUID,
+        form: bytes,
+    ) -> None:
+        await conn.execute(
+            "insert into forms (tenant_id, message_id, interaction_id, form) "
+            "values ($1, $2, $3, $4) on conflict do nothing",
+            tid,
+            message_id,
+            interaction_id,
+            form,
+        )
+
+    async def form(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, message_id: uuid.UUID
+    ) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "select f.*, i.customer_id, i.channel from forms f join customer_interactions i "
+            "on i.tenant_id = f.tenant_id and i.interaction_id = f.interaction_id "
+            "where f.tenant_id = $1 and f.message_id = $2",
+            tid,
+            message_id,
+        )
+        return row
+
+    async def claim_form(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, message_id: uuid.UUID, claim: bool
+    ) -> bool:
+        """Mark a form sent (False: it was already), or not sent again after a failure."""
+        done = await conn.fetchval(
+            "update forms set submitted_at = case when $3 then now() end "
+            "where tenant_id = $1 and message_id = $2 and (submitted_at is null) = $3 "
+            "returning true",
+            tid,
+            message_id,
+            claim,
+        )
+        return bool(done)

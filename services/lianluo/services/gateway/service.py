@@ -8,7 +8,7 @@ import contextlib
 import html
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -309,12 +309,14 @@ class WebChat:
         platform: Platform,
         customers: Customers,
         attachments: Attachments,
+        form_path: Callable[[str, str], str],
         settings: GatewaySettings,
     ) -> None:
         self._view = view
         self._platform = platform
         self._customers = customers
         self._attachments = attachments
+        self._form_path = form_path
         self._settings = settings
         self._flood = quotas.RateLimiter()
 
@@ -597,7 +599,7 @@ class WebChat:
                     }
                     await ws.send_json(welcome)
                     continue
-                shown = domain.shown(frame, me, link)
+                shown = domain.shown(frame, me, link, lambda m: self._form_path(where.tenant_id, m))
                 if shown is not None:
                     await ws.send_json(shown)
         except grpc.aio.AioRpcError as error:

@@ -16,6 +16,7 @@ from lianluo.runtime.faults import is_outage
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.gateway import domain
+from lianluo.services.gateway.replies import Outgoing
 from lianluo.services.gateway.repository import Repository
 from lianluo.services.gateway.service import Conversations, Inbound
 from lianluo.services.gateway.settings import GatewaySettings
@@ -128,13 +129,16 @@ class SmsSender:
     def __init__(self, settings: GatewaySettings) -> None:
         self._timeout = aiohttp.ClientTimeout(total=settings.gateway_provider_timeout_seconds)
 
-    async def send(self, row: asyncpg.Record, channel: tpb.Channel) -> str | None:
+    carries_files = False
+
+    async def send(self, out: Outgoing, channel: tpb.Channel) -> str | None:
+        row = out.row
         sms = channel.sms
         url = f"{sms.api_base_url.rstrip('/')}/2010-04-01/Accounts/{sms.account_sid}/Messages.json"
         auth = aiohttp.BasicAuth(sms.account_sid, sms.auth_token)
         try:
             async with aiohttp.ClientSession(timeout=self._timeout) as http:
-                for part in domain.sms_messages(row["body"]):
+                for part in domain.sms_messages(out.text):
                     form = {"From": sms.number, "To": row["customer_address"], "Body": part}
                     async with http.post(url, data=form, auth=auth) as answer:
                         if answer.status >= 300:

@@ -20,6 +20,7 @@ from lianluo.runtime.faults import is_outage
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.gateway import domain
+from lianluo.services.gateway.replies import Outgoing
 from lianluo.services.gateway.repository import Repository
 from lianluo.services.gateway.service import Conversations, Inbound
 from lianluo.services.gateway.settings import GatewaySettings
@@ -135,12 +136,14 @@ class WechatSender:
         self._tokens[w.app_id] = (token, time.monotonic() + lifetime - TOKEN_MARGIN_SECONDS)
         return token
 
-    async def send(self, row: asyncpg.Record, channel: tpb.Channel) -> str | None:
+    carries_files = False
+
+    async def send(self, out: Outgoing, channel: tpb.Channel) -> str | None:
         w = channel.wechat
         body = {
-            "touser": row["customer_address"],
+            "touser": out.row["customer_address"],
             "msgtype": "text",
-            "text": {"content": row["body"]},
+            "text": {"content": out.text},
         }
         try:
             async with aiohttp.ClientSession(timeout=self._timeout) as http:
