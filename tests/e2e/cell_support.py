@@ -89,6 +89,8 @@ class AgentAtWork:
         self.acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
         self.desk: StreamClient | None = None
         self.answered: set[str] = set()
+        # The offers accepted, by interaction: what the agent was told of each contact.
+        self.offers: dict[str, apb.Offer] = {}
 
     async def start(self) -> AgentAtWork:
         agent_id = self.session.user.agent_id
@@ -121,6 +123,7 @@ class AgentAtWork:
         )
         offer = frame.offer
         self.answered.add(offer.id)
+        self.offers[offer.interaction_id] = offer
         await self.acd.RespondToOffer(
             apb.RespondToOfferRequest(
                 tenant_id=self.tenant_id,

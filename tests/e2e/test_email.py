@@ -456,6 +456,20 @@ async def test_one_customer_writes_by_email_web_chat_and_sms_and_the_agent_sees_
             texted = await asyncio.wait_for(provider.sent.get(), 30)
             assert (texted["To"], texted["Body"]) == (PHONE, "Text answer")
             await browser.ws.close()
+
+            # Her next chat on the site: the agent's offer shows her contacts on every channel.
+            visitor = welcome["visitor"]
+            back = await WebVisitor.open(
+                http, page.replace("http", "ws", 1) + "ws", gateway, visitor=visitor
+            )
+            later = (await back.next(lambda i: i["type"] == "welcome"))["interaction"]
+            await back.say("Hello once more", "w2")
+            again_talk = await li.answer(later)
+            told = li.offers[later].requirements.customer_history
+            assert three.items() <= {c.interaction_id: c.channel for c in told}.items()
+            assert later not in {c.interaction_id for c in told}
+            await again_talk.close()
+            await back.ws.close()
         for stream in (by_mail, on_web, by_text):
             await stream.close()
     finally:

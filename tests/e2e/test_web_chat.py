@@ -111,7 +111,8 @@ async def test_a_customer_chats_with_an_agent_and_resumes_after_a_dropped_connec
     t = shop.tenant
     li = await AgentAtWork(cell, shop.li, t.id).start()
     async with aiohttp.ClientSession() as http:
-        browser = await browse(http, shop, name="Mei")
+        # The pre-chat form's answers start the conversation: the agent's offer carries them.
+        browser = await browse(http, shop, name="Mei", form={"order_number": "A-1001"})
         welcome = await browser.next(lambda i: i["type"] == "welcome")
         visitor, interaction = welcome["visitor"], welcome["interaction"]
         assert visitor.startswith("v-") and interaction
@@ -120,6 +121,7 @@ async def test_a_customer_chats_with_an_agent_and_resumes_after_a_dropped_connec
         assert mine["text"] == "my card is lost" and mine["client_id"] == "m1"
 
         talk = await li.answer(interaction)
+        assert li.offers[interaction].requirements.collected_data["order_number"] == "A-1001"
         await talk.wait_for(lambda f: f.message.content.text == "my card is lost")
         talk.send_text("I have blocked it.", "a1")
         reply = await browser.next(lambda i: i.get("text") == "I have blocked it.")

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -213,6 +214,7 @@ class RoutingRequirements(_message.Message):
     TARGET_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
     CALLBACK_NUMBER_FIELD_NUMBER: _builtins.int
+    CUSTOMER_HISTORY_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The queue's name."""
     priority: _builtins.int
@@ -257,6 +259,13 @@ class RoutingRequirements(_message.Message):
         agent or an expert, and by a queue's overflow to experts.
         """
 
+    @_builtins.property
+    def customer_history(self) -> _containers.RepeatedCompositeFieldContainer[Global___EarlierContact]:
+        """The customer's earlier contacts on every channel, newest first, so that whoever takes the
+        interaction knows them without asking (set by the channel gateway on the interaction's
+        customer).
+        """
+
     def __init__(
         self,
         *,
@@ -275,14 +284,43 @@ class RoutingRequirements(_message.Message):
         target: Global___RoutingTarget | None = ...,
         note: _builtins.str = ...,
         callback_number: _builtins.str = ...,
+        customer_history: _abc.Iterable[Global___EarlierContact] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_number", b"callback_number", "channel", b"channel", "collected_data", b"collected_data", "customer_attributes", b"customer_attributes", "customer_id", b"customer_id", "intent", b"intent", "intent_confidence", b"intent_confidence", "language", b"language", "media", b"media", "note", b"note", "preferred_agent_ids", b"preferred_agent_ids", "priority", b"priority", "queue", b"queue", "required_skills", b"required_skills", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_number", b"callback_number", "channel", b"channel", "collected_data", b"collected_data", "customer_attributes", b"customer_attributes", "customer_history", b"customer_history", "customer_id", b"customer_id", "intent", b"intent", "intent_confidence", b"intent_confidence", "language", b"language", "media", b"media", "note", b"note", "preferred_agent_ids", b"preferred_agent_ids", "priority", b"priority", "queue", b"queue", "required_skills", b"required_skills", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RoutingRequirements: _TypeAlias = RoutingRequirements  # noqa: Y015
+
+@_typing.final
+class EarlierContact(_message.Message):
+    """One earlier contact of a customer, on any channel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERACTION_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    interaction_id: _builtins.str
+    channel: Global___Channel.ValueType
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        interaction_id: _builtins.str = ...,
+        channel: Global___Channel.ValueType = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "interaction_id", b"interaction_id", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EarlierContact: _TypeAlias = EarlierContact  # noqa: Y015
 
 @_typing.final
 class RoutingTarget(_message.Message):

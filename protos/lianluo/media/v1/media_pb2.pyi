@@ -165,6 +165,7 @@ class Customer(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The tenant's id for the customer; empty for an anonymous visitor."""
     display_name: _builtins.str
@@ -176,6 +177,12 @@ class Customer(_message.Message):
     def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Profile attributes for routing and notifications, for example {"value": "high"}."""
 
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.EarlierContact]:
+        """Earlier contacts on every channel, newest first, at most 20: the routing request and the
+        agent's offer carry them.
+        """
+
     def __init__(
         self,
         *,
@@ -184,10 +191,11 @@ class Customer(_message.Message):
         address: _builtins.str = ...,
         language: _builtins.str = ...,
         attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        history: _abc.Iterable[_common_pb2.EarlierContact] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "attributes", b"attributes", "display_name", b"display_name", "id", b"id", "language", b"language"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "attributes", b"attributes", "display_name", b"display_name", "history", b"history", "id", b"id", "language", b"language"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -437,6 +445,26 @@ Global___Transfer: _TypeAlias = Transfer  # noqa: Y015
 class Interaction(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class CollectedDataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     TENANT_ID_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
@@ -453,6 +481,7 @@ class Interaction(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    COLLECTED_DATA_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     channel: _common_pb2.Channel.ValueType
@@ -482,6 +511,12 @@ class Interaction(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def collected_data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """What the customer's channel collected before the start (a web chat's pre-chat form): the
+        IVR's flow starts with these variables, and routing carries them as collected data.
+        """
+
     def __init__(
         self,
         *,
@@ -501,10 +536,11 @@ class Interaction(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        collected_data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "customer", b"customer", "end_time", b"end_time", "entry", b"entry", "entry_flow", b"entry_flow", "entry_queue", b"entry_queue", "resolution", b"resolution", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "create_time", b"create_time", "customer", b"customer", "end_time", b"end_time", "entry", b"entry", "entry_flow", b"entry_flow", "entry_queue", b"entry_queue", "id", b"id", "intent", b"intent", "last_sequence", b"last_sequence", "media", b"media", "participants", b"participants", "queue", b"queue", "resolution", b"resolution", "state", b"state", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "collected_data", b"collected_data", "create_time", b"create_time", "customer", b"customer", "end_time", b"end_time", "entry", b"entry", "entry_flow", b"entry_flow", "entry_queue", b"entry_queue", "id", b"id", "intent", b"intent", "last_sequence", b"last_sequence", "media", b"media", "participants", b"participants", "queue", b"queue", "resolution", b"resolution", "state", b"state", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["entry_flow", "entry_queue"]  # noqa: Y015
     _WhichOneofArgType_entry: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
@@ -1078,6 +1114,26 @@ class StartInteractionRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class CollectedDataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TENANT_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
@@ -1085,6 +1141,7 @@ class StartInteractionRequest(_message.Message):
     MEDIA_FIELD_NUMBER: _builtins.int
     FLOW_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
+    COLLECTED_DATA_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     request_id: _builtins.str
     channel: _common_pb2.Channel.ValueType
@@ -1094,6 +1151,12 @@ class StartInteractionRequest(_message.Message):
     queue: _builtins.str
     @_builtins.property
     def customer(self) -> Global___Customer: ...
+    @_builtins.property
+    def collected_data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """What the channel collected before the start, such as a pre-chat form: at most 20 entries,
+        names of a-z, 0-9 and _, values of at most 500 characters (Interaction.collected_data).
+        """
+
     def __init__(
         self,
         *,
@@ -1104,10 +1167,11 @@ class StartInteractionRequest(_message.Message):
         media: _common_pb2.MediaType.ValueType = ...,
         flow: _builtins.str = ...,
         queue: _builtins.str = ...,
+        collected_data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "entry", b"entry", "flow", b"flow", "queue", b"queue"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "customer", b"customer", "entry", b"entry", "flow", b"flow", "media", b"media", "queue", b"queue", "request_id", b"request_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "collected_data", b"collected_data", "customer", b"customer", "entry", b"entry", "flow", b"flow", "media", b"media", "queue", b"queue", "request_id", b"request_id", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["flow", "queue"]  # noqa: Y015
     _WhichOneofArgType_entry: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015

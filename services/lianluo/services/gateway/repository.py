@@ -169,16 +169,18 @@ class Repository:
         )
 
     async def conversations(
-        self, conn: asyncpg.Connection, tid: uuid.UUID, customer_id: uuid.UUID
+        self, conn: asyncpg.Connection, tid: uuid.UUID, customer_id: uuid.UUID, limit: int = 100
     ) -> list[asyncpg.Record]:
-        """The customer's interactions, and those of the customers merged into them."""
+        """The customer's interactions, and those of the customers merged into them, newest
+        first."""
         rows: list[asyncpg.Record] = await conn.fetch(
             "select i.* from customer_interactions i join customers c "
             "on c.tenant_id = i.tenant_id and c.id = i.customer_id "
             "where i.tenant_id = $1 and (c.id = $2 or c.merged_into = $2) "
-            "order by i.started_at desc limit 100",
+            "order by i.started_at desc limit $3",
             tid,
             customer_id,
+            limit,
         )
         return rows
 

@@ -39,6 +39,8 @@ R = mpb.ParticipantRole
 # The widget: one script a page embeds, built by `make` from web/ (pinned npm packages) and
 # served by the gateway itself, never from a CDN.
 WIDGET = Path(__file__).parent / "web" / "dist" / "widget.js"
+# How many earlier contacts a new interaction carries for the agent.
+HISTORY_ON_START = 10
 # How long the upload path a chat is given stays valid; a reconnect gives a new one.
 UPLOAD_SECONDS = 4 * 3600
 
@@ -74,9 +76,12 @@ class Platform:
         on: int,
         media: int,
         md: Any,
+        collected: dict[str, str] | None = None,
     ) -> mpb.StartInteractionResponse:
         """A customer's new interaction on a channel, at the channel's entry."""
-        request = mpb.StartInteractionRequest(tenant_id=tenant_id, customer=customer)
+        request = mpb.StartInteractionRequest(
+            tenant_id=tenant_id, customer=customer, collected_data=collected or {}
+        )
         request.channel, request.media = on, media  # type: ignore[assignment]
         if channel.WhichOneof("entry") == "flow":
             request.flow = channel.flow
@@ -174,9 +179,20 @@ class Customers:
         on: int,
         media: int,
         md: Any,
+        collected: dict[str, str] | None = None,
     ) -> mpb.StartInteractionResponse:
-        """The customer's new interaction, remembered in their history."""
-        started = await self._platform.start(channel, tenant_id, customer, on, media, md)
+        """The customer's new interaction, with their earlier ones (on every channel, merged
+        customers' too) for whoever takes it, and remembered in their history."""
+        async with self._pool.acquire() as conn:
+            earlier = await self._repo.conversations(
+                conn, uuid.UUID(tenant_id), uuid.UUID(customer.id), HISTORY_ON_START
+            )
+        for row in earlier:
+            contact = customer.history.add(
+                interaction_id=str(row["interaction_id"]), channel=row["channel"]
+            )
+            contact.start_time.FromDatetime(row["started_at"])
+        started = await self._platform.start(channel, tenant_id, customer, on, media, md, collected)
         async with self._pool.acquire() as conn:
             await self._repo.remember_interaction(
                 conn,
@@ -501,10 +517,11 @@ class WebChat:
             started = await self._customers.start(
                 channel,
                 tenant_id,
-                mpb.Customer(id=customer, display_name=hello.name, attributes=hello.form),
+                mpb.Customer(id=customer, display_name=hello.name),
                 common.CHANNEL_WEB,
                 common.MEDIA_TYPE_CHAT,
                 md,
+                hello.form,
             )
             interaction = started.interaction.id
         frames: asyncio.Queue[mpb.ClientFrame | None] = asyncio.Queue()

@@ -120,7 +120,8 @@ class RunService:
                 output.ended.text = BROKEN_TEXT
                 await events.publish(conn, self._topics, tenant_id, [output])
             return
-        result = step(flow, start_state(), Start(), caller)
+        # What the channel collected before (a pre-chat form) is known from the start.
+        result = step(flow, start_state(dict(interaction.collected_data)), Start(), caller)
         if await self._repo.insert_run(conn, tenant_id, name, flow, caller, result.state):
             await self._emit(conn, tenant_id, caller, result)
 

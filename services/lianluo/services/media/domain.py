@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from lianluo.domain.urls import is_uri
 from lianluo.media.v1 import media_pb2 as pb
@@ -121,6 +122,21 @@ def check_content(content: pb.MessageContent, v: Violations, path: str = "conten
                 v.check(bool(f.value), f"{path}.form.fields[{i}].value", "is required")
             if form.submitted and f.type == pb.FORM_FIELD_TYPE_CHOICE and f.value:
                 v.check(f.value in f.options, f"{path}.form.fields[{i}].value", "not an option")
+
+
+COLLECTED_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def check_collected(data: Mapping[str, str], v: Violations) -> None:
+    """What a channel collected before the start: a few short, named answers."""
+    v.check(len(data) <= 20, "collected_data", "at most 20 entries")
+    for name, value in data.items():
+        v.check(
+            COLLECTED_NAME.fullmatch(name) is not None,
+            f"collected_data[{name[:40]}]",
+            "a name of a-z, 0-9 and _ (at most 40)",
+        )
+        v.check(len(value) <= 500, f"collected_data[{name[:40]}]", "at most 500 characters")
 
 
 def prompt_text(text: str, choices: list[tuple[str, str]]) -> str:

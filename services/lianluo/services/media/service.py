@@ -233,6 +233,8 @@ class MediaService:
                 "queue",
                 f"no queue named {req.queue!r}",
             )
+        domain.check_collected(req.collected_data, v)
+        v.check(len(req.customer.history) <= 20, "customer.history", "at most 20 contacts")
         v.raise_if_any()
         async with self._pool.acquire() as conn, conn.transaction():
             if req.request_id:
@@ -272,6 +274,7 @@ class MediaService:
                 ],
                 create_time=now,
                 update_time=now,
+                collected_data=req.collected_data,
             )
             if entry == "flow":
                 it.entry_flow = req.flow
@@ -326,6 +329,11 @@ class MediaService:
         r.customer_id = it.customer.id
         r.language = it.customer.language
         r.customer_attributes.update(it.customer.attributes)
+        # What the channel collected, unless self-service learnt better.
+        for name, value in it.collected_data.items():
+            r.collected_data[name] = r.collected_data.get(name) or value
+        del r.customer_history[:]
+        r.customer_history.extend(it.customer.history)
         if target is not None:
             r.target.CopyFrom(target)
         r.note = note
