@@ -23,7 +23,7 @@ from factories import Client, agent, onboard, queue, user
 
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.devstack.cell import Cell
-from lianluo.devstack.clients import Session
+from lianluo.devstack.clients import Session, WebVisitor
 from lianluo.gateway.v1 import gateway_pb2 as gpb
 from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
 from lianluo.media.v1 import media_pb2 as mpb
@@ -234,5 +234,83 @@ async def test_stop_opts_the_customer_out_of_replies_until_start(
         resumed = await asyncio.wait_for(provider.sent.get(), 30)
         assert (resumed["To"], resumed["Body"]) == (OTHER, "Sent again")
         assert "STOP" not in talk.texts(), "a consent keyword is not part of the conversation"
+    await talk.close()
+    await li.stop()
+
+
+MOVER = "+8613600005678"
+
+
+async def test_a_customer_who_moves_from_web_chat_to_texts_stays_in_one_interaction(
+    cell: Cell, line: Line, provider: Provider
+) -> None:
+    """A customer chats on the site, walks away, and goes on by text: the tenant's site knows
+    the phone is theirs (linked), so the text joins the open chat, and the agent's replies
+    follow them to the phone, until they are back on the site."""
+    t = line.tenant
+    key = (("authorization", f"Bearer {line.key}"),)
+    gateway = cell.replica("gateway").http_url
+    site = await rpc.ChannelServiceStub(
+        grpc.aio.insecure_channel(cell.address("tenants"))
+    ).CreateChannel(
+        pb.CreateChannelRequest(
+            tenant_id=t.id,
+            channel=pb.Channel(
+                name="site", queue="cards", web=pb.WebChat(allowed_origins=[gateway])
+            ),
+        ),
+        metadata=key,
+    )
+    socket_url = f"{gateway.replace('http', 'ws', 1)}/v1/web/{t.id}/{site.id}/ws"
+    customers = gateway_rpc.CustomerServiceStub(grpc.aio.insecure_channel(cell.address("gateway")))
+    li = await AgentAtWork(cell, line.li, t.id).start()
+    async with aiohttp.ClientSession() as http:
+        async with asyncio.timeout(30):
+            while (
+                await http.get(socket_url.replace("ws", "http", 1)[:-2] + "widget.js")
+            ).status != 200:
+                await asyncio.sleep(0.2)
+        browser = await WebVisitor.open(http, socket_url, gateway)
+        welcome = await browser.next(lambda i: i["type"] == "welcome")
+        await browser.say("Started on the web", "w1")
+        talk = await li.answer(welcome["interaction"])
+        await talk.wait_for(lambda f: f.message.content.text == "Started on the web")
+        visitor = await customers.FindCustomer(
+            gpb.FindCustomerRequest(
+                tenant_id=t.id, kind=gpb.IDENTITY_KIND_WEB_VISITOR, value=welcome["visitor"]
+            ),
+            metadata=key,
+        )
+        await customers.LinkIdentity(
+            gpb.LinkIdentityRequest(
+                tenant_id=t.id, customer_id=visitor.id, kind=gpb.IDENTITY_KIND_PHONE, value=MOVER
+            ),
+            metadata=key,
+        )
+        await browser.ws.close()
+
+        assert await text(http, line, "Now on my phone", From=MOVER) == 200
+        moved = await talk.wait_for(lambda f: f.message.content.text == "Now on my phone")
+        assert moved.interaction_id == welcome["interaction"]
+        assert moved.message.sender_role == P.PARTICIPANT_ROLE_CUSTOMER
+        talk.send_text("Got it, on your phone", "p1")
+        texted = await asyncio.wait_for(provider.sent.get(), 30)
+        assert (texted["To"], texted["Body"]) == (MOVER, "Got it, on your phone")
+
+        # Back on the site, the conversation is whole, and replies stay on the web.
+        back = await WebVisitor.open(
+            http,
+            socket_url,
+            gateway,
+            visitor=welcome["visitor"],
+            interaction=welcome["interaction"],
+        )
+        await back.next(lambda i: i.get("text") == "Now on my phone")
+        await back.next(lambda i: i["type"] == "welcome")
+        talk.send_text("Back on the web", "p2")
+        await back.next(lambda i: i.get("text") == "Back on the web")
+        await asyncio.sleep(2)
+        assert provider.sent.empty(), "a reply went to the phone after the customer came back"
+        await back.ws.close()
     await talk.close()
     await li.stop()

@@ -17,7 +17,7 @@ from lianluo.runtime.logs import get_logger
 from lianluo.runtime.objects import Links
 from lianluo.services.gateway import domain
 from lianluo.services.gateway.repository import Repository
-from lianluo.services.gateway.service import Platform, bearer
+from lianluo.services.gateway.service import Platform
 from lianluo.services.gateway.settings import GatewaySettings
 
 log = get_logger(__name__)
@@ -118,24 +118,15 @@ class Forms:
     async def _send(self, row: asyncpg.Record, filled: mpb.Form) -> None:
         """The filled form into the interaction, as its customer."""
         tenant_id, interaction_id = str(row["tenant_id"]), str(row["interaction_id"])
-        md = bearer(
-            await self._platform.customer_session(
-                tenant_id, str(row["customer_id"]), row["channel"]
-            )
+        md, me = await self._platform.as_customer_in(
+            tenant_id, interaction_id, str(row["customer_id"]), row["channel"]
         )
-        it = await self._platform.media.GetInteraction(
-            mpb.GetInteractionRequest(tenant_id=tenant_id, interaction_id=interaction_id),
-            metadata=md,
-        )
-        me = next((p for p in it.participants if p.role == mpb.PARTICIPANT_ROLE_CUSTOMER), None)
-        if me is None:
-            raise web.HTTPConflict(text="the conversation has no customer")
         try:
             await self._platform.media.Send(
                 mpb.SendRequest(
                     tenant_id=tenant_id,
                     interaction_id=interaction_id,
-                    participant_id=me.id,
+                    participant_id=me,
                     client_message_id=f"form:{filled.form_id}"[:64],
                     content=mpb.MessageContent(form=filled),
                 ),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from lianluo.common.v1 import common_pb2 as common
 from lianluo.gateway.v1 import gateway_pb2 as pb
 
 
@@ -441,3 +443,51 @@ class Repository:
             claim,
         )
         return bool(done)
+
+    # ------------------------------------------------------------------ channel moves
+
+    async def newest_interaction(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, customer_id: uuid.UUID
+    ) -> asyncpg.Record | None:
+        """The customer's newest interaction of the last day (merged customers' included)."""
+        rows = await self.conversations(conn, tid, customer_id, 1)
+        if not rows or rows[0]["started_at"] < datetime.now(UTC) - timedelta(days=1):
+            return None
+        found: asyncpg.Record = rows[0]
+        return found
+
+    async def follow(
+        self,
+        conn: asyncpg.Connection,
+        tid: uuid.UUID,
+        interaction_id: uuid.UUID,
+        channel_id: uuid.UUID,
+        address: str,
+        participant: str,
+    ) -> None:
+        """Replies in the interaction go to this channel and address from now on."""
+        await conn.execute(
+            "insert into conversations (tenant_id, interaction_id, channel_id, "
+            "customer_address, customer_participant) values ($1, $2, $3, $4, $5) "
+            "on conflict (tenant_id, interaction_id) do update set channel_id = $3, "
+            "customer_address = $4, customer_participant = $5",
+            tid,
+            interaction_id,
+            channel_id,
+            address,
+            participant,
+        )
+
+    async def unfollow(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, interaction_id: uuid.UUID
+    ) -> None:
+        """The customer is back where the interaction started (the web chat): replies stop
+        going to another channel."""
+        await conn.execute(
+            "delete from conversations where tenant_id = $1 and interaction_id = $2 and "
+            "exists (select 1 from customer_interactions i where i.tenant_id = $1 "
+            "and i.interaction_id = $2 and i.channel = $3)",
+            tid,
+            interaction_id,
+            common.CHANNEL_WEB,
+        )

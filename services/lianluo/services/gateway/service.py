@@ -92,6 +92,18 @@ class Platform:
         )
         return started
 
+    async def as_customer_in(
+        self, tenant_id: str, interaction_id: str, customer_id: str, channel: int
+    ) -> tuple[Any, str]:
+        """The credentials of an interaction's customer, and their participant id in it."""
+        md = bearer(await self.customer_session(tenant_id, customer_id, channel))
+        it = await self.media.GetInteraction(
+            mpb.GetInteractionRequest(tenant_id=tenant_id, interaction_id=interaction_id),
+            metadata=md,
+        )
+        me = next((p.id for p in it.participants if p.role == R.PARTICIPANT_ROLE_CUSTOMER), "")
+        return md, me
+
     async def may_read(self, tenant_id: str, interaction_id: str, metadata: Any) -> None:
         """Whether the caller (by the credentials it called with) may read an interaction."""
         md = tuple((k, v) for k, v in metadata or () if k == "authorization")
@@ -170,6 +182,10 @@ class Customers:
             c.start_time.FromDatetime(r["started_at"])
             out.append(c)
         return out
+
+    async def back_on_web(self, tenant_id: str, interaction_id: uuid.UUID) -> None:
+        async with self._pool.acquire() as conn:
+            await self._repo.unfollow(conn, uuid.UUID(tenant_id), interaction_id)
 
     async def start(
         self,
@@ -256,6 +272,8 @@ class Conversations:
                 if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
                     raise
                 # That conversation has ended: this message starts another.
+        if await self._continue_elsewhere(tid, cid, customer, message, said):
+            return
         started = await self._customers.start(
             channel,
             tenant_id,
@@ -276,6 +294,44 @@ class Conversations:
         said.interaction_id = started.interaction.id
         said.participant_id = started.customer_participant_id
         await self._platform.media.Send(said, metadata=md)
+
+    async def _continue_elsewhere(
+        self,
+        tid: uuid.UUID,
+        channel_id: uuid.UUID,
+        customer: str,
+        message: Inbound,
+        said: mpb.SendRequest,
+    ) -> bool:
+        """A customer who moves channels mid-conversation (a web chat, then a text) stays in
+        their open interaction: the message joins it, and the agent's replies follow them to
+        this channel from then on. Whether they are one customer is the customer store's to
+        say (a verified identity, linked)."""
+        async with self._pool.acquire() as conn:
+            newest = await self._repo.newest_interaction(conn, tid, uuid.UUID(customer))
+        if newest is None or newest["channel"] == message.on:
+            return False
+        tenant_id, interaction = str(tid), str(newest["interaction_id"])
+        try:
+            md, me = await self._platform.as_customer_in(
+                tenant_id, interaction, str(newest["customer_id"]), newest["channel"]
+            )
+            said.interaction_id, said.participant_id = interaction, me
+            await self._platform.media.Send(said, metadata=md)
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in (
+                grpc.StatusCode.FAILED_PRECONDITION,
+                grpc.StatusCode.NOT_FOUND,
+                grpc.StatusCode.PERMISSION_DENIED,
+            ):
+                raise
+            return False  # it has ended: this message starts another
+        async with self._pool.acquire() as conn:
+            await self._repo.follow(
+                conn, tid, uuid.UUID(interaction), channel_id, message.address, me
+            )
+        log.info("a customer continued on another channel", channel=message.on)
+        return True
 
 
 async def _refuse(ws: web.WebSocketResponse, error: Exception) -> None:
@@ -513,6 +569,9 @@ class WebChat:
         token = await self._platform.customer_session(tenant_id, customer, common.CHANNEL_WEB)
         md = bearer(token)
         interaction, after = hello.interaction, hello.after
+        if interaction and (iid := _uuid(interaction)) is not None:
+            # Back on the web: replies stop following the customer to another channel.
+            await self._customers.back_on_web(tenant_id, iid)
         if not interaction:
             started = await self._customers.start(
                 channel,
