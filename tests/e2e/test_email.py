@@ -177,6 +177,23 @@ async def test_a_mail_thread_is_one_interaction_and_replies_go_back_in_it(
     assert reply["In-Reply-To"] == first and first in reply["References"]
     assert "We have blocked it" in reply.get_body(("plain",)).get_content()  # type: ignore[union-attr]
 
+    # Each reply offers one-click unsubscribe (RFC 8058); a GET alone unsubscribes nobody.
+    assert reply["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    unsubscribe = reply["List-Unsubscribe"].strip("<>")
+    async with aiohttp.ClientSession() as http:
+        assert (await http.get(unsubscribe)).status == 200
+        talk.send_text("Still subscribed", "r0")
+        still = await asyncio.wait_for(inbox.received.get(), 30)
+        assert "Still subscribed" in still.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        forged = unsubscribe.replace("signature=", "signature=0")
+        assert (await http.post(forged, data={"List-Unsubscribe": "One-Click"})).status == 403
+        done = await http.post(unsubscribe, data={"List-Unsubscribe": "One-Click"})
+        assert done.status == 200
+    talk.send_text("Not sent: unsubscribed", "r00")
+    await talk.wait_for(lambda f: f.message.content.text == "Not sent: unsubscribed")
+    await asyncio.sleep(2)
+    assert inbox.received.empty(), "a reply reached an address that unsubscribed"
+
     # An auto-reply to the reply is not taken; the customer's own answer continues the thread.
     await send(
         helpdesk,

@@ -139,11 +139,11 @@ def signed(token: str = TOKEN) -> dict[str, str]:
     return {"timestamp": timestamp, "nonce": nonce, "signature": signature}
 
 
-def push(kind: str, msg_id: str, **fields: str) -> bytes:
+def push(kind: str, msg_id: str, openid: str = OPENID, **fields: str) -> bytes:
     extra = "".join(f"<{k}><![CDATA[{v}]]></{k}>" for k, v in fields.items())
     return (
         f"<xml><ToUserName><![CDATA[gh_account]]></ToUserName>"
-        f"<FromUserName><![CDATA[{OPENID}]]></FromUserName>"
+        f"<FromUserName><![CDATA[{openid}]]></FromUserName>"
         f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[{kind}]]></MsgType>"
         f"{extra}<MsgId>{msg_id}</MsgId></xml>"
     ).encode()
@@ -184,7 +184,7 @@ async def test_a_follower_chats_with_an_agent_through_the_account(
         assert (await deliver(http, account, where))[0] == 200
         assert (await deliver(http, account, where))[0] == 200
         located = await talk.wait_for(lambda f: "[location]" in f.message.content.text)
-        assert "mlat=31.23&mlon=121.47" in located.message.content.text
+        assert "mlat=31.230000&mlon=121.470000" in located.message.content.text
         talk.send_text("已为您冻结。", "r1")
         sent = await asyncio.wait_for(wechat.sent.get(), 30)
         assert sent == {"touser": OPENID, "msgtype": "text", "text": {"content": "已为您冻结。"}}
@@ -210,3 +210,31 @@ async def test_forged_and_malformed_pushes_are_refused(account: Account) -> None
             b"<notxml/>",
         ):
             assert (await deliver(http, account, bad))[0] == 400, bad
+
+
+async def test_an_unfollower_gets_no_replies_until_they_follow_again(
+    cell: Cell, account: Account, wechat: WeChat
+) -> None:
+    """WeChat lets no message reach someone who unfollowed: the unfollow event opts them out,
+    and following again opts them back in."""
+    fan = "oFan" + uuid.uuid4().hex[:20]
+    li = await AgentAtWork(cell, account.li, account.tenant.id).start()
+    async with aiohttp.ClientSession() as http:
+        first = str(int(time.time() * 1000))
+        assert (await deliver(http, account, push("text", first, fan, Content="在吗")))[0] == 200
+        talk = await li.answer()
+        await talk.wait_for(lambda f: f.message.content.text == "在吗")
+        unfollow = push("event", "", fan, Event="unsubscribe")
+        assert await deliver(http, account, unfollow) == (200, "success")
+        talk.send_text("not sent", "u1")
+        await talk.wait_for(lambda f: f.message.content.text == "not sent")
+        await asyncio.sleep(2)
+        assert wechat.sent.empty(), "a reply reached someone who unfollowed"
+        follow = push("event", "", fan, Event="subscribe")
+        assert await deliver(http, account, follow) == (200, "success")
+        await talk.wait_for(lambda f: f.message.content.text == "[followed the account]")
+        talk.send_text("欢迎回来", "u2")
+        sent = await asyncio.wait_for(wechat.sent.get(), 30)
+        assert sent["touser"] == fan and sent["text"] == {"content": "欢迎回来"}, sent
+    await talk.close()
+    await li.stop()

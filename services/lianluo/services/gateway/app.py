@@ -13,7 +13,13 @@ from lianluo.services.gateway.attachments import Attachments
 from lianluo.services.gateway.forms import Forms
 from lianluo.services.gateway.grpc_api import AttachmentApi, CustomerApi
 from lianluo.services.gateway.http import HttpServer
-from lianluo.services.gateway.mail import Mailboxes, MailIn, MailSender, SmtpServer
+from lianluo.services.gateway.mail import (
+    Mailboxes,
+    MailConsent,
+    MailIn,
+    MailSender,
+    SmtpServer,
+)
 from lianluo.services.gateway.replies import Replies, Sender
 from lianluo.services.gateway.repository import Repository
 from lianluo.services.gateway.service import Conversations, Customers, Platform, WebChat
@@ -44,8 +50,9 @@ async def build(settings: GatewaySettings) -> Service:
     forms = Forms(service.pool, repo, platform, attachments.links, settings, base_url)
     web_chat = WebChat(view, platform, customers, attachments, forms.path, settings)
     conversations = Conversations(platform, customers, service.pool, repo)
+    consent = MailConsent(service.pool, repo, attachments.links, settings, base_url)
     senders: dict[str, Sender] = {
-        "email": MailSender(settings),
+        "email": MailSender(settings, consent),
         "sms": SmsSender(settings),
         "wechat": WechatSender(settings),
     }
@@ -59,6 +66,7 @@ async def build(settings: GatewaySettings) -> Service:
             *web_chat.routes(),
             *attachments.routes(),
             *forms.routes(),
+            *consent.routes(),
             *SmsIn(view, conversations, settings).routes(),
             *WechatIn(view, conversations, settings).routes(),
         ],

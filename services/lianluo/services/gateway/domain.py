@@ -412,6 +412,8 @@ class WechatMessage:
     openid: str
     msg_id: str
     text: str
+    # The follower's consent, from a follow ("start") or an unfollow ("stop") event.
+    consent: str = ""
 
 
 def wechat_message(body: bytes) -> WechatMessage | None:
@@ -441,16 +443,21 @@ def wechat_message(body: bytes) -> WechatMessage | None:
     elif kind == "image":
         text = f"[image] {field('PicUrl')}"
     elif kind == "location":
-        lat, lng, label = field("Location_X"), field("Location_Y"), field("Label")
         try:
-            float(lat), float(lng)
+            lat, lon = float(field("Location_X")), float(field("Location_Y"))
         except ValueError as error:
             raise BadMessage("Location_X, Location_Y: numbers") from error
-        text = f"[location] {label} https://www.openstreetmap.org/?mlat={lat}&mlon={lng}".strip()
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise BadMessage("Location_X, Location_Y: a place on earth")
+        url = MAP_URL.format(lat=lat, lon=lon)
+        text = f"[location] {field('Label')} {url}".replace("  ", " ")
     elif kind == "event":
-        if field("Event").lower() != "subscribe":
+        event = field("Event").lower()
+        if event == "unsubscribe":  # WeChat lets no message reach an unfollower
+            return WechatMessage(openid, msg_id[:64], "", consent="stop")
+        if event != "subscribe":
             return None
-        text = "[followed the account]"
+        return WechatMessage(openid, msg_id[:64], "[followed the account]", consent="start")
     else:
         raise BadMessage(f"MsgType: {kind!r} is not taken")
     if not text or len(text) > MAX_TEXT or "\x00" in text:

@@ -7,15 +7,18 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from collections.abc import Callable
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import formataddr, formatdate
 from typing import Any
+from urllib.parse import quote
 
 import aiosmtplib
 import asyncpg
 import grpc
+from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from lianluo.common.v1 import common_pb2 as common
@@ -23,6 +26,7 @@ from lianluo.gateway.v1 import gateway_pb2 as pb
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.runtime.faults import is_outage
 from lianluo.runtime.logs import get_logger
+from lianluo.runtime.objects import Links
 from lianluo.runtime.tenant_config import Change, TenantConfigView
 from lianluo.services.gateway import domain
 from lianluo.services.gateway.attachments import Attachments
@@ -140,6 +144,9 @@ class MailIn:
         text = domain.mail_text(message, bool(files))
         tid = uuid.UUID(tenant_id)
         customer = await self._customers.resolve(tenant_id, pb.IDENTITY_KIND_EMAIL, address, name)
+        async with self._pool.acquire() as conn:
+            # Writing again asks for an answer: an earlier unsubscribe no longer holds.
+            await self._repo.set_opt_out(conn, tid, pb.IDENTITY_KIND_EMAIL, address, False)
         md = bearer(
             await self._platform.customer_session(tenant_id, customer, common.CHANNEL_EMAIL)
         )
@@ -276,18 +283,74 @@ class SmtpServer:
         self._stopping.set()
 
 
+class MailConsent:
+    """One-click unsubscribe from replies (RFC 8058): every reply names a signed link; a POST
+    to it opts the address out, and the customer's next mail opts it in again. A GET shows a
+    button, never unsubscribes: mail scanners open links."""
+
+    PATH = "/v1/mail/unsubscribe/{tenant}/{address}"
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        repo: Repository,
+        links: Links,
+        settings: GatewaySettings,
+        base_url: Callable[[], str],
+    ) -> None:
+        self._pool = pool
+        self._repo = repo
+        self._links = links
+        self._settings = settings
+        self._base_url = base_url
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get(self.PATH, self.page), web.post(self.PATH, self.unsubscribe)]
+
+    def url(self, tenant_id: str, address: str) -> str:
+        # Signed over the path as the server reads it (decoded): clients re-quote paths.
+        path = self.PATH.format(tenant=tenant_id, address=address)
+        signed = self._links.sign(path, self._settings.gateway_sent_link_seconds)
+        quoted = self.PATH.format(tenant=tenant_id, address=quote(address, safe="@"))
+        return self._base_url() + quoted + signed[len(path) :]
+
+    def _address(self, request: web.Request) -> tuple[uuid.UUID, str]:
+        q = request.query
+        if not self._links.opens(request.path, q.get("expires", ""), q.get("signature", "")):
+            raise web.HTTPForbidden(text="this link is not valid, or has expired")
+        # A signed path names a tenant id this gateway wrote.
+        return uuid.UUID(request.match_info["tenant"]), request.match_info["address"]
+
+    async def page(self, request: web.Request) -> web.Response:
+        self._address(request)
+        return web.Response(
+            text="<!doctype html><meta charset='utf-8'><title>Unsubscribe</title>"
+            "<form method='post'><p>Stop replies to this address?</p>"
+            "<button type='submit'>Unsubscribe</button></form>",
+            content_type="text/html",
+        )
+
+    async def unsubscribe(self, request: web.Request) -> web.Response:
+        tid, address = self._address(request)
+        async with self._pool.acquire() as conn:
+            await self._repo.set_opt_out(conn, tid, pb.IDENTITY_KIND_EMAIL, address, True)
+        return web.Response(
+            text="You will get no more replies at this address until you write again.",
+        )
+
+
 class MailSender:
     """Replies in e-mail conversations, through the relay, with the thread's headers."""
 
     identity: int = pb.IDENTITY_KIND_EMAIL
+    carries_files = True
 
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: GatewaySettings, consent: MailConsent) -> None:
         self._settings = settings
+        self._consent = consent
 
     def message_id(self, row: asyncpg.Record) -> str:
         return f"<{row['id']}@{self._settings.gateway_mail_domain}>"
-
-    carries_files = True
 
     async def send(self, out: Outgoing, channel: tpb.Channel) -> str | None:
         row = out.row
@@ -302,6 +365,9 @@ class MailSender:
             mail["In-Reply-To"] = thread[-1]
             mail["References"] = " ".join(thread)
         mail["X-Lianluo-Interaction"] = str(row["interaction_id"])
+        unsubscribe = self._consent.url(str(row["tenant_id"]), row["customer_address"])
+        mail["List-Unsubscribe"] = f"<{unsubscribe}>"
+        mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         mail.set_content(out.text)
         if out.file is not None:
             main, _, sub = out.file.content_type.partition("/")

@@ -74,6 +74,16 @@ class WechatIn:
             message = domain.wechat_message(await request.read())
             if message is None:
                 return web.Response(text=ACCEPTED)
+            if message.consent:
+                # A follow opts the follower in again; an unfollow opts them out of replies.
+                await self._conversations.consent(
+                    tenant_id,
+                    pb.IDENTITY_KIND_WECHAT_OPENID,
+                    message.openid,
+                    stop=message.consent == "stop",
+                )
+                if not message.text:
+                    return web.Response(text=ACCEPTED)
             self._flood.take(
                 f"{tenant_id}/{message.openid}",
                 "messages_per_second",
