@@ -312,7 +312,16 @@ async def test_the_widget_chats_and_resumes_in_headless_chromium(
     li = await AgentAtWork(cell, shop.li, t.id).start()
     driver = await asyncio.to_thread(_browser)
     try:
-        await asyncio.to_thread(driver.get, page)
+        # The pre-chat form asks first; its answer reaches the agent's offer.
+        await asyncio.to_thread(driver.get, page + "?prechat=order_number")
+
+        def prechat() -> None:
+            driver.find_element(By.CSS_SELECTOR, "form.prechat input[name=order_number]").send_keys(
+                "A-2002"
+            )
+            driver.find_element(By.CSS_SELECTOR, "form.prechat button").click()
+
+        await asyncio.to_thread(prechat)
 
         def type_(text: str) -> None:
             field = driver.find_element(By.CSS_SELECTOR, "#lianluo-chat input[name=text]")
@@ -328,6 +337,9 @@ async def test_the_widget_chats_and_resumes_in_headless_chromium(
         )
         talk = await li.answer(kept["interaction"])
         await talk.wait_for(lambda f: f.message.content.text == "hello from a phone")
+        assert li.offers[kept["interaction"]].requirements.collected_data == {
+            "order_number": "A-2002"
+        }
         talk.send_text("Hi, how can I help?", "b1")
         await _until_shown(driver, "Hi, how can I help?")
 

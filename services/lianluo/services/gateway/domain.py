@@ -37,6 +37,8 @@ R = mpb.ParticipantRole
 MAX_TEXT = 4000
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 VISITOR = re.compile(r"^v-[0-9a-f]{32}$")
+# A pre-chat form's field names, as the media service takes them as collected data.
+FORM_FIELD = re.compile(r"[a-z][a-z0-9_]{0,39}")
 ROLES = {
     R.PARTICIPANT_ROLE_CUSTOMER: "customer",
     R.PARTICIPANT_ROLE_AGENT: "agent",
@@ -100,7 +102,7 @@ def parse_hello(raw: str | bytes) -> Hello:
         raise BadMessage("form: at most 20 fields")
     fields: dict[str, str] = {}
     for key in form:
-        if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", str(key)):
+        if not FORM_FIELD.fullmatch(str(key)):
             raise BadMessage("form: field names are a-z, 0-9 and _")
         fields[str(key)] = _text(form, key, 500)
     return Hello(visitor, interaction, after, _text(found, "name", 120), fields)

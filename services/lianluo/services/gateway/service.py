@@ -524,11 +524,17 @@ class WebChat:
         """A page that only hosts the widget: what `make run` opens, and a way to try it."""
         _, channel = self._channel(request)
         title = html.escape(channel.web.title or "Chat with us", quote=True)
+        # ?prechat=name,order_number asks those fields first, as data-prechat does on a page.
+        fields = [f for f in request.query.get("prechat", "").split(",") if f][:20]
+        if not all(domain.FORM_FIELD.fullmatch(f) for f in fields):
+            raise web.HTTPBadRequest(text="prechat: field names of a-z, 0-9 and _")
+        prechat = ",".join(fields)
         page = (
             "<!doctype html><html><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             "<title>Lianluo chat</title></head><body>"
-            f"<script src='widget.js' data-title='{title}'></script></body></html>"
+            f"<script src='widget.js' data-title='{title}' data-prechat='{prechat}'></script>"
+            "</body></html>"
         )
         return web.Response(text=page, content_type="text/html")
 
