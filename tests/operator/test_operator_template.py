@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from lianluo.operator.conditions import cell_readiness, set_condition
@@ -101,3 +102,55 @@ def test_only_media_is_exposed_and_as_the_operator_is_told() -> None:
     assert types.pop("cell-7-media") == "LoadBalancer"
     assert set(types.values()) == {"ClusterIP"}
     assert {s["spec"]["type"] for s in _by_kind("Service").values()} == {"ClusterIP"}
+
+
+def _gateway(inputs: TemplateInputs) -> tuple[dict[str, Any], dict[str, str]]:
+    children = cell_children("cell-7", SPEC, inputs)
+    deployment = next(
+        c
+        for c in children
+        if c["metadata"]["name"] == "cell-7-gateway" and c["kind"] == "Deployment"
+    )
+    config = next(
+        c
+        for c in children
+        if c["metadata"]["name"] == "cell-7-gateway" and c["kind"] == "ConfigMap"
+    )
+    return deployment["spec"]["template"]["spec"], config["data"]
+
+
+def test_a_gateway_keeps_attachments_in_the_bucket_or_else_in_a_writable_volume() -> None:
+    pod, config = _gateway(INPUTS)
+    container = pod["containers"][0]
+    # The root is read-only: without a bucket, the files go to an emptyDir.
+    assert config["LIANLUO_OBJECT_STORE_PATH"] == "/var/lib/lianluo/objects"
+    assert pod["volumes"] == [{"name": "objects", "emptyDir": {}}]
+    assert container["volumeMounts"] == [
+        {"name": "objects", "mountPath": "/var/lib/lianluo/objects"}
+    ]
+    assert "LIANLUO_OBJECT_STORE_BUCKET" not in config
+
+    bucket = replace(
+        INPUTS,
+        object_store_bucket="files",
+        object_store_endpoint="https://s3.example",
+        object_store_secret="lianluo-object-storage",
+    )
+    pod, config = _gateway(bucket)
+    container = pod["containers"][0]
+    assert config["LIANLUO_OBJECT_STORE_BUCKET"] == "files"
+    assert config["LIANLUO_OBJECT_STORE_ENDPOINT"] == "https://s3.example"
+    assert "volumes" not in pod and "LIANLUO_OBJECT_STORE_PATH" not in config
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert secrets["LIANLUO_OBJECT_STORE_ACCESS_KEY_ID"] == {
+        "name": "lianluo-object-storage",
+        "key": "access-key-id",
+    }
+    # Only the gateway is given the bucket's keys.
+    media = next(
+        c
+        for c in cell_children("cell-7", SPEC, bucket)
+        if c["metadata"]["name"] == "cell-7-media" and c["kind"] == "Deployment"
+    )
+    names = {e["name"] for e in media["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert not any(n.startswith("LIANLUO_OBJECT_STORE") for n in names)

@@ -40,6 +40,10 @@ class Runtime:
             media_service_type=s.media_service_type,
             gateway_service_type=s.gateway_service_type,
             kafka_fetch_wait_ms=s.kafka_fetch_wait_ms,
+            object_store_bucket=s.object_store_bucket,
+            object_store_endpoint=s.object_store_endpoint,
+            object_store_region=s.object_store_region,
+            object_store_secret=s.object_store_secret,
         )
 
 

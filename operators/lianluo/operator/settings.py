@@ -39,4 +39,11 @@ class OperatorSettings(BaseSettings):
     # The same for the channel gateway (web chat and channel webhooks, over HTTP).
     gateway_service_type: Literal["ClusterIP", "LoadBalancer", "NodePort"] = "ClusterIP"
     grpc_port: Annotated[int, Field(ge=1, le=65535)] = 50051
+    # The S3-compatible bucket the cells' gateways keep attachments in; empty keeps them in
+    # each pod's own volume, which a restart loses. The Secret holds access-key-id and
+    # secret-access-key (none: the pod's own cloud identity).
+    object_store_bucket: str = ""
+    object_store_endpoint: str = ""
+    object_store_region: str = "us-east-1"
+    object_store_secret: str = ""
     rpc_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0

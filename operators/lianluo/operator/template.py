@@ -31,6 +31,16 @@ class TemplateInputs:
     gateway_smtp_port: int = 2525
     # LIANLUO_KAFKA_FETCH_WAIT_MS of the cell's services: the first cell's (the chart's value).
     kafka_fetch_wait_ms: int = 500
+    # Where the gateways keep attachments: a bucket, else a volume of each pod.
+    object_store_bucket: str = ""
+    object_store_endpoint: str = ""
+    object_store_region: str = "us-east-1"
+    # A Secret with access-key-id and secret-access-key; empty: the pod's cloud identity.
+    object_store_secret: str = ""
+
+
+# Where a gateway without a bucket keeps attachments: an emptyDir (the root is read-only).
+OBJECTS_PATH = "/var/lib/lianluo/objects"
 
 
 def database_name(prefix: str, cell: str) -> str:
@@ -81,20 +91,32 @@ def settings_for(
             "LIANLUO_GATEWAY_TENANTS_ADDRESS": f"{cell}-tenants:{inputs.grpc_port}",
             "LIANLUO_GATEWAY_MEDIA_ADDRESS": f"{cell}-media:{inputs.grpc_port}",
         }
+        if inputs.object_store_bucket:
+            settings |= {
+                "LIANLUO_OBJECT_STORE_BUCKET": inputs.object_store_bucket,
+                "LIANLUO_OBJECT_STORE_ENDPOINT": inputs.object_store_endpoint,
+                "LIANLUO_OBJECT_STORE_REGION": inputs.object_store_region,
+            }
+        else:
+            settings["LIANLUO_OBJECT_STORE_PATH"] = OBJECTS_PATH
     return settings
 
 
-def _secret_env(cell: str, inputs: TemplateInputs) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": "LIANLUO_DATABASE_URL",
-            "valueFrom": {"secretKeyRef": {"name": database_secret_name(cell), "key": "url"}},
-        },
-        {
-            "name": "LIANLUO_ADMIN_KEY",
-            "valueFrom": {"secretKeyRef": {"name": inputs.admin_key_secret, "key": "admin-key"}},
-        },
+def _secret_env(cell: str, service: str, inputs: TemplateInputs) -> list[dict[str, Any]]:
+    def ref(name: str, secret: str, key: str) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+    env = [
+        ref("LIANLUO_DATABASE_URL", database_secret_name(cell), "url"),
+        ref("LIANLUO_ADMIN_KEY", inputs.admin_key_secret, "admin-key"),
     ]
+    if service == "gateway" and inputs.object_store_bucket and inputs.object_store_secret:
+        secret = inputs.object_store_secret
+        env += [
+            ref("LIANLUO_OBJECT_STORE_ACCESS_KEY_ID", secret, "access-key-id"),
+            ref("LIANLUO_OBJECT_STORE_SECRET_ACCESS_KEY", secret, "secret-access-key"),
+        ]
+    return env
 
 
 def _container(cell: str, service: str, args: list[str], inputs: TemplateInputs) -> Manifest:
@@ -103,7 +125,7 @@ def _container(cell: str, service: str, args: list[str], inputs: TemplateInputs)
         "image": inputs.image,
         "args": args,
         "envFrom": [{"configMapRef": {"name": f"{cell}-{service}"}}],
-        "env": _secret_env(cell, inputs),
+        "env": _secret_env(cell, service, inputs),
         "securityContext": {
             "runAsNonRoot": True,
             "readOnlyRootFilesystem": True,
@@ -140,6 +162,10 @@ def _deployment(
             {"name": "http", "containerPort": inputs.gateway_http_port},
             {"name": "smtp", "containerPort": inputs.gateway_smtp_port},
         ]
+    volumes = []
+    if service == "gateway" and not inputs.object_store_bucket:
+        volumes = [{"name": "objects", "emptyDir": {}}]
+        container["volumeMounts"] = [{"name": "objects", "mountPath": OBJECTS_PATH}]
     # A TCP probe works on every API version this runs on (gRPC probes need 1.24 or later).
     probe = {"tcpSocket": {"port": "grpc"}, "periodSeconds": 5}
     container["readinessProbe"] = probe
@@ -159,6 +185,7 @@ def _deployment(
                     "automountServiceAccountToken": False,
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
                     "containers": [container],
+                    **({"volumes": volumes} if volumes else {}),
                 },
             },
         },

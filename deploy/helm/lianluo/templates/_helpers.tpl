@@ -114,13 +114,6 @@ the global env map, then the component's env map, each overriding the one before
 {{- $_ := set $env "LIANLUO_CELL" $v.firstCell.name }}
 {{- $_ := set $env "LIANLUO_TOPIC_PREFIX" (printf "%s." $v.firstCell.name) }}
 {{- end }}
-{{- if and $v.objectStorage.enabled (eq .name "recording") }}
-{{- $_ := set $env "LIANLUO_OBJECT_STORE_ENDPOINT" $v.objectStorage.endpoint }}
-{{- $_ := set $env "LIANLUO_OBJECT_STORE_BUCKET" $v.objectStorage.bucket }}
-{{- $_ := set $env "LIANLUO_OBJECT_STORE_REGION" $v.objectStorage.region }}
-{{- $_ := set $env "LIANLUO_OBJECT_STORE_ACCESS_KEY_ID" (dict "secretKeyRef" (dict "name" $v.objectStorage.secretName "key" $v.objectStorage.accessKeyIdKey)) }}
-{{- $_ := set $env "LIANLUO_OBJECT_STORE_SECRET_ACCESS_KEY" (dict "secretKeyRef" (dict "name" $v.objectStorage.secretName "key" $v.objectStorage.secretAccessKeyKey)) }}
-{{- end }}
 {{- if eq .component.plane "operator" }}
 {{- /* The operator's own settings (LIANLUO_OPERATOR_*): what it needs to clone cells like the
 first one and to provision tenants through the tenants API. */}}
@@ -136,6 +129,12 @@ first one and to provision tenants through the tenants API. */}}
 {{- $_ := set $env "LIANLUO_OPERATOR_CELL_REPLICAS" ($v.cells.replicas | toString) }}
 {{- $_ := set $env "LIANLUO_OPERATOR_MEDIA_SERVICE_TYPE" $v.cells.mediaServiceType }}
 {{- $_ := set $env "LIANLUO_OPERATOR_GATEWAY_SERVICE_TYPE" $v.cells.gatewayServiceType }}
+{{- if $v.objectStorage.enabled }}
+{{- $_ := set $env "LIANLUO_OPERATOR_OBJECT_STORE_BUCKET" (required "objectStorage.bucket is needed when objectStorage.enabled is true" $v.objectStorage.bucket) }}
+{{- $_ := set $env "LIANLUO_OPERATOR_OBJECT_STORE_ENDPOINT" $v.objectStorage.endpoint }}
+{{- $_ := set $env "LIANLUO_OPERATOR_OBJECT_STORE_REGION" $v.objectStorage.region }}
+{{- $_ := set $env "LIANLUO_OPERATOR_OBJECT_STORE_SECRET" $v.objectStorage.secretName }}
+{{- end }}
 {{- if $v.cloudnativePG.enabled }}
 {{- /* The cluster's owner role is given CREATEDB, so its app Secret can create cell databases. */}}
 {{- $_ := set $env "LIANLUO_OPERATOR_DATABASE_ADMIN_URL" (dict "secretKeyRef" (dict "name" (printf "%s-app" $v.cloudnativePG.name) "key" "uri")) }}
