@@ -38,7 +38,7 @@ def show(frame: mpb.ServerFrame, me: str = "") -> None:
     elif kind == "message" and frame.message.sender_participant_id != me:
         if frame.message.sender_role != R.PARTICIPANT_ROLE_BOT:
             role = R.Name(frame.message.sender_role).removeprefix("PARTICIPANT_ROLE_").lower()
-            print(f"<< {role}: {frame.message.content.text}")
+            print(f"<< {role}: {said(frame.message.content)}")
     elif kind == "state_changed":
         print(f"-- {mpb.InteractionState.Name(frame.state_changed.to_state)[18:].lower()}")
     elif kind == "participant_joined" and frame.participant_joined.id != me:
@@ -46,7 +46,29 @@ def show(frame: mpb.ServerFrame, me: str = "") -> None:
     elif kind == "ended":
         print(f"-- ended: {frame.ended.resolution.code}")
     elif kind == "offer":
-        print(f"!! offer {frame.offer.id} for interaction {frame.offer.interaction_id[:8]}")
+        r = frame.offer.requirements
+        known = [f"{k}={v}" for k, v in sorted(r.collected_data.items())]
+        if r.customer_history:
+            known.append(f"{len(r.customer_history)} earlier contacts")
+        about = f" ({'; '.join(known)})" if known else ""
+        print(f"!! offer {frame.offer.id} for interaction {frame.offer.interaction_id[:8]}{about}")
+    elif kind == "typing" and frame.typing.participant_id != me and frame.typing.active:
+        print("-- typing...")
+
+
+def said(content: mpb.MessageContent) -> str:
+    """A message as a terminal shows it: files and places by name, forms by their answers."""
+    kind = content.WhichOneof("content")
+    if kind in ("image", "file"):
+        item = content.image if kind == "image" else content.file
+        return f"[{kind} {item.name}, {item.size_bytes:,} bytes: {item.uri}]"
+    if kind == "location":
+        at = content.location
+        return f"[location {at.label} {at.latitude:.5f},{at.longitude:.5f}]"
+    if kind == "form":
+        answers = ", ".join(f"{f.name}={f.value}" for f in content.form.fields)
+        return f"[form {content.form.title or content.form.form_id}: {answers}]"
+    return content.text
 
 
 async def _lines() -> Any:
