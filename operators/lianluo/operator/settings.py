@@ -38,6 +38,8 @@ class OperatorSettings(BaseSettings):
     media_service_type: Literal["ClusterIP", "LoadBalancer", "NodePort"] = "ClusterIP"
     # The same for the channel gateway (web chat and channel webhooks, over HTTP).
     gateway_service_type: Literal["ClusterIP", "LoadBalancer", "NodePort"] = "ClusterIP"
+    # The same for the web console (people's pages, over HTTP).
+    console_service_type: Literal["ClusterIP", "LoadBalancer", "NodePort"] = "ClusterIP"
     grpc_port: Annotated[int, Field(ge=1, le=65535)] = 50051
     # The S3-compatible bucket the cells' gateways keep attachments in; empty keeps them in
     # each pod's own volume, which a restart loses. The Secret holds access-key-id and

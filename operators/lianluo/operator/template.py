@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-SERVICES = ("tenants", "media", "ivr", "acd", "recording", "notification", "gateway")
+SERVICES = ("tenants", "media", "ivr", "acd", "recording", "notification", "gateway", "console")
 MANAGED_BY = "lianluo-operator"
 CELL_LABEL = "lianluo.io/cell"
 
@@ -29,6 +29,10 @@ class TemplateInputs:
     gateway_service_type: str = "ClusterIP"
     gateway_http_port: int = 8088
     gateway_smtp_port: int = 2525
+    # How a cell's web console is exposed: people's browsers reach its pages over HTTP (behind
+    # an Ingress that ends TLS: its session cookies are Secure).
+    console_service_type: str = "ClusterIP"
+    console_http_port: int = 8089
     # LIANLUO_KAFKA_FETCH_WAIT_MS of the cell's services: the first cell's (the chart's value).
     kafka_fetch_wait_ms: int = 500
     # Where the gateways keep attachments: a bucket, else a volume of each pod.
@@ -99,6 +103,15 @@ def settings_for(
             }
         else:
             settings["LIANLUO_OBJECT_STORE_PATH"] = OBJECTS_PATH
+    if service == "console":
+        settings |= {
+            "LIANLUO_CONSOLE_HTTP_HOST": "0.0.0.0",  # noqa: S104 - the pod's own address
+            "LIANLUO_CONSOLE_HTTP_PORT": str(inputs.console_http_port),
+            **{
+                f"LIANLUO_CONSOLE_{name.upper()}_ADDRESS": f"{cell}-{name}:{inputs.grpc_port}"
+                for name in ("tenants", "media", "acd", "gateway")
+            },
+        }
     return settings
 
 
@@ -162,6 +175,8 @@ def _deployment(
             {"name": "http", "containerPort": inputs.gateway_http_port},
             {"name": "smtp", "containerPort": inputs.gateway_smtp_port},
         ]
+    if service == "console":
+        container["ports"] += [{"name": "http", "containerPort": inputs.console_http_port}]
     volumes = []
     if service == "gateway" and not inputs.object_store_bucket:
         volumes = [{"name": "objects", "emptyDir": {}}]
@@ -193,13 +208,19 @@ def _deployment(
 
 
 def _service(cell: str, service: str, inputs: TemplateInputs, meta: dict[str, str]) -> Manifest:
-    kind = {"media": inputs.media_service_type, "gateway": inputs.gateway_service_type}
+    kind = {
+        "media": inputs.media_service_type,
+        "gateway": inputs.gateway_service_type,
+        "console": inputs.console_service_type,
+    }
     ports = [{"name": "grpc", "port": inputs.grpc_port, "targetPort": "grpc"}]
     if service == "gateway":
         ports += [
             {"name": "http", "port": inputs.gateway_http_port, "targetPort": "http"},
             {"name": "smtp", "port": inputs.gateway_smtp_port, "targetPort": "smtp"},
         ]
+    if service == "console":
+        ports += [{"name": "http", "port": inputs.console_http_port, "targetPort": "http"}]
     return {
         "apiVersion": "v1",
         "kind": "Service",

@@ -23,6 +23,7 @@ from lianluo.services import CELL_SERVICES
 # Where `lianluo run` serves the web chat and takes e-mail (other local cells take free ports).
 GATEWAY_HTTP_PORT = 8088
 GATEWAY_SMTP_PORT = 2525
+CONSOLE_HTTP_PORT = 8089
 
 
 @dataclass
@@ -32,7 +33,8 @@ class Replica:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
-    # The gateway's HTTP and SMTP ports (its customers' channels); 0 for the others.
+    # The HTTP port of the gateway (its customers' channels) and of the console (people's
+    # pages), and the gateway's SMTP port; 0 for the others.
     http_port: int = 0
     smtp_port: int = 0
 
@@ -71,6 +73,8 @@ class Cell:
                 if name == "gateway":
                     http = GATEWAY_HTTP_PORT if self.first_port else _free_port()
                     smtp = GATEWAY_SMTP_PORT if self.first_port else _free_port()
+                if name == "console":
+                    http = CONSOLE_HTTP_PORT if self.first_port else _free_port()
                 process = self._spawn(name, port, log, http, smtp)
                 self.running.append(Replica(name, i, port, process, log, http, smtp))
         for replica in self.running:
@@ -89,6 +93,17 @@ class Cell:
                 "LIANLUO_GATEWAY_MEDIA_ADDRESS": self.address("media"),
                 # Attachments: a local directory beside the logs (a bucket in production).
                 "LIANLUO_OBJECT_STORE_PATH": str(self.log_dir.parent / "objects"),
+            }
+        if name == "console":
+            # The console calls the cell's services with the signed-in person's token; on
+            # http://127.0.0.1 its cookie cannot be Secure.
+            env |= {
+                "LIANLUO_CONSOLE_HTTP_PORT": str(http_port),
+                "LIANLUO_CONSOLE_TENANTS_ADDRESS": self.address("tenants"),
+                "LIANLUO_CONSOLE_MEDIA_ADDRESS": self.address("media"),
+                "LIANLUO_CONSOLE_ACD_ADDRESS": self.address("acd"),
+                "LIANLUO_CONSOLE_GATEWAY_ADDRESS": self.address("gateway"),
+                "LIANLUO_CONSOLE_SECURE_COOKIES": "false",
             }
         return subprocess.Popen(
             [sys.executable, "-m", "lianluo.cli", "serve", name],

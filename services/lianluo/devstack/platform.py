@@ -91,6 +91,11 @@ def main(
             )
             demo_file.chmod(0o600)
             print(f"\nChat as a customer in a browser: {result.web_url}")
+            console = cell.replica("console").http_url
+            print(f"\nThe console: {console}/  (organisation {result.tenant_name!r})")
+            print(f"  agent       li.wei    password {result.password}")
+            print(f"  supervisor  mei.lin   password {result.password}")
+            print(f"  admin       admin     password {result.password}")
             print("\nHold a conversation by hand, in two more terminals:")
             print("  .venv/bin/lianluo agent li.wei      # signs in as Li, accepts offers")
             print("  .venv/bin/lianluo customer          # starts a web chat with the flow")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,10 @@ class Links:
     of the cell derives from the cell's admin key, so a link signed by one replica opens on any
     other and no new secret has to be handed out."""
 
-    def __init__(self, admin_key: str) -> None:
+    def __init__(self, admin_key: str, base_url: Callable[[], str] = str) -> None:
         self._key = hmac.new(admin_key.encode(), b"lianluo object links v1", "sha256").digest()
+        # The server's public base URL, read when a link is made (a port may be known late).
+        self._base_url = base_url
 
     def _mac(self, path: str, expires: int) -> str:
         return hmac.new(self._key, f"{path}\n{expires}".encode(), "sha256").hexdigest()
@@ -100,7 +103,15 @@ class Links:
         expires = int((time.time() if now is None else now) + seconds)
         return f"{path}?expires={expires}&signature={self._mac(path, expires)}"
 
+    def url(self, path: str, seconds: int) -> str:
+        """The absolute link to `path` that opens it for `seconds`."""
+        return self._base_url() + self.sign(path, seconds)
+
     def opens(self, path: str, expires: str, signature: str, now: float | None = None) -> bool:
         if not expires.isdigit() or int(expires) < (time.time() if now is None else now):
             return False
         return hmac.compare_digest(self._mac(path, int(expires)), signature)
+
+    def admits(self, path: str, query: Mapping[str, str]) -> bool:
+        """Whether a request for `path` (as the server reads it) carries a valid signature."""
+        return self.opens(path, query.get("expires", ""), query.get("signature", ""))

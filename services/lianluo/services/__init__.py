@@ -16,8 +16,18 @@ SERVICES = {
     "notification": "lianluo.services.notification.app",
     "recording": "lianluo.services.recording.app",
     "gateway": "lianluo.services.gateway.app",
+    "console": "lianluo.services.console.app",
     # The global plane: one per platform, not one per cell.
     "edge": "lianluo.services.edge.app",
 }
 # What a cell runs (the operator clones these; `lianluo run` starts them as one local cell).
-CELL_SERVICES = ["tenants", "media", "ivr", "acd", "notification", "recording", "gateway"]
+CELL_SERVICES = [
+    "tenants",
+    "media",
+    "ivr",
+    "acd",
+    "notification",
+    "recording",
+    "gateway",
+    "console",
+]

@@ -174,23 +174,38 @@ async def test_a_contact_travels_from_ivr_to_an_agent_across_replicas(
         sequences = [f.sequence for f in stream.frames if f.sequence]
         assert sequences == sorted(set(sequences)), "frames arrive once each, in order"
 
-    ended = await rpc.MediaServiceStub(world["ch1"]).End(
+    # The customer leaves first: the agent wraps up, and their disposition closes it.
+    left = await rpc.MediaServiceStub(world["ch1"]).End(
         pb.EndRequest(
             tenant_id=t.id,
             interaction_id=it.id,
             participant_id=started.customer_participant_id,
-            resolution=pb.Resolution(code="resolved"),
+            resolution=pb.Resolution(code="customer_left"),
+        ),
+        metadata=md(world),
+    )
+    assert left.state == S.INTERACTION_STATE_WRAP_UP
+    await agent_stream.wait_for(lambda f: f.state_changed.to_state == S.INTERACTION_STATE_WRAP_UP)
+    me = (await agent_stream.wait_for(lambda f: f.WhichOneof("frame") == "joined")).joined
+    ended = await rpc.MediaServiceStub(world["ch2"]).End(
+        pb.EndRequest(
+            tenant_id=t.id,
+            interaction_id=it.id,
+            participant_id=me.participant_id,
+            resolution=pb.Resolution(code="resolved", note="card blocked"),
         ),
         metadata=md(world),
     )
     assert ended.state == S.INTERACTION_STATE_CLOSED
-    await agent_stream.wait_for(lambda f: f.WhichOneof("frame") == "ended")
+    assert ended.resolution.code == "resolved"
+    end = await agent_stream.wait_for(lambda f: f.WhichOneof("frame") == "ended")
+    assert end.ended.resolution.note == "card blocked"
     with pytest.raises(grpc.aio.AioRpcError) as closed:
         await rpc.MediaServiceStub(world["ch2"]).Send(
             pb.SendRequest(
                 tenant_id=t.id,
                 interaction_id=it.id,
-                participant_id=started.customer_participant_id,
+                participant_id=me.participant_id,
                 content=pb.MessageContent(text="hello?"),
             ),
             metadata=md(world),

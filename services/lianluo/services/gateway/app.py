@@ -6,13 +6,13 @@ from pathlib import Path
 
 from lianluo.gateway.v1 import gateway_pb2 as pb
 from lianluo.gateway.v1 import gateway_pb2_grpc as rpc
-from lianluo.runtime.objects import Objects
+from lianluo.runtime.http import HttpServer
+from lianluo.runtime.objects import Links, Objects
 from lianluo.runtime.service import Service, ServiceSpec
 from lianluo.services.gateway import events
 from lianluo.services.gateway.attachments import Attachments
 from lianluo.services.gateway.forms import Forms
 from lianluo.services.gateway.grpc_api import AttachmentApi, CustomerApi
-from lianluo.services.gateway.http import HttpServer
 from lianluo.services.gateway.mail import (
     Mailboxes,
     MailConsent,
@@ -46,11 +46,12 @@ async def build(settings: GatewaySettings) -> Service:
     def base_url() -> str:
         return settings.gateway_public_url.rstrip("/") or http.url
 
-    attachments = Attachments(service.pool, repo, Objects(settings), settings, base_url)
-    forms = Forms(service.pool, repo, platform, attachments.links, settings, base_url)
+    links = Links(settings.admin_key.get_secret_value(), base_url)
+    attachments = Attachments(service.pool, repo, Objects(settings), links, settings)
+    forms = Forms(service.pool, repo, platform, links, settings)
     web_chat = WebChat(view, platform, customers, attachments, forms.path, settings)
     conversations = Conversations(platform, customers, service.pool, repo)
-    consent = MailConsent(service.pool, repo, attachments.links, settings, base_url)
+    consent = MailConsent(service.pool, repo, links, settings)
     senders: dict[str, Sender] = {
         "email": MailSender(settings, consent),
         "sms": SmsSender(settings),

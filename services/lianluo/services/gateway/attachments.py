@@ -4,7 +4,6 @@ with their sha256, and opened only through links that expire."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
@@ -35,15 +34,14 @@ class Attachments:
         pool: asyncpg.Pool,
         repo: Repository,
         objects: Objects,
+        links: Links,
         settings: GatewaySettings,
-        base_url: Callable[[], str],
     ) -> None:
         self._pool = pool
         self._repo = repo
         self._objects = objects
-        self._links = Links(settings.admin_key.get_secret_value())
+        self._links = links
         self._settings = settings
-        self._base_url = base_url
 
     @property
     def links(self) -> Links:
@@ -119,15 +117,12 @@ class Attachments:
     def url(self, tenant_id: str, attachment_id: str, seconds: int) -> tuple[str, datetime]:
         """An absolute link that opens the file for `seconds`, and when it stops."""
         expires = datetime.now(UTC) + timedelta(seconds=seconds)
-        return self._base_url() + self.path(tenant_id, attachment_id, seconds), expires
+        path = f"/v1/attachments/{tenant_id}/{attachment_id}"
+        return self._links.url(path, seconds), expires
 
     async def download(self, request: web.Request) -> web.Response:
         tenant_id, attachment_id = request.match_info["tenant"], request.match_info["id"]
-        if not self._links.opens(
-            request.path,
-            request.query.get("expires", ""),
-            request.query.get("signature", ""),
-        ):
+        if not self._links.admits(request.path, request.query):
             raise web.HTTPForbidden(text="this link is not valid, or has expired")
         try:
             row = await self.find(tenant_id, attachment_id)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import uuid
-from collections.abc import Callable
 
 import asyncpg
 import grpc
@@ -48,14 +47,12 @@ class Forms:
         platform: Platform,
         links: Links,
         settings: GatewaySettings,
-        base_url: Callable[[], str],
     ) -> None:
         self._pool = pool
         self._repo = repo
         self._platform = platform
         self._links = links
         self._settings = settings
-        self._base_url = base_url
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -69,11 +66,11 @@ class Forms:
         )
 
     def url(self, tenant_id: str, message_id: str) -> str:
-        return self._base_url() + self.path(tenant_id, message_id)
+        seconds = self._settings.gateway_sent_link_seconds
+        return self._links.url(f"/v1/forms/{tenant_id}/{message_id}", seconds)
 
     async def _find(self, request: web.Request) -> asyncpg.Record:
-        q = request.query
-        if not self._links.opens(request.path, q.get("expires", ""), q.get("signature", "")):
+        if not self._links.admits(request.path, request.query):
             raise web.HTTPForbidden(text="this link is not valid, or has expired")
         try:
             tid, mid = (

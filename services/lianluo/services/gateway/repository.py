@@ -24,6 +24,10 @@ def _customer(row: asyncpg.Record, identities: list[asyncpg.Record]) -> pb.Custo
     return out
 
 
+# One row of a table keyed by tenant and interaction (the table's name is a constant).
+_OF_INTERACTION = "select * from %s where tenant_id = $1 and interaction_id = $2"
+
+
 class Repository:
     async def resolve(
         self, conn: asyncpg.Connection, tid: uuid.UUID, kind: int, value: str, name: str
@@ -238,9 +242,7 @@ class Repository:
         self, conn: asyncpg.Connection, tid: uuid.UUID, interaction_id: uuid.UUID
     ) -> asyncpg.Record | None:
         row: asyncpg.Record | None = await conn.fetchrow(
-            "select * from conversations where tenant_id = $1 and interaction_id = $2",
-            tid,
-            interaction_id,
+            _OF_INTERACTION % "conversations", tid, interaction_id
         )
         return row
 
@@ -395,9 +397,7 @@ class Repository:
     ) -> asyncpg.Record | None:
         """The gateway's record of an interaction it started: its customer and channel."""
         row: asyncpg.Record | None = await conn.fetchrow(
-            "select * from customer_interactions where tenant_id = $1 and interaction_id = $2",
-            tid,
-            interaction_id,
+            _OF_INTERACTION % "customer_interactions", tid, interaction_id
         )
         return row
 

@@ -429,10 +429,7 @@ class WebChat:
         tenant_id, channel = self._channel(request)
         origin = self._origin(request, channel)
         cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
-        q = request.query
-        if not self._attachments.links.opens(
-            request.path, q.get("expires", ""), q.get("signature", "")
-        ):
+        if not self._attachments.links.admits(request.path, request.query):
             raise web.HTTPForbidden(text="this upload link is not valid, or has expired")
         interaction = request.match_info["interaction"]
         client_id = request.headers.get("X-Message-Id", "")

@@ -78,6 +78,24 @@ def require_open(interaction: pb.Interaction) -> None:
         )
 
 
+def ending(it: pb.Interaction, ender: pb.Participant | None, resolution: pb.Resolution) -> str:
+    """What End does: "wrap_up" when a conversation with a person ends without the agent's
+    disposition (the customer left, or the agent ended it and has yet to say how it went);
+    "end" otherwise (a disposition, a contact nobody answered, a key); "" when nothing is left
+    to do (already closed, or the customer leaving a wrap-up)."""
+    if it.state in TERMINAL:
+        return ""
+    customer = ender is not None and ender.role == R.PARTICIPANT_ROLE_CUSTOMER
+    if it.state == S.INTERACTION_STATE_WRAP_UP:
+        return "" if customer else "end"
+    agent_without_disposition = (
+        ender is not None and ender.role in _AGENT_ROLES and not resolution.code
+    )
+    if it.state == S.INTERACTION_STATE_CONNECTED and (customer or agent_without_disposition):
+        return "wrap_up"
+    return "end"
+
+
 def final_state(current: int) -> int:
     """The state End leads to: a contact nobody answered yet is abandoned."""
     return S.INTERACTION_STATE_ABANDONED if current in WAITING else S.INTERACTION_STATE_CLOSED

@@ -486,7 +486,16 @@ class MediaService:
             if req.participant_id and ender is None:
                 raise NotFound("participant", req.participant_id)
             _require_use(change.it, ender)
-            if change.it.state not in domain.TERMINAL:
+            step = domain.ending(change.it, ender, req.resolution)
+            if step == "wrap_up":
+                # The conversation is over; the agent's after-contact work is not: they close it
+                # with their disposition, which the closed-loop notice follows.
+                if ender is not None and ender.role == R.PARTICIPANT_ROLE_CUSTOMER:
+                    ender.leave_time.CopyFrom(_stamp())
+                    change.add("participant_left", ender, event="participant_left")
+                change.move(S.INTERACTION_STATE_WRAP_UP, "wrap_up")
+                await self._flush(change)
+            elif step == "end":
                 change.end(domain.final_state(change.it.state), req.resolution, req.participant_id)
                 await self._flush(change)
         return change.it

@@ -136,8 +136,9 @@ function onItem(item) {
     add("them", [item.text].concat(choices).join("\n"), item.seq);
   } else if (item.type === "joined") {
     add("note", (item.name || "An agent") + " joined", item.seq);
-  } else if (item.type === "ended") {
-    add("note", "The conversation has ended.", item.seq);
+  } else if (item.type === "ended" || (item.type === "state" && item.state === "wrap_up")) {
+    // For the customer the conversation is over once the agent wraps up.
+    if (!ended) add("note", "The conversation has ended.", item.seq);
     ended = true;
     delete saved.interaction;
     save();

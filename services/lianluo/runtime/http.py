@@ -1,4 +1,5 @@
-"""The gateway's HTTP server, run beside its gRPC server until shutdown."""
+"""An HTTP server a service runs beside its gRPC server until shutdown (the gateway's channels,
+the console's pages and API): aiohttp, started and stopped as a background runner."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ class HttpServer:
         self.port = port
         self._stopping = asyncio.Event()
 
-    def add_routes(self, routes: list[web.RouteDef], max_body: int) -> None:
+    def add_routes(self, routes: list[web.AbstractRouteDef], max_body: int) -> None:
         """`max_body` bounds what a handler may read whole (request.read, post, json)."""
         self._app = web.Application(client_max_size=max_body)
         self._app.add_routes(routes)

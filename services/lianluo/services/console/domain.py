@@ -1,0 +1,231 @@
+"""The console's rules, without I/O: the session cookie, who the signed-in person is to the
+pages, what each role may open, and the dispositions a wrap-up takes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
+from google.protobuf.message import Message
+
+from lianluo.tenants.v1 import tenants_pb2 as tpb
+
+COOKIE = "lianluo_console"
+# The pages of each role. The services refuse what a role may not do whatever a page shows:
+# this only decides what the console offers.
+PAGES = {
+    tpb.ROLE_AGENT: ("agent",),
+    tpb.ROLE_SUPERVISOR: ("supervisor",),
+    tpb.ROLE_TENANT_ADMIN: ("supervisor", "admin"),
+}
+# How a conversation ended, as the agent says in wrap-up: the interaction's resolution code,
+# which the closed-loop notices match.
+DISPOSITIONS = ("resolved", "follow_up", "not_resolved", "callback", "spam")
+MAX_NOTE = 2000
+_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class BadInput(ValueError):
+    """A request the console refuses: each field with what is wrong (shown beside it)."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
+        self.fields = fields
+
+
+@dataclass(frozen=True)
+class Session:
+    """What the cookie holds: the person's tokens and who they are."""
+
+    access: str
+    access_expires: float
+    refresh: str
+    user: dict[str, Any]
+
+    @property
+    def tenant_id(self) -> str:
+        return str(self.user["tenant_id"])
+
+    @property
+    def agent_id(self) -> str:
+        return str(self.user.get("agent_id", ""))
+
+    @property
+    def role(self) -> int:
+        return int(self.user["role"])
+
+    def due(self, now: float, margin: float = 30.0) -> bool:
+        """Whether the access token must be renewed before it is used."""
+        return self.access_expires - margin <= now
+
+
+def session_from(tokens: tpb.Tokens) -> Session:
+    u = tokens.user
+    return Session(
+        access=tokens.access_token,
+        access_expires=tokens.access_expire_time.ToDatetime(tzinfo=UTC).timestamp(),
+        refresh=tokens.refresh_token,
+        user={
+            "id": u.id,
+            "tenant_id": u.tenant_id,
+            "name": u.name,
+            "display_name": u.display_name or u.name,
+            "role": int(u.role),
+            "agent_id": u.agent_id,
+            "queues": list(u.queues),
+        },
+    )
+
+
+def _mac(key: bytes, body: bytes) -> str:
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def cookie_key(admin_key: str) -> bytes:
+    """The key that signs session cookies, derived from the cell's admin key: every replica
+    of the console reads every other's cookies, and no new secret is handed out."""
+    return hmac.new(admin_key.encode(), b"lianluo console sessions v1", "sha256").digest()
+
+
+def seal(session: Session, key: bytes) -> str:
+    body = base64.urlsafe_b64encode(json.dumps(session.__dict__).encode()).decode()
+    return f"{body}.{_mac(key, body.encode())}"
+
+
+def unseal(value: str, key: bytes) -> Session | None:
+    """The session a cookie holds, or None when it is not one this console signed."""
+    body, _, mac = value.rpartition(".")
+    if not body or not hmac.compare_digest(_mac(key, body.encode()), mac):
+        return None
+    try:
+        found = json.loads(base64.urlsafe_b64decode(body.encode()))
+        return Session(**found)
+    except (ValueError, TypeError):
+        return None
+
+
+def pages(role: int) -> tuple[str, ...]:
+    return PAGES.get(role, ())  # type: ignore[call-overload,no-any-return]
+
+
+def as_json(message: Message) -> dict[str, Any]:
+    """A protobuf message as the pages read it (field names as in the .proto)."""
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def login_fields(body: dict[str, Any]) -> tuple[str, str, str]:
+    fields = {}
+    values = []
+    for name, limit in (("tenant", 63), ("name", 254), ("password", 1024)):
+        value = body.get(name)
+        if not isinstance(value, str) or not value.strip() or len(value) > limit:
+            fields[name] = "required" if not value else f"at most {limit} characters"
+        values.append(value if isinstance(value, str) else "")
+    if fields:
+        raise BadInput(fields)
+    return values[0].strip(), values[1].strip(), values[2]
+
+
+def wrap_up(body: dict[str, Any]) -> tuple[str, str]:
+    """The disposition and note of a wrap-up."""
+    fields = {}
+    disposition, note = body.get("disposition"), body.get("note", "")
+    if disposition not in DISPOSITIONS:
+        fields["disposition"] = f"one of {', '.join(DISPOSITIONS)}"
+    if not isinstance(note, str) or len(note) > MAX_NOTE:
+        fields["note"] = f"at most {MAX_NOTE} characters"
+    if fields:
+        raise BadInput(fields)
+    return str(disposition), str(note)
+
+
+def message_text(body: dict[str, Any]) -> tuple[str, str]:
+    """The text and client id of a message an agent sends."""
+    fields = {}
+    text, client_id = body.get("text"), body.get("id")
+    if not isinstance(text, str) or not text.strip() or len(text) > 4000:
+        fields["text"] = "1 to 4,000 characters"
+    if not isinstance(client_id, str) or not _TOKEN.fullmatch(client_id):
+        fields["id"] = "1 to 64 of A-Z a-z 0-9 _ . : -"
+    if fields:
+        raise BadInput(fields)
+    return str(text), str(client_id)
+
+
+def followed(query: str) -> dict[str, int]:
+    """The conversations a page follows, "<interaction id>:<last seq seen>,...", at most 20."""
+    found: dict[str, int] = {}
+    for part in filter(None, query.split(",")[:20]):
+        iid, _, seq = part.partition(":")
+        if re.fullmatch(r"[0-9a-f-]{36}", iid) and seq.isdigit():
+            found[iid] = int(seq)
+    return found
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A resource the administration page creates and lists through the tenants API."""
+
+    stub: str  # Platform's attribute
+    singular: str  # Create<singular>
+    plural: str  # List<plural>
+    field: str  # the resource's field in the create request
+    message: type[Message]
+    create_request: type[Message]
+    list_request: type[Message]
+
+
+ADMIN_KINDS = {
+    "queues": Kind(
+        "queues",
+        "Queue",
+        "Queues",
+        "queue",
+        tpb.Queue,
+        tpb.CreateQueueRequest,
+        tpb.ListQueuesRequest,
+    ),
+    "agents": Kind(
+        "agents",
+        "Agent",
+        "Agents",
+        "agent",
+        tpb.Agent,
+        tpb.CreateAgentRequest,
+        tpb.ListAgentsRequest,
+    ),
+    "users": Kind(
+        "users", "User", "Users", "user", tpb.User, tpb.CreateUserRequest, tpb.ListUsersRequest
+    ),
+}
+
+
+def creation(kind: Kind, tenant_id: str, body: dict[str, Any]) -> Message:
+    """The create request a page's JSON describes (the resource, as the API's JSON names it;
+    a person's first password beside it)."""
+    resource = body.get(kind.field)
+    if not isinstance(resource, dict):
+        raise BadInput({kind.field: "required"})
+    try:
+        parsed = ParseDict(resource, kind.message())
+    except ParseError as error:
+        raise BadInput({kind.field: str(error)[:200]}) from None
+    request = kind.create_request(tenant_id=tenant_id)
+    getattr(request, kind.field).CopyFrom(parsed)
+    if kind.field == "user":
+        password = body.get("password")
+        if not isinstance(password, str) or not password:
+            raise BadInput({"password": "required"})
+        request.password = password  # type: ignore[attr-defined]
+    return request
+
+
+def now() -> float:
+    return datetime.now(UTC).timestamp()

@@ -1,0 +1,475 @@
+"""The console's backend-for-frontend: it signs people in, keeps their tokens in a sealed,
+HTTP-only cookie (renewed with the refresh token before they expire), and turns the pages'
+JSON requests into calls of the cell's services with the person's own token. The services
+decide what the person may do; the console only carries it.
+
+Live updates are server-sent events: an agent's desk (offers) and the conversations the page
+follows, relayed from media's streams, and the supervisor wall's queue figures. A page that
+reconnects names the last sequence it saw of each conversation, and gets what it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+from google.rpc import error_details_pb2, status_pb2
+
+from lianluo.acd.v1 import acd_pb2 as apb
+from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
+from lianluo.gateway.v1 import gateway_pb2 as gpb
+from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
+from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.media.v1 import media_pb2_grpc as media_rpc
+from lianluo.runtime.logs import get_logger
+from lianluo.services.console import domain
+from lianluo.services.console.domain import BadInput, Session
+from lianluo.services.console.settings import ConsoleSettings
+from lianluo.tenants.v1 import tenants_pb2 as tpb
+from lianluo.tenants.v1 import tenants_pb2_grpc as tenants_rpc
+
+log = get_logger(__name__)
+# The pages, built by `make` from web/ (pinned npm packages); never loaded from a CDN.
+DIST = Path(__file__).parent / "web" / "dist"
+R = mpb.ParticipantRole
+HTTP_OF = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Endpoint = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
+
+
+def _refusal(error: grpc.aio.AioRpcError) -> web.Response:
+    """A service's refusal as the page shows it: the status, and each field beside its input."""
+    fields: dict[str, str] = {}
+    for key, value in error.trailing_metadata() or ():
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            bad = error_details_pb2.BadRequest()
+            if detail.Unpack(bad):
+                fields |= {v.field: v.description for v in bad.field_violations}
+    code = HTTP_OF.get(error.code(), 503)
+    body = {"error": error.code().name.lower(), "message": error.details() or "", "fields": fields}
+    return web.json_response(body, status=code)
+
+
+class Platform:
+    """The cell's services, called with the person's token."""
+
+    def __init__(self, settings: ConsoleSettings) -> None:
+        self._channels = {
+            name: grpc.aio.insecure_channel(address)
+            for name, address in (
+                ("tenants", settings.console_tenants_address),
+                ("media", settings.console_media_address),
+                ("acd", settings.console_acd_address),
+                ("gateway", settings.console_gateway_address),
+            )
+        }
+        self.auth = tenants_rpc.AuthServiceStub(self._channels["tenants"])
+        self.media = media_rpc.MediaServiceStub(self._channels["media"])
+        self.acd = acd_rpc.AcdServiceStub(self._channels["acd"])
+        self.customers = gateway_rpc.CustomerServiceStub(self._channels["gateway"])
+        tenants = self._channels["tenants"]
+        self.queues = tenants_rpc.QueueServiceStub(tenants)
+        self.agents = tenants_rpc.AgentServiceStub(tenants)
+        self.users = tenants_rpc.UserServiceStub(tenants)
+        self.attachments = gateway_rpc.AttachmentServiceStub(self._channels["gateway"])
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+
+
+class Console:
+    def __init__(self, platform: Platform, settings: ConsoleSettings) -> None:
+        self._platform = platform
+        self._settings = settings
+        self._key = domain.cookie_key(settings.admin_key.get_secret_value())
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        api = [
+            web.post("/api/login", self.login),
+            web.post("/api/logout", self._authed(self.logout)),
+            web.get("/api/me", self._authed(self.me)),
+            web.post("/api/presence", self._authed(self.presence)),
+            web.post("/api/offers/{offer}", self._authed(self.respond)),
+            web.get("/api/conversations/{interaction}", self._authed(self.conversation)),
+            web.post("/api/conversations/{interaction}/messages", self._authed(self.send)),
+            web.post("/api/conversations/{interaction}/end", self._authed(self.end)),
+            web.get("/api/customers/{customer}/conversations", self._authed(self.history)),
+            web.get("/api/attachments/{attachment}", self._authed(self.attachment)),
+            web.get("/api/queues", self._authed(self.queues)),
+            web.get("/api/live", self._authed(self.live)),
+            web.get("/api/admin/{kind}", self._authed(self.listed)),
+            web.post("/api/admin/{kind}", self._authed(self.create)),
+        ]
+        return [*api, web.get("/", self.index), web.static("/assets", DIST, append_version=False)]
+
+    # ------------------------------------------------------------------ sessions
+
+    def _cookie(self, response: web.StreamResponse, session: Session | None) -> None:
+        if session is None:
+            response.del_cookie(domain.COOKIE, path="/")
+            return
+        response.set_cookie(
+            domain.COOKIE,
+            domain.seal(session, self._key),
+            path="/",
+            httponly=True,
+            secure=self._settings.console_secure_cookies,
+            samesite="Strict",
+            max_age=12 * 3600,
+        )
+
+    async def _session(self, request: web.Request) -> Session | None:
+        """The signed-in person, with an access token renewed when it is due."""
+        found = domain.unseal(request.cookies.get(domain.COOKIE, ""), self._key)
+        if found is None or not found.due(domain.now()):
+            return found
+        try:
+            tokens = await self._platform.auth.Refresh(
+                tpb.RefreshRequest(refresh_token=found.refresh)
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                return None  # ended, expired or revoked: sign in again
+            raise
+        renewed = domain.session_from(tokens)
+        request["renewed"] = renewed
+        return renewed
+
+    def _authed(self, handler: Endpoint) -> Handler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            if request.method != "GET" and request.headers.get("X-Requested-With") != "lianluo":
+                # Pages send this header; a form posted from another site cannot.
+                return web.json_response({"error": "csrf"}, status=403)
+            try:
+                session = await self._session(request)
+                if session is None:
+                    out = web.json_response({"error": "signed_out"}, status=401)
+                    self._cookie(out, None)
+                    return out
+                response = await handler(request, session)
+            except BadInput as error:
+                return web.json_response(
+                    {"error": "invalid_argument", "fields": error.fields}, status=400
+                )
+            except grpc.aio.AioRpcError as error:
+                refused = _refusal(error)
+                if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    self._cookie(refused, None)
+                return refused
+            renewed = request.get("renewed")
+            if renewed is not None and not response.prepared:
+                self._cookie(response, renewed)
+            return response
+
+        return wrapped
+
+    @staticmethod
+    def _md(session: Session) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {session.access}"),)
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        if (request.content_length or 0) > self._settings.console_max_body_bytes:
+            raise BadInput({"body": "too large"})
+        try:
+            found = await request.json()
+        except ValueError:
+            raise BadInput({"body": "not JSON"}) from None
+        if not isinstance(found, dict):
+            raise BadInput({"body": "not a JSON object"})
+        return found
+
+    # ------------------------------------------------------------------ pages and sign-in
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        page = DIST / "index.html"
+        if not page.exists():
+            raise web.HTTPServiceUnavailable(text="the console is not built: run make")
+        return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+    async def login(self, request: web.Request) -> web.Response:
+        if request.headers.get("X-Requested-With") != "lianluo":
+            return web.json_response({"error": "csrf"}, status=403)
+        try:
+            tenant, name, password = domain.login_fields(await self._body(request))
+            tokens = await self._platform.auth.Login(
+                tpb.LoginRequest(tenant=tenant, name=name, password=password)
+            )
+        except BadInput as error:
+            return web.json_response(
+                {"error": "invalid_argument", "fields": error.fields}, status=400
+            )
+        except grpc.aio.AioRpcError as error:
+            return _refusal(error)
+        session = domain.session_from(tokens)
+        response = web.json_response(self._me(session))
+        self._cookie(response, session)
+        return response
+
+    async def logout(self, request: web.Request, session: Session) -> web.Response:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await self._platform.auth.Logout(tpb.LogoutRequest(refresh_token=session.refresh))
+        response = web.json_response({})
+        self._cookie(response, None)
+        return response
+
+    @staticmethod
+    def _me(session: Session) -> dict[str, Any]:
+        return session.user | {"pages": list(domain.pages(session.role))}
+
+    async def me(self, request: web.Request, session: Session) -> web.Response:
+        return web.json_response(self._me(session))
+
+    # ------------------------------------------------------------------ the agent desk
+
+    async def presence(self, request: web.Request, session: Session) -> web.Response:
+        body = await self._body(request)
+        name = body.get("presence")
+        if name not in ("available", "away", "offline"):
+            raise BadInput({"presence": "one of available, away, offline"})
+        value = apb.Presence.Value(f"PRESENCE_{str(name).upper()}")
+        await self._platform.acd.SetPresence(
+            apb.SetPresenceRequest(
+                tenant_id=session.tenant_id, agent_id=session.agent_id, presence=value
+            ),
+            metadata=self._md(session),
+        )
+        return web.json_response({"presence": name})
+
+    async def respond(self, request: web.Request, session: Session) -> web.Response:
+        body = await self._body(request)
+        accept = body.get("accept")
+        if not isinstance(accept, bool):
+            raise BadInput({"accept": "true or false"})
+        reason = body.get("reason", "")
+        if not isinstance(reason, str) or len(reason) > 200:
+            raise BadInput({"reason": "at most 200 characters"})
+        offer = await self._platform.acd.RespondToOffer(
+            apb.RespondToOfferRequest(
+                tenant_id=session.tenant_id,
+                offer_id=request.match_info["offer"],
+                agent_id=session.agent_id,
+                accept=accept,
+                decline_reason=reason,
+            ),
+            metadata=self._md(session),
+        )
+        return web.json_response(domain.as_json(offer))
+
+    async def conversation(self, request: web.Request, session: Session) -> web.Response:
+        it = await self._platform.media.GetInteraction(
+            mpb.GetInteractionRequest(
+                tenant_id=session.tenant_id, interaction_id=request.match_info["interaction"]
+            ),
+            metadata=self._md(session),
+        )
+        return web.json_response(domain.as_json(it))
+
+    async def send(self, request: web.Request, session: Session) -> web.Response:
+        body = await self._body(request)
+        text, client_id = domain.message_text(body)
+        participant = body.get("participant")
+        if not isinstance(participant, str) or not participant:
+            raise BadInput({"participant": "required"})
+        message = await self._platform.media.Send(
+            mpb.SendRequest(
+                tenant_id=session.tenant_id,
+                interaction_id=request.match_info["interaction"],
+                participant_id=participant,
+                client_message_id=client_id,
+                content=mpb.MessageContent(text=text),
+            ),
+            metadata=self._md(session),
+        )
+        return web.json_response(domain.as_json(message))
+
+    async def end(self, request: web.Request, session: Session) -> web.Response:
+        """End the conversation (wrap-up begins), or close the wrap-up with its disposition."""
+        body = await self._body(request)
+        participant = body.get("participant")
+        if not isinstance(participant, str) or not participant:
+            raise BadInput({"participant": "required"})
+        resolution = mpb.Resolution()
+        if body.get("disposition") is not None:
+            code, note = domain.wrap_up(body)
+            resolution = mpb.Resolution(code=code, note=note)
+        it = await self._platform.media.End(
+            mpb.EndRequest(
+                tenant_id=session.tenant_id,
+                interaction_id=request.match_info["interaction"],
+                participant_id=participant,
+                resolution=resolution,
+            ),
+            metadata=self._md(session),
+        )
+        return web.json_response(domain.as_json(it))
+
+    async def history(self, request: web.Request, session: Session) -> web.Response:
+        found = await self._platform.customers.ListConversations(
+            gpb.ListConversationsRequest(
+                tenant_id=session.tenant_id, customer_id=request.match_info["customer"]
+            ),
+            metadata=self._md(session),
+        )
+        return web.json_response(domain.as_json(found))
+
+    async def attachment(self, request: web.Request, session: Session) -> web.Response:
+        link = await self._platform.attachments.GetDownloadLink(
+            gpb.GetDownloadLinkRequest(
+                tenant_id=session.tenant_id, attachment_id=request.match_info["attachment"]
+            ),
+            metadata=self._md(session),
+        )
+        return web.json_response(domain.as_json(link))
+
+    # ------------------------------------------------------------------ the supervisor wall
+
+    async def _figures(self, session: Session) -> apb.QueueStatsResponse:
+        stats: apb.QueueStatsResponse = await self._platform.acd.QueueStats(
+            apb.QueueStatsRequest(tenant_id=session.tenant_id, queues=session.user["queues"]),
+            metadata=self._md(session),
+        )
+        return stats
+
+    async def queues(self, request: web.Request, session: Session) -> web.Response:
+        return web.json_response(domain.as_json(await self._figures(session)))
+
+    # ------------------------------------------------------------------ administration
+
+    def _kind(self, request: web.Request) -> domain.Kind:
+        kind = domain.ADMIN_KINDS.get(request.match_info["kind"])
+        if kind is None:
+            raise web.HTTPNotFound(text="no such kind")
+        return kind
+
+    async def listed(self, request: web.Request, session: Session) -> web.Response:
+        kind = self._kind(request)
+        stub = getattr(self._platform, kind.stub)
+        found = await getattr(stub, f"List{kind.plural}")(
+            kind.list_request(tenant_id=session.tenant_id), metadata=self._md(session)
+        )
+        return web.json_response(domain.as_json(found))
+
+    async def create(self, request: web.Request, session: Session) -> web.Response:
+        """A queue, an agent or a person, as the page describes it; the tenants service checks
+        it and names what it refuses, field by field."""
+        kind = self._kind(request)
+        body = await self._body(request)
+        create = domain.creation(kind, session.tenant_id, body)
+        stub = getattr(self._platform, kind.stub)
+        made = await getattr(stub, f"Create{kind.singular}")(create, metadata=self._md(session))
+        return web.json_response(domain.as_json(made), status=201)
+
+    # ------------------------------------------------------------------ live events
+
+    async def live(self, request: web.Request, session: Session) -> web.StreamResponse:
+        """Server-sent events until the page goes: `frame` (desk and conversations) for an
+        agent, `queues` for those who watch queues."""
+        follows = domain.followed(request.query.get("follow", ""))
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        renewed = request.get("renewed")
+        if renewed is not None:
+            self._cookie(response, renewed)
+        await response.prepare(request)
+        out: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(maxsize=1000)
+        tasks = []
+        if session.role == tpb.ROLE_AGENT:
+            desk = mpb.Join(
+                tenant_id=session.tenant_id,
+                role=R.PARTICIPANT_ROLE_AGENT,
+                subject_id=session.agent_id,
+            )
+            tasks.append(asyncio.create_task(self._relay(session, desk, out)))
+        agent = session.role == tpb.ROLE_AGENT
+        for iid, seq in follows.items():
+            join = mpb.Join(
+                tenant_id=session.tenant_id,
+                interaction_id=iid,
+                role=R.PARTICIPANT_ROLE_AGENT if agent else R.PARTICIPANT_ROLE_SUPERVISOR,
+                subject_id=session.agent_id if agent else session.user["id"],
+                display_name=session.user["display_name"],
+                last_seen_sequence=seq,
+            )
+            tasks.append(asyncio.create_task(self._relay(session, join, out)))
+        if session.role in (tpb.ROLE_SUPERVISOR, tpb.ROLE_TENANT_ADMIN):
+            tasks.append(asyncio.create_task(self._watch(session, out)))
+        try:
+            await response.write(b"retry: 1000\n\n")
+            while True:
+                try:
+                    kind, data = await asyncio.wait_for(out.get(), 15)
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                await response.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return response
+
+    async def _relay(
+        self, session: Session, join: mpb.Join, out: asyncio.Queue[tuple[str, dict[str, Any]]]
+    ) -> None:
+        async def frames() -> AsyncIterator[mpb.ClientFrame]:
+            yield mpb.ClientFrame(join=join)
+            await asyncio.Event().wait()  # held open: the page sends through the JSON API
+
+        call = self._platform.media.Connect(frames(), metadata=self._md(session))
+        try:
+            async for frame in call:
+                await out.put(
+                    ("frame", {"interaction": join.interaction_id, "frame": domain.as_json(frame)})
+                )
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:
+                await out.put(
+                    (
+                        "closed",
+                        {"interaction": join.interaction_id, "error": error.code().name.lower()},
+                    )
+                )
+        finally:
+            call.cancel()
+
+    async def _watch(
+        self, session: Session, out: asyncio.Queue[tuple[str, dict[str, Any]]]
+    ) -> None:
+        last: dict[str, Any] | None = None
+        while True:
+            try:
+                stats = domain.as_json(await self._figures(session))
+                stats.pop("compute_time", None)
+                if stats != last:
+                    await out.put(("queues", stats))
+                    last = stats
+            except grpc.aio.AioRpcError as error:
+                await out.put(("closed", {"interaction": "", "error": error.code().name.lower()}))
+                return
+            await asyncio.sleep(self._settings.console_live_seconds)

@@ -1,0 +1,352 @@
+import { useEffect, useRef, useState } from "preact/hooks";
+import { api, live, seq } from "./api.js";
+import { t } from "./i18n.js";
+
+const DISPOSITIONS = ["resolved", "follow_up", "not_resolved", "callback", "spam"];
+// What the desk keeps across reloads and a new sign-in: the conversations it follows (with the
+// last sequence seen of each) and the text not sent yet.
+const KEPT = "lianluo:desk";
+
+function kept() {
+  try {
+    return JSON.parse(sessionStorage.getItem(KEPT) || "{}");
+  } catch {
+    return {};
+  }
+}
+
+function keep(state) {
+  sessionStorage.setItem(KEPT, JSON.stringify(state));
+}
+
+function Countdown({ until }) {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const timer = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(timer);
+  }, []);
+  const left = Math.max(0, Math.round((Date.parse(until) - now) / 1000));
+  return <span class="countdown">{t("expiresIn", { s: left })}</span>;
+}
+
+function Offer({ offer, onAnswer }) {
+  const r = offer.requirements || {};
+  const c = offer.candidate || {};
+  const top = [...(c.features || [])]
+    .sort((a, b) => Math.abs(b.contribution || 0) - Math.abs(a.contribution || 0))
+    .slice(0, 3);
+  return (
+    <li class="offer" aria-label={`offer ${offer.id}`}>
+      <div>
+        <strong>{t("queue")}:</strong> {r.queue} {r.intent && <span>· {t("intent")}: {r.intent}</span>}
+      </div>
+      <div class="why">
+        <strong>{t("why")}:</strong> {t("rank", { rank: c.rank || 1, score: (c.score || 0).toFixed(2) })}
+        <ul>
+          {top.map((f) => (
+            <li>
+              {f.name}: {(f.contribution || 0).toFixed(2)} {f.explanation && <span>({f.explanation})</span>}
+            </li>
+          ))}
+        </ul>
+      </div>
+      {offer.expire_time && <Countdown until={offer.expire_time} />}
+      <div class="actions">
+        <button type="button" onClick={() => onAnswer(offer, true)}>
+          {t("accept")}
+        </button>
+        <button type="button" class="secondary" onClick={() => onAnswer(offer, false)}>
+          {t("decline")}
+        </button>
+      </div>
+    </li>
+  );
+}
+
+function said(content) {
+  if (!content) return "";
+  if (content.text) return content.text;
+  if (content.image) return `[${content.image.name}]`;
+  if (content.file) return `[${content.file.name}]`;
+  if (content.location) return `[${content.location.label || ""} ${content.location.latitude},${content.location.longitude}]`;
+  if (content.form) return (content.form.fields || []).map((f) => `${f.label || f.name}: ${f.value || ""}`).join("\n");
+  return "";
+}
+
+function Transcript({ talk }) {
+  const list = useRef(null);
+  useEffect(() => {
+    if (list.current) list.current.scrollTop = list.current.scrollHeight;
+  });
+  return (
+    <ol class="transcript" ref={list} aria-live="polite" aria-label={t("conversations")}>
+      {talk.items.map((item) =>
+        item.kind === "message" ? (
+          <li class={item.mine ? "mine" : "theirs"} data-seq={item.seq}>
+            {item.text}
+            {item.mine && talk.readUpto >= item.seq && <span class="read"> · {t("read")}</span>}
+          </li>
+        ) : (
+          <li class="note" data-seq={item.seq}>
+            {item.text}
+          </li>
+        ),
+      )}
+    </ol>
+  );
+}
+
+function WrapUp({ talk, onClose }) {
+  const [fields, setFields] = useState({});
+  async function submit(event) {
+    event.preventDefault();
+    const form = new FormData(event.currentTarget);
+    try {
+      await onClose(form.get("disposition"), form.get("note"));
+    } catch (refused) {
+      setFields(refused.fields || { disposition: refused.message });
+    }
+  }
+  return (
+    <form class="wrapup" onSubmit={submit} aria-labelledby={`wrap-${talk.id}`}>
+      <h3 id={`wrap-${talk.id}`}>{t("wrapUp")}</h3>
+      <div class="field">
+        <label for={`disposition-${talk.id}`}>{t("disposition")}</label>
+        <select id={`disposition-${talk.id}`} name="disposition" aria-invalid={fields.disposition ? "true" : undefined}>
+          {DISPOSITIONS.map((d) => (
+            <option value={d}>{t(d)}</option>
+          ))}
+        </select>
+        {fields.disposition && <span class="error">{fields.disposition}</span>}
+      </div>
+      <div class="field">
+        <label for={`note-${talk.id}`}>{t("note")}</label>
+        <textarea id={`note-${talk.id}`} name="note" rows="2" aria-invalid={fields.note ? "true" : undefined} />
+        {fields.note && <span class="error">{fields.note}</span>}
+      </div>
+      <button type="submit">{t("close")}</button>
+    </form>
+  );
+}
+
+function CustomerPanel({ talk }) {
+  const r = talk.requirements || {};
+  const collected = Object.entries(r.collected_data || {});
+  const history = r.customer_history || [];
+  return (
+    <aside class="customer" aria-labelledby={`customer-${talk.id}`}>
+      <h3 id={`customer-${talk.id}`}>
+        {t("customer")}: {talk.customerName || "—"}
+      </h3>
+      <h4>{t("collected")}</h4>
+      <dl>
+        {collected.map(([k, v]) => [<dt>{k}</dt>, <dd>{v}</dd>])}
+      </dl>
+      <h4>{t("history")}</h4>
+      {history.length ? (
+        <ul class="history">
+          {history.map((h) => (
+            <li>
+              {String(h.channel || "").replace("CHANNEL_", "").toLowerCase()} · {(h.start_time || "").slice(0, 16).replace("T", " ")}
+            </li>
+          ))}
+        </ul>
+      ) : (
+        <p>{t("noHistory")}</p>
+      )}
+    </aside>
+  );
+}
+
+export function Desk({ me }) {
+  const [presence, setPresence] = useState("offline");
+  const [offers, setOffers] = useState({});
+  const [talks, setTalks] = useState(() => kept().talks || {});
+  const [selected, setSelected] = useState(() => kept().selected || "");
+  const [connected, setConnected] = useState(true);
+  const [error, setError] = useState("");
+  const state = useRef({ talks });
+  state.current.talks = talks;
+  const link = useRef(null);
+
+  useEffect(() => {
+    keep({ talks, selected });
+  }, [talks, selected]);
+
+  function change(iid, fn) {
+    setTalks((all) => (all[iid] ? { ...all, [iid]: fn({ ...all[iid] }) } : all));
+  }
+
+  function onFrame({ interaction, frame }) {
+    const kind = Object.keys(frame).find((k) => !["interaction_id", "sequence", "time"].includes(k));
+    if (!interaction) {
+      if (kind === "offer") setOffers((all) => ({ ...all, [frame.offer.id]: frame.offer }));
+      if (kind === "offer_closed") {
+        setOffers((all) => {
+          const { [frame.offer_closed.offer_id]: _, ...rest } = all;
+          return rest;
+        });
+      }
+      return;
+    }
+    change(interaction, (talk) => {
+      const n = seq(frame);
+      if (n && n <= talk.seen) return talk;
+      if (n) talk.seen = n;
+      talk.items = [...talk.items];
+      if (kind === "joined") {
+        talk.participant = frame.joined.participant_id;
+        const it = frame.joined.interaction || {};
+        talk.customerName = (it.customer && (it.customer.display_name || it.customer.id)) || talk.customerName;
+      } else if (kind === "message") {
+        const m = frame.message;
+        talk.items.push({ kind: "message", seq: n, text: said(m.content), mine: m.sender_participant_id === talk.participant });
+        if (m.sender_participant_id !== talk.participant) talk.typing = false;
+      } else if (kind === "typing") {
+        if (frame.typing.participant_id !== talk.participant) talk.typing = frame.typing.active;
+      } else if (kind === "read") {
+        if (frame.read.participant_id !== talk.participant) talk.readUpto = Number(frame.read.sequence);
+      } else if (kind === "state_changed") {
+        talk.state = frame.state_changed.to_state;
+      } else if (kind === "participant_left") {
+        talk.items.push({ kind: "note", seq: n, text: `${frame.participant_left.display_name || frame.participant_left.role} left` });
+      } else if (kind === "ended") {
+        talk.state = "INTERACTION_STATE_CLOSED";
+        talk.items.push({ kind: "note", seq: n, text: t("ended", { code: (frame.ended.resolution || {}).code || "" }) });
+      }
+      return talk;
+    });
+  }
+
+  useEffect(() => {
+    link.current = live(
+      () => Object.fromEntries(Object.entries(state.current.talks).filter(([, v]) => v.state !== "INTERACTION_STATE_CLOSED").map(([k, v]) => [k, v.seen || 0])),
+      (kind, data) => kind === "frame" && onFrame(data),
+      setConnected,
+    );
+    return () => link.current.close();
+  }, []);
+
+  async function setTo(value) {
+    try {
+      await api("POST", "/api/presence", { presence: value });
+      setPresence(value);
+      setError("");
+    } catch (refused) {
+      setError(refused.message);
+    }
+  }
+
+  async function answer(offer, accept) {
+    try {
+      await api("POST", `/api/offers/${offer.id}`, { accept, reason: accept ? "" : "declined at the desk" });
+    } catch (refused) {
+      setError(refused.message);
+      return;
+    }
+    setOffers((all) => {
+      const { [offer.id]: _, ...rest } = all;
+      return rest;
+    });
+    if (!accept) return;
+    const iid = offer.interaction_id;
+    const talk = { id: iid, seen: 0, items: [], participant: "", requirements: offer.requirements, draft: "", state: "INTERACTION_STATE_CONNECTED" };
+    state.current.talks = { ...state.current.talks, [iid]: talk };
+    setTalks(state.current.talks);
+    setSelected(iid);
+    link.current.reopen();
+  }
+
+  async function send(talk, event) {
+    event.preventDefault();
+    const text = (talk.draft || "").trim();
+    if (!text) return;
+    const id = "d" + Date.now().toString(36) + Math.random().toString(36).slice(2, 6);
+    try {
+      await api("POST", `/api/conversations/${talk.id}/messages`, { text, id, participant: talk.participant });
+      change(talk.id, (x) => ({ ...x, draft: "" }));
+    } catch (refused) {
+      setError(refused.message);
+    }
+  }
+
+  async function end(talk) {
+    try {
+      await api("POST", `/api/conversations/${talk.id}/end`, { participant: talk.participant });
+    } catch (refused) {
+      setError(refused.message);
+    }
+  }
+
+  async function close(talk, disposition, note) {
+    await api("POST", `/api/conversations/${talk.id}/end`, { participant: talk.participant, disposition, note });
+    change(talk.id, (x) => ({ ...x, state: "INTERACTION_STATE_CLOSED" }));
+  }
+
+  const talk = talks[selected];
+  const list = Object.values(offers);
+  return (
+    <div class="desk">
+      <section class="side" aria-labelledby="presence-label">
+        <div class="field">
+          <label id="presence-label" for="presence">
+            {t("presence")}
+          </label>
+          <select id="presence" value={presence} onChange={(e) => setTo(e.currentTarget.value)}>
+            {["available", "away", "offline"].map((p) => (
+              <option value={p}>{t(p)}</option>
+            ))}
+          </select>
+        </div>
+        {!connected && <p class="status">{t("reconnecting")}</p>}
+        {error && (
+          <p class="error" role="alert">
+            {error}
+          </p>
+        )}
+        <h2>{t("offers")}</h2>
+        {list.length ? <ul class="offers">{list.map((o) => <Offer offer={o} onAnswer={answer} />)}</ul> : <p>{t("noOffers")}</p>}
+        <h2>{t("conversations")}</h2>
+        <ul class="talks">
+          {Object.values(talks).map((x) => (
+            <li>
+              <button type="button" aria-pressed={x.id === selected ? "true" : "false"} onClick={() => setSelected(x.id)}>
+                {x.customerName || x.id.slice(0, 8)} {x.state === "INTERACTION_STATE_WRAP_UP" ? `· ${t("wrapUp")}` : ""}
+              </button>
+            </li>
+          ))}
+        </ul>
+      </section>
+      {talk ? (
+        <section class="talk" aria-label={t("conversations")}>
+          <Transcript talk={talk} />
+          {talk.typing && <p class="status">{t("typing")}</p>}
+          {talk.state === "INTERACTION_STATE_CONNECTED" && (
+            <form class="composer" onSubmit={(e) => send(talk, e)}>
+              <label for={`draft-${talk.id}`} class="visually-hidden">
+                {t("message")}
+              </label>
+              <textarea
+                id={`draft-${talk.id}`}
+                rows="2"
+                value={talk.draft || ""}
+                onInput={(e) => {
+                  const value = e.currentTarget.value;
+                  change(talk.id, (x) => ({ ...x, draft: value }));
+                }}
+              />
+              <button type="submit">{t("send")}</button>
+              <button type="button" class="secondary" onClick={() => end(talk)}>
+                {t("end")}
+              </button>
+            </form>
+          )}
+          {talk.state === "INTERACTION_STATE_WRAP_UP" && <WrapUp talk={talk} onClose={(d, n) => close(talk, d, n)} />}
+        </section>
+      ) : (
+        <p class="talk">{t("noConversation")}</p>
+      )}
+      {talk && <CustomerPanel talk={talk} />}
+    </div>
+  );
+}

@@ -1,0 +1,438 @@
+"""The web console in headless Chromium, on a whole cell: an agent signs in, goes available,
+sees an offer with its reason, accepts, chats with a customer on the web widget's WebSocket,
+ends and wraps up, and the closed-loop notice follows the disposition; a customer who leaves
+first still ends in the agent's wrap-up; a supervisor watches the queue figures change live.
+Every page passes axe-core with no serious violation.
+
+LIANLUO_UPDATE_SCREENSHOTS=1 keeps the screenshots the journeys take in docs/screenshots/."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from aiohttp import web
+from cell_support import AgentAtWork
+from conftest import ADMIN_KEY, Stack, running_cell
+from factories import Client, agent, onboard, queue, template, user
+from test_web_chat import _browser, _until
+
+from lianluo.common.v1 import common_pb2 as common
+from lianluo.devstack.cell import Cell
+from lianluo.devstack.clients import Session, WebVisitor
+from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.media.v1 import media_pb2_grpc as media_rpc
+from lianluo.tenants.v1 import tenants_pb2 as pb
+from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
+
+pytestmark = pytest.mark.integration
+PASSWORD = "correct horse battery staple"
+ROOT = Path(__file__).resolve().parents[2]
+AXE = ROOT / "services/lianluo/services/console/web/node_modules/axe-core/axe.min.js"
+SHOTS = ROOT / "docs/screenshots"
+
+
+@pytest.fixture(scope="module")
+def cell(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
+    folder = Path(tmp_path_factory.mktemp("console"))
+    with running_cell(stack, folder, f"console_{uuid.uuid4().hex[:10]}") as running:
+        yield running
+
+
+@dataclass
+class Notices:
+    """The tenant's webhook: the closed-loop notices it receives."""
+
+    received: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+
+    async def take(self, request: web.Request) -> web.Response:
+        await self.received.put(await request.json())
+        return web.Response(text="ok")
+
+
+@dataclass
+class Bank:
+    tenant: pb.Tenant
+    key: str
+    console: str
+    socket: str  # the web chat's WebSocket
+    origin: str
+    notices: Notices
+
+
+@pytest.fixture(scope="module")
+async def bank(cell: Cell) -> AsyncIterator[Bank]:
+    notices = Notices()
+    app = web.Application()
+    app.router.add_post("/notices", notices.take)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    tch = grpc.aio.insecure_channel(cell.address("tenants"))
+    t, c = await onboard(Client(tch, ADMIN_KEY))
+    await c.queues.CreateQueue(pb.CreateQueueRequest(tenant_id=t.id, queue=queue()), metadata=c.md)
+    await c.agents.CreateAgent(pb.CreateAgentRequest(tenant_id=t.id, agent=agent()), metadata=c.md)
+    for person in (
+        user("li", pb.ROLE_AGENT, agent="li.wei"),
+        user("mei", pb.ROLE_SUPERVISOR, queues=["cards"]),
+        user("boss", pb.ROLE_TENANT_ADMIN),
+    ):
+        await c.users.CreateUser(
+            pb.CreateUserRequest(tenant_id=t.id, user=person, password=PASSWORD), metadata=c.md
+        )
+    notify = rpc.NotificationConfigServiceStub(tch)
+    await notify.CreateTemplate(
+        pb.CreateTemplateRequest(tenant_id=t.id, template=template()), metadata=c.md
+    )
+    await notify.CreateRule(
+        pb.CreateRuleRequest(
+            tenant_id=t.id,
+            rule=pb.NotificationRule(
+                name="closed-loop",
+                template="case-closed",
+                enabled=True,
+                interaction_closed=pb.InteractionClosedTrigger(resolutions=["resolved"]),
+                webhook=pb.WebhookTarget(
+                    url=f"http://127.0.0.1:{port}/notices", signing_secret="s" * 32
+                ),
+            ),
+        ),
+        metadata=c.md,
+    )
+    gateway = cell.replica("gateway").http_url
+    site_channel = await rpc.ChannelServiceStub(tch).CreateChannel(
+        pb.CreateChannelRequest(
+            tenant_id=t.id,
+            channel=pb.Channel(
+                name="site", queue="cards", web=pb.WebChat(allowed_origins=[gateway])
+            ),
+        ),
+        metadata=c.md,
+    )
+    base = f"{gateway}/v1/web/{t.id}/{site_channel.id}/"
+    async with aiohttp.ClientSession() as http, asyncio.timeout(30):
+        while (await http.get(base + "widget.js")).status != 200:
+            await asyncio.sleep(0.2)
+    yield Bank(
+        t,
+        c.key,
+        cell.replica("console").http_url,
+        base.replace("http", "ws", 1) + "ws",
+        gateway,
+        notices,
+    )
+    await tch.close()
+    await runner.cleanup()
+
+
+# ---------------------------------------------------------------------- the browser
+
+
+class Page:
+    """One person's console in headless Chromium."""
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+
+    async def run(self, script: str, *args: Any) -> Any:
+        return await asyncio.to_thread(self.driver.execute_script, script, *args)
+
+    async def until(self, script: str, seconds: float = 30) -> Any:
+        return await _until(self.driver, script, seconds)
+
+    async def click(self, selector: str) -> None:
+        await self.until(f"return document.querySelector({json.dumps(selector)})")
+        await self.run(f"document.querySelector({json.dumps(selector)}).click()")
+
+    async def click_text(self, text: str) -> None:
+        script = (
+            "return [...document.querySelectorAll('button')]"
+            f".find(b => b.textContent.trim() === {json.dumps(text)})"
+        )
+        await self.until(script)
+        await self.run(script.replace("return ", "") + ".click()")
+
+    async def type(self, selector: str, text: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        await self.until(f"return document.querySelector({json.dumps(selector)})")
+        element = await asyncio.to_thread(self.driver.find_element, By.CSS_SELECTOR, selector)
+        await asyncio.to_thread(element.send_keys, text)
+
+    async def open(self, console: str) -> None:
+        await asyncio.to_thread(self.driver.get, console + "/")
+        await self.until("return document.querySelector('#login-tenant')")
+
+    async def sign_in(self, console: str, tenant: str, name: str) -> None:
+        await self.open(console)
+        await self.type("#login-tenant", tenant)
+        await self.type("#login-name", name)
+        await self.type("#login-password", PASSWORD)
+        await self.click("form button[type=submit]")
+        await self.until("return document.querySelector('.top')")
+        assert not await self.run("return document.querySelector('.overlay')"), "signed out"
+
+    async def text(self) -> str:
+        return str(await self.run("return document.body.innerText"))
+
+    async def axe(self, page: str) -> None:
+        """axe-core's check of the page as it is: no serious or critical violation."""
+        await self.run(AXE.read_text())
+        found = await asyncio.to_thread(
+            self.driver.execute_async_script,
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document, {resultTypes: ['violations']})"
+            ".then(r => done(r.violations.map(v => [v.id, v.impact, v.nodes.length])));",
+        )
+        serious = [v for v in found if v[1] in ("serious", "critical")]
+        assert not serious, f"{page}: {serious}"
+
+    async def shot(self, name: str) -> None:
+        if os.environ.get("LIANLUO_UPDATE_SCREENSHOTS"):
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(self.driver.save_screenshot, str(SHOTS / f"{name}.png"))
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Page]:
+    driver = await asyncio.to_thread(_browser, "1280,900")
+    try:
+        yield Page(driver)
+    finally:
+        await asyncio.to_thread(driver.quit)
+
+
+async def _offer_accepted(desk: Page, customer_text: str, shot: str = "") -> None:
+    await desk.until("return document.querySelector('.offer')")
+    assert "Why you" in await desk.text()
+    await desk.until("return document.querySelector('.offer .countdown')")
+    if shot:
+        await desk.shot(shot)
+    await desk.click(".offer .actions button")
+    said = json.dumps(customer_text)
+    await desk.until(f"return document.querySelector('.transcript')?.innerText.includes({said})")
+
+
+# ---------------------------------------------------------------------- journeys
+
+
+async def test_an_agent_takes_a_web_chat_and_the_wrap_up_drives_the_closed_loop_notice(
+    bank: Bank, page: Page
+) -> None:
+    desk = page
+    await desk.open(bank.console)
+    await desk.axe("sign-in")
+    await desk.shot("sign-in")
+    await desk.sign_in(bank.console, bank.tenant.name, "li")
+    await desk.run(
+        "const s = document.querySelector('#presence'); s.value = 'available';"
+        "s.dispatchEvent(new Event('change', {bubbles: true}))"
+    )
+    await desk.until("return document.querySelector('#presence').value === 'available'")
+    await asyncio.sleep(0.5)
+    async with aiohttp.ClientSession() as http:
+        customer = await WebVisitor.open(
+            http, bank.socket, bank.origin, name="Mei", form={"order_number": "A-3003"}
+        )
+        await customer.next(lambda i: i["type"] == "welcome")
+        await customer.say("My card is lost", "c1")
+        await _offer_accepted(desk, "My card is lost", shot="agent-offer")
+        # The customer panel shows what the pre-chat form told.
+        await desk.until("return document.querySelector('.customer')?.innerText.includes('A-3003')")
+        await desk.axe("agent desk")
+        await desk.shot("agent-desk")
+
+        await desk.type(".composer textarea", "I have blocked it.")
+        await desk.click(".composer button[type=submit]")
+        reply = await customer.next(lambda i: i.get("text") == "I have blocked it.")
+        assert reply["from"] == "agent"
+        # The customer reads it: the desk shows it read.
+        await customer.ws.send_json({"type": "read", "seq": reply["seq"]})
+        await desk.until("return document.querySelector('.transcript .read')")
+
+        await desk.click_text("End conversation")
+        await desk.until("return document.querySelector('.wrapup')")
+        await desk.run("document.querySelector('.wrapup select').value = 'resolved'")
+        await desk.type(".wrapup textarea", "card replaced")
+        await desk.shot("agent-wrap-up")
+        await desk.click(".wrapup button[type=submit]")
+        notice = await asyncio.wait_for(bank.notices.received.get(), 30)
+        assert (notice["resolution"], notice["resolution_note"]) == ("resolved", "card replaced")
+        await customer.ws.close()
+
+
+async def test_a_customer_who_leaves_first_ends_in_the_agents_wrap_up(
+    cell: Cell, bank: Bank, page: Page
+) -> None:
+    desk = page
+    await desk.sign_in(bank.console, bank.tenant.name, "li")
+    await desk.run(
+        "const s = document.querySelector('#presence'); s.value = 'available';"
+        "s.dispatchEvent(new Event('change', {bubbles: true}))"
+    )
+    async with aiohttp.ClientSession() as http:
+        customer = await WebVisitor.open(http, bank.socket, bank.origin, name="Ana")
+        welcome = await customer.next(lambda i: i["type"] == "welcome")
+        await customer.say("Never mind, found it", "c1")
+        await _offer_accepted(desk, "Never mind, found it")
+        await customer.ws.send_json({"type": "leave"})
+        await desk.until("return document.querySelector('.wrapup')")
+        await desk.run("document.querySelector('.wrapup select').value = 'not_resolved'")
+        await desk.click(".wrapup button[type=submit]")
+        await desk.until("return !document.querySelector('.wrapup')")
+    media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
+    it = await media.GetInteraction(
+        mpb.GetInteractionRequest(tenant_id=bank.tenant.id, interaction_id=welcome["interaction"]),
+        metadata=(("authorization", f"Bearer {bank.key}"),),
+    )
+    assert it.state == mpb.INTERACTION_STATE_CLOSED
+    assert it.resolution.code == "not_resolved"
+
+
+async def test_a_supervisor_sees_the_queue_change_live(bank: Bank, page: Page) -> None:
+    wall = page
+    await wall.sign_in(bank.console, bank.tenant.name, "mei")
+    await wall.until("return document.querySelector('tr[data-queue=cards]')")
+    waiting = "document.querySelector('tr[data-queue=cards] [data-figure=waiting]')"
+    before = int(await wall.run(f"return +{waiting}.textContent"))
+    await wall.axe("supervisor wall")
+    async with aiohttp.ClientSession() as http:
+        # Nobody is available: the contact waits, and the wall shows it without a reload.
+        customer = await WebVisitor.open(http, bank.socket, bank.origin, name="Wang")
+        await customer.next(lambda i: i["type"] == "welcome")
+        await wall.until(f"return +{waiting}.textContent > {before}")
+        await wall.shot("supervisor-wall")
+        # An agent's page is not the supervisor's: the console says so.
+        await asyncio.to_thread(wall.driver.get, bank.console + "/#agent")
+        await wall.until("return document.querySelector('[role=alert]')")
+        await customer.ws.send_json({"type": "leave"})
+        await customer.ws.close()
+
+
+async def test_a_tenant_admin_sets_up_a_queue_an_agent_and_a_person_and_a_contact_uses_them(
+    cell: Cell, bank: Bank, page: Page
+) -> None:
+    admin = page
+    await admin.sign_in(bank.console, bank.tenant.name, "boss")
+    await asyncio.to_thread(admin.driver.get, bank.console + "/#admin")
+    await admin.until("return document.querySelector('form[data-kind=queues]')")
+    await admin.axe("administration")
+
+    async def create(kind: str, values: dict[str, str]) -> None:
+        for name, value in values.items():
+            selector = f"form[data-kind={kind}] [name={json.dumps(name)}]"
+            await admin.run(
+                f"const e = document.querySelector({json.dumps(selector)});"
+                "e.value = arguments[0]; e.dispatchEvent(new Event('input', {bubbles: true}))",
+                value,
+            )
+        await admin.click(f"form[data-kind={kind}] button[type=submit]")
+
+    # A name the tenants service refuses: the error stands beside the field, nothing is made.
+    await create("queues", {"queue.name": "Loans desk!", "skill": "loans", "level": "3"})
+    await admin.until("return document.querySelector('form[data-kind=queues] .error')")
+    said = await admin.run(
+        "return document.querySelector('form[data-kind=queues] .field .error')?.textContent"
+    )
+    assert said, "the refusal is not beside the field"
+    assert not await admin.run("return document.querySelector('tr[data-name=\"Loans desk!\"]')")
+    await create("queues", {"queue.name": "loans", "queue.display_name": "Loans", "skill": "loans"})
+    await admin.until("return document.querySelector('form[data-kind=queues] [role=status]')")
+    await create(
+        "agents", {"agent.name": "zhang", "agent.display_name": "Zhang Min", "skill": "loans"}
+    )
+    await admin.until("return document.querySelector('tr[data-name=zhang]')")
+    await create(
+        "users",
+        {
+            "user.name": "zhang",
+            "user.role": "ROLE_AGENT",
+            "user.agent": "zhang",
+            "password": PASSWORD,
+        },
+    )
+    await admin.until("return document.querySelector('form[data-kind=users] [role=status]')")
+    await admin.shot("tenant-admin")
+
+    # The new agent signs in, and a new contact for the new queue is offered to them.
+    tch = grpc.aio.insecure_channel(cell.address("tenants"))
+    zhang = await Session.login(tch, bank.tenant.name, "zhang", PASSWORD)
+    at_work = await AgentAtWork(cell, zhang, bank.tenant.id).start()
+    media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                started = await media.StartInteraction(
+                    mpb.StartInteractionRequest(
+                        tenant_id=bank.tenant.id,
+                        channel=common.CHANNEL_WEB,
+                        media=common.MEDIA_TYPE_CHAT,
+                        queue="loans",
+                        customer=mpb.Customer(id="c-loans", display_name="Zhou"),
+                    ),
+                    metadata=(("authorization", f"Bearer {bank.key}"),),
+                )
+                break
+            except grpc.aio.AioRpcError as error:  # until media has learnt the new queue
+                if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                    raise
+                await asyncio.sleep(0.3)
+    talk = await at_work.answer(started.interaction.id)
+    assert at_work.offers[started.interaction.id].requirements.queue == "loans"
+    await talk.close()
+    await at_work.stop()
+    await tch.close()
+
+
+# ---------------------------------------------------------------------- bad input, bad sessions
+
+
+async def test_the_api_refuses_what_a_page_would_not_send(bank: Bank) -> None:
+    api = bank.console + "/api"
+    headers = {"X-Requested-With": "lianluo"}
+    # A jar that keeps cookies of 127.0.0.1, as a browser does.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        # Not from a console page: refused before anything is read.
+        forged = await http.post(f"{api}/login", json={"tenant": "x", "name": "y", "password": "z"})
+        assert forged.status == 403
+        empty = await http.post(f"{api}/login", json={"tenant": "", "name": "li"}, headers=headers)
+        assert empty.status == 400
+        assert set((await empty.json())["fields"]) == {"tenant", "password"}
+        wrong = await http.post(
+            f"{api}/login",
+            json={"tenant": bank.tenant.name, "name": "li", "password": "wrong password"},
+            headers=headers,
+        )
+        assert wrong.status == 401
+        assert (await http.get(f"{api}/me")).status == 401
+        signed = await http.post(
+            f"{api}/login",
+            json={"tenant": bank.tenant.name, "name": "mei", "password": PASSWORD},
+            headers=headers,
+        )
+        assert signed.status == 200 and (await signed.json())["pages"] == ["supervisor"]
+        # The session cookie is HTTP-only and same-site.
+        cookie = signed.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        # A supervisor answering an offer is refused by the ACD itself, not by a hidden button.
+        taken = await http.post(
+            f"{api}/offers/{uuid.uuid4()}", json={"accept": True}, headers=headers
+        )
+        assert taken.status in (403, 404)
+        bad = await http.post(f"{api}/presence", json={"presence": "sleeping"}, headers=headers)
+        assert bad.status == 400 and "presence" in (await bad.json())["fields"]
+        # A cookie that is not the console's own is no session.
+        http.cookie_jar.clear()
+        tampered = {"lianluo_console": "eyJ9.0000"}
+        assert (await http.get(f"{api}/me", cookies=tampered)).status == 401
