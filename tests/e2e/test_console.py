@@ -83,10 +83,19 @@ async def bank(cell: Cell) -> AsyncIterator[Bank]:
     t, c = await onboard(Client(tch, ADMIN_KEY))
     await c.queues.CreateQueue(pb.CreateQueueRequest(tenant_id=t.id, queue=queue()), metadata=c.md)
     await c.agents.CreateAgent(pb.CreateAgentRequest(tenant_id=t.id, agent=agent()), metadata=c.md)
+    expert = agent("fraud.expert")
+    expert.kind = pb.AGENT_KIND_EXPERT
+    expert.display_name = "Fraud desk"
+    expert.expertise[:] = ["card_fraud"]
+    # Not a cards agent: the queue's contacts go to li, transfers in fraud to the expert.
+    del expert.skills[:]
+    expert.skills.add(skill="fraud", level=9)
+    await c.agents.CreateAgent(pb.CreateAgentRequest(tenant_id=t.id, agent=expert), metadata=c.md)
     for person in (
         user("li", pb.ROLE_AGENT, agent="li.wei"),
         user("mei", pb.ROLE_SUPERVISOR, queues=["cards"]),
         user("boss", pb.ROLE_TENANT_ADMIN),
+        user("expert", pb.ROLE_AGENT, agent="fraud.expert"),
     ):
         await c.users.CreateUser(
             pb.CreateUserRequest(tenant_id=t.id, user=person, password=PASSWORD), metadata=c.md
@@ -227,8 +236,11 @@ async def _offer_accepted(desk: Page, customer_text: str, shot: str = "") -> Non
 # ---------------------------------------------------------------------- journeys
 
 
+PDF = b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n"
+
+
 async def test_an_agent_takes_a_web_chat_and_the_wrap_up_drives_the_closed_loop_notice(
-    bank: Bank, page: Page
+    bank: Bank, page: Page, tmp_path: Path
 ) -> None:
     desk = page
     await desk.open(bank.console)
@@ -261,6 +273,16 @@ async def test_an_agent_takes_a_web_chat_and_the_wrap_up_drives_the_closed_loop_
         await customer.ws.send_json({"type": "read", "seq": reply["seq"]})
         await desk.until("return document.querySelector('.transcript .read')")
 
+        # The agent sends a file from the desk; the customer's chat gets it, whole.
+        form = tmp_path / "replacement-form.pdf"
+        form.write_bytes(PDF)
+        await desk.type(".composer input[type=file]", str(form))
+        sent = await customer.next(lambda i: "attachment" in i)
+        assert sent["from"] == "agent" and sent["attachment"]["name"] == "replacement-form.pdf"
+        got = await http.get(bank.origin + sent["attachment"]["url"])
+        assert got.status == 200 and await got.read() == PDF
+        await desk.until("return document.querySelector('.transcript button.link')")
+
         await desk.click_text("End conversation")
         await desk.until("return document.querySelector('.wrapup')")
         await desk.run("document.querySelector('.wrapup select').value = 'resolved'")
@@ -270,6 +292,58 @@ async def test_an_agent_takes_a_web_chat_and_the_wrap_up_drives_the_closed_loop_
         notice = await asyncio.wait_for(bank.notices.received.get(), 30)
         assert (notice["resolution"], notice["resolution_note"]) == ("resolved", "card replaced")
         await customer.ws.close()
+
+
+async def _available(desk: Page) -> None:
+    await desk.run(
+        "const s = document.querySelector('#presence'); s.value = 'available';"
+        "s.dispatchEvent(new Event('change', {bubbles: true}))"
+    )
+    await desk.until("return document.querySelector('#presence').value === 'available'")
+
+
+async def test_an_agent_hands_a_chat_to_an_expert_whose_wrap_up_sends_the_notice(
+    bank: Bank, page: Page
+) -> None:
+    """The agent transfers to an expert in fraud with a note; the expert, on their own desk,
+    accepts, reads the note and the conversation so far, and closes it as resolved."""
+    li = page
+    expert = Page(await asyncio.to_thread(_browser, "1280,900"))
+    try:
+        await li.sign_in(bank.console, bank.tenant.name, "li")
+        await _available(li)
+        await expert.sign_in(bank.console, bank.tenant.name, "expert")
+        await _available(expert)
+        async with aiohttp.ClientSession() as http:
+            customer = await WebVisitor.open(http, bank.socket, bank.origin, name="Zhou")
+            await customer.next(lambda i: i["type"] == "welcome")
+            await customer.say("Someone took money from my card", "c1")
+            await _offer_accepted(li, "Someone took money from my card")
+            await li.click_text("Transfer")
+            await li.until("return document.querySelector('form.transfer')")
+            await li.type("form.transfer input[name=target]", "card_fraud")
+            await li.type("form.transfer textarea", "Disputed payment of 300 yuan yesterday")
+            await li.shot("agent-transfer")
+            await li.click("form.transfer button[type=submit]")
+            await _offer_accepted(expert, "Someone took money from my card")
+            await expert.until(
+                "return document.querySelector('.transcript')"
+                "?.innerText.includes('Disputed payment of 300 yuan yesterday')"
+            )
+            await expert.type(".composer textarea", "I have opened a dispute for you.")
+            await expert.click(".composer button[type=submit]")
+            await customer.next(lambda i: i.get("text") == "I have opened a dispute for you.")
+            # The note is for staff only: the customer never saw it.
+            assert not [i for i in customer.items if "Disputed" in str(i)]
+            await expert.click_text("End conversation")
+            await expert.until("return document.querySelector('.wrapup')")
+            await expert.run("document.querySelector('.wrapup select').value = 'resolved'")
+            await expert.click(".wrapup button[type=submit]")
+            notice = await asyncio.wait_for(bank.notices.received.get(), 30)
+            assert notice["resolution"] == "resolved"
+            await customer.ws.close()
+    finally:
+        await asyncio.to_thread(expert.driver.quit)
 
 
 async def test_a_customer_who_leaves_first_ends_in_the_agents_wrap_up(

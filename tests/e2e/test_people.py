@@ -1240,6 +1240,19 @@ CELL_CASES: list[Case] = [
         ),
     ),
     *_two(
+        "UploadAttachment",
+        lambda w, t: w.stub("gateway", gateway_rpc.AttachmentServiceStub).UploadAttachment(
+            gpb.UploadAttachmentRequest(
+                tenant_id=t,
+                interaction_id=w.interaction.id,
+                name="a.txt",
+                content_type="text/plain",
+                content=b"hello",
+            ),
+            metadata=_b(w),
+        ),
+    ),
+    *_two(
         "GetDownloadLink",
         lambda w, t: w.stub("gateway", gateway_rpc.AttachmentServiceStub).GetDownloadLink(
             gpb.GetDownloadLinkRequest(tenant_id=t, attachment_id=str(uuid.uuid4())),

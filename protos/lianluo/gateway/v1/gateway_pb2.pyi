@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from lianluo.common.v1 import common_pb2 as _common_pb2
+from lianluo.media.v1 import media_pb2 as _media_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -49,6 +50,63 @@ IDENTITY_KIND_WECHAT_OPENID: IdentityKind.ValueType  # 4
 IDENTITY_KIND_APP_USER: IdentityKind.ValueType  # 5
 """The app's own id for its signed-in user."""
 Global___IdentityKind: _TypeAlias = IdentityKind  # noqa: Y015
+
+@_typing.final
+class UploadAttachmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    INTERACTION_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    interaction_id: _builtins.str
+    name: _builtins.str
+    content_type: _builtins.str
+    """Image types are sent as images; the allowed types are in docs/channels.md."""
+    content: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        interaction_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        content_type: _builtins.str = ...,
+        content: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "content_type", b"content_type", "interaction_id", b"interaction_id", "name", b"name", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadAttachmentRequest: _TypeAlias = UploadAttachmentRequest  # noqa: Y015
+
+@_typing.final
+class UploadedAttachment(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTACHMENT_ID_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    attachment_id: _builtins.str
+    @_builtins.property
+    def content(self) -> _media_pb2.MessageContent:
+        """The message content to send: an image or a file whose uri is "attachment:<id>"."""
+
+    def __init__(
+        self,
+        *,
+        attachment_id: _builtins.str = ...,
+        content: _media_pb2.MessageContent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment_id", b"attachment_id", "content", b"content"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadedAttachment: _TypeAlias = UploadedAttachment  # noqa: Y015
 
 @_typing.final
 class GetDownloadLinkRequest(_message.Message):

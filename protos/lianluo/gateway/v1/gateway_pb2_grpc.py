@@ -250,12 +250,12 @@ class CustomerService:
 
 
 class AttachmentServiceStub:
-    """Files and images customers send through the channels (a web chat upload, an e-mail's
-    attachment), kept in the object store with their sha256. Messages carry them as
-    `Attachment.uri` "attachment:<id>"; a participant gets a link to download one.
+    """Files and images sent in conversations (a web chat upload, an e-mail's attachment, a file
+    an agent sends from the desk), kept in the object store with their sha256. Messages carry
+    them as `Attachment.uri` "attachment:<id>"; a participant gets a link to download one.
 
-    Authentication: `interaction:read`, and the caller must be able to read the attachment's
-    interaction (the media service decides, with the caller's own credentials).
+    Authentication: the caller must be able to read the attachment's interaction (the media
+    service decides, with the caller's own credentials).
     """
 
     def __init__(self, channel):
@@ -269,19 +269,34 @@ class AttachmentServiceStub:
                 request_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.GetDownloadLinkRequest.SerializeToString,
                 response_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.DownloadLink.FromString,
                 _registered_method=True)
+        self.UploadAttachment = channel.unary_unary(
+                '/lianluo.gateway.v1.AttachmentService/UploadAttachment',
+                request_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.UploadAttachmentRequest.SerializeToString,
+                response_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.UploadedAttachment.FromString,
+                _registered_method=True)
 
 
 class AttachmentServiceServicer:
-    """Files and images customers send through the channels (a web chat upload, an e-mail's
-    attachment), kept in the object store with their sha256. Messages carry them as
-    `Attachment.uri` "attachment:<id>"; a participant gets a link to download one.
+    """Files and images sent in conversations (a web chat upload, an e-mail's attachment, a file
+    an agent sends from the desk), kept in the object store with their sha256. Messages carry
+    them as `Attachment.uri` "attachment:<id>"; a participant gets a link to download one.
 
-    Authentication: `interaction:read`, and the caller must be able to read the attachment's
-    interaction (the media service decides, with the caller's own credentials).
+    Authentication: the caller must be able to read the attachment's interaction (the media
+    service decides, with the caller's own credentials).
     """
 
     def GetDownloadLink(self, request, context):
         """A link that opens the attachment for a short time (the gateway's setting).
+        `interaction:read`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadAttachment(self, request, context):
+        """Keep a file for a message in an interaction: checked by size, type and content as a
+        customer's are. The caller then sends the returned content (media Send). A file in one
+        gRPC message: at most 4 MiB. `interaction:write`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -295,6 +310,11 @@ def add_AttachmentServiceServicer_to_server(servicer, server):
                     request_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.GetDownloadLinkRequest.FromString,
                     response_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.DownloadLink.SerializeToString,
             ),
+            'UploadAttachment': grpc.unary_unary_rpc_method_handler(
+                    servicer.UploadAttachment,
+                    request_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.UploadAttachmentRequest.FromString,
+                    response_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.UploadedAttachment.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'lianluo.gateway.v1.AttachmentService', rpc_method_handlers)
@@ -304,12 +324,12 @@ def add_AttachmentServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AttachmentService:
-    """Files and images customers send through the channels (a web chat upload, an e-mail's
-    attachment), kept in the object store with their sha256. Messages carry them as
-    `Attachment.uri` "attachment:<id>"; a participant gets a link to download one.
+    """Files and images sent in conversations (a web chat upload, an e-mail's attachment, a file
+    an agent sends from the desk), kept in the object store with their sha256. Messages carry
+    them as `Attachment.uri` "attachment:<id>"; a participant gets a link to download one.
 
-    Authentication: `interaction:read`, and the caller must be able to read the attachment's
-    interaction (the media service decides, with the caller's own credentials).
+    Authentication: the caller must be able to read the attachment's interaction (the media
+    service decides, with the caller's own credentials).
     """
 
     @staticmethod
@@ -329,6 +349,33 @@ class AttachmentService:
             '/lianluo.gateway.v1.AttachmentService/GetDownloadLink',
             lianluo_dot_gateway_dot_v1_dot_gateway__pb2.GetDownloadLinkRequest.SerializeToString,
             lianluo_dot_gateway_dot_v1_dot_gateway__pb2.DownloadLink.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadAttachment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.gateway.v1.AttachmentService/UploadAttachment',
+            lianluo_dot_gateway_dot_v1_dot_gateway__pb2.UploadAttachmentRequest.SerializeToString,
+            lianluo_dot_gateway_dot_v1_dot_gateway__pb2.UploadedAttachment.FromString,
             options,
             channel_credentials,
             insecure,

@@ -118,12 +118,12 @@ class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
 def add_CustomerServiceServicer_to_server(servicer: CustomerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class AttachmentServiceStub:
-    """Files and images customers send through the channels (a web chat upload, an e-mail's
-    attachment), kept in the object store with their sha256. Messages carry them as
-    `Attachment.uri` "attachment:<id>"; a participant gets a link to download one.
+    """Files and images sent in conversations (a web chat upload, an e-mail's attachment, a file
+    an agent sends from the desk), kept in the object store with their sha256. Messages carry
+    them as `Attachment.uri` "attachment:<id>"; a participant gets a link to download one.
 
-    Authentication: `interaction:read`, and the caller must be able to read the attachment's
-    interaction (the media service decides, with the caller's own credentials).
+    Authentication: the caller must be able to read the attachment's interaction (the media
+    service decides, with the caller's own credentials).
     """
 
     @_typing.overload
@@ -131,29 +131,43 @@ class AttachmentServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AttachmentServiceAsyncStub: ...
     GetDownloadLink: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetDownloadLinkRequest, _gateway_pb2.DownloadLink]
-    """A link that opens the attachment for a short time (the gateway's setting)."""
+    """A link that opens the attachment for a short time (the gateway's setting).
+    `interaction:read`.
+    """
+    UploadAttachment: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.UploadAttachmentRequest, _gateway_pb2.UploadedAttachment]
+    """Keep a file for a message in an interaction: checked by size, type and content as a
+    customer's are. The caller then sends the returned content (media Send). A file in one
+    gRPC message: at most 4 MiB. `interaction:write`.
+    """
 
 @_typing.type_check_only
 class AttachmentServiceAsyncStub(AttachmentServiceStub):
-    """Files and images customers send through the channels (a web chat upload, an e-mail's
-    attachment), kept in the object store with their sha256. Messages carry them as
-    `Attachment.uri` "attachment:<id>"; a participant gets a link to download one.
+    """Files and images sent in conversations (a web chat upload, an e-mail's attachment, a file
+    an agent sends from the desk), kept in the object store with their sha256. Messages carry
+    them as `Attachment.uri` "attachment:<id>"; a participant gets a link to download one.
 
-    Authentication: `interaction:read`, and the caller must be able to read the attachment's
-    interaction (the media service decides, with the caller's own credentials).
+    Authentication: the caller must be able to read the attachment's interaction (the media
+    service decides, with the caller's own credentials).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetDownloadLink: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetDownloadLinkRequest, _gateway_pb2.DownloadLink]  # type: ignore[assignment]
-    """A link that opens the attachment for a short time (the gateway's setting)."""
+    """A link that opens the attachment for a short time (the gateway's setting).
+    `interaction:read`.
+    """
+    UploadAttachment: _aio.UnaryUnaryMultiCallable[_gateway_pb2.UploadAttachmentRequest, _gateway_pb2.UploadedAttachment]  # type: ignore[assignment]
+    """Keep a file for a message in an interaction: checked by size, type and content as a
+    customer's are. The caller then sends the returned content (media Send). A file in one
+    gRPC message: at most 4 MiB. `interaction:write`.
+    """
 
 class AttachmentServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Files and images customers send through the channels (a web chat upload, an e-mail's
-    attachment), kept in the object store with their sha256. Messages carry them as
-    `Attachment.uri` "attachment:<id>"; a participant gets a link to download one.
+    """Files and images sent in conversations (a web chat upload, an e-mail's attachment, a file
+    an agent sends from the desk), kept in the object store with their sha256. Messages carry
+    them as `Attachment.uri` "attachment:<id>"; a participant gets a link to download one.
 
-    Authentication: `interaction:read`, and the caller must be able to read the attachment's
-    interaction (the media service decides, with the caller's own credentials).
+    Authentication: the caller must be able to read the attachment's interaction (the media
+    service decides, with the caller's own credentials).
     """
 
     @_abc_1.abstractmethod
@@ -162,6 +176,19 @@ class AttachmentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.GetDownloadLinkRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.DownloadLink, _abc.Awaitable[_gateway_pb2.DownloadLink]]:
-        """A link that opens the attachment for a short time (the gateway's setting)."""
+        """A link that opens the attachment for a short time (the gateway's setting).
+        `interaction:read`.
+        """
+
+    @_abc_1.abstractmethod
+    def UploadAttachment(
+        self,
+        request: _gateway_pb2.UploadAttachmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.UploadedAttachment, _abc.Awaitable[_gateway_pb2.UploadedAttachment]]:
+        """Keep a file for a message in an interaction: checked by size, type and content as a
+        customer's are. The caller then sends the returned content (media Send). A file in one
+        gRPC message: at most 4 MiB. `interaction:write`.
+        """
 
 def add_AttachmentServiceServicer_to_server(servicer: AttachmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -15,6 +15,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from google.protobuf.message import Message
 
+from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 
 COOKIE = "lianluo_console"
@@ -29,6 +30,8 @@ PAGES = {
 # which the closed-loop notices match.
 DISPOSITIONS = ("resolved", "follow_up", "not_resolved", "callback", "spam")
 MAX_NOTE = 2000
+# A file from the desk travels to the gateway in one gRPC message (4 MiB at most).
+MAX_FILE_BYTES = 4 * 1024 * 1024 - 64 * 1024
 _TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
@@ -144,6 +147,36 @@ def wrap_up(body: dict[str, Any]) -> tuple[str, str]:
     if fields:
         raise BadInput(fields)
     return str(disposition), str(note)
+
+
+def transfer(body: dict[str, Any]) -> mpb.Transfer:
+    """A transfer as the desk describes it: to a queue, an agent or an expert in a subject."""
+    to, target, note, stay = (
+        body.get("to"),
+        body.get("target"),
+        body.get("note", ""),
+        body.get("stay"),
+    )
+    fields = {}
+    if to not in ("queue", "agent_id", "expertise"):
+        fields["to"] = "one of queue, agent_id, expertise"
+    if not isinstance(target, str) or not target.strip() or len(target) > 120:
+        fields["target"] = "1 to 120 characters"
+    if not isinstance(note, str) or len(note) > MAX_NOTE:
+        fields["note"] = f"at most {MAX_NOTE} characters"
+    if not isinstance(stay, bool):
+        fields["stay"] = "true or false"
+    if fields:
+        raise BadInput(fields)
+    handover = mpb.Transfer(note=str(note), stay=bool(stay))
+    target = str(target).strip()
+    if to == "queue":
+        handover.queue = target
+    elif to == "agent_id":
+        handover.agent_id = target
+    else:
+        handover.expert.CopyFrom(mpb.ExpertTarget(expertise=target))
+    return handover
 
 
 def message_text(body: dict[str, Any]) -> tuple[str, str]:

@@ -16,6 +16,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
 from aiohttp import web
@@ -112,6 +113,8 @@ class Console:
             web.get("/api/conversations/{interaction}", self._authed(self.conversation)),
             web.post("/api/conversations/{interaction}/messages", self._authed(self.send)),
             web.post("/api/conversations/{interaction}/end", self._authed(self.end)),
+            web.post("/api/conversations/{interaction}/files", self._authed(self.attach)),
+            web.post("/api/conversations/{interaction}/transfer", self._authed(self.transfer)),
             web.get("/api/customers/{customer}/conversations", self._authed(self.history)),
             web.get("/api/attachments/{attachment}", self._authed(self.attachment)),
             web.get("/api/queues", self._authed(self.queues)),
@@ -301,6 +304,42 @@ class Console:
         )
         return web.json_response(domain.as_json(message))
 
+    async def attach(self, request: web.Request, session: Session) -> web.Response:
+        """A file or an image from the desk: kept by the gateway (which checks it), then sent
+        into the conversation as the agent."""
+        participant = request.headers.get("X-Participant", "")
+        client_id = request.headers.get("X-Message-Id", "")
+        domain.message_text({"text": "file", "id": client_id})  # the id's rules
+        if not participant:
+            raise BadInput({"participant": "required"})
+        if (request.content_length or 0) > domain.MAX_FILE_BYTES:
+            raise BadInput({"file": f"at most {domain.MAX_FILE_BYTES:,} bytes"})
+        data = await request.content.read(domain.MAX_FILE_BYTES + 1)
+        if len(data) > domain.MAX_FILE_BYTES:
+            raise BadInput({"file": f"at most {domain.MAX_FILE_BYTES:,} bytes"})
+        iid = request.match_info["interaction"]
+        kept = await self._platform.attachments.UploadAttachment(
+            gpb.UploadAttachmentRequest(
+                tenant_id=session.tenant_id,
+                interaction_id=iid,
+                name=unquote(request.headers.get("X-Filename", "")),
+                content_type=request.headers.get("Content-Type", ""),
+                content=data,
+            ),
+            metadata=self._md(session),
+        )
+        message = await self._platform.media.Send(
+            mpb.SendRequest(
+                tenant_id=session.tenant_id,
+                interaction_id=iid,
+                participant_id=participant,
+                client_message_id=client_id,
+                content=kept.content,
+            ),
+            metadata=self._md(session),
+        )
+        return web.json_response(domain.as_json(message), status=201)
+
     async def end(self, request: web.Request, session: Session) -> web.Response:
         """End the conversation (wrap-up begins), or close the wrap-up with its disposition."""
         body = await self._body(request)
@@ -317,6 +356,24 @@ class Console:
                 interaction_id=request.match_info["interaction"],
                 participant_id=participant,
                 resolution=resolution,
+            ),
+            metadata=self._md(session),
+        )
+        return web.json_response(domain.as_json(it))
+
+    async def transfer(self, request: web.Request, session: Session) -> web.Response:
+        """Hand the conversation to a queue, an agent or an expert, with a note for them."""
+        body = await self._body(request)
+        participant = body.get("participant")
+        if not isinstance(participant, str) or not participant:
+            raise BadInput({"participant": "required"})
+        handover = domain.transfer(body)
+        handover.participant_id = participant
+        it = await self._platform.media.Transfer(
+            mpb.TransferRequest(
+                tenant_id=session.tenant_id,
+                interaction_id=request.match_info["interaction"],
+                transfer=handover,
             ),
             metadata=self._md(session),
         )

@@ -7,6 +7,8 @@ from typing import Any
 from lianluo.gateway.v1 import gateway_pb2 as pb
 from lianluo.gateway.v1 import gateway_pb2_grpc as rpc
 from lianluo.runtime import auth
+from lianluo.runtime.errors import FieldViolation, InvalidArgument
+from lianluo.services.gateway import domain
 from lianluo.services.gateway.attachments import Attachments
 from lianluo.services.gateway.service import Customers, Platform
 
@@ -66,3 +68,24 @@ class AttachmentApi(rpc.AttachmentServiceServicer):
         )
         link.expire_time.FromDatetime(expires)
         return link
+
+    @auth.needs("interaction:write")
+    async def UploadAttachment(
+        self, request: pb.UploadAttachmentRequest, context: Any
+    ) -> pb.UploadedAttachment:
+        auth.require_tenant(request.tenant_id)
+        await self.platform.may_read(
+            request.tenant_id, request.interaction_id, context.invocation_metadata()
+        )
+        try:
+            kept = await self.attachments.keep(
+                request.tenant_id,
+                request.interaction_id,
+                request.name,
+                request.content_type,
+                request.content,
+            )
+        except domain.BadAttachment as error:
+            field = "content" if error.too_large or "content" in str(error) else "content_type"
+            raise InvalidArgument([FieldViolation(field, str(error))]) from None
+        return pb.UploadedAttachment(attachment_id=kept.id, content=kept.content)

@@ -113,8 +113,10 @@ class Platform:
                 metadata=md,
             )
         except grpc.aio.AioRpcError as error:
-            if error.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND):
-                raise PermissionDenied("this attachment's interaction is not yours") from None
+            if error.code() == grpc.StatusCode.PERMISSION_DENIED:
+                raise PermissionDenied("the interaction is not yours") from None
+            if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise NotFound("interaction", interaction_id) from None
             raise
 
     async def close(self) -> None:

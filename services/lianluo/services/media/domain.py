@@ -78,6 +78,13 @@ def require_open(interaction: pb.Interaction) -> None:
         )
 
 
+def same_role(assigned: int, joining: int) -> bool:
+    """Whether a join in `joining` role finds a participant of `assigned` role: an agent's
+    desk joins as an agent, whether the ACD assigned them as an agent or as an expert."""
+    people = {R.PARTICIPANT_ROLE_AGENT, R.PARTICIPANT_ROLE_EXPERT}
+    return assigned == joining or (assigned in people and joining in people)
+
+
 def ending(it: pb.Interaction, ender: pb.Participant | None, resolution: pb.Resolution) -> str:
     """What End does: "wrap_up" when a conversation with a person ends without the agent's
     disposition (the customer left, or the agent ended it and has yet to say how it went);

@@ -541,7 +541,7 @@ class MediaService:
                 (
                     p
                     for p in change.it.participants
-                    if p.role == join.role
+                    if domain.same_role(p.role, join.role)
                     and (p.subject_id == join.subject_id or p.id == join.subject_id)
                 ),
                 None,

@@ -73,6 +73,12 @@ function said(content) {
   return "";
 }
 
+// A file of the conversation opens through a link the gateway signs for a few minutes.
+async function openFile(file) {
+  const link = await api("GET", `/api/attachments/${file.id}`);
+  window.open(link.url, "_blank", "noopener");
+}
+
 function Transcript({ talk }) {
   const list = useRef(null);
   useEffect(() => {
@@ -83,7 +89,13 @@ function Transcript({ talk }) {
       {talk.items.map((item) =>
         item.kind === "message" ? (
           <li class={item.mine ? "mine" : "theirs"} data-seq={item.seq}>
-            {item.text}
+            {item.file ? (
+              <button type="button" class="link" onClick={() => openFile(item.file)}>
+                {item.file.name}
+              </button>
+            ) : (
+              item.text
+            )}
             {item.mine && talk.readUpto >= item.seq && <span class="read"> · {t("read")}</span>}
           </li>
         ) : (
@@ -125,6 +137,58 @@ function WrapUp({ talk, onClose }) {
         {fields.note && <span class="error">{fields.note}</span>}
       </div>
       <button type="submit">{t("close")}</button>
+    </form>
+  );
+}
+
+// Hand the conversation to a queue, a named agent or an expert in a subject, with a note only
+// staff see; "consult" keeps this agent in the conversation.
+function TransferForm({ talk, onTransfer, onCancel }) {
+  const [fields, setFields] = useState({});
+  async function submit(event) {
+    event.preventDefault();
+    const form = new FormData(event.currentTarget);
+    try {
+      await onTransfer({
+        to: form.get("to"),
+        target: form.get("target"),
+        note: form.get("note"),
+        stay: form.get("stay") === "on",
+      });
+    } catch (refused) {
+      setFields(Object.keys(refused.fields || {}).length ? refused.fields : { target: refused.message });
+    }
+  }
+  const error = (name) => fields[name] && <span class="error">{fields[name]}</span>;
+  return (
+    <form class="transfer" onSubmit={submit} aria-labelledby={`transfer-${talk.id}`}>
+      <h3 id={`transfer-${talk.id}`}>{t("transfer")}</h3>
+      <div class="field">
+        <label for={`to-${talk.id}`}>{t("transferTo")}</label>
+        <select id={`to-${talk.id}`} name="to">
+          <option value="expertise">{t("toExpert")}</option>
+          <option value="queue">{t("toQueue")}</option>
+          <option value="agent_id">{t("toAgent")}</option>
+        </select>
+      </div>
+      <div class="field">
+        <label for={`target-${talk.id}`}>{t("target")}</label>
+        <input id={`target-${talk.id}`} name="target" required aria-invalid={fields.target ? "true" : undefined} />
+        {error("target")}
+      </div>
+      <div class="field">
+        <label for={`tnote-${talk.id}`}>{t("note")}</label>
+        <textarea id={`tnote-${talk.id}`} name="note" rows="2" />
+        {error("note")}
+      </div>
+      <div class="check">
+        <input id={`stay-${talk.id}`} type="checkbox" name="stay" />
+        <label for={`stay-${talk.id}`}>{t("consult")}</label>
+      </div>
+      <button type="submit">{t("transfer")}</button>
+      <button type="button" class="secondary" onClick={onCancel}>
+        {t("cancel")}
+      </button>
     </form>
   );
 }
@@ -200,7 +264,15 @@ export function Desk({ me }) {
         talk.customerName = (it.customer && (it.customer.display_name || it.customer.id)) || talk.customerName;
       } else if (kind === "message") {
         const m = frame.message;
-        talk.items.push({ kind: "message", seq: n, text: said(m.content), mine: m.sender_participant_id === talk.participant });
+        const file = m.content && (m.content.image || m.content.file);
+        const stored = file && /^attachment:/.test(file.uri || "") ? file.uri.slice(11) : "";
+        talk.items.push({
+          kind: "message",
+          seq: n,
+          text: said(m.content),
+          mine: m.sender_participant_id === talk.participant,
+          file: stored ? { id: stored, name: file.name } : null,
+        });
         if (m.sender_participant_id !== talk.participant) talk.typing = false;
       } else if (kind === "typing") {
         if (frame.typing.participant_id !== talk.participant) talk.typing = frame.typing.active;
@@ -209,7 +281,18 @@ export function Desk({ me }) {
       } else if (kind === "state_changed") {
         talk.state = frame.state_changed.to_state;
       } else if (kind === "participant_left") {
-        talk.items.push({ kind: "note", seq: n, text: `${frame.participant_left.display_name || frame.participant_left.role} left` });
+        const who = frame.participant_left;
+        if (who.id === talk.participant) talk.state = "HANDED_OVER";
+        talk.items.push({ kind: "note", seq: n, text: `${who.display_name || who.role} left` });
+      } else if (kind === "participant_joined") {
+        const who = frame.participant_joined;
+        if (who.id !== talk.participant && who.role !== "PARTICIPANT_ROLE_CUSTOMER") {
+          talk.items.push({ kind: "note", seq: n, text: `${who.display_name || who.role} joined` });
+        }
+      } else if (kind === "transfer") {
+        const x = frame.transfer;
+        const to = x.queue || x.agent_id || (x.expert && (x.expert.expertise || x.expert.agent_id)) || "";
+        talk.items.push({ kind: "note", seq: n, text: t("transferNote", { to, note: x.note || "" }) });
       } else if (kind === "ended") {
         talk.state = "INTERACTION_STATE_CLOSED";
         talk.items.push({ kind: "note", seq: n, text: t("ended", { code: (frame.ended.resolution || {}).code || "" }) });
@@ -220,7 +303,12 @@ export function Desk({ me }) {
 
   useEffect(() => {
     link.current = live(
-      () => Object.fromEntries(Object.entries(state.current.talks).filter(([, v]) => v.state !== "INTERACTION_STATE_CLOSED").map(([k, v]) => [k, v.seen || 0])),
+      () =>
+        Object.fromEntries(
+          Object.entries(state.current.talks)
+            .filter(([, v]) => !["INTERACTION_STATE_CLOSED", "HANDED_OVER"].includes(v.state))
+            .map(([k, v]) => [k, v.seen || 0]),
+        ),
       (kind, data) => kind === "frame" && onFrame(data),
       setConnected,
     );
@@ -267,6 +355,34 @@ export function Desk({ me }) {
       change(talk.id, (x) => ({ ...x, draft: "" }));
     } catch (refused) {
       setError(refused.message);
+    }
+  }
+
+  async function transfer(talk, what) {
+    await api("POST", `/api/conversations/${talk.id}/transfer`, { participant: talk.participant, ...what });
+    change(talk.id, (x) => ({ ...x, transferring: false }));
+  }
+
+  async function attach(talk, chosen) {
+    const id = "f" + Date.now().toString(36) + Math.random().toString(36).slice(2, 6);
+    const response = await fetch(`/api/conversations/${talk.id}/files`, {
+      method: "POST",
+      headers: {
+        "X-Requested-With": "lianluo",
+        "Content-Type": chosen.type || "application/octet-stream",
+        "X-Filename": encodeURIComponent(chosen.name),
+        "X-Message-Id": id,
+        "X-Participant": talk.participant,
+      },
+      body: chosen,
+      credentials: "same-origin",
+    });
+    if (!response.ok) {
+      const found = await response.json().catch(() => ({}));
+      const fields = found.fields || {};
+      setError(Object.values(fields)[0] || found.message || found.error || String(response.status));
+    } else {
+      setError("");
     }
   }
 
@@ -336,10 +452,37 @@ export function Desk({ me }) {
                 }}
               />
               <button type="submit">{t("send")}</button>
+              <label class="attach">
+                {t("attach")}
+                <input
+                  type="file"
+                  class="visually-hidden"
+                  accept="image/*,application/pdf,text/plain"
+                  onChange={(e) => {
+                    const chosen = e.currentTarget.files && e.currentTarget.files[0];
+                    e.currentTarget.value = "";
+                    if (chosen) attach(talk, chosen);
+                  }}
+                />
+              </label>
+              <button
+                type="button"
+                class="secondary"
+                onClick={() => change(talk.id, (x) => ({ ...x, transferring: true }))}
+              >
+                {t("transfer")}
+              </button>
               <button type="button" class="secondary" onClick={() => end(talk)}>
                 {t("end")}
               </button>
             </form>
+          )}
+          {talk.state === "INTERACTION_STATE_CONNECTED" && talk.transferring && (
+            <TransferForm
+              talk={talk}
+              onTransfer={(what) => transfer(talk, what)}
+              onCancel={() => change(talk.id, (x) => ({ ...x, transferring: false }))}
+            />
           )}
           {talk.state === "INTERACTION_STATE_WRAP_UP" && <WrapUp talk={talk} onClose={(d, n) => close(talk, d, n)} />}
         </section>
