@@ -101,6 +101,7 @@ class Cell:
                 "LIANLUO_CONSOLE_HTTP_PORT": str(http_port),
                 "LIANLUO_CONSOLE_TENANTS_ADDRESS": self.address("tenants"),
                 "LIANLUO_CONSOLE_MEDIA_ADDRESS": self.address("media"),
+                "LIANLUO_CONSOLE_IVR_ADDRESS": self.address("ivr"),
                 "LIANLUO_CONSOLE_ACD_ADDRESS": self.address("acd"),
                 "LIANLUO_CONSOLE_GATEWAY_ADDRESS": self.address("gateway"),
                 "LIANLUO_CONSOLE_SECURE_COOKIES": "false",

@@ -15,6 +15,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from google.protobuf.message import Message
 
+from lianluo.ivr.v1 import ivr_pb2 as ivr_pb
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 
@@ -213,6 +214,8 @@ class Kind:
     message: type[Message]
     create_request: type[Message]
     list_request: type[Message]
+    # Flows are published, after the IVR's checks, not created as they come.
+    creatable: bool = True
 
 
 ADMIN_KINDS = {
@@ -233,6 +236,16 @@ ADMIN_KINDS = {
         tpb.Agent,
         tpb.CreateAgentRequest,
         tpb.ListAgentsRequest,
+    ),
+    "flows": Kind(
+        "flows",
+        "Flow",
+        "Flows",
+        "flow",
+        tpb.Flow,
+        tpb.PutFlowRequest,
+        tpb.ListFlowsRequest,
+        creatable=False,
     ),
     "users": Kind(
         "users", "User", "Users", "user", tpb.User, tpb.CreateUserRequest, tpb.ListUsersRequest
@@ -258,6 +271,28 @@ def creation(kind: Kind, tenant_id: str, body: dict[str, Any]) -> Message:
             raise BadInput({"password": "required"})
         request.password = password  # type: ignore[attr-defined]
     return request
+
+
+def flow(body: dict[str, Any]) -> tpb.Flow:
+    """The flow a page sends, as the API's JSON names it."""
+    found = body.get("flow")
+    if not isinstance(found, dict):
+        raise BadInput({"flow": "a flow, as JSON"})
+    try:
+        parsed: tpb.Flow = ParseDict(found, tpb.Flow())
+    except ParseError as error:
+        raise BadInput({"flow": str(error)[:300]}) from None
+    return parsed
+
+
+def simulated_inputs(body: dict[str, Any]) -> list[ivr_pb.SimulatedInput]:
+    """The customer's answers a simulation plays, in order (at most 50)."""
+    answers = body.get("inputs", [])
+    if not isinstance(answers, list) or len(answers) > 50:
+        raise BadInput({"inputs": "a list of at most 50 answers"})
+    if not all(isinstance(a, str) and len(a) <= 500 for a in answers):
+        raise BadInput({"inputs": "answers of at most 500 characters"})
+    return [ivr_pb.SimulatedInput(text=a) for a in answers]
 
 
 def now() -> float:

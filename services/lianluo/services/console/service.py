@@ -26,6 +26,8 @@ from lianluo.acd.v1 import acd_pb2 as apb
 from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
 from lianluo.gateway.v1 import gateway_pb2 as gpb
 from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
+from lianluo.ivr.v1 import ivr_pb2 as ivr_pb
+from lianluo.ivr.v1 import ivr_pb2_grpc as ivr_rpc
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
 from lianluo.runtime.logs import get_logger
@@ -78,6 +80,7 @@ class Platform:
             for name, address in (
                 ("tenants", settings.console_tenants_address),
                 ("media", settings.console_media_address),
+                ("ivr", settings.console_ivr_address),
                 ("acd", settings.console_acd_address),
                 ("gateway", settings.console_gateway_address),
             )
@@ -90,6 +93,8 @@ class Platform:
         self.queues = tenants_rpc.QueueServiceStub(tenants)
         self.agents = tenants_rpc.AgentServiceStub(tenants)
         self.users = tenants_rpc.UserServiceStub(tenants)
+        self.flows = tenants_rpc.FlowServiceStub(tenants)
+        self.ivr = ivr_rpc.IvrServiceStub(self._channels["ivr"])
         self.attachments = gateway_rpc.AttachmentServiceStub(self._channels["gateway"])
 
     async def close(self) -> None:
@@ -119,6 +124,8 @@ class Console:
             web.get("/api/attachments/{attachment}", self._authed(self.attachment)),
             web.get("/api/queues", self._authed(self.queues)),
             web.get("/api/live", self._authed(self.live)),
+            web.post("/api/admin/flows/check", self._authed(self.check_flow)),
+            web.post("/api/admin/flows/publish", self._authed(self.publish_flow)),
             web.get("/api/admin/{kind}", self._authed(self.listed)),
             web.post("/api/admin/{kind}", self._authed(self.create)),
         ]
@@ -429,11 +436,47 @@ class Console:
         """A queue, an agent or a person, as the page describes it; the tenants service checks
         it and names what it refuses, field by field."""
         kind = self._kind(request)
+        if not kind.creatable:
+            raise web.HTTPMethodNotAllowed("POST", ["GET"])
         body = await self._body(request)
         create = domain.creation(kind, session.tenant_id, body)
         stub = getattr(self._platform, kind.stub)
         made = await getattr(stub, f"Create{kind.singular}")(create, metadata=self._md(session))
         return web.json_response(domain.as_json(made), status=201)
+
+    async def check_flow(self, request: web.Request, session: Session) -> web.Response:
+        """What the IVR says of a flow before it is published: its problems, and what happens
+        to a customer who answers as the page scripts."""
+        body = await self._body(request)
+        flow = domain.flow(body)
+        inputs = domain.simulated_inputs(body)
+        md = self._md(session)
+        problems = await self._platform.ivr.ValidateFlow(
+            ivr_pb.ValidateFlowRequest(tenant_id=session.tenant_id, flow=flow), metadata=md
+        )
+        run = await self._platform.ivr.SimulateFlow(
+            ivr_pb.SimulateFlowRequest(tenant_id=session.tenant_id, flow=flow, inputs=inputs),
+            metadata=md,
+        )
+        return web.json_response(
+            {"validation": domain.as_json(problems), "simulation": domain.as_json(run)}
+        )
+
+    async def publish_flow(self, request: web.Request, session: Session) -> web.Response:
+        """Store a new version of a flow, only when the IVR finds no error in it."""
+        flow = domain.flow(await self._body(request))
+        md = self._md(session)
+        problems = await self._platform.ivr.ValidateFlow(
+            ivr_pb.ValidateFlowRequest(tenant_id=session.tenant_id, flow=flow), metadata=md
+        )
+        if not problems.valid:
+            return web.json_response(
+                {"error": "invalid_argument", "validation": domain.as_json(problems)}, status=400
+            )
+        stored = await self._platform.flows.PutFlow(
+            tpb.PutFlowRequest(tenant_id=session.tenant_id, flow=flow), metadata=md
+        )
+        return web.json_response(domain.as_json(stored), status=201)
 
     # ------------------------------------------------------------------ live events
 

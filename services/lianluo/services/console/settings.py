@@ -14,6 +14,7 @@ class ConsoleSettings(ServiceSettings):
     # The cell's services the console calls, with the signed-in person's token.
     console_tenants_address: str = "127.0.0.1:50051"
     console_media_address: str = "127.0.0.1:50052"
+    console_ivr_address: str = "127.0.0.1:50053"
     console_acd_address: str = "127.0.0.1:50054"
     console_gateway_address: str = "127.0.0.1:50057"
     # Session cookies only over HTTPS. Off for a console on http://127.0.0.1 (`make run`).

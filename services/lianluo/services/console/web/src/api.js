@@ -6,6 +6,7 @@ export class ApiError extends Error {
     this.status = status;
     this.error = body.error || "";
     this.fields = body.fields || {};
+    this.validation = body.validation || null;
   }
 }
 
