@@ -502,6 +502,57 @@ async def test_a_tenant_admin_sets_up_a_queue_an_agent_a_person_and_a_flow_and_a
 # ---------------------------------------------------------------------- bad input, bad sessions
 
 
+async def test_an_ended_session_asks_to_sign_in_again_and_keeps_what_was_typed(
+    cell: Cell, bank: Bank, page: Page
+) -> None:
+    desk = page
+    await desk.sign_in(bank.console, bank.tenant.name, "li")
+    await _available(desk)
+    async with aiohttp.ClientSession() as http:
+        customer = await WebVisitor.open(http, bank.socket, bank.origin, name="Qian")
+        await customer.next(lambda i: i["type"] == "welcome")
+        await customer.say("Hello?", "c1")
+        await _offer_accepted(desk, "Hello?")
+        await desk.type(".composer textarea", "Your new card ships today")
+        # An admin ends every session of this person (a lost laptop, say).
+        users = rpc.UserServiceStub(grpc.aio.insecure_channel(cell.address("tenants")))
+        key = (("authorization", f"Bearer {bank.key}"),)
+        listed = await users.ListUsers(pb.ListUsersRequest(tenant_id=bank.tenant.id), metadata=key)
+        li = next(u for u in listed.users if u.name == "li")
+        await users.EndSessions(
+            pb.EndSessionsRequest(tenant_id=bank.tenant.id, user_id=li.id), metadata=key
+        )
+        # Sending now is refused: the page asks to sign in again, and the text is still there.
+        async with asyncio.timeout(30):
+            while not await desk.run("return document.querySelector('.overlay')"):
+                await desk.click(".composer button[type=submit]")
+                await asyncio.sleep(0.5)
+        await desk.axe("signed out")
+        draft = await desk.run("return document.querySelector('.composer textarea').value")
+        assert draft == "Your new card ships today"
+        await desk.type(".overlay #login-tenant", bank.tenant.name)
+        await desk.type(".overlay #login-name", "li")
+        await desk.type(".overlay #login-password", PASSWORD)
+        await desk.click(".overlay button[type=submit]")
+        await desk.until("return !document.querySelector('.overlay')")
+        await desk.click(".composer button[type=submit]")
+        await customer.next(lambda i: i.get("text") == "Your new card ships today")
+        await customer.ws.close()
+
+
+async def test_the_console_speaks_chinese_when_asked(bank: Bank, page: Page) -> None:
+    desk = page
+    await desk.sign_in(bank.console, bank.tenant.name, "li")
+    await desk.click_text("中文")
+    await desk.until("return document.documentElement.lang === 'zh-CN'")
+    assert "坐席工作台" in await desk.text() and "状态" in await desk.text()
+    # Kept for the next visit.
+    await asyncio.to_thread(desk.driver.refresh)
+    await desk.until("return document.body.innerText.includes('坐席工作台')")
+    await desk.axe("desk in Chinese")
+    await desk.click_text("English")
+
+
 async def test_the_api_refuses_what_a_page_would_not_send(bank: Bank) -> None:
     api = bank.console + "/api"
     headers = {"X-Requested-With": "lianluo"}
