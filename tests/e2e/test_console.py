@@ -374,7 +374,9 @@ async def test_a_customer_who_leaves_first_ends_in_the_agents_wrap_up(
     assert it.resolution.code == "not_resolved"
 
 
-async def test_a_supervisor_sees_the_queue_change_live(bank: Bank, page: Page) -> None:
+async def test_a_supervisor_sees_the_queue_change_live_and_barges_in(
+    cell: Cell, bank: Bank, page: Page
+) -> None:
     wall = page
     await wall.sign_in(bank.console, bank.tenant.name, "mei")
     await wall.until("return document.querySelector('tr[data-queue=cards]')")
@@ -384,9 +386,37 @@ async def test_a_supervisor_sees_the_queue_change_live(bank: Bank, page: Page) -
     async with aiohttp.ClientSession() as http:
         # Nobody is available: the contact waits, and the wall shows it without a reload.
         customer = await WebVisitor.open(http, bank.socket, bank.origin, name="Wang")
-        await customer.next(lambda i: i["type"] == "welcome")
+        welcome = await customer.next(lambda i: i["type"] == "welcome")
+        await customer.say("Is anyone there?", "c1")
         await wall.until(f"return +{waiting}.textContent > {before}")
+
+        # An agent takes it; the wall lists the live conversation, and the supervisor joins.
+        tch = grpc.aio.insecure_channel(cell.address("tenants"))
+        li = await AgentAtWork(
+            cell, await Session.login(tch, bank.tenant.name, "li", PASSWORD), bank.tenant.id
+        ).start()
+        talk = await li.answer(welcome["interaction"])
+        row = f"tr[data-interaction={json.dumps(welcome['interaction'])}]"
+        await wall.until(
+            f"return document.querySelector({json.dumps(row)})?.innerText.includes('Li Wei')"
+        )
         await wall.shot("supervisor-wall")
+        await wall.click(f"{row} button")
+        await wall.until(
+            "return document.querySelector('.joined .transcript')"
+            "?.innerText.includes('Is anyone there?')"
+        )
+        await wall.axe("supervisor joined")
+        await wall.type(".joined textarea", "Supervisor here, we will sort it out.")
+        await wall.click(".joined button[type=submit]")
+        said = await customer.next(
+            lambda i: i.get("text") == "Supervisor here, we will sort it out."
+        )
+        assert said["from"] == "supervisor"
+        await talk.wait_for(lambda f: f.participant_joined.role == mpb.PARTICIPANT_ROLE_SUPERVISOR)
+        await talk.close()
+        await li.stop()
+        await tch.close()
         # An agent's page is not the supervisor's: the console says so.
         await asyncio.to_thread(wall.driver.get, bank.console + "/#agent")
         await wall.until("return document.querySelector('[role=alert]')")

@@ -474,6 +474,19 @@ async def test_a_supervisor_watches_only_their_queues(world: World) -> None:
         ),
         DENIED,
     )
+    # The live conversations: a supervisor lists those of their queues only; an agent none.
+    live = mpb.ListInteractionsRequest(tenant_id=a.tenant.id)
+    mine = await media.ListInteractions(live, metadata=theirs)
+    assert world.interaction.id in {it.id for it in mine.interactions}
+    others = await media.ListInteractions(live, metadata=not_theirs)
+    assert world.interaction.id not in {it.id for it in others.interactions}
+    await refused(
+        media.ListInteractions(
+            mpb.ListInteractionsRequest(tenant_id=a.tenant.id, queue="cards"), metadata=not_theirs
+        ),
+        DENIED,
+    )
+    await refused(media.ListInteractions(live, metadata=bearer(a.access["li"])), DENIED)
 
 
 # ---------------------------------------------------------------------- across tenants
@@ -1238,6 +1251,13 @@ CELL_CASES: list[Case] = [
             ),
             metadata=_b(w),
         ),
+    ),
+    (
+        "ListInteractions",
+        lambda w: _media(w).ListInteractions(
+            mpb.ListInteractionsRequest(tenant_id=w.a.tenant.id), metadata=_b(w)
+        ),
+        DENIED,
     ),
     *_two(
         "UploadAttachment",

@@ -88,6 +88,11 @@ class MediaServiceStub:
                 request_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.GetInteractionRequest.SerializeToString,
                 response_deserializer=lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.FromString,
                 _registered_method=True)
+        self.ListInteractions = channel.unary_unary(
+                '/lianluo.media.v1.MediaService/ListInteractions',
+                request_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.ListInteractionsRequest.SerializeToString,
+                response_deserializer=lianluo_dot_media_dot_v1_dot_media__pb2.ListInteractionsResponse.FromString,
+                _registered_method=True)
 
 
 class MediaServiceServicer:
@@ -160,6 +165,14 @@ class MediaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListInteractions(self, request, context):
+        """The interactions not ended yet, oldest first: what a supervisor may monitor or join.
+        `routing:read`; a supervisor sees only the queues they watch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MediaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +215,11 @@ def add_MediaServiceServicer_to_server(servicer, server):
                     servicer.GetInteraction,
                     request_deserializer=lianluo_dot_media_dot_v1_dot_media__pb2.GetInteractionRequest.FromString,
                     response_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.SerializeToString,
+            ),
+            'ListInteractions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInteractions,
+                    request_deserializer=lianluo_dot_media_dot_v1_dot_media__pb2.ListInteractionsRequest.FromString,
+                    response_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.ListInteractionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -434,6 +452,33 @@ class MediaService:
             '/lianluo.media.v1.MediaService/GetInteraction',
             lianluo_dot_media_dot_v1_dot_media__pb2.GetInteractionRequest.SerializeToString,
             lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInteractions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.media.v1.MediaService/ListInteractions',
+            lianluo_dot_media_dot_v1_dot_media__pb2.ListInteractionsRequest.SerializeToString,
+            lianluo_dot_media_dot_v1_dot_media__pb2.ListInteractionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,10 @@ class MediaServiceStub:
     """Hands the interaction to a queue, an agent or an expert; the ACD routes it."""
     End: _grpc.UnaryUnaryMultiCallable[_media_pb2.EndRequest, _media_pb2.Interaction]
     GetInteraction: _grpc.UnaryUnaryMultiCallable[_media_pb2.GetInteractionRequest, _media_pb2.Interaction]
+    ListInteractions: _grpc.UnaryUnaryMultiCallable[_media_pb2.ListInteractionsRequest, _media_pb2.ListInteractionsResponse]
+    """The interactions not ended yet, oldest first: what a supervisor may monitor or join.
+    `routing:read`; a supervisor sees only the queues they watch.
+    """
 
 @_typing.type_check_only
 class MediaServiceAsyncStub(MediaServiceStub):
@@ -93,6 +97,10 @@ class MediaServiceAsyncStub(MediaServiceStub):
     """Hands the interaction to a queue, an agent or an expert; the ACD routes it."""
     End: _aio.UnaryUnaryMultiCallable[_media_pb2.EndRequest, _media_pb2.Interaction]  # type: ignore[assignment]
     GetInteraction: _aio.UnaryUnaryMultiCallable[_media_pb2.GetInteractionRequest, _media_pb2.Interaction]  # type: ignore[assignment]
+    ListInteractions: _aio.UnaryUnaryMultiCallable[_media_pb2.ListInteractionsRequest, _media_pb2.ListInteractionsResponse]  # type: ignore[assignment]
+    """The interactions not ended yet, oldest first: what a supervisor may monitor or join.
+    `routing:read`; a supervisor sees only the queues they watch.
+    """
 
 class MediaServiceServicer(metaclass=_abc_1.ABCMeta):
     """The media service owns interactions: one conversation per customer contact, whatever the
@@ -171,5 +179,15 @@ class MediaServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _media_pb2.GetInteractionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_media_pb2.Interaction, _abc.Awaitable[_media_pb2.Interaction]]: ...
+
+    @_abc_1.abstractmethod
+    def ListInteractions(
+        self,
+        request: _media_pb2.ListInteractionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_media_pb2.ListInteractionsResponse, _abc.Awaitable[_media_pb2.ListInteractionsResponse]]:
+        """The interactions not ended yet, oldest first: what a supervisor may monitor or join.
+        `routing:read`; a supervisor sees only the queues they watch.
+        """
 
 def add_MediaServiceServicer_to_server(servicer: MediaServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

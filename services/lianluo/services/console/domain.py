@@ -273,6 +273,22 @@ def creation(kind: Kind, tenant_id: str, body: dict[str, Any]) -> Message:
     return request
 
 
+def summary(it: mpb.Interaction) -> dict[str, Any]:
+    """A live conversation as the wall lists it."""
+    staff = (mpb.PARTICIPANT_ROLE_AGENT, mpb.PARTICIPANT_ROLE_EXPERT)
+    return {
+        "id": it.id,
+        "queue": it.queue,
+        "state": mpb.InteractionState.Name(it.state),
+        "customer": it.customer.display_name or it.customer.id,
+        "agents": [
+            p.display_name or p.subject_id
+            for p in it.participants
+            if p.role in staff and not p.HasField("leave_time")
+        ],
+    }
+
+
 def flow(body: dict[str, Any]) -> tpb.Flow:
     """The flow a page sends, as the API's JSON names it."""
     found = body.get("flow")

@@ -561,14 +561,21 @@ class Console:
     async def _watch(
         self, session: Session, out: asyncio.Queue[tuple[str, dict[str, Any]]]
     ) -> None:
-        last: dict[str, Any] | None = None
+        """The watched queues' figures and their live conversations, sent when they change."""
+        last: dict[str, Any] = {}
         while True:
             try:
                 stats = domain.as_json(await self._figures(session))
                 stats.pop("compute_time", None)
-                if stats != last:
-                    await out.put(("queues", stats))
-                    last = stats
+                live = await self._platform.media.ListInteractions(
+                    mpb.ListInteractionsRequest(tenant_id=session.tenant_id),
+                    metadata=self._md(session),
+                )
+                talks = {"conversations": [domain.summary(it) for it in live.interactions]}
+                for kind, now in (("queues", stats), ("conversations", talks)):
+                    if now != last.get(kind):
+                        await out.put((kind, now))
+                        last[kind] = now
             except grpc.aio.AioRpcError as error:
                 await out.put(("closed", {"interaction": "", "error": error.code().name.lower()}))
                 return

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
 
 from lianluo.domain.urls import is_uri
 from lianluo.media.v1 import media_pb2 as pb
@@ -76,6 +79,18 @@ def require_open(interaction: pb.Interaction) -> None:
         raise FailedPrecondition(
             f"interaction/{interaction.id}", f"the interaction is {state_name(interaction.state)}"
         )
+
+
+def position(after: Any) -> bool:
+    """Whether a page token's position is one this service wrote: a time and an id."""
+    if not isinstance(after, list) or len(after) != 2:
+        return False
+    try:
+        datetime.fromisoformat(str(after[0]))
+        uuid.UUID(str(after[1]))
+    except ValueError:
+        return False
+    return True
 
 
 def same_role(assigned: int, joining: int) -> bool:

@@ -65,6 +65,12 @@ class MediaApi(rpc.MediaServiceServicer):
     async def GetInteraction(self, request: pb.GetInteractionRequest, _: Any) -> pb.Interaction:
         return await self.media.get(request.tenant_id, request.interaction_id)
 
+    @auth.needs("routing:read")
+    async def ListInteractions(
+        self, request: pb.ListInteractionsRequest, _: Any
+    ) -> pb.ListInteractionsResponse:
+        return await self.media.list_open(request)
+
     @auth.needs("interaction:write")
     async def Connect(
         self, requests: AsyncIterator[pb.ClientFrame], context: Any

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -53,6 +54,29 @@ class Repository:
             limit,
         )
         return found
+
+    async def open_interactions(
+        self,
+        conn: asyncpg.Connection,
+        tid: uuid.UUID,
+        queues: list[str] | None,
+        after: list[str] | None,
+        limit: int,
+    ) -> list[tuple[pb.Interaction, list[str]]]:
+        """Interactions not ended (of `queues`, when given), oldest first, after the position
+        `after` ([created_at, id]); each with its own position."""
+        rows = await conn.fetch(
+            "select doc, created_at, id from interactions where tenant_id = $1 "
+            "and state not in (7, 8, 9) and ($2::text[] is null or doc->>'queue' = any($2)) "
+            "and ($3::timestamptz is null or (created_at, id) > ($3, $4::uuid)) "
+            "order by created_at, id limit $5",
+            tid,
+            queues,
+            datetime.fromisoformat(after[0]) if after else None,
+            uuid.UUID(after[1]) if after else None,
+            limit,
+        )
+        return [(_interaction(r["doc"]), [r["created_at"].isoformat(), str(r["id"])]) for r in rows]
 
     async def get(
         self, conn: asyncpg.Connection, tid: uuid.UUID, iid: uuid.UUID, *, lock: bool = False

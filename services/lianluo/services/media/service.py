@@ -17,7 +17,7 @@ from lianluo.acd.v1 import acd_pb2
 from lianluo.common.v1 import common_pb2
 from lianluo.events.v1 import interaction_pb2, ivr_pb2, routing_pb2
 from lianluo.media.v1 import media_pb2 as pb
-from lianluo.runtime import auth, contract, outbox
+from lianluo.runtime import auth, contract, outbox, paging
 from lianluo.runtime.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -342,6 +342,35 @@ class MediaService:
             r.callback_number = it.customer.address
         envelope = contract.envelope(contract.ROUTING_REQUEST, PRODUCER, it.tenant_id, req)
         await outbox.enqueue(change.conn, self._routing_topic, envelope)
+
+    async def list_open(self, req: pb.ListInteractionsRequest) -> pb.ListInteractionsResponse:
+        """The tenant's interactions not ended yet, oldest first, in the queues the caller
+        may watch (a supervisor: their own)."""
+        who = auth.require_tenant(req.tenant_id)
+        if req.queue and not who.watches(req.queue):
+            raise PermissionDenied(f"the caller does not watch the queue {req.queue!r}")
+        queues: list[str] | None = None
+        if req.queue:
+            queues = [req.queue]
+        elif who.role == auth.SUPERVISOR:
+            queues = list(who.queues)
+        size = paging.page_size(req.page.page_size)
+        scope = f"media/open/{req.tenant_id}/{req.queue}"
+        after = None
+        if req.page.page_token:
+            after = paging.decode_token(req.page.page_token, scope)
+            if not domain.position(after):
+                bad = FieldViolation("page.page_token", "not a token of this list")
+                raise InvalidArgument([bad])
+        tid = _uuid(req.tenant_id, "tenant_id")
+        if tid is None:
+            raise NotFound("tenant", req.tenant_id)
+        async with self._pool.acquire() as conn:
+            found = await self._repo.open_interactions(conn, tid, queues, after, size + 1)
+        out = pb.ListInteractionsResponse(interactions=[it for it, _ in found[:size]])
+        if len(found) > size:
+            out.page.next_page_token = paging.encode_token(scope, found[size - 1][1])
+        return out
 
     async def get(self, tenant_id: str, interaction_id: str) -> pb.Interaction:
         auth.require_tenant(tenant_id)

@@ -1,5 +1,6 @@
 import { useEffect, useRef, useState } from "preact/hooks";
-import { api, live, seq } from "./api.js";
+import { Transcript, applyFrame } from "./talk.jsx";
+import { api, live } from "./api.js";
 import { t } from "./i18n.js";
 
 const DISPOSITIONS = ["resolved", "follow_up", "not_resolved", "callback", "spam"];
@@ -60,51 +61,6 @@ function Offer({ offer, onAnswer }) {
         </button>
       </div>
     </li>
-  );
-}
-
-function said(content) {
-  if (!content) return "";
-  if (content.text) return content.text;
-  if (content.image) return `[${content.image.name}]`;
-  if (content.file) return `[${content.file.name}]`;
-  if (content.location) return `[${content.location.label || ""} ${content.location.latitude},${content.location.longitude}]`;
-  if (content.form) return (content.form.fields || []).map((f) => `${f.label || f.name}: ${f.value || ""}`).join("\n");
-  return "";
-}
-
-// A file of the conversation opens through a link the gateway signs for a few minutes.
-async function openFile(file) {
-  const link = await api("GET", `/api/attachments/${file.id}`);
-  window.open(link.url, "_blank", "noopener");
-}
-
-function Transcript({ talk }) {
-  const list = useRef(null);
-  useEffect(() => {
-    if (list.current) list.current.scrollTop = list.current.scrollHeight;
-  });
-  return (
-    <ol class="transcript" ref={list} aria-live="polite" aria-label={t("conversations")}>
-      {talk.items.map((item) =>
-        item.kind === "message" ? (
-          <li class={item.mine ? "mine" : "theirs"} data-seq={item.seq}>
-            {item.file ? (
-              <button type="button" class="link" onClick={() => openFile(item.file)}>
-                {item.file.name}
-              </button>
-            ) : (
-              item.text
-            )}
-            {item.mine && talk.readUpto >= item.seq && <span class="read"> · {t("read")}</span>}
-          </li>
-        ) : (
-          <li class="note" data-seq={item.seq}>
-            {item.text}
-          </li>
-        ),
-      )}
-    </ol>
   );
 }
 
@@ -253,52 +209,7 @@ export function Desk({ me }) {
       }
       return;
     }
-    change(interaction, (talk) => {
-      const n = seq(frame);
-      if (n && n <= talk.seen) return talk;
-      if (n) talk.seen = n;
-      talk.items = [...talk.items];
-      if (kind === "joined") {
-        talk.participant = frame.joined.participant_id;
-        const it = frame.joined.interaction || {};
-        talk.customerName = (it.customer && (it.customer.display_name || it.customer.id)) || talk.customerName;
-      } else if (kind === "message") {
-        const m = frame.message;
-        const file = m.content && (m.content.image || m.content.file);
-        const stored = file && /^attachment:/.test(file.uri || "") ? file.uri.slice(11) : "";
-        talk.items.push({
-          kind: "message",
-          seq: n,
-          text: said(m.content),
-          mine: m.sender_participant_id === talk.participant,
-          file: stored ? { id: stored, name: file.name } : null,
-        });
-        if (m.sender_participant_id !== talk.participant) talk.typing = false;
-      } else if (kind === "typing") {
-        if (frame.typing.participant_id !== talk.participant) talk.typing = frame.typing.active;
-      } else if (kind === "read") {
-        if (frame.read.participant_id !== talk.participant) talk.readUpto = Number(frame.read.sequence);
-      } else if (kind === "state_changed") {
-        talk.state = frame.state_changed.to_state;
-      } else if (kind === "participant_left") {
-        const who = frame.participant_left;
-        if (who.id === talk.participant) talk.state = "HANDED_OVER";
-        talk.items.push({ kind: "note", seq: n, text: `${who.display_name || who.role} left` });
-      } else if (kind === "participant_joined") {
-        const who = frame.participant_joined;
-        if (who.id !== talk.participant && who.role !== "PARTICIPANT_ROLE_CUSTOMER") {
-          talk.items.push({ kind: "note", seq: n, text: `${who.display_name || who.role} joined` });
-        }
-      } else if (kind === "transfer") {
-        const x = frame.transfer;
-        const to = x.queue || x.agent_id || (x.expert && (x.expert.expertise || x.expert.agent_id)) || "";
-        talk.items.push({ kind: "note", seq: n, text: t("transferNote", { to, note: x.note || "" }) });
-      } else if (kind === "ended") {
-        talk.state = "INTERACTION_STATE_CLOSED";
-        talk.items.push({ kind: "note", seq: n, text: t("ended", { code: (frame.ended.resolution || {}).code || "" }) });
-      }
-      return talk;
-    });
+    change(interaction, (talk) => applyFrame(talk, frame, kind));
   }
 
   useEffect(() => {

@@ -1,6 +1,7 @@
-import { useEffect, useState } from "preact/hooks";
-import { live } from "./api.js";
+import { useEffect, useRef, useState } from "preact/hooks";
+import { api, live } from "./api.js";
 import { t } from "./i18n.js";
+import { Transcript, applyFrame } from "./talk.jsx";
 
 // The wall: every watched queue's figures, live. A queue whose longest wait passes its
 // service-level threshold, or whose service level is under target, is flagged.
@@ -15,17 +16,77 @@ function alerting(q) {
 
 const fixed = (n) => (n || 0).toFixed(1);
 
+// A supervisor joins a live conversation (media adds them as a participant, which every side
+// sees), reads it from the start, and may speak in it: barging in.
+function Joined({ talk, onSend }) {
+  const [draft, setDraft] = useState("");
+  return (
+    <section class="talk joined" aria-label={t("joinedConversation")}>
+      <h3>
+        {t("customer")}: {talk.customerName || talk.id.slice(0, 8)}
+      </h3>
+      <Transcript talk={talk} />
+      <form
+        class="composer"
+        onSubmit={(e) => {
+          e.preventDefault();
+          if (draft.trim()) onSend(draft.trim()).then(() => setDraft(""));
+        }}
+      >
+        <label for={`wall-draft-${talk.id}`} class="visually-hidden">
+          {t("message")}
+        </label>
+        <textarea id={`wall-draft-${talk.id}`} rows="2" value={draft} onInput={(e) => setDraft(e.currentTarget.value)} />
+        <button type="submit">{t("send")}</button>
+      </form>
+    </section>
+  );
+}
+
 export function Wall() {
   const [queues, setQueues] = useState([]);
+  const [conversations, setConversations] = useState([]);
+  const [joined, setJoined] = useState({});
+  const [error, setError] = useState("");
   const [connected, setConnected] = useState(true);
+  const state = useRef({ joined });
+  state.current.joined = joined;
+  const link = useRef(null);
   useEffect(() => {
-    const link = live(
-      () => ({}),
-      (kind, data) => kind === "queues" && setQueues(data.queues || []),
+    link.current = live(
+      () => Object.fromEntries(Object.values(state.current.joined).map((x) => [x.id, x.seen || 0])),
+      (kind, data) => {
+        if (kind === "queues") setQueues(data.queues || []);
+        if (kind === "conversations") setConversations(data.conversations || []);
+        if (kind === "frame" && data.interaction) {
+          const fk = Object.keys(data.frame).find((k) => !["interaction_id", "sequence", "time"].includes(k));
+          setJoined((all) =>
+            all[data.interaction] ? { ...all, [data.interaction]: applyFrame({ ...all[data.interaction] }, data.frame, fk) } : all,
+          );
+        }
+      },
       setConnected,
     );
-    return () => link.close();
+    return () => link.current.close();
   }, []);
+
+  function join(c) {
+    const talk = { id: c.id, seen: 0, items: [], participant: "", customerName: c.customer };
+    state.current.joined = { ...state.current.joined, [c.id]: talk };
+    setJoined(state.current.joined);
+    link.current.reopen();
+  }
+
+  async function send(talk, text) {
+    const id = "s" + Date.now().toString(36) + Math.random().toString(36).slice(2, 6);
+    try {
+      await api("POST", `/api/conversations/${talk.id}/messages`, { text, id, participant: talk.participant });
+      setError("");
+    } catch (refused) {
+      setError(refused.message);
+    }
+  }
+
   return (
     <section class="wall" aria-labelledby="queues-title">
       <h2 id="queues-title">{t("queues")}</h2>
@@ -60,6 +121,45 @@ export function Wall() {
           ))}
         </tbody>
       </table>
+      <h2 id="conversations-title">{t("liveConversations")}</h2>
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+      <table aria-labelledby="conversations-title" class="conversations">
+        <thead>
+          <tr>
+            <th scope="col">{t("customer")}</th>
+            <th scope="col">{t("queue")}</th>
+            <th scope="col">{t("state")}</th>
+            <th scope="col">{t("agents")}</th>
+            <th scope="col">
+              <span class="visually-hidden">{t("join")}</span>
+            </th>
+          </tr>
+        </thead>
+        <tbody>
+          {conversations.map((c) => (
+            <tr data-interaction={c.id}>
+              <th scope="row">{c.customer}</th>
+              <td>{c.queue}</td>
+              <td>{c.state.replace("INTERACTION_STATE_", "").toLowerCase()}</td>
+              <td>{c.agents.join(", ")}</td>
+              <td>
+                {!joined[c.id] && (
+                  <button type="button" onClick={() => join(c)}>
+                    {t("join")}
+                  </button>
+                )}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {Object.values(joined).map((talk) => (
+        <Joined talk={talk} onSend={(text) => send(talk, text)} />
+      ))}
     </section>
   );
 }
