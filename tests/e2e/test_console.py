@@ -14,6 +14,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -527,6 +528,72 @@ async def test_a_tenant_admin_sets_up_a_queue_an_agent_a_person_and_a_flow_and_a
     await talk.close()
     await at_work.stop()
     await tch.close()
+
+
+async def test_a_supervisor_reads_a_historical_report_and_exports_it(
+    cell: Cell, bank: Bank, page: Page
+) -> None:
+    # A contact answered and closed today, so the report has something to count.
+    tch = grpc.aio.insecure_channel(cell.address("tenants"))
+    session = await Session.login(tch, bank.tenant.name, "li", PASSWORD)
+    li = await AgentAtWork(cell, session, bank.tenant.id).start()
+    async with aiohttp.ClientSession() as http:
+        customer = await WebVisitor.open(http, bank.socket, bank.origin, name="Sun")
+        welcome = await customer.next(lambda i: i["type"] == "welcome")
+        await customer.say("Report me", "c1")
+        talk = await li.answer(welcome["interaction"])
+        await media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media"))).End(
+            mpb.EndRequest(
+                tenant_id=bank.tenant.id,
+                interaction_id=welcome["interaction"],
+                resolution=mpb.Resolution(code="resolved"),
+            ),
+            metadata=await session.metadata(),
+        )
+        await customer.ws.close()
+    await talk.close()
+    await li.stop()
+    await tch.close()
+
+    wall = page
+    await wall.sign_in(bank.console, bank.tenant.name, "mei")
+    await asyncio.to_thread(wall.driver.get, bank.console + "/#reports")
+    await wall.until("return document.querySelector('form.report-query')")
+    # A range that ends before it starts is named beside the field.
+    await wall.run(
+        "const e = document.querySelector('#report-to'); e.value = '2020-01-01';"
+        "e.dispatchEvent(new Event('input', {bubbles: true}))"
+    )
+    await wall.click("form.report-query button[type=submit]")
+    await wall.until("return document.querySelector('form.report-query .error')")
+    today = datetime.now(UTC).date().isoformat()
+    await wall.run(
+        "const e = document.querySelector('#report-to'); e.value = arguments[0];"
+        "e.dispatchEvent(new Event('input', {bubbles: true}))",
+        today,
+    )
+    await wall.click("form.report-query button[type=submit]")
+    answered = "document.querySelector('tr[data-key=cards] [data-figure=answered]')"
+    await wall.until(f"return +{answered}?.textContent >= 1")
+    await wall.until("return document.querySelector('svg.chart')")
+    await wall.axe("reports")
+    await wall.shot("reports")
+    # The same figures as CSV.
+    csv_text = await asyncio.to_thread(
+        wall.driver.execute_async_script,
+        "const done = arguments[arguments.length - 1];"
+        "fetch(document.querySelector('a[download]').href).then(r => r.text()).then(done);",
+    )
+    lines = csv_text.strip().splitlines()
+    assert lines[0].startswith("key,entered,answered,abandoned")
+    assert any(line.startswith("cards,") for line in lines[1:]), lines
+    # By channel: the web chat's contacts are the web's.
+    await wall.run(
+        "const s = document.querySelector('#report-group'); s.value = 'channel';"
+        "s.dispatchEvent(new Event('change', {bubbles: true}))"
+    )
+    await wall.click("form.report-query button[type=submit]")
+    await wall.until("return document.querySelector('tr[data-key=CHANNEL_WEB]')")
 
 
 # ---------------------------------------------------------------------- bad input, bad sessions

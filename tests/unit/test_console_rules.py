@@ -31,8 +31,8 @@ def test_a_session_cookie_opens_only_as_sealed_by_this_cell() -> None:
 
 def test_each_role_is_offered_its_pages() -> None:
     assert domain.pages(tpb.ROLE_AGENT) == ("agent",)
-    assert domain.pages(tpb.ROLE_SUPERVISOR) == ("supervisor",)
-    assert domain.pages(tpb.ROLE_TENANT_ADMIN) == ("supervisor", "admin")
+    assert domain.pages(tpb.ROLE_SUPERVISOR) == ("supervisor", "reports")
+    assert domain.pages(tpb.ROLE_TENANT_ADMIN) == ("supervisor", "reports", "admin")
     assert domain.pages(tpb.ROLE_UNSPECIFIED) == ()
 
 

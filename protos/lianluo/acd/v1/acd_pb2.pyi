@@ -135,6 +135,32 @@ OFFER_STATE_WITHDRAWN: OfferState.ValueType  # 5
 """Taken back: the customer left, or the interaction was assigned or overflowed elsewhere."""
 Global___OfferState: _TypeAlias = OfferState  # noqa: Y015
 
+class _ReportGrouping:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReportGroupingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReportGrouping.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REPORT_GROUPING_UNSPECIFIED: _ReportGrouping.ValueType  # 0
+    REPORT_GROUPING_QUEUE: _ReportGrouping.ValueType  # 1
+    REPORT_GROUPING_AGENT: _ReportGrouping.ValueType  # 2
+    """The agents who answered: their answers and handle time."""
+    REPORT_GROUPING_CHANNEL: _ReportGrouping.ValueType  # 3
+    """The channel the contacts came by (unspecified for contacts stored before channels were)."""
+
+class ReportGrouping(_ReportGrouping, metaclass=_ReportGroupingEnumTypeWrapper):
+    """One queue's live figures. Averages and rates cover the request's window; counts of waiting
+    interactions and agents are current.
+    """
+
+REPORT_GROUPING_UNSPECIFIED: ReportGrouping.ValueType  # 0
+REPORT_GROUPING_QUEUE: ReportGrouping.ValueType  # 1
+REPORT_GROUPING_AGENT: ReportGrouping.ValueType  # 2
+"""The agents who answered: their answers and handle time."""
+REPORT_GROUPING_CHANNEL: ReportGrouping.ValueType  # 3
+"""The channel the contacts came by (unspecified for contacts stored before channels were)."""
+Global___ReportGrouping: _TypeAlias = ReportGrouping  # noqa: Y015
+
 @_typing.final
 class MediaLoad(_message.Message):
     """An agent's capacity for one media and how much of it is in use."""
@@ -689,11 +715,118 @@ class ErlangCAdvice(_message.Message):
 Global___ErlangCAdvice: _TypeAlias = ErlangCAdvice  # noqa: Y015
 
 @_typing.final
-class QueueFigures(_message.Message):
-    """One queue's live figures. Averages and rates cover the request's window; counts of waiting
-    interactions and agents are current.
+class ReportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    group_by: Global___ReportGrouping.ValueType
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """From start_time (included) to end_time (excluded): at most 366 days."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        group_by: Global___ReportGrouping.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "group_by", b"group_by", "start_time", b"start_time", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportRequest: _TypeAlias = ReportRequest  # noqa: Y015
+
+@_typing.final
+class ReportRow(_message.Message):
+    """One group's figures over the range. For agents, entered, abandoned, overflowed, service
+    level and abandonment do not apply and are 0.
     """
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    ENTERED_FIELD_NUMBER: _builtins.int
+    ANSWERED_FIELD_NUMBER: _builtins.int
+    ABANDONED_FIELD_NUMBER: _builtins.int
+    OVERFLOWED_FIELD_NUMBER: _builtins.int
+    SERVICE_LEVEL_PERCENT_FIELD_NUMBER: _builtins.int
+    ASA_SECONDS_FIELD_NUMBER: _builtins.int
+    AHT_SECONDS_FIELD_NUMBER: _builtins.int
+    ABANDONMENT_PERCENT_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The queue's name, the agent's id, or the channel (for example "CHANNEL_WEB")."""
+    entered: _builtins.int
+    answered: _builtins.int
+    abandoned: _builtins.int
+    overflowed: _builtins.int
+    service_level_percent: _builtins.float
+    asa_seconds: _builtins.float
+    aht_seconds: _builtins.float
+    abandonment_percent: _builtins.float
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        entered: _builtins.int = ...,
+        answered: _builtins.int = ...,
+        abandoned: _builtins.int = ...,
+        overflowed: _builtins.int = ...,
+        service_level_percent: _builtins.float = ...,
+        asa_seconds: _builtins.float = ...,
+        aht_seconds: _builtins.float = ...,
+        abandonment_percent: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned", "abandonment_percent", b"abandonment_percent", "aht_seconds", b"aht_seconds", "answered", b"answered", "asa_seconds", b"asa_seconds", "entered", b"entered", "key", b"key", "overflowed", b"overflowed", "service_level_percent", b"service_level_percent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportRow: _TypeAlias = ReportRow  # noqa: Y015
+
+@_typing.final
+class ReportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
+    group_by: Global___ReportGrouping.ValueType
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportRow]: ...
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        rows: _abc.Iterable[Global___ReportRow] | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        group_by: Global___ReportGrouping.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "group_by", b"group_by", "rows", b"rows", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportResponse: _TypeAlias = ReportResponse  # noqa: Y015
+
+@_typing.final
+class QueueFigures(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUE_FIELD_NUMBER: _builtins.int

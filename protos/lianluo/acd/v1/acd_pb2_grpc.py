@@ -65,6 +65,11 @@ class AcdServiceStub:
                 request_serializer=lianluo_dot_acd_dot_v1_dot_acd__pb2.QueueStatsRequest.SerializeToString,
                 response_deserializer=lianluo_dot_acd_dot_v1_dot_acd__pb2.QueueStatsResponse.FromString,
                 _registered_method=True)
+        self.Report = channel.unary_unary(
+                '/lianluo.acd.v1.AcdService/Report',
+                request_serializer=lianluo_dot_acd_dot_v1_dot_acd__pb2.ReportRequest.SerializeToString,
+                response_deserializer=lianluo_dot_acd_dot_v1_dot_acd__pb2.ReportResponse.FromString,
+                _registered_method=True)
 
 
 class AcdServiceServicer:
@@ -111,6 +116,14 @@ class AcdServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Report(self, request, context):
+        """Historical figures over any range of time, by queue, by agent or by channel, from the
+        stored contact history, with the same definitions as QueueStats.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AcdServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -133,6 +146,11 @@ def add_AcdServiceServicer_to_server(servicer, server):
                     servicer.QueueStats,
                     request_deserializer=lianluo_dot_acd_dot_v1_dot_acd__pb2.QueueStatsRequest.FromString,
                     response_serializer=lianluo_dot_acd_dot_v1_dot_acd__pb2.QueueStatsResponse.SerializeToString,
+            ),
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=lianluo_dot_acd_dot_v1_dot_acd__pb2.ReportRequest.FromString,
+                    response_serializer=lianluo_dot_acd_dot_v1_dot_acd__pb2.ReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -254,6 +272,33 @@ class AcdService:
             '/lianluo.acd.v1.AcdService/QueueStats',
             lianluo_dot_acd_dot_v1_dot_acd__pb2.QueueStatsRequest.SerializeToString,
             lianluo_dot_acd_dot_v1_dot_acd__pb2.QueueStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.acd.v1.AcdService/Report',
+            lianluo_dot_acd_dot_v1_dot_acd__pb2.ReportRequest.SerializeToString,
+            lianluo_dot_acd_dot_v1_dot_acd__pb2.ReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

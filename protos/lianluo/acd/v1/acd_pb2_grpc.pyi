@@ -55,6 +55,10 @@ class AcdServiceStub:
     """
     QueueStats: _grpc.UnaryUnaryMultiCallable[_acd_pb2.QueueStatsRequest, _acd_pb2.QueueStatsResponse]
     """Live figures per queue, with Erlang C staffing advice."""
+    Report: _grpc.UnaryUnaryMultiCallable[_acd_pb2.ReportRequest, _acd_pb2.ReportResponse]
+    """Historical figures over any range of time, by queue, by agent or by channel, from the
+    stored contact history, with the same definitions as QueueStats.
+    """
 
 @_typing.type_check_only
 class AcdServiceAsyncStub(AcdServiceStub):
@@ -83,6 +87,10 @@ class AcdServiceAsyncStub(AcdServiceStub):
     """
     QueueStats: _aio.UnaryUnaryMultiCallable[_acd_pb2.QueueStatsRequest, _acd_pb2.QueueStatsResponse]  # type: ignore[assignment]
     """Live figures per queue, with Erlang C staffing advice."""
+    Report: _aio.UnaryUnaryMultiCallable[_acd_pb2.ReportRequest, _acd_pb2.ReportResponse]  # type: ignore[assignment]
+    """Historical figures over any range of time, by queue, by agent or by channel, from the
+    stored contact history, with the same definitions as QueueStats.
+    """
 
 class AcdServiceServicer(metaclass=_abc_1.ABCMeta):
     """The ACD owns a tenant's routing state: agent presence and capacity, waiting interactions and
@@ -132,5 +140,15 @@ class AcdServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_acd_pb2.QueueStatsResponse, _abc.Awaitable[_acd_pb2.QueueStatsResponse]]:
         """Live figures per queue, with Erlang C staffing advice."""
+
+    @_abc_1.abstractmethod
+    def Report(
+        self,
+        request: _acd_pb2.ReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_acd_pb2.ReportResponse, _abc.Awaitable[_acd_pb2.ReportResponse]]:
+        """Historical figures over any range of time, by queue, by agent or by channel, from the
+        stored contact history, with the same definitions as QueueStats.
+        """
 
 def add_AcdServiceServicer_to_server(servicer: AcdServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

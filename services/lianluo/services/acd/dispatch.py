@@ -468,7 +468,14 @@ class TenantRouting:
         self.changes.decisions.append((event_type, Decision(interaction_id, explanation, case)))
 
     def log(self, contact: Contact, event: str, now: datetime, agent_id: str = "") -> None:
-        entry = ContactLog(contact.interaction_id, contact.needs.queue, event, now, agent_id)
+        entry = ContactLog(
+            contact.interaction_id,
+            contact.needs.queue,
+            event,
+            now,
+            agent_id,
+            contact.requirements.channel if event == ENTERED else 0,
+        )
         self.changes.contact_log.append(entry)
 
     def _close(self, pending: PendingOffer, state: int, now: datetime) -> None:

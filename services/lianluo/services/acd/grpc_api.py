@@ -29,3 +29,7 @@ class AcdServicer(rpc.AcdServiceServicer):
     @auth.needs("routing:read")
     async def QueueStats(self, request: acd.QueueStatsRequest, _: Any) -> acd.QueueStatsResponse:
         return await self.api.queue_stats(request)
+
+    @auth.needs("routing:read")
+    async def Report(self, request: acd.ReportRequest, _: Any) -> acd.ReportResponse:
+        return await self.api.report(request)

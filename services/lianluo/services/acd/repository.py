@@ -189,10 +189,11 @@ class Repository:
 
         if changes.contact_log:
             await conn.executemany(
-                "insert into contact_log (tenant_id, interaction_id, queue, event, at, agent_id) "
-                "values ($1, $2, $3, $4, $5, $6)",
+                "insert into contact_log "
+                "(tenant_id, interaction_id, queue, event, at, agent_id, channel) "
+                "values ($1, $2, $3, $4, $5, $6, $7)",
                 [
-                    (tenant_id, e.interaction_id, e.queue, e.event, e.at, e.agent_id)
+                    (tenant_id, e.interaction_id, e.queue, e.event, e.at, e.agent_id, e.channel)
                     for e in changes.contact_log
                 ],
             )
@@ -296,13 +297,7 @@ class Repository:
         """What the queue figures of a window starting at `since` need: every step of the
         contacts with a step in the window (an answer in it needs its earlier entry), and each
         agent's presence changes in the window with the one in force when it began."""
-        contacts = await conn.fetch(
-            "select interaction_id, queue, event, at, agent_id from contact_log "
-            "where tenant_id = $1 and interaction_id in (select interaction_id from contact_log "
-            "where tenant_id = $1 and at >= $2) order by at",
-            tenant_id,
-            since,
-        )
+        contacts = await self.contacts_since(conn, tenant_id, since)
         presence = await conn.fetch(
             "(select distinct on (agent_id) agent_id, presence, at from presence_log "
             "where tenant_id = $1 and at < $2 order by agent_id, at desc) union all "
@@ -310,13 +305,32 @@ class Repository:
             tenant_id,
             since,
         )
-        return (
-            [
-                ContactLog(r["interaction_id"], r["queue"], r["event"], r["at"], r["agent_id"])
-                for r in contacts
-            ],
-            [PresenceLog(r["agent_id"], r["presence"], r["at"]) for r in presence],
+        return contacts, [PresenceLog(r["agent_id"], r["presence"], r["at"]) for r in presence]
+
+    async def contacts_since(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: str,
+        since: datetime,
+        until: datetime | None = None,
+    ) -> list[ContactLog]:
+        """Every step of the contacts with a step from `since` (to `until`): an answer in the
+        range needs its earlier entry."""
+        rows = await conn.fetch(
+            "select interaction_id, queue, event, at, agent_id, channel from contact_log "
+            "where tenant_id = $1 and interaction_id in (select interaction_id from contact_log "
+            "where tenant_id = $1 and at >= $2 and ($3::timestamptz is null or at < $3)) "
+            "order by at",
+            tenant_id,
+            since,
+            until,
         )
+        return [
+            ContactLog(
+                r["interaction_id"], r["queue"], r["event"], r["at"], r["agent_id"], r["channel"]
+            )
+            for r in rows
+        ]
 
     async def offer(
         self, conn: asyncpg.Connection, tenant_id: str, offer_id: str

@@ -7,7 +7,7 @@ received them: they are published on `agent.event` and applied in order by the t
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -24,7 +24,7 @@ from lianluo.services.acd.repository import Repository
 from lianluo.services.acd.router import build_routing, now_utc
 from lianluo.services.acd.settings import AcdSettings
 from lianluo.services.acd.state import stamp
-from lianluo.services.acd.stats import queue_figures
+from lianluo.services.acd.stats import Window, queue_figures, report
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 MAX_REASON = 200
@@ -268,6 +268,45 @@ class AcdApi:
             window_seconds=window,
             compute_time=stamp(now),
         )
+
+    async def report(self, request: acd.ReportRequest) -> acd.ReportResponse:
+        """Figures over a range of time, by queue, agent or channel, of the queues the caller
+        watches (a supervisor: their own)."""
+        tenant_id = self._tenant(request.tenant_id)
+        start = request.start_time.ToDatetime(tzinfo=UTC)
+        end = request.end_time.ToDatetime(tzinfo=UTC)
+        v = Violations()
+        v.check(request.HasField("start_time"), "start_time", "must be set")
+        v.check(request.HasField("end_time"), "end_time", "must be set")
+        v.check(start < end, "end_time", "must be after start_time")
+        v.check(
+            end - start <= timedelta(days=MAX_REPORT_DAYS),
+            "end_time",
+            f"at most {MAX_REPORT_DAYS} days after start_time",
+        )
+        v.check(request.group_by != acd.REPORT_GROUPING_UNSPECIFIED, "group_by", "must be set")
+        v.raise_if_any()
+        who = auth.current_principal()
+        queues = sorted(
+            (q for q in self._view.all(tenant_id, "queue") if who.watches(q.name)),
+            key=lambda q: q.name,
+        )
+        names = {q.name for q in queues}
+        async with self._pool.acquire() as conn:
+            contacts = await self._repo.contacts_since(conn, tenant_id, start, end)
+        # Only the contacts of the queues the caller watches, whatever the grouping.
+        seen = {c.interaction_id for c in contacts if c.queue in names}
+        mine = [c for c in contacts if c.interaction_id in seen]
+        out = acd.ReportResponse(
+            rows=report(queues, mine, Window(start, end), request.group_by),
+            group_by=request.group_by,
+        )
+        out.start_time.CopyFrom(request.start_time)
+        out.end_time.CopyFrom(request.end_time)
+        return out
+
+
+MAX_REPORT_DAYS = 366
 
 
 def _require_watch(queue: str) -> None:

@@ -157,6 +157,8 @@ class ContactLog:
     event: str
     at: datetime
     agent_id: str = ""
+    # The channel the contact came by (common.Channel), on its entry.
+    channel: int = 0
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ event happened.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from lianluo.acd.v1 import acd_pb2 as acd
@@ -52,6 +52,74 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+@dataclass
+class Tally:
+    """What happened to contacts in a window, summed over queues: counts, waits of answered
+    contacts, handle times, and the spans each agent handled."""
+
+    entered: int = 0
+    answered: int = 0
+    abandoned: int = 0
+    overflowed: int = 0
+    within: int = 0
+    late_abandons: int = 0
+    waits: list[float] = field(default_factory=list)
+    handles: list[float] = field(default_factory=list)
+    handling: dict[str, list[tuple[datetime, datetime]]] = field(default_factory=dict)
+
+    @property
+    def service_level_percent(self) -> float:
+        counted = self.answered + self.late_abandons
+        return 100.0 * self.within / counted if counted else 0.0
+
+    @property
+    def abandonment_percent(self) -> float:
+        return 100.0 * self.abandoned / self.entered if self.entered else 0.0
+
+
+def tally(
+    queue: str,
+    threshold: int,
+    contacts: Iterable[ContactLog],
+    window: Window,
+    into: Tally | None = None,
+    agent_id: str = "",
+) -> Tally:
+    """Add to `into` what happened in the window to the contacts of one queue; with
+    `agent_id`, only their answers and handling."""
+    out = into if into is not None else Tally()
+    entered: dict[str, datetime] = {}
+    answered: dict[str, tuple[datetime, str]] = {}
+    for e in sorted(contacts, key=lambda e: (e.at, e.interaction_id)):
+        if e.event == ENTERED and e.queue == queue:
+            entered[e.interaction_id] = e.at
+            out.entered += e.at in window and not agent_id
+        elif e.queue not in (queue, ""):
+            continue  # the same interaction in another queue (after an overflow or transfer)
+        elif e.event == ANSWERED and e.interaction_id in entered:
+            if agent_id and e.agent_id != agent_id:
+                continue
+            answered[e.interaction_id] = (e.at, e.agent_id)
+            if e.at in window:
+                wait = (e.at - entered[e.interaction_id]).total_seconds()
+                out.answered += 1
+                out.waits.append(wait)
+                out.within += wait <= threshold
+        elif agent_id and e.event in (ABANDONED, OVERFLOWED):
+            continue
+        elif e.event == ABANDONED and e.interaction_id in entered and e.at in window:
+            out.abandoned += 1
+            out.late_abandons += (e.at - entered[e.interaction_id]).total_seconds() > threshold
+        elif e.event == OVERFLOWED and e.interaction_id in entered and e.at in window:
+            out.overflowed += 1
+        elif e.event == ENDED and e.interaction_id in answered:
+            start, agent = answered.pop(e.interaction_id)
+            if e.at in window:
+                out.handles.append((e.at - start).total_seconds())
+            out.handling.setdefault(agent, []).append((start, e.at))
+    return out
+
+
 def history_figures(
     queue: pb.Queue,
     contacts: Iterable[ContactLog],
@@ -60,47 +128,69 @@ def history_figures(
     window: Window,
 ) -> acd.QueueFigures:
     """The window's figures for one queue from what happened to its contacts and agents."""
-    entered: dict[str, datetime] = {}
-    answered: dict[str, tuple[datetime, str]] = {}
-    out = acd.QueueFigures(queue=queue.name, service_level=queue.service_level)
-    waits: list[float] = []
-    handles: list[float] = []
-    within = late_abandons = 0
-    threshold = queue.service_level.threshold_seconds
-    handling: dict[str, list[tuple[datetime, datetime]]] = {}
-    for e in sorted(contacts, key=lambda e: (e.at, e.interaction_id)):
-        if e.event == ENTERED and e.queue == queue.name:
-            entered[e.interaction_id] = e.at
-            out.entered += e.at in window
-        elif e.queue not in (queue.name, ""):
-            continue  # the same interaction in another queue (after an overflow or transfer)
-        elif e.event == ANSWERED and e.interaction_id in entered:
-            answered[e.interaction_id] = (e.at, e.agent_id)
-            if e.at in window:
-                wait = (e.at - entered[e.interaction_id]).total_seconds()
-                out.answered += 1
-                waits.append(wait)
-                within += wait <= threshold
-        elif e.event == ABANDONED and e.interaction_id in entered and e.at in window:
-            out.abandoned += 1
-            late_abandons += (e.at - entered[e.interaction_id]).total_seconds() > threshold
-        elif e.event == OVERFLOWED and e.interaction_id in entered and e.at in window:
-            out.overflowed += 1
-        elif e.event == ENDED and e.interaction_id in answered:
-            start, agent_id = answered[e.interaction_id]
-            if e.at in window:
-                handles.append((e.at - start).total_seconds())
-            handling.setdefault(agent_id, []).append((start, e.at))
-    counted = out.answered + late_abandons
-    out.service_level_percent = 100.0 * within / counted if counted else 0.0
-    out.asa_seconds = _mean(waits)
-    out.aht_seconds = _mean(handles)
-    out.abandonment_percent = 100.0 * out.abandoned / out.entered if out.entered else 0.0
-    busy = sum(_union_seconds(handling.get(a, []), window) for a in agent_ids)
+    t = tally(queue.name, queue.service_level.threshold_seconds, contacts, window)
+    out = acd.QueueFigures(
+        queue=queue.name,
+        service_level=queue.service_level,
+        entered=t.entered,
+        answered=t.answered,
+        abandoned=t.abandoned,
+        overflowed=t.overflowed,
+        service_level_percent=t.service_level_percent,
+        asa_seconds=_mean(t.waits),
+        aht_seconds=_mean(t.handles),
+        abandonment_percent=t.abandonment_percent,
+    )
+    busy = sum(_union_seconds(t.handling.get(a, []), window) for a in agent_ids)
     signed_in = sum(_working_seconds(presence, a, window) for a in agent_ids)
     out.occupancy_percent = min(100.0, 100.0 * busy / signed_in) if signed_in else 0.0
     _advise(out, queue, window)
     return out
+
+
+def report(
+    queues: list[pb.Queue],
+    contacts: list[ContactLog],
+    window: Window,
+    group_by: int,
+) -> list[acd.ReportRow]:
+    """The window's figures by queue, by agent (who answered) or by channel (each contact's
+    own), with the definitions of the live figures, summed over the queues given."""
+    groups: dict[str, list[ContactLog]] = {}
+    if group_by == acd.REPORT_GROUPING_QUEUE:
+        groups = {q.name: contacts for q in queues}
+    elif group_by == acd.REPORT_GROUPING_CHANNEL:
+        channel = {c.interaction_id: c.channel for c in contacts if c.event == ENTERED}
+        for c in contacts:
+            key = common.Channel.Name(channel.get(c.interaction_id, 0))  # type: ignore[arg-type]
+            groups.setdefault(key, []).append(c)
+    else:
+        agents = sorted({c.agent_id for c in contacts if c.event == ANSWERED and c.agent_id})
+        groups = {a: contacts for a in agents}
+    rows = []
+    for key, members in sorted(groups.items()):
+        t = Tally()
+        for q in queues:
+            if group_by == acd.REPORT_GROUPING_QUEUE and q.name != key:
+                continue
+            agent = key if group_by == acd.REPORT_GROUPING_AGENT else ""
+            tally(q.name, q.service_level.threshold_seconds, members, window, t, agent)
+        rows.append(
+            acd.ReportRow(
+                key=key,
+                entered=t.entered,
+                answered=t.answered,
+                abandoned=t.abandoned,
+                overflowed=t.overflowed,
+                service_level_percent=0.0
+                if group_by == acd.REPORT_GROUPING_AGENT
+                else t.service_level_percent,
+                asa_seconds=_mean(t.waits),
+                aht_seconds=_mean(t.handles),
+                abandonment_percent=t.abandonment_percent,
+            )
+        )
+    return rows
 
 
 def _union_seconds(spans: list[tuple[datetime, datetime]], window: Window) -> float:

@@ -4,17 +4,21 @@ pages, what each role may open, and the dispositions a wrap-up takes."""
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
 import hmac
+import io
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from google.protobuf.message import Message
 
+from lianluo.acd.v1 import acd_pb2 as apb
 from lianluo.ivr.v1 import ivr_pb2 as ivr_pb
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.tenants.v1 import tenants_pb2 as tpb
@@ -24,8 +28,8 @@ COOKIE = "lianluo_console"
 # this only decides what the console offers.
 PAGES = {
     tpb.ROLE_AGENT: ("agent",),
-    tpb.ROLE_SUPERVISOR: ("supervisor",),
-    tpb.ROLE_TENANT_ADMIN: ("supervisor", "admin"),
+    tpb.ROLE_SUPERVISOR: ("supervisor", "reports"),
+    tpb.ROLE_TENANT_ADMIN: ("supervisor", "reports", "admin"),
 }
 # How a conversation ended, as the agent says in wrap-up: the interaction's resolution code,
 # which the closed-loop notices match.
@@ -271,6 +275,58 @@ def creation(kind: Kind, tenant_id: str, body: dict[str, Any]) -> Message:
             raise BadInput({"password": "required"})
         request.password = password  # type: ignore[attr-defined]
     return request
+
+
+GROUPINGS = {
+    "queue": apb.REPORT_GROUPING_QUEUE,
+    "agent": apb.REPORT_GROUPING_AGENT,
+    "channel": apb.REPORT_GROUPING_CHANNEL,
+}
+REPORT_COLUMNS = (
+    "key",
+    "entered",
+    "answered",
+    "abandoned",
+    "overflowed",
+    "service_level_percent",
+    "asa_seconds",
+    "aht_seconds",
+    "abandonment_percent",
+)
+
+
+def report_request(tenant_id: str, query: Mapping[str, str]) -> apb.ReportRequest:
+    """A report over whole days (UTC), from `from` to `to` included, grouped as asked."""
+    fields = {}
+    days = []
+    for name in ("from", "to"):
+        try:
+            days.append(date.fromisoformat(query.get(name, "")))
+        except ValueError:
+            fields[name] = "a date, such as 2026-01-31"
+    group = GROUPINGS.get(query.get("group_by", "queue"))
+    if group is None:
+        fields["group_by"] = "one of queue, agent, channel"
+    if not fields and days[1] < days[0]:
+        fields["to"] = "on or after from"
+    if fields:
+        raise BadInput(fields)
+    ask = apb.ReportRequest(tenant_id=tenant_id, group_by=group or apb.REPORT_GROUPING_QUEUE)
+    start = datetime.combine(days[0], time(), UTC)
+    ask.start_time.FromDatetime(start)
+    ask.end_time.FromDatetime(datetime.combine(days[1], time(), UTC) + timedelta(days=1))
+    return ask
+
+
+def report_csv(found: apb.ReportResponse) -> str:
+    """The report as CSV, one row per group, figures rounded to a tenth."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(REPORT_COLUMNS)
+    for row in found.rows:
+        values = [getattr(row, c) for c in REPORT_COLUMNS]
+        writer.writerow([round(v, 1) if isinstance(v, float) else v for v in values])
+    return out.getvalue()
 
 
 def summary(it: mpb.Interaction) -> dict[str, Any]:

@@ -123,6 +123,8 @@ class Console:
             web.get("/api/customers/{customer}/conversations", self._authed(self.history)),
             web.get("/api/attachments/{attachment}", self._authed(self.attachment)),
             web.get("/api/queues", self._authed(self.queues)),
+            web.get("/api/reports", self._authed(self.report)),
+            web.get("/api/reports.csv", self._authed(self.report_csv)),
             web.get("/api/live", self._authed(self.live)),
             web.post("/api/admin/flows/check", self._authed(self.check_flow)),
             web.post("/api/admin/flows/publish", self._authed(self.publish_flow)),
@@ -415,6 +417,24 @@ class Console:
 
     async def queues(self, request: web.Request, session: Session) -> web.Response:
         return web.json_response(domain.as_json(await self._figures(session)))
+
+    async def _report(self, request: web.Request, session: Session) -> apb.ReportResponse:
+        ask = domain.report_request(session.tenant_id, request.query)
+        found: apb.ReportResponse = await self._platform.acd.Report(ask, metadata=self._md(session))
+        return found
+
+    async def report(self, request: web.Request, session: Session) -> web.Response:
+        return web.json_response(domain.as_json(await self._report(request, session)))
+
+    async def report_csv(self, request: web.Request, session: Session) -> web.Response:
+        found = await self._report(request, session)
+        q = request.query
+        name = f"lianluo-{q.get('group_by', 'queue')}-{q.get('from')}-{q.get('to')}.csv"
+        return web.Response(
+            text=domain.report_csv(found),
+            content_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     # ------------------------------------------------------------------ administration
 

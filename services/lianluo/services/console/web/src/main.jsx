@@ -6,8 +6,9 @@ import { Login } from "./login.jsx";
 import { Desk } from "./agent.jsx";
 import { Wall } from "./supervisor.jsx";
 import { Admin } from "./admin.jsx";
+import { Reports } from "./reports.jsx";
 
-const PAGES = { agent: "desk", supervisor: "wall", admin: "admin" };
+const PAGES = { agent: "desk", supervisor: "wall", reports: "reports", admin: "admin" };
 
 function page(me) {
   const wanted = location.hash.replace(/^#\/?/, "");
@@ -70,6 +71,7 @@ function App() {
         {wanted && wanted !== current && <p role="alert">{t("notAllowed")}</p>}
         {current === "agent" && <Desk me={me} />}
         {current === "supervisor" && <Wall me={me} />}
+        {current === "reports" && <Reports />}
         {current === "admin" && <Admin />}
       </main>
       {expired && (
