@@ -550,6 +550,15 @@ async def test_a_supervisor_reads_a_historical_report_and_exports_it(
             ),
             metadata=await session.metadata(),
         )
+        # The customer rates the chat from the widget: five stars.
+        origin = {"Origin": bank.origin}
+        rate = bank.origin + welcome["rate"]
+        assert (await http.post(rate, json={"score": 9}, headers=origin)).status == 400
+        assert (await http.post(rate, json={"score": 5}, headers=origin)).status == 200
+        again = await http.post(rate, json={"score": 1}, headers=origin)
+        assert again.status == 409, "rated twice"
+        forged = await http.post(rate.replace("signature=", "signature=0"), json={"score": 1})
+        assert forged.status == 403
         await customer.ws.close()
     await talk.close()
     await li.stop()
@@ -575,6 +584,12 @@ async def test_a_supervisor_reads_a_historical_report_and_exports_it(
     await wall.click("form.report-query button[type=submit]")
     answered = "document.querySelector('tr[data-key=cards] [data-figure=answered]')"
     await wall.until(f"return +{answered}?.textContent >= 1")
+    csat = "document.querySelector('tr[data-key=cards] [data-figure=csat]')"
+    async with asyncio.timeout(30):  # the rating reaches the ACD's history through an event
+        while float(await wall.run(f"return {csat}?.textContent") or 0) < 1:
+            await wall.click("form.report-query button[type=submit]")
+            await asyncio.sleep(0.5)
+    assert float(await wall.run(f"return {csat}.textContent")) == 5.0
     await wall.until("return document.querySelector('svg.chart')")
     await wall.axe("reports")
     await wall.shot("reports")
@@ -673,7 +688,7 @@ async def test_the_api_refuses_what_a_page_would_not_send(bank: Bank) -> None:
             json={"tenant": bank.tenant.name, "name": "mei", "password": PASSWORD},
             headers=headers,
         )
-        assert signed.status == 200 and (await signed.json())["pages"] == ["supervisor"]
+        assert signed.status == 200 and (await signed.json())["pages"] == ["supervisor", "reports"]
         # The session cookie is HTTP-only and same-site.
         cookie = signed.headers["Set-Cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie

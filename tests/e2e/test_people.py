@@ -1015,6 +1015,12 @@ def _next_year() -> timestamp_pb2.Timestamp:
     return stamp
 
 
+def _when(days: int) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(datetime.now(UTC) + timedelta(days=days))
+    return stamp
+
+
 def _two(rpc_name: str, call: Callable[[World, str], Awaitable[Any]]) -> list[Case]:
     """Naming A's tenant is refused; naming A's resource under B is not found."""
     return [
@@ -1133,6 +1139,31 @@ CELL_CASES: list[Case] = [
             apb.QueueStatsRequest(tenant_id=w.a.tenant.id), metadata=_b(w)
         ),
         DENIED,
+    ),
+    (
+        "Report",
+        lambda w: _acd(w).Report(
+            apb.ReportRequest(
+                tenant_id=w.a.tenant.id,
+                start_time=_when(-1),
+                end_time=_when(0),
+                group_by=apb.REPORT_GROUPING_QUEUE,
+            ),
+            metadata=_b(w),
+        ),
+        DENIED,
+    ),
+    *_two(
+        "Rate",
+        lambda w, t: _media(w).Rate(
+            mpb.RateRequest(
+                tenant_id=t,
+                interaction_id=w.interaction.id,
+                participant_id=w.interaction.participants[0].id,
+                rating=mpb.Rating(score=5),
+            ),
+            metadata=_b(w),
+        ),
     ),
     (
         "ValidateFlow",

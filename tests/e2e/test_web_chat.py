@@ -24,6 +24,7 @@ from lianluo.devstack.clients import Session, WebVisitor
 from lianluo.gateway.v1 import gateway_pb2 as gpb
 from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
 from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.media.v1 import media_pb2_grpc as mpb_rpc
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 pytestmark = pytest.mark.integration
@@ -409,6 +410,27 @@ async def test_the_widget_chats_and_resumes_in_headless_chromium(
             "const img = document.querySelector('#lianluo-chat li.me img');"
             "return img && img.complete && img.naturalWidth === 2",
         )
+        # The agent closes the chat; the widget asks for a rating, and the customer gives five.
+        media = mpb_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
+        await media.End(
+            mpb.EndRequest(
+                tenant_id=t.id,
+                interaction_id=kept["interaction"],
+                resolution=mpb.Resolution(code="resolved"),
+            ),
+            metadata=await shop.li.metadata(),
+        )
+        await _until(driver, "return document.querySelector('#lianluo-chat li.rating button')")
+        await asyncio.to_thread(
+            driver.execute_script,
+            "document.querySelector('#lianluo-chat li.rating button[data-score=\"5\"]').click()",
+        )
+        await _until_shown(driver, "Thank you for your rating.")
+        rated = await media.GetInteraction(
+            mpb.GetInteractionRequest(tenant_id=t.id, interaction_id=kept["interaction"]),
+            metadata=(("authorization", f"Bearer {shop.key}"),),
+        )
+        assert rated.rating.score == 5
         await talk.close()
     finally:
         await asyncio.to_thread(driver.quit)

@@ -763,6 +763,8 @@ class ReportRow(_message.Message):
     ASA_SECONDS_FIELD_NUMBER: _builtins.int
     AHT_SECONDS_FIELD_NUMBER: _builtins.int
     ABANDONMENT_PERCENT_FIELD_NUMBER: _builtins.int
+    RATED_FIELD_NUMBER: _builtins.int
+    CSAT_AVERAGE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The queue's name, the agent's id, or the channel (for example "CHANNEL_WEB")."""
     entered: _builtins.int
@@ -773,6 +775,9 @@ class ReportRow(_message.Message):
     asa_seconds: _builtins.float
     aht_seconds: _builtins.float
     abandonment_percent: _builtins.float
+    rated: _builtins.int
+    """The customers' ratings (CSAT) given in the range, and their mean (1 to 5; 0 for none)."""
+    csat_average: _builtins.float
     def __init__(
         self,
         *,
@@ -785,10 +790,12 @@ class ReportRow(_message.Message):
         asa_seconds: _builtins.float = ...,
         aht_seconds: _builtins.float = ...,
         abandonment_percent: _builtins.float = ...,
+        rated: _builtins.int = ...,
+        csat_average: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned", "abandonment_percent", b"abandonment_percent", "aht_seconds", b"aht_seconds", "answered", b"answered", "asa_seconds", b"asa_seconds", "entered", b"entered", "key", b"key", "overflowed", b"overflowed", "service_level_percent", b"service_level_percent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned", "abandonment_percent", b"abandonment_percent", "aht_seconds", b"aht_seconds", "answered", b"answered", "asa_seconds", b"asa_seconds", "csat_average", b"csat_average", "entered", b"entered", "key", b"key", "overflowed", b"overflowed", "rated", b"rated", "service_level_percent", b"service_level_percent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from lianluo.media.v1 import media_pb2 as lianluo_dot_media_dot_v1_dot_media__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#lianluo/events/v1/interaction.proto\x12\x11lianluo.events.v1\x1a\x1clianluo/media/v1/media.proto\"\xaa\x04\n\x10InteractionEvent\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x30\n\x07\x63reated\x18\n \x01(\x0b\x32\x1d.lianluo.media.v1.InteractionH\x00\x12\x36\n\rstate_changed\x18\x0b \x01(\x0b\x32\x1d.lianluo.media.v1.StateChangeH\x00\x12,\n\x07message\x18\x0c \x01(\x0b\x32\x19.lianluo.media.v1.MessageH\x00\x12\x31\n\x0bmedia_added\x18\r \x01(\x0b\x32\x1a.lianluo.media.v1.MediaLegH\x00\x12\x33\n\rmedia_removed\x18\x0e \x01(\x0b\x32\x1a.lianluo.media.v1.MediaLegH\x00\x12;\n\x12participant_joined\x18\x0f \x01(\x0b\x32\x1d.lianluo.media.v1.ParticipantH\x00\x12\x39\n\x10participant_left\x18\x10 \x01(\x0b\x32\x1d.lianluo.media.v1.ParticipantH\x00\x12\x38\n\x12transfer_requested\x18\x11 \x01(\x0b\x32\x1a.lianluo.media.v1.TransferH\x00\x12\x31\n\x05\x65nded\x18\x12 \x01(\x0b\x32 .lianluo.media.v1.InteractionEndH\x00\x42\x07\n\x05\x65ventb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#lianluo/events/v1/interaction.proto\x12\x11lianluo.events.v1\x1a\x1clianluo/media/v1/media.proto\"\xd5\x04\n\x10InteractionEvent\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x30\n\x07\x63reated\x18\n \x01(\x0b\x32\x1d.lianluo.media.v1.InteractionH\x00\x12\x36\n\rstate_changed\x18\x0b \x01(\x0b\x32\x1d.lianluo.media.v1.StateChangeH\x00\x12,\n\x07message\x18\x0c \x01(\x0b\x32\x19.lianluo.media.v1.MessageH\x00\x12\x31\n\x0bmedia_added\x18\r \x01(\x0b\x32\x1a.lianluo.media.v1.MediaLegH\x00\x12\x33\n\rmedia_removed\x18\x0e \x01(\x0b\x32\x1a.lianluo.media.v1.MediaLegH\x00\x12;\n\x12participant_joined\x18\x0f \x01(\x0b\x32\x1d.lianluo.media.v1.ParticipantH\x00\x12\x39\n\x10participant_left\x18\x10 \x01(\x0b\x32\x1d.lianluo.media.v1.ParticipantH\x00\x12\x38\n\x12transfer_requested\x18\x11 \x01(\x0b\x32\x1a.lianluo.media.v1.TransferH\x00\x12\x31\n\x05\x65nded\x18\x12 \x01(\x0b\x32 .lianluo.media.v1.InteractionEndH\x00\x12)\n\x05rated\x18\x13 \x01(\x0b\x32\x18.lianluo.media.v1.RatingH\x00\x42\x07\n\x05\x65ventb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lianluo.events.v1.interacti
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INTERACTIONEVENT']._serialized_start=89
-  _globals['_INTERACTIONEVENT']._serialized_end=643
+  _globals['_INTERACTIONEVENT']._serialized_end=686
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,7 @@ class InteractionEvent(_message.Message):
     PARTICIPANT_LEFT_FIELD_NUMBER: _builtins.int
     TRANSFER_REQUESTED_FIELD_NUMBER: _builtins.int
     ENDED_FIELD_NUMBER: _builtins.int
+    RATED_FIELD_NUMBER: _builtins.int
     interaction_id: _builtins.str
     sequence: _builtins.int
     """Its place on the interaction's timeline (the numbering of Connect frames). Numbers can be
@@ -69,7 +70,13 @@ class InteractionEvent(_message.Message):
 
     @_builtins.property
     def ended(self) -> _media_pb2.InteractionEnd:
-        """With the resolution; the last event of the interaction."""
+        """With the resolution; the last event of the conversation (only the customer's rating
+        may follow).
+        """
+
+    @_builtins.property
+    def rated(self) -> _media_pb2.Rating:
+        """The customer's rating (CSAT), after the conversation ended for them."""
 
     def __init__(
         self,
@@ -85,12 +92,13 @@ class InteractionEvent(_message.Message):
         participant_left: _media_pb2.Participant | None = ...,
         transfer_requested: _media_pb2.Transfer | None = ...,
         ended: _media_pb2.InteractionEnd | None = ...,
+        rated: _media_pb2.Rating | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "ended", b"ended", "event", b"event", "media_added", b"media_added", "media_removed", b"media_removed", "message", b"message", "participant_joined", b"participant_joined", "participant_left", b"participant_left", "state_changed", b"state_changed", "transfer_requested", b"transfer_requested"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "ended", b"ended", "event", b"event", "media_added", b"media_added", "media_removed", b"media_removed", "message", b"message", "participant_joined", b"participant_joined", "participant_left", b"participant_left", "rated", b"rated", "state_changed", b"state_changed", "transfer_requested", b"transfer_requested"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "ended", b"ended", "event", b"event", "interaction_id", b"interaction_id", "media_added", b"media_added", "media_removed", b"media_removed", "message", b"message", "participant_joined", b"participant_joined", "participant_left", b"participant_left", "sequence", b"sequence", "state_changed", b"state_changed", "transfer_requested", b"transfer_requested"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "ended", b"ended", "event", b"event", "interaction_id", b"interaction_id", "media_added", b"media_added", "media_removed", b"media_removed", "message", b"message", "participant_joined", b"participant_joined", "participant_left", b"participant_left", "rated", b"rated", "sequence", b"sequence", "state_changed", b"state_changed", "transfer_requested", b"transfer_requested"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["created", "state_changed", "message", "media_added", "media_removed", "participant_joined", "participant_left", "transfer_requested", "ended"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["created", "state_changed", "message", "media_added", "media_removed", "participant_joined", "participant_left", "transfer_requested", "ended", "rated"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

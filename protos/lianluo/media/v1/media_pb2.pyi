@@ -482,6 +482,7 @@ class Interaction(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     COLLECTED_DATA_FIELD_NUMBER: _builtins.int
+    RATING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     channel: _common_pb2.Channel.ValueType
@@ -517,6 +518,10 @@ class Interaction(_message.Message):
         IVR's flow starts with these variables, and routing carries them as collected data.
         """
 
+    @_builtins.property
+    def rating(self) -> Global___Rating:
+        """The customer's rating, once given."""
+
     def __init__(
         self,
         *,
@@ -537,10 +542,11 @@ class Interaction(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         collected_data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        rating: Global___Rating | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "customer", b"customer", "end_time", b"end_time", "entry", b"entry", "entry_flow", b"entry_flow", "entry_queue", b"entry_queue", "resolution", b"resolution", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "customer", b"customer", "end_time", b"end_time", "entry", b"entry", "entry_flow", b"entry_flow", "entry_queue", b"entry_queue", "rating", b"rating", "resolution", b"resolution", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "collected_data", b"collected_data", "create_time", b"create_time", "customer", b"customer", "end_time", b"end_time", "entry", b"entry", "entry_flow", b"entry_flow", "entry_queue", b"entry_queue", "id", b"id", "intent", b"intent", "last_sequence", b"last_sequence", "media", b"media", "participants", b"participants", "queue", b"queue", "resolution", b"resolution", "state", b"state", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "collected_data", b"collected_data", "create_time", b"create_time", "customer", b"customer", "end_time", b"end_time", "entry", b"entry", "entry_flow", b"entry_flow", "entry_queue", b"entry_queue", "id", b"id", "intent", b"intent", "last_sequence", b"last_sequence", "media", b"media", "participants", b"participants", "queue", b"queue", "rating", b"rating", "resolution", b"resolution", "state", b"state", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["entry_flow", "entry_queue"]  # noqa: Y015
     _WhichOneofArgType_entry: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
@@ -1038,6 +1044,7 @@ class ServerFrame(_message.Message):
     OFFER_CLOSED_FIELD_NUMBER: _builtins.int
     TYPING_FIELD_NUMBER: _builtins.int
     READ_FIELD_NUMBER: _builtins.int
+    RATED_FIELD_NUMBER: _builtins.int
     interaction_id: _builtins.str
     sequence: _builtins.int
     """Its place on the interaction's timeline; 0 for frames outside it (joined, offers)."""
@@ -1077,6 +1084,10 @@ class ServerFrame(_message.Message):
 
     @_builtins.property
     def read(self) -> Global___Receipt: ...
+    @_builtins.property
+    def rated(self) -> Global___Rating:
+        """The customer's rating, on the timeline after the end."""
+
     def __init__(
         self,
         *,
@@ -1097,12 +1108,13 @@ class ServerFrame(_message.Message):
         offer_closed: Global___OfferClosed | None = ...,
         typing: Global___Typing | None = ...,
         read: Global___Receipt | None = ...,
+        rated: Global___Rating | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ended", b"ended", "frame", b"frame", "joined", b"joined", "media_added", b"media_added", "media_removed", b"media_removed", "message", b"message", "offer", b"offer", "offer_closed", b"offer_closed", "participant_joined", b"participant_joined", "participant_left", b"participant_left", "prompt", b"prompt", "read", b"read", "state_changed", b"state_changed", "time", b"time", "transfer", b"transfer", "typing", b"typing"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ended", b"ended", "frame", b"frame", "joined", b"joined", "media_added", b"media_added", "media_removed", b"media_removed", "message", b"message", "offer", b"offer", "offer_closed", b"offer_closed", "participant_joined", b"participant_joined", "participant_left", b"participant_left", "prompt", b"prompt", "rated", b"rated", "read", b"read", "state_changed", b"state_changed", "time", b"time", "transfer", b"transfer", "typing", b"typing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended", b"ended", "frame", b"frame", "interaction_id", b"interaction_id", "joined", b"joined", "media_added", b"media_added", "media_removed", b"media_removed", "message", b"message", "offer", b"offer", "offer_closed", b"offer_closed", "participant_joined", b"participant_joined", "participant_left", b"participant_left", "prompt", b"prompt", "read", b"read", "sequence", b"sequence", "state_changed", b"state_changed", "time", b"time", "transfer", b"transfer", "typing", b"typing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended", b"ended", "frame", b"frame", "interaction_id", b"interaction_id", "joined", b"joined", "media_added", b"media_added", "media_removed", b"media_removed", "message", b"message", "offer", b"offer", "offer_closed", b"offer_closed", "participant_joined", b"participant_joined", "participant_left", b"participant_left", "prompt", b"prompt", "rated", b"rated", "read", b"read", "sequence", b"sequence", "state_changed", b"state_changed", "time", b"time", "transfer", b"transfer", "typing", b"typing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["joined", "message", "state_changed", "participant_joined", "participant_left", "media_added", "media_removed", "prompt", "transfer", "ended", "offer", "offer_closed", "typing", "read"]  # noqa: Y015
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["joined", "message", "state_changed", "participant_joined", "participant_left", "media_added", "media_removed", "prompt", "transfer", "ended", "offer", "offer_closed", "typing", "read", "rated"]  # noqa: Y015
     _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
 
@@ -1353,6 +1365,67 @@ class EndRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EndRequest: _TypeAlias = EndRequest  # noqa: Y015
+
+@_typing.final
+class RateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    INTERACTION_ID_FIELD_NUMBER: _builtins.int
+    PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
+    RATING_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    interaction_id: _builtins.str
+    participant_id: _builtins.str
+    """The customer participant who rates."""
+    @_builtins.property
+    def rating(self) -> Global___Rating: ...
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        interaction_id: _builtins.str = ...,
+        participant_id: _builtins.str = ...,
+        rating: Global___Rating | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rating", b"rating"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interaction_id", b"interaction_id", "participant_id", b"participant_id", "rating", b"rating", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateRequest: _TypeAlias = RateRequest  # noqa: Y015
+
+@_typing.final
+class Rating(_message.Message):
+    """The customer's satisfaction with a conversation (CSAT)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCORE_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    RATE_TIME_FIELD_NUMBER: _builtins.int
+    score: _builtins.int
+    """1 (very unsatisfied) to 5 (very satisfied)."""
+    comment: _builtins.str
+    @_builtins.property
+    def rate_time(self) -> _timestamp_pb2.Timestamp:
+        """Server-set."""
+
+    def __init__(
+        self,
+        *,
+        score: _builtins.int = ...,
+        comment: _builtins.str = ...,
+        rate_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate_time", b"rate_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "rate_time", b"rate_time", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Rating: _TypeAlias = Rating  # noqa: Y015
 
 @_typing.final
 class GetInteractionRequest(_message.Message):

@@ -83,6 +83,11 @@ class MediaServiceStub:
                 request_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.EndRequest.SerializeToString,
                 response_deserializer=lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.FromString,
                 _registered_method=True)
+        self.Rate = channel.unary_unary(
+                '/lianluo.media.v1.MediaService/Rate',
+                request_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.RateRequest.SerializeToString,
+                response_deserializer=lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.FromString,
+                _registered_method=True)
         self.GetInteraction = channel.unary_unary(
                 '/lianluo.media.v1.MediaService/GetInteraction',
                 request_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.GetInteractionRequest.SerializeToString,
@@ -159,6 +164,14 @@ class MediaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rate(self, request, context):
+        """The customer rates the conversation once it has ended for them (wrap-up or closed): a
+        score of 1 to 5 and a comment. Once per interaction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetInteraction(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -209,6 +222,11 @@ def add_MediaServiceServicer_to_server(servicer, server):
             'End': grpc.unary_unary_rpc_method_handler(
                     servicer.End,
                     request_deserializer=lianluo_dot_media_dot_v1_dot_media__pb2.EndRequest.FromString,
+                    response_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.SerializeToString,
+            ),
+            'Rate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rate,
+                    request_deserializer=lianluo_dot_media_dot_v1_dot_media__pb2.RateRequest.FromString,
                     response_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.SerializeToString,
             ),
             'GetInteraction': grpc.unary_unary_rpc_method_handler(
@@ -424,6 +442,33 @@ class MediaService:
             target,
             '/lianluo.media.v1.MediaService/End',
             lianluo_dot_media_dot_v1_dot_media__pb2.EndRequest.SerializeToString,
+            lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.media.v1.MediaService/Rate',
+            lianluo_dot_media_dot_v1_dot_media__pb2.RateRequest.SerializeToString,
             lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.FromString,
             options,
             channel_credentials,

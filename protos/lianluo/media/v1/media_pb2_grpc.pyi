@@ -59,6 +59,10 @@ class MediaServiceStub:
     Transfer: _grpc.UnaryUnaryMultiCallable[_media_pb2.TransferRequest, _media_pb2.Interaction]
     """Hands the interaction to a queue, an agent or an expert; the ACD routes it."""
     End: _grpc.UnaryUnaryMultiCallable[_media_pb2.EndRequest, _media_pb2.Interaction]
+    Rate: _grpc.UnaryUnaryMultiCallable[_media_pb2.RateRequest, _media_pb2.Interaction]
+    """The customer rates the conversation once it has ended for them (wrap-up or closed): a
+    score of 1 to 5 and a comment. Once per interaction.
+    """
     GetInteraction: _grpc.UnaryUnaryMultiCallable[_media_pb2.GetInteractionRequest, _media_pb2.Interaction]
     ListInteractions: _grpc.UnaryUnaryMultiCallable[_media_pb2.ListInteractionsRequest, _media_pb2.ListInteractionsResponse]
     """The interactions not ended yet, oldest first: what a supervisor may monitor or join.
@@ -96,6 +100,10 @@ class MediaServiceAsyncStub(MediaServiceStub):
     Transfer: _aio.UnaryUnaryMultiCallable[_media_pb2.TransferRequest, _media_pb2.Interaction]  # type: ignore[assignment]
     """Hands the interaction to a queue, an agent or an expert; the ACD routes it."""
     End: _aio.UnaryUnaryMultiCallable[_media_pb2.EndRequest, _media_pb2.Interaction]  # type: ignore[assignment]
+    Rate: _aio.UnaryUnaryMultiCallable[_media_pb2.RateRequest, _media_pb2.Interaction]  # type: ignore[assignment]
+    """The customer rates the conversation once it has ended for them (wrap-up or closed): a
+    score of 1 to 5 and a comment. Once per interaction.
+    """
     GetInteraction: _aio.UnaryUnaryMultiCallable[_media_pb2.GetInteractionRequest, _media_pb2.Interaction]  # type: ignore[assignment]
     ListInteractions: _aio.UnaryUnaryMultiCallable[_media_pb2.ListInteractionsRequest, _media_pb2.ListInteractionsResponse]  # type: ignore[assignment]
     """The interactions not ended yet, oldest first: what a supervisor may monitor or join.
@@ -172,6 +180,16 @@ class MediaServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _media_pb2.EndRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_media_pb2.Interaction, _abc.Awaitable[_media_pb2.Interaction]]: ...
+
+    @_abc_1.abstractmethod
+    def Rate(
+        self,
+        request: _media_pb2.RateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_media_pb2.Interaction, _abc.Awaitable[_media_pb2.Interaction]]:
+        """The customer rates the conversation once it has ended for them (wrap-up or closed): a
+        score of 1 to 5 and a comment. Once per interaction.
+        """
 
     @_abc_1.abstractmethod
     def GetInteraction(

@@ -37,6 +37,7 @@ from lianluo.services.acd.state import (
     ANSWERED,
     ENDED,
     ENTERED,
+    RATED,
     Assignment,
     Changes,
     Contact,
@@ -386,6 +387,10 @@ class TenantRouting:
             self.withdraw(contact, now)
             self.log(contact, ABANDONED, now)
             self.remove_contact(interaction_id)
+
+    def rate(self, interaction_id: str, score: int, now: datetime) -> None:
+        """The customer rated the conversation: kept for the reports' CSAT."""
+        self.changes.contact_log.append(ContactLog(interaction_id, "", RATED, now, score=score))
 
     def _hand_back(self, interaction_id: str, agent_id: str | None, now: datetime) -> None:
         """An agent (or every agent, given None) is done with the interaction."""

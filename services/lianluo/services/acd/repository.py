@@ -190,10 +190,19 @@ class Repository:
         if changes.contact_log:
             await conn.executemany(
                 "insert into contact_log "
-                "(tenant_id, interaction_id, queue, event, at, agent_id, channel) "
-                "values ($1, $2, $3, $4, $5, $6, $7)",
+                "(tenant_id, interaction_id, queue, event, at, agent_id, channel, score) "
+                "values ($1, $2, $3, $4, $5, $6, $7, $8)",
                 [
-                    (tenant_id, e.interaction_id, e.queue, e.event, e.at, e.agent_id, e.channel)
+                    (
+                        tenant_id,
+                        e.interaction_id,
+                        e.queue,
+                        e.event,
+                        e.at,
+                        e.agent_id,
+                        e.channel,
+                        e.score,
+                    )
                     for e in changes.contact_log
                 ],
             )
@@ -317,7 +326,7 @@ class Repository:
         """Every step of the contacts with a step from `since` (to `until`): an answer in the
         range needs its earlier entry."""
         rows = await conn.fetch(
-            "select interaction_id, queue, event, at, agent_id, channel from contact_log "
+            "select interaction_id, queue, event, at, agent_id, channel, score from contact_log "
             "where tenant_id = $1 and interaction_id in (select interaction_id from contact_log "
             "where tenant_id = $1 and at >= $2 and ($3::timestamptz is null or at < $3)) "
             "order by at",
@@ -327,7 +336,13 @@ class Repository:
         )
         return [
             ContactLog(
-                r["interaction_id"], r["queue"], r["event"], r["at"], r["agent_id"], r["channel"]
+                r["interaction_id"],
+                r["queue"],
+                r["event"],
+                r["at"],
+                r["agent_id"],
+                r["channel"],
+                r["score"],
             )
             for r in rows
         ]

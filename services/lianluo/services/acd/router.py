@@ -149,6 +149,17 @@ class Router:
             lambda r, now: r.end_interaction(ended.interaction_id, now),
         )
 
+    async def on_interaction_rated(
+        self, conn: asyncpg.Connection, envelope: Envelope, rated: InteractionEvent
+    ) -> None:
+        score = rated.rated.score
+        await self._apply(
+            conn,
+            envelope.tenant_id,
+            envelope.type,
+            lambda r, now: r.rate(rated.interaction_id, score, now),
+        )
+
     async def on_agent_event(
         self, conn: asyncpg.Connection, envelope: Envelope, event: agent_pb2.AgentEvent
     ) -> None:

@@ -19,12 +19,13 @@ from lianluo.services.acd.pool import Line, Place, queue_key
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 # What happened to a contact, for the queue figures (stats.py).
-ENTERED, ANSWERED, ABANDONED, OVERFLOWED, ENDED = (
+ENTERED, ANSWERED, ABANDONED, OVERFLOWED, ENDED, RATED = (
     "entered",
     "answered",
     "abandoned",
     "overflowed",
     "ended",
+    "rated",
 )
 
 
@@ -159,6 +160,8 @@ class ContactLog:
     agent_id: str = ""
     # The channel the contact came by (common.Channel), on its entry.
     channel: int = 0
+    # The customer's rating, 1 to 5, on a "rated" step.
+    score: int = 0
 
 
 @dataclass(frozen=True)

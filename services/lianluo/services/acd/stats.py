@@ -25,6 +25,7 @@ from lianluo.services.acd.state import (
     ENDED,
     ENTERED,
     OVERFLOWED,
+    RATED,
     ContactLog,
     PresenceLog,
 )
@@ -66,6 +67,8 @@ class Tally:
     waits: list[float] = field(default_factory=list)
     handles: list[float] = field(default_factory=list)
     handling: dict[str, list[tuple[datetime, datetime]]] = field(default_factory=dict)
+    # The customers' ratings (CSAT, 1 to 5) given in the window.
+    ratings: list[int] = field(default_factory=list)
 
     @property
     def service_level_percent(self) -> float:
@@ -90,6 +93,7 @@ def tally(
     out = into if into is not None else Tally()
     entered: dict[str, datetime] = {}
     answered: dict[str, tuple[datetime, str]] = {}
+    handled_by: dict[str, str] = {}
     for e in sorted(contacts, key=lambda e: (e.at, e.interaction_id)):
         if e.event == ENTERED and e.queue == queue:
             entered[e.interaction_id] = e.at
@@ -100,11 +104,16 @@ def tally(
             if agent_id and e.agent_id != agent_id:
                 continue
             answered[e.interaction_id] = (e.at, e.agent_id)
+            handled_by[e.interaction_id] = e.agent_id
             if e.at in window:
                 wait = (e.at - entered[e.interaction_id]).total_seconds()
                 out.answered += 1
                 out.waits.append(wait)
                 out.within += wait <= threshold
+        elif e.event == RATED and e.interaction_id in entered:
+            # A rating counts for each queue the contact waited in, and for who answered it.
+            if e.at in window and (not agent_id or handled_by.get(e.interaction_id) == agent_id):
+                out.ratings.append(e.score)
         elif agent_id and e.event in (ABANDONED, OVERFLOWED):
             continue
         elif e.event == ABANDONED and e.interaction_id in entered and e.at in window:
@@ -188,6 +197,8 @@ def report(
                 asa_seconds=_mean(t.waits),
                 aht_seconds=_mean(t.handles),
                 abandonment_percent=t.abandonment_percent,
+                rated=len(t.ratings),
+                csat_average=_mean([float(r) for r in t.ratings]),
             )
         )
     return rows

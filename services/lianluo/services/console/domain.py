@@ -292,6 +292,8 @@ REPORT_COLUMNS = (
     "asa_seconds",
     "aht_seconds",
     "abandonment_percent",
+    "rated",
+    "csat_average",
 )
 
 

@@ -145,6 +145,15 @@ def parse_said(raw: str | bytes) -> Said:
     raise BadMessage("type: one of message, read, typing, leave")
 
 
+def parse_rating(raw: bytes) -> tuple[int, str]:
+    """A rating the widget sends: {"score": 1 to 5, "comment": at most 500 characters}."""
+    found = _object(raw)
+    score = found.get("score")
+    if not isinstance(score, int) or isinstance(score, bool) or not 1 <= score <= 5:
+        raise BadMessage("score: 1 to 5")
+    return score, _text(found, "comment", 500)
+
+
 def shown(
     frame: mpb.ServerFrame,
     me: str,

@@ -396,7 +396,10 @@ class WebChat:
 
     def routes(self) -> list[web.RouteDef]:
         upload = "/v1/web/{tenant}/{channel}/upload/{interaction}/{participant}/{customer}"
+        rate = "/v1/web/{tenant}/{channel}/rate/{interaction}/{participant}/{customer}"
         return [
+            web.post(rate, self.rate),
+            web.options(rate, self.upload_preflight),
             web.get("/v1/web/{tenant}/{channel}/widget.js", self.widget),
             web.get("/v1/web/{tenant}/{channel}/", self.page),
             web.get("/v1/web/{tenant}/{channel}/ws", self.socket),
@@ -424,6 +427,33 @@ class WebChat:
                 "Vary": "Origin",
             },
         )
+
+    async def rate(self, request: web.Request) -> web.Response:
+        """The customer's rating once the chat is over (CSAT), on the path `welcome` signed."""
+        tenant_id, channel = self._channel(request)
+        cors = {"Access-Control-Allow-Origin": self._origin(request, channel), "Vary": "Origin"}
+        if not self._attachments.links.admits(request.path, request.query):
+            raise web.HTTPForbidden(text="this link is not valid, or has expired", headers=cors)
+        try:
+            score, comment = domain.parse_rating(await request.read())
+        except domain.BadMessage as error:
+            raise web.HTTPBadRequest(text=str(error), headers=cors) from None
+        m = request.match_info
+        token = await self._platform.customer_session(tenant_id, m["customer"], common.CHANNEL_WEB)
+        try:
+            await self._platform.media.Rate(
+                mpb.RateRequest(
+                    tenant_id=tenant_id,
+                    interaction_id=m["interaction"],
+                    participant_id=m["participant"],
+                    rating=mpb.Rating(score=score, comment=comment),
+                ),
+                metadata=bearer(token),
+            )
+        except grpc.aio.AioRpcError as error:
+            status = 409 if error.code() == grpc.StatusCode.FAILED_PRECONDITION else 403
+            return web.Response(status=status, text=error.code().name, headers=cors)
+        return web.json_response({"score": score}, headers=cors)
 
     async def upload(self, request: web.Request) -> web.Response:
         """A file or an image from the chat: kept, then sent into the interaction as the
@@ -677,6 +707,9 @@ class WebChat:
                         "visitor": visitor,
                         "interaction": frame.interaction_id,
                         "upload": links.links.sign(upload, UPLOAD_SECONDS),
+                        "rate": links.links.sign(
+                            upload.replace("/upload/", "/rate/", 1), UPLOAD_SECONDS
+                        ),
                     }
                     await ws.send_json(welcome)
                     continue

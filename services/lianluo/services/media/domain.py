@@ -63,6 +63,8 @@ TRANSITIONS: dict[int, frozenset[int]] = {
     S.INTERACTION_STATE_WRAP_UP: frozenset({S.INTERACTION_STATE_CLOSED}),
 }
 MAX_TEXT = 10_000
+# A customer rates a conversation once it is over for them: in the agent's wrap-up, or closed.
+RATEABLE = frozenset({S.INTERACTION_STATE_WRAP_UP, S.INTERACTION_STATE_CLOSED})
 MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024
 
 

@@ -61,6 +61,10 @@ class MediaApi(rpc.MediaServiceServicer):
     async def End(self, request: pb.EndRequest, _: Any) -> pb.Interaction:
         return await self.media.end(request)
 
+    @auth.needs("interaction:write", emits=True)
+    async def Rate(self, request: pb.RateRequest, _: Any) -> pb.Interaction:
+        return await self.media.rate(request)
+
     @auth.needs("interaction:read")
     async def GetInteraction(self, request: pb.GetInteractionRequest, _: Any) -> pb.Interaction:
         return await self.media.get(request.tenant_id, request.interaction_id)

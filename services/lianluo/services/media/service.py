@@ -416,6 +416,32 @@ class MediaService:
             await self._flush(change)
         return msg
 
+    async def rate(self, req: pb.RateRequest) -> pb.Interaction:
+        """The customer's rating of a conversation that has ended for them; once."""
+        auth.require_tenant(req.tenant_id)
+        v = Violations()
+        v.check(1 <= req.rating.score <= 5, "rating.score", "1 to 5")
+        v.check(len(req.rating.comment) <= 2000, "rating.comment", "at most 2,000 characters")
+        v.raise_if_any()
+        async with self._pool.acquire() as conn, conn.transaction():
+            change = await self._locked(conn, req.tenant_id, req.interaction_id)
+            rater = change.participant(req.participant_id)
+            if rater is None or rater.role != R.PARTICIPANT_ROLE_CUSTOMER:
+                raise NotFound("participant", req.participant_id)
+            _require_use(change.it, rater)
+            if change.it.state not in domain.RATEABLE:
+                raise FailedPrecondition(
+                    f"interaction/{change.it.id}", "the conversation has not ended"
+                )
+            if change.it.HasField("rating"):
+                raise FailedPrecondition(f"interaction/{change.it.id}", "it is rated already")
+            rating = pb.Rating(score=req.rating.score, comment=req.rating.comment)
+            rating.rate_time.CopyFrom(_stamp())
+            change.it.rating.CopyFrom(rating)
+            change.add("rated", rating, event="rated")
+            await self._flush(change)
+        return change.it
+
     async def add_media(self, req: pb.AddMediaRequest) -> pb.MediaLeg:
         auth.require_tenant(req.tenant_id)
         if req.media == 0:

@@ -92,6 +92,8 @@ export function Reports() {
                 <th scope="col">{t("asa")}</th>
                 <th scope="col">{t("aht")}</th>
                 <th scope="col">{t("abandoned")}</th>
+                <th scope="col">{t("rated")}</th>
+                <th scope="col">{t("csat")}</th>
               </tr>
             </thead>
             <tbody>
@@ -105,6 +107,8 @@ export function Reports() {
                   <td>{fixed(r.asa_seconds)}</td>
                   <td>{fixed(r.aht_seconds)}</td>
                   <td>{fixed(r.abandonment_percent)}</td>
+                  <td>{r.rated || 0}</td>
+                  <td data-figure="csat">{fixed(r.csat_average)}</td>
                 </tr>
               ))}
             </tbody>

@@ -21,6 +21,7 @@ let socket = null;
 let ended = false;
 let retry = 500;
 let upload = "";
+let rate = "";
 let form = {};
 let typingSince = 0;
 let typingStop = null;
@@ -48,7 +49,8 @@ background:#fff;border:1px solid #ccc;border-radius:8px;box-shadow:0 2px 12px #0
 #lianluo-chat button,#lianluo-chat label.attach{border:0;background:#0b5cad;color:#fff;padding:0 14px;cursor:pointer;display:flex;align-items:center}
 #lianluo-chat form.prechat button{padding:10px}
 #lianluo-chat label.attach{background:#e2e8f0;color:#111}
-#lianluo-chat label.attach input{display:none}`;
+#lianluo-chat label.attach input{display:none}
+#lianluo-chat li.rating button{background:none;color:#b45309;padding:0 4px;border:0;font-size:14px;cursor:pointer}`;
 
 const style = document.createElement("style");
 style.textContent = css;
@@ -106,6 +108,7 @@ function onItem(item) {
     saved.interaction = item.interaction;
     save();
     upload = item.upload;
+    rate = item.rate;
     if (!script.dataset.title && item.title) box.querySelector("header").textContent = item.title;
     retry = 500;
     timeline.pending.forEach(send);
@@ -138,11 +141,41 @@ function onItem(item) {
     add("note", (item.name || "An agent") + " joined", item.seq);
   } else if (item.type === "ended" || (item.type === "state" && item.state === "wrap_up")) {
     // For the customer the conversation is over once the agent wraps up.
-    if (!ended) add("note", "The conversation has ended.", item.seq);
+    if (!ended) {
+      add("note", "The conversation has ended.", item.seq);
+      askRating();
+    }
     ended = true;
     delete saved.interaction;
     save();
   }
+}
+
+// After the end: "How did we do?", one to five, sent once to the signed path `welcome` gave.
+function askRating() {
+  if (!rate) return;
+  const item = document.createElement("li");
+  item.className = "note rating";
+  item.textContent = "How did we do? ";
+  for (let score = 1; score <= 5; score++) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = "\u2605".repeat(score);
+    button.setAttribute("aria-label", score + " of 5");
+    button.dataset.score = String(score);
+    button.addEventListener("click", () => {
+      fetch(origin + rate, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ score: score }),
+      }).then((r) => {
+        item.textContent = r.ok ? "Thank you for your rating." : "Your rating was not saved.";
+      });
+    });
+    item.appendChild(button);
+  }
+  list.appendChild(item);
+  list.scrollTop = list.scrollHeight;
 }
 
 function connect() {
