@@ -470,6 +470,37 @@ async def test_a_tenant_admin_sets_up_a_queue_an_agent_a_person_and_a_flow_and_a
     await admin.until("return document.querySelector('form[data-kind=users] [role=status]')")
     await admin.shot("tenant-admin")
 
+    # A channel, as JSON: a refused one names its field; a right one is listed.
+    async def settings(kind: str, resource: dict[str, Any]) -> None:
+        await admin.run(
+            "const s = document.querySelector('#settings-kind'); s.value = arguments[0];"
+            "s.dispatchEvent(new Event('change', {bubbles: true}))",
+            kind,
+        )
+        await admin.until(f"return document.querySelector('form[data-kind={kind}]')")
+        await admin.run(
+            "const e = document.querySelector('#settings-source'); e.value = arguments[0];"
+            "e.dispatchEvent(new Event('input', {bubbles: true}))",
+            json.dumps(resource, indent=2),
+        )
+        await admin.click(f"form[data-kind={kind}] button[type=submit]")
+
+    site = {"name": "loans-site", "queue": "loans", "web": {"allowed_origins": ["not a page"]}}
+    await settings("channels", site)
+    await admin.until("return document.querySelector('#settings-errors li')")
+    said = await admin.run("return document.querySelector('#settings-errors').innerText")
+    assert "allowed_origins" in said, said
+    site["web"] = {"allowed_origins": ["https://loans.example.com"], "title": "Loans"}
+    await settings("channels", site)
+    await admin.until(
+        "return document.querySelector('.settings-list li[data-name=\"loans-site\"]')"
+    )
+    template = {"name": "loan-closed", "channel": "DELIVERY_CHANNEL_WEBHOOK", "body": "Done."}
+    await settings("templates", {**template, "locale": "en"})
+    await admin.until(
+        "return document.querySelector('.settings-list li[data-name=\"loan-closed\"]')"
+    )
+
     # A flow, checked by the IVR before it is published: a broken one is named, not stored.
     async def edit_flow(flow: dict[str, Any]) -> None:
         await admin.run(

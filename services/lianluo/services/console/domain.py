@@ -251,6 +251,33 @@ ADMIN_KINDS = {
         tpb.ListFlowsRequest,
         creatable=False,
     ),
+    "channels": Kind(
+        "channels",
+        "Channel",
+        "Channels",
+        "channel",
+        tpb.Channel,
+        tpb.CreateChannelRequest,
+        tpb.ListChannelsRequest,
+    ),
+    "templates": Kind(
+        "notifications",
+        "Template",
+        "Templates",
+        "template",
+        tpb.NotificationTemplate,
+        tpb.CreateTemplateRequest,
+        tpb.ListTemplatesRequest,
+    ),
+    "rules": Kind(
+        "notifications",
+        "Rule",
+        "Rules",
+        "rule",
+        tpb.NotificationRule,
+        tpb.CreateRuleRequest,
+        tpb.ListRulesRequest,
+    ),
     "users": Kind(
         "users", "User", "Users", "user", tpb.User, tpb.CreateUserRequest, tpb.ListUsersRequest
     ),

@@ -94,6 +94,8 @@ class Platform:
         self.agents = tenants_rpc.AgentServiceStub(tenants)
         self.users = tenants_rpc.UserServiceStub(tenants)
         self.flows = tenants_rpc.FlowServiceStub(tenants)
+        self.channels = tenants_rpc.ChannelServiceStub(tenants)
+        self.notifications = tenants_rpc.NotificationConfigServiceStub(tenants)
         self.ivr = ivr_rpc.IvrServiceStub(self._channels["ivr"])
         self.attachments = gateway_rpc.AttachmentServiceStub(self._channels["gateway"])
 

@@ -2,6 +2,7 @@ import { useEffect, useState } from "preact/hooks";
 import { api } from "./api.js";
 import { t } from "./i18n.js";
 import { Flows } from "./flows.jsx";
+import { Settings } from "./settings.jsx";
 
 // The tenant's set-up: queues, agents and people. Each form sends the resource as the API's
 // JSON names it; a refusal comes back field by field (for example "queue.name") and is shown
@@ -177,6 +178,7 @@ export function Admin() {
           <Field name="password" label={t("password")} type="password" errors={errors} required />,
         ]}
       </Section>
+      <Settings />
       <Flows />
     </div>
   );
