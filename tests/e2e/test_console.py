@@ -64,6 +64,7 @@ class Notices:
 class Bank:
     tenant: pb.Tenant
     key: str
+    tenants: str  # the tenants service's address
     console: str
     socket: str  # the web chat's WebSocket
     origin: str
@@ -137,6 +138,7 @@ async def bank(cell: Cell) -> AsyncIterator[Bank]:
     yield Bank(
         t,
         c.key,
+        cell.address("tenants"),
         cell.replica("console").http_url,
         base.replace("http", "ws", 1) + "ws",
         gateway,
@@ -415,6 +417,22 @@ async def test_a_supervisor_sees_the_queue_change_live_and_barges_in(
         )
         assert said["from"] == "supervisor"
         await talk.wait_for(lambda f: f.participant_joined.role == mpb.PARTICIPANT_ROLE_SUPERVISOR)
+
+        # Agents by state: the supervisor sends Li away from the wall.
+        li_id = li.session.user.agent_id
+        row = f"tr[data-agent={json.dumps(li_id)}]"
+        await wall.until(f"return document.querySelector({json.dumps(row)})")
+        assert not await wall.run(
+            "return document.querySelector('tr[data-agent] th')?.innerText.includes('Fraud')"
+        )
+        await wall.run(
+            f"const s = document.querySelector({json.dumps(row + ' select')}); s.value = 'away';"
+            "s.dispatchEvent(new Event('change', {bubbles: true}))"
+        )
+        await wall.until(
+            f"return document.querySelector({json.dumps(row + ' [data-figure=presence]')})"
+            ".innerText === 'Away'"
+        )
         await talk.close()
         await li.stop()
         await tch.close()
@@ -730,6 +748,18 @@ async def test_the_api_refuses_what_a_page_would_not_send(bank: Bank) -> None:
         assert taken.status in (403, 404)
         bad = await http.post(f"{api}/presence", json={"presence": "sleeping"}, headers=headers)
         assert bad.status == 400 and "presence" in (await bad.json())["fields"]
+        # A supervisor sets the presence of their queues' agents only.
+        tch = grpc.aio.insecure_channel(bank.tenants)
+        agents = await rpc.AgentServiceStub(tch).ListAgents(
+            pb.ListAgentsRequest(tenant_id=bank.tenant.id),
+            metadata=(("authorization", f"Bearer {bank.key}"),),
+        )
+        expert = next(a for a in agents.agents if a.name == "fraud.expert")
+        elsewhere = await http.post(
+            f"{api}/agents/{expert.id}/presence", json={"presence": "away"}, headers=headers
+        )
+        assert elsewhere.status == 403
+        await tch.close()
         # A cookie that is not the console's own is no session.
         http.cookie_jar.clear()
         tampered = {"lianluo_console": "eyJ9.0000"}

@@ -1141,6 +1141,13 @@ CELL_CASES: list[Case] = [
         DENIED,
     ),
     (
+        "ListAgentPresence",
+        lambda w: _acd(w).ListAgentPresence(
+            apb.ListAgentPresenceRequest(tenant_id=w.a.tenant.id), metadata=_b(w)
+        ),
+        DENIED,
+    ),
+    (
         "Report",
         lambda w: _acd(w).Report(
             apb.ReportRequest(

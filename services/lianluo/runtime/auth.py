@@ -62,8 +62,17 @@ PERMISSIONS: dict[str, str] = {
 TENANT_ADMIN, SUPERVISOR, AGENT, CUSTOMER = "tenant_admin", "supervisor", "agent", "customer"
 ROLE_PERMISSIONS: dict[str, frozenset[str] | None] = {
     TENANT_ADMIN: None,
+    # A supervisor also sets the presence of their queues' agents (routing:agent; the ACD
+    # narrows it to those agents, and never lets a supervisor answer an offer).
     SUPERVISOR: frozenset(
-        {"config:read", "routing:read", "interaction:read", "interaction:write", "customers:read"}
+        {
+            "config:read",
+            "routing:read",
+            "routing:agent",
+            "interaction:read",
+            "interaction:write",
+            "customers:read",
+        }
     ),
     # An agent reads who the customer in front of them is and where they wrote before (any
     # customer of the tenant, for now: docs/security.md).

@@ -162,6 +162,45 @@ REPORT_GROUPING_CHANNEL: ReportGrouping.ValueType  # 3
 Global___ReportGrouping: _TypeAlias = ReportGrouping  # noqa: Y015
 
 @_typing.final
+class ListAgentPresenceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAgentPresenceRequest: _TypeAlias = ListAgentPresenceRequest  # noqa: Y015
+
+@_typing.final
+class ListAgentPresenceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentPresence]: ...
+    def __init__(
+        self,
+        *,
+        agents: _abc.Iterable[Global___AgentPresence] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAgentPresenceResponse: _TypeAlias = ListAgentPresenceResponse  # noqa: Y015
+
+@_typing.final
 class MediaLoad(_message.Message):
     """An agent's capacity for one media and how much of it is in use."""
 

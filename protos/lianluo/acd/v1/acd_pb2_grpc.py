@@ -30,6 +30,9 @@ class AcdServiceStub:
     offers. It ranks agents for each waiting interaction, explains every ranking, and publishes
     its decisions on `routing.decision`.
 
+    SetPresence: an agent sets their own presence; a supervisor that of the agents who take one
+    of their queues (sending one away or offline, say); a tenant admin or key any agent's.
+
     Writes (SetPresence, RespondToOffer) are published on `agent.event` and applied, in order with
     the tenant's routing requests, by the one replica that owns the tenant's partition; so an
     agent is never assigned twice.
@@ -70,12 +73,20 @@ class AcdServiceStub:
                 request_serializer=lianluo_dot_acd_dot_v1_dot_acd__pb2.ReportRequest.SerializeToString,
                 response_deserializer=lianluo_dot_acd_dot_v1_dot_acd__pb2.ReportResponse.FromString,
                 _registered_method=True)
+        self.ListAgentPresence = channel.unary_unary(
+                '/lianluo.acd.v1.AcdService/ListAgentPresence',
+                request_serializer=lianluo_dot_acd_dot_v1_dot_acd__pb2.ListAgentPresenceRequest.SerializeToString,
+                response_deserializer=lianluo_dot_acd_dot_v1_dot_acd__pb2.ListAgentPresenceResponse.FromString,
+                _registered_method=True)
 
 
 class AcdServiceServicer:
     """The ACD owns a tenant's routing state: agent presence and capacity, waiting interactions and
     offers. It ranks agents for each waiting interaction, explains every ranking, and publishes
     its decisions on `routing.decision`.
+
+    SetPresence: an agent sets their own presence; a supervisor that of the agents who take one
+    of their queues (sending one away or offline, say); a tenant admin or key any agent's.
 
     Writes (SetPresence, RespondToOffer) are published on `agent.event` and applied, in order with
     the tenant's routing requests, by the one replica that owns the tenant's partition; so an
@@ -124,6 +135,14 @@ class AcdServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAgentPresence(self, request, context):
+        """Every agent's presence and load now: the agents of the queues the caller watches (a
+        supervisor: the agents who take one of their queues).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AcdServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -152,6 +171,11 @@ def add_AcdServiceServicer_to_server(servicer, server):
                     request_deserializer=lianluo_dot_acd_dot_v1_dot_acd__pb2.ReportRequest.FromString,
                     response_serializer=lianluo_dot_acd_dot_v1_dot_acd__pb2.ReportResponse.SerializeToString,
             ),
+            'ListAgentPresence': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgentPresence,
+                    request_deserializer=lianluo_dot_acd_dot_v1_dot_acd__pb2.ListAgentPresenceRequest.FromString,
+                    response_serializer=lianluo_dot_acd_dot_v1_dot_acd__pb2.ListAgentPresenceResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'lianluo.acd.v1.AcdService', rpc_method_handlers)
@@ -164,6 +188,9 @@ class AcdService:
     """The ACD owns a tenant's routing state: agent presence and capacity, waiting interactions and
     offers. It ranks agents for each waiting interaction, explains every ranking, and publishes
     its decisions on `routing.decision`.
+
+    SetPresence: an agent sets their own presence; a supervisor that of the agents who take one
+    of their queues (sending one away or offline, say); a tenant admin or key any agent's.
 
     Writes (SetPresence, RespondToOffer) are published on `agent.event` and applied, in order with
     the tenant's routing requests, by the one replica that owns the tenant's partition; so an
@@ -299,6 +326,33 @@ class AcdService:
             '/lianluo.acd.v1.AcdService/Report',
             lianluo_dot_acd_dot_v1_dot_acd__pb2.ReportRequest.SerializeToString,
             lianluo_dot_acd_dot_v1_dot_acd__pb2.ReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgentPresence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.acd.v1.AcdService/ListAgentPresence',
+            lianluo_dot_acd_dot_v1_dot_acd__pb2.ListAgentPresenceRequest.SerializeToString,
+            lianluo_dot_acd_dot_v1_dot_acd__pb2.ListAgentPresenceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -31,6 +31,9 @@ class AcdServiceStub:
     offers. It ranks agents for each waiting interaction, explains every ranking, and publishes
     its decisions on `routing.decision`.
 
+    SetPresence: an agent sets their own presence; a supervisor that of the agents who take one
+    of their queues (sending one away or offline, say); a tenant admin or key any agent's.
+
     Writes (SetPresence, RespondToOffer) are published on `agent.event` and applied, in order with
     the tenant's routing requests, by the one replica that owns the tenant's partition; so an
     agent is never assigned twice.
@@ -59,12 +62,19 @@ class AcdServiceStub:
     """Historical figures over any range of time, by queue, by agent or by channel, from the
     stored contact history, with the same definitions as QueueStats.
     """
+    ListAgentPresence: _grpc.UnaryUnaryMultiCallable[_acd_pb2.ListAgentPresenceRequest, _acd_pb2.ListAgentPresenceResponse]
+    """Every agent's presence and load now: the agents of the queues the caller watches (a
+    supervisor: the agents who take one of their queues).
+    """
 
 @_typing.type_check_only
 class AcdServiceAsyncStub(AcdServiceStub):
     """The ACD owns a tenant's routing state: agent presence and capacity, waiting interactions and
     offers. It ranks agents for each waiting interaction, explains every ranking, and publishes
     its decisions on `routing.decision`.
+
+    SetPresence: an agent sets their own presence; a supervisor that of the agents who take one
+    of their queues (sending one away or offline, say); a tenant admin or key any agent's.
 
     Writes (SetPresence, RespondToOffer) are published on `agent.event` and applied, in order with
     the tenant's routing requests, by the one replica that owns the tenant's partition; so an
@@ -91,11 +101,18 @@ class AcdServiceAsyncStub(AcdServiceStub):
     """Historical figures over any range of time, by queue, by agent or by channel, from the
     stored contact history, with the same definitions as QueueStats.
     """
+    ListAgentPresence: _aio.UnaryUnaryMultiCallable[_acd_pb2.ListAgentPresenceRequest, _acd_pb2.ListAgentPresenceResponse]  # type: ignore[assignment]
+    """Every agent's presence and load now: the agents of the queues the caller watches (a
+    supervisor: the agents who take one of their queues).
+    """
 
 class AcdServiceServicer(metaclass=_abc_1.ABCMeta):
     """The ACD owns a tenant's routing state: agent presence and capacity, waiting interactions and
     offers. It ranks agents for each waiting interaction, explains every ranking, and publishes
     its decisions on `routing.decision`.
+
+    SetPresence: an agent sets their own presence; a supervisor that of the agents who take one
+    of their queues (sending one away or offline, say); a tenant admin or key any agent's.
 
     Writes (SetPresence, RespondToOffer) are published on `agent.event` and applied, in order with
     the tenant's routing requests, by the one replica that owns the tenant's partition; so an
@@ -149,6 +166,16 @@ class AcdServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_acd_pb2.ReportResponse, _abc.Awaitable[_acd_pb2.ReportResponse]]:
         """Historical figures over any range of time, by queue, by agent or by channel, from the
         stored contact history, with the same definitions as QueueStats.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAgentPresence(
+        self,
+        request: _acd_pb2.ListAgentPresenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_acd_pb2.ListAgentPresenceResponse, _abc.Awaitable[_acd_pb2.ListAgentPresenceResponse]]:
+        """Every agent's presence and load now: the agents of the queues the caller watches (a
+        supervisor: the agents who take one of their queues).
         """
 
 def add_AcdServiceServicer_to_server(servicer: AcdServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -31,5 +31,11 @@ class AcdServicer(rpc.AcdServiceServicer):
         return await self.api.queue_stats(request)
 
     @auth.needs("routing:read")
+    async def ListAgentPresence(
+        self, request: acd.ListAgentPresenceRequest, _: Any
+    ) -> acd.ListAgentPresenceResponse:
+        return await self.api.list_presence(request)
+
+    @auth.needs("routing:read")
     async def Report(self, request: acd.ReportRequest, _: Any) -> acd.ReportResponse:
         return await self.api.report(request)

@@ -12,12 +12,13 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from lianluo.acd.v1 import acd_pb2 as acd
+from lianluo.common.v1 import common_pb2 as common
 from lianluo.events.v1 import agent_pb2
 from lianluo.runtime import auth
 from lianluo.runtime.errors import FailedPrecondition, NotFound, PermissionDenied, Violations
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.acd import events
-from lianluo.services.acd.agents import Customer, ring_needs
+from lianluo.services.acd.agents import AgentProfile, Customer, qualifies, ring_needs
 from lianluo.services.acd.dispatch import TenantRouting
 from lianluo.services.acd.domain import explain, needs_for
 from lianluo.services.acd.repository import Repository
@@ -72,9 +73,25 @@ class AcdApi:
 
     # ------------------------------------------------------------------ commands
 
+    def _watched(self, tenant_id: str, agent: pb.Agent) -> bool:
+        """Whether the caller watches a queue this agent takes (a supervisor's queues)."""
+        who = auth.current_principal()
+        profile = AgentProfile.from_config(agent)
+        return any(
+            who.watches(q.name) and qualifies(profile, needs_for(q, common.RoutingRequirements()))
+            for q in self._view.all(tenant_id, "queue")
+            if isinstance(q, pb.Queue)
+        )
+
     async def set_presence(self, request: acd.SetPresenceRequest) -> acd.AgentPresence:
         tenant_id = self._tenant(request.tenant_id)
-        auth.require_agent(request.agent_id)
+        who = auth.current_principal()
+        if who.role == auth.SUPERVISOR:
+            # A supervisor manages the agents of their queues, not the others.
+            if not self._watched(tenant_id, self._agent(tenant_id, request.agent_id)):
+                raise PermissionDenied("the agent takes none of the caller's queues")
+        else:
+            auth.require_agent(request.agent_id)
         v = Violations()
         v.check(bool(request.agent_id), "agent_id", "must be set")
         v.check(
@@ -133,6 +150,38 @@ class AcdApi:
                 conn, self._topics, tenant_id, events.PRESENCE_CHANGED, event
             )
         return presence
+
+    async def list_presence(
+        self, request: acd.ListAgentPresenceRequest
+    ) -> acd.ListAgentPresenceResponse:
+        tenant_id = self._tenant(request.tenant_id)
+        async with self._pool.acquire() as conn:
+            rows = await self._repo.load(conn, tenant_id)
+        routing = build_routing(tenant_id, self._view, rows, self._settings)
+        out = acd.ListAgentPresenceResponse()
+        for agent in sorted(self._view.all(tenant_id, "agent"), key=lambda a: a.name):
+            if not isinstance(agent, pb.Agent) or not self._watched(tenant_id, agent):
+                continue
+            status = rows.statuses.get(agent.id)
+            in_use = _in_use(routing, agent.id)
+            limits = status.limits if status else {}
+            shown = out.agents.add(
+                tenant_id=tenant_id,
+                agent_id=agent.id,
+                presence=status.presence if status else acd.PRESENCE_OFFLINE,
+                reason=status.reason if status else "",
+                load=[
+                    acd.MediaLoad(
+                        media=c.media,
+                        max_concurrent=limits.get(c.media, c.max_concurrent),
+                        in_use=in_use.get(c.media, 0),
+                    )
+                    for c in sorted(agent.capacity, key=lambda c: c.media)
+                ],
+            )
+            if status is not None and status.change_time is not None:
+                shown.change_time.CopyFrom(stamp(status.change_time))
+        return out
 
     async def respond_to_offer(self, request: acd.RespondToOfferRequest) -> acd.Offer:
         tenant_id = self._tenant(request.tenant_id)

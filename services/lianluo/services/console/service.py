@@ -125,6 +125,7 @@ class Console:
             web.get("/api/customers/{customer}/conversations", self._authed(self.history)),
             web.get("/api/attachments/{attachment}", self._authed(self.attachment)),
             web.get("/api/queues", self._authed(self.queues)),
+            web.post("/api/agents/{agent}/presence", self._authed(self.agent_presence)),
             web.get("/api/reports", self._authed(self.report)),
             web.get("/api/reports.csv", self._authed(self.report_csv)),
             web.get("/api/live", self._authed(self.live)),
@@ -417,6 +418,40 @@ class Console:
         )
         return stats
 
+    async def _agents(self, session: Session) -> dict[str, Any]:
+        """The watched queues' agents: presence and load, with their names."""
+        md = self._md(session)
+        presence = await self._platform.acd.ListAgentPresence(
+            apb.ListAgentPresenceRequest(tenant_id=session.tenant_id), metadata=md
+        )
+        agents = await self._platform.agents.ListAgents(
+            tpb.ListAgentsRequest(tenant_id=session.tenant_id), metadata=md
+        )
+        names = {a.id: a.display_name or a.name for a in agents.agents}
+        return {
+            "agents": [
+                domain.as_json(p) | {"name": names.get(p.agent_id, p.agent_id)}
+                for p in presence.agents
+            ]
+        }
+
+    async def agent_presence(self, request: web.Request, session: Session) -> web.Response:
+        """A supervisor sets the presence of one of their queues' agents."""
+        body = await self._body(request)
+        name = body.get("presence")
+        if name not in ("available", "away", "offline"):
+            raise BadInput({"presence": "one of available, away, offline"})
+        found = await self._platform.acd.SetPresence(
+            apb.SetPresenceRequest(
+                tenant_id=session.tenant_id,
+                agent_id=request.match_info["agent"],
+                presence=apb.Presence.Value(f"PRESENCE_{str(name).upper()}"),
+                reason=f"set by {session.user['display_name']}",
+            ),
+            metadata=self._md(session),
+        )
+        return web.json_response(domain.as_json(found))
+
     async def queues(self, request: web.Request, session: Session) -> web.Response:
         return web.json_response(domain.as_json(await self._figures(session)))
 
@@ -594,7 +629,12 @@ class Console:
                     metadata=self._md(session),
                 )
                 talks = {"conversations": [domain.summary(it) for it in live.interactions]}
-                for kind, now in (("queues", stats), ("conversations", talks)):
+                people = await self._agents(session)
+                for kind, now in (
+                    ("queues", stats),
+                    ("conversations", talks),
+                    ("agents", people),
+                ):
                     if now != last.get(kind):
                         await out.put((kind, now))
                         last[kind] = now

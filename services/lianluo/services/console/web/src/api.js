@@ -39,7 +39,7 @@ export function live(follows, on, onState) {
       retry = 500;
       onState(true);
     };
-    for (const kind of ["frame", "queues", "conversations", "closed"]) {
+    for (const kind of ["frame", "queues", "conversations", "agents", "closed"]) {
       source.addEventListener(kind, (event) => on(kind, JSON.parse(event.data)));
     }
     source.onerror = () => {

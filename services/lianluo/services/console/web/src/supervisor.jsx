@@ -15,6 +15,54 @@ function alerting(q) {
 }
 
 const fixed = (n) => (n || 0).toFixed(1);
+// An agent away or busy this long is flagged on the wall.
+const LONG_MINUTES = 15;
+const since = (a) => (a.change_time ? Math.floor((Date.now() - Date.parse(a.change_time)) / 60000) : 0);
+const presenceName = (a) => (a.presence || "PRESENCE_OFFLINE").replace("PRESENCE_", "").toLowerCase();
+const stuck = (a) => ["away", "busy", "wrap_up"].includes(presenceName(a)) && since(a) >= LONG_MINUTES;
+
+function Agents({ agents, onPresence }) {
+  return (
+    <div>
+      <h2 id="agents-title">{t("agents")}</h2>
+      <table aria-labelledby="agents-title" class="agents">
+        <thead>
+          <tr>
+            <th scope="col">{t("resourceName")}</th>
+            <th scope="col">{t("presence")}</th>
+            <th scope="col">{t("minutes")}</th>
+            <th scope="col">{t("load")}</th>
+            <th scope="col">{t("setPresence")}</th>
+          </tr>
+        </thead>
+        <tbody>
+          {agents.map((a) => (
+            <tr class={stuck(a) ? "alert" : ""} data-agent={a.agent_id}>
+              <th scope="row">
+                {a.name} {stuck(a) && <span class="badge">{t("alert")}</span>}
+              </th>
+              <td data-figure="presence">{t(presenceName(a))}</td>
+              <td>{since(a)}</td>
+              <td>{(a.load || []).map((l) => `${l.in_use || 0}/${l.max_concurrent || 0}`).join(", ")}</td>
+              <td>
+                <label class="visually-hidden" for={`presence-${a.agent_id}`}>
+                  {t("setPresence")} {a.name}
+                </label>
+                <select id={`presence-${a.agent_id}`} value={presenceName(a)} onChange={(e) => onPresence(a, e.currentTarget.value)}>
+                  {["available", "away", "offline", "busy", "wrap_up"].map((p) => (
+                    <option value={p} disabled={!["available", "away", "offline"].includes(p)}>
+                      {t(p)}
+                    </option>
+                  ))}
+                </select>
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}
 
 // A supervisor joins a live conversation (media adds them as a participant, which every side
 // sees), reads it from the start, and may speak in it: barging in.
@@ -46,6 +94,7 @@ function Joined({ talk, onSend }) {
 export function Wall() {
   const [queues, setQueues] = useState([]);
   const [conversations, setConversations] = useState([]);
+  const [agents, setAgents] = useState([]);
   const [joined, setJoined] = useState({});
   const [error, setError] = useState("");
   const [connected, setConnected] = useState(true);
@@ -58,6 +107,7 @@ export function Wall() {
       (kind, data) => {
         if (kind === "queues") setQueues(data.queues || []);
         if (kind === "conversations") setConversations(data.conversations || []);
+        if (kind === "agents") setAgents(data.agents || []);
         if (kind === "frame" && data.interaction) {
           const fk = Object.keys(data.frame).find((k) => !["interaction_id", "sequence", "time"].includes(k));
           setJoined((all) =>
@@ -75,6 +125,15 @@ export function Wall() {
     state.current.joined = { ...state.current.joined, [c.id]: talk };
     setJoined(state.current.joined);
     link.current.reopen();
+  }
+
+  async function setPresence(agent, presence) {
+    try {
+      await api("POST", `/api/agents/${agent.agent_id}/presence`, { presence });
+      setError("");
+    } catch (refused) {
+      setError(refused.message);
+    }
   }
 
   async function send(talk, text) {
@@ -121,6 +180,7 @@ export function Wall() {
           ))}
         </tbody>
       </table>
+      <Agents agents={agents} onPresence={setPresence} />
       <h2 id="conversations-title">{t("liveConversations")}</h2>
       {error && (
         <p class="error" role="alert">
