@@ -154,6 +154,14 @@ def wrap_up(body: dict[str, Any]) -> tuple[str, str]:
     return str(disposition), str(note)
 
 
+def participant(body: dict[str, Any]) -> str:
+    """The caller's participant id in the conversation, which the page learnt on joining."""
+    found = body.get("participant")
+    if not isinstance(found, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", found):
+        raise BadInput({"participant": "required: the id the conversation gave on joining"})
+    return found
+
+
 def transfer(body: dict[str, Any]) -> mpb.Transfer:
     """A transfer as the desk describes it: to a queue, an agent or an expert in a subject."""
     to, target, note, stay = (

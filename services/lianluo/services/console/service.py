@@ -301,9 +301,7 @@ class Console:
     async def send(self, request: web.Request, session: Session) -> web.Response:
         body = await self._body(request)
         text, client_id = domain.message_text(body)
-        participant = body.get("participant")
-        if not isinstance(participant, str) or not participant:
-            raise BadInput({"participant": "required"})
+        participant = domain.participant(body)
         message = await self._platform.media.Send(
             mpb.SendRequest(
                 tenant_id=session.tenant_id,
@@ -319,11 +317,9 @@ class Console:
     async def attach(self, request: web.Request, session: Session) -> web.Response:
         """A file or an image from the desk: kept by the gateway (which checks it), then sent
         into the conversation as the agent."""
-        participant = request.headers.get("X-Participant", "")
+        participant = domain.participant({"participant": request.headers.get("X-Participant")})
         client_id = request.headers.get("X-Message-Id", "")
         domain.message_text({"text": "file", "id": client_id})  # the id's rules
-        if not participant:
-            raise BadInput({"participant": "required"})
         if (request.content_length or 0) > domain.MAX_FILE_BYTES:
             raise BadInput({"file": f"at most {domain.MAX_FILE_BYTES:,} bytes"})
         data = await request.content.read(domain.MAX_FILE_BYTES + 1)
@@ -355,9 +351,7 @@ class Console:
     async def end(self, request: web.Request, session: Session) -> web.Response:
         """End the conversation (wrap-up begins), or close the wrap-up with its disposition."""
         body = await self._body(request)
-        participant = body.get("participant")
-        if not isinstance(participant, str) or not participant:
-            raise BadInput({"participant": "required"})
+        participant = domain.participant(body)
         resolution = mpb.Resolution()
         if body.get("disposition") is not None:
             code, note = domain.wrap_up(body)
@@ -376,9 +370,7 @@ class Console:
     async def transfer(self, request: web.Request, session: Session) -> web.Response:
         """Hand the conversation to a queue, an agent or an expert, with a note for them."""
         body = await self._body(request)
-        participant = body.get("participant")
-        if not isinstance(participant, str) or not participant:
-            raise BadInput({"participant": "required"})
+        participant = domain.participant(body)
         handover = domain.transfer(body)
         handover.participant_id = participant
         it = await self._platform.media.Transfer(

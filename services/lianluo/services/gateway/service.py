@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import html
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -39,6 +41,8 @@ R = mpb.ParticipantRole
 # The widget: one script a page embeds, built by `make` from web/ (pinned npm packages) and
 # served by the gateway itself, never from a CDN.
 WIDGET = Path(__file__).parent / "web" / "dist" / "widget.js"
+# Customers' session tokens kept at once (a few hundred bytes each).
+SESSIONS_KEPT = 10_000
 # How many earlier contacts a new interaction carries for the agent.
 HISTORY_ON_START = 10
 # How long the upload path a chat is given stays valid; a reconnect gives a new one.
@@ -59,13 +63,26 @@ class Platform:
         self._media = grpc.aio.insecure_channel(settings.gateway_media_address)
         self._admin = bearer(settings.admin_key.get_secret_value())
         self.media = media_rpc.MediaServiceStub(self._media)
+        self._sessions: dict[tuple[str, str, int], tuple[str, float]] = {}
 
     async def customer_session(self, tenant_id: str, customer_id: str, channel: int) -> str:
+        """A session token for the customer on the channel, minted by the tenants service and
+        kept until a minute before it expires: a chat's uploads, an SMS conversation's texts
+        need not mint one each."""
+        key = (tenant_id, customer_id, channel)
+        now = time.monotonic()
+        kept = self._sessions.get(key)
+        if kept is not None and kept[1] > now:
+            return kept[0]
         request = tpb.CreateCustomerSessionRequest(tenant_id=tenant_id, customer_id=customer_id)
         request.channel = channel  # type: ignore[assignment]
         session: tpb.CustomerSession = await tenants_rpc.AuthServiceStub(
             self._tenants
         ).CreateCustomerSession(request, metadata=self._admin)
+        lifetime = session.expire_time.ToDatetime(tzinfo=UTC) - datetime.now(UTC)
+        if len(self._sessions) >= SESSIONS_KEPT:
+            self._sessions.pop(next(iter(self._sessions)))  # the oldest kept
+        self._sessions[key] = (session.token, now + lifetime.total_seconds() - 60)
         return session.token
 
     async def start(
