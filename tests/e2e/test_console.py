@@ -404,19 +404,38 @@ async def test_a_supervisor_sees_the_queue_change_live_and_barges_in(
             f"return document.querySelector({json.dumps(row)})?.innerText.includes('Li Wei')"
         )
         await wall.shot("supervisor-wall")
-        await wall.click(f"{row} button")
+        # Monitoring first: the supervisor reads the conversation, and no one sees them.
+        await wall.click(f"{row} .actions button.secondary")
         await wall.until(
             "return document.querySelector('.joined .transcript')"
             "?.innerText.includes('Is anyone there?')"
         )
+        assert "monitoring" in await wall.run(
+            "return document.querySelector('.joined h3').innerText"
+        )
+        await wall.axe("supervisor monitoring")
+        # Then joining: everyone sees the supervisor; a whisper reaches the agent only.
+        await wall.click(".joined > button")
+        await talk.wait_for(lambda f: f.participant_joined.role == mpb.PARTICIPANT_ROLE_SUPERVISOR)
+        await wall.until("return document.querySelector('.joined textarea')")
         await wall.axe("supervisor joined")
+        await wall.type(".joined textarea", "Offer the premium card.")
+        await wall.click(".joined button[type=submit]")
+        whispered = await talk.wait_for(
+            lambda f: f.message.content.text == "Offer the premium card."
+        )
+        assert whispered.message.whisper
+        await wall.run("document.querySelector('.joined input[name=whisper]').click()")
         await wall.type(".joined textarea", "Supervisor here, we will sort it out.")
         await wall.click(".joined button[type=submit]")
         said = await customer.next(
             lambda i: i.get("text") == "Supervisor here, we will sort it out."
         )
         assert said["from"] == "supervisor"
-        await talk.wait_for(lambda f: f.participant_joined.role == mpb.PARTICIPANT_ROLE_SUPERVISOR)
+        seen = [i.get("text") for i in customer.items] + [i.get("type") for i in customer.items]
+        assert "Offer the premium card." not in seen, "the customer saw a whisper"
+        joined = [i for i in customer.items if i.get("type") == "joined"]
+        assert [i["role"] for i in joined].count("supervisor") == 1, "seen while monitoring"
 
         # Agents by state: the supervisor sends Li away from the wall.
         li_id = li.session.user.agent_id

@@ -59,7 +59,9 @@ def test_a_wrap_up_takes_a_known_disposition_and_a_short_note() -> None:
 
 def test_a_page_follows_at_most_twenty_well_formed_conversations() -> None:
     iid = "0b9f3c4e-6a1d-4f3e-9d1c-2a5b6c7d8e9f"
-    assert domain.followed(f"{iid}:7,bad:1,{iid[:-1]}x:2,") == {iid: 7}
+    assert domain.followed(f"{iid}:7,bad:1,{iid[:-1]}x:2,") == {iid: (7, False)}
+    assert domain.followed(f"{iid}:0:m") == {iid: (0, True)}
+    assert domain.followed(f"{iid}:0:x") == {}
     many = ",".join(f"{iid[:-2]}{n:02d}:1" for n in range(30))
     assert len(domain.followed(many)) == 20
 

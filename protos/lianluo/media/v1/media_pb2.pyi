@@ -736,6 +736,7 @@ class Message(_message.Message):
     CLIENT_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     SEND_TIME_FIELD_NUMBER: _builtins.int
+    WHISPER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned."""
     interaction_id: _builtins.str
@@ -745,6 +746,8 @@ class Message(_message.Message):
     sender_role: Global___ParticipantRole.ValueType
     client_message_id: _builtins.str
     """The sender's id for the message, echoed so a client can match its own messages."""
+    whisper: _builtins.bool
+    """Staff only: a supervisor's whisper, which the customer never sees."""
     @_builtins.property
     def content(self) -> Global___MessageContent: ...
     @_builtins.property
@@ -760,10 +763,11 @@ class Message(_message.Message):
         client_message_id: _builtins.str = ...,
         content: Global___MessageContent | None = ...,
         send_time: _timestamp_pb2.Timestamp | None = ...,
+        whisper: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "send_time", b"send_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "id", b"id", "interaction_id", b"interaction_id", "send_time", b"send_time", "sender_participant_id", b"sender_participant_id", "sender_role", b"sender_role", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "id", b"id", "interaction_id", b"interaction_id", "send_time", b"send_time", "sender_participant_id", b"sender_participant_id", "sender_role", b"sender_role", "sequence", b"sequence", "whisper", b"whisper"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -821,6 +825,7 @@ class Join(_message.Message):
     SUBJECT_ID_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     LAST_SEEN_SEQUENCE_FIELD_NUMBER: _builtins.int
+    MONITOR_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     interaction_id: _builtins.str
     """The interaction to join. Empty only for AGENT and EXPERT: the stream then is the agent's
@@ -838,6 +843,10 @@ class Join(_message.Message):
     whole timeline (an agent who joins sees the conversation so far); a client that resumes
     sends the last sequence it saw.
     """
+    monitor: _builtins.bool
+    """SUPERVISOR only: watch without taking part. No participant is added, so no one else sees
+    the supervisor, and the stream cannot send.
+    """
     def __init__(
         self,
         *,
@@ -847,10 +856,11 @@ class Join(_message.Message):
         subject_id: _builtins.str = ...,
         display_name: _builtins.str = ...,
         last_seen_sequence: _builtins.int = ...,
+        monitor: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "interaction_id", b"interaction_id", "last_seen_sequence", b"last_seen_sequence", "role", b"role", "subject_id", b"subject_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "interaction_id", b"interaction_id", "last_seen_sequence", b"last_seen_sequence", "monitor", b"monitor", "role", b"role", "subject_id", b"subject_id", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -862,8 +872,11 @@ class SendMessage(_message.Message):
 
     CLIENT_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
+    WHISPER_FIELD_NUMBER: _builtins.int
     client_message_id: _builtins.str
     """Unique per sender; a resend with the same id is delivered once."""
+    whisper: _builtins.bool
+    """A supervisor's word to the agents only (coaching): the customer never sees it."""
     @_builtins.property
     def content(self) -> Global___MessageContent: ...
     def __init__(
@@ -871,10 +884,11 @@ class SendMessage(_message.Message):
         *,
         client_message_id: _builtins.str = ...,
         content: Global___MessageContent | None = ...,
+        whisper: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "whisper", b"whisper"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1224,11 +1238,14 @@ class SendRequest(_message.Message):
     PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
     CLIENT_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
+    WHISPER_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     interaction_id: _builtins.str
     participant_id: _builtins.str
     """The sender, who must be in the interaction."""
     client_message_id: _builtins.str
+    whisper: _builtins.bool
+    """A supervisor's whisper to the agents (SendMessage.whisper)."""
     @_builtins.property
     def content(self) -> Global___MessageContent: ...
     def __init__(
@@ -1239,10 +1256,11 @@ class SendRequest(_message.Message):
         participant_id: _builtins.str = ...,
         client_message_id: _builtins.str = ...,
         content: Global___MessageContent | None = ...,
+        whisper: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "interaction_id", b"interaction_id", "participant_id", b"participant_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "interaction_id", b"interaction_id", "participant_id", b"participant_id", "tenant_id", b"tenant_id", "whisper", b"whisper"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

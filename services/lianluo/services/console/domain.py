@@ -205,13 +205,15 @@ def message_text(body: dict[str, Any]) -> tuple[str, str]:
     return str(text), str(client_id)
 
 
-def followed(query: str) -> dict[str, int]:
-    """The conversations a page follows, "<interaction id>:<last seq seen>,...", at most 20."""
-    found: dict[str, int] = {}
+def followed(query: str) -> dict[str, tuple[int, bool]]:
+    """The conversations a page follows, "<interaction id>:<last seq seen>[:m],...", at most
+    20; ":m" monitors (a supervisor watching unseen)."""
+    found: dict[str, tuple[int, bool]] = {}
     for part in filter(None, query.split(",")[:20]):
-        iid, _, seq = part.partition(":")
-        if re.fullmatch(r"[0-9a-f-]{36}", iid) and seq.isdigit():
-            found[iid] = int(seq)
+        iid, _, rest = part.partition(":")
+        seq, _, mode = rest.partition(":")
+        if re.fullmatch(r"[0-9a-f-]{36}", iid) and seq.isdigit() and mode in ("", "m"):
+            found[iid] = (int(seq), mode == "m")
     return found
 
 

@@ -302,6 +302,9 @@ class Console:
         body = await self._body(request)
         text, client_id = domain.message_text(body)
         participant = domain.participant(body)
+        whisper = body.get("whisper", False)
+        if not isinstance(whisper, bool):
+            raise BadInput({"whisper": "true or false"})
         message = await self._platform.media.Send(
             mpb.SendRequest(
                 tenant_id=session.tenant_id,
@@ -309,6 +312,7 @@ class Console:
                 participant_id=participant,
                 client_message_id=client_id,
                 content=mpb.MessageContent(text=text),
+                whisper=whisper,
             ),
             metadata=self._md(session),
         )
@@ -554,7 +558,7 @@ class Console:
             )
             tasks.append(asyncio.create_task(self._relay(session, desk, out)))
         agent = session.role == tpb.ROLE_AGENT
-        for iid, seq in follows.items():
+        for iid, (seq, monitor) in follows.items():
             join = mpb.Join(
                 tenant_id=session.tenant_id,
                 interaction_id=iid,
@@ -562,6 +566,7 @@ class Console:
                 subject_id=session.agent_id if agent else session.user["id"],
                 display_name=session.user["display_name"],
                 last_seen_sequence=seq,
+                monitor=monitor and not agent,
             )
             tasks.append(asyncio.create_task(self._relay(session, join, out)))
         if session.role in (tpb.ROLE_SUPERVISOR, tpb.ROLE_TENANT_ADMIN):

@@ -43,6 +43,7 @@ class MediaApi(rpc.MediaServiceServicer):
             request.participant_id,
             request.client_message_id,
             request.content,
+            request.whisper,
         )
 
     @auth.needs("interaction:write")
@@ -172,6 +173,7 @@ class MediaApi(rpc.MediaServiceServicer):
                     me.id,
                     frame.send.client_message_id,
                     frame.send.content,
+                    frame.send.whisper,
                 )
             elif kind == "leave":
                 if me is not None and me.role == R.PARTICIPANT_ROLE_CUSTOMER:

@@ -119,7 +119,11 @@ class Change:
         self.add("ended", ending, event="ended")
 
     def message(
-        self, sender: pb.Participant, content: pb.MessageContent, cmid: str = ""
+        self,
+        sender: pb.Participant,
+        content: pb.MessageContent,
+        cmid: str = "",
+        whisper: bool = False,
     ) -> pb.Message:
         msg = pb.Message(
             id=str(uuid.uuid4()),
@@ -130,8 +134,9 @@ class Change:
             client_message_id=cmid,
             content=content,
             send_time=_stamp(),
+            whisper=whisper,
         )
-        self.add("message", msg, event="message")
+        self.add("message", msg, event="message", staff_only=whisper)
         return msg
 
     def participant(self, participant_id: str) -> pb.Participant | None:
@@ -389,6 +394,7 @@ class MediaService:
         participant_id: str,
         cmid: str,
         content: pb.MessageContent,
+        whisper: bool = False,
     ) -> pb.Message:
         auth.require_tenant(tenant_id)
         v = Violations()
@@ -408,7 +414,9 @@ class MediaService:
                     frame = await self._repo.frame_at(conn, change.tid, iid, seq)
                     return pb.ServerFrame.FromString(frame or b"").message
             domain.require_open(change.it)
-            msg = change.message(sender, content, cmid)
+            if whisper and sender.role != R.PARTICIPANT_ROLE_SUPERVISOR:
+                raise InvalidArgument([FieldViolation("whisper", "only a supervisor whispers")])
+            msg = change.message(sender, content, cmid, whisper)
             if cmid:
                 await self._repo.remember_client_message(
                     conn, change.tid, iid, sender.id, cmid, msg.sequence
@@ -571,9 +579,11 @@ class MediaService:
         # An agent who has just accepted joins as the ACD's assignment travels to this service
         # (routing.decision): a join that arrives first waits for it a moment instead of failing.
         deadline = asyncio.get_running_loop().time() + ASSIGNMENT_WAIT_SECONDS
+        if join.monitor and join.role != R.PARTICIPANT_ROLE_SUPERVISOR:
+            raise InvalidArgument([FieldViolation("join.monitor", "only a supervisor monitors")])
         while True:
             interaction, found = await self._join_once(join, who)
-            if found is not None:
+            if found is not None or join.monitor:
                 return interaction, found
             waits = join.role in (R.PARTICIPANT_ROLE_AGENT, R.PARTICIPANT_ROLE_EXPERT)
             if (
@@ -601,6 +611,8 @@ class MediaService:
                 ),
                 None,
             )
+            if join.monitor:
+                return change.it, None  # watching unseen: no participant
             if found is None and join.role == R.PARTICIPANT_ROLE_SUPERVISOR:
                 found = pb.Participant(
                     id=f"s-{uuid.uuid4().hex[:12]}",

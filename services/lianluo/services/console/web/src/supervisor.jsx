@@ -64,29 +64,42 @@ function Agents({ agents, onPresence }) {
   );
 }
 
-// A supervisor joins a live conversation (media adds them as a participant, which every side
-// sees), reads it from the start, and may speak in it: barging in.
-function Joined({ talk, onSend }) {
+// A supervisor monitors a live conversation unseen (no one else knows), or joins it (media
+// adds them as a participant, which every side sees) to whisper to the agent or speak to all:
+// barging in. Either way they read it from the start.
+function Joined({ talk, onSend, onJoin }) {
   const [draft, setDraft] = useState("");
+  const [whisper, setWhisper] = useState(true);
   return (
     <section class="talk joined" aria-label={t("joinedConversation")}>
       <h3>
         {t("customer")}: {talk.customerName || talk.id.slice(0, 8)}
+        {talk.monitor && <span class="status"> · {t("monitoring")}</span>}
       </h3>
       <Transcript talk={talk} />
-      <form
-        class="composer"
-        onSubmit={(e) => {
-          e.preventDefault();
-          if (draft.trim()) onSend(draft.trim()).then(() => setDraft(""));
-        }}
-      >
-        <label for={`wall-draft-${talk.id}`} class="visually-hidden">
-          {t("message")}
-        </label>
-        <textarea id={`wall-draft-${talk.id}`} rows="2" value={draft} onInput={(e) => setDraft(e.currentTarget.value)} />
-        <button type="submit">{t("send")}</button>
-      </form>
+      {talk.monitor ? (
+        <button type="button" onClick={onJoin}>
+          {t("join")}
+        </button>
+      ) : (
+        <form
+          class="composer"
+          onSubmit={(e) => {
+            e.preventDefault();
+            if (draft.trim()) onSend(draft.trim(), whisper).then(() => setDraft(""));
+          }}
+        >
+          <label for={`wall-draft-${talk.id}`} class="visually-hidden">
+            {t("message")}
+          </label>
+          <textarea id={`wall-draft-${talk.id}`} rows="2" value={draft} onInput={(e) => setDraft(e.currentTarget.value)} />
+          <div class="check">
+            <input id={`whisper-${talk.id}`} type="checkbox" name="whisper" checked={whisper} onChange={(e) => setWhisper(e.currentTarget.checked)} />
+            <label for={`whisper-${talk.id}`}>{t("whisper")}</label>
+          </div>
+          <button type="submit">{t("send")}</button>
+        </form>
+      )}
     </section>
   );
 }
@@ -103,7 +116,11 @@ export function Wall() {
   const link = useRef(null);
   useEffect(() => {
     link.current = live(
-      () => Object.fromEntries(Object.values(state.current.joined).map((x) => [x.id, x.seen || 0])),
+      () =>
+        Object.fromEntries(
+          // A value with ":m" monitors the conversation.
+          Object.values(state.current.joined).map((x) => [x.id, `${x.seen || 0}${x.monitor ? ":m" : ""}`]),
+        ),
       (kind, data) => {
         if (kind === "queues") setQueues(data.queues || []);
         if (kind === "conversations") setConversations(data.conversations || []);
@@ -120,8 +137,8 @@ export function Wall() {
     return () => link.current.close();
   }, []);
 
-  function join(c) {
-    const talk = { id: c.id, seen: 0, items: [], participant: "", customerName: c.customer };
+  function follow(c, monitor) {
+    const talk = { id: c.id, seen: 0, items: [], participant: "", customerName: c.customer || c.customerName, monitor };
     state.current.joined = { ...state.current.joined, [c.id]: talk };
     setJoined(state.current.joined);
     link.current.reopen();
@@ -136,10 +153,10 @@ export function Wall() {
     }
   }
 
-  async function send(talk, text) {
+  async function send(talk, text, whisper) {
     const id = "s" + Date.now().toString(36) + Math.random().toString(36).slice(2, 6);
     try {
-      await api("POST", `/api/conversations/${talk.id}/messages`, { text, id, participant: talk.participant });
+      await api("POST", `/api/conversations/${talk.id}/messages`, { text, id, participant: talk.participant, whisper });
       setError("");
     } catch (refused) {
       setError(refused.message);
@@ -208,9 +225,14 @@ export function Wall() {
               <td>{c.agents.join(", ")}</td>
               <td>
                 {!joined[c.id] && (
-                  <button type="button" onClick={() => join(c)}>
-                    {t("join")}
-                  </button>
+                  <span class="actions">
+                    <button type="button" class="secondary" onClick={() => follow(c, true)}>
+                      {t("monitor")}
+                    </button>
+                    <button type="button" onClick={() => follow(c, false)}>
+                      {t("join")}
+                    </button>
+                  </span>
                 )}
               </td>
             </tr>
@@ -218,7 +240,7 @@ export function Wall() {
         </tbody>
       </table>
       {Object.values(joined).map((talk) => (
-        <Joined talk={talk} onSend={(text) => send(talk, text)} />
+        <Joined talk={talk} onSend={(text, whisper) => send(talk, text, whisper)} onJoin={() => follow(talk, false)} />
       ))}
     </section>
   );

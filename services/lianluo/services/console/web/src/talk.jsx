@@ -40,6 +40,7 @@ export function applyFrame(talk, frame, kind) {
         seq: n,
         text: said(m.content),
         mine: m.sender_participant_id === talk.participant,
+        whisper: Boolean(m.whisper),
         file: stored ? { id: stored, name: file.name } : null,
       });
       if (m.sender_participant_id !== talk.participant) talk.typing = false;
@@ -78,7 +79,8 @@ export function Transcript({ talk }) {
     <ol class="transcript" ref={list} aria-live="polite" aria-label={t("conversations")}>
       {talk.items.map((item) =>
         item.kind === "message" ? (
-          <li class={item.mine ? "mine" : "theirs"} data-seq={item.seq}>
+          <li class={`${item.mine ? "mine" : "theirs"}${item.whisper ? " whisper" : ""}`} data-seq={item.seq}>
+            {item.whisper && <span class="whisper-label">{t("whispered")} </span>}
             {item.file ? (
               <button type="button" class="link" onClick={() => openFile(item.file)}>
                 {item.file.name}
