@@ -255,13 +255,15 @@ async def test_an_agent_takes_a_web_chat_and_the_wrap_up_drives_the_closed_loop_
         "s.dispatchEvent(new Event('change', {bubbles: true}))"
     )
     await desk.until("return document.querySelector('#presence').value === 'available'")
-    await asyncio.sleep(0.5)
-    async with aiohttp.ClientSession() as http:
-        customer = await WebVisitor.open(
-            http, bank.socket, bank.origin, name="Mei", form={"order_number": "A-3003"}
-        )
-        await customer.next(lambda i: i["type"] == "welcome")
-        await customer.say("My card is lost", "c1")
+    # The customer, on a phone, in the real widget on the page the gateway hosts.
+    phone = Page(await asyncio.to_thread(_browser))
+    try:
+        chat = bank.socket.replace("ws", "http", 1).removesuffix("ws")
+        await asyncio.to_thread(phone.driver.get, chat + "?prechat=order_number")
+        await phone.type("form.prechat input[name=order_number]", "A-3003")
+        await phone.click("form.prechat button")
+        await phone.type("#lianluo-chat input[name=text]", "My card is lost")
+        await phone.click("#lianluo-chat button[type=submit]")
         await _offer_accepted(desk, "My card is lost", shot="agent-offer")
         # The customer panel shows what the pre-chat form told.
         await desk.until("return document.querySelector('.customer')?.innerText.includes('A-3003')")
@@ -270,31 +272,38 @@ async def test_an_agent_takes_a_web_chat_and_the_wrap_up_drives_the_closed_loop_
 
         await desk.type(".composer textarea", "I have blocked it.")
         await desk.click(".composer button[type=submit]")
-        reply = await customer.next(lambda i: i.get("text") == "I have blocked it.")
-        assert reply["from"] == "agent"
-        # The customer reads it: the desk shows it read.
-        await customer.ws.send_json({"type": "read", "seq": reply["seq"]})
+        await phone.until(
+            "return [...document.querySelectorAll('#lianluo-chat li.them')]"
+            ".some(li => li.textContent === 'I have blocked it.')"
+        )
+        # The widget showed it, so it said it was read: the desk shows it read.
         await desk.until("return document.querySelector('.transcript .read')")
 
         # The agent sends a file from the desk; the customer's chat gets it, whole.
         form = tmp_path / "replacement-form.pdf"
         form.write_bytes(PDF)
         await desk.type(".composer input[type=file]", str(form))
-        sent = await customer.next(lambda i: "attachment" in i)
-        assert sent["from"] == "agent" and sent["attachment"]["name"] == "replacement-form.pdf"
-        got = await http.get(bank.origin + sent["attachment"]["url"])
-        assert got.status == 200 and await got.read() == PDF
+        href = await phone.until(
+            "const a = document.querySelector('#lianluo-chat li.them a[download]');"
+            "return a && a.textContent === 'replacement-form.pdf' && a.href"
+        )
+        async with aiohttp.ClientSession() as http:
+            got = await http.get(href)
+            assert got.status == 200 and await got.read() == PDF
         await desk.until("return document.querySelector('.transcript button.link')")
 
         await desk.click_text("End conversation")
         await desk.until("return document.querySelector('.wrapup')")
+        # For the customer it is over: the widget says so, and asks for a rating.
+        await phone.until("return document.querySelector('#lianluo-chat li.rating')")
         await desk.run("document.querySelector('.wrapup select').value = 'resolved'")
         await desk.type(".wrapup textarea", "card replaced")
         await desk.shot("agent-wrap-up")
         await desk.click(".wrapup button[type=submit]")
         notice = await asyncio.wait_for(bank.notices.received.get(), 30)
         assert (notice["resolution"], notice["resolution_note"]) == ("resolved", "card replaced")
-        await customer.ws.close()
+    finally:
+        await asyncio.to_thread(phone.driver.quit)
 
 
 async def _available(desk: Page) -> None:
