@@ -292,6 +292,18 @@ async def test_an_agent_takes_a_web_chat_and_the_wrap_up_drives_the_closed_loop_
             assert got.status == 200 and await got.read() == PDF
         await desk.until("return document.querySelector('.transcript button.link')")
 
+        # A place: the widget shows its name and a map link.
+        await desk.click_text("Send a place")
+        await desk.type("form.place input[name=label]", "Nanjing Road branch")
+        await desk.type("form.place input[name=latitude]", "31.2304")
+        await desk.type("form.place input[name=longitude]", "121.4737")
+        await desk.click("form.place button[type=submit]")
+        await phone.until(
+            "return [...document.querySelectorAll('#lianluo-chat li.them')].some(li =>"
+            " li.textContent.includes('Nanjing Road branch')"
+            " && li.textContent.includes('mlat=31.230400&mlon=121.473700'))"
+        )
+
         await desk.click_text("End conversation")
         await desk.until("return document.querySelector('.wrapup')")
         # For the customer it is over: the widget says so, and asks for a rating.
@@ -686,6 +698,13 @@ async def test_a_supervisor_reads_a_historical_report_and_exports_it(
     )
     await wall.click("form.report-query button[type=submit]")
     await wall.until("return document.querySelector('tr[data-key=CHANNEL_WEB]')")
+    # By agent: agents by their names.
+    await wall.run(
+        "const s = document.querySelector('#report-group'); s.value = 'agent';"
+        "s.dispatchEvent(new Event('change', {bubbles: true}))"
+    )
+    await wall.click("form.report-query button[type=submit]")
+    await wall.until("return document.querySelector('tr[data-key=\"Li Wei\"]')")
 
 
 # ---------------------------------------------------------------------- bad input, bad sessions

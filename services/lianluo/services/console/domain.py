@@ -154,6 +154,30 @@ def wrap_up(body: dict[str, Any]) -> tuple[str, str]:
     return str(disposition), str(note)
 
 
+def message_content(body: dict[str, Any]) -> tuple[mpb.MessageContent, str]:
+    """What the desk sends, and its client id: text, or a place (`location`: latitude,
+    longitude and a label), which each channel shows as it can (a map link in a text)."""
+    place = body.get("location")
+    if place is None:
+        text, client_id = message_text(body)
+        return mpb.MessageContent(text=text), client_id
+    _, client_id = message_text({"text": "place", "id": body.get("id")})
+    fields = {}
+    if not isinstance(place, dict):
+        raise BadInput({"location": "latitude, longitude and a label"})
+    lat, lon, label = place.get("latitude"), place.get("longitude"), place.get("label", "")
+    if not isinstance(lat, int | float) or isinstance(lat, bool) or not -90 <= lat <= 90:
+        fields["location.latitude"] = "-90 to 90"
+    if not isinstance(lon, int | float) or isinstance(lon, bool) or not -180 <= lon <= 180:
+        fields["location.longitude"] = "-180 to 180"
+    if not isinstance(label, str) or len(label) > 200:
+        fields["location.label"] = "at most 200 characters"
+    if fields:
+        raise BadInput(fields)
+    at = mpb.Location(latitude=float(lat), longitude=float(lon), label=str(label))  # type: ignore[arg-type]
+    return mpb.MessageContent(location=at), client_id
+
+
 def participant(body: dict[str, Any]) -> str:
     """The caller's participant id in the conversation, which the page learnt on joining."""
     found = body.get("participant")

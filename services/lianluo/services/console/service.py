@@ -300,7 +300,7 @@ class Console:
 
     async def send(self, request: web.Request, session: Session) -> web.Response:
         body = await self._body(request)
-        text, client_id = domain.message_text(body)
+        content, client_id = domain.message_content(body)
         participant = domain.participant(body)
         whisper = body.get("whisper", False)
         if not isinstance(whisper, bool):
@@ -311,7 +311,7 @@ class Console:
                 interaction_id=request.match_info["interaction"],
                 participant_id=participant,
                 client_message_id=client_id,
-                content=mpb.MessageContent(text=text),
+                content=content,
                 whisper=whisper,
             ),
             metadata=self._md(session),
@@ -453,7 +453,16 @@ class Console:
 
     async def _report(self, request: web.Request, session: Session) -> apb.ReportResponse:
         ask = domain.report_request(session.tenant_id, request.query)
-        found: apb.ReportResponse = await self._platform.acd.Report(ask, metadata=self._md(session))
+        md = self._md(session)
+        found: apb.ReportResponse = await self._platform.acd.Report(ask, metadata=md)
+        if ask.group_by == apb.REPORT_GROUPING_AGENT:
+            # People read agents by name; the ACD reports them by id.
+            agents = await self._platform.agents.ListAgents(
+                tpb.ListAgentsRequest(tenant_id=session.tenant_id), metadata=md
+            )
+            names = {a.id: a.display_name or a.name for a in agents.agents}
+            for row in found.rows:
+                row.key = names.get(row.key, row.key)
         return found
 
     async def report(self, request: web.Request, session: Session) -> web.Response:

@@ -97,6 +97,43 @@ function WrapUp({ talk, onClose }) {
   );
 }
 
+// A place to send the customer (a branch, say): each channel shows it as it can.
+function PlaceForm({ talk, onSend, onCancel }) {
+  const [fields, setFields] = useState({});
+  async function submit(event) {
+    event.preventDefault();
+    const form = new FormData(event.currentTarget);
+    try {
+      await onSend({
+        latitude: Number(form.get("latitude")),
+        longitude: Number(form.get("longitude")),
+        label: form.get("label"),
+      });
+    } catch (refused) {
+      setFields(refused.fields || { "location.label": refused.message });
+    }
+  }
+  const field = (name, label, type = "text") => (
+    <div class="field">
+      <label for={`${name}-${talk.id}`}>{label}</label>
+      <input id={`${name}-${talk.id}`} name={name} type={type} step="any" aria-invalid={fields[`location.${name}`] ? "true" : undefined} />
+      {fields[`location.${name}`] && <span class="error">{fields[`location.${name}`]}</span>}
+    </div>
+  );
+  return (
+    <form class="place" onSubmit={submit} aria-labelledby={`place-${talk.id}`}>
+      <h3 id={`place-${talk.id}`}>{t("place")}</h3>
+      {field("label", t("placeLabel"))}
+      {field("latitude", t("latitude"), "number")}
+      {field("longitude", t("longitude"), "number")}
+      <button type="submit">{t("send")}</button>
+      <button type="button" class="secondary" onClick={onCancel}>
+        {t("cancel")}
+      </button>
+    </form>
+  );
+}
+
 // Hand the conversation to a queue, a named agent or an expert in a subject, with a note only
 // staff see; "consult" keeps this agent in the conversation.
 function TransferForm({ talk, onTransfer, onCancel }) {
@@ -269,6 +306,12 @@ export function Desk({ me }) {
     }
   }
 
+  async function sendPlace(talk, location) {
+    const id = "p" + Date.now().toString(36) + Math.random().toString(36).slice(2, 6);
+    await api("POST", `/api/conversations/${talk.id}/messages`, { location, id, participant: talk.participant });
+    change(talk.id, (x) => ({ ...x, placing: false }));
+  }
+
   async function transfer(talk, what) {
     await api("POST", `/api/conversations/${talk.id}/transfer`, { participant: talk.participant, ...what });
     change(talk.id, (x) => ({ ...x, transferring: false }));
@@ -376,6 +419,9 @@ export function Desk({ me }) {
                   }}
                 />
               </label>
+              <button type="button" class="secondary" onClick={() => change(talk.id, (x) => ({ ...x, placing: true }))}>
+                {t("place")}
+              </button>
               <button
                 type="button"
                 class="secondary"
@@ -387,6 +433,13 @@ export function Desk({ me }) {
                 {t("end")}
               </button>
             </form>
+          )}
+          {talk.state === "INTERACTION_STATE_CONNECTED" && talk.placing && (
+            <PlaceForm
+              talk={talk}
+              onSend={(location) => sendPlace(talk, location)}
+              onCancel={() => change(talk.id, (x) => ({ ...x, placing: false }))}
+            />
           )}
           {talk.state === "INTERACTION_STATE_CONNECTED" && talk.transferring && (
             <TransferForm
