@@ -304,6 +304,26 @@ async def test_an_agent_takes_a_web_chat_and_the_wrap_up_drives_the_closed_loop_
             " && li.textContent.includes('mlat=31.230400&mlon=121.473700'))"
         )
 
+        # A form: the widget links to its page; the answers come back to the desk.
+        await desk.click_text("Send a form")
+        await desk.type("form.formbuilder input[name=title]", "Verify your card")
+        await desk.type("form.formbuilder textarea", "last4, Last four digits, number")
+        await desk.click("form.formbuilder button[type=submit]")
+        link = await phone.until(
+            "const a = [...document.querySelectorAll('#lianluo-chat li.them a')]"
+            ".find(a => a.textContent === 'Verify your card'); return a && a.href"
+        )
+        async with aiohttp.ClientSession() as http, asyncio.timeout(30):
+            while (page := await http.get(link)).status == 404:  # the gateway records it
+                await asyncio.sleep(0.2)
+            assert page.status == 200 and "Last four digits" in await page.text()
+            filled = await http.post(link, data={"last4": "4242"})
+            assert filled.status == 200
+        await desk.until(
+            "return document.querySelector('.transcript')?.innerText"
+            ".includes('Last four digits: 4242')"
+        )
+
         await desk.click_text("End conversation")
         await desk.until("return document.querySelector('.wrapup')")
         # For the customer it is over: the widget says so, and asks for a rating.

@@ -91,3 +91,30 @@ def test_a_conversation_with_a_person_ends_in_the_agents_wrap_up(
     if state == S.INTERACTION_STATE_CONNECTED:
         # A key ending it (no participant) closes it at once.
         assert media_domain.ending(it, None, mpb.Resolution(code=code)) == "end"
+
+
+def test_a_form_from_the_desk_names_each_field_that_is_wrong() -> None:
+    made = domain.form_to_fill(
+        {"title": "Verify", "fields": [{"name": "last4", "label": "Last 4", "type": "number"}]}
+    )
+    assert made.title == "Verify" and made.form_id.startswith("f-")
+    assert [(f.name, f.type) for f in made.fields] == [("last4", mpb.FORM_FIELD_TYPE_NUMBER)]
+    with pytest.raises(domain.BadInput) as refused:
+        domain.form_to_fill(
+            {"title": "", "fields": [{"name": "Bad Name"}, {"name": "ok", "type": "colour"}]}
+        )
+    assert set(refused.value.fields) == {
+        "form.title",
+        "form.fields[0].name",
+        "form.fields[1].type",
+    }
+
+
+def test_a_place_from_the_desk_is_on_earth() -> None:
+    content, _ = domain.message_content(
+        {"id": "p1", "location": {"latitude": 31.23, "longitude": 121.47, "label": "Bund"}}
+    )
+    assert content.location.label == "Bund"
+    with pytest.raises(domain.BadInput) as refused:
+        domain.message_content({"id": "p2", "location": {"latitude": 91, "longitude": True}})
+    assert set(refused.value.fields) == {"location.latitude", "location.longitude"}

@@ -10,6 +10,7 @@ import hmac
 import io
 import json
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -157,6 +158,10 @@ def wrap_up(body: dict[str, Any]) -> tuple[str, str]:
 def message_content(body: dict[str, Any]) -> tuple[mpb.MessageContent, str]:
     """What the desk sends, and its client id: text, or a place (`location`: latitude,
     longitude and a label), which each channel shows as it can (a map link in a text)."""
+    form = body.get("form")
+    if form is not None:
+        _, client_id = message_text({"text": "form", "id": body.get("id")})
+        return mpb.MessageContent(form=form_to_fill(form)), client_id
     place = body.get("location")
     if place is None:
         text, client_id = message_text(body)
@@ -176,6 +181,43 @@ def message_content(body: dict[str, Any]) -> tuple[mpb.MessageContent, str]:
         raise BadInput(fields)
     at = mpb.Location(latitude=float(lat), longitude=float(lon), label=str(label))  # type: ignore[arg-type]
     return mpb.MessageContent(location=at), client_id
+
+
+FORM_TYPES = {
+    "text": mpb.FORM_FIELD_TYPE_TEXT,
+    "number": mpb.FORM_FIELD_TYPE_NUMBER,
+    "date": mpb.FORM_FIELD_TYPE_DATE,
+    "email": mpb.FORM_FIELD_TYPE_EMAIL,
+    "phone": mpb.FORM_FIELD_TYPE_PHONE,
+}
+
+
+def form_to_fill(found: Any) -> mpb.Form:
+    """A form the desk sends: a title and up to 10 fields (name, label, type, required)."""
+    if not isinstance(found, dict):
+        raise BadInput({"form": "a title and fields"})
+    title, fields = found.get("title", ""), found.get("fields")
+    problems = {}
+    if not isinstance(title, str) or not 0 < len(title) <= 120:
+        problems["form.title"] = "1 to 120 characters"
+    if not isinstance(fields, list) or not 0 < len(fields) <= 10:
+        problems["form.fields"] = "1 to 10 fields"
+        fields = []
+    out = mpb.Form(form_id=f"f-{uuid.uuid4().hex[:12]}", title=str(title))
+    for i, f in enumerate(fields):
+        name = f.get("name") if isinstance(f, dict) else None
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name):
+            problems[f"form.fields[{i}].name"] = "a-z, 0-9 and _"
+            continue
+        kind = FORM_TYPES.get(str(f.get("type", "text")))
+        if kind is None:
+            problems[f"form.fields[{i}].type"] = f"one of {', '.join(FORM_TYPES)}"
+            continue
+        label = str(f.get("label") or name)[:120]
+        out.fields.add(name=name, label=label, type=kind, required=bool(f.get("required")))
+    if problems:
+        raise BadInput(problems)
+    return out
 
 
 def participant(body: dict[str, Any]) -> str:

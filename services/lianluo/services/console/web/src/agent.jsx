@@ -97,6 +97,51 @@ function WrapUp({ talk, onClose }) {
   );
 }
 
+// A form the customer fills on a page of the gateway's (the answers come back as a message):
+// a title, and one field per line, "name, label, type" (type: text, number, date, email, phone).
+function FormBuilder({ talk, onSend, onCancel }) {
+  const [fields, setFields] = useState({});
+  async function submit(event) {
+    event.preventDefault();
+    const form = new FormData(event.currentTarget);
+    const lines = String(form.get("fields") || "").split("\n").map((l) => l.trim()).filter(Boolean);
+    const parsed = lines.map((line) => {
+      const [name, label, type] = line.split(",").map((x) => x.trim());
+      return { name, label: label || name, type: type || "text", required: true };
+    });
+    try {
+      await onSend({ title: form.get("title"), fields: parsed });
+    } catch (refused) {
+      setFields(refused.fields || { "form.title": refused.message });
+    }
+  }
+  const errors = Object.entries(fields);
+  return (
+    <form class="place formbuilder" onSubmit={submit} aria-labelledby={`formb-${talk.id}`}>
+      <h3 id={`formb-${talk.id}`}>{t("form")}</h3>
+      <div class="field">
+        <label for={`ftitle-${talk.id}`}>{t("formTitle")}</label>
+        <input id={`ftitle-${talk.id}`} name="title" />
+      </div>
+      <div class="field">
+        <label for={`ffields-${talk.id}`}>{t("formFields")}</label>
+        <textarea id={`ffields-${talk.id}`} name="fields" rows="3" />
+      </div>
+      {errors.length > 0 && (
+        <ul class="error">
+          {errors.map(([k, v]) => (
+            <li>{`${k}: ${v}`}</li>
+          ))}
+        </ul>
+      )}
+      <button type="submit">{t("send")}</button>
+      <button type="button" class="secondary" onClick={onCancel}>
+        {t("cancel")}
+      </button>
+    </form>
+  );
+}
+
 // A place to send the customer (a branch, say): each channel shows it as it can.
 function PlaceForm({ talk, onSend, onCancel }) {
   const [fields, setFields] = useState({});
@@ -306,6 +351,12 @@ export function Desk({ me }) {
     }
   }
 
+  async function sendForm(talk, form) {
+    const id = "q" + Date.now().toString(36) + Math.random().toString(36).slice(2, 6);
+    await api("POST", `/api/conversations/${talk.id}/messages`, { form, id, participant: talk.participant });
+    change(talk.id, (x) => ({ ...x, forming: false }));
+  }
+
   async function sendPlace(talk, location) {
     const id = "p" + Date.now().toString(36) + Math.random().toString(36).slice(2, 6);
     await api("POST", `/api/conversations/${talk.id}/messages`, { location, id, participant: talk.participant });
@@ -422,6 +473,9 @@ export function Desk({ me }) {
               <button type="button" class="secondary" onClick={() => change(talk.id, (x) => ({ ...x, placing: true }))}>
                 {t("place")}
               </button>
+              <button type="button" class="secondary" onClick={() => change(talk.id, (x) => ({ ...x, forming: true }))}>
+                {t("form")}
+              </button>
               <button
                 type="button"
                 class="secondary"
@@ -433,6 +487,13 @@ export function Desk({ me }) {
                 {t("end")}
               </button>
             </form>
+          )}
+          {talk.state === "INTERACTION_STATE_CONNECTED" && talk.forming && (
+            <FormBuilder
+              talk={talk}
+              onSend={(form) => sendForm(talk, form)}
+              onCancel={() => change(talk.id, (x) => ({ ...x, forming: false }))}
+            />
           )}
           {talk.state === "INTERACTION_STATE_CONNECTED" && talk.placing && (
             <PlaceForm

@@ -129,6 +129,15 @@ function onItem(item) {
     const mine = item.from === "me";
     const li = add(mine ? "me" : "them", item.text, item.seq);
     if (item.attachment) showAttachment(li, item.attachment);
+    if (item.form) {
+      // A form to fill opens on its own page, which sends the answers back into the chat.
+      const a = document.createElement("a");
+      a.href = item.form.url.startsWith("/") ? origin + item.form.url : item.form.url;
+      a.target = "_blank";
+      a.rel = "noopener";
+      a.textContent = item.form.title || "A form to fill";
+      li.appendChild(a);
+    }
     timeline.confirmed(item.client_id);
     if (!mine) {
       typing.textContent = "";
