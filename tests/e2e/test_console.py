@@ -225,6 +225,14 @@ async def page() -> AsyncIterator[Page]:
         await asyncio.to_thread(driver.quit)
 
 
+async def _available(desk: Page) -> None:
+    await desk.run(
+        "const s = document.querySelector('#presence'); s.value = 'available';"
+        "s.dispatchEvent(new Event('change', {bubbles: true}))"
+    )
+    await desk.until("return document.querySelector('#presence').value === 'available'")
+
+
 async def _offer_accepted(desk: Page, customer_text: str, shot: str = "") -> None:
     await desk.until("return document.querySelector('.offer')")
     assert "Why you" in await desk.text()
@@ -250,10 +258,7 @@ async def test_an_agent_takes_a_web_chat_and_the_wrap_up_drives_the_closed_loop_
     await desk.axe("sign-in")
     await desk.shot("sign-in")
     await desk.sign_in(bank.console, bank.tenant.name, "li")
-    await desk.run(
-        "const s = document.querySelector('#presence'); s.value = 'available';"
-        "s.dispatchEvent(new Event('change', {bubbles: true}))"
-    )
+    await _available(desk)
     await desk.until("return document.querySelector('#presence').value === 'available'")
     # The customer, on a phone, in the real widget on the page the gateway hosts.
     phone = Page(await asyncio.to_thread(_browser))
@@ -338,14 +343,6 @@ async def test_an_agent_takes_a_web_chat_and_the_wrap_up_drives_the_closed_loop_
         await asyncio.to_thread(phone.driver.quit)
 
 
-async def _available(desk: Page) -> None:
-    await desk.run(
-        "const s = document.querySelector('#presence'); s.value = 'available';"
-        "s.dispatchEvent(new Event('change', {bubbles: true}))"
-    )
-    await desk.until("return document.querySelector('#presence').value === 'available'")
-
-
 async def test_an_agent_hands_a_chat_to_an_expert_whose_wrap_up_sends_the_notice(
     bank: Bank, page: Page
 ) -> None:
@@ -395,10 +392,7 @@ async def test_a_customer_who_leaves_first_ends_in_the_agents_wrap_up(
 ) -> None:
     desk = page
     await desk.sign_in(bank.console, bank.tenant.name, "li")
-    await desk.run(
-        "const s = document.querySelector('#presence'); s.value = 'available';"
-        "s.dispatchEvent(new Event('change', {bubbles: true}))"
-    )
+    await _available(desk)
     async with aiohttp.ClientSession() as http:
         customer = await WebVisitor.open(http, bank.socket, bank.origin, name="Ana")
         welcome = await customer.next(lambda i: i["type"] == "welcome")

@@ -27,6 +27,7 @@ from cell_support import AgentAtWork
 from conftest import ADMIN_KEY, Stack, running_cell
 from factories import Client, agent, onboard, queue, user
 from test_sms import NUMBER, SID, TOKEN, Provider, signed
+from test_web_chat import PNG
 
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.devstack.cell import Cell
@@ -230,13 +231,6 @@ async def test_a_mail_thread_is_one_interaction_and_replies_go_back_in_it(
     assert joined.joined.interaction.customer.id == customer.id
     await talk.close()
     await li_at_work.stop()
-
-
-# A 2 x 1 PNG.
-PNG = bytes.fromhex(
-    "89504e470d0a1a0a0000000d49484452000000020000000108020000007b40e8dd0000000d4944415478"
-    "9c63f8cfc000440008fe01ffc69e79f70000000049454e44ae426082"
-)
 
 
 async def test_attachments_locations_and_forms_cross_between_mail_and_the_agent(

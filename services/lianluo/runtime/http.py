@@ -16,7 +16,7 @@ class HttpServer:
     """Serves its routes on host:port (port 0: any free one, then in `port`)."""
 
     def __init__(self, host: str, port: int) -> None:
-        self._app = web.Application()
+        self._app: web.Application | None = None
         self._host = host
         self.port = port
         self._stopping = asyncio.Event()
@@ -32,6 +32,8 @@ class HttpServer:
         return f"http://{self._host}:{self.port}"
 
     async def run(self) -> None:
+        if self._app is None:
+            raise RuntimeError("no routes to serve: add_routes first")
         runner = web.AppRunner(self._app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self._host, self.port)

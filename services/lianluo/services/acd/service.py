@@ -7,6 +7,7 @@ received them: they are published on `agent.event` and applied in order by the t
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -73,22 +74,22 @@ class AcdApi:
 
     # ------------------------------------------------------------------ commands
 
-    def _watched(self, tenant_id: str, agent: pb.Agent) -> bool:
-        """Whether the caller watches a queue this agent takes (a supervisor's queues)."""
+    def _watched(self, tenant_id: str) -> Callable[[pb.Agent], bool]:
+        """Whether the caller watches a queue an agent takes (a supervisor: their queues)."""
         who = auth.current_principal()
-        profile = AgentProfile.from_config(agent)
-        return any(
-            who.watches(q.name) and qualifies(profile, needs_for(q, common.RoutingRequirements()))
+        needs = [
+            needs_for(q, common.RoutingRequirements())
             for q in self._view.all(tenant_id, "queue")
-            if isinstance(q, pb.Queue)
-        )
+            if isinstance(q, pb.Queue) and who.watches(q.name)
+        ]
+        return lambda agent: any(qualifies(AgentProfile.from_config(agent), n) for n in needs)
 
     async def set_presence(self, request: acd.SetPresenceRequest) -> acd.AgentPresence:
         tenant_id = self._tenant(request.tenant_id)
         who = auth.current_principal()
         if who.role == auth.SUPERVISOR:
             # A supervisor manages the agents of their queues, not the others.
-            if not self._watched(tenant_id, self._agent(tenant_id, request.agent_id)):
+            if not self._watched(tenant_id)(self._agent(tenant_id, request.agent_id)):
                 raise PermissionDenied("the agent takes none of the caller's queues")
         else:
             auth.require_agent(request.agent_id)
@@ -127,14 +128,7 @@ class AcdApi:
                 agent_id=agent.id,
                 presence=request.presence,
                 reason=request.reason,
-                load=[
-                    acd.MediaLoad(
-                        media=media,
-                        max_concurrent=limits.get(media, maximum),
-                        in_use=in_use.get(media, 0),
-                    )
-                    for media, maximum in sorted(configured.items())
-                ],
+                load=_load(agent, limits, in_use),
                 change_time=stamp(now),
             )
             if current is not None and current.last_idle_time is not None:
@@ -159,25 +153,17 @@ class AcdApi:
             rows = await self._repo.load(conn, tenant_id)
         routing = build_routing(tenant_id, self._view, rows, self._settings)
         out = acd.ListAgentPresenceResponse()
+        watched = self._watched(tenant_id)
         for agent in sorted(self._view.all(tenant_id, "agent"), key=lambda a: a.name):
-            if not isinstance(agent, pb.Agent) or not self._watched(tenant_id, agent):
+            if not isinstance(agent, pb.Agent) or not watched(agent):
                 continue
             status = rows.statuses.get(agent.id)
-            in_use = _in_use(routing, agent.id)
-            limits = status.limits if status else {}
             shown = out.agents.add(
                 tenant_id=tenant_id,
                 agent_id=agent.id,
                 presence=status.presence if status else acd.PRESENCE_OFFLINE,
                 reason=status.reason if status else "",
-                load=[
-                    acd.MediaLoad(
-                        media=c.media,
-                        max_concurrent=limits.get(c.media, c.max_concurrent),
-                        in_use=in_use.get(c.media, 0),
-                    )
-                    for c in sorted(agent.capacity, key=lambda c: c.media)
-                ],
+                load=_load(agent, status.limits if status else {}, _in_use(routing, agent.id)),
             )
             if status is not None and status.change_time is not None:
                 shown.change_time.CopyFrom(stamp(status.change_time))
@@ -362,6 +348,19 @@ def _require_watch(queue: str) -> None:
     """A supervisor sees only the queues they watch (`queue` empty: none named yet)."""
     if queue and not auth.current_principal().watches(queue):
         raise PermissionDenied(f"the caller does not watch the queue {queue!r}")
+
+
+def _load(agent: pb.Agent, limits: dict[int, int], in_use: dict[int, int]) -> list[acd.MediaLoad]:
+    """Per media the agent takes: the most at once (the session's limit, else configured) and
+    how many are in use."""
+    return [
+        acd.MediaLoad(
+            media=c.media,
+            max_concurrent=limits.get(c.media, c.max_concurrent),
+            in_use=in_use.get(c.media, 0),
+        )
+        for c in sorted(agent.capacity, key=lambda c: c.media)
+    ]
 
 
 def _in_use(routing: TenantRouting, agent_id: str) -> dict[int, int]:

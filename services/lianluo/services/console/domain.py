@@ -220,6 +220,14 @@ def form_to_fill(found: Any) -> mpb.Form:
     return out
 
 
+def presence(body: dict[str, Any]) -> tuple[str, apb.Presence.ValueType]:
+    """The presence a page sets (available, away or offline), and its value for the ACD."""
+    name = body.get("presence")
+    if name not in ("available", "away", "offline"):
+        raise BadInput({"presence": "one of available, away, offline"})
+    return str(name), apb.Presence.Value(f"PRESENCE_{str(name).upper()}")
+
+
 def participant(body: dict[str, Any]) -> str:
     """The caller's participant id in the conversation, which the page learnt on joining."""
     found = body.get("participant")

@@ -256,11 +256,7 @@ class Console:
     # ------------------------------------------------------------------ the agent desk
 
     async def presence(self, request: web.Request, session: Session) -> web.Response:
-        body = await self._body(request)
-        name = body.get("presence")
-        if name not in ("available", "away", "offline"):
-            raise BadInput({"presence": "one of available, away, offline"})
-        value = apb.Presence.Value(f"PRESENCE_{str(name).upper()}")
+        name, value = domain.presence(await self._body(request))
         await self._platform.acd.SetPresence(
             apb.SetPresenceRequest(
                 tenant_id=session.tenant_id, agent_id=session.agent_id, presence=value
@@ -414,16 +410,21 @@ class Console:
         )
         return stats
 
-    async def _agents(self, session: Session) -> dict[str, Any]:
-        """The watched queues' agents: presence and load, with their names."""
-        md = self._md(session)
-        presence = await self._platform.acd.ListAgentPresence(
-            apb.ListAgentPresenceRequest(tenant_id=session.tenant_id), metadata=md
-        )
+    async def _names(self, session: Session, names: dict[str, str], ids: list[str]) -> None:
+        """Learn agents' names, only when an id is new: names change rarely."""
+        if all(i in names for i in ids):
+            return
         agents = await self._platform.agents.ListAgents(
-            tpb.ListAgentsRequest(tenant_id=session.tenant_id), metadata=md
+            tpb.ListAgentsRequest(tenant_id=session.tenant_id), metadata=self._md(session)
         )
-        names = {a.id: a.display_name or a.name for a in agents.agents}
+        names.update({a.id: a.display_name or a.name for a in agents.agents})
+
+    async def _agents(self, session: Session, names: dict[str, str]) -> dict[str, Any]:
+        """The watched queues' agents: presence and load, with their names."""
+        presence = await self._platform.acd.ListAgentPresence(
+            apb.ListAgentPresenceRequest(tenant_id=session.tenant_id), metadata=self._md(session)
+        )
+        await self._names(session, names, [p.agent_id for p in presence.agents])
         return {
             "agents": [
                 domain.as_json(p) | {"name": names.get(p.agent_id, p.agent_id)}
@@ -433,15 +434,12 @@ class Console:
 
     async def agent_presence(self, request: web.Request, session: Session) -> web.Response:
         """A supervisor sets the presence of one of their queues' agents."""
-        body = await self._body(request)
-        name = body.get("presence")
-        if name not in ("available", "away", "offline"):
-            raise BadInput({"presence": "one of available, away, offline"})
+        _, value = domain.presence(await self._body(request))
         found = await self._platform.acd.SetPresence(
             apb.SetPresenceRequest(
                 tenant_id=session.tenant_id,
                 agent_id=request.match_info["agent"],
-                presence=apb.Presence.Value(f"PRESENCE_{str(name).upper()}"),
+                presence=value,
                 reason=f"set by {session.user['display_name']}",
             ),
             metadata=self._md(session),
@@ -453,14 +451,11 @@ class Console:
 
     async def _report(self, request: web.Request, session: Session) -> apb.ReportResponse:
         ask = domain.report_request(session.tenant_id, request.query)
-        md = self._md(session)
-        found: apb.ReportResponse = await self._platform.acd.Report(ask, metadata=md)
+        found: apb.ReportResponse = await self._platform.acd.Report(ask, metadata=self._md(session))
         if ask.group_by == apb.REPORT_GROUPING_AGENT:
             # People read agents by name; the ACD reports them by id.
-            agents = await self._platform.agents.ListAgents(
-                tpb.ListAgentsRequest(tenant_id=session.tenant_id), metadata=md
-            )
-            names = {a.id: a.display_name or a.name for a in agents.agents}
+            names: dict[str, str] = {}
+            await self._names(session, names, [row.key for row in found.rows])
             for row in found.rows:
                 row.key = names.get(row.key, row.key)
         return found
@@ -589,8 +584,8 @@ class Console:
                     await response.write(b": keep-alive\n\n")
                     continue
                 await response.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            log.debug("a page left its live events")  # the page went away: nothing to do
         finally:
             for task in tasks:
                 task.cancel()
@@ -626,6 +621,7 @@ class Console:
     ) -> None:
         """The watched queues' figures and their live conversations, sent when they change."""
         last: dict[str, Any] = {}
+        names: dict[str, str] = {}
         while True:
             try:
                 stats = domain.as_json(await self._figures(session))
@@ -635,7 +631,7 @@ class Console:
                     metadata=self._md(session),
                 )
                 talks = {"conversations": [domain.summary(it) for it in live.interactions]}
-                people = await self._agents(session)
+                people = await self._agents(session, names)
                 for kind, now in (
                     ("queues", stats),
                     ("conversations", talks),

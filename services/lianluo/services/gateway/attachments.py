@@ -4,6 +4,7 @@ with their sha256, and opened only through links that expire."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
@@ -86,6 +87,23 @@ class Attachments:
             raise
         content = domain.attachment_content(str(aid), name, kind, stored.size, stored.sha256)
         return Kept(str(aid), content)
+
+    async def deliver(
+        self,
+        tenant_id: str,
+        kept: Kept,
+        send: Callable[[mpb.MessageContent], Awaitable[mpb.Message]],
+    ) -> mpb.Message:
+        """Send a kept file's message. Nothing stays of a file whose message was refused (an
+        ended chat, say), nor of one sent again with the same id: the first file stands."""
+        try:
+            message = await send(kept.content)
+        except BaseException:
+            await self.forget(tenant_id, kept.id)
+            raise
+        if message.content != kept.content:
+            await self.forget(tenant_id, kept.id)
+        return message
 
     async def forget(self, tenant_id: str, attachment_id: str) -> None:
         """Undo `keep` for a file whose message could not be sent."""

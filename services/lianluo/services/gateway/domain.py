@@ -186,9 +186,7 @@ def shown(
                 "url": link(stored) if stored else a.uri,
             }
         elif what == "location":
-            at = m.content.location
-            url = MAP_URL.format(lat=at.latitude, lon=at.longitude)
-            item["text"] = f"{at.label}\n{url}".strip()
+            item["text"] = place_text(m.content.location)
         elif what == "form" and not m.content.form.submitted:
             item["form"] = {"title": m.content.form.title, "url": form_link(m.id)}
         elif what == "form":
@@ -575,6 +573,12 @@ def attachment_id(uri: str) -> str | None:
 MAP_URL = "https://www.openstreetmap.org/?mlat={lat:.6f}&mlon={lon:.6f}#map=17/{lat:.6f}/{lon:.6f}"
 
 
+def place_text(at: mpb.Location) -> str:
+    """A place as text: its label, and a map link."""
+    url = MAP_URL.format(lat=at.latitude, lon=at.longitude)
+    return f"{at.label}\n{url}".strip()
+
+
 @dataclass(frozen=True)
 class Rendered:
     """A message as a channel that carries text can take it: its text, and a stored attachment
@@ -597,9 +601,7 @@ def render(
     if kind == "text":
         return Rendered(content.text)
     if kind == "location":
-        at = content.location
-        url = MAP_URL.format(lat=at.latitude, lon=at.longitude)
-        return Rendered(f"{at.label}\n{url}".strip())
+        return Rendered(place_text(content.location))
     if kind in ("image", "file"):
         item = content.image if kind == "image" else content.file
         stored = attachment_id(item.uri)

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -159,8 +160,7 @@ class MailIn:
         client_id = "mail:" + hashlib.sha256(mid.encode()).hexdigest()[:40]
         if interaction:
             try:
-                await self._send(tenant_id, interaction, participant, client_id, text, md)
-                await self._send_files(tenant_id, interaction, participant, client_id, files, md)
+                await self._post(tenant_id, interaction, participant, client_id, text, files, md)
             except grpc.aio.AioRpcError as error:
                 if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
                     raise
@@ -187,8 +187,7 @@ class MailIn:
                     participant,
                     subject,
                 )
-            await self._send(tenant_id, interaction, participant, client_id, text, md)
-            await self._send_files(tenant_id, interaction, participant, client_id, files, md)
+            await self._post(tenant_id, interaction, participant, client_id, text, files, md)
         async with self._pool.acquire() as conn:
             await self._repo.add_mail_message(conn, tid, mid, uuid.UUID(interaction))
 
@@ -198,35 +197,44 @@ class MailIn:
         interaction: str,
         participant: str,
         client_id: str,
-        text: str,
+        content: mpb.MessageContent,
         md: Any,
-        content: mpb.MessageContent | None = None,
-    ) -> mpb.Message | None:
-        if not text and content is None:
-            return None
+    ) -> mpb.Message:
         sent: mpb.Message = await self._platform.media.Send(
             mpb.SendRequest(
                 tenant_id=tenant_id,
                 interaction_id=interaction,
                 participant_id=participant,
                 client_message_id=client_id,
-                content=content or mpb.MessageContent(text=text),
+                content=content,
             ),
             metadata=md,
         )
         return sent
 
-    async def _send_files(
+    async def _post(
         self,
         tenant_id: str,
         interaction: str,
         participant: str,
         client_id: str,
+        text: str,
         files: list[domain.MailFile],
         md: Any,
     ) -> None:
-        """The mail's attachments, each kept and sent as a message after its text; a file the
-        gateway does not take is named in a note instead."""
+        """The mail into its interaction: its text (a mail of attachments alone has none), then
+        each attachment kept and sent as a message; a file the gateway does not take is named
+        in a note instead."""
+
+        def send(n: int) -> Callable[[mpb.MessageContent], Awaitable[mpb.Message]]:
+            return lambda content: self._send(
+                tenant_id, interaction, participant, f"{client_id}:{n}", content, md
+            )
+
+        if text:
+            await self._send(
+                tenant_id, interaction, participant, client_id, mpb.MessageContent(text=text), md
+            )
         for n, f in enumerate(files, 1):
             try:
                 kept = await self._attachments.keep(
@@ -234,18 +242,10 @@ class MailIn:
                 )
             except domain.BadAttachment as error:
                 note = f"[{domain.attachment_name(f.name)} was not kept: {error}]"
-                await self._send(tenant_id, interaction, participant, f"{client_id}:{n}", note, md)
+                await send(n)(mpb.MessageContent(text=note))
                 continue
-            try:
-                sent = await self._send(
-                    tenant_id, interaction, participant, f"{client_id}:{n}", "", md, kept.content
-                )
-            except BaseException:
-                await self._attachments.forget(tenant_id, kept.id)
-                raise
-            if sent is not None and sent.content != kept.content:
-                # The same mail again (a server's retry): its first copy's file stands.
-                await self._attachments.forget(tenant_id, kept.id)
+            # The same mail again (a server's retry) keeps its first copy's file.
+            await self._attachments.deliver(tenant_id, kept, send(n))
 
 
 class SmtpServer:

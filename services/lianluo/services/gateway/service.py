@@ -445,12 +445,18 @@ class WebChat:
             },
         )
 
-    async def rate(self, request: web.Request) -> web.Response:
-        """The customer's rating once the chat is over (CSAT), on the path `welcome` signed."""
+    def _signed(self, request: web.Request) -> tuple[str, dict[str, str]]:
+        """The tenant of a path `welcome` signed for this customer in this interaction, called
+        from an allowed page, and the CORS headers of the answer."""
         tenant_id, channel = self._channel(request)
         cors = {"Access-Control-Allow-Origin": self._origin(request, channel), "Vary": "Origin"}
         if not self._attachments.links.admits(request.path, request.query):
             raise web.HTTPForbidden(text="this link is not valid, or has expired", headers=cors)
+        return tenant_id, cors
+
+    async def rate(self, request: web.Request) -> web.Response:
+        """The customer's rating once the chat is over (CSAT), on the path `welcome` signed."""
+        tenant_id, cors = self._signed(request)
         try:
             score, comment = domain.parse_rating(await request.read())
         except domain.BadMessage as error:
@@ -475,11 +481,7 @@ class WebChat:
     async def upload(self, request: web.Request) -> web.Response:
         """A file or an image from the chat: kept, then sent into the interaction as the
         customer. The path comes signed in `welcome`, for this customer in this interaction."""
-        tenant_id, channel = self._channel(request)
-        origin = self._origin(request, channel)
-        cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
-        if not self._attachments.links.admits(request.path, request.query):
-            raise web.HTTPForbidden(text="this upload link is not valid, or has expired")
+        tenant_id, cors = self._signed(request)
         interaction = request.match_info["interaction"]
         client_id = request.headers.get("X-Message-Id", "")
         if not domain.CLIENT_ID.fullmatch(client_id):
@@ -516,13 +518,15 @@ class WebChat:
             interaction_id=interaction,
             participant_id=request.match_info["participant"],
             client_message_id=client_id,
-            content=kept.content,
         )
+
+        async def send(content: mpb.MessageContent) -> Any:
+            said.content.CopyFrom(content)
+            return await self._platform.media.Send(said, metadata=bearer(token))
+
         try:
-            message = await self._platform.media.Send(said, metadata=bearer(token))
+            message = await self._attachments.deliver(tenant_id, kept, send)
         except grpc.aio.AioRpcError as error:
-            # Nothing is kept of a file whose message was refused (an ended chat, say).
-            await self._attachments.forget(tenant_id, kept.id)
             status = {
                 grpc.StatusCode.FAILED_PRECONDITION: 409,
                 grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
@@ -530,9 +534,6 @@ class WebChat:
                 grpc.StatusCode.NOT_FOUND: 404,
             }.get(error.code(), 503)
             return web.Response(status=status, text=error.code().name, headers=cors)
-        if message.content != kept.content:
-            # A retry of an upload already sent (the same X-Message-Id): the first one stands.
-            await self._attachments.forget(tenant_id, kept.id)
         what = message.content.WhichOneof("content")
         a = message.content.image if what == "image" else message.content.file
         return web.json_response(
