@@ -25,10 +25,10 @@ from itertools import count
 
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
+from lianluo.domain.routing import tenant_policy
 from lianluo.events.v1.routing_pb2 import RoutingDecision
 from lianluo.services.acd.dispatch import Assignment, TenantRouting
 from lianluo.services.acd.domain import AgentProfile, AgentStatus
-from lianluo.services.acd.policy import tenant_policy
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 CHAT, VOICE = common.MEDIA_TYPE_CHAT, common.MEDIA_TYPE_VOICE
@@ -76,7 +76,7 @@ def tenant(agents: int, rng: random.Random) -> TenantRouting:
         assignments=[],
         offer_timeout=timedelta(seconds=20),
         # Resolved as the router does, so each queue knows its required skills.
-        policy=tenant_policy({}, "bench", list(queues().values())),
+        policy=tenant_policy([], list(queues().values())),
         new_id=lambda: f"offer-{next(ids)}",
     )
 

@@ -9,9 +9,9 @@ from google.protobuf.message import Message
 
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
+from lianluo.domain.routing import DEFAULT_TENANT_POLICY, TenantPolicy
 from lianluo.services.acd.dispatch import TenantRouting
 from lianluo.services.acd.domain import AgentProfile, AgentStatus
-from lianluo.services.acd.policy import DEFAULT_TENANT_POLICY, TenantPolicy
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 T0 = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
@@ -65,6 +65,7 @@ def routing(
     timeout: float = 20,
     queues: list[pb.Queue] | None = None,
     policy: TenantPolicy = DEFAULT_TENANT_POLICY,
+    hours: pb.BusinessHours | None = None,
 ) -> TenantRouting:
     ids = count(1)
     return TenantRouting(
@@ -77,6 +78,7 @@ def routing(
         offer_timeout=timedelta(seconds=timeout),
         policy=policy,
         queues={q.name: q for q in ([queue()] if queues is None else queues)},
+        business_hours=hours,
         new_id=lambda: f"offer-{next(ids)}",
     )
 

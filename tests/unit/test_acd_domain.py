@@ -350,5 +350,5 @@ def test_a_routing_policy_that_would_rank_wrongly_or_crash_stops_the_start(
             database_url="postgresql://127.0.0.1/x",
             kafka_bootstrap_servers="127.0.0.1:9092",
             admin_key="a-real-admin-key-of-enough-length",
-            routing_policies={"*": layer},
+            routing_defaults=layer,
         )

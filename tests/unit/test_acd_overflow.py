@@ -10,9 +10,9 @@ from acd_builders import CHAT, T0, VOICE, available, decisions, profile, queue, 
 
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
+from lianluo.domain.routing import tenant_policy
 from lianluo.events.v1 import routing_pb2
 from lianluo.services.acd.dispatch import TenantRouting
-from lianluo.services.acd.policy import tenant_policy
 from lianluo.services.acd.state import ANSWERED, ENDED, ENTERED, OVERFLOWED
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
@@ -91,7 +91,7 @@ def test_an_overflow_to_experts_reaches_experts_across_the_company_ranked_by_exp
         "e2": (expert("e2", "card_lost"), available("e2", T0 + timedelta(seconds=5))),
     }
     # Rings stop short of experts, so only the overflow reaches them.
-    policy = tenant_policy({"*": {"queues": {"cards": {"rings": []}}}}, "t", [cards])
+    policy = tenant_policy([{"queues": {"cards": {"rings": []}}}], [cards])
     r = routing(agents, queues=[cards], policy=policy)
     r.enqueue("i1", request(intent="card_lost"), cards, T0)
     r.dispatch(T0)
@@ -111,7 +111,7 @@ def test_a_callback_keeps_the_number_then_queues_again_as_an_outbound_call() -> 
     cards = queue("cards", max_wait_seconds=30, overflow=overflow_to(CALLBACK))
     voice = profile("v")
     busy = replace(available("v", T0), presence=acd.PRESENCE_BUSY)
-    policy = tenant_policy({"*": {"default": {"callback_after_seconds": 600}}}, "t", [cards])
+    policy = tenant_policy([{"default": {"callback_after_seconds": 600}}], [cards])
     r = routing({"v": (voice, busy)}, queues=[cards], policy=policy)
     r.enqueue("i1", request(callback_number="+8613800000000"), cards, T0)
     overflow_at = T0 + timedelta(seconds=30)
@@ -247,11 +247,9 @@ def test_a_transfer_to_an_expertise_reaches_only_experts_who_have_it() -> None:
 
 
 PROFILES = {
-    "*": {
-        "routing_profiles": {
-            # Sales agents take sales first and help with cards after a 30 s wait.
-            "sales": {"sales": {"priority": 1}, "cards": {"priority": 2, "delay_seconds": 30}},
-        }
+    "routing_profiles": {
+        # Sales agents take sales first and help with cards after a 30 s wait.
+        "sales": {"sales": {"priority": 1}, "cards": {"priority": 2, "delay_seconds": 30}},
     }
 }
 
@@ -264,7 +262,7 @@ def test_a_routing_profile_takes_its_first_priority_queue_before_an_older_contac
     None
 ):
     cards, sales = queue("cards", required_skills=[]), queue("sales", required_skills=[])
-    policy = tenant_policy(PROFILES, "t", [cards, sales])
+    policy = tenant_policy([PROFILES], [cards, sales])
     away = replace(available("x", T0), presence=acd.PRESENCE_AWAY)
     r = routing(
         {"s": (sales_agent("s"), away), "x": (profile("x"), away)},
@@ -282,7 +280,7 @@ def test_a_routing_profile_takes_its_first_priority_queue_before_an_older_contac
 
 def test_a_routing_profile_delay_holds_a_queue_back_and_says_so() -> None:
     cards = queue("cards", required_skills=[])
-    policy = tenant_policy(PROFILES, "t", [cards])
+    policy = tenant_policy([PROFILES], [cards])
     r = routing({"s": (sales_agent("s"), available("s", T0))}, queues=[cards], policy=policy)
     r.enqueue("i1", request(), cards, T0)
     r.dispatch(T0)
@@ -301,7 +299,7 @@ def test_a_routing_profile_delay_holds_a_queue_back_and_says_so() -> None:
 
 def test_an_agent_whose_profile_lacks_the_queue_is_never_offered_it() -> None:
     loans = queue("loans", required_skills=[])
-    policy = tenant_policy(PROFILES, "t", [loans])
+    policy = tenant_policy([PROFILES], [loans])
     r = routing(
         {
             "s": (sales_agent("s"), available("s", T0)),

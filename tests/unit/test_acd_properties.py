@@ -12,6 +12,14 @@ from hypothesis import strategies as st
 
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
+from lianluo.domain.routing import (
+    FAIRNESS,
+    FIRST_RING,
+    QueuePolicy,
+    RingRule,
+    TenantPolicy,
+    Weights,
+)
 from lianluo.services.acd.agents import speaks
 from lianluo.services.acd.dispatch import TenantRouting
 from lianluo.services.acd.domain import (
@@ -22,14 +30,6 @@ from lianluo.services.acd.domain import (
     Needs,
     Ranking,
     rank_agents,
-)
-from lianluo.services.acd.policy import (
-    FAIRNESS,
-    FIRST_RING,
-    QueuePolicy,
-    RingRule,
-    TenantPolicy,
-    Weights,
 )
 from lianluo.services.acd.state import place, queue_order
 from lianluo.tenants.v1 import tenants_pb2 as pb

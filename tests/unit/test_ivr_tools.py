@@ -118,7 +118,11 @@ def test_simulation_transcribes_prompts_choices_retries_and_the_routing() -> Non
         "c-1",
         {"value": "high"},
     )
-    assert dict(response.variables) == {"intent": "lost_card", "card_last4": "4321"}
+    assert dict(response.variables) == {
+        "intent": "lost_card",
+        "card_last4": "4321",
+        "business_hours": "open",
+    }
     assert response.unused_inputs == 1
 
 

@@ -267,10 +267,17 @@ class Requests:
             key=tenant_id.encode(),
         )
 
-    async def route(self, tenant_id: str, queue_name: str = "cards", **requirements: object) -> str:
+    async def route(
+        self,
+        tenant_id: str,
+        queue_name: str = "cards",
+        transferred_by: str = "",
+        **requirements: object,
+    ) -> str:
         interaction_id = unique("interaction")
         request = ivr_pb2.RoutingRequest(
             interaction_id=interaction_id,
+            transferred_by=transferred_by,
             requirements=common.RoutingRequirements(queue=queue_name, **requirements),  # type: ignore[arg-type]
         )
         await self._send("routing.request", "routing.requested", tenant_id, request)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
 from acd_support import OFFER_TIMEOUT_SECONDS, Acd, Decisions, Requests, Tenant, running_acd
 from conftest import Served, Stack
+from google.protobuf import field_mask_pb2
 
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
@@ -199,3 +202,86 @@ async def test_an_abandoned_contact_leaves_the_queue(
     figures = await t.until_stats(lambda f: f.waiting == 0)
     assert decisions.types(t.id, interaction) == []
     assert (figures.entered, figures.abandoned, figures.abandonment_percent) == (1, 1, 100.0)
+
+
+async def set_tenant(t: Tenant, acd_: Acd, tenant: pb.Tenant, *paths: str) -> None:
+    """The tenant changes its own configuration; wait until the ACD has read the change."""
+    tenant.id = t.id
+    updated = await t.client.tenants.UpdateTenant(
+        pb.UpdateTenantRequest(tenant=tenant, update_mask=field_mask_pb2.FieldMask(paths=paths)),
+        metadata=t.client.md,
+    )
+    view = acd_.service.config
+    assert view is not None
+    async with asyncio.timeout(10):
+        await view.wait_until(
+            lambda: (seen := view.tenant(t.id)) is not None and seen.revision == updated.revision
+        )
+
+
+async def test_a_routing_policy_set_through_the_tenants_api_changes_who_is_offered(
+    acd_stack: tuple[Acd, Decisions, Requests],
+) -> None:
+    acd_, decisions, requests = acd_stack
+    master = {"skills": [common.SkillLevel(skill="cards", level=10)]}
+    t = await acd_.tenant({"first": {}, "master": master})
+    await available(t, "first", "master")
+    before = await requests.route(t.id)
+    offered = await decisions.wait(t.id, "routing.offer", before)
+    # The platform's defaults: the longest idle of two qualified agents.
+    assert t.agent_name(offered.offer.offer.agent_id) == "first"
+    await requests.end(t.id, before)
+    await t.until_stats(lambda f: f.waiting == 0 and f.agents_available == 2)
+
+    skill_first = pb.Tenant()
+    skill_first.routing_policy.defaults.weights.fairness = 0.0
+    skill_first.routing_policy.defaults.weights.skill_fit = 1.0
+    await set_tenant(t, acd_, skill_first, "routing_policy")
+    after = await requests.route(t.id)
+    offered = await decisions.wait(t.id, "routing.offer", after)
+    assert t.agent_name(offered.offer.offer.agent_id) == "master"
+
+
+async def test_a_policy_the_acd_could_not_read_is_refused_with_the_field_named(
+    acd_stack: tuple[Acd, Decisions, Requests],
+) -> None:
+    acd_, _, _ = acd_stack
+    t = await acd_.tenant({"first": {}})
+    bad = pb.Tenant(id=t.id)
+    bad.routing_policy.defaults.fairness = "random"
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await t.client.tenants.UpdateTenant(
+            pb.UpdateTenantRequest(
+                tenant=bad, update_mask=field_mask_pb2.FieldMask(paths=["routing_policy"])
+            ),
+            metadata=t.client.md,
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "tenant.routing_policy" in (refused.value.details() or "")
+    stored = await t.client.tenants.GetTenant(
+        pb.GetTenantRequest(tenant_id=t.id), metadata=t.client.md
+    )
+    assert not stored.HasField("routing_policy")
+
+
+async def test_outside_business_hours_a_new_contact_overflows_at_once_and_a_transfer_waits(
+    acd_stack: tuple[Acd, Decisions, Requests],
+) -> None:
+    acd_, decisions, requests = acd_stack
+    t = await acd_.tenant({"first": {}}, max_wait_seconds=600)
+    await available(t, "first")
+    closed = pb.Tenant()
+    # Closed all day today wherever the tenant is: today is a holiday.
+    today = datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai")).date()
+    closed.business_hours.time_zone = "Asia/Shanghai"
+    closed.business_hours.holidays.add(date=today.isoformat(), name="test holiday")
+    await set_tenant(t, acd_, closed, "business_hours")
+
+    interaction = await requests.route(t.id)
+    overflow = await decisions.wait(t.id, "routing.overflow", interaction)
+    assert overflow.overflow.cause == routing_pb2.OVERFLOW_CAUSE_CLOSED
+    assert decisions.types(t.id, interaction) == ["routing.overflow"]
+    # An agent working late hands a contact over: it is still offered.
+    handed = await requests.route(t.id, transferred_by="someone")
+    offered = await decisions.wait(t.id, "routing.offer", handed)
+    assert t.agent_name(offered.offer.offer.agent_id) == "first"

@@ -9,11 +9,14 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
 from conftest import Stack
 from factories import Client, onboard, queue
+from google.protobuf import field_mask_pb2
 from ivr_support import (
     WAIT,
     Publisher,
@@ -35,6 +38,7 @@ from lianluo.ivr.v1 import ivr_pb2_grpc as rpc
 from lianluo.media.v1 import media_pb2 as media
 from lianluo.runtime.service import Service
 from lianluo.services.ivr.domain import BROKEN_TEXT
+from lianluo.services.ivr.service import latest_flow
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 pytestmark = pytest.mark.integration
@@ -111,6 +115,79 @@ async def test_menu_by_keyword_then_collect_routes_with_what_was_learnt(
     assert (r.customer_id, dict(r.customer_attributes)) == ("cust-42", {"value": "high"})
     assert (r.channel, r.media, r.language) == (common.CHANNEL_WEB, common.MEDIA_TYPE_CHAT, "zh-CN")
     assert all(o.tenant_id == tenant.id for o in found)
+
+
+def hours_flow() -> pb.Flow:
+    """Closed on holidays with a message of its own; otherwise to the cards queue."""
+    return pb.Flow(
+        name="hours",
+        entry_node="check",
+        nodes=[
+            pb.FlowNode(
+                id="check",
+                condition=pb.ConditionNode(
+                    branches=[
+                        pb.ConditionBranch(
+                            variable="business_hours",
+                            operator=pb.CONDITION_OPERATOR_EQUALS,
+                            value="holiday",
+                            next="holiday",
+                        )
+                    ],
+                    default_next="route",
+                ),
+            ),
+            pb.FlowNode(id="holiday", end=pb.EndNode(text="We are closed for the holiday.")),
+            pb.FlowNode(id="route", route_to_queue=pb.RouteToQueueNode(queue="cards")),
+        ],
+    )
+
+
+async def test_a_flow_branches_on_the_tenants_business_hours(
+    tenant: Tenant, ivr: Service, publisher: Publisher, tap: Tap
+) -> None:
+    client = tenant.client
+    await client.flows.PutFlow(
+        pb.PutFlowRequest(tenant_id=tenant.id, flow=hours_flow()), metadata=client.md
+    )
+    view = ivr.config
+    assert view is not None
+    async with asyncio.timeout(WAIT):
+        await view.wait_until(lambda: latest_flow(view, tenant.id, "hours") is not None)
+    iid = new_id()
+    await publisher.send(tenant.id, created(iid, flow="hours"))
+    [routed] = await tap.wait_count(iid, 1)
+    assert routed.type == "ivr.routed" and routed.ivr is not None
+    # The platform's variable is for the flow; the agent sees only what the customer gave.
+    assert "business_hours" not in routed.ivr.routed.requirements.collected_data
+
+    holiday = pb.Tenant(id=tenant.id)
+    holiday.business_hours.time_zone = "Asia/Shanghai"
+    today = datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    holiday.business_hours.holidays.add(date=today)
+    updated = await client.tenants.UpdateTenant(
+        pb.UpdateTenantRequest(
+            tenant=holiday, update_mask=field_mask_pb2.FieldMask(paths=["business_hours"])
+        ),
+        metadata=client.md,
+    )
+    async with asyncio.timeout(WAIT):
+        await view.wait_until(
+            lambda: (t := view.tenant(tenant.id)) is not None and t.revision == updated.revision
+        )
+    later = new_id()
+    await publisher.send(tenant.id, created(later, flow="hours"))
+    [closed] = await tap.wait_count(later, 1)
+    assert closed.type == "ivr.ended"
+    assert closed.ivr is not None and closed.ivr.ended.text == "We are closed for the holiday."
+    # The tenant shared by the other tests opens again.
+    await client.tenants.UpdateTenant(
+        pb.UpdateTenantRequest(
+            tenant=pb.Tenant(id=tenant.id),
+            update_mask=field_mask_pb2.FieldMask(paths=["business_hours"]),
+        ),
+        metadata=client.md,
+    )
 
 
 async def test_silence_is_asked_again_then_the_flow_gives_up(
@@ -224,7 +301,12 @@ async def test_simulate_flow_returns_the_transcript_and_the_routing(
         1.0,
         "cust-9",
     )
-    assert dict(response.variables) == {"intent": "lost_card", "card_last4": "9876"}
+    # A simulation is open unless its variables say otherwise.
+    assert dict(response.variables) == {
+        "intent": "lost_card",
+        "card_last4": "9876",
+        "business_hours": "open",
+    }
     assert response.final_node_id == "to-queue" and response.unused_inputs == 0
 
 

@@ -31,6 +31,8 @@ class _OverflowCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Overflo
     """The queue's max wait passed."""
     OVERFLOW_CAUSE_NO_ELIGIBLE_AGENT: _OverflowCause.ValueType  # 2
     """No agent could ever be eligible (for example nobody has the skill or is signed in)."""
+    OVERFLOW_CAUSE_CLOSED: _OverflowCause.ValueType  # 3
+    """The contact arrived outside the tenant's business hours or on a holiday."""
 
 class OverflowCause(_OverflowCause, metaclass=_OverflowCauseEnumTypeWrapper): ...
 
@@ -39,6 +41,8 @@ OVERFLOW_CAUSE_MAX_WAIT: OverflowCause.ValueType  # 1
 """The queue's max wait passed."""
 OVERFLOW_CAUSE_NO_ELIGIBLE_AGENT: OverflowCause.ValueType  # 2
 """No agent could ever be eligible (for example nobody has the skill or is signed in)."""
+OVERFLOW_CAUSE_CLOSED: OverflowCause.ValueType  # 3
+"""The contact arrived outside the tenant's business hours or on a holiday."""
 Global___OverflowCause: _TypeAlias = OverflowCause  # noqa: Y015
 
 @_typing.final
@@ -191,7 +195,8 @@ Global___RoutingOfferEnded: _TypeAlias = RoutingOfferEnded  # noqa: Y015
 class RoutingOverflow(_message.Message):
     """The interaction left its queue by the queue's overflow: kept as a message (the interaction
     ends), moved to `overflow.target_queue`, offered to experts across the company, or kept for
-    a callback (queued again as an outbound call at `callback_time`). A queue's overflow is taken
+    a callback (queued again as an outbound call at `callback_time`, which is never before the
+    tenant's business hours start again). A queue's overflow is taken
     once per interaction; a second overflow of the same queue, or one that cannot be carried out
     (no such target queue, no number to call back), keeps the interaction as a message.
     """

@@ -303,7 +303,9 @@ class SimulateFlowRequest(_message.Message):
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___SimulatedInput]: ...
     @_builtins.property
     def variables(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Variables known before the flow starts, for example from the customer's profile."""
+        """Variables known before the flow starts, for example from the customer's profile.
+        `business_hours` is "open" unless set here ("closed" or "holiday" try those paths).
+        """
 
     @_builtins.property
     def customer_attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...

@@ -246,6 +246,8 @@ class Tenant(_message.Message):
     CELL_FIELD_NUMBER: _builtins.int
     QUOTAS_FIELD_NUMBER: _builtins.int
     OIDC_FIELD_NUMBER: _builtins.int
+    ROUTING_POLICY_FIELD_NUMBER: _builtins.int
+    BUSINESS_HOURS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned, immutable."""
     name: _builtins.str
@@ -279,6 +281,20 @@ class Tenant(_message.Message):
         Lianluo tokens (AuthService/ExchangeToken). Unset: people sign in with passwords only.
         """
 
+    @_builtins.property
+    def routing_policy(self) -> Global___RoutingPolicy:
+        """How the ACD ranks and widens the search for agents on the tenant's queues
+        (docs/routing.md). Unset keeps the platform's defaults.
+        """
+
+    @_builtins.property
+    def business_hours(self) -> Global___BusinessHours:
+        """When the tenant is open. The IVR gives flows the variable `business_hours` ("open",
+        "closed" or "holiday"), and the ACD takes a queue's overflow at once for a new contact
+        that arrives while closed; a callback overflow is then dialed once the tenant opens.
+        Unset, or no weekly hours: always open.
+        """
+
     def __init__(
         self,
         *,
@@ -296,14 +312,442 @@ class Tenant(_message.Message):
         cell: _builtins.str = ...,
         quotas: Global___Quotas | None = ...,
         oidc: Global___OidcIssuer | None = ...,
+        routing_policy: Global___RoutingPolicy | None = ...,
+        business_hours: Global___BusinessHours | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "oidc", b"oidc", "quotas", b"quotas", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["business_hours", b"business_hours", "create_time", b"create_time", "oidc", b"oidc", "quotas", b"quotas", "routing_policy", b"routing_policy", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "channels", b"channels", "create_time", b"create_time", "display_name", b"display_name", "expected_concurrent_sessions", b"expected_concurrent_sessions", "id", b"id", "name", b"name", "oidc", b"oidc", "plan", b"plan", "quotas", b"quotas", "revision", b"revision", "state", b"state", "suspend_reason", b"suspend_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_hours", b"business_hours", "cell", b"cell", "channels", b"channels", "create_time", b"create_time", "display_name", b"display_name", "expected_concurrent_sessions", b"expected_concurrent_sessions", "id", b"id", "name", b"name", "oidc", b"oidc", "plan", b"plan", "quotas", b"quotas", "revision", b"revision", "routing_policy", b"routing_policy", "state", b"state", "suspend_reason", b"suspend_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Tenant: _TypeAlias = Tenant  # noqa: Y015
+
+@_typing.final
+class RoutingPolicy(_message.Message):
+    """Each layer names only what it changes: the platform's defaults, then `defaults`, then the
+    queue's entry in `queues`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class QueuesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___QueueRoutingPolicy: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___QueueRoutingPolicy | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class CapacityCostEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class RoutingProfilesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___RoutingProfile: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___RoutingProfile | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    DEFAULTS_FIELD_NUMBER: _builtins.int
+    QUEUES_FIELD_NUMBER: _builtins.int
+    CAPACITY_COST_FIELD_NUMBER: _builtins.int
+    ROUTING_PROFILES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def defaults(self) -> Global___QueueRoutingPolicy: ...
+    @_builtins.property
+    def queues(self) -> _containers.MessageMap[_builtins.str, Global___QueueRoutingPolicy]:
+        """Queue name -> its own policy."""
+
+    @_builtins.property
+    def capacity_cost(self) -> _containers.ScalarMap[_builtins.int, _builtins.float]:
+        """Media number (lianluo.common.v1.MediaType) -> the share of an agent's whole capacity one
+        interaction of that media takes: above 0, at most 1 (1 voice = 1.0, 1 chat = 0.34).
+        """
+
+    @_builtins.property
+    def routing_profiles(self) -> _containers.MessageMap[_builtins.str, Global___RoutingProfile]:
+        """Routing profile name -> which queues its agents take; an agent names its profile with
+        the attribute "routing_profile".
+        """
+
+    def __init__(
+        self,
+        *,
+        defaults: Global___QueueRoutingPolicy | None = ...,
+        queues: _abc.Mapping[_builtins.str, Global___QueueRoutingPolicy] | None = ...,
+        capacity_cost: _abc.Mapping[_builtins.int, _builtins.float] | None = ...,
+        routing_profiles: _abc.Mapping[_builtins.str, Global___RoutingProfile] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["defaults", b"defaults"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity_cost", b"capacity_cost", "defaults", b"defaults", "queues", b"queues", "routing_profiles", b"routing_profiles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingPolicy: _TypeAlias = RoutingPolicy  # noqa: Y015
+
+@_typing.final
+class QueueRoutingPolicy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEIGHTS_FIELD_NUMBER: _builtins.int
+    FAIRNESS_FIELD_NUMBER: _builtins.int
+    RINGS_FIELD_NUMBER: _builtins.int
+    AGING_SECONDS_FIELD_NUMBER: _builtins.int
+    REFERENCE_HANDLE_SECONDS_FIELD_NUMBER: _builtins.int
+    CALLBACK_AFTER_SECONDS_FIELD_NUMBER: _builtins.int
+    fairness: _builtins.str
+    """"longest_idle" (default) or "load"."""
+    aging_seconds: _builtins.float
+    """A contact waiting this much longer counts as one priority level higher; 0 turns aging off."""
+    reference_handle_seconds: _builtins.float
+    """The handle time expected of an agent without a figure of their own; above 0."""
+    callback_after_seconds: _builtins.float
+    """How long after a callback overflow the contact enters its queue again; not negative."""
+    @_builtins.property
+    def weights(self) -> Global___RoutingWeights: ...
+    @_builtins.property
+    def rings(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoutingRing]:
+        """Rings after the queue's own: each widens the search from its wait on. Set, they replace
+        the rings derived from the queue; at most 5, at increasing waits.
+        """
+
+    def __init__(
+        self,
+        *,
+        weights: Global___RoutingWeights | None = ...,
+        fairness: _builtins.str = ...,
+        rings: _abc.Iterable[Global___RoutingRing] | None = ...,
+        aging_seconds: _builtins.float | None = ...,
+        reference_handle_seconds: _builtins.float | None = ...,
+        callback_after_seconds: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_aging_seconds", b"_aging_seconds", "_callback_after_seconds", b"_callback_after_seconds", "_reference_handle_seconds", b"_reference_handle_seconds", "aging_seconds", b"aging_seconds", "callback_after_seconds", b"callback_after_seconds", "reference_handle_seconds", b"reference_handle_seconds", "weights", b"weights"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_aging_seconds", b"_aging_seconds", "_callback_after_seconds", b"_callback_after_seconds", "_reference_handle_seconds", b"_reference_handle_seconds", "aging_seconds", b"aging_seconds", "callback_after_seconds", b"callback_after_seconds", "fairness", b"fairness", "reference_handle_seconds", b"reference_handle_seconds", "rings", b"rings", "weights", b"weights"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__aging_seconds: _TypeAlias = _typing.Literal["aging_seconds"]  # noqa: Y015
+    _WhichOneofArgType__aging_seconds: _TypeAlias = _typing.Literal["_aging_seconds", b"_aging_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__callback_after_seconds: _TypeAlias = _typing.Literal["callback_after_seconds"]  # noqa: Y015
+    _WhichOneofArgType__callback_after_seconds: _TypeAlias = _typing.Literal["_callback_after_seconds", b"_callback_after_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__reference_handle_seconds: _TypeAlias = _typing.Literal["reference_handle_seconds"]  # noqa: Y015
+    _WhichOneofArgType__reference_handle_seconds: _TypeAlias = _typing.Literal["_reference_handle_seconds", b"_reference_handle_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__aging_seconds) -> _WhichOneofReturnType__aging_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__callback_after_seconds) -> _WhichOneofReturnType__callback_after_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reference_handle_seconds) -> _WhichOneofReturnType__reference_handle_seconds | None: ...
+
+Global___QueueRoutingPolicy: _TypeAlias = QueueRoutingPolicy  # noqa: Y015
+
+@_typing.final
+class RoutingWeights(_message.Message):
+    """How much each feature (0 to 1) counts in an agent's score; finite and not negative."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKILL_FIT_FIELD_NUMBER: _builtins.int
+    FAIRNESS_FIELD_NUMBER: _builtins.int
+    AFFINITY_FIELD_NUMBER: _builtins.int
+    PROFILE_FIT_FIELD_NUMBER: _builtins.int
+    HANDLE_TIME_FIELD_NUMBER: _builtins.int
+    skill_fit: _builtins.float
+    fairness: _builtins.float
+    affinity: _builtins.float
+    profile_fit: _builtins.float
+    handle_time: _builtins.float
+    def __init__(
+        self,
+        *,
+        skill_fit: _builtins.float | None = ...,
+        fairness: _builtins.float | None = ...,
+        affinity: _builtins.float | None = ...,
+        profile_fit: _builtins.float | None = ...,
+        handle_time: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_affinity", b"_affinity", "_fairness", b"_fairness", "_handle_time", b"_handle_time", "_profile_fit", b"_profile_fit", "_skill_fit", b"_skill_fit", "affinity", b"affinity", "fairness", b"fairness", "handle_time", b"handle_time", "profile_fit", b"profile_fit", "skill_fit", b"skill_fit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_affinity", b"_affinity", "_fairness", b"_fairness", "_handle_time", b"_handle_time", "_profile_fit", b"_profile_fit", "_skill_fit", b"_skill_fit", "affinity", b"affinity", "fairness", b"fairness", "handle_time", b"handle_time", "profile_fit", b"profile_fit", "skill_fit", b"skill_fit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__affinity: _TypeAlias = _typing.Literal["affinity"]  # noqa: Y015
+    _WhichOneofArgType__affinity: _TypeAlias = _typing.Literal["_affinity", b"_affinity"]  # noqa: Y015
+    _WhichOneofReturnType__fairness: _TypeAlias = _typing.Literal["fairness"]  # noqa: Y015
+    _WhichOneofArgType__fairness: _TypeAlias = _typing.Literal["_fairness", b"_fairness"]  # noqa: Y015
+    _WhichOneofReturnType__handle_time: _TypeAlias = _typing.Literal["handle_time"]  # noqa: Y015
+    _WhichOneofArgType__handle_time: _TypeAlias = _typing.Literal["_handle_time", b"_handle_time"]  # noqa: Y015
+    _WhichOneofReturnType__profile_fit: _TypeAlias = _typing.Literal["profile_fit"]  # noqa: Y015
+    _WhichOneofArgType__profile_fit: _TypeAlias = _typing.Literal["_profile_fit", b"_profile_fit"]  # noqa: Y015
+    _WhichOneofReturnType__skill_fit: _TypeAlias = _typing.Literal["skill_fit"]  # noqa: Y015
+    _WhichOneofArgType__skill_fit: _TypeAlias = _typing.Literal["_skill_fit", b"_skill_fit"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__affinity) -> _WhichOneofReturnType__affinity | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__fairness) -> _WhichOneofReturnType__fairness | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__handle_time) -> _WhichOneofReturnType__handle_time | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__profile_fit) -> _WhichOneofReturnType__profile_fit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__skill_fit) -> _WhichOneofReturnType__skill_fit | None: ...
+
+Global___RoutingWeights: _TypeAlias = RoutingWeights  # noqa: Y015
+
+@_typing.final
+class RoutingRing(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LowerSkillsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    AFTER_SECONDS_FIELD_NUMBER: _builtins.int
+    DROP_SKILLS_FIELD_NUMBER: _builtins.int
+    LOWER_SKILLS_FIELD_NUMBER: _builtins.int
+    ANY_LANGUAGE_FIELD_NUMBER: _builtins.int
+    EXPERTS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    after_seconds: _builtins.int
+    """From this wait on; above 0 and above the ring before."""
+    any_language: _builtins.bool
+    experts: _builtins.bool
+    """Experts anywhere in the company join the search."""
+    @_builtins.property
+    def drop_skills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Skills no longer required."""
+
+    @_builtins.property
+    def lower_skills(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Skill -> the highest level still required."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        after_seconds: _builtins.int = ...,
+        drop_skills: _abc.Iterable[_builtins.str] | None = ...,
+        lower_skills: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        any_language: _builtins.bool = ...,
+        experts: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seconds", b"after_seconds", "any_language", b"any_language", "drop_skills", b"drop_skills", "experts", b"experts", "lower_skills", b"lower_skills", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingRing: _TypeAlias = RoutingRing  # noqa: Y015
+
+@_typing.final
+class RoutingProfile(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class QueuesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___RoutingProfileStep: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___RoutingProfileStep | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    QUEUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queues(self) -> _containers.MessageMap[_builtins.str, Global___RoutingProfileStep]:
+        """Queue name -> how the profile takes it; a queue not named is not taken."""
+
+    def __init__(
+        self,
+        *,
+        queues: _abc.Mapping[_builtins.str, Global___RoutingProfileStep] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queues", b"queues"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingProfile: _TypeAlias = RoutingProfile  # noqa: Y015
+
+@_typing.final
+class RoutingProfileStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    DELAY_SECONDS_FIELD_NUMBER: _builtins.int
+    priority: _builtins.int
+    """1 is the highest; 0 means 1."""
+    delay_seconds: _builtins.float
+    """Seconds a contact must have waited before the profile's agents are offered it."""
+    def __init__(
+        self,
+        *,
+        priority: _builtins.int = ...,
+        delay_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay_seconds", b"delay_seconds", "priority", b"priority"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingProfileStep: _TypeAlias = RoutingProfileStep  # noqa: Y015
+
+@_typing.final
+class BusinessHours(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    WEEKLY_FIELD_NUMBER: _builtins.int
+    HOLIDAYS_FIELD_NUMBER: _builtins.int
+    time_zone: _builtins.str
+    """An IANA time zone such as "Asia/Shanghai"; the hours and dates are local to it."""
+    @_builtins.property
+    def weekly(self) -> _containers.RepeatedCompositeFieldContainer[Global___OpenWindow]:
+        """Open windows; none means open all week. A day may have several."""
+
+    @_builtins.property
+    def holidays(self) -> _containers.RepeatedCompositeFieldContainer[Global___Holiday]:
+        """Dates closed all day."""
+
+    def __init__(
+        self,
+        *,
+        time_zone: _builtins.str = ...,
+        weekly: _abc.Iterable[Global___OpenWindow] | None = ...,
+        holidays: _abc.Iterable[Global___Holiday] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holidays", b"holidays", "time_zone", b"time_zone", "weekly", b"weekly"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BusinessHours: _TypeAlias = BusinessHours  # noqa: Y015
+
+@_typing.final
+class OpenWindow(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    OPENS_FIELD_NUMBER: _builtins.int
+    CLOSES_FIELD_NUMBER: _builtins.int
+    day: _builtins.int
+    """1 Monday to 7 Sunday (ISO 8601)."""
+    opens: _builtins.str
+    """"HH:MM", 24-hour; `closes` after `opens` ("24:00" ends the day)."""
+    closes: _builtins.str
+    def __init__(
+        self,
+        *,
+        day: _builtins.int = ...,
+        opens: _builtins.str = ...,
+        closes: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closes", b"closes", "day", b"day", "opens", b"opens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenWindow: _TypeAlias = OpenWindow  # noqa: Y015
+
+@_typing.final
+class Holiday(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    date: _builtins.str
+    """"YYYY-MM-DD"."""
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        date: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Holiday: _TypeAlias = Holiday  # noqa: Y015
 
 @_typing.final
 class Quotas(_message.Message):
@@ -480,7 +924,7 @@ class UpdateTenantRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to change: display_name, plan, expected_concurrent_sessions, channels, cell,
-        quotas, oidc. Only an admin changes plan, cell and quotas.
+        quotas, oidc, routing_policy, business_hours. Only an admin changes plan, cell and quotas.
         """
 
     def __init__(

@@ -11,7 +11,7 @@ from google.protobuf.descriptor import EnumDescriptor
 
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
-from lianluo.services.acd.policy import QueuePolicy
+from lianluo.domain.routing import QueuePolicy
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 # Agent attribute with the agent's own average handle time, for the handle-time feature.

@@ -15,6 +15,8 @@ from google.protobuf.message import Message
 
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
+from lianluo.domain import hours
+from lianluo.domain.routing import DEFAULT_TENANT_POLICY, TenantPolicy
 from lianluo.events.v1 import agent_pb2, routing_pb2
 from lianluo.services.acd import matching, overflow
 from lianluo.services.acd.agents import Customer, RingNeeds, ring_needs
@@ -30,7 +32,6 @@ from lianluo.services.acd.domain import (
     needs_for,
     rank_agents,
 )
-from lianluo.services.acd.policy import DEFAULT_TENANT_POLICY, TenantPolicy
 from lianluo.services.acd.pool import AgentPool, WaitingLine
 from lianluo.services.acd.state import (
     ABANDONED,
@@ -85,9 +86,12 @@ class TenantRouting:
         answered: Mapping[str, datetime] | None = None,
         policy: TenantPolicy = DEFAULT_TENANT_POLICY,
         queues: Mapping[str, pb.Queue] | None = None,
+        business_hours: pb.BusinessHours | None = None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self.tenant_id = tenant_id
+        # When new contacts are taken (domain.hours); unset is always open.
+        self.hours = business_hours or pb.BusinessHours()
         # The tenant's queues by name: where overflows go.
         self.queues = dict(queues or {})
         # Whether anyone could ever take contacts of given needs (overflow.anyone_could).
@@ -293,7 +297,11 @@ class TenantRouting:
         # Queued again (a transfer) after leaving the line in the same run of events.
         self.changes.removed_contacts.discard(interaction_id)
         self.log(contact, ENTERED, now)
-        if not overflow.anyone_could(self, contact):
+        # A transfer is an agent's hand-over, taken whatever the hours; a new contact that
+        # arrives while closed goes where the queue's overflow says, without waiting.
+        if not transferred_by and hours.state(self.hours, now) != hours.OPEN:
+            overflow.overflow(self, contact, routing_pb2.OVERFLOW_CAUSE_CLOSED, now)
+        elif not overflow.anyone_could(self, contact):
             overflow.overflow(self, contact, routing_pb2.OVERFLOW_CAUSE_NO_ELIGIBLE_AGENT, now)
         return True
 

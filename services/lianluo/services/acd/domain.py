@@ -18,6 +18,7 @@ from itertools import islice
 
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
+from lianluo.domain.routing import DEFAULT_POLICY, LONGEST_IDLE, LOWEST_LOAD, QueuePolicy
 from lianluo.services.acd.agents import (
     NOBODY,
     AgentProfile,
@@ -35,7 +36,6 @@ from lianluo.services.acd.agents import (
     speaks,
     suits,
 )
-from lianluo.services.acd.policy import DEFAULT_POLICY, LONGEST_IDLE, LOWEST_LOAD, QueuePolicy
 
 __all__ = [
     "LONGEST_IDLE",

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from lianluo.common.v1 import common_pb2 as common
+from lianluo.domain import hours
 from lianluo.events.v1 import routing_pb2
 from lianluo.services.acd.agents import needs_for, off_target, qualifies, ring_needs
 from lianluo.services.acd.domain import Explanation
@@ -72,6 +73,8 @@ def overflow(r: TenantRouting, contact: Contact, cause: int, now: datetime) -> N
         else:
             policy = r.policy.queue(queue)
             due = now + timedelta(seconds=policy.callback_after_seconds)
+            # Nobody would answer the call before the tenant opens.
+            due = max(due, hours.next_open(r.hours, due) or due)
             contact.requirements.callback_number = number
             contact.requirements.media = common.MEDIA_TYPE_VOICE
             move(r, contact, r.queues[queue], now, entered=False, not_before=due)

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from lianluo.domain.routing import layer_of, tenant_policy
 from lianluo.events.v1 import agent_pb2, ivr_pb2
 from lianluo.events.v1.interaction_pb2 import InteractionEvent
 from lianluo.runtime.kafka import Envelope, partition_for
@@ -35,7 +36,6 @@ from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.acd import events
 from lianluo.services.acd.dispatch import TenantRouting
 from lianluo.services.acd.domain import AgentProfile
-from lianluo.services.acd.policy import tenant_policy
 from lianluo.services.acd.repository import Repository, TenantRows
 from lianluo.services.acd.settings import AcdSettings
 from lianluo.tenants.v1 import tenants_pb2 as pb
@@ -60,8 +60,10 @@ def build_routing(
     tenant_id: str, view: TenantConfigView, rows: TenantRows, settings: AcdSettings
 ) -> TenantRouting:
     """A tenant's routing state from its stored rows, its configured agents and queues, and
-    the routing policy the settings give it."""
+    its routing policy over the platform's."""
     queues = [q for q in view.all(tenant_id, "queue") if isinstance(q, pb.Queue)]
+    tenant = view.tenant(tenant_id)
+    own = layer_of(tenant.routing_policy) if tenant is not None else {}
     return TenantRouting(
         tenant_id,
         profiles={
@@ -76,8 +78,9 @@ def build_routing(
         offer_timeout=timedelta(seconds=settings.offer_timeout_seconds),
         answer_grace=timedelta(seconds=settings.answer_grace_seconds),
         answered=rows.answered,
-        policy=tenant_policy(settings.routing_policies, tenant_id, queues),
+        policy=tenant_policy([settings.routing_defaults, own], queues),
         queues={q.name: q for q in queues},
+        business_hours=tenant.business_hours if tenant is not None else None,
     )
 
 

@@ -4,8 +4,8 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
+from lianluo.domain.routing import check_layer
 from lianluo.runtime.settings import ServiceSettings
-from lianluo.services.acd.policy import check_setting
 
 
 class AcdSettings(ServiceSettings):
@@ -19,15 +19,15 @@ class AcdSettings(ServiceSettings):
     answer_grace_seconds: Annotated[float, Field(ge=0, le=120)] = 30.0
     # How often the owner looks for expired offers and contacts past their max wait.
     timer_tick_seconds: Annotated[float, Field(gt=0, le=10)] = 0.2
-    # Routing policies as JSON, per tenant id or "*" for all (docs/routing.md):
-    # {"*": {"default": {...}, "queues": {"cards": {...}}, "capacity_cost": {"1": 1.0}}}.
-    routing_policies: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # The platform's routing policy for every tenant, as JSON (docs/routing.md), below each
+    # tenant's own `routing_policy`: {"default": {...}, "queues": {"cards": {...}}, ...}.
+    routing_defaults: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("routing_policies")
+    @field_validator("routing_defaults")
     @classmethod
-    def _valid_policies(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    def _valid_policies(cls, value: dict[str, Any]) -> dict[str, Any]:
         try:
-            check_setting(value)
+            check_layer(value)
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"not a valid routing policy: {error}") from error
         return value

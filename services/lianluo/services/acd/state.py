@@ -11,10 +11,10 @@ from google.protobuf.message import Message
 
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
+from lianluo.domain.routing import DEFAULT_TENANT_POLICY, TenantPolicy
 from lianluo.events.v1 import agent_pb2, routing_pb2
 from lianluo.services.acd.agents import Customer, Needs, RingNeeds
 from lianluo.services.acd.domain import Explanation
-from lianluo.services.acd.policy import DEFAULT_TENANT_POLICY, TenantPolicy
 from lianluo.services.acd.pool import Line, Place, queue_key
 from lianluo.tenants.v1 import tenants_pb2 as pb
 

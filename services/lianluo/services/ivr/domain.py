@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from lianluo.common.v1 import common_pb2
+from lianluo.domain import hours
 from lianluo.domain.flows import PatternError, tenant_pattern
 from lianluo.events.v1 import ivr_pb2 as events
 from lianluo.ivr.v1 import ivr_pb2 as api
@@ -255,7 +256,8 @@ class _Run:
             channel=self.caller.channel,
             language=self.caller.language,
             media=self.caller.media,
-            collected_data=self.variables,
+            # What the customer gave, not what the platform told the flow.
+            collected_data={k: v for k, v in self.variables.items() if k != hours.VARIABLE},
             customer_id=self.caller.customer_id,
             customer_attributes=self.caller.customer_attributes,
         )

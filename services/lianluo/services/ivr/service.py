@@ -8,11 +8,13 @@ consumer's, for events, or the sweeper's, for timeouts.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import cast
 
 import asyncpg
 
 from lianluo.common.v1 import common_pb2
+from lianluo.domain import hours
 from lianluo.events.v1 import ivr_pb2 as events_pb
 from lianluo.events.v1.interaction_pb2 import InteractionEvent
 from lianluo.ivr.v1 import ivr_pb2 as api
@@ -120,8 +122,12 @@ class RunService:
                 output.ended.text = BROKEN_TEXT
                 await events.publish(conn, self._topics, tenant_id, [output])
             return
-        # What the channel collected before (a pre-chat form) is known from the start.
-        result = step(flow, start_state(dict(interaction.collected_data)), Start(), caller)
+        # What the channel collected before (a pre-chat form) is known from the start, and
+        # whether the tenant is open; the customer's form cannot say it is.
+        tenant = self._view.tenant(tenant_id)
+        opening = hours.state(tenant.business_hours, datetime.now(UTC)) if tenant else hours.OPEN
+        known = {**interaction.collected_data, hours.VARIABLE: opening}
+        result = step(flow, start_state(known), Start(), caller)
         if await self._repo.insert_run(conn, tenant_id, name, flow, caller, result.state):
             await self._emit(conn, tenant_id, caller, result)
 

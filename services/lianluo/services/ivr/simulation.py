@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from lianluo.domain import hours
 from lianluo.ivr.v1 import ivr_pb2 as api
 from lianluo.services.ivr.domain import Answer, Caller, Input, Start, Timeout, start_state, step
 from lianluo.tenants.v1 import tenants_pb2 as pb
@@ -56,7 +57,9 @@ def simulate(
     )
     transcript = _Transcript(request.max_steps or DEFAULT_MAX_STEPS)
     response = api.SimulateFlowResponse()
-    result = step(flow, start_state(dict(request.variables)), Start(), caller)
+    # Open unless the request says otherwise, to try a flow's closed path.
+    known = {hours.VARIABLE: hours.OPEN, **request.variables}
+    result = step(flow, start_state(known), Start(), caller)
     transcript.add(result.transcript)
     used = 0
     timed_out = False

@@ -42,6 +42,8 @@ OVERFLOW_NOTICE = "All our agents are busy. We have kept your message and will g
 MOVED_NOTICE = "We are passing you to {queue}; please stay with us."
 EXPERTS_NOTICE = "We are finding an expert to help you; please stay with us."
 CALLBACK_NOTICE = "All our agents are busy. We will call you back on {number}."
+CLOSED_NOTICE = "We are closed now. We have kept your message and will answer when we open."
+CLOSED_CALLBACK_NOTICE = "We are closed now. We will call you back on {number} when we open."
 BOT_ID = "ivr"
 # How long an agent's join may wait for its assignment to arrive from the ACD, looking again
 # this often: the assignment is usually one or two hops (tens of ms) behind the accept, and
@@ -745,6 +747,7 @@ class MediaService:
     def _overflowed(self, change: Change, overflow: routing_pb2.RoutingOverflow) -> None:
         """Tell the customer where the queue's overflow takes them."""
         kind = overflow.overflow.kind
+        closed = overflow.cause == routing_pb2.OVERFLOW_CAUSE_CLOSED
         if kind == tenants_pb2.OVERFLOW_KIND_QUEUE:
             target = self._config.by_name(str(change.tid), "queue", overflow.overflow.target_queue)
             name = getattr(target, "display_name", "") or overflow.overflow.target_queue
@@ -755,10 +758,12 @@ class MediaService:
             text = EXPERTS_NOTICE
             change.move(S.INTERACTION_STATE_QUEUED, "overflow")
         elif kind == tenants_pb2.OVERFLOW_KIND_CALLBACK:
-            text = CALLBACK_NOTICE.format(number=overflow.callback_number)
+            notice = CLOSED_CALLBACK_NOTICE if closed else CALLBACK_NOTICE
+            text = notice.format(number=overflow.callback_number)
             change.move(S.INTERACTION_STATE_CALLBACK, "callback")
         else:
-            change.message(self._bot(change), pb.MessageContent(text=OVERFLOW_NOTICE))
+            notice = CLOSED_NOTICE if closed else OVERFLOW_NOTICE
+            change.message(self._bot(change), pb.MessageContent(text=notice))
             change.end(S.INTERACTION_STATE_OVERFLOWED, pb.Resolution(code="overflow"))
             return
         change.message(self._bot(change), pb.MessageContent(text=text))

@@ -14,6 +14,7 @@ from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
 from lianluo.common.v1 import common_pb2
+from lianluo.domain import hours, routing
 from lianluo.domain.flows import validate_flow
 from lianluo.domain.urls import is_web_url
 from lianluo.runtime.errors import Violations
@@ -105,6 +106,14 @@ def validate_tenant(t: Message, v: Violations, p: str = "tenant") -> None:
         v.check(is_web_url(o.issuer), f"{p}.oidc.issuer", "must be an http or https URL")
         v.check(0 < len(o.audience) <= 200, f"{p}.oidc.audience", "1 to 200 characters")
         v.check(is_web_url(o.jwks_uri), f"{p}.oidc.jwks_uri", "must be an http or https URL")
+    if t.HasField("routing_policy"):
+        try:
+            routing.check_layer(routing.layer_of(t.routing_policy))
+        except (KeyError, TypeError, ValueError) as error:
+            v.add(f"{p}.routing_policy", str(error))
+    if t.HasField("business_hours"):
+        for path, message in hours.problems(t.business_hours, f"{p}.business_hours"):
+            v.add(path, message)
 
 
 def validate_password(password: str, path: str = "password") -> None:
@@ -349,6 +358,8 @@ TENANT = Kind(
             "cell",
             "quotas",
             "oidc",
+            "routing_policy",
+            "business_hours",
         }
     ),
     validate_tenant,

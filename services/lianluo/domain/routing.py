@@ -1,9 +1,13 @@
 """How a tenant wants its queues routed: weights, fairness, rings, aging, capacity costs (pure).
 
-A policy comes from built-in defaults, then the ACD's `routing_policies` setting for every
-tenant ("*"), for the tenant, and for one of its queues, each layer overriding only what it
-names. When no rings are configured they are derived from the queue, so a tenant that
-configures nothing routes as before: one ring with the queue's requirements, then overflow.
+A policy comes from built-in defaults, then the platform's layer (the ACD's `routing_defaults`
+setting), then the tenant's own (`Tenant.routing_policy`, set through UpdateTenant and read
+from `tenant.config`), each layer overriding only what it names, and within a layer its
+`default`, then its entry for the queue. The tenants service checks a tenant's layer with the
+same rules before storing it, so the ACD never meets one it cannot read.
+
+When no rings are configured they are derived from the queue, so a tenant that configures
+nothing routes as before: one ring with the queue's requirements, then overflow.
 
 Routing profiles (as in Amazon Connect) say which queues an agent takes, in which priority
 and after which delay; an agent names one with the attribute "routing_profile". An agent
@@ -18,7 +22,11 @@ from dataclasses import dataclass, field, fields, replace
 from itertools import pairwise
 from typing import Any
 
+from google.protobuf.json_format import MessageToDict
+
 from lianluo.tenants.v1 import tenants_pb2 as pb
+
+Layer = Mapping[str, Any]
 
 MAX_RINGS = 6
 LONGEST_IDLE = "longest_idle"
@@ -202,7 +210,10 @@ def overlay(base: QueuePolicy, spec: Mapping[str, Any]) -> QueuePolicy:
     if "rings" in spec:
         out = replace(out, rings=_rings(list(spec["rings"])))
     if "aging_seconds" in spec:
-        out = replace(out, aging_seconds=float(spec["aging_seconds"]))
+        aging = float(spec["aging_seconds"])
+        if not (math.isfinite(aging) and aging >= 0):
+            raise ValueError("aging_seconds must not be negative")
+        out = replace(out, aging_seconds=aging)
     if "reference_handle_seconds" in spec:
         reference = float(spec["reference_handle_seconds"])
         if not (math.isfinite(reference) and reference > 0):
@@ -235,16 +246,29 @@ def routing_profiles(spec: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[st
     return out
 
 
-def tenant_policy(
-    setting: Mapping[str, Mapping[str, Any]], tenant_id: str, queues: list[pb.Queue]
-) -> TenantPolicy:
-    """Resolve the `routing_policies` setting for one tenant and its queues.
+def layer_of(policy: pb.RoutingPolicy) -> dict[str, Any]:
+    """A tenant's `routing_policy` as a layer: the same keys as the platform's setting."""
+    found = MessageToDict(policy, preserving_proto_field_name=True)
+    layer: dict[str, Any] = {}
+    if "defaults" in found:
+        layer["default"] = found["defaults"]
+    for key in ("queues", "capacity_cost"):
+        if key in found:
+            layer[key] = found[key]
+    if "routing_profiles" in found:
+        layer["routing_profiles"] = {
+            name: profile.get("queues", {}) for name, profile in found["routing_profiles"].items()
+        }
+    return layer
 
-    Shape: {"*" or tenant id: {"default": layer, "queues": {name: layer},
-    "capacity_cost": {media number: cost}, "routing_profiles": {name: {queue: step}}}}, a layer
-    being what `overlay` reads and a step what `routing_profiles` reads.
+
+def tenant_policy(layers: list[Layer], queues: list[pb.Queue]) -> TenantPolicy:
+    """Resolve the layers (the platform's, then the tenant's) for a tenant's queues.
+
+    A layer: {"default": spec, "queues": {name: spec}, "capacity_cost": {media number: cost},
+    "routing_profiles": {name: {queue: step}}}, a spec being what `overlay` reads and a step
+    what `routing_profiles` reads.
     """
-    layers = [setting.get("*", {}), setting.get(tenant_id, {})]
     default = DEFAULT_POLICY
     costs: dict[int, float] = {}
     profiles: dict[str, dict[str, ProfileStep]] = {}
@@ -263,16 +287,18 @@ def tenant_policy(
     return TenantPolicy(queues=resolved, default=default, capacity_cost=costs, profiles=profiles)
 
 
-def check_setting(setting: Mapping[str, Mapping[str, Any]]) -> None:
-    """Resolve every layer once, so that a bad `routing_policies` stops the start."""
-    for layer in setting.values():
-        unknown = set(layer) - {"default", "queues", "capacity_cost", "routing_profiles"}
-        if unknown:
-            raise ValueError(f"unknown keys {sorted(unknown)}")
-        overlay(DEFAULT_POLICY, layer.get("default", {}))
-        for spec in dict(layer.get("queues", {})).values():
+def check_layer(layer: Layer) -> None:
+    """Resolve every part of a layer once; raises ValueError naming what breaks a rule."""
+    unknown = set(layer) - {"default", "queues", "capacity_cost", "routing_profiles"}
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}")
+    overlay(DEFAULT_POLICY, layer.get("default", {}))
+    for name, spec in dict(layer.get("queues", {})).items():
+        try:
             overlay(DEFAULT_POLICY, spec)
-        routing_profiles(dict(layer.get("routing_profiles", {})))
-        for media, cost in dict(layer.get("capacity_cost", {})).items():
-            if int(media) <= 0 or not 0 < float(cost) <= 1:
-                raise ValueError("capacity_cost maps a media number to a cost above 0, at most 1")
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"queue {name}: {error}") from error
+    routing_profiles(dict(layer.get("routing_profiles", {})))
+    for media, cost in dict(layer.get("capacity_cost", {})).items():
+        if int(media) <= 0 or not 0 < float(cost) <= 1:
+            raise ValueError("capacity_cost maps a media number to a cost above 0, at most 1")
