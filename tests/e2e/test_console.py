@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import grpc
@@ -25,6 +26,7 @@ from aiohttp import web
 from cell_support import AgentAtWork
 from conftest import ADMIN_KEY, Stack, running_cell
 from factories import Client, agent, onboard, queue, template, user
+from google.protobuf import field_mask_pb2
 from test_web_chat import _browser, _until
 
 from lianluo.common.v1 import common_pb2 as common
@@ -629,6 +631,61 @@ async def test_a_tenant_admin_sets_up_a_queue_an_agent_a_person_and_a_flow_and_a
     talk = await at_work.answer(started.interaction.id)
     assert at_work.offers[started.interaction.id].requirements.queue == "loans"
     await talk.close()
+
+    # Today becomes a holiday: a bad time zone is named first, and nothing is saved.
+    await admin.run("document.querySelector('#hours-title').scrollIntoView()")
+
+    async def hours(zone: str, holidays: str) -> None:
+        for selector, value in (("#hours-zone", zone), ("#hours-holidays", holidays)):
+            await admin.run(
+                f"const e = document.querySelector({json.dumps(selector)}); e.value = arguments[0];"
+                "e.dispatchEvent(new Event('input', {bubbles: true}))",
+                value,
+            )
+        await admin.click("form[data-kind=tenant] button[type=submit]")
+
+    today = datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    await hours("Asia/Atlantis", f"{today} Bank holiday")
+    await admin.until("return document.querySelector('#hours-errors li')")
+    said = await admin.run("return document.querySelector('#hours-errors').innerText")
+    assert "business_hours.time_zone" in said and "Asia/Atlantis" in said, said
+    await hours("Asia/Shanghai", f"{today} Bank holiday")
+    await admin.until("return document.querySelector('form[data-kind=tenant] [role=status]')")
+    await admin.axe("business hours")
+    tenants = rpc.TenantServiceStub(tch)
+    try:
+        # Zhang is free, yet the next contact is kept with the closed notice, not offered.
+        later = await media.StartInteraction(
+            mpb.StartInteractionRequest(
+                tenant_id=bank.tenant.id,
+                channel=common.CHANNEL_WEB,
+                media=common.MEDIA_TYPE_CHAT,
+                flow="loans-flow",
+                customer=mpb.Customer(id="c-late", display_name="Qian"),
+            ),
+            metadata=(("authorization", f"Bearer {bank.key}"),),
+        )
+        async with asyncio.timeout(30):
+            while True:
+                seen = await media.GetInteraction(
+                    mpb.GetInteractionRequest(
+                        tenant_id=bank.tenant.id, interaction_id=later.interaction.id
+                    ),
+                    metadata=(("authorization", f"Bearer {bank.key}"),),
+                )
+                if seen.state == mpb.INTERACTION_STATE_OVERFLOWED:
+                    break
+                await asyncio.sleep(0.2)
+        assert later.interaction.id not in at_work.offers
+    finally:
+        # The module's other journeys run on an open tenant.
+        await tenants.UpdateTenant(
+            pb.UpdateTenantRequest(
+                tenant=pb.Tenant(id=bank.tenant.id),
+                update_mask=field_mask_pb2.FieldMask(paths=["business_hours"]),
+            ),
+            metadata=(("authorization", f"Bearer {bank.key}"),),
+        )
     await at_work.stop()
     await tch.close()
 

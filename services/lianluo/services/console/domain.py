@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from google.protobuf.message import Message
 
@@ -468,6 +469,33 @@ def flow(body: dict[str, Any]) -> tpb.Flow:
     except ParseError as error:
         raise BadInput({"flow": str(error)[:300]}) from None
     return parsed
+
+
+# What the tenant page changes of the tenant itself.
+TENANT_SETTINGS = ("business_hours", "routing_policy")
+
+
+def tenant_settings(tenant_id: str, body: dict[str, Any]) -> tpb.UpdateTenantRequest:
+    """The update a page's business hours and routing policy describe; a key left out is not
+    changed, one sent as null is cleared."""
+    named = [key for key in TENANT_SETTINGS if key in body]
+    if not named:
+        raise BadInput({"body": f"one of {', '.join(TENANT_SETTINGS)}"})
+    tenant = tpb.Tenant(id=tenant_id)
+    fields = {}
+    for key in named:
+        if body[key] is None:
+            continue
+        if not isinstance(body[key], dict):
+            fields[f"tenant.{key}"] = "an object, as JSON"
+            continue
+        try:
+            ParseDict(body[key], getattr(tenant, key))
+        except ParseError as error:
+            fields[f"tenant.{key}"] = str(error)[:300]
+    if fields:
+        raise BadInput(fields)
+    return tpb.UpdateTenantRequest(tenant=tenant, update_mask=FieldMask(paths=named))
 
 
 def simulated_inputs(body: dict[str, Any]) -> list[ivr_pb.SimulatedInput]:

@@ -90,6 +90,7 @@ class Platform:
         self.acd = acd_rpc.AcdServiceStub(self._channels["acd"])
         self.customers = gateway_rpc.CustomerServiceStub(self._channels["gateway"])
         tenants = self._channels["tenants"]
+        self.tenants = tenants_rpc.TenantServiceStub(tenants)
         self.queues = tenants_rpc.QueueServiceStub(tenants)
         self.agents = tenants_rpc.AgentServiceStub(tenants)
         self.users = tenants_rpc.UserServiceStub(tenants)
@@ -129,6 +130,8 @@ class Console:
             web.get("/api/reports", self._authed(self.report)),
             web.get("/api/reports.csv", self._authed(self.report_csv)),
             web.get("/api/live", self._authed(self.live)),
+            web.get("/api/admin/tenant", self._authed(self.tenant)),
+            web.post("/api/admin/tenant", self._authed(self.change_tenant)),
             web.post("/api/admin/flows/check", self._authed(self.check_flow)),
             web.post("/api/admin/flows/publish", self._authed(self.publish_flow)),
             web.get("/api/admin/{kind}", self._authed(self.listed)),
@@ -500,6 +503,21 @@ class Console:
         stub = getattr(self._platform, kind.stub)
         made = await getattr(stub, f"Create{kind.singular}")(create, metadata=self._md(session))
         return web.json_response(domain.as_json(made), status=201)
+
+    async def tenant(self, request: web.Request, session: Session) -> web.Response:
+        found = await self._platform.tenants.GetTenant(
+            tpb.GetTenantRequest(tenant_id=session.tenant_id), metadata=self._md(session)
+        )
+        shown = domain.as_json(found)
+        return web.json_response({k: shown.get(k, {}) for k in ("name", *domain.TENANT_SETTINGS)})
+
+    async def change_tenant(self, request: web.Request, session: Session) -> web.Response:
+        """Business hours and the routing policy; the tenants service checks both with the
+        rules the IVR and the ACD use, and names the field it refuses."""
+        update = domain.tenant_settings(session.tenant_id, await self._body(request))
+        changed = await self._platform.tenants.UpdateTenant(update, metadata=self._md(session))
+        shown = domain.as_json(changed)
+        return web.json_response({k: shown.get(k, {}) for k in domain.TENANT_SETTINGS})
 
     async def check_flow(self, request: web.Request, session: Session) -> web.Response:
         """What the IVR says of a flow before it is published: its problems, and what happens

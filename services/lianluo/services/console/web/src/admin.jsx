@@ -2,6 +2,7 @@ import { useEffect, useState } from "preact/hooks";
 import { api } from "./api.js";
 import { t } from "./i18n.js";
 import { Flows } from "./flows.jsx";
+import { Hours } from "./hours.jsx";
 import { Settings } from "./settings.jsx";
 
 // The tenant's set-up: queues, agents and people. Each form sends the resource as the API's
@@ -179,6 +180,7 @@ export function Admin() {
         ]}
       </Section>
       <Settings />
+      <Hours />
       <Flows />
     </div>
   );
