@@ -29,6 +29,8 @@ from factories import Client, agent, onboard, queue, template, user
 from google.protobuf import field_mask_pb2
 from test_web_chat import _browser, _until
 
+from lianluo.acd.v1 import acd_pb2 as apb
+from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.devstack.cell import Cell
 from lianluo.devstack.clients import Session, WebVisitor
@@ -489,13 +491,39 @@ async def test_a_supervisor_sees_the_queue_change_live_and_barges_in(
             f"return document.querySelector({json.dumps(row + ' [data-figure=presence]')})"
             ".innerText === 'Away'"
         )
+
+        # The supervisor takes the conversation over: Li leaves it and is free at once, and
+        # the supervisor answers alone, then closes it with the disposition.
+        acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
+        key = (("authorization", f"Bearer {bank.key}"),)
+
+        async def li_chats() -> int:
+            found = await acd.ListAgentPresence(
+                apb.ListAgentPresenceRequest(tenant_id=bank.tenant.id), metadata=key
+            )
+            mine = next(a for a in found.agents if a.agent_id == li_id)
+            return sum(m.in_use for m in mine.load)
+
+        assert await li_chats() == 1
+        await wall.click_text("Take over")
+        left = await talk.wait_for(lambda f: f.participant_left.leave_reason == "taken_over")
+        assert left.participant_left.subject_id == li_id
+        async with asyncio.timeout(30):
+            while await li_chats():
+                await asyncio.sleep(0.2)
+        await wall.until("return document.querySelector('.joined .wrapup')")
+        await wall.axe("supervisor taking over")
+        await wall.type(".joined textarea", "Your new card is on its way.")
+        await wall.click(".joined button[type=submit]")
+        await customer.next(lambda i: i.get("text") == "Your new card is on its way.")
+        await wall.click(".joined .wrapup button[type=submit]")
+        await customer.next(lambda i: i.get("type") == "ended")
         await talk.close()
         await li.stop()
         await tch.close()
         # An agent's page is not the supervisor's: the console says so.
         await asyncio.to_thread(wall.driver.get, bank.console + "/#agent")
         await wall.until("return document.querySelector('[role=alert]')")
-        await customer.ws.send_json({"type": "leave"})
         await customer.ws.close()
 
 

@@ -122,7 +122,7 @@ INTERACTION_EVENT = _made_by(
     _cases(interaction_pb2.InteractionEvent, "interaction"),
     {
         "ivr": _only("interaction.created", "interaction.message", "interaction.ended"),
-        "acd": _only("interaction.ended", "interaction.rated"),
+        "acd": _only("interaction.ended", "interaction.rated", "interaction.participant_left"),
         "recording": EVERY,
         "notification": _only("interaction.created", "interaction.ended"),
         "gateway": _only("interaction.message"),

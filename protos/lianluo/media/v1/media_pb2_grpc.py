@@ -83,6 +83,11 @@ class MediaServiceStub:
                 request_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.EndRequest.SerializeToString,
                 response_deserializer=lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.FromString,
                 _registered_method=True)
+        self.TakeOver = channel.unary_unary(
+                '/lianluo.media.v1.MediaService/TakeOver',
+                request_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.TakeOverRequest.SerializeToString,
+                response_deserializer=lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.FromString,
+                _registered_method=True)
         self.Rate = channel.unary_unary(
                 '/lianluo.media.v1.MediaService/Rate',
                 request_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.RateRequest.SerializeToString,
@@ -164,6 +169,15 @@ class MediaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TakeOver(self, request, context):
+        """A supervisor who has joined a connected conversation takes it over: its agents and experts
+        leave it (reason "taken_over") and the ACD frees their capacity; the supervisor carries on
+        and ends it with the disposition.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Rate(self, request, context):
         """The customer rates the conversation once it has ended for them (wrap-up or closed): a
         score of 1 to 5 and a comment. Once per interaction.
@@ -222,6 +236,11 @@ def add_MediaServiceServicer_to_server(servicer, server):
             'End': grpc.unary_unary_rpc_method_handler(
                     servicer.End,
                     request_deserializer=lianluo_dot_media_dot_v1_dot_media__pb2.EndRequest.FromString,
+                    response_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.SerializeToString,
+            ),
+            'TakeOver': grpc.unary_unary_rpc_method_handler(
+                    servicer.TakeOver,
+                    request_deserializer=lianluo_dot_media_dot_v1_dot_media__pb2.TakeOverRequest.FromString,
                     response_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.SerializeToString,
             ),
             'Rate': grpc.unary_unary_rpc_method_handler(
@@ -442,6 +461,33 @@ class MediaService:
             target,
             '/lianluo.media.v1.MediaService/End',
             lianluo_dot_media_dot_v1_dot_media__pb2.EndRequest.SerializeToString,
+            lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TakeOver(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.media.v1.MediaService/TakeOver',
+            lianluo_dot_media_dot_v1_dot_media__pb2.TakeOverRequest.SerializeToString,
             lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.FromString,
             options,
             channel_credentials,

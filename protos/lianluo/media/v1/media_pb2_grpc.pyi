@@ -59,6 +59,11 @@ class MediaServiceStub:
     Transfer: _grpc.UnaryUnaryMultiCallable[_media_pb2.TransferRequest, _media_pb2.Interaction]
     """Hands the interaction to a queue, an agent or an expert; the ACD routes it."""
     End: _grpc.UnaryUnaryMultiCallable[_media_pb2.EndRequest, _media_pb2.Interaction]
+    TakeOver: _grpc.UnaryUnaryMultiCallable[_media_pb2.TakeOverRequest, _media_pb2.Interaction]
+    """A supervisor who has joined a connected conversation takes it over: its agents and experts
+    leave it (reason "taken_over") and the ACD frees their capacity; the supervisor carries on
+    and ends it with the disposition.
+    """
     Rate: _grpc.UnaryUnaryMultiCallable[_media_pb2.RateRequest, _media_pb2.Interaction]
     """The customer rates the conversation once it has ended for them (wrap-up or closed): a
     score of 1 to 5 and a comment. Once per interaction.
@@ -100,6 +105,11 @@ class MediaServiceAsyncStub(MediaServiceStub):
     Transfer: _aio.UnaryUnaryMultiCallable[_media_pb2.TransferRequest, _media_pb2.Interaction]  # type: ignore[assignment]
     """Hands the interaction to a queue, an agent or an expert; the ACD routes it."""
     End: _aio.UnaryUnaryMultiCallable[_media_pb2.EndRequest, _media_pb2.Interaction]  # type: ignore[assignment]
+    TakeOver: _aio.UnaryUnaryMultiCallable[_media_pb2.TakeOverRequest, _media_pb2.Interaction]  # type: ignore[assignment]
+    """A supervisor who has joined a connected conversation takes it over: its agents and experts
+    leave it (reason "taken_over") and the ACD frees their capacity; the supervisor carries on
+    and ends it with the disposition.
+    """
     Rate: _aio.UnaryUnaryMultiCallable[_media_pb2.RateRequest, _media_pb2.Interaction]  # type: ignore[assignment]
     """The customer rates the conversation once it has ended for them (wrap-up or closed): a
     score of 1 to 5 and a comment. Once per interaction.
@@ -180,6 +190,17 @@ class MediaServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _media_pb2.EndRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_media_pb2.Interaction, _abc.Awaitable[_media_pb2.Interaction]]: ...
+
+    @_abc_1.abstractmethod
+    def TakeOver(
+        self,
+        request: _media_pb2.TakeOverRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_media_pb2.Interaction, _abc.Awaitable[_media_pb2.Interaction]]:
+        """A supervisor who has joined a connected conversation takes it over: its agents and experts
+        leave it (reason "taken_over") and the ACD frees their capacity; the supervisor carries on
+        and ends it with the disposition.
+        """
 
     @_abc_1.abstractmethod
     def Rate(

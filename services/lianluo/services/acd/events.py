@@ -31,6 +31,7 @@ def handlers(router: Router) -> contract.Handlers:
     on.on_topic(contract.AGENT_EVENT, router.on_agent_event)
     on.on("interaction.ended", router.on_interaction_ended)
     on.on("interaction.rated", router.on_interaction_rated)
+    on.on("interaction.participant_left", router.on_participant_left)
     on.on("routing.requested", router.on_routing_requested)
     on.around_run(router.run)
     return on

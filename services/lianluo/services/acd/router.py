@@ -41,6 +41,8 @@ from lianluo.services.acd.settings import AcdSettings
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 log = get_logger(__name__)
+# The media service's leave reason when a supervisor takes a conversation over.
+TAKEN_OVER = "taken_over"
 OwnedPartitions = Callable[[], Awaitable[set[int]]]
 
 
@@ -151,6 +153,20 @@ class Router:
             envelope.type,
             lambda r, now: r.end_interaction(ended.interaction_id, now),
         )
+
+    async def on_participant_left(
+        self, conn: asyncpg.Connection, envelope: Envelope, left: InteractionEvent
+    ) -> None:
+        """A supervisor took the conversation over: its agents' capacity is free at once. (An
+        agent who hands a contact over is released here when another accepts it.)"""
+        who = left.participant_left
+        if who.leave_reason != TAKEN_OVER:
+            return
+
+        def release(r: TenantRouting, now: datetime) -> None:
+            r.release(left.interaction_id, who.subject_id, now)
+
+        await self._apply(conn, envelope.tenant_id, envelope.type, release)
 
     async def on_interaction_rated(
         self, conn: asyncpg.Connection, envelope: Envelope, rated: InteractionEvent

@@ -123,6 +123,7 @@ class Console:
             web.post("/api/conversations/{interaction}/end", self._authed(self.end)),
             web.post("/api/conversations/{interaction}/files", self._authed(self.attach)),
             web.post("/api/conversations/{interaction}/transfer", self._authed(self.transfer)),
+            web.post("/api/conversations/{interaction}/take-over", self._authed(self.take_over)),
             web.get("/api/customers/{customer}/conversations", self._authed(self.history)),
             web.get("/api/attachments/{attachment}", self._authed(self.attachment)),
             web.get("/api/queues", self._authed(self.queues)),
@@ -381,6 +382,19 @@ class Console:
                 tenant_id=session.tenant_id,
                 interaction_id=request.match_info["interaction"],
                 transfer=handover,
+            ),
+            metadata=self._md(session),
+        )
+        return web.json_response(domain.as_json(it))
+
+    async def take_over(self, request: web.Request, session: Session) -> web.Response:
+        """A supervisor who joined carries on alone; media refuses anyone else."""
+        participant = domain.participant(await self._body(request))
+        it = await self._platform.media.TakeOver(
+            mpb.TakeOverRequest(
+                tenant_id=session.tenant_id,
+                interaction_id=request.match_info["interaction"],
+                participant_id=participant,
             ),
             metadata=self._md(session),
         )

@@ -63,6 +63,10 @@ class MediaApi(rpc.MediaServiceServicer):
         return await self.media.end(request)
 
     @auth.needs("interaction:write", emits=True)
+    async def TakeOver(self, request: pb.TakeOverRequest, _: Any) -> pb.Interaction:
+        return await self.media.take_over(request)
+
+    @auth.needs("interaction:write", emits=True)
     async def Rate(self, request: pb.RateRequest, _: Any) -> pb.Interaction:
         return await self.media.rate(request)
 

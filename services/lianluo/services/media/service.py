@@ -45,6 +45,8 @@ CALLBACK_NOTICE = "All our agents are busy. We will call you back on {number}."
 CLOSED_NOTICE = "We are closed now. We have kept your message and will answer when we open."
 CLOSED_CALLBACK_NOTICE = "We are closed now. We will call you back on {number} when we open."
 BOT_ID = "ivr"
+# Why the agents leave a conversation a supervisor takes over; the ACD frees their capacity.
+TAKEN_OVER = "taken_over"
 # How long an agent's join may wait for its assignment to arrive from the ACD, looking again
 # this often: the assignment is usually one or two hops (tens of ms) behind the accept, and
 # each look is one short transaction.
@@ -425,6 +427,29 @@ class MediaService:
                 )
             await self._flush(change)
         return msg
+
+    async def take_over(self, req: pb.TakeOverRequest) -> pb.Interaction:
+        """The joined supervisor carries on alone with the customer; the agents leave."""
+        auth.require_tenant(req.tenant_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            change = await self._locked(conn, req.tenant_id, req.interaction_id)
+            by = change.participant(req.participant_id)
+            if by is None or by.HasField("leave_time"):
+                raise NotFound("participant", req.participant_id)
+            _require_use(change.it, by)
+            if by.role != R.PARTICIPANT_ROLE_SUPERVISOR:
+                raise InvalidArgument(
+                    [FieldViolation("participant_id", "only a supervisor takes over")]
+                )
+            if change.it.state != S.INTERACTION_STATE_CONNECTED:
+                raise FailedPrecondition(
+                    f"interaction/{change.it.id}", "only a connected conversation is taken over"
+                )
+            for p in change.it.participants:
+                if p.role in (R.PARTICIPANT_ROLE_AGENT, R.PARTICIPANT_ROLE_EXPERT):
+                    self._leave(change, p.subject_id, TAKEN_OVER)
+            await self._flush(change)
+        return change.it
 
     async def rate(self, req: pb.RateRequest) -> pb.Interaction:
         """The customer's rating of a conversation that has ended for them; once."""

@@ -1,9 +1,8 @@
 import { useEffect, useRef, useState } from "preact/hooks";
-import { Transcript, applyFrame } from "./talk.jsx";
+import { Transcript, WrapUp, applyFrame } from "./talk.jsx";
 import { api, live } from "./api.js";
 import { t } from "./i18n.js";
 
-const DISPOSITIONS = ["resolved", "follow_up", "not_resolved", "callback", "spam"];
 // What the desk keeps across reloads and a new sign-in: the conversations it follows (with the
 // last sequence seen of each) and the text not sent yet.
 const KEPT = "lianluo:desk";
@@ -61,39 +60,6 @@ function Offer({ offer, onAnswer }) {
         </button>
       </div>
     </li>
-  );
-}
-
-function WrapUp({ talk, onClose }) {
-  const [fields, setFields] = useState({});
-  async function submit(event) {
-    event.preventDefault();
-    const form = new FormData(event.currentTarget);
-    try {
-      await onClose(form.get("disposition"), form.get("note"));
-    } catch (refused) {
-      setFields(refused.fields || { disposition: refused.message });
-    }
-  }
-  return (
-    <form class="wrapup" onSubmit={submit} aria-labelledby={`wrap-${talk.id}`}>
-      <h3 id={`wrap-${talk.id}`}>{t("wrapUp")}</h3>
-      <div class="field">
-        <label for={`disposition-${talk.id}`}>{t("disposition")}</label>
-        <select id={`disposition-${talk.id}`} name="disposition" aria-invalid={fields.disposition ? "true" : undefined}>
-          {DISPOSITIONS.map((d) => (
-            <option value={d}>{t(d)}</option>
-          ))}
-        </select>
-        {fields.disposition && <span class="error">{fields.disposition}</span>}
-      </div>
-      <div class="field">
-        <label for={`note-${talk.id}`}>{t("note")}</label>
-        <textarea id={`note-${talk.id}`} name="note" rows="2" aria-invalid={fields.note ? "true" : undefined} />
-        {fields.note && <span class="error">{fields.note}</span>}
-      </div>
-      <button type="submit">{t("close")}</button>
-    </form>
   );
 }
 

@@ -1,7 +1,7 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, live } from "./api.js";
 import { t } from "./i18n.js";
-import { Transcript, applyFrame } from "./talk.jsx";
+import { Transcript, WrapUp, applyFrame } from "./talk.jsx";
 
 // The wall: every watched queue's figures, live. A queue whose longest wait passes its
 // service-level threshold, or whose service level is under target, is flagged.
@@ -67,7 +67,7 @@ function Agents({ agents, onPresence }) {
 // A supervisor monitors a live conversation unseen (no one else knows), or joins it (media
 // adds them as a participant, which every side sees) to whisper to the agent or speak to all:
 // barging in. Either way they read it from the start.
-function Joined({ talk, onSend, onJoin }) {
+function Joined({ talk, onSend, onJoin, onTakeOver, onClose }) {
   const [draft, setDraft] = useState("");
   const [whisper, setWhisper] = useState(true);
   return (
@@ -98,7 +98,15 @@ function Joined({ talk, onSend, onJoin }) {
             <label for={`whisper-${talk.id}`}>{t("whisper")}</label>
           </div>
           <button type="submit">{t("send")}</button>
+          {talk.participant && !talk.tookOver && talk.state === "INTERACTION_STATE_CONNECTED" && (
+            <button type="button" class="secondary" onClick={onTakeOver}>
+              {t("takeOver")}
+            </button>
+          )}
         </form>
+      )}
+      {talk.tookOver && !["INTERACTION_STATE_CLOSED", "INTERACTION_STATE_ABANDONED"].includes(talk.state) && (
+        <WrapUp talk={talk} onClose={onClose} />
       )}
     </section>
   );
@@ -151,6 +159,23 @@ export function Wall() {
     } catch (refused) {
       setError(refused.message);
     }
+  }
+
+  // Take the conversation from its agents: they leave, the supervisor answers alone and
+  // closes it with the disposition.
+  async function takeOver(talk) {
+    try {
+      await api("POST", `/api/conversations/${talk.id}/take-over`, { participant: talk.participant });
+      setJoined((all) => ({ ...all, [talk.id]: { ...all[talk.id], tookOver: true } }));
+      setError("");
+    } catch (refused) {
+      setError(refused.message);
+    }
+  }
+
+  async function close(talk, disposition, note) {
+    await api("POST", `/api/conversations/${talk.id}/end`, { participant: talk.participant, disposition, note });
+    setJoined((all) => ({ ...all, [talk.id]: { ...all[talk.id], state: "INTERACTION_STATE_CLOSED" } }));
   }
 
   async function send(talk, text, whisper) {
@@ -240,7 +265,13 @@ export function Wall() {
         </tbody>
       </table>
       {Object.values(joined).map((talk) => (
-        <Joined talk={talk} onSend={(text, whisper) => send(talk, text, whisper)} onJoin={() => follow(talk, false)} />
+        <Joined
+          talk={talk}
+          onSend={(text, whisper) => send(talk, text, whisper)}
+          onJoin={() => follow(talk, false)}
+          onTakeOver={() => takeOver(talk)}
+          onClose={(d, n) => close(talk, d, n)}
+        />
       ))}
     </section>
   );

@@ -1,6 +1,6 @@
 import { api, seq } from "./api.js";
 import { t } from "./i18n.js";
-import { useEffect, useRef } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 
 // What the desk and the wall share of a conversation: how a frame of media's stream changes
 // it, what a message says as text, and its transcript.
@@ -97,6 +97,43 @@ export function Transcript({ talk }) {
         ),
       )}
     </ol>
+  );
+}
+
+
+const DISPOSITIONS = ["resolved", "follow_up", "not_resolved", "callback", "spam"];
+
+// How the conversation went: the disposition drives the closed-loop notice.
+export function WrapUp({ talk, onClose }) {
+  const [fields, setFields] = useState({});
+  async function submit(event) {
+    event.preventDefault();
+    const form = new FormData(event.currentTarget);
+    try {
+      await onClose(form.get("disposition"), form.get("note"));
+    } catch (refused) {
+      setFields(refused.fields || { disposition: refused.message });
+    }
+  }
+  return (
+    <form class="wrapup" onSubmit={submit} aria-labelledby={`wrap-${talk.id}`}>
+      <h3 id={`wrap-${talk.id}`}>{t("wrapUp")}</h3>
+      <div class="field">
+        <label for={`disposition-${talk.id}`}>{t("disposition")}</label>
+        <select id={`disposition-${talk.id}`} name="disposition" aria-invalid={fields.disposition ? "true" : undefined}>
+          {DISPOSITIONS.map((d) => (
+            <option value={d}>{t(d)}</option>
+          ))}
+        </select>
+        {fields.disposition && <span class="error">{fields.disposition}</span>}
+      </div>
+      <div class="field">
+        <label for={`note-${talk.id}`}>{t("note")}</label>
+        <textarea id={`note-${talk.id}`} name="note" rows="2" aria-invalid={fields.note ? "true" : undefined} />
+        {fields.note && <span class="error">{fields.note}</span>}
+      </div>
+      <button type="submit">{t("close")}</button>
+    </form>
   );
 }
 
