@@ -14,7 +14,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -414,6 +414,70 @@ async def test_a_customer_who_leaves_first_ends_in_the_agents_wrap_up(
     )
     assert it.state == mpb.INTERACTION_STATE_CLOSED
     assert it.resolution.code == "not_resolved"
+
+
+async def test_an_agent_promises_a_call_back_in_the_wrap_up_and_it_waits_for_its_time(
+    cell: Cell, bank: Bank, page: Page
+) -> None:
+    desk = page
+    await desk.sign_in(bank.console, bank.tenant.name, "li")
+    await _available(desk)
+    async with aiohttp.ClientSession() as http:
+        customer = await WebVisitor.open(http, bank.socket, bank.origin, name="Sun")
+        welcome = await customer.next(lambda i: i["type"] == "welcome")
+        await customer.say("Please call me tomorrow", "c1")
+        await _offer_accepted(desk, "Please call me tomorrow")
+        await customer.ws.send_json({"type": "leave"})
+        await desk.until("return document.querySelector('.wrapup')")
+        await desk.run(
+            "const s = document.querySelector('.wrapup select'); s.value = 'callback';"
+            "s.dispatchEvent(new Event('change', {bubbles: true}))"
+        )
+        await desk.until("return document.querySelector('.wrapup input[name=number]')")
+        await desk.axe("wrap-up with a callback")
+        # Two hours ahead, in the browser's own time zone, as a person would pick it.
+        await desk.run(
+            "const d = new Date(Date.now() + 2 * 3600e3); d.setSeconds(0, 0);"
+            "const local = new Date(d - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);"
+            "document.querySelector('.wrapup input[name=due]').value = local;"
+        )
+        # A number media refuses: the error stands beside it, and the conversation stays open.
+        await desk.type(".wrapup input[name=number]", "tomorrow")
+        await desk.click(".wrapup button[type=submit]")
+        await desk.until("return document.querySelector('.wrapup .error')")
+        assert "E.164" in await desk.run("return document.querySelector('.wrapup').innerText")
+        await desk.run("document.querySelector('.wrapup input[name=number]').value = ''")
+        await desk.type(".wrapup input[name=number]", "+8613800000042")
+        await desk.click(".wrapup button[type=submit]")
+        await desk.until("return !document.querySelector('.wrapup')")
+    media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
+    key = (("authorization", f"Bearer {bank.key}"),)
+    it = await media.GetInteraction(
+        mpb.GetInteractionRequest(tenant_id=bank.tenant.id, interaction_id=welcome["interaction"]),
+        metadata=key,
+    )
+    assert (it.state, it.resolution.code) == (mpb.INTERACTION_STATE_CLOSED, "callback")
+    open_now = await media.ListInteractions(
+        mpb.ListInteractionsRequest(tenant_id=bank.tenant.id), metadata=key
+    )
+    (promised,) = [i for i in open_now.interactions if i.callback.follows_interaction_id == it.id]
+    assert promised.state == mpb.INTERACTION_STATE_CALLBACK
+    assert promised.channel == common.CHANNEL_PHONE
+    assert promised.callback.callback_number == "+8613800000042"
+    agent_id = next(p.subject_id for p in it.participants if p.role == mpb.PARTICIPANT_ROLE_AGENT)
+    assert promised.callback.agent_id == agent_id
+    ahead = promised.callback.due_time.ToDatetime(UTC) - datetime.now(UTC)
+    assert timedelta(hours=1, minutes=55) < ahead <= timedelta(hours=2)
+    # Not offered before its time: the ACD keeps it out of line, counted as a callback.
+    acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
+    async with asyncio.timeout(30):
+        while True:
+            figures = await acd.QueueStats(
+                apb.QueueStatsRequest(tenant_id=bank.tenant.id, queues=["cards"]), metadata=key
+            )
+            if figures.queues[0].callbacks_scheduled:
+                break
+            await asyncio.sleep(0.2)
 
 
 async def test_a_supervisor_sees_the_queue_change_live_and_barges_in(

@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from acd_builders import T0, available, decisions, profile, queue, request, routing
+from google.protobuf import timestamp_pb2
 from tenant_examples import tenant, violated_fields
 
+from lianluo.common.v1 import common_pb2 as common
 from lianluo.domain import hours
 from lianluo.domain.routing import check_layer, layer_of, tenant_policy
 from lianluo.events.v1 import routing_pb2
@@ -219,3 +221,43 @@ def test_open_hours_and_transfers_while_closed_route_as_usual() -> None:
     late.enqueue("i2", request(), cards, SATURDAY, transferred_by="b")
     late.dispatch(SATURDAY)
     assert decisions(late) == [("routing.offer", "i2", "a")]
+
+
+# ---------------------------------------------------------------- scheduled callbacks
+
+
+def scheduled(at: datetime, agent: str = "a") -> common.RoutingRequirements:
+    due = timestamp_pb2.Timestamp()
+    due.FromDatetime(at)
+    return request(
+        callback_number="+8613800000000",
+        target=common.RoutingTarget(agent_id=agent),
+        not_before=due,
+    )
+
+
+def test_a_scheduled_callback_waits_out_of_line_then_goes_to_the_agent_who_promised_it() -> None:
+    cards = queue("cards", max_wait_seconds=60)
+    monday = local("2030-01-07T10:00")
+    agents = {n: (profile(n), available(n, monday - timedelta(hours=1))) for n in ("a", "b")}
+    r = routing(agents, queues=[cards], hours=office())
+    due = monday + timedelta(hours=2)
+    r.enqueue("cb", scheduled(due), cards, monday)
+    r.dispatch(monday)
+    # Both agents are free, and nobody is offered it before its time.
+    assert decisions(r) == []
+    assert r.next_deadline(monday) == due
+    r.expire(due)
+    r.dispatch(due)
+    assert decisions(r) == [("routing.offer", "cb", "a")]
+
+
+def test_a_callback_scheduled_for_closed_hours_is_due_when_the_tenant_opens() -> None:
+    cards = queue("cards", max_wait_seconds=60)
+    friday = local("2030-01-11T17:00")
+    r = routing({"a": (profile("a"), available("a", friday))}, queues=[cards], hours=office())
+    r.enqueue("cb", scheduled(local("2030-01-12T10:00")), cards, friday)
+    r.dispatch(friday)
+    # Saturday is closed: not an overflow, but Monday's opening.
+    assert decisions(r) == []
+    assert r.next_deadline(friday) == local("2030-01-14T09:00")

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lianluo.common.v1 import limits_pb2 as lianluo_dot_common_dot_v1_dot_limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elianluo/common/v1/common.proto\x12\x11lianluo.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elianluo/common/v1/limits.proto\"4\n\x0bPageRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\'\n\x0cPageResponse\x12\x17\n\x0fnext_page_token\x18\x01 \x01(\t\"*\n\nSkillLevel\x12\r\n\x05skill\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\x05\"\xf7\x05\n\x13RoutingRequirements\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x36\n\x0frequired_skills\x18\x02 \x03(\x0b\x32\x1d.lianluo.common.v1.SkillLevel\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x0e\n\x06intent\x18\x04 \x01(\t\x12\x19\n\x11intent_confidence\x18\x05 \x01(\x01\x12\x10\n\x08language\x18\x06 \x01(\t\x12+\n\x05media\x18\x07 \x01(\x0e\x32\x1c.lianluo.common.v1.MediaType\x12+\n\x07\x63hannel\x18\x08 \x01(\x0e\x32\x1a.lianluo.common.v1.Channel\x12Q\n\x0e\x63ollected_data\x18\t \x03(\x0b\x32\x39.lianluo.common.v1.RoutingRequirements.CollectedDataEntry\x12\x13\n\x0b\x63ustomer_id\x18\n \x01(\t\x12[\n\x13\x63ustomer_attributes\x18\x0b \x03(\x0b\x32>.lianluo.common.v1.RoutingRequirements.CustomerAttributesEntry\x12\x1b\n\x13preferred_agent_ids\x18\x0c \x03(\t\x12\x30\n\x06target\x18\r \x01(\x0b\x32 .lianluo.common.v1.RoutingTarget\x12\x15\n\x04note\x18\x0e \x01(\tB\x07\xa2\x9f\x19\x03\x08\xc0>\x12\x17\n\x0f\x63\x61llback_number\x18\x0f \x01(\t\x12;\n\x10\x63ustomer_history\x18\x10 \x03(\x0b\x32!.lianluo.common.v1.EarlierContact\x1a\x34\n\x12\x43ollectedDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x39\n\x17\x43ustomerAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x85\x01\n\x0e\x45\x61rlierContact\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12+\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x1a.lianluo.common.v1.Channel\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"E\n\rRoutingTarget\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xperts\x18\x02 \x01(\x08\x12\x11\n\texpertise\x18\x03 \x01(\t\"\x8e\x01\n\x06Prompt\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\x04text\x18\x02 \x01(\tB\x07\xa2\x9f\x19\x03\x08\xc0>\x12\x30\n\x07\x63hoices\x18\x03 \x03(\x0b\x32\x1f.lianluo.common.v1.PromptChoice\x12\x16\n\x0e\x65xpects_answer\x18\x04 \x01(\x08\x12\x17\n\x0ftimeout_seconds\x18\x05 \x01(\x05\",\n\x0cPromptChoice\x12\r\n\x05\x64igit\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t*\x9f\x01\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_PHONE\x10\x01\x12\x0f\n\x0b\x43HANNEL_APP\x10\x02\x12\x0f\n\x0b\x43HANNEL_WEB\x10\x03\x12\x0e\n\nCHANNEL_H5\x10\x04\x12\x12\n\x0e\x43HANNEL_WECHAT\x10\x05\x12\x11\n\rCHANNEL_EMAIL\x10\x06\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x07*\xc4\x01\n\tMediaType\x12\x1a\n\x16MEDIA_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10MEDIA_TYPE_VOICE\x10\x01\x12\x13\n\x0fMEDIA_TYPE_CHAT\x10\x02\x12\x14\n\x10MEDIA_TYPE_VIDEO\x10\x03\x12\x14\n\x10MEDIA_TYPE_EMAIL\x10\x04\x12\x12\n\x0eMEDIA_TYPE_SMS\x10\x05\x12\x13\n\x0fMEDIA_TYPE_FILE\x10\x06\x12\x1b\n\x17MEDIA_TYPE_SCREEN_SHARE\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elianluo/common/v1/common.proto\x12\x11lianluo.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elianluo/common/v1/limits.proto\"4\n\x0bPageRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\'\n\x0cPageResponse\x12\x17\n\x0fnext_page_token\x18\x01 \x01(\t\"*\n\nSkillLevel\x12\r\n\x05skill\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\x05\"\xa7\x06\n\x13RoutingRequirements\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x36\n\x0frequired_skills\x18\x02 \x03(\x0b\x32\x1d.lianluo.common.v1.SkillLevel\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x0e\n\x06intent\x18\x04 \x01(\t\x12\x19\n\x11intent_confidence\x18\x05 \x01(\x01\x12\x10\n\x08language\x18\x06 \x01(\t\x12+\n\x05media\x18\x07 \x01(\x0e\x32\x1c.lianluo.common.v1.MediaType\x12+\n\x07\x63hannel\x18\x08 \x01(\x0e\x32\x1a.lianluo.common.v1.Channel\x12Q\n\x0e\x63ollected_data\x18\t \x03(\x0b\x32\x39.lianluo.common.v1.RoutingRequirements.CollectedDataEntry\x12\x13\n\x0b\x63ustomer_id\x18\n \x01(\t\x12[\n\x13\x63ustomer_attributes\x18\x0b \x03(\x0b\x32>.lianluo.common.v1.RoutingRequirements.CustomerAttributesEntry\x12\x1b\n\x13preferred_agent_ids\x18\x0c \x03(\t\x12\x30\n\x06target\x18\r \x01(\x0b\x32 .lianluo.common.v1.RoutingTarget\x12\x15\n\x04note\x18\x0e \x01(\tB\x07\xa2\x9f\x19\x03\x08\xc0>\x12\x17\n\x0f\x63\x61llback_number\x18\x0f \x01(\t\x12;\n\x10\x63ustomer_history\x18\x10 \x03(\x0b\x32!.lianluo.common.v1.EarlierContact\x12.\n\nnot_before\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x34\n\x12\x43ollectedDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x39\n\x17\x43ustomerAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x85\x01\n\x0e\x45\x61rlierContact\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12+\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x1a.lianluo.common.v1.Channel\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"E\n\rRoutingTarget\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xperts\x18\x02 \x01(\x08\x12\x11\n\texpertise\x18\x03 \x01(\t\"\x8e\x01\n\x06Prompt\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\x04text\x18\x02 \x01(\tB\x07\xa2\x9f\x19\x03\x08\xc0>\x12\x30\n\x07\x63hoices\x18\x03 \x03(\x0b\x32\x1f.lianluo.common.v1.PromptChoice\x12\x16\n\x0e\x65xpects_answer\x18\x04 \x01(\x08\x12\x17\n\x0ftimeout_seconds\x18\x05 \x01(\x05\",\n\x0cPromptChoice\x12\r\n\x05\x64igit\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t*\x9f\x01\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_PHONE\x10\x01\x12\x0f\n\x0b\x43HANNEL_APP\x10\x02\x12\x0f\n\x0b\x43HANNEL_WEB\x10\x03\x12\x0e\n\nCHANNEL_H5\x10\x04\x12\x12\n\x0e\x43HANNEL_WECHAT\x10\x05\x12\x11\n\rCHANNEL_EMAIL\x10\x06\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x07*\xc4\x01\n\tMediaType\x12\x1a\n\x16MEDIA_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10MEDIA_TYPE_VOICE\x10\x01\x12\x13\n\x0fMEDIA_TYPE_CHAT\x10\x02\x12\x14\n\x10MEDIA_TYPE_VIDEO\x10\x03\x12\x14\n\x10MEDIA_TYPE_EMAIL\x10\x04\x12\x12\n\x0eMEDIA_TYPE_SMS\x10\x05\x12\x13\n\x0fMEDIA_TYPE_FILE\x10\x06\x12\x1b\n\x17MEDIA_TYPE_SCREEN_SHARE\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,10 +41,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTINGREQUIREMENTS'].fields_by_name['note']._serialized_options = b'\242\237\031\003\010\300>'
   _globals['_PROMPT'].fields_by_name['text']._loaded_options = None
   _globals['_PROMPT'].fields_by_name['text']._serialized_options = b'\242\237\031\003\010\300>'
-  _globals['_CHANNEL']._serialized_start=1418
-  _globals['_CHANNEL']._serialized_end=1577
-  _globals['_MEDIATYPE']._serialized_start=1580
-  _globals['_MEDIATYPE']._serialized_end=1776
+  _globals['_CHANNEL']._serialized_start=1466
+  _globals['_CHANNEL']._serialized_end=1625
+  _globals['_MEDIATYPE']._serialized_start=1628
+  _globals['_MEDIATYPE']._serialized_end=1824
   _globals['_PAGEREQUEST']._serialized_start=118
   _globals['_PAGEREQUEST']._serialized_end=170
   _globals['_PAGERESPONSE']._serialized_start=172
@@ -52,17 +52,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SKILLLEVEL']._serialized_start=213
   _globals['_SKILLLEVEL']._serialized_end=255
   _globals['_ROUTINGREQUIREMENTS']._serialized_start=258
-  _globals['_ROUTINGREQUIREMENTS']._serialized_end=1017
-  _globals['_ROUTINGREQUIREMENTS_COLLECTEDDATAENTRY']._serialized_start=906
-  _globals['_ROUTINGREQUIREMENTS_COLLECTEDDATAENTRY']._serialized_end=958
-  _globals['_ROUTINGREQUIREMENTS_CUSTOMERATTRIBUTESENTRY']._serialized_start=960
-  _globals['_ROUTINGREQUIREMENTS_CUSTOMERATTRIBUTESENTRY']._serialized_end=1017
-  _globals['_EARLIERCONTACT']._serialized_start=1020
-  _globals['_EARLIERCONTACT']._serialized_end=1153
-  _globals['_ROUTINGTARGET']._serialized_start=1155
-  _globals['_ROUTINGTARGET']._serialized_end=1224
-  _globals['_PROMPT']._serialized_start=1227
-  _globals['_PROMPT']._serialized_end=1369
-  _globals['_PROMPTCHOICE']._serialized_start=1371
-  _globals['_PROMPTCHOICE']._serialized_end=1415
+  _globals['_ROUTINGREQUIREMENTS']._serialized_end=1065
+  _globals['_ROUTINGREQUIREMENTS_COLLECTEDDATAENTRY']._serialized_start=954
+  _globals['_ROUTINGREQUIREMENTS_COLLECTEDDATAENTRY']._serialized_end=1006
+  _globals['_ROUTINGREQUIREMENTS_CUSTOMERATTRIBUTESENTRY']._serialized_start=1008
+  _globals['_ROUTINGREQUIREMENTS_CUSTOMERATTRIBUTESENTRY']._serialized_end=1065
+  _globals['_EARLIERCONTACT']._serialized_start=1068
+  _globals['_EARLIERCONTACT']._serialized_end=1201
+  _globals['_ROUTINGTARGET']._serialized_start=1203
+  _globals['_ROUTINGTARGET']._serialized_end=1272
+  _globals['_PROMPT']._serialized_start=1275
+  _globals['_PROMPT']._serialized_end=1417
+  _globals['_PROMPTCHOICE']._serialized_start=1419
+  _globals['_PROMPTCHOICE']._serialized_end=1463
 # @@protoc_insertion_point(module_scope)

@@ -215,6 +215,7 @@ class RoutingRequirements(_message.Message):
     NOTE_FIELD_NUMBER: _builtins.int
     CALLBACK_NUMBER_FIELD_NUMBER: _builtins.int
     CUSTOMER_HISTORY_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The queue's name."""
     priority: _builtins.int
@@ -266,6 +267,12 @@ class RoutingRequirements(_message.Message):
         customer).
         """
 
+    @_builtins.property
+    def not_before(self) -> _timestamp_pb2.Timestamp:
+        """A scheduled callback: the contact waits out of line until then (or until the tenant's
+        business hours start after it), and its max wait counts from then.
+        """
+
     def __init__(
         self,
         *,
@@ -285,10 +292,11 @@ class RoutingRequirements(_message.Message):
         note: _builtins.str = ...,
         callback_number: _builtins.str = ...,
         customer_history: _abc.Iterable[Global___EarlierContact] | None = ...,
+        not_before: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["not_before", b"not_before", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_number", b"callback_number", "channel", b"channel", "collected_data", b"collected_data", "customer_attributes", b"customer_attributes", "customer_history", b"customer_history", "customer_id", b"customer_id", "intent", b"intent", "intent_confidence", b"intent_confidence", "language", b"language", "media", b"media", "note", b"note", "preferred_agent_ids", b"preferred_agent_ids", "priority", b"priority", "queue", b"queue", "required_skills", b"required_skills", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_number", b"callback_number", "channel", b"channel", "collected_data", b"collected_data", "customer_attributes", b"customer_attributes", "customer_history", b"customer_history", "customer_id", b"customer_id", "intent", b"intent", "intent_confidence", b"intent_confidence", "language", b"language", "media", b"media", "not_before", b"not_before", "note", b"note", "preferred_agent_ids", b"preferred_agent_ids", "priority", b"priority", "queue", b"queue", "required_skills", b"required_skills", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

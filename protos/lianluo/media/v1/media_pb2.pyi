@@ -483,6 +483,7 @@ class Interaction(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     COLLECTED_DATA_FIELD_NUMBER: _builtins.int
     RATING_FIELD_NUMBER: _builtins.int
+    CALLBACK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     channel: _common_pb2.Channel.ValueType
@@ -522,6 +523,10 @@ class Interaction(_message.Message):
     def rating(self) -> Global___Rating:
         """The customer's rating, once given."""
 
+    @_builtins.property
+    def callback(self) -> Global___Callback:
+        """Set on a callback an agent scheduled (ScheduleCallback)."""
+
     def __init__(
         self,
         *,
@@ -543,10 +548,11 @@ class Interaction(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         collected_data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         rating: Global___Rating | None = ...,
+        callback: Global___Callback | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "customer", b"customer", "end_time", b"end_time", "entry", b"entry", "entry_flow", b"entry_flow", "entry_queue", b"entry_queue", "rating", b"rating", "resolution", b"resolution", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["callback", b"callback", "create_time", b"create_time", "customer", b"customer", "end_time", b"end_time", "entry", b"entry", "entry_flow", b"entry_flow", "entry_queue", b"entry_queue", "rating", b"rating", "resolution", b"resolution", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "collected_data", b"collected_data", "create_time", b"create_time", "customer", b"customer", "end_time", b"end_time", "entry", b"entry", "entry_flow", b"entry_flow", "entry_queue", b"entry_queue", "id", b"id", "intent", b"intent", "last_sequence", b"last_sequence", "media", b"media", "participants", b"participants", "queue", b"queue", "rating", b"rating", "resolution", b"resolution", "state", b"state", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback", b"callback", "channel", b"channel", "collected_data", b"collected_data", "create_time", b"create_time", "customer", b"customer", "end_time", b"end_time", "entry", b"entry", "entry_flow", b"entry_flow", "entry_queue", b"entry_queue", "id", b"id", "intent", b"intent", "last_sequence", b"last_sequence", "media", b"media", "participants", b"participants", "queue", b"queue", "rating", b"rating", "resolution", b"resolution", "state", b"state", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["entry_flow", "entry_queue"]  # noqa: Y015
     _WhichOneofArgType_entry: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
@@ -1383,6 +1389,88 @@ class EndRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EndRequest: _TypeAlias = EndRequest  # noqa: Y015
+
+@_typing.final
+class ScheduleCallbackRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    INTERACTION_ID_FIELD_NUMBER: _builtins.int
+    PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
+    CALLBACK_NUMBER_FIELD_NUMBER: _builtins.int
+    DUE_TIME_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    interaction_id: _builtins.str
+    """The conversation the callback follows up; the callback's customer is its customer."""
+    participant_id: _builtins.str
+    """The agent's (or expert's) participant in it; during the wrap-up is the usual time."""
+    callback_number: _builtins.str
+    """The E.164 number to call: "+" and 8 to 15 digits."""
+    note: _builtins.str
+    """For the agent when the callback is offered; never shown to the customer."""
+    queue: _builtins.str
+    """The queue it waits in; empty: the interaction's queue."""
+    request_id: _builtins.str
+    """A retry with the same id returns the callback scheduled the first time."""
+    @_builtins.property
+    def due_time(self) -> _timestamp_pb2.Timestamp:
+        """When to call: from one minute to 90 days ahead."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        interaction_id: _builtins.str = ...,
+        participant_id: _builtins.str = ...,
+        callback_number: _builtins.str = ...,
+        due_time: _timestamp_pb2.Timestamp | None = ...,
+        note: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["callback_number", b"callback_number", "due_time", b"due_time", "interaction_id", b"interaction_id", "note", b"note", "participant_id", b"participant_id", "queue", b"queue", "request_id", b"request_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScheduleCallbackRequest: _TypeAlias = ScheduleCallbackRequest  # noqa: Y015
+
+@_typing.final
+class Callback(_message.Message):
+    """What a scheduled callback is about (on the callback's own interaction)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLBACK_NUMBER_FIELD_NUMBER: _builtins.int
+    DUE_TIME_FIELD_NUMBER: _builtins.int
+    FOLLOWS_INTERACTION_ID_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    callback_number: _builtins.str
+    follows_interaction_id: _builtins.str
+    """The conversation it follows up."""
+    agent_id: _builtins.str
+    """The agent who scheduled it, and is offered it."""
+    @_builtins.property
+    def due_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        callback_number: _builtins.str = ...,
+        due_time: _timestamp_pb2.Timestamp | None = ...,
+        follows_interaction_id: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "callback_number", b"callback_number", "due_time", b"due_time", "follows_interaction_id", b"follows_interaction_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Callback: _TypeAlias = Callback  # noqa: Y015
 
 @_typing.final
 class TakeOverRequest(_message.Message):

@@ -88,6 +88,11 @@ class MediaServiceStub:
                 request_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.TakeOverRequest.SerializeToString,
                 response_deserializer=lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.FromString,
                 _registered_method=True)
+        self.ScheduleCallback = channel.unary_unary(
+                '/lianluo.media.v1.MediaService/ScheduleCallback',
+                request_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.ScheduleCallbackRequest.SerializeToString,
+                response_deserializer=lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.FromString,
+                _registered_method=True)
         self.Rate = channel.unary_unary(
                 '/lianluo.media.v1.MediaService/Rate',
                 request_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.RateRequest.SerializeToString,
@@ -178,6 +183,15 @@ class MediaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ScheduleCallback(self, request, context):
+        """An agent promises the customer a call back: a new interaction on the phone channel, for
+        the same customer, waits in state CALLBACK and is offered at `due_time` (or when the
+        tenant opens after it) to the agent who scheduled it. The agent places the call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Rate(self, request, context):
         """The customer rates the conversation once it has ended for them (wrap-up or closed): a
         score of 1 to 5 and a comment. Once per interaction.
@@ -241,6 +255,11 @@ def add_MediaServiceServicer_to_server(servicer, server):
             'TakeOver': grpc.unary_unary_rpc_method_handler(
                     servicer.TakeOver,
                     request_deserializer=lianluo_dot_media_dot_v1_dot_media__pb2.TakeOverRequest.FromString,
+                    response_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.SerializeToString,
+            ),
+            'ScheduleCallback': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScheduleCallback,
+                    request_deserializer=lianluo_dot_media_dot_v1_dot_media__pb2.ScheduleCallbackRequest.FromString,
                     response_serializer=lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.SerializeToString,
             ),
             'Rate': grpc.unary_unary_rpc_method_handler(
@@ -488,6 +507,33 @@ class MediaService:
             target,
             '/lianluo.media.v1.MediaService/TakeOver',
             lianluo_dot_media_dot_v1_dot_media__pb2.TakeOverRequest.SerializeToString,
+            lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScheduleCallback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.media.v1.MediaService/ScheduleCallback',
+            lianluo_dot_media_dot_v1_dot_media__pb2.ScheduleCallbackRequest.SerializeToString,
             lianluo_dot_media_dot_v1_dot_media__pb2.Interaction.FromString,
             options,
             channel_credentials,

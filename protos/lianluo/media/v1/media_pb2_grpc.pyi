@@ -64,6 +64,11 @@ class MediaServiceStub:
     leave it (reason "taken_over") and the ACD frees their capacity; the supervisor carries on
     and ends it with the disposition.
     """
+    ScheduleCallback: _grpc.UnaryUnaryMultiCallable[_media_pb2.ScheduleCallbackRequest, _media_pb2.Interaction]
+    """An agent promises the customer a call back: a new interaction on the phone channel, for
+    the same customer, waits in state CALLBACK and is offered at `due_time` (or when the
+    tenant opens after it) to the agent who scheduled it. The agent places the call.
+    """
     Rate: _grpc.UnaryUnaryMultiCallable[_media_pb2.RateRequest, _media_pb2.Interaction]
     """The customer rates the conversation once it has ended for them (wrap-up or closed): a
     score of 1 to 5 and a comment. Once per interaction.
@@ -109,6 +114,11 @@ class MediaServiceAsyncStub(MediaServiceStub):
     """A supervisor who has joined a connected conversation takes it over: its agents and experts
     leave it (reason "taken_over") and the ACD frees their capacity; the supervisor carries on
     and ends it with the disposition.
+    """
+    ScheduleCallback: _aio.UnaryUnaryMultiCallable[_media_pb2.ScheduleCallbackRequest, _media_pb2.Interaction]  # type: ignore[assignment]
+    """An agent promises the customer a call back: a new interaction on the phone channel, for
+    the same customer, waits in state CALLBACK and is offered at `due_time` (or when the
+    tenant opens after it) to the agent who scheduled it. The agent places the call.
     """
     Rate: _aio.UnaryUnaryMultiCallable[_media_pb2.RateRequest, _media_pb2.Interaction]  # type: ignore[assignment]
     """The customer rates the conversation once it has ended for them (wrap-up or closed): a
@@ -200,6 +210,17 @@ class MediaServiceServicer(metaclass=_abc_1.ABCMeta):
         """A supervisor who has joined a connected conversation takes it over: its agents and experts
         leave it (reason "taken_over") and the ACD frees their capacity; the supervisor carries on
         and ends it with the disposition.
+        """
+
+    @_abc_1.abstractmethod
+    def ScheduleCallback(
+        self,
+        request: _media_pb2.ScheduleCallbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_media_pb2.Interaction, _abc.Awaitable[_media_pb2.Interaction]]:
+        """An agent promises the customer a call back: a new interaction on the phone channel, for
+        the same customer, waits in state CALLBACK and is offered at `due_time` (or when the
+        tenant opens after it) to the agent who scheduled it. The agent places the call.
         """
 
     @_abc_1.abstractmethod

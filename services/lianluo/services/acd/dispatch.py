@@ -279,23 +279,28 @@ class TenantRouting:
                 ),
             )
             return True
+        due = self._scheduled(requirements, now)
         contact = Contact(
             interaction_id=interaction_id,
             requirements=requirements,
             needs=needs_for(queue, requirements),
             enqueued_at=now,
-            deadline=now + timedelta(seconds=queue.max_wait_seconds),
+            deadline=(due or now) + timedelta(seconds=queue.max_wait_seconds),
             overflow=queue.overflow,
             # Never offered back to the agent who hands it over.
             declined={transferred_by} if transferred_by else set(),
             transferred_by=transferred_by,
             stay=stay,
+            not_before=due,
         )
         self.contacts[interaction_id] = contact
-        self.waiting.add(line_of(contact), place(contact, self.policy))
         self.changes.contacts.add(interaction_id)
         # Queued again (a transfer) after leaving the line in the same run of events.
         self.changes.removed_contacts.discard(interaction_id)
+        if due is not None:
+            # It enters its queue when due (overflow.call_back), as a callback overflow does.
+            return True
+        self.waiting.add(line_of(contact), place(contact, self.policy))
         self.log(contact, ENTERED, now)
         # A transfer is an agent's hand-over, taken whatever the hours; a new contact that
         # arrives while closed goes where the queue's overflow says, without waiting.
@@ -304,6 +309,17 @@ class TenantRouting:
         elif not overflow.anyone_could(self, contact):
             overflow.overflow(self, contact, routing_pb2.OVERFLOW_CAUSE_NO_ELIGIBLE_AGENT, now)
         return True
+
+    def _scheduled(
+        self, requirements: common.RoutingRequirements, now: datetime
+    ) -> datetime | None:
+        """When a scheduled callback is due, never before the tenant opens; None when the
+        contact is not one, or is due already."""
+        if not requirements.HasField("not_before"):
+            return None
+        due = requirements.not_before.ToDatetime(UTC)
+        due = hours.next_open(self.hours, due) or due
+        return due if due > now else None
 
     def set_presence(
         self, agent_id: str, presence: int, reason: str, limits: dict[int, int], now: datetime

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from google.protobuf import timestamp_pb2
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from google.protobuf.message import Message
@@ -154,6 +155,28 @@ def wrap_up(body: dict[str, Any]) -> tuple[str, str]:
     if fields:
         raise BadInput(fields)
     return str(disposition), str(note)
+
+
+def callback(body: dict[str, Any]) -> tuple[str, timestamp_pb2.Timestamp, str]:
+    """The number, time and note of a callback the desk schedules; media checks the number
+    and how far ahead the time is, and names the field it refuses."""
+    fields = {}
+    number, due, note = body.get("number"), body.get("due"), body.get("note", "")
+    if not isinstance(number, str) or not 0 < len(number) <= 20:
+        fields["callback_number"] = "required: an E.164 number such as +8613800000000"
+    when = timestamp_pb2.Timestamp()
+    try:
+        at = datetime.fromisoformat(str(due))
+        if at.tzinfo is None:
+            raise ValueError
+        when.FromDatetime(at)
+    except ValueError:
+        fields["due_time"] = "required: a date and time with its zone"
+    if not isinstance(note, str) or len(note) > MAX_NOTE:
+        fields["note"] = f"at most {MAX_NOTE} characters"
+    if fields:
+        raise BadInput(fields)
+    return str(number), when, str(note)
 
 
 def message_content(body: dict[str, Any]) -> tuple[mpb.MessageContent, str]:

@@ -124,6 +124,7 @@ class Console:
             web.post("/api/conversations/{interaction}/files", self._authed(self.attach)),
             web.post("/api/conversations/{interaction}/transfer", self._authed(self.transfer)),
             web.post("/api/conversations/{interaction}/take-over", self._authed(self.take_over)),
+            web.post("/api/conversations/{interaction}/callback", self._authed(self.call_back)),
             web.get("/api/customers/{customer}/conversations", self._authed(self.history)),
             web.get("/api/attachments/{attachment}", self._authed(self.attachment)),
             web.get("/api/queues", self._authed(self.queues)),
@@ -386,6 +387,25 @@ class Console:
             metadata=self._md(session),
         )
         return web.json_response(domain.as_json(it))
+
+    async def call_back(self, request: web.Request, session: Session) -> web.Response:
+        """Schedule the call back the agent promised; it is offered to them when due."""
+        body = await self._body(request)
+        participant = domain.participant(body)
+        number, due, note = domain.callback(body)
+        it = await self._platform.media.ScheduleCallback(
+            mpb.ScheduleCallbackRequest(
+                tenant_id=session.tenant_id,
+                interaction_id=request.match_info["interaction"],
+                participant_id=participant,
+                callback_number=number,
+                due_time=due,
+                note=note,
+                request_id=f"{participant}:{due.ToJsonString()}",
+            ),
+            metadata=self._md(session),
+        )
+        return web.json_response(domain.as_json(it), status=201)
 
     async def take_over(self, request: web.Request, session: Session) -> web.Response:
         """A supervisor who joined carries on alone; media refuses anyone else."""

@@ -28,8 +28,14 @@ WAITING = frozenset(
     }
 )
 TRANSITIONS: dict[int, frozenset[int]] = {
+    # A scheduled callback starts waiting for its time.
     S.INTERACTION_STATE_CREATED: frozenset(
-        {S.INTERACTION_STATE_IN_IVR, S.INTERACTION_STATE_QUEUED, *TERMINAL}
+        {
+            S.INTERACTION_STATE_IN_IVR,
+            S.INTERACTION_STATE_QUEUED,
+            S.INTERACTION_STATE_CALLBACK,
+            *TERMINAL,
+        }
     ),
     S.INTERACTION_STATE_IN_IVR: frozenset({S.INTERACTION_STATE_QUEUED, *TERMINAL}),
     S.INTERACTION_STATE_QUEUED: frozenset(
@@ -63,6 +69,7 @@ TRANSITIONS: dict[int, frozenset[int]] = {
     S.INTERACTION_STATE_WRAP_UP: frozenset({S.INTERACTION_STATE_CLOSED}),
 }
 MAX_TEXT = 10_000
+E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 # A customer rates a conversation once it is over for them: in the agent's wrap-up, or closed.
 RATEABLE = frozenset({S.INTERACTION_STATE_WRAP_UP, S.INTERACTION_STATE_CLOSED})
 MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024

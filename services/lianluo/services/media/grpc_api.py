@@ -63,6 +63,10 @@ class MediaApi(rpc.MediaServiceServicer):
         return await self.media.end(request)
 
     @auth.needs("interaction:write", emits=True)
+    async def ScheduleCallback(self, request: pb.ScheduleCallbackRequest, _: Any) -> pb.Interaction:
+        return await self.media.schedule_callback(request)
+
+    @auth.needs("interaction:write", emits=True)
     async def TakeOver(self, request: pb.TakeOverRequest, _: Any) -> pb.Interaction:
         return await self.media.take_over(request)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -45,6 +45,9 @@ CALLBACK_NOTICE = "All our agents are busy. We will call you back on {number}."
 CLOSED_NOTICE = "We are closed now. We have kept your message and will answer when we open."
 CLOSED_CALLBACK_NOTICE = "We are closed now. We will call you back on {number} when we open."
 BOT_ID = "ivr"
+# How far ahead an agent may schedule a callback.
+CALLBACK_NOTICE_MIN = timedelta(minutes=1)
+CALLBACK_AHEAD_MAX = timedelta(days=90)
 # Why the agents leave a conversation a supervisor takes over; the ACD frees their capacity.
 TAKEN_OVER = "taken_over"
 # How long an agent's join may wait for its assignment to arrive from the ACD, looking again
@@ -250,62 +253,15 @@ class MediaService:
                 earlier = await self._repo.by_request(conn, tid, req.request_id)
                 if earlier is not None:
                     return earlier, earlier.participants[0].id
-            limit = who.limits.max_concurrent_interactions
-            if limit and await self._repo.open_count(conn, tid, limit) >= limit:
-                raise ResourceExhausted(
-                    f"tenants/{req.tenant_id}",
-                    "max_concurrent_interactions",
-                    f"the tenant has its {limit:,} interactions open",
-                    5.0,
-                )
-            now = _stamp()
-            customer = pb.Participant(
-                id=f"c-{uuid.uuid4().hex[:12]}",
-                role=R.PARTICIPANT_ROLE_CUSTOMER,
-                subject_id=req.customer.id,
-                display_name=req.customer.display_name,
-                join_time=now,
-            )
-            it = pb.Interaction(
-                id=str(uuid.uuid4()),
-                tenant_id=req.tenant_id,
-                channel=req.channel,
-                state=S.INTERACTION_STATE_CREATED,
-                customer=req.customer,
-                participants=[customer],
-                media=[
-                    pb.MediaLeg(
-                        id=f"m-{uuid.uuid4().hex[:12]}",
-                        media=req.media,
-                        participant_id=customer.id,
-                        start_time=now,
-                    )
-                ],
-                create_time=now,
-                update_time=now,
-                collected_data=req.collected_data,
+            it, customer = _new_interaction(
+                req.tenant_id, req.channel, req.customer, req.media, req.collected_data
             )
             if entry == "flow":
                 it.entry_flow = req.flow
             else:
                 it.entry_queue = req.queue
                 it.queue = req.queue
-            await self._repo.insert(conn, tid, it, req.request_id or None)
-            change = Change(conn, tid, it)
-            created = pb.Interaction()
-            created.CopyFrom(it)
-            # The created event is the interaction's start, before its first timeline item.
-            await outbox.enqueue(
-                conn,
-                self._event_topic,
-                contract.envelope(
-                    contract.INTERACTION_EVENT,
-                    PRODUCER,
-                    req.tenant_id,
-                    interaction_pb2.InteractionEvent(interaction_id=it.id, created=created),
-                ),
-            )
-            change.add("participant_joined", customer, event="participant_joined")
+            change = await self._create(conn, tid, it, customer, who, req.request_id)
             if entry == "flow":
                 change.move(S.INTERACTION_STATE_IN_IVR, "flow")
             else:
@@ -313,6 +269,42 @@ class MediaService:
                 await self._route(change, req.queue)
             await self._flush(change)
         return it, customer.id
+
+    async def _create(
+        self,
+        conn: asyncpg.Connection,
+        tid: uuid.UUID,
+        it: pb.Interaction,
+        customer: pb.Participant,
+        who: auth.Principal,
+        request_id: str,
+    ) -> Change:
+        """Store a new interaction within the tenant's quota, and publish its start: the
+        created event, then its customer joining, first on its timeline."""
+        limit = who.limits.max_concurrent_interactions
+        if limit and await self._repo.open_count(conn, tid, limit) >= limit:
+            raise ResourceExhausted(
+                f"tenants/{it.tenant_id}",
+                "max_concurrent_interactions",
+                f"the tenant has its {limit:,} interactions open",
+                5.0,
+            )
+        await self._repo.insert(conn, tid, it, request_id or None)
+        created = pb.Interaction()
+        created.CopyFrom(it)
+        await outbox.enqueue(
+            conn,
+            self._event_topic,
+            contract.envelope(
+                contract.INTERACTION_EVENT,
+                PRODUCER,
+                it.tenant_id,
+                interaction_pb2.InteractionEvent(interaction_id=it.id, created=created),
+            ),
+        )
+        change = Change(conn, tid, it)
+        change.add("participant_joined", customer, event="participant_joined")
+        return change
 
     async def _route(
         self,
@@ -427,6 +419,78 @@ class MediaService:
                 )
             await self._flush(change)
         return msg
+
+    async def schedule_callback(self, req: pb.ScheduleCallbackRequest) -> pb.Interaction:
+        """A call back the agent promised: a new phone interaction for the same customer, in
+        state CALLBACK, that the ACD offers to this agent when it is due."""
+        who = auth.require_tenant(req.tenant_id)
+        tid = _uuid(req.tenant_id, "tenant_id")
+        if tid is None:
+            raise NotFound("tenant", req.tenant_id)
+        v = Violations()
+        v.check(
+            bool(domain.E164.fullmatch(req.callback_number)),
+            "callback_number",
+            "an E.164 number: + and 8 to 15 digits",
+        )
+        now = datetime.now(UTC)
+        due = req.due_time.ToDatetime(UTC) if req.HasField("due_time") else now
+        v.check(
+            now + CALLBACK_NOTICE_MIN <= due <= now + CALLBACK_AHEAD_MAX,
+            "due_time",
+            "from one minute to 90 days ahead",
+        )
+        if req.queue:
+            v.check(
+                self._config.by_name(req.tenant_id, "queue", req.queue) is not None,
+                "queue",
+                f"no queue named {req.queue!r}",
+            )
+        v.raise_if_any()
+        async with self._pool.acquire() as conn, conn.transaction():
+            if req.request_id:
+                earlier = await self._repo.by_request(conn, tid, req.request_id)
+                if earlier is not None:
+                    return earlier
+            source = await self._locked(conn, req.tenant_id, req.interaction_id)
+            by = source.participant(req.participant_id)
+            if by is None:
+                raise NotFound("participant", req.participant_id)
+            _require_use(source.it, by)
+            if by.role not in (R.PARTICIPANT_ROLE_AGENT, R.PARTICIPANT_ROLE_EXPERT):
+                raise InvalidArgument(
+                    [FieldViolation("participant_id", "only an agent or expert calls back")]
+                )
+            queue = req.queue or source.it.queue
+            if not queue:
+                raise InvalidArgument([FieldViolation("queue", "the conversation had no queue")])
+            customer = pb.Customer()
+            customer.CopyFrom(source.it.customer)
+            # The number to dial: the ACD's request carries an E.164 address as the callback's.
+            customer.address = req.callback_number
+            it, joined = _new_interaction(
+                req.tenant_id, common_pb2.CHANNEL_PHONE, customer, common_pb2.MEDIA_TYPE_VOICE
+            )
+            it.entry_queue = it.queue = queue
+            it.callback.CopyFrom(
+                pb.Callback(
+                    callback_number=req.callback_number,
+                    due_time=req.due_time,
+                    follows_interaction_id=source.it.id,
+                    agent_id=by.subject_id,
+                )
+            )
+            change = await self._create(conn, tid, it, joined, who, req.request_id)
+            change.move(S.INTERACTION_STATE_CALLBACK, "scheduled_callback")
+            await self._route(
+                change,
+                queue,
+                common_pb2.RoutingTarget(agent_id=by.subject_id),
+                req.note,
+                learnt=common_pb2.RoutingRequirements(not_before=req.due_time),
+            )
+            await self._flush(change)
+        return it
 
     async def take_over(self, req: pb.TakeOverRequest) -> pb.Interaction:
         """The joined supervisor carries on alone with the customer; the agents leave."""
@@ -813,6 +877,40 @@ class MediaService:
 
     def is_staff(self, role: int) -> bool:
         return role in STAFF_ROLES
+
+
+def _new_interaction(
+    tenant_id: str,
+    channel: int,
+    customer: pb.Customer,
+    media: int,
+    collected: Any = None,
+) -> tuple[pb.Interaction, pb.Participant]:
+    """A new interaction, CREATED, with its customer as its first participant on one leg."""
+    now = _stamp()
+    joined = pb.Participant(
+        id=f"c-{uuid.uuid4().hex[:12]}",
+        role=R.PARTICIPANT_ROLE_CUSTOMER,
+        subject_id=customer.id,
+        display_name=customer.display_name,
+        join_time=now,
+    )
+    leg = pb.MediaLeg(
+        id=f"m-{uuid.uuid4().hex[:12]}", media=media, participant_id=joined.id, start_time=now
+    )
+    it = pb.Interaction(
+        id=str(uuid.uuid4()),
+        tenant_id=tenant_id,
+        channel=channel,  # type: ignore[arg-type]
+        state=S.INTERACTION_STATE_CREATED,
+        customer=customer,
+        participants=[joined],
+        media=[leg],
+        create_time=now,
+        update_time=now,
+        collected_data=collected or {},
+    )
+    return it, joined
 
 
 def _require_use(it: pb.Interaction, acting: pb.Participant | None = None) -> None:

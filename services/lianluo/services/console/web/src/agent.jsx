@@ -365,6 +365,11 @@ export function Desk({ me }) {
     }
   }
 
+  // The call back the agent promised; it is offered to them when it is due.
+  async function callBack(talk, number, due, note) {
+    await api("POST", `/api/conversations/${talk.id}/callback`, { participant: talk.participant, number, due, note });
+  }
+
   async function close(talk, disposition, note) {
     await api("POST", `/api/conversations/${talk.id}/end`, { participant: talk.participant, disposition, note });
     change(talk.id, (x) => ({ ...x, state: "INTERACTION_STATE_CLOSED" }));
@@ -475,7 +480,7 @@ export function Desk({ me }) {
               onCancel={() => change(talk.id, (x) => ({ ...x, transferring: false }))}
             />
           )}
-          {talk.state === "INTERACTION_STATE_WRAP_UP" && <WrapUp talk={talk} onClose={(d, n) => close(talk, d, n)} />}
+          {talk.state === "INTERACTION_STATE_WRAP_UP" && <WrapUp talk={talk} onClose={(d, n) => close(talk, d, n)} onCallBack={(number, due, note) => callBack(talk, number, due, note)} />}
         </section>
       ) : (
         <p class="talk">{t("noConversation")}</p>

@@ -104,33 +104,70 @@ export function Transcript({ talk }) {
 const DISPOSITIONS = ["resolved", "follow_up", "not_resolved", "callback", "spam"];
 
 // How the conversation went: the disposition drives the closed-loop notice.
-export function WrapUp({ talk, onClose }) {
+export function WrapUp({ talk, onClose, onCallBack }) {
   const [fields, setFields] = useState({});
+  const [disposition, setDisposition] = useState(DISPOSITIONS[0]);
   async function submit(event) {
     event.preventDefault();
     const form = new FormData(event.currentTarget);
+    const chosen = form.get("disposition");
     try {
-      await onClose(form.get("disposition"), form.get("note"));
+      // A promised call back is scheduled first: refused, nothing is closed.
+      if (chosen === "callback" && onCallBack) {
+        const when = form.get("due") ? new Date(form.get("due")).toISOString() : "";
+        await onCallBack(form.get("number"), when, form.get("note"));
+      }
+      await onClose(chosen, form.get("note"));
     } catch (refused) {
-      setFields(refused.fields || { disposition: refused.message });
+      setFields(Object.keys(refused.fields || {}).length ? refused.fields : { disposition: refused.message });
     }
   }
+  const error = (name) =>
+    fields[name] && (
+      <span class="error" id={`${name}-${talk.id}-error`}>
+        {fields[name]}
+      </span>
+    );
   return (
     <form class="wrapup" onSubmit={submit} aria-labelledby={`wrap-${talk.id}`}>
       <h3 id={`wrap-${talk.id}`}>{t("wrapUp")}</h3>
       <div class="field">
         <label for={`disposition-${talk.id}`}>{t("disposition")}</label>
-        <select id={`disposition-${talk.id}`} name="disposition" aria-invalid={fields.disposition ? "true" : undefined}>
+        <select
+          id={`disposition-${talk.id}`}
+          name="disposition"
+          value={disposition}
+          onChange={(e) => setDisposition(e.currentTarget.value)}
+          aria-invalid={fields.disposition ? "true" : undefined}
+        >
           {DISPOSITIONS.map((d) => (
             <option value={d}>{t(d)}</option>
           ))}
         </select>
-        {fields.disposition && <span class="error">{fields.disposition}</span>}
+        {error("disposition")}
       </div>
+      {disposition === "callback" && onCallBack && [
+        <div class="field">
+          <label for={`number-${talk.id}`}>{t("callbackNumber")}</label>
+          <input
+            id={`number-${talk.id}`}
+            name="number"
+            type="tel"
+            placeholder="+8613800000000"
+            aria-invalid={fields.callback_number ? "true" : undefined}
+          />
+          {error("callback_number")}
+        </div>,
+        <div class="field">
+          <label for={`due-${talk.id}`}>{t("callbackWhen")}</label>
+          <input id={`due-${talk.id}`} name="due" type="datetime-local" aria-invalid={fields.due_time ? "true" : undefined} />
+          {error("due_time")}
+        </div>,
+      ]}
       <div class="field">
         <label for={`note-${talk.id}`}>{t("note")}</label>
         <textarea id={`note-${talk.id}`} name="note" rows="2" aria-invalid={fields.note ? "true" : undefined} />
-        {fields.note && <span class="error">{fields.note}</span>}
+        {error("note")}
       </div>
       <button type="submit">{t("close")}</button>
     </form>
