@@ -54,6 +54,8 @@ PERMISSIONS: dict[str, str] = {
     "customers:read": "read the tenant's customers, the identities they reached it with and "
     "their conversations on every channel",
     "customers:write": "link a verified identity to a customer (merging the customers it joins)",
+    "knowledge:read": "read and search the tenant's knowledge base and canned responses",
+    "knowledge:write": "add, replace and remove knowledge-base articles and canned responses",
 }
 
 # The roles of people and customers, and what each may do. A tenant admin has every permission
@@ -72,11 +74,20 @@ ROLE_PERMISSIONS: dict[str, frozenset[str] | None] = {
             "interaction:read",
             "interaction:write",
             "customers:read",
+            "knowledge:read",
         }
     ),
     # An agent reads who the customer in front of them is and where they wrote before (any
-    # customer of the tenant, for now: docs/security.md).
-    AGENT: frozenset({"routing:agent", "interaction:read", "interaction:write", "customers:read"}),
+    # customer of the tenant, for now: docs/security.md), and looks up the knowledge base.
+    AGENT: frozenset(
+        {
+            "routing:agent",
+            "interaction:read",
+            "interaction:write",
+            "customers:read",
+            "knowledge:read",
+        }
+    ),
     CUSTOMER: frozenset({"interaction:read", "interaction:write"}),
 }
 _RULE_ATTRIBUTE = "__lianluo_rule__"

@@ -20,10 +20,16 @@ from lianluo.services.tenants.grpc_api import (
     UserApi,
 )
 from lianluo.services.tenants.keys import ApiKeys
+from lianluo.services.tenants.knowledge import Knowledge
+from lianluo.services.tenants.knowledge_api import KnowledgeApi
+from lianluo.services.tenants.knowledge_repository import KnowledgeRepository
+from lianluo.services.tenants.knowledge_text import Segmenter
 from lianluo.services.tenants.people import People
 from lianluo.services.tenants.repository import Repository
 from lianluo.services.tenants.service import TenantsService
 from lianluo.services.tenants.settings import TenantsSettings
+from lianluo.tenants.v1 import knowledge_pb2
+from lianluo.tenants.v1 import knowledge_pb2_grpc as knowledge_rpc
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
@@ -58,9 +64,15 @@ async def build(settings: TenantsSettings) -> Service:
             rpc.add_NotificationConfigServiceServicer_to_server,
             NotificationConfigApi(tenants),
         ),
+        "KnowledgeService": (
+            knowledge_rpc.add_KnowledgeServiceServicer_to_server,
+            KnowledgeApi(Knowledge(service.pool, repo, KnowledgeRepository(), Segmenter())),
+        ),
     }
+    # The knowledge base has its own proto file; every other service is in tenants.proto.
+    services = {**pb.DESCRIPTOR.services_by_name, **knowledge_pb2.DESCRIPTOR.services_by_name}
     for name, (register, servicer) in apis.items():
-        service.add_grpc(register, servicer, pb.DESCRIPTOR.services_by_name[name].full_name)
+        service.add_grpc(register, servicer, services[name].full_name)
     return service
 
 

@@ -68,6 +68,19 @@ async def _audit(
     )
 
 
+async def audit_unpublished(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    kind: str,
+    resource_id: str,
+    revision: int,
+    deleted: bool,
+) -> None:
+    """The audit entry of a change that is not published (the knowledge base, which clients
+    read through its API), in the transaction of the change."""
+    await _audit(conn, tenant_id, kind, resource_id, revision, deleted)
+
+
 def audit_message(row: asyncpg.Record) -> pb.AuditEntry:
     entry = pb.AuditEntry(
         id=str(row["id"]),

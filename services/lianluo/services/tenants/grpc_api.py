@@ -12,6 +12,7 @@ from lianluo.common.v1 import common_pb2
 from lianluo.runtime import auth
 from lianluo.services.tenants.domain import AGENT, CHANNEL, FLOW, QUEUE, RULE, TEMPLATE, USER, Kind
 from lianluo.services.tenants.keys import ApiKeys
+from lianluo.services.tenants.knowledge_api import KnowledgeApi as KnowledgeApi
 from lianluo.services.tenants.people import People
 from lianluo.services.tenants.service import TenantsService
 from lianluo.tenants.v1 import tenants_pb2 as pb

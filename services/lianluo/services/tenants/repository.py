@@ -275,6 +275,8 @@ class Repository:
             "delete from credentials where tenant_id = $1",
             "delete from refresh_tokens where tenant_id = $1",
             "delete from signing_keys where tenant_id = $1",
+            "delete from knowledge_articles where tenant_id = $1",
+            "delete from canned_responses where tenant_id = $1",
         ):
             await conn.execute(statement, tenant_id)
         return [(r["kind"], r["id"]) for r in rows]
