@@ -36,6 +36,8 @@ from lianluo.devstack.cell import Cell
 from lianluo.devstack.clients import Session, WebVisitor
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
+from lianluo.tenants.v1 import knowledge_pb2 as kpb
+from lianluo.tenants.v1 import knowledge_pb2_grpc as kpb_grpc
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
@@ -125,6 +127,25 @@ async def bank(cell: Cell) -> AsyncIterator[Bank]:
         ),
         metadata=c.md,
     )
+    knowledge = kpb_grpc.KnowledgeServiceStub(tch)
+    await knowledge.PutCannedResponse(
+        kpb.PutCannedResponseRequest(
+            tenant_id=t.id,
+            canned_response=kpb.CannedResponse(
+                shortcut="/blocked", title="Card blocked", text="I have blocked it."
+            ),
+        ),
+        metadata=c.md,
+    )
+    for title, body in (
+        ("挂失与补卡", "您的卡已挂失。新卡将在七个工作日内寄到您的账单地址。补办新卡免费。"),
+        ("Card expiry", "A card expires at the end of the month printed on it."),
+        ("账单分期", "账单金额满一千元可以申请分期。分三期、六期或十二期。"),
+    ):
+        await knowledge.PutArticle(
+            kpb.PutArticleRequest(tenant_id=t.id, article=kpb.Article(title=title, body=body)),
+            metadata=c.md,
+        )
     gateway = cell.replica("gateway").http_url
     site_channel = await rpc.ChannelServiceStub(tch).CreateChannel(
         pb.CreateChannelRequest(
@@ -279,11 +300,31 @@ async def test_an_agent_takes_a_web_chat_and_the_wrap_up_drives_the_closed_loop_
         await desk.axe("agent desk")
         await desk.shot("agent-desk")
 
-        await desk.type(".composer textarea", "I have blocked it.")
+        # A canned response of the queue goes into the reply, and out.
+        await desk.click(".canned li[data-shortcut='/blocked'] button")
+        await desk.until(
+            "return document.querySelector('.composer textarea').value === 'I have blocked it.'"
+        )
         await desk.click(".composer button[type=submit]")
         await phone.until(
             "return [...document.querySelectorAll('#lianluo-chat li.them')]"
             ".some(li => li.textContent === 'I have blocked it.')"
+        )
+        # The knowledge base, searched in Chinese: the article's text goes into the reply.
+        await desk.type(".knowledge input", "补办新卡")
+        await desk.click(".knowledge button[type=submit]")
+        await desk.until("return document.querySelector('.hits li[data-article] strong')")
+        first = await desk.run("return document.querySelector('.hits li strong').innerText")
+        assert first == "挂失与补卡", first
+        await desk.axe("agent desk with help")
+        await desk.click(".hits li[data-article] button")
+        await desk.until(
+            "return document.querySelector('.composer textarea').value.includes('七个工作日')"
+        )
+        await desk.click(".composer button[type=submit]")
+        await phone.until(
+            "return [...document.querySelectorAll('#lianluo-chat li.them')]"
+            ".some(li => li.textContent.includes('七个工作日'))"
         )
         # The widget showed it, so it said it was read: the desk shows it read.
         await desk.until("return document.querySelector('.transcript .read')")
@@ -366,7 +407,14 @@ async def test_an_agent_hands_a_chat_to_an_expert_whose_wrap_up_sends_the_notice
             await _offer_accepted(li, "Someone took money from my card")
             await li.click_text("Transfer")
             await li.until("return document.querySelector('form.transfer')")
-            await li.type("form.transfer input[name=target]", "card_fraud")
+            # The directory finds the fraud desk by its expertise; the agent picks it.
+            await li.run(
+                "const s = document.querySelector('form.transfer select[name=to]');"
+                "s.value = 'agent_id'; s.dispatchEvent(new Event('change', {bubbles: true}))"
+            )
+            await li.type("form.transfer .directory input[type=search]", "fraud")
+            await li.click("form.transfer .directory [data-agent='fraud.expert'] input")
+            await li.axe("transfer with the directory")
             await li.type("form.transfer textarea", "Disputed payment of 300 yuan yesterday")
             await li.shot("agent-transfer")
             await li.click("form.transfer button[type=submit]")
@@ -661,6 +709,18 @@ async def test_a_tenant_admin_sets_up_a_queue_an_agent_a_person_and_a_flow_and_a
     await admin.until(
         "return document.querySelector('.settings-list li[data-name=\"loans-site\"]')"
     )
+    # Knowledge for the desk: an article, and a canned response for the new queue only.
+    await settings("articles", {"title": "Loan rates", "body": "Our loan rate is 3.1% a year."})
+    await admin.until(
+        "return document.querySelector('.settings-list li[data-name=\"Loan rates\"]')"
+    )
+    await settings("canned_responses", {"shortcut": "no spaces", "text": "Hello"})
+    await admin.until("return document.querySelector('#settings-errors li')")
+    said = await admin.run("return document.querySelector('#settings-errors').innerText")
+    assert "shortcut" in said, said
+    canned = {"shortcut": "/rates", "title": "Rates", "text": "3.1% a year.", "queues": ["loans"]}
+    await settings("canned_responses", canned)
+    await admin.until("return document.querySelector('.settings-list li[data-name=\"/rates\"]')")
     template = {"name": "loan-closed", "channel": "DELIVERY_CHANNEL_WEBHOOK", "body": "Done."}
     await settings("templates", {**template, "locale": "en"})
     await admin.until(

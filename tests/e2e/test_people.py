@@ -1457,3 +1457,58 @@ async def test_a_persons_changes_are_in_the_audit_log_and_it_exports(
     )
     _, err = await asyncio.wait_for(refused_export.communicate(), 60)
     assert refused_export.returncode == 1 and "PERMISSION_DENIED" in err.decode()
+
+
+async def test_an_agent_finds_colleagues_in_the_directory_and_no_more(world: World) -> None:
+    a, b = world.a, world.b
+    agents = Client(world.channels["tenants"], "").agents
+    li = bearer(a.access["li"])
+
+    async def names(query: str, credential: tuple[tuple[str, str], ...] = li) -> list[str]:
+        found = await agents.SearchDirectory(
+            pb.SearchDirectoryRequest(tenant_id=a.tenant.id, query=query), metadata=credential
+        )
+        return [e.name for e in found.entries]
+
+    # By name, by skill, by expertise; case does not matter, and a wildcard is a character.
+    assert await names("ANA") == ["ana.silva"]
+    assert await names("card_lost") == ["ana.silva", "li.wei"]
+    assert await names("CARDS") == ["ana.silva", "li.wei"]
+    assert await names("%") == []
+    assert await names("li.w", bearer(a.access["sup-cards"])) == ["li.wei"]
+    # The directory shows who people are, not how they are configured.
+    found = await agents.SearchDirectory(
+        pb.SearchDirectoryRequest(tenant_id=a.tenant.id, query="ana"), metadata=li
+    )
+    assert list(found.entries[0].expertise) == ["card_lost"]
+    assert list(found.entries[0].skills) == ["cards"]
+    # An agent still may not read the agents' configuration.
+    await refused(
+        agents.ListAgents(pb.ListAgentsRequest(tenant_id=a.tenant.id), metadata=li), DENIED
+    )
+    await refused(
+        agents.SearchDirectory(
+            pb.SearchDirectoryRequest(tenant_id=a.tenant.id, query=" "), metadata=li
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    # Another tenant's person sees only their own colleagues.
+    await refused(
+        agents.SearchDirectory(
+            pb.SearchDirectoryRequest(tenant_id=a.tenant.id, query="li"),
+            metadata=bearer(b.access["li"]),
+        ),
+        DENIED,
+    )
+    own = await agents.SearchDirectory(
+        pb.SearchDirectoryRequest(tenant_id=b.tenant.id, query="li.w"),
+        metadata=bearer(b.access["li"]),
+    )
+    assert [e.agent_id for e in own.entries] == [b.agents["li.wei"].id]
+    await refused(
+        agents.SearchDirectory(
+            pb.SearchDirectoryRequest(tenant_id=a.tenant.id, query="li"),
+            metadata=bearer(world.customer),
+        ),
+        DENIED,
+    )

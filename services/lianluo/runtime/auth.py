@@ -54,6 +54,8 @@ PERMISSIONS: dict[str, str] = {
     "customers:read": "read the tenant's customers, the identities they reached it with and "
     "their conversations on every channel",
     "customers:write": "link a verified identity to a customer (merging the customers it joins)",
+    "directory:read": "search the tenant's agents and experts by name, skill or expertise, to "
+    "hand a conversation to one",
     "knowledge:read": "read and search the tenant's knowledge base and canned responses",
     "knowledge:write": "add, replace and remove knowledge-base articles and canned responses",
 }
@@ -75,6 +77,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str] | None] = {
             "interaction:write",
             "customers:read",
             "knowledge:read",
+            "directory:read",
         }
     ),
     # An agent reads who the customer in front of them is and where they wrote before (any
@@ -86,6 +89,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str] | None] = {
             "interaction:write",
             "customers:read",
             "knowledge:read",
+            "directory:read",
         }
     ),
     CUSTOMER: frozenset({"interaction:read", "interaction:write"}),

@@ -1437,6 +1437,11 @@ class AgentServiceStub:
                 request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteAgentRequest.SerializeToString,
                 response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteAgentResponse.FromString,
                 _registered_method=True)
+        self.SearchDirectory = channel.unary_unary(
+                '/lianluo.tenants.v1.AgentService/SearchDirectory',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.SearchDirectoryRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.SearchDirectoryResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -1474,6 +1479,16 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchDirectory(self, request, context):
+        """Who can take a transfer: the tenant's agents and experts whose name, display name, a skill
+        or an expertise contains `query` (case-insensitive), in name order. Needs
+        `directory:read`, which agents and supervisors have: it shows who people are and what
+        they know, not their capacity, attributes or figures.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1501,6 +1516,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.DeleteAgent,
                     request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteAgentRequest.FromString,
                     response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteAgentResponse.SerializeToString,
+            ),
+            'SearchDirectory': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchDirectory,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.SearchDirectoryRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.SearchDirectoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1640,6 +1660,33 @@ class AgentService:
             '/lianluo.tenants.v1.AgentService/DeleteAgent',
             lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteAgentRequest.SerializeToString,
             lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchDirectory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.AgentService/SearchDirectory',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.SearchDirectoryRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.SearchDirectoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -517,6 +517,12 @@ class AgentServiceStub:
     ListAgents: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.ListAgentsRequest, _tenants_pb2.ListAgentsResponse]
     UpdateAgent: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.UpdateAgentRequest, _tenants_pb2.Agent]
     DeleteAgent: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.DeleteAgentRequest, _tenants_pb2.DeleteAgentResponse]
+    SearchDirectory: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.SearchDirectoryRequest, _tenants_pb2.SearchDirectoryResponse]
+    """Who can take a transfer: the tenant's agents and experts whose name, display name, a skill
+    or an expertise contains `query` (case-insensitive), in name order. Needs
+    `directory:read`, which agents and supervisors have: it shows who people are and what
+    they know, not their capacity, attributes or figures.
+    """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -528,6 +534,12 @@ class AgentServiceAsyncStub(AgentServiceStub):
     ListAgents: _aio.UnaryUnaryMultiCallable[_tenants_pb2.ListAgentsRequest, _tenants_pb2.ListAgentsResponse]  # type: ignore[assignment]
     UpdateAgent: _aio.UnaryUnaryMultiCallable[_tenants_pb2.UpdateAgentRequest, _tenants_pb2.Agent]  # type: ignore[assignment]
     DeleteAgent: _aio.UnaryUnaryMultiCallable[_tenants_pb2.DeleteAgentRequest, _tenants_pb2.DeleteAgentResponse]  # type: ignore[assignment]
+    SearchDirectory: _aio.UnaryUnaryMultiCallable[_tenants_pb2.SearchDirectoryRequest, _tenants_pb2.SearchDirectoryResponse]  # type: ignore[assignment]
+    """Who can take a transfer: the tenant's agents and experts whose name, display name, a skill
+    or an expertise contains `query` (case-insensitive), in name order. Needs
+    `directory:read`, which agents and supervisors have: it shows who people are and what
+    they know, not their capacity, attributes or figures.
+    """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- agents and experts"""
@@ -566,6 +578,18 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tenants_pb2.DeleteAgentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tenants_pb2.DeleteAgentResponse, _abc.Awaitable[_tenants_pb2.DeleteAgentResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SearchDirectory(
+        self,
+        request: _tenants_pb2.SearchDirectoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.SearchDirectoryResponse, _abc.Awaitable[_tenants_pb2.SearchDirectoryResponse]]:
+        """Who can take a transfer: the tenant's agents and experts whose name, display name, a skill
+        or an expertise contains `query` (case-insensitive), in name order. Needs
+        `directory:read`, which agents and supervisors have: it shows who people are and what
+        they know, not their capacity, attributes or figures.
+        """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 from lianluo.acd.v1 import acd_pb2 as apb
 from lianluo.ivr.v1 import ivr_pb2 as ivr_pb
 from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.tenants.v1 import knowledge_pb2 as kpb
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 
 COOKIE = "lianluo_console"
@@ -303,6 +304,14 @@ def message_text(body: dict[str, Any]) -> tuple[str, str]:
     return str(text), str(client_id)
 
 
+def search_text(query: str, limit: int = 100) -> str:
+    """What a search box sends: 1 to `limit` characters."""
+    found = query.strip()
+    if not 0 < len(found) <= limit:
+        raise BadInput({"q": f"1 to {limit} characters"})
+    return found
+
+
 def followed(query: str) -> dict[str, tuple[int, bool]]:
     """The conversations a page follows, "<interaction id>:<last seq seen>[:m],...", at most
     20; ":m" monitors (a supervisor watching unseen)."""
@@ -320,7 +329,7 @@ class Kind:
     """A resource the administration page creates and lists through the tenants API."""
 
     stub: str  # Platform's attribute
-    singular: str  # Create<singular>
+    singular: str  # <verb><singular>
     plural: str  # List<plural>
     field: str  # the resource's field in the create request
     message: type[Message]
@@ -328,6 +337,8 @@ class Kind:
     list_request: type[Message]
     # Flows are published, after the IVR's checks, not created as they come.
     creatable: bool = True
+    # Knowledge is put (created or replaced), the rest created.
+    verb: str = "Create"
 
 
 ADMIN_KINDS = {
@@ -388,6 +399,26 @@ ADMIN_KINDS = {
     ),
     "users": Kind(
         "users", "User", "Users", "user", tpb.User, tpb.CreateUserRequest, tpb.ListUsersRequest
+    ),
+    "articles": Kind(
+        "knowledge",
+        "Article",
+        "Articles",
+        "article",
+        kpb.Article,
+        kpb.PutArticleRequest,
+        kpb.ListArticlesRequest,
+        verb="Put",
+    ),
+    "canned_responses": Kind(
+        "knowledge",
+        "CannedResponse",
+        "CannedResponses",
+        "canned_response",
+        kpb.CannedResponse,
+        kpb.PutCannedResponseRequest,
+        kpb.ListCannedResponsesRequest,
+        verb="Put",
     ),
 }
 

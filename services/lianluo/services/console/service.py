@@ -24,6 +24,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from lianluo.acd.v1 import acd_pb2 as apb
 from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
+from lianluo.common.v1 import common_pb2
 from lianluo.gateway.v1 import gateway_pb2 as gpb
 from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
 from lianluo.ivr.v1 import ivr_pb2 as ivr_pb
@@ -34,6 +35,8 @@ from lianluo.runtime.logs import get_logger
 from lianluo.services.console import domain
 from lianluo.services.console.domain import BadInput, Session
 from lianluo.services.console.settings import ConsoleSettings
+from lianluo.tenants.v1 import knowledge_pb2 as kpb
+from lianluo.tenants.v1 import knowledge_pb2_grpc as knowledge_rpc
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 from lianluo.tenants.v1 import tenants_pb2_grpc as tenants_rpc
 
@@ -97,6 +100,7 @@ class Platform:
         self.flows = tenants_rpc.FlowServiceStub(tenants)
         self.channels = tenants_rpc.ChannelServiceStub(tenants)
         self.notifications = tenants_rpc.NotificationConfigServiceStub(tenants)
+        self.knowledge = knowledge_rpc.KnowledgeServiceStub(tenants)
         self.ivr = ivr_rpc.IvrServiceStub(self._channels["ivr"])
         self.attachments = gateway_rpc.AttachmentServiceStub(self._channels["gateway"])
 
@@ -128,6 +132,10 @@ class Console:
             web.get("/api/customers/{customer}/conversations", self._authed(self.history)),
             web.get("/api/attachments/{attachment}", self._authed(self.attachment)),
             web.get("/api/queues", self._authed(self.queues)),
+            web.get("/api/directory", self._authed(self.directory)),
+            web.get("/api/knowledge", self._authed(self.search_knowledge)),
+            web.get("/api/knowledge/{article}", self._authed(self.article)),
+            web.get("/api/canned", self._authed(self.canned)),
             web.post("/api/agents/{agent}/presence", self._authed(self.agent_presence)),
             web.get("/api/reports", self._authed(self.report)),
             web.get("/api/reports.csv", self._authed(self.report_csv)),
@@ -407,6 +415,52 @@ class Console:
         )
         return web.json_response(domain.as_json(it), status=201)
 
+    # ------------------------------------------------------------------ help at the desk
+
+    async def directory(self, request: web.Request, session: Session) -> web.Response:
+        """Colleagues a conversation may go to, by name, skill or expertise."""
+        found = await self._platform.agents.SearchDirectory(
+            tpb.SearchDirectoryRequest(
+                tenant_id=session.tenant_id,
+                query=domain.search_text(request.query.get("q", "")),
+                page=common_pb2.PageRequest(page_size=20),
+            ),
+            metadata=self._md(session),
+        )
+        return web.json_response(domain.as_json(found))
+
+    async def search_knowledge(self, request: web.Request, session: Session) -> web.Response:
+        found = await self._platform.knowledge.SearchArticles(
+            kpb.SearchArticlesRequest(
+                tenant_id=session.tenant_id,
+                query=domain.search_text(request.query.get("q", ""), 200),
+                page=common_pb2.PageRequest(page_size=10),
+            ),
+            metadata=self._md(session),
+        )
+        return web.json_response(domain.as_json(found))
+
+    async def article(self, request: web.Request, session: Session) -> web.Response:
+        found = await self._platform.knowledge.GetArticle(
+            kpb.GetArticleRequest(
+                tenant_id=session.tenant_id, article_id=request.match_info["article"]
+            ),
+            metadata=self._md(session),
+        )
+        return web.json_response(domain.as_json(found))
+
+    async def canned(self, request: web.Request, session: Session) -> web.Response:
+        """The canned responses for a conversation's queue (and those for every queue)."""
+        found = await self._platform.knowledge.ListCannedResponses(
+            kpb.ListCannedResponsesRequest(
+                tenant_id=session.tenant_id,
+                queue=request.query.get("queue", "")[:63],
+                page=common_pb2.PageRequest(page_size=100),
+            ),
+            metadata=self._md(session),
+        )
+        return web.json_response(domain.as_json(found))
+
     async def take_over(self, request: web.Request, session: Session) -> web.Response:
         """A supervisor who joined carries on alone; media refuses anyone else."""
         participant = domain.participant(await self._body(request))
@@ -535,7 +589,9 @@ class Console:
         body = await self._body(request)
         create = domain.creation(kind, session.tenant_id, body)
         stub = getattr(self._platform, kind.stub)
-        made = await getattr(stub, f"Create{kind.singular}")(create, metadata=self._md(session))
+        made = await getattr(stub, f"{kind.verb}{kind.singular}")(
+            create, metadata=self._md(session)
+        )
         return web.json_response(domain.as_json(made), status=201)
 
     async def tenant(self, request: web.Request, session: Session) -> web.Response:

@@ -496,3 +496,17 @@ def redact(kind: Kind, message: Message) -> Message:
         if out.HasField(parent_name):
             getattr(out, parent_name).ClearField(leaf)
     return out
+
+
+def directory_entry(agent: Message) -> pb.DirectoryEntry:
+    """What the directory shows of an agent: who they are and what they know."""
+    assert isinstance(agent, pb.Agent)
+    return pb.DirectoryEntry(
+        agent_id=agent.id,
+        name=agent.name,
+        display_name=agent.display_name,
+        kind=agent.kind,
+        skills=[s.skill for s in agent.skills],
+        expertise=agent.expertise,
+        languages=agent.languages,
+    )

@@ -85,7 +85,21 @@ def _crud_servicer(
 ChannelApi = _crud_servicer(
     rpc.ChannelServiceServicer, CHANNEL, "Channel", "channels", pb.ListChannelsResponse
 )
-AgentApi = _crud_servicer(rpc.AgentServiceServicer, AGENT, "Agent", "agents", pb.ListAgentsResponse)
+
+
+class AgentApi(
+    _crud_servicer(rpc.AgentServiceServicer, AGENT, "Agent", "agents", pb.ListAgentsResponse)  # type: ignore[misc]
+):
+    @auth.needs("directory:read")
+    async def SearchDirectory(
+        self, request: pb.SearchDirectoryRequest, _: Any
+    ) -> pb.SearchDirectoryResponse:
+        entries, token = await self.svc.search_directory(
+            request.tenant_id, request.query, request.page.page_size, request.page.page_token
+        )
+        return pb.SearchDirectoryResponse(entries=entries, page=_page(token))
+
+
 QueueApi = _crud_servicer(rpc.QueueServiceServicer, QUEUE, "Queue", "queues", pb.ListQueuesResponse)
 
 

@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 
 from lianluo.runtime.errors import FieldViolation, InvalidArgument
 from lianluo.runtime.paging import decode_token, encode_token, page_size
-from lianluo.services.tenants.domain import TENANT, USER, Kind
+from lianluo.services.tenants.domain import AGENT, TENANT, USER, Kind
 
 _SELECT = "select spec from resources where tenant_id = $1 and kind = $2 and id = $3"
 _SELECT_FOR_UPDATE = _SELECT + " for update"
@@ -200,6 +200,27 @@ class Repository:
             page.size,
         )
         return [from_json(kind, r["spec"]) for r in rows]
+
+    async def search_agents(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID, query: str, page: Page
+    ) -> list[Message]:
+        """The tenant's agents whose name, display name, a skill or an expertise contains
+        `query`, case-insensitively, in name order."""
+        escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = await conn.fetch(
+            "select spec from resources where tenant_id = $1 and kind = 'agent' "
+            "and ($3::text is null or name > $3) and (name ilike $2 "
+            "or spec->>'display_name' ilike $2 "
+            "or exists (select 1 from jsonb_array_elements(spec->'skills') s "
+            "where s->>'skill' ilike $2) "
+            "or exists (select 1 from jsonb_array_elements_text(spec->'expertise') e "
+            "where e ilike $2)) order by name limit $4",
+            tenant_id,
+            f"%{escaped}%",
+            page.after,
+            page.size,
+        )
+        return [from_json(AGENT, r["spec"]) for r in rows]
 
     async def names_used(
         self, conn: asyncpg.Connection, tenant_id: uuid.UUID, kind: Kind, names: list[str]

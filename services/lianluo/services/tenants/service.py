@@ -200,6 +200,22 @@ class TenantsService:
         scope = f"{kind.name}:{tid}"
         return await self._list_page(tid, kind, parse_page(size, token, scope), scope)
 
+    async def search_directory(
+        self, tenant_id: str, query: str, size: int, token: str
+    ) -> tuple[list[pb.DirectoryEntry], str]:
+        """Agents and experts a transfer may name, found by name, skill or expertise."""
+        tid = scoped_tenant(tenant_id)
+        found = query.strip()
+        if not 0 < len(found) <= 100:
+            raise InvalidArgument([FieldViolation("query", "1 to 100 characters")])
+        # The token is bound to the query: another query's token starts elsewhere.
+        scope = f"directory:{tid}:{found.lower()}"
+        page = parse_page(size, token, scope)
+        async with self._pool.acquire() as conn:
+            agents = await self._repo.search_agents(conn, tid, found, page)
+        token = next_token(scope, agents[-1].name) if len(agents) == page.size else ""
+        return [domain.directory_entry(a) for a in agents], token
+
     async def _list_page(
         self, tid: uuid.UUID | None, kind: Kind, page: Page, scope: str
     ) -> tuple[list[Any], str]:

@@ -1,5 +1,6 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { Transcript, WrapUp, applyFrame } from "./talk.jsx";
+import { DirectoryPicker, Helper } from "./help.jsx";
 import { api, live } from "./api.js";
 import { t } from "./i18n.js";
 
@@ -149,13 +150,14 @@ function PlaceForm({ talk, onSend, onCancel }) {
 // staff see; "consult" keeps this agent in the conversation.
 function TransferForm({ talk, onTransfer, onCancel }) {
   const [fields, setFields] = useState({});
+  const [to, setTo] = useState("expertise");
   async function submit(event) {
     event.preventDefault();
     const form = new FormData(event.currentTarget);
     try {
       await onTransfer({
-        to: form.get("to"),
-        target: form.get("target"),
+        to,
+        target: form.get("target") || "",
         note: form.get("note"),
         stay: form.get("stay") === "on",
       });
@@ -169,17 +171,21 @@ function TransferForm({ talk, onTransfer, onCancel }) {
       <h3 id={`transfer-${talk.id}`}>{t("transfer")}</h3>
       <div class="field">
         <label for={`to-${talk.id}`}>{t("transferTo")}</label>
-        <select id={`to-${talk.id}`} name="to">
+        <select id={`to-${talk.id}`} name="to" value={to} onChange={(e) => setTo(e.currentTarget.value)}>
           <option value="expertise">{t("toExpert")}</option>
           <option value="queue">{t("toQueue")}</option>
           <option value="agent_id">{t("toAgent")}</option>
         </select>
       </div>
-      <div class="field">
-        <label for={`target-${talk.id}`}>{t("target")}</label>
-        <input id={`target-${talk.id}`} name="target" required aria-invalid={fields.target ? "true" : undefined} />
-        {error("target")}
-      </div>
+      {to === "agent_id" ? (
+        <DirectoryPicker id={`who-${talk.id}`} invalid={Boolean(fields.target)} />
+      ) : (
+        <div class="field">
+          <label for={`target-${talk.id}`}>{t("target")}</label>
+          <input id={`target-${talk.id}`} name="target" required aria-invalid={fields.target ? "true" : undefined} />
+        </div>
+      )}
+      {error("target")}
       <div class="field">
         <label for={`tnote-${talk.id}`}>{t("note")}</label>
         <textarea id={`tnote-${talk.id}`} name="note" rows="2" />
@@ -486,6 +492,12 @@ export function Desk({ me }) {
         <p class="talk">{t("noConversation")}</p>
       )}
       {talk && <CustomerPanel talk={talk} />}
+      {talk && talk.state === "INTERACTION_STATE_CONNECTED" && (
+        <Helper
+          talk={talk}
+          onInsert={(text) => change(talk.id, (x) => ({ ...x, draft: x.draft ? `${x.draft}\n${text}` : text }))}
+        />
+      )}
     </div>
   );
 }

@@ -23,8 +23,24 @@ const EXAMPLES = {
     interaction_closed: { resolutions: ["resolved"] },
     webhook: { url: "https://hooks.example.com/lianluo", signing_secret: "a secret of at least 32 characters!!" },
   },
+  articles: {
+    title: "Card expiry",
+    body: "A card expires at the end of the month printed on it. A new card is sent 30 days before.",
+    tags: ["cards"],
+  },
+  canned_responses: {
+    shortcut: "/thanks",
+    title: "Thanks",
+    text: "Thank you for contacting us. Is there anything else I can help with?",
+  },
 };
-const FIELD = { channels: "channel", templates: "template", rules: "rule" };
+const FIELD = {
+  channels: "channel",
+  templates: "template",
+  rules: "rule",
+  articles: "article",
+  canned_responses: "canned_response",
+};
 
 export function Settings() {
   const [kind, setKind] = useState("channels");
@@ -49,7 +65,7 @@ export function Settings() {
     try {
       const made = await api("POST", `/api/admin/${kind}`, { [FIELD[kind]]: resource });
       setFields({});
-      setDone(t("created", { name: made.name }));
+      setDone(t("created", { name: made.name || made.title || made.shortcut }));
       load(kind);
     } catch (refused) {
       setDone("");
@@ -76,12 +92,15 @@ export function Settings() {
           <option value="channels">{t("channels")}</option>
           <option value="templates">{t("templates")}</option>
           <option value="rules">{t("rules")}</option>
+          <option value="articles">{t("articles")}</option>
+          <option value="canned_responses">{t("cannedResponses")}</option>
         </select>
       </div>
       <ul class="settings-list">
-        {items.map((item) => (
-          <li data-name={item.name}>{item.name}</li>
-        ))}
+        {items.map((item) => {
+          const name = item.name || item.shortcut || item.title;
+          return <li data-name={name}>{name}</li>;
+        })}
       </ul>
       <form onSubmit={create} data-kind={kind}>
         <div class="field">
