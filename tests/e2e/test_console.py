@@ -754,8 +754,41 @@ async def test_a_tenant_admin_sets_up_a_queue_an_agent_a_person_and_a_flow_and_a
     await admin.until("return document.querySelector('.outcome')?.innerText.includes('loans')")
     await admin.click_text("Publish")
     await admin.until("return document.querySelector('tr[data-name=\"loans-flow\"]')")
+    # The drawing: a node chosen in the diagram is edited in its fields, which rewrite the
+    # JSON; a node left unconnected is outlined once the IVR names it, then removed.
+    await admin.run(
+        "document.querySelector('g.node[data-node=hello]')"
+        ".dispatchEvent(new MouseEvent('click', {bubbles: true}))"
+    )
+    await admin.until("return document.querySelector('#node-hello-text')")
+    await admin.run(
+        "const e = document.querySelector('#node-hello-text'); e.value = 'Loans, hello again.';"
+        "e.dispatchEvent(new Event('input', {bubbles: true}))"
+    )
+    await admin.until(
+        "return document.querySelector('#flow-source').value.includes('Loans, hello again.')"
+    )
+    await admin.type("#flow-new-id", "bye")
+    await admin.run(
+        "const s = document.querySelector('#flow-new-kind'); s.value = 'end';"
+        "s.dispatchEvent(new Event('change', {bubbles: true}))"
+    )
+    await admin.click_text("Add node")
+    await admin.until("return document.querySelector('g.node[data-node=bye]')")
+    await admin.click_text("Check")
+    await admin.until(
+        "return document.querySelector('g.node[data-node=bye] rect')"
+        "?.getAttribute('stroke') === '#b00020'"
+    )
+    await admin.axe("flow drawing")
     await admin.run("document.querySelector('.flows').scrollIntoView()")
     await admin.shot("flow-editor")
+    await admin.click_text("Remove node")
+    await admin.until("return !document.querySelector('g.node[data-node=bye]')")
+    await admin.click_text("Publish")
+    await admin.until(
+        "return document.querySelector('tr[data-name=\"loans-flow\"]')?.innerText.includes('2')"
+    )
 
     # The new agent signs in, and a new contact for the new queue is offered to them.
     tch = grpc.aio.insecure_channel(cell.address("tenants"))

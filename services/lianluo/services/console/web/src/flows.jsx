@@ -1,6 +1,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { api } from "./api.js";
 import { t } from "./i18n.js";
+import { FlowDrawing } from "./flowdraw.jsx";
 
 // The IVR flow editor: the flow as JSON, checked by the IVR (ValidateFlow) and played against
 // scripted answers (SimulateFlow) before it is published as a new version.
@@ -83,6 +84,14 @@ export function Flows() {
   }
 
   const problems = (result && result.validation && result.validation.problems) || [];
+  // The drawing follows the JSON while it parses; a typing slip leaves the last good one.
+  let drawn = null;
+  try {
+    const found = JSON.parse(source);
+    if (found && Array.isArray(found.nodes)) drawn = found;
+  } catch {
+    drawn = null;
+  }
   const run = result && result.simulation;
   return (
     <section class="admin-section flows" aria-labelledby="flows-title">
@@ -103,6 +112,13 @@ export function Flows() {
           ))}
         </tbody>
       </table>
+      {drawn && (
+        <FlowDrawing
+          flow={drawn}
+          problems={problems}
+          onChange={(changed) => setSource(JSON.stringify(changed, null, 2))}
+        />
+      )}
       <div class="field">
         <label for="flow-source">{t("flowJson")}</label>
         <textarea id="flow-source" rows="14" spellcheck={false} value={source} onInput={(e) => setSource(e.currentTarget.value)} />
