@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +52,35 @@ def canned_of(row: asyncpg.Record) -> kpb.CannedResponse:
     return _stamped(canned, row)  # type: ignore[no-any-return]
 
 
+@dataclass(frozen=True)
+class _Table:
+    name: str
+    columns: str
+    read: Callable[[asyncpg.Record], Any]
+
+
+ARTICLES = _Table("knowledge_articles", _ARTICLE, article_of)
+CANNED = _Table("canned_responses", _CANNED, canned_of)
+
+
+async def _one(
+    conn: asyncpg.Connection,
+    table: _Table,
+    tenant_id: uuid.UUID,
+    column: str,
+    value: object,
+    for_update: bool = False,
+) -> Any | None:
+    """The tenant's row of `table` whose `column` (id or request_id) is `value`, if any."""
+    lock = " for update" if for_update else ""
+    row = await conn.fetchrow(
+        f"select {table.columns} from {table.name} where tenant_id = $1 and {column} = $2{lock}",  # noqa: S608
+        tenant_id,
+        value,
+    )
+    return None if row is None else table.read(row)
+
+
 class KnowledgeRepository:
     """Articles, with the words they are searched by, and canned responses."""
 
@@ -63,23 +94,12 @@ class KnowledgeRepository:
         *,
         for_update: bool = False,
     ) -> kpb.Article | None:
-        lock = " for update" if for_update else ""
-        row = await conn.fetchrow(
-            f"select {_ARTICLE} from knowledge_articles where tenant_id = $1 and id = $2{lock}",  # noqa: S608
-            tenant_id,
-            article_id,
-        )
-        return None if row is None else article_of(row)
+        return await _one(conn, ARTICLES, tenant_id, "id", article_id, for_update)  # type: ignore[no-any-return]
 
     async def article_by_request(
         self, conn: asyncpg.Connection, tenant_id: uuid.UUID, request_id: str
     ) -> kpb.Article | None:
-        row = await conn.fetchrow(
-            f"select {_ARTICLE} from knowledge_articles where tenant_id = $1 and request_id = $2",  # noqa: S608
-            tenant_id,
-            request_id,
-        )
-        return None if row is None else article_of(row)
+        return await _one(conn, ARTICLES, tenant_id, "request_id", request_id)  # type: ignore[no-any-return]
 
     async def insert_article(
         self,
@@ -195,23 +215,12 @@ class KnowledgeRepository:
         *,
         for_update: bool = False,
     ) -> kpb.CannedResponse | None:
-        lock = " for update" if for_update else ""
-        row = await conn.fetchrow(
-            f"select {_CANNED} from canned_responses where tenant_id = $1 and id = $2{lock}",  # noqa: S608
-            tenant_id,
-            canned_id,
-        )
-        return None if row is None else canned_of(row)
+        return await _one(conn, CANNED, tenant_id, "id", canned_id, for_update)  # type: ignore[no-any-return]
 
     async def canned_by_request(
         self, conn: asyncpg.Connection, tenant_id: uuid.UUID, request_id: str
     ) -> kpb.CannedResponse | None:
-        row = await conn.fetchrow(
-            f"select {_CANNED} from canned_responses where tenant_id = $1 and request_id = $2",  # noqa: S608
-            tenant_id,
-            request_id,
-        )
-        return None if row is None else canned_of(row)
+        return await _one(conn, CANNED, tenant_id, "request_id", request_id)  # type: ignore[no-any-return]
 
     async def canned_holding(
         self, conn: asyncpg.Connection, tenant_id: uuid.UUID, shortcut: str, language: str
