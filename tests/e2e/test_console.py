@@ -269,6 +269,20 @@ async def _offer_accepted(desk: Page, customer_text: str, shot: str = "") -> Non
     await desk.until(f"return document.querySelector('.transcript')?.innerText.includes({said})")
 
 
+async def _left_for_wrap_up(bank: Bank, desk: Page, name: str, text: str) -> dict[str, Any]:
+    """Li takes a web chat whose customer then leaves: the desk is in the wrap-up."""
+    await desk.sign_in(bank.console, bank.tenant.name, "li")
+    await _available(desk)
+    async with aiohttp.ClientSession() as http:
+        customer = await WebVisitor.open(http, bank.socket, bank.origin, name=name)
+        welcome = await customer.next(lambda i: i["type"] == "welcome")
+        await customer.say(text, "c1")
+        await _offer_accepted(desk, text)
+        await customer.ws.send_json({"type": "leave"})
+        await desk.until("return document.querySelector('.wrapup')")
+    return welcome
+
+
 # ---------------------------------------------------------------------- journeys
 
 
@@ -443,18 +457,10 @@ async def test_a_customer_who_leaves_first_ends_in_the_agents_wrap_up(
     cell: Cell, bank: Bank, page: Page
 ) -> None:
     desk = page
-    await desk.sign_in(bank.console, bank.tenant.name, "li")
-    await _available(desk)
-    async with aiohttp.ClientSession() as http:
-        customer = await WebVisitor.open(http, bank.socket, bank.origin, name="Ana")
-        welcome = await customer.next(lambda i: i["type"] == "welcome")
-        await customer.say("Never mind, found it", "c1")
-        await _offer_accepted(desk, "Never mind, found it")
-        await customer.ws.send_json({"type": "leave"})
-        await desk.until("return document.querySelector('.wrapup')")
-        await desk.run("document.querySelector('.wrapup select').value = 'not_resolved'")
-        await desk.click(".wrapup button[type=submit]")
-        await desk.until("return !document.querySelector('.wrapup')")
+    welcome = await _left_for_wrap_up(bank, desk, "Ana", "Never mind, found it")
+    await desk.run("document.querySelector('.wrapup select').value = 'not_resolved'")
+    await desk.click(".wrapup button[type=submit]")
+    await desk.until("return !document.querySelector('.wrapup')")
     media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
     it = await media.GetInteraction(
         mpb.GetInteractionRequest(tenant_id=bank.tenant.id, interaction_id=welcome["interaction"]),
@@ -468,36 +474,28 @@ async def test_an_agent_promises_a_call_back_in_the_wrap_up_and_it_waits_for_its
     cell: Cell, bank: Bank, page: Page
 ) -> None:
     desk = page
-    await desk.sign_in(bank.console, bank.tenant.name, "li")
-    await _available(desk)
-    async with aiohttp.ClientSession() as http:
-        customer = await WebVisitor.open(http, bank.socket, bank.origin, name="Sun")
-        welcome = await customer.next(lambda i: i["type"] == "welcome")
-        await customer.say("Please call me tomorrow", "c1")
-        await _offer_accepted(desk, "Please call me tomorrow")
-        await customer.ws.send_json({"type": "leave"})
-        await desk.until("return document.querySelector('.wrapup')")
-        await desk.run(
-            "const s = document.querySelector('.wrapup select'); s.value = 'callback';"
-            "s.dispatchEvent(new Event('change', {bubbles: true}))"
-        )
-        await desk.until("return document.querySelector('.wrapup input[name=number]')")
-        await desk.axe("wrap-up with a callback")
-        # Two hours ahead, in the browser's own time zone, as a person would pick it.
-        await desk.run(
-            "const d = new Date(Date.now() + 2 * 3600e3); d.setSeconds(0, 0);"
-            "const local = new Date(d - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);"
-            "document.querySelector('.wrapup input[name=due]').value = local;"
-        )
-        # A number media refuses: the error stands beside it, and the conversation stays open.
-        await desk.type(".wrapup input[name=number]", "tomorrow")
-        await desk.click(".wrapup button[type=submit]")
-        await desk.until("return document.querySelector('.wrapup .error')")
-        assert "E.164" in await desk.run("return document.querySelector('.wrapup').innerText")
-        await desk.run("document.querySelector('.wrapup input[name=number]').value = ''")
-        await desk.type(".wrapup input[name=number]", "+8613800000042")
-        await desk.click(".wrapup button[type=submit]")
-        await desk.until("return !document.querySelector('.wrapup')")
+    welcome = await _left_for_wrap_up(bank, desk, "Sun", "Please call me tomorrow")
+    await desk.run(
+        "const s = document.querySelector('.wrapup select'); s.value = 'callback';"
+        "s.dispatchEvent(new Event('change', {bubbles: true}))"
+    )
+    await desk.until("return document.querySelector('.wrapup input[name=number]')")
+    await desk.axe("wrap-up with a callback")
+    # Two hours ahead, in the browser's own time zone, as a person would pick it.
+    await desk.run(
+        "const d = new Date(Date.now() + 2 * 3600e3); d.setSeconds(0, 0);"
+        "const local = new Date(d - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);"
+        "document.querySelector('.wrapup input[name=due]').value = local;"
+    )
+    # A number media refuses: the error stands beside it, and the conversation stays open.
+    await desk.type(".wrapup input[name=number]", "tomorrow")
+    await desk.click(".wrapup button[type=submit]")
+    await desk.until("return document.querySelector('.wrapup .error')")
+    assert "E.164" in await desk.run("return document.querySelector('.wrapup').innerText")
+    await desk.run("document.querySelector('.wrapup input[name=number]').value = ''")
+    await desk.type(".wrapup input[name=number]", "+8613800000042")
+    await desk.click(".wrapup button[type=submit]")
+    await desk.until("return !document.querySelector('.wrapup')")
     media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
     key = (("authorization", f"Bearer {bank.key}"),)
     it = await media.GetInteraction(

@@ -881,9 +881,9 @@ class MediaService:
 
 def _new_interaction(
     tenant_id: str,
-    channel: int,
+    channel: common_pb2.Channel.ValueType,
     customer: pb.Customer,
-    media: int,
+    media: common_pb2.MediaType.ValueType,
     collected: Any = None,
 ) -> tuple[pb.Interaction, pb.Participant]:
     """A new interaction, CREATED, with its customer as its first participant on one leg."""
@@ -901,7 +901,7 @@ def _new_interaction(
     it = pb.Interaction(
         id=str(uuid.uuid4()),
         tenant_id=tenant_id,
-        channel=channel,  # type: ignore[arg-type]
+        channel=channel,
         state=S.INTERACTION_STATE_CREATED,
         customer=customer,
         participants=[joined],

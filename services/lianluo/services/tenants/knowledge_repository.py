@@ -94,12 +94,12 @@ class KnowledgeRepository:
         *,
         for_update: bool = False,
     ) -> kpb.Article | None:
-        return await _one(conn, ARTICLES, tenant_id, "id", article_id, for_update)  # type: ignore[no-any-return]
+        return await _one(conn, ARTICLES, tenant_id, "id", article_id, for_update)
 
     async def article_by_request(
         self, conn: asyncpg.Connection, tenant_id: uuid.UUID, request_id: str
     ) -> kpb.Article | None:
-        return await _one(conn, ARTICLES, tenant_id, "request_id", request_id)  # type: ignore[no-any-return]
+        return await _one(conn, ARTICLES, tenant_id, "request_id", request_id)
 
     async def insert_article(
         self,
@@ -215,12 +215,12 @@ class KnowledgeRepository:
         *,
         for_update: bool = False,
     ) -> kpb.CannedResponse | None:
-        return await _one(conn, CANNED, tenant_id, "id", canned_id, for_update)  # type: ignore[no-any-return]
+        return await _one(conn, CANNED, tenant_id, "id", canned_id, for_update)
 
     async def canned_by_request(
         self, conn: asyncpg.Connection, tenant_id: uuid.UUID, request_id: str
     ) -> kpb.CannedResponse | None:
-        return await _one(conn, CANNED, tenant_id, "request_id", request_id)  # type: ignore[no-any-return]
+        return await _one(conn, CANNED, tenant_id, "request_id", request_id)
 
     async def canned_holding(
         self, conn: asyncpg.Connection, tenant_id: uuid.UUID, shortcut: str, language: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from google.protobuf import json_format
@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 from lianluo.runtime.errors import FieldViolation, InvalidArgument
 from lianluo.runtime.paging import decode_token, encode_token, page_size
 from lianluo.services.tenants.domain import AGENT, TENANT, USER, Kind
+from lianluo.tenants.v1 import tenants_pb2 as pb
 
 _SELECT = "select spec from resources where tenant_id = $1 and kind = $2 and id = $3"
 _SELECT_FOR_UPDATE = _SELECT + " for update"
@@ -203,7 +204,7 @@ class Repository:
 
     async def search_agents(
         self, conn: asyncpg.Connection, tenant_id: uuid.UUID, query: str, page: Page
-    ) -> list[Message]:
+    ) -> list[pb.Agent]:
         """The tenant's agents whose name, display name, a skill or an expertise contains
         `query`, case-insensitively, in name order."""
         escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -220,7 +221,7 @@ class Repository:
             page.after,
             page.size,
         )
-        return [from_json(AGENT, r["spec"]) for r in rows]
+        return [cast(pb.Agent, from_json(AGENT, r["spec"])) for r in rows]
 
     async def names_used(
         self, conn: asyncpg.Connection, tenant_id: uuid.UUID, kind: Kind, names: list[str]
