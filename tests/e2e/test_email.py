@@ -35,6 +35,7 @@ from lianluo.devstack.clients import Session, WebVisitor
 from lianluo.gateway.v1 import gateway_pb2 as gpb
 from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
 from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.media.v1 import media_pb2_grpc as media_rpc
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
@@ -487,3 +488,64 @@ async def test_one_customer_writes_by_email_web_chat_and_sms_and_the_agent_sees_
         await li.stop()
         await runner.cleanup()
         await tch.close()
+
+
+async def test_the_customer_rates_a_closed_mail_thread_from_the_survey_mail_once(
+    cell: Cell, helpdesk: Helpdesk, mail_server: tuple[CustomersMailServer, int]
+) -> None:
+    """CSAT by e-mail: once the agent closes the thread with a disposition, the customer gets
+    a mail in the thread with a signed link per score. Opening a link rates nothing (mail
+    scanners open links): it shows the five scores, and pressing one rates the conversation
+    and thanks; pressing again says it was rated already."""
+    inbox, _ = mail_server
+    inbox.loop = asyncio.get_running_loop()
+    t = helpdesk.tenant
+    li = await AgentAtWork(cell, helpdesk.li, t.id).start()
+    first = f"<{uuid.uuid4().hex}@example.com>"
+    await send(helpdesk, mail(helpdesk, "Where is my parcel?", first, Subject="Parcel"))
+    talk = await li.answer()
+    asked = await talk.wait_for(lambda f: f.message.content.text == "Where is my parcel?")
+    interaction = asked.interaction_id
+    media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
+    await media.End(
+        mpb.EndRequest(
+            tenant_id=t.id,
+            interaction_id=interaction,
+            resolution=mpb.Resolution(code="resolved"),
+        ),
+        metadata=await helpdesk.li.metadata(),
+    )
+
+    survey = await asyncio.wait_for(inbox.received.get(), 30)
+    assert survey["To"] == MEI and survey["Subject"] == "Re: Parcel"
+    assert survey["In-Reply-To"] == first
+    body = survey.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert body.startswith("How did we do?")
+    scores = [line.split(": ", 1) for line in body.splitlines() if line[1:3] == ": "]
+    links = {score: url.strip() for score, url in scores}
+    assert sorted(links) == ["1", "2", "3", "4", "5"]
+
+    async def rating() -> mpb.Rating:
+        it = await media.GetInteraction(
+            mpb.GetInteractionRequest(tenant_id=t.id, interaction_id=interaction),
+            metadata=(("authorization", f"Bearer {helpdesk.key}"),),
+        )
+        return it.rating
+
+    async with aiohttp.ClientSession() as http:
+        page = await http.get(links["4"])
+        assert page.status == 200 and "How did we do?" in await page.text()
+        assert not (await rating()).score, "opening a link rated"
+        assert (await http.get(links["4"].replace("signature=", "signature=0"))).status == 403
+        assert (await http.post(links["4"][:-1] + "0")).status == 403
+        rated = await http.post(links["4"])
+        assert rated.status == 200 and "Thank you for your rating." in await rated.text()
+        assert (await rating()).score == 4
+        twice = await http.post(links["2"])
+        assert twice.status == 409 and "rated already" in await twice.text()
+        assert "rated already" in await (await http.get(links["4"])).text()
+    assert (await rating()).score == 4
+    await asyncio.sleep(1)
+    assert inbox.received.empty(), "one survey, and no mail for a rating"
+    await talk.close()
+    await li.stop()

@@ -27,6 +27,7 @@ from lianluo.devstack.clients import Session, WebVisitor
 from lianluo.gateway.v1 import gateway_pb2 as gpb
 from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
 from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.media.v1 import media_pb2_grpc as media_rpc
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
@@ -313,4 +314,78 @@ async def test_a_customer_who_moves_from_web_chat_to_texts_stays_in_one_interact
         assert provider.sent.empty(), "a reply went to the phone after the customer came back"
         await back.ws.close()
     await talk.close()
+    await li.stop()
+
+
+RATER, QUIET = "+8613500009999", "+8613500008888"
+
+
+async def test_the_customer_rates_a_closed_conversation_by_text_once(
+    cell: Cell, line: Line, provider: Provider
+) -> None:
+    """CSAT on the customer's own channel: once the agent closes the conversation with a
+    disposition, the customer's phone gets the survey, through the provider like any reply (and
+    not at all after a STOP); a digit in answer rates the conversation, and is thanked; a
+    second digit is a new conversation, and the rating stands."""
+    t = line.tenant
+    key = (("authorization", f"Bearer {line.key}"),)
+    media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
+    li = await AgentAtWork(cell, line.li, t.id).start()
+
+    async def close(interaction_id: str) -> None:
+        await media.End(
+            mpb.EndRequest(
+                tenant_id=t.id,
+                interaction_id=interaction_id,
+                resolution=mpb.Resolution(code="resolved"),
+            ),
+            metadata=await line.li.metadata(),
+        )
+
+    async def rating(interaction_id: str) -> mpb.Rating:
+        it = await media.GetInteraction(
+            mpb.GetInteractionRequest(tenant_id=t.id, interaction_id=interaction_id), metadata=key
+        )
+        return it.rating
+
+    async with aiohttp.ClientSession() as http:
+        # A customer who said STOP is not asked.
+        assert await text(http, line, "Hello there", From=QUIET) == 200
+        quiet = await li.answer()
+        hello = await quiet.wait_for(lambda f: f.message.content.text == "Hello there")
+        form = {"From": QUIET, "To": NUMBER, "Body": "STOP", "MessageSid": "SM" + uuid.uuid4().hex}
+        headers = {"X-Twilio-Signature": signed(line.webhook, form)}
+        async with http.post(line.webhook, data=form, headers=headers) as answer:
+            assert answer.status == 200
+        await close(hello.interaction_id)
+
+        assert await text(http, line, "Is my new card on its way?", From=RATER) == 200
+        talk = await li.answer()
+        asked = await talk.wait_for(
+            lambda f: f.message.content.text == "Is my new card on its way?"
+        )
+        interaction = asked.interaction_id
+        talk.send_text("Yes, it arrives tomorrow.", "s1")
+        replied = await asyncio.wait_for(provider.sent.get(), 30)
+        assert (replied["To"], replied["Body"]) == (RATER, "Yes, it arrives tomorrow.")
+        await close(interaction)
+
+        survey = await asyncio.wait_for(provider.sent.get(), 30)
+        assert (survey["From"], survey["To"]) == (NUMBER, RATER), "the opted-out got none"
+        assert survey["Body"] == "How did we do? Reply 1 (poor) to 5 (great)."
+        assert await text(http, line, " 4 ", From=RATER) == 200
+        thanks = await asyncio.wait_for(provider.sent.get(), 30)
+        assert (thanks["To"], thanks["Body"]) == (RATER, "Thank you for your rating.")
+        assert (await rating(interaction)).score == 4
+
+        # Another digit is not a second rating: it starts a new conversation.
+        assert await text(http, line, "5", From=RATER) == 200
+        again = await li.answer()
+        fresh = await again.wait_for(lambda f: f.message.content.text == "5")
+        assert fresh.interaction_id != interaction
+        assert (await rating(interaction)).score == 4
+        await asyncio.sleep(2)
+        assert provider.sent.empty(), "the survey went once, and only to the one who may get it"
+    for stream in (quiet, talk, again):
+        await stream.close()
     await li.stop()

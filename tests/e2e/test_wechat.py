@@ -24,6 +24,8 @@ from factories import Client, agent, onboard, queue, user
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.devstack.cell import Cell
 from lianluo.devstack.clients import Session
+from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.media.v1 import media_pb2_grpc as media_rpc
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
@@ -236,5 +238,45 @@ async def test_an_unfollower_gets_no_replies_until_they_follow_again(
         talk.send_text("欢迎回来", "u2")
         sent = await asyncio.wait_for(wechat.sent.get(), 30)
         assert sent["touser"] == fan and sent["text"] == {"content": "欢迎回来"}, sent
+    await talk.close()
+    await li.stop()
+
+
+async def test_a_follower_is_asked_for_a_rating_in_their_language_and_answers_it(
+    cell: Cell, account: Account, wechat: WeChat
+) -> None:
+    """CSAT on WeChat: once the agent closes the conversation, the follower gets the survey
+    through the customer-service API, in the language they wrote in; a full-width digit, as a
+    Chinese keyboard types it, rates the conversation."""
+    rater = "oRater" + uuid.uuid4().hex[:20]
+    t = account.tenant
+    li = await AgentAtWork(cell, account.li, t.id).start()
+    media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
+    async with aiohttp.ClientSession() as http:
+        first = str(int(time.time() * 1000))
+        body = push("text", first, rater, Content="新卡寄出了吗")
+        assert (await deliver(http, account, body))[0] == 200
+        talk = await li.answer()
+        asked = await talk.wait_for(lambda f: f.message.content.text == "新卡寄出了吗")
+        await media.End(
+            mpb.EndRequest(
+                tenant_id=t.id,
+                interaction_id=asked.interaction_id,
+                resolution=mpb.Resolution(code="resolved"),
+            ),
+            metadata=await account.li.metadata(),
+        )
+        survey = await asyncio.wait_for(wechat.sent.get(), 30)
+        assert survey["touser"] == rater
+        assert survey["text"] == {"content": "我们的服务如何？请回复 1（很差）到 5（很好）。"}  # noqa: RUF001
+        answer = push("text", first + "1", rater, Content="\uff15")  # a full-width 5
+        assert (await deliver(http, account, answer))[0] == 200
+        thanks = await asyncio.wait_for(wechat.sent.get(), 30)
+        assert thanks["touser"] == rater and thanks["text"] == {"content": "感谢您的评价。"}
+        it = await media.GetInteraction(
+            mpb.GetInteractionRequest(tenant_id=t.id, interaction_id=asked.interaction_id),
+            metadata=await account.li.metadata(),
+        )
+        assert it.rating.score == 5
     await talk.close()
     await li.stop()

@@ -125,7 +125,7 @@ INTERACTION_EVENT = _made_by(
         "acd": _only("interaction.ended", "interaction.rated", "interaction.participant_left"),
         "recording": EVERY,
         "notification": _only("interaction.created", "interaction.ended"),
-        "gateway": _only("interaction.message"),
+        "gateway": _only("interaction.message", "interaction.ended"),
     },
 )
 IVR_OUTPUT = _made_by(

@@ -25,6 +25,7 @@ from lianluo.services.gateway.repository import Repository
 from lianluo.services.gateway.service import Conversations, Customers, Platform, WebChat
 from lianluo.services.gateway.settings import GatewaySettings
 from lianluo.services.gateway.sms import SmsIn, SmsSender
+from lianluo.services.gateway.survey import SurveyLinks, Surveys
 from lianluo.services.gateway.wechat import WechatIn, WechatSender
 
 SPEC = ServiceSpec(
@@ -50,15 +51,17 @@ async def build(settings: GatewaySettings) -> Service:
     attachments = Attachments(service.pool, repo, Objects(settings), links, settings)
     forms = Forms(service.pool, repo, platform, links, settings)
     web_chat = WebChat(view, platform, customers, attachments, forms.path, settings)
-    conversations = Conversations(platform, customers, service.pool, repo)
     consent = MailConsent(service.pool, repo, links, settings)
     senders: dict[str, Sender] = {
         "email": MailSender(settings, consent),
         "sms": SmsSender(settings),
         "wechat": WechatSender(settings),
     }
-    replies = Replies(service.pool, repo, view, senders, attachments, forms)
-    await service.add_consumer(events.handlers(replies))
+    survey_links = SurveyLinks(links, settings)
+    replies = Replies(service.pool, repo, view, senders, attachments, forms, survey_links)
+    surveys = Surveys(service.pool, repo, view, platform, survey_links, replies.wake)
+    conversations = Conversations(platform, customers, service.pool, repo, surveys)
+    await service.add_consumer(events.handlers(replies, surveys))
     service.add_background(replies, "reply sender")
     mail_in = MailIn(Mailboxes(view), platform, customers, attachments, service.pool, repo)
     service.add_background(SmtpServer(mail_in, settings), "smtp server")
@@ -67,6 +70,7 @@ async def build(settings: GatewaySettings) -> Service:
             *web_chat.routes(),
             *attachments.routes(),
             *forms.routes(),
+            *surveys.routes(),
             *consent.routes(),
             *SmsIn(view, conversations, settings).routes(),
             *WechatIn(view, conversations, settings).routes(),

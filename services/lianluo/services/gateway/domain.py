@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import Any
@@ -662,3 +662,80 @@ def fill_form(form: mpb.Form, answers: dict[str, str]) -> mpb.Form:
         answered.CopyFrom(f)
         answered.value = value
     return filled
+
+
+# ---------------------------------------------------------------------- satisfaction survey
+
+# The channels whose customers are asked for a rating on the channel itself (the web chat asks
+# in the widget).
+SURVEYED_CHANNELS = frozenset({"sms", "wechat", "email"})
+# Endings no person handled: self-service finished the contact, or it left the queue.
+BOT_ENDINGS = frozenset({"self_service", "overflow"})
+# How long a text that is only a digit answers the survey, rather than starting a conversation.
+SURVEY_ANSWER_SECONDS = 24 * 3600
+# What the survey says, by language: the question on a channel the customer answers by text,
+# the question above the links of a mail, and the thanks for an answer.
+SURVEY_TEXTS = {
+    "en": (
+        "How did we do? Reply 1 (poor) to 5 (great).",
+        "How did we do? Choose a rating from 1 (poor) to 5 (great):",
+        "Thank you for your rating.",
+    ),
+    # Chinese punctuation is full-width.
+    "zh": (
+        "我们的服务如何？请回复 1（很差）到 5（很好）。",  # noqa: RUF001
+        "我们的服务如何？请选择 1（很差）到 5（很好）：",  # noqa: RUF001
+        "感谢您的评价。",
+    ),
+}
+# 1 to 5, in ASCII or full-width (as a Chinese keyboard types them).
+_SCORE = re.compile("[1-5\uff11-\uff15]")
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LETTER = re.compile(r"[A-Za-z]")
+
+
+def asks_survey(final_state: int, resolution_code: str, channel_kind: str | None) -> bool:
+    """Whether an ended interaction's customer is asked for a rating on their channel: a
+    conversation a person handled, closed, on a channel that answers later."""
+    return (
+        final_state == mpb.INTERACTION_STATE_CLOSED
+        and resolution_code not in BOT_ENDINGS
+        and channel_kind in SURVEYED_CHANNELS
+    )
+
+
+def survey_score(text: str) -> int | None:
+    """The score a text gives when it is a single digit 1 to 5 (full-width too), spaces
+    around it allowed; None for any other text."""
+    found = text.strip()
+    if not _SCORE.fullmatch(found):
+        return None
+    return int(found)  # int() reads full-width digits too
+
+
+def survey_answerable(asked_at: datetime, rated: bool, now: datetime) -> bool:
+    """Whether a survey still takes an answer by text: not answered, and asked within a day."""
+    return not rated and timedelta(0) <= now - asked_at <= timedelta(seconds=SURVEY_ANSWER_SECONDS)
+
+
+def guess_language(text: str) -> str:
+    """ "zh" for a text mostly in Chinese characters, else "" (the gateway cannot tell)."""
+    han = len(_HAN.findall(text))
+    return "zh" if han and han >= len(_LETTER.findall(text)) else ""
+
+
+def _survey_texts(language: str) -> tuple[str, str, str]:
+    return SURVEY_TEXTS["zh" if language.lower().startswith("zh") else "en"]
+
+
+def survey_text(language: str, links: list[str] | None = None) -> str:
+    """The survey in the customer's language (English when unknown): a question to answer with
+    a digit, or, with `links` (one per score, 1 to 5), one to answer with a click."""
+    asked, choose, _ = _survey_texts(language)
+    if links is None:
+        return asked
+    return "\n".join([choose, "", *(f"{n}: {link}" for n, link in enumerate(links, 1))])
+
+
+def survey_thanks(language: str) -> str:
+    return _survey_texts(language)[2]

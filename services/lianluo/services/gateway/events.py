@@ -1,16 +1,19 @@
 """What the gateway consumes: `interaction.message`, for agents' replies to go out on the
-customer's channel (e-mail, SMS). It publishes nothing itself: it acts through the
-platform's APIs with customers' session tokens."""
+customer's channel (e-mail, SMS, WeChat), and `interaction.ended`, for the satisfaction survey
+there. It publishes nothing itself: it acts through the platform's APIs with customers'
+session tokens."""
 
 from __future__ import annotations
 
 from lianluo.runtime import contract
 from lianluo.services.gateway.replies import Replies
+from lianluo.services.gateway.survey import Surveys
 
 CONSUMER = "gateway"
 
 
-def handlers(replies: Replies) -> contract.Handlers:
+def handlers(replies: Replies, surveys: Surveys) -> contract.Handlers:
     on = contract.Handlers(CONSUMER)
     on.on("interaction.message", replies.queue)
+    on.on("interaction.ended", surveys.ask)
     return on

@@ -186,6 +186,7 @@ class MailIn:
                     address,
                     participant,
                     subject,
+                    domain.guess_language(f"{subject}\n{text}"),
                 )
             await self._post(tenant_id, interaction, participant, client_id, text, files, md)
         async with self._pool.acquire() as conn:
@@ -340,6 +341,7 @@ class MailSender:
 
     identity: int = pb.IDENTITY_KIND_EMAIL
     carries_files = True
+    survey_by_link = True
 
     def __init__(self, settings: GatewaySettings, consent: MailConsent) -> None:
         self._settings = settings

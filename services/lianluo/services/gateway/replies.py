@@ -2,8 +2,9 @@
 SMS, WeChat): each one queued in the transaction that saw it on `interaction.message`, fitted to
 the channel when it goes out (a location as a map link, an image as an attachment or a link, a
 form as a link to its page), sent by the channel's sender, and retried with backoff until the
-far side takes it. A crash between the far
-side's acceptance and the commit can send a reply twice (with the same id)."""
+far side takes it. The gateway's own messages (the satisfaction survey, its thanks) take the
+same path. A crash between the far side's acceptance and the commit can send a reply twice
+(with the same id)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from lianluo.services.gateway import domain
 from lianluo.services.gateway.attachments import Attachments
 from lianluo.services.gateway.forms import Forms
 from lianluo.services.gateway.repository import Repository
+from lianluo.services.gateway.survey import SurveyLinks
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 
 log = get_logger(__name__)
@@ -60,6 +62,9 @@ class Sender(Protocol):
     # Whether the channel carries files (e-mail): an image or a file goes with the reply
     # instead of as a link.
     carries_files: bool
+    # Whether the satisfaction survey asks for a click on a link (e-mail) rather than for a
+    # digit in answer (a text).
+    survey_by_link: bool
 
     async def send(self, out: Outgoing, channel: tpb.Channel) -> str | None:
         """Send one reply; what went wrong, or None."""
@@ -77,6 +82,7 @@ class Replies:
         senders: dict[str, Sender],
         attachments: Attachments,
         forms: Forms,
+        survey_links: SurveyLinks,
     ) -> None:
         self._pool = pool
         self._repo = repo
@@ -84,6 +90,7 @@ class Replies:
         self._senders = senders
         self._attachments = attachments
         self._forms = forms
+        self._survey_links = survey_links
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
 
@@ -108,6 +115,11 @@ class Replies:
     async def _fit(self, row: asyncpg.Record, sender: Sender) -> Outgoing:
         """The reply fitted to its channel (domain.render)."""
         tenant = str(row["tenant_id"])
+        if row["survey"]:
+            links = None
+            if sender.survey_by_link:
+                links = self._survey_links.urls(tenant, str(row["interaction_id"]))
+            return Outgoing(row, domain.survey_text(row["language"], links))
         if row["content"] is None:
             return Outgoing(row, row["body"])
         content = mpb.MessageContent.FromString(row["content"])
@@ -159,6 +171,10 @@ class Replies:
     def stop(self) -> None:
         self._stopping.set()
 
+    def wake(self) -> None:
+        """Something was queued: send it now rather than at the next poll."""
+        self._wake.set()
+
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
@@ -176,6 +192,9 @@ class Replies:
                 ):
                     log.info("a reply not sent: the customer opted out", channel=kind)
                     await self._repo.sent_reply(conn, row["tenant_id"], row["id"])
+                    if row["survey"]:
+                        # Not asked, so a digit they text later is not taken as an answer.
+                        await self._repo.drop_survey(conn, row["tenant_id"], row["interaction_id"])
                     continue
                 if sender is not None and isinstance(channel, tpb.Channel):
                     error = await sender.send(await self._fit(row, sender), channel)

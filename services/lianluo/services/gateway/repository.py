@@ -225,17 +225,19 @@ class Repository:
         address: str,
         participant: str,
         subject: str = "",
+        language: str = "",
     ) -> None:
         await conn.execute(
             "insert into conversations (tenant_id, interaction_id, channel_id, "
-            "customer_address, customer_participant, subject) "
-            "values ($1, $2, $3, $4, $5, $6) on conflict do nothing",
+            "customer_address, customer_participant, subject, language) "
+            "values ($1, $2, $3, $4, $5, $6, $7) on conflict do nothing",
             tid,
             interaction_id,
             channel_id,
             address,
             participant,
             subject,
+            language,
         )
 
     async def conversation(
@@ -318,7 +320,7 @@ class Repository:
         """Replies due now with their conversation, locked for this sender (others skip
         them), oldest first."""
         rows: list[asyncpg.Record] = await conn.fetch(
-            "select r.*, c.channel_id, c.customer_address, c.subject, c.thread "
+            "select r.*, c.channel_id, c.customer_address, c.subject, c.thread, c.language "
             "from replies r join conversations c "
             "on c.tenant_id = r.tenant_id and c.interaction_id = r.interaction_id "
             "where r.due_at <= now() order by r.due_at limit $1 for update of r skip locked",
@@ -347,6 +349,71 @@ class Repository:
             delay,
             error[:500],
         )
+
+    async def queue_text(
+        self,
+        conn: asyncpg.Connection,
+        tid: uuid.UUID,
+        reply_id: uuid.UUID,
+        interaction_id: uuid.UUID,
+        body: str,
+        survey: bool = False,
+    ) -> None:
+        """A message of the gateway's own to the customer (the survey, its thanks), sent as
+        replies are; a survey's text is made when it goes out."""
+        await conn.execute(
+            "insert into replies (tenant_id, id, interaction_id, body, survey) "
+            "values ($1, $2, $3, $4, $5) on conflict do nothing",
+            tid,
+            reply_id,
+            interaction_id,
+            body,
+            survey,
+        )
+
+    # ------------------------------------------------------------------ surveys
+
+    async def add_survey(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, interaction_id: uuid.UUID
+    ) -> bool:
+        """Remember that the interaction's customer is asked; False when they were already."""
+        added = await conn.fetchval(
+            "insert into surveys (tenant_id, interaction_id) values ($1, $2) "
+            "on conflict do nothing returning true",
+            tid,
+            interaction_id,
+        )
+        return bool(added)
+
+    async def survey(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, interaction_id: uuid.UUID
+    ) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await conn.fetchrow(
+            _OF_INTERACTION % "surveys", tid, interaction_id
+        )
+        return row
+
+    async def drop_survey(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, interaction_id: uuid.UUID
+    ) -> None:
+        """Forget a survey that was not sent (the customer had opted out)."""
+        await conn.execute(
+            "delete from surveys where tenant_id = $1 and interaction_id = $2", tid, interaction_id
+        )
+
+    async def claim_survey(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, interaction_id: uuid.UUID, claim: bool
+    ) -> bool:
+        """Mark a survey answered (False: it was already), or not answered after a failure."""
+        done = await conn.fetchval(
+            "update surveys set rated_at = case when $3 then now() end "
+            "where tenant_id = $1 and interaction_id = $2 and (rated_at is null) = $3 "
+            "returning true",
+            tid,
+            interaction_id,
+            claim,
+        )
+        return bool(done)
 
     # ------------------------------------------------------------------ attachments
 

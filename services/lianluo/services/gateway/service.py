@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import asyncpg
@@ -35,6 +35,9 @@ from lianluo.services.gateway.repository import Repository
 from lianluo.services.gateway.settings import GatewaySettings
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 from lianluo.tenants.v1 import tenants_pb2_grpc as tenants_rpc
+
+if TYPE_CHECKING:
+    from lianluo.services.gateway.survey import Surveys
 
 log = get_logger(__name__)
 R = mpb.ParticipantRole
@@ -257,12 +260,18 @@ class Conversations:
     conversation on the channel while it is open, and starts one otherwise."""
 
     def __init__(
-        self, platform: Platform, customers: Customers, pool: asyncpg.Pool, repo: Repository
+        self,
+        platform: Platform,
+        customers: Customers,
+        pool: asyncpg.Pool,
+        repo: Repository,
+        surveys: Surveys,
     ) -> None:
         self._platform = platform
         self._customers = customers
         self._pool = pool
         self._repo = repo
+        self._surveys = surveys
 
     async def consent(self, tenant_id: str, kind: int, address: str, stop: bool) -> None:
         """Record an opt-out (STOP) or an opt-in again (START) of the address's owner."""
@@ -290,7 +299,10 @@ class Conversations:
             except grpc.aio.AioRpcError as error:
                 if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
                     raise
-                # That conversation has ended: this message starts another.
+            # That conversation has ended: a digit may answer its satisfaction survey;
+            # anything else starts another.
+            if await self._surveys.answer(tenant_id, latest, message.text):
+                return
         if await self._continue_elsewhere(tid, cid, customer, message, said):
             return
         started = await self._customers.start(
@@ -309,6 +321,7 @@ class Conversations:
                 cid,
                 message.address,
                 started.customer_participant_id,
+                language=domain.guess_language(message.text),
             )
         said.interaction_id = started.interaction.id
         said.participant_id = started.customer_participant_id

@@ -130,6 +130,7 @@ class SmsSender:
         self._timeout = aiohttp.ClientTimeout(total=settings.gateway_provider_timeout_seconds)
 
     carries_files = False
+    survey_by_link = False
 
     async def send(self, out: Outgoing, channel: tpb.Channel) -> str | None:
         row = out.row

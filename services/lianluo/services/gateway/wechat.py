@@ -147,6 +147,7 @@ class WechatSender:
         return token
 
     carries_files = False
+    survey_by_link = False
 
     async def send(self, out: Outgoing, channel: tpb.Channel) -> str | None:
         w = channel.wechat
