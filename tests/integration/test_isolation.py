@@ -277,6 +277,13 @@ CASES: list[Case] = [
         MISSING,
     ),
     *_crud_cases("Agent", "Agents", "agents", "agent_id", agent),
+    (
+        "SearchDirectory",
+        lambda c, w: c.agents.SearchDirectory(
+            pb.SearchDirectoryRequest(tenant_id=w.a.id, query="li"), metadata=c.md
+        ),
+        DENIED,
+    ),
     *_crud_cases("User", "Users", "users", "user_id", user),
     *_crud_cases("Channel", "Channels", "channels", "channel_id", web_channel),
     (
