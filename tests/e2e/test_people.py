@@ -1305,6 +1305,16 @@ CELL_CASES: list[Case] = [
             metadata=_b(w),
         ),
     ),
+    (
+        "ResolveCustomer",
+        lambda w: w.stub("gateway", gateway_rpc.CustomerServiceStub).ResolveCustomer(
+            gpb.ResolveCustomerRequest(
+                tenant_id=w.a.tenant.id, kind=gpb.IDENTITY_KIND_PHONE, value="+8613900009999"
+            ),
+            metadata=_b(w),
+        ),
+        DENIED,
+    ),
     *_two(
         "FindCustomer",
         lambda w, t: w.stub("gateway", gateway_rpc.CustomerServiceStub).FindCustomer(

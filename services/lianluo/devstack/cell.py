@@ -24,6 +24,9 @@ from lianluo.services import CELL_SERVICES
 GATEWAY_HTTP_PORT = 8088
 GATEWAY_SMTP_PORT = 2525
 CONSOLE_HTTP_PORT = 8089
+# Where `lianluo run` takes phone calls (SIP over UDP and TCP) and their audio (RTP).
+VOICE_SIP_PORT = 5060
+VOICE_RTP_PORTS = "20000-20999"
 
 
 @dataclass
@@ -34,7 +37,7 @@ class Replica:
     process: subprocess.Popen[bytes]
     log: Path
     # The HTTP port of the gateway (its customers' channels) and of the console (people's
-    # pages), and the gateway's SMTP port; 0 for the others.
+    # pages), the voice service's SIP port, and the gateway's SMTP port; 0 for the others.
     http_port: int = 0
     smtp_port: int = 0
 
@@ -75,6 +78,8 @@ class Cell:
                     smtp = GATEWAY_SMTP_PORT if self.first_port else _free_port()
                 if name == "console":
                     http = CONSOLE_HTTP_PORT if self.first_port else _free_port()
+                if name == "voice":  # its SIP port, kept where the others keep HTTP
+                    http = VOICE_SIP_PORT if self.first_port else _free_port()
                 process = self._spawn(name, port, log, http, smtp)
                 self.running.append(Replica(name, i, port, process, log, http, smtp))
         for replica in self.running:
@@ -105,6 +110,14 @@ class Cell:
                 "LIANLUO_CONSOLE_ACD_ADDRESS": self.address("acd"),
                 "LIANLUO_CONSOLE_GATEWAY_ADDRESS": self.address("gateway"),
                 "LIANLUO_CONSOLE_SECURE_COOKIES": "false",
+            }
+        if name == "voice":
+            env |= {
+                "LIANLUO_VOICE_SIP_PORT": str(http_port),
+                "LIANLUO_VOICE_RTP_PORTS": VOICE_RTP_PORTS,
+                "LIANLUO_VOICE_TENANTS_ADDRESS": self.address("tenants"),
+                "LIANLUO_VOICE_MEDIA_ADDRESS": self.address("media"),
+                "LIANLUO_VOICE_GATEWAY_ADDRESS": self.address("gateway"),
             }
         return subprocess.Popen(
             [sys.executable, "-m", "lianluo.cli", "serve", name],

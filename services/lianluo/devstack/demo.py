@@ -35,6 +35,8 @@ from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 DEMO_TENANT = "demo-bank"
 # A fresh signing secret each run: the demo checks the notice it receives was signed with it.
 WEBHOOK_SECRET = secrets.token_hex(16)
+# The demo tenant's phone number: a softphone calls sip:<it>@127.0.0.1:5060.
+PHONE_NUMBER = "+861000000000"
 # The demo's people, and one fresh password for all of them each run (kept in demo.json for
 # `lianluo agent`): the agents, a supervisor of the cards queue, and a tenant admin.
 PASSWORD = secrets.token_urlsafe(12)
@@ -148,18 +150,18 @@ async def onboard(
     )
     say("notify rule", f"case resolved -> webhook {webhook_url} (HMAC-SHA256 signed)")
     channels = rpc.ChannelServiceStub(channel)
-    website = next(
-        (
-            c
-            for c in (
-                await channels.ListChannels(
-                    pb.ListChannelsRequest(tenant_id=tenant.id), metadata=md
-                )
-            ).channels
-            if c.name == "website"
-        ),
-        None,
-    )
+    listed = (
+        await channels.ListChannels(pb.ListChannelsRequest(tenant_id=tenant.id), metadata=md)
+    ).channels
+    website = next((c for c in listed if c.name == "website"), None)
+    if not any(c.name == "phone" for c in listed):
+        phone = pb.Channel(
+            name="phone", flow="card-services", voice=pb.VoiceChannel(numbers=[PHONE_NUMBER])
+        )
+        await channels.CreateChannel(
+            pb.CreateChannelRequest(tenant_id=tenant.id, channel=phone), metadata=md
+        )
+    say("phone", f"calls to {PHONE_NUMBER} enter card-services")
     chat = pb.Channel(
         name="website",
         flow="card-services",

@@ -16,7 +16,8 @@ import time
 
 from lianluo.devstack import infra
 from lianluo.devstack.cell import Cell
-from lianluo.devstack.demo import play_demo
+from lianluo.devstack.demo import PHONE_NUMBER, play_demo
+from lianluo.services import CELL_SERVICES
 
 FIRST_PORT = 50051
 DATABASE = "lianluo"
@@ -67,7 +68,8 @@ def main(
         replicas=dict(replicas or {}),
     )
     try:
-        cell.start()
+        # The cell's services, and the voice service (not yet in the cells the operator makes).
+        cell.start([*CELL_SERVICES, "voice"])
         print("\nLianluo is running (one local cell):")
         for r in cell.running:
             print(f"  {r.service:14} {r.address}   log: {r.log}")
@@ -96,6 +98,8 @@ def main(
             print(f"  agent       li.wei    password {result.password}")
             print(f"  supervisor  mei.lin   password {result.password}")
             print(f"  admin       admin     password {result.password}")
+            sip = cell.replica("voice").http_port
+            print(f"\nCall the demo from a softphone: sip:{PHONE_NUMBER}@127.0.0.1:{sip}")
             print("\nHold a conversation by hand, in two more terminals:")
             print("  .venv/bin/lianluo agent li.wei      # signs in as Li, accepts offers")
             print("  .venv/bin/lianluo customer          # starts a web chat with the flow")

@@ -17,6 +17,8 @@ SERVICES = {
     "recording": "lianluo.services.recording.app",
     "gateway": "lianluo.services.gateway.app",
     "console": "lianluo.services.console.app",
+    # Phone calls over SIP; not yet in the cells the operator clones (docs/voice.md).
+    "voice": "lianluo.services.voice.app",
     # The global plane: one per platform, not one per cell.
     "edge": "lianluo.services.edge.app",
 }

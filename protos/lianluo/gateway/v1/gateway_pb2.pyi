@@ -285,6 +285,35 @@ class FindCustomerRequest(_message.Message):
 Global___FindCustomerRequest: _TypeAlias = FindCustomerRequest  # noqa: Y015
 
 @_typing.final
+class ResolveCustomerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    kind: Global___IdentityKind.ValueType
+    value: _builtins.str
+    display_name: _builtins.str
+    """The name to give a customer made now."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        kind: Global___IdentityKind.ValueType = ...,
+        value: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "kind", b"kind", "tenant_id", b"tenant_id", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveCustomerRequest: _TypeAlias = ResolveCustomerRequest  # noqa: Y015
+
+@_typing.final
 class LinkIdentityRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

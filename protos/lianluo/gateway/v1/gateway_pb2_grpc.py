@@ -50,6 +50,11 @@ class CustomerServiceStub:
                 request_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.FindCustomerRequest.SerializeToString,
                 response_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.Customer.FromString,
                 _registered_method=True)
+        self.ResolveCustomer = channel.unary_unary(
+                '/lianluo.gateway.v1.CustomerService/ResolveCustomer',
+                request_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.ResolveCustomerRequest.SerializeToString,
+                response_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.Customer.FromString,
+                _registered_method=True)
         self.LinkIdentity = channel.unary_unary(
                 '/lianluo.gateway.v1.CustomerService/LinkIdentity',
                 request_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.LinkIdentityRequest.SerializeToString,
@@ -84,6 +89,15 @@ class CustomerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResolveCustomer(self, request, context):
+        """The customer an identity resolves to, made on the identity's first contact: how a channel
+        outside the gateway (the voice service, for a caller's number) knows its customers.
+        `customers:write`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def LinkIdentity(self, request, context):
         """Say that an identity is this customer's, once the tenant has verified it (its customer
         signed in to the tenant's site or app, say). An identity that was another customer's
@@ -111,6 +125,11 @@ def add_CustomerServiceServicer_to_server(servicer, server):
             'FindCustomer': grpc.unary_unary_rpc_method_handler(
                     servicer.FindCustomer,
                     request_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.FindCustomerRequest.FromString,
+                    response_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.Customer.SerializeToString,
+            ),
+            'ResolveCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveCustomer,
+                    request_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.ResolveCustomerRequest.FromString,
                     response_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.Customer.SerializeToString,
             ),
             'LinkIdentity': grpc.unary_unary_rpc_method_handler(
@@ -183,6 +202,33 @@ class CustomerService:
             target,
             '/lianluo.gateway.v1.CustomerService/FindCustomer',
             lianluo_dot_gateway_dot_v1_dot_gateway__pb2.FindCustomerRequest.SerializeToString,
+            lianluo_dot_gateway_dot_v1_dot_gateway__pb2.Customer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.gateway.v1.CustomerService/ResolveCustomer',
+            lianluo_dot_gateway_dot_v1_dot_gateway__pb2.ResolveCustomerRequest.SerializeToString,
             lianluo_dot_gateway_dot_v1_dot_gateway__pb2.Customer.FromString,
             options,
             channel_credentials,

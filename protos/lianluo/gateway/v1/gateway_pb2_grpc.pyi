@@ -42,6 +42,11 @@ class CustomerServiceStub:
     GetCustomer: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetCustomerRequest, _gateway_pb2.Customer]
     FindCustomer: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.FindCustomerRequest, _gateway_pb2.Customer]
     """The customer an identity resolves to."""
+    ResolveCustomer: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ResolveCustomerRequest, _gateway_pb2.Customer]
+    """The customer an identity resolves to, made on the identity's first contact: how a channel
+    outside the gateway (the voice service, for a caller's number) knows its customers.
+    `customers:write`.
+    """
     LinkIdentity: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.LinkIdentityRequest, _gateway_pb2.Customer]
     """Say that an identity is this customer's, once the tenant has verified it (its customer
     signed in to the tenant's site or app, say). An identity that was another customer's
@@ -64,6 +69,11 @@ class CustomerServiceAsyncStub(CustomerServiceStub):
     GetCustomer: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetCustomerRequest, _gateway_pb2.Customer]  # type: ignore[assignment]
     FindCustomer: _aio.UnaryUnaryMultiCallable[_gateway_pb2.FindCustomerRequest, _gateway_pb2.Customer]  # type: ignore[assignment]
     """The customer an identity resolves to."""
+    ResolveCustomer: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ResolveCustomerRequest, _gateway_pb2.Customer]  # type: ignore[assignment]
+    """The customer an identity resolves to, made on the identity's first contact: how a channel
+    outside the gateway (the voice service, for a caller's number) knows its customers.
+    `customers:write`.
+    """
     LinkIdentity: _aio.UnaryUnaryMultiCallable[_gateway_pb2.LinkIdentityRequest, _gateway_pb2.Customer]  # type: ignore[assignment]
     """Say that an identity is this customer's, once the tenant has verified it (its customer
     signed in to the tenant's site or app, say). An identity that was another customer's
@@ -95,6 +105,17 @@ class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.Customer, _abc.Awaitable[_gateway_pb2.Customer]]:
         """The customer an identity resolves to."""
+
+    @_abc_1.abstractmethod
+    def ResolveCustomer(
+        self,
+        request: _gateway_pb2.ResolveCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.Customer, _abc.Awaitable[_gateway_pb2.Customer]]:
+        """The customer an identity resolves to, made on the identity's first contact: how a channel
+        outside the gateway (the voice service, for a caller's number) knows its customers.
+        `customers:write`.
+        """
 
     @_abc_1.abstractmethod
     def LinkIdentity(

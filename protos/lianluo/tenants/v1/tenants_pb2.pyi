@@ -3138,13 +3138,43 @@ class EmailChannel(_message.Message):
 Global___EmailChannel: _TypeAlias = EmailChannel  # noqa: Y015
 
 @_typing.final
-class SmsChannel(_message.Message):
+class VoiceChannel(_message.Message):
     """An SMS number at a provider that speaks the Twilio-compatible API. The provider posts each
     inbound message to the gateway's webhook, <gateway>/v1/sms/<tenant id>/<channel id>, signed
     with the auth token (X-Twilio-Signature); agents' replies go out through the provider's
     Messages API with the account's credentials.
+    Phone calls to the tenant's numbers, answered by the voice service over SIP.
     """
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBERS_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    language: _builtins.str
+    """The language of the spoken prompts: "en" or "zh" (Mandarin); empty is "en"."""
+    @_builtins.property
+    def numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The numbers callers dial, in E.164 form: 1 to 20, each on one channel of the tenant. A
+        number another tenant of the cell had first stays that tenant's: calls to it never reach
+        this channel.
+        """
+
+    def __init__(
+        self,
+        *,
+        numbers: _abc.Iterable[_builtins.str] | None = ...,
+        language: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["language", b"language", "numbers", b"numbers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoiceChannel: _TypeAlias = VoiceChannel  # noqa: Y015
+
+@_typing.final
+class SmsChannel(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NUMBER_FIELD_NUMBER: _builtins.int
@@ -3225,6 +3255,7 @@ class Channel(_message.Message):
     EMAIL_FIELD_NUMBER: _builtins.int
     SMS_FIELD_NUMBER: _builtins.int
     WECHAT_FIELD_NUMBER: _builtins.int
+    VOICE_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
@@ -3247,6 +3278,8 @@ class Channel(_message.Message):
     @_builtins.property
     def wechat(self) -> Global___WechatChannel: ...
     @_builtins.property
+    def voice(self) -> Global___VoiceChannel: ...
+    @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
@@ -3263,17 +3296,18 @@ class Channel(_message.Message):
         email: Global___EmailChannel | None = ...,
         sms: Global___SmsChannel | None = ...,
         wechat: Global___WechatChannel | None = ...,
+        voice: Global___VoiceChannel | None = ...,
         revision: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "email", b"email", "entry", b"entry", "flow", b"flow", "kind", b"kind", "queue", b"queue", "sms", b"sms", "update_time", b"update_time", "web", b"web", "wechat", b"wechat"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "email", b"email", "entry", b"entry", "flow", b"flow", "kind", b"kind", "queue", b"queue", "sms", b"sms", "update_time", b"update_time", "voice", b"voice", "web", b"web", "wechat", b"wechat"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "email", b"email", "entry", b"entry", "flow", b"flow", "id", b"id", "kind", b"kind", "name", b"name", "queue", b"queue", "revision", b"revision", "sms", b"sms", "tenant_id", b"tenant_id", "update_time", b"update_time", "web", b"web", "wechat", b"wechat"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "email", b"email", "entry", b"entry", "flow", b"flow", "id", b"id", "kind", b"kind", "name", b"name", "queue", b"queue", "revision", b"revision", "sms", b"sms", "tenant_id", b"tenant_id", "update_time", b"update_time", "voice", b"voice", "web", b"web", "wechat", b"wechat"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["flow", "queue"]  # noqa: Y015
     _WhichOneofArgType_entry: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["web", "email", "sms", "wechat"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["web", "email", "sms", "wechat", "voice"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType_entry) -> _WhichOneofReturnType_entry | None: ...

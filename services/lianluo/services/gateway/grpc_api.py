@@ -26,6 +26,12 @@ class CustomerApi(rpc.CustomerServiceServicer):
         return await self.customers.find(request.tenant_id, request.kind, request.value)
 
     @auth.needs("customers:write")
+    async def ResolveCustomer(self, request: pb.ResolveCustomerRequest, _: Any) -> pb.Customer:
+        return await self.customers.resolve_for(
+            request.tenant_id, request.kind, request.value, request.display_name
+        )
+
+    @auth.needs("customers:write")
     async def LinkIdentity(self, request: pb.LinkIdentityRequest, _: Any) -> pb.Customer:
         return await self.customers.link(
             request.tenant_id, request.customer_id, request.kind, request.value

@@ -175,6 +175,23 @@ class Customers:
             raise NotFound("customer", value)
         return found
 
+    async def resolve_for(self, tenant_id: str, kind: int, value: str, name: str) -> pb.Customer:
+        """The customer an identity resolves to, made now if new (for a channel adapter)."""
+        auth.require_tenant(tenant_id)
+        v = Violations()
+        v.check(kind != pb.IDENTITY_KIND_UNSPECIFIED, "kind", "must be set")
+        v.check(0 < len(value) <= 254, "value", "1 to 254 characters")
+        v.check(len(name) <= 200, "display_name", "at most 200 characters")
+        tid = _uuid(tenant_id)
+        v.check(tid is not None, "tenant_id", "must be a tenant id")
+        v.raise_if_any()
+        assert tid is not None
+        async with self._pool.acquire() as conn:
+            cid = await self._repo.resolve(conn, tid, kind, domain.identity_value(kind, value), name)
+            found = await self._repo.get(conn, tid, cid)
+        assert found is not None
+        return found
+
     async def link(self, tenant_id: str, customer_id: str, kind: int, value: str) -> pb.Customer:
         auth.require_tenant(tenant_id)
         v = Violations()

@@ -274,13 +274,20 @@ def validate_channel(c: Message, v: Violations, p: str = "channel") -> None:
     if entry is not None:
         v.check(bool(getattr(c, entry)), f"{p}.{entry}", "must name one")
     kind = c.WhichOneof("kind")
-    v.check(kind is not None, f"{p}.kind", "one of web, email, sms, wechat")
+    v.check(kind is not None, f"{p}.kind", "one of web, email, sms, wechat, voice")
     if kind == "sms":
         s = c.sms
         v.check(bool(E164.fullmatch(s.number)), f"{p}.sms.number", "an E.164 number: + and digits")
         v.check(0 < len(s.account_sid) <= 64, f"{p}.sms.account_sid", "1 to 64 characters")
         v.check(16 <= len(s.auth_token) <= 128, f"{p}.sms.auth_token", "16 to 128 characters")
         v.check(is_web_url(s.api_base_url), f"{p}.sms.api_base_url", "an http or https URL")
+    if kind == "voice":
+        numbers = list(c.voice.numbers)
+        v.check(0 < len(numbers) <= 20, f"{p}.voice.numbers", "1 to 20 numbers")
+        for i, number in enumerate(numbers):
+            v.check(bool(E164.fullmatch(number)), f"{p}.voice.numbers[{i}]", "an E.164 number")
+        v.check(len(set(numbers)) == len(numbers), f"{p}.voice.numbers", "a number is listed twice")
+        v.check(c.voice.language in ("", "en", "zh"), f"{p}.voice.language", "en or zh")
     if kind == "wechat":
         w = c.wechat
         v.check(
@@ -447,7 +454,7 @@ CHANNEL = Kind(
     pb.Channel,
     "channel",
     "channel_id",
-    frozenset({"display_name", "flow", "queue", "web", "email", "sms", "wechat"}),
+    frozenset({"display_name", "flow", "queue", "web", "email", "sms", "wechat", "voice"}),
     validate_channel,
     write_only=("sms.auth_token", "wechat.token", "wechat.app_secret"),
     references=_channel_references,

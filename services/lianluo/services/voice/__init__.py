@@ -1,0 +1,1 @@
+"""The voice service: phone calls over SIP and RTP, into the platform's interactions."""

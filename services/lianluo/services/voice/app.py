@@ -1,0 +1,32 @@
+"""Composition root of the voice service: wire the parts together and serve."""
+
+from __future__ import annotations
+
+from lianluo.runtime.service import Service, ServiceSpec
+from lianluo.services.voice.audio import Speech
+from lianluo.services.voice.service import Calls, Platform
+from lianluo.services.voice.settings import VoiceSettings
+from lianluo.services.voice.sip import Endpoint
+
+# Calls live in memory and in the interactions they make: no tables of its own.
+SPEC = ServiceSpec(name="voice", settings=VoiceSettings, migrations=None)
+
+
+async def build(settings: VoiceSettings) -> Service:
+    return (await assemble(settings))[0]
+
+
+async def assemble(settings: VoiceSettings) -> tuple[Service, Calls]:
+    """The service, and its calls (which tests read: what each call received and sent)."""
+    service = Service(SPEC, settings)
+    view = await service.follow_tenant_config()
+    calls = Calls(settings, view, Platform(settings), Speech(settings.voice_tts_command))
+    endpoint = Endpoint(settings.voice_sip_host, settings.voice_sip_port, calls.handle)
+    calls.endpoint = endpoint
+    await endpoint.start()
+    service.add_background(endpoint, "sip")
+    return service, calls
+
+
+async def serve(settings: VoiceSettings) -> None:
+    await (await build(settings)).serve()

@@ -1,0 +1,180 @@
+"""A call's audio: RTP in (the caller's voice, its figures, its RFC 4733 digits) and out
+(prompts, paced at one packet every 20 ms), and speech made from text by espeak-ng."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import io
+import secrets
+import wave
+from collections.abc import Callable
+from typing import cast
+
+from lianluo.runtime.logs import get_logger
+from lianluo.services.voice import rtp
+
+log = get_logger(__name__)
+FRAME_BYTES = rtp.SAMPLES * 2  # 16-bit linear PCM
+PACKET_SECONDS = rtp.SAMPLES / rtp.RATE
+SPEECH_KEPT = 256
+
+
+class Ports:
+    """The RTP ports of this replica: each call takes one and gives it back."""
+
+    def __init__(self, ports: range) -> None:
+        # Even ports for RTP (RTCP would take the odd one above).
+        self._free = collections.deque(p for p in ports if p % 2 == 0)
+
+    def take(self) -> int | None:
+        return self._free.popleft() if self._free else None
+
+    def give_back(self, port: int) -> None:
+        self._free.append(port)
+
+
+class RtpSession(asyncio.DatagramProtocol):
+    """One call's RTP on one local port, to the address the peer's SDP gave."""
+
+    def __init__(self, codec: int, events: int | None, on_digit: Callable[[str], None]) -> None:
+        self.codec = codec
+        self.events = events
+        self.remote: tuple[str, int] | None = None
+        self.figures = rtp.Figures()
+        self.sent = 0
+        # Whether the peer holds the call (it sent sendonly or inactive): nothing is sent.
+        self.held = False
+        self._on_digit = on_digit
+        self._seen_events: collections.deque[int] = collections.deque(maxlen=32)
+        self._transport: asyncio.DatagramTransport | None = None
+        self._clips: collections.deque[bytes] = collections.deque()
+        self._playing = b""
+        self._ssrc = secrets.randbits(32)
+        self._sequence = secrets.randbits(16)
+        self._timestamp = secrets.randbits(32)
+        self._talkspurt = True
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._pacer: asyncio.Task[None] | None = None
+        self._started = 0.0
+
+    async def open(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+        self._started = loop.time()
+        self._pacer = loop.create_task(self._pace())
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        packet = rtp.parse(data)
+        if packet is None or (self.remote is not None and addr[0] != self.remote[0]):
+            return
+        now = asyncio.get_running_loop().time() - self._started
+        if self.events is not None and packet.payload_type == self.events:
+            event = rtp.event(packet.payload)
+            # A digit counts once, at the first packet that ends it (three are sent).
+            if event is not None and event.end and packet.timestamp not in self._seen_events:
+                self._seen_events.append(packet.timestamp)
+                self._on_digit(event.digit)
+            return
+        if packet.payload_type == self.codec:
+            self.figures.add(packet, int(now * rtp.RATE))
+
+    # ------------------------------------------------------------------ playing
+
+    def play(self, pcm: bytes) -> None:
+        """Queue 8 kHz 16-bit PCM to be sent after what is queued already."""
+        if pcm:
+            self._clips.append(pcm)
+            self._idle.clear()
+
+    def hush(self) -> None:
+        """Stop what is playing and drop what is queued (the caller pressed a key)."""
+        self._clips.clear()
+        self._playing = b""
+        self._idle.set()
+
+    async def drained(self) -> None:
+        await self._idle.wait()
+
+    def _next_frame(self) -> bytes | None:
+        while not self._playing and self._clips:
+            self._playing = self._clips.popleft()
+        if not self._playing:
+            self._idle.set()
+            return None
+        frame, self._playing = self._playing[:FRAME_BYTES], self._playing[FRAME_BYTES:]
+        return frame.ljust(FRAME_BYTES, b"\0")
+
+    async def _pace(self) -> None:
+        """One packet every 20 ms of the loop's clock, however late a tick wakes."""
+        loop = asyncio.get_running_loop()
+        tick = loop.time()
+        while True:
+            tick += PACKET_SECONDS
+            await asyncio.sleep(max(0.0, tick - loop.time()))
+            frame = self._next_frame()
+            self._timestamp = (self._timestamp + rtp.SAMPLES) % (1 << 32)
+            if frame is None or self.held or self.remote is None or self._transport is None:
+                self._talkspurt = True
+                continue
+            packet = rtp.Packet(
+                self.codec,
+                self._sequence,
+                self._timestamp,
+                self._ssrc,
+                rtp.encode(frame, self.codec),
+                marker=self._talkspurt,
+            )
+            self._talkspurt = False
+            self._sequence = (self._sequence + 1) % rtp.SEQ_MOD
+            self._transport.sendto(rtp.build(packet), self.remote)
+            self.sent += 1
+
+    def close(self) -> None:
+        if self._pacer is not None:
+            self._pacer.cancel()
+        if self._transport is not None:
+            self._transport.close()
+        self._idle.set()
+
+
+class Speech:
+    """Text to 8 kHz PCM with espeak-ng, kept for the prompts said again and again. The text
+    goes in on stdin, never as an argument, so no prompt can pass the synthesiser an option."""
+
+    def __init__(self, command: str) -> None:
+        self._command = command
+        self._kept: collections.OrderedDict[tuple[str, str], bytes] = collections.OrderedDict()
+
+    async def say(self, text: str, voice: str) -> bytes:
+        key = (text, voice)
+        if key in self._kept:
+            self._kept.move_to_end(key)
+            return self._kept[key]
+        process = await asyncio.create_subprocess_exec(
+            self._command,
+            "--stdout",
+            "-v",
+            voice,
+            "-s",
+            "160",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await process.communicate(text.encode())
+        if process.returncode != 0 or not out:
+            log.warning("speech synthesis failed", voice=voice, code=process.returncode)
+            return b""
+        with wave.open(io.BytesIO(out)) as found:
+            pcm = found.readframes(found.getnframes())
+            rate = found.getframerate()
+        spoken = rtp.resample(pcm, rate)
+        self._kept[key] = spoken
+        if len(self._kept) > SPEECH_KEPT:
+            self._kept.popitem(last=False)
+        return spoken

@@ -1,0 +1,489 @@
+"""Calls: a SIP dialog on one side, an interaction of the platform on the other.
+
+A call to one of a tenant's numbers becomes an interaction on the phone channel, with the
+caller's number as an identity of the customer (the gateway's customer store resolves it).
+The voice service then is the caller's client of the media service, as the gateway is a
+web visitor's: it joins the interaction as the customer with the customer's own session token,
+says each prompt aloud, passes each digit pressed (RFC 4733 or SIP INFO) as the caller's
+answer, and hangs up when the interaction ends. Whatever goes wrong with one call is answered
+on that call; a flood of INVITEs is answered 503 with Retry-After before any work is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from sipmessage import Request
+
+from lianluo.common.v1 import common_pb2 as common
+from lianluo.gateway.v1 import gateway_pb2 as gpb
+from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
+from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.media.v1 import media_pb2_grpc as media_rpc
+from lianluo.runtime.logs import get_logger
+from lianluo.runtime.tenant_config import TenantConfigView
+from lianluo.services.voice import domain, sdp, sip
+from lianluo.services.voice.audio import Ports, RtpSession, Speech
+from lianluo.services.voice.settings import VoiceSettings
+from lianluo.tenants.v1 import tenants_pb2 as tpb
+from lianluo.tenants.v1 import tenants_pb2_grpc as tenants_rpc
+
+log = get_logger(__name__)
+R = mpb.ParticipantRole
+S = mpb.InteractionState
+RETRY_AFTER = "5"
+ENDED = {S.INTERACTION_STATE_CLOSED, S.INTERACTION_STATE_ABANDONED, S.INTERACTION_STATE_OVERFLOWED}
+
+
+def _bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+class Platform:
+    """The cell's services as a call uses them: the caller's customer and session token are
+    had with the cell's admin key; everything else runs as the customer."""
+
+    def __init__(self, settings: VoiceSettings) -> None:
+        self._channels = [
+            grpc.aio.insecure_channel(a)
+            for a in (
+                settings.voice_tenants_address,
+                settings.voice_media_address,
+                settings.voice_gateway_address,
+            )
+        ]
+        tenants, media, gateway = self._channels
+        self._admin = _bearer(settings.admin_key.get_secret_value())
+        self._auth = tenants_rpc.AuthServiceStub(tenants)
+        self._customers = gateway_rpc.CustomerServiceStub(gateway)
+        self.media = media_rpc.MediaServiceStub(media)
+
+    async def caller(self, tenant_id: str, number: str) -> tuple[str, Any]:
+        """The customer a caller's number resolves to, and their session's credentials."""
+        customer = await self._customers.ResolveCustomer(
+            gpb.ResolveCustomerRequest(
+                tenant_id=tenant_id, kind=gpb.IDENTITY_KIND_PHONE, value=number
+            ),
+            metadata=self._admin,
+        )
+        session = await self._auth.CreateCustomerSession(
+            tpb.CreateCustomerSessionRequest(
+                tenant_id=tenant_id, customer_id=customer.id, channel=common.CHANNEL_PHONE
+            ),
+            metadata=self._admin,
+        )
+        return customer.id, _bearer(session.token)
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+
+
+class Limiter:
+    """New calls a second, as a token bucket: a burst of INVITEs is refused, not queued."""
+
+    def __init__(self, per_second: float) -> None:
+        self._rate = per_second
+        self._tokens = per_second
+        self._at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._rate, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+@dataclass(frozen=True)
+class Ended:
+    tenant_id: str
+    interaction_id: str
+    received: int
+    lost: int
+    sent: int
+    digits: str
+
+
+@dataclass
+class Call:
+    call_id: str
+    tenant_id: str
+    line: domain.Line
+    caller: str
+    invite: sip.ServerTransaction
+    local_tag: str
+    session: RtpSession
+    port: int
+    language: str
+    interaction_id: str = ""
+    participant_id: str = ""
+    md: Any = None
+    frames: asyncio.Queue[mpb.ClientFrame | None] = field(default_factory=asyncio.Queue)
+    state: int = 0
+    cseq: int = 1
+    hung_up: bool = False
+    digits: str = ""
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+class Calls:
+    """Every call of this replica, and what each SIP request does to one."""
+
+    def __init__(
+        self,
+        settings: VoiceSettings,
+        view: TenantConfigView,
+        platform: Platform,
+        speech: Speech,
+    ) -> None:
+        self._settings = settings
+        self._view = view
+        self._platform = platform
+        self._speech = speech
+        self._ports = Ports(settings.rtp_range())
+        self._limiter = Limiter(settings.voice_invites_per_second)
+        self._calls: dict[str, Call] = {}
+        self._lines: dict[str, domain.Line] | None = None
+        self.endpoint: sip.Endpoint | None = None
+        # The last calls that ended, newest last: what each received, sent and was told.
+        self.ended: collections.deque[Ended] = collections.deque(maxlen=100)
+        view.subscribe(lambda _tenant, _change: setattr(self, "_lines", None))
+
+    @property
+    def open_calls(self) -> int:
+        return len(self._calls)
+
+    def _line(self, number: str) -> domain.Line | None:
+        if self._lines is None:
+            self._lines = domain.numbers(
+                (t, c)
+                for t in self._view.tenant_ids()
+                for c in self._view.all(t, "channel")
+                if isinstance(c, tpb.Channel)
+            )
+        return self._lines.get(number)
+
+    # ------------------------------------------------------------------ requests
+
+    async def handle(self, request: Request, tx: sip.ServerTransaction) -> None:
+        method = request.method
+        if request.max_forwards is not None and request.max_forwards <= 0:
+            tx.respond(sip.reply(request, 483))
+        elif method == "OPTIONS":
+            tx.respond(
+                sip.reply(request, 200, headers={"Allow": sip.ALLOW, "Accept": "application/sdp"})
+            )
+        elif method == "INVITE" and "tag" not in request.to_address.parameters:
+            await self._invite(request, tx)
+        elif method == "CANCEL":
+            await self._cancel(request, tx)
+        elif (call := self._calls.get(request.call_id)) is None:
+            tx.respond(sip.reply(request, 481))
+        elif method == "BYE":
+            tx.respond(sip.reply(request, 200))
+            await self._caller_left(call)
+        elif method == "INVITE":
+            self._reinvite(call, request, tx)
+        elif method == "INFO":
+            digit = domain.info_digit(str(request.content_type or ""), request.body)
+            tx.respond(sip.reply(request, 200))
+            if digit:
+                self._pressed(call, digit)
+        else:
+            tx.respond(sip.reply(request, 405, headers={"Allow": sip.ALLOW}))
+
+    async def _invite(self, request: Request, tx: sip.ServerTransaction) -> None:
+        if request.headers.get("require"):
+            tx.respond(sip.reply(request, 420, headers={"Unsupported": request.headers["require"]}))
+            return
+        line = self._line(domain.dialled(request.uri.user or ""))
+        if line is None:
+            tx.respond(sip.reply(request, 404))
+            return
+        if len(self._calls) >= self._settings.voice_max_calls or not self._limiter.take():
+            tx.respond(sip.reply(request, 503, headers={"Retry-After": RETRY_AFTER}))
+            return
+        kind = str(request.content_type or "").split(";")[0].strip().lower()
+        if request.body and kind != "application/sdp":
+            tx.respond(sip.reply(request, 415, headers={"Accept": "application/sdp"}))
+            return
+        try:
+            offer = sdp.parse(request.body)
+        except sdp.SdpError as error:
+            # No offer at all is one this side cannot answer; a bad one is a bad request.
+            code = 488 if not request.body else 400
+            tx.respond(sip.reply(request, code, headers={"Warning": f'399 lianluo "{error}"'}))
+            return
+        codec = offer.codec()
+        if codec is None:
+            warning = '305 lianluo "only PCMU and PCMA"'
+            tx.respond(sip.reply(request, 488, headers={"Warning": warning}))
+            return
+        port = self._ports.take()
+        if port is None:
+            tx.respond(sip.reply(request, 503, headers={"Retry-After": RETRY_AFTER}))
+            return
+        tx.respond(sip.reply(request, 100))
+        call_id = request.call_id
+        language = line.channel.voice.language or "en"
+        session = RtpSession(codec, offer.events(), lambda d: self._pressed(call, d))
+        session.remote = (offer.host, offer.port)
+        call = Call(
+            call_id,
+            line.tenant_id,
+            line,
+            request.from_address.uri.user or "",
+            tx,
+            sip.tag(),
+            session,
+            port,
+            language,
+        )
+        self._calls[call_id] = call
+        try:
+            await session.open(self._settings.voice_sip_host, port)
+            await self._join(call)
+        except (grpc.aio.AioRpcError, OSError) as error:
+            log.warning("call refused by the platform", error=repr(error)[:200])
+            await self._forget(call)
+            tx.respond(
+                sip.reply(request, 503, to_tag=call.local_tag, headers={"Retry-After": RETRY_AFTER})
+            )
+            return
+        answer = sdp.describe(
+            int(time.time()),
+            1,
+            self._settings.public_host(),
+            port,
+            (codec,),
+            offer.events(),
+            sdp.MIRROR[offer.direction],
+        )
+        port_here = self.endpoint.port if self.endpoint else 0
+        contact = f"<sip:voice@{self._settings.public_host()}:{port_here}>"
+        tx.respond(
+            sip.reply(
+                request,
+                200,
+                to_tag=call.local_tag,
+                body=answer,
+                content_type="application/sdp",
+                headers={"Contact": contact, "Allow": sip.ALLOW},
+            )
+        )
+        log.info("call answered", tenant_id=call.tenant_id, interaction_id=call.interaction_id)
+
+    async def _join(self, call: Call) -> None:
+        """The caller's customer, interaction and stream; the stream's frames are read from
+        then on, and the caller hears what they say."""
+        customer, call.md = await self._platform.caller(call.tenant_id, call.caller)
+        channel = call.line.channel
+        start = mpb.StartInteractionRequest(
+            tenant_id=call.tenant_id,
+            channel=common.CHANNEL_PHONE,
+            media=common.MEDIA_TYPE_VOICE,
+            customer=mpb.Customer(id=customer, address=call.caller, language=call.language),
+            request_id=f"sip:{call.call_id}"[:120],
+        )
+        if channel.WhichOneof("entry") == "flow":
+            start.flow = channel.flow
+        else:
+            start.queue = channel.queue
+        started = await self._platform.media.StartInteraction(start, metadata=call.md)
+        call.interaction_id = started.interaction.id
+        call.participant_id = started.customer_participant_id
+        call.frames.put_nowait(
+            mpb.ClientFrame(
+                join=mpb.Join(
+                    tenant_id=call.tenant_id,
+                    interaction_id=call.interaction_id,
+                    role=R.PARTICIPANT_ROLE_CUSTOMER,
+                    subject_id=customer,
+                )
+            )
+        )
+        call.tasks.append(asyncio.create_task(self._listen(call)))
+
+    async def _listen(self, call: Call) -> None:
+        async def outgoing() -> AsyncIterator[mpb.ClientFrame]:
+            while (frame := await call.frames.get()) is not None:
+                yield frame
+
+        stream = self._platform.media.Connect(outgoing(), metadata=call.md)
+        hold: asyncio.Task[None] | None = None
+        try:
+            async for frame in stream:
+                kind = frame.WhichOneof("frame")
+                if kind == "prompt":
+                    p = frame.prompt
+                    await self._say(
+                        call,
+                        domain.spoken(
+                            p.text, [(c.digit, c.label) for c in p.choices], call.language
+                        ),
+                    )
+                elif kind == "message" and frame.message.sender_role != R.PARTICIPANT_ROLE_CUSTOMER:
+                    if frame.message.content.text and not frame.message.whisper:
+                        await self._say(call, frame.message.content.text)
+                elif kind == "state_changed":
+                    call.state = frame.state_changed.to_state
+                    if call.state == S.INTERACTION_STATE_QUEUED and hold is None:
+                        hold = asyncio.create_task(self._hold(call))
+                    elif call.state != S.INTERACTION_STATE_QUEUED and hold is not None:
+                        hold.cancel()
+                        hold = None
+                elif kind == "ended":
+                    break
+        except grpc.aio.AioRpcError as error:
+            log.info("call's stream closed", code=error.code().name)
+        finally:
+            if hold is not None:
+                hold.cancel()
+        if not call.hung_up:
+            # The interaction ended (a flow's end, an overflow): the caller hears its last
+            # words, then the call ends.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(call.session.drained(), 60)
+            await self._hang_up(call)
+
+    async def _hold(self, call: Call) -> None:
+        """Queued: the caller hears a notice now and again, never silence for long."""
+        while True:
+            await call.session.drained()
+            await self._say(call, domain.hold_notice(call.language))
+            await asyncio.sleep(self._settings.voice_hold_notice_seconds)
+
+    async def _say(self, call: Call, text: str) -> None:
+        if text:
+            call.session.play(await self._speech.say(text, domain.voice_of(call.language)))
+
+    def _pressed(self, call: Call, digit: str) -> None:
+        """A key pressed: what is being said stops, and the digit is the caller's answer."""
+        if not call.interaction_id:
+            return
+        call.session.hush()
+        call.digits += digit
+        said = mpb.SendMessage(
+            client_message_id=str(uuid.uuid4()), content=mpb.MessageContent(text=digit)
+        )
+        call.frames.put_nowait(mpb.ClientFrame(send=said))
+
+    def _reinvite(self, call: Call, request: Request, tx: sip.ServerTransaction) -> None:
+        """Hold and resume: the peer's direction, mirrored in the answer."""
+        try:
+            offer = sdp.parse(request.body)
+        except sdp.SdpError as error:
+            tx.respond(sip.reply(request, 488, headers={"Warning": f'399 lianluo "{error}"'}))
+            return
+        call.session.held = offer.direction in ("sendonly", "inactive")
+        call.session.remote = (offer.host, offer.port)
+        answer = sdp.describe(
+            int(time.time()),
+            call.cseq + 1,
+            self._settings.public_host(),
+            call.port,
+            (call.session.codec,),
+            call.session.events,
+            sdp.MIRROR[offer.direction],
+        )
+        call.cseq += 1
+        tx.respond(
+            sip.reply(
+                request, 200, to_tag=call.local_tag, body=answer, content_type="application/sdp"
+            )
+        )
+
+    async def _cancel(self, request: Request, tx: sip.ServerTransaction) -> None:
+        assert self.endpoint is not None
+        invite = self.endpoint.invite_of(request)
+        if invite is None:
+            tx.respond(sip.reply(request, 481))
+            return
+        tx.respond(sip.reply(request, 200))
+        if not invite.final:
+            call = self._calls.get(request.call_id)
+            invite.respond(
+                sip.reply(invite.request, 487, to_tag=call.local_tag if call else sip.tag())
+            )
+            if call is not None:
+                await self._caller_left(call)
+
+    async def _caller_left(self, call: Call) -> None:
+        """The caller hung up (BYE) or gave up (CANCEL): the interaction ends for them."""
+        call.hung_up = True
+        if call.interaction_id:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await self._platform.media.End(
+                    mpb.EndRequest(
+                        tenant_id=call.tenant_id,
+                        interaction_id=call.interaction_id,
+                        participant_id=call.participant_id,
+                    ),
+                    metadata=call.md,
+                )
+        await self._forget(call)
+
+    async def _hang_up(self, call: Call) -> None:
+        """This side ends the call: a BYE in the dialog the INVITE made."""
+        call.hung_up = True
+        invite = call.invite.request
+        assert self.endpoint is not None
+        contact = invite.contact[0].uri if invite.contact else invite.from_address.uri
+        bye = sip.new_request(
+            "BYE",
+            str(contact),
+            call.call_id,
+            invite.cseq.sequence + call.cseq,
+            f"{invite.to_address};tag={call.local_tag}",
+            str(invite.from_address),
+        )
+        await self.endpoint.request(bye, call.invite.peer)
+        await self._forget(call)
+
+    async def _forget(self, call: Call) -> None:
+        if self._calls.pop(call.call_id, None) is None:
+            return
+        call.frames.put_nowait(None)
+        call.session.close()
+        self._ports.give_back(call.port)
+        figures = call.session.figures
+        self.ended.append(
+            Ended(
+                call.tenant_id,
+                call.interaction_id,
+                figures.received,
+                figures.lost,
+                call.session.sent,
+                call.digits,
+            )
+        )
+        log.info(
+            "call ended",
+            tenant_id=call.tenant_id,
+            received=call.session.figures.received,
+            lost=call.session.figures.lost,
+            jitter_ms=round(call.session.figures.jitter_ms(), 2),
+            sent=call.session.sent,
+        )
+        current = asyncio.current_task()
+        for task in call.tasks:
+            if task is not current:
+                task.cancel()
+
+    def stop(self) -> None:
+        for call in list(self._calls.values()):
+            call.frames.put_nowait(None)
+            call.session.close()
+            for task in call.tasks:
+                task.cancel()

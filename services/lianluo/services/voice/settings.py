@@ -1,0 +1,47 @@
+"""Settings of the voice service (environment variables prefixed LIANLUO_)."""
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+
+from lianluo.runtime.settings import ServiceSettings
+
+
+class VoiceSettings(ServiceSettings):
+    """Where SIP and RTP listen, the services a call uses, and the limits that keep a flood of
+    calls from one tenant or one peer away from the others."""
+
+    # SIP over UDP and TCP, on the same port.
+    voice_sip_host: str = "127.0.0.1"
+    voice_sip_port: Annotated[int, Field(ge=0, le=65535)] = 5060
+    # The address peers reach this replica at, put in Contact and SDP; empty is the SIP host.
+    voice_public_host: str = ""
+    # The UDP ports RTP takes, one per call: "first-last".
+    voice_rtp_ports: str = "20000-20999"
+    # Calls at once on this replica; one more is answered 503 with Retry-After.
+    voice_max_calls: Annotated[int, Field(gt=0, le=10_000)] = 200
+    # New calls a second on this replica, over which INVITEs are answered 503 too.
+    voice_invites_per_second: Annotated[float, Field(gt=0, le=10_000)] = 50.0
+    # The cell's services a call goes through.
+    voice_tenants_address: str = "127.0.0.1:50051"
+    voice_media_address: str = "127.0.0.1:50052"
+    voice_gateway_address: str = "127.0.0.1:50057"
+    # The speech synthesiser for prompts given as text.
+    voice_tts_command: str = "espeak-ng"
+    # While queued, the caller hears this again every so often.
+    voice_hold_notice_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+
+    @field_validator("voice_rtp_ports")
+    @classmethod
+    def _ports(cls, value: str) -> str:
+        first, _, last = value.partition("-")
+        if not (first.isdigit() and last.isdigit() and 1024 <= int(first) <= int(last) < 65536):
+            raise ValueError("must be first-last, within 1024-65535")
+        return value
+
+    def rtp_range(self) -> range:
+        first, _, last = self.voice_rtp_ports.partition("-")
+        return range(int(first), int(last) + 1)
+
+    def public_host(self) -> str:
+        return self.voice_public_host or self.voice_sip_host

@@ -1,0 +1,237 @@
+"""Phone calls into a whole cell: SIPp (Debian's `sip-tester`) calls a tenant's number, hears
+the flow's prompts, walks the menu by RFC 4733 DTMF from a pcap and is queued; requests the
+voice service cannot serve get the SIP answer that says why."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import ADMIN_KEY, Stack, running_cell
+from factories import Client, onboard, queue
+
+from lianluo.acd.v1 import acd_pb2 as apb
+from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
+from lianluo.devstack.cell import Cell
+from lianluo.runtime.service import Service
+from lianluo.services.voice import rtp, sdp
+from lianluo.services.voice.app import assemble
+from lianluo.services.voice.audio import Speech
+from lianluo.services.voice.service import Calls
+from lianluo.services.voice.settings import VoiceSettings
+from lianluo.tenants.v1 import tenants_pb2 as pb
+from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
+
+pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="SIPp is not installed")
+NUMBER = "+862180001234"
+SCENARIOS = Path(__file__).parent / "sipp"
+
+
+@pytest.fixture(scope="module")
+def cell(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
+    folder = Path(tmp_path_factory.mktemp("voice"))
+    with running_cell(stack, folder, f"voice_{uuid.uuid4().hex[:10]}") as running:
+        yield running
+
+
+@dataclass
+class Line:
+    tenant: pb.Tenant
+    key: str
+    voice: Service
+    calls: Calls
+    port: int
+
+
+def phone_flow() -> pb.Flow:
+    return pb.Flow(
+        name="phone",
+        entry_node="welcome",
+        nodes=[
+            pb.FlowNode(id="welcome", prompt=pb.PromptNode(text="Welcome to Acme.", next="menu")),
+            pb.FlowNode(
+                id="menu",
+                menu=pb.MenuNode(
+                    prompt="How can we help?",
+                    choices=[
+                        pb.MenuChoice(digit="1", label="a lost card", next="cards"),
+                        pb.MenuChoice(digit="2", label="anything else", next="bye"),
+                    ],
+                    timeout_seconds=20,
+                    no_match_next="bye",
+                ),
+            ),
+            pb.FlowNode(id="cards", route_to_queue=pb.RouteToQueueNode(queue="cards")),
+            pb.FlowNode(id="bye", end=pb.EndNode(text="Goodbye.")),
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+async def line(cell: Cell, stack: Stack) -> AsyncIterator[Line]:
+    tch = grpc.aio.insecure_channel(cell.address("tenants"))
+    t, c = await onboard(Client(tch, ADMIN_KEY))
+    await c.queues.CreateQueue(pb.CreateQueueRequest(tenant_id=t.id, queue=queue()), metadata=c.md)
+    await c.flows.PutFlow(pb.PutFlowRequest(tenant_id=t.id, flow=phone_flow()), metadata=c.md)
+    await rpc.ChannelServiceStub(tch).CreateChannel(
+        pb.CreateChannelRequest(
+            tenant_id=t.id,
+            channel=pb.Channel(name="phone", flow="phone", voice=pb.VoiceChannel(numbers=[NUMBER])),
+        ),
+        metadata=c.md,
+    )
+    env = {k.removeprefix("LIANLUO_").lower(): v for k, v in cell.env.items()}
+    settings = VoiceSettings(
+        **env,
+        grpc_port=0,
+        voice_sip_port=0,
+        voice_rtp_ports="41000-41099",
+        voice_tenants_address=cell.address("tenants"),
+        voice_media_address=cell.address("media"),
+        voice_gateway_address=cell.address("gateway"),
+        voice_invites_per_second=5,
+    )
+    voice, calls = await assemble(settings)
+    task = asyncio.create_task(voice.serve())
+    async with asyncio.timeout(30):
+        while calls._line(NUMBER) is None:  # until the channel arrives on tenant.config
+            await asyncio.sleep(0.2)
+    assert calls.endpoint is not None
+    yield Line(t, c.key, voice, calls, calls.endpoint.port)
+    voice.request_stop()
+    await task
+    await tch.close()
+
+
+async def sipp(scenario: str, port: int, service: str, folder: Path, *extra: str) -> str:
+    """Run a SIPp scenario once; [audio] in it is three seconds of a voice, as 8 kHz mu-law."""
+    said = await Speech("espeak-ng").say("Hello, I lost my card yesterday.", "en")
+    audio = folder / "caller.ulaw"
+    audio.write_bytes(rtp.encode(said, sdp.PCMU))
+    played = folder / scenario
+    played.write_text((SCENARIOS / scenario).read_text().replace("[audio]", str(audio)))
+    process = await asyncio.create_subprocess_exec(
+        "sipp",
+        "-sf",
+        str(played),
+        f"127.0.0.1:{port}",
+        "-s",
+        service,
+        "-i",
+        "127.0.0.1",
+        "-mi",
+        "127.0.0.1",
+        "-m",
+        "1",
+        "-timeout",
+        "40",
+        "-nostdin",
+        "-timeout_error",
+        *extra,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await process.communicate()
+    text = out.decode(errors="replace")
+    assert process.returncode == 0, text[:2500]
+    return text
+
+
+async def test_a_caller_walks_the_menu_by_dtmf_and_is_queued(
+    line: Line, cell: Cell, tmp_path: Path
+) -> None:
+    await sipp("ivr_dtmf.xml", line.port, NUMBER, tmp_path)
+    async with asyncio.timeout(10):
+        while not line.calls.ended:
+            await asyncio.sleep(0.1)
+    call = line.calls.ended[-1]
+    assert call.tenant_id == line.tenant.id
+    # The caller pressed 1 and was heard; they heard the prompts (50 packets a second).
+    assert call.digits == "1"
+    assert call.sent > 50
+    assert call.received > 50 and call.lost == 0
+    # The menu's choice routed the call to cards: the ACD counts it as entered there.
+    acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
+    async with asyncio.timeout(20):
+        while True:
+            figures = await acd.QueueStats(
+                apb.QueueStatsRequest(tenant_id=line.tenant.id, queues=["cards"]),
+                metadata=(("authorization", f"Bearer {line.key}"),),
+            )
+            if figures.queues and figures.queues[0].entered >= 1:
+                break
+            await asyncio.sleep(0.2)
+
+
+# ---------------------------------------------------------------------- what cannot be served
+
+
+def _request(method: str, user: str, port: int, body: str = "", call: str = "") -> bytes:
+    call = call or uuid.uuid4().hex
+    headers = [
+        f"{method} sip:{user}@127.0.0.1:{port} SIP/2.0",
+        f"Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK{uuid.uuid4().hex[:12]}",
+        "From: <sip:+8613900002222@127.0.0.1:5999>;tag=t1",
+        f"To: <sip:{user}@127.0.0.1>",
+        f"Call-ID: {call}",
+        f"CSeq: 1 {method}",
+        "Max-Forwards: 70",
+    ]
+    if body:
+        headers.append("Content-Type: application/sdp")
+    headers += [f"Content-Length: {len(body.encode())}", "", body]
+    return "\r\n".join(headers).encode()
+
+
+def _exchange(data: bytes, port: int) -> list[str]:
+    """What the service answers a datagram within a second: the status lines."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(1.0)
+        s.sendto(data, ("127.0.0.1", port))
+        answers = []
+        try:
+            while True:
+                answers.append(s.recv(65536).decode(errors="replace"))
+        except TimeoutError:
+            pass
+    return answers
+
+
+G729_ONLY = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 18\r\n"
+
+
+async def test_requests_that_cannot_be_served_get_the_sip_answer_that_says_why(line: Line) -> None:
+    def first_line(data: bytes) -> list[str]:
+        # An INVITE's final answer comes again until ACKed (timer G): each status once.
+        return sorted({a.split("\r\n", 1)[0] for a in _exchange(data, line.port)})
+
+    options = await asyncio.to_thread(first_line, _request("OPTIONS", NUMBER, line.port))
+    assert options == ["SIP/2.0 200 OK"]
+    unknown = await asyncio.to_thread(
+        first_line, _request("INVITE", "+861000000000", line.port, G729_ONLY)
+    )
+    assert unknown == ["SIP/2.0 404 Not Found"]
+    codecs = await asyncio.to_thread(first_line, _request("INVITE", NUMBER, line.port, G729_ONLY))
+    assert codecs == ["SIP/2.0 488 Not Acceptable Here"]
+    garbled = _request("INVITE", NUMBER, line.port).replace(b"CSeq: 1 INVITE", b"CSeq: one INVITE")
+    assert await asyncio.to_thread(first_line, garbled) == ["SIP/2.0 400 Bad Request"]
+    # A burst of INVITEs over the replica's rate: refused with when to try again, and no call
+    # is left behind.
+    burst = await asyncio.gather(
+        *(
+            asyncio.to_thread(
+                _exchange, _request("INVITE", NUMBER, line.port, G729_ONLY), line.port
+            )
+            for _ in range(12)
+        )
+    )
+    refused = [a for answers in burst for a in answers if a.startswith("SIP/2.0 503")]
+    assert refused and all("Retry-After: " in a for a in refused)
+    assert line.calls.open_calls == 0

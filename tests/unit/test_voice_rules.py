@@ -1,0 +1,118 @@
+"""The voice service's pure parts: SDP offer and answer, RTP and telephone events, the receive
+figures, whose a dialled number is, and SIP messages it cannot read."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf import timestamp_pb2
+
+from lianluo.services.voice import domain, rtp, sdp, sip
+from lianluo.tenants.v1 import tenants_pb2 as pb
+
+OFFER = (
+    b"v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\n"
+    b"m=audio 4000 RTP/AVP 18 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+    b"a=fmtp:101 0-15\r\na=sendonly\r\n"
+)
+
+
+def test_an_offer_is_read_and_answered_with_the_first_g711_the_peer_prefers() -> None:
+    offer = sdp.parse(OFFER)
+    assert (offer.host, offer.port, offer.formats) == ("10.0.0.5", 4000, (18, 8, 0, 101))
+    assert (offer.codec(), offer.events(), offer.direction) == (sdp.PCMA, 101, "sendonly")
+    answer = sdp.describe(7, 1, "127.0.0.1", 20000, (sdp.PCMA,), 101, sdp.MIRROR[offer.direction])
+    back = sdp.parse(answer)
+    # On hold (the peer sends only), the answer only receives.
+    assert (back.port, back.codec(), back.events(), back.direction) == (20000, 8, 101, "recvonly")
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"v=0\r\nc=IN IP4 1.2.3.4\r\n", "no m=audio"),
+        (b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n", "no c= address"),
+        (b"v=0\r\nc=IN IP6 ::1\r\nm=audio 4000 RTP/AVP 0\r\n", "IN IP4"),
+        (b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio x RTP/AVP 0\r\n", "m=audio must be"),
+        (b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/AVP 0 999\r\n", "below 128"),
+        (b"\xff\xfe", "not text"),
+    ],
+)
+def test_an_offer_that_cannot_be_read_says_why(body: bytes, why: str) -> None:
+    with pytest.raises(sdp.SdpError, match=why):
+        sdp.parse(body)
+
+
+def test_an_offer_of_other_codecs_has_no_common_codec() -> None:
+    offer = sdp.parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/AVP 18 9\r\n")
+    assert offer.codec() is None and offer.events() is None
+
+
+def test_rtp_packets_and_telephone_events_read_back_what_was_written() -> None:
+    packet = rtp.Packet(0, 65535, 4_000_000_000, 1234, b"\x7f" * 160, marker=True)
+    assert rtp.parse(rtp.build(packet)) == packet
+    event = rtp.event(rtp.event_payload("#", True, 800))
+    assert event == rtp.Event("#", True, 800)
+    assert rtp.parse(b"\x80\xc8" + b"\0" * 30) is None  # RTCP sender report on the port
+    assert rtp.parse(b"junk") is None
+    pcm = b"".join(int(v).to_bytes(2, "little", signed=True) for v in range(-8000, 8000, 100))
+    for codec in (sdp.PCMU, sdp.PCMA):
+        decoded = rtp.decode(rtp.encode(pcm, codec), codec)
+        assert len(decoded) == len(pcm)
+
+
+def test_the_figures_count_loss_across_a_sequence_wrap_and_measure_jitter() -> None:
+    figures = rtp.Figures()
+    sequences = [65533, 65534, 65535, 1, 2]  # sequence 0 is lost
+    for i, seq in enumerate(sequences):
+        figures.add(rtp.Packet(0, seq, i * 160, 1, b""), i * 160 + (40 if i == 3 else 0))
+    assert (figures.received, figures.expected, figures.lost) == (5, 6, 1)
+    assert figures.jitter_ms() > 0
+
+
+def channel(number: str, created: int, name: str) -> pb.Channel:
+    c = pb.Channel(id=name, name=name, flow="main", voice=pb.VoiceChannel(numbers=[number]))
+    c.create_time.CopyFrom(timestamp_pb2.Timestamp(seconds=created))
+    return c
+
+
+def test_a_number_two_tenants_list_stays_with_the_first() -> None:
+    first, later = channel("+8621000", 100, "a"), channel("+8621000", 200, "b")
+    lines = domain.numbers([("tenant-b", later), ("tenant-a", first)])
+    assert lines["+8621000"].tenant_id == "tenant-a"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "digit"),
+    [
+        ("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n", "5"),
+        ("application/dtmf-relay", b"Signal= #\r\n", "#"),
+        ("application/dtmf", b"7", "7"),
+        ("application/dtmf-relay", b"Signal=55\r\n", ""),
+        ("text/plain", b"Signal=5", ""),
+    ],
+)
+def test_an_info_says_one_digit_or_none(content_type: str, body: bytes, digit: str) -> None:
+    assert domain.info_digit(content_type, body) == digit
+
+
+def test_a_prompt_is_said_with_each_choice_and_its_digit() -> None:
+    said = domain.spoken("How can we help?", [("1", "a lost card"), ("2", "payments")], "en")
+    assert said == "How can we help? For a lost card, press 1. For payments, press 2."
+    assert domain.voice_of("zh-CN") == "cmn"
+
+
+BAD_CSEQ = (
+    b"INVITE sip:+86@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKa\r\n"
+    b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: one INVITE\r\n\r\n"
+)
+
+
+def test_a_message_that_cannot_be_read_gets_a_400_when_it_can_be_answered() -> None:
+    with pytest.raises(sip.SipError):
+        sip.read(BAD_CSEQ)
+    answer = sip.bare_reply(BAD_CSEQ, 400)
+    assert answer is not None and answer.startswith(b"SIP/2.0 400 Bad Request\r\n")
+    assert b"Call-ID: x\r\n" in answer and b"branch=z9hG4bKa" in answer
+    # Without the headers to address an answer to, nothing is sent.
+    assert sip.bare_reply(b"INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP a\r\n\r\n", 400) is None
+    assert sip.bare_reply(b"\x00\x01garbage", 400) is None
