@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml requirements/broker.txt
 	@# Headless Chromium and its driver, for the web chat's browser tests (Debian's packages).
 	@test -x /usr/bin/chromedriver || { echo "==> installing chromium and chromium-driver"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
-	@# Speech for the voice service's prompts, and SIPp, the SIP peer of its tests (Debian's).
-	@test -x /usr/bin/espeak-ng -a -x /usr/bin/sipp || { echo "==> installing espeak-ng and sip-tester"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng sip-tester >/dev/null; }
+	@# Speech for the voice service's prompts; SIPp and baresip, the SIP peers of its tests.
+	@test -x /usr/bin/espeak-ng -a -x /usr/bin/sipp -a -x /usr/bin/baresip || { \
+		echo "==> installing espeak-ng, sip-tester and baresip-core"; apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		espeak-ng sip-tester baresip-core >/dev/null; }
 	@echo "==> installing Python dependencies into $(VENV)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install --quiet --upgrade pip==25.3

@@ -8,6 +8,7 @@ import asyncio
 import shutil
 import socket
 import uuid
+import wave
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 from conftest import ADMIN_KEY, Stack, running_cell
-from factories import Client, onboard, queue
+from factories import Client, agent, onboard, queue
 
 from lianluo.acd.v1 import acd_pb2 as apb
 from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
@@ -96,6 +97,7 @@ async def line(cell: Cell, stack: Stack) -> AsyncIterator[Line]:
         voice_tenants_address=cell.address("tenants"),
         voice_media_address=cell.address("media"),
         voice_gateway_address=cell.address("gateway"),
+        voice_acd_address=cell.address("acd"),
         voice_invites_per_second=5,
     )
     voice, calls = await assemble(settings)
@@ -204,7 +206,10 @@ def _exchange(data: bytes, port: int) -> list[str]:
     return answers
 
 
-G729_ONLY = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 18\r\n"
+G729_ONLY = (
+    "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 4000 RTP/AVP 18\r\n"
+)
 
 
 async def test_requests_that_cannot_be_served_get_the_sip_answer_that_says_why(line: Line) -> None:
@@ -235,3 +240,118 @@ async def test_requests_that_cannot_be_served_get_the_sip_answer_that_says_why(l
     refused = [a for answers in burst for a in answers if a.startswith("SIP/2.0 503")]
     assert refused and all("Retry-After: " in a for a in refused)
     assert line.calls.open_calls == 0
+
+
+# ---------------------------------------------------------------------- an agent's phone
+
+
+# No spaces: the accounts file of baresip ends a parameter at one.
+PASSWORD = "phone-password-of-enough-length"
+
+
+@pytest.fixture(scope="module")
+async def phone(
+    line: Line, cell: Cell, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    """Li's phone: baresip (Debian's), registered with digest authentication, answering by
+    itself, and saying a sentence again and again from a file."""
+    if shutil.which("baresip") is None:
+        pytest.skip("baresip is not installed")
+    tch = grpc.aio.insecure_channel(cell.address("tenants"))
+    md = (("authorization", f"Bearer {line.key}"),)
+    li = agent("li.wei")
+    li.sip_password = PASSWORD
+    made = await rpc.AgentServiceStub(tch).CreateAgent(
+        pb.CreateAgentRequest(tenant_id=line.tenant.id, agent=li), metadata=md
+    )
+    assert not made.sip_password, "a write-only password came back"
+    async with asyncio.timeout(30):  # until the voice service has Li from tenant.config
+        while line.calls.phones._agent(f"li.wei@{line.tenant.name}") is None:
+            await asyncio.sleep(0.2)
+    folder = tmp_path_factory.mktemp("baresip")
+    said = await Speech("espeak-ng").say("Hello, this is Li. How can I help you today?", "en")
+    with wave.open(str(folder / "voice.wav"), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(said.ljust(8000 * 2 * 60, b"\0"))  # a minute: baresip hangs up at its end
+    sip_port = _free_udp_port()
+    (folder / "config").write_text(
+        "\n".join(
+            [
+                f"sip_listen 127.0.0.1:{sip_port}",
+                "net_interface 127.0.0.1",
+                f"audio_source aufile,{folder / 'voice.wav'}",
+                "audio_player alsa,null",
+                "audio_alert alsa,null",
+                "rtp_ports 42000-42099",
+                "module_path /usr/lib/baresip/modules",
+                "module g711.so",
+                "module aufile.so",
+                "module alsa.so",
+                "module_tmp account.so",
+                "module_app menu.so",
+                "",
+            ]
+        )
+    )
+    (folder / "accounts").write_text(
+        f"<sip:li.wei@127.0.0.1:{line.port};transport=udp>"
+        f";auth_user=li.wei@{line.tenant.name};auth_pass={PASSWORD}"
+        ";answermode=auto;regint=600;audio_codecs=PCMU\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        "baresip",
+        "-f",
+        str(folder),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(30):
+            while not line.calls.phones._bindings:  # registered, after the digest challenge
+                await asyncio.sleep(0.2)
+        acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
+        async with asyncio.timeout(30):
+            while True:  # once the ACD has Li from tenant.config
+                try:
+                    await acd.SetPresence(
+                        apb.SetPresenceRequest(
+                            tenant_id=line.tenant.id,
+                            agent_id=made.id,
+                            presence=apb.PRESENCE_AVAILABLE,
+                        ),
+                        metadata=md,
+                    )
+                    break
+                except grpc.aio.AioRpcError:
+                    await asyncio.sleep(0.3)
+        yield made.id
+    finally:
+        process.terminate()
+        await process.wait()
+        await tch.close()
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_caller_reaches_an_agents_phone_and_they_hear_each_other(
+    line: Line, phone: str, tmp_path: Path
+) -> None:
+    before = len(line.calls.phones.ended)
+    await sipp("ivr_to_agent.xml", line.port, NUMBER, tmp_path)
+    async with asyncio.timeout(15):
+        while len(line.calls.phones.ended) == before:
+            await asyncio.sleep(0.1)
+    interaction, agent_id, agent_received, agent_sent = line.calls.phones.ended[-1]
+    call = line.calls.ended[-1]
+    assert (call.interaction_id, agent_id) == (interaction, phone)
+    # Li's phone answered: the caller's voice reached it, and Li's voice reached the caller.
+    assert agent_sent > 50, "the caller's audio did not reach the agent's phone"
+    assert agent_received > 50, "the agent's phone sent no audio"
+    assert call.received > 100 and call.sent > agent_received // 2

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from google.protobuf import timestamp_pb2
 
-from lianluo.services.voice import domain, rtp, sdp, sip
+from lianluo.services.voice import domain, phones, rtp, sdp, sip
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 OFFER = (
@@ -116,3 +116,12 @@ def test_a_message_that_cannot_be_read_gets_a_400_when_it_can_be_answered() -> N
     # Without the headers to address an answer to, nothing is sent.
     assert sip.bare_reply(b"INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP a\r\n\r\n", 400) is None
     assert sip.bare_reply(b"\x00\x01garbage", 400) is None
+
+
+def test_the_digest_is_rfc_2617s_own_example() -> None:
+    challenge = {"nonce": "dcd98b7102dd2f0e8b11d0f600bfb0c093", "qop": "auth", "nc": "00000001"}
+    challenge["cnonce"] = "0a4f113b"
+    response = phones.digest(
+        "Mufasa", "Circle Of Life", "GET", "/dir/index.html", challenge, "testrealm@host.com"
+    )
+    assert response == "6629fae49393a05397450978507c4ef1"

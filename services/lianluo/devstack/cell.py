@@ -118,6 +118,7 @@ class Cell:
                 "LIANLUO_VOICE_TENANTS_ADDRESS": self.address("tenants"),
                 "LIANLUO_VOICE_MEDIA_ADDRESS": self.address("media"),
                 "LIANLUO_VOICE_GATEWAY_ADDRESS": self.address("gateway"),
+                "LIANLUO_VOICE_ACD_ADDRESS": self.address("acd"),
             }
         return subprocess.Popen(
             [sys.executable, "-m", "lianluo.cli", "serve", name],

@@ -1990,6 +1990,7 @@ class Agent(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    SIP_PASSWORD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     name: _builtins.str
@@ -1999,6 +2000,11 @@ class Agent(_message.Message):
     sales_conversion: _builtins.float
     """Share of sales conversations the agent converts, 0 to 1."""
     revision: _builtins.int
+    sip_password: _builtins.str
+    """The password of the agent's SIP phone, which registers with the voice service as
+    "<agent name>@<tenant name>" (digest authentication): 12 to 128 characters; write-only,
+    never returned. Unset: the agent has no phone.
+    """
     @_builtins.property
     def skills(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.SkillLevel]:
         """Levels 1 to 10; one entry per skill."""
@@ -2041,10 +2047,11 @@ class Agent(_message.Message):
         revision: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        sip_password: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "capacity", b"capacity", "create_time", b"create_time", "display_name", b"display_name", "expertise", b"expertise", "groups", b"groups", "id", b"id", "kind", b"kind", "languages", b"languages", "name", b"name", "revision", b"revision", "sales_conversion", b"sales_conversion", "skills", b"skills", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "capacity", b"capacity", "create_time", b"create_time", "display_name", b"display_name", "expertise", b"expertise", "groups", b"groups", "id", b"id", "kind", b"kind", "languages", b"languages", "name", b"name", "revision", b"revision", "sales_conversion", b"sales_conversion", "sip_password", b"sip_password", "skills", b"skills", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

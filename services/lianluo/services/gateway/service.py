@@ -187,7 +187,9 @@ class Customers:
         v.raise_if_any()
         assert tid is not None
         async with self._pool.acquire() as conn:
-            cid = await self._repo.resolve(conn, tid, kind, domain.identity_value(kind, value), name)
+            cid = await self._repo.resolve(
+                conn, tid, kind, domain.identity_value(kind, value), name
+            )
             found = await self._repo.get(conn, tid, cid)
         assert found is not None
         return found

@@ -168,6 +168,8 @@ def validate_agent(a: Message, v: Violations, p: str = "agent") -> None:
     for key, value in a.attributes.items():
         v.check(bool(ATTRIBUTE_KEY.fullmatch(key)), f"{p}.attributes[{key}]", "bad attribute name")
         v.check(len(value) <= 500, f"{p}.attributes[{key}]", "at most 500 characters")
+    if a.sip_password:
+        v.check(12 <= len(a.sip_password) <= 128, f"{p}.sip_password", "12 to 128 characters")
 
 
 def validate_queue(q: Message, v: Violations, p: str = "queue") -> None:
@@ -387,9 +389,11 @@ AGENT = Kind(
             "expertise",
             "sales_conversion",
             "attributes",
+            "sip_password",
         }
     ),
     validate_agent,
+    write_only=("sip_password",),
 )
 QUEUE = Kind(
     "queue",
@@ -500,7 +504,9 @@ def redact(kind: Kind, message: Message) -> Message:
     out.CopyFrom(message)
     for path in kind.write_only:
         parent_name, _, leaf = path.partition(".")
-        if out.HasField(parent_name):
+        if not leaf:  # a field of the resource itself
+            out.ClearField(parent_name)
+        elif out.HasField(parent_name):
             getattr(out, parent_name).ClearField(leaf)
     return out
 

@@ -58,6 +58,8 @@ class RtpSession(asyncio.DatagramProtocol):
         self._idle.set()
         self._pacer: asyncio.Task[None] | None = None
         self._started = 0.0
+        # The other leg of a bridged call: what arrives here is sent there as it comes.
+        self.partner: RtpSession | None = None
 
     async def open(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -82,6 +84,20 @@ class RtpSession(asyncio.DatagramProtocol):
             return
         if packet.payload_type == self.codec:
             self.figures.add(packet, int(now * rtp.RATE))
+            if self.partner is not None:
+                self.partner.relay(packet.payload, self.codec)
+
+    def relay(self, payload: bytes, codec: int) -> None:
+        """Send the other leg's audio on, in this leg's codec, at once."""
+        if self.held or self.remote is None or self._transport is None:
+            return
+        if codec != self.codec:
+            payload = rtp.encode(rtp.decode(payload, codec), self.codec)
+        self._timestamp = (self._timestamp + len(payload)) % (1 << 32)
+        packet = rtp.Packet(self.codec, self._sequence, self._timestamp, self._ssrc, payload)
+        self._sequence = (self._sequence + 1) % rtp.SEQ_MOD
+        self._transport.sendto(rtp.build(packet), self.remote)
+        self.sent += 1
 
     # ------------------------------------------------------------------ playing
 

@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 from sipmessage import Request
 
+from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.gateway.v1 import gateway_pb2 as gpb
 from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
@@ -32,6 +33,7 @@ from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.voice import domain, sdp, sip
 from lianluo.services.voice.audio import Ports, RtpSession, Speech
+from lianluo.services.voice.phones import AgentLeg, Phones
 from lianluo.services.voice.settings import VoiceSettings
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 from lianluo.tenants.v1 import tenants_pb2_grpc as tenants_rpc
@@ -58,13 +60,15 @@ class Platform:
                 settings.voice_tenants_address,
                 settings.voice_media_address,
                 settings.voice_gateway_address,
+                settings.voice_acd_address,
             )
         ]
-        tenants, media, gateway = self._channels
+        tenants, media, gateway, _ = self._channels
         self._admin = _bearer(settings.admin_key.get_secret_value())
         self._auth = tenants_rpc.AuthServiceStub(tenants)
         self._customers = gateway_rpc.CustomerServiceStub(gateway)
         self.media = media_rpc.MediaServiceStub(media)
+        self.acd = acd_rpc.AcdServiceStub(self._channels[3])
 
     async def caller(self, tenant_id: str, number: str) -> tuple[str, Any]:
         """The customer a caller's number resolves to, and their session's credentials."""
@@ -134,6 +138,7 @@ class Call:
     cseq: int = 1
     hung_up: bool = False
     digits: str = ""
+    agent: AgentLeg | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
@@ -155,14 +160,31 @@ class Calls:
         self._limiter = Limiter(settings.voice_invites_per_second)
         self._calls: dict[str, Call] = {}
         self._lines: dict[str, domain.Line] | None = None
-        self.endpoint: sip.Endpoint | None = None
+        self._endpoint: sip.Endpoint | None = None
+        self.phones = Phones(
+            settings,
+            view,
+            platform.media,
+            platform.acd,
+            self._ports,
+            self._bridge,
+            self._agent_left,
+        )
         # The last calls that ended, newest last: what each received, sent and was told.
         self.ended: collections.deque[Ended] = collections.deque(maxlen=100)
         view.subscribe(lambda _tenant, _change: setattr(self, "_lines", None))
 
     @property
+    def endpoint(self) -> sip.Endpoint | None:
+        return self._endpoint
+
+    @endpoint.setter
+    def endpoint(self, endpoint: sip.Endpoint) -> None:
+        self._endpoint = self.phones.endpoint = endpoint
+
+    @property
     def open_calls(self) -> int:
-        return len(self._calls)
+        return len(self._calls) + len(self.phones.legs)
 
     def _line(self, number: str) -> domain.Line | None:
         if self._lines is None:
@@ -186,8 +208,15 @@ class Calls:
             )
         elif method == "INVITE" and "tag" not in request.to_address.parameters:
             await self._invite(request, tx)
+        elif method == "REGISTER":
+            await self.phones.register(request, tx)
         elif method == "CANCEL":
             await self._cancel(request, tx)
+        elif (leg := self.phones.legs.get(request.call_id)) is not None:
+            # The agent's phone, in the dialog of its leg.
+            tx.respond(sip.reply(request, 200 if method in ("BYE", "INFO", "INVITE") else 405))
+            if method == "BYE":
+                await self.phones.phone_hung_up(leg)
         elif (call := self._calls.get(request.call_id)) is None:
             tx.respond(sip.reply(request, 481))
         elif method == "BYE":
@@ -345,6 +374,8 @@ class Calls:
                         hold = None
                 elif kind == "ended":
                     break
+                if call.state == S.INTERACTION_STATE_WRAP_UP:
+                    break  # the conversation is over for the caller; the agent wraps up
         except grpc.aio.AioRpcError as error:
             log.info("call's stream closed", code=error.code().name)
         finally:
@@ -419,9 +450,29 @@ class Calls:
             if call is not None:
                 await self._caller_left(call)
 
+    def _bridge(self, interaction_id: str, leg: AgentLeg) -> bool:
+        """The agent's phone answered: the caller and the agent hear each other."""
+        call = next((c for c in self._calls.values() if c.interaction_id == interaction_id), None)
+        if call is None:
+            return False
+        call.session.hush()
+        call.agent = leg
+        call.session.partner, leg.session.partner = leg.session, call.session
+        log.info("call bridged", tenant_id=call.tenant_id, interaction_id=interaction_id)
+        return True
+
+    def _agent_left(self, interaction_id: str) -> None:
+        """The agent hung up: the caller's call ends too."""
+        call = next((c for c in self._calls.values() if c.interaction_id == interaction_id), None)
+        if call is not None and not call.hung_up:
+            call.agent = None
+            call.tasks.append(asyncio.create_task(self._hang_up(call)))
+
     async def _caller_left(self, call: Call) -> None:
         """The caller hung up (BYE) or gave up (CANCEL): the interaction ends for them."""
         call.hung_up = True
+        if call.agent is not None:
+            await self.phones.hang_up(call.agent)
         if call.interaction_id:
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await self._platform.media.End(
@@ -482,6 +533,7 @@ class Calls:
                 task.cancel()
 
     def stop(self) -> None:
+        self.phones.stop()
         for call in list(self._calls.values()):
             call.frames.put_nowait(None)
             call.session.close()

@@ -26,6 +26,7 @@ class VoiceSettings(ServiceSettings):
     voice_tenants_address: str = "127.0.0.1:50051"
     voice_media_address: str = "127.0.0.1:50052"
     voice_gateway_address: str = "127.0.0.1:50057"
+    voice_acd_address: str = "127.0.0.1:50054"
     # The speech synthesiser for prompts given as text.
     voice_tts_command: str = "espeak-ng"
     # While queued, the caller hears this again every so often.

@@ -206,6 +206,7 @@ class Endpoint:
         # Call-ID and CSeq number -> the INVITE transaction waiting for its ACK.
         self._awaiting_ack: dict[tuple[str, int], ServerTransaction] = {}
         self._client: dict[str, asyncio.Future[Response]] = {}
+        self._heard: dict[str, asyncio.Event] = {}
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -325,33 +326,63 @@ class Endpoint:
     # ------------------------------------------------------------------ requests out
 
     def _answered(self, response: Response) -> None:
-        wanted = self._client.get(str(response.via[0].parameters.get("branch") or ""))
+        key = str(response.via[0].parameters.get("branch") or "")
+        if (heard := self._heard.get(key)) is not None:
+            heard.set()  # a provisional answer: the request arrived, stop sending it again
+        wanted = self._client.get(key)
         if wanted is not None and not wanted.done() and response.code >= 200:
             wanted.set_result(response)
 
-    async def request(self, request: Request, peer: Peer) -> Response | None:
-        """Send a request that is not an INVITE; its final response, or None after timer F.
-        Over UDP it is sent again at T1, 2·T1, ... up to T2 until answered (timer E)."""
+    async def request(self, request: Request, peer: Peer, wait: float = WAIT) -> Response | None:
+        """Send a request and give its final response, or None when none came in time
+        (timer F, or `wait` for an INVITE's answer). Over UDP it is sent again at T1, 2·T1, ...
+        up to T2 (timers A and E) until any response arrives; an INVITE's 2xx needs the caller's
+        own ACK (`ack`)."""
         via_branch = branch()
         transport = "TCP" if peer.reliable else "UDP"
         request.via = [Via(transport, self.host, self.port, Parameters(branch=via_branch))]
         request.content_length = len(request.body)
         data = bytes(request)
         answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        heard = asyncio.Event()
         self._client[via_branch] = answer
+        self._heard[via_branch] = heard
         interval = T1
         try:
-            async with asyncio.timeout(WAIT):
-                while True:
-                    peer.send(data)
+            async with asyncio.timeout(wait):
+                while not answer.done():
+                    if not heard.is_set():
+                        peer.send(data)
                     done, _ = await asyncio.wait({answer}, timeout=interval)
                     if done:
-                        return answer.result()
-                    interval = min(interval * 2, T2) if not peer.reliable else WAIT
+                        break
+                    interval = min(interval * 2, T2) if not peer.reliable else wait
+            final = answer.result()
         except TimeoutError:
             return None
         finally:
             self._client.pop(via_branch, None)
+            self._heard.pop(via_branch, None)
+        if request.method == "INVITE" and final.code >= 300:
+            self.ack(request, final, peer)  # a failure is ACKed in its transaction
+        return final
+
+    def ack(self, invite: Request, final: Response, peer: Peer) -> None:
+        """The ACK of an INVITE's final response: for a 2xx a request of its own (a new
+        branch), for a failure the INVITE's branch (RFC 3261 17.1.1.3)."""
+        ack = Request("ACK", invite.uri)
+        ack.call_id = invite.call_id
+        ack.cseq = CSeq(invite.cseq.sequence, "ACK")
+        ack.from_address = invite.from_address
+        ack.to_address = final.to_address
+        ack.max_forwards = 70
+        ack.via = (
+            invite.via
+            if final.code >= 300
+            else [Via(invite.via[0].transport, self.host, self.port, Parameters(branch=branch()))]
+        )
+        ack.content_length = 0
+        peer.send(bytes(ack))
 
 
 def new_request(method: str, target: str, call_id: str, cseq: int, from_: str, to: str) -> Request:

@@ -1,0 +1,391 @@
+"""Agents' SIP phones: they register here with digest authentication, and ring for the calls
+the ACD offers their agent.
+
+A registered phone's agent gets a desk stream from the media service (as the agent's desk in
+the browser does). An offer of a call this replica holds rings the phone: answered, the offer
+is accepted, the agent joins the interaction, and the caller and the agent hear each other
+(their RTP is relayed between the two legs); not answered in the offer's time, or refused,
+the offer is declined and the ACD offers the call to someone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any
+
+import grpc
+from sipmessage import Request
+
+from lianluo.acd.v1 import acd_pb2 as apb
+from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
+from lianluo.common.v1 import common_pb2 as common
+from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.runtime.logs import get_logger
+from lianluo.runtime.tenant_config import TenantConfigView
+from lianluo.services.voice import sdp, sip
+from lianluo.services.voice.audio import Ports, RtpSession
+from lianluo.services.voice.settings import VoiceSettings
+from lianluo.tenants.v1 import tenants_pb2 as tpb
+
+log = get_logger(__name__)
+REALM = "lianluo"
+NONCE_SECONDS = 300
+MAX_EXPIRES = 3600
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def digest(
+    username: str, password: str, method: str, uri: str, p: dict[str, str], realm: str = REALM
+) -> str:
+    """The response an RFC 2617 / 7616 MD5 digest expects (with qop=auth, or without)."""
+    ha1 = _md5(f"{username}:{realm}:{password}")
+    ha2 = _md5(f"{method}:{uri}")
+    if p.get("qop") == "auth":
+        return _md5(f"{ha1}:{p['nonce']}:{p.get('nc', '')}:{p.get('cnonce', '')}:auth:{ha2}")
+    return _md5(f"{ha1}:{p['nonce']}:{ha2}")
+
+
+@dataclass
+class Binding:
+    tenant_id: str
+    agent_id: str
+    contact: str
+    peer: sip.Peer
+    expires: float
+    desk: asyncio.Task[None] | None = None
+
+
+@dataclass
+class AgentLeg:
+    """The agent's side of a bridged call: the phone's dialog and its RTP."""
+
+    tenant_id: str
+    agent_id: str
+    interaction_id: str
+    invite: Request
+    answer_to: str  # the phone's To, with its tag
+    peer: sip.Peer
+    session: RtpSession
+    port: int
+    participant_id: str = ""
+    frames: asyncio.Queue[mpb.ClientFrame | None] = field(default_factory=asyncio.Queue)
+    ended: bool = False
+    task: asyncio.Task[None] | None = None
+
+
+class Phones:
+    """The registrar, the desks of registered agents, and their legs of calls."""
+
+    def __init__(
+        self,
+        settings: VoiceSettings,
+        view: TenantConfigView,
+        media: Any,
+        acd: acd_rpc.AcdServiceStub,
+        ports: Ports,
+        bridge: Callable[[str, AgentLeg], bool],
+        caller_left: Callable[[str], None],
+    ) -> None:
+        self._settings = settings
+        self._view = view
+        self._media = media
+        self._acd = acd
+        self._ports = ports
+        self._bridge = bridge
+        self._caller_left = caller_left
+        self._admin = (("authorization", f"Bearer {settings.admin_key.get_secret_value()}"),)
+        self._nonce_key = secrets.token_bytes(32)
+        self._bindings: dict[tuple[str, str], Binding] = {}
+        self.legs: dict[str, AgentLeg] = {}  # by the phone's Call-ID
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # The agents' legs that ended, newest last: what each received and sent.
+        self.ended: collections.deque[tuple[str, str, int, int]] = collections.deque(maxlen=100)
+        self.endpoint: sip.Endpoint | None = None
+
+    # ------------------------------------------------------------------ registration
+
+    def _nonce(self, now: float) -> str:
+        stamp = str(int(now))
+        mac = hmac.new(self._nonce_key, stamp.encode(), "sha256").hexdigest()[:16]
+        return f"{stamp}.{mac}"
+
+    def _fresh(self, nonce: str, now: float) -> bool:
+        stamp, _, mac = nonce.partition(".")
+        expected = hmac.new(self._nonce_key, stamp.encode(), "sha256").hexdigest()[:16]
+        return (
+            stamp.isdigit()
+            and hmac.compare_digest(mac, expected)
+            and now - int(stamp) < NONCE_SECONDS
+        )
+
+    def _agent(self, username: str) -> tuple[str, tpb.Agent] | None:
+        """The agent a username "<agent name>@<tenant name>" names, if it has a phone."""
+        agent_name, _, tenant_name = username.rpartition("@")
+        for tenant_id in self._view.tenant_ids():
+            tenant = self._view.tenant(tenant_id)
+            if tenant is not None and tenant.name == tenant_name:
+                agent = self._view.by_name(tenant_id, "agent", agent_name)
+                if isinstance(agent, tpb.Agent) and agent.sip_password:
+                    return tenant_id, agent
+        return None
+
+    def _challenge(self, request: Request, tx: sip.ServerTransaction, now: float) -> None:
+        header = f'Digest realm="{REALM}", nonce="{self._nonce(now)}", algorithm=MD5, qop="auth"'
+        tx.respond(sip.reply(request, 401, to_tag=sip.tag(), headers={"WWW-Authenticate": header}))
+
+    async def register(self, request: Request, tx: sip.ServerTransaction) -> None:
+        now = time.time()
+        credentials = request.headers.get("authorization") or ""
+        found = _parameters(credentials)
+        if not credentials.lower().startswith("digest") or not self._fresh(
+            found.get("nonce", ""), now
+        ):
+            self._challenge(request, tx, now)
+            return
+        owner = self._agent(found.get("username", ""))
+        expected = (
+            digest(
+                found["username"], owner[1].sip_password, "REGISTER", found.get("uri", ""), found
+            )
+            if owner is not None
+            else ""
+        )
+        if owner is None or not hmac.compare_digest(expected, found.get("response", "")):
+            log.info("a phone failed to register", username=found.get("username", "")[:120])
+            tx.respond(sip.reply(request, 403, to_tag=sip.tag()))
+            return
+        tenant_id, agent = owner
+        contact = request.contact[0] if request.contact else None
+        asked = request.expires if request.expires is not None else 3600
+        if contact is not None and "expires" in contact.parameters:
+            asked = int(contact.parameters["expires"] or 0)
+        expires = min(max(asked, 0), MAX_EXPIRES)
+        key = (tenant_id, agent.id)
+        known = self._bindings.pop(key, None)
+        if known is not None and known.desk is not None:
+            known.desk.cancel()
+        if expires and contact is not None:
+            binding = Binding(tenant_id, agent.id, str(contact.uri), tx.peer, now + expires)
+            binding.desk = asyncio.create_task(self._desk(binding))
+            self._bindings[key] = binding
+        answer = sip.reply(request, 200, to_tag=sip.tag(), headers={"Expires": str(expires)})
+        if contact is not None and expires:
+            answer.headers.add("Contact", f"<{contact.uri}>;expires={expires}")
+        tx.respond(answer)
+        log.info("a phone registered", tenant_id=tenant_id, agent_id=agent.id, expires=expires)
+
+    # ------------------------------------------------------------------ offers
+
+    async def _desk(self, binding: Binding) -> None:
+        """The agent's desk, for as long as the phone is registered: each call offered rings."""
+        frames: asyncio.Queue[mpb.ClientFrame | None] = asyncio.Queue()
+        frames.put_nowait(
+            mpb.ClientFrame(
+                join=mpb.Join(
+                    tenant_id=binding.tenant_id,
+                    role=mpb.PARTICIPANT_ROLE_AGENT,
+                    subject_id=binding.agent_id,
+                )
+            )
+        )
+
+        async def outgoing() -> AsyncIterator[mpb.ClientFrame]:
+            while (frame := await frames.get()) is not None:
+                yield frame
+
+        try:
+            async for frame in self._media.Connect(outgoing(), metadata=self._admin):
+                offer = frame.offer if frame.WhichOneof("frame") == "offer" else None
+                if offer and offer.requirements.media == common.MEDIA_TYPE_VOICE:
+                    self._spawn(self._ring(binding, offer))
+        except grpc.aio.AioRpcError as error:
+            log.info("a phone's desk closed", code=error.code().name)
+        finally:
+            frames.put_nowait(None)
+
+    async def _ring(self, binding: Binding, offer: apb.Offer) -> None:
+        """Ring the phone for an offered call; answered, the call is the agent's."""
+        assert self.endpoint is not None
+        if time.time() > binding.expires:
+            return
+        port = self._ports.take()
+        if port is None:
+            await self._answer(offer, False, "no RTP port free")
+            return
+        host = self._settings.public_host()
+        session = RtpSession(sdp.PCMU, 101, lambda _digit: None)
+        await session.open(self._settings.voice_sip_host, port)
+        call_id = f"{secrets.token_hex(8)}@{host}"
+        invite = sip.new_request(
+            "INVITE",
+            binding.contact,
+            call_id,
+            1,
+            f"<sip:voice@{host}:{self.endpoint.port}>;tag={sip.tag()}",
+            f"<{binding.contact}>",
+        )
+        invite.headers.add("Contact", f"<sip:voice@{host}:{self.endpoint.port}>")
+        invite.headers.add("Content-Type", "application/sdp")
+        invite.body = sdp.describe(int(time.time()), 1, host, port, (sdp.PCMU, sdp.PCMA), 101)
+        left = offer.expire_time.ToDatetime(tzinfo=UTC).timestamp() - time.time()
+        answer = await self.endpoint.request(invite, binding.peer, wait=max(1.0, left))
+        leg: AgentLeg | None = None
+        if answer is not None and 200 <= answer.code < 300:
+            self.endpoint.ack(invite, answer, binding.peer)
+            try:
+                media = sdp.parse(answer.body)
+                session.codec = media.codec() or sdp.PCMU
+                session.remote = (media.host, media.port)
+            except sdp.SdpError:
+                pass
+            leg = AgentLeg(
+                binding.tenant_id,
+                binding.agent_id,
+                offer.interaction_id,
+                invite,
+                str(answer.to_address),
+                binding.peer,
+                session,
+                port,
+            )
+            self.legs[call_id] = leg
+            if await self._answer(offer, True, "") and self._bridge(offer.interaction_id, leg):
+                leg.task = self._spawn(self._join(leg))
+                return
+            await self.hang_up(leg)
+            return
+        session.close()
+        self._ports.give_back(port)
+        await self._answer(offer, False, "the phone did not answer")
+
+    async def _answer(self, offer: apb.Offer, accept: bool, reason: str) -> bool:
+        try:
+            await self._acd.RespondToOffer(
+                apb.RespondToOfferRequest(
+                    tenant_id=offer.tenant_id,
+                    offer_id=offer.id,
+                    agent_id=offer.agent_id,
+                    accept=accept,
+                    decline_reason=reason,
+                ),
+                metadata=self._admin,
+            )
+        except grpc.aio.AioRpcError as error:
+            log.info("an offer could not be answered", code=error.code().name)
+            return False
+        return True
+
+    async def _join(self, leg: AgentLeg) -> None:
+        """The agent in the interaction, as on their desk: a participant once assigned."""
+        leg.frames.put_nowait(
+            mpb.ClientFrame(
+                join=mpb.Join(
+                    tenant_id=leg.tenant_id,
+                    interaction_id=leg.interaction_id,
+                    role=mpb.PARTICIPANT_ROLE_AGENT,
+                    subject_id=leg.agent_id,
+                )
+            )
+        )
+
+        async def outgoing() -> AsyncIterator[mpb.ClientFrame]:
+            while (frame := await leg.frames.get()) is not None:
+                yield frame
+
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            async for frame in self._media.Connect(outgoing(), metadata=self._admin):
+                if frame.WhichOneof("frame") == "joined":
+                    leg.participant_id = frame.joined.participant_id
+
+    async def phone_hung_up(self, leg: AgentLeg) -> None:
+        """The agent hung up: the conversation is over, and the agent's wrap-up begins."""
+        leg.ended = True
+        if leg.participant_id:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await self._media.End(
+                    mpb.EndRequest(
+                        tenant_id=leg.tenant_id,
+                        interaction_id=leg.interaction_id,
+                        participant_id=leg.participant_id,
+                    ),
+                    metadata=self._admin,
+                )
+        self._caller_left(leg.interaction_id)
+        self._forget(leg)
+
+    async def hang_up(self, leg: AgentLeg) -> None:
+        """This side ends the agent's leg (the caller hung up, or the call could not go on)."""
+        if leg.ended:
+            return
+        leg.ended = True
+        assert self.endpoint is not None
+        invite = leg.invite
+        bye = sip.new_request(
+            "BYE", str(invite.uri), invite.call_id, 2, str(invite.from_address), leg.answer_to
+        )
+        self._forget(leg)
+        await self.endpoint.request(bye, leg.peer)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _forget(self, leg: AgentLeg) -> None:
+        if self.legs.pop(leg.invite.call_id, None) is None:
+            return
+        leg.frames.put_nowait(None)
+        leg.session.close()
+        self._ports.give_back(leg.port)
+        received, sent = leg.session.figures.received, leg.session.sent
+        self.ended.append((leg.interaction_id, leg.agent_id, received, sent))
+        log.info(
+            "agent's leg ended", interaction_id=leg.interaction_id, received=received, sent=sent
+        )
+
+    def stop(self) -> None:
+        for binding in self._bindings.values():
+            if binding.desk is not None:
+                binding.desk.cancel()
+        for leg in list(self.legs.values()):
+            self._forget(leg)
+        for task in self._tasks:
+            task.cancel()
+
+
+def _parameters(header: str) -> dict[str, str]:
+    """The name=value pairs of a Digest header, quoted or not."""
+    found: dict[str, str] = {}
+    rest = header.partition(" ")[2]
+    for part in _split(rest):
+        name, _, value = part.partition("=")
+        found[name.strip().lower()] = value.strip().strip('"')
+    return found
+
+
+def _split(text: str) -> list[str]:
+    parts, current, quoted = [], "", False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    if current.strip():
+        parts.append(current)
+    return parts
