@@ -5,6 +5,7 @@ voice service cannot serve get the SIP answer that says why."""
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
 import socket
 import uuid
@@ -21,6 +22,9 @@ from factories import Client, agent, onboard, queue
 from lianluo.acd.v1 import acd_pb2 as apb
 from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
 from lianluo.devstack.cell import Cell
+from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.media.v1 import media_pb2_grpc as media_rpc
+from lianluo.runtime.objects import Objects
 from lianluo.runtime.service import Service
 from lianluo.services.voice import rtp, sdp
 from lianluo.services.voice.app import assemble
@@ -49,6 +53,7 @@ class Line:
     voice: Service
     calls: Calls
     port: int
+    settings: VoiceSettings
 
 
 def phone_flow() -> pb.Flow:
@@ -76,7 +81,9 @@ def phone_flow() -> pb.Flow:
 
 
 @pytest.fixture(scope="module")
-async def line(cell: Cell, stack: Stack) -> AsyncIterator[Line]:
+async def line(
+    cell: Cell, stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Line]:
     tch = grpc.aio.insecure_channel(cell.address("tenants"))
     t, c = await onboard(Client(tch, ADMIN_KEY))
     await c.queues.CreateQueue(pb.CreateQueueRequest(tenant_id=t.id, queue=queue()), metadata=c.md)
@@ -99,6 +106,7 @@ async def line(cell: Cell, stack: Stack) -> AsyncIterator[Line]:
         voice_gateway_address=cell.address("gateway"),
         voice_acd_address=cell.address("acd"),
         voice_invites_per_second=5,
+        object_store_path=str(tmp_path_factory.mktemp("objects")),
     )
     voice, calls = await assemble(settings)
     task = asyncio.create_task(voice.serve())
@@ -106,7 +114,7 @@ async def line(cell: Cell, stack: Stack) -> AsyncIterator[Line]:
         while calls._line(NUMBER) is None:  # until the channel arrives on tenant.config
             await asyncio.sleep(0.2)
     assert calls.endpoint is not None
-    yield Line(t, c.key, voice, calls, calls.endpoint.port)
+    yield Line(t, c.key, voice, calls, calls.endpoint.port, settings)
     voice.request_stop()
     await task
     await tch.close()
@@ -159,6 +167,30 @@ async def test_a_caller_walks_the_menu_by_dtmf_and_is_queued(
     assert call.digits == "1"
     assert call.sent > 50
     assert call.received > 50 and call.lost == 0
+    # The call is recorded: both parties, as long as the call, hashed, on the interaction's leg.
+    media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
+    key = (("authorization", f"Bearer {line.key}"),)
+    async with asyncio.timeout(10):
+        while True:
+            it = await media.GetInteraction(
+                mpb.GetInteractionRequest(
+                    tenant_id=line.tenant.id, interaction_id=call.interaction_id
+                ),
+                metadata=key,
+            )
+            if it.media[0].HasField("recording"):
+                break
+            await asyncio.sleep(0.2)
+    kept = it.media[0].recording
+    assert 6_000 <= kept.duration_ms <= 11_000, kept.duration_ms  # the scenario's 7 s and setup
+    data = await Objects(line.settings).get(kept.uri.removeprefix("object:"), kept.sha256)
+    with wave.open(io.BytesIO(data)) as wav:
+        assert (wav.getnchannels(), wav.getframerate()) == (2, 8000)
+        frames = wav.readframes(wav.getnframes())
+    assert abs(wav.getnframes() / 8 - kept.duration_ms) < 50
+    caller, heard = _channel(frames, 0), _channel(frames, 1)
+    assert caller > 100 and heard > 100, (caller, heard)  # each side said something
+
     # The menu's choice routed the call to cards: the ACD counts it as entered there.
     acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
     async with asyncio.timeout(20):
@@ -332,6 +364,12 @@ async def phone(
         process.terminate()
         await process.wait()
         await tch.close()
+
+
+def _channel(frames: bytes, which: int) -> float:
+    """The loudness (RMS) of one channel of 16-bit stereo frames."""
+    samples = memoryview(frames).cast("h")[which::2]
+    return (sum(x * x for x in samples) / max(1, len(samples))) ** 0.5
 
 
 def _free_udp_port() -> int:

@@ -260,6 +260,7 @@ class MediaLeg(_message.Message):
     ENDPOINT_URI_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    RECORDING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     media: _common_pb2.MediaType.ValueType
     participant_id: _builtins.str
@@ -274,6 +275,10 @@ class MediaLeg(_message.Message):
     def end_time(self) -> _timestamp_pb2.Timestamp:
         """Empty while the leg is active."""
 
+    @_builtins.property
+    def recording(self) -> Global___Recording:
+        """The leg's audio, kept by the service that carried it (for a call, the voice service)."""
+
     def __init__(
         self,
         *,
@@ -283,14 +288,53 @@ class MediaLeg(_message.Message):
         endpoint_uri: _builtins.str = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        recording: Global___Recording | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "recording", b"recording", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "endpoint_uri", b"endpoint_uri", "id", b"id", "media", b"media", "participant_id", b"participant_id", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "endpoint_uri", b"endpoint_uri", "id", b"id", "media", b"media", "participant_id", b"participant_id", "recording", b"recording", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MediaLeg: _TypeAlias = MediaLeg  # noqa: Y015
+
+@_typing.final
+class Recording(_message.Message):
+    """Audio kept in the cell's object store, with its sha256 (checked whenever it is read)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URI_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    uri: _builtins.str
+    """"object:<key>": where the object store has it."""
+    sha256: _builtins.str
+    """64 lower-case hex digits."""
+    size_bytes: _builtins.int
+    duration_ms: _builtins.int
+    """How long it plays. A call's recording is a stereo WAV: the customer on the left, what the
+    customer heard (prompts, the agent) on the right, in step.
+    """
+    content_type: _builtins.str
+    def __init__(
+        self,
+        *,
+        uri: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        duration_ms: _builtins.int = ...,
+        content_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "duration_ms", b"duration_ms", "sha256", b"sha256", "size_bytes", b"size_bytes", "uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Recording: _TypeAlias = Recording  # noqa: Y015
 
 @_typing.final
 class StateChange(_message.Message):
@@ -1311,10 +1355,17 @@ class RemoveMediaRequest(_message.Message):
     INTERACTION_ID_FIELD_NUMBER: _builtins.int
     PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
     MEDIA_LEG_ID_FIELD_NUMBER: _builtins.int
+    RECORDING_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     interaction_id: _builtins.str
     participant_id: _builtins.str
     media_leg_id: _builtins.str
+    @_builtins.property
+    def recording(self) -> Global___Recording:
+        """The leg's recording, once kept; it may come after the leg or the interaction ended, and
+        is set once.
+        """
+
     def __init__(
         self,
         *,
@@ -1322,10 +1373,11 @@ class RemoveMediaRequest(_message.Message):
         interaction_id: _builtins.str = ...,
         participant_id: _builtins.str = ...,
         media_leg_id: _builtins.str = ...,
+        recording: Global___Recording | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recording", b"recording"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interaction_id", b"interaction_id", "media_leg_id", b"media_leg_id", "participant_id", b"participant_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interaction_id", b"interaction_id", "media_leg_id", b"media_leg_id", "participant_id", b"participant_id", "recording", b"recording", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

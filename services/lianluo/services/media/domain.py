@@ -243,3 +243,16 @@ def may_start(who: auth.Principal, customer_id: str, channel: int) -> bool:
     if who.role == auth.CUSTOMER:
         return not who.interaction_id and customer_id == who.customer_id and channel == who.channel
     return who.role in ("", auth.TENANT_ADMIN)
+
+
+def check_recording(r: pb.Recording) -> None:
+    """A leg's recording as the voice service reports it: an object of the store, hashed."""
+    v = Violations()
+    v.check(
+        r.uri.startswith("object:") and 7 < len(r.uri) <= 1024,
+        "recording.uri",
+        '"object:" and the object\'s key',
+    )
+    v.check(re.fullmatch(r"[0-9a-f]{64}", r.sha256) is not None, "recording.sha256", "64 hex")
+    v.check(r.size_bytes >= 0 and r.duration_ms >= 0, "recording", "sizes are not negative")
+    v.raise_if_any()

@@ -573,8 +573,14 @@ class MediaService:
             if leg is None:
                 raise NotFound("media_leg", req.media_leg_id)
             _require_use(change.it, change.participant(leg.participant_id))
-            if not leg.HasField("end_time"):
+            changed = not leg.HasField("end_time")
+            if changed:
                 leg.end_time.CopyFrom(_stamp())
+            if req.HasField("recording") and not leg.HasField("recording"):
+                domain.check_recording(req.recording)
+                leg.recording.CopyFrom(req.recording)
+                changed = True
+            if changed:
                 change.add("media_removed", leg, event="media_removed")
                 await self._flush(change)
         return leg

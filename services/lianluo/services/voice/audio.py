@@ -60,6 +60,13 @@ class RtpSession(asyncio.DatagramProtocol):
         self._started = 0.0
         # The other leg of a bridged call: what arrives here is sent there as it comes.
         self.partner: RtpSession | None = None
+        # The recording, in step with the pacer's 20 ms ticks: what came in from the peer and
+        # what went out to it, each as 16-bit PCM. Audio that arrives between two ticks waits
+        # in `_heard` / `_said` for the next one.
+        self.recorded_in = bytearray()
+        self.recorded_out = bytearray()
+        self._heard = bytearray()
+        self._said = bytearray()
 
     async def open(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -84,6 +91,8 @@ class RtpSession(asyncio.DatagramProtocol):
             return
         if packet.payload_type == self.codec:
             self.figures.add(packet, int(now * rtp.RATE))
+            if len(self._heard) < FRAME_BYTES * 50:  # a second of jitter at most
+                self._heard += rtp.decode(packet.payload, self.codec)
             if self.partner is not None:
                 self.partner.relay(packet.payload, self.codec)
 
@@ -93,6 +102,8 @@ class RtpSession(asyncio.DatagramProtocol):
             return
         if codec != self.codec:
             payload = rtp.encode(rtp.decode(payload, codec), self.codec)
+        if len(self._said) < FRAME_BYTES * 50:
+            self._said += rtp.decode(payload, self.codec)
         self._timestamp = (self._timestamp + len(payload)) % (1 << 32)
         packet = rtp.Packet(self.codec, self._sequence, self._timestamp, self._ssrc, payload)
         self._sequence = (self._sequence + 1) % rtp.SEQ_MOD
@@ -133,6 +144,7 @@ class RtpSession(asyncio.DatagramProtocol):
             tick += PACKET_SECONDS
             await asyncio.sleep(max(0.0, tick - loop.time()))
             frame = self._next_frame()
+            self._record(frame)
             self._timestamp = (self._timestamp + rtp.SAMPLES) % (1 << 32)
             if frame is None or self.held or self.remote is None or self._transport is None:
                 self._talkspurt = True
@@ -149,6 +161,25 @@ class RtpSession(asyncio.DatagramProtocol):
             self._sequence = (self._sequence + 1) % rtp.SEQ_MOD
             self._transport.sendto(rtp.build(packet), self.remote)
             self.sent += 1
+
+    def _record(self, played: bytes | None) -> None:
+        """One tick of the recording: 20 ms each way, silence where nothing was."""
+        if played is not None and not self.held:
+            self._said += played
+        for buffer, out in ((self._heard, self.recorded_in), (self._said, self.recorded_out)):
+            out += bytes(buffer[:FRAME_BYTES]).ljust(FRAME_BYTES, b"\0")
+            del buffer[:FRAME_BYTES]
+
+    def recording(self) -> bytes:
+        """The call so far as a stereo WAV: the peer on the left, what it heard on the right."""
+        both = rtp.stereo(bytes(self.recorded_in), bytes(self.recorded_out))
+        out = io.BytesIO()
+        with wave.open(out, "wb") as wav:
+            wav.setnchannels(2)
+            wav.setsampwidth(2)
+            wav.setframerate(rtp.RATE)
+            wav.writeframes(both)
+        return out.getvalue()
 
     def close(self) -> None:
         if self._pacer is not None:

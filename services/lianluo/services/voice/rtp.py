@@ -94,6 +94,11 @@ def decode(payload: bytes, codec: int) -> bytes:
     return audioop.alaw2lin(payload, 2) if codec == PCMA else audioop.ulaw2lin(payload, 2)
 
 
+def stereo(left: bytes, right: bytes) -> bytes:
+    """Two 16-bit mono streams of one length as one interleaved stereo stream."""
+    return audioop.add(audioop.tostereo(left, 2, 1, 0), audioop.tostereo(right, 2, 0, 1), 2)
+
+
 def resample(pcm: bytes, rate: int) -> bytes:
     """16-bit mono PCM at `rate` to 8 kHz."""
     if rate == RATE:

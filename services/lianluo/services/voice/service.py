@@ -30,8 +30,9 @@ from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
 from lianluo.runtime.logs import get_logger
+from lianluo.runtime.objects import Objects, tenant_key
 from lianluo.runtime.tenant_config import TenantConfigView
-from lianluo.services.voice import domain, sdp, sip
+from lianluo.services.voice import domain, rtp, sdp, sip
 from lianluo.services.voice.audio import Ports, RtpSession, Speech
 from lianluo.services.voice.phones import AgentLeg, Phones
 from lianluo.services.voice.settings import VoiceSettings
@@ -132,6 +133,7 @@ class Call:
     language: str
     interaction_id: str = ""
     participant_id: str = ""
+    leg_id: str = ""
     md: Any = None
     frames: asyncio.Queue[mpb.ClientFrame | None] = field(default_factory=asyncio.Queue)
     state: int = 0
@@ -156,6 +158,7 @@ class Calls:
         self._view = view
         self._platform = platform
         self._speech = speech
+        self._objects = Objects(settings)
         self._ports = Ports(settings.rtp_range())
         self._limiter = Limiter(settings.voice_invites_per_second)
         self._calls: dict[str, Call] = {}
@@ -332,6 +335,7 @@ class Calls:
         started = await self._platform.media.StartInteraction(start, metadata=call.md)
         call.interaction_id = started.interaction.id
         call.participant_id = started.customer_participant_id
+        call.leg_id = started.interaction.media[0].id
         call.frames.put_nowait(
             mpb.ClientFrame(
                 join=mpb.Join(
@@ -508,6 +512,7 @@ class Calls:
         call.frames.put_nowait(None)
         call.session.close()
         self._ports.give_back(call.port)
+        await self._keep_recording(call)
         figures = call.session.figures
         self.ended.append(
             Ended(
@@ -531,6 +536,34 @@ class Calls:
         for task in call.tasks:
             if task is not current:
                 task.cancel()
+
+    async def _keep_recording(self, call: Call) -> None:
+        """Both parties of the call, as one stereo WAV in the object store, named with its
+        sha256 on the call's media leg (and so on the interaction's record, in order)."""
+        if not call.interaction_id or not call.session.recorded_in:
+            return
+        wav = call.session.recording()
+        key = tenant_key(call.tenant_id, "calls", call.interaction_id, f"{call.leg_id}.wav")
+        try:
+            stored = await self._objects.put(key, wav, "audio/wav")
+            await self._platform.media.RemoveMedia(
+                mpb.RemoveMediaRequest(
+                    tenant_id=call.tenant_id,
+                    interaction_id=call.interaction_id,
+                    participant_id=call.participant_id,
+                    media_leg_id=call.leg_id,
+                    recording=mpb.Recording(
+                        uri=f"object:{stored.key}",
+                        sha256=stored.sha256,
+                        size_bytes=stored.size,
+                        duration_ms=len(call.session.recorded_in) * 1000 // (2 * rtp.RATE),
+                        content_type="audio/wav",
+                    ),
+                ),
+                metadata=call.md,
+            )
+        except (grpc.aio.AioRpcError, OSError) as error:
+            log.warning("a call's recording was not kept", error=repr(error)[:200])
 
     def stop(self) -> None:
         self.phones.stop()

@@ -4,10 +4,10 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from lianluo.runtime.settings import ServiceSettings
+from lianluo.runtime.settings import ObjectStoreSettings, ServiceSettings
 
 
-class VoiceSettings(ServiceSettings):
+class VoiceSettings(ServiceSettings, ObjectStoreSettings):
     """Where SIP and RTP listen, the services a call uses, and the limits that keep a flood of
     calls from one tenant or one peer away from the others."""
 
