@@ -18,6 +18,7 @@ import grpc
 import pytest
 from conftest import ADMIN_KEY, Stack, running_cell
 from factories import Client, agent, onboard, queue
+from google.protobuf import field_mask_pb2
 
 from lianluo.acd.v1 import acd_pb2 as apb
 from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
@@ -36,6 +37,8 @@ from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="SIPp is not installed")
 NUMBER = "+862180001234"
+# A number whose queue overflows to a callback at once.
+CALLBACK_NUMBER = "+862180005678"
 SCENARIOS = Path(__file__).parent / "sipp"
 
 
@@ -54,6 +57,8 @@ class Line:
     calls: Calls
     port: int
     settings: VoiceSettings
+    trunk: int
+    agent_id: str = ""
 
 
 def phone_flow() -> pb.Flow:
@@ -95,6 +100,34 @@ async def line(
         ),
         metadata=c.md,
     )
+    # Calls wait in "callbacks" for 2 s, then are called back 12 s later through the trunk
+    # (a SIPp receiver, in a test).
+    callbacks = queue("callbacks")
+    callbacks.max_wait_seconds = 2
+    callbacks.overflow.CopyFrom(pb.Overflow(kind=pb.OVERFLOW_KIND_CALLBACK))
+    await c.queues.CreateQueue(
+        pb.CreateQueueRequest(tenant_id=t.id, queue=callbacks), metadata=c.md
+    )
+    await rpc.ChannelServiceStub(tch).CreateChannel(
+        pb.CreateChannelRequest(
+            tenant_id=t.id,
+            channel=pb.Channel(
+                name="callbacks",
+                queue="callbacks",
+                voice=pb.VoiceChannel(numbers=[CALLBACK_NUMBER]),
+            ),
+        ),
+        metadata=c.md,
+    )
+    policy = pb.Tenant(id=t.id)
+    policy.routing_policy.queues["callbacks"].callback_after_seconds = 12
+    await c.tenants.UpdateTenant(
+        pb.UpdateTenantRequest(
+            tenant=policy, update_mask=field_mask_pb2.FieldMask(paths=["routing_policy"])
+        ),
+        metadata=c.md,
+    )
+    trunk = _free_udp_port()
     env = {k.removeprefix("LIANLUO_").lower(): v for k, v in cell.env.items()}
     settings = VoiceSettings(
         **env,
@@ -107,14 +140,15 @@ async def line(
         voice_acd_address=cell.address("acd"),
         voice_invites_per_second=5,
         object_store_path=str(tmp_path_factory.mktemp("objects")),
+        voice_trunk=f"127.0.0.1:{trunk}",
     )
     voice, calls = await assemble(settings)
     task = asyncio.create_task(voice.serve())
     async with asyncio.timeout(30):
-        while calls._line(NUMBER) is None:  # until the channel arrives on tenant.config
+        while calls._line(CALLBACK_NUMBER) is None:  # until the channels are on tenant.config
             await asyncio.sleep(0.2)
     assert calls.endpoint is not None
-    yield Line(t, c.key, voice, calls, calls.endpoint.port, settings)
+    yield Line(t, c.key, voice, calls, calls.endpoint.port, settings, trunk)
     voice.request_stop()
     await task
     await tch.close()
@@ -297,6 +331,7 @@ async def phone(
         pb.CreateAgentRequest(tenant_id=line.tenant.id, agent=li), metadata=md
     )
     assert not made.sip_password, "a write-only password came back"
+    line.agent_id = made.id
     async with asyncio.timeout(30):  # until the voice service has Li from tenant.config
         while line.calls.phones._agent(f"li.wei@{line.tenant.name}") is None:
             await asyncio.sleep(0.2)
@@ -379,7 +414,7 @@ def _free_udp_port() -> int:
 
 
 async def test_a_caller_reaches_an_agents_phone_and_they_hear_each_other(
-    line: Line, phone: str, tmp_path: Path
+    line: Line, phone: str, cell: Cell, tmp_path: Path
 ) -> None:
     before = len(line.calls.phones.ended)
     await sipp("ivr_to_agent.xml", line.port, NUMBER, tmp_path)
@@ -393,3 +428,85 @@ async def test_a_caller_reaches_an_agents_phone_and_they_hear_each_other(
     assert agent_sent > 50, "the caller's audio did not reach the agent's phone"
     assert agent_received > 50, "the agent's phone sent no audio"
     assert call.received > 100 and call.sent > agent_received // 2
+    # Li's wrap-up, as the desk would close it: Li is free for the next call.
+    media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
+    await media.End(
+        mpb.EndRequest(
+            tenant_id=line.tenant.id,
+            interaction_id=interaction,
+            resolution=mpb.Resolution(code="resolved"),
+        ),
+        metadata=(("authorization", f"Bearer {line.key}"),),
+    )
+
+
+async def _presence(cell: Cell, line: Line, presence: int) -> None:
+    acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
+    await acd.SetPresence(
+        apb.SetPresenceRequest(tenant_id=line.tenant.id, agent_id=line.agent_id, presence=presence),
+        metadata=(("authorization", f"Bearer {line.key}"),),
+    )
+
+
+async def test_a_callback_is_dialled_through_the_trunk_when_the_agents_phone_answers(
+    line: Line, phone: str, cell: Cell, tmp_path: Path
+) -> None:
+    """Nobody is free: the queue overflows to a callback, and the caller is told so. Once Li
+    is available the ACD offers the callback, Li's phone answers, and the voice service calls
+    the customer's number through the trunk (a SIPp receiver, echoing what it hears)."""
+    await _presence(cell, line, apb.PRESENCE_AWAY)
+    receiver = await asyncio.create_subprocess_exec(
+        "sipp",
+        "-sn",
+        "uas",
+        "-p",
+        str(line.trunk),
+        "-i",
+        "127.0.0.1",
+        "-mi",
+        "127.0.0.1",
+        "-rtp_echo",
+        "-m",
+        "1",
+        "-timeout",
+        "90",
+        "-nostdin",
+        "-timeout_error",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        calls_before = len(line.calls.ended)
+        await sipp("called_back.xml", line.port, CALLBACK_NUMBER, tmp_path)
+        async with asyncio.timeout(10):
+            while len(line.calls.ended) == calls_before:
+                await asyncio.sleep(0.1)
+        told = line.calls.ended[calls_before]
+        # Li is back before the callback is due.
+        await _presence(cell, line, apb.PRESENCE_AVAILABLE)
+        async with asyncio.timeout(30):  # offered, answered by the phone, dialled, answered
+            while line.calls.open_calls < 2:
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(3)  # they talk
+        media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
+        await media.End(
+            mpb.EndRequest(
+                tenant_id=line.tenant.id,
+                interaction_id=told.interaction_id,
+                resolution=mpb.Resolution(code="resolved"),
+            ),
+            metadata=(("authorization", f"Bearer {line.key}"),),
+        )
+        async with asyncio.timeout(30):
+            out, _ = await receiver.communicate()
+        assert receiver.returncode == 0, out.decode(errors="replace")[:2500]
+    finally:
+        if receiver.returncode is None:
+            receiver.kill()
+            await receiver.wait()
+    called = line.calls.ended[-1]
+    assert (called.interaction_id, called.tenant_id) == (told.interaction_id, line.tenant.id)
+    # The phone's voice reached the customer, whose echo came back to the phone.
+    interaction, _, agent_received, agent_sent = line.calls.phones.ended[-1]
+    assert interaction == told.interaction_id
+    assert agent_received > 50 and called.received > 50 and agent_sent > 50

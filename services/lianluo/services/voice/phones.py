@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
@@ -95,7 +95,7 @@ class Phones:
         media: Any,
         acd: acd_rpc.AcdServiceStub,
         ports: Ports,
-        bridge: Callable[[str, AgentLeg], bool],
+        connect: Callable[[apb.Offer, AgentLeg], Awaitable[bool]],
         caller_left: Callable[[str], None],
     ) -> None:
         self._settings = settings
@@ -103,7 +103,7 @@ class Phones:
         self._media = media
         self._acd = acd
         self._ports = ports
-        self._bridge = bridge
+        self._connect = connect
         self._caller_left = caller_left
         self._admin = (("authorization", f"Bearer {settings.admin_key.get_secret_value()}"),)
         self._nonce_key = secrets.token_bytes(32)
@@ -209,7 +209,7 @@ class Phones:
             async for frame in self._media.Connect(outgoing(), metadata=self._admin):
                 offer = frame.offer if frame.WhichOneof("frame") == "offer" else None
                 if offer and offer.requirements.media == common.MEDIA_TYPE_VOICE:
-                    self._spawn(self._ring(binding, offer))
+                    self.spawn(self._ring(binding, offer))
         except grpc.aio.AioRpcError as error:
             log.info("a phone's desk closed", code=error.code().name)
         finally:
@@ -261,8 +261,8 @@ class Phones:
                 port,
             )
             self.legs[call_id] = leg
-            if await self._answer(offer, True, "") and self._bridge(offer.interaction_id, leg):
-                leg.task = self._spawn(self._join(leg))
+            if await self._answer(offer, True, "") and await self._connect(offer, leg):
+                leg.task = self.spawn(self._join(leg))
                 return
             await self.hang_up(leg)
             return
@@ -338,7 +338,7 @@ class Phones:
         self._forget(leg)
         await self.endpoint.request(bye, leg.peer)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

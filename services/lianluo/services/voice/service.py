@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 from sipmessage import Request
 
+from lianluo.acd.v1 import acd_pb2 as apb
 from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.gateway.v1 import gateway_pb2 as gpb
@@ -87,6 +88,16 @@ class Platform:
         )
         return customer.id, _bearer(session.token)
 
+    async def session(self, tenant_id: str, customer_id: str) -> Any:
+        """The credentials of a customer's session on the phone channel."""
+        session = await self._auth.CreateCustomerSession(
+            tpb.CreateCustomerSessionRequest(
+                tenant_id=tenant_id, customer_id=customer_id, channel=common.CHANNEL_PHONE
+            ),
+            metadata=self._admin,
+        )
+        return _bearer(session.token)
+
     async def close(self) -> None:
         for channel in self._channels:
             await channel.close()
@@ -121,12 +132,25 @@ class Ended:
 
 
 @dataclass
+class Dialog:
+    """What a request of this side in a call's dialog needs: where it goes, as whom, to
+    whom, through which peer, and the next CSeq of this side."""
+
+    target: str
+    local: str
+    remote: str
+    peer: sip.Peer
+    cseq: int = 1
+
+
+@dataclass
 class Call:
     call_id: str
     tenant_id: str
-    line: domain.Line
+    # The tenant's line the caller dialled; None for a call this side made (a callback).
+    line: domain.Line | None
     caller: str
-    invite: sip.ServerTransaction
+    invite: sip.ServerTransaction | None
     local_tag: str
     session: RtpSession
     port: int
@@ -141,6 +165,7 @@ class Call:
     hung_up: bool = False
     digits: str = ""
     agent: AgentLeg | None = None
+    dialog: Dialog | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
@@ -170,7 +195,7 @@ class Calls:
             platform.media,
             platform.acd,
             self._ports,
-            self._bridge,
+            self.connect,
             self._agent_left,
         )
         # The last calls that ended, newest last: what each received, sent and was told.
@@ -282,6 +307,13 @@ class Calls:
             port,
             language,
         )
+        target = request.contact[0].uri if request.contact else request.from_address.uri
+        call.dialog = Dialog(
+            str(target),
+            f"{request.to_address};tag={call.local_tag}",
+            str(request.from_address),
+            tx.peer,
+        )
         self._calls[call_id] = call
         try:
             await session.open(self._settings.voice_sip_host, port)
@@ -320,6 +352,7 @@ class Calls:
         """The caller's customer, interaction and stream; the stream's frames are read from
         then on, and the caller hears what they say."""
         customer, call.md = await self._platform.caller(call.tenant_id, call.caller)
+        assert call.line is not None
         channel = call.line.channel
         start = mpb.StartInteractionRequest(
             tenant_id=call.tenant_id,
@@ -380,6 +413,8 @@ class Calls:
                     break
                 if call.state == S.INTERACTION_STATE_WRAP_UP:
                     break  # the conversation is over for the caller; the agent wraps up
+                if call.state == S.INTERACTION_STATE_CALLBACK and kind == "message":
+                    break  # told they will be called back: this call ends, the contact waits
         except grpc.aio.AioRpcError as error:
             log.info("call's stream closed", code=error.code().name)
         finally:
@@ -454,6 +489,86 @@ class Calls:
             if call is not None:
                 await self._caller_left(call)
 
+    async def connect(self, offer: apb.Offer, leg: AgentLeg) -> bool:
+        """An agent's phone answered an offer: bridge the caller who waits on this replica,
+        or, for a callback, call the customer back through the trunk."""
+        if self._bridge(offer.interaction_id, leg):
+            return True
+        number = offer.requirements.callback_number
+        if not number or not self._settings.voice_trunk or self.endpoint is None:
+            return False
+        return await self._dial(offer, number, leg)
+
+    async def _dial(self, offer: apb.Offer, number: str, leg: AgentLeg) -> bool:
+        """Call the customer's number through the trunk; answered, the agent is bridged."""
+        assert self.endpoint is not None
+        port = self._ports.take()
+        if port is None:
+            return False
+        host, _, trunk_port = self._settings.voice_trunk.rpartition(":")
+        peer = self.endpoint.peer(host, int(trunk_port))
+        here = self._settings.public_host()
+        session = RtpSession(sdp.PCMU, 101, lambda _digit: None)
+        await session.open(self._settings.voice_sip_host, port)
+        call_id = f"{uuid.uuid4().hex}@{here}"
+        local_tag = sip.tag()
+        local = f"<sip:voice@{here}:{self.endpoint.port}>;tag={local_tag}"
+        target = f"sip:{number}@{host}:{trunk_port}"
+        invite = sip.new_request("INVITE", target, call_id, 1, local, f"<{target}>")
+        invite.headers.add("Contact", f"<sip:voice@{here}:{self.endpoint.port}>")
+        invite.headers.add("Content-Type", "application/sdp")
+        invite.body = sdp.describe(int(time.time()), 1, here, port, (sdp.PCMU, sdp.PCMA), 101)
+        answer = await self.endpoint.request(invite, peer, wait=60)
+        call: Call | None = None
+        owned = False  # once the call is kept, forgetting it frees its port
+        try:
+            if answer is None or not 200 <= answer.code < 300:
+                return False
+            self.endpoint.ack(invite, answer, peer)
+            media = sdp.parse(answer.body)
+            session.codec = media.codec() or sdp.PCMU
+            session.remote = (media.host, media.port)
+            tenant_id = offer.tenant_id
+            call = Call(call_id, tenant_id, None, number, None, local_tag, session, port, "en")
+            call.interaction_id = offer.interaction_id
+            remote = answer.contact[0].uri if answer.contact else target
+            call.dialog = Dialog(str(remote), local, str(answer.to_address), peer, cseq=2)
+            call.md = await self._platform.session(tenant_id, offer.requirements.customer_id)
+            it = await self._platform.media.GetInteraction(
+                mpb.GetInteractionRequest(tenant_id=tenant_id, interaction_id=offer.interaction_id),
+                metadata=call.md,
+            )
+            customer = next(p for p in it.participants if p.role == R.PARTICIPANT_ROLE_CUSTOMER)
+            call.participant_id = customer.id
+            call.leg_id = it.media[0].id if it.media else ""
+            self._calls[call_id] = call
+            owned = True
+            call.frames.put_nowait(
+                mpb.ClientFrame(
+                    join=mpb.Join(
+                        tenant_id=tenant_id,
+                        interaction_id=offer.interaction_id,
+                        role=R.PARTICIPANT_ROLE_CUSTOMER,
+                        subject_id=customer.subject_id,
+                        # What was said before the callback is not said again.
+                        last_seen_sequence=it.last_sequence,
+                    )
+                )
+            )
+            call.tasks.append(asyncio.create_task(self._listen(call)))
+            self._bridge(offer.interaction_id, leg)
+            log.info("called back", tenant_id=tenant_id, interaction_id=offer.interaction_id)
+            return True
+        except (grpc.aio.AioRpcError, sdp.SdpError, StopIteration) as error:
+            log.warning("a callback could not be made", error=repr(error)[:200])
+            if owned and call is not None:
+                await self._hang_up(call)
+            return False
+        finally:
+            if not owned:
+                session.close()
+                self._ports.give_back(port)
+
     def _bridge(self, interaction_id: str, leg: AgentLeg) -> bool:
         """The agent's phone answered: the caller and the agent hear each other."""
         call = next((c for c in self._calls.values() if c.interaction_id == interaction_id), None)
@@ -473,11 +588,12 @@ class Calls:
             call.tasks.append(asyncio.create_task(self._hang_up(call)))
 
     async def _caller_left(self, call: Call) -> None:
-        """The caller hung up (BYE) or gave up (CANCEL): the interaction ends for them."""
+        """The caller hung up (BYE) or gave up (CANCEL): the interaction ends for them, unless
+        it waits to call them back."""
         call.hung_up = True
         if call.agent is not None:
             await self.phones.hang_up(call.agent)
-        if call.interaction_id:
+        if call.interaction_id and call.state != S.INTERACTION_STATE_CALLBACK:
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await self._platform.media.End(
                     mpb.EndRequest(
@@ -490,20 +606,14 @@ class Calls:
         await self._forget(call)
 
     async def _hang_up(self, call: Call) -> None:
-        """This side ends the call: a BYE in the dialog the INVITE made."""
+        """This side ends the call: a BYE in its dialog."""
         call.hung_up = True
-        invite = call.invite.request
         assert self.endpoint is not None
-        contact = invite.contact[0].uri if invite.contact else invite.from_address.uri
-        bye = sip.new_request(
-            "BYE",
-            str(contact),
-            call.call_id,
-            invite.cseq.sequence + call.cseq,
-            f"{invite.to_address};tag={call.local_tag}",
-            str(invite.from_address),
-        )
-        await self.endpoint.request(bye, call.invite.peer)
+        assert call.dialog is not None
+        d = call.dialog
+        bye = sip.new_request("BYE", d.target, call.call_id, d.cseq, d.local, d.remote)
+        d.cseq += 1
+        await self.endpoint.request(bye, d.peer)
         await self._forget(call)
 
     async def _forget(self, call: Call) -> None:
@@ -512,6 +622,8 @@ class Calls:
         call.frames.put_nowait(None)
         call.session.close()
         self._ports.give_back(call.port)
+        if call.agent is not None and not call.agent.ended:
+            self.phones.spawn(self.phones.hang_up(call.agent))
         await self._keep_recording(call)
         figures = call.session.figures
         self.ended.append(

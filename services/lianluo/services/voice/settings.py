@@ -27,6 +27,9 @@ class VoiceSettings(ServiceSettings, ObjectStoreSettings):
     voice_media_address: str = "127.0.0.1:50052"
     voice_gateway_address: str = "127.0.0.1:50057"
     voice_acd_address: str = "127.0.0.1:50054"
+    # Where calls out go (a SIP trunk or gateway to the phone network), "host:port"; empty:
+    # no call out is made, so callbacks wait for an agent to dial them.
+    voice_trunk: str = ""
     # The speech synthesiser for prompts given as text.
     voice_tts_command: str = "espeak-ng"
     # While queued, the caller hears this again every so often.
@@ -38,6 +41,14 @@ class VoiceSettings(ServiceSettings, ObjectStoreSettings):
         first, _, last = value.partition("-")
         if not (first.isdigit() and last.isdigit() and 1024 <= int(first) <= int(last) < 65536):
             raise ValueError("must be first-last, within 1024-65535")
+        return value
+
+    @field_validator("voice_trunk")
+    @classmethod
+    def _trunk(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if value and not (host and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError("must be host:port")
         return value
 
     def rtp_range(self) -> range:

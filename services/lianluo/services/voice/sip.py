@@ -251,6 +251,12 @@ class Endpoint:
         finally:
             writer.close()
 
+    def peer(self, host: str, port: int) -> Peer:
+        """A peer this side sends to first (a trunk), over UDP."""
+        udp = self._udp
+        assert udp is not None
+        return Peer("UDP", host, port, lambda b: udp.sendto(b, (host, port)))
+
     async def run(self) -> None:
         await self._stopping.wait()
 
