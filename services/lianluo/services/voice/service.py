@@ -129,6 +129,9 @@ class Ended:
     lost: int
     sent: int
     digits: str
+    jitter_ms: float = 0.0
+    # From the INVITE to the 200 OK (0 for a call this side made).
+    setup_ms: float = 0.0
 
 
 @dataclass
@@ -165,6 +168,8 @@ class Call:
     hung_up: bool = False
     digits: str = ""
     agent: AgentLeg | None = None
+    invited: float = field(default_factory=time.monotonic)
+    setup_ms: float = 0.0
     dialog: Dialog | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -198,8 +203,10 @@ class Calls:
             self.connect,
             self._agent_left,
         )
-        # The last calls that ended, newest last: what each received, sent and was told.
-        self.ended: collections.deque[Ended] = collections.deque(maxlen=100)
+        # The last calls that ended, newest last: what each received, sent and was told; and
+        # how many have ended in all.
+        self.ended: collections.deque[Ended] = collections.deque(maxlen=1000)
+        self.ended_count = 0
         view.subscribe(lambda _tenant, _change: setattr(self, "_lines", None))
 
     @property
@@ -346,6 +353,7 @@ class Calls:
                 headers={"Contact": contact, "Allow": sip.ALLOW},
             )
         )
+        call.setup_ms = (time.monotonic() - call.invited) * 1000
         log.info("call answered", tenant_id=call.tenant_id, interaction_id=call.interaction_id)
 
     async def _join(self, call: Call) -> None:
@@ -626,6 +634,7 @@ class Calls:
             self.phones.spawn(self.phones.hang_up(call.agent))
         await self._keep_recording(call)
         figures = call.session.figures
+        self.ended_count += 1
         self.ended.append(
             Ended(
                 call.tenant_id,
@@ -634,6 +643,8 @@ class Calls:
                 figures.lost,
                 call.session.sent,
                 call.digits,
+                figures.jitter_ms(),
+                call.setup_ms,
             )
         )
         log.info(
