@@ -793,19 +793,24 @@ async def test_a_tenant_admin_sets_up_a_queue_an_agent_a_person_and_a_flow_and_a
     zhang = await Session.login(tch, bank.tenant.name, "zhang", PASSWORD)
     at_work = await AgentAtWork(cell, zhang, bank.tenant.id).start()
     media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
+
+    async def loans_contact(customer: str, name: str) -> mpb.StartInteractionResponse:
+        started: mpb.StartInteractionResponse = await media.StartInteraction(
+            mpb.StartInteractionRequest(
+                tenant_id=bank.tenant.id,
+                channel=common.CHANNEL_WEB,
+                media=common.MEDIA_TYPE_CHAT,
+                flow="loans-flow",
+                customer=mpb.Customer(id=customer, display_name=name),
+            ),
+            metadata=(("authorization", f"Bearer {bank.key}"),),
+        )
+        return started
+
     async with asyncio.timeout(30):
         while True:
             try:
-                started = await media.StartInteraction(
-                    mpb.StartInteractionRequest(
-                        tenant_id=bank.tenant.id,
-                        channel=common.CHANNEL_WEB,
-                        media=common.MEDIA_TYPE_CHAT,
-                        flow="loans-flow",
-                        customer=mpb.Customer(id="c-loans", display_name="Zhou"),
-                    ),
-                    metadata=(("authorization", f"Bearer {bank.key}"),),
-                )
+                started = await loans_contact("c-loans", "Zhou")
                 break
             except grpc.aio.AioRpcError as error:  # until media has learnt the new flow
                 if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
@@ -838,16 +843,7 @@ async def test_a_tenant_admin_sets_up_a_queue_an_agent_a_person_and_a_flow_and_a
     tenants = rpc.TenantServiceStub(tch)
     try:
         # Zhang is free, yet the next contact is kept with the closed notice, not offered.
-        later = await media.StartInteraction(
-            mpb.StartInteractionRequest(
-                tenant_id=bank.tenant.id,
-                channel=common.CHANNEL_WEB,
-                media=common.MEDIA_TYPE_CHAT,
-                flow="loans-flow",
-                customer=mpb.Customer(id="c-late", display_name="Qian"),
-            ),
-            metadata=(("authorization", f"Bearer {bank.key}"),),
-        )
+        later = await loans_contact("c-late", "Qian")
         async with asyncio.timeout(30):
             while True:
                 seen = await media.GetInteraction(
