@@ -37,6 +37,10 @@ ENV PATH=/opt/lianluo/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     LIANLUO_GRPC_HOST=0.0.0.0
+# espeak-ng says the voice service's prompts given as text.
+RUN apt-get update -qq \
+ && apt-get install -y -qq --no-install-recommends espeak-ng \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 lianluo \
  && useradd --system --uid 10001 --gid lianluo --no-create-home --home-dir /nonexistent lianluo
 COPY --from=build /opt/lianluo /opt/lianluo
