@@ -178,6 +178,9 @@ async def sipp(scenario: str, port: int, service: str, folder: Path, *extra: str
         "40",
         "-nostdin",
         "-timeout_error",
+        # Its own SIP port: never the 5060 a running `make run` holds.
+        "-p",
+        str(_free_udp_port()),
         *extra,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

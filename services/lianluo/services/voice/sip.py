@@ -225,12 +225,23 @@ class Endpoint:
                 peer = Peer("UDP", addr[0], addr[1], lambda b: udp.sendto(b, addr))
                 endpoint.received(data, peer)
 
-        self._udp, _ = await loop.create_datagram_endpoint(
-            Datagrams, local_addr=(self.host, self.port)
-        )
-        if not self.port:
-            self.port = self._udp.get_extra_info("sockname")[1]
-        self._tcp = await asyncio.start_server(self._stream, self.host, self.port)
+        # UDP and TCP on one port. Asked for any port (0), the one UDP gets may be taken for
+        # TCP already: another is tried then.
+        chosen = self.port
+        for attempt in range(20):
+            self._udp, _ = await loop.create_datagram_endpoint(
+                Datagrams, local_addr=(self.host, chosen)
+            )
+            port = self._udp.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(self._stream, self.host, port)
+            except OSError:
+                self._udp.close()
+                if chosen or attempt == 19:
+                    raise
+                continue
+            self.port = port
+            return
 
     async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port = writer.get_extra_info("peername")[:2]
