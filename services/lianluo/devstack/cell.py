@@ -166,12 +166,23 @@ class Cell:
         self.running.clear()
 
 
+# The ports _free_port has handed out in this process.
+_handed: set[int] = set()
+
+
 def _free_port() -> int:
+    """A free loopback port, never one handed out before by this process: the kernel may give
+    a port just closed again, and a cell takes several (a gateway's HTTP and SMTP) before any
+    is bound."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed:
+            _handed.add(port)
+            return port
 
 
 async def wait_serving(
