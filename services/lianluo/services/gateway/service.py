@@ -179,7 +179,11 @@ class Customers:
         """The customer an identity resolves to, made now if new (for a channel adapter)."""
         auth.require_tenant(tenant_id)
         v = Violations()
-        v.check(kind != pb.IDENTITY_KIND_UNSPECIFIED, "kind", "must be set")
+        v.check(
+            kind != pb.IDENTITY_KIND_UNSPECIFIED and kind in pb.IdentityKind.values(),
+            "kind",
+            "one of the identity kinds",
+        )
         v.check(0 < len(value) <= 254, "value", "1 to 254 characters")
         v.check(len(name) <= 200, "display_name", "at most 200 characters")
         tid = _uuid(tenant_id)

@@ -18,6 +18,9 @@ log = get_logger(__name__)
 FRAME_BYTES = rtp.SAMPLES * 2  # 16-bit linear PCM
 PACKET_SECONDS = rtp.SAMPLES / rtp.RATE
 SPEECH_KEPT = 256
+# A call's recording keeps its first hour (two channels of 16-bit PCM: 115 MB), so that no call
+# can take a replica's memory; what comes after is not recorded.
+RECORDED_BYTES = rtp.RATE * 2 * 3600
 
 
 class Ports:
@@ -166,6 +169,10 @@ class RtpSession(asyncio.DatagramProtocol):
         """One tick of the recording: 20 ms each way, silence where nothing was."""
         if played is not None and not self.held:
             self._said += played
+        if len(self.recorded_in) >= RECORDED_BYTES:
+            self._heard.clear()
+            self._said.clear()
+            return
         for buffer, out in ((self._heard, self.recorded_in), (self._said, self.recorded_out)):
             out += bytes(buffer[:FRAME_BYTES]).ljust(FRAME_BYTES, b"\0")
             del buffer[:FRAME_BYTES]

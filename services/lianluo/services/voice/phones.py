@@ -42,6 +42,12 @@ NONCE_SECONDS = 300
 MAX_EXPIRES = 3600
 
 
+async def sent(frames: asyncio.Queue[mpb.ClientFrame | None]) -> AsyncIterator[mpb.ClientFrame]:
+    """A stream's frames to the media service, from a queue, until None."""
+    while (frame := await frames.get()) is not None:
+        yield frame
+
+
 def _md5(text: str) -> str:
     return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
@@ -168,10 +174,11 @@ class Phones:
             return
         tenant_id, agent = owner
         contact = request.contact[0] if request.contact else None
-        asked = request.expires if request.expires is not None else 3600
-        if contact is not None and "expires" in contact.parameters:
-            asked = int(contact.parameters["expires"] or 0)
-        expires = min(max(asked, 0), MAX_EXPIRES)
+        asked = _expires(request, contact)
+        if asked is None:
+            tx.respond(sip.reply(request, 400, to_tag=sip.tag()))
+            return
+        expires = min(asked, MAX_EXPIRES)
         key = (tenant_id, agent.id)
         known = self._bindings.pop(key, None)
         if known is not None and known.desk is not None:
@@ -201,12 +208,8 @@ class Phones:
             )
         )
 
-        async def outgoing() -> AsyncIterator[mpb.ClientFrame]:
-            while (frame := await frames.get()) is not None:
-                yield frame
-
         try:
-            async for frame in self._media.Connect(outgoing(), metadata=self._admin):
+            async for frame in self._media.Connect(sent(frames), metadata=self._admin):
                 offer = frame.offer if frame.WhichOneof("frame") == "offer" else None
                 if offer and offer.requirements.media == common.MEDIA_TYPE_VOICE:
                     self.spawn(self._ring(binding, offer))
@@ -233,23 +236,21 @@ class Phones:
             binding.contact,
             call_id,
             1,
-            f"<sip:voice@{host}:{self.endpoint.port}>;tag={sip.tag()}",
+            f"{self.endpoint.contact(host)};tag={sip.tag()}",
             f"<{binding.contact}>",
         )
-        invite.headers.add("Contact", f"<sip:voice@{host}:{self.endpoint.port}>")
+        invite.headers.add("Contact", self.endpoint.contact(host))
         invite.headers.add("Content-Type", "application/sdp")
         invite.body = sdp.describe(int(time.time()), 1, host, port, (sdp.PCMU, sdp.PCMA), 101)
         left = offer.expire_time.ToDatetime(tzinfo=UTC).timestamp() - time.time()
         answer = await self.endpoint.request(invite, binding.peer, wait=max(1.0, left))
-        leg: AgentLeg | None = None
         if answer is not None and 200 <= answer.code < 300:
             self.endpoint.ack(invite, answer, binding.peer)
             try:
                 media = sdp.parse(answer.body)
-                session.codec = media.codec() or sdp.PCMU
-                session.remote = (media.host, media.port)
-            except sdp.SdpError:
-                pass
+            except sdp.SdpError as error:
+                log.info("a phone answered without an SDP answer", error=str(error))
+                media = None
             leg = AgentLeg(
                 binding.tenant_id,
                 binding.agent_id,
@@ -261,6 +262,13 @@ class Phones:
                 port,
             )
             self.legs[call_id] = leg
+            codec = media.codec() if media is not None else None
+            if media is None or codec is None:
+                # Nothing to hear on that leg: the phone is hung up, another agent is tried.
+                await self.hang_up(leg)
+                await self._answer(offer, False, "the phone answered without usable audio")
+                return
+            session.codec, session.remote = codec, (media.host, media.port)
             if await self._answer(offer, True, "") and await self._connect(offer, leg):
                 leg.task = self.spawn(self._join(leg))
                 return
@@ -300,12 +308,8 @@ class Phones:
             )
         )
 
-        async def outgoing() -> AsyncIterator[mpb.ClientFrame]:
-            while (frame := await leg.frames.get()) is not None:
-                yield frame
-
         with contextlib.suppress(grpc.aio.AioRpcError):
-            async for frame in self._media.Connect(outgoing(), metadata=self._admin):
+            async for frame in self._media.Connect(sent(leg.frames), metadata=self._admin):
                 if frame.WhichOneof("frame") == "joined":
                     leg.participant_id = frame.joined.participant_id
 
@@ -364,6 +368,16 @@ class Phones:
             self._forget(leg)
         for task in self._tasks:
             task.cancel()
+
+
+def _expires(request: Request, contact: Any) -> int | None:
+    """How long a REGISTER asks to be kept (its Contact's expires, else its Expires, else an
+    hour); None when it says so in a way that is not a number of seconds."""
+    if contact is not None and "expires" in contact.parameters:
+        value = str(contact.parameters["expires"] or "")
+    else:
+        value = str(request.headers.get("expires") or "3600").strip()
+    return int(value) if value.isdigit() and len(value) <= 10 else None
 
 
 def _parameters(header: str) -> dict[str, str]:

@@ -16,7 +16,6 @@ import collections
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +34,7 @@ from lianluo.runtime.objects import Objects, tenant_key
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.voice import domain, rtp, sdp, sip
 from lianluo.services.voice.audio import Ports, RtpSession, Speech
-from lianluo.services.voice.phones import AgentLeg, Phones
+from lianluo.services.voice.phones import AgentLeg, Phones, sent
 from lianluo.services.voice.settings import VoiceSettings
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 from lianluo.tenants.v1 import tenants_pb2_grpc as tenants_rpc
@@ -341,8 +340,8 @@ class Calls:
             offer.events(),
             sdp.MIRROR[offer.direction],
         )
-        port_here = self.endpoint.port if self.endpoint else 0
-        contact = f"<sip:voice@{self._settings.public_host()}:{port_here}>"
+        assert self.endpoint is not None
+        contact = self.endpoint.contact(self._settings.public_host())
         tx.respond(
             sip.reply(
                 request,
@@ -390,11 +389,7 @@ class Calls:
         call.tasks.append(asyncio.create_task(self._listen(call)))
 
     async def _listen(self, call: Call) -> None:
-        async def outgoing() -> AsyncIterator[mpb.ClientFrame]:
-            while (frame := await call.frames.get()) is not None:
-                yield frame
-
-        stream = self._platform.media.Connect(outgoing(), metadata=call.md)
+        stream = self._platform.media.Connect(sent(call.frames), metadata=call.md)
         hold: asyncio.Task[None] | None = None
         try:
             async for frame in stream:
@@ -520,10 +515,10 @@ class Calls:
         await session.open(self._settings.voice_sip_host, port)
         call_id = f"{uuid.uuid4().hex}@{here}"
         local_tag = sip.tag()
-        local = f"<sip:voice@{here}:{self.endpoint.port}>;tag={local_tag}"
+        local = f"{self.endpoint.contact(here)};tag={local_tag}"
         target = f"sip:{number}@{host}:{trunk_port}"
         invite = sip.new_request("INVITE", target, call_id, 1, local, f"<{target}>")
-        invite.headers.add("Contact", f"<sip:voice@{here}:{self.endpoint.port}>")
+        invite.headers.add("Contact", self.endpoint.contact(here))
         invite.headers.add("Content-Type", "application/sdp")
         invite.body = sdp.describe(int(time.time()), 1, here, port, (sdp.PCMU, sdp.PCMA), 101)
         answer = await self.endpoint.request(invite, peer, wait=60)
@@ -577,9 +572,12 @@ class Calls:
                 session.close()
                 self._ports.give_back(port)
 
+    def _call_of(self, interaction_id: str) -> Call | None:
+        return next((c for c in self._calls.values() if c.interaction_id == interaction_id), None)
+
     def _bridge(self, interaction_id: str, leg: AgentLeg) -> bool:
         """The agent's phone answered: the caller and the agent hear each other."""
-        call = next((c for c in self._calls.values() if c.interaction_id == interaction_id), None)
+        call = self._call_of(interaction_id)
         if call is None:
             return False
         call.session.hush()
@@ -590,7 +588,7 @@ class Calls:
 
     def _agent_left(self, interaction_id: str) -> None:
         """The agent hung up: the caller's call ends too."""
-        call = next((c for c in self._calls.values() if c.interaction_id == interaction_id), None)
+        call = self._call_of(interaction_id)
         if call is not None and not call.hung_up:
             call.agent = None
             call.tasks.append(asyncio.create_task(self._hang_up(call)))
@@ -599,6 +597,7 @@ class Calls:
         """The caller hung up (BYE) or gave up (CANCEL): the interaction ends for them, unless
         it waits to call them back."""
         call.hung_up = True
+        call.session.close()  # the recording ends with the call, however long what follows takes
         if call.agent is not None:
             await self.phones.hang_up(call.agent)
         if call.interaction_id and call.state != S.INTERACTION_STATE_CALLBACK:
@@ -616,6 +615,7 @@ class Calls:
     async def _hang_up(self, call: Call) -> None:
         """This side ends the call: a BYE in its dialog."""
         call.hung_up = True
+        call.session.close()
         assert self.endpoint is not None
         assert call.dialog is not None
         d = call.dialog

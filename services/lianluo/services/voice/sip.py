@@ -258,9 +258,13 @@ class Endpoint:
                 body = await reader.readexactly(length) if length else b""
                 self.received(head + body, peer)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
+            log.debug("a SIP connection ended", peer=f"{host}:{port}")  # the peer went away
         finally:
             writer.close()
+
+    def contact(self, host: str) -> str:
+        """This endpoint's address as `host` publishes it, for Contact and From."""
+        return f"<sip:voice@{host}:{self.port}>"
 
     def peer(self, host: str, port: int) -> Peer:
         """A peer this side sends to first (a trunk), over UDP."""
