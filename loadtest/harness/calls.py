@@ -107,9 +107,11 @@ class ConnectStream:
         name: str,
         on_frame: Callable[[mpb.ServerFrame], None] | None = None,
         retry: tuple[grpc.StatusCode, ...] = (),
+        expected: tuple[grpc.StatusCode, ...] = (),
     ) -> ConnectStream:
         """A joined stream; the time to `joined` is reported under `name`. Codes in `retry`
-        are retried for a while: a change made through Kafka reaches media a moment later."""
+        are retried for a while: a change made through Kafka reaches media a moment later.
+        Codes in `expected` are counted apart and raise Expected, as in Caller."""
         start = time.perf_counter()
         while True:
             stream = cls(caller, stub, join, on_frame)
@@ -122,6 +124,9 @@ class ConnectStream:
                 if code in retry and _ms(start) < CALL_TIMEOUT * 1000:
                     gevent.sleep(0.02)
                     continue
+                if code is not None and code in expected:
+                    report(caller.environment, "stream", f"{name} [{code.name}]", _ms(start))
+                    raise Expected(code) from error
                 report(caller.environment, "stream", name, _ms(start), error=stream.error or error)
                 raise
         report(caller.environment, "stream", name, _ms(start))

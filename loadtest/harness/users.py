@@ -286,8 +286,10 @@ class Agent(User):
                 ),
                 # The assignment reaches media through routing.decision, just after the accept.
                 retry=(grpc.StatusCode.PERMISSION_DENIED,),
+                # The customer abandoned after the accept: the interaction has ended.
+                expected=(grpc.StatusCode.FAILED_PRECONDITION,),
             )
-        except (grpc.RpcError, StreamEnded, gevent.Timeout):
+        except (grpc.RpcError, StreamEnded, gevent.Timeout, Expected):
             return
         try:
             while (turn := _nth_turn(stream, replies, 40)) is not None:

@@ -683,11 +683,11 @@ class MediaService:
             if found is not None or join.monitor:
                 return interaction, found
             waits = join.role in (R.PARTICIPANT_ROLE_AGENT, R.PARTICIPANT_ROLE_EXPERT)
-            if (
-                not waits
-                or interaction.state in domain.TERMINAL
-                or asyncio.get_running_loop().time() > deadline
-            ):
+            if waits:
+                # The customer left between the accept and this join: say so, as the agent's
+                # desk shows "the customer has gone" rather than a refusal.
+                domain.require_open(interaction)
+            if not waits or asyncio.get_running_loop().time() > deadline:
                 raise PermissionDenied("not a participant of this interaction")
             await asyncio.sleep(ASSIGNMENT_POLL_SECONDS)
 
