@@ -74,12 +74,40 @@ def phone_flow() -> pb.Flow:
                     choices=[
                         pb.MenuChoice(digit="1", label="a lost card", next="cards"),
                         pb.MenuChoice(digit="2", label="anything else", next="bye"),
+                        pb.MenuChoice(digit="3", label="your account", next="pin"),
                     ],
                     timeout_seconds=20,
                     no_match_next="bye",
                 ),
             ),
             pb.FlowNode(id="cards", route_to_queue=pb.RouteToQueueNode(queue="cards")),
+            pb.FlowNode(
+                id="pin",
+                collect=pb.CollectNode(
+                    prompt="Please key in your PIN, then the hash key.",
+                    variable="pin",
+                    pattern=r"\d{4}",
+                    timeout_seconds=20,
+                    next="check",
+                    failure_next="bye",
+                    sensitive=True,
+                ),
+            ),
+            pb.FlowNode(
+                id="check",
+                condition=pb.ConditionNode(
+                    branches=[
+                        pb.ConditionBranch(
+                            variable="pin",
+                            operator=pb.CONDITION_OPERATOR_EQUALS,
+                            value="4271",
+                            next="secure",
+                        )
+                    ],
+                    default_next="bye",
+                ),
+            ),
+            pb.FlowNode(id="secure", route_to_queue=pb.RouteToQueueNode(queue="secure")),
             pb.FlowNode(id="bye", end=pb.EndNode(text="Goodbye.")),
         ],
     )
@@ -92,6 +120,9 @@ async def line(
     tch = grpc.aio.insecure_channel(cell.address("tenants"))
     t, c = await onboard(Client(tch, ADMIN_KEY))
     await c.queues.CreateQueue(pb.CreateQueueRequest(tenant_id=t.id, queue=queue()), metadata=c.md)
+    await c.queues.CreateQueue(
+        pb.CreateQueueRequest(tenant_id=t.id, queue=queue("secure")), metadata=c.md
+    )
     await c.flows.PutFlow(pb.PutFlowRequest(tenant_id=t.id, flow=phone_flow()), metadata=c.md)
     await rpc.ChannelServiceStub(tch).CreateChannel(
         pb.CreateChannelRequest(
@@ -205,20 +236,7 @@ async def test_a_caller_walks_the_menu_by_dtmf_and_is_queued(
     assert call.sent > 50
     assert call.received > 50 and call.lost == 0
     # The call is recorded: both parties, as long as the call, hashed, on the interaction's leg.
-    media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
-    key = (("authorization", f"Bearer {line.key}"),)
-    async with asyncio.timeout(10):
-        while True:
-            it = await media.GetInteraction(
-                mpb.GetInteractionRequest(
-                    tenant_id=line.tenant.id, interaction_id=call.interaction_id
-                ),
-                metadata=key,
-            )
-            if it.media[0].HasField("recording"):
-                break
-            await asyncio.sleep(0.2)
-    kept = it.media[0].recording
+    kept = await _kept_recording(cell, line, call.interaction_id)
     assert 6_000 <= kept.duration_ms <= 11_000, kept.duration_ms  # the scenario's 7 s and setup
     data = await Objects(line.settings).get(kept.uri.removeprefix("object:"), kept.sha256)
     with wave.open(io.BytesIO(data)) as wav:
@@ -229,16 +247,71 @@ async def test_a_caller_walks_the_menu_by_dtmf_and_is_queued(
     assert caller > 100 and heard > 100, (caller, heard)  # each side said something
 
     # The menu's choice routed the call to cards: the ACD counts it as entered there.
+    await _entered(cell, line, "cards")
+
+
+async def _kept_recording(cell: Cell, line: Line, interaction_id: str) -> mpb.Recording:
+    """The recording named on the call's leg, once the call's end has reached media."""
+    media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
+    key = (("authorization", f"Bearer {line.key}"),)
+    async with asyncio.timeout(10):
+        while True:
+            it = await media.GetInteraction(
+                mpb.GetInteractionRequest(tenant_id=line.tenant.id, interaction_id=interaction_id),
+                metadata=key,
+            )
+            if it.media[0].HasField("recording"):
+                return it.media[0].recording
+            await asyncio.sleep(0.2)
+
+
+async def _entered(cell: Cell, line: Line, queue_name: str) -> None:
+    """Wait until the ACD counts a contact as entered in `queue_name`."""
     acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
     async with asyncio.timeout(20):
         while True:
             figures = await acd.QueueStats(
-                apb.QueueStatsRequest(tenant_id=line.tenant.id, queues=["cards"]),
+                apb.QueueStatsRequest(tenant_id=line.tenant.id, queues=[queue_name]),
                 metadata=(("authorization", f"Bearer {line.key}"),),
             )
             if figures.queues and figures.queues[0].entered >= 1:
-                break
+                return
             await asyncio.sleep(0.2)
+
+
+async def test_a_pin_keyed_in_answers_the_flow_and_is_not_recorded(
+    line: Line, cell: Cell, tmp_path: Path
+) -> None:
+    before = len(line.calls.ended)
+    await sipp("ivr_pin.xml", line.port, NUMBER, tmp_path)
+    async with asyncio.timeout(10):
+        while len(line.calls.ended) == before:
+            await asyncio.sleep(0.1)
+    call = line.calls.ended[-1]
+    assert call.digits == "34271#"
+    # The four keys and the hash key were one answer: the PIN matched, and the call was
+    # routed to the secure queue.
+    await _entered(cell, line, "secure")
+    kept = await _kept_recording(cell, line, call.interaction_id)
+    # From the PIN's prompt to the hash key (about 3.6 s of the scenario), nothing is
+    # recorded, though the caller talked all along.
+    assert 2_000 <= kept.paused_ms <= 6_000, kept.paused_ms
+    data = await Objects(line.settings).get(kept.uri.removeprefix("object:"), kept.sha256)
+    with wave.open(io.BytesIO(data)) as wav:
+        frames = wav.readframes(wav.getnframes())
+    assert _channel(frames, 0) > 100, "the caller is heard outside the pause"
+    assert _longest_silence_ms(frames) >= kept.paused_ms - 40
+
+
+def _longest_silence_ms(frames: bytes) -> int:
+    """The longest run of 20 ms in which both channels of 16-bit stereo frames are zero."""
+    samples = memoryview(frames).cast("h")
+    per_tick = rtp.SAMPLES * 2
+    longest = run = 0
+    for start in range(0, len(samples) - per_tick + 1, per_tick):
+        run = run + 1 if not any(samples[start : start + per_tick]) else 0
+        longest = max(longest, run)
+    return longest * 20
 
 
 # ---------------------------------------------------------------------- what cannot be served

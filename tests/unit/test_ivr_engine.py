@@ -269,3 +269,13 @@ def test_a_missing_node_ends_the_run_politely() -> None:
     assert result.stop is not None and result.stop.reason == api.STOP_REASON_MISSING_NODE
     assert texts(result) == ["Hi"]
     assert result.outputs[-1].ended.text == BROKEN_TEXT
+
+
+def test_a_sensitive_collect_marks_its_prompts_and_no_other() -> None:
+    flow = menu_flow()
+    next(n for n in flow.nodes if n.id == "last4").collect.sensitive = True
+    first, asked, again = run(flow, Answer("1"), Answer("12345"))
+    assert [o.prompt.sensitive for o in first.outputs] == [False, False]
+    # The collect's prompt, and the same prompt asked again after a wrong answer.
+    assert [o.prompt.sensitive for o in asked.outputs] == [True]
+    assert [o.prompt.sensitive for o in again.outputs] == [True]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from google.protobuf import timestamp_pb2
 
+from lianluo.common.v1 import common_pb2 as common
 from lianluo.services.voice import domain, phones, rtp, sdp, sip
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
@@ -125,3 +126,11 @@ def test_the_digest_is_rfc_2617s_own_example() -> None:
         "Mufasa", "Circle Of Life", "GET", "/dir/index.html", challenge, "testrealm@host.com"
     )
     assert response == "6629fae49393a05397450978507c4ef1"
+
+
+def test_only_a_free_answer_is_keyed_in_a_menu_takes_one_key() -> None:
+    menu = common.Prompt(expects_answer=True, choices=[common.PromptChoice(digit="1")])
+    assert domain.keyed(common.Prompt(expects_answer=True, sensitive=True))
+    assert not domain.keyed(menu)
+    assert not domain.keyed(common.Prompt(text="Welcome."))
+    assert not domain.keyed(None)

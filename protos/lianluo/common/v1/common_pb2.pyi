@@ -375,6 +375,7 @@ class Prompt(_message.Message):
     CHOICES_FIELD_NUMBER: _builtins.int
     EXPECTS_ANSWER_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    SENSITIVE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique within the interaction."""
     text: _builtins.str
@@ -382,6 +383,10 @@ class Prompt(_message.Message):
     """True when self-service waits for an answer (a menu or a collect node)."""
     timeout_seconds: _builtins.int
     """How long it waits for the answer, in seconds; 0 when it does not wait."""
+    sensitive: _builtins.bool
+    """The answer is a secret (`CollectNode.sensitive`): a phone call's recording pauses until it
+    is given.
+    """
     @_builtins.property
     def choices(self) -> _containers.RepeatedCompositeFieldContainer[Global___PromptChoice]:
         """The choices of a menu; empty for a statement or a free answer."""
@@ -394,10 +399,11 @@ class Prompt(_message.Message):
         choices: _abc.Iterable[Global___PromptChoice] | None = ...,
         expects_answer: _builtins.bool = ...,
         timeout_seconds: _builtins.int = ...,
+        sensitive: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "expects_answer", b"expects_answer", "id", b"id", "text", b"text", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "expects_answer", b"expects_answer", "id", b"id", "sensitive", b"sensitive", "text", b"text", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -309,6 +309,7 @@ class Recording(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     DURATION_MS_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    PAUSED_MS_FIELD_NUMBER: _builtins.int
     uri: _builtins.str
     """"object:<key>": where the object store has it."""
     sha256: _builtins.str
@@ -319,6 +320,10 @@ class Recording(_message.Message):
     customer heard (prompts, the agent) on the right, in step.
     """
     content_type: _builtins.str
+    paused_ms: _builtins.int
+    """How much of `duration_ms` is silence because the recording paused while the caller keyed
+    in a secret (`CollectNode.sensitive`).
+    """
     def __init__(
         self,
         *,
@@ -327,10 +332,11 @@ class Recording(_message.Message):
         size_bytes: _builtins.int = ...,
         duration_ms: _builtins.int = ...,
         content_type: _builtins.str = ...,
+        paused_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "duration_ms", b"duration_ms", "sha256", b"sha256", "size_bytes", b"size_bytes", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "duration_ms", b"duration_ms", "paused_ms", b"paused_ms", "sha256", b"sha256", "size_bytes", b"size_bytes", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

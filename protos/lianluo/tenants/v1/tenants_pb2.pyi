@@ -2787,6 +2787,7 @@ class CollectNode(_message.Message):
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
     NEXT_FIELD_NUMBER: _builtins.int
     FAILURE_NEXT_FIELD_NUMBER: _builtins.int
+    SENSITIVE_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     variable: _builtins.str
     pattern: _builtins.str
@@ -2796,6 +2797,10 @@ class CollectNode(_message.Message):
     next: _builtins.str
     failure_next: _builtins.str
     """Where to go when the retries are used up."""
+    sensitive: _builtins.bool
+    """The answer is a secret (a PIN, a card's security code): a phone call's recording is
+    silent from this prompt until the caller has keyed the answer in.
+    """
     def __init__(
         self,
         *,
@@ -2806,10 +2811,11 @@ class CollectNode(_message.Message):
         max_retries: _builtins.int = ...,
         next: _builtins.str = ...,
         failure_next: _builtins.str = ...,
+        sensitive: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure_next", b"failure_next", "max_retries", b"max_retries", "next", b"next", "pattern", b"pattern", "prompt", b"prompt", "timeout_seconds", b"timeout_seconds", "variable", b"variable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure_next", b"failure_next", "max_retries", b"max_retries", "next", b"next", "pattern", b"pattern", "prompt", b"prompt", "sensitive", b"sensitive", "timeout_seconds", b"timeout_seconds", "variable", b"variable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -138,7 +138,12 @@ class _Run:
         self.result.transcript.append(step)
 
     def say(
-        self, node_id: str, text: str, choices: list[common_pb2.PromptChoice], timeout: int
+        self,
+        node_id: str,
+        text: str,
+        choices: list[common_pb2.PromptChoice],
+        timeout: int,
+        sensitive: bool = False,
     ) -> None:
         self.prompt_count += 1
         prompt = common_pb2.Prompt(
@@ -147,6 +152,7 @@ class _Run:
             choices=choices,
             expects_answer=timeout > 0,
             timeout_seconds=timeout,
+            sensitive=sensitive,
         )
         output = self._output(node_id)
         output.prompt.CopyFrom(prompt)
@@ -243,7 +249,13 @@ class _Run:
             text, seconds, choices = node.collect.prompt, node.collect.timeout_seconds, []
         self.timeout = seconds or DEFAULT_TIMEOUT_SECONDS
         self.status = "waiting"
-        self.say(node.id, f"{preface} {text}" if preface else text, choices, self.timeout)
+        self.say(
+            node.id,
+            f"{preface} {text}" if preface else text,
+            choices,
+            self.timeout,
+            sensitive=node.HasField("collect") and node.collect.sensitive,
+        )
 
     def route(self, node: pb.FlowNode) -> None:
         route = node.route_to_queue

@@ -255,4 +255,5 @@ def check_recording(r: pb.Recording) -> None:
     )
     v.check(re.fullmatch(r"[0-9a-f]{64}", r.sha256) is not None, "recording.sha256", "64 hex")
     v.check(r.size_bytes >= 0 and r.duration_ms >= 0, "recording", "sizes are not negative")
+    v.check(0 <= r.paused_ms <= r.duration_ms, "recording.paused_ms", "between 0 and duration_ms")
     v.raise_if_any()

@@ -70,6 +70,9 @@ class RtpSession(asyncio.DatagramProtocol):
         self.recorded_out = bytearray()
         self._heard = bytearray()
         self._said = bytearray()
+        # While the caller keys in a secret: the recording is silence, both ways.
+        self.paused = False
+        self.paused_frames = 0
 
     async def open(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -173,6 +176,10 @@ class RtpSession(asyncio.DatagramProtocol):
             self._heard.clear()
             self._said.clear()
             return
+        if self.paused:
+            self._heard.clear()
+            self._said.clear()
+            self.paused_frames += 1
         for buffer, out in ((self._heard, self.recorded_in), (self._said, self.recorded_out)):
             out += bytes(buffer[:FRAME_BYTES]).ljust(FRAME_BYTES, b"\0")
             del buffer[:FRAME_BYTES]

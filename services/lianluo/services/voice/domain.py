@@ -7,9 +7,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from lianluo.common.v1 import common_pb2 as common
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 DIGIT = re.compile(r"^[0-9*#A-D]$")
+# A keyed-in answer (a collect node's: a PIN, an account number) ends with the hash key, or
+# when no key comes for this long.
+ENTRY_END = "#"
+ENTRY_GAP_SECONDS = 3.0
 # espeak-ng's voices for the languages a voice channel may speak.
 VOICES = {"": "en", "en": "en", "zh": "cmn"}
 CHOICE = {"en": "For {label}, press {digit}.", "zh": "{label}，请按{digit}。"}  # noqa: RUF001
@@ -75,3 +80,9 @@ def hold_notice(language: str) -> str:
 
 def voice_of(language: str) -> str:
     return VOICES.get("zh" if language.startswith("zh") else language, "en")
+
+
+def keyed(prompt: common.Prompt | None) -> bool:
+    """Whether the caller answers `prompt` with several keys (a free answer) rather than one
+    (a menu's choice, sent as soon as it is pressed)."""
+    return prompt is not None and prompt.expects_answer and not prompt.choices

@@ -166,6 +166,10 @@ class Call:
     cseq: int = 1
     hung_up: bool = False
     digits: str = ""
+    # The prompt the caller is answering, and the keys of a keyed-in answer so far.
+    prompt: common.Prompt | None = None
+    entry: str = ""
+    entry_timer: asyncio.TimerHandle | None = None
     agent: AgentLeg | None = None
     invited: float = field(default_factory=time.monotonic)
     setup_ms: float = 0.0
@@ -396,6 +400,8 @@ class Calls:
                 kind = frame.WhichOneof("frame")
                 if kind == "prompt":
                     p = frame.prompt
+                    if p.expects_answer:
+                        self._asked(call, p)
                     await self._say(
                         call,
                         domain.spoken(
@@ -407,6 +413,8 @@ class Calls:
                         await self._say(call, frame.message.content.text)
                 elif kind == "state_changed":
                     call.state = frame.state_changed.to_state
+                    if call.state != S.INTERACTION_STATE_IN_IVR:
+                        self._asked(call, None)
                     if call.state == S.INTERACTION_STATE_QUEUED and hold is None:
                         hold = asyncio.create_task(self._hold(call))
                     elif call.state != S.INTERACTION_STATE_QUEUED and hold is not None:
@@ -441,14 +449,49 @@ class Calls:
         if text:
             call.session.play(await self._speech.say(text, domain.voice_of(call.language)))
 
+    def _asked(self, call: Call, prompt: common.Prompt | None) -> None:
+        """The prompt the caller now answers (None: none). The recording is silent from a
+        secret's prompt until its answer is keyed in, and again if it is asked again."""
+        self._entered(call, None)
+        call.prompt = prompt
+        call.session.paused = prompt is not None and prompt.sensitive
+
     def _pressed(self, call: Call, digit: str) -> None:
-        """A key pressed: what is being said stops, and the digit is the caller's answer."""
+        """A key pressed: what is being said stops. A menu's choice is the answer at once; a
+        free answer is keyed in until the hash key, or a pause."""
         if not call.interaction_id:
             return
         call.session.hush()
         call.digits += digit
+        if not domain.keyed(call.prompt):
+            self._send(call, digit)
+        elif digit == domain.ENTRY_END:
+            self._entered(call, call.entry)
+        else:
+            call.entry += digit
+            if call.entry_timer is not None:
+                call.entry_timer.cancel()
+            call.entry_timer = asyncio.get_running_loop().call_later(
+                domain.ENTRY_GAP_SECONDS, lambda: self._entered(call, call.entry)
+            )
+
+    def _entered(self, call: Call, answer: str | None) -> None:
+        """A keyed-in answer is complete (None: dropped); the recording goes on."""
+        if call.entry_timer is not None:
+            call.entry_timer.cancel()
+            call.entry_timer = None
+        call.entry = ""
+        if answer is None:
+            return
+        call.prompt = None
+        call.session.paused = False
+        if answer:
+            self._send(call, answer)
+
+    @staticmethod
+    def _send(call: Call, text: str) -> None:
         said = mpb.SendMessage(
-            client_message_id=str(uuid.uuid4()), content=mpb.MessageContent(text=digit)
+            client_message_id=str(uuid.uuid4()), content=mpb.MessageContent(text=text)
         )
         call.frames.put_nowait(mpb.ClientFrame(send=said))
 
@@ -655,6 +698,7 @@ class Calls:
             jitter_ms=round(call.session.figures.jitter_ms(), 2),
             sent=call.session.sent,
         )
+        self._entered(call, None)
         current = asyncio.current_task()
         for task in call.tasks:
             if task is not current:
@@ -681,6 +725,7 @@ class Calls:
                         size_bytes=stored.size,
                         duration_ms=len(call.session.recorded_in) * 1000 // (2 * rtp.RATE),
                         content_type="audio/wav",
+                        paused_ms=call.session.paused_frames * rtp.SAMPLES * 1000 // rtp.RATE,
                     ),
                 ),
                 metadata=call.md,
