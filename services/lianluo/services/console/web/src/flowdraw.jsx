@@ -8,7 +8,7 @@ const KINDS = ["prompt", "menu", "collect", "condition", "set_variable", "route_
 const TEMPLATES = {
   prompt: { text: "", next: "" },
   menu: { prompt: "", choices: [{ digit: "1", label: "", keywords: [], next: "" }], no_match_next: "" },
-  collect: { prompt: "", variable: "", pattern: "", next: "", failure_next: "" },
+  collect: { prompt: "", variable: "", pattern: "", next: "", failure_next: "", sensitive: false },
   condition: { branches: [{ variable: "", operator: "CONDITION_OPERATOR_EQUALS", value: "", next: "" }], default_next: "" },
   set_variable: { variable: "", value: "", next: "" },
   route_to_queue: { queue: "" },
@@ -17,6 +17,9 @@ const TEMPLATES = {
 // Fields edited as text; lists (choices, branches) are edited as JSON beside them.
 const TEXT_FIELDS = ["text", "prompt", "variable", "pattern", "value", "queue", "next", "no_match_next", "failure_next", "default_next"];
 const NUMBER_FIELDS = ["priority", "timeout_seconds", "max_retries"];
+// Switches: a collect's `sensitive` (its answer is a secret, and calls are not recorded while
+// it is keyed in).
+const FLAG_FIELDS = ["sensitive"];
 const W = 150;
 const H = 46;
 
@@ -78,6 +81,13 @@ function NodeFields({ node, onChange, onRemove }) {
         <div class="field">
           <label for={`node-${node.id}-${k}`}>{k}</label>
           <input id={`node-${node.id}-${k}`} name={k} type="number" value={body[k] || 0} onInput={(e) => set(k, Number(e.currentTarget.value))} />
+        </div>
+      ))}
+      {FLAG_FIELDS.filter((k) => k in TEMPLATES[kind]).map((k) => (
+        <div class="field">
+          <label>
+            <input id={`node-${node.id}-${k}`} name={k} type="checkbox" checked={!!body[k]} onChange={(e) => set(k, e.currentTarget.checked)} /> {k}
+          </label>
         </div>
       ))}
       {lists_.map((k) => (
