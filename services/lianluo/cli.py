@@ -93,6 +93,9 @@ def _replicas(value: str) -> dict[str, int]:
             )
         if not count.isdigit() or not 1 <= int(count) <= 8:
             raise argparse.ArgumentTypeError(f"{name}: the count must be 1 to 8, not {count!r}")
+        if name == "voice" and int(count) > 1:
+            # Its SIP and RTP ports, and a phone's registration with its calls, are one process's.
+            raise argparse.ArgumentTypeError("voice: a cell runs one voice process")
         counts[name] = int(count)
     return counts
 

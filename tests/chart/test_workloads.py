@@ -53,8 +53,10 @@ def test_the_first_cell_is_a_cell_the_operator_builds(docs: list[dict[str, Any]]
     assert cell["metadata"]["name"] == "cell-1"
     assert cell["spec"]["capacity"] == {"maxSessions": 5000, "maxTenants": 50}
     assert set(cell["spec"]["replicas"]) == {
-        "tenants", "media", "ivr", "acd", "recording", "notification",
+        "tenants", "media", "ivr", "acd", "recording", "notification", "gateway", "console",
+        "voice",
     }  # fmt: skip
+    assert cell["spec"]["replicas"]["voice"] == 1
     planes = {
         d["metadata"]["labels"]["app.kubernetes.io/component"] for d in _of_kind(docs, "Deployment")
     }

@@ -44,7 +44,7 @@ from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
 from lianluo.recording.v1 import recording_pb2 as rpb
 from lianluo.recording.v1 import recording_pb2_grpc as recording_rpc
-from lianluo.services import CELL_SERVICES
+from lianluo.services import LOCAL_SERVICES
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
@@ -390,7 +390,7 @@ async def _collect(ids: list[str], contact: Awaitable[str]) -> None:
 
 async def test_every_service_killed_in_turn_and_restarted(cell: Cell, floor: Floor) -> None:
     async def kill_each() -> None:
-        for service in CELL_SERVICES:
+        for service in LOCAL_SERVICES:
             replica = cell.kill(service, 0)
             await asyncio.sleep(1.0)
             await cell.restart(replica)

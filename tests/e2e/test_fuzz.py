@@ -37,7 +37,7 @@ from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
 from lianluo.notification.v1 import notification_pb2 as npb
 from lianluo.runtime import dead_letters
-from lianluo.services import CELL_SERVICES
+from lianluo.services import LOCAL_SERVICES
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
@@ -171,7 +171,7 @@ async def test_hostile_requests_get_clean_statuses_and_the_cell_still_serves_eve
 
     # Every service with a gRPC API; the console's API is HTTP, for its pages, and is tested
     # with them (tests/e2e/test_console.py).
-    addresses = {s: running.address(s) for s in CELL_SERVICES if s != "console"}
+    addresses = {s: running.address(s) for s in LOCAL_SERVICES if s != "console"}
     # The tenant's own key: what any tenant can send. Every service must know it first.
     md = (("authorization", f"Bearer {key}"),)
     await _until_known(addresses, md)

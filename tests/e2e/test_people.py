@@ -49,7 +49,7 @@ from lianluo.notification.v1 import notification_pb2_grpc as notification_rpc
 from lianluo.recording.v1 import recording_pb2 as rpb
 from lianluo.recording.v1 import recording_pb2_grpc as recording_rpc
 from lianluo.runtime import tokens
-from lianluo.services import CELL_SERVICES
+from lianluo.services import LOCAL_SERVICES
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 pytestmark = pytest.mark.integration
@@ -97,7 +97,7 @@ class World:
 def cell(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
     folder = Path(tmp_path_factory.mktemp("people"))
     name = f"people_{uuid.uuid4().hex[:10]}"
-    with running_cell(stack, folder, name, services=[*CELL_SERVICES, "edge"]) as running:
+    with running_cell(stack, folder, name, services=[*LOCAL_SERVICES, "edge"]) as running:
         yield running
 
 
@@ -187,7 +187,7 @@ async def populate(admin: Client) -> Side:
 @pytest.fixture(scope="module")
 async def world(cell: Cell) -> AsyncIterator[World]:
     channels = {
-        name: grpc.aio.insecure_channel(cell.address(name)) for name in [*CELL_SERVICES, "edge"]
+        name: grpc.aio.insecure_channel(cell.address(name)) for name in [*LOCAL_SERVICES, "edge"]
     }
     admin = Client(channels["tenants"], ADMIN_KEY)
     a, b = await populate(admin), await populate(admin)
@@ -1398,7 +1398,7 @@ async def test_b_reaches_nothing_of_a_in_any_service(
 
 def _state(tmp_path: Path, cell: Cell, side: Side) -> Path:
     (tmp_path / "cell.json").write_text(
-        json.dumps({name: cell.address(name) for name in CELL_SERVICES})
+        json.dumps({name: cell.address(name) for name in LOCAL_SERVICES})
     )
     demo = {"tenant_id": side.tenant.id, "tenant": side.tenant.name, "key": side.key}
     (tmp_path / "demo.json").write_text(json.dumps(demo))

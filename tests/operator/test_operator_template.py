@@ -6,7 +6,13 @@ from dataclasses import replace
 from typing import Any
 
 from lianluo.operator.conditions import cell_readiness, set_condition
-from lianluo.operator.template import SERVICES, TemplateInputs, cell_children, database_name
+from lianluo.operator.template import (
+    SERVICES,
+    TemplateInputs,
+    cell_children,
+    cell_manifest,
+    database_name,
+)
 
 INPUTS = TemplateInputs("registry.local/lianluo:1.2.3", "kafka:9092", "admin-key", 50051, 2)
 SPEC: dict[str, Any] = {
@@ -154,3 +160,40 @@ def test_a_gateway_keeps_attachments_in_the_bucket_or_else_in_a_writable_volume(
     )
     names = {e["name"] for e in media["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert not any(n.startswith("LIANLUO_OBJECT_STORE") for n in names)
+
+
+def test_a_cell_answers_calls_with_one_voice_replica_on_its_sip_port() -> None:
+    children = cell_children("cell-7", {**SPEC, "replicas": {"voice": 3}}, INPUTS)
+    found = {(c["kind"], c["metadata"]["name"]): c for c in children}
+    deployment = found[("Deployment", "cell-7-voice")]
+    # A phone's registration and its calls live in one process: never more than one replica.
+    assert deployment["spec"]["replicas"] == 1
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert {(p["name"], p.get("protocol", "TCP")) for p in container["ports"]} == {
+        ("grpc", "TCP"),
+        ("sip-udp", "UDP"),
+        ("sip-tcp", "TCP"),
+    }
+    # SDP and Contact name the pod's own address, which RTP reaches.
+    env = {e["name"]: e for e in container["env"]}
+    assert env["LIANLUO_VOICE_PUBLIC_HOST"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "status.podIP"}
+    }
+    config = found[("ConfigMap", "cell-7-voice")]["data"]
+    assert config["LIANLUO_VOICE_SIP_HOST"] == "0.0.0.0"  # noqa: S104 - the pod's own address
+    assert config["LIANLUO_VOICE_MEDIA_ADDRESS"] == "cell-7-media:50051"
+    assert config["LIANLUO_VOICE_ACD_ADDRESS"] == "cell-7-acd:50051"
+    # Recordings, without a bucket, go to a writable volume as attachments do.
+    assert config["LIANLUO_OBJECT_STORE_PATH"] == "/var/lib/lianluo/objects"
+    assert pod["volumes"] == [{"name": "objects", "emptyDir": {}}]
+    service = found[("Service", "cell-7-voice")]["spec"]
+    assert {(p["name"], p["port"], p.get("protocol", "TCP")) for p in service["ports"]} == {
+        ("grpc", 50051, "TCP"),
+        ("sip-udp", 5060, "UDP"),
+        ("sip-tcp", 5060, "TCP"),
+    }
+    # A cell cloned for more room asks for one voice replica too, which the CRD allows.
+    clone = cell_manifest("cell-8", 5000, 50, 2, "v1")
+    assert clone["spec"]["replicas"]["voice"] == 1
+    assert clone["spec"]["replicas"]["media"] == 2

@@ -40,6 +40,8 @@ class Runtime:
             media_service_type=s.media_service_type,
             gateway_service_type=s.gateway_service_type,
             console_service_type=s.console_service_type,
+            voice_service_type=s.voice_service_type,
+            voice_trunk=s.voice_trunk,
             kafka_fetch_wait_ms=s.kafka_fetch_wait_ms,
             object_store_bucket=s.object_store_bucket,
             object_store_endpoint=s.object_store_endpoint,

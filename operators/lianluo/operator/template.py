@@ -7,7 +7,22 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-SERVICES = ("tenants", "media", "ivr", "acd", "recording", "notification", "gateway", "console")
+SERVICES = (
+    "tenants",
+    "media",
+    "ivr",
+    "acd",
+    "recording",
+    "notification",
+    "gateway",
+    "console",
+    "voice",
+)
+# The services that keep objects (attachments, call recordings): a bucket, else a volume.
+STORES = ("gateway", "voice")
+# A phone's registration and the calls bridged to it live in one voice process, so a cell runs
+# at most one voice replica (docs/voice.md).
+MAX_REPLICAS = {"voice": 1}
 MANAGED_BY = "lianluo-operator"
 CELL_LABEL = "lianluo.io/cell"
 
@@ -33,9 +48,16 @@ class TemplateInputs:
     # an Ingress that ends TLS: its session cookies are Secure).
     console_service_type: str = "ClusterIP"
     console_http_port: int = 8089
+    # How a cell's voice service is exposed: phones and trunks reach its SIP port (UDP and TCP).
+    # RTP goes to the pod's own address, from the range below.
+    voice_service_type: str = "ClusterIP"
+    voice_sip_port: int = 5060
+    voice_rtp_ports: str = "20000-20999"
+    # A SIP trunk for calls out (callbacks), "host:port"; empty: none is dialled.
+    voice_trunk: str = ""
     # LIANLUO_KAFKA_FETCH_WAIT_MS of the cell's services: the first cell's (the chart's value).
     kafka_fetch_wait_ms: int = 500
-    # Where the gateways keep attachments: a bucket, else a volume of each pod.
+    # Where the gateways and voice keep objects: a bucket, else a volume of each pod.
     object_store_bucket: str = ""
     object_store_endpoint: str = ""
     object_store_region: str = "us-east-1"
@@ -43,7 +65,8 @@ class TemplateInputs:
     object_store_secret: str = ""
 
 
-# Where a gateway without a bucket keeps attachments: an emptyDir (the root is read-only).
+# Where a service of STORES without a bucket keeps objects: an emptyDir (the root is
+# read-only).
 OBJECTS_PATH = "/var/lib/lianluo/objects"
 
 
@@ -95,6 +118,18 @@ def settings_for(
             "LIANLUO_GATEWAY_TENANTS_ADDRESS": f"{cell}-tenants:{inputs.grpc_port}",
             "LIANLUO_GATEWAY_MEDIA_ADDRESS": f"{cell}-media:{inputs.grpc_port}",
         }
+    if service == "voice":
+        settings |= {
+            "LIANLUO_VOICE_SIP_HOST": "0.0.0.0",  # noqa: S104 - the pod's own address
+            "LIANLUO_VOICE_SIP_PORT": str(inputs.voice_sip_port),
+            "LIANLUO_VOICE_RTP_PORTS": inputs.voice_rtp_ports,
+            "LIANLUO_VOICE_TRUNK": inputs.voice_trunk,
+            **{
+                f"LIANLUO_VOICE_{name.upper()}_ADDRESS": f"{cell}-{name}:{inputs.grpc_port}"
+                for name in ("tenants", "media", "gateway", "acd")
+            },
+        }
+    if service in STORES:
         if inputs.object_store_bucket:
             settings |= {
                 "LIANLUO_OBJECT_STORE_BUCKET": inputs.object_store_bucket,
@@ -123,7 +158,15 @@ def _secret_env(cell: str, service: str, inputs: TemplateInputs) -> list[dict[st
         ref("LIANLUO_DATABASE_URL", database_secret_name(cell), "url"),
         ref("LIANLUO_ADMIN_KEY", inputs.admin_key_secret, "admin-key"),
     ]
-    if service == "gateway" and inputs.object_store_bucket and inputs.object_store_secret:
+    if service == "voice":
+        # Contact headers and SDP name the pod's own address: RTP comes straight to it.
+        env.append(
+            {
+                "name": "LIANLUO_VOICE_PUBLIC_HOST",
+                "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+            }
+        )
+    if service in STORES and inputs.object_store_bucket and inputs.object_store_secret:
         secret = inputs.object_store_secret
         env += [
             ref("LIANLUO_OBJECT_STORE_ACCESS_KEY_ID", secret, "access-key-id"),
@@ -167,7 +210,7 @@ def _deployment(
     version = spec.get("templateVersion", "v1")
     meta = labels(cell, service, version)
     selector = {CELL_LABEL: cell, "app.kubernetes.io/name": service}
-    replicas = spec.get("replicas", {}).get(service, inputs.default_replicas)
+    replicas = replicas_of(spec, service, inputs.default_replicas)
     container = _container(cell, service, ["serve", service], inputs)
     container["ports"] = [{"name": "grpc", "containerPort": inputs.grpc_port}]
     if service == "gateway":
@@ -177,8 +220,13 @@ def _deployment(
         ]
     if service == "console":
         container["ports"] += [{"name": "http", "containerPort": inputs.console_http_port}]
+    if service == "voice":
+        container["ports"] += [
+            {"name": "sip-udp", "containerPort": inputs.voice_sip_port, "protocol": "UDP"},
+            {"name": "sip-tcp", "containerPort": inputs.voice_sip_port, "protocol": "TCP"},
+        ]
     volumes = []
-    if service == "gateway" and not inputs.object_store_bucket:
+    if service in STORES and not inputs.object_store_bucket:
         volumes = [{"name": "objects", "emptyDir": {}}]
         container["volumeMounts"] = [{"name": "objects", "mountPath": OBJECTS_PATH}]
     # A TCP probe works on every API version this runs on (gRPC probes need 1.24 or later).
@@ -212,6 +260,7 @@ def _service(cell: str, service: str, inputs: TemplateInputs, meta: dict[str, st
         "media": inputs.media_service_type,
         "gateway": inputs.gateway_service_type,
         "console": inputs.console_service_type,
+        "voice": inputs.voice_service_type,
     }
     ports = [{"name": "grpc", "port": inputs.grpc_port, "targetPort": "grpc"}]
     if service == "gateway":
@@ -221,16 +270,29 @@ def _service(cell: str, service: str, inputs: TemplateInputs, meta: dict[str, st
         ]
     if service == "console":
         ports += [{"name": "http", "port": inputs.console_http_port, "targetPort": "http"}]
+    spec: Manifest = {
+        "type": kind.get(service, "ClusterIP"),
+        "selector": {CELL_LABEL: cell, "app.kubernetes.io/name": service},
+        "ports": ports,
+    }
+    if service == "voice":
+        spec["ports"] += [
+            {"name": f"sip-{p.lower()}", "port": inputs.voice_sip_port, "protocol": p,
+             "targetPort": f"sip-{p.lower()}"}
+            for p in ("UDP", "TCP")
+        ]  # fmt: skip
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": f"{cell}-{service}", "labels": meta},
-        "spec": {
-            "type": kind.get(service, "ClusterIP"),
-            "selector": {CELL_LABEL: cell, "app.kubernetes.io/name": service},
-            "ports": ports,
-        },
+        "spec": spec,
     }
+
+
+def replicas_of(spec: dict[str, Any], service: str, default: int) -> int:
+    """A service's replicas: the spec's, else the default; never more than MAX_REPLICAS."""
+    wanted = int(spec.get("replicas", {}).get(service, default))
+    return min(wanted, MAX_REPLICAS.get(service, wanted))
 
 
 def migrate_job(cell: str, spec: dict[str, Any], inputs: TemplateInputs) -> Manifest:
@@ -282,7 +344,7 @@ def cell_manifest(
         "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
         "spec": {
             "capacity": {"maxSessions": max_sessions, "maxTenants": max_tenants},
-            "replicas": dict.fromkeys(SERVICES, replicas),
+            "replicas": {s: replicas_of({}, s, replicas) for s in SERVICES},
             "templateVersion": version,
         },
     }

@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from lianluo.services import CELL_SERVICES
+from lianluo.services import LOCAL_SERVICES
 
 # Where `lianluo run` serves the web chat and takes e-mail (other local cells take free ports).
 GATEWAY_HTTP_PORT = 8088
@@ -64,7 +64,7 @@ class Cell:
         """Start every service (or the named ones); wait until each answers health."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         port = self.first_port
-        for name in services or CELL_SERVICES:
+        for name in services or LOCAL_SERVICES:
             for i in range(self.replicas.get(name, 1)):
                 port = port + 1 if self.first_port else _free_port()
                 log = self.log_dir / f"{name}-{i}.log"

@@ -68,8 +68,7 @@ def main(
         replicas=dict(replicas or {}),
     )
     try:
-        # The cell's services, and the voice service (not yet in the cells the operator makes).
-        cell.start([*CELL_SERVICES, "voice"])
+        cell.start(CELL_SERVICES)
         print("\nLianluo is running (one local cell):")
         for r in cell.running:
             print(f"  {r.service:14} {r.address}   log: {r.log}")

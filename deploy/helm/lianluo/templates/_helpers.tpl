@@ -130,6 +130,8 @@ first one and to provision tenants through the tenants API. */}}
 {{- $_ := set $env "LIANLUO_OPERATOR_MEDIA_SERVICE_TYPE" $v.cells.mediaServiceType }}
 {{- $_ := set $env "LIANLUO_OPERATOR_GATEWAY_SERVICE_TYPE" $v.cells.gatewayServiceType }}
 {{- $_ := set $env "LIANLUO_OPERATOR_CONSOLE_SERVICE_TYPE" $v.cells.consoleServiceType }}
+{{- $_ := set $env "LIANLUO_OPERATOR_VOICE_SERVICE_TYPE" $v.cells.voiceServiceType }}
+{{- $_ := set $env "LIANLUO_OPERATOR_VOICE_TRUNK" $v.cells.voiceTrunk }}
 {{- if $v.objectStorage.enabled }}
 {{- $_ := set $env "LIANLUO_OPERATOR_OBJECT_STORE_BUCKET" (required "objectStorage.bucket is needed when objectStorage.enabled is true" $v.objectStorage.bucket) }}
 {{- $_ := set $env "LIANLUO_OPERATOR_OBJECT_STORE_ENDPOINT" $v.objectStorage.endpoint }}

@@ -1,8 +1,10 @@
 """Settings of the voice service (environment variables prefixed LIANLUO_)."""
 
+from __future__ import annotations
+
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from lianluo.runtime.settings import ObjectStoreSettings, ServiceSettings
 
@@ -50,6 +52,16 @@ class VoiceSettings(ServiceSettings, ObjectStoreSettings):
         if value and not (host and port.isdigit() and 0 < int(port) < 65536):
             raise ValueError("must be host:port")
         return value
+
+    @model_validator(mode="after")
+    def _reachable(self) -> VoiceSettings:
+        # Contact headers and SDP must name an address peers can reach, never "every address".
+        if self.voice_sip_host in ("0.0.0.0", "::") and not self.voice_public_host:  # noqa: S104
+            raise ValueError(
+                "LIANLUO_VOICE_PUBLIC_HOST must be set when LIANLUO_VOICE_SIP_HOST listens on "
+                "every address"
+            )
+        return self
 
     def rtp_range(self) -> range:
         first, _, last = self.voice_rtp_ports.partition("-")
