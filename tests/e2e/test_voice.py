@@ -5,7 +5,9 @@ voice service cannot serve get the SIP answer that says why."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import json
 import shutil
 import socket
 import uuid
@@ -30,7 +32,7 @@ from lianluo.runtime.service import Service
 from lianluo.services.voice import rtp, sdp
 from lianluo.services.voice.app import assemble
 from lianluo.services.voice.audio import Speech
-from lianluo.services.voice.service import Calls
+from lianluo.services.voice.service import Call, Calls
 from lianluo.services.voice.settings import VoiceSettings
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
@@ -124,6 +126,11 @@ async def line(
         pb.CreateQueueRequest(tenant_id=t.id, queue=queue("secure")), metadata=c.md
     )
     await c.flows.PutFlow(pb.PutFlowRequest(tenant_id=t.id, flow=phone_flow()), metadata=c.md)
+    # Someone who could take the calls, though not signed in: a call waits in its queue
+    # instead of overflowing at once for want of anyone (each test signs in whom it needs).
+    await c.agents.CreateAgent(
+        pb.CreateAgentRequest(tenant_id=t.id, agent=agent("zhou.min")), metadata=c.md
+    )
     await rpc.ChannelServiceStub(tch).CreateChannel(
         pb.CreateChannelRequest(
             tenant_id=t.id,
@@ -391,34 +398,50 @@ async def test_requests_that_cannot_be_served_get_the_sip_answer_that_says_why(l
 PASSWORD = "phone-password-of-enough-length"
 
 
-@pytest.fixture(scope="module")
-async def phone(
-    line: Line, cell: Cell, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[str]:
-    """Li's phone: baresip (Debian's), registered with digest authentication, answering by
-    itself, and saying a sentence again and again from a file."""
-    if shutil.which("baresip") is None:
-        pytest.skip("baresip is not installed")
+@dataclass
+class Phone:
+    """An agent's baresip, registered and answering by itself; `command` drives it as its
+    user would (ctrl_tcp: hold, transfer, ...)."""
+
+    agent_id: str
+    name: str
+    control: int
+    process: asyncio.subprocess.Process
+
+    async def command(self, command: str, params: str = "") -> None:
+        body = json.dumps({"command": command, "params": params, "token": "t"}).encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.control)
+        writer.write(b"%d:%s," % (len(body), body))  # a netstring
+        await writer.drain()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reader.read(4096), 5)  # its answer
+        writer.close()
+
+
+async def _phone(
+    line: Line, cell: Cell, folder: Path, name: str, sentence: str, rtp: int, available: bool = True
+) -> Phone:
+    """A baresip phone of a new agent `name` (Debian's), registered with digest
+    authentication, answering by itself, and saying `sentence` again and again."""
     tch = grpc.aio.insecure_channel(cell.address("tenants"))
     md = (("authorization", f"Bearer {line.key}"),)
-    li = agent("li.wei")
-    li.sip_password = PASSWORD
+    person = agent(name)
+    person.sip_password = PASSWORD
     made = await rpc.AgentServiceStub(tch).CreateAgent(
-        pb.CreateAgentRequest(tenant_id=line.tenant.id, agent=li), metadata=md
+        pb.CreateAgentRequest(tenant_id=line.tenant.id, agent=person), metadata=md
     )
+    await tch.close()
     assert not made.sip_password, "a write-only password came back"
-    line.agent_id = made.id
-    async with asyncio.timeout(30):  # until the voice service has Li from tenant.config
-        while line.calls.phones._agent(f"li.wei@{line.tenant.name}") is None:
+    async with asyncio.timeout(30):  # until the voice service has the agent from tenant.config
+        while line.calls.phones._agent(f"{name}@{line.tenant.name}") is None:
             await asyncio.sleep(0.2)
-    folder = tmp_path_factory.mktemp("baresip")
-    said = await Speech("espeak-ng").say("Hello, this is Li. How can I help you today?", "en")
+    said = await Speech("espeak-ng").say(sentence, "en")
     with wave.open(str(folder / "voice.wav"), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(8000)
         out.writeframes(said.ljust(8000 * 2 * 60, b"\0"))  # a minute: baresip hangs up at its end
-    sip_port = _free_udp_port()
+    sip_port, control = _free_udp_port(), _free_tcp_port()
     (folder / "config").write_text(
         "\n".join(
             [
@@ -427,20 +450,22 @@ async def phone(
                 f"audio_source aufile,{folder / 'voice.wav'}",
                 "audio_player alsa,null",
                 "audio_alert alsa,null",
-                "rtp_ports 42000-42099",
+                f"rtp_ports {rtp}-{rtp + 99}",
+                f"ctrl_tcp_listen 127.0.0.1:{control}",
                 "module_path /usr/lib/baresip/modules",
                 "module g711.so",
                 "module aufile.so",
                 "module alsa.so",
                 "module_tmp account.so",
                 "module_app menu.so",
+                "module_app ctrl_tcp.so",
                 "",
             ]
         )
     )
     (folder / "accounts").write_text(
-        f"<sip:li.wei@127.0.0.1:{line.port};transport=udp>"
-        f";auth_user=li.wei@{line.tenant.name};auth_pass={PASSWORD}"
+        f"<sip:{name}@127.0.0.1:{line.port};transport=udp>"
+        f";auth_user={name}@{line.tenant.name};auth_pass={PASSWORD}"
         ";answermode=auto;regint=600;audio_codecs=PCMU\n"
     )
     process = await asyncio.create_subprocess_exec(
@@ -451,36 +476,51 @@ async def phone(
         stderr=asyncio.subprocess.DEVNULL,
         stdin=asyncio.subprocess.DEVNULL,
     )
+    phone = Phone(made.id, name, control, process)
     try:
-        async with asyncio.timeout(30):
-            while not line.calls.phones._bindings:  # registered, after the digest challenge
+        async with asyncio.timeout(30):  # registered, after the digest challenge
+            while (line.tenant.id, made.id) not in line.calls.phones._bindings:
                 await asyncio.sleep(0.2)
-        acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
-        async with asyncio.timeout(30):
-            while True:  # once the ACD has Li from tenant.config
-                try:
-                    await acd.SetPresence(
-                        apb.SetPresenceRequest(
-                            tenant_id=line.tenant.id,
-                            agent_id=made.id,
-                            presence=apb.PRESENCE_AVAILABLE,
-                        ),
-                        metadata=md,
-                    )
-                    break
-                except grpc.aio.AioRpcError:
-                    await asyncio.sleep(0.3)
-        yield made.id
-    finally:
+        if available:
+            await _presence(cell, line, made.id, apb.PRESENCE_AVAILABLE)
+    except BaseException:
         process.terminate()
         await process.wait()
-        await tch.close()
+        raise
+    return phone
+
+
+@pytest.fixture(scope="module")
+async def phone(
+    line: Line, cell: Cell, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Phone]:
+    """Li's phone."""
+    if shutil.which("baresip") is None:
+        pytest.skip("baresip is not installed")
+    li = await _phone(
+        line,
+        cell,
+        tmp_path_factory.mktemp("li"),
+        "li.wei",
+        "Hello, this is Li. How can I help you today?",
+        rtp=42000,
+    )
+    line.agent_id = li.agent_id
+    yield li
+    li.process.terminate()
+    await li.process.wait()
 
 
 def _channel(frames: bytes, which: int) -> float:
     """The loudness (RMS) of one channel of 16-bit stereo frames."""
     samples = memoryview(frames).cast("h")[which::2]
     return (sum(x * x for x in samples) / max(1, len(samples))) ** 0.5
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _free_udp_port() -> int:
@@ -490,7 +530,7 @@ def _free_udp_port() -> int:
 
 
 async def test_a_caller_reaches_an_agents_phone_and_they_hear_each_other(
-    line: Line, phone: str, cell: Cell, tmp_path: Path
+    line: Line, phone: Phone, cell: Cell, tmp_path: Path
 ) -> None:
     before = len(line.calls.phones.ended)
     await sipp("ivr_to_agent.xml", line.port, NUMBER, tmp_path)
@@ -499,7 +539,7 @@ async def test_a_caller_reaches_an_agents_phone_and_they_hear_each_other(
             await asyncio.sleep(0.1)
     interaction, agent_id, agent_received, agent_sent = line.calls.phones.ended[-1]
     call = line.calls.ended[-1]
-    assert (call.interaction_id, agent_id) == (interaction, phone)
+    assert (call.interaction_id, agent_id) == (interaction, phone.agent_id)
     # Li's phone answered: the caller's voice reached it, and Li's voice reached the caller.
     assert agent_sent > 50, "the caller's audio did not reach the agent's phone"
     assert agent_received > 50, "the agent's phone sent no audio"
@@ -516,21 +556,112 @@ async def test_a_caller_reaches_an_agents_phone_and_they_hear_each_other(
     )
 
 
-async def _presence(cell: Cell, line: Line, presence: int) -> None:
-    acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
-    await acd.SetPresence(
-        apb.SetPresenceRequest(tenant_id=line.tenant.id, agent_id=line.agent_id, presence=presence),
-        metadata=(("authorization", f"Bearer {line.key}"),),
+async def test_an_agent_hands_a_call_to_a_colleague_from_the_phone(
+    line: Line, phone: Phone, cell: Cell, tmp_path: Path
+) -> None:
+    """Li's phone transfers the call (REFER, as its user would) to Wang by name: Wang's phone
+    rings and answers, the caller and Wang hear each other, and Li's phone is let go."""
+    folder = tmp_path / "wang"
+    folder.mkdir()
+    wang = await _phone(
+        line, cell, folder, "wang.fang", "This is Wang from the card team.", 42100, False
     )
+    try:
+        caller = asyncio.create_task(sipp("transferred.xml", line.port, NUMBER, tmp_path))
+
+        def agent_of(c: Call) -> str:
+            return c.agent.agent_id if c.agent is not None else ""
+
+        async with asyncio.timeout(20):  # the caller pressed 1 and Li's phone answered
+            while not (
+                call := next(
+                    (c for c in line.calls._calls.values() if agent_of(c) == phone.agent_id), None
+                )
+            ):
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(2)  # they talk
+        # Li holds the call (a re-INVITE, sendonly): the caller hears the hold notice, not
+        # silence; Li resumes, and the notice stops.
+        assert call.agent is not None
+        leg, said = call.agent, call.session.sent
+        await phone.command("hold")
+        async with asyncio.timeout(10):
+            while not (leg.session.held and call.hold is not None):
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(1.5)
+        assert call.session.sent - said > 50, "the caller heard nothing while held"
+        await phone.command("resume")
+        async with asyncio.timeout(10):
+            while leg.session.held or call.hold is not None:
+                await asyncio.sleep(0.1)
+        await _presence(cell, line, wang.agent_id, apb.PRESENCE_AVAILABLE)
+        await phone.command("transfer", f"sip:wang.fang@127.0.0.1:{line.port}")
+        async with asyncio.timeout(20):  # offered to Wang, whose phone answers
+            while agent_of(call) != wang.agent_id:
+                await asyncio.sleep(0.1)
+        async with asyncio.timeout(15):  # Li's phone hung up, told the transfer went
+            while not any(
+                e[:2] == (call.interaction_id, phone.agent_id) for e in line.calls.phones.ended
+            ):
+                await asyncio.sleep(0.1)
+        await caller
+        async with asyncio.timeout(10):
+            while not any(
+                e[:2] == (call.interaction_id, wang.agent_id) for e in line.calls.phones.ended
+            ):
+                await asyncio.sleep(0.1)
+        *_, received, sent = next(
+            e for e in line.calls.phones.ended if e[:2] == (call.interaction_id, wang.agent_id)
+        )
+        # The caller's voice reached Wang's phone, and Wang's reached the caller's side.
+        assert sent > 50 and received > 50, (sent, received)
+        key = (("authorization", f"Bearer {line.key}"),)
+        media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
+        it = await media.GetInteraction(
+            mpb.GetInteractionRequest(tenant_id=line.tenant.id, interaction_id=call.interaction_id),
+            metadata=key,
+        )
+        agents = {p.subject_id: p for p in it.participants if p.role == mpb.PARTICIPANT_ROLE_AGENT}
+        assert set(agents) == {phone.agent_id, wang.agent_id}
+        assert agents[phone.agent_id].HasField("leave_time")  # Li handed it on
+        await media.End(
+            mpb.EndRequest(
+                tenant_id=line.tenant.id,
+                interaction_id=call.interaction_id,
+                resolution=mpb.Resolution(code="resolved"),
+            ),
+            metadata=key,
+        )
+    finally:
+        # Wang signs out: the tests after this one count on Li alone.
+        await _presence(cell, line, wang.agent_id, apb.PRESENCE_OFFLINE)
+        wang.process.terminate()
+        await wang.process.wait()
+
+
+async def _presence(cell: Cell, line: Line, agent_id: str, presence: int) -> None:
+    acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
+    async with asyncio.timeout(30):
+        while True:  # once the ACD has the agent from tenant.config
+            try:
+                await acd.SetPresence(
+                    apb.SetPresenceRequest(
+                        tenant_id=line.tenant.id, agent_id=agent_id, presence=presence
+                    ),
+                    metadata=(("authorization", f"Bearer {line.key}"),),
+                )
+                return
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.3)
 
 
 async def test_a_callback_is_dialled_through_the_trunk_when_the_agents_phone_answers(
-    line: Line, phone: str, cell: Cell, tmp_path: Path
+    line: Line, phone: Phone, cell: Cell, tmp_path: Path
 ) -> None:
     """Nobody is free: the queue overflows to a callback, and the caller is told so. Once Li
     is available the ACD offers the callback, Li's phone answers, and the voice service calls
     the customer's number through the trunk (a SIPp receiver, echoing what it hears)."""
-    await _presence(cell, line, apb.PRESENCE_AWAY)
+    await _presence(cell, line, phone.agent_id, apb.PRESENCE_AWAY)
     receiver = await asyncio.create_subprocess_exec(
         "sipp",
         "-sn",
@@ -559,7 +690,7 @@ async def test_a_callback_is_dialled_through_the_trunk_when_the_agents_phone_ans
                 await asyncio.sleep(0.1)
         told = line.calls.ended[calls_before]
         # Li is back before the callback is due.
-        await _presence(cell, line, apb.PRESENCE_AVAILABLE)
+        await _presence(cell, line, phone.agent_id, apb.PRESENCE_AVAILABLE)
         async with asyncio.timeout(30):  # offered, answered by the phone, dialled, answered
             while line.calls.open_calls < 2:
                 await asyncio.sleep(0.1)

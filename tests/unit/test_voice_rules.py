@@ -134,3 +134,20 @@ def test_only_a_free_answer_is_keyed_in_a_menu_takes_one_key() -> None:
     assert not domain.keyed(menu)
     assert not domain.keyed(common.Prompt(text="Welcome."))
     assert not domain.keyed(None)
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        ("<sip:wang.fang@10.0.0.5:5060>", "wang.fang"),
+        ("sip:cards@example.com", "cards"),
+        ("<sip:bob@h;transport=udp>", "bob"),
+        ("<sip:li%2Ewei@h>", "li.wei"),
+        # An attended transfer (Replaces), a phone number, or nothing: no name to hand it to.
+        ("<sip:bob@h?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>", ""),
+        ("<tel:+8613900001111>", ""),
+        ("", ""),
+    ],
+)
+def test_a_refer_names_the_colleague_or_queue_it_hands_the_call_to(header: str, name: str) -> None:
+    assert sip.refer_target(header) == name

@@ -99,7 +99,7 @@ class RtpSession(asyncio.DatagramProtocol):
             self.figures.add(packet, int(now * rtp.RATE))
             if len(self._heard) < FRAME_BYTES * 50:  # a second of jitter at most
                 self._heard += rtp.decode(packet.payload, self.codec)
-            if self.partner is not None:
+            if self.partner is not None and not self.held:
                 self.partner.relay(packet.payload, self.codec)
 
     def relay(self, payload: bytes, codec: int) -> None:

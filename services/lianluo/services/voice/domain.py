@@ -15,6 +15,9 @@ DIGIT = re.compile(r"^[0-9*#A-D]$")
 # when no key comes for this long.
 ENTRY_END = "#"
 ENTRY_GAP_SECONDS = 3.0
+# A phone that handed its call on (REFER) and was told it went is hung up after this long,
+# if it has not hung up itself.
+LET_GO_SECONDS = 10.0
 # espeak-ng's voices for the languages a voice channel may speak.
 VOICES = {"": "en", "en": "en", "zh": "cmn"}
 CHOICE = {"en": "For {label}, press {digit}.", "zh": "{label}，请按{digit}。"}  # noqa: RUF001

@@ -89,6 +89,12 @@ class AgentLeg:
     frames: asyncio.Queue[mpb.ClientFrame | None] = field(default_factory=asyncio.Queue)
     ended: bool = False
     task: asyncio.Task[None] | None = None
+    # The next CSeq of this side's requests in the phone's dialog (the INVITE was 1).
+    cseq: int = 2
+    # The agent handed the call on (REFER): hanging up no longer ends the conversation.
+    transferred: bool = False
+    # The SDP version of this side's last answer in the dialog.
+    sdp_version: int = 1
 
 
 class Phones:
@@ -314,8 +320,12 @@ class Phones:
                     leg.participant_id = frame.joined.participant_id
 
     async def phone_hung_up(self, leg: AgentLeg) -> None:
-        """The agent hung up: the conversation is over, and the agent's wrap-up begins."""
+        """The agent hung up: the conversation is over, and the agent's wrap-up begins; unless
+        they had handed the call on, which goes on without them."""
         leg.ended = True
+        if leg.transferred:
+            self._forget(leg)
+            return
         if leg.participant_id:
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await self._media.End(
@@ -334,13 +344,34 @@ class Phones:
         if leg.ended:
             return
         leg.ended = True
-        assert self.endpoint is not None
-        invite = leg.invite
-        bye = sip.new_request(
-            "BYE", str(invite.uri), invite.call_id, 2, str(invite.from_address), leg.answer_to
-        )
+        bye = self._in_dialog(leg, "BYE")
         self._forget(leg)
+        assert self.endpoint is not None
         await self.endpoint.request(bye, leg.peer)
+
+    async def notify(self, leg: AgentLeg, status: str) -> None:
+        """How a transfer the phone asked for (REFER) went, as RFC 3515 says: a NOTIFY with the
+        status line, which ends the implicit subscription."""
+        if leg.ended:
+            return
+        notify = self._in_dialog(leg, "NOTIFY")
+        notify.headers.add("Event", "refer")
+        notify.headers.add("Subscription-State", "terminated;reason=noresource")
+        notify.headers.add("Content-Type", "message/sipfrag;version=2.0")
+        notify.body = status.encode()
+        assert self.endpoint is not None
+        await self.endpoint.request(notify, leg.peer)
+
+    @staticmethod
+    def _in_dialog(leg: AgentLeg, method: str) -> Request:
+        """A request of this side in the phone's dialog, with the dialog's next CSeq."""
+        invite = leg.invite
+        request = sip.new_request(
+            method, str(invite.uri), invite.call_id, leg.cseq, str(invite.from_address),
+            leg.answer_to,
+        )  # fmt: skip
+        leg.cseq += 1
+        return request
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)

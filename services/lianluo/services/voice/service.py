@@ -65,7 +65,8 @@ class Platform:
             )
         ]
         tenants, media, gateway, _ = self._channels
-        self._admin = _bearer(settings.admin_key.get_secret_value())
+        # The cell's admin key: for what a phone does on its agent's behalf (digest-authenticated).
+        self.admin = _bearer(settings.admin_key.get_secret_value())
         self._auth = tenants_rpc.AuthServiceStub(tenants)
         self._customers = gateway_rpc.CustomerServiceStub(gateway)
         self.media = media_rpc.MediaServiceStub(media)
@@ -77,13 +78,13 @@ class Platform:
             gpb.ResolveCustomerRequest(
                 tenant_id=tenant_id, kind=gpb.IDENTITY_KIND_PHONE, value=number
             ),
-            metadata=self._admin,
+            metadata=self.admin,
         )
         session = await self._auth.CreateCustomerSession(
             tpb.CreateCustomerSessionRequest(
                 tenant_id=tenant_id, customer_id=customer.id, channel=common.CHANNEL_PHONE
             ),
-            metadata=self._admin,
+            metadata=self.admin,
         )
         return customer.id, _bearer(session.token)
 
@@ -93,7 +94,7 @@ class Platform:
             tpb.CreateCustomerSessionRequest(
                 tenant_id=tenant_id, customer_id=customer_id, channel=common.CHANNEL_PHONE
             ),
-            metadata=self._admin,
+            metadata=self.admin,
         )
         return _bearer(session.token)
 
@@ -171,6 +172,8 @@ class Call:
     entry: str = ""
     entry_timer: asyncio.TimerHandle | None = None
     agent: AgentLeg | None = None
+    # Notices while the caller waits for someone: queued with no agent, or held by the agent.
+    hold: asyncio.Task[None] | None = None
     invited: float = field(default_factory=time.monotonic)
     setup_ms: float = 0.0
     dialog: Dialog | None = None
@@ -252,16 +255,30 @@ class Calls:
             await self._cancel(request, tx)
         elif (leg := self.phones.legs.get(request.call_id)) is not None:
             # The agent's phone, in the dialog of its leg.
-            tx.respond(sip.reply(request, 200 if method in ("BYE", "INFO", "INVITE") else 405))
-            if method == "BYE":
+            if method == "INVITE":
+                leg.sdp_version = self._renegotiate(
+                    leg.session, leg.port, leg.sdp_version, request, tx, ""
+                )
+                if (call := self._call_of(leg.interaction_id)) is not None:
+                    self._update_hold(call)
+            elif method == "REFER":
+                await self._refer(leg, request, tx)
+            elif method == "BYE":
+                tx.respond(sip.reply(request, 200))
                 await self.phones.phone_hung_up(leg)
+            elif method == "INFO":
+                tx.respond(sip.reply(request, 200))
+            else:
+                tx.respond(sip.reply(request, 405, headers={"Allow": sip.ALLOW}))
         elif (call := self._calls.get(request.call_id)) is None:
             tx.respond(sip.reply(request, 481))
         elif method == "BYE":
             tx.respond(sip.reply(request, 200))
             await self._caller_left(call)
         elif method == "INVITE":
-            self._reinvite(call, request, tx)
+            call.cseq = self._renegotiate(
+                call.session, call.port, call.cseq, request, tx, call.local_tag
+            )
         elif method == "INFO":
             digit = domain.info_digit(str(request.content_type or ""), request.body)
             tx.respond(sip.reply(request, 200))
@@ -394,7 +411,6 @@ class Calls:
 
     async def _listen(self, call: Call) -> None:
         stream = self._platform.media.Connect(sent(call.frames), metadata=call.md)
-        hold: asyncio.Task[None] | None = None
         try:
             async for frame in stream:
                 kind = frame.WhichOneof("frame")
@@ -415,11 +431,7 @@ class Calls:
                     call.state = frame.state_changed.to_state
                     if call.state != S.INTERACTION_STATE_IN_IVR:
                         self._asked(call, None)
-                    if call.state == S.INTERACTION_STATE_QUEUED and hold is None:
-                        hold = asyncio.create_task(self._hold(call))
-                    elif call.state != S.INTERACTION_STATE_QUEUED and hold is not None:
-                        hold.cancel()
-                        hold = None
+                    self._update_hold(call)
                 elif kind == "ended":
                     break
                 if call.state == S.INTERACTION_STATE_WRAP_UP:
@@ -429,8 +441,9 @@ class Calls:
         except grpc.aio.AioRpcError as error:
             log.info("call's stream closed", code=error.code().name)
         finally:
-            if hold is not None:
-                hold.cancel()
+            if call.hold is not None:
+                call.hold.cancel()
+                call.hold = None
         if not call.hung_up:
             # The interaction ended (a flow's end, an overflow): the caller hears its last
             # words, then the call ends.
@@ -438,8 +451,22 @@ class Calls:
                 await asyncio.wait_for(call.session.drained(), 60)
             await self._hang_up(call)
 
+    def _update_hold(self, call: Call) -> None:
+        """The caller hears the hold notice while waiting for someone: queued with no agent on
+        the line (an agent handing the call on stays on it until a colleague answers), or
+        held by the agent's phone."""
+        agent = call.agent
+        waits = call.state == S.INTERACTION_STATE_QUEUED if agent is None else agent.session.held
+        if waits and call.hold is None and not call.hung_up:
+            call.hold = asyncio.create_task(self._hold(call))
+        elif not waits and call.hold is not None:
+            call.hold.cancel()
+            call.hold = None
+            if agent is not None:
+                call.session.hush()  # the agent is back: no notice over them
+
     async def _hold(self, call: Call) -> None:
-        """Queued: the caller hears a notice now and again, never silence for long."""
+        """The caller hears a notice now and again, never silence for long."""
         while True:
             await call.session.drained()
             await self._say(call, domain.hold_notice(call.language))
@@ -495,30 +522,80 @@ class Calls:
         )
         call.frames.put_nowait(mpb.ClientFrame(send=said))
 
-    def _reinvite(self, call: Call, request: Request, tx: sip.ServerTransaction) -> None:
-        """Hold and resume: the peer's direction, mirrored in the answer."""
+    def _renegotiate(
+        self,
+        session: RtpSession,
+        port: int,
+        version: int,
+        request: Request,
+        tx: sip.ServerTransaction,
+        to_tag: str,
+    ) -> int:
+        """A re-INVITE of either leg: hold and resume, by the offer's direction, mirrored in
+        the answer. The SDP version of this side after it."""
         try:
             offer = sdp.parse(request.body)
         except sdp.SdpError as error:
             tx.respond(sip.reply(request, 488, headers={"Warning": f'399 lianluo "{error}"'}))
-            return
-        call.session.held = offer.direction in ("sendonly", "inactive")
-        call.session.remote = (offer.host, offer.port)
+            return version
+        session.held = offer.direction in ("sendonly", "inactive")
+        session.remote = (offer.host, offer.port)
         answer = sdp.describe(
             int(time.time()),
-            call.cseq + 1,
+            version + 1,
             self._settings.public_host(),
-            call.port,
-            (call.session.codec,),
-            call.session.events,
+            port,
+            (session.codec,),
+            session.events,
             sdp.MIRROR[offer.direction],
         )
-        call.cseq += 1
         tx.respond(
-            sip.reply(
-                request, 200, to_tag=call.local_tag, body=answer, content_type="application/sdp"
-            )
+            sip.reply(request, 200, to_tag=to_tag, body=answer, content_type="application/sdp")
         )
+        return version + 1
+
+    async def _refer(self, leg: AgentLeg, request: Request, tx: sip.ServerTransaction) -> None:
+        """The agent's phone hands the call on (a blind transfer, RFC 3515): to a colleague by
+        name, or to a queue by name, as the desk's transfer does. The caller waits, hearing
+        the hold notice, until someone answers; the phone is told, and hangs up."""
+        call = self._call_of(leg.interaction_id)
+        if call is None or call.agent is not leg or not leg.participant_id:
+            tx.respond(sip.reply(request, 481))
+            return
+        name = sip.refer_target(str(request.headers.get("refer-to") or ""))
+        agent = self._view.by_name(leg.tenant_id, "agent", name) if name else None
+        queue = self._view.by_name(leg.tenant_id, "queue", name) if name else None
+        if agent is None and queue is None:
+            warning = '399 lianluo "no colleague or queue of that name"'
+            tx.respond(sip.reply(request, 404, headers={"Warning": warning}))
+            return
+        transfer = mpb.Transfer(participant_id=leg.participant_id, note="transferred by phone")
+        if agent is not None:
+            transfer.agent_id = agent.id
+        else:
+            transfer.queue = name
+        try:
+            await self._platform.media.Transfer(
+                mpb.TransferRequest(
+                    tenant_id=leg.tenant_id, interaction_id=leg.interaction_id, transfer=transfer
+                ),
+                metadata=self._platform.admin,
+            )
+        except grpc.aio.AioRpcError as error:
+            warning = f'399 lianluo "{error.details()}"'.replace("\n", " ")[:200]
+            tx.respond(sip.reply(request, 403, headers={"Warning": warning}))
+            return
+        tx.respond(sip.reply(request, 202))
+        leg.transferred = True
+        self._unbridge(call)
+        await self.phones.notify(leg, "SIP/2.0 200 OK")
+        self.phones.spawn(self._let_go(leg))
+        log.info("call transferred by phone", tenant_id=leg.tenant_id, to=name)
+
+    async def _let_go(self, leg: AgentLeg) -> None:
+        """A phone that handed a call on hangs up once told; one that does not is hung up."""
+        await asyncio.sleep(domain.LET_GO_SECONDS)
+        await self.phones.hang_up(leg)
 
     async def _cancel(self, request: Request, tx: sip.ServerTransaction) -> None:
         assert self.endpoint is not None
@@ -619,15 +696,31 @@ class Calls:
         return next((c for c in self._calls.values() if c.interaction_id == interaction_id), None)
 
     def _bridge(self, interaction_id: str, leg: AgentLeg) -> bool:
-        """The agent's phone answered: the caller and the agent hear each other."""
+        """The agent's phone answered: the caller and the agent hear each other. An agent
+        who handed the call on from the desk is on the line until then: their phone is hung
+        up now."""
         call = self._call_of(interaction_id)
         if call is None:
             return False
+        before = self._unbridge(call)
+        if before is not None and not before.ended:
+            before.transferred = True
+            self.phones.spawn(self.phones.hang_up(before))
         call.session.hush()
         call.agent = leg
         call.session.partner, leg.session.partner = leg.session, call.session
+        self._update_hold(call)
         log.info("call bridged", tenant_id=call.tenant_id, interaction_id=interaction_id)
         return True
+
+    def _unbridge(self, call: Call) -> AgentLeg | None:
+        """The agent's leg leaves the call's audio; the agent's leg it was, if any."""
+        leg, call.agent = call.agent, None
+        call.session.partner = None
+        if leg is not None:
+            leg.session.partner = None
+        self._update_hold(call)
+        return leg
 
     def _agent_left(self, interaction_id: str) -> None:
         """The agent hung up: the caller's call ends too."""

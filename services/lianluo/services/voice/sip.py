@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import re
 import secrets
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,15 +29,17 @@ T1, T2 = 0.5, 4.0
 WAIT = 64 * T1
 MAX_MESSAGE = 16_384
 MAGIC = "z9hG4bK"
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER"
 # Headers a request needs before anything can be answered to it.
 NEEDED = ("via", "from", "to", "call-id", "cseq")
 PHRASES = {
     100: "Trying",
     180: "Ringing",
     200: "OK",
+    202: "Accepted",
     400: "Bad Request",
     404: "Not Found",
+    403: "Forbidden",
     405: "Method Not Allowed",
     415: "Unsupported Media Type",
     420: "Bad Extension",
@@ -414,3 +417,12 @@ def new_request(method: str, target: str, call_id: str, cseq: int, from_: str, t
     request.to_address = Address.parse(to)
     request.max_forwards = 70
     return request
+
+
+def refer_target(header: str) -> str:
+    """The user part of a Refer-To ("<sip:wang.fang@host>" gives "wang.fang"); empty when it
+    names none, or carries a Replaces (an attended transfer, which this side does not do)."""
+    found = re.match(r"\s*<?\s*sips?:([^@;>?\s]+)@[^>]*>?", header)
+    if found is None or "replaces" in header.lower():
+        return ""
+    return urllib.parse.unquote(found.group(1))
