@@ -559,14 +559,16 @@ async def test_a_caller_reaches_an_agents_phone_and_they_hear_each_other(
 async def test_an_agent_hands_a_call_to_a_colleague_from_the_phone(
     line: Line, phone: Phone, cell: Cell, tmp_path: Path
 ) -> None:
-    """Li's phone transfers the call (REFER, as its user would) to Wang by name: Wang's phone
-    rings and answers, the caller and Wang hear each other, and Li's phone is let go."""
+    """Li's phone holds the call and resumes it, then transfers it (REFER, as its user would)
+    to Wang by name: Wang's phone rings and answers, the caller and Wang hear each other, Li's
+    phone is let go, and when Wang hangs up the call ends, recorded whole."""
     folder = tmp_path / "wang"
     folder.mkdir()
     wang = await _phone(
         line, cell, folder, "wang.fang", "This is Wang from the card team.", 42100, False
     )
     try:
+        started = asyncio.get_running_loop().time()
         caller = asyncio.create_task(sipp("transferred.xml", line.port, NUMBER, tmp_path))
 
         def agent_of(c: Call) -> str:
@@ -604,7 +606,12 @@ async def test_an_agent_hands_a_call_to_a_colleague_from_the_phone(
                 e[:2] == (call.interaction_id, phone.agent_id) for e in line.calls.phones.ended
             ):
                 await asyncio.sleep(0.1)
-        await caller
+        await asyncio.sleep(3)  # the caller and Wang talk
+        # Wang hangs up: the call ends for the caller too (a BYE the caller answers).
+        await wang.command("hangup")
+        async with asyncio.timeout(15):
+            await caller
+        lasted = asyncio.get_running_loop().time() - started
         async with asyncio.timeout(10):
             while not any(
                 e[:2] == (call.interaction_id, wang.agent_id) for e in line.calls.phones.ended
@@ -624,6 +631,18 @@ async def test_an_agent_hands_a_call_to_a_colleague_from_the_phone(
         agents = {p.subject_id: p for p in it.participants if p.role == mpb.PARTICIPANT_ROLE_AGENT}
         assert set(agents) == {phone.agent_id, wang.agent_id}
         assert agents[phone.agent_id].HasField("leave_time")  # Li handed it on
+        # The recording: the whole call, both sides in step; in its last two seconds the
+        # caller on the left and Wang on the right.
+        kept = await _kept_recording(cell, line, call.interaction_id)
+        assert lasted * 1000 - 3_000 <= kept.duration_ms <= lasted * 1000, (kept, lasted)
+        data = await Objects(line.settings).get(kept.uri.removeprefix("object:"), kept.sha256)
+        with wave.open(io.BytesIO(data)) as wav:
+            wav.setpos(wav.getnframes() - 2 * 8000)
+            end = wav.readframes(2 * 8000)
+        assert _channel(end, 0) > 100 and _channel(end, 1) > 100, (
+            _channel(end, 0),
+            _channel(end, 1),
+        )
         await media.End(
             mpb.EndRequest(
                 tenant_id=line.tenant.id,
