@@ -4,6 +4,7 @@ voice service cannot serve get the SIP answer that says why."""
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import io
@@ -31,9 +32,11 @@ from lianluo.runtime.objects import Objects
 from lianluo.runtime.service import Service
 from lianluo.services.voice import rtp, sdp
 from lianluo.services.voice.app import assemble
-from lianluo.services.voice.audio import Speech
+from lianluo.services.voice.audio import Speech, pcm_of
 from lianluo.services.voice.service import Call, Calls
 from lianluo.services.voice.settings import VoiceSettings
+from lianluo.tenants.v1 import audio_pb2 as audio_pb
+from lianluo.tenants.v1 import audio_pb2_grpc as audio_rpc
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
@@ -63,12 +66,38 @@ class Line:
     agent_id: str = ""
 
 
+def _pattern_wav(step: int, seconds: float) -> bytes:
+    """An 8 kHz mono WAV of a sawtooth: its exact samples are easy to find in a recording."""
+    samples = [(i * step) % 4000 - 2000 for i in range(int(8000 * seconds))]
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(array.array("h", samples).tobytes())
+    return out.getvalue()
+
+
+async def _kept_audio(cell: Cell, line: Line, name: str) -> bytes:
+    """A recording of the tenant as the tenants service keeps it, as PCM."""
+    async with grpc.aio.insecure_channel(cell.address("tenants")) as tch:
+        found = await audio_rpc.AudioServiceStub(tch).GetAudio(
+            audio_pb.GetAudioRequest(tenant_id=line.tenant.id, name=name),
+            metadata=(("authorization", f"Bearer {line.key}"),),
+        )
+    return pcm_of(found.wav)
+
+
 def phone_flow() -> pb.Flow:
     return pb.Flow(
         name="phone",
         entry_node="welcome",
         nodes=[
-            pb.FlowNode(id="welcome", prompt=pb.PromptNode(text="Welcome to Acme.", next="menu")),
+            pb.FlowNode(
+                id="welcome",
+                # The tenant's recording plays; a chat would show the text.
+                prompt=pb.PromptNode(text="Welcome to Acme.", next="menu", audio="welcome"),
+            ),
             pb.FlowNode(
                 id="menu",
                 menu=pb.MenuNode(
@@ -126,7 +155,15 @@ async def line(
         pb.CreateQueueRequest(tenant_id=t.id, queue=queue("secure")), metadata=c.md
     )
     await c.flows.PutFlow(pb.PutFlowRequest(tenant_id=t.id, flow=phone_flow()), metadata=c.md)
-    # Someone who could take the calls, though not signed in: a call waits in its queue
+    # The tenant's recordings: a welcome, and music on hold (each a pattern no voice makes).
+    audio = audio_rpc.AudioServiceStub(tch)
+    for name, step in (("welcome", 37), ("music", 53)):
+        await audio.PutAudio(
+            audio_pb.PutAudioRequest(
+                tenant_id=t.id, audio=audio_pb.Audio(name=name, wav=_pattern_wav(step, 1.2))
+            ),
+            metadata=c.md,
+        )  # Someone who could take the calls, though not signed in: a call waits in its queue
     # instead of overflowing at once for want of anyone (each test signs in whom it needs).
     await c.agents.CreateAgent(
         pb.CreateAgentRequest(tenant_id=t.id, agent=agent("zhou.min")), metadata=c.md
@@ -134,7 +171,11 @@ async def line(
     await rpc.ChannelServiceStub(tch).CreateChannel(
         pb.CreateChannelRequest(
             tenant_id=t.id,
-            channel=pb.Channel(name="phone", flow="phone", voice=pb.VoiceChannel(numbers=[NUMBER])),
+            channel=pb.Channel(
+                name="phone",
+                flow="phone",
+                voice=pb.VoiceChannel(numbers=[NUMBER], hold_audio="music"),
+            ),
         ),
         metadata=c.md,
     )
@@ -180,6 +221,12 @@ async def line(
         object_store_path=str(tmp_path_factory.mktemp("objects")),
         voice_trunk=f"127.0.0.1:{trunk}",
     )
+    # The first calls are timed against the flow: they wait until the services that route
+    # a call consume their topics (a new consumer group takes seconds to form).
+    async with asyncio.timeout(60):
+        for name in ("ivr", "media", "acd"):
+            while '"partitions assigned"' not in cell.replica(name).log.read_text():
+                await asyncio.sleep(0.2)
     voice, calls = await assemble(settings)
     task = asyncio.create_task(voice.serve())
     async with asyncio.timeout(30):
@@ -244,7 +291,7 @@ async def test_a_caller_walks_the_menu_by_dtmf_and_is_queued(
     assert call.received > 50 and call.lost == 0
     # The call is recorded: both parties, as long as the call, hashed, on the interaction's leg.
     kept = await _kept_recording(cell, line, call.interaction_id)
-    assert 6_000 <= kept.duration_ms <= 11_000, kept.duration_ms  # the scenario's 7 s and setup
+    assert 10_000 <= kept.duration_ms <= 15_000, kept.duration_ms  # the scenario's 11 s, setup
     data = await Objects(line.settings).get(kept.uri.removeprefix("object:"), kept.sha256)
     with wave.open(io.BytesIO(data)) as wav:
         assert (wav.getnchannels(), wav.getframerate()) == (2, 8000)
@@ -252,6 +299,11 @@ async def test_a_caller_walks_the_menu_by_dtmf_and_is_queued(
     assert abs(wav.getnframes() / 8 - kept.duration_ms) < 50
     caller, heard = _channel(frames, 0), _channel(frames, 1)
     assert caller > 100 and heard > 100, (caller, heard)  # each side said something
+    # The caller heard the tenant's own welcome, and its music while queued (after the
+    # spoken notice), sample for sample.
+    said = memoryview(frames).cast("h")[1::2].tobytes()
+    assert (await _kept_audio(cell, line, "welcome"))[:3200] in said, "no recorded welcome"
+    assert (await _kept_audio(cell, line, "music"))[:4800] in said, "no music on hold"
 
     # The menu's choice routed the call to cards: the ACD counts it as entered there.
     await _entered(cell, line, "cards")

@@ -118,6 +118,21 @@ NODE_CHECKS: list[tuple[str, pb.FlowNode, str]] = [
         ),
         "flow.nodes[0].route_to_queue.skills[1].level",
     ),
+    (
+        "prompt audio with a capital",
+        pb.FlowNode(id="n", prompt=pb.PromptNode(text="Hi", next="bye", audio="Welcome")),
+        "flow.nodes[0].prompt.audio",
+    ),
+    (
+        "menu audio with a space",
+        menu("n", [("1", "bye")], audio="main menu"),
+        "flow.nodes[0].menu.audio",
+    ),
+    (
+        "collect audio starting with a digit",
+        collect("n", "bye", audio="1pin"),
+        "flow.nodes[0].collect.audio",
+    ),
 ]
 
 

@@ -28,8 +28,13 @@ def test_a_complete_flow_using_every_kind_of_node_has_no_problems() -> None:
     good = flow(
         "welcome",
         prompt("welcome", "menu"),
-        menu("menu", [("1", "account"), ("2", "check"), ("#", "bye")], no_match_next="bye"),
-        collect("account", "remember", failure_next="bye", pattern=r"\d{4}"),
+        menu(
+            "menu",
+            [("1", "account"), ("2", "check"), ("#", "bye")],
+            no_match_next="bye",
+            audio="main-menu.v2",
+        ),
+        collect("account", "remember", failure_next="bye", pattern=r"\d{4}", audio="account_no"),
         set_variable("remember", "cards-queue"),
         condition(
             "check",

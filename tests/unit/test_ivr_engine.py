@@ -279,3 +279,14 @@ def test_a_sensitive_collect_marks_its_prompts_and_no_other() -> None:
     # The collect's prompt, and the same prompt asked again after a wrong answer.
     assert [o.prompt.sensitive for o in asked.outputs] == [True]
     assert [o.prompt.sensitive for o in again.outputs] == [True]
+
+
+def test_a_nodes_recording_goes_with_its_prompt_but_not_with_a_re_ask() -> None:
+    flow = menu_flow()
+    by_id = {n.id: n for n in flow.nodes}
+    by_id["welcome"].prompt.audio = "welcome"
+    by_id["menu"].menu.audio = "main-menu"
+    first, again = run(flow, Answer("nonsense"))
+    assert [o.prompt.audio for o in first.outputs] == ["welcome", "main-menu"]
+    # "Sorry, I did not understand that." comes first: the text is said, not the recording.
+    assert [o.prompt.audio for o in again.outputs] == [""]

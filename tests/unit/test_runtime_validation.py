@@ -11,6 +11,7 @@ from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.notification.v1 import notification_pb2 as npb
 from lianluo.runtime import kafka, validation
 from lianluo.runtime.errors import InvalidArgument, to_rpc_status
+from lianluo.tenants.v1 import audio_pb2 as apb
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 
 TWO_MIB = "x" * (2 << 20)
@@ -110,3 +111,25 @@ def test_tenant_patterns_run_in_linear_time_and_unsupported_syntax_is_named() ->
     assert tenant_pattern(r"\d{4}").fullmatch("1234") is not None
     with pytest.raises(PatternError, match="RE2"):
         tenant_pattern(r"(?<=a)b")
+
+
+def test_a_request_carrying_a_file_may_be_as_large_as_the_file_but_no_other() -> None:
+    def refused(message: object) -> list[str]:
+        try:
+            validation.check_request(message)  # type: ignore[arg-type]
+        except InvalidArgument as error:
+            return [v.field for v in error.violations]
+        return []
+
+    # A recorded prompt of a megabyte: stored as it is, never an event.
+    audio = apb.PutAudioRequest(
+        tenant_id="t", audio=apb.Audio(name="welcome", wav=b"\0" * 1_000_000)
+    )
+    assert refused(audio) == []
+    audio.audio.wav = b"\0" * 3_000_001
+    assert refused(audio) == ["audio.wav"]
+    # Any other request keeps the limit that lets its event fit in a record.
+    notes = [tpb.FlowNode(id=f"n{i}", prompt=tpb.PromptNode(text="x" * 7000)) for i in range(40)]
+    assert refused(tpb.PutFlowRequest(tenant_id="t", flow=tpb.Flow(name="f", nodes=notes))) == [
+        "request"
+    ]

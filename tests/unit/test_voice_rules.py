@@ -3,11 +3,16 @@ figures, whose a dialled number is, and SIP messages it cannot read."""
 
 from __future__ import annotations
 
+import io
+import wave
+
 import pytest
 from google.protobuf import timestamp_pb2
 
 from lianluo.common.v1 import common_pb2 as common
-from lianluo.services.voice import domain, phones, rtp, sdp, sip
+from lianluo.runtime.errors import InvalidArgument, Violations
+from lianluo.services.tenants.domain import validate_channel
+from lianluo.services.voice import audio, domain, phones, rtp, sdp, sip
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 OFFER = (
@@ -151,3 +156,59 @@ def test_only_a_free_answer_is_keyed_in_a_menu_takes_one_key() -> None:
 )
 def test_a_refer_names_the_colleague_or_queue_it_hands_the_call_to(header: str, name: str) -> None:
     assert sip.refer_target(header) == name
+
+
+def test_a_voice_channels_hold_music_is_a_recordings_name() -> None:
+    def problems(hold: str) -> list[str]:
+        v = Violations()
+        channel = pb.Channel(
+            name="phone",
+            queue="cards",
+            voice=pb.VoiceChannel(numbers=["+862180001234"], hold_audio=hold),
+        )
+        validate_channel(channel, v)
+        try:
+            v.raise_if_any()
+        except InvalidArgument as error:
+            return [f.field for f in error.violations]
+        return []
+
+    assert problems("") == [] and problems("music.jazz-2") == []
+    assert problems("Jazz") == ["channel.voice.hold_audio"]
+
+
+def _wav(pcm: bytes, rate: int = 8000, channels: int = 1) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return out.getvalue()
+
+
+async def test_a_tenants_recording_is_had_in_the_calls_language_or_else_without_one() -> None:
+    kept = {("t1", "welcome", ""): _wav(b"\x01\x00" * 800), ("t1", "menu", "zh"): b"not a wav"}
+    asked: list[tuple[str, str, str]] = []
+
+    async def fetch(tenant_id: str, name: str, language: str) -> bytes | None:
+        asked.append((tenant_id, name, language))
+        return kept.get((tenant_id, name, language))
+
+    tenant_audio = audio.TenantAudio(fetch)
+    # No Chinese welcome: the one without a language plays, as 8 kHz PCM.
+    assert await tenant_audio.get("t1", "welcome", "zh") == b"\x01\x00" * 800
+    assert asked == [("t1", "welcome", "zh"), ("t1", "welcome", "")]
+    # Kept: asked again within the minute, nothing is fetched.
+    assert await tenant_audio.get("t1", "welcome", "zh") == b"\x01\x00" * 800
+    assert len(asked) == 2
+    # Another tenant's name is that tenant's own: nothing of t1's.
+    assert await tenant_audio.get("t2", "welcome", "") is None
+    # What cannot be read plays nothing (the text is said instead).
+    assert await tenant_audio.get("t1", "menu", "zh") is None
+
+
+def test_a_stereo_16_khz_recording_plays_as_8_khz_mono() -> None:
+    stereo = b"\x10\x00\x30\x00" * 1600  # 0.1 s: left 16, right 48
+    pcm = audio.pcm_of(_wav(stereo, 16000, 2))
+    assert len(pcm) == 800 * 2  # 0.1 s at 8 kHz, 16-bit

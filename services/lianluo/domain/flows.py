@@ -18,6 +18,9 @@ from lianluo.tenants.v1 import tenants_pb2
 
 NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 VARIABLE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+# A tenant's recording (AudioService), as a node or a voice channel names it.
+AUDIO_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+AUDIO_NAME_RULE = "must be 1-64 of a-z 0-9 _ - ., starting with a letter"
 DIGITS = set("0123456789*#")
 MAX_NODES = 500
 # RE2 builds an automaton within this memory; a pattern that needs more is refused when saved.
@@ -111,6 +114,10 @@ def _check_node(node: tenants_pb2.FlowNode, at: str) -> list[tuple[str, str]]:
         ]
     if kind == "prompt" and not node.prompt.text.strip():
         found.append((f"{at}.prompt.text", "must not be empty"))
+    if kind in ("prompt", "menu", "collect"):
+        audio = getattr(node, kind).audio
+        if audio and not AUDIO_NAME.fullmatch(audio):
+            found.append((f"{at}.{kind}.audio", AUDIO_NAME_RULE))
     if kind == "menu":
         menu = node.menu
         if not menu.prompt.strip():

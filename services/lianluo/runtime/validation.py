@@ -64,11 +64,9 @@ def check_request(message: Message) -> None:
     """Raise InvalidArgument naming the fields that break their limits (the first twenty)."""
     problems = list(_violations(message))
     if not problems:
-        size = message.ByteSize()
-        if size > MAX_REQUEST_BYTES:
-            problems.append(
-                FieldViolation("request", f"is {size:,} bytes; at most {MAX_REQUEST_BYTES:,}")
-            )
+        size, limit = message.ByteSize(), request_limit(message.DESCRIPTOR)
+        if size > limit:
+            problems.append(FieldViolation("request", f"is {size:,} bytes; at most {limit:,}"))
     if problems:
         raise InvalidArgument(problems)
 
@@ -189,6 +187,24 @@ _WELL_KNOWN = {
     "google.protobuf.Timestamp": _timestamp,
     "google.protobuf.Duration": _duration,
 }
+
+
+@functools.cache
+def request_limit(descriptor: Descriptor) -> int:
+    """How large a request may be: MAX_REQUEST_BYTES, plus the declared size of any file it
+    carries (a bytes field declared larger than that, such as a recorded prompt's WAV), which
+    is stored as it is and never becomes an event."""
+    return MAX_REQUEST_BYTES + _files(descriptor, 3)
+
+
+def _files(descriptor: Descriptor, depth: int) -> int:
+    total = 0
+    for field in descriptor.fields:
+        if field.type == _FD.TYPE_BYTES and _limits(field)[0] > MAX_REQUEST_BYTES:
+            total += _limits(field)[0]
+        elif field.message_type is not None and depth > 0:
+            total += _files(field.message_type, depth - 1)
+    return total
 
 
 @functools.cache

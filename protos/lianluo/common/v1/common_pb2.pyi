@@ -376,6 +376,7 @@ class Prompt(_message.Message):
     EXPECTS_ANSWER_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     SENSITIVE_FIELD_NUMBER: _builtins.int
+    AUDIO_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique within the interaction."""
     text: _builtins.str
@@ -387,6 +388,8 @@ class Prompt(_message.Message):
     """The answer is a secret (`CollectNode.sensitive`): a phone call's recording pauses until it
     is given.
     """
+    audio: _builtins.str
+    """The node's recording (its `audio`), which a phone call plays instead of saying `text`."""
     @_builtins.property
     def choices(self) -> _containers.RepeatedCompositeFieldContainer[Global___PromptChoice]:
         """The choices of a menu; empty for a statement or a free answer."""
@@ -400,10 +403,11 @@ class Prompt(_message.Message):
         expects_answer: _builtins.bool = ...,
         timeout_seconds: _builtins.int = ...,
         sensitive: _builtins.bool = ...,
+        audio: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "expects_answer", b"expects_answer", "id", b"id", "sensitive", b"sensitive", "text", b"text", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "choices", b"choices", "expects_answer", b"expects_answer", "id", b"id", "sensitive", b"sensitive", "text", b"text", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2690,17 +2690,24 @@ class PromptNode(_message.Message):
 
     TEXT_FIELD_NUMBER: _builtins.int
     NEXT_FIELD_NUMBER: _builtins.int
+    AUDIO_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     next: _builtins.str
+    audio: _builtins.str
+    """A recording of the tenant (AudioService) that a phone call plays instead of saying the
+    text, in the call's language or else without one. Other channels show the text, and
+    a call says it when the tenant has no such recording.
+    """
     def __init__(
         self,
         *,
         text: _builtins.str = ...,
         next: _builtins.str = ...,
+        audio: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next", b"next", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "next", b"next", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2717,12 +2724,18 @@ class MenuNode(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
     NO_MATCH_NEXT_FIELD_NUMBER: _builtins.int
+    AUDIO_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     timeout_seconds: _builtins.int
     """Seconds to wait for an answer; 0 means 30."""
     max_retries: _builtins.int
     """Re-asks after a timeout or no match, this many times; then goes to `no_match_next`."""
     no_match_next: _builtins.str
+    audio: _builtins.str
+    """A recording of the tenant (AudioService) that a phone call plays instead of saying the
+    text (and its choices: the recording says them), in the call's language or else without one. Other channels show the text, and
+    a call says it when the tenant has no such recording.
+    """
     @_builtins.property
     def choices(self) -> _containers.RepeatedCompositeFieldContainer[Global___MenuChoice]: ...
     def __init__(
@@ -2733,10 +2746,11 @@ class MenuNode(_message.Message):
         timeout_seconds: _builtins.int = ...,
         max_retries: _builtins.int = ...,
         no_match_next: _builtins.str = ...,
+        audio: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "max_retries", b"max_retries", "no_match_next", b"no_match_next", "prompt", b"prompt", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "choices", b"choices", "max_retries", b"max_retries", "no_match_next", b"no_match_next", "prompt", b"prompt", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2788,6 +2802,7 @@ class CollectNode(_message.Message):
     NEXT_FIELD_NUMBER: _builtins.int
     FAILURE_NEXT_FIELD_NUMBER: _builtins.int
     SENSITIVE_FIELD_NUMBER: _builtins.int
+    AUDIO_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     variable: _builtins.str
     pattern: _builtins.str
@@ -2801,6 +2816,11 @@ class CollectNode(_message.Message):
     """The answer is a secret (a PIN, a card's security code): a phone call's recording is
     silent from this prompt until the caller has keyed the answer in.
     """
+    audio: _builtins.str
+    """A recording of the tenant (AudioService) that a phone call plays instead of saying the
+    text, in the call's language or else without one. Other channels show the text, and
+    a call says it when the tenant has no such recording.
+    """
     def __init__(
         self,
         *,
@@ -2812,10 +2832,11 @@ class CollectNode(_message.Message):
         next: _builtins.str = ...,
         failure_next: _builtins.str = ...,
         sensitive: _builtins.bool = ...,
+        audio: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure_next", b"failure_next", "max_retries", b"max_retries", "next", b"next", "pattern", b"pattern", "prompt", b"prompt", "sensitive", b"sensitive", "timeout_seconds", b"timeout_seconds", "variable", b"variable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "failure_next", b"failure_next", "max_retries", b"max_retries", "next", b"next", "pattern", b"pattern", "prompt", b"prompt", "sensitive", b"sensitive", "timeout_seconds", b"timeout_seconds", "variable", b"variable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3163,8 +3184,13 @@ class VoiceChannel(_message.Message):
 
     NUMBERS_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
+    HOLD_AUDIO_FIELD_NUMBER: _builtins.int
     language: _builtins.str
     """The language of the spoken prompts: "en" or "zh" (Mandarin); empty is "en"."""
+    hold_audio: _builtins.str
+    """A recording of the tenant (AudioService) that callers waiting in a queue hear, again and
+    again, between the spoken hold notices; empty: the notices alone.
+    """
     @_builtins.property
     def numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The numbers callers dial, in E.164 form: 1 to 20, each on one channel of the tenant. A
@@ -3177,10 +3203,11 @@ class VoiceChannel(_message.Message):
         *,
         numbers: _abc.Iterable[_builtins.str] | None = ...,
         language: _builtins.str = ...,
+        hold_audio: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["language", b"language", "numbers", b"numbers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hold_audio", b"hold_audio", "language", b"language", "numbers", b"numbers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -144,6 +144,7 @@ class _Run:
         choices: list[common_pb2.PromptChoice],
         timeout: int,
         sensitive: bool = False,
+        audio: str = "",
     ) -> None:
         self.prompt_count += 1
         prompt = common_pb2.Prompt(
@@ -153,6 +154,7 @@ class _Run:
             expects_answer=timeout > 0,
             timeout_seconds=timeout,
             sensitive=sensitive,
+            audio=audio,
         )
         output = self._output(node_id)
         output.prompt.CopyFrom(prompt)
@@ -207,7 +209,7 @@ class _Run:
         """Apply one node; the next node's id, or None when the run waits or finished."""
         kind = node.WhichOneof("kind")
         if kind == "prompt":
-            self.say(node.id, node.prompt.text, [], 0)
+            self.say(node.id, node.prompt.text, [], 0, audio=node.prompt.audio)
             return node.prompt.next
         if kind == "menu":
             self.retries_left = node.menu.max_retries
@@ -255,6 +257,8 @@ class _Run:
             choices,
             self.timeout,
             sensitive=node.HasField("collect") and node.collect.sensitive,
+            # A re-ask after a wrong answer has a preface the recording does not say.
+            audio="" if preface else getattr(node, node.WhichOneof("kind") or "").audio,
         )
 
     def route(self, node: pb.FlowNode) -> None:

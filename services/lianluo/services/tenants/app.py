@@ -7,6 +7,9 @@ from pathlib import Path
 from lianluo.runtime import contract
 from lianluo.runtime.grpc_server import RegisterFn
 from lianluo.runtime.service import Service, ServiceSpec
+from lianluo.services.tenants.audio import Audio
+from lianluo.services.tenants.audio_api import AudioApi
+from lianluo.services.tenants.audio_repository import AudioRepository
 from lianluo.services.tenants.grpc_api import (
     AgentApi,
     ApiKeyApi,
@@ -28,7 +31,8 @@ from lianluo.services.tenants.people import People
 from lianluo.services.tenants.repository import Repository
 from lianluo.services.tenants.service import TenantsService
 from lianluo.services.tenants.settings import TenantsSettings
-from lianluo.tenants.v1 import knowledge_pb2
+from lianluo.tenants.v1 import audio_pb2, knowledge_pb2
+from lianluo.tenants.v1 import audio_pb2_grpc as audio_rpc
 from lianluo.tenants.v1 import knowledge_pb2_grpc as knowledge_rpc
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
@@ -68,9 +72,18 @@ async def build(settings: TenantsSettings) -> Service:
             knowledge_rpc.add_KnowledgeServiceServicer_to_server,
             KnowledgeApi(Knowledge(service.pool, repo, KnowledgeRepository(), Segmenter())),
         ),
+        "AudioService": (
+            audio_rpc.add_AudioServiceServicer_to_server,
+            AudioApi(Audio(service.pool, repo, AudioRepository())),
+        ),
     }
-    # The knowledge base has its own proto file; every other service is in tenants.proto.
-    services = {**pb.DESCRIPTOR.services_by_name, **knowledge_pb2.DESCRIPTOR.services_by_name}
+    # The knowledge base and the recordings have their own proto files; every other service
+    # is in tenants.proto.
+    services = {
+        **pb.DESCRIPTOR.services_by_name,
+        **knowledge_pb2.DESCRIPTOR.services_by_name,
+        **audio_pb2.DESCRIPTOR.services_by_name,
+    }
     for name, (register, servicer) in apis.items():
         service.add_grpc(register, servicer, services[name].full_name)
     return service

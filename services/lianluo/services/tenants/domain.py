@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 
 from lianluo.common.v1 import common_pb2
 from lianluo.domain import hours, routing
-from lianluo.domain.flows import validate_flow
+from lianluo.domain.flows import AUDIO_NAME, AUDIO_NAME_RULE, validate_flow
 from lianluo.domain.urls import is_web_url
 from lianluo.runtime.errors import Violations
 from lianluo.tenants.v1 import tenants_pb2 as pb
@@ -290,6 +290,10 @@ def validate_channel(c: Message, v: Violations, p: str = "channel") -> None:
             v.check(bool(E164.fullmatch(number)), f"{p}.voice.numbers[{i}]", "an E.164 number")
         v.check(len(set(numbers)) == len(numbers), f"{p}.voice.numbers", "a number is listed twice")
         v.check(c.voice.language in ("", "en", "zh"), f"{p}.voice.language", "en or zh")
+        hold = c.voice.hold_audio
+        v.check(
+            not hold or bool(AUDIO_NAME.fullmatch(hold)), f"{p}.voice.hold_audio", AUDIO_NAME_RULE
+        )
     if kind == "wechat":
         w = c.wechat
         v.check(

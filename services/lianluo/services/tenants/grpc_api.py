@@ -10,6 +10,7 @@ from google.protobuf.message import Message
 
 from lianluo.common.v1 import common_pb2
 from lianluo.runtime import auth
+from lianluo.services.tenants.audio_api import AudioApi as AudioApi
 from lianluo.services.tenants.domain import AGENT, CHANNEL, FLOW, QUEUE, RULE, TEMPLATE, USER, Kind
 from lianluo.services.tenants.keys import ApiKeys
 from lianluo.services.tenants.knowledge_api import KnowledgeApi as KnowledgeApi

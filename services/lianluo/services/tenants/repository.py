@@ -299,6 +299,7 @@ class Repository:
             "delete from signing_keys where tenant_id = $1",
             "delete from knowledge_articles where tenant_id = $1",
             "delete from canned_responses where tenant_id = $1",
+            "delete from audio where tenant_id = $1",
         ):
             await conn.execute(statement, tenant_id)
         return [(r["kind"], r["id"]) for r in rows]

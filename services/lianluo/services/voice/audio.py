@@ -7,8 +7,9 @@ import asyncio
 import collections
 import io
 import secrets
+import time
 import wave
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 from lianluo.runtime.logs import get_logger
@@ -18,6 +19,10 @@ log = get_logger(__name__)
 FRAME_BYTES = rtp.SAMPLES * 2  # 16-bit linear PCM
 PACKET_SECONDS = rtp.SAMPLES / rtp.RATE
 SPEECH_KEPT = 256
+# A tenant's recorded prompts are kept this long (a new one plays within a minute), and at
+# most this much of them at once.
+TENANT_AUDIO_SECONDS = 60.0
+TENANT_AUDIO_BYTES = 32 << 20
 # A call's recording keeps its first hour (two channels of 16-bit PCM: 115 MB), so that no call
 # can take a replica's memory; what comes after is not recorded.
 RECORDED_BYTES = rtp.RATE * 2 * 3600
@@ -231,11 +236,66 @@ class Speech:
         if process.returncode != 0 or not out:
             log.warning("speech synthesis failed", voice=voice, code=process.returncode)
             return b""
-        with wave.open(io.BytesIO(out)) as found:
-            pcm = found.readframes(found.getnframes())
-            rate = found.getframerate()
-        spoken = rtp.resample(pcm, rate)
+        spoken = pcm_of(out)
         self._kept[key] = spoken
         if len(self._kept) > SPEECH_KEPT:
             self._kept.popitem(last=False)
         return spoken
+
+
+def pcm_of(wav: bytes) -> bytes:
+    """A WAV's audio as 8 kHz mono 16-bit PCM (what a recording is kept as, so as it is)."""
+    with wave.open(io.BytesIO(wav)) as found:
+        width, channels, rate = found.getsampwidth(), found.getnchannels(), found.getframerate()
+        pcm = found.readframes(found.getnframes())
+    if width != 2:
+        raise ValueError("not 16-bit PCM")
+    if channels == 2:
+        pcm = rtp.mono(pcm)
+    return rtp.resample(pcm, rate)
+
+
+class TenantAudio:
+    """A tenant's recorded prompts (the tenants service's AudioService) as PCM to play: in the
+    call's language, else without a language; None when the tenant has none of that name.
+    Each is kept a minute, so that a prompt said on every call is fetched once a minute."""
+
+    def __init__(self, fetch: Callable[[str, str, str], Awaitable[bytes | None]]) -> None:
+        self._fetch = fetch
+        self._kept: collections.OrderedDict[tuple[str, str, str], tuple[float, bytes | None]] = (
+            collections.OrderedDict()
+        )
+        self._bytes = 0
+
+    async def get(self, tenant_id: str, name: str, language: str) -> bytes | None:
+        for lang in dict.fromkeys((language, "")):
+            pcm = await self._one(tenant_id, name, lang)
+            if pcm is not None:
+                return pcm
+        return None
+
+    async def _one(self, tenant_id: str, name: str, language: str) -> bytes | None:
+        key = (tenant_id, name, language)
+        now = time.monotonic()
+        found = self._kept.get(key)
+        if found is not None and now - found[0] < TENANT_AUDIO_SECONDS:
+            self._kept.move_to_end(key)
+            return found[1]
+        wav = await self._fetch(tenant_id, name, language)
+        try:
+            pcm = pcm_of(wav) if wav else None
+        except (wave.Error, EOFError, ValueError) as error:
+            log.warning("a tenant's recording could not be read", name=name, error=str(error))
+            pcm = None
+        self._keep(key, now, pcm)
+        return pcm
+
+    def _keep(self, key: tuple[str, str, str], now: float, pcm: bytes | None) -> None:
+        old = self._kept.pop(key, None)
+        if old is not None and old[1] is not None:
+            self._bytes -= len(old[1])
+        self._kept[key] = (now, pcm)
+        self._bytes += len(pcm or b"")
+        while self._bytes > TENANT_AUDIO_BYTES and len(self._kept) > 1:
+            _, (_, dropped) = self._kept.popitem(last=False)
+            self._bytes -= len(dropped or b"")

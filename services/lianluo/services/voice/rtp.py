@@ -99,6 +99,11 @@ def stereo(left: bytes, right: bytes) -> bytes:
     return audioop.add(audioop.tostereo(left, 2, 1, 0), audioop.tostereo(right, 2, 0, 1), 2)
 
 
+def mono(pcm: bytes) -> bytes:
+    """16-bit stereo PCM as mono, the two channels mixed."""
+    return audioop.tomono(pcm, 2, 0.5, 0.5)
+
+
 def resample(pcm: bytes, rate: int) -> bytes:
     """16-bit mono PCM at `rate` to 8 kHz."""
     if rate == RATE:

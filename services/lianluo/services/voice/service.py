@@ -33,9 +33,11 @@ from lianluo.runtime.logs import get_logger
 from lianluo.runtime.objects import Objects, tenant_key
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.voice import domain, rtp, sdp, sip
-from lianluo.services.voice.audio import Ports, RtpSession, Speech
+from lianluo.services.voice.audio import Ports, RtpSession, Speech, TenantAudio
 from lianluo.services.voice.phones import AgentLeg, Phones, sent
 from lianluo.services.voice.settings import VoiceSettings
+from lianluo.tenants.v1 import audio_pb2 as audio_pb
+from lianluo.tenants.v1 import audio_pb2_grpc as audio_rpc
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 from lianluo.tenants.v1 import tenants_pb2_grpc as tenants_rpc
 
@@ -71,6 +73,22 @@ class Platform:
         self._customers = gateway_rpc.CustomerServiceStub(gateway)
         self.media = media_rpc.MediaServiceStub(media)
         self.acd = acd_rpc.AcdServiceStub(self._channels[3])
+        self._audio = audio_rpc.AudioServiceStub(tenants)
+
+    async def audio(self, tenant_id: str, name: str, language: str) -> bytes | None:
+        """A tenant's recording as its WAV; None when there is none of that name and language
+        (or the tenants service cannot say: the text is said instead)."""
+        try:
+            found = await self._audio.GetAudio(
+                audio_pb.GetAudioRequest(tenant_id=tenant_id, name=name, language=language),
+                metadata=self.admin,
+                timeout=5,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                log.warning("a tenant's recording could not be had", code=error.code().name)
+            return None
+        return bytes(found.wav)
 
     async def caller(self, tenant_id: str, number: str) -> tuple[str, Any]:
         """The customer a caller's number resolves to, and their session's credentials."""
@@ -194,6 +212,7 @@ class Calls:
         self._view = view
         self._platform = platform
         self._speech = speech
+        self._audio = TenantAudio(platform.audio)
         self._objects = Objects(settings)
         self._ports = Ports(settings.rtp_range())
         self._limiter = Limiter(settings.voice_invites_per_second)
@@ -418,12 +437,16 @@ class Calls:
                     p = frame.prompt
                     if p.expects_answer:
                         self._asked(call, p)
-                    await self._say(
-                        call,
-                        domain.spoken(
-                            p.text, [(c.digit, c.label) for c in p.choices], call.language
-                        ),
-                    )
+                    recorded = await self._recording(call, p.audio)
+                    if recorded:
+                        call.session.play(recorded)
+                    else:
+                        await self._say(
+                            call,
+                            domain.spoken(
+                                p.text, [(c.digit, c.label) for c in p.choices], call.language
+                            ),
+                        )
                 elif kind == "message" and frame.message.sender_role != R.PARTICIPANT_ROLE_CUSTOMER:
                     if frame.message.content.text and not frame.message.whisper:
                         await self._say(call, frame.message.content.text)
@@ -466,11 +489,27 @@ class Calls:
                 call.session.hush()  # the agent is back: no notice over them
 
     async def _hold(self, call: Call) -> None:
-        """The caller hears a notice now and again, never silence for long."""
+        """The caller hears a notice now and again, never silence for long; between notices
+        the channel's music on hold, if it has one."""
+        music = call.line.channel.voice.hold_audio if call.line is not None else ""
+        loop = asyncio.get_running_loop()
         while True:
             await call.session.drained()
             await self._say(call, domain.hold_notice(call.language))
-            await asyncio.sleep(self._settings.voice_hold_notice_seconds)
+            await call.session.drained()
+            due = loop.time() + self._settings.voice_hold_notice_seconds
+            clip = await self._recording(call, music)
+            while clip and loop.time() < due:
+                call.session.play(clip)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(call.session.drained(), due - loop.time())
+            if clip:
+                call.session.hush()  # the next notice is due, whatever is left of the music
+            await asyncio.sleep(max(0.0, due - loop.time()))
+
+    async def _recording(self, call: Call, name: str) -> bytes | None:
+        """The tenant's recording `name` in the call's language, if it has one."""
+        return await self._audio.get(call.tenant_id, name, call.language) if name else None
 
     async def _say(self, call: Call, text: str) -> None:
         if text:
