@@ -6,16 +6,17 @@ import { t } from "./i18n.js";
 // stays what is checked and published. Nodes the IVR finds a problem in are outlined.
 const KINDS = ["prompt", "menu", "collect", "condition", "set_variable", "route_to_queue", "end"];
 const TEMPLATES = {
-  prompt: { text: "", next: "" },
-  menu: { prompt: "", choices: [{ digit: "1", label: "", keywords: [], next: "" }], no_match_next: "" },
-  collect: { prompt: "", variable: "", pattern: "", next: "", failure_next: "", sensitive: false },
+  prompt: { text: "", audio: "", next: "" },
+  menu: { prompt: "", audio: "", choices: [{ digit: "1", label: "", keywords: [], next: "" }], no_match_next: "" },
+  collect: { prompt: "", audio: "", variable: "", pattern: "", next: "", failure_next: "", sensitive: false },
   condition: { branches: [{ variable: "", operator: "CONDITION_OPERATOR_EQUALS", value: "", next: "" }], default_next: "" },
   set_variable: { variable: "", value: "", next: "" },
   route_to_queue: { queue: "" },
   end: { text: "" },
 };
 // Fields edited as text; lists (choices, branches) are edited as JSON beside them.
-const TEXT_FIELDS = ["text", "prompt", "variable", "pattern", "value", "queue", "next", "no_match_next", "failure_next", "default_next"];
+// `audio` names a tenant's recording a phone call plays instead of saying the text.
+const TEXT_FIELDS = ["text", "prompt", "audio", "variable", "pattern", "value", "queue", "next", "no_match_next", "failure_next", "default_next"];
 const NUMBER_FIELDS = ["priority", "timeout_seconds", "max_retries"];
 // Switches: a collect's `sensitive` (its answer is a secret, and calls are not recorded while
 // it is keyed in).
