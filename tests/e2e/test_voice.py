@@ -492,7 +492,9 @@ async def _phone(
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(8000)
-        out.writeframes(said.ljust(8000 * 2 * 60, b"\0"))  # a minute: baresip hangs up at its end
+        # The sentence again and again for a minute (baresip hangs up at the file's end).
+        once = said + b"\0" * 4000
+        out.writeframes((once * (8000 * 2 * 60 // len(once) + 1))[: 8000 * 2 * 60])
     sip_port, control = _free_udp_port(), _free_tcp_port()
     (folder / "config").write_text(
         "\n".join(
@@ -653,12 +655,19 @@ async def test_an_agent_hands_a_call_to_a_colleague_from_the_phone(
         async with asyncio.timeout(20):  # offered to Wang, whose phone answers
             while agent_of(call) != wang.agent_id:
                 await asyncio.sleep(0.1)
+        wang_leg = call.agent
         async with asyncio.timeout(15):  # Li's phone hung up, told the transfer went
             while not any(
                 e[:2] == (call.interaction_id, phone.agent_id) for e in line.calls.phones.ended
             ):
                 await asyncio.sleep(0.1)
-        await asyncio.sleep(3)  # the caller and Wang talk
+        assert wang_leg is not None
+        async with asyncio.timeout(15):  # the caller and Wang talk; the phone reports (RTCP)
+            while wang_leg.session.peer_report is None:
+                await asyncio.sleep(0.2)
+        # Wang's phone says, by RTCP, that what the voice service sent it arrived whole.
+        assert wang_leg.session.peer_report.lost == 0
+        assert wang_leg.session.peer_report.highest > 50
         # Wang hangs up: the call ends for the caller too (a BYE the caller answers).
         await wang.command("hangup")
         async with asyncio.timeout(15):

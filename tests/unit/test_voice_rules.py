@@ -212,3 +212,20 @@ def test_a_stereo_16_khz_recording_plays_as_8_khz_mono() -> None:
     stereo = b"\x10\x00\x30\x00" * 1600  # 0.1 s: left 16, right 48
     pcm = audio.pcm_of(_wav(stereo, 16000, 2))
     assert len(pcm) == 800 * 2  # 0.1 s at 8 kHz, 16-bit
+
+
+def test_rtcp_reports_read_back_what_was_written() -> None:
+    f = rtp.Figures()
+    for seq in (10, 11, 13, 14):  # 12 lost
+        f.add(rtp.Packet(0, seq, seq * 160, 0xABCDEF01, b""), seq * 160)
+    f.last_sr, f.last_sr_at = 0x12345678, 100.0
+    block = rtp.report_block(f, 101.5)
+    packet = rtp.sender_report(0x11111111, 1_800_000_000.25, 4242, 50, 8000, [block])
+    senders, reports = rtp.parse_rtcp(packet + b"\x81\xca\x00\x01junk")  # and an SDES
+    assert senders == [rtp.SenderInfo(0x11111111, senders[0].ntp_middle, 50)]
+    assert reports == [rtp.Report(0xABCDEF01, 256 // 5, 1, 14, int(f.jitter))]
+    # The next report counts only what was lost since this one.
+    assert f.fraction_lost() == 0
+    # Before this side sends anything, it is a receiver report; junk is no report at all.
+    assert rtp.parse_rtcp(rtp.sender_report(7, 0.0, 0, 0, 0, []))[1] == []
+    assert rtp.parse_rtcp(b"\x00\x01") == ([], [])

@@ -19,6 +19,8 @@ log = get_logger(__name__)
 FRAME_BYTES = rtp.SAMPLES * 2  # 16-bit linear PCM
 PACKET_SECONDS = rtp.SAMPLES / rtp.RATE
 SPEECH_KEPT = 256
+# How often each side reports on RTCP (RFC 3550's minimum interval).
+RTCP_SECONDS = 5.0
 # A tenant's recorded prompts are kept this long (a new one plays within a minute), and at
 # most this much of them at once.
 TENANT_AUDIO_SECONDS = 60.0
@@ -78,12 +80,50 @@ class RtpSession(asyncio.DatagramProtocol):
         # While the caller keys in a secret: the recording is silence, both ways.
         self.paused = False
         self.paused_frames = 0
+        # RTCP, on the port above: what the peer last said it received of this stream.
+        self.peer_report: rtp.Report | None = None
+        self._octets = 0
+        self._rtcp: asyncio.DatagramTransport | None = None
+        self._reporter: asyncio.Task[None] | None = None
 
     async def open(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
         self._started = loop.time()
         self._pacer = loop.create_task(self._pace())
+        try:
+            rtcp, _ = await loop.create_datagram_endpoint(
+                lambda: _Rtcp(self), local_addr=(host, port + 1)
+            )
+        except OSError as error:
+            log.info("no RTCP for a call: its port is taken", port=port + 1, error=str(error))
+            return
+        self._rtcp = rtcp
+        self._reporter = loop.create_task(self._report())
+
+    async def _report(self) -> None:
+        """An SR (or RR, before this side has sent) every few seconds, with this side's report
+        of the peer's stream."""
+        while True:
+            await asyncio.sleep(RTCP_SECONDS)
+            if self.remote is None or self._rtcp is None:
+                continue
+            now = asyncio.get_running_loop().time()
+            blocks = [rtp.report_block(self.figures, now)] if self.figures.received else []
+            packet = rtp.sender_report(
+                self._ssrc, time.time(), self._timestamp, self.sent, self._octets, blocks
+            )
+            self._rtcp.sendto(packet, (self.remote[0], self.remote[1] + 1))
+
+    def rtcp_received(self, data: bytes) -> None:
+        senders, reports = rtp.parse_rtcp(data)
+        for sender in senders:
+            if sender.ssrc == self.figures.ssrc:
+                self.figures.last_sr = sender.ntp_middle
+                self.figures.last_sr_at = asyncio.get_running_loop().time()
+        for report in reports:
+            if report.source == self._ssrc:
+                self.peer_report = report
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
@@ -119,6 +159,7 @@ class RtpSession(asyncio.DatagramProtocol):
         packet = rtp.Packet(self.codec, self._sequence, self._timestamp, self._ssrc, payload)
         self._sequence = (self._sequence + 1) % rtp.SEQ_MOD
         self._transport.sendto(rtp.build(packet), self.remote)
+        self._octets += len(packet.payload)
         self.sent += 1
 
     # ------------------------------------------------------------------ playing
@@ -171,6 +212,7 @@ class RtpSession(asyncio.DatagramProtocol):
             self._talkspurt = False
             self._sequence = (self._sequence + 1) % rtp.SEQ_MOD
             self._transport.sendto(rtp.build(packet), self.remote)
+            self._octets += len(packet.payload)
             self.sent += 1
 
     def _record(self, played: bytes | None) -> None:
@@ -201,11 +243,25 @@ class RtpSession(asyncio.DatagramProtocol):
         return out.getvalue()
 
     def close(self) -> None:
-        if self._pacer is not None:
-            self._pacer.cancel()
-        if self._transport is not None:
-            self._transport.close()
+        for task in (self._pacer, self._reporter):
+            if task is not None:
+                task.cancel()
+        for transport in (self._transport, self._rtcp):
+            if transport is not None:
+                transport.close()
         self._idle.set()
+
+
+class _Rtcp(asyncio.DatagramProtocol):
+    """A call's RTCP port: reports from the peer, handed to its session."""
+
+    def __init__(self, session: RtpSession) -> None:
+        self._session = session
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        remote = self._session.remote
+        if remote is None or addr[0] == remote[0]:
+            self._session.rtcp_received(data)
 
 
 class Speech:

@@ -387,8 +387,14 @@ class Phones:
         self._ports.give_back(leg.port)
         received, sent = leg.session.figures.received, leg.session.sent
         self.ended.append((leg.interaction_id, leg.agent_id, received, sent))
+        report = leg.session.peer_report
         log.info(
-            "agent's leg ended", interaction_id=leg.interaction_id, received=received, sent=sent
+            "agent's leg ended",
+            interaction_id=leg.interaction_id,
+            received=received,
+            sent=sent,
+            # What the phone said, by RTCP, it received of what was sent.
+            peer_lost=report.lost if report is not None else None,
         )
 
     def stop(self) -> None:

@@ -829,6 +829,8 @@ class Calls:
             lost=call.session.figures.lost,
             jitter_ms=round(call.session.figures.jitter_ms(), 2),
             sent=call.session.sent,
+            # What the caller's side said, by RTCP, it received of what was sent.
+            **_peer(call.session),
         )
         self._entered(call, None)
         current = asyncio.current_task()
@@ -872,3 +874,11 @@ class Calls:
             call.session.close()
             for task in call.tasks:
                 task.cancel()
+
+
+def _peer(session: RtpSession) -> dict[str, object]:
+    """The peer's last RTCP report of what it received, as log fields (none without one)."""
+    r = session.peer_report
+    if r is None:
+        return {}
+    return {"peer_lost": r.lost, "peer_jitter_ms": round(r.jitter * 1000 / rtp.RATE, 2)}
