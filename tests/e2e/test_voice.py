@@ -495,7 +495,7 @@ async def _phone(
         # The sentence again and again for a minute (baresip hangs up at the file's end).
         once = said + b"\0" * 4000
         out.writeframes((once * (8000 * 2 * 60 // len(once) + 1))[: 8000 * 2 * 60])
-    sip_port, control = _free_udp_port(), _free_tcp_port()
+    sip_port, control = _free_sip_port(), _free_tcp_port()
     (folder / "config").write_text(
         "\n".join(
             [
@@ -522,23 +522,22 @@ async def _phone(
         f";auth_user={name}@{line.tenant.name};auth_pass={PASSWORD}"
         ";answermode=auto;regint=600;audio_codecs=PCMU\n"
     )
-    process = await asyncio.create_subprocess_exec(
-        "baresip",
-        "-f",
-        str(folder),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        stdin=asyncio.subprocess.DEVNULL,
-    )
+    log = folder / "baresip.log"
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            "baresip", "-f", str(folder), stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL
+        )
     phone = Phone(made.id, name, control, process)
     try:
         async with asyncio.timeout(30):  # registered, after the digest challenge
             while (line.tenant.id, made.id) not in line.calls.phones._bindings:
+                assert process.returncode is None, log.read_text(errors="replace")[-3000:]
                 await asyncio.sleep(0.2)
         if available:
             await _presence(cell, line, made.id, apb.PRESENCE_AVAILABLE)
     except BaseException:
-        process.terminate()
+        if process.returncode is None:
+            process.terminate()
         await process.wait()
         raise
     return phone
@@ -575,6 +574,21 @@ def _free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _free_sip_port() -> int:
+    """A port free for both UDP and TCP: baresip listens for SIP on both, and exits when
+    either is taken."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket() as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
 
 
 def _free_udp_port() -> int:
