@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lianluo.devstack import helm, k8s
 from lianluo.operator.kube import ApiError, Kube
 
 CRDS = Path(__file__).resolve().parents[2] / "operators" / "crds"
@@ -69,3 +71,46 @@ async def eventually(
             return last
         await asyncio.sleep(every)
     raise AssertionError(f"not reached in {within}s; last answer: {last!r}")
+
+
+CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "lianluo"
+_RBAC_PATHS = {
+    "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
+    "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
+    "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
+}
+
+
+async def chart_operator_account(api: Api, cluster: Any, namespace: str, folder: Path) -> Path:
+    """The operator's ServiceAccount and role exactly as the chart renders them, installed in
+    `namespace`; a kubeconfig with a token of that account (the API server's TokenRequest)."""
+    helm_bin = str(helm.tools(fetch=False).helm)
+    rendered = (
+        await asyncio.to_thread(
+            subprocess.run,
+            [helm_bin, "template", namespace, str(CHART), "--namespace", namespace,
+             "--show-only", "templates/rbac.yaml"],
+            capture_output=True, text=True, timeout=60, check=True,
+        )
+    ).stdout  # fmt: skip
+    account = ""
+    for doc in yaml.safe_load_all(rendered):
+        if not doc:
+            continue
+        kind = doc["kind"]
+        # The chart grants nothing cluster-wide; a kind it adds must be added here to be tested.
+        assert kind in _RBAC_PATHS, f"the chart's RBAC renders a {kind}"
+        doc["metadata"]["namespace"] = namespace
+        await api.call("POST", _RBAC_PATHS[kind].format(ns=namespace), doc)
+        labels = doc["metadata"].get("labels", {})
+        if kind == "ServiceAccount" and labels.get("app.kubernetes.io/component") == "operator":
+            account = doc["metadata"]["name"]
+    issued = await api.call(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+         "spec": {"expirationSeconds": 3600}},
+    )  # fmt: skip
+    path = folder / f"{namespace}.kubeconfig"
+    k8s.write_kubeconfig(path, cluster.server, issued["status"]["token"], cluster.ca_file)
+    return path

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -23,13 +24,13 @@ import grpc
 import kopf
 import pytest
 from conftest import ADMIN, ADMIN_KEY, Served, Stack
-from k8s_support import Api, eventually
+from k8s_support import Api, chart_operator_account, eventually
 from kopf.testing import KopfRunner
 
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.devstack import helm, infra, k8s
 from lianluo.operator.kube import ApiError
-from lianluo.operator.template import SERVICES
+from lianluo.operator.template import SERVICES, cell_manifest
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
@@ -59,10 +60,15 @@ async def api(cluster: k8s.Cluster) -> AsyncIterator[Api]:
         await client.close()
 
 
+# Each test namespace's kubeconfig for the operator: a token of the chart's own ServiceAccount.
+_ACCOUNTS: dict[str, Path] = {}
+
+
 @pytest.fixture
-async def namespace(api: Api) -> str:
+async def namespace(api: Api, cluster: k8s.Cluster, tmp_path: Path) -> str:
     name = f"op-{uuid.uuid4().hex[:8]}"
     await api.call("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+    _ACCOUNTS[name] = await chart_operator_account(api, cluster, name, tmp_path)
     return name
 
 
@@ -131,9 +137,20 @@ async def tenants_stub(tenants_service: Served) -> AsyncIterator[rpc.TenantServi
         yield rpc.TenantServiceStub(channel)
 
 
-def operator(namespace: str) -> KopfRunner:
+@contextlib.contextmanager
+def operator(namespace: str) -> Iterator[KopfRunner]:
+    """The operator, watching `namespace` with only the rights the chart gives it."""
     args = ["run", "--standalone", "--namespace", namespace, "-m", "lianluo.operator.handlers"]
-    return KopfRunner(args, timeout=60)
+    admin = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(_ACCOUNTS[namespace])
+    try:
+        with KopfRunner(args, timeout=60) as runner:
+            yield runner
+    finally:
+        if admin is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = admin
 
 
 def tenant(name: str, sessions: int, **extra: Any) -> dict[str, Any]:
@@ -184,6 +201,11 @@ async def all_children(api: Api, namespace: str, cell: str) -> dict[str, list[di
         ({"plan": "gold"}, "spec.plan"),
         ({"expectedConcurrentSessions": 0}, "spec.expectedConcurrentSessions"),
         ({"channels": ["fax"]}, "spec.channels"),
+        # What the tenants API would refuse later, refused by the API server at once.
+        ({"channels": None}, "spec.channels"),
+        ({"channels": []}, "spec.channels"),
+        ({"channels": ["web", "web"]}, "spec.channels"),
+        ({"initialAdmin": {"name": "ops admin"}}, "spec.initialAdmin.name"),
     ],
 )
 async def test_the_crd_refuses_a_tenant_out_of_bounds(
@@ -195,6 +217,15 @@ async def test_the_crd_refuses_a_tenant_out_of_bounds(
         await api.create("Tenant", namespace, manifest)
     assert refused.value.status == 422
     assert field in str(refused.value)
+
+
+async def test_the_crd_refuses_a_tenant_name_the_tenants_api_would(
+    api: Api, namespace: str
+) -> None:
+    with pytest.raises(ApiError) as refused:
+        await api.create("Tenant", namespace, tenant(f"1{unique('acme')}", 10))
+    assert refused.value.status == 422
+    assert "metadata.name" in str(refused.value)
 
 
 async def test_a_tenant_gets_a_cloned_cell_then_is_provisioned(
@@ -377,6 +408,49 @@ async def test_a_killed_operator_converges_without_duplicates(
     assert [c["metadata"]["name"] for c in await api.list("Cell", namespace)] == ["cell-1"]
     known = await _all_tenant_names(tenants_stub)
     assert [known.count(n) for n in names] == [1, 1]
+
+
+async def test_an_image_upgrade_migrates_the_cell_again(
+    api: Api, namespace: str, operator_env: dict[str, str]
+) -> None:
+    """A new image (what `helm upgrade` gives the operator) makes each cell's migrate Job
+    anew: the cell is not Ready again until it has run, and its status names it."""
+    cell = "cell-9"
+    await api.create("Cell", namespace, cell_manifest(cell, 1000, 3, 2, "v1"))
+
+    async def migrated(image: str) -> dict[str, Any] | None:
+        found = await api.get("Cell", namespace, cell) or {}
+        status = found.get("status") or {}
+        migration = status.get("migration") or {}
+        done = status.get("phase") == "Ready" and migration.get("complete")
+        return migration if done and migration.get("image") == image else None
+
+    with operator(namespace):
+        first = await eventually(lambda: all_children(api, namespace, cell))
+        (old_job,) = (j["metadata"]["name"] for j in first["Job"])
+        await api.make_ready(namespace, cell)
+        assert (await eventually(lambda: migrated("registry.local/lianluo:test")))["job"] == old_job
+    os.environ["LIANLUO_OPERATOR_IMAGE"] = "registry.local/lianluo:next"
+    try:
+        with operator(namespace):
+
+            async def upgraded() -> list[str] | None:
+                jobs = [
+                    j["metadata"]["name"] for j in (await children_of(api, namespace, cell))["Job"]
+                ]
+                return jobs if jobs and old_job not in jobs else None
+
+            (new_job,) = await eventually(upgraded)
+            found = await api.get("Cell", namespace, cell) or {}
+            assert (found.get("status") or {}).get("phase") != "Ready"
+            for d in (await children_of(api, namespace, cell))["Deployment"]:
+                image = d["spec"]["template"]["spec"]["containers"][0]["image"]
+                assert image == "registry.local/lianluo:next"
+            await api.make_ready(namespace, cell)
+            done = await eventually(lambda: migrated("registry.local/lianluo:next"))
+            assert done["job"] == new_job
+    finally:
+        os.environ["LIANLUO_OPERATOR_IMAGE"] = operator_env["LIANLUO_OPERATOR_IMAGE"]
 
 
 async def _all_tenant_names(stub: rpc.TenantServiceStub) -> list[str]:

@@ -12,6 +12,7 @@ from lianluo.operator.template import (
     cell_children,
     cell_manifest,
     database_name,
+    database_url,
 )
 
 INPUTS = TemplateInputs("registry.local/lianluo:1.2.3", "kafka:9092", "admin-key", 50051, 2)
@@ -30,7 +31,8 @@ def _by_kind(kind: str) -> dict[str, dict[str, Any]]:
 def test_each_service_gets_a_deployment_a_service_and_a_config_map() -> None:
     for kind in ("Deployment", "Service", "ConfigMap"):
         assert sorted(_by_kind(kind)) == sorted(f"cell-7-{s}" for s in SERVICES)
-    assert list(_by_kind("Job")) == ["cell-7-migrate"]
+    [job] = _by_kind("Job")
+    assert job.startswith("cell-7-migrate-")
 
 
 def test_deployments_run_the_one_image_with_the_cell_settings() -> None:
@@ -197,3 +199,27 @@ def test_a_cell_answers_calls_with_one_voice_replica_on_its_sip_port() -> None:
     clone = cell_manifest("cell-8", 5000, 50, 2, "v1")
     assert clone["spec"]["replicas"]["voice"] == 1
     assert clone["spec"]["replicas"]["media"] == 2
+
+
+def test_a_cells_database_url_keeps_the_admin_urls_options() -> None:
+    managed = "postgresql://admin:s3cret@db.example:5432/postgres?sslmode=require"
+    assert database_url(managed, "lianluo_cell_2") == (
+        "postgresql://admin:s3cret@db.example:5432/lianluo_cell_2?sslmode=require"
+    )
+    assert database_url("postgresql://admin@db:5432", "lianluo_cell_1") == (
+        "postgresql://admin@db:5432/lianluo_cell_1"
+    )
+
+
+def test_an_upgrade_makes_a_new_migrate_job_and_nothing_else_does() -> None:
+    def job(inputs: TemplateInputs, spec: dict[str, Any]) -> str:
+        (found,) = (c for c in cell_children("cell-7", spec, inputs) if c["kind"] == "Job")
+        return str(found["metadata"]["name"])
+
+    first = job(INPUTS, SPEC)
+    assert job(INPUTS, SPEC) == first
+    # Replicas are no setting of the Job's pod: the same Job.
+    assert job(INPUTS, {**SPEC, "replicas": {"media": 9}}) == first
+    # A new image, or new settings of the cell, migrate it again.
+    assert job(replace(INPUTS, image="registry.local/lianluo:1.2.4"), SPEC) != first
+    assert job(INPUTS, {**SPEC, "capacity": {"maxSessions": 6000, "maxTenants": 50}}) != first

@@ -17,13 +17,15 @@ from lianluo.operator.template import (
     cell_children,
     database_name,
     database_secret_name,
+    database_url,
+    migrate_job,
 )
 
 _RETRY = 5.0
 
 
-def _database_url(admin_url: str, database: str) -> str:
-    return admin_url.rsplit("/", 1)[0] + "/" + database
+def _selector(cell: str) -> str:
+    return f"{CELL_LABEL}={cell},app.kubernetes.io/managed-by={MANAGED_BY}"
 
 
 async def ensure_database(rt: Runtime, cell: str) -> str:
@@ -44,7 +46,7 @@ async def ensure_database(rt: Runtime, cell: str) -> str:
         raise kopf.TemporaryError(
             f"cannot create database {name}: {error}", delay=_RETRY
         ) from error
-    return _database_url(admin, name)
+    return database_url(admin, name)
 
 
 async def placed_tenants(rt: Runtime, namespace: str, cell: str) -> list[Obj]:
@@ -68,10 +70,15 @@ async def refresh(
     body = await rt.kube.get("Cell", namespace, name)
     if body is None:
         return None
-    selector = f"{CELL_LABEL}={name},app.kubernetes.io/managed-by={MANAGED_BY}"
+    selector = _selector(name)
     deployments = await rt.kube.list("Deployment", namespace, selector)
-    jobs = await rt.kube.list("Job", namespace, selector)
+    current = migrate_job(name, body["spec"], rt.template)["metadata"]["name"]
+    # Only the current migrate Job counts (a superseded one may linger a moment).
+    jobs = [j for j in await rt.kube.list("Job", namespace, selector)
+            if j["metadata"]["name"] == current]  # fmt: skip
     ready, message = cond.cell_readiness(deployments, jobs, SERVICES)
+    if not jobs:
+        ready, message = False, f"no migrate Job yet ({current})"
     tenants = await placed_tenants(rt, namespace, name)
     sessions = sum(int(t["spec"]["expectedConcurrentSessions"]) for t in tenants)
     capacity = body["spec"]["capacity"]
@@ -94,6 +101,12 @@ async def refresh(
             "tenantsPercent": 100 * len(tenants) // capacity["maxTenants"],
         },
         "conditions": conditions,
+        # The cell's last migration: the Job of the image and settings it runs now.
+        "migration": {
+            "job": current,
+            "image": rt.template.image,
+            "complete": bool(jobs) and cond.job_complete(jobs[0]),
+        },
     }
     if extra:
         new.update(extra)
@@ -123,15 +136,21 @@ async def build_cell(name: str, namespace: str | None, spec: kopf.Spec, body: ko
     }
     children = [secret, *cell_children(name, dict(spec), rt.template)]
     kopf.adopt(children, owner=body)
+    current = migrate_job(name, dict(spec), rt.template)["metadata"]["name"]
     try:
         for child in children:
             await rt.kube.apply(child["kind"], namespace, child)
+        # The migrate Jobs of an earlier image or settings: superseded by the current one.
+        for job in await rt.kube.list("Job", namespace, _selector(name)):
+            if job["metadata"]["name"] != current:
+                await rt.kube.delete("Job", namespace, job["metadata"]["name"])
     except ApiError as error:
         if error.status in (400, 403, 422):
             raise kopf.PermanentError(f"the API server refused a child: {error}") from error
         raise kopf.TemporaryError(f"creating children: {error}", delay=_RETRY) from error
     logger.info(
-        f"Cell {name}: {len(children)} children in place (database, 6 services, migrate Job)"
+        f"Cell {name}: {len(children)} children in place "
+        f"(database, {len(SERVICES)} services, migrate Job)"
     )
     created = cond.set_condition(
         (body.get("status") or {}).get("conditions", []), "ChildrenCreated", True, "Applied",

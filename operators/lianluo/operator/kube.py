@@ -127,8 +127,10 @@ class Kube:
         return await self.call("PATCH", path, body, content_type="application/merge-patch+json")
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
+        # What the object owns goes with it (a Job's pods are otherwise left behind).
+        options = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
         try:
-            await self.call("DELETE", self._path(kind, namespace, name))
+            await self.call("DELETE", self._path(kind, namespace, name), options)
         except ApiError as error:
             if error.status != 404:
                 raise

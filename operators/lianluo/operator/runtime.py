@@ -76,5 +76,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
         prefix=PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
+    # No watching of the cluster's namespaces or CRDs: its resources exist before it starts
+    # (the chart installs the CRDs), and the chart's role, namespaced, allows neither.
+    settings.scanning.disabled = True
     # Watches are renewed every minute, so a connection dropped without notice costs at most that.
     settings.watching.server_timeout = 60

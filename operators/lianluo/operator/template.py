@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,13 @@ OBJECTS_PATH = "/var/lib/lianluo/objects"
 def database_name(prefix: str, cell: str) -> str:
     """The cell's own Postgres database, for example lianluo_cell_1."""
     return prefix + cell.replace("-", "_")
+
+
+def database_url(admin_url: str, database: str) -> str:
+    """The admin URL with the cell's database in place of its own; its options (sslmode and
+    the like) are kept, as a managed Postgres refuses connections without them."""
+    parts = urllib.parse.urlsplit(admin_url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + database))
 
 
 def database_secret_name(cell: str) -> str:
@@ -296,15 +304,21 @@ def replicas_of(spec: dict[str, Any], service: str, default: int) -> int:
 
 
 def migrate_job(cell: str, spec: dict[str, Any], inputs: TemplateInputs) -> Manifest:
-    """A Job that runs `lianluo migrate` once: every service's schema and the cell's topics."""
+    """A Job that runs `lianluo migrate` once: every service's schema and the cell's topics.
+
+    A Job's pod never changes, so the Job is named by what it runs (the image and the cell's
+    settings): an upgrade makes a new Job, which migrates the cell again, and the one it
+    supersedes is removed."""
     meta = labels(cell, "migrate", spec.get("templateVersion", "v1"))
     # The tenants ConfigMap carries the settings every service of the cell shares.
     container = _container(cell, "tenants", ["migrate"], inputs)
     container["name"] = "migrate"
+    settings = settings_for(cell, spec, "tenants", inputs)
+    digest = hashlib.sha256(json.dumps([inputs.image, settings], sort_keys=True).encode())
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": f"{cell}-migrate", "labels": meta},
+        "metadata": {"name": f"{cell}-migrate-{digest.hexdigest()[:10]}", "labels": meta},
         "spec": {
             "backoffLimit": 6,
             "template": {

@@ -94,7 +94,8 @@ def _make_pki(pki: Path) -> None:
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
 
-def _kubeconfig(path: Path, server: str, token: str, ca: Path) -> None:
+def write_kubeconfig(path: Path, server: str, token: str, ca: Path) -> None:
+    """A kubeconfig for the API server at `server`, as the holder of `token`."""
     # JSON is valid YAML, and every kubeconfig reader accepts it.
     config = {
         "apiVersion": "v1",
@@ -203,7 +204,7 @@ def up(state_dir: Path | None = None, controller_manager: bool = True) -> Cluste
     etcd_url = f"http://{HOST}:{etcd_port}"
     peer_url = f"http://{HOST}:{peer_port}"
     kubeconfig = state / "kubeconfig"
-    _kubeconfig(kubeconfig, server, token, pki / "ca.crt")
+    write_kubeconfig(kubeconfig, server, token, pki / "ca.crt")
     _say(f"starting etcd on {etcd_url}")
     _launch("etcd", [str(_ETCD), "--name", "local", "--data-dir", str(state / "etcd"),
                      "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
