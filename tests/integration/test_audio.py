@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
-import struct
 import uuid
 import wave
 
 import asyncpg
 import grpc
 import pytest
+from audio_files import shape, tone
 from conftest import ADMIN_KEY, Stack
 from factories import Client, agent, onboard, queue, user
 from google.rpc import error_details_pb2
@@ -36,32 +35,6 @@ def admin(channel: grpc.aio.Channel) -> Client:
 
 def recordings(client: Client) -> arpc.AudioServiceStub:
     return arpc.AudioServiceStub(client.channel)
-
-
-def tone(seconds: float, rate: int = 8_000, channels: int = 1, hz: float = 440.0) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as writer:
-        writer.setnchannels(channels)
-        writer.setsampwidth(2)
-        writer.setframerate(rate)
-        writer.writeframes(
-            b"".join(
-                struct.pack("<h", round(8_000 * math.sin(2 * math.pi * hz * i / rate))) * channels
-                for i in range(round(seconds * rate))
-            )
-        )
-    return out.getvalue()
-
-
-def shape(wav: bytes) -> tuple[int, int, int, int]:
-    """(channels, bytes per sample, samples a second, frames) of a WAV."""
-    with wave.open(io.BytesIO(wav), "rb") as reader:
-        return (
-            reader.getnchannels(),
-            reader.getsampwidth(),
-            reader.getframerate(),
-            reader.getnframes(),
-        )
 
 
 async def fails(call: object, code: grpc.StatusCode) -> grpc.aio.AioRpcError:
