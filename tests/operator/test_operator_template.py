@@ -132,10 +132,8 @@ def test_a_gateway_keeps_attachments_in_the_bucket_or_else_in_a_writable_volume(
     container = pod["containers"][0]
     # The root is read-only: without a bucket, the files go to an emptyDir.
     assert config["LIANLUO_OBJECT_STORE_PATH"] == "/var/lib/lianluo/objects"
-    assert pod["volumes"] == [{"name": "objects", "emptyDir": {}}]
-    assert container["volumeMounts"] == [
-        {"name": "objects", "mountPath": "/var/lib/lianluo/objects"}
-    ]
+    assert {"name": "objects", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "objects", "mountPath": "/var/lib/lianluo/objects"} in container["volumeMounts"]
     assert "LIANLUO_OBJECT_STORE_BUCKET" not in config
 
     bucket = replace(
@@ -148,7 +146,8 @@ def test_a_gateway_keeps_attachments_in_the_bucket_or_else_in_a_writable_volume(
     container = pod["containers"][0]
     assert config["LIANLUO_OBJECT_STORE_BUCKET"] == "files"
     assert config["LIANLUO_OBJECT_STORE_ENDPOINT"] == "https://s3.example"
-    assert "volumes" not in pod and "LIANLUO_OBJECT_STORE_PATH" not in config
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+    assert "LIANLUO_OBJECT_STORE_PATH" not in config
     secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
     assert secrets["LIANLUO_OBJECT_STORE_ACCESS_KEY_ID"] == {
         "name": "lianluo-object-storage",
@@ -188,7 +187,7 @@ def test_a_cell_answers_calls_with_one_voice_replica_on_its_sip_port() -> None:
     assert config["LIANLUO_VOICE_ACD_ADDRESS"] == "cell-7-acd:50051"
     # Recordings, without a bucket, go to a writable volume as attachments do.
     assert config["LIANLUO_OBJECT_STORE_PATH"] == "/var/lib/lianluo/objects"
-    assert pod["volumes"] == [{"name": "objects", "emptyDir": {}}]
+    assert {"name": "objects", "emptyDir": {}} in pod["volumes"]
     service = found[("Service", "cell-7-voice")]["spec"]
     assert {(p["name"], p["port"], p.get("protocol", "TCP")) for p in service["ports"]} == {
         ("grpc", 50051, "TCP"),
@@ -223,3 +222,30 @@ def test_an_upgrade_makes_a_new_migrate_job_and_nothing_else_does() -> None:
     # A new image, or new settings of the cell, migrate it again.
     assert job(replace(INPUTS, image="registry.local/lianluo:1.2.4"), SPEC) != first
     assert job(INPUTS, {**SPEC, "capacity": {"maxSessions": 6000, "maxTenants": 50}}) != first
+
+
+def test_every_pod_of_a_cell_passes_pod_security_restricted() -> None:
+    pods = [
+        c["spec"]["template"]["spec"]
+        for c in cell_children("cell-7", SPEC, INPUTS)
+        if c["kind"] in ("Deployment", "Job")
+    ]
+    assert len(pods) == len(SERVICES) + 1
+    for pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        (container,) = pod["containers"]
+        guard = container["securityContext"]
+        assert guard["allowPrivilegeEscalation"] is False
+        assert guard["capabilities"] == {"drop": ["ALL"]}
+        assert guard["readOnlyRootFilesystem"] is True
+        # A read-only root, and yet a writable /tmp of the pod's own.
+        assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+        assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+    deployment = next(c for c in cell_children("cell-7", SPEC, INPUTS) if c["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    # Slow to start is not dead: liveness waits until the service first listens.
+    assert (
+        container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"]
+        >= 120
+    )

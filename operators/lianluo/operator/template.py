@@ -66,6 +66,15 @@ class TemplateInputs:
     object_store_secret: str = ""
 
 
+# Every pod of a cell passes Pod Security "restricted": not root, the runtime's seccomp profile.
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+# The root is read-only; what a library writes to /tmp goes to a volume of the pod's own.
+TMP = ({"name": "tmp", "emptyDir": {}}, {"name": "tmp", "mountPath": "/tmp"})  # noqa: S108
+
 # Where a service of STORES without a bucket keeps objects: an emptyDir (the root is
 # read-only).
 OBJECTS_PATH = "/var/lib/lianluo/objects"
@@ -233,14 +242,18 @@ def _deployment(
             {"name": "sip-udp", "containerPort": inputs.voice_sip_port, "protocol": "UDP"},
             {"name": "sip-tcp", "containerPort": inputs.voice_sip_port, "protocol": "TCP"},
         ]
-    volumes = []
+    volumes: list[Manifest] = [TMP[0]]
+    container["volumeMounts"] = [TMP[1]]
     if service in STORES and not inputs.object_store_bucket:
-        volumes = [{"name": "objects", "emptyDir": {}}]
-        container["volumeMounts"] = [{"name": "objects", "mountPath": OBJECTS_PATH}]
+        volumes.append({"name": "objects", "emptyDir": {}})
+        container["volumeMounts"].append({"name": "objects", "mountPath": OBJECTS_PATH})
     # A TCP probe works on every API version this runs on (gRPC probes need 1.24 or later).
     probe = {"tcpSocket": {"port": "grpc"}, "periodSeconds": 5}
     container["readinessProbe"] = probe
-    container["livenessProbe"] = {**probe, "initialDelaySeconds": 15}
+    container["livenessProbe"] = probe
+    # Liveness waits until the service first listens (migrations and the first reading of the
+    # tenant configuration can take a while), up to two minutes.
+    container["startupProbe"] = {**probe, "failureThreshold": 24}
     # A change of settings changes the pod template, so the pods roll onto it.
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     return {
@@ -254,9 +267,9 @@ def _deployment(
                 "metadata": {"labels": meta, "annotations": {"lianluo.io/config-hash": digest}},
                 "spec": {
                     "automountServiceAccountToken": False,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
+                    "securityContext": POD_SECURITY,
                     "containers": [container],
-                    **({"volumes": volumes} if volumes else {}),
+                    "volumes": volumes,
                 },
             },
         },
@@ -326,8 +339,9 @@ def migrate_job(cell: str, spec: dict[str, Any], inputs: TemplateInputs) -> Mani
                 "spec": {
                     "restartPolicy": "OnFailure",
                     "automountServiceAccountToken": False,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
-                    "containers": [container],
+                    "securityContext": POD_SECURITY,
+                    "containers": [{**container, "volumeMounts": [TMP[1]]}],
+                    "volumes": [TMP[0]],
                 },
             },
         },
