@@ -163,7 +163,8 @@ async def line(
                 tenant_id=t.id, audio=audio_pb.Audio(name=name, wav=_pattern_wav(step, 1.2))
             ),
             metadata=c.md,
-        )  # Someone who could take the calls, though not signed in: a call waits in its queue
+        )
+    # Someone who could take the calls, though not signed in: a call waits in its queue
     # instead of overflowing at once for want of anyone (each test signs in whom it needs).
     await c.agents.CreateAgent(
         pb.CreateAgentRequest(tenant_id=t.id, agent=agent("zhou.min")), metadata=c.md

@@ -627,6 +627,7 @@ class Calls:
         tx.respond(sip.reply(request, 202))
         leg.transferred = True
         self._unbridge(call)
+        self._update_hold(call)
         await self.phones.notify(leg, "SIP/2.0 200 OK")
         self.phones.spawn(self._let_go(leg))
         log.info("call transferred by phone", tenant_id=leg.tenant_id, to=name)
@@ -753,12 +754,12 @@ class Calls:
         return True
 
     def _unbridge(self, call: Call) -> AgentLeg | None:
-        """The agent's leg leaves the call's audio; the agent's leg it was, if any."""
+        """The agent's leg leaves the call's audio (the caller's hold follows from its caller);
+        the agent's leg it was, if any."""
         leg, call.agent = call.agent, None
         call.session.partner = None
         if leg is not None:
             leg.session.partner = None
-        self._update_hold(call)
         return leg
 
     def _agent_left(self, interaction_id: str) -> None:
