@@ -980,11 +980,9 @@ async def test_an_ended_session_asks_to_sign_in_again_and_keeps_what_was_typed(
         await users.EndSessions(
             pb.EndSessionsRequest(tenant_id=bank.tenant.id, user_id=li.id), metadata=key
         )
-        # Sending now is refused: the page asks to sign in again, and the text is still there.
-        async with asyncio.timeout(30):
-            while not await desk.run("return document.querySelector('.overlay')"):
-                await desk.click(".composer button[type=submit]")
-                await asyncio.sleep(0.5)
+        # The platform ends the desk's live streams: the page asks to sign in again at once,
+        # before the agent sends anything, and the text is still there.
+        await desk.until("return document.querySelector('.overlay')")
         await desk.axe("signed out")
         draft = await desk.run("return document.querySelector('.composer textarea').value")
         assert draft == "Your new card ships today"
@@ -995,6 +993,9 @@ async def test_an_ended_session_asks_to_sign_in_again_and_keeps_what_was_typed(
         await desk.until("return !document.querySelector('.overlay')")
         await desk.click(".composer button[type=submit]")
         await customer.next(lambda i: i.get("text") == "Your new card ships today")
+        # Signed in again, the desk follows the conversation again.
+        await customer.say("Thank you!", "c2")
+        await desk.until("return document.body.innerText.includes('Thank you!')")
         await customer.ws.close()
 
 

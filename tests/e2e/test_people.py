@@ -703,6 +703,48 @@ async def test_ended_sessions_and_rotated_out_keys_are_refused_in_every_service(
     ]
 
 
+async def test_an_open_stream_ends_when_its_session_ends_or_its_key_is_revoked(
+    world: World,
+) -> None:
+    """A desk left open on a lost laptop stops receiving customers' messages the moment an
+    admin ends the person's sessions, and a revoked key's stream ends the same way."""
+    b = world.b
+    c = Client(world.channels["tenants"], b.key)
+    li = b.agents["li.wei"]
+    desk = mpb.Join(tenant_id=b.tenant.id, role=P.PARTICIPANT_ROLE_AGENT, subject_id=li.id)
+    key = await c.keys.CreateApiKey(
+        pb.CreateApiKeyRequest(
+            tenant_id=b.tenant.id, scope=pb.API_KEY_SCOPE_TENANT, display_name="wallboard"
+        ),
+        metadata=c.md,
+    )
+    await login(c, b, "li")  # fresh: an earlier test rotated B's signing key
+    by_person = await StreamClient.connect(world.channels["media"], b.access["li"], desk)
+    by_key = await StreamClient.connect(world.channels["media"], key.secret, desk)
+    try:
+        await c.users.EndSessions(
+            pb.EndSessionsRequest(tenant_id=b.tenant.id, user_id=b.users["li"].id), metadata=c.md
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await by_person.wait_for(lambda f: False, 30)
+        assert caught.value.code() == REFUSED, caught.value.details()
+        # The key's stream was not touched by the person's sessions ending.
+        assert not by_key.done
+        await c.keys.RevokeApiKey(
+            pb.RevokeApiKeyRequest(tenant_id=b.tenant.id, api_key_id=key.api_key.id),
+            metadata=c.md,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await by_key.wait_for(lambda f: False, 30)
+        assert caught.value.code() == REFUSED, caught.value.details()
+    finally:
+        await by_person.close()
+        await by_key.close()
+    await login(c, b, "li")
+    again = await StreamClient.connect(world.channels["media"], b.access["li"], desk)
+    await again.close()
+
+
 async def test_a_refresh_token_works_once_and_its_reuse_ends_every_session(world: World) -> None:
     b = world.b
     c = Client(world.channels["tenants"], b.key)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -195,9 +197,24 @@ def _validating_handler(handler: grpc.RpcMethodHandler, method: str) -> Any:
     return _rebuilt(handler, wrap, None)
 
 
+@dataclass(eq=False)
+class _OpenCall:
+    """A call being served for a tenant's credential, checked again when the tenant changes."""
+
+    task: asyncio.Task[Any]
+    metadata: Sequence[tuple[str, str | bytes]]
+    permission: str
+    ended: DomainError | None = None
+
+
 class AuthInterceptor(_ScopedInterceptor):
     """Turns `authorization: Bearer <key or token>` into the principal of the call, checks the
-    permission the RPC declared, and spends the tenant's per-second quotas."""
+    permission the RPC declared, and spends the tenant's per-second quotas.
+
+    A credential is checked when the call starts and again whenever its tenant's people, keys
+    or state change (`recheck`): a stream opened by a person whose sessions were then ended, or
+    by a key since revoked, ends with the refusal instead of serving on for hours.
+    """
 
     def __init__(
         self,
@@ -209,6 +226,8 @@ class AuthInterceptor(_ScopedInterceptor):
         self._credentials = credentials
         self._rules = rules
         self.limiter = quotas.RateLimiter()
+        self._open: dict[str, set[_OpenCall]] = {}  # tenant id -> its calls being served
+        self._rechecks: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
     async def scope(
@@ -216,8 +235,9 @@ class AuthInterceptor(_ScopedInterceptor):
     ) -> AsyncIterator[None]:
         rule = self._rules.get(method, auth.Rule(auth.PLATFORM))
         principal = None
+        metadata = context.invocation_metadata() or ()
         if rule.permission != auth.PUBLIC:
-            principal = await self._authenticate(context.invocation_metadata() or ())
+            principal = await self._authenticate(metadata)
             if not principal.may(rule.permission):
                 raise PermissionDenied(
                     f"this call needs the {rule.permission} permission, which the caller lacks"
@@ -229,11 +249,49 @@ class AuthInterceptor(_ScopedInterceptor):
                     self.limiter.take(tenant, "events_per_second", limits.events_per_second)
         token = auth.set_principal(principal)
         call = auth.set_call(auth.Call(method, context.peer() or "", self.limiter))
+        task = asyncio.current_task()
+        tenant_id = principal.tenant_id if principal is not None else None
+        served = None
+        if tenant_id is not None and task is not None:
+            served = _OpenCall(task, metadata, rule.permission)
+            self._open.setdefault(tenant_id, set()).add(served)
         try:
             yield
+        except asyncio.CancelledError:
+            if served is None or served.ended is None:
+                raise
+            served.task.uncancel()
+            raise served.ended from None
         finally:
+            if served is not None and tenant_id is not None:
+                calls = self._open.get(tenant_id, set())
+                calls.discard(served)
+                if not calls:
+                    self._open.pop(tenant_id, None)
             auth.reset_call(call)
             auth.reset_principal(token)
+
+    def recheck(self, tenant_id: str) -> None:
+        """Check the credential of every call being served for `tenant_id` again, and end
+        those it no longer allows."""
+        calls = list(self._open.get(tenant_id, ()))
+        if calls:
+            task = asyncio.get_running_loop().create_task(self._recheck(calls))
+            self._rechecks.add(task)
+            task.add_done_callback(self._rechecks.discard)
+
+    async def _recheck(self, calls: list[_OpenCall]) -> None:
+        for served in calls:
+            if served.task.done():
+                continue
+            try:
+                principal = await self._authenticate(served.metadata)
+                if not principal.may(served.permission):
+                    raise PermissionDenied(f"the caller no longer has {served.permission}")
+            except DomainError as refused:
+                log.info("a call ends: its credential is no longer valid", refusal=refused.message)
+                served.ended = refused
+                served.task.cancel()
 
     async def _authenticate(self, metadata: Sequence[tuple[str, str | bytes]]) -> auth.Principal:
         values = [v for k, v in metadata if k == "authorization" and isinstance(v, str)]
@@ -289,6 +347,7 @@ class GrpcServer:
         self.health = health.aio.HealthServicer()
         self.port = 0
         self._server: grpc.aio.Server | None = None
+        self._auth: AuthInterceptor | None = None
 
     def add(self, register: RegisterFn, servicer: Any, full_name: str) -> None:
         """Register a servicer; `full_name` is its proto name, for health and reflection.
@@ -304,11 +363,12 @@ class GrpcServer:
         return [name for _, _, name in self._services]
 
     async def start(self) -> int:
+        self._auth = AuthInterceptor(self._admin_key, self.credentials, self._rules)
         server = grpc.aio.server(
             interceptors=[
                 TracingInterceptor(),
                 ErrorInterceptor(),
-                AuthInterceptor(self._admin_key, self.credentials, self._rules),
+                self._auth,
                 ValidationInterceptor(),
             ],
             options=[("grpc.so_reuseport", 0)],
@@ -326,6 +386,12 @@ class GrpcServer:
         for name in ["", *self.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self.port
+
+    def recheck(self, tenant_id: str) -> None:
+        """A tenant's people, keys or state changed: end its calls whose credential no longer
+        holds."""
+        if self._auth is not None:
+            self._auth.recheck(tenant_id)
 
     async def stop(self, grace: float) -> None:
         # NOT_SERVING first, so load balancers stop sending before in-flight calls drain.

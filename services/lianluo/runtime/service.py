@@ -23,7 +23,7 @@ from lianluo.runtime.grpc_server import GrpcServer, RegisterFn
 from lianluo.runtime.logs import configure_logging, get_logger
 from lianluo.runtime.settings import ServiceSettings
 from lianluo.runtime.telemetry import configure_metrics, configure_tracing
-from lianluo.runtime.tenant_config import TenantConfigView
+from lianluo.runtime.tenant_config import CREDENTIAL_KINDS, Change, TenantConfigView
 
 log = get_logger(__name__)
 
@@ -129,9 +129,14 @@ class Service:
         await view.start()
         self.config = view
         self.grpc.credentials = view
+        view.subscribe(self._credentials_changed)
         self._views.append(view)
         self._spawn(view.run(), "tenant config view", view)
         return view
+
+    def _credentials_changed(self, tenant_id: str, change: Change) -> None:
+        if change.kind in CREDENTIAL_KINDS:
+            self.grpc.recheck(tenant_id)
 
     def add_background(self, runner: Runner, what: str) -> None:
         """Run `runner.run()` until shutdown, when `runner.stop()` is called."""

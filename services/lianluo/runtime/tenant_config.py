@@ -26,6 +26,8 @@ from lianluo.tenants.v1 import tenants_pb2 as pb
 log = get_logger(__name__)
 Change = tenant_config_pb2.TenantConfigChanged
 Listener = Callable[[str, Change], None]
+# The changes that can end a credential: a key, the tenant's state, a signing key, a person.
+CREDENTIAL_KINDS = frozenset({"api_key", "tenant", "signing_key", "user"})
 
 
 class TenantConfigView:

@@ -58,6 +58,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Endpoint = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
 
 
+# The live event that tells the page its person's session ended (signed out elsewhere,
+# disabled, or their tenant suspended): the platform ended the streams it was serving them.
+SIGNED_OUT = "signed_out"
+
+
+def _ended(error: grpc.aio.AioRpcError, interaction_id: str) -> tuple[str, dict[str, Any]]:
+    """The live event for a stream the platform ended."""
+    if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+        return SIGNED_OUT, {}
+    return "closed", {"interaction": interaction_id, "error": error.code().name.lower()}
+
+
 def _refusal(error: grpc.aio.AioRpcError) -> web.Response:
     """A service's refusal as the page shows it: the status, and each field beside its input."""
     fields: dict[str, str] = {}
@@ -692,6 +704,8 @@ class Console:
                     await response.write(b": keep-alive\n\n")
                     continue
                 await response.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
+                if kind == SIGNED_OUT:
+                    break  # the page asks the person to sign in, then opens its events again
         except ConnectionResetError:
             log.debug("a page left its live events")  # the page went away: nothing to do
         finally:
@@ -715,12 +729,7 @@ class Console:
                 )
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.CANCELLED:
-                await out.put(
-                    (
-                        "closed",
-                        {"interaction": join.interaction_id, "error": error.code().name.lower()},
-                    )
-                )
+                await out.put(_ended(error, join.interaction_id))
         finally:
             call.cancel()
 
@@ -749,6 +758,6 @@ class Console:
                         await out.put((kind, now))
                         last[kind] = now
             except grpc.aio.AioRpcError as error:
-                await out.put(("closed", {"interaction": "", "error": error.code().name.lower()}))
+                await out.put(_ended(error, ""))
                 return
             await asyncio.sleep(self._settings.console_live_seconds)

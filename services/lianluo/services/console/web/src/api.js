@@ -26,10 +26,18 @@ export async function api(method, path, body) {
 // Live events: the desk, the followed conversations (by the last sequence seen of each), the
 // queue figures. A dropped connection opens again, naming what the page has seen, so nothing
 // missed is lost.
+// When the person's session ends the events stop until they sign in again.
 export function live(follows, on, onState) {
   let source = null;
   let closed = false;
+  let waiting = false;
   let retry = 500;
+  function signedIn() {
+    if (!waiting || closed) return;
+    waiting = false;
+    open();
+  }
+  window.addEventListener("lianluo:signed-in", signedIn);
   function open() {
     const follow = Object.entries(follows())
       .map(([iid, seq]) => `${iid}:${seq}`)
@@ -42,6 +50,12 @@ export function live(follows, on, onState) {
     for (const kind of ["frame", "queues", "conversations", "agents", "closed"]) {
       source.addEventListener(kind, (event) => on(kind, JSON.parse(event.data)));
     }
+    source.addEventListener("signed_out", () => {
+      source.close();
+      onState(false);
+      waiting = true;
+      window.dispatchEvent(new CustomEvent("lianluo:signed-out"));
+    });
     source.onerror = () => {
       source.close();
       onState(false);
@@ -49,7 +63,9 @@ export function live(follows, on, onState) {
       // The session may have ended: ask, and let the page sign in again.
       api("GET", "/api/me").then(
         () => setTimeout(open, retry),
-        () => {},
+        () => {
+          waiting = true;
+        },
       );
       retry = Math.min(retry * 2, 10000);
     };
@@ -62,6 +78,7 @@ export function live(follows, on, onState) {
     },
     close() {
       closed = true;
+      window.removeEventListener("lianluo:signed-in", signedIn);
       if (source) source.close();
     },
   };

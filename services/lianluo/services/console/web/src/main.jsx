@@ -83,6 +83,7 @@ function App() {
               onSignedIn={(again) => {
                 setExpired(false);
                 setMe(again);
+                window.dispatchEvent(new CustomEvent("lianluo:signed-in"));
               }}
             />
           </div>
