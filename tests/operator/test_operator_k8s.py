@@ -31,6 +31,7 @@ from lianluo.common.v1 import common_pb2 as common
 from lianluo.devstack import helm, infra, k8s
 from lianluo.operator.kube import ApiError
 from lianluo.operator.template import SERVICES, cell_manifest
+from lianluo.operator.tenants_api import tenant_message
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
@@ -373,6 +374,87 @@ async def test_deleting_a_tenant_deprovisions_it_and_frees_its_cell(
         await eventually(lambda: _gone(api, "Cell", namespace, "cell-1"), within=60)
     await eventually(lambda: _no_children(api, namespace, "cell-1"), within=60)
     assert "Deprovisioned" in {e["reason"] for e in await api.events(namespace)}
+
+
+async def _reasons(api: Api, namespace: str, name: str) -> dict[str, str]:
+    """The reasons and messages of the Events posted about the Tenant `name`."""
+    return {
+        e["reason"]: e.get("message", "")
+        for e in await api.events(namespace)
+        if e["involvedObject"]["name"] == name
+    }
+
+
+async def test_a_tenant_too_big_for_any_cell_fails_visibly_then_is_admitted_when_fixed(
+    api: Api, namespace: str, operator_env: dict[str, str]
+) -> None:
+    name = unique("huge")
+    with operator(namespace):
+        await api.create("Tenant", namespace, tenant(name, 5000))  # cells hold 1000
+        failed = await eventually(lambda: phase(api, namespace, name, "Failed"))
+        ready = {c["type"]: c for c in failed["status"]["conditions"]}["Ready"]
+        assert (ready["status"], ready["reason"]) == ("False", "Failed")
+        assert "5000 expected sessions exceed" in ready["message"]
+        assert "exceed" in (await _reasons(api, namespace, name)).get("NoRoom", "")
+        assert await placed_in(api, namespace, name) is None
+        assert await api.list("Cell", namespace) == [], "no cell is cloned for it"
+
+        await api.patch("Tenant", namespace, name, {"spec": {"expectedConcurrentSessions": 800}})
+        await eventually(lambda: all_children(api, namespace, "cell-1"))
+        await api.make_ready(namespace, "cell-1")
+        admitted = await eventually(lambda: phase(api, namespace, name, "Ready"))
+    assert admitted["status"]["cell"] == "cell-1"
+    assert admitted["status"]["tenantId"]
+
+
+async def test_a_tenant_refused_half_way_leaves_nothing_live_and_frees_its_room(
+    api: Api, namespace: str, operator_env: dict[str, str], tenants_stub: rpc.TenantServiceStub
+) -> None:
+    """The registry accepts the tenant, its cell refuses it: the registry's copy is deleted,
+    the cell counts it no more, and once the cause is gone a spec change admits it."""
+    name = unique("clash")
+    async with grpc.aio.insecure_channel(
+        operator_env["LIANLUO_OPERATOR_CELL_TENANTS_ADDRESS"]
+    ) as ch:
+        in_cell = rpc.TenantServiceStub(ch)
+        squatter = await in_cell.CreateTenant(
+            pb.CreateTenantRequest(tenant=tenant_message(name, tenant(name, 10)["spec"])),
+            metadata=ADMIN,
+        )
+        with operator(namespace):
+            await api.create("Tenant", namespace, tenant(name, 300))
+            await eventually(lambda: all_children(api, namespace, "cell-1"))
+            await api.make_ready(namespace, "cell-1")
+            failed = await eventually(lambda: phase(api, namespace, name, "Failed"))
+            assert "ALREADY_EXISTS" in (await _reasons(api, namespace, name)).get("Refused", "")
+            assert "tenantId" not in failed["status"]
+            assert await placed_in(api, namespace, name) is None
+            assert name not in await _all_tenant_names(tenants_stub), "nothing half-made stays"
+
+            async def released() -> bool:
+                cell = await api.get("Cell", namespace, "cell-1") or {}
+                status = cell.get("status") or {}
+                return (status.get("tenants"), status.get("load", {}).get("sessions")) == (0, 0)
+
+            await eventually(released)
+
+            await in_cell.DeleteTenant(
+                pb.DeleteTenantRequest(tenant_id=squatter.id), metadata=ADMIN
+            )
+            await api.patch("Tenant", namespace, name, {"spec": {"displayName": "Clash Again"}})
+            ready = await eventually(lambda: phase(api, namespace, name, "Ready"))
+            tenant_id = ready["status"]["tenantId"]
+            found = await in_cell.GetTenant(
+                pb.GetTenantRequest(tenant_id=tenant_id), metadata=ADMIN
+            )
+            assert found.display_name == "Clash Again"
+
+            await api.delete("Tenant", namespace, name)
+            await eventually(lambda: _gone(api, "Tenant", namespace, name))
+            for stub in (tenants_stub, in_cell):
+                with pytest.raises(grpc.aio.AioRpcError) as missing:
+                    await stub.GetTenant(pb.GetTenantRequest(tenant_id=tenant_id), metadata=ADMIN)
+                assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def _gone(api: Api, kind: str, namespace: str, name: str) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import kopf
@@ -88,16 +88,39 @@ def _status(
     patch.status["conditions"] = current
 
 
-@kopf.on.create(GROUP, VERSION, "tenants")
-async def onboard(
-    name: str, namespace: str | None, uid: str, spec: kopf.Spec, status: kopf.Status,
-    body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any,
+async def _release(rt: Runtime, namespace: str, name: str, cell: str) -> None:
+    """Give a refused tenant's room back: it is no longer placed, so no cell counts it."""
+    await rt.kube.patch("Tenant", namespace, name,
+                        {"metadata": {"annotations": {CELL_ANNOTATION: None}}})  # fmt: skip
+    await cells.refresh(rt, namespace, cell)
+
+
+def _failed(
+    patch: kopf.Patch, status: kopf.Status, body: kopf.Body, reason: str, text: str
+) -> NoReturn:
+    """Say why the tenant cannot be served, on its status and as an Event, and stop retrying
+    until its spec changes."""
+    patch.status["cell"] = None
+    _status(patch, status, "Failed", Provisioned=(False, reason, text),
+            Ready=(False, "Failed", text))  # fmt: skip
+    kopf.warn(body, reason=reason, message=text)
+    raise kopf.PermanentError(text)
+
+
+async def _admit(
+    rt: Runtime, name: str, namespace: str, uid: str, spec: kopf.Spec, status: kopf.Status,
+    body: kopf.Body, patch: kopf.Patch,
 ) -> None:  # fmt: skip
-    """Place, wait for the cell to be Ready, then provision; each step is safe to repeat."""
-    namespace = namespace or "default"
-    rt = runtime(memo)
+    """Place, wait for the cell to be Ready, then provision; each step is safe to repeat.
+
+    A refusal (the tenants API's, or no cell big enough) leaves nothing behind: what was
+    created is deleted, the room in the cell is released, and the status and an Event say why.
+    """
     sessions = int(spec["expectedConcurrentSessions"])
-    cell = await _place(rt, name, namespace, sessions, body)
+    try:
+        cell = await _place(rt, name, namespace, sessions, body)
+    except kopf.PermanentError as error:
+        _failed(patch, status, body, "NoRoom", str(error))
     patch.status["cell"] = cell
     cell_body = await rt.kube.get("Cell", namespace, cell)
     if ((cell_body or {}).get("status") or {}).get("phase") != "Ready":
@@ -114,9 +137,8 @@ async def onboard(
             _status(patch, status, "Provisioning", CellReady=(True, "Ready", f"{cell} is Ready"),
                     Provisioned=(False, "Retrying", text))  # fmt: skip
             raise kopf.TemporaryError(text, delay=_RETRY) from error
-        _status(patch, status, "Failed", Provisioned=(False, "Refused", text),
-                Ready=(False, "Failed", text))  # fmt: skip
-        raise kopf.PermanentError(text) from error
+        await _release(rt, namespace, name, cell)
+        _failed(patch, status, body, "Refused", text)
     patch.status["tenantId"] = tenant.id
     _status(patch, status, "Ready", Placed=(True, "Placed", f"in {cell}"),
             CellReady=(True, "Ready", f"{cell} is Ready"),
@@ -125,17 +147,28 @@ async def onboard(
     kopf.info(body, reason="Provisioned", message=f"tenant {tenant.id} provisioned in {cell}")
 
 
+@kopf.on.create(GROUP, VERSION, "tenants")
+async def onboard(
+    name: str, namespace: str | None, uid: str, spec: kopf.Spec, status: kopf.Status,
+    body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any,
+) -> None:  # fmt: skip
+    await _admit(runtime(memo), name, namespace or "default", uid, spec, status, body, patch)
+
+
 @kopf.on.update(GROUP, VERSION, "tenants", field="spec")
 async def follow_changes(
-    name: str, namespace: str | None, spec: kopf.Spec, status: kopf.Status,
-    annotations: kopf.Annotations, body: kopf.Body, memo: Any, **_: Any,
+    name: str, namespace: str | None, uid: str, spec: kopf.Spec, status: kopf.Status,
+    annotations: kopf.Annotations, body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any,
 ) -> None:  # fmt: skip
-    """Carry spec changes to the tenants API; a tenant is never moved out of its cell."""
+    """Carry spec changes to the tenants API; a tenant is never moved out of its cell. A
+    tenant that failed is admitted again with its new spec."""
     namespace = namespace or "default"
     rt = runtime(memo)
     tenant_id = status.get("tenantId")
     if not tenant_id:
-        raise kopf.TemporaryError("not provisioned yet", delay=_WAIT_FOR_CELL)
+        # kopf runs update handlers only once creation is done: without a tenant id, it failed.
+        await _admit(rt, name, namespace, uid, spec, status, body, patch)
+        return
     try:
         await rt.tenants.update(tenant_id, name, dict(spec), status.get("cell") or "")
     except grpc.aio.AioRpcError as error:

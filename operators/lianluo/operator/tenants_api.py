@@ -103,24 +103,34 @@ class TenantsApi:
             metadata=self._metadata(),
             timeout=self.timeout,
         )
-        for address in own:
-            await rpc.TenantServiceStub(self._channel(address)).CreateTenant(
-                pb.CreateTenantRequest(tenant=message, request_id=request_id, tenant_id=tenant.id),
-                metadata=self._metadata(),
-                timeout=self.timeout,
-            )
-        if spec.get("initialAdmin"):
-            # The tenant's people live with its configuration: in the cell.
-            agents = rpc.AgentServiceStub(self._channel(self._places(cell)[-1]))
-            await agents.CreateAgent(
-                pb.CreateAgentRequest(
-                    tenant_id=tenant.id,
-                    agent=admin_agent(spec["initialAdmin"]),
-                    request_id=f"{request_id}-admin",
-                ),
-                metadata=self._metadata(),
-                timeout=self.timeout,
-            )
+        try:
+            for address in own:
+                await rpc.TenantServiceStub(self._channel(address)).CreateTenant(
+                    pb.CreateTenantRequest(
+                        tenant=message, request_id=request_id, tenant_id=tenant.id
+                    ),
+                    metadata=self._metadata(),
+                    timeout=self.timeout,
+                )
+            if spec.get("initialAdmin"):
+                # The tenant's people live with its configuration: in the cell.
+                agents = rpc.AgentServiceStub(self._channel(self._places(cell)[-1]))
+                await agents.CreateAgent(
+                    pb.CreateAgentRequest(
+                        tenant_id=tenant.id,
+                        agent=admin_agent(spec["initialAdmin"]),
+                        request_id=f"{request_id}-admin",
+                    ),
+                    metadata=self._metadata(),
+                    timeout=self.timeout,
+                )
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in RETRYABLE:
+                # Refused half-way: no half-made tenant stays live in either place. (A retry
+                # with the same request_id would find and finish it, so a retryable error
+                # leaves it.)
+                await self.deprovision(tenant.id, cell)
+            raise
         return tenant
 
     async def update(
