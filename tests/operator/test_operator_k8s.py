@@ -128,6 +128,10 @@ async def operator_env(
         )
         for row in rows:
             await conn.execute(f'drop database if exists "{row["datname"]}" with (force)')
+        # The cells' service roles: their grants went with the databases.
+        roles = await conn.fetch("select rolname from pg_roles where rolname like $1", prefix + "%")
+        for row in roles:
+            await conn.execute(f'drop role if exists "{row["rolname"]}"')
     finally:
         await conn.close()
 
@@ -250,7 +254,10 @@ async def test_a_tenant_gets_a_cloned_cell_then_is_provisioned(
                 for e in container["env"]
                 if "secretKeyRef" in e["valueFrom"]
             }
-            assert secret_env["LIANLUO_DATABASE_URL"] == {"name": "cell-1-database", "key": "url"}
+            assert secret_env["LIANLUO_DATABASE_URL"] == {
+                "name": f"cell-1-database-{service}",
+                "key": "url",
+            }
             assert d["metadata"]["ownerReferences"][0]["kind"] == "Cell"
         for cm in children["ConfigMap"]:
             assert cm["data"]["LIANLUO_TOPIC_PREFIX"] == "cell-1."
@@ -547,6 +554,94 @@ async def _all_tenant_names(stub: rpc.TenantServiceStub) -> list[str]:
         token = page.page.next_page_token
         if not token:
             return names
+
+
+async def _secret_url(api: Api, namespace: str, name: str) -> str:
+    secret = await api.call("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+    return base64.b64decode(secret["data"]["url"]).decode()
+
+
+async def test_each_cell_service_connects_as_its_own_least_privileged_role(
+    api: Api, namespace: str, operator_env: dict[str, str], stack: Stack
+) -> None:
+    """A cell's services never hold the admin role: each gets a role that reaches its own
+    schema's rows and nothing else, and that is enough to serve."""
+    from lianluo.runtime.service import migrate
+    from lianluo.services.acd.app import SPEC as ACD
+    from lianluo.services.tenants.app import SPEC as TENANTS
+    from lianluo.services.tenants.app import build
+    from lianluo.services.tenants.settings import TenantsSettings
+
+    cell = "cell-5"
+    await api.create("Cell", namespace, cell_manifest(cell, 1000, 3, 2, "v1"))
+    with operator(namespace):
+        children = await eventually(lambda: all_children(api, namespace, cell))
+    for d in children["Deployment"]:
+        service = d["metadata"]["labels"]["app.kubernetes.io/name"]
+        env = {e["name"]: e for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+        ref = env["LIANLUO_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": f"{cell}-database-{service}", "key": "url"}
+    job = children["Job"][0]["spec"]["template"]["spec"]["containers"][0]
+    job_env = {e["name"]: e for e in job["env"]}
+    assert job_env["LIANLUO_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == (
+        f"{cell}-database"
+    )
+    admin_url = await _secret_url(api, namespace, f"{cell}-database")
+    tenants_url = await _secret_url(api, namespace, f"{cell}-database-tenants")
+    acd_url = await _secret_url(api, namespace, f"{cell}-database-acd")
+    prefix = f"{cell}-{uuid.uuid4().hex[:6]}."
+
+    def settings(url: str, **extra: str) -> TenantsSettings:
+        env = stack.env(LIANLUO_GRPC_PORT="0", LIANLUO_DATABASE_URL=url,
+                        LIANLUO_TOPIC_PREFIX=prefix, **extra)  # fmt: skip
+        return TenantsSettings(**{k[8:].lower(): v for k, v in env.items()})
+
+    # What the migrate Job does, as the admin role.
+    await migrate(TENANTS, settings(admin_url))
+    await migrate(ACD, settings(admin_url))
+
+    # The tenants service serves on its own role: it writes, relays its outbox, reads back.
+    service = await build(settings(tenants_url, LIANLUO_AUTO_MIGRATE="false"))
+    task = asyncio.create_task(service.serve())
+    try:
+        while not service.grpc.port:
+            await asyncio.sleep(0.02)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc.port}") as ch:
+            stub = rpc.TenantServiceStub(ch)
+            created = await stub.CreateTenant(
+                pb.CreateTenantRequest(tenant=tenant_message("roles", tenant("roles", 5)["spec"])),
+                metadata=ADMIN,
+            )
+            found = await stub.GetTenant(pb.GetTenantRequest(tenant_id=created.id), metadata=ADMIN)
+            assert found.name == "roles"
+        admin = await asyncpg.connect(admin_url)
+        try:
+
+            async def relayed() -> bool:
+                return await admin.fetchval("select count(*) from tenants.outbox") == 0
+
+            await eventually(relayed)
+        finally:
+            await admin.close()
+    finally:
+        service.request_stop()
+        await task
+
+    # The ACD's role: its own rows, nothing more.
+    acd = await asyncpg.connect(acd_url)
+    try:
+        assert await acd.fetchval("select count(*) from acd.agents") == 0
+        for statement in (
+            "select count(*) from tenants.tenants",
+            "create table acd.extra (id int)",
+            "drop table acd.agents",
+            'create database "stolen"',
+            "create role stolen",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await acd.execute(statement)
+    finally:
+        await acd.close()
 
 
 def test_helm_install_of_the_chart_reaches_deployed(cluster: k8s.Cluster) -> None:

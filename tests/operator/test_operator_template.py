@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from lianluo.operator.conditions import cell_readiness, set_condition
 from lianluo.operator.template import (
     SERVICES,
@@ -13,6 +15,8 @@ from lianluo.operator.template import (
     cell_manifest,
     database_name,
     database_url,
+    role_name,
+    service_database_url,
 )
 
 INPUTS = TemplateInputs("registry.local/lianluo:1.2.3", "kafka:9092", "admin-key", 50051, 2)
@@ -208,6 +212,23 @@ def test_a_cells_database_url_keeps_the_admin_urls_options() -> None:
     assert database_url("postgresql://admin@db:5432", "lianluo_cell_1") == (
         "postgresql://admin@db:5432/lianluo_cell_1"
     )
+
+
+def test_a_services_database_url_has_its_own_role_and_the_admin_urls_host_and_options() -> None:
+    managed = "postgresql://admin:s3cret@db.example:5432/postgres?sslmode=require"
+    url = service_database_url(managed, "lianluo_cell_2", "media")
+    assert url.startswith("postgresql://lianluo_cell_2_media:")
+    assert url.endswith("@db.example:5432/lianluo_cell_2?sslmode=require")
+    assert "s3cret" not in url
+    # The same inputs give the same password; another role, or another admin credential,
+    # another one.
+    assert url == service_database_url(managed, "lianluo_cell_2", "media")
+    other = service_database_url(managed, "lianluo_cell_2", "acd").split("@")[0]
+    rotated = service_database_url(managed.replace("s3cret", "n3w"), "lianluo_cell_2", "media")
+    assert len({url.split("@")[0].split(":")[2], other.split(":")[2]}) == 2
+    assert rotated != url
+    with pytest.raises(ValueError, match="longer than Postgres allows"):
+        role_name("lianluo_" + "c" * 60, "notification")
 
 
 def test_an_upgrade_makes_a_new_migrate_job_and_nothing_else_does() -> None:

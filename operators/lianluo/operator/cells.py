@@ -16,9 +16,11 @@ from lianluo.operator.template import (
     SERVICES,
     cell_children,
     database_name,
-    database_secret_name,
+    database_secrets,
     database_url,
     migrate_job,
+    role_name,
+    role_password,
 )
 
 _RETRY = 5.0
@@ -29,7 +31,8 @@ def _selector(cell: str) -> str:
 
 
 async def ensure_database(rt: Runtime, cell: str) -> str:
-    """Create the cell's database if it is missing; return its URL."""
+    """Create the cell's database if it is missing, with a role of its own for each service;
+    return the database's name."""
     admin = rt.settings.database_admin_url.get_secret_value()
     name = database_name(rt.settings.database_prefix, cell)
     try:
@@ -38,15 +41,56 @@ async def ensure_database(rt: Runtime, cell: str) -> str:
             if not await conn.fetchval("select 1 from pg_database where datname = $1", name):
                 # The name is built from a validated prefix and cell name, never from input.
                 await conn.execute(f'create database "{name}"')
+        except asyncpg.DuplicateDatabaseError:
+            pass  # a concurrent attempt won; the database is there
         finally:
             await conn.close()
-    except asyncpg.DuplicateDatabaseError:
-        pass  # a concurrent attempt won; the database is there
+        conn = await asyncpg.connect(database_url(admin, name), timeout=10)
+        try:
+            await _grant_roles(conn, admin, name)
+        finally:
+            await conn.close()
+    except ValueError as error:
+        raise kopf.PermanentError(str(error)) from error
     except (OSError, asyncpg.PostgresError) as error:
         raise kopf.TemporaryError(
-            f"cannot create database {name}: {error}", delay=_RETRY
+            f"cannot prepare database {name}: {error}", delay=_RETRY
         ) from error
-    return database_url(admin, name)
+    return name
+
+
+async def _grant_roles(conn: asyncpg.Connection, admin_url: str, database: str) -> None:
+    """Each service of the cell connects as its own role, which may use only its own schema's
+    rows: no other service's schema, no DDL, no other database, no CREATE DATABASE. The
+    migrate Job (the admin role) creates the tables; default privileges give the role the rows
+    of every table it creates, now and after each upgrade.
+
+    Identifiers come from validated names (role_name refuses what Postgres would truncate);
+    the password is hex.
+    """
+    await conn.execute(f'revoke all on database "{database}" from public')
+    for service in SERVICES:
+        role = role_name(database, service)
+        password = role_password(admin_url, role)
+        try:
+            await conn.execute(f"create role \"{role}\" login password '{password}'")
+        except asyncpg.DuplicateObjectError:
+            # Again at each reconcile: an admin credential changed since gives a new password.
+            await conn.execute(f"alter role \"{role}\" login password '{password}'")
+        schema = f'"{service}"'
+        await conn.execute(
+            f"""
+            grant connect, temporary on database "{database}" to "{role}";
+            create schema if not exists {schema};
+            grant usage on schema {schema} to "{role}";
+            grant select, insert, update, delete on all tables in schema {schema} to "{role}";
+            grant usage, select, update on all sequences in schema {schema} to "{role}";
+            alter default privileges in schema {schema}
+                grant select, insert, update, delete on tables to "{role}";
+            alter default privileges in schema {schema}
+                grant usage, select, update on sequences to "{role}";
+            """
+        )
 
 
 async def placed_tenants(rt: Runtime, namespace: str, cell: str) -> list[Obj]:
@@ -126,15 +170,10 @@ async def build_cell(name: str, namespace: str | None, spec: kopf.Spec, body: ko
     """Create or update every child of the cell; safe to repeat at any point."""
     namespace = namespace or "default"
     rt = runtime(memo)
-    url = await ensure_database(rt, name)
-    secret: Obj = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": database_secret_name(name), "labels": {CELL_LABEL: name}},
-        "type": "Opaque",
-        "stringData": {"url": url},
-    }
-    children = [secret, *cell_children(name, dict(spec), rt.template)]
+    database = await ensure_database(rt, name)
+    admin = rt.settings.database_admin_url.get_secret_value()
+    secrets = database_secrets(name, admin, database)
+    children = [*secrets, *cell_children(name, dict(spec), rt.template)]
     kopf.adopt(children, owner=body)
     current = migrate_job(name, dict(spec), rt.template)["metadata"]["name"]
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import urllib.parse
 from dataclasses import dataclass
@@ -93,7 +94,66 @@ def database_url(admin_url: str, database: str) -> str:
 
 
 def database_secret_name(cell: str) -> str:
+    """The Secret with the admin URL of the cell's database: only the migrate Job uses it."""
     return f"{cell}-database"
+
+
+def service_secret_name(cell: str, service: str) -> str:
+    """The Secret with the URL a service of the cell connects with, as its own role."""
+    return f"{cell}-database-{service}"
+
+
+# Postgres truncates longer identifiers, which would make two roles one.
+_MAX_IDENTIFIER = 63
+
+
+def role_name(database: str, service: str) -> str:
+    """A service's own Postgres role in the cell's database; roles are per server, so the
+    database's name is in it."""
+    role = f"{database}_{service}"
+    if len(role) > _MAX_IDENTIFIER:
+        raise ValueError(f"the database role {role} is longer than Postgres allows (63)")
+    return role
+
+
+def role_password(admin_url: str, role: str) -> str:
+    """The role's password, derived from the admin credential: the operator sets it again at
+    every reconcile without ever reading a Secret back, and a new admin credential gives every
+    role a new one."""
+    key = admin_url.encode()
+    return hmac.new(key, f"lianluo.database-role/{role}".encode(), hashlib.sha256).hexdigest()
+
+
+def service_database_url(admin_url: str, database: str, service: str) -> str:
+    """The URL a service of the cell connects with: its own role and password, on the cell's
+    database, with the admin URL's host and options."""
+    role = role_name(database, service)
+    parts = urllib.parse.urlsplit(database_url(admin_url, database))
+    host = parts.netloc.rpartition("@")[2]
+    user = urllib.parse.quote(role, safe="")
+    return urllib.parse.urlunsplit(
+        parts._replace(netloc=f"{user}:{role_password(admin_url, role)}@{host}")
+    )
+
+
+def database_secrets(cell: str, admin_url: str, database: str) -> list[Manifest]:
+    """The cell's database Secrets: the admin URL for the migrate Job, and one URL per service
+    with the service's own role."""
+    urls = {database_secret_name(cell): database_url(admin_url, database)}
+    for service in SERVICES:
+        urls[service_secret_name(cell, service)] = service_database_url(
+            admin_url, database, service
+        )
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "labels": {CELL_LABEL: cell}},
+            "type": "Opaque",
+            "stringData": {"url": url},
+        }
+        for name, url in urls.items()
+    ]
 
 
 def labels(cell: str, service: str, version: str) -> dict[str, str]:
@@ -167,12 +227,14 @@ def settings_for(
     return settings
 
 
-def _secret_env(cell: str, service: str, inputs: TemplateInputs) -> list[dict[str, Any]]:
+def _secret_env(
+    cell: str, service: str, inputs: TemplateInputs, database_secret: str
+) -> list[dict[str, Any]]:
     def ref(name: str, secret: str, key: str) -> dict[str, Any]:
         return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
     env = [
-        ref("LIANLUO_DATABASE_URL", database_secret_name(cell), "url"),
+        ref("LIANLUO_DATABASE_URL", database_secret, "url"),
         ref("LIANLUO_ADMIN_KEY", inputs.admin_key_secret, "admin-key"),
     ]
     if service == "voice":
@@ -192,13 +254,18 @@ def _secret_env(cell: str, service: str, inputs: TemplateInputs) -> list[dict[st
     return env
 
 
-def _container(cell: str, service: str, args: list[str], inputs: TemplateInputs) -> Manifest:
+def _container(
+    cell: str, service: str, args: list[str], inputs: TemplateInputs, database_secret: str = ""
+) -> Manifest:
+    """A service's container; it connects to the database as the service's own role unless
+    `database_secret` names another (the migrate Job's admin URL)."""
+    database_secret = database_secret or service_secret_name(cell, service)
     return {
         "name": service,
         "image": inputs.image,
         "args": args,
         "envFrom": [{"configMapRef": {"name": f"{cell}-{service}"}}],
-        "env": _secret_env(cell, service, inputs),
+        "env": _secret_env(cell, service, inputs, database_secret),
         "securityContext": {
             "runAsNonRoot": True,
             "readOnlyRootFilesystem": True,
@@ -324,7 +391,8 @@ def migrate_job(cell: str, spec: dict[str, Any], inputs: TemplateInputs) -> Mani
     supersedes is removed."""
     meta = labels(cell, "migrate", spec.get("templateVersion", "v1"))
     # The tenants ConfigMap carries the settings every service of the cell shares.
-    container = _container(cell, "tenants", ["migrate"], inputs)
+    # It alone connects as the admin role: it creates the tables the services' roles use.
+    container = _container(cell, "tenants", ["migrate"], inputs, database_secret_name(cell))
     container["name"] = "migrate"
     settings = settings_for(cell, spec, "tenants", inputs)
     digest = hashlib.sha256(json.dumps([inputs.image, settings], sort_keys=True).encode())

@@ -139,7 +139,7 @@ first one and to provision tenants through the tenants API. */}}
 {{- $_ := set $env "LIANLUO_OPERATOR_OBJECT_STORE_SECRET" $v.objectStorage.secretName }}
 {{- end }}
 {{- if $v.cloudnativePG.enabled }}
-{{- /* The cluster's owner role is given CREATEDB, so its app Secret can create cell databases. */}}
+{{- /* The cluster's owner role is given CREATEDB and CREATEROLE, so its app Secret can create cell databases and their services' roles. */}}
 {{- $_ := set $env "LIANLUO_OPERATOR_DATABASE_ADMIN_URL" (dict "secretKeyRef" (dict "name" (printf "%s-app" $v.cloudnativePG.name) "key" "uri")) }}
 {{- else }}
 {{- $_ := set $env "LIANLUO_OPERATOR_DATABASE_ADMIN_URL" (dict "secretKeyRef" (dict "name" $v.secrets.databaseAdmin.name "key" $v.secrets.databaseAdmin.key)) }}
