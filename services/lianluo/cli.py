@@ -159,6 +159,43 @@ def _operator(args: argparse.Namespace) -> int:
     return operator_main(argv)
 
 
+def _teardown(args: argparse.Namespace) -> int:
+    """Delete every Tenant and Cell of the namespace through the running operator, and drop
+    the cells' databases when asked (the chart's opt-in uninstall hook)."""
+    from lianluo.operator.kube import Kube
+    from lianluo.operator.runtime import login
+    from lianluo.operator.teardown import Databases, TeardownError, teardown
+
+    databases = None
+    if args.drop_databases:
+        url = os.environ.get("LIANLUO_OPERATOR_DATABASE_ADMIN_URL", "")
+        if not url:
+            print(
+                "lianluo teardown: --drop-databases needs LIANLUO_OPERATOR_DATABASE_ADMIN_URL "
+                "(the operator's admin URL)",
+                file=sys.stderr,
+            )
+            return 2
+        prefix = os.environ.get("LIANLUO_OPERATOR_DATABASE_PREFIX", "lianluo_")
+        databases = Databases(url, prefix)
+
+    async def run() -> None:
+        kube = Kube.from_connection(login())
+        try:
+            await teardown(
+                kube, args.namespace, databases, args.timeout, lambda line: print(line, flush=True)
+            )
+        finally:
+            await kube.close()
+
+    try:
+        asyncio.run(run())
+    except TeardownError as error:
+        print(f"lianluo teardown: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _dead_letters(args: argparse.Namespace) -> int:
     """List, show or replay the cell's dead letters (see docs/operations.md)."""
     import json
@@ -330,6 +367,19 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="'' for none")
     op.add_argument("--verbose", action="store_true")
     op.set_defaults(func=_operator)
+
+    td = commands.add_parser(
+        "teardown",
+        help="delete every Tenant and Cell of a namespace through the running operator",
+    )
+    td.add_argument("--namespace", required=True)
+    td.add_argument(
+        "--drop-databases",
+        action="store_true",
+        help="then drop the cells' databases and roles (LIANLUO_OPERATOR_DATABASE_ADMIN_URL)",
+    )
+    td.add_argument("--timeout", type=float, default=600, help="seconds (default 600)")
+    td.set_defaults(func=_teardown)
 
     dl = commands.add_parser(
         "dead-letters", help="list, show or replay events that could not be applied or published"

@@ -97,7 +97,7 @@ def test_operator_rbac_covers_its_crds_in_its_namespace_only(docs: list[dict[str
     # Nothing cluster-wide: the operator watches the release's namespace, where all it
     # builds lives.
     assert not _of_kind(docs, "ClusterRole") and not _of_kind(docs, "ClusterRoleBinding")
-    (role,) = _of_kind(docs, "Role")
+    (role,) = [r for r in _of_kind(docs, "Role") if r["metadata"]["name"].endswith("-operator")]
     granted = {
         (group, resource): set(rule["verbs"])
         for rule in role["rules"]
@@ -123,3 +123,33 @@ def test_pdb_and_hpa_match_their_deployments(docs: list[dict[str, Any]]) -> None
     for pdb in _of_kind(docs, "PodDisruptionBudget"):
         target = deployments[pdb["metadata"]["name"]]
         assert pdb["spec"]["selector"] == target["spec"]["selector"]
+
+
+def test_the_uninstall_teardown_is_a_pre_delete_hook_only_when_asked(
+    docs: list[dict[str, Any]],
+) -> None:
+    hooks = [d for d in docs if d["metadata"].get("labels", {}).get(
+        "app.kubernetes.io/component") == "teardown"]  # fmt: skip
+    if not hooks:
+        return  # off unless uninstall.teardown (values-everything.yaml turns it on)
+    assert sorted(d["kind"] for d in hooks) == ["Job", "Role", "RoleBinding", "ServiceAccount"]
+    for d in hooks:
+        assert d["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    (role,) = _of_kind(hooks, "Role")
+    assert role["rules"] == [
+        {"apiGroups": ["lianluo.io"], "resources": ["tenants", "cells"],
+         "verbs": ["get", "list", "delete"]},
+    ]  # fmt: skip
+    (job,) = _of_kind(hooks, "Job")
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"][:1] == ["teardown"] and "--drop-databases" in container["args"]
+    assert "--timeout=900" in container["args"]
+    assert job["spec"]["activeDeadlineSeconds"] == 960
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # Only the database admin URL, to drop the cells' databases: no admin key, nothing else.
+    assert [e["name"] for e in container["env"]] == [
+        "LIANLUO_OPERATOR_DATABASE_ADMIN_URL",
+        "LIANLUO_OPERATOR_DATABASE_PREFIX",
+    ]

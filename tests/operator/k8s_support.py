@@ -81,29 +81,39 @@ _RBAC_PATHS = {
 }
 
 
-async def chart_operator_account(api: Api, cluster: Any, namespace: str, folder: Path) -> Path:
-    """The operator's ServiceAccount and role exactly as the chart renders them, installed in
-    `namespace`; a kubeconfig with a token of that account (the API server's TokenRequest)."""
+async def chart_account(
+    api: Api,
+    cluster: Any,
+    namespace: str,
+    folder: Path,
+    template: str = "templates/rbac.yaml",
+    component: str = "operator",
+    values: tuple[str, ...] = (),
+) -> Path:
+    """A ServiceAccount and its role exactly as the chart's `template` renders them (with
+    `--set` `values`), installed in `namespace`; a kubeconfig with a token of the account of
+    `component` (the API server's TokenRequest)."""
     helm_bin = str(helm.tools(fetch=False).helm)
+    sets = [arg for value in values for arg in ("--set", value)]
     rendered = (
         await asyncio.to_thread(
             subprocess.run,
             [helm_bin, "template", namespace, str(CHART), "--namespace", namespace,
-             "--show-only", "templates/rbac.yaml"],
+             "--show-only", template, *sets],
             capture_output=True, text=True, timeout=60, check=True,
         )
     ).stdout  # fmt: skip
     account = ""
     for doc in yaml.safe_load_all(rendered):
-        if not doc:
-            continue
+        if not doc or doc["kind"] == "Job":
+            continue  # a hook's Job: its account is what is tested here (no kubelet runs it)
         kind = doc["kind"]
         # The chart grants nothing cluster-wide; a kind it adds must be added here to be tested.
-        assert kind in _RBAC_PATHS, f"the chart's RBAC renders a {kind}"
+        assert kind in _RBAC_PATHS, f"the chart's {template} renders a {kind}"
         doc["metadata"]["namespace"] = namespace
         await api.call("POST", _RBAC_PATHS[kind].format(ns=namespace), doc)
         labels = doc["metadata"].get("labels", {})
-        if kind == "ServiceAccount" and labels.get("app.kubernetes.io/component") == "operator":
+        if kind == "ServiceAccount" and labels.get("app.kubernetes.io/component") == component:
             account = doc["metadata"]["name"]
     issued = await api.call(
         "POST",
@@ -111,6 +121,6 @@ async def chart_operator_account(api: Api, cluster: Any, namespace: str, folder:
         {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
          "spec": {"expirationSeconds": 3600}},
     )  # fmt: skip
-    path = folder / f"{namespace}.kubeconfig"
+    path = folder / f"{namespace}-{component}.kubeconfig"
     k8s.write_kubeconfig(path, cluster.server, issued["status"]["token"], cluster.ca_file)
     return path

@@ -24,7 +24,7 @@ import grpc
 import kopf
 import pytest
 from conftest import ADMIN, ADMIN_KEY, Served, Stack
-from k8s_support import Api, chart_operator_account, eventually
+from k8s_support import Api, chart_account, eventually
 from kopf.testing import KopfRunner
 
 from lianluo.common.v1 import common_pb2 as common
@@ -69,7 +69,7 @@ _ACCOUNTS: dict[str, Path] = {}
 async def namespace(api: Api, cluster: k8s.Cluster, tmp_path: Path) -> str:
     name = f"op-{uuid.uuid4().hex[:8]}"
     await api.call("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
-    _ACCOUNTS[name] = await chart_operator_account(api, cluster, name, tmp_path)
+    _ACCOUNTS[name] = await chart_account(api, cluster, name, tmp_path)
     return name
 
 
@@ -642,6 +642,62 @@ async def test_each_cell_service_connects_as_its_own_least_privileged_role(
                 await acd.execute(statement)
     finally:
         await acd.close()
+
+
+async def test_the_opt_in_uninstall_deprovisions_every_tenant_and_removes_every_cell(
+    api: Api,
+    cluster: k8s.Cluster,
+    namespace: str,
+    operator_env: dict[str, str],
+    tenants_stub: rpc.TenantServiceStub,
+    stack: Stack,
+    tmp_path: Path,
+) -> None:
+    """`helm uninstall` with uninstall.teardown: its pre-delete hook, run with the hook's own
+    account while the operator runs, leaves no tenant, cell, database or role behind."""
+    hook = await chart_account(
+        api, cluster, namespace, tmp_path, "templates/teardown.yaml", "teardown",
+        ("uninstall.teardown=true", "uninstall.dropDatabases=true"),
+    )  # fmt: skip
+    names = [unique("leaving"), unique("leaving")]
+    prefix = operator_env["LIANLUO_OPERATOR_DATABASE_PREFIX"]
+    with operator(namespace):
+        for name in names:
+            await api.create("Tenant", namespace, tenant(name, 100))
+        await eventually(lambda: all_children(api, namespace, "cell-1"))
+        await api.make_ready(namespace, "cell-1")
+        ids = [
+            (await eventually(lambda n=name: phase(api, namespace, n, "Ready")))["status"][
+                "tenantId"
+            ]
+            for name in names
+        ]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "lianluo.cli", "teardown", f"--namespace={namespace}",
+            "--drop-databases", "--timeout=90",
+            env={**os.environ, "KUBECONFIG": str(hook),
+                 "LIANLUO_OPERATOR_DATABASE_ADMIN_URL": stack.database_url,
+                 "LIANLUO_OPERATOR_DATABASE_PREFIX": prefix},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await asyncio.wait_for(process.communicate(), 120)
+    text = output.decode()
+    assert process.returncode == 0, text
+    assert "deleting 2 tenant(s)" in text and "teardown complete" in text
+    assert await api.list("Tenant", namespace) == []
+    assert await api.list("Cell", namespace) == []
+    for tenant_id in ids:
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await tenants_stub.GetTenant(pb.GetTenantRequest(tenant_id=tenant_id), metadata=ADMIN)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        database = prefix + "cell_1"
+        assert not await conn.fetchval("select 1 from pg_database where datname = $1", database)
+        left = "select rolname from pg_roles where rolname like $1"
+        assert await conn.fetch(left, database + "%") == []
+    finally:
+        await conn.close()
 
 
 def test_helm_install_of_the_chart_reaches_deployed(cluster: k8s.Cluster) -> None:
