@@ -153,3 +153,23 @@ def test_the_uninstall_teardown_is_a_pre_delete_hook_only_when_asked(
         "LIANLUO_OPERATOR_DATABASE_ADMIN_URL",
         "LIANLUO_OPERATOR_DATABASE_PREFIX",
     ]
+
+
+def test_a_digest_pins_every_image_the_release_runs(docs: list[dict[str, Any]]) -> None:
+    """With image.digest, the chart's pods and the cells the operator builds run that digest."""
+    containers = [
+        c
+        for d in docs
+        if d["kind"] in ("Deployment", "Job")
+        for c in d["spec"]["template"]["spec"]["containers"]
+    ]
+    images = {c["image"] for c in containers}
+    operator_image = {
+        e["value"]
+        for c in containers
+        for e in c.get("env", [])
+        if e["name"] == "LIANLUO_OPERATOR_IMAGE"
+    }
+    pinned = {i for i in images | operator_image if "@sha256:" in i}
+    assert pinned in (set(), images | operator_image), "all pinned, or none"
+    assert len(images | operator_image) == 1, "one image runs everything"
