@@ -134,3 +134,10 @@ def test_chart_crds_validate_strictly() -> None:
     for path in files:
         for doc in documents(path.read_text()):
             _validate(doc)
+
+
+def test_the_charts_readme_names_every_top_level_value() -> None:
+    """`helm show readme` is what an SRE reads first: no value of the chart goes unmentioned."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    assert [key for key in values if f"`{key}`" not in readme] == []
