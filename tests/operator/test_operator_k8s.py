@@ -473,14 +473,20 @@ async def _no_children(api: Api, namespace: str, cell: str) -> bool:
 
 
 async def test_a_killed_operator_converges_without_duplicates(
-    api: Api, namespace: str, operator_env: dict[str, str], tenants_stub: rpc.TenantServiceStub
+    api: Api,
+    namespace: str,
+    operator_env: dict[str, str],
+    tenants_stub: rpc.TenantServiceStub,
+    tmp_path: Path,
 ) -> None:
     names = [unique("first"), unique("second")]
-    process = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "lianluo.operator", "--namespace", namespace, "--liveness", ""],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path / "operator.log"
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "lianluo.operator", "--namespace", namespace, "--liveness", ""],
+            stdout=out,
+            stderr=out,
+        )
     try:
         for name in names:
             await api.create("Tenant", namespace, tenant(name, 400))
@@ -488,6 +494,9 @@ async def test_a_killed_operator_converges_without_duplicates(
     finally:
         process.send_signal(signal.SIGKILL)  # no chance to finish anything it was doing
         await process.wait()
+    # Its log is one JSON object per line, each with its time, as the services write theirs.
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert lines and all(line["timestamp"] and line["message"] for line in lines)
     with operator(namespace):
         await eventually(lambda: all_children(api, namespace, "cell-1"))
         await api.make_ready(namespace, "cell-1")

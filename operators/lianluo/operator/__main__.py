@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 import kopf
 
@@ -16,7 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="probe URL")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    # One JSON object per line with its timestamp and severity, as the services log, so one
+    # log pipeline reads both.
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)
     # One replica (Recreate) runs at a time, so no peering between operators is needed.
     kopf.run(
         standalone=True,
