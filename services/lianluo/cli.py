@@ -9,13 +9,17 @@ import importlib
 import os
 import sys
 from types import ModuleType
+from typing import TypeVar
 
 import grpc
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 from lianluo.runtime.service import ServiceSpec, migrate
-from lianluo.runtime.settings import ServiceSettings
+from lianluo.runtime.settings import KafkaSecuritySettings, ServiceSettings
 from lianluo.services import SERVICES
+
+_S = TypeVar("_S", bound=BaseSettings)
 
 
 def _service(name: str) -> ModuleType:
@@ -24,15 +28,19 @@ def _service(name: str) -> ModuleType:
 
 def _settings(spec: ServiceSpec) -> ServiceSettings:
     """Read the service's settings, or exit naming every missing or bad variable."""
+    return _read_settings(spec.settings, spec.name)
+
+
+def _read_settings(settings: type[_S], command: str) -> _S:
     try:
-        return spec.settings()  # type: ignore[call-arg]
+        return settings()
     except ValidationError as error:
-        prefix = spec.settings.model_config.get("env_prefix", "")
+        prefix = settings.model_config.get("env_prefix", "")
         lines = [
             f"  {prefix}{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
             for e in error.errors()
         ]
-        print(f"lianluo {spec.name}: bad configuration:", *lines, sep="\n", file=sys.stderr)
+        print(f"lianluo {command}: bad configuration:", *lines, sep="\n", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -212,9 +220,11 @@ def _dead_letters(args: argparse.Namespace) -> int:
         bootstrap = infra.StackConfig.from_env().kafka_bootstrap
         prefix = prefix if prefix is not None else platform.TOPIC_PREFIX
     topic = f"{prefix or ''}{dead_letters.TOPIC}"
+    # The cell's LIANLUO_KAFKA_* security settings, as its services use them.
+    security = _read_settings(KafkaSecuritySettings, "dead-letters")
 
     async def act() -> int:
-        letters = await dead_letters.read_all(bootstrap, topic)
+        letters = await dead_letters.read_all(bootstrap, topic, security=security)
         if args.action == "list":
             for d in letters:
                 envelope = Envelope.FromString(d.value) if d.value else Envelope()
@@ -242,7 +252,7 @@ def _dead_letters(args: argparse.Namespace) -> int:
                 }
                 print(json.dumps(shown, indent=2, ensure_ascii=False))
             return 0
-        producer = EventProducer(bootstrap, client_id="lianluo-dead-letters")
+        producer = EventProducer(bootstrap, client_id="lianluo-dead-letters", security=security)
         await producer.start()
         try:
             for d in chosen:

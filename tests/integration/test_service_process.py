@@ -1,10 +1,11 @@
 """A service as its own process (`lianluo serve NAME`): health, reflection, SIGTERM (also with a
-consumer stuck on a dependency), bad settings, and an event that survives a crash between the
-database commit and the publish."""
+consumer stuck on a dependency), bad settings, an event that survives a crash between the
+database commit and the publish, and the Prometheus figures it serves."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import grpc
 import pytest
@@ -24,11 +26,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from lianluo.devstack import infra
 from lianluo.devstack.cell import wait_serving
 from lianluo.events.v1 import envelope_pb2
 from lianluo.events.v1 import notification_pb2 as events_notification_pb2
+from lianluo.notification.v1 import notification_pb2 as npb
+from lianluo.notification.v1 import notification_pb2_grpc as nrpc
 from lianluo.runtime import contract, kafka, postgres
 from lianluo.runtime.kafka import EventConsumer, behind
 from lianluo.tenants.v1 import tenants_pb2 as pb
@@ -295,3 +300,151 @@ async def test_an_event_committed_before_a_crash_is_still_delivered_once(
     assert len(await _records_of(stack, topic, created.id)) > len(delivered)
     events = {envelope_pb2.Envelope.FromString(v).event_id for v in delivered}
     assert sorted(applied) == sorted(events), "an event was applied twice, or not at all"
+
+
+Figures = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def _logged_port(log: Path, event: str) -> int:
+    """The port of the first log line `event` (the process logs it before it serves gRPC)."""
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{") and (entry := json.loads(line)).get("event") == event:
+            return int(entry["port"])
+    raise AssertionError(f"no {event!r} line in {log}")
+
+
+async def _scrape(port: int) -> Figures:
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as reply,
+    ):
+        assert reply.status == 200
+        text = await reply.text()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _series(figures: Figures, name: str, **labels: str) -> dict[frozenset[tuple[str, str]], float]:
+    """The samples of `name` that carry `labels` (and maybe more)."""
+    wanted = set(labels.items())
+    return {key: v for (n, key), v in figures.items() if n == name and wanted <= key}
+
+
+def _total(figures: Figures, name: str, **labels: str) -> float:
+    return sum(_series(figures, name, **labels).values())
+
+
+async def test_metrics_count_calls_by_method_and_code_and_show_lag_and_backlog(
+    spawn: object, stack: Stack
+) -> None:
+    """What an SRE reads on /metrics: each call counted once under the code the client got (a
+    refusal by the auth check and one by validation included), the events it published
+    relayed and consumed, and the consumer lag and the outbox backlog back at 0."""
+    # Topics and a consumer group of its own, so every record consumed is one of this test's.
+    prefix = f"metrics{uuid.uuid4().hex[:8]}."
+    tenants: ServiceProcess = spawn("tenants", LIANLUO_TOPIC_PREFIX=prefix)  # type: ignore[operator]
+    await wait_serving(tenants.port, 30)
+    async with grpc.aio.insecure_channel(tenants.address) as channel:
+        created = await rpc.TenantServiceStub(channel).CreateTenant(
+            pb.CreateTenantRequest(tenant=tenant()), metadata=ADMIN, timeout=10
+        )
+    # On the topic before notification starts: its view then knows the tenant from the start.
+    async with asyncio.timeout(30):
+        while await _pending_outbox(stack.database_url, created.id):
+            await asyncio.sleep(0.1)
+
+    proc: ServiceProcess = spawn(  # type: ignore[operator]
+        "notification", LIANLUO_TOPIC_PREFIX=prefix, LIANLUO_METRICS_PORT="0"
+    )
+    await wait_serving(proc.port, 30)
+    port = _logged_port(proc.log, "metrics serving")
+    method = "lianluo.notification.v1.NotificationService/PublishBusinessEvent"
+    before = await _scrape(port)
+
+    def event(request_id: str, kind: str = "card_spend") -> npb.PublishBusinessEventRequest:
+        return npb.PublishBusinessEventRequest(
+            tenant_id=created.id, request_id=request_id, type=kind, metrics={"amount": 12.5}
+        )
+
+    async with grpc.aio.insecure_channel(proc.address) as channel:
+        stub = nrpc.NotificationServiceStub(channel)
+        for request_id in ("spend-1", "spend-2"):
+            await stub.PublishBusinessEvent(event(request_id), metadata=ADMIN, timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as no_key:
+            await stub.PublishBusinessEvent(event("spend-3"), timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as bad_type:
+            await stub.PublishBusinessEvent(
+                event("spend-4", "not a name!"), metadata=ADMIN, timeout=10
+            )
+    assert no_key.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert bad_type.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    after = await _scrape(port)
+    calls = "lianluo_grpc_requests_total"
+
+    def moved(name: str, **labels: str) -> float:
+        return _total(after, name, **labels) - _total(before, name, **labels)
+
+    assert moved(calls, method=method, code="OK") == 2
+    assert moved(calls, method=method, code="UNAUTHENTICATED") == 1
+    assert moved(calls, method=method, code="INVALID_ARGUMENT") == 1
+    assert moved(calls) == 4, "a call that was not made was counted"
+    assert moved("lianluo_grpc_request_duration_seconds_count", method=method) == 4
+    assert _total(after, "lianluo_grpc_requests_in_flight") == 0
+    assert {dict(key)["service"] for _, key in after} == {"notification"}
+
+    # The two events go out through the outbox and come back through the service's own
+    # consumer group (joined in the background: about 5 s on the development broker).
+    business, interactions = f"{prefix}business.event", f"{prefix}interaction.event"
+    lag_name = "lianluo_kafka_consumer_lag"
+    async with asyncio.timeout(60):
+        while True:
+            figures = await _scrape(port)
+            lag = _series(figures, lag_name)
+            if (
+                _total(figures, "lianluo_kafka_records_consumed_total", topic=business) == 2
+                and len(lag) == 16
+                and not any(lag.values())
+                and _total(figures, "lianluo_outbox_backlog") == 0
+            ):
+                break
+            await asyncio.sleep(0.2)
+    # Every partition of both topics it consumes (8 each), this replica being the only member.
+    assert {(dict(k)["topic"], dict(k)["partition"]) for k in lag} == {
+        (topic, str(p)) for topic in (business, interactions) for p in range(8)
+    }
+    assert _series(figures, "lianluo_outbox_backlog")
+    assert _total(figures, "lianluo_outbox_oldest_age_seconds") == 0
+    assert _total(figures, "lianluo_kafka_handler_failures_total") == 0
+    assert _total(figures, "lianluo_dead_letters_total") == 0
+
+    # A consumer stuck on its database (its inbox locked) shows what it has not handled yet,
+    # on the partition of the tenant's events, and catches up once the lock goes.
+    partition = str(kafka.partition_for(created.id.encode(), 8))
+    consumed = "lianluo_kafka_records_consumed_total"
+    holder = await asyncpg.connect(stack.database_url)
+    try:
+        locked = holder.transaction()
+        await locked.start()
+        await holder.execute("lock table notification.inbox in access exclusive mode")
+        async with grpc.aio.insecure_channel(proc.address) as channel:
+            stub = nrpc.NotificationServiceStub(channel)
+            for n in range(3):
+                await stub.PublishBusinessEvent(event(f"later-{n}"), metadata=ADMIN, timeout=10)
+        async with asyncio.timeout(30):
+            while _total(await _scrape(port), lag_name, topic=business, partition=partition) != 3:
+                await asyncio.sleep(0.2)
+        await locked.rollback()
+    finally:
+        await holder.close()
+    async with asyncio.timeout(30):
+        while True:
+            figures = await _scrape(port)
+            if _total(figures, consumed, topic=business) == 5 and not _total(figures, lag_name):
+                break
+            await asyncio.sleep(0.2)
+    assert _total(figures, "lianluo_kafka_handler_failures_total") == 0

@@ -23,12 +23,16 @@ class Api(Kube):
         path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
         for file in sorted(CRDS.glob("*.yaml")):
             crd = yaml.safe_load(file.read_text())
+            name = crd["metadata"]["name"]
             try:
                 await self.call("POST", path, crd)
             except ApiError as error:
                 if error.status != 409:
                     raise
-            name = crd["metadata"]["name"]
+                # Already there (an API server kept from an earlier run): bring it up to date.
+                current = await self.call("GET", f"{path}/{name}")
+                crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+                await self.call("PUT", f"{path}/{name}", crd)
             await eventually(lambda n=name: self._established(f"{path}/{n}"), within=30)
 
     async def _established(self, path: str) -> bool:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -707,6 +708,75 @@ async def test_the_opt_in_uninstall_deprovisions_every_tenant_and_removes_every_
         assert await conn.fetch(left, database + "%") == []
     finally:
         await conn.close()
+
+
+async def _replicas(api: Api, namespace: str, cell: str) -> dict[str, int]:
+    found = await api.list("Deployment", namespace, f"lianluo.io/cell={cell}")
+    return {d["metadata"]["labels"]["app.kubernetes.io/name"]: d["spec"]["replicas"] for d in found}
+
+
+async def test_a_scheduled_standby_pool_scales_the_cell_and_lets_it_go(
+    api: Api, namespace: str, operator_env: dict[str, str]
+) -> None:
+    """100 seats with a standby pool of 900: inside the window the cell runs for 1,000 seats
+    (250 a replica), and after it back at its own size."""
+    name = unique("peak")
+    now = datetime.now(UTC)
+    window = {
+        "start": _rfc3339(now - timedelta(minutes=1)),
+        "end": _rfc3339(now + timedelta(hours=1)),
+    }
+    spec = {"seats": 100, "standby": {"seats": 900, "schedule": [window]}}
+    with operator(namespace):
+        await api.create("Tenant", namespace, tenant(name, 100, **spec))
+        await eventually(lambda: all_children(api, namespace, "cell-1"))
+
+        async def scaled(wanted: int) -> bool:
+            found = await _replicas(api, namespace, "cell-1")
+            # Voice runs one replica whatever the seats (a phone's calls are one process's).
+            return found == {s: (1 if s == "voice" else wanted) for s in SERVICES}
+
+        await eventually(lambda: scaled(4))
+        cell = await api.get("Cell", namespace, "cell-1") or {}
+        assert cell["spec"]["seats"] == 1000
+        found = await api.get("Tenant", namespace, name) or {}
+        assert found["status"]["seats"]["active"] == 1000
+        assert found["status"]["seats"]["standby"] == 900
+        assert await eventually(lambda: _has_event(api, namespace, name, "SurgeStarted"))
+
+        # The window closes early: the pool goes home and the cell shrinks back.
+        past = {
+            "start": _rfc3339(now - timedelta(hours=2)),
+            "end": _rfc3339(now - timedelta(hours=1)),
+        }
+        await api.patch("Tenant", namespace, name, {"spec": {"standby": {"schedule": [past]}}})
+        assert await eventually(lambda: scaled(2))
+        assert await eventually(lambda: _has_event(api, namespace, name, "SurgeEnded"))
+
+        # A window the schema cannot refuse is said once, on the Tenant.
+        backwards = {"start": window["end"], "end": window["start"]}
+        await api.patch("Tenant", namespace, name, {"spec": {"standby": {"schedule": [backwards]}}})
+
+        async def invalid() -> bool:
+            t = await api.get("Tenant", namespace, name) or {}
+            return any(
+                c["type"] == "SeatsValid" and c["status"] == "False"
+                for c in (t.get("status") or {}).get("conditions", [])
+            )
+
+        await eventually(invalid)
+        said = await eventually(lambda: _has_event(api, namespace, name, "SeatsInvalid"))
+        assert "not after its start" in said
+        assert (await _replicas(api, namespace, "cell-1"))["media"] == 2
+
+
+async def _has_event(api: Api, namespace: str, name: str, reason: str) -> str:
+    """The message of the Event `reason` about the Tenant `name`, once it is posted."""
+    return (await _reasons(api, namespace, name)).get(reason, "")
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_helm_install_of_the_chart_reaches_deployed(cluster: k8s.Cluster) -> None:

@@ -56,6 +56,23 @@ def test_deployments_run_the_one_image_with_the_cell_settings() -> None:
     assert config["LIANLUO_KAFKA_FETCH_WAIT_MS"] == "500"
 
 
+def test_every_service_serves_its_figures_where_the_chart_scrapes_them() -> None:
+    """A port named metrics (9464) on each pod and Service, the setting that makes the service
+    listen there, and the label the chart's ServiceMonitor selects."""
+    deployments, services = _by_kind("Deployment"), _by_kind("Service")
+    configs = _by_kind("ConfigMap")
+    for name in (f"cell-7-{s}" for s in SERVICES):
+        container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
+        assert {"name": "metrics", "containerPort": 9464} in container["ports"]
+        assert configs[name]["data"]["LIANLUO_METRICS_PORT"] == "9464"
+        service = services[name]
+        metrics = {"name": "metrics", "port": 9464, "targetPort": "metrics"}
+        assert metrics in service["spec"]["ports"]
+        # gRPC stays the first port: clients and probes that take a Service's first find it.
+        assert service["spec"]["ports"][0]["name"] == "grpc"
+        assert service["metadata"]["labels"]["app.kubernetes.io/part-of"] == "lianluo"
+
+
 def test_the_template_is_a_pure_function_of_the_spec() -> None:
     assert cell_children("cell-7", SPEC, INPUTS) == cell_children("cell-7", SPEC, INPUTS)
     changed = {**SPEC, "capacity": {"maxSessions": 6000, "maxTenants": 50}}
@@ -177,6 +194,7 @@ def test_a_cell_answers_calls_with_one_voice_replica_on_its_sip_port() -> None:
     container = pod["containers"][0]
     assert {(p["name"], p.get("protocol", "TCP")) for p in container["ports"]} == {
         ("grpc", "TCP"),
+        ("metrics", "TCP"),
         ("sip-udp", "UDP"),
         ("sip-tcp", "TCP"),
     }
@@ -195,6 +213,7 @@ def test_a_cell_answers_calls_with_one_voice_replica_on_its_sip_port() -> None:
     service = found[("Service", "cell-7-voice")]["spec"]
     assert {(p["name"], p["port"], p.get("protocol", "TCP")) for p in service["ports"]} == {
         ("grpc", 50051, "TCP"),
+        ("metrics", 9464, "TCP"),
         ("sip-udp", 5060, "UDP"),
         ("sip-tcp", 5060, "TCP"),
     }

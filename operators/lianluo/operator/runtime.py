@@ -11,7 +11,7 @@ import kopf
 
 from lianluo.operator.kube import Kube
 from lianluo.operator.settings import OperatorSettings
-from lianluo.operator.template import TemplateInputs
+from lianluo.operator.template import KafkaSecurity, TemplateInputs
 from lianluo.operator.tenants_api import TenantsApi
 
 GROUP, VERSION = "lianluo.io", "v1alpha1"
@@ -37,6 +37,7 @@ class Runtime:
             admin_key_secret=s.admin_key_secret,
             grpc_port=s.grpc_port,
             default_replicas=s.cell_replicas,
+            seats_per_replica=s.seats_per_replica,
             media_service_type=s.media_service_type,
             gateway_service_type=s.gateway_service_type,
             console_service_type=s.console_service_type,
@@ -47,7 +48,25 @@ class Runtime:
             object_store_endpoint=s.object_store_endpoint,
             object_store_region=s.object_store_region,
             object_store_secret=s.object_store_secret,
+            kafka_security=KafkaSecurity(
+                protocol=s.kafka_security_protocol,
+                sasl_mechanism=s.kafka_sasl_mechanism,
+                sasl_secret=s.kafka_sasl_secret,
+                sasl_username_key=s.kafka_sasl_username_key,
+                sasl_password_key=s.kafka_sasl_password_key,
+                ca_secret=s.kafka_ssl_ca_secret,
+                ca_key=s.kafka_ssl_ca_key,
+                client_secret=s.kafka_ssl_client_secret,
+                cert_key=s.kafka_ssl_cert_key,
+                key_key=s.kafka_ssl_key_key,
+            ),
         )
+
+
+def notice(body: kopf.Body, reason: str, message: str) -> None:
+    """A Normal Event on the object. Posted whatever level kopf posts its own log messages at
+    (WARNING): those are a handler's or timer's every success."""
+    kopf.event(body, type="Normal", reason=reason, message=message)
 
 
 def runtime(memo: Any) -> Runtime:
@@ -69,13 +88,15 @@ def login() -> kopf.ConnectionInfo:
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
-    """Our own finalizer and annotation prefixes, and Events for INFO and above."""
+    """Our own finalizer and annotation prefixes, and Events for kopf's warnings and errors."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration"
     )
-    settings.posting.level = logging.INFO
+    # kopf's own messages become Events only from WARNING: a timer's "succeeded" every few
+    # seconds would bury the Events that matter (ours are posted explicitly).
+    settings.posting.level = logging.WARNING
     # No watching of the cluster's namespaces or CRDs: its resources exist before it starts
     # (the chart installs the CRDs), and the chart's role, namespaced, allows neither.
     settings.scanning.disabled = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +26,24 @@ class OperatorSettings(BaseSettings):
     kafka_bootstrap_servers: Annotated[str, Field(min_length=1)]
     # The fetch wait of a new cell's services (LIANLUO_KAFKA_FETCH_WAIT_MS); Kafka's default.
     kafka_fetch_wait_ms: Annotated[int, Field(ge=1, le=10_000)] = 500
+    # How a new cell's services reach Kafka beyond its address (their LIANLUO_KAFKA_*
+    # settings): the protocol and mechanism, and Secrets by name, whose contents the operator
+    # never reads. The checks below read the protocol, so it comes first.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    # The Secret with the SASL username and password, under these keys.
+    kafka_sasl_secret: Annotated[str, Field(validate_default=True)] = ""
+    kafka_sasl_username_key: Annotated[str, Field(min_length=1)] = "username"
+    kafka_sasl_password_key: Annotated[str, Field(min_length=1)] = "password"  # noqa: S105
+    # A Secret with the CA bundle (PEM) that signed the brokers' certificates; empty: the
+    # image's trust store, which knows the public CAs a managed Kafka uses.
+    kafka_ssl_ca_secret: str = ""
+    kafka_ssl_ca_key: Annotated[str, Field(min_length=1)] = "ca.crt"
+    # A Secret with a client certificate and its key (PEM), for brokers that authenticate
+    # clients by TLS (a Strimzi KafkaUser's Secret holds user.crt and user.key).
+    kafka_ssl_client_secret: str = ""
+    kafka_ssl_cert_key: Annotated[str, Field(min_length=1)] = "tls.crt"
+    kafka_ssl_key_key: Annotated[str, Field(min_length=1)] = "tls.key"
     # A Postgres URL allowed to CREATE DATABASE; each cell gets its own database on that server.
     database_admin_url: SecretStr
     database_prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,30}$")] = "lianluo_"
@@ -33,6 +51,8 @@ class OperatorSettings(BaseSettings):
     cell_max_sessions: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
     cell_max_tenants: Annotated[int, Field(ge=1, le=10_000)] = 50
     cell_replicas: Annotated[int, Field(ge=0, le=100)] = 2
+    # A cell's services get one replica per this many seats of its tenants, above cell_replicas.
+    seats_per_replica: Annotated[int, Field(ge=1, le=100_000)] = 250
     template_version: Annotated[str, Field(pattern=r"^v[0-9]+$")] = "v1"
     # ClusterIP behind an Ingress or gateway, or LoadBalancer / NodePort to expose media directly.
     media_service_type: Literal["ClusterIP", "LoadBalancer", "NodePort"] = "ClusterIP"
@@ -53,3 +73,30 @@ class OperatorSettings(BaseSettings):
     object_store_region: str = "us-east-1"
     object_store_secret: str = ""
     rpc_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("kafka_sasl_secret")
+    @classmethod
+    def _sasl_secret_with_sasl(cls, value: str, info: ValidationInfo) -> str:
+        protocol = info.data.get("kafka_security_protocol")
+        if protocol in ("SASL_PLAINTEXT", "SASL_SSL") and not value:
+            raise ValueError(
+                f"required when LIANLUO_OPERATOR_KAFKA_SECURITY_PROTOCOL is {protocol}: the "
+                "Secret with the cells' SASL username and password"
+            )
+        return value
+
+    @field_validator("kafka_ssl_ca_secret", "kafka_ssl_client_secret")
+    @classmethod
+    def _tls_secret_with_tls(cls, value: str, info: ValidationInfo) -> str:
+        protocol = info.data.get("kafka_security_protocol")
+        if value and protocol is not None and protocol not in ("SSL", "SASL_SSL"):
+            raise ValueError(
+                f"is set, but LIANLUO_OPERATOR_KAFKA_SECURITY_PROTOCOL {protocol} does not use "
+                "TLS (SSL or SASL_SSL does)"
+            )
+        return value

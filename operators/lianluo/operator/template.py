@@ -6,8 +6,10 @@ import hashlib
 import hmac
 import json
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from lianluo.operator.surge import replicas_for
 
 SERVICES = (
     "tenants",
@@ -25,10 +27,40 @@ STORES = ("gateway", "voice")
 # A phone's registration and the calls bridged to it live in one voice process, so a cell runs
 # at most one voice replica (docs/voice.md).
 MAX_REPLICAS = {"voice": 1}
+# The seats one replica of each service is given by default (LIANLUO_OPERATOR_SEATS_PER_REPLICA):
+# a starting point, to be set from a surge campaign on the cluster's own nodes.
+SEATS_PER_REPLICA = 250
 MANAGED_BY = "lianluo-operator"
 CELL_LABEL = "lianluo.io/cell"
 
 Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How a cell's services reach Kafka beyond its address: the protocol and SASL mechanism,
+    and the Secrets with the credentials and TLS files, by name (never their contents)."""
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_secret: str = ""
+    sasl_username_key: str = "username"
+    sasl_password_key: str = "password"  # noqa: S105 - a key's name
+    # A Secret with the CA bundle; empty: the image's trust store.
+    ca_secret: str = ""
+    ca_key: str = "ca.crt"
+    # A Secret with a client certificate and its key; empty: none is presented.
+    client_secret: str = ""
+    cert_key: str = "tls.crt"
+    key_key: str = "tls.key"
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
 
 
 @dataclass(frozen=True)
@@ -40,6 +72,11 @@ class TemplateInputs:
     admin_key_secret: str
     grpc_port: int = 50051
     default_replicas: int = 2
+    # A cell's services get a replica per this many seats of its tenants (spec.seats).
+    seats_per_replica: int = SEATS_PER_REPLICA
+    # Every service's Prometheus figures (GET /metrics): a port named "metrics" on its pods and
+    # its Service, which the chart's ServiceMonitor scrapes.
+    metrics_port: int = 9464
     # How a cell's media Service is exposed: customers and agents hold their streams on it.
     media_service_type: str = "ClusterIP"
     # How a cell's channel gateway is exposed: customers' browsers and channels reach it over HTTP.
@@ -65,6 +102,7 @@ class TemplateInputs:
     object_store_region: str = "us-east-1"
     # A Secret with access-key-id and secret-access-key; empty: the pod's cloud identity.
     object_store_secret: str = ""
+    kafka_security: KafkaSecurity = KafkaSecurity()
 
 
 # Every pod of a cell passes Pod Security "restricted": not root, the runtime's seccomp profile.
@@ -79,6 +117,8 @@ TMP = ({"name": "tmp", "emptyDir": {}}, {"name": "tmp", "mountPath": "/tmp"})  #
 # Where a service of STORES without a bucket keeps objects: an emptyDir (the root is
 # read-only).
 OBJECTS_PATH = "/var/lib/lianluo/objects"
+# Where the Kafka TLS files of the Secrets are mounted, read-only.
+KAFKA_TLS_PATH = "/etc/lianluo/kafka"
 
 
 def database_name(prefix: str, cell: str) -> str:
@@ -177,8 +217,10 @@ def settings_for(
         "LIANLUO_TOPIC_PREFIX": f"{cell}.",
         "LIANLUO_KAFKA_BOOTSTRAP_SERVERS": inputs.kafka_bootstrap_servers,
         "LIANLUO_KAFKA_FETCH_WAIT_MS": str(inputs.kafka_fetch_wait_ms),
+        **_kafka_settings(inputs.kafka_security),
         "LIANLUO_GRPC_HOST": "0.0.0.0",  # noqa: S104 - a pod listens on its own address
         "LIANLUO_GRPC_PORT": str(inputs.grpc_port),
+        "LIANLUO_METRICS_PORT": str(inputs.metrics_port),
         # The migrate Job creates schemas and topics once, before the services take traffic.
         "LIANLUO_AUTO_MIGRATE": "false",
         "LIANLUO_CELL": cell,
@@ -227,6 +269,47 @@ def settings_for(
     return settings
 
 
+def _kafka_settings(kafka: KafkaSecurity) -> dict[str, str]:
+    """The LIANLUO_KAFKA_* settings of the protocol and the mounted TLS files; none for
+    PLAINTEXT, the services' default, so a cell without security keeps its settings."""
+    if kafka.protocol == "PLAINTEXT":
+        return {}
+    settings = {"LIANLUO_KAFKA_SECURITY_PROTOCOL": kafka.protocol}
+    if kafka.sasl:
+        settings["LIANLUO_KAFKA_SASL_MECHANISM"] = kafka.sasl_mechanism
+    if kafka.tls and kafka.ca_secret:
+        settings["LIANLUO_KAFKA_SSL_CA_FILE"] = f"{KAFKA_TLS_PATH}/ca/ca.crt"
+    if kafka.tls and kafka.client_secret:
+        settings["LIANLUO_KAFKA_SSL_CERT_FILE"] = f"{KAFKA_TLS_PATH}/client/tls.crt"
+        settings["LIANLUO_KAFKA_SSL_KEY_FILE"] = f"{KAFKA_TLS_PATH}/client/tls.key"
+    return settings
+
+
+def _kafka_volumes(kafka: KafkaSecurity) -> list[tuple[Manifest, Manifest]]:
+    """The Secrets with Kafka TLS files, as (volume, mount) pairs at the paths the settings
+    name; a key missing from its Secret keeps the pod from starting, and says which."""
+    pairs: list[tuple[Manifest, Manifest]] = []
+    files = {
+        "kafka-ca": (kafka.ca_secret, {kafka.ca_key: "ca.crt"}),
+        "kafka-client": (
+            kafka.client_secret,
+            {kafka.cert_key: "tls.crt", kafka.key_key: "tls.key"},
+        ),
+    }
+    for name, (secret, items) in files.items():
+        if kafka.tls and secret:
+            volume = {
+                "name": name,
+                "secret": {
+                    "secretName": secret,
+                    "items": [{"key": key, "path": path} for key, path in items.items()],
+                },
+            }
+            path = f"{KAFKA_TLS_PATH}/{name.removeprefix('kafka-')}"
+            pairs.append((volume, {"name": name, "mountPath": path, "readOnly": True}))
+    return pairs
+
+
 def _secret_env(
     cell: str, service: str, inputs: TemplateInputs, database_secret: str
 ) -> list[dict[str, Any]]:
@@ -237,6 +320,12 @@ def _secret_env(
         ref("LIANLUO_DATABASE_URL", database_secret, "url"),
         ref("LIANLUO_ADMIN_KEY", inputs.admin_key_secret, "admin-key"),
     ]
+    kafka = inputs.kafka_security
+    if kafka.sasl:
+        env += [
+            ref("LIANLUO_KAFKA_SASL_USERNAME", kafka.sasl_secret, kafka.sasl_username_key),
+            ref("LIANLUO_KAFKA_SASL_PASSWORD", kafka.sasl_secret, kafka.sasl_password_key),
+        ]
     if service == "voice":
         # Contact headers and SDP name the pod's own address: RTP comes straight to it.
         env.append(
@@ -294,9 +383,12 @@ def _deployment(
     version = spec.get("templateVersion", "v1")
     meta = labels(cell, service, version)
     selector = {CELL_LABEL: cell, "app.kubernetes.io/name": service}
-    replicas = replicas_of(spec, service, inputs.default_replicas)
+    replicas = replicas_of(spec, service, inputs.default_replicas, inputs.seats_per_replica)
     container = _container(cell, service, ["serve", service], inputs)
-    container["ports"] = [{"name": "grpc", "containerPort": inputs.grpc_port}]
+    container["ports"] = [
+        {"name": "grpc", "containerPort": inputs.grpc_port},
+        {"name": "metrics", "containerPort": inputs.metrics_port},
+    ]
     if service == "gateway":
         container["ports"] += [
             {"name": "http", "containerPort": inputs.gateway_http_port},
@@ -311,6 +403,9 @@ def _deployment(
         ]
     volumes: list[Manifest] = [TMP[0]]
     container["volumeMounts"] = [TMP[1]]
+    for volume, mount in _kafka_volumes(inputs.kafka_security):
+        volumes.append(volume)
+        container["volumeMounts"].append(mount)
     if service in STORES and not inputs.object_store_bucket:
         volumes.append({"name": "objects", "emptyDir": {}})
         container["volumeMounts"].append({"name": "objects", "mountPath": OBJECTS_PATH})
@@ -350,7 +445,10 @@ def _service(cell: str, service: str, inputs: TemplateInputs, meta: dict[str, st
         "console": inputs.console_service_type,
         "voice": inputs.voice_service_type,
     }
-    ports = [{"name": "grpc", "port": inputs.grpc_port, "targetPort": "grpc"}]
+    ports = [
+        {"name": "grpc", "port": inputs.grpc_port, "targetPort": "grpc"},
+        {"name": "metrics", "port": inputs.metrics_port, "targetPort": "metrics"},
+    ]
     if service == "gateway":
         ports += [
             {"name": "http", "port": inputs.gateway_http_port, "targetPort": "http"},
@@ -377,9 +475,13 @@ def _service(cell: str, service: str, inputs: TemplateInputs, meta: dict[str, st
     }
 
 
-def replicas_of(spec: dict[str, Any], service: str, default: int) -> int:
-    """A service's replicas: the spec's, else the default; never more than MAX_REPLICAS."""
+def replicas_of(
+    spec: dict[str, Any], service: str, default: int, seats_per_replica: int = SEATS_PER_REPLICA
+) -> int:
+    """A service's replicas: the spec's (else the default), more when the seats of the cell's
+    tenants need more (`spec.seats`, kept by the operator); never more than MAX_REPLICAS."""
     wanted = int(spec.get("replicas", {}).get(service, default))
+    wanted = replicas_for(int(spec.get("seats", 0)), seats_per_replica, wanted)
     return min(wanted, MAX_REPLICAS.get(service, wanted))
 
 
@@ -395,7 +497,12 @@ def migrate_job(cell: str, spec: dict[str, Any], inputs: TemplateInputs) -> Mani
     container = _container(cell, "tenants", ["migrate"], inputs, database_secret_name(cell))
     container["name"] = "migrate"
     settings = settings_for(cell, spec, "tenants", inputs)
-    digest = hashlib.sha256(json.dumps([inputs.image, settings], sort_keys=True).encode())
+    named: list[Any] = [inputs.image, settings]
+    if inputs.kafka_security != KafkaSecurity():
+        # Other Secrets are another Job (one that failed on a wrong name is not kept).
+        named.append(asdict(inputs.kafka_security))
+    digest = hashlib.sha256(json.dumps(named, sort_keys=True).encode())
+    kafka = _kafka_volumes(inputs.kafka_security)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -408,8 +515,8 @@ def migrate_job(cell: str, spec: dict[str, Any], inputs: TemplateInputs) -> Mani
                     "restartPolicy": "OnFailure",
                     "automountServiceAccountToken": False,
                     "securityContext": POD_SECURITY,
-                    "containers": [{**container, "volumeMounts": [TMP[1]]}],
-                    "volumes": [TMP[0]],
+                    "containers": [{**container, "volumeMounts": [TMP[1], *(m for _, m in kafka)]}],
+                    "volumes": [TMP[0], *(v for v, _ in kafka)],
                 },
             },
         },

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from datetime import UTC, datetime
+from typing import Any, NoReturn, cast
 
 import grpc
 import kopf
 
-from lianluo.operator import cells
+from lianluo.operator import cells, surge
 from lianluo.operator import conditions as cond
 from lianluo.operator.kube import ApiError, Obj
 from lianluo.operator.placement import CellRoom, best_fit, next_cell_name
-from lianluo.operator.runtime import CELL_ANNOTATION, GROUP, VERSION, Runtime, runtime
+from lianluo.operator.runtime import CELL_ANNOTATION, GROUP, VERSION, Runtime, notice, runtime
 from lianluo.operator.template import cell_manifest
 from lianluo.operator.tenants_api import RETRYABLE
 
 _WAIT_FOR_CELL = 3.0
 _RETRY = 5.0
+# How often each cell looks at its tenants' standby schedules: a window opens or closes this
+# late at most.
+_SEATS_CHECK = 10.0
 
 
 def _rooms(all_cells: list[Obj], tenants: list[Obj], exclude: str) -> list[CellRoom]:
@@ -67,13 +71,17 @@ async def _place(rt: Runtime, name: str, namespace: str, sessions: int, body: ko
             except ApiError as error:
                 # 409: another attempt created it first; the next try re-reads and uses it.
                 raise kopf.TemporaryError(f"cloning {new}: {error}", delay=1) from error
-            kopf.info(body, reason="CellCloned", message=f"no cell had room; cloned {new}")
+            notice(body, "CellCloned", f"no cell had room; cloned {new}")
             chosen = new
         else:
             chosen = room.name
         await rt.kube.patch("Tenant", namespace, name,
                             {"metadata": {"annotations": {CELL_ANNOTATION: chosen}}})  # fmt: skip
-        kopf.info(body, reason="Placed", message=f"placed in {chosen} ({sessions} sessions)")
+        notice(
+            body,
+            "Placed",
+            f"placed in {chosen} ({sessions} sessions)",
+        )
     await cells.refresh(rt, namespace, str(chosen))
     return str(chosen)
 
@@ -144,7 +152,7 @@ async def _admit(
             CellReady=(True, "Ready", f"{cell} is Ready"),
             Provisioned=(True, "Created", f"tenant id {tenant.id}"),
             Ready=(True, "Ready", f"serving in {cell}"))  # fmt: skip
-    kopf.info(body, reason="Provisioned", message=f"tenant {tenant.id} provisioned in {cell}")
+    notice(body, "Provisioned", f"tenant {tenant.id} provisioned in {cell}")
 
 
 @kopf.on.create(GROUP, VERSION, "tenants")
@@ -179,11 +187,70 @@ async def follow_changes(
     cell = annotations.get(CELL_ANNOTATION)
     if not cell:
         return
+    await seat_cell(rt, namespace, cell)  # seats and a schedule take effect at once
     refreshed = await cells.refresh(rt, namespace, cell) or {}
     load = (refreshed.get("status") or {}).get("load", {})
     if load.get("sessionsPercent", 0) > 100:
         message = f"{cell} now expects {load['sessions']} sessions, past its capacity"
         kopf.warn(body, reason="CellOverCommitted", message=message)
+
+
+@kopf.timer(GROUP, VERSION, "cells", interval=_SEATS_CHECK, initial_delay=1)
+async def follow_seats(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """Each tenant of the cell works with its own seats, or its standby pool too while its
+    schedule or target calls it in; the cell scales with the sum."""
+    await seat_cell(runtime(memo), namespace or "default", name)
+
+
+async def seat_cell(rt: Runtime, namespace: str, cell: str) -> None:
+    """Write each placed tenant's seats now on its status (with an Event when its standby pool
+    is called in or let go), and their sum on the Cell (`spec.seats`): the template gives the
+    cell's services the replicas those seats need."""
+    now = datetime.now(UTC)
+    async with rt.placement_lock:
+        total = 0
+        for t in await cells.placed_tenants(rt, namespace, cell):
+            if t["metadata"].get("deletionTimestamp"):
+                continue  # leaving: its seats are the cell's no more
+            total += await _seat_tenant(rt, namespace, t, now)
+        body = await rt.kube.get("Cell", namespace, cell)
+        if body is not None and int(body["spec"].get("seats", 0)) != total:
+            await rt.kube.patch("Cell", namespace, cell, {"spec": {"seats": total}})
+
+
+async def _seat_tenant(rt: Runtime, namespace: str, tenant: Obj, now: datetime) -> int:
+    name, spec = tenant["metadata"]["name"], tenant["spec"]
+    # A list's items carry no kind: an Event needs it to name the Tenant.
+    tenant = {**tenant, "apiVersion": f"{GROUP}/{VERSION}", "kind": "Tenant"}
+    status = tenant.get("status") or {}
+    conditions = list(status.get("conditions") or [])
+    said = next((c for c in conditions if c.get("type") == "SeatsValid"), None)
+    problems = surge.window_problems(spec)
+    if problems:
+        # Said once, not at every check: the condition holds it until the spec is fixed.
+        text = "; ".join(problems)
+        if said is None or said.get("message") != text:
+            changed = cond.set_condition(conditions, "SeatsValid", False, "Invalid", text)
+            await rt.kube.patch("Tenant", namespace, name, {"status": {"conditions": changed}},
+                                status=True)  # fmt: skip
+            kopf.warn(cast(kopf.Body, tenant), reason="SeatsInvalid", message=text)
+        return int(spec.get("seats", 0))
+    seats = surge.seats_at(spec, now)
+    before = status.get("seats") or {}
+    change: dict[str, Any] = {}
+    if before != seats.as_status():
+        change["seats"] = seats.as_status()
+    if said is not None and said.get("status") == "False":
+        change["conditions"] = cond.set_condition(conditions, "SeatsValid", True, "Valid", "")
+    if change:
+        await rt.kube.patch("Tenant", namespace, name, {"status": change}, status=True)
+    if seats.standby and not before.get("standby"):
+        message = f"{seats.active} seats: {seats.standby} standby ({seats.reason})"
+        notice(cast(kopf.Body, tenant), "SurgeStarted", message)
+    elif before.get("standby") and not seats.standby:
+        message = f"back to {seats.active} seats"
+        notice(cast(kopf.Body, tenant), "SurgeEnded", message)
+    return seats.active
 
 
 @kopf.on.delete(GROUP, VERSION, "tenants")
@@ -208,8 +275,11 @@ async def offboard(name: str, namespace: str | None, uid: str, spec: kopf.Spec, 
             raise kopf.TemporaryError(text, delay=_RETRY) from error
         if tenant_id:
             raise kopf.PermanentError(text) from error
-    kopf.info(
-        body, reason="Deprovisioned", message=f"tenant {tenant_id or '(never provisioned)'} deleted"
+    notice(
+        body,
+        "Deprovisioned",
+        f"tenant {tenant_id or '(never provisioned)'} deleted",
     )
     if cell:
+        await seat_cell(rt, namespace, cell)
         await cells.refresh(rt, namespace, cell)

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -259,7 +259,12 @@ def _server_user() -> pwd.struct_passwd | None:
         ) from None
 
 
-def _launch(argv: list[str], service: _Service, run_as: pwd.struct_passwd | None) -> int:
+def _launch(
+    argv: list[str],
+    service: _Service,
+    run_as: pwd.struct_passwd | None,
+    env: Mapping[str, str] | None = None,
+) -> int:
     with service.log_file.open("ab") as log:
         proc = subprocess.run(
             ["/bin/sh", "-c", _LAUNCHER, "sh", *argv],
@@ -267,6 +272,7 @@ def _launch(argv: list[str], service: _Service, run_as: pwd.struct_passwd | None
             stdout=subprocess.PIPE,
             stderr=log,
             cwd=service.folder,
+            env={**os.environ, **env} if env else None,
             start_new_session=True,
             user=run_as.pw_uid if run_as else None,
             group=run_as.pw_gid if run_as else None,
@@ -370,8 +376,9 @@ def _start(
     probe: Callable[[], Awaitable[bool]],
     timeout: float,
     log_offset: int,
+    env: Mapping[str, str] | None = None,
 ) -> int:
-    pid = _launch(argv, service, run_as)
+    pid = _launch(argv, service, run_as, env)
     service.pid_file.write_text(f"{pid}\n")
     try:
         _run(_wait_ready(service, pid, probe, timeout, log_offset))
@@ -581,22 +588,25 @@ async def _kafka_answers(bootstrap: str, port: int) -> bool:
     return True
 
 
-def _start_kafka(service: _Service, config: StackConfig, binary: Path) -> int:
-    service.folder.mkdir(parents=True, exist_ok=True)
-    offset = _log_size(service.log_file)
-    listener = f"tcp://{service.address}"
-    argv = [
+def _tansu_argv(binary: Path, port: int, advertised_port: int) -> list[str]:
+    return [
         str(binary),
         "broker",
         "--cluster-id",
         _CLUSTER_ID,
         "--listener-url",
-        listener,
+        f"tcp://{HOST}:{port}",
         "--advertised-listener-url",
-        listener,
+        f"tcp://{HOST}:{advertised_port}",
         "--storage-engine",
         "memory://tansu/",
     ]
+
+
+def _start_kafka(service: _Service, config: StackConfig, binary: Path) -> int:
+    service.folder.mkdir(parents=True, exist_ok=True)
+    offset = _log_size(service.log_file)
+    argv = _tansu_argv(binary, service.port, service.port)
     bootstrap, port = config.kafka_bootstrap, service.port
     return _start(
         service,
@@ -606,6 +616,52 @@ def _start_kafka(service: _Service, config: StackConfig, binary: Path) -> int:
         _KAFKA_READY_TIMEOUT,
         offset,
     )
+
+
+@dataclass(frozen=True)
+class Broker:
+    """A broker of its own beside the dev stack's, for tests of how clients reach one."""
+
+    port: int
+    pid: int
+    log_file: Path
+    _service: _Service
+
+    def stop(self) -> None:
+        _stop(self._service)
+
+
+def start_broker(
+    folder: Path,
+    port: int,
+    *,
+    advertised_port: int | None = None,
+    authentication: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> Broker:
+    """Start another Tansu on `port`, its pid and log in `folder`; stop it with `Broker.stop`.
+
+    `advertised_port`: the port its metadata names, where clients reconnect (a proxy in front of
+    it). `authentication`: clients must authenticate with SASL first. `env` adds to the
+    broker's environment (RUST_LOG, say)."""
+    service = _Service(
+        "kafka", port, folder, folder / "tansu.pid", folder / "tansu.log", "tansu", signal.SIGTERM
+    )
+    if not _port_free(port):
+        raise InfraError(f"cannot start a broker: port {port} on {HOST} is in use")
+    folder.mkdir(parents=True, exist_ok=True)
+    offset = _log_size(service.log_file)
+    argv = _tansu_argv(_tansu_binary(), port, advertised_port or port)
+    if authentication:
+        argv.append("--authentication")
+
+    # A client probe would follow the advertised address or need credentials; that the port
+    # accepts is enough here, as Tansu opens it when it is ready.
+    async def accepting() -> bool:
+        return _accepting(port)
+
+    pid = _start(service, argv, None, accepting, _KAFKA_READY_TIMEOUT, offset, env)
+    return Broker(port, pid, service.log_file, service)
 
 
 # --- public API ----------------------------------------------------------------------------

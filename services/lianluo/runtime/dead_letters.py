@@ -13,11 +13,15 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from opentelemetry import metrics
 
 from lianluo.runtime.logs import get_logger
+
+if TYPE_CHECKING:
+    from lianluo.runtime.settings import KafkaSecuritySettings
 
 log = get_logger(__name__)
 
@@ -114,13 +118,21 @@ def parse(partition: int, offset: int, key: bytes, value: bytes, headers: Header
 
 
 async def read_all(
-    bootstrap_servers: str, topic: str, wait_seconds: float = 30.0
+    bootstrap_servers: str,
+    topic: str,
+    wait_seconds: float = 30.0,
+    *,
+    security: KafkaSecuritySettings | None = None,
 ) -> list[DeadLetter]:
     """Every dead letter on `topic`, oldest first per partition (no consumer group is used)."""
-    from lianluo.runtime.kafka import behind  # kafka imports this module for its sink
+    # kafka imports this module for its sink
+    from lianluo.runtime.kafka import behind, client_security
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=20
+        bootstrap_servers=bootstrap_servers,
+        **client_security(security),
+        enable_auto_commit=False,
+        fetch_max_wait_ms=20,
     )
     await consumer.start()
     try:

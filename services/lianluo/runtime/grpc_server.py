@@ -18,7 +18,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from lianluo.runtime import auth, quotas, tokens, validation
+from lianluo.runtime import auth, metrics, quotas, tokens, validation
 from lianluo.runtime.errors import DomainError, PermissionDenied, Unauthenticated, to_rpc_status
 from lianluo.runtime.faults import is_outage
 from lianluo.runtime.logs import get_logger
@@ -110,6 +110,15 @@ class _ScopedInterceptor(_OwnMethodsInterceptor):
 
     def rebuild(self, handler: grpc.RpcMethodHandler, method: str) -> Any:
         return _wrap_handler(handler, method, self.scope)
+
+
+class MetricsInterceptor(_ScopedInterceptor):
+    """Counts and times every call by method and the status code it ended with."""
+
+    def scope(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AbstractAsyncContextManager[None]:
+        return metrics.observe_call(method, context)
 
 
 class TracingInterceptor(_ScopedInterceptor):
@@ -366,6 +375,8 @@ class GrpcServer:
         self._auth = AuthInterceptor(self._admin_key, self.credentials, self._rules)
         server = grpc.aio.server(
             interceptors=[
+                # Outermost: it sees the code every other interceptor ends a call with.
+                MetricsInterceptor(),
                 TracingInterceptor(),
                 ErrorInterceptor(),
                 self._auth,

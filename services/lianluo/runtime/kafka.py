@@ -13,13 +13,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError, Message
@@ -27,10 +28,14 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from lianluo.events.v1 import envelope_pb2
-from lianluo.runtime import dead_letters, validation
+from lianluo.runtime import dead_letters, metrics, validation
 from lianluo.runtime.faults import is_outage
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.telemetry import extract_headers
+
+if TYPE_CHECKING:
+    # Only for the annotation: the settings module imports this one.
+    from lianluo.runtime.settings import KafkaSecuritySettings
 
 log = get_logger(__name__)
 M = TypeVar("M", bound=Message)
@@ -43,6 +48,30 @@ Envelope = envelope_pb2.Envelope
 # (measured: 250 ms at the client default of 500, 12 ms at 20). A real Kafka answers as soon as
 # a record arrives and wants its default: there a low value only costs fetch requests while idle.
 FETCH_MAX_WAIT_MS = 20
+
+
+def client_security(settings: KafkaSecuritySettings | None) -> dict[str, Any]:
+    """The aiokafka keyword arguments of the security settings, for every client made (None:
+    PLAINTEXT, as on the local broker)."""
+    if settings is None:
+        return {}
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        options |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": settings.kafka_sasl_password.get_secret_value(),
+        }
+    if protocol in ("SSL", "SASL_SSL"):
+        # Verifies the broker's certificate and host name; without a CA file, against the
+        # system's trust store (a managed Kafka's public CA).
+        options["ssl_context"] = create_ssl_context(
+            cafile=settings.kafka_ssl_ca_file or None,
+            certfile=settings.kafka_ssl_cert_file or None,
+            keyfile=settings.kafka_ssl_key_file or None,
+        )
+    return options
 
 
 def new_envelope(event_type: str, tenant_id: str, payload: Message, producer: str) -> Envelope:
@@ -75,9 +104,16 @@ def partition_for(partition_key: bytes, partitions: int) -> int:
 class EventProducer:
     """An acks=all producer that awaits delivery of every record it sends."""
 
-    def __init__(self, bootstrap_servers: str, client_id: str) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        client_id: str,
+        *,
+        security: KafkaSecuritySettings | None = None,
+    ) -> None:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
+            **client_security(security),
             client_id=client_id,
             acks="all",
             linger_ms=2,
@@ -130,10 +166,15 @@ async def behind(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> 
 
 
 async def ensure_topics(
-    bootstrap_servers: str, topics: Sequence[str], partitions: int, compacted: Sequence[str] = ()
+    bootstrap_servers: str,
+    topics: Sequence[str],
+    partitions: int,
+    compacted: Sequence[str] = (),
+    *,
+    security: KafkaSecuritySettings | None = None,
 ) -> None:
     """Create missing topics (development and tests; production topics come from the operator)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_security(security))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -187,6 +228,7 @@ class DeadLetterSink:
         dead_letters.record_dead_letter(
             who, record.topic, error, partition=record.partition, offset=record.offset
         )
+        metrics.DEAD_LETTERS.labels("consumer", record.topic).inc()
 
     async def outbox_failed(
         self,
@@ -210,6 +252,7 @@ class DeadLetterSink:
         )
         await self._publish(key, dead_letters.kept_value(value), headers + failure)
         dead_letters.record_dead_letter(who, topic, error, partition=partition)
+        metrics.DEAD_LETTERS.labels("outbox", topic).inc()
 
     async def _publish(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         # Keyed like the source record, so one tenant's dead letters stay in order.
@@ -244,6 +287,7 @@ class EventConsumer:
         max_attempts: int = dead_letters.DEFAULT_MAX_ATTEMPTS,
         fetch_wait_ms: int = FETCH_MAX_WAIT_MS,
         run_scope: Callable[[asyncpg.Connection], AbstractAsyncContextManager[None]] | None = None,
+        security: KafkaSecuritySettings | None = None,
     ) -> None:
         self._pool = pool
         self._handler = handler
@@ -258,6 +302,7 @@ class EventConsumer:
         self._max_attempts = max_attempts
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
+            **client_security(security),
             group_id=group_id,
             client_id=client_id or group_id,
             enable_auto_commit=False,
@@ -281,6 +326,8 @@ class EventConsumer:
         self._catch_up_to: dict[TopicPartition, int] = {}
         self._assigned: frozenset[TopicPartition] = frozenset()
         self._caught_up: set[TopicPartition] = set()
+        # The next offset to handle in each assigned partition, for its lag (see `lag`).
+        self._handled: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
         """Connect, and join the group in the background.
@@ -325,14 +372,18 @@ class EventConsumer:
             # When a replica starts consuming, and after each rebalance: how it shares the work.
             log.info("partitions assigned", consumer=self._name, partitions=len(assigned))
             self._assigned = assigned
+            self._handled = {tp: at for tp, at in self._handled.items() if tp in assigned}
         in_order = sorted(batches.items(), key=lambda item: self._rank.get(item[0].topic, 0))
         for tp, records in in_order:
             done, batching = 0, True
+            self._handled[tp] = records[0].offset
             while done < len(records) and not self._stopping.is_set():
                 if batching:
                     # As many as apply together; after a failed run, the rest one by one.
                     applied, batching = await self._apply_batch(records[done:])
                     done += applied
+                    if applied:
+                        self._handled[tp] = records[done - 1].offset + 1
                     if done == len(records):
                         break
                 # On its own: outages waited out, dead-lettered after max_attempts.
@@ -340,10 +391,34 @@ class EventConsumer:
                     break  # stopping: the rest is delivered again later
                 done += 1
                 self.processed += 1
+                metrics.RECORDS_CONSUMED.labels(tp.topic).inc()
+                self._handled[tp] = records[done - 1].offset + 1
             if done:
                 await self._consumer.commit({tp: records[done - 1].offset + 1})
             if self._stopping.is_set():
                 return
+        await self._note_positions()
+
+    async def _note_positions(self) -> None:
+        """Once a fetch is handled, each assigned partition is handled up to its position: also
+        those the fetch had no records for, so an idle partition shows a lag of 0."""
+        for tp in self._consumer.assignment():
+            # Asked again for each: a rebalance may take a partition while a position is awaited.
+            if tp not in self._consumer.assignment() or self._consumer.highwater(tp) is None:
+                continue  # gone, or not fetched since it was assigned: no position to trust
+            with contextlib.suppress(KafkaError, TimeoutError):
+                async with asyncio.timeout(1):
+                    self._handled[tp] = await self._consumer.position(tp)
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records of each assigned partition not handled yet: its end offset as of the last
+        fetch, less the next offset to handle. A partition not fetched yet is left out."""
+        found = {}
+        for tp in self._consumer.assignment():
+            end, handled = self._consumer.highwater(tp), self._handled.get(tp)
+            if end is not None and handled is not None:
+                found[tp] = max(0, end - handled)
+        return found
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep unless stopped first; True when stopping."""
@@ -360,6 +435,9 @@ class EventConsumer:
                 await self._apply(record)
                 return True
             except Exception as error:
+                cause = "outage" if is_outage(error) else "error"
+                cause = "poison" if isinstance(error, PoisonEvent) else cause
+                metrics.HANDLER_FAILURES.labels(record.topic, cause).inc()
                 if not is_outage(error):
                     failures += 1
                     # A record that can never succeed is not tried again.
@@ -410,6 +488,7 @@ class EventConsumer:
             )
             return 0, False
         self.processed += len(run)
+        metrics.RECORDS_CONSUMED.labels(run[0][0].topic).inc(len(run))
         return len(run), True
 
     async def _apply(self, record: ConsumerRecord[Any, Any]) -> None:

@@ -254,6 +254,20 @@ class OutboxRelay:
             await conn.execute("delete from outbox where id = $1", row["id"])
 
 
+async def backlog(conn: asyncpg.Connection) -> int:
+    """Rows not yet published, of every tenant: the outbox is the service's, not a tenant's."""
+    rows: int = await conn.fetchval("select count(*) from outbox")
+    return rows
+
+
+async def oldest_age_seconds(conn: asyncpg.Connection) -> float:
+    """How long the oldest unpublished row has waited; 0 when there is none."""
+    age = await conn.fetchval(
+        "select extract(epoch from clock_timestamp() - min(created_at)) from outbox"
+    )
+    return max(0.0, float(age)) if age is not None else 0.0
+
+
 def _record(row: asyncpg.Record) -> tuple[str, bytes, bytes, bytes, list[tuple[str, bytes]]]:
     headers = [(k, v.encode()) for k, v in row["headers"]]
     return row["topic"], row["record_key"], row["partition_key"], row["value"], headers

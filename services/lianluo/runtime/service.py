@@ -1,7 +1,8 @@
 """The lifecycle every service shares: start its parts, serve, and stop them in order.
 
 Start: logging and tracing, the Postgres pool, migrations and topics (when auto_migrate),
-the producer and outbox relay, the consumers, then the gRPC server, which turns SERVING last.
+the producer and outbox relay, the consumers, then the metrics endpoint and the gRPC server,
+which turns SERVING last.
 Stop (SIGTERM or SIGINT): health NOT_SERVING, the server drains within its grace period,
 consumers finish their batch and commit, the outbox flushes, the pool closes, spans flush.
 """
@@ -21,6 +22,7 @@ import asyncpg
 from lianluo.runtime import contract, dead_letters, kafka, outbox, postgres
 from lianluo.runtime.grpc_server import GrpcServer, RegisterFn
 from lianluo.runtime.logs import configure_logging, get_logger
+from lianluo.runtime.metrics import Figure, MetricsServer
 from lianluo.runtime.settings import ServiceSettings
 from lianluo.runtime.telemetry import configure_metrics, configure_tracing
 from lianluo.runtime.tenant_config import CREDENTIAL_KINDS, Change, TenantConfigView
@@ -70,6 +72,7 @@ class Service:
         self._stop = asyncio.Event()
         self._tracer_provider = configure_tracing(spec.name)
         self._meter_provider = configure_metrics(spec.name)
+        self.metrics = MetricsServer(spec.name, settings.grpc_host, settings.metrics_port)
         configure_logging(spec.name, settings.log_level)
 
     @property
@@ -90,11 +93,28 @@ class Service:
         self._pool = await postgres.create_pool(
             s.database_url, self.name, min_size=s.db_pool_min, max_size=s.db_pool_max
         )
-        self._producer = kafka.EventProducer(s.kafka_bootstrap_servers, client_id=self.name)
+        self._producer = kafka.EventProducer(
+            s.kafka_bootstrap_servers, client_id=self.name, security=s
+        )
         await self._producer.start()
         self._dead_letters = kafka.DeadLetterSink(self._producer, s.topic(dead_letters.TOPIC))
         self._relay = outbox.OutboxRelay(self._pool, self._producer, self.name, self._dead_letters)
         self._spawn(self._relay.run(), "outbox relay", self._relay)
+        self.metrics.add(
+            Figure(
+                "lianluo_outbox_backlog",
+                "Rows of the service's outbox not yet published (every replica reads the same "
+                "table)",
+                self._outbox_backlog,
+            )
+        )
+        self.metrics.add(
+            Figure(
+                "lianluo_outbox_oldest_age_seconds",
+                "Age of the oldest row of the service's outbox not yet published; 0 when empty",
+                self._outbox_oldest_age,
+            )
+        )
 
     def add_grpc(self, register: RegisterFn, servicer: Any, full_name: str) -> None:
         self.grpc.add(register, servicer, full_name)
@@ -113,8 +133,19 @@ class Service:
             max_attempts=self.settings.consumer_max_attempts,
             fetch_wait_ms=self.settings.kafka_fetch_wait_ms,
             run_scope=_run_scope(handlers),
+            security=self.settings,
         )
         await consumer.start()
+        if not self._consumers:
+            self.metrics.add(
+                Figure(
+                    "lianluo_kafka_consumer_lag",
+                    "Records of an assigned partition not yet handled by this replica's "
+                    "consumer groups, by topic and partition",
+                    self._consumer_lag,
+                    ("topic", "partition"),
+                )
+            )
         self._consumers.append(consumer)
         self._spawn(consumer.run(), f"consumer {topics}", consumer)
         return consumer
@@ -125,6 +156,7 @@ class Service:
             self.settings.kafka_bootstrap_servers,
             self.settings.topic(contract.TENANT_CONFIG.name),
             self.settings.kafka_config_fetch_wait_ms,
+            security=self.settings,
         )
         await view.start()
         self.config = view
@@ -137,6 +169,21 @@ class Service:
     def _credentials_changed(self, tenant_id: str, change: Change) -> None:
         if change.kind in CREDENTIAL_KINDS:
             self.grpc.recheck(tenant_id)
+
+    async def _outbox_backlog(self) -> float:
+        async with self.pool.acquire() as conn:
+            return float(await outbox.backlog(conn))
+
+    async def _outbox_oldest_age(self) -> float:
+        async with self.pool.acquire() as conn:
+            return await outbox.oldest_age_seconds(conn)
+
+    def _consumer_lag(self) -> dict[tuple[str, ...], float]:
+        return {
+            (tp.topic, str(tp.partition)): float(lag)
+            for consumer in self._consumers
+            for tp, lag in consumer.lag().items()
+        }
 
     def add_background(self, runner: Runner, what: str) -> None:
         """Run `runner.run()` until shutdown, when `runner.stop()` is called."""
@@ -152,6 +199,8 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         try:
+            # Before the gRPC server: a port already taken stops the start, not a scrape.
+            log.info("metrics serving", port=await self.metrics.start())
             port = await self.grpc.start()
             log.info("serving", port=port, services=self.grpc.service_names)
             await self._stop.wait()
@@ -197,6 +246,7 @@ class Service:
                     await self._pool.close()
             except TimeoutError:
                 self._pool.terminate()
+        await self.metrics.stop()
         self._tracer_provider.shutdown()
         self._meter_provider.shutdown()
         log.info("stopped")
@@ -243,5 +293,6 @@ async def migrate(spec: ServiceSpec, settings: ServiceSettings) -> list[str]:
         [settings.topic(t) for t in [*sorted(names), dead_letters.TOPIC]],
         settings.topic_partitions,
         [settings.topic(t.name) for t in topics if t.compacted],
+        security=settings,
     )
     return applied

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 from email.message import EmailMessage
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
 import aiosmtplib
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lianluo.runtime.kafka import FETCH_MAX_WAIT_MS
@@ -15,7 +18,109 @@ from lianluo.runtime.kafka import FETCH_MAX_WAIT_MS
 _PLACEHOLDER_WORDS = ("changeme", "change-me", "change_me", "password", "placeholder", "example")
 
 
-class ServiceSettings(BaseSettings):
+# Kafka's security protocols, and the SASL mechanisms the client speaks with a password.
+KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+_TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+_SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+
+
+class KafkaSecuritySettings(BaseSettings):
+    """How every Kafka client reaches the brokers beyond their address (LIANLUO_KAFKA_*): the
+    security protocol, SASL credentials, and TLS files. The default is the local broker's
+    PLAINTEXT; a managed Kafka wants SASL_SSL."""
+
+    model_config = SettingsConfigDict(env_prefix="LIANLUO_", extra="ignore", frozen=True)
+
+    # The checks below read the protocol, so it is declared (and validated) first.
+    kafka_security_protocol: KafkaProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism = "PLAIN"
+    # Checked even when unset: SASL without credentials is refused at the start, not at the
+    # first connection.
+    kafka_sasl_username: Annotated[str, Field(validate_default=True)] = ""
+    kafka_sasl_password: Annotated[SecretStr, Field(validate_default=True)] = SecretStr("")
+    # The CA bundle (PEM) that signed the brokers' certificates; empty: the system's trust store.
+    kafka_ssl_ca_file: str = ""
+    # A client certificate and its key (PEM), for brokers that authenticate clients by TLS.
+    kafka_ssl_cert_file: str = ""
+    kafka_ssl_key_file: Annotated[str, Field(validate_default=True)] = ""
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("kafka_sasl_username", "kafka_sasl_password")
+    @classmethod
+    def _credentials_match_protocol(
+        cls, value: str | SecretStr, info: ValidationInfo
+    ) -> str | SecretStr:
+        protocol = info.data.get("kafka_security_protocol")
+        given = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if protocol in _SASL_PROTOCOLS and not given:
+            raise ValueError(f"required when LIANLUO_KAFKA_SECURITY_PROTOCOL is {protocol}")
+        if protocol is not None and protocol not in _SASL_PROTOCOLS and given:
+            # Credentials the client would never send: the protocol was likely meant as SASL_*.
+            raise ValueError(
+                f"is set, but LIANLUO_KAFKA_SECURITY_PROTOCOL {protocol} sends no SASL "
+                "credentials (SASL_PLAINTEXT or SASL_SSL does)"
+            )
+        return value
+
+    @field_validator("kafka_ssl_ca_file", "kafka_ssl_cert_file")
+    @classmethod
+    def _tls_file(cls, value: str, info: ValidationInfo) -> str:
+        if value:
+            _require_tls(info)
+            _readable_file(value)
+        if value and info.field_name == "kafka_ssl_ca_file":
+            try:
+                ssl.create_default_context(cafile=value)
+            except ssl.SSLError as error:
+                raise ValueError(f"{value} holds no CA certificate in PEM ({error})") from None
+        return value
+
+    @field_validator("kafka_ssl_key_file")
+    @classmethod
+    def _key_pairs_with_cert(cls, value: str, info: ValidationInfo) -> str:
+        cert = info.data.get("kafka_ssl_cert_file", "")
+        if "kafka_ssl_cert_file" not in info.data:
+            return value  # the certificate was refused already, with its reason
+        if cert and not value:
+            raise ValueError("required with LIANLUO_KAFKA_SSL_CERT_FILE")
+        if value and not cert:
+            raise ValueError("is set without LIANLUO_KAFKA_SSL_CERT_FILE")
+        if value:
+            _require_tls(info)
+            _readable_file(value)
+            try:
+                ssl.create_default_context().load_cert_chain(cert, value)
+            except ssl.SSLError as error:
+                raise ValueError(
+                    f"{value} is not the key of LIANLUO_KAFKA_SSL_CERT_FILE {cert} ({error})"
+                ) from None
+        return value
+
+
+def _require_tls(info: ValidationInfo) -> None:
+    protocol = info.data.get("kafka_security_protocol")
+    if protocol is not None and protocol not in _TLS_PROTOCOLS:
+        raise ValueError(
+            f"is set, but LIANLUO_KAFKA_SECURITY_PROTOCOL {protocol} does not use TLS "
+            "(SSL or SASL_SSL does)"
+        )
+
+
+def _readable_file(path: str) -> None:
+    if not Path(path).exists():
+        raise ValueError(f"no such file: {path}")
+    if not Path(path).is_file():
+        raise ValueError(f"{path} is not a file")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"{path} is not readable by this process")
+
+
+class ServiceSettings(KafkaSecuritySettings):
     """What every service needs; each service subclasses it for its own settings."""
 
     model_config = SettingsConfigDict(env_prefix="LIANLUO_", extra="ignore", frozen=True)
@@ -26,6 +131,9 @@ class ServiceSettings(BaseSettings):
     admin_key: SecretStr
     grpc_host: str = "127.0.0.1"
     grpc_port: Annotated[int, Field(ge=0, le=65535)] = 50051
+    # Prometheus figures on GET /metrics, on the gRPC host. 0 (the default) picks a free port,
+    # so the services of one machine (`make run`) never collide; the chart sets 9464.
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
     # Every topic of a cell carries its prefix, for example "cell-1." in "cell-1.tenant.config".
     topic_prefix: str = ""
     topic_partitions: Annotated[int, Field(ge=1, le=1024)] = 8

@@ -12,16 +12,19 @@ import asyncio
 import hmac
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.message import DecodeError, Message
 
 from lianluo.events.v1 import envelope_pb2, tenant_config_pb2
 from lianluo.runtime import auth, tokens
-from lianluo.runtime.kafka import FETCH_MAX_WAIT_MS, behind
+from lianluo.runtime.kafka import FETCH_MAX_WAIT_MS, behind, client_security
 from lianluo.runtime.logs import get_logger
 from lianluo.tenants.v1 import tenants_pb2 as pb
+
+if TYPE_CHECKING:
+    from lianluo.runtime.settings import KafkaSecuritySettings
 
 log = get_logger(__name__)
 Change = tenant_config_pb2.TenantConfigChanged
@@ -34,11 +37,17 @@ class TenantConfigView:
     """Every tenant's configuration in memory, and the KeyResolver built from it."""
 
     def __init__(
-        self, bootstrap_servers: str, topic: str, fetch_wait_ms: int = FETCH_MAX_WAIT_MS
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        fetch_wait_ms: int = FETCH_MAX_WAIT_MS,
+        *,
+        security: KafkaSecuritySettings | None = None,
     ) -> None:
         self._topic = topic
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
+            **client_security(security),
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=fetch_wait_ms,

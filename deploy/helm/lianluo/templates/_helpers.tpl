@@ -91,6 +91,53 @@ services only while the first cell is enabled. */}}
 {{- end }}
 {{- end }}
 
+{{/* The Kafka TLS files the components read, from Secrets, as JSON: each setting
+(LIANLUO_KAFKA_SSL_*_FILE) with the file's path, its volume, its Secret and key. The operator
+mounts the same Secrets at the same paths in every cell it clones. A file without SSL or SASL_SSL
+would never be read, so the render stops. */}}
+{{- define "lianluo.kafkaTlsFiles" -}}
+{{- $k := .Values.kafka }}
+{{- $files := dict }}
+{{- if or $k.tls.caSecretName $k.tls.clientSecretName }}
+{{- if not (and $k.auth.enabled (hasSuffix "SSL" $k.auth.securityProtocol)) }}
+{{- fail "kafka.tls needs kafka.auth.enabled with securityProtocol SSL or SASL_SSL" }}
+{{- end }}
+{{- end }}
+{{- with $k.tls.caSecretName }}
+{{- $_ := set $files "LIANLUO_KAFKA_SSL_CA_FILE" (dict "path" "/etc/lianluo/kafka/ca/ca.crt" "volume" "kafka-ca" "secret" . "key" $k.tls.caKey) }}
+{{- end }}
+{{- with $k.tls.clientSecretName }}
+{{- $_ := set $files "LIANLUO_KAFKA_SSL_CERT_FILE" (dict "path" "/etc/lianluo/kafka/client/tls.crt" "volume" "kafka-client" "secret" . "key" $k.tls.certKey) }}
+{{- $_ := set $files "LIANLUO_KAFKA_SSL_KEY_FILE" (dict "path" "/etc/lianluo/kafka/client/tls.key" "volume" "kafka-client" "secret" . "key" $k.tls.keyKey) }}
+{{- end }}
+{{- toJson $files }}
+{{- end }}
+
+{{/* The volumes (.volumes true) or the read-only mounts of the Kafka TLS files. */}}
+{{- define "lianluo.kafkaTlsVolumes" -}}
+{{- $byVolume := dict }}
+{{- range $name, $file := include "lianluo.kafkaTlsFiles" .root | fromJson }}
+{{- $items := get (default (dict "secret" $file.secret "items" list) (get $byVolume $file.volume)) "items" }}
+{{- $_ := set $byVolume $file.volume (dict "secret" $file.secret "items" (append $items (dict "key" $file.key "path" (base $file.path)))) }}
+{{- end }}
+{{- range $volume, $v := $byVolume }}
+{{- if $.volumes }}
+- name: {{ $volume }}
+  secret:
+    secretName: {{ $v.secret }}
+    items:
+      {{- range $v.items }}
+      - key: {{ .key }}
+        path: {{ .path }}
+      {{- end }}
+{{- else }}
+- name: {{ $volume }}
+  mountPath: /etc/lianluo/kafka/{{ trimPrefix "kafka-" $volume }}
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* The environment of one component: the chart's connections and secret references first, then
 the global env map, then the component's env map, each overriding the one before by key. */}}
 {{- define "lianluo.env" -}}
@@ -98,6 +145,10 @@ the global env map, then the component's env map, each overriding the one before
 {{- $v := $root.Values }}
 {{- $env := dict }}
 {{- $_ := set $env "OTEL_SERVICE_NAME" .name }}
+{{- $metrics := default dict .component.metrics }}
+{{- if $metrics.enabled }}
+{{- $_ := set $env "LIANLUO_METRICS_PORT" ($metrics.port | toString) }}
+{{- end }}
 {{- if $v.telemetry.otlpEndpoint }}
 {{- $_ := set $env "OTEL_EXPORTER_OTLP_ENDPOINT" $v.telemetry.otlpEndpoint }}
 {{- end }}
@@ -109,11 +160,19 @@ the global env map, then the component's env map, each overriding the one before
 {{- end }}
 {{- $_ := set $env "LIANLUO_KAFKA_BOOTSTRAP_SERVERS" (include "lianluo.kafkaBootstrap" $root) }}
 {{- $_ := set $env "LIANLUO_KAFKA_FETCH_WAIT_MS" ($v.kafka.fetchWaitMs | toString) }}
-{{- if $v.kafka.auth.enabled }}
-{{- $_ := set $env "LIANLUO_KAFKA_SECURITY_PROTOCOL" $v.kafka.auth.securityProtocol }}
+{{- $tlsFiles := include "lianluo.kafkaTlsFiles" $root | fromJson }}
+{{- /* The operator never talks to Kafka: it passes the same settings on to the cells. */}}
+{{- if and $v.kafka.auth.enabled (ne .component.plane "operator") }}
+{{- $protocol := $v.kafka.auth.securityProtocol }}
+{{- $_ := set $env "LIANLUO_KAFKA_SECURITY_PROTOCOL" $protocol }}
+{{- if hasPrefix "SASL_" $protocol }}
 {{- $_ := set $env "LIANLUO_KAFKA_SASL_MECHANISM" $v.kafka.auth.saslMechanism }}
 {{- $_ := set $env "LIANLUO_KAFKA_SASL_USERNAME" (dict "secretKeyRef" (dict "name" $v.kafka.auth.secretName "key" $v.kafka.auth.usernameKey)) }}
 {{- $_ := set $env "LIANLUO_KAFKA_SASL_PASSWORD" (dict "secretKeyRef" (dict "name" $v.kafka.auth.secretName "key" $v.kafka.auth.passwordKey)) }}
+{{- end }}
+{{- range $name, $file := $tlsFiles }}
+{{- $_ := set $env $name $file.path }}
+{{- end }}
 {{- end }}
 {{- if eq .component.plane "cell" }}
 {{- $_ := set $env "LIANLUO_CELL" $v.firstCell.name }}
@@ -129,9 +188,30 @@ first one and to provision tenants through the tenants API. */}}
 {{- $_ := set $env "LIANLUO_OPERATOR_ADMIN_KEY_SECRET" $v.secrets.adminKey.name }}
 {{- $_ := set $env "LIANLUO_OPERATOR_KAFKA_BOOTSTRAP_SERVERS" (get $env "LIANLUO_KAFKA_BOOTSTRAP_SERVERS") }}
 {{- $_ := set $env "LIANLUO_OPERATOR_KAFKA_FETCH_WAIT_MS" (get $env "LIANLUO_KAFKA_FETCH_WAIT_MS") }}
+{{- if $v.kafka.auth.enabled }}
+{{- $auth := $v.kafka.auth }}
+{{- $_ := set $env "LIANLUO_OPERATOR_KAFKA_SECURITY_PROTOCOL" $auth.securityProtocol }}
+{{- if hasPrefix "SASL_" $auth.securityProtocol }}
+{{- /* Only the Secret's name and keys: each cell's pods read it, never the operator. */}}
+{{- $_ := set $env "LIANLUO_OPERATOR_KAFKA_SASL_MECHANISM" $auth.saslMechanism }}
+{{- $_ := set $env "LIANLUO_OPERATOR_KAFKA_SASL_SECRET" $auth.secretName }}
+{{- $_ := set $env "LIANLUO_OPERATOR_KAFKA_SASL_USERNAME_KEY" $auth.usernameKey }}
+{{- $_ := set $env "LIANLUO_OPERATOR_KAFKA_SASL_PASSWORD_KEY" $auth.passwordKey }}
+{{- end }}
+{{- if hasKey $tlsFiles "LIANLUO_KAFKA_SSL_CA_FILE" }}
+{{- $_ := set $env "LIANLUO_OPERATOR_KAFKA_SSL_CA_SECRET" $v.kafka.tls.caSecretName }}
+{{- $_ := set $env "LIANLUO_OPERATOR_KAFKA_SSL_CA_KEY" $v.kafka.tls.caKey }}
+{{- end }}
+{{- if hasKey $tlsFiles "LIANLUO_KAFKA_SSL_CERT_FILE" }}
+{{- $_ := set $env "LIANLUO_OPERATOR_KAFKA_SSL_CLIENT_SECRET" $v.kafka.tls.clientSecretName }}
+{{- $_ := set $env "LIANLUO_OPERATOR_KAFKA_SSL_CERT_KEY" $v.kafka.tls.certKey }}
+{{- $_ := set $env "LIANLUO_OPERATOR_KAFKA_SSL_KEY_KEY" $v.kafka.tls.keyKey }}
+{{- end }}
+{{- end }}
 {{- $_ := set $env "LIANLUO_OPERATOR_CELL_MAX_SESSIONS" ($v.cells.maxSessions | toString) }}
 {{- $_ := set $env "LIANLUO_OPERATOR_CELL_MAX_TENANTS" ($v.cells.maxTenants | toString) }}
 {{- $_ := set $env "LIANLUO_OPERATOR_CELL_REPLICAS" ($v.cells.replicas | toString) }}
+{{- $_ := set $env "LIANLUO_OPERATOR_SEATS_PER_REPLICA" ($v.cells.seatsPerReplica | toString) }}
 {{- $_ := set $env "LIANLUO_OPERATOR_MEDIA_SERVICE_TYPE" $v.cells.mediaServiceType }}
 {{- $_ := set $env "LIANLUO_OPERATOR_GATEWAY_SERVICE_TYPE" $v.cells.gatewayServiceType }}
 {{- $_ := set $env "LIANLUO_OPERATOR_CONSOLE_SERVICE_TYPE" $v.cells.consoleServiceType }}

@@ -8,6 +8,7 @@ from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.acd.v1 import acd_pb2_grpc as rpc
 from lianluo.runtime import contract
 from lianluo.runtime.kafka import EventConsumer
+from lianluo.runtime.metrics import Figure
 from lianluo.runtime.service import Service, ServiceSpec
 from lianluo.services.acd import events
 from lianluo.services.acd.grpc_api import AcdServicer
@@ -60,6 +61,14 @@ async def build(settings: AcdSettings) -> Service:
     consumer = await service.add_consumer(events.handlers(router))
     timers = RoutingTimers(router, consumer, settings.topic(contract.ROUTING_REQUEST.name))
     service.add_background(timers, "routing timers")
+    service.metrics.add(
+        Figure(
+            "lianluo_acd_contacts_waiting",
+            "Contacts waiting in queues, not yet assigned (callbacks not yet due left out), of "
+            "the tenants this replica owns",
+            router.contacts_waiting,
+        )
+    )
     api = AcdApi(service.pool, repo, view, topics, settings)
     service.add_grpc(
         rpc.add_AcdServiceServicer_to_server,

@@ -351,6 +351,7 @@ class TenantRouting:
             assignment = Assignment(contact.interaction_id, agent_id, pending.media, offer_id, now)
             self.hold(assignment)
             self.changes.assigned.append(assignment)
+            self.changes.waits.append(now - contact.enqueued_at)
             self.statuses.setdefault(agent_id, AgentStatus(agent_id)).last_assign_time = now
             self.changes.agents.add(agent_id)
             self.log(contact, ANSWERED, now, agent_id)

@@ -298,6 +298,13 @@ class Repository:
         )
         return due
 
+    async def waiting(self, conn: asyncpg.Connection, tenant_id: str) -> int:
+        """A tenant's contacts not yet assigned, callbacks not yet due left out."""
+        count: int = await conn.fetchval(
+            "select count(*) from contacts where tenant_id = $1 and not_before is null", tenant_id
+        )
+        return count
+
     # ------------------------------------------------------------------ reads for the API
 
     async def history(

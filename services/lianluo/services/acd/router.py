@@ -33,7 +33,7 @@ from lianluo.events.v1.interaction_pb2 import InteractionEvent
 from lianluo.runtime.kafka import Envelope, partition_for
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import TenantConfigView
-from lianluo.services.acd import events
+from lianluo.services.acd import events, metrics
 from lianluo.services.acd.dispatch import TenantRouting
 from lianluo.services.acd.domain import AgentProfile
 from lianluo.services.acd.repository import Repository, TenantRows
@@ -106,6 +106,9 @@ class Router:
         # When each owned tenant next needs its timer; None when nothing is waiting.
         self._deadlines: dict[str, datetime | None] = {}
         self._partitions: set[int] = set()
+        # Contacts waiting (not yet assigned, callbacks not yet due) of each owned tenant, as
+        # of its last step: the figure `lianluo_acd_contacts_waiting`.
+        self._waiting: dict[str, int] = {}
         self._stopping = asyncio.Event()
         # Tenant -> (token of the step that left it, configuration generation, its state).
         self._kept: dict[str, tuple[str, int, TenantRouting]] = {}
@@ -304,6 +307,8 @@ class Router:
         if generation == self._generation[tenant_id]:
             self._kept[tenant_id] = (token, generation, routing)
         self._deadlines[tenant_id] = routing.next_deadline(now_utc())
+        metrics.count_step(routing.changes)
+        self._waiting[tenant_id] = sum(c.not_before is None for c in routing.contacts.values())
 
     async def _routing(
         self, conn: asyncpg.Connection, tenant_id: str, generation: int
@@ -368,6 +373,8 @@ class Router:
             del self._deadlines[tenant_id]
         for tenant_id in [t for t in self._kept if not self._owns(t)]:
             del self._kept[tenant_id]
+        for tenant_id in [t for t in self._waiting if not self._owns(t)]:
+            del self._waiting[tenant_id]
         if not gained:
             return
         log.info("routing partitions assigned", partitions=sorted(partitions))
@@ -376,3 +383,8 @@ class Router:
             if is_uuid(tenant_id) and self._owns(tenant_id):
                 async with self._pool.acquire() as conn:
                     self._deadlines[tenant_id] = await self._repo.next_deadline(conn, tenant_id)
+                    self._waiting[tenant_id] = await self._repo.waiting(conn, tenant_id)
+
+    def contacts_waiting(self) -> int:
+        """Contacts waiting in the queues of the tenants this replica owns."""
+        return sum(self._waiting.values())

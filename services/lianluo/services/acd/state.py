@@ -130,8 +130,8 @@ class Assignment:
 
 @dataclass
 class Changes:
-    """What one step (or one run of events) changed, for the repository to save and the
-    outbox to publish: net of what the same step undid."""
+    """What one step (or one run of events) changed, for the repository to save, the outbox
+    to publish and the routing figures to count: net of what the same step undid."""
 
     agents: set[str] = field(default_factory=set)
     contacts: set[str] = field(default_factory=set)
@@ -143,6 +143,8 @@ class Changes:
     agent_events: list[tuple[str, agent_pb2.AgentEvent]] = field(default_factory=list)
     contact_log: list[ContactLog] = field(default_factory=list)
     presence_log: list[PresenceLog] = field(default_factory=list)
+    # How long each contact assigned in the step waited in the queue that answered it.
+    waits: list[timedelta] = field(default_factory=list)
 
     def messages(self) -> list[tuple[str, routing_pb2.RoutingDecision]]:
         """The decisions as published, in the order they were made."""

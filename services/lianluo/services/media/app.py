@@ -7,6 +7,7 @@ from pathlib import Path
 from lianluo.media.v1 import media_pb2 as pb
 from lianluo.media.v1 import media_pb2_grpc as rpc
 from lianluo.runtime import contract
+from lianluo.runtime.metrics import Figure
 from lianluo.runtime.service import Service, ServiceSpec
 from lianluo.services.media import events
 from lianluo.services.media.grpc_api import MediaApi
@@ -32,12 +33,14 @@ async def build(settings: MediaSettings) -> Service:
         settings.topic(contract.MEDIA_TIMELINE.name),
         hub,
         settings.kafka_fetch_wait_ms,
+        security=settings,
     )
     await follower.start()
     service.add_background(follower, "timeline relay")
+    repo = Repository()
     media = MediaService(
         service.pool,
-        Repository(),
+        repo,
         view,
         event_topic=settings.topic(contract.INTERACTION_EVENT.name),
         routing_topic=settings.topic(contract.ROUTING_REQUEST.name),
@@ -48,6 +51,19 @@ async def build(settings: MediaSettings) -> Service:
         rpc.add_MediaServiceServicer_to_server,
         MediaApi(media, hub, settings.stream_buffer_frames),
         pb.DESCRIPTOR.services_by_name["MediaService"].full_name,
+    )
+
+    async def live_interactions() -> float:
+        async with service.pool.acquire() as conn:
+            return await repo.live_count(conn)
+
+    service.metrics.add(
+        Figure(
+            "lianluo_media_interactions_live",
+            "Interactions started and not ended, of the whole cell (every replica reads the "
+            "same table)",
+            live_interactions,
+        )
     )
     return service
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from prometheus_client import Gauge
 
 from lianluo.media.v1 import media_pb2 as pb
 from lianluo.media.v1 import media_pb2_grpc as rpc
@@ -18,6 +19,14 @@ from lianluo.services.media.hub import Hub, LocalStream
 from lianluo.services.media.service import MediaService
 
 R = pb.ParticipantRole
+STREAMS_OPEN = Gauge(
+    "lianluo_media_streams_open",
+    "Connect streams open on this replica, by kind: interaction (a participant in one) or desk "
+    "(an agent's offers)",
+    ["kind"],
+)
+for _kind in ("interaction", "desk"):
+    STREAMS_OPEN.labels(_kind)
 
 
 class MediaApi(rpc.MediaServiceServicer):
@@ -103,6 +112,8 @@ class MediaApi(rpc.MediaServiceServicer):
         )
         # Registered before the replay is read, so nothing falls between replay and live.
         self.hub.register(stream)
+        open_streams = STREAMS_OPEN.labels("desk" if interaction is None else "interaction")
+        open_streams.inc()
         reader: asyncio.Task[None] | None = None
         try:
             yield pb.ServerFrame(
@@ -143,6 +154,7 @@ class MediaApi(rpc.MediaServiceServicer):
                     return
         finally:
             self.hub.unregister(stream)
+            open_streams.dec()
             if reader is not None:
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.message import DecodeError
 
 from lianluo.events.v1 import envelope_pb2
 from lianluo.media.v1 import media_pb2 as pb
-from lianluo.runtime.kafka import FETCH_MAX_WAIT_MS
+from lianluo.runtime.kafka import FETCH_MAX_WAIT_MS, client_security
 from lianluo.runtime.logs import get_logger
+
+if TYPE_CHECKING:
+    from lianluo.runtime.settings import KafkaSecuritySettings
 
 log = get_logger(__name__)
 FRAME = "media.frame"
@@ -98,12 +102,21 @@ class TimelineFollower:
     """Reads `media.timeline` from its end and dispatches every frame to the hub."""
 
     def __init__(
-        self, bootstrap_servers: str, topic: str, hub: Hub, fetch_wait_ms: int = FETCH_MAX_WAIT_MS
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        hub: Hub,
+        fetch_wait_ms: int = FETCH_MAX_WAIT_MS,
+        *,
+        security: KafkaSecuritySettings | None = None,
     ) -> None:
         self._topic = topic
         self._hub = hub
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers, group_id=None, fetch_max_wait_ms=fetch_wait_ms
+            bootstrap_servers=bootstrap_servers,
+            **client_security(security),
+            group_id=None,
+            fetch_max_wait_ms=fetch_wait_ms,
         )
         self._stopping = asyncio.Event()
 

@@ -55,6 +55,14 @@ class Repository:
         )
         return found
 
+    async def live_count(self, conn: asyncpg.Connection) -> int:
+        """Interactions not ended, of every tenant: a figure of the cell's load for its
+        operators (the metrics endpoint), never an answer to a tenant."""
+        found: int = await conn.fetchval(
+            "select count(*) from interactions where state not in (7, 8, 9)"
+        )
+        return found
+
     async def open_interactions(
         self,
         conn: asyncpg.Connection,

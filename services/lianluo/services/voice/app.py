@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lianluo.runtime.metrics import Figure
 from lianluo.runtime.service import Service, ServiceSpec
 from lianluo.services.voice.audio import Speech
 from lianluo.services.voice.service import Calls, Platform
@@ -25,6 +26,13 @@ async def assemble(settings: VoiceSettings) -> tuple[Service, Calls]:
     calls.endpoint = endpoint
     await endpoint.start()
     service.add_background(endpoint, "sip")
+    service.metrics.add(
+        Figure(
+            "lianluo_voice_calls_open",
+            "SIP calls this replica holds: callers' calls and the legs to agents' phones",
+            lambda: calls.open_calls,
+        )
+    )
     return service, calls
 
 
