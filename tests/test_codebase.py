@@ -76,3 +76,18 @@ def test_every_kafka_client_of_the_runtime_and_services_gets_the_security_settin
             if name in _KAFKA_CLIENTS and not secured:
                 missing.append(where)
     assert not missing, "Kafka clients made without the security settings: " + ", ".join(missing)
+
+
+def test_every_service_dials_the_others_through_the_platforms_tls_settings() -> None:
+    """A channel made with grpc's own functions would stay plaintext when the cell turns on
+    TLS (LIANLUO_GRPC_TLS_*): services dial each other only through platform_channel."""
+    found = []
+    package = ROOT / "services" / "lianluo" / "services"
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and _called_name(node) in (
+                "insecure_channel",
+                "secure_channel",
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found, "channels made outside platform_channel: " + ", ".join(found)

@@ -86,10 +86,14 @@ def make_ca(folder: Path, name: str) -> Ca:
     return Ca(name, cert, key, path)
 
 
-def issue(ca: Ca, folder: Path, name: str, *, server_ip: str = "", client: bool = False) -> Issued:
-    """A certificate signed by `ca`: for a server at `server_ip`, or for a client."""
+def issue(
+    ca: Ca, folder: Path, name: str, *, server_ip: str = "", dns: str = "", client: bool = False
+) -> Issued:
+    """A certificate signed by `ca`: for a server at `server_ip`, for a client, or (both given)
+    for a service that is both, as the platform's services are to each other."""
     key = ec.generate_private_key(ec.SECP256R1())
-    usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    usage = [ExtendedKeyUsageOID.SERVER_AUTH] if server_ip or dns or not client else []
+    usage += [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
     builder = (
         _validity(x509.CertificateBuilder())
         .subject_name(_name(name))
@@ -97,18 +101,21 @@ def issue(ca: Ca, folder: Path, name: str, *, server_ip: str = "", client: bool 
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
             critical=False,
         )
     )
+    names: list[x509.GeneralName] = []
     if server_ip:
-        # Clients check the address they dialled against this, not the common name.
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(server_ip))]),
-            critical=False,
-        )
+        names.append(x509.IPAddress(ipaddress.ip_address(server_ip)))
+    if dns:
+        names.append(x509.DNSName(dns))
+    if names:
+        # Clients check the address they dialled (or the name they expect) against these, not
+        # the common name.
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     cert = builder.sign(ca.key, hashes.SHA256())
     issued = Issued(folder / f"{name}.crt", folder / f"{name}.key")
     issued.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

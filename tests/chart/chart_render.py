@@ -82,3 +82,16 @@ def render(case: Case, *extra: str) -> str:
 
 def documents(rendered: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(rendered) if d]
+
+
+def operator_settings(pod: dict[str, Any], monkeypatch: Any) -> Any:
+    """The operator's settings as its pod reads them from its environment (Secrets by a
+    stand-in value): JSON values are decoded as they are there."""
+    from lianluo.operator.settings import OperatorSettings
+
+    for entry in pod["containers"][0]["env"]:
+        if entry["name"].startswith("LIANLUO_OPERATOR_"):
+            monkeypatch.setenv(
+                entry["name"], entry.get("value", "stand-in-secret-value-0123456789")
+            )
+    return OperatorSettings()  # type: ignore[call-arg]

@@ -24,6 +24,8 @@ FOREIGN_KINDS = {
     ("kafka.strimzi.io/v1beta2", "Kafka"),
     ("kafka.strimzi.io/v1beta2", "KafkaNodePool"),
     ("postgresql.cnpg.io/v1", "Cluster"),
+    ("cert-manager.io/v1", "Certificate"),
+    ("cert-manager.io/v1", "Issuer"),
 }
 IDS = [c.name for c in CASES]
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from chart_render import CASES, CHART, Case, documents, render, run_helm
+from chart_render import CASES, CHART, Case, documents, operator_settings, render, run_helm
 
 from lianluo.operator.runtime import Runtime
-from lianluo.operator.settings import OperatorSettings
 from lianluo.operator.template import cell_children
 from lianluo.runtime.settings import KafkaSecuritySettings
 
@@ -67,21 +66,12 @@ def test_every_component_reads_the_same_kafka_security(pods: dict[str, dict[str,
 
 
 def test_the_operator_holds_no_kafka_credentials_and_clones_cells_like_the_chart(
-    pods: dict[str, dict[str, Any]],
+    pods: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     operator, tenants = pods["operator"], pods["tenants"]
     assert not _kafka_security(operator)
     assert _kafka_mounts(operator) == ([], [])
-    # The operator's settings as its pod would read them (Secrets by a stand-in value).
-    env = {
-        name: entry.get("value", "stand-in-secret-value-0123456789")
-        for name, entry in _env(operator).items()
-        if name.startswith("LIANLUO_OPERATOR_")
-    }
-    settings = OperatorSettings(
-        **{k.removeprefix("LIANLUO_OPERATOR_").lower(): v for k, v in env.items()}
-    )
-    runtime = Runtime(settings, kube=None, tenants=None)  # type: ignore[arg-type]
+    runtime = Runtime(operator_settings(operator, monkeypatch), kube=None, tenants=None)  # type: ignore[arg-type]
     children = cell_children("cell-2", {}, runtime.template)
     tenants_of_cell = {c["kind"]: c for c in children if c["metadata"]["name"] == "cell-2-tenants"}
     config = tenants_of_cell["ConfigMap"]["data"]

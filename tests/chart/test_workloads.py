@@ -6,7 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from chart_render import CASES, CHART, Case, documents, render
+import yaml
+from chart_render import CASES, CHART, Case, documents, operator_settings, render
+
+from lianluo.operator.runtime import Runtime
+from lianluo.operator.template import RESOURCES, cell_children
+from lianluo.runtime.settings import GrpcTlsSettings
 
 IDS = [c.name for c in CASES]
 
@@ -173,3 +178,78 @@ def test_a_digest_pins_every_image_the_release_runs(docs: list[dict[str, Any]]) 
     pinned = {i for i in images | operator_image if "@sha256:" in i}
     assert pinned in (set(), images | operator_image), "all pinned, or none"
     assert len(images | operator_image) == 1, "one image runs everything"
+
+
+def test_the_cells_get_the_charts_pull_secrets_placement_resources_and_annotations(
+    docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the chart says of the cells reaches every cell the operator builds, through the
+    operator's settings as its pod reads them."""
+    component = "app.kubernetes.io/component"
+    (operator,) = [
+        d for d in _of_kind(docs, "Deployment") if d["metadata"]["labels"][component] == "operator"
+    ]
+    chart_pod = operator["spec"]["template"]["spec"]
+    runtime = Runtime(operator_settings(chart_pod, monkeypatch), kube=None, tenants=None)  # type: ignore[arg-type]
+    children = cell_children("cell-2", {}, runtime.template)
+    pods = {c["metadata"]["name"]: c["spec"]["template"]["spec"] for c in children
+            if c["kind"] == "Deployment"}  # fmt: skip
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["cells"]
+    for name, pod in pods.items():
+        assert pod.get("imagePullSecrets", []) == chart_pod.get("imagePullSecrets", []), name
+    media = pods["cell-2-media"]
+    if not runtime.settings.cell_node_selector:
+        assert values["nodeSelector"] == {} and "nodeSelector" not in media
+        return
+    assert media["nodeSelector"] == {"lianluo.io/pool": "cells"}
+    assert media["tolerations"][0]["key"] == "dedicated"
+    assert media["containers"][0]["resources"]["limits"] == {"memory": "2Gi"}
+    # The others keep the template's own, sized per service.
+    assert pods["cell-2-acd"]["containers"][0]["resources"] == RESOURCES["acd"]
+    (service,) = [
+        c for c in children if c["kind"] == "Service" and c["metadata"]["name"] == "cell-2-media"
+    ]
+    assert service["metadata"]["annotations"] == {
+        "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing"
+    }
+
+
+def test_grpc_tls_reaches_every_component_and_every_cell_the_operator_builds(
+    docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployments = _of_kind(docs, "Deployment")
+    pods = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d["spec"]["template"]["spec"]
+            for d in deployments}  # fmt: skip
+    tls = {
+        name: {e["name"]: e.get("value") for e in pod["containers"][0]["env"]
+               if e["name"].startswith("LIANLUO_GRPC_TLS_")}
+        for name, pod in pods.items()
+    }  # fmt: skip
+    if not tls["tenants"]:
+        assert not any(tls.values()), "all or none"
+        return
+    # One certificate, checked by the one name it is issued to, everywhere: the operator too
+    # (it dials the cells' tenants services).
+    assert all(t == tls["tenants"] for t in tls.values())
+    assert tls["tenants"]["LIANLUO_GRPC_TLS_SERVER_NAME"] == "lianluo.internal"
+    (certificate,) = [d for d in docs if d["kind"] == "Certificate" and not d["spec"].get("isCA")]
+    assert certificate["spec"]["dnsNames"] == ["lianluo.internal"]
+    assert {"server auth", "client auth"} <= set(certificate["spec"]["usages"])
+    for pod in pods.values():
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "grpc-tls"]
+        assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]
+    # The cells: the same files, mounted from the same Secret.
+    runtime = Runtime(
+        operator_settings(pods["operator"], monkeypatch),
+        kube=None,  # type: ignore[arg-type]
+        tenants=None,  # type: ignore[arg-type]
+        grpc_tls=GrpcTlsSettings.model_construct(
+            grpc_tls_server_name="lianluo.internal", grpc_tls_client_auth=True
+        ),
+    )
+    children = cell_children("cell-2", {}, runtime.template)
+    config = next(
+        c for c in children if c["metadata"]["name"] == "cell-2-media" and c["kind"] == "ConfigMap"
+    )
+    cell_tls = {k: v for k, v in config["data"].items() if k.startswith("LIANLUO_GRPC_TLS_")}
+    assert cell_tls == tls["tenants"]

@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from tls_files import issue, make_ca
 
 from lianluo.devstack import infra
 from lianluo.devstack.cell import wait_serving
@@ -35,7 +36,9 @@ from lianluo.events.v1 import notification_pb2 as events_notification_pb2
 from lianluo.notification.v1 import notification_pb2 as npb
 from lianluo.notification.v1 import notification_pb2_grpc as nrpc
 from lianluo.runtime import contract, kafka, postgres
+from lianluo.runtime.grpc_server import platform_channel
 from lianluo.runtime.kafka import EventConsumer, behind
+from lianluo.runtime.settings import GrpcTlsSettings
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
@@ -92,18 +95,26 @@ async def test_serves_health_and_reflection_then_drains_on_sigterm(spawn: object
     tenant_apis = {s.full_name for s in pb.DESCRIPTOR.services_by_name.values()}
     assert tenant_apis | {"grpc.health.v1.Health"} <= listed
 
-    async with grpc.aio.insecure_channel(proc.address) as channel:
+    # A kubelet reads the same over HTTP on the metrics port (gRPC probes need 1.24).
+    healthz = f"http://127.0.0.1:{_logged_port(proc.log, 'metrics serving')}/healthz"
+    probed = []
+    async with grpc.aio.insecure_channel(proc.address) as channel, aiohttp.ClientSession() as http:
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
         seen = [(await watch.read()).status]
+        probed.append((await http.get(healthz)).status)
         proc.process.send_signal(signal.SIGTERM)
         try:
             async with asyncio.timeout(10):
                 while (reply := await watch.read()) is not grpc.aio.EOF:
                     seen.append(reply.status)
+                    if reply.status == NOT_SERVING:
+                        # Still draining (this stream holds it open): not ready any more.
+                        probed.append((await http.get(healthz)).status)
         except grpc.aio.AioRpcError:
             pass  # the server closes the stream once it has drained
     assert seen[0] == SERVING
     assert NOT_SERVING in seen, "health must turn NOT_SERVING before the server goes"
+    assert probed == [200, 503]
     assert await asyncio.to_thread(proc.process.wait, 15) == 0
     assert '"event": "stopped"' in proc.log.read_text()
 
@@ -448,3 +459,67 @@ async def test_metrics_count_calls_by_method_and_code_and_show_lag_and_backlog(
                 break
             await asyncio.sleep(0.2)
     assert _total(figures, "lianluo_kafka_handler_failures_total") == 0
+
+
+async def _serving(proc: ServiceProcess) -> None:
+    """Until the process logs that it serves (a TLS port answers no plaintext health check)."""
+    async with asyncio.timeout(30):
+        while '"event": "serving"' not in proc.log.read_text(errors="replace"):
+            assert proc.process.poll() is None, proc.log.read_text(errors="replace")
+            await asyncio.sleep(0.1)
+
+
+async def test_services_speak_tls_and_with_client_auth_serve_only_the_platforms_certificates(
+    spawn: object, tmp_path: Path
+) -> None:
+    ca = make_ca(tmp_path, "platform")
+    own = issue(ca, tmp_path, "tenants", server_ip="127.0.0.1", client=True)
+    stranger = make_ca(tmp_path, "stranger")
+    env = {
+        "LIANLUO_GRPC_TLS_CERT_FILE": str(own.cert),
+        "LIANLUO_GRPC_TLS_KEY_FILE": str(own.key),
+        "LIANLUO_GRPC_TLS_CA_FILE": str(ca.path),
+    }
+    listing = pb.ListTenantsRequest()
+
+    async def answer(made: grpc.aio.Channel) -> grpc.StatusCode:
+        async with made:
+            try:
+                await rpc.TenantServiceStub(made).ListTenants(listing, metadata=ADMIN, timeout=5)
+                return grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as error:
+                return error.code()
+
+    def tls(ca_file: Path, mutual: bool = False) -> GrpcTlsSettings:
+        return GrpcTlsSettings(
+            grpc_tls_ca_file=str(ca_file),
+            grpc_tls_cert_file=str(own.cert) if mutual else "",
+            grpc_tls_key_file=str(own.key) if mutual else "",
+            grpc_tls_client_auth=mutual,
+        )
+
+    served: ServiceProcess = spawn(**env)  # type: ignore[operator]
+    await _serving(served)
+    assert await answer(platform_channel(served.address, tls(ca.path))) == grpc.StatusCode.OK
+    # Plaintext, or a server checked against another CA, gets nothing.
+    unreachable = grpc.StatusCode.UNAVAILABLE
+    assert await answer(grpc.aio.insecure_channel(served.address)) == unreachable
+    assert await answer(platform_channel(served.address, tls(stranger.path))) == unreachable
+
+    mutual: ServiceProcess = spawn(LIANLUO_GRPC_TLS_CLIENT_AUTH="true", **env)  # type: ignore[operator]
+    await _serving(mutual)
+    # Without a certificate of the platform's, a caller with the right CA is refused.
+    assert await answer(platform_channel(mutual.address, tls(ca.path))) == unreachable
+    ok = await answer(platform_channel(mutual.address, tls(ca.path, mutual=True)))
+    assert ok == grpc.StatusCode.OK
+
+    # A certificate issued to the platform's name, not to an address: callers check that name.
+    named = issue(ca, tmp_path, "named", dns="lianluo.internal", client=True)
+    by_name: ServiceProcess = spawn(  # type: ignore[operator]
+        **env | {"LIANLUO_GRPC_TLS_CERT_FILE": str(named.cert),
+                 "LIANLUO_GRPC_TLS_KEY_FILE": str(named.key)}
+    )  # fmt: skip
+    await _serving(by_name)
+    assert await answer(platform_channel(by_name.address, tls(ca.path))) == unreachable
+    expecting = tls(ca.path).model_copy(update={"grpc_tls_server_name": "lianluo.internal"})
+    assert await answer(platform_channel(by_name.address, expecting)) == grpc.StatusCode.OK

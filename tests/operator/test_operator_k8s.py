@@ -191,13 +191,14 @@ async def placed_in(api: Api, namespace: str, name: str) -> str | None:
 
 async def children_of(api: Api, namespace: str, cell: str) -> dict[str, list[dict[str, Any]]]:
     selector = f"lianluo.io/cell={cell}"
-    kinds = ("Deployment", "Service", "ConfigMap", "Job")
+    kinds = ("Deployment", "Service", "ConfigMap", "NetworkPolicy", "Job")
     return {kind: await api.list(kind, namespace, selector) for kind in kinds}
 
 
 async def all_children(api: Api, namespace: str, cell: str) -> dict[str, list[dict[str, Any]]]:
     found = await children_of(api, namespace, cell)
-    complete = all(len(found[k]) == len(SERVICES) for k in ("Deployment", "Service", "ConfigMap"))
+    per_service = ("Deployment", "Service", "ConfigMap", "NetworkPolicy")
+    complete = all(len(found[k]) == len(SERVICES) for k in per_service)
     return found if complete and found["Job"] else {}
 
 
@@ -268,6 +269,20 @@ async def test_a_tenant_gets_a_cloned_cell_then_is_provisioned(
             )
             assert cm["data"]["LIANLUO_CELL_MAX_SESSIONS"] == "1000"
         assert {s["spec"]["ports"][0]["port"] for s in children["Service"]} == {50051}
+        # Inside, only the platform's own pods reach a service's gRPC; outside, clients reach
+        # only the ports they use.
+        for policy in children["NetworkPolicy"]:
+            service = policy["metadata"]["labels"]["app.kubernetes.io/name"]
+            rules = policy["spec"]["ingress"]
+            own = {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "lianluo"}}}
+            assert rules[0] == {"from": [own], "ports": [{"protocol": "TCP", "port": 50051}]}
+            public = {(p["protocol"], p.get("port")) for r in rules[2:] for p in r["ports"]}
+            assert public == {
+                "media": {("TCP", 50051)},
+                "gateway": {("TCP", 8088), ("TCP", 2525)},
+                "console": {("TCP", 8089)},
+                "voice": {("TCP", 5060), ("UDP", None)},
+            }.get(service, set()), service
         assert children["Job"][0]["spec"]["template"]["spec"]["containers"][0]["args"] == [
             "migrate"
         ]

@@ -5,15 +5,19 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import kubernetes_validate
 import pytest
 
 from lianluo.operator.conditions import cell_readiness, set_condition
 from lianluo.operator.template import (
+    HPA_API,
+    PDB_API,
     SERVICES,
     TemplateInputs,
     cell_children,
     cell_manifest,
     database_name,
+    database_secrets,
     database_url,
     role_name,
     service_database_url,
@@ -289,3 +293,60 @@ def test_every_pod_of_a_cell_passes_pod_security_restricted() -> None:
         container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"]
         >= 120
     )
+
+
+@pytest.mark.parametrize("version", ["1.30.0", kubernetes_validate.utils.latest_version()])
+def test_every_child_of_a_cell_validates_strictly(version: str) -> None:
+    """What the operator sends the API server is valid Kubernetes, every option on: no field
+    misspelt or misplaced (strict), at 1.30 and at the newest version known."""
+    everything = replace(
+        INPUTS,
+        image_pull_secrets=("registry-credentials",),
+        node_selector={"lianluo.io/pool": "cells"},
+        tolerations=(
+            {"key": "dedicated", "operator": "Equal", "value": "cells", "effect": "NoSchedule"},
+        ),
+        service_annotations={"media": {"example.com/scheme": "internet-facing"}},
+        resources={"media": {"requests": {"cpu": "1"}, "limits": {"memory": "2Gi"}}},
+        object_store_bucket="recordings",
+        object_store_secret="lianluo-object-storage",
+        served=frozenset({PDB_API, HPA_API}),
+        autoscaling=True,
+    )
+    children = cell_children("cell-7", {**SPEC, "seats": 2000}, everything)
+    admin = "postgresql://admin:pw@db:5432/postgres"
+    children += database_secrets("cell-7", admin, "lianluo_cell_7")
+    assert {c["kind"] for c in children} == {
+        "ConfigMap", "Deployment", "Service", "NetworkPolicy", "Job", "Secret",
+        "PodDisruptionBudget", "HorizontalPodAutoscaler",
+    }  # fmt: skip
+    for child in children:
+        kubernetes_validate.validate(child, version, strict=True)
+
+
+def test_pdbs_and_hpas_only_where_the_cluster_serves_them_and_hpas_own_the_replicas() -> None:
+    def kinds(inputs: TemplateInputs, spec: dict[str, Any]) -> dict[str, list[Any]]:
+        found: dict[str, list[Any]] = {}
+        for child in cell_children("cell-7", spec, inputs):
+            found.setdefault(child["kind"], []).append(child)
+        return found
+
+    # An API server without policy/v1 or autoscaling/v2 (1.20) gets neither.
+    old = kinds(replace(INPUTS, autoscaling=True), SPEC)
+    assert "PodDisruptionBudget" not in old and "HorizontalPodAutoscaler" not in old
+    assert all("replicas" in d["spec"] for d in old["Deployment"])
+
+    served = replace(INPUTS, served=frozenset({PDB_API, HPA_API}))
+    # Without autoscaling: a PDB for each service of more than one replica (not voice).
+    plain = kinds(served, SPEC)
+    budgets = {b["metadata"]["name"] for b in plain["PodDisruptionBudget"]}
+    assert budgets == {f"cell-7-{s}" for s in SERVICES if s != "voice"}
+    assert all(b["spec"]["maxUnavailable"] == 1 for b in plain["PodDisruptionBudget"])
+    # With it: an HPA owns each service's replicas but voice's, its floor what the seats need.
+    scaled = kinds(replace(served, autoscaling=True), {**SPEC, "seats": 1000})
+    hpas = {h["metadata"]["name"]: h["spec"] for h in scaled["HorizontalPodAutoscaler"]}
+    assert set(hpas) == {f"cell-7-{s}" for s in SERVICES if s != "voice"}
+    assert (hpas["cell-7-media"]["minReplicas"], hpas["cell-7-media"]["maxReplicas"]) == (4, 12)
+    for deployment in scaled["Deployment"]:
+        voice = deployment["metadata"]["name"] == "cell-7-voice"
+        assert ("replicas" in deployment["spec"]) is voice

@@ -10,7 +10,9 @@ from lianluo.operator import cells, tenants
 from lianluo.operator.kube import Kube
 from lianluo.operator.runtime import Runtime, configure, login
 from lianluo.operator.settings import OperatorSettings
+from lianluo.operator.template import HPA_API, PDB_API
 from lianluo.operator.tenants_api import TenantsApi
+from lianluo.runtime.settings import GrpcTlsSettings
 
 __all__ = ["cells", "tenants"]
 
@@ -20,15 +22,21 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     """Read the settings and connect; a missing setting stops the operator at once."""
     configure(settings)
     config = OperatorSettings()  # type: ignore[call-arg]
+    kube = Kube.from_connection(login())
+    grpc_tls = GrpcTlsSettings()
     memo.runtime = Runtime(
         settings=config,
-        kube=Kube.from_connection(login()),
+        kube=kube,
         tenants=TenantsApi(
             config.tenants_address,
             config.admin_key.get_secret_value(),
             config.rpc_timeout_seconds,
             cell_address=config.cell_tenants_address,
+            tls=grpc_tls,
         ),
+        # As the chart does with .Capabilities: a PDB or an HPA only where the API serves it.
+        served=await kube.served([PDB_API, HPA_API]),
+        grpc_tls=grpc_tls,
     )
 
 

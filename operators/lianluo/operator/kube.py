@@ -22,6 +22,9 @@ _KINDS = {
     "Job": ("/apis/batch/v1", "jobs"),
     "Cell": ("/apis/lianluo.io/v1alpha1", "cells"),
     "Tenant": ("/apis/lianluo.io/v1alpha1", "tenants"),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
 }
 
 
@@ -101,6 +104,19 @@ class Kube:
             if reply.status >= 400:
                 raise ApiError(reply.status, str((data or {}).get("message", reply.reason)))
             return data
+
+    async def served(self, group_versions: list[str]) -> frozenset[str]:
+        """Which of `group_versions` ("policy/v1") the API server serves (discovery is open to
+        every account)."""
+        found = set()
+        for group_version in group_versions:
+            try:
+                await self.call("GET", f"/apis/{group_version}")
+                found.add(group_version)
+            except ApiError as error:
+                if error.status != 404:
+                    raise
+        return frozenset(found)
 
     async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         try:

@@ -13,6 +13,7 @@ from lianluo.operator.kube import Kube
 from lianluo.operator.settings import OperatorSettings
 from lianluo.operator.template import KafkaSecurity, TemplateInputs
 from lianluo.operator.tenants_api import TenantsApi
+from lianluo.runtime.settings import GrpcTlsSettings
 
 GROUP, VERSION = "lianluo.io", "v1alpha1"
 PREFIX = "lianluo.io"
@@ -27,6 +28,10 @@ class Runtime:
     tenants: TenantsApi
     # One placement at a time, so two new tenants never both take a cell's last room.
     placement_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The optional API groups the cluster serves (found at start): PDBs and HPAs need them.
+    served: frozenset[str] = frozenset()
+    # How the operator dials gRPC (LIANLUO_GRPC_TLS_*), which the cells it builds share.
+    grpc_tls: GrpcTlsSettings = field(default_factory=GrpcTlsSettings)
 
     @property
     def template(self) -> TemplateInputs:
@@ -60,6 +65,19 @@ class Runtime:
                 cert_key=s.kafka_ssl_cert_key,
                 key_key=s.kafka_ssl_key_key,
             ),
+            resources=s.cell_resources,
+            image_pull_secrets=tuple(s.image_pull_secrets),
+            node_selector=s.cell_node_selector,
+            tolerations=tuple(s.cell_tolerations),
+            service_annotations=s.cell_service_annotations,
+            network_policies=s.cell_network_policies,
+            served=self.served,
+            grpc_tls_secret=s.grpc_tls_secret,
+            grpc_tls_server_name=self.grpc_tls.grpc_tls_server_name,
+            grpc_tls_client_auth=self.grpc_tls.grpc_tls_client_auth,
+            autoscaling=s.cell_autoscaling,
+            autoscaling_factor=s.cell_autoscaling_factor,
+            autoscaling_cpu_percent=s.cell_autoscaling_cpu_percent,
         )
 
 

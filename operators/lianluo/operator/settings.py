@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lianluo.operator.template import SERVICES
 
 
 class OperatorSettings(BaseSettings):
@@ -73,6 +75,33 @@ class OperatorSettings(BaseSettings):
     object_store_region: str = "us-east-1"
     object_store_secret: str = ""
     rpc_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    # Given to every pod of every cell (JSON in the environment, as the chart renders them):
+    # per service, its requests and limits in place of the template's; the Secrets to pull the
+    # image with; where the pods may run; per exposed service, its Service's annotations.
+    cell_resources: dict[str, dict[str, dict[str, str]]] = {}
+    image_pull_secrets: list[str] = []
+    cell_node_selector: dict[str, str] = {}
+    cell_tolerations: list[dict[str, Any]] = []
+    cell_service_annotations: dict[str, dict[str, str]] = {}
+    # A NetworkPolicy per cell service (docs/operator.md); off where another policy layer rules.
+    cell_network_policies: bool = True
+    # The Secret with the platform's gRPC certificate, key and CA, which every cell service
+    # mounts; its server name and client auth are the operator's own LIANLUO_GRPC_TLS_* (it
+    # dials the cells' tenants services with them). Empty: the cells' gRPC is plaintext.
+    grpc_tls_secret: str = ""
+    # A HorizontalPodAutoscaler per cell service (not voice) on CPU, from the replicas the
+    # cell's seats need up to this factor of them; needs autoscaling/v2 and a metrics server.
+    cell_autoscaling: bool = False
+    cell_autoscaling_factor: Annotated[int, Field(ge=2, le=20)] = 3
+    cell_autoscaling_cpu_percent: Annotated[int, Field(ge=10, le=100)] = 70
+
+    @field_validator("cell_resources", "cell_service_annotations")
+    @classmethod
+    def _known_services(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        unknown = sorted(set(value) - set(SERVICES))
+        if unknown:
+            raise ValueError(f"{info.field_name}: no cell service is named {', '.join(unknown)}")
+        return value
 
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
     @classmethod

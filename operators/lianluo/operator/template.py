@@ -6,7 +6,8 @@ import hashlib
 import hmac
 import json
 import urllib.parse
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lianluo.operator.surge import replicas_for
@@ -31,6 +32,8 @@ MAX_REPLICAS = {"voice": 1}
 # a starting point, to be set from a surge campaign on the cluster's own nodes.
 SEATS_PER_REPLICA = 250
 MANAGED_BY = "lianluo-operator"
+PDB_API = "policy/v1"
+HPA_API = "autoscaling/v2"
 CELL_LABEL = "lianluo.io/cell"
 
 Manifest = dict[str, Any]
@@ -103,7 +106,51 @@ class TemplateInputs:
     # A Secret with access-key-id and secret-access-key; empty: the pod's cloud identity.
     object_store_secret: str = ""
     kafka_security: KafkaSecurity = KafkaSecurity()
+    # Per service, what replaces its RESOURCES entry (requests and limits).
+    resources: Mapping[str, Manifest] = field(default_factory=dict)
+    # Names of Secrets to pull the image with, given to every pod of the cell.
+    image_pull_secrets: tuple[str, ...] = ()
+    # Where the cells' pods may run.
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Manifest, ...] = ()
+    # A NetworkPolicy per service: only the platform's own pods on gRPC, clients on their ports.
+    network_policies: bool = True
+    # TLS on the cell's gRPC: the Secret (tls.crt, tls.key, ca.crt) every service mounts, the
+    # name its certificate is issued to, and whether callers must present one (mutual TLS).
+    grpc_tls_secret: str = ""
+    grpc_tls_server_name: str = ""
+    grpc_tls_client_auth: bool = False
+    # The API groups the cluster serves that the template may use: a PodDisruptionBudget needs
+    # policy/v1 (Kubernetes 1.21), a HorizontalPodAutoscaler autoscaling/v2 (1.23).
+    served: frozenset[str] = frozenset()
+    # A HorizontalPodAutoscaler per service (not voice) on CPU: from the replicas the cell's
+    # seats need up to `autoscaling_factor` times them.
+    autoscaling: bool = False
+    autoscaling_factor: int = 3
+    autoscaling_cpu_percent: int = 70
+    # Per exposed service (media, gateway, console, voice), its Service's annotations: a
+    # cloud's load balancer settings (internal or external, TLS, source ranges).
+    service_annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
+
+# What each service asks for and may use, unless the operator's settings say otherwise
+# (LIANLUO_OPERATOR_CELL_RESOURCES): starting points from the benchmarks in docs/performance.md,
+# where media holds customers' and agents' streams, voice mixes RTP, and the gateway, voice and
+# recording handle files. No CPU limit: throttling a stream's relay costs more than sharing a core.
+RESOURCES: dict[str, Manifest] = {
+    service: {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": limit}}
+    for service, (cpu, memory, limit) in {
+        "tenants": ("100m", "128Mi", "384Mi"),
+        "media": ("250m", "256Mi", "1Gi"),
+        "ivr": ("100m", "128Mi", "384Mi"),
+        "acd": ("200m", "192Mi", "512Mi"),
+        "recording": ("100m", "192Mi", "768Mi"),
+        "notification": ("100m", "128Mi", "384Mi"),
+        "gateway": ("150m", "192Mi", "1Gi"),
+        "console": ("100m", "128Mi", "384Mi"),
+        "voice": ("250m", "256Mi", "768Mi"),
+    }.items()
+}
 
 # Every pod of a cell passes Pod Security "restricted": not root, the runtime's seccomp profile.
 POD_SECURITY = {
@@ -119,6 +166,8 @@ TMP = ({"name": "tmp", "emptyDir": {}}, {"name": "tmp", "mountPath": "/tmp"})  #
 OBJECTS_PATH = "/var/lib/lianluo/objects"
 # Where the Kafka TLS files of the Secrets are mounted, read-only.
 KAFKA_TLS_PATH = "/etc/lianluo/kafka"
+# Where the platform's gRPC certificate, key and CA are mounted, read-only.
+GRPC_TLS_PATH = "/etc/lianluo/grpc"
 
 
 def database_name(prefix: str, cell: str) -> str:
@@ -266,6 +315,14 @@ def settings_for(
                 for name in ("tenants", "media", "ivr", "acd", "gateway")
             },
         }
+    if inputs.grpc_tls_secret:
+        settings |= {
+            "LIANLUO_GRPC_TLS_CERT_FILE": f"{GRPC_TLS_PATH}/tls.crt",
+            "LIANLUO_GRPC_TLS_KEY_FILE": f"{GRPC_TLS_PATH}/tls.key",
+            "LIANLUO_GRPC_TLS_CA_FILE": f"{GRPC_TLS_PATH}/ca.crt",
+            "LIANLUO_GRPC_TLS_CLIENT_AUTH": str(inputs.grpc_tls_client_auth).lower(),
+            "LIANLUO_GRPC_TLS_SERVER_NAME": inputs.grpc_tls_server_name,
+        }
     return settings
 
 
@@ -361,10 +418,7 @@ def _container(
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
         },
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "128Mi"},
-            "limits": {"memory": "512Mi"},
-        },
+        "resources": inputs.resources.get(service) or RESOURCES.get(service, RESOURCES["tenants"]),
     }
 
 
@@ -406,28 +460,40 @@ def _deployment(
     for volume, mount in _kafka_volumes(inputs.kafka_security):
         volumes.append(volume)
         container["volumeMounts"].append(mount)
+    if inputs.grpc_tls_secret:
+        volumes.append({"name": "grpc-tls", "secret": {"secretName": inputs.grpc_tls_secret}})
+        container["volumeMounts"].append(
+            {"name": "grpc-tls", "mountPath": GRPC_TLS_PATH, "readOnly": True}
+        )
     if service in STORES and not inputs.object_store_bucket:
         volumes.append({"name": "objects", "emptyDir": {}})
         container["volumeMounts"].append({"name": "objects", "mountPath": OBJECTS_PATH})
-    # A TCP probe works on every API version this runs on (gRPC probes need 1.24 or later).
-    probe = {"tcpSocket": {"port": "grpc"}, "periodSeconds": 5}
-    container["readinessProbe"] = probe
-    container["livenessProbe"] = probe
+    # Ready while the service is SERVING on its gRPC health (its consumers and pool up, and not
+    # yet shutting down), read over HTTP: gRPC probes need Kubernetes 1.24. Alive while its gRPC
+    # port answers.
+    container["readinessProbe"] = {
+        "httpGet": {"path": "/healthz", "port": "metrics"},
+        "periodSeconds": 5,
+    }
+    alive = {"tcpSocket": {"port": "grpc"}, "periodSeconds": 5}
+    container["livenessProbe"] = alive
     # Liveness waits until the service first listens (migrations and the first reading of the
     # tenant configuration can take a while), up to two minutes.
-    container["startupProbe"] = {**probe, "failureThreshold": 24}
+    container["startupProbe"] = {**alive, "failureThreshold": 24}
     # A change of settings changes the pod template, so the pods roll onto it.
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    scaling: Manifest = {} if _autoscaled(service, inputs) else {"replicas": replicas}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": f"{cell}-{service}", "labels": meta},
-        "spec": {
-            "replicas": replicas,
+        "spec": scaling
+        | {
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": meta, "annotations": {"lianluo.io/config-hash": digest}},
-                "spec": {
+                "spec": _placement(inputs)
+                | {
                     "automountServiceAccountToken": False,
                     "securityContext": POD_SECURITY,
                     "containers": [container],
@@ -436,6 +502,53 @@ def _deployment(
             },
         },
     }
+
+
+def _autoscaled(service: str, inputs: TemplateInputs) -> bool:
+    """Whether an HPA, not the operator, sets the service's replicas (voice runs one)."""
+    return inputs.autoscaling and HPA_API in inputs.served and service not in MAX_REPLICAS
+
+
+def _scaling(cell: str, spec: dict[str, Any], service: str, inputs: TemplateInputs,
+             meta: dict[str, str]) -> list[Manifest]:  # fmt: skip
+    """A PodDisruptionBudget (a drain takes one replica at a time) for a service of more than
+    one replica, and its HorizontalPodAutoscaler when the cell autoscales."""
+    least = replicas_of(spec, service, inputs.default_replicas, inputs.seats_per_replica)
+    name, selector = f"{cell}-{service}", {CELL_LABEL: cell, "app.kubernetes.io/name": service}
+    found: list[Manifest] = []
+    if PDB_API in inputs.served and (least > 1 or _autoscaled(service, inputs)):
+        found.append({
+            "apiVersion": PDB_API, "kind": "PodDisruptionBudget",
+            "metadata": {"name": name, "labels": meta},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+        })  # fmt: skip
+    if _autoscaled(service, inputs):
+        found.append({
+            "apiVersion": HPA_API, "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": name, "labels": meta},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                # The seats' replicas are the floor: a surge is there before its load is.
+                "minReplicas": max(least, 1),
+                "maxReplicas": max(least + 1, least * inputs.autoscaling_factor),
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                    "type": "Utilization",
+                    "averageUtilization": inputs.autoscaling_cpu_percent}}}],
+            },
+        })  # fmt: skip
+    return found
+
+
+def _placement(inputs: TemplateInputs) -> Manifest:
+    """Where a cell's pods run and what they pull with: only what the settings give."""
+    found: Manifest = {}
+    if inputs.image_pull_secrets:
+        found["imagePullSecrets"] = [{"name": n} for n in inputs.image_pull_secrets]
+    if inputs.node_selector:
+        found["nodeSelector"] = dict(inputs.node_selector)
+    if inputs.tolerations:
+        found["tolerations"] = list(inputs.tolerations)
+    return found
 
 
 def _service(cell: str, service: str, inputs: TemplateInputs, meta: dict[str, str]) -> Manifest:
@@ -467,12 +580,10 @@ def _service(cell: str, service: str, inputs: TemplateInputs, meta: dict[str, st
              "targetPort": f"sip-{p.lower()}"}
             for p in ("UDP", "TCP")
         ]  # fmt: skip
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": f"{cell}-{service}", "labels": meta},
-        "spec": spec,
-    }
+    metadata: Manifest = {"name": f"{cell}-{service}", "labels": meta}
+    if inputs.service_annotations.get(service):
+        metadata["annotations"] = dict(inputs.service_annotations[service])
+    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
 
 
 def replicas_of(
@@ -523,8 +634,49 @@ def migrate_job(cell: str, spec: dict[str, Any], inputs: TemplateInputs) -> Mani
     }
 
 
+def _network_policy(
+    cell: str, service: str, inputs: TemplateInputs, meta: dict[str, str]
+) -> Manifest:
+    """Who may reach a service's pods: the platform's own pods (this release's, in this
+    namespace: the cell's other services, the operator, the global plane) on gRPC; anyone on
+    the metrics port (Prometheus runs in its own namespace); and anyone on the ports clients
+    use, which only media, gateway, console and voice have. Everything else is refused.
+    Outgoing traffic (Kafka, Postgres, the object store, SIP trunks, webhooks) is left open:
+    those are often managed services outside the cluster, at addresses a policy cannot name."""
+    platform = {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "lianluo"}}}
+    anyone = [{"namespaceSelector": {}}, {"ipBlock": {"cidr": "0.0.0.0/0"}}]
+    rules: list[Manifest] = [
+        {"from": [platform], "ports": [{"protocol": "TCP", "port": inputs.grpc_port}]},
+        {"from": anyone, "ports": [{"protocol": "TCP", "port": inputs.metrics_port}]},
+    ]
+    public: dict[str, list[tuple[str, int | None]]] = {
+        "media": [("TCP", inputs.grpc_port)],
+        "gateway": [("TCP", inputs.gateway_http_port), ("TCP", inputs.gateway_smtp_port)],
+        "console": [("TCP", inputs.console_http_port)],
+        # SIP on its port; RTP on the pod's own ports, any of them (a range needs endPort,
+        # which Kubernetes before 1.25 drops without a word, letting one port through).
+        "voice": [("TCP", inputs.voice_sip_port), ("UDP", None)],
+    }
+    if service in public:
+        ports: list[Manifest] = [
+            {"protocol": p} | ({"port": n} if n else {}) for p, n in public[service]
+        ]
+        rules.append({"from": anyone, "ports": ports})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{cell}-{service}", "labels": meta},
+        "spec": {
+            "podSelector": {"matchLabels": {CELL_LABEL: cell, "app.kubernetes.io/name": service}},
+            "policyTypes": ["Ingress"],
+            "ingress": rules,
+        },
+    }
+
+
 def cell_children(cell: str, spec: dict[str, Any], inputs: TemplateInputs) -> list[Manifest]:
-    """ConfigMaps, Deployments and Services for the cell's services, then the migrate Job."""
+    """ConfigMaps, Deployments, Services and NetworkPolicies for the cell's services, then the
+    migrate Job."""
     version = spec.get("templateVersion", "v1")
     children: list[Manifest] = []
     for service in SERVICES:
@@ -533,6 +685,9 @@ def cell_children(cell: str, spec: dict[str, Any], inputs: TemplateInputs) -> li
         children.append(_config_map(cell, service, config, meta))
         children.append(_deployment(cell, spec, service, inputs, config))
         children.append(_service(cell, service, inputs, meta))
+        if inputs.network_policies:
+            children.append(_network_policy(cell, service, inputs, meta))
+        children += _scaling(cell, spec, service, inputs, meta)
     children.append(migrate_job(cell, spec, inputs))
     return children
 

@@ -9,6 +9,8 @@ import grpc
 from google.protobuf import field_mask_pb2
 
 from lianluo.common.v1 import common_pb2 as common
+from lianluo.runtime.grpc_server import platform_channel
+from lianluo.runtime.settings import GrpcTlsSettings
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
@@ -72,6 +74,8 @@ class TenantsApi:
     timeout: float = 10.0
     # Where a cell's tenants service answers ("{cell}" is replaced); empty: the global one.
     cell_address: str = ""
+    # How to dial them: TLS when the platform's gRPC is (LIANLUO_GRPC_TLS_*).
+    tls: GrpcTlsSettings = field(default_factory=GrpcTlsSettings)
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
@@ -79,7 +83,7 @@ class TenantsApi:
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         if address not in self.channels:
-            self.channels[address] = grpc.aio.insecure_channel(address)
+            self.channels[address] = platform_channel(address, self.tls)
         return self.channels[address]
 
     def _places(self, cell: str) -> list[str]:

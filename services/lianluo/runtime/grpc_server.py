@@ -7,6 +7,7 @@ from abc import abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,6 +23,7 @@ from lianluo.runtime import auth, metrics, quotas, tokens, validation
 from lianluo.runtime.errors import DomainError, PermissionDenied, Unauthenticated, to_rpc_status
 from lianluo.runtime.faults import is_outage
 from lianluo.runtime.logs import get_logger
+from lianluo.runtime.settings import GrpcTlsSettings
 from lianluo.runtime.telemetry import extract_metadata
 
 log = get_logger(__name__)
@@ -343,11 +345,52 @@ def declared_rules(servicer: Any, full_name: str) -> dict[str, auth.Rule]:
 RegisterFn = Callable[..., None]
 
 
+def _read(path: str) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+def server_credentials(tls: GrpcTlsSettings) -> grpc.ServerCredentials | None:
+    """TLS for the service's port, with the client's certificate required when mutual; None:
+    plaintext (the settings have no certificate)."""
+    if not tls.grpc_tls_cert_file:
+        return None
+    return grpc.ssl_server_credentials(
+        [(Path(tls.grpc_tls_key_file).read_bytes(), Path(tls.grpc_tls_cert_file).read_bytes())],
+        root_certificates=_read(tls.grpc_tls_ca_file) if tls.grpc_tls_client_auth else None,
+        require_client_auth=tls.grpc_tls_client_auth,
+    )
+
+
+def platform_channel(address: str, tls: GrpcTlsSettings) -> grpc.aio.Channel:
+    """A channel to another service of the platform: TLS checked against the platform's CA
+    when the settings name one (presenting the service's own certificate for mutual TLS),
+    else plaintext."""
+    if not tls.grpc_tls_ca_file:
+        return grpc.aio.insecure_channel(address)
+    mutual = tls.grpc_tls_client_auth
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read(tls.grpc_tls_ca_file),
+        private_key=_read(tls.grpc_tls_key_file) if mutual else None,
+        certificate_chain=_read(tls.grpc_tls_cert_file) if mutual else None,
+    )
+    options = []
+    if tls.grpc_tls_server_name:
+        options.append(("grpc.ssl_target_name_override", tls.grpc_tls_server_name))
+    return grpc.aio.secure_channel(address, credentials, options=options)
+
+
 class GrpcServer:
     """Owns the server, its health service and its lifecycle."""
 
-    def __init__(self, host: str, port: int, admin_key: str) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        admin_key: str,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
         self._address = f"{host}:{port}"
+        self._tls = credentials
         self._admin_key = admin_key
         self._services: list[tuple[RegisterFn, Any, str]] = []
         # "/package.Service/Method" -> what its handler declared.
@@ -357,6 +400,8 @@ class GrpcServer:
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._auth: AuthInterceptor | None = None
+        # SERVING on the health service: from the end of start() to the start of stop().
+        self.serving = False
 
     def add(self, register: RegisterFn, servicer: Any, full_name: str) -> None:
         """Register a servicer; `full_name` is its proto name, for health and reflection.
@@ -389,13 +434,17 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, server)
-        self.port = server.add_insecure_port(self._address)
+        if self._tls is not None:
+            self.port = server.add_secure_port(self._address, self._tls)
+        else:
+            self.port = server.add_insecure_port(self._address)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self._address}")
         await server.start()
         self._server = server
         for name in ["", *self.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.serving = True
         return self.port
 
     def recheck(self, tenant_id: str) -> None:
@@ -406,6 +455,7 @@ class GrpcServer:
 
     async def stop(self, grace: float) -> None:
         # NOT_SERVING first, so load balancers stop sending before in-flight calls drain.
+        self.serving = False
         await self.health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from lianluo.runtime import contract, dead_letters, kafka, outbox, postgres
-from lianluo.runtime.grpc_server import GrpcServer, RegisterFn
+from lianluo.runtime.grpc_server import GrpcServer, RegisterFn, server_credentials
 from lianluo.runtime.logs import configure_logging, get_logger
 from lianluo.runtime.metrics import Figure, MetricsServer
 from lianluo.runtime.settings import ServiceSettings
@@ -57,7 +57,10 @@ class Service:
         self.name = spec.name
         self.settings = settings
         self.grpc = GrpcServer(
-            settings.grpc_host, settings.grpc_port, settings.admin_key.get_secret_value()
+            settings.grpc_host,
+            settings.grpc_port,
+            settings.admin_key.get_secret_value(),
+            server_credentials(settings),
         )
         self._pool: asyncpg.Pool | None = None
         self._producer: kafka.EventProducer | None = None
@@ -72,7 +75,9 @@ class Service:
         self._stop = asyncio.Event()
         self._tracer_provider = configure_tracing(spec.name)
         self._meter_provider = configure_metrics(spec.name)
-        self.metrics = MetricsServer(spec.name, settings.grpc_host, settings.metrics_port)
+        self.metrics = MetricsServer(
+            spec.name, settings.grpc_host, settings.metrics_port, lambda: self.grpc.serving
+        )
         configure_logging(spec.name, settings.log_level)
 
     @property

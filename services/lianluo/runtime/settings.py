@@ -120,7 +120,61 @@ def _readable_file(path: str) -> None:
         raise ValueError(f"{path} is not readable by this process")
 
 
-class ServiceSettings(KafkaSecuritySettings):
+class GrpcTlsSettings(BaseSettings):
+    """TLS on the platform's own gRPC (LIANLUO_GRPC_TLS_*). With a certificate and key, a
+    service serves TLS only; with the CA that signed the platform's certificates, it dials the
+    other services over TLS and checks their certificates; with client auth too, it serves
+    only callers that present a certificate the CA signed (mutual TLS), and presents its own."""
+
+    model_config = SettingsConfigDict(env_prefix="LIANLUO_", extra="ignore", frozen=True)
+
+    grpc_tls_cert_file: str = ""
+    grpc_tls_key_file: Annotated[str, Field(validate_default=True)] = ""
+    grpc_tls_ca_file: str = ""
+    grpc_tls_client_auth: Annotated[bool, Field(validate_default=True)] = False
+    # The name the platform's certificate is issued to, checked in place of the dialled host
+    # (a cell's services dial each other by short Service names no certificate can list);
+    # empty: the dialled host.
+    grpc_tls_server_name: Annotated[str, Field(pattern=r"^$|^[A-Za-z0-9.-]{1,253}$")] = ""
+
+    @field_validator("grpc_tls_cert_file", "grpc_tls_ca_file")
+    @classmethod
+    def _pem_file(cls, value: str) -> str:
+        if value:
+            _readable_file(value)
+        return value
+
+    @field_validator("grpc_tls_key_file")
+    @classmethod
+    def _key_of_cert(cls, value: str, info: ValidationInfo) -> str:
+        if "grpc_tls_cert_file" not in info.data:
+            return value  # the certificate was refused already, with its reason
+        cert = info.data["grpc_tls_cert_file"]
+        if bool(cert) != bool(value):
+            other = "LIANLUO_GRPC_TLS_CERT_FILE" if value else "LIANLUO_GRPC_TLS_KEY_FILE"
+            raise ValueError(f"goes with {other}: set both or neither")
+        if value:
+            _readable_file(value)
+            try:
+                ssl.create_default_context().load_cert_chain(cert, value)
+            except ssl.SSLError as error:
+                raise ValueError(
+                    f"{value} is not the key of LIANLUO_GRPC_TLS_CERT_FILE {cert} ({error})"
+                ) from None
+        return value
+
+    @field_validator("grpc_tls_client_auth")
+    @classmethod
+    def _mutual_needs_both(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and not (info.data.get("grpc_tls_ca_file") and info.data.get("grpc_tls_key_file")):
+            raise ValueError(
+                "mutual TLS needs LIANLUO_GRPC_TLS_CA_FILE (to check callers) and the "
+                "service's own certificate and key (to be checked)"
+            )
+        return value
+
+
+class ServiceSettings(KafkaSecuritySettings, GrpcTlsSettings):
     """What every service needs; each service subclasses it for its own settings."""
 
     model_config = SettingsConfigDict(env_prefix="LIANLUO_", extra="ignore", frozen=True)

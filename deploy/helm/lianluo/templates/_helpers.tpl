@@ -159,6 +159,14 @@ the global env map, then the component's env map, each overriding the one before
 {{- $_ := set $env "LIANLUO_DATABASE_URL" (dict "secretKeyRef" (dict "name" $v.secrets.database.name "key" $v.secrets.database.key)) }}
 {{- end }}
 {{- $_ := set $env "LIANLUO_KAFKA_BOOTSTRAP_SERVERS" (include "lianluo.kafkaBootstrap" $root) }}
+{{- with $v.grpcTls }}{{- if .enabled }}
+{{- /* Every component serves and dials gRPC over TLS (the operator dials the cells' tenants). */}}
+{{- $_ := set $env "LIANLUO_GRPC_TLS_CERT_FILE" "/etc/lianluo/grpc/tls.crt" }}
+{{- $_ := set $env "LIANLUO_GRPC_TLS_KEY_FILE" "/etc/lianluo/grpc/tls.key" }}
+{{- $_ := set $env "LIANLUO_GRPC_TLS_CA_FILE" "/etc/lianluo/grpc/ca.crt" }}
+{{- $_ := set $env "LIANLUO_GRPC_TLS_CLIENT_AUTH" (.clientAuth | toString) }}
+{{- $_ := set $env "LIANLUO_GRPC_TLS_SERVER_NAME" .serverName }}
+{{- end }}{{- end }}
 {{- $_ := set $env "LIANLUO_KAFKA_FETCH_WAIT_MS" ($v.kafka.fetchWaitMs | toString) }}
 {{- $tlsFiles := include "lianluo.kafkaTlsFiles" $root | fromJson }}
 {{- /* The operator never talks to Kafka: it passes the same settings on to the cells. */}}
@@ -212,6 +220,23 @@ first one and to provision tenants through the tenants API. */}}
 {{- $_ := set $env "LIANLUO_OPERATOR_CELL_MAX_TENANTS" ($v.cells.maxTenants | toString) }}
 {{- $_ := set $env "LIANLUO_OPERATOR_CELL_REPLICAS" ($v.cells.replicas | toString) }}
 {{- $_ := set $env "LIANLUO_OPERATOR_SEATS_PER_REPLICA" ($v.cells.seatsPerReplica | toString) }}
+{{- $_ := set $env "LIANLUO_OPERATOR_CELL_NETWORK_POLICIES" ($v.cells.networkPolicies | toString) }}
+{{- if $v.grpcTls.enabled }}
+{{- $_ := set $env "LIANLUO_OPERATOR_GRPC_TLS_SECRET" $v.grpcTls.secretName }}
+{{- end }}
+{{- if $v.cells.autoscaling.enabled }}
+{{- $_ := set $env "LIANLUO_OPERATOR_CELL_AUTOSCALING" "true" }}
+{{- $_ := set $env "LIANLUO_OPERATOR_CELL_AUTOSCALING_FACTOR" ($v.cells.autoscaling.factor | toString) }}
+{{- $_ := set $env "LIANLUO_OPERATOR_CELL_AUTOSCALING_CPU_PERCENT" ($v.cells.autoscaling.cpuPercent | toString) }}
+{{- end }}
+{{- /* Where the cells' pods run, what they pull with, ask for, and how they are exposed: JSON. */}}
+{{- $pullSecrets := list }}
+{{- range $v.imagePullSecrets }}{{- $pullSecrets = append $pullSecrets .name }}{{- end }}
+{{- with $pullSecrets }}{{- $_ := set $env "LIANLUO_OPERATOR_IMAGE_PULL_SECRETS" (toJson .) }}{{- end }}
+{{- with $v.cells.resources }}{{- $_ := set $env "LIANLUO_OPERATOR_CELL_RESOURCES" (toJson .) }}{{- end }}
+{{- with $v.cells.nodeSelector }}{{- $_ := set $env "LIANLUO_OPERATOR_CELL_NODE_SELECTOR" (toJson .) }}{{- end }}
+{{- with $v.cells.tolerations }}{{- $_ := set $env "LIANLUO_OPERATOR_CELL_TOLERATIONS" (toJson .) }}{{- end }}
+{{- with $v.cells.serviceAnnotations }}{{- $_ := set $env "LIANLUO_OPERATOR_CELL_SERVICE_ANNOTATIONS" (toJson .) }}{{- end }}
 {{- $_ := set $env "LIANLUO_OPERATOR_MEDIA_SERVICE_TYPE" $v.cells.mediaServiceType }}
 {{- $_ := set $env "LIANLUO_OPERATOR_GATEWAY_SERVICE_TYPE" $v.cells.gatewayServiceType }}
 {{- $_ := set $env "LIANLUO_OPERATOR_CONSOLE_SERVICE_TYPE" $v.cells.consoleServiceType }}

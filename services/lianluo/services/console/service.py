@@ -31,6 +31,7 @@ from lianluo.ivr.v1 import ivr_pb2 as ivr_pb
 from lianluo.ivr.v1 import ivr_pb2_grpc as ivr_rpc
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
+from lianluo.runtime.grpc_server import platform_channel
 from lianluo.runtime.logs import get_logger
 from lianluo.services.console import domain
 from lianluo.services.console.domain import BadInput, Session
@@ -91,7 +92,7 @@ class Platform:
 
     def __init__(self, settings: ConsoleSettings) -> None:
         self._channels = {
-            name: grpc.aio.insecure_channel(address)
+            name: platform_channel(address, settings)
             for name, address in (
                 ("tenants", settings.console_tenants_address),
                 ("media", settings.console_media_address),

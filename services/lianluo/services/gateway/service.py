@@ -27,6 +27,7 @@ from lianluo.media.v1 import media_pb2_grpc as media_rpc
 from lianluo.runtime import auth, quotas
 from lianluo.runtime.errors import NotFound, PermissionDenied, ResourceExhausted, Violations
 from lianluo.runtime.faults import is_outage
+from lianluo.runtime.grpc_server import platform_channel
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.gateway import domain
@@ -62,8 +63,8 @@ class Platform:
     for a customer runs with that token, so the customer can reach nothing but their own."""
 
     def __init__(self, settings: GatewaySettings) -> None:
-        self._tenants = grpc.aio.insecure_channel(settings.gateway_tenants_address)
-        self._media = grpc.aio.insecure_channel(settings.gateway_media_address)
+        self._tenants = platform_channel(settings.gateway_tenants_address, settings)
+        self._media = platform_channel(settings.gateway_media_address, settings)
         self._admin = bearer(settings.admin_key.get_secret_value())
         self.media = media_rpc.MediaServiceStub(self._media)
         self._sessions: dict[tuple[str, str, int], tuple[str, float]] = {}

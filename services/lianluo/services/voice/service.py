@@ -29,6 +29,7 @@ from lianluo.gateway.v1 import gateway_pb2 as gpb
 from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
+from lianluo.runtime.grpc_server import platform_channel
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.objects import Objects, tenant_key
 from lianluo.runtime.tenant_config import TenantConfigView
@@ -58,7 +59,7 @@ class Platform:
 
     def __init__(self, settings: VoiceSettings) -> None:
         self._channels = [
-            grpc.aio.insecure_channel(a)
+            platform_channel(a, settings)
             for a in (
                 settings.voice_tenants_address,
                 settings.voice_media_address,
