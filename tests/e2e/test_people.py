@@ -1275,6 +1275,13 @@ CELL_CASES: list[Case] = [
         ),
     ),
     *_two(
+        "VerifyRecording",
+        lambda w, t: _recording(w).VerifyRecording(
+            rpb.VerifyRecordingRequest(tenant_id=t, interaction_id=w.interaction.id),
+            metadata=_b(w),
+        ),
+    ),
+    *_two(
         "SetLegalHold",
         lambda w, t: _recording(w).SetLegalHold(
             rpb.SetLegalHoldRequest(

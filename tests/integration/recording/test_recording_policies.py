@@ -4,11 +4,13 @@ tenant's deletion purge records (announced as `recording.purged`)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from conftest import ADMIN_KEY, Served, Stack
@@ -136,6 +138,9 @@ def _calls(api: Any, md: tuple[tuple[str, str], ...]) -> dict[str, Call]:
         "SetLegalHold": lambda t, i: api.SetLegalHold(
             pb.SetLegalHoldRequest(tenant_id=t, interaction_id=i, held=True, reason="case 1"),
             metadata=md,
+        ),
+        "VerifyRecording": lambda t, i: api.VerifyRecording(
+            pb.VerifyRecordingRequest(tenant_id=t, interaction_id=i), metadata=md
         ),
         "SetRetention": lambda t, i: api.SetRetention(
             pb.SetRetentionRequest(tenant_id=t, interaction_id=i, retain_until=_stamp(-60)),
@@ -265,3 +270,97 @@ async def test_deleting_a_tenant_purges_its_records(env: Env) -> None:
         pb.ListRecordingsRequest(tenant_id=t.id), metadata=env.admin.md
     )
     assert list(listed.recordings) == []
+
+
+async def test_a_record_edited_in_the_database_fails_verification_naming_the_entry(
+    env: Env, stack: Stack
+) -> None:
+    """Whoever can write the database can change a record; they cannot do it unseen: an edited
+    entry breaks its record's hash chain there, and a removed last entry leaves the head
+    behind."""
+    t, md = await env.tenant()
+    api = stub(env.channel)
+
+    async def record_of(messages: int) -> Contact:
+        c = Contact(t.id, now() - timedelta(minutes=1))
+        created = media.Interaction(
+            id=c.interaction_id, channel=common.CHANNEL_WEB, customer=media.Customer(id="c-7")
+        )
+        await env.publisher.publish("interaction.event", c.interaction("created", created))
+        for n in range(messages):
+            text = f"my card is 4111 1111 1111 111{n}"
+            await env.publisher.publish(
+                "interaction.event", c.message("p-1", media.PARTICIPANT_ROLE_CUSTOMER, text=text)
+            )
+        request = pb.GetRecordingRequest(tenant_id=t.id, interaction_id=c.interaction_id)
+
+        async def stored() -> bool | None:
+            try:
+                found = await api.GetRecording(request, metadata=md)
+            except grpc.aio.AioRpcError as error:
+                if error.code() != MISSING:
+                    raise
+                return None  # not recorded yet
+            return True if len(found.entries) == messages + 1 else None
+
+        await eventually(stored)
+        return c
+
+    def verify(c: Contact) -> Awaitable[pb.VerifyRecordingResponse]:
+        request = pb.VerifyRecordingRequest(tenant_id=t.id, interaction_id=c.interaction_id)
+        return api.VerifyRecording(request, metadata=md)  # type: ignore[no-any-return]
+
+    edited, shortened = await record_of(3), await record_of(3)
+    for c in (edited, shortened):
+        intact = await verify(c)
+        assert (intact.intact, intact.entries_checked, intact.problem) == (True, 4, "")
+        recording = await api.GetRecording(
+            pb.GetRecordingRequest(tenant_id=t.id, interaction_id=c.interaction_id), metadata=md
+        )
+        chain = sorted(recording.entries, key=lambda e: e.link)
+        assert [e.link for e in chain] == [1, 2, 3, 4]
+        assert chain[0].previous_sha256 == ""
+        assert all(b.previous_sha256 == a.sha256 for a, b in itertools.pairwise(chain))
+        assert intact.head_sha256 == chain[-1].sha256
+
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        # Someone rewrites what the customer said in the second message (link 3).
+        row = await conn.fetchrow(
+            "select event_id, envelope from recording.record_entries "
+            "where tenant_id = $1 and interaction_id = $2 and link = 3",
+            t.id,
+            edited.interaction_id,
+        )
+        forged = row["envelope"].replace(b"4111 1111 1111 1111", b"nothing to see here!")
+        assert forged != row["envelope"]
+        await conn.execute(
+            "update recording.record_entries set envelope = $3 "
+            "where tenant_id = $1 and interaction_id = $2 and link = 3",
+            t.id,
+            edited.interaction_id,
+            forged,
+        )
+        # Someone removes the last entry of the other record, and the count that goes with it.
+        await conn.execute(
+            "delete from recording.record_entries "
+            "where tenant_id = $1 and interaction_id = $2 and link = 4",
+            t.id,
+            shortened.interaction_id,
+        )
+        await conn.execute(
+            "update recording.recordings set entry_count = 3 "
+            "where tenant_id = $1 and interaction_id = $2",
+            t.id,
+            shortened.interaction_id,
+        )
+    finally:
+        await conn.close()
+
+    broken = await verify(edited)
+    assert (broken.intact, broken.first_bad_link, broken.entries_checked) == (False, 3, 3)
+    assert broken.first_bad_event_id == row["event_id"]
+    assert "changed after it was stored" in broken.problem
+    cut = await verify(shortened)
+    assert (cut.intact, cut.first_bad_link) == (False, 4)
+    assert "removed" in cut.problem

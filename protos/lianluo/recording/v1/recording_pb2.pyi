@@ -134,12 +134,25 @@ class RecordEntry(_message.Message):
     INDEX_FIELD_NUMBER: _builtins.int
     TOPIC_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
+    LINK_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SHA256_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """1 for the first entry. Entries are ordered by occur time; events of one topic keep the
     topic's order.
     """
     topic: _builtins.str
     """The topic without the cell prefix, for example "routing.decision"."""
+    link: _builtins.int
+    """Its place in the record's hash chain: the order entries were stored in (1 for the first),
+    which may differ from `index` when events of several topics arrive out of time order. 0:
+    stored before the chain.
+    """
+    previous_sha256: _builtins.str
+    """Hex SHA-256 of the entry before it in the chain (empty for the first), and of this entry
+    (over that hash, its topic, its event id and the event's bytes).
+    """
+    sha256: _builtins.str
     @_builtins.property
     def event(self) -> _envelope_pb2.Envelope: ...
     def __init__(
@@ -148,10 +161,13 @@ class RecordEntry(_message.Message):
         index: _builtins.int = ...,
         topic: _builtins.str = ...,
         event: _envelope_pb2.Envelope | None = ...,
+        link: _builtins.int = ...,
+        previous_sha256: _builtins.str = ...,
+        sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "index", b"index", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "index", b"index", "link", b"link", "previous_sha256", b"previous_sha256", "sha256", b"sha256", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -493,3 +509,65 @@ class SetRetentionRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetRetentionRequest: _TypeAlias = SetRetentionRequest  # noqa: Y015
+
+@_typing.final
+class VerifyRecordingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    INTERACTION_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    interaction_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        interaction_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interaction_id", b"interaction_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyRecordingRequest: _TypeAlias = VerifyRecordingRequest  # noqa: Y015
+
+@_typing.final
+class VerifyRecordingResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTACT_FIELD_NUMBER: _builtins.int
+    ENTRIES_CHECKED_FIELD_NUMBER: _builtins.int
+    HEAD_SHA256_FIELD_NUMBER: _builtins.int
+    FIRST_BAD_LINK_FIELD_NUMBER: _builtins.int
+    FIRST_BAD_EVENT_ID_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    intact: _builtins.bool
+    """True when every entry is as it was stored, none is missing, and the last is the head."""
+    entries_checked: _builtins.int
+    """Entries checked, up to the first that differs."""
+    head_sha256: _builtins.str
+    """When intact: the record's head, hex SHA-256 of its last entry."""
+    first_bad_link: _builtins.int
+    """When not: the chain link of the first entry that differs (one past the last when entries
+    were removed from the end), its event id, and what is wrong.
+    """
+    first_bad_event_id: _builtins.str
+    problem: _builtins.str
+    def __init__(
+        self,
+        *,
+        intact: _builtins.bool = ...,
+        entries_checked: _builtins.int = ...,
+        head_sha256: _builtins.str = ...,
+        first_bad_link: _builtins.int = ...,
+        first_bad_event_id: _builtins.str = ...,
+        problem: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries_checked", b"entries_checked", "first_bad_event_id", b"first_bad_event_id", "first_bad_link", b"first_bad_link", "head_sha256", b"head_sha256", "intact", b"intact", "problem", b"problem"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyRecordingResponse: _TypeAlias = VerifyRecordingResponse  # noqa: Y015

@@ -67,6 +67,11 @@ class RecordingServiceStub:
                 request_serializer=lianluo_dot_recording_dot_v1_dot_recording__pb2.SetRetentionRequest.SerializeToString,
                 response_deserializer=lianluo_dot_recording_dot_v1_dot_recording__pb2.RecordingSummary.FromString,
                 _registered_method=True)
+        self.VerifyRecording = channel.unary_unary(
+                '/lianluo.recording.v1.RecordingService/VerifyRecording',
+                request_serializer=lianluo_dot_recording_dot_v1_dot_recording__pb2.VerifyRecordingRequest.SerializeToString,
+                response_deserializer=lianluo_dot_recording_dot_v1_dot_recording__pb2.VerifyRecordingResponse.FromString,
+                _registered_method=True)
 
 
 class RecordingServiceServicer:
@@ -112,6 +117,15 @@ class RecordingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyRecording(self, request, context):
+        """Proves a record unchanged since it was stored, or names the first entry that is not: each
+        entry carries the SHA-256 of the one stored before it and its own, and the record keeps the
+        last (its head). An edited, removed or reordered entry breaks the chain there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecordingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +153,11 @@ def add_RecordingServiceServicer_to_server(servicer, server):
                     servicer.SetRetention,
                     request_deserializer=lianluo_dot_recording_dot_v1_dot_recording__pb2.SetRetentionRequest.FromString,
                     response_serializer=lianluo_dot_recording_dot_v1_dot_recording__pb2.RecordingSummary.SerializeToString,
+            ),
+            'VerifyRecording': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyRecording,
+                    request_deserializer=lianluo_dot_recording_dot_v1_dot_recording__pb2.VerifyRecordingRequest.FromString,
+                    response_serializer=lianluo_dot_recording_dot_v1_dot_recording__pb2.VerifyRecordingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -284,6 +303,33 @@ class RecordingService:
             '/lianluo.recording.v1.RecordingService/SetRetention',
             lianluo_dot_recording_dot_v1_dot_recording__pb2.SetRetentionRequest.SerializeToString,
             lianluo_dot_recording_dot_v1_dot_recording__pb2.RecordingSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyRecording(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.recording.v1.RecordingService/VerifyRecording',
+            lianluo_dot_recording_dot_v1_dot_recording__pb2.VerifyRecordingRequest.SerializeToString,
+            lianluo_dot_recording_dot_v1_dot_recording__pb2.VerifyRecordingResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,11 @@ class RecordingServiceStub:
     SetLegalHold: _grpc.UnaryUnaryMultiCallable[_recording_pb2.SetLegalHoldRequest, _recording_pb2.RecordingSummary]
     """A record under legal hold is never purged, whatever its retention."""
     SetRetention: _grpc.UnaryUnaryMultiCallable[_recording_pb2.SetRetentionRequest, _recording_pb2.RecordingSummary]
+    VerifyRecording: _grpc.UnaryUnaryMultiCallable[_recording_pb2.VerifyRecordingRequest, _recording_pb2.VerifyRecordingResponse]
+    """Proves a record unchanged since it was stored, or names the first entry that is not: each
+    entry carries the SHA-256 of the one stored before it and its own, and the record keeps the
+    last (its head). An edited, removed or reordered entry breaks the chain there.
+    """
 
 @_typing.type_check_only
 class RecordingServiceAsyncStub(RecordingServiceStub):
@@ -67,6 +72,11 @@ class RecordingServiceAsyncStub(RecordingServiceStub):
     SetLegalHold: _aio.UnaryUnaryMultiCallable[_recording_pb2.SetLegalHoldRequest, _recording_pb2.RecordingSummary]  # type: ignore[assignment]
     """A record under legal hold is never purged, whatever its retention."""
     SetRetention: _aio.UnaryUnaryMultiCallable[_recording_pb2.SetRetentionRequest, _recording_pb2.RecordingSummary]  # type: ignore[assignment]
+    VerifyRecording: _aio.UnaryUnaryMultiCallable[_recording_pb2.VerifyRecordingRequest, _recording_pb2.VerifyRecordingResponse]  # type: ignore[assignment]
+    """Proves a record unchanged since it was stored, or names the first entry that is not: each
+    entry carries the SHA-256 of the one stored before it and its own, and the record keeps the
+    last (its head). An edited, removed or reordered entry breaks the chain there.
+    """
 
 class RecordingServiceServicer(metaclass=_abc_1.ABCMeta):
     """The recording service keeps the complete record of every interaction: every event of the
@@ -114,5 +124,16 @@ class RecordingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _recording_pb2.SetRetentionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_recording_pb2.RecordingSummary, _abc.Awaitable[_recording_pb2.RecordingSummary]]: ...
+
+    @_abc_1.abstractmethod
+    def VerifyRecording(
+        self,
+        request: _recording_pb2.VerifyRecordingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recording_pb2.VerifyRecordingResponse, _abc.Awaitable[_recording_pb2.VerifyRecordingResponse]]:
+        """Proves a record unchanged since it was stored, or names the first entry that is not: each
+        entry carries the SHA-256 of the one stored before it and its own, and the record keeps the
+        last (its head). An edited, removed or reordered entry breaks the chain there.
+        """
 
 def add_RecordingServiceServicer_to_server(servicer: RecordingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

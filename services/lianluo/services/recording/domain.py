@@ -3,6 +3,7 @@ which media items it carries, and the order of entries. No I/O."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -268,6 +269,9 @@ class StoredEntry:
     occur_time: datetime
     arrival: int
     envelope: Envelope
+    link: int | None = None
+    sha256: bytes | None = None
+    previous_sha256: bytes | None = None
 
 
 def order_entries(entries: Iterable[StoredEntry]) -> list[StoredEntry]:
@@ -301,6 +305,78 @@ def order_entries(entries: Iterable[StoredEntry]) -> list[StoredEntry]:
 
 def record_entries(ordered: Sequence[StoredEntry]) -> list[pb.RecordEntry]:
     return [
-        pb.RecordEntry(index=i, topic=e.topic, event=e.envelope)
+        pb.RecordEntry(
+            index=i,
+            topic=e.topic,
+            event=e.envelope,
+            link=e.link or 0,
+            sha256=(e.sha256 or b"").hex(),
+            previous_sha256=(e.previous_sha256 or b"").hex(),
+        )
         for i, e in enumerate(ordered, start=1)
     ]
+
+
+# ---------------------------------------------------------------- tamper evidence
+
+
+def entry_hash(previous: bytes, topic: str, event_id: str, envelope: bytes) -> bytes:
+    """An entry's link in its record's chain: SHA-256 over the hash of the entry stored before
+    it (empty for the first) and the entry's own content, each part length-prefixed so that
+    no two different entries hash the same."""
+    digest = hashlib.sha256()
+    for part in (previous, topic.encode(), event_id.encode(), envelope):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.digest()
+
+
+@dataclass(frozen=True)
+class ChainedEntry:
+    """An entry as the chain sees it: where it is, what it holds, what was stored for it."""
+
+    link: int | None
+    topic: str
+    event_id: str
+    envelope: bytes
+    previous_sha256: bytes | None
+    sha256: bytes | None
+
+
+def verify_chain(
+    entries: Sequence[ChainedEntry], head: bytes | None, expected_count: int
+) -> pb.VerifyRecordingResponse:
+    """Walk the chain in storage order: each entry's stored hash must be the hash of its
+    content after the one before; the last must be the record's head, and every entry the
+    record counts must be there. Names the first entry that differs."""
+    answer = pb.VerifyRecordingResponse(entries_checked=0)
+    if any(e.link is None for e in entries) or head is None:
+        answer.problem = "recorded before tamper evidence: its entries carry no hashes"
+        return answer
+    previous = b""
+    for position, e in enumerate(sorted(entries, key=lambda e: e.link or 0), start=1):
+        answer.entries_checked = position
+        problem = ""
+        if e.link != position:
+            problem = f"entry {position} is missing: the chain goes on at {e.link}"
+        elif e.previous_sha256 != previous:
+            problem = "its link to the entry before does not match that entry's hash"
+        elif e.sha256 != entry_hash(previous, e.topic, e.event_id, e.envelope):
+            problem = "its content does not match its hash: it was changed after it was stored"
+        if problem:
+            answer.first_bad_link, answer.first_bad_event_id, answer.problem = (
+                position,
+                e.event_id,
+                problem,
+            )
+            return answer
+        previous = e.sha256 or b""
+    if previous != head:
+        answer.problem = "the last entry is not the record's head: entries were removed"
+        answer.first_bad_link = len(entries) + 1
+    elif len(entries) != expected_count:
+        answer.problem = f"the record counts {expected_count} entries, the chain {len(entries)}"
+    else:
+        answer.intact = True
+        answer.head_sha256 = head.hex()
+    return answer

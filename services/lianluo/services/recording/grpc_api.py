@@ -32,6 +32,12 @@ class RecordingApi(rpc.RecordingServiceServicer):
     async def Export(self, request: pb.ExportRequest, _: Any) -> pb.ExportResponse:
         return await self.svc.export(request)
 
+    @auth.needs("recording:read")
+    async def VerifyRecording(
+        self, request: pb.VerifyRecordingRequest, _: Any
+    ) -> pb.VerifyRecordingResponse:
+        return await self.svc.verify(request.tenant_id, request.interaction_id)
+
     @auth.needs("recording:write")
     async def SetLegalHold(self, request: pb.SetLegalHoldRequest, _: Any) -> pb.RecordingSummary:
         return await self.svc.set_legal_hold(request)

@@ -72,10 +72,22 @@ class Repository:
         )
 
     async def insert_entry(self, conn: asyncpg.Connection, tenant_id: str, e: domain.Event) -> bool:
-        """Store one event; False when this event id is already in the record."""
+        """Store one event as the next link of its record's hash chain, and make it the head;
+        False when this event id is already in the record. The caller holds the record's row
+        lock (lock_or_create), so the links of one record are made one at a time."""
+        last = await conn.fetchrow(
+            "select link, sha256 from record_entries where tenant_id = $1 "
+            "and interaction_id = $2 and link is not null order by link desc limit 1",
+            tenant_id,
+            e.interaction_id,
+        )
+        previous, link = (last["sha256"], last["link"] + 1) if last else (b"", 1)
+        body = e.envelope.SerializeToString()
+        digest = domain.entry_hash(previous, e.topic, e.envelope.event_id, body)
         inserted = await conn.fetchval(
             "insert into record_entries (tenant_id, interaction_id, event_id, topic, event_type, "
-            "sequence, occur_time, envelope) values ($1, $2, $3, $4, $5, $6, $7, $8) "
+            "sequence, occur_time, envelope, link, previous_sha256, sha256) "
+            "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
             "on conflict do nothing returning true",
             tenant_id,
             e.interaction_id,
@@ -84,15 +96,44 @@ class Repository:
             e.envelope.type,
             e.sequence,
             e.occur_time,
-            e.envelope.SerializeToString(),
+            body,
+            link,
+            previous,
+            digest,
         )
+        if inserted:
+            await conn.execute(
+                "update recordings set head_sha256 = $3 "
+                "where tenant_id = $1 and interaction_id = $2",
+                tenant_id,
+                e.interaction_id,
+                digest,
+            )
         return bool(inserted)
+
+    async def chain(
+        self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str
+    ) -> tuple[list[domain.ChainedEntry], bytes | None]:
+        """The record's entries as stored, for the chain, and its head."""
+        rows = await conn.fetch(
+            "select link, topic, event_id, envelope, previous_sha256, sha256 from record_entries "
+            "where tenant_id = $1 and interaction_id = $2 order by link",
+            tenant_id,
+            interaction_id,
+        )
+        head = await conn.fetchval(
+            "select head_sha256 from recordings where tenant_id = $1 and interaction_id = $2",
+            tenant_id,
+            interaction_id,
+        )
+        return [domain.ChainedEntry(**dict(r)) for r in rows], head
 
     async def entries(
         self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str
     ) -> list[StoredEntry]:
         rows = await conn.fetch(
-            "select topic, sequence, occur_time, arrival, envelope from record_entries "
+            "select topic, sequence, occur_time, arrival, envelope, link, sha256, previous_sha256 "
+            "from record_entries "
             "where tenant_id = $1 and interaction_id = $2",
             tenant_id,
             interaction_id,
@@ -104,6 +145,9 @@ class Repository:
                 r["occur_time"],
                 r["arrival"],
                 Envelope.FromString(r["envelope"]),
+                r["link"],
+                r["sha256"],
+                r["previous_sha256"],
             )
             for r in rows
         ]

@@ -45,6 +45,15 @@ class RecordingService:
             media=media,
         )
 
+    async def verify(self, tenant_id: str, interaction_id: str) -> pb.VerifyRecordingResponse:
+        auth.require_tenant(tenant_id)
+        requests.ids_request(tenant_id, interaction_id)
+        # One snapshot: the entries, the head and the count as they stand together.
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            summary = await self._summary(conn, tenant_id, interaction_id)
+            entries, head = await self._repo.chain(conn, tenant_id, interaction_id)
+        return domain.verify_chain(entries, head, summary.entry_count)
+
     async def list_recordings(
         self, request: pb.ListRecordingsRequest
     ) -> tuple[list[pb.RecordingSummary], str]:
