@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from conftest import ADMIN_KEY, Stack
 from factories import Client, agent, flow, onboard, queue
+from google.protobuf import field_mask_pb2
 from media_support import media_replica, publish
 
 from lianluo.acd.v1 import acd_pb2
@@ -53,6 +54,8 @@ async def world(stack: Stack, tenants_service: Any) -> AsyncIterator[dict[str, A
             async with grpc.aio.insecure_channel(one) as ch1, grpc.aio.insecure_channel(two) as ch2:
                 yield {
                     "tenant": t,
+                    "tenants": c,
+                    "views": [s.config for s in (s1, s2)],
                     "key": c.key,
                     "agent": a,
                     "other_agent": b,
@@ -601,3 +604,79 @@ async def test_a_withdrawn_offer_is_taken_off_the_agents_desk(
     await asyncio.sleep(0.5)
     assert all(f.offer.id != offer.id for f in again.frames)
     await again.close()
+
+
+async def test_card_numbers_and_national_ids_are_masked_before_anyone_sees_them(
+    world: dict[str, Any],
+) -> None:
+    t = world["tenant"]
+    started = await start(world, queue="cards")
+    stub = rpc.MediaServiceStub(world["ch2"])
+    typed = "card 4111 1111 1111 1111, id 11010519491231002X, order 1234567890123"
+
+    async def send(cmid: str) -> pb.Message:
+        sent: pb.Message = await stub.Send(
+            pb.SendRequest(
+                tenant_id=t.id,
+                interaction_id=started.interaction.id,
+                participant_id=started.customer_participant_id,
+                client_message_id=cmid,
+                content=pb.MessageContent(text=typed),
+            ),
+            metadata=md(world),
+        )
+        return sent
+
+    masked = await send("r1")
+    expected = "card **** **** **** 1111, id **************002X, order 1234567890123"
+    assert (masked.content.text, list(masked.redacted)) == (
+        expected,
+        ["national_id", "card_number"],
+    )
+    # Stored so: whoever joins later (on the other replica) gets the masked text, and why.
+    later = StreamClient(
+        world["ch1"],
+        world["key"],
+        pb.Join(
+            tenant_id=t.id,
+            interaction_id=started.interaction.id,
+            role=R.PARTICIPANT_ROLE_CUSTOMER,
+            subject_id="cust-1",
+            last_seen_sequence=masked.sequence - 1,
+        ),
+    )
+    replayed = await later.wait_for(lambda f: f.message.id == masked.id)
+    await later.close()
+    assert (replayed.message.content.text, list(replayed.message.redacted)) == (
+        expected,
+        ["national_id", "card_number"],
+    )
+
+    # A tenant whose policy keeps card numbers keeps them; ids are still masked.
+    tenants = world["tenants"]
+
+    async def policy(keep_cards: bool) -> None:
+        await tenants.tenants.UpdateTenant(
+            tpb.UpdateTenantRequest(
+                tenant=tpb.Tenant(
+                    id=t.id, redaction=tpb.RedactionPolicy(keep_card_numbers=keep_cards)
+                ),
+                update_mask=field_mask_pb2.FieldMask(paths=["redaction"]),
+            ),
+            metadata=tenants.md,
+        )
+        for view in world["views"]:
+            async with asyncio.timeout(20):
+                await view.wait_until(
+                    lambda v=view: v.tenant(t.id).redaction.keep_card_numbers == keep_cards
+                )
+
+    await policy(keep_cards=True)
+    try:
+        kept = await send("r2")
+    finally:
+        await policy(keep_cards=False)
+    assert kept.content.text == (
+        "card 4111 1111 1111 1111, id **************002X, order 1234567890123"
+    )
+    assert list(kept.redacted) == ["national_id"]

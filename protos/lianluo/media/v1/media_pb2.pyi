@@ -793,6 +793,7 @@ class Message(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     SEND_TIME_FIELD_NUMBER: _builtins.int
     WHISPER_FIELD_NUMBER: _builtins.int
+    REDACTED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned."""
     interaction_id: _builtins.str
@@ -808,6 +809,12 @@ class Message(_message.Message):
     def content(self) -> Global___MessageContent: ...
     @_builtins.property
     def send_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def redacted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What was masked in the text before it was stored or relayed, by the tenant's redaction
+        policy: "card_number", "national_id". The masking is on the record with the message.
+        """
+
     def __init__(
         self,
         *,
@@ -820,10 +827,11 @@ class Message(_message.Message):
         content: Global___MessageContent | None = ...,
         send_time: _timestamp_pb2.Timestamp | None = ...,
         whisper: _builtins.bool = ...,
+        redacted: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "send_time", b"send_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "id", b"id", "interaction_id", b"interaction_id", "send_time", b"send_time", "sender_participant_id", b"sender_participant_id", "sender_role", b"sender_role", "sequence", b"sequence", "whisper", b"whisper"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_message_id", b"client_message_id", "content", b"content", "id", b"id", "interaction_id", b"interaction_id", "redacted", b"redacted", "send_time", b"send_time", "sender_participant_id", b"sender_participant_id", "sender_role", b"sender_role", "sequence", b"sequence", "whisper", b"whisper"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -248,6 +248,7 @@ class Tenant(_message.Message):
     OIDC_FIELD_NUMBER: _builtins.int
     ROUTING_POLICY_FIELD_NUMBER: _builtins.int
     BUSINESS_HOURS_FIELD_NUMBER: _builtins.int
+    REDACTION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned, immutable."""
     name: _builtins.str
@@ -295,6 +296,12 @@ class Tenant(_message.Message):
         Unset, or no weekly hours: always open.
         """
 
+    @_builtins.property
+    def redaction(self) -> Global___RedactionPolicy:
+        """What is masked in customers' and agents' messages before anything stores or relays them.
+        Unset: card numbers and national ids are masked.
+        """
+
     def __init__(
         self,
         *,
@@ -314,14 +321,41 @@ class Tenant(_message.Message):
         oidc: Global___OidcIssuer | None = ...,
         routing_policy: Global___RoutingPolicy | None = ...,
         business_hours: Global___BusinessHours | None = ...,
+        redaction: Global___RedactionPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["business_hours", b"business_hours", "create_time", b"create_time", "oidc", b"oidc", "quotas", b"quotas", "routing_policy", b"routing_policy", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["business_hours", b"business_hours", "create_time", b"create_time", "oidc", b"oidc", "quotas", b"quotas", "redaction", b"redaction", "routing_policy", b"routing_policy", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_hours", b"business_hours", "cell", b"cell", "channels", b"channels", "create_time", b"create_time", "display_name", b"display_name", "expected_concurrent_sessions", b"expected_concurrent_sessions", "id", b"id", "name", b"name", "oidc", b"oidc", "plan", b"plan", "quotas", b"quotas", "revision", b"revision", "routing_policy", b"routing_policy", "state", b"state", "suspend_reason", b"suspend_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_hours", b"business_hours", "cell", b"cell", "channels", b"channels", "create_time", b"create_time", "display_name", b"display_name", "expected_concurrent_sessions", b"expected_concurrent_sessions", "id", b"id", "name", b"name", "oidc", b"oidc", "plan", b"plan", "quotas", b"quotas", "redaction", b"redaction", "revision", b"revision", "routing_policy", b"routing_policy", "state", b"state", "suspend_reason", b"suspend_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Tenant: _TypeAlias = Tenant  # noqa: Y015
+
+@_typing.final
+class RedactionPolicy(_message.Message):
+    """Masking keeps the last four characters; the message names what it masked (`redacted`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEEP_CARD_NUMBERS_FIELD_NUMBER: _builtins.int
+    KEEP_NATIONAL_IDS_FIELD_NUMBER: _builtins.int
+    keep_card_numbers: _builtins.bool
+    """Keep payment card numbers (13 to 19 digits that pass the Luhn check) as typed."""
+    keep_national_ids: _builtins.bool
+    """Keep national identity numbers (the 18-character resident id, checksum verified) as typed."""
+    def __init__(
+        self,
+        *,
+        keep_card_numbers: _builtins.bool = ...,
+        keep_national_ids: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep_card_numbers", b"keep_card_numbers", "keep_national_ids", b"keep_national_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedactionPolicy: _TypeAlias = RedactionPolicy  # noqa: Y015
 
 @_typing.final
 class RoutingPolicy(_message.Message):

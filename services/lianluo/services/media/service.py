@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from google.protobuf.message import Message
 
 from lianluo.acd.v1 import acd_pb2
 from lianluo.common.v1 import common_pb2
+from lianluo.domain import redaction
 from lianluo.events.v1 import interaction_pb2, ivr_pb2, routing_pb2
 from lianluo.media.v1 import media_pb2 as pb
 from lianluo.runtime import auth, contract, outbox, paging
@@ -131,6 +133,7 @@ class Change:
         content: pb.MessageContent,
         cmid: str = "",
         whisper: bool = False,
+        redacted: Sequence[str] = (),
     ) -> pb.Message:
         msg = pb.Message(
             id=str(uuid.uuid4()),
@@ -142,6 +145,7 @@ class Change:
             content=content,
             send_time=_stamp(),
             whisper=whisper,
+            redacted=redacted,
         )
         self.add("message", msg, event="message", staff_only=whisper)
         return msg
@@ -412,13 +416,30 @@ class MediaService:
             domain.require_open(change.it)
             if whisper and sender.role != R.PARTICIPANT_ROLE_SUPERVISOR:
                 raise InvalidArgument([FieldViolation("whisper", "only a supervisor whispers")])
-            msg = change.message(sender, content, cmid, whisper)
+            content, redacted = self._redacted(tenant_id, content)
+            msg = change.message(sender, content, cmid, whisper, redacted)
             if cmid:
                 await self._repo.remember_client_message(
                     conn, change.tid, iid, sender.id, cmid, msg.sequence
                 )
             await self._flush(change)
         return msg
+
+    def _redacted(
+        self, tenant_id: str, content: pb.MessageContent
+    ) -> tuple[pb.MessageContent, list[str]]:
+        """The content as the tenant's policy lets it be stored and relayed: what it masks is
+        masked before anything else sees it, and named."""
+        if content.WhichOneof("content") != "text":
+            return content, []
+        tenant = self._config.tenant(tenant_id)
+        rules = tenant.redaction if tenant is not None else None
+        policy = redaction.Policy(
+            keep_card_numbers=bool(rules and rules.keep_card_numbers),
+            keep_national_ids=bool(rules and rules.keep_national_ids),
+        )
+        text, kinds = redaction.redact(content.text, policy)
+        return (pb.MessageContent(text=text), kinds) if kinds else (content, [])
 
     async def schedule_callback(self, req: pb.ScheduleCallbackRequest) -> pb.Interaction:
         """A call back the agent promised: a new phone interaction for the same customer, in

@@ -373,6 +373,7 @@ TENANT = Kind(
             "oidc",
             "routing_policy",
             "business_hours",
+            "redaction",
         }
     ),
     validate_tenant,
