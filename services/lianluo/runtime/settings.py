@@ -92,13 +92,7 @@ class KafkaSecuritySettings(BaseSettings):
             raise ValueError("is set without LIANLUO_KAFKA_SSL_CERT_FILE")
         if value:
             _require_tls(info)
-            _readable_file(value)
-            try:
-                ssl.create_default_context().load_cert_chain(cert, value)
-            except ssl.SSLError as error:
-                raise ValueError(
-                    f"{value} is not the key of LIANLUO_KAFKA_SSL_CERT_FILE {cert} ({error})"
-                ) from None
+            _key_of(cert, value, "LIANLUO_KAFKA_SSL_CERT_FILE")
         return value
 
 
@@ -109,6 +103,16 @@ def _require_tls(info: ValidationInfo) -> None:
             f"is set, but LIANLUO_KAFKA_SECURITY_PROTOCOL {protocol} does not use TLS "
             "(SSL or SASL_SSL does)"
         )
+
+
+def _key_of(cert: str, key: str, setting: str) -> None:
+    """Refuse a key file that cannot be read, or is not the key of the certificate `setting`
+    names."""
+    _readable_file(key)
+    try:
+        ssl.create_default_context().load_cert_chain(cert, key)
+    except ssl.SSLError as error:
+        raise ValueError(f"{key} is not the key of {setting} {cert} ({error})") from None
 
 
 def _readable_file(path: str) -> None:
@@ -154,13 +158,7 @@ class GrpcTlsSettings(BaseSettings):
             other = "LIANLUO_GRPC_TLS_CERT_FILE" if value else "LIANLUO_GRPC_TLS_KEY_FILE"
             raise ValueError(f"goes with {other}: set both or neither")
         if value:
-            _readable_file(value)
-            try:
-                ssl.create_default_context().load_cert_chain(cert, value)
-            except ssl.SSLError as error:
-                raise ValueError(
-                    f"{value} is not the key of LIANLUO_GRPC_TLS_CERT_FILE {cert} ({error})"
-                ) from None
+            _key_of(cert, value, "LIANLUO_GRPC_TLS_CERT_FILE")
         return value
 
     @field_validator("grpc_tls_client_auth")
