@@ -33,6 +33,7 @@ from lianluo.events.v1 import recording_pb2 as events_pb
 from lianluo.media.v1 import media_pb2 as media
 from lianluo.recording.v1 import recording_pb2 as pb
 from lianluo.runtime.service import Service
+from lianluo.services.recording.domain import entry_hash
 from lianluo.tenants.v1 import tenants_pb2 as tenants_pb
 
 pytestmark = pytest.mark.integration
@@ -364,3 +365,83 @@ async def test_a_record_edited_in_the_database_fails_verification_naming_the_ent
     cut = await verify(shortened)
     assert (cut.intact, cut.first_bad_link) == (False, 4)
     assert "removed" in cut.problem
+
+
+async def test_a_record_rewritten_hashes_and_all_no_longer_matches_its_days_published_root(
+    env: Env, stack: Stack
+) -> None:
+    """The chain alone catches an edit; someone who also rewrites every hash after it and the
+    head is caught by the root published for the day, which they cannot take back."""
+    t, md = await env.tenant()
+    api = stub(env.channel)
+    c = Contact(t.id, now() - timedelta(days=1))
+    created = media.Interaction(
+        id=c.interaction_id, channel=common.CHANNEL_WEB, customer=media.Customer(id="c-8")
+    )
+    await env.publisher.publish("interaction.event", c.interaction("created", created))
+    text = "please refund order 1234"
+    await env.publisher.publish(
+        "interaction.event", c.message("p-1", media.PARTICIPANT_ROLE_CUSTOMER, text=text)
+    )
+    request = pb.VerifyRecordingRequest(tenant_id=t.id, interaction_id=c.interaction_id)
+
+    async def stored() -> pb.VerifyRecordingResponse | None:
+        try:
+            answer: pb.VerifyRecordingResponse = await api.VerifyRecording(request, metadata=md)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != MISSING:
+                raise
+            return None
+        return answer if answer.entries_checked == 2 else None
+
+    await eventually(stored)
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        # The entries were stored yesterday (the clock of this test cannot wait for midnight).
+        await conn.execute(
+            "update recording.record_entries set stored_at = stored_at - interval '1 day' "
+            "where tenant_id = $1",
+            t.id,
+        )
+        day = (now() - timedelta(days=1)).date().isoformat()
+        async with asyncio.timeout(20):
+            root = await env.events.wait_for(
+                lambda envelope, e: envelope.tenant_id == t.id and e.HasField("daily_root")
+            )
+        assert (root.daily_root.day, root.daily_root.records) == (day, 1)
+        anchored = await api.VerifyRecording(request, metadata=md)
+        assert anchored.intact
+        assert [(a.day, a.root_sha256) for a in anchored.anchors] == [
+            (day, root.daily_root.root_sha256)
+        ]
+
+        # Rewrite the message, then its hash and the record's head to match.
+        row = await conn.fetchrow(
+            "select event_id, topic, envelope, previous_sha256 from recording.record_entries "
+            "where tenant_id = $1 and interaction_id = $2 and link = 2",
+            t.id,
+            c.interaction_id,
+        )
+        forged = row["envelope"].replace(b"refund order 1234", b"cancel my account")
+        digest = entry_hash(row["previous_sha256"], row["topic"], row["event_id"], forged)
+        await conn.execute(
+            "update recording.record_entries set envelope = $3, sha256 = $4 "
+            "where tenant_id = $1 and interaction_id = $2 and link = 2",
+            t.id,
+            c.interaction_id,
+            forged,
+            digest,
+        )
+        await conn.execute(
+            "update recording.recordings set head_sha256 = $3 "
+            "where tenant_id = $1 and interaction_id = $2",
+            t.id,
+            c.interaction_id,
+            digest,
+        )
+    finally:
+        await conn.close()
+    caught = await api.VerifyRecording(request, metadata=md)
+    assert not caught.intact
+    assert f"root published for {day}" in caught.problem
+    assert not caught.anchors

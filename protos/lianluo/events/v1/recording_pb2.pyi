@@ -42,7 +42,7 @@ Global___PurgeReason: _TypeAlias = PurgeReason  # noqa: Y015
 @_typing.final
 class RecordingEvent(_message.Message):
     """Topic `recording.event`. Published by the recording service. Envelope types, one per case of
-    `event`: "recording.stored", "recording.purged".
+    `event`: "recording.stored", "recording.purged", "recording.daily_root".
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -50,7 +50,9 @@ class RecordingEvent(_message.Message):
     INTERACTION_ID_FIELD_NUMBER: _builtins.int
     STORED_FIELD_NUMBER: _builtins.int
     PURGED_FIELD_NUMBER: _builtins.int
+    DAILY_ROOT_FIELD_NUMBER: _builtins.int
     interaction_id: _builtins.str
+    """Empty for a daily root, which covers the tenant's records."""
     @_builtins.property
     def stored(self) -> _recording_pb2.RecordingSummary:
         """The record is complete: the interaction ended and every event up to its end is stored.
@@ -59,22 +61,58 @@ class RecordingEvent(_message.Message):
 
     @_builtins.property
     def purged(self) -> Global___RecordingPurged: ...
+    @_builtins.property
+    def daily_root(self) -> Global___DailyRoot: ...
     def __init__(
         self,
         *,
         interaction_id: _builtins.str = ...,
         stored: _recording_pb2.RecordingSummary | None = ...,
         purged: Global___RecordingPurged | None = ...,
+        daily_root: Global___DailyRoot | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "purged", b"purged", "stored", b"stored"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["daily_root", b"daily_root", "event", b"event", "purged", b"purged", "stored", b"stored"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "interaction_id", b"interaction_id", "purged", b"purged", "stored", b"stored"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["daily_root", b"daily_root", "event", b"event", "interaction_id", b"interaction_id", "purged", b"purged", "stored", b"stored"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["stored", "purged"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["stored", "purged", "daily_root"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___RecordingEvent: _TypeAlias = RecordingEvent  # noqa: Y015
+
+@_typing.final
+class DailyRoot(_message.Message):
+    """What a tenant's records were at the end of a day (UTC), once, after it: the anchor that
+    catches a record rewritten later, hashes and all. Its leaves are, for each record with
+    entries stored that day, the record's id, the chain link of its last entry that day and that
+    entry's hash (VerifyRecording names the days that anchor a record).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    ROOT_SHA256_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    """"2026-12-04"."""
+    root_sha256: _builtins.str
+    """Hex SHA-256 over the leaves, in the order of the records' ids."""
+    records: _builtins.int
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        root_sha256: _builtins.str = ...,
+        records: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "records", b"records", "root_sha256", b"root_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DailyRoot: _TypeAlias = DailyRoot  # noqa: Y015
 
 @_typing.final
 class RecordingPurged(_message.Message):

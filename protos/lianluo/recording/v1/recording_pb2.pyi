@@ -542,6 +542,7 @@ class VerifyRecordingResponse(_message.Message):
     FIRST_BAD_LINK_FIELD_NUMBER: _builtins.int
     FIRST_BAD_EVENT_ID_FIELD_NUMBER: _builtins.int
     PROBLEM_FIELD_NUMBER: _builtins.int
+    ANCHORS_FIELD_NUMBER: _builtins.int
     intact: _builtins.bool
     """True when every entry is as it was stored, none is missing, and the last is the head."""
     entries_checked: _builtins.int
@@ -554,6 +555,12 @@ class VerifyRecordingResponse(_message.Message):
     """
     first_bad_event_id: _builtins.str
     problem: _builtins.str
+    @_builtins.property
+    def anchors(self) -> _containers.RepeatedCompositeFieldContainer[Global___Anchor]:
+        """The days whose published roots (`recording.daily_root` on `recording.event`) hold this
+        record as it is now; an auditor compares them with the roots the topic carried.
+        """
+
     def __init__(
         self,
         *,
@@ -563,11 +570,34 @@ class VerifyRecordingResponse(_message.Message):
         first_bad_link: _builtins.int = ...,
         first_bad_event_id: _builtins.str = ...,
         problem: _builtins.str = ...,
+        anchors: _abc.Iterable[Global___Anchor] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries_checked", b"entries_checked", "first_bad_event_id", b"first_bad_event_id", "first_bad_link", b"first_bad_link", "head_sha256", b"head_sha256", "intact", b"intact", "problem", b"problem"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchors", b"anchors", "entries_checked", b"entries_checked", "first_bad_event_id", b"first_bad_event_id", "first_bad_link", b"first_bad_link", "head_sha256", b"head_sha256", "intact", b"intact", "problem", b"problem"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifyRecordingResponse: _TypeAlias = VerifyRecordingResponse  # noqa: Y015
+
+@_typing.final
+class Anchor(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    ROOT_SHA256_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    root_sha256: _builtins.str
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        root_sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "root_sha256", b"root_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Anchor: _TypeAlias = Anchor  # noqa: Y015

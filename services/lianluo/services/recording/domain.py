@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from google.protobuf import json_format
@@ -341,6 +341,57 @@ class ChainedEntry:
     envelope: bytes
     previous_sha256: bytes | None
     sha256: bytes | None
+    stored_day: date | None = None
+
+
+# A daily root's leaf: a record's id, the chain link of its last entry stored that day, and
+# that entry's hex SHA-256.
+Leaf = tuple[str, int, str]
+
+
+def root_of(leaves: Iterable[Leaf]) -> bytes:
+    """A tenant's root of a day: SHA-256 over its leaves in the order of the records' ids,
+    each part length-prefixed."""
+    digest = hashlib.sha256()
+    for interaction_id, link, sha256 in sorted(leaves):
+        for part in (interaction_id.encode(), str(link).encode(), sha256.encode()):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+    return digest.digest()
+
+
+@dataclass(frozen=True)
+class DayRoot:
+    """A published root, with the leaves it was made of."""
+
+    day: date
+    root_sha256: bytes
+    leaves: list[Leaf]
+
+
+def check_anchors(
+    interaction_id: str,
+    entries: Sequence[ChainedEntry],
+    roots: Sequence[DayRoot],
+    answer: pb.VerifyRecordingResponse,
+) -> None:
+    """Whether each published root of a day the record has entries from still holds the
+    record as it is now: a chain rewritten after that day, hashes and head included, is not
+    the one the root was made of."""
+    for root in sorted(roots, key=lambda r: r.day):
+        that_day = [e for e in entries if e.stored_day == root.day]
+        last = max(that_day, key=lambda e: e.link or 0, default=None)
+        leaf = None if last is None else (interaction_id, last.link, (last.sha256 or b"").hex())
+        held = leaf is not None and [*leaf] in [[*x] for x in root.leaves]
+        if not held or root_of(map(tuple, root.leaves)) != root.root_sha256:  # type: ignore[arg-type]
+            answer.intact = False
+            answer.head_sha256 = ""
+            answer.problem = (
+                f"the root published for {root.day.isoformat()} does not hold this record as it "
+                "is now: it was rewritten after that day"
+            )
+            return
+        answer.anchors.add(day=root.day.isoformat(), root_sha256=root.root_sha256.hex())
 
 
 def verify_chain(

@@ -4,7 +4,7 @@ transaction."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 from google.protobuf.message import Message
@@ -42,6 +42,16 @@ async def publish_purged(
         ),
     )
     envelope = contract.envelope(contract.RECORDING_EVENT, PRODUCER, summary.tenant_id, event)
+    await outbox.enqueue(conn, topic, envelope)
+
+
+async def publish_root(
+    conn: asyncpg.Connection, topic: str, tenant_id: str, day: date, root: bytes, records: int
+) -> None:
+    event = events_pb.RecordingEvent(
+        daily_root=events_pb.DailyRoot(day=day.isoformat(), root_sha256=root.hex(), records=records)
+    )
+    envelope = contract.envelope(contract.RECORDING_EVENT, PRODUCER, tenant_id, event)
     await outbox.enqueue(conn, topic, envelope)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -116,7 +116,8 @@ class Repository:
     ) -> tuple[list[domain.ChainedEntry], bytes | None]:
         """The record's entries as stored, for the chain, and its head."""
         rows = await conn.fetch(
-            "select link, topic, event_id, envelope, previous_sha256, sha256 from record_entries "
+            "select link, topic, event_id, envelope, previous_sha256, sha256, "
+            "(stored_at at time zone 'UTC')::date as stored_day from record_entries "
             "where tenant_id = $1 and interaction_id = $2 order by link",
             tenant_id,
             interaction_id,
@@ -151,6 +152,62 @@ class Repository:
             )
             for r in rows
         ]
+
+    async def roots_holding(
+        self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str
+    ) -> list[domain.DayRoot]:
+        """The published roots of the days this record has entries from."""
+        rows = await conn.fetch(
+            "select day, root_sha256, leaves from daily_roots where tenant_id = $1 and day in ("
+            "select distinct (stored_at at time zone 'UTC')::date from record_entries "
+            "where tenant_id = $1 and interaction_id = $2) order by day",
+            tenant_id,
+            interaction_id,
+        )
+        return [domain.DayRoot(r["day"], r["root_sha256"], r["leaves"]) for r in rows]
+
+    async def days_without_root(
+        self, conn: asyncpg.Connection, before: date, limit: int
+    ) -> list[tuple[str, date]]:
+        """(tenant, day) pairs with entries stored on a day before `before` and no root yet."""
+        rows = await conn.fetch(
+            "select distinct e.tenant_id, (e.stored_at at time zone 'UTC')::date as day "
+            "from record_entries e where e.stored_at < $1::date at time zone 'UTC' "
+            "and e.link is not null and not exists (select 1 from daily_roots r "
+            "where r.tenant_id = e.tenant_id "
+            "and r.day = (e.stored_at at time zone 'UTC')::date) order by day limit $2",
+            before,
+            limit,
+        )
+        return [(r["tenant_id"], r["day"]) for r in rows]
+
+    async def day_leaves(
+        self, conn: asyncpg.Connection, tenant_id: str, day: date
+    ) -> list[domain.Leaf]:
+        """For each record with entries stored on `day`, its last entry of that day."""
+        rows = await conn.fetch(
+            "select distinct on (interaction_id) interaction_id, link, sha256 "
+            "from record_entries where tenant_id = $1 and link is not null "
+            "and (stored_at at time zone 'UTC')::date = $2 order by interaction_id, link desc",
+            tenant_id,
+            day,
+        )
+        return [(r["interaction_id"], r["link"], r["sha256"].hex()) for r in rows]
+
+    async def insert_root(
+        self, conn: asyncpg.Connection, tenant_id: str, day: date, leaves: list[domain.Leaf]
+    ) -> bytes | None:
+        """Keep the day's root; None when it was kept already (by another replica)."""
+        root = domain.root_of(leaves)
+        kept = await conn.fetchval(
+            "insert into daily_roots (tenant_id, day, root_sha256, leaves) "
+            "values ($1, $2, $3, $4) on conflict do nothing returning true",
+            tenant_id,
+            day,
+            root,
+            [list(leaf) for leaf in leaves],
+        )
+        return root if kept else None
 
     async def upsert_media(
         self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str, item: pb.MediaItem

@@ -52,7 +52,11 @@ class RecordingService:
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             summary = await self._summary(conn, tenant_id, interaction_id)
             entries, head = await self._repo.chain(conn, tenant_id, interaction_id)
-        return domain.verify_chain(entries, head, summary.entry_count)
+            roots = await self._repo.roots_holding(conn, tenant_id, interaction_id)
+        answer = domain.verify_chain(entries, head, summary.entry_count)
+        if answer.intact:
+            domain.check_anchors(interaction_id, entries, roots, answer)
+        return answer
 
     async def list_recordings(
         self, request: pb.ListRecordingsRequest

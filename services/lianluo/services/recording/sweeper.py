@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import asyncpg
 
@@ -70,6 +70,7 @@ class RetentionSweeper:
             purged += await self._purge_all(tenant_id, events_pb.PURGE_REASON_TENANT_DELETED)
             self._deleted_tenants.discard(tenant_id)
         now = datetime.now(UTC)
+        await self.publish_roots(now.date())
         async with self._pool.acquire() as conn:
             tenants = await self._repo.tenants_with_expired(conn, now, self._batch)
         for tenant_id in tenants:
@@ -77,6 +78,21 @@ class RetentionSweeper:
             purged += await self._purge_all(tenant_id, expired, now)
         self.purged += purged
         return purged
+
+    async def publish_roots(self, today: date) -> int:
+        """Keep and publish each tenant's root of every ended day (UTC) it has entries from;
+        the number published. Once per tenant and day, whichever replica comes first."""
+        published = 0
+        async with self._pool.acquire() as conn:
+            due = await self._repo.days_without_root(conn, today, self._batch)
+        for tenant_id, day in due:
+            async with self._pool.acquire() as conn, conn.transaction():
+                leaves = await self._repo.day_leaves(conn, tenant_id, day)
+                root = await self._repo.insert_root(conn, tenant_id, day, leaves)
+                if root is not None:
+                    await events.publish_root(conn, self._topic, tenant_id, day, root, len(leaves))
+                    published += 1
+        return published
 
     async def _purge_all(
         self,
