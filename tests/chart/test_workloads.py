@@ -253,3 +253,28 @@ def test_grpc_tls_reaches_every_component_and_every_cell_the_operator_builds(
     )
     cell_tls = {k: v for k, v in config["data"].items() if k.startswith("LIANLUO_GRPC_TLS_")}
     assert cell_tls == tls["tenants"]
+
+
+def test_every_pod_has_a_network_policy_that_opens_only_what_its_clients_use(
+    docs: list[dict[str, Any]],
+) -> None:
+    policies = {p["metadata"]["name"]: p["spec"] for p in _of_kind(docs, "NetworkPolicy")}
+    services = {s["metadata"]["name"]: s["spec"] for s in _of_kind(docs, "Service")}
+    own = [{"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "lianluo"}}}]
+    for deployment in _of_kind(docs, "Deployment"):
+        name = deployment["metadata"]["name"]
+        component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        spec = policies[name]
+        assert spec["podSelector"]["matchLabels"].items() <= (
+            deployment["spec"]["template"]["metadata"]["labels"].items()
+        )
+        grpc = [r for r in spec["ingress"] if {"port": 50051, "protocol": "TCP"} in r["ports"]]
+        if component == "operator":
+            assert spec["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
+            continue
+        (rule,) = grpc
+        exposed = services.get(name, {}).get("type", "ClusterIP") != "ClusterIP"
+        if component == "edge" or exposed:
+            assert "from" not in rule, name  # clients come from outside
+        else:
+            assert rule["from"] == own, name

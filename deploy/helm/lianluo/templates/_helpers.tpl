@@ -220,7 +220,7 @@ first one and to provision tenants through the tenants API. */}}
 {{- $_ := set $env "LIANLUO_OPERATOR_CELL_MAX_TENANTS" ($v.cells.maxTenants | toString) }}
 {{- $_ := set $env "LIANLUO_OPERATOR_CELL_REPLICAS" ($v.cells.replicas | toString) }}
 {{- $_ := set $env "LIANLUO_OPERATOR_SEATS_PER_REPLICA" ($v.cells.seatsPerReplica | toString) }}
-{{- $_ := set $env "LIANLUO_OPERATOR_CELL_NETWORK_POLICIES" ($v.cells.networkPolicies | toString) }}
+{{- $_ := set $env "LIANLUO_OPERATOR_CELL_NETWORK_POLICIES" ($v.networkPolicies | toString) }}
 {{- if $v.grpcTls.enabled }}
 {{- $_ := set $env "LIANLUO_OPERATOR_GRPC_TLS_SECRET" $v.grpcTls.secretName }}
 {{- end }}
