@@ -281,6 +281,16 @@ def test_a_sensitive_collect_marks_its_prompts_and_no_other() -> None:
     assert [o.prompt.sensitive for o in again.outputs] == [True]
 
 
+def test_a_sensitive_answer_steers_the_flow_but_never_leaves_the_ivr() -> None:
+    flow = menu_flow()
+    next(n for n in flow.nodes if n.id == "last4").collect.sensitive = True
+    *_, routed = run(flow, Answer("1"), Answer("1234"))
+    [output] = routed.outputs
+    # Routed as before, but the agent, the ACD and the record never get the digits.
+    assert output.routed.queue == "cards"
+    assert dict(output.routed.requirements.collected_data) == {"intent": "lost_card"}
+
+
 def test_a_nodes_recording_goes_with_its_prompt_but_not_with_a_re_ask() -> None:
     flow = menu_flow()
     by_id = {n.id: n for n in flow.nodes}

@@ -263,6 +263,13 @@ class _Run:
 
     def route(self, node: pb.FlowNode) -> None:
         route = node.route_to_queue
+        # A sensitive collect's answer (a PIN, a card's security code) served the flow's
+        # branches; it never leaves the IVR: not to routing, the agent, or the record.
+        secret = {
+            n.collect.variable
+            for n in self.flow.nodes
+            if n.HasField("collect") and n.collect.sensitive
+        }
         requirements = common_pb2.RoutingRequirements(
             queue=route.queue,
             required_skills=route.skills,
@@ -273,7 +280,9 @@ class _Run:
             language=self.caller.language,
             media=self.caller.media,
             # What the customer gave, not what the platform told the flow.
-            collected_data={k: v for k, v in self.variables.items() if k != hours.VARIABLE},
+            collected_data={
+                k: v for k, v in self.variables.items() if k != hours.VARIABLE and k not in secret
+            },
             customer_id=self.caller.customer_id,
             customer_attributes=self.caller.customer_attributes,
         )
