@@ -194,3 +194,20 @@ def test_the_operator_reads_its_kafka_security_settings(monkeypatch: pytest.Monk
     # What every cell it clones is given.
     template = Runtime(s, kube=None, tenants=None).template  # type: ignore[arg-type]
     assert template.kafka_security == replace(MANAGED, sasl_mechanism="SCRAM-SHA-512")
+
+
+@pytest.mark.usefixtures("operator_env")
+def test_the_cells_placement_and_resources_are_refused_at_the_start_not_by_the_api_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the API server would refuse when a cell's pods are made is refused when the
+    operator starts, by setting."""
+    assert set(
+        _refused(
+            monkeypatch,
+            CELL_RESOURCES='{"media": {"limits": {"memory": "2 gigs"}}}',
+            CELL_TOLERATIONS='[{"key": "dedicated", "effect": "Sometimes"}]',
+            CELL_SERVICE_ANNOTATIONS='{"medai": {"a": "b"}}',
+            IMAGE_PULL_SECRETS='["Not A Name"]',
+        )
+    ) == {"cell_resources", "cell_tolerations", "cell_service_annotations", "image_pull_secrets"}

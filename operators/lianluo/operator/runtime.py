@@ -65,10 +65,13 @@ class Runtime:
                 cert_key=s.kafka_ssl_cert_key,
                 key_key=s.kafka_ssl_key_key,
             ),
-            resources=s.cell_resources,
+            resources={
+                service: r.model_dump(exclude_defaults=True)
+                for service, r in s.cell_resources.items()
+            },
             image_pull_secrets=tuple(s.image_pull_secrets),
             node_selector=s.cell_node_selector,
-            tolerations=tuple(s.cell_tolerations),
+            tolerations=tuple(t.model_dump(exclude_defaults=True) for t in s.cell_tolerations),
             service_annotations=s.cell_service_annotations,
             network_policies=s.cell_network_policies,
             served=self.served,

@@ -4,10 +4,36 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lianluo.operator.template import SERVICES
+
+# A Kubernetes object's name, and a resource quantity ("250m", "1Gi"): refused at the start,
+# not when a cell's pods are refused by the API server.
+_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+_Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|[KMGTPE]i?)?$")]
+
+
+class Toleration(BaseModel):
+    """A pod toleration, as Kubernetes takes it (unknown keys refused)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str = ""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str = ""
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = ""
+    tolerationSeconds: int | None = None
+
+
+class Resources(BaseModel):
+    """A container's requests and limits ({"cpu": "250m", "memory": "1Gi"})."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests: dict[str, _Quantity] = {}
+    limits: dict[str, _Quantity] = {}
 
 
 class OperatorSettings(BaseSettings):
@@ -78,10 +104,10 @@ class OperatorSettings(BaseSettings):
     # Given to every pod of every cell (JSON in the environment, as the chart renders them):
     # per service, its requests and limits in place of the template's; the Secrets to pull the
     # image with; where the pods may run; per exposed service, its Service's annotations.
-    cell_resources: dict[str, dict[str, dict[str, str]]] = {}
-    image_pull_secrets: list[str] = []
+    cell_resources: dict[str, Resources] = {}
+    image_pull_secrets: list[Annotated[str, Field(pattern=_NAME)]] = []
     cell_node_selector: dict[str, str] = {}
-    cell_tolerations: list[dict[str, Any]] = []
+    cell_tolerations: list[Toleration] = []
     cell_service_annotations: dict[str, dict[str, str]] = {}
     # A NetworkPolicy per cell service (docs/operator.md); off where another policy layer rules.
     cell_network_policies: bool = True

@@ -107,7 +107,7 @@ class TemplateInputs:
     object_store_secret: str = ""
     kafka_security: KafkaSecurity = KafkaSecurity()
     # Per service, what replaces its RESOURCES entry (requests and limits).
-    resources: Mapping[str, Manifest] = field(default_factory=dict)
+    resources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Names of Secrets to pull the image with, given to every pod of the cell.
     image_pull_secrets: tuple[str, ...] = ()
     # Where the cells' pods may run.

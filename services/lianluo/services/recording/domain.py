@@ -109,6 +109,8 @@ class Summary:
     legal_hold: bool = False
     legal_hold_reason: str = ""
     legal_hold_time: datetime | None = None
+    # The hash of the last entry of the record's chain (None before its first chained entry).
+    head_sha256: bytes | None = None
 
 
 def fold(summary: Summary, event: Event, default_retention: timedelta) -> None:
@@ -320,15 +322,20 @@ def record_entries(ordered: Sequence[StoredEntry]) -> list[pb.RecordEntry]:
 # ---------------------------------------------------------------- tamper evidence
 
 
-def entry_hash(previous: bytes, topic: str, event_id: str, envelope: bytes) -> bytes:
-    """An entry's link in its record's chain: SHA-256 over the hash of the entry stored before
-    it (empty for the first) and the entry's own content, each part length-prefixed so that
-    no two different entries hash the same."""
+def _digest(parts: Iterable[bytes]) -> bytes:
+    """SHA-256 over the parts, each length-prefixed so that no two different lists of parts
+    hash the same."""
     digest = hashlib.sha256()
-    for part in (previous, topic.encode(), event_id.encode(), envelope):
+    for part in parts:
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.digest()
+
+
+def entry_hash(previous: bytes, topic: str, event_id: str, envelope: bytes) -> bytes:
+    """An entry's link in its record's chain: over the hash of the entry stored before it
+    (empty for the first) and the entry's own content."""
+    return _digest((previous, topic.encode(), event_id.encode(), envelope))
 
 
 @dataclass(frozen=True)
@@ -352,12 +359,11 @@ Leaf = tuple[str, int, str]
 def root_of(leaves: Iterable[Leaf]) -> bytes:
     """A tenant's root of a day: SHA-256 over its leaves in the order of the records' ids,
     each part length-prefixed."""
-    digest = hashlib.sha256()
-    for interaction_id, link, sha256 in sorted(leaves):
-        for part in (interaction_id.encode(), str(link).encode(), sha256.encode()):
-            digest.update(len(part).to_bytes(8, "big"))
-            digest.update(part)
-    return digest.digest()
+    return _digest(
+        part
+        for interaction_id, link, sha256 in sorted(leaves)
+        for part in (interaction_id.encode(), str(link).encode(), sha256.encode())
+    )
 
 
 @dataclass(frozen=True)

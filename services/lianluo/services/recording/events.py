@@ -82,8 +82,10 @@ class Recorder:
         )
         # The inbox already drops redeliveries; this also holds if an event is republished
         # under the same id by a producer's outbox replay.
-        if not await self._repo.insert_entry(conn, tenant_id, event):
+        head = await self._repo.insert_entry(conn, tenant_id, event)
+        if head is None:
             return
+        summary.head_sha256 = head  # saved with the rest of the summary below
         domain.fold(summary, event, self._retention)
         items = domain.media_items(event)
         for item in items:

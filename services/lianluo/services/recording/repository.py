@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
@@ -16,7 +17,8 @@ from lianluo.services.recording.requests import ListFilter, Page
 _SUMMARY_COLUMNS = (
     "tenant_id, interaction_id, start_time, channel, customer_id, agent_ids, queue, state, "
     "resolution_code, resolution_note, end_time, complete, entry_count, media_count, "
-    "retain_until, retention_explicit, legal_hold, legal_hold_reason, legal_hold_time"
+    "retain_until, retention_explicit, legal_hold, legal_hold_reason, legal_hold_time, "
+    "head_sha256"
 )
 _SAVED_COLUMNS = _SUMMARY_COLUMNS.split(", ")[2:]
 
@@ -71,10 +73,13 @@ class Repository:
             *(getattr(s, c) for c in _SAVED_COLUMNS),
         )
 
-    async def insert_entry(self, conn: asyncpg.Connection, tenant_id: str, e: domain.Event) -> bool:
-        """Store one event as the next link of its record's hash chain, and make it the head;
-        False when this event id is already in the record. The caller holds the record's row
-        lock (lock_or_create), so the links of one record are made one at a time."""
+    async def insert_entry(
+        self, conn: asyncpg.Connection, tenant_id: str, e: domain.Event
+    ) -> bytes | None:
+        """Store one event as the next link of its record's hash chain; its hash, the record's
+        new head, or None when this event id is already in the record. The caller holds the
+        record's row lock (lock_or_create), so the links of one record are made one at a
+        time."""
         last = await conn.fetchrow(
             "select link, sha256 from record_entries where tenant_id = $1 "
             "and interaction_id = $2 and link is not null order by link desc limit 1",
@@ -101,20 +106,12 @@ class Repository:
             previous,
             digest,
         )
-        if inserted:
-            await conn.execute(
-                "update recordings set head_sha256 = $3 "
-                "where tenant_id = $1 and interaction_id = $2",
-                tenant_id,
-                e.interaction_id,
-                digest,
-            )
-        return bool(inserted)
+        return digest if inserted else None
 
     async def chain(
         self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str
-    ) -> tuple[list[domain.ChainedEntry], bytes | None]:
-        """The record's entries as stored, for the chain, and its head."""
+    ) -> list[domain.ChainedEntry]:
+        """The record's entries as stored, for the chain (its head is on its summary)."""
         rows = await conn.fetch(
             "select link, topic, event_id, envelope, previous_sha256, sha256, "
             "(stored_at at time zone 'UTC')::date as stored_day from record_entries "
@@ -122,12 +119,7 @@ class Repository:
             tenant_id,
             interaction_id,
         )
-        head = await conn.fetchval(
-            "select head_sha256 from recordings where tenant_id = $1 and interaction_id = $2",
-            tenant_id,
-            interaction_id,
-        )
-        return [domain.ChainedEntry(**dict(r)) for r in rows], head
+        return [domain.ChainedEntry(**dict(r)) for r in rows]
 
     async def entries(
         self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str
@@ -153,16 +145,15 @@ class Repository:
             for r in rows
         ]
 
-    async def roots_holding(
-        self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str
+    async def roots_of_days(
+        self, conn: asyncpg.Connection, tenant_id: str, days: Iterable[date]
     ) -> list[domain.DayRoot]:
-        """The published roots of the days this record has entries from."""
+        """The tenant's published roots of `days`."""
         rows = await conn.fetch(
-            "select day, root_sha256, leaves from daily_roots where tenant_id = $1 and day in ("
-            "select distinct (stored_at at time zone 'UTC')::date from record_entries "
-            "where tenant_id = $1 and interaction_id = $2) order by day",
+            "select day, root_sha256, leaves from daily_roots "
+            "where tenant_id = $1 and day = any($2::date[]) order by day",
             tenant_id,
-            interaction_id,
+            sorted(set(days)),
         )
         return [domain.DayRoot(r["day"], r["root_sha256"], r["leaves"]) for r in rows]
 

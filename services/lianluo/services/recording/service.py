@@ -51,9 +51,10 @@ class RecordingService:
         # One snapshot: the entries, the head and the count as they stand together.
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             summary = await self._summary(conn, tenant_id, interaction_id)
-            entries, head = await self._repo.chain(conn, tenant_id, interaction_id)
-            roots = await self._repo.roots_holding(conn, tenant_id, interaction_id)
-        answer = domain.verify_chain(entries, head, summary.entry_count)
+            entries = await self._repo.chain(conn, tenant_id, interaction_id)
+            days = (e.stored_day for e in entries if e.stored_day is not None)
+            roots = await self._repo.roots_of_days(conn, tenant_id, days)
+        answer = domain.verify_chain(entries, summary.head_sha256, summary.entry_count)
         if answer.intact:
             domain.check_anchors(interaction_id, entries, roots, answer)
         return answer
