@@ -5,6 +5,7 @@ lost or doubled, and is one customer in the customer store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -365,8 +366,15 @@ async def test_the_widget_chats_and_resumes_in_headless_chromium(
             driver.find_element(By.CSS_SELECTOR, "#lianluo-chat input[name=text]").send_keys, "p"
         )
         await talk.wait_for(lambda f: f.WhichOneof("frame") == "typing" and f.typing.active)
-        talk.typing(True)
-        await _until(driver, "return document.querySelector('#lianluo-chat .typing').textContent")
+        # Typing is a signal nothing keeps, delivered at most once: a typing client says it
+        # again while it types (the widget every 2 s), and so does this agent.
+        shown_typing = "return document.querySelector('#lianluo-chat .typing').textContent"
+        async with asyncio.timeout(30):
+            while True:
+                talk.typing(True)
+                with contextlib.suppress(TimeoutError):
+                    await _until(driver, shown_typing, 2)
+                    break
         talk.read(yes.sequence)
         await _until(
             driver,
