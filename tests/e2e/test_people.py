@@ -1401,6 +1401,19 @@ CELL_CASES: list[Case] = [
         ),
     ),
     (
+        "SendNotice",
+        lambda w: w.stub("gateway", gateway_rpc.NoticeServiceStub).SendNotice(
+            gpb.SendNoticeRequest(
+                tenant_id=w.a.tenant.id,
+                delivery_id=str(uuid.uuid4()),
+                phone_number="+8613900009999",
+                body="Your card expires soon.",
+            ),
+            metadata=_b(w),
+        ),
+        DENIED,
+    ),
+    (
         "LocateTenant",
         lambda w: w.stub("edge", edge_rpc.EdgeServiceStub).LocateTenant(
             epb.LocateTenantRequest(tenant_id=w.a.tenant.id), metadata=_b(w)

@@ -5,21 +5,18 @@ checks the account's credentials). Signatures are checked both ways."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import grpc
 import pytest
-from aiohttp import web
 from cell_support import AgentAtWork
 from conftest import ADMIN_KEY, Stack, running_cell
 from factories import Client, agent, onboard, queue, user
+from sms_provider import SID, TOKEN, Provider, signed, sms_provider
 
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.devstack.cell import Cell
@@ -33,48 +30,15 @@ from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
 pytestmark = pytest.mark.integration
 PASSWORD = "correct horse battery staple"
-SID, TOKEN = "AC" + "1" * 32, "provider-token-" + uuid.uuid4().hex
 NUMBER, MEI = "+15550001111", "+8613800138000"
 OTHER = "+8613700001234"
 P = mpb.ParticipantRole
 
 
-def signed(url: str, form: dict[str, str], token: str = TOKEN) -> str:
-    """What the provider sends as X-Twilio-Signature (its published algorithm)."""
-    data = url + "".join(k + form[k] for k in sorted(form))
-    return base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
-
-
-@dataclass
-class Provider:
-    """The SMS provider's Messages API: keeps what the gateway sends, refuses bad credentials."""
-
-    port: int = 0
-    sent: asyncio.Queue[dict[str, str]] = field(default_factory=asyncio.Queue)
-    refused: int = 0
-
-    async def messages(self, request: web.Request) -> web.Response:
-        expected = "Basic " + base64.b64encode(f"{SID}:{TOKEN}".encode()).decode()
-        if request.match_info["sid"] != SID or request.headers.get("Authorization") != expected:
-            self.refused += 1
-            return web.json_response({"code": 20003, "message": "Authenticate"}, status=401)
-        form = {k: str(v) for k, v in (await request.post()).items()}
-        await self.sent.put(form)
-        return web.json_response({"sid": "SM" + uuid.uuid4().hex, "status": "queued"}, status=201)
-
-
 @pytest.fixture(scope="module")
 async def provider() -> AsyncIterator[Provider]:
-    p = Provider()
-    app = web.Application()
-    app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", p.messages)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    p.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield p
-    await runner.cleanup()
+    async with sms_provider() as p:
+        yield p
 
 
 @pytest.fixture(scope="module")

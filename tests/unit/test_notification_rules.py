@@ -108,6 +108,20 @@ RULE_CASES: list[Case] = [
         "rule.webhook.signing_secret",
     ),
     ("bad from address", rule, _email("ops.example.test"), "rule.email.from_address"),
+    (
+        "send time not a clock",
+        rule,
+        lambda r: r.schedule.CopyFrom(
+            pb.ScheduleTrigger(date_attribute="card_expiry", days_before=30, send_time="9am")
+        ),
+        "rule.schedule.send_time",
+    ),
+    (
+        "bad SMS channel name",
+        rule,
+        lambda r: r.sms.CopyFrom(pb.SmsTarget(channel="Texts!")),
+        "rule.sms.channel",
+    ),
 ]
 
 
@@ -126,8 +140,12 @@ def test_a_bad_rule_field_is_named(
         _schedule("card_expiry", 365),
         _email("ops@example.test"),
         _webhook("http://hooks.example.test:8080/x"),
+        lambda r: r.sms.CopyFrom(pb.SmsTarget()),
+        lambda r: r.schedule.CopyFrom(
+            pb.ScheduleTrigger(date_attribute="card_expiry", days_before=30, send_time="18:30")
+        ),
     ],
-    ids=["threshold", "schedule 0", "schedule 365", "email", "http with port"],
+    ids=["threshold", "schedule 0", "schedule 365", "email", "http with port", "sms", "at 18:30"],
 )
 def test_other_valid_triggers_and_targets_pass(change: Callable[[Message], object]) -> None:
     r = rule()

@@ -286,6 +286,8 @@ def settings_for(
             "LIANLUO_GATEWAY_TENANTS_ADDRESS": f"{cell}-tenants:{inputs.grpc_port}",
             "LIANLUO_GATEWAY_MEDIA_ADDRESS": f"{cell}-media:{inputs.grpc_port}",
         }
+    if service == "notification":
+        settings["LIANLUO_NOTIFICATION_GATEWAY_ADDRESS"] = f"{cell}-gateway:{inputs.grpc_port}"
     if service == "voice":
         settings |= {
             "LIANLUO_VOICE_SIP_HOST": "0.0.0.0",  # noqa: S104 - the pod's own address

@@ -59,14 +59,25 @@ class Cell:
     first_port: int = 0
     replicas: dict[str, int] = field(default_factory=dict)
     running: list[Replica] = field(default_factory=list)
+    # The address of each service's first replica, known before any starts.
+    _first: dict[str, str] = field(default_factory=dict)
 
     def start(self, services: list[str] | None = None) -> None:
         """Start every service (or the named ones); wait until each answers health."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        names = services or LOCAL_SERVICES
+        # Every port is chosen first, so that a service may name one started after it (the
+        # notification service sends texts through the gateway).
         port = self.first_port
-        for name in services or LOCAL_SERVICES:
-            for i in range(self.replicas.get(name, 1)):
+        ports: dict[str, list[int]] = {}
+        for name in names:
+            for _ in range(self.replicas.get(name, 1)):
                 port = port + 1 if self.first_port else _free_port()
+                ports.setdefault(name, []).append(port)
+        self._first |= {name: f"127.0.0.1:{found[0]}" for name, found in ports.items()}
+        for name in names:
+            for i in range(self.replicas.get(name, 1)):
+                port = ports[name][i]
                 log = self.log_dir / f"{name}-{i}.log"
                 print(
                     f"==> starting {name}{f' #{i + 1}' if i else ''} on 127.0.0.1:{port}",
@@ -99,6 +110,8 @@ class Cell:
                 # Attachments: a local directory beside the logs (a bucket in production).
                 "LIANLUO_OBJECT_STORE_PATH": str(self.log_dir.parent / "objects"),
             }
+        if name == "notification" and "gateway" in self._first:
+            env["LIANLUO_NOTIFICATION_GATEWAY_ADDRESS"] = self._first["gateway"]
         if name == "console":
             # The console calls the cell's services with the signed-in person's token; on
             # http://127.0.0.1 its cookie cannot be Secure.

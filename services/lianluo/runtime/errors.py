@@ -176,6 +176,13 @@ class PermissionDenied(DomainError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class Unavailable(DomainError):
+    """Something this service depends on outside the platform (an SMS provider) cannot be
+    reached or refused for now; the caller may try again."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
 def to_rpc_status(error: DomainError) -> status_pb2.Status:
     return status_pb2.Status(
         code=getattr(code_pb2, error.code.name),

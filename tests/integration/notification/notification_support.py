@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from email import message_from_bytes
 from email.message import Message
 from typing import Any
@@ -53,8 +54,11 @@ class Served:
 
 
 @asynccontextmanager
-async def run_notification(stack: Stack, **env: str) -> AsyncIterator[Served]:
-    """The notification service in this process, with fast retries unless `env` says otherwise."""
+async def run_notification(
+    stack: Stack, clock: Callable[[], datetime] | None = None, **env: str
+) -> AsyncIterator[Served]:
+    """The notification service in this process, with fast retries unless `env` says otherwise,
+    telling the time by `clock` when given."""
     values = {
         "LIANLUO_RETRY_BASE_SECONDS": "0.2",
         "LIANLUO_RETRY_CAP_SECONDS": "0.5",
@@ -69,7 +73,7 @@ async def run_notification(stack: Stack, **env: str) -> AsyncIterator[Served]:
             for k, v in stack.env(LIANLUO_GRPC_PORT="0", **values).items()
         }
     )
-    process = await build(settings)
+    process = await (build(settings) if clock is None else build(settings, clock))
     task = asyncio.create_task(process.serve())
     while not process.grpc.port:
         if task.done():

@@ -52,6 +52,60 @@ IDENTITY_KIND_APP_USER: IdentityKind.ValueType  # 5
 Global___IdentityKind: _TypeAlias = IdentityKind  # noqa: Y015
 
 @_typing.final
+class SendNoticeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    DELIVERY_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    PHONE_NUMBER_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    delivery_id: _builtins.str
+    """The notification service's delivery id: a UUID."""
+    channel: _builtins.str
+    """The SMS channel's name. Empty: the tenant's first SMS channel."""
+    phone_number: _builtins.str
+    """E.164, for example "+8613800138000"."""
+    body: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        delivery_id: _builtins.str = ...,
+        channel: _builtins.str = ...,
+        phone_number: _builtins.str = ...,
+        body: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "channel", b"channel", "delivery_id", b"delivery_id", "phone_number", b"phone_number", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendNoticeRequest: _TypeAlias = SendNoticeRequest  # noqa: Y015
+
+@_typing.final
+class SentNotice(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTS_FIELD_NUMBER: _builtins.int
+    parts: _builtins.int
+    """The messages the text went as (long texts are cut, at most ten)."""
+    def __init__(
+        self,
+        *,
+        parts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parts", b"parts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SentNotice: _TypeAlias = SentNotice  # noqa: Y015
+
+@_typing.final
 class UploadAttachmentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -431,3 +431,88 @@ class AttachmentService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class NoticeServiceStub:
+    """Notices to customers on the gateway's channels: how the notification service sends a text.
+
+    Authentication: `notification:write`.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SendNotice = channel.unary_unary(
+                '/lianluo.gateway.v1.NoticeService/SendNotice',
+                request_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.SendNoticeRequest.SerializeToString,
+                response_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.SentNotice.FromString,
+                _registered_method=True)
+
+
+class NoticeServiceServicer:
+    """Notices to customers on the gateway's channels: how the notification service sends a text.
+
+    Authentication: `notification:write`.
+    """
+
+    def SendNotice(self, request, context):
+        """Send a text from the tenant's SMS number. A repeated `delivery_id` sends nothing again and
+        answers as the first send did. FAILED_PRECONDITION when the number's owner opted out
+        (texted STOP) or the tenant has no such SMS channel; UNAVAILABLE when the provider cannot
+        be reached or refuses for now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_NoticeServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SendNotice': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendNotice,
+                    request_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.SendNoticeRequest.FromString,
+                    response_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.SentNotice.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lianluo.gateway.v1.NoticeService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lianluo.gateway.v1.NoticeService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class NoticeService:
+    """Notices to customers on the gateway's channels: how the notification service sends a text.
+
+    Authentication: `notification:write`.
+    """
+
+    @staticmethod
+    def SendNotice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.gateway.v1.NoticeService/SendNotice',
+            lianluo_dot_gateway_dot_v1_dot_gateway__pb2.SendNoticeRequest.SerializeToString,
+            lianluo_dot_gateway_dot_v1_dot_gateway__pb2.SentNotice.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -213,3 +213,55 @@ class AttachmentServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
 def add_AttachmentServiceServicer_to_server(servicer: AttachmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class NoticeServiceStub:
+    """Notices to customers on the gateway's channels: how the notification service sends a text.
+
+    Authentication: `notification:write`.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> NoticeServiceAsyncStub: ...
+    SendNotice: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.SendNoticeRequest, _gateway_pb2.SentNotice]
+    """Send a text from the tenant's SMS number. A repeated `delivery_id` sends nothing again and
+    answers as the first send did. FAILED_PRECONDITION when the number's owner opted out
+    (texted STOP) or the tenant has no such SMS channel; UNAVAILABLE when the provider cannot
+    be reached or refuses for now.
+    """
+
+@_typing.type_check_only
+class NoticeServiceAsyncStub(NoticeServiceStub):
+    """Notices to customers on the gateway's channels: how the notification service sends a text.
+
+    Authentication: `notification:write`.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    SendNotice: _aio.UnaryUnaryMultiCallable[_gateway_pb2.SendNoticeRequest, _gateway_pb2.SentNotice]  # type: ignore[assignment]
+    """Send a text from the tenant's SMS number. A repeated `delivery_id` sends nothing again and
+    answers as the first send did. FAILED_PRECONDITION when the number's owner opted out
+    (texted STOP) or the tenant has no such SMS channel; UNAVAILABLE when the provider cannot
+    be reached or refuses for now.
+    """
+
+class NoticeServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Notices to customers on the gateway's channels: how the notification service sends a text.
+
+    Authentication: `notification:write`.
+    """
+
+    @_abc_1.abstractmethod
+    def SendNotice(
+        self,
+        request: _gateway_pb2.SendNoticeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.SentNotice, _abc.Awaitable[_gateway_pb2.SentNotice]]:
+        """Send a text from the tenant's SMS number. A repeated `delivery_id` sends nothing again and
+        answers as the first send did. FAILED_PRECONDITION when the number's owner opted out
+        (texted STOP) or the tenant has no such SMS channel; UNAVAILABLE when the provider cannot
+        be reached or refuses for now.
+        """
+
+def add_NoticeServiceServicer_to_server(servicer: NoticeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -130,7 +130,9 @@ class Delivery(_message.Message):
     def recipient(self) -> Global___Recipient: ...
     @_builtins.property
     def next_attempt_time(self) -> _timestamp_pb2.Timestamp:
-        """Set while PENDING after a failed attempt."""
+        """Set while PENDING and not due at once: a retry after a failed attempt, a scheduled
+        notice, or one held by quiet hours or the customer's daily count.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...

@@ -249,6 +249,7 @@ class Tenant(_message.Message):
     ROUTING_POLICY_FIELD_NUMBER: _builtins.int
     BUSINESS_HOURS_FIELD_NUMBER: _builtins.int
     REDACTION_FIELD_NUMBER: _builtins.int
+    NOTICES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned, immutable."""
     name: _builtins.str
@@ -302,6 +303,12 @@ class Tenant(_message.Message):
         Unset: card numbers and national ids are masked.
         """
 
+    @_builtins.property
+    def notices(self) -> Global___NoticePolicy:
+        """When, and how often, the tenant's customers may be sent notices. Unset: at any hour, in
+        UTC, at most 10 a day to one customer, the same text at most once a day.
+        """
+
     def __init__(
         self,
         *,
@@ -322,14 +329,80 @@ class Tenant(_message.Message):
         routing_policy: Global___RoutingPolicy | None = ...,
         business_hours: Global___BusinessHours | None = ...,
         redaction: Global___RedactionPolicy | None = ...,
+        notices: Global___NoticePolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["business_hours", b"business_hours", "create_time", b"create_time", "oidc", b"oidc", "quotas", b"quotas", "redaction", b"redaction", "routing_policy", b"routing_policy", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["business_hours", b"business_hours", "create_time", b"create_time", "notices", b"notices", "oidc", b"oidc", "quotas", b"quotas", "redaction", b"redaction", "routing_policy", b"routing_policy", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_hours", b"business_hours", "cell", b"cell", "channels", b"channels", "create_time", b"create_time", "display_name", b"display_name", "expected_concurrent_sessions", b"expected_concurrent_sessions", "id", b"id", "name", b"name", "oidc", b"oidc", "plan", b"plan", "quotas", b"quotas", "redaction", b"redaction", "revision", b"revision", "routing_policy", b"routing_policy", "state", b"state", "suspend_reason", b"suspend_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_hours", b"business_hours", "cell", b"cell", "channels", b"channels", "create_time", b"create_time", "display_name", b"display_name", "expected_concurrent_sessions", b"expected_concurrent_sessions", "id", b"id", "name", b"name", "notices", b"notices", "oidc", b"oidc", "plan", b"plan", "quotas", b"quotas", "redaction", b"redaction", "revision", b"revision", "routing_policy", b"routing_policy", "state", b"state", "suspend_reason", b"suspend_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Tenant: _TypeAlias = Tenant  # noqa: Y015
+
+@_typing.final
+class NoticePolicy(_message.Message):
+    """Applied when a notice is about to go out, in the customer's time zone: a notice due in
+    quiet hours, or over the customer's daily count, waits; one whose text the customer already
+    got within `dedupe_hours` (from any rule) is not sent again. A customer's own attributes
+    `time_zone` (IANA) and `quiet_hours` ("HH:MM-HH:MM"), carried by business events or their
+    contacts, come first.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    QUIET_HOURS_FIELD_NUMBER: _builtins.int
+    MAX_PER_CUSTOMER_PER_DAY_FIELD_NUMBER: _builtins.int
+    DEDUPE_HOURS_FIELD_NUMBER: _builtins.int
+    time_zone: _builtins.str
+    """The IANA time zone of customers who name none, for example "Asia/Shanghai". Empty: UTC."""
+    max_per_customer_per_day: _builtins.int
+    """At most this many notices to one customer in any 24 hours; 0 means 10."""
+    dedupe_hours: _builtins.int
+    """0 means 24."""
+    @_builtins.property
+    def quiet_hours(self) -> Global___QuietHours: ...
+    def __init__(
+        self,
+        *,
+        time_zone: _builtins.str = ...,
+        quiet_hours: Global___QuietHours | None = ...,
+        max_per_customer_per_day: _builtins.int = ...,
+        dedupe_hours: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["quiet_hours", b"quiet_hours"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dedupe_hours", b"dedupe_hours", "max_per_customer_per_day", b"max_per_customer_per_day", "quiet_hours", b"quiet_hours", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoticePolicy: _TypeAlias = NoticePolicy  # noqa: Y015
+
+@_typing.final
+class QuietHours(_message.Message):
+    """Local clock times, "HH:MM"; an end before the start spans midnight ("21:00" to "08:00").
+    Both empty: no quiet hours.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    start: _builtins.str
+    end: _builtins.str
+    def __init__(
+        self,
+        *,
+        start: _builtins.str = ...,
+        end: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuietHours: _TypeAlias = QuietHours  # noqa: Y015
 
 @_typing.final
 class RedactionPolicy(_message.Message):
@@ -958,7 +1031,8 @@ class UpdateTenantRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to change: display_name, plan, expected_concurrent_sessions, channels, cell,
-        quotas, oidc, routing_policy, business_hours. Only an admin changes plan, cell and quotas.
+        quotas, oidc, routing_policy, business_hours, redaction, notices. Only an admin changes
+        plan, cell and quotas.
         """
 
     def __init__(
@@ -3663,23 +3737,33 @@ Global___ThresholdTrigger: _TypeAlias = ThresholdTrigger  # noqa: Y015
 
 @_typing.final
 class ScheduleTrigger(_message.Message):
-    """Fires a number of days before a date attribute of the customer (for example card_expiry)."""
+    """Fires a number of days before a date attribute of the customer (for example card_expiry).
+
+    The attribute comes with a business event about the customer (`PublishBusinessEvent`): a
+    date ("2027-01-31") or a time with its offset ("2027-01-31T18:00:00+08:00"). The notice is
+    due `days_before` days earlier: for a date, at `send_time` in the customer's time zone; for
+    a time, at that instant. A due time already past sends nothing.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     DATE_ATTRIBUTE_FIELD_NUMBER: _builtins.int
     DAYS_BEFORE_FIELD_NUMBER: _builtins.int
+    SEND_TIME_FIELD_NUMBER: _builtins.int
     date_attribute: _builtins.str
     days_before: _builtins.int
+    send_time: _builtins.str
+    """"HH:MM", local to the customer. Empty: "09:00"."""
     def __init__(
         self,
         *,
         date_attribute: _builtins.str = ...,
         days_before: _builtins.int = ...,
+        send_time: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["date_attribute", b"date_attribute", "days_before", b"days_before"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date_attribute", b"date_attribute", "days_before", b"days_before", "send_time", b"send_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3729,6 +3813,30 @@ class EmailTarget(_message.Message):
 Global___EmailTarget: _TypeAlias = EmailTarget  # noqa: Y015
 
 @_typing.final
+class SmsTarget(_message.Message):
+    """A text to the customer's phone number, sent by the channel gateway from one of the tenant's
+    SMS channels; a number whose owner texted STOP gets nothing.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    channel: _builtins.str
+    """The SMS channel's name. Empty: the tenant's first SMS channel."""
+    def __init__(
+        self,
+        *,
+        channel: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SmsTarget: _TypeAlias = SmsTarget  # noqa: Y015
+
+@_typing.final
 class NotificationRule(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -3741,6 +3849,7 @@ class NotificationRule(_message.Message):
     TEMPLATE_FIELD_NUMBER: _builtins.int
     WEBHOOK_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
+    SMS_FIELD_NUMBER: _builtins.int
     ENABLED_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
@@ -3763,6 +3872,8 @@ class NotificationRule(_message.Message):
     @_builtins.property
     def email(self) -> Global___EmailTarget: ...
     @_builtins.property
+    def sms(self) -> Global___SmsTarget: ...
+    @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
@@ -3778,16 +3889,17 @@ class NotificationRule(_message.Message):
         template: _builtins.str = ...,
         webhook: Global___WebhookTarget | None = ...,
         email: Global___EmailTarget | None = ...,
+        sms: Global___SmsTarget | None = ...,
         enabled: _builtins.bool = ...,
         revision: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "email", b"email", "interaction_closed", b"interaction_closed", "schedule", b"schedule", "target", b"target", "threshold", b"threshold", "trigger", b"trigger", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "email", b"email", "interaction_closed", b"interaction_closed", "schedule", b"schedule", "sms", b"sms", "target", b"target", "threshold", b"threshold", "trigger", b"trigger", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "email", b"email", "enabled", b"enabled", "id", b"id", "interaction_closed", b"interaction_closed", "name", b"name", "revision", b"revision", "schedule", b"schedule", "target", b"target", "template", b"template", "tenant_id", b"tenant_id", "threshold", b"threshold", "trigger", b"trigger", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "email", b"email", "enabled", b"enabled", "id", b"id", "interaction_closed", b"interaction_closed", "name", b"name", "revision", b"revision", "schedule", b"schedule", "sms", b"sms", "target", b"target", "template", b"template", "tenant_id", b"tenant_id", "threshold", b"threshold", "trigger", b"trigger", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["webhook", "email"]  # noqa: Y015
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["webhook", "email", "sms"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     _WhichOneofReturnType_trigger: _TypeAlias = _typing.Literal["interaction_closed", "threshold", "schedule"]  # noqa: Y015
     _WhichOneofArgType_trigger: _TypeAlias = _typing.Literal["trigger", b"trigger"]  # noqa: Y015

@@ -12,7 +12,7 @@ from lianluo.runtime.service import Service, ServiceSpec
 from lianluo.services.gateway import events
 from lianluo.services.gateway.attachments import Attachments
 from lianluo.services.gateway.forms import Forms
-from lianluo.services.gateway.grpc_api import AttachmentApi, CustomerApi
+from lianluo.services.gateway.grpc_api import AttachmentApi, CustomerApi, NoticeApi
 from lianluo.services.gateway.mail import (
     Mailboxes,
     MailConsent,
@@ -24,7 +24,7 @@ from lianluo.services.gateway.replies import Replies, Sender
 from lianluo.services.gateway.repository import Repository
 from lianluo.services.gateway.service import Conversations, Customers, Platform, WebChat
 from lianluo.services.gateway.settings import GatewaySettings
-from lianluo.services.gateway.sms import SmsIn, SmsSender
+from lianluo.services.gateway.sms import SmsIn, SmsNotices, SmsSender
 from lianluo.services.gateway.survey import SurveyLinks, Surveys
 from lianluo.services.gateway.wechat import WechatIn, WechatSender
 
@@ -87,6 +87,11 @@ async def build(settings: GatewaySettings) -> Service:
         rpc.add_AttachmentServiceServicer_to_server,
         AttachmentApi(attachments, platform),
         pb.DESCRIPTOR.services_by_name["AttachmentService"].full_name,
+    )
+    service.add_grpc(
+        rpc.add_NoticeServiceServicer_to_server,
+        NoticeApi(SmsNotices(service.pool, repo, view, settings)),
+        pb.DESCRIPTOR.services_by_name["NoticeService"].full_name,
     )
     return service
 

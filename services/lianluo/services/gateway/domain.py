@@ -385,10 +385,13 @@ def twilio_valid(auth_token: str, url: str, params: dict[str, str], signature: s
     )
 
 
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
 def sms_inbound(form: dict[str, str]) -> tuple[str, str, str]:
     """(sender, text, message id) of an inbound SMS webhook, or BadMessage naming the field."""
     sender, text, sid = form.get("From", ""), form.get("Body", ""), form.get("MessageSid", "")
-    if not re.fullmatch(r"\+[1-9][0-9]{6,14}", sender):
+    if not E164.fullmatch(sender):
         raise BadMessage("From: an E.164 number")
     if not 0 < len(text) <= MAX_SMS_TEXT or "\x00" in text:
         raise BadMessage(f"Body: 1 to {MAX_SMS_TEXT} characters")

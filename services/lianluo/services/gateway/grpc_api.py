@@ -11,6 +11,7 @@ from lianluo.runtime.errors import FieldViolation, InvalidArgument
 from lianluo.services.gateway import domain
 from lianluo.services.gateway.attachments import Attachments
 from lianluo.services.gateway.service import Customers, Platform
+from lianluo.services.gateway.sms import SmsNotices
 
 
 class CustomerApi(rpc.CustomerServiceServicer):
@@ -43,6 +44,15 @@ class CustomerApi(rpc.CustomerServiceServicer):
     ) -> pb.ListConversationsResponse:
         found = await self.customers.conversations(request.tenant_id, request.customer_id)
         return pb.ListConversationsResponse(conversations=found)
+
+
+class NoticeApi(rpc.NoticeServiceServicer):
+    def __init__(self, notices: SmsNotices) -> None:
+        self.notices = notices
+
+    @auth.needs("notification:write")
+    async def SendNotice(self, request: pb.SendNoticeRequest, _: Any) -> pb.SentNotice:
+        return await self.notices.send(request)
 
 
 class AttachmentApi(rpc.AttachmentServiceServicer):

@@ -214,6 +214,36 @@ class Repository:
         )
         return bool(found)
 
+    # ------------------------------------------------------------------ notices
+
+    async def notice_parts(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, delivery_id: uuid.UUID
+    ) -> int | None:
+        """How many messages a notice already sent went as; None when it was not sent."""
+        found: int | None = await conn.fetchval(
+            "select parts from notices where tenant_id = $1 and delivery_id = $2",
+            tid,
+            delivery_id,
+        )
+        return found
+
+    async def add_notice(
+        self,
+        conn: asyncpg.Connection,
+        tid: uuid.UUID,
+        delivery_id: uuid.UUID,
+        phone_number: str,
+        parts: int,
+    ) -> None:
+        await conn.execute(
+            "insert into notices (tenant_id, delivery_id, phone_number, parts) "
+            "values ($1, $2, $3, $4) on conflict do nothing",
+            tid,
+            delivery_id,
+            phone_number,
+            parts,
+        )
+
     # ------------------------------------------------------------------ conversations
 
     async def add_conversation(

@@ -1,7 +1,10 @@
 """SMS through a provider with the Twilio-compatible API: signed webhooks in, the Messages API
-out. A customer's texts continue their newest open conversation on the number."""
+out. A customer's texts continue their newest open conversation on the number; notices go out
+from the tenant's number for the notification service (NoticeService)."""
 
 from __future__ import annotations
+
+import uuid
 
 import aiohttp
 import asyncpg
@@ -10,8 +13,14 @@ from aiohttp import web
 
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.gateway.v1 import gateway_pb2 as pb
-from lianluo.runtime import quotas
-from lianluo.runtime.errors import ResourceExhausted
+from lianluo.runtime import auth, quotas
+from lianluo.runtime.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
 from lianluo.runtime.faults import is_outage
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import TenantConfigView
@@ -120,9 +129,28 @@ class SmsIn:
         return base + request.path_qs
 
 
+async def post_texts(
+    sms: tpb.SmsChannel, to: str, text: str, limit: aiohttp.ClientTimeout
+) -> str | None:
+    """Text `to` from the channel's number through the provider's Messages API, cut into
+    messages of at most ten segments (GSM-7 or UCS-2, whichever the text needs); what went
+    wrong, or None."""
+    url = f"{sms.api_base_url.rstrip('/')}/2010-04-01/Accounts/{sms.account_sid}/Messages.json"
+    basic = aiohttp.BasicAuth(sms.account_sid, sms.auth_token)
+    try:
+        async with aiohttp.ClientSession(timeout=limit) as http:
+            for part in domain.sms_messages(text):
+                form = {"From": sms.number, "To": to, "Body": part}
+                async with http.post(url, data=form, auth=basic) as answer:
+                    if answer.status >= 300:
+                        return f"the provider answered {answer.status}"
+    except (aiohttp.ClientError, TimeoutError) as error:
+        return f"the provider is unreachable: {error!r}"[:300]
+    return None
+
+
 class SmsSender:
-    """Replies through the provider's Messages API, cut into messages of at most ten segments
-    (GSM-7 or UCS-2, whichever the text needs)."""
+    """Agents' replies, by text."""
 
     identity: int = pb.IDENTITY_KIND_PHONE
 
@@ -133,20 +161,64 @@ class SmsSender:
     survey_by_link = False
 
     async def send(self, out: Outgoing, channel: tpb.Channel) -> str | None:
-        row = out.row
-        sms = channel.sms
-        url = f"{sms.api_base_url.rstrip('/')}/2010-04-01/Accounts/{sms.account_sid}/Messages.json"
-        auth = aiohttp.BasicAuth(sms.account_sid, sms.auth_token)
-        try:
-            async with aiohttp.ClientSession(timeout=self._timeout) as http:
-                for part in domain.sms_messages(out.text):
-                    form = {"From": sms.number, "To": row["customer_address"], "Body": part}
-                    async with http.post(url, data=form, auth=auth) as answer:
-                        if answer.status >= 300:
-                            return f"the provider answered {answer.status}"
-        except (aiohttp.ClientError, TimeoutError) as error:
-            return f"the provider is unreachable: {error!r}"[:300]
-        return None
+        return await post_texts(channel.sms, out.row["customer_address"], out.text, self._timeout)
 
     async def sent(self, conn: asyncpg.Connection, repo: Repository, row: asyncpg.Record) -> None:
         return None
+
+
+class SmsNotices:
+    """Notices texted for the notification service: from the tenant's SMS channel (named, or
+    its first), never to a number whose owner opted out, once per delivery id."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        repo: Repository,
+        view: TenantConfigView,
+        settings: GatewaySettings,
+    ) -> None:
+        self._pool = pool
+        self._repo = repo
+        self._view = view
+        self._timeout = aiohttp.ClientTimeout(total=settings.gateway_provider_timeout_seconds)
+
+    def _channel(self, tenant_id: str, name: str) -> tpb.Channel:
+        channels = [c for c in self._view.all(tenant_id, "channel") if isinstance(c, tpb.Channel)]
+        for channel in sorted(channels, key=lambda c: c.name):
+            if channel.WhichOneof("kind") == "sms" and (not name or channel.name == name):
+                return channel
+        raise FailedPrecondition(
+            "channel", f"the tenant has no SMS channel {name!r}" if name else "no SMS channel"
+        )
+
+    async def send(self, request: pb.SendNoticeRequest) -> pb.SentNotice:
+        auth.require_tenant(request.tenant_id)
+        violations = []
+        try:
+            tid, delivery_id = uuid.UUID(request.tenant_id), uuid.UUID(request.delivery_id)
+        except ValueError:
+            violations.append(FieldViolation("delivery_id", "must be a UUID"))
+        if not domain.E164.fullmatch(request.phone_number):
+            violations.append(
+                FieldViolation("phone_number", "must be E.164, such as +8613800138000")
+            )
+        if not request.body.strip():
+            violations.append(FieldViolation("body", "must not be empty"))
+        if violations:
+            raise InvalidArgument(violations)
+        channel = self._channel(request.tenant_id, request.channel)
+        async with self._pool.acquire() as conn:
+            parts = await self._repo.notice_parts(conn, tid, delivery_id)
+            if parts is not None:
+                return pb.SentNotice(parts=parts)
+            if await self._repo.opted_out(conn, tid, pb.IDENTITY_KIND_PHONE, request.phone_number):
+                raise FailedPrecondition("phone_number", "the number's owner opted out (STOP)")
+        error = await post_texts(channel.sms, request.phone_number, request.body, self._timeout)
+        if error is not None:
+            raise Unavailable(error)
+        parts = len(domain.sms_messages(request.body))
+        async with self._pool.acquire() as conn:
+            await self._repo.add_notice(conn, tid, delivery_id, request.phone_number, parts)
+        log.info("notice texted", tenant_id=request.tenant_id, parts=parts)
+        return pb.SentNotice(parts=parts)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from lianluo.notification.v1 import notification_pb2 as pb
@@ -9,10 +11,10 @@ from lianluo.notification.v1 import notification_pb2_grpc as rpc
 from lianluo.runtime import contract
 from lianluo.runtime.service import Service, ServiceSpec
 from lianluo.services.notification import events
-from lianluo.services.notification.deliveries import EMAIL, WEBHOOK, RetryPolicy
+from lianluo.services.notification.deliveries import EMAIL, SMS, WEBHOOK, RetryPolicy
 from lianluo.services.notification.grpc_api import NotificationApi
 from lianluo.services.notification.repository import Repository
-from lianluo.services.notification.senders import EmailSender, Sender, WebhookSender
+from lianluo.services.notification.senders import EmailSender, Sender, SmsSender, WebhookSender
 from lianluo.services.notification.service import NotificationService
 from lianluo.services.notification.settings import NotificationSettings
 from lianluo.services.notification.worker import DeliveryWorker
@@ -24,8 +26,14 @@ SPEC = ServiceSpec(
 )
 
 
-async def build(settings: NotificationSettings) -> Service:
-    """Start storage, follow tenant configuration, and wire every part; the caller serves it."""
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def build(settings: NotificationSettings, clock: Callable[[], datetime] = _now) -> Service:
+    """Start storage, follow tenant configuration, and wire every part; the caller serves it.
+    `clock` tells the time to rules and the worker (a test brings a scheduled notice forward
+    with its own)."""
     service = Service(SPEC, settings)
     await service.start_storage()
     view = await service.follow_tenant_config()
@@ -38,16 +46,20 @@ async def build(settings: NotificationSettings) -> Service:
         status_topic=status_topic,
         business_topic=settings.topic(contract.BUSINESS_EVENT.name),
         notify_from_address=settings.smtp_from_address,
+        schedule_grace=timedelta(seconds=settings.schedule_grace_seconds),
+        clock=clock,
     )
     await service.add_consumer(events.handlers(logic))
     senders: dict[int, Sender] = {
         WEBHOOK: WebhookSender(settings.webhook_timeout_seconds),
         EMAIL: EmailSender(settings),
+        SMS: SmsSender(settings),
     }
     service.add_background(
         DeliveryWorker(
             service.pool,
             repo,
+            view,
             senders,
             status_topic=status_topic,
             policy=RetryPolicy(
@@ -56,6 +68,7 @@ async def build(settings: NotificationSettings) -> Service:
             batch_size=settings.worker_batch_size,
             poll_seconds=settings.worker_poll_seconds,
             lease_seconds=settings.sending_lease_seconds,
+            clock=clock,
         ),
         "delivery worker",
     )

@@ -57,6 +57,11 @@ class Delivery:
     next_attempt_at: datetime | None = None
     updated_at: datetime | None = None
     delivered_at: datetime | None = None
+    # The SMS channel's name ("" the tenant's first), and the customer's own time zone and
+    # quiet hours ("" when they named none).
+    sms_channel: str = ""
+    time_zone: str = ""
+    quiet_hours: str = ""
 
 
 @dataclass(frozen=True)
@@ -189,7 +194,7 @@ def to_message(d: Delivery) -> npb.Delivery:
         create_time=_stamp(d.created_at),
         update_time=_stamp(d.updated_at or d.created_at),
     )
-    if d.status == PENDING and d.attempts > 0 and d.next_attempt_at is not None:
+    if d.status == PENDING and d.next_attempt_at is not None and d.next_attempt_at > d.created_at:
         message.next_attempt_time.CopyFrom(_stamp(d.next_attempt_at))
     if d.delivered_at is not None:
         message.deliver_time.CopyFrom(_stamp(d.delivered_at))

@@ -10,8 +10,9 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from lianluo.domain import notices
 from lianluo.media.v1 import media_pb2
 from lianluo.notification.v1 import notification_pb2 as npb
 from lianluo.services.notification.deliveries import EMAIL, FAILED, SMS, WEBHOOK, Delivery
@@ -142,6 +143,28 @@ def format_number(value: float) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
+def fires_on_schedule(rule: tpb.NotificationRule, attributes: Mapping[str, str]) -> bool:
+    """An enabled schedule rule whose date attribute the business event carries."""
+    if not rule.enabled or rule.WhichOneof("trigger") != "schedule":
+        return False
+    return bool(attributes.get(rule.schedule.date_attribute, "").strip())
+
+
+def event_context(
+    event_type: str,
+    metrics: Mapping[str, float],
+    attributes: Mapping[str, str],
+    customer: Customer,
+) -> dict[str, str]:
+    """What a template fired by a business event can say: its metrics and attributes."""
+    return {
+        **attributes,
+        **{name: format_number(v) for name, v in metrics.items()},
+        **customer_context(customer),
+        "event_type": event_type,
+    }
+
+
 def threshold_context(
     rule: tpb.NotificationRule,
     event_type: str,
@@ -149,12 +172,9 @@ def threshold_context(
     attributes: Mapping[str, str],
     customer: Customer,
 ) -> dict[str, str]:
-    """What a threshold template can say: the event's metrics and attributes, and the rule's."""
+    """A business event's context, and the threshold the rule compared with."""
     return {
-        **attributes,
-        **{name: format_number(v) for name, v in metrics.items()},
-        **customer_context(customer),
-        "event_type": event_type,
+        **event_context(event_type, metrics, attributes, customer),
         "metric": rule.threshold.metric,
         "value": format_number(metrics.get(rule.threshold.metric, 0.0)),
         "threshold": format_number(rule.threshold.threshold),
@@ -187,8 +207,8 @@ def _undeliverable(d: Delivery, template: tpb.NotificationTemplate | None) -> st
         return f"template {d.template!r} not found"
     if d.channel == EMAIL and not d.email_address:
         return "the customer has no e-mail address"
-    if d.channel == SMS:
-        return "SMS delivery is not available in this cell"
+    if d.channel == SMS and not d.phone_number:
+        return "the customer has no phone number"
     return ""
 
 
@@ -211,29 +231,36 @@ def rule_delivery(
     context: Mapping[str, str],
     details: Mapping[str, str],
     now: datetime,
+    due: datetime | None = None,
 ) -> Fired:
-    """The delivery `rule` fires for `source_key` (an interaction or a business event)."""
+    """The delivery `rule` fires for `source_key` (an interaction or a business event), due
+    at once or at `due`."""
     subject, body, unknown = _rendered(template, context)
-    email = rule.WhichOneof("target") == "email"
+    target = rule.WhichOneof("target")
+    email, sms = target == "email", target == "sms"
     d = Delivery(
         id=uuid.uuid4(),
         tenant_id=tenant_id,
         template=rule.template,
-        channel=EMAIL if email else WEBHOOK,
+        channel=EMAIL if email else SMS if sms else WEBHOOK,
         body=body,
         subject=subject,
         created_at=now,
         updated_at=now,
-        next_attempt_at=now,
+        next_attempt_at=due or now,
         rule_id=rule.id,
         rule_name=rule.name,
         source_key=source_key,
         source_event_id=source_event_id,
         customer_id=customer.id,
         email_address=customer.email if email else "",
+        phone_number=customer.phone if sms else "",
         from_address=rule.email.from_address if email else "",
-        webhook_url="" if email else rule.webhook.url,
-        signing_secret="" if email else rule.webhook.signing_secret,
+        webhook_url=rule.webhook.url,
+        signing_secret=rule.webhook.signing_secret,
+        sms_channel=rule.sms.channel,
+        time_zone=customer.attributes.get("time_zone", ""),
+        quiet_hours=customer.attributes.get("quiet_hours", ""),
         context=dict(details),
     )
     return Fired(_settled(d, template), unknown)
@@ -269,3 +296,49 @@ def notify_delivery(
         context={"trigger": "notify"},
     )
     return Fired(_settled(d, template), unknown)
+
+
+# ---------------------------------------------------------------- about to go out
+
+
+@dataclass(frozen=True)
+class Recent:
+    """Notices a recipient got lately: how many, the oldest, and when they last got the same
+    text (None: not lately)."""
+
+    sent: int
+    oldest: datetime | None
+    same_text: datetime | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What becomes of a claimed delivery: sent now (both empty), held until a time, or not
+    sent at all (`refused`, why)."""
+
+    hold_until: datetime | None = None
+    refused: str = ""
+    reason: str = ""
+
+
+SEND = Verdict()
+# The channels that reach the customer: a webhook goes to the tenant's own system, which has
+# its own rules.
+TO_CUSTOMER = frozenset({EMAIL, SMS})
+
+
+def verdict(d: Delivery, limits: notices.Limits, recent: Recent, now: datetime) -> Verdict:
+    """Whether a notice goes out now: not a text the customer just got (from any rule), not in
+    their quiet hours, not over their daily count."""
+    if d.channel not in TO_CUSTOMER:
+        return SEND
+    if recent.same_text is not None and d.attempts <= 1:
+        return Verdict(refused=f"the same text went to the customer at {recent.same_text:%c} UTC")
+    where = notices.customer_zone(d.time_zone, limits)
+    quiet = notices.parse_quiet(d.quiet_hours) or limits.quiet
+    until = notices.quiet_until(now, where, quiet)
+    if until is not None:
+        return Verdict(hold_until=until, reason="quiet hours")
+    if recent.sent >= limits.per_day and recent.oldest is not None:
+        return Verdict(hold_until=recent.oldest + timedelta(days=1), reason="daily count")
+    return SEND

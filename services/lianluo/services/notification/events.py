@@ -1,8 +1,8 @@
 """What the notification service consumes and publishes.
 
 In: `interaction.event` (created: remember the customer; ended: the closed loop) and
-`business.event` (threshold rules). Out: one `notification.status` record per status change of
-a delivery, through the outbox in the transaction of the change.
+`business.event` (threshold and schedule rules). Out: one `notification.status` record per
+status change of a delivery, through the outbox in the transaction of the change.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Reactions(Protocol):
         self, conn: asyncpg.Connection, envelope: Envelope, event: interaction_pb2.InteractionEvent
     ) -> None: ...
 
-    async def evaluate_thresholds(
+    async def on_business_event(
         self, conn: asyncpg.Connection, envelope: Envelope, event: notification_pb2.BusinessEvent
     ) -> None: ...
 
@@ -67,7 +67,7 @@ def handlers(service: Reactions) -> contract.Handlers:
     on = contract.Handlers(PRODUCER)
     on.on("interaction.created", service.remember_customer)
     on.on("interaction.ended", service.close_loop)
-    on.on("business.event.published", service.evaluate_thresholds)
+    on.on("business.event.published", service.on_business_event)
     return on
 
 

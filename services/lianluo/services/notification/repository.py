@@ -12,8 +12,8 @@ import asyncpg
 
 from lianluo.runtime.errors import FieldViolation, InvalidArgument
 from lianluo.runtime.paging import decode_token, encode_token, page_size
-from lianluo.services.notification.deliveries import PENDING, SENDING, Delivery
-from lianluo.services.notification.domain import Customer
+from lianluo.services.notification.deliveries import DELIVERED, PENDING, SENDING, SMS, Delivery
+from lianluo.services.notification.domain import Customer, Recent
 
 WAKE_CHANNEL = "lianluo_notification_due"
 # Columns that hold "" in the domain but null in the table, so unique constraints ignore them.
@@ -229,6 +229,53 @@ class Repository:
             SENDING,
         )
         return bool(updated)
+
+    async def recently_sent(
+        self,
+        conn: asyncpg.Connection,
+        d: Delivery,
+        day_since: datetime,
+        text_since: datetime,
+        exclude: list[uuid.UUID],
+    ) -> Recent:
+        """What went to `d`'s recipient (its phone number or e-mail address): deliveries sent
+        or being sent since `day_since`, and the last with the same text since `text_since`;
+        `exclude` are the claim's deliveries not checked yet."""
+        address = "phone_number" if d.channel == SMS else "email_address"
+        # The column is one of two names above; no input reaches the text.
+        row = await conn.fetchrow(
+            "select count(*) filter (where updated_at >= $4) as sent, "  # noqa: S608
+            "min(updated_at) filter (where updated_at >= $4) as oldest, "
+            "max(updated_at) filter (where body = $6 and updated_at >= $5) as same_text "
+            f"from deliveries where tenant_id = $1 and channel = $2 and {address} = $3 "
+            "and status in ($7, $8) and updated_at >= least($4, $5) "
+            "and id <> all($9::uuid[])",
+            d.tenant_id,
+            d.channel,
+            d.phone_number if d.channel == SMS else d.email_address,
+            day_since,
+            text_since,
+            d.body,
+            SENDING,
+            DELIVERED,
+            exclude,
+        )
+        assert row is not None
+        return Recent(row["sent"], row["oldest"], row["same_text"])
+
+    async def hold(
+        self, conn: asyncpg.Connection, d: Delivery, until: datetime, now: datetime
+    ) -> None:
+        """Put a claimed delivery back, due at `until`, its claim not counted as an attempt."""
+        await conn.execute(
+            "update deliveries set status = $3, attempts = attempts - 1, next_attempt_at = $4, "
+            "lease_until = null, updated_at = $5 where tenant_id = $1 and id = $2",
+            d.tenant_id,
+            d.id,
+            PENDING,
+            until,
+            now,
+        )
 
     async def wake_workers(self, conn: asyncpg.Connection) -> None:
         """Tell every replica's worker, at commit, that a delivery is due."""

@@ -1,4 +1,5 @@
-"""The channels a delivery travels on: a signed webhook POST, or an e-mail over SMTP.
+"""The channels a delivery travels on: a signed webhook POST, an e-mail over SMTP, or a text
+sent by the channel gateway from the tenant's SMS number.
 
 A sender never raises for a failed attempt: it says what the attempt came to, so the worker
 can decide between DELIVERED, a retry and FAILED.
@@ -11,7 +12,11 @@ from typing import Protocol
 
 import aiohttp
 import aiosmtplib
+import grpc
 
+from lianluo.gateway.v1 import gateway_pb2 as gpb
+from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
+from lianluo.runtime.grpc_server import platform_channel
 from lianluo.services.notification.deliveries import (
     DELIVERED_RESULT,
     AttemptResult,
@@ -114,4 +119,57 @@ class EmailSender:
             )
         except (aiosmtplib.SMTPException, OSError) as error:
             return AttemptResult(False, f"mail server unreachable: {error!r}")
+        return DELIVERED_RESULT
+
+
+# Answers of the gateway that no retry changes: the number opted out, the tenant has no such
+# SMS channel, the request is malformed.
+_FINAL = frozenset(
+    {
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+    }
+)
+
+
+class SmsSender:
+    """Asks the channel gateway to text the customer (NoticeService/SendNotice), with the
+    cell's admin key; the delivery id makes a repeated attempt send nothing twice."""
+
+    def __init__(self, settings: NotificationSettings) -> None:
+        self._settings = settings
+        self._metadata = (("authorization", f"Bearer {settings.admin_key.get_secret_value()}"),)
+        self._channel: grpc.aio.Channel | None = None
+
+    async def start(self) -> None:
+        self._channel = platform_channel(
+            self._settings.notification_gateway_address, self._settings
+        )
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def send(self, delivery: Delivery) -> AttemptResult:
+        if self._channel is None:
+            raise RuntimeError("the SMS sender is not started")
+        request = gpb.SendNoticeRequest(
+            tenant_id=delivery.tenant_id,
+            delivery_id=str(delivery.id),
+            channel=delivery.sms_channel,
+            phone_number=delivery.phone_number,
+            body=delivery.body,
+        )
+        try:
+            await gateway_rpc.NoticeServiceStub(self._channel).SendNotice(
+                request, metadata=self._metadata, timeout=self._settings.sms_timeout_seconds
+            )
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            return AttemptResult(
+                False, f"the gateway answered {code.name}: {error.details()}", code in _FINAL
+            )
         return DELIVERED_RESULT

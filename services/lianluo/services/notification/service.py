@@ -2,24 +2,28 @@
 
 Every delivery is created with its first status record in one transaction; a unique constraint
 on (tenant, rule, source) makes a rule fire at most once per interaction or business event.
+A schedule rule's delivery is created when the business event naming the date arrives, due
+at its time: the worker sends it then, on whichever replica claims it first.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from lianluo.domain import notices
 from lianluo.events.v1 import interaction_pb2, notification_pb2
 from lianluo.notification.v1 import notification_pb2 as npb
 from lianluo.runtime import auth, outbox
-from lianluo.runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from lianluo.runtime.errors import FieldViolation, InvalidArgument, NotFound
 from lianluo.runtime.kafka import Envelope
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.notification import domain, events, validation
-from lianluo.services.notification.deliveries import PENDING, SMS, UNSPECIFIED, Delivery
+from lianluo.services.notification.deliveries import PENDING, UNSPECIFIED, Delivery
 from lianluo.services.notification.domain import Customer, Fired
 from lianluo.services.notification.repository import (
     DeliveryFilter,
@@ -50,6 +54,8 @@ class NotificationService:
         status_topic: str,
         business_topic: str,
         notify_from_address: str,
+        schedule_grace: timedelta,
+        clock: Callable[[], datetime] = _now,
     ) -> None:
         self._pool = pool
         self._repo = repo
@@ -57,6 +63,8 @@ class NotificationService:
         self._status_topic = status_topic
         self._business_topic = business_topic
         self._from = notify_from_address
+        self._grace = schedule_grace
+        self._clock = clock
 
     # ------------------------------------------------------------------ consumed events
 
@@ -93,13 +101,14 @@ class NotificationService:
         for rule in sorted(rules, key=lambda r: r.id):
             await self._fire(conn, envelope, rule, interaction_id, customer, context, details)
 
-    async def evaluate_thresholds(
+    async def on_business_event(
         self,
         conn: asyncpg.Connection,
         envelope: Envelope,
         event: notification_pb2.BusinessEvent,
     ) -> None:
-        """Store the business event and fire each threshold rule it crosses, once."""
+        """Store the business event; fire each threshold rule it crosses, and schedule each
+        schedule rule whose date it names, once."""
         tenant_id, metrics, attributes = (
             envelope.tenant_id,
             dict(event.metrics),
@@ -117,19 +126,44 @@ class NotificationService:
         )
         if not stored:
             return
-        rules = [
-            r
-            for r in self._view.all(tenant_id, RULE)
-            if domain.fires_on_threshold(r, event.type, metrics)
-        ]
-        if not rules:
+        rules = sorted(self._view.all(tenant_id, RULE), key=lambda r: r.id)
+        crossed = [r for r in rules if domain.fires_on_threshold(r, event.type, metrics)]
+        dated = [r for r in rules if domain.fires_on_schedule(r, attributes)]
+        if not crossed and not dated:
             return
         known = await self._repo.latest_contact(conn, tenant_id, event.customer_id)
         customer = domain.business_customer(event.customer_id, attributes, known)
         details = {"trigger": "threshold", "event_type": event.type}
-        for rule in sorted(rules, key=lambda r: r.id):
+        for rule in crossed:
             context = domain.threshold_context(rule, event.type, metrics, attributes, customer)
             await self._fire(conn, envelope, rule, envelope.event_id, customer, context, details)
+        tenant = self._view.tenant(tenant_id)
+        limits = notices.limits(tenant.notices if tenant is not None else None)
+        where = notices.customer_zone(customer.attributes.get("time_zone", ""), limits)
+        now = self._clock()
+        for rule in dated:
+            s = rule.schedule
+            value = attributes[s.date_attribute]
+            due = notices.due_time(value, s.days_before, s.send_time, where)
+            if due is None or due < now - self._grace:
+                log.warning(
+                    "a scheduled notice not made: its date is not one, or its time is past",
+                    rule=rule.name,
+                    attribute=s.date_attribute,
+                    value=value[:40],
+                )
+                continue
+            context = domain.event_context(event.type, metrics, attributes, customer)
+            await self._fire(
+                conn,
+                envelope,
+                rule,
+                envelope.event_id,
+                customer,
+                context,
+                {"trigger": "schedule", "event_type": event.type, s.date_attribute: value},
+                due,
+            )
 
     async def _fire(
         self,
@@ -140,6 +174,7 @@ class NotificationService:
         customer: Customer,
         context: dict[str, str],
         details: dict[str, str],
+        due: datetime | None = None,
     ) -> None:
         tenant_id = envelope.tenant_id
         fired = domain.rule_delivery(
@@ -151,7 +186,8 @@ class NotificationService:
             customer=customer,
             context=context,
             details={**details, "rule": rule.name},
-            now=_now(),
+            now=self._clock(),
+            due=due,
         )
         if not await self._create(conn, fired):
             log.info("rule already fired; not sent again", rule=rule.name, source=source_key)
@@ -193,14 +229,12 @@ class NotificationService:
         if template is None:
             raise NotFound(TEMPLATE, request.template)
         validation.validate_recipient(request, template)
-        if template.channel == SMS:
-            raise FailedPrecondition("template.channel", "SMS delivery is not available")
         async with self._pool.acquire() as conn, conn.transaction():
             if request.request_id:
                 earlier = await self._repo.delivery_by_request(conn, tenant_id, request.request_id)
                 if earlier is not None:
                     return earlier
-            fired = domain.notify_delivery(request, template, self._from, _now())
+            fired = domain.notify_delivery(request, template, self._from, self._clock())
             if await self._create(conn, fired):
                 return fired.delivery
             # A concurrent retry of the same request committed first.

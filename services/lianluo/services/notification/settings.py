@@ -27,6 +27,13 @@ class NotificationSettings(ServiceSettings, SmtpRelaySettings):
     # How often the worker looks for due deliveries when no wake-up arrives.
     worker_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     worker_batch_size: Annotated[int, Field(ge=1, le=500)] = 20
+    # The channel gateway, which sends SMS notices from the tenant's number.
+    notification_gateway_address: str = "127.0.0.1:50057"
+    # How long the gateway may take to hand a text to the SMS provider (a long one is several).
+    sms_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 30.0
+    # A due notice is still sent this long after its time (the service was down, say); a
+    # scheduled one due earlier than this when its event arrives is not sent at all.
+    schedule_grace_seconds: Annotated[float, Field(ge=0)] = 86_400.0
     # A delivery SENDING for longer than this lost its replica; it becomes due again.
     sending_lease_seconds: Annotated[float, Field(gt=0)] = 300.0
 

@@ -4,21 +4,30 @@ Every replica runs one. A claim moves due rows to SENDING under `for update skip
 replicas share the work and never send one attempt twice; the send happens outside any
 transaction, and a lease returns the delivery to the queue if its replica dies mid-attempt.
 Every status change is published on `notification.status` in the transaction that makes it.
+
+A notice to a customer is checked in the claim's transaction, against what went to the same
+recipient lately (their rows are locked or already settled): one in the customer's quiet hours
+or over their daily count goes back to wait, and a text they just got is not sent again.
+The clock is injected, so a test can bring a scheduled notice's time forward.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
+from lianluo.domain import notices
 from lianluo.runtime.logs import get_logger
-from lianluo.services.notification import events
+from lianluo.runtime.tenant_config import TenantConfigView
+from lianluo.services.notification import domain, events
 from lianluo.services.notification.deliveries import (
+    FAILED,
     PENDING,
     SENDING,
     AttemptResult,
@@ -37,6 +46,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+Clock = Callable[[], datetime]
+
+
 class DeliveryWorker:
     """Claims due deliveries, sends them, and moves them to DELIVERED, PENDING or FAILED."""
 
@@ -44,6 +56,7 @@ class DeliveryWorker:
         self,
         pool: asyncpg.Pool,
         repo: Repository,
+        view: TenantConfigView,
         senders: Mapping[int, Sender],
         *,
         status_topic: str,
@@ -51,9 +64,12 @@ class DeliveryWorker:
         batch_size: int,
         poll_seconds: float,
         lease_seconds: float,
+        clock: Clock = _now,
     ) -> None:
         self._pool = pool
         self._repo = repo
+        self._view = view
+        self._clock = clock
         self._senders = senders
         self._topic = status_topic
         self._policy = policy
@@ -112,18 +128,57 @@ class DeliveryWorker:
         self._wake.clear()
 
     async def _claim(self) -> list[Delivery]:
-        now = _now()
+        now = self._clock()
+        going: list[Delivery] = []
         async with self._pool.acquire() as conn, conn.transaction():
             claimed = await self._repo.claim_due(conn, now, now + self._lease, self._batch)
-            for d in claimed:
-                await events.publish_status(conn, self._topic, d, PENDING)
-        return claimed
+            for i, d in enumerate(claimed):
+                unchecked = [later.id for later in claimed[i:]]
+                if await self._check(conn, d, now, unchecked):
+                    await events.publish_status(conn, self._topic, d, PENDING)
+                    going.append(d)
+        return going
+
+    async def _check(
+        self, conn: asyncpg.Connection, d: Delivery, now: datetime, unchecked: list[Any]
+    ) -> bool:
+        """True when `d` goes out now; else it is put back to wait, or refused."""
+        if d.channel not in domain.TO_CUSTOMER:
+            return True
+        tenant = self._view.tenant(d.tenant_id)
+        limits = notices.limits(tenant.notices if tenant is not None else None)
+        recent = await self._repo.recently_sent(
+            conn, d, now - timedelta(days=1), now - limits.dedupe, unchecked
+        )
+        verdict = domain.verdict(d, limits, recent, now)
+        if verdict.hold_until is not None:
+            log.info(
+                "notice held",
+                delivery_id=str(d.id),
+                reason=verdict.reason,
+                until=verdict.hold_until.isoformat(),
+            )
+            await self._repo.hold(conn, d, verdict.hold_until, now)
+            return False
+        if verdict.refused:
+            refused = replace(
+                d,
+                status=FAILED,
+                last_error=verdict.refused,
+                next_attempt_at=None,
+                updated_at=now,
+            )
+            await self._repo.save_outcome(conn, refused)
+            await events.publish_status(conn, self._topic, refused, PENDING)
+            return False
+        return True
 
     async def _recover_lost(self) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            for d in await self._repo.lost_attempts(conn, _now(), self._batch):
+            now = self._clock()
+            for d in await self._repo.lost_attempts(conn, now, self._batch):
                 log.warning("attempt lost with its replica", delivery_id=str(d.id))
-                await self._save(conn, after_attempt(d, INTERRUPTED, self._policy, _now()))
+                await self._save(conn, after_attempt(d, INTERRUPTED, self._policy, now))
 
     async def _attempt(self, delivery: Delivery) -> None:
         sender = self._senders.get(delivery.channel)
@@ -137,7 +192,7 @@ class DeliveryWorker:
                 log.exception("sender failed", delivery_id=str(delivery.id))
                 result = AttemptResult(False, f"internal error: {error!r}")
         self.attempts += 1
-        outcome = after_attempt(delivery, result, self._policy, _now())
+        outcome = after_attempt(delivery, result, self._policy, self._clock())
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 await self._save(conn, outcome)

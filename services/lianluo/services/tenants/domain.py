@@ -14,7 +14,7 @@ from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
 from lianluo.common.v1 import common_pb2
-from lianluo.domain import hours, routing
+from lianluo.domain import hours, notices, routing
 from lianluo.domain.flows import AUDIO_NAME, AUDIO_NAME_RULE, validate_flow
 from lianluo.domain.urls import is_web_url
 from lianluo.runtime.errors import Violations
@@ -113,6 +113,9 @@ def validate_tenant(t: Message, v: Violations, p: str = "tenant") -> None:
             v.add(f"{p}.routing_policy", str(error))
     if t.HasField("business_hours"):
         for path, message in hours.problems(t.business_hours, f"{p}.business_hours"):
+            v.add(path, message)
+    if t.HasField("notices"):
+        for path, message in notices.problems(t.notices, f"{p}.notices"):
             v.add(path, message)
 
 
@@ -243,9 +246,14 @@ def validate_rule(r: Message, v: Violations, p: str = "rule") -> None:
             bool(ATTRIBUTE_KEY.fullmatch(s.date_attribute)), f"{p}.schedule.date_attribute", "bad"
         )
         v.check(0 <= s.days_before <= 365, f"{p}.schedule.days_before", "must be 0 to 365")
+        v.check(
+            not s.send_time or notices.CLOCK.fullmatch(s.send_time) is not None,
+            f"{p}.schedule.send_time",
+            "must be HH:MM, 00:00 to 23:59",
+        )
     v.check(bool(r.template), f"{p}.template", "must name a template")
     target = r.WhichOneof("target")
-    v.check(target is not None, f"{p}.target", "one of webhook or email")
+    v.check(target is not None, f"{p}.target", "one of webhook, email or sms")
     if target == "webhook":
         v.check(
             is_web_url(r.webhook.url),
@@ -260,6 +268,10 @@ def validate_rule(r: Message, v: Violations, p: str = "rule") -> None:
     if target == "email":
         v.check(
             bool(EMAIL.fullmatch(r.email.from_address)), f"{p}.email.from_address", "bad address"
+        )
+    if target == "sms" and r.sms.channel:
+        v.check(
+            bool(RESOURCE_NAME.fullmatch(r.sms.channel)), f"{p}.sms.channel", "must name a channel"
         )
 
 
@@ -354,7 +366,10 @@ def _flow_references(f: Message) -> list[tuple[str, str, str]]:
 
 def _rule_references(r: Message) -> list[tuple[str, str, str]]:
     assert isinstance(r, pb.NotificationRule)
-    return [("notification_template", r.template, "rule.template")] if r.template else []
+    found = [("notification_template", r.template, "rule.template")] if r.template else []
+    if r.WhichOneof("target") == "sms" and r.sms.channel:
+        found.append(("channel", r.sms.channel, "rule.sms.channel"))
+    return found
 
 
 TENANT = Kind(
@@ -374,6 +389,7 @@ TENANT = Kind(
             "routing_policy",
             "business_hours",
             "redaction",
+            "notices",
         }
     ),
     validate_tenant,
@@ -443,7 +459,16 @@ RULE = Kind(
     "rule",
     "rule_id",
     frozenset(
-        {"interaction_closed", "threshold", "schedule", "template", "webhook", "email", "enabled"}
+        {
+            "interaction_closed",
+            "threshold",
+            "schedule",
+            "template",
+            "webhook",
+            "email",
+            "sms",
+            "enabled",
+        }
     ),
     validate_rule,
     write_only=("webhook.signing_secret",),
