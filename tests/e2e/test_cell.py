@@ -14,6 +14,7 @@ import grpc
 import pytest
 from cell_support import assigns_per_interaction, most_held
 from conftest import ADMIN_KEY, Stack, running_cell
+from factories import Client, onboard, queue
 
 from lianluo.acd.v1 import acd_pb2
 from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
@@ -23,6 +24,8 @@ from lianluo.devstack.clients import StreamClient
 from lianluo.devstack.demo import play_demo
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
+from lianluo.recording.v1 import recording_pb2 as rpb
+from lianluo.recording.v1 import recording_pb2_grpc as recording_rpc
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
@@ -244,3 +247,104 @@ async def test_200_concurrent_contacts_on_two_replicas_each_end_once_and_no_agen
         await desk.close()
     for ch in (tch, *mchs, *achs):
         await ch.close()
+
+
+async def test_a_card_number_typed_in_chat_is_masked_in_the_record_and_search_finds_words_not_it(
+    cell: Cell,
+) -> None:
+    async with (
+        grpc.aio.insecure_channel(cell.address("tenants")) as tch,
+        grpc.aio.insecure_channel(cell.address("media")) as mch,
+        grpc.aio.insecure_channel(cell.address("recording")) as rch,
+    ):
+        tenant, client = await onboard(Client(tch, ADMIN_KEY))
+        await client.queues.CreateQueue(
+            pb.CreateQueueRequest(tenant_id=tenant.id, queue=queue()), metadata=client.md
+        )
+        media = media_rpc.MediaServiceStub(mch)
+        records = recording_rpc.RecordingServiceStub(rch)
+
+        async def contact(*texts: str, resolution: str) -> str:
+            started = await _retrying(
+                lambda: media.StartInteraction(
+                    mpb.StartInteractionRequest(
+                        tenant_id=tenant.id,
+                        channel=common.CHANNEL_WEB,
+                        media=common.MEDIA_TYPE_CHAT,
+                        customer=mpb.Customer(id=f"c-{uuid.uuid4().hex[:6]}"),
+                        queue="cards",
+                    ),
+                    metadata=client.md,
+                )
+            )
+            iid, me = started.interaction.id, started.customer_participant_id
+            for text in texts:
+                await media.Send(
+                    mpb.SendRequest(
+                        tenant_id=tenant.id,
+                        interaction_id=iid,
+                        participant_id=me,
+                        content=mpb.MessageContent(text=text),
+                    ),
+                    metadata=client.md,
+                )
+            await media.End(
+                mpb.EndRequest(
+                    tenant_id=tenant.id,
+                    interaction_id=iid,
+                    participant_id=me,
+                    resolution=mpb.Resolution(code=resolution),
+                ),
+                metadata=client.md,
+            )
+            return str(iid)
+
+        stolen = await contact(
+            "My card 4111 1111 1111 1111 was stolen", "我的信用卡被盗了", resolution="resolved"
+        )
+        question = await contact("How do refunds work?", resolution="unresolved")
+
+        async def found(**search: Any) -> list[str]:
+            answer = await records.ListRecordings(
+                rpb.ListRecordingsRequest(tenant_id=tenant.id, **search), metadata=client.md
+            )
+            return [r.interaction_id for r in answer.recordings]
+
+        async with asyncio.timeout(60):  # until both records hold their last events
+            while await found(resolution="unresolved") != [question] or await found(
+                resolution="resolved"
+            ) != [stolen]:
+                await asyncio.sleep(0.3)
+        assert await found(text="信用卡") == [stolen], "Chinese is cut into words"
+        assert await found(text="stolen card") == [stolen]
+        assert await found(text="refunded") == [question], "English words match their ending"
+        assert await found(text="4111 1111 1111 1111") == [], "the number is masked in search"
+        assert await found(text="4111111111111111") == []
+        assert await found(resolution="unresolved") == [question]
+        assert await found(queue="cards", channel=common.CHANNEL_WEB) == [question, stolen]
+        first = await records.ListRecordings(
+            rpb.ListRecordingsRequest(tenant_id=tenant.id, page=common.PageRequest(page_size=1)),
+            metadata=client.md,
+        )
+        after = await records.ListRecordings(
+            rpb.ListRecordingsRequest(
+                tenant_id=tenant.id,
+                page=common.PageRequest(page_size=1, page_token=first.page.next_page_token),
+            ),
+            metadata=client.md,
+        )
+        assert [r.interaction_id for r in (*first.recordings, *after.recordings)] == [
+            question,
+            stolen,
+        ]
+        record = await records.GetRecording(
+            rpb.GetRecordingRequest(tenant_id=tenant.id, interaction_id=stolen),
+            metadata=client.md,
+        )
+        stored = [
+            e.event.payload.value for e in record.entries if e.event.type == "interaction.message"
+        ]
+        assert stored and not any(b"4111 1111" in raw for raw in stored), "masked in storage"
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await found(text="the of and")
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

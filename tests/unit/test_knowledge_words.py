@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lianluo.domain import words as text
 from lianluo.runtime.errors import InvalidArgument
 from lianluo.services.tenants import knowledge_rules as rules
-from lianluo.services.tenants import knowledge_text as text
 from lianluo.tenants.v1 import knowledge_pb2 as kpb
 
 PROPERTY = settings(max_examples=200, deadline=None, derandomize=True, database=None)

@@ -24,49 +24,52 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from lianluo.common.v1 import common_pb2 as lianluo_dot_common_dot_v1_dot_common__pb2
+from lianluo.common.v1 import limits_pb2 as lianluo_dot_common_dot_v1_dot_limits__pb2
 from lianluo.events.v1 import envelope_pb2 as lianluo_dot_events_dot_v1_dot_envelope__pb2
 from lianluo.media.v1 import media_pb2 as lianluo_dot_media_dot_v1_dot_media__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$lianluo/recording/v1/recording.proto\x12\x14lianluo.recording.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elianluo/common/v1/common.proto\x1a lianluo/events/v1/envelope.proto\x1a\x1clianluo/media/v1/media.proto\"Z\n\tLegalHold\x12\x0c\n\x04held\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12/\n\x0b\x63hange_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x04\n\x10RecordingSummary\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0einteraction_id\x18\x02 \x01(\t\x12+\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x1a.lianluo.common.v1.Channel\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12\x11\n\tagent_ids\x18\x05 \x03(\t\x12\r\n\x05queue\x18\x06 \x01(\t\x12\x31\n\x05state\x18\x07 \x01(\x0e\x32\".lianluo.media.v1.InteractionState\x12\x30\n\nresolution\x18\x08 \x01(\x0b\x32\x1c.lianluo.media.v1.Resolution\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63omplete\x18\x0b \x01(\x08\x12\x13\n\x0b\x65ntry_count\x18\x0c \x01(\x05\x12\x13\n\x0bmedia_count\x18\r \x01(\x05\x12\x30\n\x0cretain_until\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\nlegal_hold\x18\x0f \x01(\x0b\x32\x1f.lianluo.recording.v1.LegalHold\"\x8e\x01\n\x0bRecordEntry\x12\r\n\x05index\x18\x01 \x01(\x03\x12\r\n\x05topic\x18\x02 \x01(\t\x12*\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x1b.lianluo.events.v1.Envelope\x12\x0c\n\x04link\x18\x04 \x01(\x05\x12\x17\n\x0fprevious_sha256\x18\x05 \x01(\t\x12\x0e\n\x06sha256\x18\x06 \x01(\t\"\xb9\x02\n\tMediaItem\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x05media\x18\x02 \x01(\x0e\x32\x1c.lianluo.common.v1.MediaType\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x14\n\x0cmedia_leg_id\x18\x04 \x01(\t\x12\x16\n\x0eparticipant_id\x18\x05 \x01(\t\x12\x0b\n\x03uri\x18\x06 \x01(\t\x12\x0c\n\x04name\x18\x07 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x08 \x01(\t\x12\x12\n\nsize_bytes\x18\t \x01(\x03\x12\x0e\n\x06sha256\x18\n \x01(\t\x12.\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa8\x01\n\tRecording\x12\x37\n\x07summary\x18\x01 \x01(\x0b\x32&.lianluo.recording.v1.RecordingSummary\x12\x32\n\x07\x65ntries\x18\x02 \x03(\x0b\x32!.lianluo.recording.v1.RecordEntry\x12.\n\x05media\x18\x03 \x03(\x0b\x32\x1f.lianluo.recording.v1.MediaItem\"@\n\x13GetRecordingRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0einteraction_id\x18\x02 \x01(\t\"\xdd\x01\n\x15ListRecordingsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x05 \x01(\t\x12,\n\x04page\x18\x06 \x01(\x0b\x32\x1e.lianluo.common.v1.PageRequest\"\x83\x01\n\x16ListRecordingsResponse\x12:\n\nrecordings\x18\x01 \x03(\x0b\x32&.lianluo.recording.v1.RecordingSummary\x12-\n\x04page\x18\x02 \x01(\x0b\x32\x1f.lianluo.common.v1.PageResponse\"T\n\rExportRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0einteraction_id\x18\x02 \x01(\t\x12\x18\n\x10link_ttl_seconds\x18\x03 \x01(\x05\"\xad\x01\n\x0eMediaReference\x12\x15\n\rmedia_item_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\x0e\x45xportResponse\x12\x17\n\x0ftranscript_json\x18\x01 \x01(\t\x12\x33\n\x05media\x18\x02 \x03(\x0b\x32$.lianluo.recording.v1.MediaReference\"^\n\x13SetLegalHoldRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0einteraction_id\x18\x02 \x01(\t\x12\x0c\n\x04held\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"r\n\x13SetRetentionRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0einteraction_id\x18\x02 \x01(\t\x12\x30\n\x0cretain_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x16VerifyRecordingRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0einteraction_id\x18\x02 \x01(\t\"\xcb\x01\n\x17VerifyRecordingResponse\x12\x0e\n\x06intact\x18\x01 \x01(\x08\x12\x17\n\x0f\x65ntries_checked\x18\x02 \x01(\x05\x12\x13\n\x0bhead_sha256\x18\x03 \x01(\t\x12\x16\n\x0e\x66irst_bad_link\x18\x04 \x01(\x05\x12\x1a\n\x12\x66irst_bad_event_id\x18\x05 \x01(\t\x12\x0f\n\x07problem\x18\x06 \x01(\t\x12-\n\x07\x61nchors\x18\x07 \x03(\x0b\x32\x1c.lianluo.recording.v1.Anchor\"*\n\x06\x41nchor\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x13\n\x0broot_sha256\x18\x02 \x01(\t2\xe6\x04\n\x10RecordingService\x12Z\n\x0cGetRecording\x12).lianluo.recording.v1.GetRecordingRequest\x1a\x1f.lianluo.recording.v1.Recording\x12k\n\x0eListRecordings\x12+.lianluo.recording.v1.ListRecordingsRequest\x1a,.lianluo.recording.v1.ListRecordingsResponse\x12S\n\x06\x45xport\x12#.lianluo.recording.v1.ExportRequest\x1a$.lianluo.recording.v1.ExportResponse\x12\x61\n\x0cSetLegalHold\x12).lianluo.recording.v1.SetLegalHoldRequest\x1a&.lianluo.recording.v1.RecordingSummary\x12\x61\n\x0cSetRetention\x12).lianluo.recording.v1.SetRetentionRequest\x1a&.lianluo.recording.v1.RecordingSummary\x12n\n\x0fVerifyRecording\x12,.lianluo.recording.v1.VerifyRecordingRequest\x1a-.lianluo.recording.v1.VerifyRecordingResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$lianluo/recording/v1/recording.proto\x12\x14lianluo.recording.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elianluo/common/v1/common.proto\x1a\x1elianluo/common/v1/limits.proto\x1a lianluo/events/v1/envelope.proto\x1a\x1clianluo/media/v1/media.proto\"Z\n\tLegalHold\x12\x0c\n\x04held\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12/\n\x0b\x63hange_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x04\n\x10RecordingSummary\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0einteraction_id\x18\x02 \x01(\t\x12+\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x1a.lianluo.common.v1.Channel\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12\x11\n\tagent_ids\x18\x05 \x03(\t\x12\r\n\x05queue\x18\x06 \x01(\t\x12\x31\n\x05state\x18\x07 \x01(\x0e\x32\".lianluo.media.v1.InteractionState\x12\x30\n\nresolution\x18\x08 \x01(\x0b\x32\x1c.lianluo.media.v1.Resolution\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63omplete\x18\x0b \x01(\x08\x12\x13\n\x0b\x65ntry_count\x18\x0c \x01(\x05\x12\x13\n\x0bmedia_count\x18\r \x01(\x05\x12\x30\n\x0cretain_until\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\nlegal_hold\x18\x0f \x01(\x0b\x32\x1f.lianluo.recording.v1.LegalHold\"\x8e\x01\n\x0bRecordEntry\x12\r\n\x05index\x18\x01 \x01(\x03\x12\r\n\x05topic\x18\x02 \x01(\t\x12*\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x1b.lianluo.events.v1.Envelope\x12\x0c\n\x04link\x18\x04 \x01(\x05\x12\x17\n\x0fprevious_sha256\x18\x05 \x01(\t\x12\x0e\n\x06sha256\x18\x06 \x01(\t\"\xb9\x02\n\tMediaItem\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x05media\x18\x02 \x01(\x0e\x32\x1c.lianluo.common.v1.MediaType\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x14\n\x0cmedia_leg_id\x18\x04 \x01(\t\x12\x16\n\x0eparticipant_id\x18\x05 \x01(\t\x12\x0b\n\x03uri\x18\x06 \x01(\t\x12\x0c\n\x04name\x18\x07 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x08 \x01(\t\x12\x12\n\nsize_bytes\x18\t \x01(\x03\x12\x0e\n\x06sha256\x18\n \x01(\t\x12.\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa8\x01\n\tRecording\x12\x37\n\x07summary\x18\x01 \x01(\x0b\x32&.lianluo.recording.v1.RecordingSummary\x12\x32\n\x07\x65ntries\x18\x02 \x03(\x0b\x32!.lianluo.recording.v1.RecordEntry\x12.\n\x05media\x18\x03 \x03(\x0b\x32\x1f.lianluo.recording.v1.MediaItem\"@\n\x13GetRecordingRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0einteraction_id\x18\x02 \x01(\t\"\xc4\x02\n\x15ListRecordingsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x05 \x01(\t\x12,\n\x04page\x18\x06 \x01(\x0b\x32\x1e.lianluo.common.v1.PageRequest\x12\x15\n\x04text\x18\x07 \x01(\tB\x07\xa2\x9f\x19\x03\x08\x90\x03\x12\r\n\x05queue\x18\x08 \x01(\t\x12+\n\x07\x63hannel\x18\t \x01(\x0e\x32\x1a.lianluo.common.v1.Channel\x12\x12\n\nresolution\x18\n \x01(\t\"\x83\x01\n\x16ListRecordingsResponse\x12:\n\nrecordings\x18\x01 \x03(\x0b\x32&.lianluo.recording.v1.RecordingSummary\x12-\n\x04page\x18\x02 \x01(\x0b\x32\x1f.lianluo.common.v1.PageResponse\"T\n\rExportRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0einteraction_id\x18\x02 \x01(\t\x12\x18\n\x10link_ttl_seconds\x18\x03 \x01(\x05\"\xad\x01\n\x0eMediaReference\x12\x15\n\rmedia_item_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\x0e\x45xportResponse\x12\x17\n\x0ftranscript_json\x18\x01 \x01(\t\x12\x33\n\x05media\x18\x02 \x03(\x0b\x32$.lianluo.recording.v1.MediaReference\"^\n\x13SetLegalHoldRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0einteraction_id\x18\x02 \x01(\t\x12\x0c\n\x04held\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"r\n\x13SetRetentionRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0einteraction_id\x18\x02 \x01(\t\x12\x30\n\x0cretain_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x16VerifyRecordingRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0einteraction_id\x18\x02 \x01(\t\"\xcb\x01\n\x17VerifyRecordingResponse\x12\x0e\n\x06intact\x18\x01 \x01(\x08\x12\x17\n\x0f\x65ntries_checked\x18\x02 \x01(\x05\x12\x13\n\x0bhead_sha256\x18\x03 \x01(\t\x12\x16\n\x0e\x66irst_bad_link\x18\x04 \x01(\x05\x12\x1a\n\x12\x66irst_bad_event_id\x18\x05 \x01(\t\x12\x0f\n\x07problem\x18\x06 \x01(\t\x12-\n\x07\x61nchors\x18\x07 \x03(\x0b\x32\x1c.lianluo.recording.v1.Anchor\"*\n\x06\x41nchor\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x13\n\x0broot_sha256\x18\x02 \x01(\t2\xe6\x04\n\x10RecordingService\x12Z\n\x0cGetRecording\x12).lianluo.recording.v1.GetRecordingRequest\x1a\x1f.lianluo.recording.v1.Recording\x12k\n\x0eListRecordings\x12+.lianluo.recording.v1.ListRecordingsRequest\x1a,.lianluo.recording.v1.ListRecordingsResponse\x12S\n\x06\x45xport\x12#.lianluo.recording.v1.ExportRequest\x1a$.lianluo.recording.v1.ExportResponse\x12\x61\n\x0cSetLegalHold\x12).lianluo.recording.v1.SetLegalHoldRequest\x1a&.lianluo.recording.v1.RecordingSummary\x12\x61\n\x0cSetRetention\x12).lianluo.recording.v1.SetRetentionRequest\x1a&.lianluo.recording.v1.RecordingSummary\x12n\n\x0fVerifyRecording\x12,.lianluo.recording.v1.VerifyRecordingRequest\x1a-.lianluo.recording.v1.VerifyRecordingResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lianluo.recording.v1.recording_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LEGALHOLD']._serialized_start=191
-  _globals['_LEGALHOLD']._serialized_end=281
-  _globals['_RECORDINGSUMMARY']._serialized_start=284
-  _globals['_RECORDINGSUMMARY']._serialized_end=803
-  _globals['_RECORDENTRY']._serialized_start=806
-  _globals['_RECORDENTRY']._serialized_end=948
-  _globals['_MEDIAITEM']._serialized_start=951
-  _globals['_MEDIAITEM']._serialized_end=1264
-  _globals['_RECORDING']._serialized_start=1267
-  _globals['_RECORDING']._serialized_end=1435
-  _globals['_GETRECORDINGREQUEST']._serialized_start=1437
-  _globals['_GETRECORDINGREQUEST']._serialized_end=1501
-  _globals['_LISTRECORDINGSREQUEST']._serialized_start=1504
-  _globals['_LISTRECORDINGSREQUEST']._serialized_end=1725
-  _globals['_LISTRECORDINGSRESPONSE']._serialized_start=1728
-  _globals['_LISTRECORDINGSRESPONSE']._serialized_end=1859
-  _globals['_EXPORTREQUEST']._serialized_start=1861
-  _globals['_EXPORTREQUEST']._serialized_end=1945
-  _globals['_MEDIAREFERENCE']._serialized_start=1948
-  _globals['_MEDIAREFERENCE']._serialized_end=2121
-  _globals['_EXPORTRESPONSE']._serialized_start=2123
-  _globals['_EXPORTRESPONSE']._serialized_end=2217
-  _globals['_SETLEGALHOLDREQUEST']._serialized_start=2219
-  _globals['_SETLEGALHOLDREQUEST']._serialized_end=2313
-  _globals['_SETRETENTIONREQUEST']._serialized_start=2315
-  _globals['_SETRETENTIONREQUEST']._serialized_end=2429
-  _globals['_VERIFYRECORDINGREQUEST']._serialized_start=2431
-  _globals['_VERIFYRECORDINGREQUEST']._serialized_end=2498
-  _globals['_VERIFYRECORDINGRESPONSE']._serialized_start=2501
-  _globals['_VERIFYRECORDINGRESPONSE']._serialized_end=2704
-  _globals['_ANCHOR']._serialized_start=2706
-  _globals['_ANCHOR']._serialized_end=2748
-  _globals['_RECORDINGSERVICE']._serialized_start=2751
-  _globals['_RECORDINGSERVICE']._serialized_end=3365
+  _globals['_LISTRECORDINGSREQUEST'].fields_by_name['text']._loaded_options = None
+  _globals['_LISTRECORDINGSREQUEST'].fields_by_name['text']._serialized_options = b'\242\237\031\003\010\220\003'
+  _globals['_LEGALHOLD']._serialized_start=223
+  _globals['_LEGALHOLD']._serialized_end=313
+  _globals['_RECORDINGSUMMARY']._serialized_start=316
+  _globals['_RECORDINGSUMMARY']._serialized_end=835
+  _globals['_RECORDENTRY']._serialized_start=838
+  _globals['_RECORDENTRY']._serialized_end=980
+  _globals['_MEDIAITEM']._serialized_start=983
+  _globals['_MEDIAITEM']._serialized_end=1296
+  _globals['_RECORDING']._serialized_start=1299
+  _globals['_RECORDING']._serialized_end=1467
+  _globals['_GETRECORDINGREQUEST']._serialized_start=1469
+  _globals['_GETRECORDINGREQUEST']._serialized_end=1533
+  _globals['_LISTRECORDINGSREQUEST']._serialized_start=1536
+  _globals['_LISTRECORDINGSREQUEST']._serialized_end=1860
+  _globals['_LISTRECORDINGSRESPONSE']._serialized_start=1863
+  _globals['_LISTRECORDINGSRESPONSE']._serialized_end=1994
+  _globals['_EXPORTREQUEST']._serialized_start=1996
+  _globals['_EXPORTREQUEST']._serialized_end=2080
+  _globals['_MEDIAREFERENCE']._serialized_start=2083
+  _globals['_MEDIAREFERENCE']._serialized_end=2256
+  _globals['_EXPORTRESPONSE']._serialized_start=2258
+  _globals['_EXPORTRESPONSE']._serialized_end=2352
+  _globals['_SETLEGALHOLDREQUEST']._serialized_start=2354
+  _globals['_SETLEGALHOLDREQUEST']._serialized_end=2448
+  _globals['_SETRETENTIONREQUEST']._serialized_start=2450
+  _globals['_SETRETENTIONREQUEST']._serialized_end=2564
+  _globals['_VERIFYRECORDINGREQUEST']._serialized_start=2566
+  _globals['_VERIFYRECORDINGREQUEST']._serialized_end=2633
+  _globals['_VERIFYRECORDINGRESPONSE']._serialized_start=2636
+  _globals['_VERIFYRECORDINGRESPONSE']._serialized_end=2839
+  _globals['_ANCHOR']._serialized_start=2841
+  _globals['_ANCHOR']._serialized_end=2883
+  _globals['_RECORDINGSERVICE']._serialized_start=2886
+  _globals['_RECORDINGSERVICE']._serialized_end=3500
 # @@protoc_insertion_point(module_scope)

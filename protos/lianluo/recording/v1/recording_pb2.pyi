@@ -301,11 +301,27 @@ class ListRecordingsRequest(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     AGENT_ID_FIELD_NUMBER: _builtins.int
     PAGE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     customer_id: _builtins.str
     """When set, only interactions of this customer."""
     agent_id: _builtins.str
     """When set, only interactions this agent or expert joined."""
+    text: _builtins.str
+    """When set, only interactions whose messages (or closing note) hold every word of it, in
+    Chinese or English: Chinese is cut into words, English words match whatever their ending
+    ("refunds" finds "refunded"). Text is searched as it was stored, masked by the tenant's
+    redaction policy: a masked card number is not found by its digits.
+    """
+    queue: _builtins.str
+    """When set, only interactions that last waited in this queue."""
+    channel: _common_pb2.Channel.ValueType
+    """When set, only interactions on this channel."""
+    resolution: _builtins.str
+    """When set, only interactions that ended with this resolution code (the disposition)."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Interactions that started at or after `start_time` and before `end_time`; either may be
@@ -325,10 +341,14 @@ class ListRecordingsRequest(_message.Message):
         customer_id: _builtins.str = ...,
         agent_id: _builtins.str = ...,
         page: _common_pb2.PageRequest | None = ...,
+        text: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        channel: _common_pb2.Channel.ValueType = ...,
+        resolution: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "page", b"page", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "customer_id", b"customer_id", "end_time", b"end_time", "page", b"page", "start_time", b"start_time", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "channel", b"channel", "customer_id", b"customer_id", "end_time", b"end_time", "page", b"page", "queue", b"queue", "resolution", b"resolution", "start_time", b"start_time", "tenant_id", b"tenant_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from lianluo.domain.words import Segmenter
 from lianluo.recording.v1 import recording_pb2 as pb
 from lianluo.recording.v1 import recording_pb2_grpc as rpc
 from lianluo.runtime import contract
@@ -39,12 +40,16 @@ async def build(settings: RecordingSettings) -> Service:
         batch_size=settings.recording_purge_batch_size,
     )
     view.subscribe(sweeper.on_tenant_config)
-    recorder = events.Recorder(repo, topic, timedelta(days=settings.recording_retention_days))
+    # One jieba for the words of stored messages and of searches, loaded on first use.
+    words = Segmenter()
+    recorder = events.Recorder(
+        repo, topic, timedelta(days=settings.recording_retention_days), words
+    )
     await service.add_consumer(recorder.handlers())
     service.add_background(sweeper, "retention sweep")
     service.add_grpc(
         rpc.add_RecordingServiceServicer_to_server,
-        RecordingApi(RecordingService(service.pool, repo)),
+        RecordingApi(RecordingService(service.pool, repo, words)),
         pb.DESCRIPTOR.services_by_name["RecordingService"].full_name,
     )
     return service

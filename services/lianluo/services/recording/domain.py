@@ -83,6 +83,25 @@ def decode(envelope: Envelope, received: datetime, unpacked: Message | None = No
     return Event(topic, interaction_id, sequence, occur, envelope, payload)
 
 
+def searchable_text(event: Event) -> str:
+    """What of an event the record's search finds it by: a message's text (as stored, masked
+    by the tenant's redaction policy) or a file's name, and the note the interaction closed
+    with."""
+    if event.topic != INTERACTION_TOPIC:
+        return ""
+    case = event.payload.WhichOneof("event")
+    if case == "message":
+        content = event.payload.message.content
+        kind = content.WhichOneof("content")
+        if kind == "text":
+            return str(content.text)
+        if kind in ("file", "image"):
+            return str(getattr(content, kind).name)
+    if case == "ended":
+        return str(event.payload.ended.resolution.note)
+    return ""
+
+
 # ---------------------------------------------------------------- the summary
 
 

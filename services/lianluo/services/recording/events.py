@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 from google.protobuf.message import Message
 
+from lianluo.domain.words import Segmenter, document_text
 from lianluo.events.v1 import recording_pb2 as events_pb
 from lianluo.runtime import contract, outbox
 from lianluo.runtime.kafka import Envelope
@@ -58,10 +59,17 @@ async def publish_root(
 class Recorder:
     """The consumer handler: adds each event to its interaction's record, once."""
 
-    def __init__(self, repo: Repository, recording_topic: str, default_retention: timedelta):
+    def __init__(
+        self,
+        repo: Repository,
+        recording_topic: str,
+        default_retention: timedelta,
+        words: Segmenter,
+    ) -> None:
         self._repo = repo
         self._topic = recording_topic
         self._retention = default_retention
+        self._words = words
 
     def handlers(self) -> contract.Handlers:
         """Every event of the consumed topics, in the order of `domain.CONSUMED`."""
@@ -95,6 +103,13 @@ class Recorder:
                 conn, tenant_id, event.interaction_id
             )
         await self._repo.save_summary(conn, summary)
+        text = domain.searchable_text(event)
+        if text:
+            found = await self._words.terms(text)
+            if found:
+                await self._repo.add_words(
+                    conn, tenant_id, event.interaction_id, document_text(found)
+                )
         # Complete means ended: announce it, and again with the new counts for each later event.
         if summary.complete:
             await publish_stored(conn, self._topic, summary)

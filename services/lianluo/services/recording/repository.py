@@ -21,6 +21,9 @@ _SUMMARY_COLUMNS = (
     "head_sha256"
 )
 _SAVED_COLUMNS = _SUMMARY_COLUMNS.split(", ")[2:]
+# Distinct words a record keeps for search: a week-long chat has a few thousand; the bound keeps
+# one endless conversation from growing its row without end.
+MAX_WORDS = 20_000
 
 
 def _summary(row: asyncpg.Record) -> Summary:
@@ -235,10 +238,30 @@ class Repository:
         )
         return [domain.media_from_json(r["item"]) for r in rows]
 
+    async def add_words(
+        self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str, text: str
+    ) -> None:
+        """Add words (lianluo.domain.words.document_text) to the record's; a record with
+        MAX_WORDS distinct words already takes no more."""
+        await conn.execute(
+            "update recordings set words = words || to_tsvector('simple', $3) "
+            "where tenant_id = $1 and interaction_id = $2 and length(words) < $4",
+            tenant_id,
+            interaction_id,
+            text,
+            MAX_WORDS,
+        )
+
     async def list_page(
-        self, conn: asyncpg.Connection, tenant_id: str, flt: ListFilter, page: Page
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: str,
+        flt: ListFilter,
+        page: Page,
+        tsquery: str = "",
     ) -> list[Summary]:
-        """One page of summaries, newest first, after the page's keyset position."""
+        """One page of summaries, newest first, after the page's keyset position; `tsquery`
+        the words of `flt.text`, all of which a record must hold."""
         where = ["tenant_id = $1"]
         args: list[Any] = [tenant_id]
 
@@ -254,6 +277,14 @@ class Repository:
             where.append(f"customer_id = {arg(flt.customer_id)}")
         if flt.agent_id:
             where.append(f"agent_ids @> array[{arg(flt.agent_id)}]::text[]")
+        if flt.queue:
+            where.append(f"queue = {arg(flt.queue)}")
+        if flt.channel:
+            where.append(f"channel = {arg(flt.channel)}")
+        if flt.resolution:
+            where.append(f"resolution_code = {arg(flt.resolution)}")
+        if tsquery:
+            where.append(f"words @@ to_tsquery('simple', {arg(tsquery)})")
         if page.after is not None:
             start, interaction_id = page.after
             where.append(f"(start_time, interaction_id) < ({arg(start)}, {arg(interaction_id)})")

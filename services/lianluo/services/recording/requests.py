@@ -24,6 +24,10 @@ class ListFilter:
     end_time: datetime | None
     customer_id: str
     agent_id: str
+    text: str = ""
+    queue: str = ""
+    channel: int = 0
+    resolution: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,16 @@ def list_request(request: pb.ListRecordingsRequest) -> tuple[ListFilter, Page]:
     if start is not None and end is not None:
         v.check(end > start, "end_time", "must be after start_time")
     v.check(request.page.page_size >= 0, "page.page_size", "must not be negative")
-    flt = ListFilter(start, end, request.customer_id, request.agent_id)
+    flt = ListFilter(
+        start,
+        end,
+        request.customer_id,
+        request.agent_id,
+        " ".join(request.text.split()),
+        request.queue,
+        request.channel,
+        request.resolution,
+    )
     after = None
     if request.page.page_token:
         after = _parse_token(v, request.page.page_token, list_scope(request.tenant_id, flt))
@@ -74,6 +87,10 @@ def list_scope(tenant_id: str, flt: ListFilter) -> str:
         flt.end_time.isoformat() if flt.end_time else "",
         flt.customer_id,
         flt.agent_id,
+        flt.text,
+        flt.queue,
+        str(flt.channel),
+        flt.resolution,
     ]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 

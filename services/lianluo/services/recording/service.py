@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from lianluo.domain.words import Segmenter, query_terms
 from lianluo.recording.v1 import recording_pb2 as pb
 from lianluo.runtime import auth
-from lianluo.runtime.errors import NotFound
+from lianluo.runtime.errors import FieldViolation, InvalidArgument, NotFound
 from lianluo.services.recording import domain, requests, transcript
 from lianluo.services.recording.domain import Summary
 from lianluo.services.recording.repository import Repository
@@ -19,9 +20,10 @@ RESOURCE = "recording"
 class RecordingService:
     """Every RecordingService RPC, for the caller's own tenant only."""
 
-    def __init__(self, pool: asyncpg.Pool, repo: Repository) -> None:
+    def __init__(self, pool: asyncpg.Pool, repo: Repository, words: Segmenter) -> None:
         self._pool = pool
         self._repo = repo
+        self._words = words
 
     async def _summary(
         self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str, *, lock: bool = False
@@ -64,8 +66,16 @@ class RecordingService:
     ) -> tuple[list[pb.RecordingSummary], str]:
         auth.require_tenant(request.tenant_id)
         flt, page = requests.list_request(request)
+        tsquery = ""
+        if flt.text:
+            # Every word must be in the record: what a person narrowing a search expects.
+            tsquery = " & ".join(query_terms(await self._words.terms(flt.text)))
+            if not tsquery:
+                raise InvalidArgument(
+                    [FieldViolation("text", "has no words to search by (only common ones)")]
+                )
         async with self._pool.acquire() as conn:
-            found = await self._repo.list_page(conn, request.tenant_id, flt, page)
+            found = await self._repo.list_page(conn, request.tenant_id, flt, page, tsquery)
         token = ""
         if len(found) == page.size:
             last = found[-1]

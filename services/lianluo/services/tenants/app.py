@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lianluo.domain.words import Segmenter
 from lianluo.runtime import contract
 from lianluo.runtime.grpc_server import RegisterFn
 from lianluo.runtime.service import Service, ServiceSpec
@@ -26,7 +27,6 @@ from lianluo.services.tenants.keys import ApiKeys
 from lianluo.services.tenants.knowledge import Knowledge
 from lianluo.services.tenants.knowledge_api import KnowledgeApi
 from lianluo.services.tenants.knowledge_repository import KnowledgeRepository
-from lianluo.services.tenants.knowledge_text import Segmenter
 from lianluo.services.tenants.people import People
 from lianluo.services.tenants.repository import Repository
 from lianluo.services.tenants.service import TenantsService

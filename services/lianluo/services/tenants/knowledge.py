@@ -12,12 +12,12 @@ from typing import TypeVar
 
 import asyncpg
 
+from lianluo.domain.words import Segmenter, document_text, query_terms, snippet, tsquery_text
 from lianluo.runtime.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from lianluo.runtime.paging import decode_token, encode_token, page_size
-from lianluo.services.tenants import events, knowledge_rules, knowledge_text
+from lianluo.services.tenants import events, knowledge_rules
 from lianluo.services.tenants.domain import QUEUE
 from lianluo.services.tenants.knowledge_repository import KnowledgeRepository
-from lianluo.services.tenants.knowledge_text import Segmenter
 from lianluo.services.tenants.repository import Repository, parse_id
 from lianluo.services.tenants.service import scoped_tenant
 from lianluo.tenants.v1 import knowledge_pb2 as kpb
@@ -101,7 +101,7 @@ class Knowledge:
         # Segmenting a long body takes a while: before the transaction, not holding a connection.
         title = await self._segmenter.terms(" ".join([candidate.title, *candidate.tags]))
         body = await self._segmenter.terms(candidate.body)
-        words = (knowledge_text.document_text(title), knowledge_text.document_text(body))
+        words = (document_text(title), document_text(body))
         now = datetime.now(UTC)
         async with self._pool.acquire() as conn, conn.transaction():
             if not await self._repo.lock_tenant(conn, tid):
@@ -182,16 +182,16 @@ class Knowledge:
         scope = f"search:{tid}:{language}:{query}"
         wanted, offset = page_size(size), _offset(token, scope)
         words = await self._segmenter.terms(query)
-        operands = knowledge_text.query_terms(words)
+        operands = query_terms(words)
         if not operands:
             return [], ""
         async with self._pool.acquire() as conn:
             found = await self._store.search_articles(
-                conn, tid, operands, knowledge_text.tsquery_text(operands), language, offset, wanted
+                conn, tid, operands, tsquery_text(operands), language, offset, wanted
             )
         hits = []
         for article, score in found:
-            hit = kpb.ArticleHit(snippet=knowledge_text.snippet(article.body, words), score=score)
+            hit = kpb.ArticleHit(snippet=snippet(article.body, words), score=score)
             article.ClearField("body")
             hit.article.CopyFrom(article)
             hits.append(hit)

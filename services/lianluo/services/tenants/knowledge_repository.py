@@ -109,7 +109,7 @@ class KnowledgeRepository:
         request_id: str | None,
         now: datetime,
     ) -> None:
-        """Store a new article; `words` are its title's and body's (knowledge_text.terms)."""
+        """Store a new article; `words` are its title's and body's (lianluo.domain.words.terms)."""
         await conn.execute(
             "insert into knowledge_articles (tenant_id, id, revision, title, body, language, "  # noqa: S608
             f"tags, request_id, document, created_at, updated_at) values ($1, $2, $3, $6, $7, "

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 
+from lianluo.domain.words import detect_language
 from lianluo.runtime.errors import Violations
 from lianluo.services.tenants.domain import RESOURCE_NAME
-from lianluo.services.tenants.knowledge_text import detect_language
 from lianluo.tenants.v1 import knowledge_pb2 as kpb
 
 LANGUAGES = ("zh", "en")

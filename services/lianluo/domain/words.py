@@ -1,4 +1,5 @@
-"""Words for the knowledge base's search: Chinese segmented by jieba, English reduced to stems.
+"""Words to search by: Chinese segmented by jieba, English reduced to stems (the knowledge base,
+and the recordings of conversations).
 
 The same `terms` function builds an article's words when it is stored and a query's words when
 it is searched, so the two sides can never disagree about what a word is. Postgres only stores
