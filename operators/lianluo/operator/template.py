@@ -23,8 +23,10 @@ SERVICES = (
     "console",
     "voice",
 )
-# The services that keep objects (attachments, call recordings): a bucket, else a volume.
-STORES = ("gateway", "voice")
+# The services that reach the cell's objects: the gateway (files) and voice (calls) keep them,
+# recording purges them with their records. A bucket, else a volume of each pod's own, which
+# no other pod sees: a cell needs the bucket for a purge to reach its files and calls.
+STORES = ("gateway", "voice", "recording")
 # A phone's registration and the calls bridged to it live in one voice process, so a cell runs
 # at most one voice replica (docs/voice.md).
 MAX_REPLICAS = {"voice": 1}
@@ -288,6 +290,11 @@ def settings_for(
         }
     if service == "notification":
         settings["LIANLUO_NOTIFICATION_GATEWAY_ADDRESS"] = f"{cell}-gateway:{inputs.grpc_port}"
+    if service == "recording":
+        # Export links open at the cell's gateway, as its Service is reached in the cluster.
+        settings["LIANLUO_RECORDING_LINK_BASE_URL"] = (
+            f"http://{cell}-gateway:{inputs.gateway_http_port}"
+        )
     if service == "voice":
         settings |= {
             "LIANLUO_VOICE_SIP_HOST": "0.0.0.0",  # noqa: S104 - the pod's own address

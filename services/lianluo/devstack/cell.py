@@ -59,8 +59,8 @@ class Cell:
     first_port: int = 0
     replicas: dict[str, int] = field(default_factory=dict)
     running: list[Replica] = field(default_factory=list)
-    # The address of each service's first replica, known before any starts.
-    _first: dict[str, str] = field(default_factory=dict)
+    # The ports (gRPC, HTTP, SMTP) of each service's first replica, known before any starts.
+    _first: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
     def start(self, services: list[str] | None = None) -> None:
         """Start every service (or the named ones); wait until each answers health."""
@@ -69,28 +69,27 @@ class Cell:
         # Every port is chosen first, so that a service may name one started after it (the
         # notification service sends texts through the gateway).
         port = self.first_port
-        ports: dict[str, list[int]] = {}
+        planned: dict[str, list[tuple[int, int, int]]] = {}
+        fixed = {"gateway": GATEWAY_HTTP_PORT, "console": CONSOLE_HTTP_PORT}
+        # The voice service's SIP port is kept where the others keep HTTP.
+        fixed["voice"] = VOICE_SIP_PORT
         for name in names:
             for _ in range(self.replicas.get(name, 1)):
                 port = port + 1 if self.first_port else _free_port()
-                ports.setdefault(name, []).append(port)
-        self._first |= {name: f"127.0.0.1:{found[0]}" for name, found in ports.items()}
+                http = smtp = 0
+                if name in fixed:
+                    http = fixed[name] if self.first_port else _free_port()
+                if name == "gateway":
+                    smtp = GATEWAY_SMTP_PORT if self.first_port else _free_port()
+                planned.setdefault(name, []).append((port, http, smtp))
+        self._first |= {name: found[0] for name, found in planned.items()}
         for name in names:
-            for i in range(self.replicas.get(name, 1)):
-                port = ports[name][i]
+            for i, (port, http, smtp) in enumerate(planned[name]):
                 log = self.log_dir / f"{name}-{i}.log"
                 print(
                     f"==> starting {name}{f' #{i + 1}' if i else ''} on 127.0.0.1:{port}",
                     file=sys.stderr,
                 )
-                http = smtp = 0
-                if name == "gateway":
-                    http = GATEWAY_HTTP_PORT if self.first_port else _free_port()
-                    smtp = GATEWAY_SMTP_PORT if self.first_port else _free_port()
-                if name == "console":
-                    http = CONSOLE_HTTP_PORT if self.first_port else _free_port()
-                if name == "voice":  # its SIP port, kept where the others keep HTTP
-                    http = VOICE_SIP_PORT if self.first_port else _free_port()
                 process = self._spawn(name, port, log, http, smtp)
                 self.running.append(Replica(name, i, port, process, log, http, smtp))
         for replica in self.running:
@@ -100,6 +99,9 @@ class Cell:
         self, name: str, port: int, log: Path, http_port: int, smtp_port: int
     ) -> subprocess.Popen[bytes]:
         env = {**os.environ, **self.env, "LIANLUO_GRPC_PORT": str(port)}
+        # One object store for the cell (a bucket in production): a directory beside the logs,
+        # where the gateway keeps files, voice keeps calls, and recording purges both.
+        env.setdefault("LIANLUO_OBJECT_STORE_PATH", str(self.log_dir.parent / "objects"))
         if name == "gateway":
             # The gateway calls the cell's tenants and media services, started before it.
             env |= {
@@ -107,11 +109,12 @@ class Cell:
                 "LIANLUO_GATEWAY_SMTP_PORT": str(smtp_port),
                 "LIANLUO_GATEWAY_TENANTS_ADDRESS": self.address("tenants"),
                 "LIANLUO_GATEWAY_MEDIA_ADDRESS": self.address("media"),
-                # Attachments: a local directory beside the logs (a bucket in production).
-                "LIANLUO_OBJECT_STORE_PATH": str(self.log_dir.parent / "objects"),
             }
-        if name == "notification" and "gateway" in self._first:
-            env["LIANLUO_NOTIFICATION_GATEWAY_ADDRESS"] = self._first["gateway"]
+        gateway = self._first.get("gateway")
+        if name == "notification" and gateway:
+            env["LIANLUO_NOTIFICATION_GATEWAY_ADDRESS"] = f"127.0.0.1:{gateway[0]}"
+        if name == "recording" and gateway:
+            env["LIANLUO_RECORDING_LINK_BASE_URL"] = f"http://127.0.0.1:{gateway[1]}"
         if name == "console":
             # The console calls the cell's services with the signed-in person's token; on
             # http://127.0.0.1 its cookie cannot be Secure.

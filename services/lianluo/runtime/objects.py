@@ -37,6 +37,36 @@ def tenant_key(tenant_id: str, *parts: str) -> str:
     return "/".join(["tenants", tenant_id, *parts])
 
 
+def attachment_key(tenant_id: str, attachment_id: str) -> str:
+    """Where a file the channel gateway kept ("attachment:<id>") is."""
+    return tenant_key(tenant_id, "attachments", attachment_id)
+
+
+def attachment_path(tenant_id: str, attachment_id: str) -> str:
+    """The gateway's route that opens a kept file, given a signed link."""
+    return f"/v1/attachments/{tenant_id}/{attachment_id}"
+
+
+def object_path(key: str, sha256: str) -> str:
+    """The gateway's route that opens any object of the store, given a signed link: the
+    sha256 is in the signed path, so the object is checked against it on the way out."""
+    return f"/v1/objects/{sha256}/{key}"
+
+
+def stored_key(tenant_id: str, uri: str) -> str | None:
+    """The store's key of a media URI the platform stored: "object:<key>" (a call's audio) or
+    "attachment:<id>" (a file the gateway kept). None for anything else (an https URL), and
+    for a key outside the tenant's own prefix."""
+    if uri.startswith("object:"):
+        key = uri.removeprefix("object:")
+    elif uri.startswith("attachment:"):
+        key = attachment_key(tenant_id, uri.removeprefix("attachment:"))
+    else:
+        return None
+    inside = key.startswith(tenant_key(tenant_id, "")) and ".." not in key.split("/")
+    return key if inside else None
+
+
 class Objects:
     """A bucket (S3-compatible) or a local directory, as the settings say."""
 
@@ -79,6 +109,14 @@ class Objects:
 
     async def delete(self, key: str) -> None:
         await obstore.delete_async(self._store, key)
+
+    async def absent(self, key: str) -> bool:
+        """True when the store has nothing under `key` (how a deletion is verified)."""
+        try:
+            await obstore.head_async(self._store, key)
+        except FileNotFoundError:
+            return True
+        return False
 
     @property
     def _s3(self) -> bool:

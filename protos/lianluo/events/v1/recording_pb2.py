@@ -25,19 +25,21 @@ _sym_db = _symbol_database.Default()
 from lianluo.recording.v1 import recording_pb2 as lianluo_dot_recording_dot_v1_dot_recording__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lianluo/events/v1/recording.proto\x12\x11lianluo.events.v1\x1a$lianluo/recording/v1/recording.proto\"\xd5\x01\n\x0eRecordingEvent\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12\x38\n\x06stored\x18\n \x01(\x0b\x32&.lianluo.recording.v1.RecordingSummaryH\x00\x12\x34\n\x06purged\x18\x0b \x01(\x0b\x32\".lianluo.events.v1.RecordingPurgedH\x00\x12\x32\n\ndaily_root\x18\x0c \x01(\x0b\x32\x1c.lianluo.events.v1.DailyRootH\x00\x42\x07\n\x05\x65vent\">\n\tDailyRoot\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x13\n\x0broot_sha256\x18\x02 \x01(\t\x12\x0f\n\x07records\x18\x03 \x01(\x05\"k\n\x0fRecordingPurged\x12.\n\x06reason\x18\x01 \x01(\x0e\x32\x1e.lianluo.events.v1.PurgeReason\x12\x13\n\x0b\x65ntry_count\x18\x02 \x01(\x05\x12\x13\n\x0bmedia_count\x18\x03 \x01(\x05*p\n\x0bPurgeReason\x12\x1c\n\x18PURGE_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1ePURGE_REASON_RETENTION_EXPIRED\x10\x01\x12\x1f\n\x1bPURGE_REASON_TENANT_DELETED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lianluo/events/v1/recording.proto\x12\x11lianluo.events.v1\x1a$lianluo/recording/v1/recording.proto\"\x93\x02\n\x0eRecordingEvent\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12\x38\n\x06stored\x18\n \x01(\x0b\x32&.lianluo.recording.v1.RecordingSummaryH\x00\x12\x34\n\x06purged\x18\x0b \x01(\x0b\x32\".lianluo.events.v1.RecordingPurgedH\x00\x12\x32\n\ndaily_root\x18\x0c \x01(\x0b\x32\x1c.lianluo.events.v1.DailyRootH\x00\x12<\n\x0fobjects_deleted\x18\r \x01(\x0b\x32!.lianluo.events.v1.ObjectsDeletedH\x00\x42\x07\n\x05\x65vent\"\x1e\n\x0eObjectsDeleted\x12\x0c\n\x04keys\x18\x01 \x03(\t\">\n\tDailyRoot\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x13\n\x0broot_sha256\x18\x02 \x01(\t\x12\x0f\n\x07records\x18\x03 \x01(\x05\"k\n\x0fRecordingPurged\x12.\n\x06reason\x18\x01 \x01(\x0e\x32\x1e.lianluo.events.v1.PurgeReason\x12\x13\n\x0b\x65ntry_count\x18\x02 \x01(\x05\x12\x13\n\x0bmedia_count\x18\x03 \x01(\x05*p\n\x0bPurgeReason\x12\x1c\n\x18PURGE_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1ePURGE_REASON_RETENTION_EXPIRED\x10\x01\x12\x1f\n\x1bPURGE_REASON_TENANT_DELETED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lianluo.events.v1.recording_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PURGEREASON']._serialized_start=483
-  _globals['_PURGEREASON']._serialized_end=595
+  _globals['_PURGEREASON']._serialized_start=577
+  _globals['_PURGEREASON']._serialized_end=689
   _globals['_RECORDINGEVENT']._serialized_start=95
-  _globals['_RECORDINGEVENT']._serialized_end=308
-  _globals['_DAILYROOT']._serialized_start=310
-  _globals['_DAILYROOT']._serialized_end=372
-  _globals['_RECORDINGPURGED']._serialized_start=374
-  _globals['_RECORDINGPURGED']._serialized_end=481
+  _globals['_RECORDINGEVENT']._serialized_end=370
+  _globals['_OBJECTSDELETED']._serialized_start=372
+  _globals['_OBJECTSDELETED']._serialized_end=402
+  _globals['_DAILYROOT']._serialized_start=404
+  _globals['_DAILYROOT']._serialized_end=466
+  _globals['_RECORDINGPURGED']._serialized_start=468
+  _globals['_RECORDINGPURGED']._serialized_end=575
 # @@protoc_insertion_point(module_scope)

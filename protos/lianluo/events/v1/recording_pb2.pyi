@@ -3,8 +3,10 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from lianluo.recording.v1 import recording_pb2 as _recording_pb2
 import builtins as _builtins
@@ -51,6 +53,7 @@ class RecordingEvent(_message.Message):
     STORED_FIELD_NUMBER: _builtins.int
     PURGED_FIELD_NUMBER: _builtins.int
     DAILY_ROOT_FIELD_NUMBER: _builtins.int
+    OBJECTS_DELETED_FIELD_NUMBER: _builtins.int
     interaction_id: _builtins.str
     """Empty for a daily root, which covers the tenant's records."""
     @_builtins.property
@@ -63,6 +66,12 @@ class RecordingEvent(_message.Message):
     def purged(self) -> Global___RecordingPurged: ...
     @_builtins.property
     def daily_root(self) -> Global___DailyRoot: ...
+    @_builtins.property
+    def objects_deleted(self) -> Global___ObjectsDeleted:
+        """The objects of a purged record (its files and call audio) are gone from the object
+        store: deleted, then looked up and not found.
+        """
+
     def __init__(
         self,
         *,
@@ -70,16 +79,39 @@ class RecordingEvent(_message.Message):
         stored: _recording_pb2.RecordingSummary | None = ...,
         purged: Global___RecordingPurged | None = ...,
         daily_root: Global___DailyRoot | None = ...,
+        objects_deleted: Global___ObjectsDeleted | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["daily_root", b"daily_root", "event", b"event", "purged", b"purged", "stored", b"stored"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["daily_root", b"daily_root", "event", b"event", "objects_deleted", b"objects_deleted", "purged", b"purged", "stored", b"stored"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["daily_root", b"daily_root", "event", b"event", "interaction_id", b"interaction_id", "purged", b"purged", "stored", b"stored"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["daily_root", b"daily_root", "event", b"event", "interaction_id", b"interaction_id", "objects_deleted", b"objects_deleted", "purged", b"purged", "stored", b"stored"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["stored", "purged", "daily_root"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["stored", "purged", "daily_root", "objects_deleted"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___RecordingEvent: _TypeAlias = RecordingEvent  # noqa: Y015
+
+@_typing.final
+class ObjectsDeleted(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The object store's keys, each under the tenant's prefix."""
+
+    def __init__(
+        self,
+        *,
+        keys: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ObjectsDeleted: _TypeAlias = ObjectsDeleted  # noqa: Y015
 
 @_typing.final
 class DailyRoot(_message.Message):

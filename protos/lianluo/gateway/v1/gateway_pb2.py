@@ -28,7 +28,7 @@ from lianluo.common.v1 import limits_pb2 as lianluo_dot_common_dot_v1_dot_limits
 from lianluo.media.v1 import media_pb2 as lianluo_dot_media_dot_v1_dot_media__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n lianluo/gateway/v1/gateway.proto\x12\x12lianluo.gateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elianluo/common/v1/common.proto\x1a\x1elianluo/common/v1/limits.proto\x1a\x1clianluo/media/v1/media.proto\"y\n\x11SendNoticeRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65livery_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x14\n\x0cphone_number\x18\x04 \x01(\t\x12\x15\n\x04\x62ody\x18\x05 \x01(\tB\x07\xa2\x9f\x19\x03\x08\xa0\x1f\"\x1b\n\nSentNotice\x12\r\n\x05parts\x18\x01 \x01(\x05\"y\n\x17UploadAttachmentRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0einteraction_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\x0c\"^\n\x12UploadedAttachment\x12\x15\n\rattachment_id\x18\x01 \x01(\t\x12\x31\n\x07\x63ontent\x18\x02 \x01(\x0b\x32 .lianluo.media.v1.MessageContent\"B\n\x16GetDownloadLinkRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x15\n\rattachment_id\x18\x02 \x01(\t\"\xac\x01\n\x0c\x44ownloadLink\x12\x0b\n\x03url\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x16\n\x0einteraction_id\x18\x07 \x01(\t\"\xb2\x01\n\x08Identity\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .lianluo.gateway.v1.IdentityKind\x12\r\n\x05value\x18\x02 \x01(\t\x12\x33\n\x0f\x66irst_seen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eopted_out_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x01\n\x08\x43ustomer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x30\n\nidentities\x18\x04 \x03(\x0b\x32\x1c.lianluo.gateway.v1.Identity\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x12GetCustomerRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"g\n\x13\x46indCustomerRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12.\n\x04kind\x18\x02 \x01(\x0e\x32 .lianluo.gateway.v1.IdentityKind\x12\r\n\x05value\x18\x03 \x01(\t\"\x80\x01\n\x16ResolveCustomerRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12.\n\x04kind\x18\x02 \x01(\x0e\x32 .lianluo.gateway.v1.IdentityKind\x12\r\n\x05value\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\"|\n\x13LinkIdentityRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12.\n\x04kind\x18\x03 \x01(\x0e\x32 .lianluo.gateway.v1.IdentityKind\x12\r\n\x05value\x18\x04 \x01(\t\"\x83\x01\n\x0c\x43onversation\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12+\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x1a.lianluo.common.v1.Channel\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\x18ListConversationsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"T\n\x19ListConversationsResponse\x12\x37\n\rconversations\x18\x01 \x03(\x0b\x32 .lianluo.gateway.v1.Conversation*\xbb\x01\n\x0cIdentityKind\x12\x1d\n\x19IDENTITY_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19IDENTITY_KIND_WEB_VISITOR\x10\x01\x12\x17\n\x13IDENTITY_KIND_EMAIL\x10\x02\x12\x17\n\x13IDENTITY_KIND_PHONE\x10\x03\x12\x1f\n\x1bIDENTITY_KIND_WECHAT_OPENID\x10\x04\x12\x1a\n\x16IDENTITY_KIND_APP_USER\x10\x05\x32\xe3\x03\n\x0f\x43ustomerService\x12S\n\x0bGetCustomer\x12&.lianluo.gateway.v1.GetCustomerRequest\x1a\x1c.lianluo.gateway.v1.Customer\x12U\n\x0c\x46indCustomer\x12\'.lianluo.gateway.v1.FindCustomerRequest\x1a\x1c.lianluo.gateway.v1.Customer\x12[\n\x0fResolveCustomer\x12*.lianluo.gateway.v1.ResolveCustomerRequest\x1a\x1c.lianluo.gateway.v1.Customer\x12U\n\x0cLinkIdentity\x12\'.lianluo.gateway.v1.LinkIdentityRequest\x1a\x1c.lianluo.gateway.v1.Customer\x12p\n\x11ListConversations\x12,.lianluo.gateway.v1.ListConversationsRequest\x1a-.lianluo.gateway.v1.ListConversationsResponse2\xdd\x01\n\x11\x41ttachmentService\x12_\n\x0fGetDownloadLink\x12*.lianluo.gateway.v1.GetDownloadLinkRequest\x1a .lianluo.gateway.v1.DownloadLink\x12g\n\x10UploadAttachment\x12+.lianluo.gateway.v1.UploadAttachmentRequest\x1a&.lianluo.gateway.v1.UploadedAttachment2d\n\rNoticeService\x12S\n\nSendNotice\x12%.lianluo.gateway.v1.SendNoticeRequest\x1a\x1e.lianluo.gateway.v1.SentNoticeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n lianluo/gateway/v1/gateway.proto\x12\x12lianluo.gateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elianluo/common/v1/common.proto\x1a\x1elianluo/common/v1/limits.proto\x1a\x1clianluo/media/v1/media.proto\"y\n\x11SendNoticeRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65livery_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x14\n\x0cphone_number\x18\x04 \x01(\t\x12\x15\n\x04\x62ody\x18\x05 \x01(\tB\x07\xa2\x9f\x19\x03\x08\xa0\x1f\"\x1b\n\nSentNotice\x12\r\n\x05parts\x18\x01 \x01(\x05\"\x84\x01\n\x17UploadAttachmentRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0einteraction_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x1a\n\x07\x63ontent\x18\x05 \x01(\x0c\x42\t\xa2\x9f\x19\x05\x08\x80\x80\x80\x02\"^\n\x12UploadedAttachment\x12\x15\n\rattachment_id\x18\x01 \x01(\t\x12\x31\n\x07\x63ontent\x18\x02 \x01(\x0b\x32 .lianluo.media.v1.MessageContent\"B\n\x16GetDownloadLinkRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x15\n\rattachment_id\x18\x02 \x01(\t\"\xac\x01\n\x0c\x44ownloadLink\x12\x0b\n\x03url\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x16\n\x0einteraction_id\x18\x07 \x01(\t\"\xb2\x01\n\x08Identity\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .lianluo.gateway.v1.IdentityKind\x12\r\n\x05value\x18\x02 \x01(\t\x12\x33\n\x0f\x66irst_seen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eopted_out_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x01\n\x08\x43ustomer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x30\n\nidentities\x18\x04 \x03(\x0b\x32\x1c.lianluo.gateway.v1.Identity\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x12GetCustomerRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"g\n\x13\x46indCustomerRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12.\n\x04kind\x18\x02 \x01(\x0e\x32 .lianluo.gateway.v1.IdentityKind\x12\r\n\x05value\x18\x03 \x01(\t\"\x80\x01\n\x16ResolveCustomerRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12.\n\x04kind\x18\x02 \x01(\x0e\x32 .lianluo.gateway.v1.IdentityKind\x12\r\n\x05value\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\"|\n\x13LinkIdentityRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12.\n\x04kind\x18\x03 \x01(\x0e\x32 .lianluo.gateway.v1.IdentityKind\x12\r\n\x05value\x18\x04 \x01(\t\"\x83\x01\n\x0c\x43onversation\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12+\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x1a.lianluo.common.v1.Channel\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\x18ListConversationsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"T\n\x19ListConversationsResponse\x12\x37\n\rconversations\x18\x01 \x03(\x0b\x32 .lianluo.gateway.v1.Conversation*\xbb\x01\n\x0cIdentityKind\x12\x1d\n\x19IDENTITY_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19IDENTITY_KIND_WEB_VISITOR\x10\x01\x12\x17\n\x13IDENTITY_KIND_EMAIL\x10\x02\x12\x17\n\x13IDENTITY_KIND_PHONE\x10\x03\x12\x1f\n\x1bIDENTITY_KIND_WECHAT_OPENID\x10\x04\x12\x1a\n\x16IDENTITY_KIND_APP_USER\x10\x05\x32\xe3\x03\n\x0f\x43ustomerService\x12S\n\x0bGetCustomer\x12&.lianluo.gateway.v1.GetCustomerRequest\x1a\x1c.lianluo.gateway.v1.Customer\x12U\n\x0c\x46indCustomer\x12\'.lianluo.gateway.v1.FindCustomerRequest\x1a\x1c.lianluo.gateway.v1.Customer\x12[\n\x0fResolveCustomer\x12*.lianluo.gateway.v1.ResolveCustomerRequest\x1a\x1c.lianluo.gateway.v1.Customer\x12U\n\x0cLinkIdentity\x12\'.lianluo.gateway.v1.LinkIdentityRequest\x1a\x1c.lianluo.gateway.v1.Customer\x12p\n\x11ListConversations\x12,.lianluo.gateway.v1.ListConversationsRequest\x1a-.lianluo.gateway.v1.ListConversationsResponse2\xdd\x01\n\x11\x41ttachmentService\x12_\n\x0fGetDownloadLink\x12*.lianluo.gateway.v1.GetDownloadLinkRequest\x1a .lianluo.gateway.v1.DownloadLink\x12g\n\x10UploadAttachment\x12+.lianluo.gateway.v1.UploadAttachmentRequest\x1a&.lianluo.gateway.v1.UploadedAttachment2d\n\rNoticeService\x12S\n\nSendNotice\x12%.lianluo.gateway.v1.SendNoticeRequest\x1a\x1e.lianluo.gateway.v1.SentNoticeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,42 +37,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SENDNOTICEREQUEST'].fields_by_name['body']._loaded_options = None
   _globals['_SENDNOTICEREQUEST'].fields_by_name['body']._serialized_options = b'\242\237\031\003\010\240\037'
-  _globals['_IDENTITYKIND']._serialized_start=1856
-  _globals['_IDENTITYKIND']._serialized_end=2043
+  _globals['_UPLOADATTACHMENTREQUEST'].fields_by_name['content']._loaded_options = None
+  _globals['_UPLOADATTACHMENTREQUEST'].fields_by_name['content']._serialized_options = b'\242\237\031\005\010\200\200\200\002'
+  _globals['_IDENTITYKIND']._serialized_start=1868
+  _globals['_IDENTITYKIND']._serialized_end=2055
   _globals['_SENDNOTICEREQUEST']._serialized_start=183
   _globals['_SENDNOTICEREQUEST']._serialized_end=304
   _globals['_SENTNOTICE']._serialized_start=306
   _globals['_SENTNOTICE']._serialized_end=333
-  _globals['_UPLOADATTACHMENTREQUEST']._serialized_start=335
-  _globals['_UPLOADATTACHMENTREQUEST']._serialized_end=456
-  _globals['_UPLOADEDATTACHMENT']._serialized_start=458
-  _globals['_UPLOADEDATTACHMENT']._serialized_end=552
-  _globals['_GETDOWNLOADLINKREQUEST']._serialized_start=554
-  _globals['_GETDOWNLOADLINKREQUEST']._serialized_end=620
-  _globals['_DOWNLOADLINK']._serialized_start=623
-  _globals['_DOWNLOADLINK']._serialized_end=795
-  _globals['_IDENTITY']._serialized_start=798
-  _globals['_IDENTITY']._serialized_end=976
-  _globals['_CUSTOMER']._serialized_start=979
-  _globals['_CUSTOMER']._serialized_end=1141
-  _globals['_GETCUSTOMERREQUEST']._serialized_start=1143
-  _globals['_GETCUSTOMERREQUEST']._serialized_end=1203
-  _globals['_FINDCUSTOMERREQUEST']._serialized_start=1205
-  _globals['_FINDCUSTOMERREQUEST']._serialized_end=1308
-  _globals['_RESOLVECUSTOMERREQUEST']._serialized_start=1311
-  _globals['_RESOLVECUSTOMERREQUEST']._serialized_end=1439
-  _globals['_LINKIDENTITYREQUEST']._serialized_start=1441
-  _globals['_LINKIDENTITYREQUEST']._serialized_end=1565
-  _globals['_CONVERSATION']._serialized_start=1568
-  _globals['_CONVERSATION']._serialized_end=1699
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=1701
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=1767
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=1769
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=1853
-  _globals['_CUSTOMERSERVICE']._serialized_start=2046
-  _globals['_CUSTOMERSERVICE']._serialized_end=2529
-  _globals['_ATTACHMENTSERVICE']._serialized_start=2532
-  _globals['_ATTACHMENTSERVICE']._serialized_end=2753
-  _globals['_NOTICESERVICE']._serialized_start=2755
-  _globals['_NOTICESERVICE']._serialized_end=2855
+  _globals['_UPLOADATTACHMENTREQUEST']._serialized_start=336
+  _globals['_UPLOADATTACHMENTREQUEST']._serialized_end=468
+  _globals['_UPLOADEDATTACHMENT']._serialized_start=470
+  _globals['_UPLOADEDATTACHMENT']._serialized_end=564
+  _globals['_GETDOWNLOADLINKREQUEST']._serialized_start=566
+  _globals['_GETDOWNLOADLINKREQUEST']._serialized_end=632
+  _globals['_DOWNLOADLINK']._serialized_start=635
+  _globals['_DOWNLOADLINK']._serialized_end=807
+  _globals['_IDENTITY']._serialized_start=810
+  _globals['_IDENTITY']._serialized_end=988
+  _globals['_CUSTOMER']._serialized_start=991
+  _globals['_CUSTOMER']._serialized_end=1153
+  _globals['_GETCUSTOMERREQUEST']._serialized_start=1155
+  _globals['_GETCUSTOMERREQUEST']._serialized_end=1215
+  _globals['_FINDCUSTOMERREQUEST']._serialized_start=1217
+  _globals['_FINDCUSTOMERREQUEST']._serialized_end=1320
+  _globals['_RESOLVECUSTOMERREQUEST']._serialized_start=1323
+  _globals['_RESOLVECUSTOMERREQUEST']._serialized_end=1451
+  _globals['_LINKIDENTITYREQUEST']._serialized_start=1453
+  _globals['_LINKIDENTITYREQUEST']._serialized_end=1577
+  _globals['_CONVERSATION']._serialized_start=1580
+  _globals['_CONVERSATION']._serialized_end=1711
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=1713
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=1779
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=1781
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=1865
+  _globals['_CUSTOMERSERVICE']._serialized_start=2058
+  _globals['_CUSTOMERSERVICE']._serialized_end=2541
+  _globals['_ATTACHMENTSERVICE']._serialized_start=2544
+  _globals['_ATTACHMENTSERVICE']._serialized_end=2765
+  _globals['_NOTICESERVICE']._serialized_start=2767
+  _globals['_NOTICESERVICE']._serialized_end=2867
 # @@protoc_insertion_point(module_scope)

@@ -120,6 +120,7 @@ class UploadAttachmentRequest(_message.Message):
     content_type: _builtins.str
     """Image types are sent as images; the allowed types are in docs/channels.md."""
     content: _builtins.bytes
+    """At most 4 MiB, and the gateway's own limit (LIANLUO_GATEWAY_ATTACHMENT_MAX_BYTES)."""
     def __init__(
         self,
         *,

@@ -419,7 +419,10 @@ class MediaReference(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     media_item_id: _builtins.str
     url: _builtins.str
-    """A download link, signed when the store supports it."""
+    """A download link that opens the object for `link_ttl_seconds` (the channel gateway serves
+    it, checking the object against its sha256); an https URL the platform did not store, as
+    it came.
+    """
     name: _builtins.str
     content_type: _builtins.str
     size_bytes: _builtins.int

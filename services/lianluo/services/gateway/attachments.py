@@ -15,7 +15,13 @@ from aiohttp import web
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.runtime.errors import NotFound
 from lianluo.runtime.logs import get_logger
-from lianluo.runtime.objects import CorruptObject, Links, Objects, tenant_key
+from lianluo.runtime.objects import (
+    CorruptObject,
+    Links,
+    Objects,
+    attachment_key,
+    attachment_path,
+)
 from lianluo.services.gateway import domain
 from lianluo.services.gateway.repository import Repository
 from lianluo.services.gateway.settings import GatewaySettings
@@ -57,7 +63,10 @@ class Attachments:
         return self._settings.gateway_sent_link_seconds
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/v1/attachments/{tenant}/{id}", self.download)]
+        return [
+            web.get("/v1/attachments/{tenant}/{id}", self.download),
+            web.get("/v1/objects/{sha256}/{key:.+}", self.download_object),
+        ]
 
     async def keep(
         self, tenant_id: str, interaction_id: str, name: str, content_type: str, data: bytes
@@ -68,7 +77,7 @@ class Attachments:
         )
         name = domain.attachment_name(name)
         aid = uuid.uuid4()
-        stored = await self._objects.put(tenant_key(tenant_id, "attachments", str(aid)), data, kind)
+        stored = await self._objects.put(attachment_key(tenant_id, str(aid)), data, kind)
         try:
             async with self._pool.acquire() as conn:
                 await self._repo.add_attachment(
@@ -130,13 +139,12 @@ class Attachments:
         return await self._objects.get(row["object_key"], row["sha256"])
 
     def path(self, tenant_id: str, attachment_id: str, seconds: int) -> str:
-        return self._links.sign(f"/v1/attachments/{tenant_id}/{attachment_id}", seconds)
+        return self._links.sign(attachment_path(tenant_id, attachment_id), seconds)
 
     def url(self, tenant_id: str, attachment_id: str, seconds: int) -> tuple[str, datetime]:
         """An absolute link that opens the file for `seconds`, and when it stops."""
         expires = datetime.now(UTC) + timedelta(seconds=seconds)
-        path = f"/v1/attachments/{tenant_id}/{attachment_id}"
-        return self._links.url(path, seconds), expires
+        return self._links.url(attachment_path(tenant_id, attachment_id), seconds), expires
 
     async def download(self, request: web.Request) -> web.Response:
         tenant_id, attachment_id = request.match_info["tenant"], request.match_info["id"]
@@ -147,6 +155,9 @@ class Attachments:
             data = await self.read(row)
         except NotFound:
             raise web.HTTPNotFound(text="no such attachment") from None
+        except FileNotFoundError:
+            # Purged with its record (retention), or gone from the store.
+            raise web.HTTPGone(text="the file was deleted") from None
         except CorruptObject:
             log.error("an attachment differs from its sha256", attachment=attachment_id)
             raise web.HTTPInternalServerError(text="the file is damaged") from None
@@ -161,5 +172,32 @@ class Attachments:
                 "Content-Security-Policy": "sandbox; default-src 'none'",
                 "Cache-Control": "private, max-age=60",
                 "Digest": f"sha-256={row['sha256']}",
+            },
+        )
+
+    async def download_object(self, request: web.Request) -> web.Response:
+        """Any object of the cell's store (a call's audio in a record's export), through a link
+        the platform signed: the path names the key and its sha256, so the bytes are checked
+        against what the record says before they go out."""
+        if not self._links.admits(request.path, request.query):
+            raise web.HTTPForbidden(text="this link is not valid, or has expired")
+        key, sha256 = request.match_info["key"], request.match_info["sha256"]
+        try:
+            data = await self._objects.get(key, sha256)
+        except FileNotFoundError:
+            raise web.HTTPNotFound(text="no such object") from None
+        except CorruptObject:
+            log.error("an object differs from its sha256", key=key)
+            raise web.HTTPInternalServerError(text="the object is damaged") from None
+        name = key.rsplit("/", 1)[-1]
+        return web.Response(
+            body=data,
+            content_type="application/octet-stream",
+            headers={
+                "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "sandbox; default-src 'none'",
+                "Cache-Control": "private, max-age=60",
+                "Digest": f"sha-256={sha256}",
             },
         )

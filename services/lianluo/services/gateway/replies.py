@@ -137,7 +137,7 @@ class Replies:
         try:
             found = await self._attachments.find(tenant, fitted.attachment_id)
             data = await self._attachments.read(found)
-        except (NotFound, CorruptObject):
+        except (NotFound, CorruptObject, FileNotFoundError):
             # Not a file the gateway has whole: the customer gets what a link gives.
             fitted = domain.render(content, False, link, form_link)
             return Outgoing(row, fitted.text)

@@ -9,6 +9,7 @@ from lianluo.domain.words import Segmenter
 from lianluo.recording.v1 import recording_pb2 as pb
 from lianluo.recording.v1 import recording_pb2_grpc as rpc
 from lianluo.runtime import contract
+from lianluo.runtime.objects import Links, Objects
 from lianluo.runtime.service import Service, ServiceSpec
 from lianluo.services.recording import events
 from lianluo.services.recording.grpc_api import RecordingApi
@@ -36,6 +37,7 @@ async def build(settings: RecordingSettings) -> Service:
         service.pool,
         repo,
         topic,
+        Objects(settings),
         interval=settings.recording_purge_interval_seconds,
         batch_size=settings.recording_purge_batch_size,
     )
@@ -49,7 +51,17 @@ async def build(settings: RecordingSettings) -> Service:
     service.add_background(sweeper, "retention sweep")
     service.add_grpc(
         rpc.add_RecordingServiceServicer_to_server,
-        RecordingApi(RecordingService(service.pool, repo, words)),
+        RecordingApi(
+            RecordingService(
+                service.pool,
+                repo,
+                words,
+                Links(
+                    settings.admin_key.get_secret_value(),
+                    lambda: settings.recording_link_base_url.rstrip("/"),
+                ),
+            )
+        ),
         pb.DESCRIPTOR.services_by_name["RecordingService"].full_name,
     )
     return service

@@ -241,6 +241,7 @@ def media_items(event: Event) -> list[pb.MediaItem]:
             name=attachment.name,
             content_type=attachment.content_type,
             size_bytes=attachment.size_bytes,
+            sha256=attachment.sha256,
         )
         _copy_time(item.start_time, msg, "send_time", event.occur_time)
         return [item]
@@ -258,6 +259,10 @@ def media_items(event: Event) -> list[pb.MediaItem]:
             _copy_time(item.start_time, leg, "start_time", event.occur_time)
         else:
             _copy_time(item.end_time, leg, "end_time", event.occur_time)
+            audio = leg.recording
+            if audio.uri:
+                item.uri, item.sha256 = audio.uri, audio.sha256
+                item.content_type, item.size_bytes = audio.content_type, audio.size_bytes
         return [item]
     return []
 

@@ -46,6 +46,16 @@ async def publish_purged(
     await outbox.enqueue(conn, topic, envelope)
 
 
+async def publish_objects_deleted(
+    conn: asyncpg.Connection, topic: str, tenant_id: str, interaction_id: str, keys: list[str]
+) -> None:
+    event = events_pb.RecordingEvent(
+        interaction_id=interaction_id, objects_deleted=events_pb.ObjectsDeleted(keys=keys)
+    )
+    envelope = contract.envelope(contract.RECORDING_EVENT, PRODUCER, tenant_id, event)
+    await outbox.enqueue(conn, topic, envelope)
+
+
 async def publish_root(
     conn: asyncpg.Connection, topic: str, tenant_id: str, day: date, root: bytes, records: int
 ) -> None:

@@ -10,6 +10,7 @@ import asyncpg
 
 from lianluo.events.v1.envelope_pb2 import Envelope
 from lianluo.recording.v1 import recording_pb2 as pb
+from lianluo.runtime.objects import stored_key
 from lianluo.services.recording import domain
 from lianluo.services.recording.domain import StoredEntry, Summary
 from lianluo.services.recording.requests import ListFilter, Page
@@ -349,11 +350,48 @@ class Repository:
         purged = [_summary(r) for r in rows]
         ids = [s.interaction_id for s in purged]
         if ids:
-            for table in ("record_entries", "media_items"):
-                await conn.execute(
-                    f"delete from {table} where tenant_id = $1 "  # noqa: S608 - constant tables
-                    "and interaction_id = any($2::text[])",
-                    tenant_id,
-                    ids,
-                )
+            await conn.execute(
+                "delete from record_entries where tenant_id = $1 "
+                "and interaction_id = any($2::text[])",
+                tenant_id,
+                ids,
+            )
+            media = await conn.fetch(
+                "delete from media_items where tenant_id = $1 "
+                "and interaction_id = any($2::text[]) returning interaction_id, item",
+                tenant_id,
+                ids,
+            )
+            # The record's objects go with it, once the purge commits (delete_objects).
+            doomed = [
+                (tenant_id, row["interaction_id"], key)
+                for row in media
+                if (key := stored_key(tenant_id, domain.media_from_json(row["item"]).uri))
+            ]
+            await conn.executemany(
+                "insert into object_deletions (tenant_id, interaction_id, key) "
+                "values ($1, $2, $3) on conflict do nothing",
+                doomed,
+            )
         return purged
+
+    async def doomed_objects(
+        self, conn: asyncpg.Connection, limit: int
+    ) -> list[tuple[str, str, str]]:
+        """Objects of purged records still to delete, locked for the caller: (tenant id,
+        interaction id, key). Serves every tenant of the cell, as the purge sweep does."""
+        rows = await conn.fetch(
+            "select tenant_id, interaction_id, key from object_deletions "
+            "order by queued_at limit $1 for update skip locked",
+            limit,
+        )
+        return [(r["tenant_id"], r["interaction_id"], r["key"]) for r in rows]
+
+    async def objects_deleted(
+        self, conn: asyncpg.Connection, tenant_id: str, keys: list[str]
+    ) -> None:
+        await conn.execute(
+            "delete from object_deletions where tenant_id = $1 and key = any($2::text[])",
+            tenant_id,
+            keys,
+        )

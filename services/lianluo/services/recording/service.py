@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -10,6 +10,7 @@ from lianluo.domain.words import Segmenter, query_terms
 from lianluo.recording.v1 import recording_pb2 as pb
 from lianluo.runtime import auth
 from lianluo.runtime.errors import FieldViolation, InvalidArgument, NotFound
+from lianluo.runtime.objects import Links, attachment_path, object_path, stored_key
 from lianluo.services.recording import domain, requests, transcript
 from lianluo.services.recording.domain import Summary
 from lianluo.services.recording.repository import Repository
@@ -20,10 +21,13 @@ RESOURCE = "recording"
 class RecordingService:
     """Every RecordingService RPC, for the caller's own tenant only."""
 
-    def __init__(self, pool: asyncpg.Pool, repo: Repository, words: Segmenter) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, repo: Repository, words: Segmenter, links: Links
+    ) -> None:
         self._pool = pool
         self._repo = repo
         self._words = words
+        self._links = links
 
     async def _summary(
         self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str, *, lock: bool = False
@@ -86,13 +90,14 @@ class RecordingService:
 
     async def export(self, request: pb.ExportRequest) -> pb.ExportResponse:
         auth.require_tenant(request.tenant_id)
-        requests.link_ttl_seconds(request)
+        seconds = requests.link_ttl_seconds(request)
         recording = await self.get_recording(request.tenant_id, request.interaction_id)
-        # Media stay where the media service put them (their URIs are already the tenant's
-        # store), so the links are those URIs and carry no expiry; the TTL is checked so that
-        # a client's request stays valid once links are signed.
-        references = [
-            pb.MediaReference(
+        expires = datetime.now(UTC) + timedelta(seconds=seconds)
+        references = []
+        for m in recording.media:
+            if not m.uri:
+                continue
+            reference = pb.MediaReference(
                 media_item_id=m.id,
                 url=m.uri,
                 name=m.name,
@@ -100,9 +105,18 @@ class RecordingService:
                 size_bytes=m.size_bytes,
                 sha256=m.sha256,
             )
-            for m in recording.media
-            if m.uri
-        ]
+            key = stored_key(request.tenant_id, m.uri)
+            if key is not None and m.uri.startswith("attachment:"):
+                path = attachment_path(request.tenant_id, m.uri.removeprefix("attachment:"))
+            elif key is not None and m.sha256:
+                path = object_path(key, m.sha256)
+            else:
+                path = ""
+            if path:
+                # Opened by the gateway, which checks the object against its sha256.
+                reference.url = self._links.url(path, seconds)
+                reference.expire_time.FromDatetime(expires)
+            references.append(reference)
         return pb.ExportResponse(transcript_json=transcript.transcript(recording), media=references)
 
     async def set_legal_hold(self, request: pb.SetLegalHoldRequest) -> pb.RecordingSummary:

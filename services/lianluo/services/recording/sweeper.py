@@ -1,10 +1,13 @@
 """The purge loop: records past their retention, and records of deleted tenants, are deleted
-unless under legal hold, and each purge is announced as `recording.purged`."""
+unless under legal hold, and each purge is announced as `recording.purged`. Their objects in
+the store (files, call audio) follow: deleted, looked up to be sure they are gone, and
+announced as `recording.objects_deleted`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import defaultdict
 from datetime import UTC, date, datetime
 
 import asyncpg
@@ -12,6 +15,7 @@ import asyncpg
 from lianluo.events.v1 import recording_pb2 as events_pb
 from lianluo.events.v1 import tenant_config_pb2
 from lianluo.runtime.logs import get_logger
+from lianluo.runtime.objects import Objects
 from lianluo.services.recording import events
 from lianluo.services.recording.repository import Repository
 
@@ -26,12 +30,14 @@ class RetentionSweeper:
         pool: asyncpg.Pool,
         repo: Repository,
         recording_topic: str,
+        objects: Objects,
         *,
         interval: float,
         batch_size: int,
     ) -> None:
         self._pool = pool
         self._repo = repo
+        self._objects = objects
         self._topic = recording_topic
         self._interval = interval
         self._batch = batch_size
@@ -77,7 +83,33 @@ class RetentionSweeper:
             expired = events_pb.PURGE_REASON_RETENTION_EXPIRED
             purged += await self._purge_all(tenant_id, expired, now)
         self.purged += purged
+        while await self.delete_objects() == self._batch:
+            pass
         return purged
+
+    async def delete_objects(self) -> int:
+        """Delete one batch of purged records' objects from the store, check each is gone, and
+        announce them; the number deleted. A store that fails keeps its rows for the next pass."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            doomed = await self._repo.doomed_objects(conn, self._batch)
+            gone: dict[tuple[str, str], list[str]] = defaultdict(list)
+            for tenant_id, interaction_id, key in doomed:
+                try:
+                    with contextlib.suppress(FileNotFoundError):
+                        await self._objects.delete(key)
+                    if not await self._objects.absent(key):
+                        log.error("an object is still there after its deletion", key=key)
+                        continue
+                except OSError as error:
+                    log.warning("an object could not be deleted", key=key, error=repr(error))
+                    continue
+                gone[(tenant_id, interaction_id)].append(key)
+            for (tenant_id, interaction_id), keys in gone.items():
+                await self._repo.objects_deleted(conn, tenant_id, keys)
+                await events.publish_objects_deleted(
+                    conn, self._topic, tenant_id, interaction_id, keys
+                )
+        return sum(len(keys) for keys in gone.values())
 
     async def publish_roots(self, today: date) -> int:
         """Keep and publish each tenant's root of every ended day (UTC) it has entries from;
