@@ -22,6 +22,7 @@ from lianluo.common.v1 import common_pb2 as common
 from lianluo.devstack.cell import Cell
 from lianluo.devstack.clients import StreamClient
 from lianluo.devstack.demo import play_demo
+from lianluo.events.v1 import interaction_pb2, ivr_pb2
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
 from lianluo.recording.v1 import recording_pb2 as rpb
@@ -348,3 +349,107 @@ async def test_a_card_number_typed_in_chat_is_masked_in_the_record_and_search_fi
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await found(text="the of and")
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_secret_asked_by_the_ivr_steers_the_flow_and_is_kept_nowhere(cell: Cell) -> None:
+    secret = "731"
+    async with (
+        grpc.aio.insecure_channel(cell.address("tenants")) as tch,
+        grpc.aio.insecure_channel(cell.address("media")) as mch,
+        grpc.aio.insecure_channel(cell.address("recording")) as rch,
+    ):
+        tenant, client = await onboard(Client(tch, ADMIN_KEY))
+        await client.queues.CreateQueue(
+            pb.CreateQueueRequest(tenant_id=tenant.id, queue=queue()), metadata=client.md
+        )
+        await client.flows.PutFlow(
+            pb.PutFlowRequest(
+                tenant_id=tenant.id,
+                flow=pb.Flow(
+                    name="verify",
+                    entry_node="cvv",
+                    nodes=[
+                        pb.FlowNode(
+                            id="cvv",
+                            collect=pb.CollectNode(
+                                prompt="The three digits on the back of your card, please.",
+                                variable="cvv",
+                                pattern=r"\d{3}",
+                                max_retries=1,
+                                sensitive=True,
+                                next="route",
+                                failure_next="bye",
+                            ),
+                        ),
+                        pb.FlowNode(id="route", route_to_queue=pb.RouteToQueueNode(queue="cards")),
+                        pb.FlowNode(id="bye", end=pb.EndNode(text="Goodbye")),
+                    ],
+                ),
+            ),
+            metadata=client.md,
+        )
+        media = media_rpc.MediaServiceStub(mch)
+        started = await _retrying(
+            lambda: media.StartInteraction(
+                mpb.StartInteractionRequest(
+                    tenant_id=tenant.id,
+                    channel=common.CHANNEL_WEB,
+                    media=common.MEDIA_TYPE_CHAT,
+                    customer=mpb.Customer(id="c-secret"),
+                    flow="verify",
+                ),
+                metadata=client.md,
+            )
+        )
+        iid, me = started.interaction.id, started.customer_participant_id
+        get = mpb.GetInteractionRequest(tenant_id=tenant.id, interaction_id=iid)
+        join = mpb.Join(
+            tenant_id=tenant.id,
+            interaction_id=iid,
+            role=mpb.ParticipantRole.PARTICIPANT_ROLE_CUSTOMER,
+            subject_id="c-secret",
+        )
+        customer = StreamClient(mch, client.key, join)
+        try:  # until the IVR has asked
+            await customer.wait_for(lambda f: "three digits" in f.prompt.text, 30)
+        finally:
+            await customer.close()
+        sent = await media.Send(
+            mpb.SendRequest(
+                tenant_id=tenant.id,
+                interaction_id=iid,
+                participant_id=me,
+                content=mpb.MessageContent(text=secret),
+            ),
+            metadata=client.md,
+        )
+        assert (sent.content.text, list(sent.redacted)) == ("••••••", ["ivr_secret"])
+        routed = {S.INTERACTION_STATE_QUEUED, S.INTERACTION_STATE_OVERFLOWED}
+        async with asyncio.timeout(30):  # the IVR took the answer and routed: it matched \d{3}
+            while (await media.GetInteraction(get, metadata=client.md)).state not in routed:
+                await asyncio.sleep(0.2)
+
+        records = recording_rpc.RecordingServiceStub(rch)
+        async with asyncio.timeout(30):
+            while True:
+                record = await _retrying(
+                    lambda: records.GetRecording(
+                        rpb.GetRecordingRequest(tenant_id=tenant.id, interaction_id=iid),
+                        metadata=client.md,
+                    )
+                )
+                kinds = [e.event.type for e in record.entries]
+                if "routing.requested" in kinds:
+                    break
+                await asyncio.sleep(0.3)
+        texts = []
+        for entry in record.entries:
+            if entry.event.type == "interaction.message":
+                event = interaction_pb2.InteractionEvent()
+                entry.event.payload.Unpack(event)
+                texts.append(event.message.content.text)
+            if entry.event.type == "routing.requested":
+                request = ivr_pb2.RoutingRequest()
+                entry.event.payload.Unpack(request)
+                assert "cvv" not in request.requirements.collected_data
+        assert "••••••" in texts and secret not in texts, "the record keeps the answer masked"

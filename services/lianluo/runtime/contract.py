@@ -58,8 +58,19 @@ class Topic:
     consumers: Mapping[str, frozenset[str]]
     key: str = "tenant id"
     compacted: bool = False
+    # How long the broker keeps a record, when it must be shorter than its default (a topic of
+    # secrets); None leaves the broker's.
+    retention_ms: int | None = None
     # Readers outside the cell's services, for the docs.
     also_read_by: str = ""
+
+    @property
+    def configs(self) -> dict[str, str]:
+        """The topic's own settings, given when it is created."""
+        found = {"cleanup.policy": "compact"} if self.compacted else {}
+        if self.retention_ms is not None:
+            found["retention.ms"] = str(self.retention_ms)
+        return found
 
     def consumed_by(self, service: str) -> frozenset[str]:
         wanted = self.consumers.get(service, frozenset())
@@ -135,6 +146,15 @@ IVR_OUTPUT = _made_by(
     _cases(ivr_pb2.IvrOutput, "ivr"),
     {"media": EVERY, "recording": EVERY},
 )
+IVR_SECRET = _made_by(
+    # The answer to a sensitive prompt, which nothing but the IVR may keep or see.
+    "media",
+    "ivr.secret",
+    ivr_pb2.SecretAnswer,
+    _named("ivr.secret.answered"),
+    {"ivr": EVERY},
+    retention_ms=3_600_000,
+)
 ROUTING_REQUEST = _made_by(
     # One producer, in the transaction that queues the interaction: no offer can overtake it.
     "media",
@@ -202,6 +222,7 @@ TOPICS: tuple[Topic, ...] = (
     TENANT_CONFIG,
     INTERACTION_EVENT,
     IVR_OUTPUT,
+    IVR_SECRET,
     ROUTING_REQUEST,
     ROUTING_DECISION,
     AGENT_EVENT,

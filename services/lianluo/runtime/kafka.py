@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -169,7 +169,7 @@ async def ensure_topics(
     bootstrap_servers: str,
     topics: Sequence[str],
     partitions: int,
-    compacted: Sequence[str] = (),
+    configs: Mapping[str, Mapping[str, str]] | None = None,
     *,
     security: KafkaSecuritySettings | None = None,
 ) -> None:
@@ -185,7 +185,7 @@ async def ensure_topics(
                     name=t,
                     num_partitions=partitions,
                     replication_factor=1,
-                    topic_configs={"cleanup.policy": "compact"} if t in compacted else {},
+                    topic_configs=dict((configs or {}).get(t, {})),
                 )
                 for t in missing
             ]

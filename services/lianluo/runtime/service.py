@@ -297,7 +297,7 @@ async def migrate(spec: ServiceSpec, settings: ServiceSettings) -> list[str]:
         settings.kafka_bootstrap_servers,
         [settings.topic(t) for t in [*sorted(names), dead_letters.TOPIC]],
         settings.topic_partitions,
-        [settings.topic(t.name) for t in topics if t.compacted],
+        {settings.topic(t.name): t.configs for t in topics if t.configs},
         security=settings,
     )
     return applied

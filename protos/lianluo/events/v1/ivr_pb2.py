@@ -23,21 +23,26 @@ _sym_db = _symbol_database.Default()
 
 
 from lianluo.common.v1 import common_pb2 as lianluo_dot_common_dot_v1_dot_common__pb2
+from lianluo.common.v1 import limits_pb2 as lianluo_dot_common_dot_v1_dot_limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blianluo/events/v1/ivr.proto\x12\x11lianluo.events.v1\x1a\x1elianluo/common/v1/common.proto\"\xf0\x01\n\tIvrOutput\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x02 \x01(\t\x12\x14\n\x0c\x66low_version\x18\x03 \x01(\x05\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12+\n\x06prompt\x18\n \x01(\x0b\x32\x19.lianluo.common.v1.PromptH\x00\x12.\n\x06routed\x18\x0b \x01(\x0b\x32\x1c.lianluo.events.v1.IvrRoutedH\x00\x12,\n\x05\x65nded\x18\x0c \x01(\x0b\x32\x1b.lianluo.events.v1.IvrEndedH\x00\x42\x08\n\x06output\"X\n\tIvrRouted\x12\r\n\x05queue\x18\x01 \x01(\t\x12<\n\x0crequirements\x18\x02 \x01(\x0b\x32&.lianluo.common.v1.RoutingRequirements\"\x18\n\x08IvrEnded\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x8c\x01\n\x0eRoutingRequest\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12<\n\x0crequirements\x18\x02 \x01(\x0b\x32&.lianluo.common.v1.RoutingRequirements\x12\x16\n\x0etransferred_by\x18\x03 \x01(\t\x12\x0c\n\x04stay\x18\x04 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blianluo/events/v1/ivr.proto\x12\x11lianluo.events.v1\x1a\x1elianluo/common/v1/common.proto\x1a\x1elianluo/common/v1/limits.proto\"\xf0\x01\n\tIvrOutput\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x02 \x01(\t\x12\x14\n\x0c\x66low_version\x18\x03 \x01(\x05\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12+\n\x06prompt\x18\n \x01(\x0b\x32\x19.lianluo.common.v1.PromptH\x00\x12.\n\x06routed\x18\x0b \x01(\x0b\x32\x1c.lianluo.events.v1.IvrRoutedH\x00\x12,\n\x05\x65nded\x18\x0c \x01(\x0b\x32\x1b.lianluo.events.v1.IvrEndedH\x00\x42\x08\n\x06output\"X\n\tIvrRouted\x12\r\n\x05queue\x18\x01 \x01(\t\x12<\n\x0crequirements\x18\x02 \x01(\x0b\x32&.lianluo.common.v1.RoutingRequirements\"\x18\n\x08IvrEnded\x12\x0c\n\x04text\x18\x01 \x01(\t\"=\n\x0cSecretAnswer\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12\x15\n\x04text\x18\x02 \x01(\tB\x07\xa2\x9f\x19\x03\x08\xe8\x07\"\x8c\x01\n\x0eRoutingRequest\x12\x16\n\x0einteraction_id\x18\x01 \x01(\t\x12<\n\x0crequirements\x18\x02 \x01(\x0b\x32&.lianluo.common.v1.RoutingRequirements\x12\x16\n\x0etransferred_by\x18\x03 \x01(\t\x12\x0c\n\x04stay\x18\x04 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lianluo.events.v1.ivr_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IVROUTPUT']._serialized_start=83
-  _globals['_IVROUTPUT']._serialized_end=323
-  _globals['_IVRROUTED']._serialized_start=325
-  _globals['_IVRROUTED']._serialized_end=413
-  _globals['_IVRENDED']._serialized_start=415
-  _globals['_IVRENDED']._serialized_end=439
-  _globals['_ROUTINGREQUEST']._serialized_start=442
-  _globals['_ROUTINGREQUEST']._serialized_end=582
+  _globals['_SECRETANSWER'].fields_by_name['text']._loaded_options = None
+  _globals['_SECRETANSWER'].fields_by_name['text']._serialized_options = b'\242\237\031\003\010\350\007'
+  _globals['_IVROUTPUT']._serialized_start=115
+  _globals['_IVROUTPUT']._serialized_end=355
+  _globals['_IVRROUTED']._serialized_start=357
+  _globals['_IVRROUTED']._serialized_end=445
+  _globals['_IVRENDED']._serialized_start=447
+  _globals['_IVRENDED']._serialized_end=471
+  _globals['_SECRETANSWER']._serialized_start=473
+  _globals['_SECRETANSWER']._serialized_end=534
+  _globals['_ROUTINGREQUEST']._serialized_start=537
+  _globals['_ROUTINGREQUEST']._serialized_end=677
 # @@protoc_insertion_point(module_scope)

@@ -122,6 +122,35 @@ class IvrEnded(_message.Message):
 Global___IvrEnded: _TypeAlias = IvrEnded  # noqa: Y015
 
 @_typing.final
+class SecretAnswer(_message.Message):
+    """Topic `ivr.secret`. Published by the media service alone when a customer answers a prompt
+    marked sensitive (`Prompt.sensitive`: a PIN, a card's security code): the answer as typed or
+    keyed, for the IVR only. What the media service stores and relays, and so what the recording
+    keeps, is the message masked (`Message.redacted` "ivr_secret"). The broker keeps these
+    records one hour. Envelope type: "ivr.secret.answered".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERACTION_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    interaction_id: _builtins.str
+    text: _builtins.str
+    def __init__(
+        self,
+        *,
+        interaction_id: _builtins.str = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interaction_id", b"interaction_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecretAnswer: _TypeAlias = SecretAnswer  # noqa: Y015
+
+@_typing.final
 class RoutingRequest(_message.Message):
     """Topic `routing.request`. Published by the media service alone, in the transaction that queues
     the interaction: when the IVR's flow reaches a route node (`IvrRouted`), for an interaction

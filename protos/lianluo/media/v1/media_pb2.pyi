@@ -812,7 +812,9 @@ class Message(_message.Message):
     @_builtins.property
     def redacted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """What was masked in the text before it was stored or relayed, by the tenant's redaction
-        policy: "card_number", "national_id". The masking is on the record with the message.
+        policy: "card_number", "national_id"; or "ivr_secret", the whole answer to an IVR prompt
+        for a secret, which only the IVR gets (topic `ivr.secret`). The masking is on the record
+        with the message.
         """
 
     def __init__(

@@ -2923,8 +2923,10 @@ class CollectNode(_message.Message):
     sensitive: _builtins.bool
     """The answer is a secret (a PIN, a card's security code): a phone call's recording is
     silent from this prompt until the caller has keyed the answer in, and the answer steers
-    the flow's conditions but never leaves the IVR (it is not in the routing request's
-    `collected_data`, so neither the ACD, the agent nor the record gets it).
+    the flow's conditions but never leaves the IVR. The customer's message that carries it is
+    stored and relayed masked ("ivr_secret"), the IVR alone gets it whole (topic
+    `ivr.secret`), and it is not in the routing request's `collected_data`: neither the ACD,
+    the agent nor the record gets it.
     """
     audio: _builtins.str
     """A recording of the tenant (AudioService) that a phone call plays instead of saying the

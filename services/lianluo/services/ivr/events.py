@@ -1,6 +1,7 @@
 """What the IVR consumes and produces on Kafka (docs/events.md).
 
-In: `interaction.event` (created, message, ended). Out, through the outbox in the transaction
+In: `interaction.event` (created, message, ended) and `ivr.secret` (the answers to prompts for
+a secret, which the media service stores masked). Out, through the outbox in the transaction
 that stores the run: `ivr.output` (prompt, routed, ended). A routed output carries what the flow
 learnt for routing; the media service, which queues the interaction, asks the ACD with it.
 """
@@ -27,6 +28,7 @@ def handlers(runs: RunService) -> contract.Handlers:
     on.on("interaction.created", runs.on_created)
     on.on("interaction.message", runs.on_message)
     on.on("interaction.ended", runs.on_ended)
+    on.on("ivr.secret.answered", runs.on_secret)
     return on
 
 

@@ -14,7 +14,7 @@ from typing import cast
 import asyncpg
 
 from lianluo.common.v1 import common_pb2
-from lianluo.domain import hours
+from lianluo.domain import hours, redaction
 from lianluo.events.v1 import ivr_pb2 as events_pb
 from lianluo.events.v1.interaction_pb2 import InteractionEvent
 from lianluo.ivr.v1 import ivr_pb2 as api
@@ -85,9 +85,17 @@ class RunService:
     ) -> None:
         message = event.message
         text = message.content.text if message.content.HasField("text") else None
+        # A secret's answer comes whole on `ivr.secret`; this copy is masked.
+        if redaction.IVR_SECRET in message.redacted:
+            return
         # Only the customer answers self-service; the bot's own prompts come back here too.
         if message.sender_role == media_pb2.PARTICIPANT_ROLE_CUSTOMER and text is not None:
             await self.answer(conn, envelope.tenant_id, event.interaction_id, text)
+
+    async def on_secret(
+        self, conn: asyncpg.Connection, envelope: Envelope, event: events_pb.SecretAnswer
+    ) -> None:
+        await self.answer(conn, envelope.tenant_id, event.interaction_id, event.text)
 
     async def on_ended(
         self, conn: asyncpg.Connection, envelope: Envelope, event: InteractionEvent

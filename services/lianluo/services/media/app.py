@@ -45,6 +45,7 @@ async def build(settings: MediaSettings) -> Service:
         event_topic=settings.topic(contract.INTERACTION_EVENT.name),
         routing_topic=settings.topic(contract.ROUTING_REQUEST.name),
         timeline_topic=settings.topic(contract.MEDIA_TIMELINE.name),
+        secret_topic=settings.topic(contract.IVR_SECRET.name),
     )
     await service.add_consumer(events.handlers(media))
     service.add_grpc(

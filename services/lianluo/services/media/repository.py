@@ -104,6 +104,27 @@ class Repository:
             it.last_sequence,
         )
 
+    async def await_secret(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, iid: uuid.UUID, awaits: bool
+    ) -> None:
+        """Whether the customer's next text answers a prompt for a secret."""
+        await conn.execute(
+            "update interactions set awaits_secret = $3 where tenant_id = $1 and id = $2",
+            tid,
+            iid,
+            awaits,
+        )
+
+    async def take_secret(self, conn: asyncpg.Connection, tid: uuid.UUID, iid: uuid.UUID) -> bool:
+        """True once, for the text that answers a prompt for a secret."""
+        taken = await conn.fetchval(
+            "update interactions set awaits_secret = false "
+            "where tenant_id = $1 and id = $2 and awaits_secret returning true",
+            tid,
+            iid,
+        )
+        return bool(taken)
+
     async def add_frames(
         self,
         conn: asyncpg.Connection,

@@ -163,6 +163,7 @@ class MediaService:
         event_topic: str,
         routing_topic: str,
         timeline_topic: str,
+        secret_topic: str,
     ) -> None:
         self._pool = pool
         self._repo = repo
@@ -170,6 +171,7 @@ class MediaService:
         self._event_topic = event_topic
         self._routing_topic = routing_topic
         self._timeline_topic = timeline_topic
+        self._secret_topic = secret_topic
 
     # ------------------------------------------------------------------ writing
 
@@ -417,6 +419,20 @@ class MediaService:
             if whisper and sender.role != R.PARTICIPANT_ROLE_SUPERVISOR:
                 raise InvalidArgument([FieldViolation("whisper", "only a supervisor whispers")])
             content, redacted = self._redacted(tenant_id, content)
+            if (
+                sender.role == R.PARTICIPANT_ROLE_CUSTOMER
+                and content.WhichOneof("content") == "text"
+                and await self._repo.take_secret(conn, change.tid, iid)
+            ):
+                # The answer to a prompt for a secret: the IVR alone gets it; the timeline,
+                # everyone on it and the recording get it masked.
+                secret = ivr_pb2.SecretAnswer(interaction_id=change.it.id, text=content.text)
+                envelope = contract.envelope(contract.IVR_SECRET, PRODUCER, tenant_id, secret)
+                await outbox.enqueue(conn, self._secret_topic, envelope)
+                content, redacted = (
+                    pb.MessageContent(text=redaction.SECRET_MASK),
+                    [redaction.IVR_SECRET],
+                )
             msg = change.message(sender, content, cmid, whisper, redacted)
             if cmid:
                 await self._repo.remember_client_message(
@@ -768,6 +784,8 @@ class MediaService:
             return
         bot = self._bot(change)
         kind = out.WhichOneof("output")
+        asks_secret = kind == "prompt" and out.prompt.sensitive and out.prompt.expects_answer
+        await self._repo.await_secret(conn, change.tid, uuid.UUID(change.it.id), asks_secret)
         if kind == "prompt":
             text = domain.prompt_text(
                 out.prompt.text, [(c.digit, c.label) for c in out.prompt.choices]
