@@ -1,5 +1,6 @@
 """A record's files end to end: a file a customer sends is kept in the cell's object store with
-its sha256, exported through a link that expires and is checked on the way out, and deleted
+its sha256, exported through a link that expires and is checked on the way out (alone, and in
+the export's zip with the transcript), and deleted
 from the store when retention purges its record, unless the record is on legal hold. The
 tenants, media, gateway and recording services run as their own processes, over one object
 store directory."""
@@ -8,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
+import json
+import urllib.parse
 import uuid
+import zipfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -192,9 +197,31 @@ async def test_a_file_is_stored_hashed_exported_by_a_signed_link_and_purged_unle
     key = attachment_key(w.tenant.id, purged_file)
     assert await w.store.get(key, item.sha256) == purged_data
 
-    reference = await export_link(w, purged)
+    exported = await w.records.Export(
+        rpb.ExportRequest(tenant_id=w.tenant.id, interaction_id=purged, link_ttl_seconds=600),
+        metadata=w.client.md,
+    )
+    (reference,) = exported.media
     assert reference.sha256 == item.sha256 and reference.expire_time.seconds > 0
     assert await opened(reference.url) == (200, purged_data)
+    status, zipped = await opened(exported.bundle_url)
+    assert status == 200 and hashlib.sha256(zipped).hexdigest() == exported.bundle_sha256
+    with zipfile.ZipFile(io.BytesIO(zipped)) as bundle:
+        assert json.loads(bundle.read("transcript.json")) == json.loads(exported.transcript_json)
+        [inside] = [n for n in bundle.namelist() if n.startswith("media/")]
+        assert inside.endswith("/statement.txt") and bundle.read(inside) == purged_data
+    # A bundle lives as long as its link: one for a second is deleted once it has expired.
+    brief = await w.records.Export(
+        rpb.ExportRequest(tenant_id=w.tenant.id, interaction_id=purged, link_ttl_seconds=1),
+        metadata=w.client.md,
+    )
+    path = urllib.parse.urlsplit(brief.bundle_url).path
+    bundle_key = path.removeprefix(f"/v1/objects/{brief.bundle_sha256}/")
+    assert bundle_key.startswith(f"tenants/{w.tenant.id}/exports/")
+    assert not await w.store.absent(bundle_key)
+    async with asyncio.timeout(30):
+        while not await w.store.absent(bundle_key):
+            await asyncio.sleep(0.2)
     status, _ = await opened(reference.url.replace("signature=", "signature=0"))
     assert status == 403, "a link is opened only with its own signature"
     await recorded_file(w, held)

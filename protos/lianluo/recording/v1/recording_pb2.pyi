@@ -456,21 +456,35 @@ class ExportResponse(_message.Message):
 
     TRANSCRIPT_JSON_FIELD_NUMBER: _builtins.int
     MEDIA_FIELD_NUMBER: _builtins.int
+    BUNDLE_URL_FIELD_NUMBER: _builtins.int
+    BUNDLE_SHA256_FIELD_NUMBER: _builtins.int
+    BUNDLE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     transcript_json: _builtins.str
     """UTF-8 JSON: the summary and the ordered transcript (messages, prompts, state changes,
     routing decisions); media appear by media_item_id.
     """
+    bundle_url: _builtins.str
+    """A zip of the whole export, kept in the object store until `bundle_expire_time` and then
+    deleted: `transcript.json`, and each media item the platform stored as
+    `media/<media_item_id>/<name>`, each checked against its sha256 when it was read.
+    """
+    bundle_sha256: _builtins.str
     @_builtins.property
     def media(self) -> _containers.RepeatedCompositeFieldContainer[Global___MediaReference]: ...
+    @_builtins.property
+    def bundle_expire_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         transcript_json: _builtins.str = ...,
         media: _abc.Iterable[Global___MediaReference] | None = ...,
+        bundle_url: _builtins.str = ...,
+        bundle_sha256: _builtins.str = ...,
+        bundle_expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bundle_expire_time", b"bundle_expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["media", b"media", "transcript_json", b"transcript_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_expire_time", b"bundle_expire_time", "bundle_sha256", b"bundle_sha256", "bundle_url", b"bundle_url", "media", b"media", "transcript_json", b"transcript_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -33,11 +33,12 @@ async def build(settings: RecordingSettings) -> Service:
     topic = settings.topic(contract.RECORDING_EVENT.name)
     # The view authenticates API keys and tells the sweeper when a tenant is deleted.
     view = await service.follow_tenant_config()
+    objects = Objects(settings)
     sweeper = RetentionSweeper(
         service.pool,
         repo,
         topic,
-        Objects(settings),
+        objects,
         interval=settings.recording_purge_interval_seconds,
         batch_size=settings.recording_purge_batch_size,
     )
@@ -60,6 +61,7 @@ async def build(settings: RecordingSettings) -> Service:
                     settings.admin_key.get_secret_value(),
                     lambda: settings.recording_link_base_url.rstrip("/"),
                 ),
+                objects,
             )
         ),
         pb.DESCRIPTOR.services_by_name["RecordingService"].full_name,

@@ -381,11 +381,29 @@ class Repository:
         """Objects of purged records still to delete, locked for the caller: (tenant id,
         interaction id, key). Serves every tenant of the cell, as the purge sweep does."""
         rows = await conn.fetch(
-            "select tenant_id, interaction_id, key from object_deletions "
-            "order by queued_at limit $1 for update skip locked",
+            "select tenant_id, interaction_id, key from object_deletions where due_at <= now() "
+            "order by due_at limit $1 for update skip locked",
             limit,
         )
         return [(r["tenant_id"], r["interaction_id"], r["key"]) for r in rows]
+
+    async def delete_later(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: str,
+        interaction_id: str,
+        key: str,
+        due: datetime,
+    ) -> None:
+        """Queue an object the sweep deletes at `due` (an export's bundle)."""
+        await conn.execute(
+            "insert into object_deletions (tenant_id, interaction_id, key, due_at) "
+            "values ($1, $2, $3, $4) on conflict do nothing",
+            tenant_id,
+            interaction_id,
+            key,
+            due,
+        )
 
     async def objects_deleted(
         self, conn: asyncpg.Connection, tenant_id: str, keys: list[str]

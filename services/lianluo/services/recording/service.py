@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import re
+import uuid
+import zipfile
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -9,25 +13,41 @@ import asyncpg
 from lianluo.domain.words import Segmenter, query_terms
 from lianluo.recording.v1 import recording_pb2 as pb
 from lianluo.runtime import auth
-from lianluo.runtime.errors import FieldViolation, InvalidArgument, NotFound
-from lianluo.runtime.objects import Links, attachment_path, object_path, stored_key
+from lianluo.runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from lianluo.runtime.objects import (
+    CorruptObject,
+    Links,
+    Objects,
+    attachment_path,
+    object_path,
+    stored_key,
+    tenant_key,
+)
 from lianluo.services.recording import domain, requests, transcript
 from lianluo.services.recording.domain import Summary
 from lianluo.services.recording.repository import Repository
 
 RESOURCE = "recording"
+# What a name inside an export's zip may hold: no path separators, nothing a shell trips on.
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 class RecordingService:
     """Every RecordingService RPC, for the caller's own tenant only."""
 
     def __init__(
-        self, pool: asyncpg.Pool, repo: Repository, words: Segmenter, links: Links
+        self,
+        pool: asyncpg.Pool,
+        repo: Repository,
+        words: Segmenter,
+        links: Links,
+        objects: Objects,
     ) -> None:
         self._pool = pool
         self._repo = repo
         self._words = words
         self._links = links
+        self._objects = objects
 
     async def _summary(
         self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str, *, lock: bool = False
@@ -117,7 +137,39 @@ class RecordingService:
                 reference.url = self._links.url(path, seconds)
                 reference.expire_time.FromDatetime(expires)
             references.append(reference)
-        return pb.ExportResponse(transcript_json=transcript.transcript(recording), media=references)
+        document = transcript.transcript(recording)
+        answer = pb.ExportResponse(transcript_json=document, media=references)
+        bundle = await self._bundle(request.tenant_id, recording, document)
+        key = tenant_key(request.tenant_id, "exports", f"{uuid.uuid4()}.zip")
+        stored = await self._objects.put(key, bundle, "application/zip")
+        async with self._pool.acquire() as conn:
+            await self._repo.delete_later(
+                conn, request.tenant_id, request.interaction_id, key, expires
+            )
+        answer.bundle_url = self._links.url(object_path(key, stored.sha256), seconds)
+        answer.bundle_sha256 = stored.sha256
+        answer.bundle_expire_time.FromDatetime(expires)
+        return answer
+
+    async def _bundle(self, tenant_id: str, recording: pb.Recording, document: str) -> bytes:
+        """The zip of an export: the transcript, and each stored media item, read whole and
+        checked against its sha256: one that differs, or is gone, fails the export, naming it."""
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bundle:
+            bundle.writestr("transcript.json", document)
+            for m in recording.media:
+                key = stored_key(tenant_id, m.uri)
+                if key is None or not m.sha256:
+                    continue
+                try:
+                    data = await self._objects.get(key, m.sha256)
+                except CorruptObject:
+                    raise FailedPrecondition(f"media[{m.id}]", "differs from its sha256") from None
+                except FileNotFoundError:
+                    raise FailedPrecondition(f"media[{m.id}]", "is gone from the store") from None
+                name = _SAFE.sub("_", m.name or key.rsplit("/", 1)[-1])
+                bundle.writestr(f"media/{_SAFE.sub('_', m.id)}/{name}", data)
+        return out.getvalue()
 
     async def set_legal_hold(self, request: pb.SetLegalHoldRequest) -> pb.RecordingSummary:
         auth.require_tenant(request.tenant_id)
