@@ -182,7 +182,8 @@ RECORDING_EVENT = _made_by(
     "recording.event",
     recording_pb2.RecordingEvent,
     _cases(recording_pb2.RecordingEvent, "recording"),
-    {},
+    # The tenant's audit log records every purge.
+    {"tenants": _only("recording.purged", "recording.objects_deleted")},
     also_read_by="integrators",
 )
 NOTIFICATION_STATUS = _made_by(

@@ -8,6 +8,7 @@ from lianluo.domain.words import Segmenter
 from lianluo.runtime import contract
 from lianluo.runtime.grpc_server import RegisterFn
 from lianluo.runtime.service import Service, ServiceSpec
+from lianluo.services.tenants import events
 from lianluo.services.tenants.audio import Audio
 from lianluo.services.tenants.audio_api import AudioApi
 from lianluo.services.tenants.audio_repository import AudioRepository
@@ -86,6 +87,7 @@ async def build(settings: TenantsSettings) -> Service:
     }
     for name, (register, servicer) in apis.items():
         service.add_grpc(register, servicer, services[name].full_name)
+    await service.add_consumer(events.handlers())
     return service
 
 

@@ -1,4 +1,5 @@
-"""What the tenants service publishes: one `tenant.config` record per configuration change.
+"""What the tenants service publishes: one `tenant.config` record per configuration change;
+and what it consumes: `recording.purged` and `recording.objects_deleted`, into the audit log.
 
 Records go through the outbox in the transaction of the change. The key is
 "<tenant>/<kind>/<id>", so compaction keeps each resource's latest state; the partition comes
@@ -14,8 +15,9 @@ from typing import Any
 import asyncpg
 from google.protobuf.message import Message
 
-from lianluo.events.v1 import tenant_config_pb2
+from lianluo.events.v1 import recording_pb2, tenant_config_pb2
 from lianluo.runtime import auth, contract, outbox
+from lianluo.runtime.kafka import Envelope
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 PRODUCER = "tenants"
@@ -133,3 +135,28 @@ async def publish_key(conn: asyncpg.Connection, topic: str, row: dict[str, Any])
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+async def audit_purge(
+    conn: asyncpg.Connection, envelope: Envelope, event: recording_pb2.RecordingEvent
+) -> None:
+    """A record purged (`recording`), or its objects deleted from the store and checked gone
+    (`recording_objects`): the tenant's audit log says so, with the event that told it."""
+    kind = "recording" if event.WhichOneof("event") == "purged" else "recording_objects"
+    await conn.execute(
+        "insert into audit_log (tenant_id, api_key_id, method, peer, kind, resource_id, "
+        "revision, deleted, user_id) values ($1, '', $2, $3, $4, $5, 0, true, '')",
+        uuid.UUID(envelope.tenant_id),
+        envelope.type,
+        envelope.producer,
+        kind,
+        event.interaction_id,
+    )
+
+
+def handlers() -> contract.Handlers:
+    """What the tenants service consumes: the purges it records in the audit log."""
+    on = contract.Handlers(PRODUCER)
+    on.on("recording.purged", audit_purge)
+    on.on("recording.objects_deleted", audit_purge)
+    return on
