@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 SID, TOKEN = "AC" + "1" * 32, "provider-token-" + uuid.uuid4().hex
 
@@ -42,8 +42,20 @@ class Provider:
             self.refused += 1
             return web.json_response({"code": 20003, "message": "Authenticate"}, status=401)
         form = {k: str(v) for k, v in (await request.post()).items()}
-        await self.sent.put(form)
-        return web.json_response({"sid": "SM" + uuid.uuid4().hex, "status": "queued"}, status=201)
+        sid = "SM" + uuid.uuid4().hex
+        # Kept with what was sent, so a test can report on the message as the provider would.
+        await self.sent.put({**form, "Sid": sid})
+        return web.json_response({"sid": sid, "status": "queued"}, status=201)
+
+    async def report(self, sent: dict[str, str], status: str, error_code: str = "") -> int:
+        """Post the status callback of a sent message, signed, as the provider does."""
+        form = {"MessageSid": sent["Sid"], "MessageStatus": status, "To": sent["To"]}
+        if error_code:
+            form["ErrorCode"] = error_code
+        url = sent["StatusCallback"]
+        headers = {"X-Twilio-Signature": signed(url, form)}
+        async with ClientSession() as http, http.post(url, data=form, headers=headers) as answer:
+            return answer.status
 
 
 @asynccontextmanager

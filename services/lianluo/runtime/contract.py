@@ -208,6 +208,13 @@ BUSINESS_EVENT = _made_by(
     _named("business.event.published"),
     {"notification": EVERY},
 )
+NOTICE_RECEIPT = _made_by(
+    "gateway",
+    "notice.receipt",
+    notification_pb2.NoticeReceipt,
+    _named("notice.receipt.received"),
+    {"notification": EVERY},
+)
 MEDIA_TIMELINE = _made_by(
     "media",
     "media.timeline",
@@ -230,6 +237,7 @@ TOPICS: tuple[Topic, ...] = (
     RECORDING_EVENT,
     NOTIFICATION_STATUS,
     BUSINESS_EVENT,
+    NOTICE_RECEIPT,
     MEDIA_TIMELINE,
 )
 _BY_TYPE = {t: topic for topic in TOPICS for t in topic.types}

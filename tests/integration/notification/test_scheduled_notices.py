@@ -235,6 +235,14 @@ async def test_a_card_expiring_in_30_days_and_a_minute_is_texted_once_a_minute_f
     assert sent.attempts == 1
     assert sent.body == texts[0]["Body"]
 
+    # The provider reports the text reached the phone: the delivery says when.
+    assert await w.provider.report(texts[0], "sent") == 204
+    assert await w.provider.report(texts[0], "delivered") == 204
+    async with asyncio.timeout(20):
+        while not (await delivery(w, scheduled)).HasField("receipt_time"):
+            await asyncio.sleep(0.05)
+    assert (await delivery(w, scheduled)).status == DELIVERED
+
 
 async def test_a_date_is_texted_at_nine_in_the_morning_where_the_customer_lives(
     world: World,
@@ -288,3 +296,27 @@ async def test_a_number_that_texted_stop_gets_no_notice(world: World) -> None:
     failed = await until(w, scheduled, FAILED)
     assert "opted out" in failed.last_error
     assert await texts_to(w, to) == []
+
+
+async def test_a_text_the_carrier_cannot_deliver_fails_with_its_reason(world: World) -> None:
+    w, to = world, phone()
+    due = w.clock.now + timedelta(minutes=5)
+    (scheduled,) = await card_event(w, to, (due + timedelta(days=30)).isoformat())
+    w.clock.set(due + timedelta(seconds=10))
+    await until(w, scheduled, DELIVERED)
+    (text,) = await texts_to(w, to)
+    assert await w.provider.report(text, "undelivered", "30003") == 204
+    failed = await until(w, scheduled, FAILED)
+    assert "30003 undelivered" in failed.last_error
+
+
+async def test_a_forged_receipt_is_refused(world: World) -> None:
+    w = world
+    url = w.webhook + "/status"
+    form = {"MessageSid": "SM" + "0" * 32, "MessageStatus": "undelivered"}
+    async with aiohttp.ClientSession() as http:
+        forged = await http.post(url, data=form, headers={"X-Twilio-Signature": "Zm9yZ2Vk"})
+        assert forged.status == 403
+        bad = {"MessageSid": "no/such", "MessageStatus": "delivered"}
+        refused = await http.post(url, data=bad, headers={"X-Twilio-Signature": signed(url, bad)})
+        assert refused.status == 400

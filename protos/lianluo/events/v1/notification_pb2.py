@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from lianluo.notification.v1 import notification_pb2 as lianluo_dot_notification_dot_v1_dot_notification__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$lianluo/events/v1/notification.proto\x12\x11lianluo.events.v1\x1a*lianluo/notification/v1/notification.proto\"\x8e\x01\n\x15\x44\x65liveryStatusChanged\x12@\n\x0fprevious_status\x18\x01 \x01(\x0e\x32\'.lianluo.notification.v1.DeliveryStatus\x12\x33\n\x08\x64\x65livery\x18\x02 \x01(\x0b\x32!.lianluo.notification.v1.Delivery\"\x9b\x02\n\rBusinessEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12>\n\x07metrics\x18\x03 \x03(\x0b\x32-.lianluo.events.v1.BusinessEvent.MetricsEntry\x12\x44\n\nattributes\x18\x04 \x03(\x0b\x32\x30.lianluo.events.v1.BusinessEvent.AttributesEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$lianluo/events/v1/notification.proto\x12\x11lianluo.events.v1\x1a*lianluo/notification/v1/notification.proto\"\x8e\x01\n\x15\x44\x65liveryStatusChanged\x12@\n\x0fprevious_status\x18\x01 \x01(\x0e\x32\'.lianluo.notification.v1.DeliveryStatus\x12\x33\n\x08\x64\x65livery\x18\x02 \x01(\x0b\x32!.lianluo.notification.v1.Delivery\"c\n\rNoticeReceipt\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\x11\n\tdelivered\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x1b\n\x13provider_message_id\x18\x04 \x01(\t\"\x9b\x02\n\rBusinessEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12>\n\x07metrics\x18\x03 \x03(\x0b\x32-.lianluo.events.v1.BusinessEvent.MetricsEntry\x12\x44\n\nattributes\x18\x04 \x03(\x0b\x32\x30.lianluo.events.v1.BusinessEvent.AttributesEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,10 +38,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BUSINESSEVENT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_DELIVERYSTATUSCHANGED']._serialized_start=104
   _globals['_DELIVERYSTATUSCHANGED']._serialized_end=246
-  _globals['_BUSINESSEVENT']._serialized_start=249
-  _globals['_BUSINESSEVENT']._serialized_end=532
-  _globals['_BUSINESSEVENT_METRICSENTRY']._serialized_start=435
-  _globals['_BUSINESSEVENT_METRICSENTRY']._serialized_end=481
-  _globals['_BUSINESSEVENT_ATTRIBUTESENTRY']._serialized_start=483
-  _globals['_BUSINESSEVENT_ATTRIBUTESENTRY']._serialized_end=532
+  _globals['_NOTICERECEIPT']._serialized_start=248
+  _globals['_NOTICERECEIPT']._serialized_end=347
+  _globals['_BUSINESSEVENT']._serialized_start=350
+  _globals['_BUSINESSEVENT']._serialized_end=633
+  _globals['_BUSINESSEVENT_METRICSENTRY']._serialized_start=536
+  _globals['_BUSINESSEVENT_METRICSENTRY']._serialized_end=582
+  _globals['_BUSINESSEVENT_ATTRIBUTESENTRY']._serialized_start=584
+  _globals['_BUSINESSEVENT_ATTRIBUTESENTRY']._serialized_end=633
 # @@protoc_insertion_point(module_scope)

@@ -50,6 +50,45 @@ class DeliveryStatusChanged(_message.Message):
 Global___DeliveryStatusChanged: _TypeAlias = DeliveryStatusChanged  # noqa: Y015
 
 @_typing.final
+class NoticeReceipt(_message.Message):
+    """Topic `notice.receipt`. Published by the channel gateway when the SMS provider reports what
+    became of a notice it texted (its status callback); the notification service records it on
+    the delivery and announces it on `notification.status`. Envelope type:
+    "notice.receipt.received".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_ID_FIELD_NUMBER: _builtins.int
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    PROVIDER_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    delivery_id: _builtins.str
+    """The notification service's delivery."""
+    delivered: _builtins.bool
+    """True: it reached the phone. False: the carrier could not deliver it."""
+    error: _builtins.str
+    """The provider's error code and status when it was not delivered, for example
+    "30003 undelivered".
+    """
+    provider_message_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        delivery_id: _builtins.str = ...,
+        delivered: _builtins.bool = ...,
+        error: _builtins.str = ...,
+        provider_message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered", b"delivered", "delivery_id", b"delivery_id", "error", b"error", "provider_message_id", b"provider_message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoticeReceipt: _TypeAlias = NoticeReceipt  # noqa: Y015
+
+@_typing.final
 class BusinessEvent(_message.Message):
     """Topic `business.event`. Published by PublishBusinessEvent, or directly by a tenant's own
     systems; the notification service evaluates the tenant's threshold rules on it. Envelope

@@ -28,7 +28,7 @@ from lianluo.common.v1 import common_pb2 as lianluo_dot_common_dot_v1_dot_common
 from lianluo.tenants.v1 import tenants_pb2 as lianluo_dot_tenants_dot_v1_dot_tenants__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*lianluo/notification/v1/notification.proto\x12\x17lianluo.notification.v1\x1a\x1elianluo/common/v1/limits.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elianluo/common/v1/common.proto\x1a lianluo/tenants/v1/tenants.proto\"\x92\x01\n\tRecipient\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x17\n\remail_address\x18\x02 \x01(\tH\x00\x12\x16\n\x0cphone_number\x18\x03 \x01(\tH\x00\x12\x34\n\x07webhook\x18\x04 \x01(\x0b\x32!.lianluo.tenants.v1.WebhookTargetH\x00\x42\t\n\x07\x61\x64\x64ress\"\xb9\x04\n\x08\x44\x65livery\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07rule_id\x18\x04 \x01(\t\x12\x17\n\x0fsource_event_id\x18\x05 \x01(\t\x12\x10\n\x08template\x18\x06 \x01(\t\x12\x34\n\x07\x63hannel\x18\x07 \x01(\x0e\x32#.lianluo.tenants.v1.DeliveryChannel\x12\x35\n\trecipient\x18\x08 \x01(\x0b\x32\".lianluo.notification.v1.Recipient\x12\x0f\n\x07subject\x18\t \x01(\t\x12\x16\n\x04\x62ody\x18\n \x01(\tB\x08\xa2\x9f\x19\x04\x08\xc0\xb8\x02\x12\x37\n\x06status\x18\x0b \x01(\x0e\x32\'.lianluo.notification.v1.DeliveryStatus\x12\x10\n\x08\x61ttempts\x18\x0c \x01(\x05\x12\x12\n\nlast_error\x18\r \x01(\t\x12\x35\n\x11next_attempt_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x65liver_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfb\x01\n\rNotifyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x10\n\x08template\x18\x03 \x01(\t\x12\x35\n\trecipient\x18\x04 \x01(\x0b\x32\".lianluo.notification.v1.Recipient\x12H\n\tvariables\x18\x05 \x03(\x0b\x32\x35.lianluo.notification.v1.NotifyRequest.VariablesEntry\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa8\x03\n\x1bPublishBusinessEventRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12R\n\x07metrics\x18\x05 \x03(\x0b\x32\x41.lianluo.notification.v1.PublishBusinessEventRequest.MetricsEntry\x12X\n\nattributes\x18\x06 \x03(\x0b\x32\x44.lianluo.notification.v1.PublishBusinessEventRequest.AttributesEntry\x12.\n\noccur_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"0\n\x1cPublishBusinessEventResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"<\n\x12GetDeliveryRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65livery_id\x18\x02 \x01(\t\"\xae\x02\n\x15ListDeliveriesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x37\n\x06status\x18\x02 \x01(\x0e\x32\'.lianluo.notification.v1.DeliveryStatus\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x0f\n\x07rule_id\x18\x04 \x01(\t\x12\x17\n\x0fsource_event_id\x18\x05 \x01(\t\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x04page\x18\x08 \x01(\x0b\x32\x1e.lianluo.common.v1.PageRequest\"~\n\x16ListDeliveriesResponse\x12\x35\n\ndeliveries\x18\x01 \x03(\x0b\x32!.lianluo.notification.v1.Delivery\x12-\n\x04page\x18\x02 \x01(\x0b\x32\x1f.lianluo.common.v1.PageResponse*\xa6\x01\n\x0e\x44\x65liveryStatus\x12\x1f\n\x1b\x44\x45LIVERY_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45LIVERY_STATUS_PENDING\x10\x01\x12\x1b\n\x17\x44\x45LIVERY_STATUS_SENDING\x10\x02\x12\x1d\n\x19\x44\x45LIVERY_STATUS_DELIVERED\x10\x03\x12\x1a\n\x16\x44\x45LIVERY_STATUS_FAILED\x10\x04\x32\xc2\x03\n\x13NotificationService\x12S\n\x06Notify\x12&.lianluo.notification.v1.NotifyRequest\x1a!.lianluo.notification.v1.Delivery\x12\x83\x01\n\x14PublishBusinessEvent\x12\x34.lianluo.notification.v1.PublishBusinessEventRequest\x1a\x35.lianluo.notification.v1.PublishBusinessEventResponse\x12]\n\x0bGetDelivery\x12+.lianluo.notification.v1.GetDeliveryRequest\x1a!.lianluo.notification.v1.Delivery\x12q\n\x0eListDeliveries\x12..lianluo.notification.v1.ListDeliveriesRequest\x1a/.lianluo.notification.v1.ListDeliveriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*lianluo/notification/v1/notification.proto\x12\x17lianluo.notification.v1\x1a\x1elianluo/common/v1/limits.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elianluo/common/v1/common.proto\x1a lianluo/tenants/v1/tenants.proto\"\x92\x01\n\tRecipient\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x17\n\remail_address\x18\x02 \x01(\tH\x00\x12\x16\n\x0cphone_number\x18\x03 \x01(\tH\x00\x12\x34\n\x07webhook\x18\x04 \x01(\x0b\x32!.lianluo.tenants.v1.WebhookTargetH\x00\x42\t\n\x07\x61\x64\x64ress\"\xeb\x04\n\x08\x44\x65livery\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07rule_id\x18\x04 \x01(\t\x12\x17\n\x0fsource_event_id\x18\x05 \x01(\t\x12\x10\n\x08template\x18\x06 \x01(\t\x12\x34\n\x07\x63hannel\x18\x07 \x01(\x0e\x32#.lianluo.tenants.v1.DeliveryChannel\x12\x35\n\trecipient\x18\x08 \x01(\x0b\x32\".lianluo.notification.v1.Recipient\x12\x0f\n\x07subject\x18\t \x01(\t\x12\x16\n\x04\x62ody\x18\n \x01(\tB\x08\xa2\x9f\x19\x04\x08\xc0\xb8\x02\x12\x37\n\x06status\x18\x0b \x01(\x0e\x32\'.lianluo.notification.v1.DeliveryStatus\x12\x10\n\x08\x61ttempts\x18\x0c \x01(\x05\x12\x12\n\nlast_error\x18\r \x01(\t\x12\x35\n\x11next_attempt_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x65liver_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0creceipt_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfb\x01\n\rNotifyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x10\n\x08template\x18\x03 \x01(\t\x12\x35\n\trecipient\x18\x04 \x01(\x0b\x32\".lianluo.notification.v1.Recipient\x12H\n\tvariables\x18\x05 \x03(\x0b\x32\x35.lianluo.notification.v1.NotifyRequest.VariablesEntry\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa8\x03\n\x1bPublishBusinessEventRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12R\n\x07metrics\x18\x05 \x03(\x0b\x32\x41.lianluo.notification.v1.PublishBusinessEventRequest.MetricsEntry\x12X\n\nattributes\x18\x06 \x03(\x0b\x32\x44.lianluo.notification.v1.PublishBusinessEventRequest.AttributesEntry\x12.\n\noccur_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"0\n\x1cPublishBusinessEventResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"<\n\x12GetDeliveryRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65livery_id\x18\x02 \x01(\t\"\xae\x02\n\x15ListDeliveriesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x37\n\x06status\x18\x02 \x01(\x0e\x32\'.lianluo.notification.v1.DeliveryStatus\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x0f\n\x07rule_id\x18\x04 \x01(\t\x12\x17\n\x0fsource_event_id\x18\x05 \x01(\t\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x04page\x18\x08 \x01(\x0b\x32\x1e.lianluo.common.v1.PageRequest\"~\n\x16ListDeliveriesResponse\x12\x35\n\ndeliveries\x18\x01 \x03(\x0b\x32!.lianluo.notification.v1.Delivery\x12-\n\x04page\x18\x02 \x01(\x0b\x32\x1f.lianluo.common.v1.PageResponse*\xa6\x01\n\x0e\x44\x65liveryStatus\x12\x1f\n\x1b\x44\x45LIVERY_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45LIVERY_STATUS_PENDING\x10\x01\x12\x1b\n\x17\x44\x45LIVERY_STATUS_SENDING\x10\x02\x12\x1d\n\x19\x44\x45LIVERY_STATUS_DELIVERED\x10\x03\x12\x1a\n\x16\x44\x45LIVERY_STATUS_FAILED\x10\x04\x32\xc2\x03\n\x13NotificationService\x12S\n\x06Notify\x12&.lianluo.notification.v1.NotifyRequest\x1a!.lianluo.notification.v1.Delivery\x12\x83\x01\n\x14PublishBusinessEvent\x12\x34.lianluo.notification.v1.PublishBusinessEventRequest\x1a\x35.lianluo.notification.v1.PublishBusinessEventResponse\x12]\n\x0bGetDelivery\x12+.lianluo.notification.v1.GetDeliveryRequest\x1a!.lianluo.notification.v1.Delivery\x12q\n\x0eListDeliveries\x12..lianluo.notification.v1.ListDeliveriesRequest\x1a/.lianluo.notification.v1.ListDeliveriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,30 +43,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLISHBUSINESSEVENTREQUEST_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_PUBLISHBUSINESSEVENTREQUEST_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_PUBLISHBUSINESSEVENTREQUEST_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_DELIVERYSTATUS']._serialized_start=2150
-  _globals['_DELIVERYSTATUS']._serialized_end=2316
+  _globals['_DELIVERYSTATUS']._serialized_start=2200
+  _globals['_DELIVERYSTATUS']._serialized_end=2366
   _globals['_RECIPIENT']._serialized_start=203
   _globals['_RECIPIENT']._serialized_end=349
   _globals['_DELIVERY']._serialized_start=352
-  _globals['_DELIVERY']._serialized_end=921
-  _globals['_NOTIFYREQUEST']._serialized_start=924
-  _globals['_NOTIFYREQUEST']._serialized_end=1175
-  _globals['_NOTIFYREQUEST_VARIABLESENTRY']._serialized_start=1127
-  _globals['_NOTIFYREQUEST_VARIABLESENTRY']._serialized_end=1175
-  _globals['_PUBLISHBUSINESSEVENTREQUEST']._serialized_start=1178
-  _globals['_PUBLISHBUSINESSEVENTREQUEST']._serialized_end=1602
-  _globals['_PUBLISHBUSINESSEVENTREQUEST_METRICSENTRY']._serialized_start=1505
-  _globals['_PUBLISHBUSINESSEVENTREQUEST_METRICSENTRY']._serialized_end=1551
-  _globals['_PUBLISHBUSINESSEVENTREQUEST_ATTRIBUTESENTRY']._serialized_start=1553
-  _globals['_PUBLISHBUSINESSEVENTREQUEST_ATTRIBUTESENTRY']._serialized_end=1602
-  _globals['_PUBLISHBUSINESSEVENTRESPONSE']._serialized_start=1604
-  _globals['_PUBLISHBUSINESSEVENTRESPONSE']._serialized_end=1652
-  _globals['_GETDELIVERYREQUEST']._serialized_start=1654
-  _globals['_GETDELIVERYREQUEST']._serialized_end=1714
-  _globals['_LISTDELIVERIESREQUEST']._serialized_start=1717
-  _globals['_LISTDELIVERIESREQUEST']._serialized_end=2019
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=2021
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=2147
-  _globals['_NOTIFICATIONSERVICE']._serialized_start=2319
-  _globals['_NOTIFICATIONSERVICE']._serialized_end=2769
+  _globals['_DELIVERY']._serialized_end=971
+  _globals['_NOTIFYREQUEST']._serialized_start=974
+  _globals['_NOTIFYREQUEST']._serialized_end=1225
+  _globals['_NOTIFYREQUEST_VARIABLESENTRY']._serialized_start=1177
+  _globals['_NOTIFYREQUEST_VARIABLESENTRY']._serialized_end=1225
+  _globals['_PUBLISHBUSINESSEVENTREQUEST']._serialized_start=1228
+  _globals['_PUBLISHBUSINESSEVENTREQUEST']._serialized_end=1652
+  _globals['_PUBLISHBUSINESSEVENTREQUEST_METRICSENTRY']._serialized_start=1555
+  _globals['_PUBLISHBUSINESSEVENTREQUEST_METRICSENTRY']._serialized_end=1601
+  _globals['_PUBLISHBUSINESSEVENTREQUEST_ATTRIBUTESENTRY']._serialized_start=1603
+  _globals['_PUBLISHBUSINESSEVENTREQUEST_ATTRIBUTESENTRY']._serialized_end=1652
+  _globals['_PUBLISHBUSINESSEVENTRESPONSE']._serialized_start=1654
+  _globals['_PUBLISHBUSINESSEVENTRESPONSE']._serialized_end=1702
+  _globals['_GETDELIVERYREQUEST']._serialized_start=1704
+  _globals['_GETDELIVERYREQUEST']._serialized_end=1764
+  _globals['_LISTDELIVERIESREQUEST']._serialized_start=1767
+  _globals['_LISTDELIVERIESREQUEST']._serialized_end=2069
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=2071
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=2197
+  _globals['_NOTIFICATIONSERVICE']._serialized_start=2369
+  _globals['_NOTIFICATIONSERVICE']._serialized_end=2819
 # @@protoc_insertion_point(module_scope)

@@ -107,6 +107,7 @@ class Delivery(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     DELIVER_TIME_FIELD_NUMBER: _builtins.int
+    RECEIPT_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     request_id: _builtins.str
@@ -140,7 +141,15 @@ class Delivery(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def deliver_time(self) -> _timestamp_pb2.Timestamp:
-        """Set once DELIVERED."""
+        """Set once DELIVERED: handed to the receiver (a webhook's 2xx, the mail server, the SMS
+        provider).
+        """
+
+    @_builtins.property
+    def receipt_time(self) -> _timestamp_pb2.Timestamp:
+        """A text: when the SMS provider reported that it reached the phone (its delivery receipt).
+        A receipt that it could not be delivered makes the delivery FAILED.
+        """
 
     def __init__(
         self,
@@ -162,10 +171,11 @@ class Delivery(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         deliver_time: _timestamp_pb2.Timestamp | None = ...,
+        receipt_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deliver_time", b"deliver_time", "next_attempt_time", b"next_attempt_time", "recipient", b"recipient", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deliver_time", b"deliver_time", "next_attempt_time", b"next_attempt_time", "receipt_time", b"receipt_time", "recipient", b"recipient", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "body", b"body", "channel", b"channel", "create_time", b"create_time", "deliver_time", b"deliver_time", "id", b"id", "last_error", b"last_error", "next_attempt_time", b"next_attempt_time", "recipient", b"recipient", "request_id", b"request_id", "rule_id", b"rule_id", "source_event_id", b"source_event_id", "status", b"status", "subject", b"subject", "template", b"template", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "body", b"body", "channel", b"channel", "create_time", b"create_time", "deliver_time", b"deliver_time", "id", b"id", "last_error", b"last_error", "next_attempt_time", b"next_attempt_time", "receipt_time", b"receipt_time", "recipient", b"recipient", "request_id", b"request_id", "rule_id", b"rule_id", "source_event_id", b"source_event_id", "status", b"status", "subject", b"subject", "template", b"template", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

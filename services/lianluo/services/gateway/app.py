@@ -72,7 +72,7 @@ async def build(settings: GatewaySettings) -> Service:
             *forms.routes(),
             *surveys.routes(),
             *consent.routes(),
-            *SmsIn(view, conversations, settings).routes(),
+            *SmsIn(view, conversations, settings, service.pool, repo).routes(),
             *WechatIn(view, conversations, settings).routes(),
         ],
         settings.gateway_max_frame_bytes,
@@ -90,7 +90,7 @@ async def build(settings: GatewaySettings) -> Service:
     )
     service.add_grpc(
         rpc.add_NoticeServiceServicer_to_server,
-        NoticeApi(SmsNotices(service.pool, repo, view, settings)),
+        NoticeApi(SmsNotices(service.pool, repo, view, settings, base_url)),
         pb.DESCRIPTOR.services_by_name["NoticeService"].full_name,
     )
     return service

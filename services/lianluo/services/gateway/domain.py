@@ -31,6 +31,7 @@ from xml.etree.ElementTree import ParseError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
+from lianluo.events.v1 import notification_pb2 as notification_events
 from lianluo.media.v1 import media_pb2 as mpb
 
 R = mpb.ParticipantRole
@@ -386,6 +387,24 @@ def twilio_valid(auth_token: str, url: str, params: dict[str, str], signature: s
 
 
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+# What the provider's status callback says at the end of a text's way: reached the phone, or
+# not. Every other status (queued, sending, sent, accepted) is on the way.
+_RECEIPT_FINAL = {"delivered": True, "undelivered": False, "failed": False}
+
+
+def sms_receipt(form: dict[str, str]) -> notification_events.NoticeReceipt | None:
+    """The receipt in a status callback, None when the text is still on its way, or BadMessage
+    naming the field."""
+    sid, status = form.get("MessageSid", ""), form.get("MessageStatus", "").lower()
+    if not re.fullmatch(r"[A-Za-z0-9]{1,64}", sid):
+        raise BadMessage("MessageSid: 1 to 64 letters and digits")
+    if status not in _RECEIPT_FINAL:
+        return None
+    delivered = _RECEIPT_FINAL[status]
+    error = "" if delivered else f"{form.get('ErrorCode', '')[:16]} {status}".strip()
+    return notification_events.NoticeReceipt(
+        delivered=delivered, error=error, provider_message_id=sid
+    )
 
 
 def sms_inbound(form: dict[str, str]) -> tuple[str, str, str]:

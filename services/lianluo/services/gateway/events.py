@@ -1,7 +1,8 @@
 """What the gateway consumes: `interaction.message`, for agents' replies to go out on the
 customer's channel (e-mail, SMS, WeChat), and `interaction.ended`, for the satisfaction survey
-there. It publishes nothing itself: it acts through the platform's APIs with customers'
-session tokens."""
+there. It acts through the platform's APIs with customers' session tokens, and publishes one
+topic itself: `notice.receipt`, what the SMS provider reports of the notices it texted
+(sms.SmsIn)."""
 
 from __future__ import annotations
 

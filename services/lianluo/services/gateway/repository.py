@@ -234,15 +234,28 @@ class Repository:
         delivery_id: uuid.UUID,
         phone_number: str,
         parts: int,
+        provider_ids: list[str],
     ) -> None:
         await conn.execute(
-            "insert into notices (tenant_id, delivery_id, phone_number, parts) "
-            "values ($1, $2, $3, $4) on conflict do nothing",
+            "insert into notices (tenant_id, delivery_id, phone_number, parts, provider_ids) "
+            "values ($1, $2, $3, $4, $5) on conflict do nothing",
             tid,
             delivery_id,
             phone_number,
             parts,
+            provider_ids,
         )
+
+    async def notice_of(
+        self, conn: asyncpg.Connection, tid: uuid.UUID, provider_id: str
+    ) -> uuid.UUID | None:
+        """The delivery a message the provider names was sent for; None: not a notice."""
+        found: uuid.UUID | None = await conn.fetchval(
+            "select delivery_id from notices where tenant_id = $1 and provider_ids @> array[$2]",
+            tid,
+            provider_id,
+        )
+        return found
 
     # ------------------------------------------------------------------ conversations
 

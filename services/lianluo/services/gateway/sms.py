@@ -4,7 +4,9 @@ from the tenant's number for the notification service (NoticeService)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Callable
 
 import aiohttp
 import asyncpg
@@ -13,7 +15,7 @@ from aiohttp import web
 
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.gateway.v1 import gateway_pb2 as pb
-from lianluo.runtime import auth, quotas
+from lianluo.runtime import auth, contract, outbox, quotas
 from lianluo.runtime.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -44,17 +46,29 @@ class SmsIn:
     """The provider's webhook for inbound messages."""
 
     def __init__(
-        self, view: TenantConfigView, conversations: Conversations, settings: GatewaySettings
+        self,
+        view: TenantConfigView,
+        conversations: Conversations,
+        settings: GatewaySettings,
+        pool: asyncpg.Pool,
+        repo: Repository,
     ) -> None:
         self._view = view
         self._conversations = conversations
         self._settings = settings
+        self._pool = pool
+        self._repo = repo
+        self._receipts = settings.topic(contract.NOTICE_RECEIPT.name)
         self._flood = quotas.RateLimiter()
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/v1/sms/{tenant}/{channel}", self.inbound)]
+        return [
+            web.post("/v1/sms/{tenant}/{channel}", self.inbound),
+            web.post("/v1/sms/{tenant}/{channel}/status", self.status),
+        ]
 
-    async def inbound(self, request: web.Request) -> web.Response:
+    async def _signed_form(self, request: web.Request) -> tuple[str, tpb.Channel, dict[str, str]]:
+        """The tenant, the SMS channel and the form of a webhook the provider signed."""
         tenant_id, channel_id = request.match_info["tenant"], request.match_info["channel"]
         channel = self._view.get(tenant_id, "channel", channel_id)
         tenant = self._view.tenant(tenant_id)
@@ -71,6 +85,30 @@ class SmsIn:
             raise web.HTTPForbidden(text="the signature does not match")
         if tenant.state != tpb.TENANT_STATE_ACTIVE:
             raise web.HTTPForbidden(text="the tenant is suspended")
+        return tenant_id, channel, form
+
+    async def status(self, request: web.Request) -> web.Response:
+        """The provider's status callback for a text the gateway sent: a notice's final word
+        (delivered, or not) goes to the notification service as a receipt."""
+        tenant_id, _, form = await self._signed_form(request)
+        try:
+            receipt = domain.sms_receipt(form)
+        except domain.BadMessage as error:
+            raise web.HTTPBadRequest(text=str(error)) from error
+        if receipt is None:  # queued, sent, accepted...: not the end of it yet
+            return web.Response(status=204)
+        async with self._pool.acquire() as conn, conn.transaction():
+            delivery_id = await self._repo.notice_of(
+                conn, uuid.UUID(tenant_id), receipt.provider_message_id
+            )
+            if delivery_id is not None:  # else an agent's reply: nobody waits for its receipt
+                receipt.delivery_id = str(delivery_id)
+                envelope = contract.envelope(contract.NOTICE_RECEIPT, "gateway", tenant_id, receipt)
+                await outbox.enqueue(conn, self._receipts, envelope)
+        return web.Response(status=204)
+
+    async def inbound(self, request: web.Request) -> web.Response:
+        tenant_id, channel, form = await self._signed_form(request)
         try:
             sender, text, sid = domain.sms_inbound(form)
             self._flood.take(
@@ -130,23 +168,35 @@ class SmsIn:
 
 
 async def post_texts(
-    sms: tpb.SmsChannel, to: str, text: str, limit: aiohttp.ClientTimeout
-) -> str | None:
+    sms: tpb.SmsChannel,
+    to: str,
+    text: str,
+    limit: aiohttp.ClientTimeout,
+    status_callback: str = "",
+) -> tuple[str | None, list[str]]:
     """Text `to` from the channel's number through the provider's Messages API, cut into
-    messages of at most ten segments (GSM-7 or UCS-2, whichever the text needs); what went
-    wrong, or None."""
+    messages of at most ten segments (GSM-7 or UCS-2, whichever the text needs): what went
+    wrong (None: nothing), and the provider's ids of the messages it took. With
+    `status_callback`, the provider reports there what became of each."""
     url = f"{sms.api_base_url.rstrip('/')}/2010-04-01/Accounts/{sms.account_sid}/Messages.json"
     basic = aiohttp.BasicAuth(sms.account_sid, sms.auth_token)
+    taken: list[str] = []
     try:
         async with aiohttp.ClientSession(timeout=limit) as http:
             for part in domain.sms_messages(text):
                 form = {"From": sms.number, "To": to, "Body": part}
+                if status_callback:
+                    form["StatusCallback"] = status_callback
                 async with http.post(url, data=form, auth=basic) as answer:
                     if answer.status >= 300:
-                        return f"the provider answered {answer.status}"
+                        return f"the provider answered {answer.status}", taken
+                    with contextlib.suppress(ValueError, aiohttp.ContentTypeError):
+                        sid = (await answer.json()).get("sid", "")
+                        if isinstance(sid, str) and sid:
+                            taken.append(sid[:64])
     except (aiohttp.ClientError, TimeoutError) as error:
-        return f"the provider is unreachable: {error!r}"[:300]
-    return None
+        return f"the provider is unreachable: {error!r}"[:300], taken
+    return None, taken
 
 
 class SmsSender:
@@ -161,7 +211,8 @@ class SmsSender:
     survey_by_link = False
 
     async def send(self, out: Outgoing, channel: tpb.Channel) -> str | None:
-        return await post_texts(channel.sms, out.row["customer_address"], out.text, self._timeout)
+        to = out.row["customer_address"]
+        return (await post_texts(channel.sms, to, out.text, self._timeout))[0]
 
     async def sent(self, conn: asyncpg.Connection, repo: Repository, row: asyncpg.Record) -> None:
         return None
@@ -177,11 +228,13 @@ class SmsNotices:
         repo: Repository,
         view: TenantConfigView,
         settings: GatewaySettings,
+        base_url: Callable[[], str],
     ) -> None:
         self._pool = pool
         self._repo = repo
         self._view = view
         self._timeout = aiohttp.ClientTimeout(total=settings.gateway_provider_timeout_seconds)
+        self._base_url = base_url
 
     def _channel(self, tenant_id: str, name: str) -> tpb.Channel:
         channels = [c for c in self._view.all(tenant_id, "channel") if isinstance(c, tpb.Channel)]
@@ -214,11 +267,14 @@ class SmsNotices:
                 return pb.SentNotice(parts=parts)
             if await self._repo.opted_out(conn, tid, pb.IDENTITY_KIND_PHONE, request.phone_number):
                 raise FailedPrecondition("phone_number", "the number's owner opted out (STOP)")
-        error = await post_texts(channel.sms, request.phone_number, request.body, self._timeout)
+        receipts = f"{self._base_url()}/v1/sms/{request.tenant_id}/{channel.id}/status"
+        error, ids = await post_texts(
+            channel.sms, request.phone_number, request.body, self._timeout, receipts
+        )
         if error is not None:
             raise Unavailable(error)
         parts = len(domain.sms_messages(request.body))
         async with self._pool.acquire() as conn:
-            await self._repo.add_notice(conn, tid, delivery_id, request.phone_number, parts)
+            await self._repo.add_notice(conn, tid, delivery_id, request.phone_number, parts, ids)
         log.info("notice texted", tenant_id=request.tenant_id, parts=parts)
         return pb.SentNotice(parts=parts)

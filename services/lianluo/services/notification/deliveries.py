@@ -62,6 +62,8 @@ class Delivery:
     sms_channel: str = ""
     time_zone: str = ""
     quiet_hours: str = ""
+    # When the SMS provider reported the text reached the phone.
+    receipt_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,8 @@ def to_message(d: Delivery) -> npb.Delivery:
         message.next_attempt_time.CopyFrom(_stamp(d.next_attempt_at))
     if d.delivered_at is not None:
         message.deliver_time.CopyFrom(_stamp(d.delivered_at))
+    if d.receipt_at is not None:
+        message.receipt_time.CopyFrom(_stamp(d.receipt_at))
     return message
 
 

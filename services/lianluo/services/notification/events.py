@@ -1,7 +1,8 @@
 """What the notification service consumes and publishes.
 
 In: `interaction.event` (created: remember the customer; ended: the closed loop) and
-`business.event` (threshold and schedule rules). Out: one `notification.status` record per
+`business.event` (threshold and schedule rules) and `notice.receipt` (what became of a text,
+from the gateway). Out: one `notification.status` record per
 status change of a delivery, through the outbox in the transaction of the change.
 """
 
@@ -61,6 +62,10 @@ class Reactions(Protocol):
         self, conn: asyncpg.Connection, envelope: Envelope, event: notification_pb2.BusinessEvent
     ) -> None: ...
 
+    async def on_receipt(
+        self, conn: asyncpg.Connection, envelope: Envelope, event: notification_pb2.NoticeReceipt
+    ) -> None: ...
+
 
 def handlers(service: Reactions) -> contract.Handlers:
     """What the consumer calls, by envelope type; other types are not this service's."""
@@ -68,6 +73,7 @@ def handlers(service: Reactions) -> contract.Handlers:
     on.on("interaction.created", service.remember_customer)
     on.on("interaction.ended", service.close_loop)
     on.on("business.event.published", service.on_business_event)
+    on.on("notice.receipt.received", service.on_receipt)
     return on
 
 

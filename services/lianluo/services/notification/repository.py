@@ -277,6 +277,19 @@ class Repository:
             now,
         )
 
+    async def save_receipt(self, conn: asyncpg.Connection, d: Delivery) -> None:
+        """Store what a text's receipt said: its time, or the failure it reported."""
+        await conn.execute(
+            "update deliveries set status = $3, last_error = $4, receipt_at = $5, "
+            "updated_at = $6 where tenant_id = $1 and id = $2",
+            d.tenant_id,
+            d.id,
+            d.status,
+            d.last_error,
+            d.receipt_at,
+            d.updated_at,
+        )
+
     async def wake_workers(self, conn: asyncpg.Connection) -> None:
         """Tell every replica's worker, at commit, that a delivery is due."""
         await conn.execute("select pg_notify($1, current_schema())", WAKE_CHANNEL)

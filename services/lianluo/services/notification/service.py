@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -23,7 +24,14 @@ from lianluo.runtime.kafka import Envelope
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.notification import domain, events, validation
-from lianluo.services.notification.deliveries import PENDING, UNSPECIFIED, Delivery
+from lianluo.services.notification.deliveries import (
+    DELIVERED,
+    FAILED,
+    PENDING,
+    SENDING,
+    UNSPECIFIED,
+    Delivery,
+)
 from lianluo.services.notification.domain import Customer, Fired
 from lianluo.services.notification.repository import (
     DeliveryFilter,
@@ -164,6 +172,34 @@ class NotificationService:
                 {"trigger": "schedule", "event_type": event.type, s.date_attribute: value},
                 due,
             )
+
+    async def on_receipt(
+        self,
+        conn: asyncpg.Connection,
+        envelope: Envelope,
+        event: notification_pb2.NoticeReceipt,
+    ) -> None:
+        """What the SMS provider reported of a text: the time it reached the phone, or the
+        failure (the delivery, DELIVERED when the provider took it, becomes FAILED)."""
+        try:
+            delivery_id = uuid.UUID(event.delivery_id)
+        except ValueError:
+            log.warning("a receipt names no delivery", delivery_id=event.delivery_id[:64])
+            return
+        found = await self._repo.get_delivery(conn, envelope.tenant_id, delivery_id)
+        # A receipt can overtake the worker's record of the send (still SENDING): the worker
+        # then leaves what the receipt said alone.
+        if found is None or found.status not in (SENDING, DELIVERED):
+            return
+        now = self._clock()
+        if event.delivered:
+            after = replace(found, receipt_at=now, updated_at=now)
+        else:
+            error = f"the carrier could not deliver it: {event.error or 'no reason given'}"
+            after = replace(found, status=FAILED, last_error=error[:500], updated_at=now)
+        await self._repo.save_receipt(conn, after)
+        if after.status != SENDING:
+            await events.publish_status(conn, self._status_topic, after, found.status)
 
     async def _fire(
         self,
