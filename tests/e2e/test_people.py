@@ -1414,6 +1414,33 @@ CELL_CASES: list[Case] = [
         DENIED,
     ),
     (
+        "PostToInbox",
+        lambda w: w.stub("gateway", gateway_rpc.NoticeServiceStub).PostToInbox(
+            gpb.PostToInboxRequest(
+                tenant_id=w.a.tenant.id,
+                delivery_id=str(uuid.uuid4()),
+                customer_id="mei",
+                body="Your statement is ready.",
+            ),
+            metadata=_b(w),
+        ),
+        DENIED,
+    ),
+    (
+        "ListInbox",
+        lambda w: w.stub("gateway", gateway_rpc.NoticeServiceStub).ListInbox(
+            gpb.ListInboxRequest(tenant_id=w.a.tenant.id, customer_id="mei"), metadata=_b(w)
+        ),
+        DENIED,
+    ),
+    *_two(
+        "MarkInboxRead",
+        lambda w, t: w.stub("gateway", gateway_rpc.NoticeServiceStub).MarkInboxRead(
+            gpb.MarkInboxReadRequest(tenant_id=t, customer_id="mei", notice_id=str(uuid.uuid4())),
+            metadata=_b(w),
+        ),
+    ),
+    (
         "LocateTenant",
         lambda w: w.stub("edge", edge_rpc.EdgeServiceStub).LocateTenant(
             epb.LocateTenantRequest(tenant_id=w.a.tenant.id), metadata=_b(w)

@@ -24,6 +24,8 @@ from notification_support import Served, run_notification, wait_for_config
 from sms_provider import SID, TOKEN, Provider, signed, sms_provider
 
 from lianluo.devstack.cell import Cell
+from lianluo.gateway.v1 import gateway_pb2 as gpb
+from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
 from lianluo.notification.v1 import notification_pb2 as npb
 from lianluo.notification.v1 import notification_pb2_grpc as nrpc
 from lianluo.tenants.v1 import tenants_pb2 as tpb
@@ -71,6 +73,7 @@ class World:
     client: Client
     notices: nrpc.NotificationServiceStub
     webhook: str
+    inbox: gateway_rpc.NoticeServiceStub
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +91,7 @@ async def world(stack: Stack, cell: Cell) -> AsyncIterator[World]:
         run_notification(stack, clock, **env) as second,
         grpc.aio.insecure_channel(cell.address("tenants")) as tch,
         grpc.aio.insecure_channel(first.address) as nch,
+        grpc.aio.insecure_channel(cell.address("gateway")) as gch,
     ):
         admin = Client(tch, ADMIN_KEY)
         tenant, client = await onboard(admin)
@@ -155,6 +159,7 @@ async def world(stack: Stack, cell: Cell) -> AsyncIterator[World]:
             client,
             nrpc.NotificationServiceStub(nch),
             webhook,
+            gateway_rpc.NoticeServiceStub(gch),
         )
 
 
@@ -320,3 +325,64 @@ async def test_a_forged_receipt_is_refused(world: World) -> None:
         bad = {"MessageSid": "no/such", "MessageStatus": "delivered"}
         refused = await http.post(url, data=bad, headers={"X-Twilio-Signature": signed(url, bad)})
         assert refused.status == 400
+
+
+async def test_an_in_app_notice_waits_in_the_customers_inbox_until_read(world: World) -> None:
+    w, customer = world, f"c-{uuid.uuid4().hex[:8]}"
+    await w.client.notifications.CreateTemplate(
+        tpb.CreateTemplateRequest(
+            tenant_id=w.tenant.id,
+            template=tpb.NotificationTemplate(
+                name="statement-ready",
+                channel=tpb.DELIVERY_CHANNEL_IN_APP,
+                subject="Your statement",
+                body="Your {{month}} statement is ready.",
+            ),
+        ),
+        metadata=w.client.md,
+    )
+    for replica in w.replicas:
+        await wait_for_config(replica, w.tenant.id, "notification_template", "statement-ready")
+    request = npb.NotifyRequest(
+        tenant_id=w.tenant.id,
+        request_id="statement-2027-03",
+        template="statement-ready",
+        recipient=npb.Recipient(customer_id=customer),
+        variables={"month": "March"},
+    )
+    first = await w.notices.Notify(request, metadata=w.client.md)
+    again = await w.notices.Notify(request, metadata=w.client.md)
+    assert again.id == first.id
+    await until(w, first, DELIVERED)
+
+    def inbox(unread_only: bool = False) -> object:
+        return w.inbox.ListInbox(
+            gpb.ListInboxRequest(
+                tenant_id=w.tenant.id, customer_id=customer, unread_only=unread_only
+            ),
+            metadata=w.client.md,
+        )
+
+    listed = await inbox()
+    assert [(n.subject, n.body) for n in listed.notices] == [
+        ("Your statement", "Your March statement is ready.")
+    ]
+    read = await w.inbox.MarkInboxRead(
+        gpb.MarkInboxReadRequest(
+            tenant_id=w.tenant.id, customer_id=customer, notice_id=listed.notices[0].id
+        ),
+        metadata=w.client.md,
+    )
+    assert read.HasField("read_time")
+    assert list((await inbox(unread_only=True)).notices) == []
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await w.notices.Notify(
+            npb.NotifyRequest(
+                tenant_id=w.tenant.id,
+                template="statement-ready",
+                recipient=npb.Recipient(phone_number="+8613800138000"),
+            ),
+            metadata=w.client.md,
+        )
+    assert missing.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "recipient.customer_id" in missing.value.details()

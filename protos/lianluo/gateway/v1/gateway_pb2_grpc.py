@@ -450,6 +450,21 @@ class NoticeServiceStub:
                 request_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.SendNoticeRequest.SerializeToString,
                 response_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.SentNotice.FromString,
                 _registered_method=True)
+        self.PostToInbox = channel.unary_unary(
+                '/lianluo.gateway.v1.NoticeService/PostToInbox',
+                request_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.PostToInboxRequest.SerializeToString,
+                response_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.InboxNotice.FromString,
+                _registered_method=True)
+        self.ListInbox = channel.unary_unary(
+                '/lianluo.gateway.v1.NoticeService/ListInbox',
+                request_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.ListInboxRequest.SerializeToString,
+                response_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.ListInboxResponse.FromString,
+                _registered_method=True)
+        self.MarkInboxRead = channel.unary_unary(
+                '/lianluo.gateway.v1.NoticeService/MarkInboxRead',
+                request_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.MarkInboxReadRequest.SerializeToString,
+                response_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.InboxNotice.FromString,
+                _registered_method=True)
 
 
 class NoticeServiceServicer:
@@ -468,6 +483,29 @@ class NoticeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PostToInbox(self, request, context):
+        """Put a notice in the customer's inbox in the tenant's app. A repeated `delivery_id` puts
+        nothing new and answers with the first. `notification:write`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInbox(self, request, context):
+        """The customer's inbox, newest first, for the tenant's app (its backend, with the tenant's
+        key). `customers:read`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MarkInboxRead(self, request, context):
+        """The customer has read a notice. `customers:write`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NoticeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -475,6 +513,21 @@ def add_NoticeServiceServicer_to_server(servicer, server):
                     servicer.SendNotice,
                     request_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.SendNoticeRequest.FromString,
                     response_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.SentNotice.SerializeToString,
+            ),
+            'PostToInbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.PostToInbox,
+                    request_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.PostToInboxRequest.FromString,
+                    response_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.InboxNotice.SerializeToString,
+            ),
+            'ListInbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInbox,
+                    request_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.ListInboxRequest.FromString,
+                    response_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.ListInboxResponse.SerializeToString,
+            ),
+            'MarkInboxRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkInboxRead,
+                    request_deserializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.MarkInboxReadRequest.FromString,
+                    response_serializer=lianluo_dot_gateway_dot_v1_dot_gateway__pb2.InboxNotice.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -507,6 +560,87 @@ class NoticeService:
             '/lianluo.gateway.v1.NoticeService/SendNotice',
             lianluo_dot_gateway_dot_v1_dot_gateway__pb2.SendNoticeRequest.SerializeToString,
             lianluo_dot_gateway_dot_v1_dot_gateway__pb2.SentNotice.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PostToInbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.gateway.v1.NoticeService/PostToInbox',
+            lianluo_dot_gateway_dot_v1_dot_gateway__pb2.PostToInboxRequest.SerializeToString,
+            lianluo_dot_gateway_dot_v1_dot_gateway__pb2.InboxNotice.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.gateway.v1.NoticeService/ListInbox',
+            lianluo_dot_gateway_dot_v1_dot_gateway__pb2.ListInboxRequest.SerializeToString,
+            lianluo_dot_gateway_dot_v1_dot_gateway__pb2.ListInboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkInboxRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.gateway.v1.NoticeService/MarkInboxRead',
+            lianluo_dot_gateway_dot_v1_dot_gateway__pb2.MarkInboxReadRequest.SerializeToString,
+            lianluo_dot_gateway_dot_v1_dot_gateway__pb2.InboxNotice.FromString,
             options,
             channel_credentials,
             insecure,

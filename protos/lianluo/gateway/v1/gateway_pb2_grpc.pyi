@@ -230,6 +230,16 @@ class NoticeServiceStub:
     (texted STOP) or the tenant has no such SMS channel; UNAVAILABLE when the provider cannot
     be reached or refuses for now.
     """
+    PostToInbox: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.PostToInboxRequest, _gateway_pb2.InboxNotice]
+    """Put a notice in the customer's inbox in the tenant's app. A repeated `delivery_id` puts
+    nothing new and answers with the first. `notification:write`.
+    """
+    ListInbox: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListInboxRequest, _gateway_pb2.ListInboxResponse]
+    """The customer's inbox, newest first, for the tenant's app (its backend, with the tenant's
+    key). `customers:read`.
+    """
+    MarkInboxRead: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.MarkInboxReadRequest, _gateway_pb2.InboxNotice]
+    """The customer has read a notice. `customers:write`."""
 
 @_typing.type_check_only
 class NoticeServiceAsyncStub(NoticeServiceStub):
@@ -245,6 +255,16 @@ class NoticeServiceAsyncStub(NoticeServiceStub):
     (texted STOP) or the tenant has no such SMS channel; UNAVAILABLE when the provider cannot
     be reached or refuses for now.
     """
+    PostToInbox: _aio.UnaryUnaryMultiCallable[_gateway_pb2.PostToInboxRequest, _gateway_pb2.InboxNotice]  # type: ignore[assignment]
+    """Put a notice in the customer's inbox in the tenant's app. A repeated `delivery_id` puts
+    nothing new and answers with the first. `notification:write`.
+    """
+    ListInbox: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListInboxRequest, _gateway_pb2.ListInboxResponse]  # type: ignore[assignment]
+    """The customer's inbox, newest first, for the tenant's app (its backend, with the tenant's
+    key). `customers:read`.
+    """
+    MarkInboxRead: _aio.UnaryUnaryMultiCallable[_gateway_pb2.MarkInboxReadRequest, _gateway_pb2.InboxNotice]  # type: ignore[assignment]
+    """The customer has read a notice. `customers:write`."""
 
 class NoticeServiceServicer(metaclass=_abc_1.ABCMeta):
     """Notices to customers on the gateway's channels: how the notification service sends a text.
@@ -263,5 +283,33 @@ class NoticeServiceServicer(metaclass=_abc_1.ABCMeta):
         (texted STOP) or the tenant has no such SMS channel; UNAVAILABLE when the provider cannot
         be reached or refuses for now.
         """
+
+    @_abc_1.abstractmethod
+    def PostToInbox(
+        self,
+        request: _gateway_pb2.PostToInboxRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.InboxNotice, _abc.Awaitable[_gateway_pb2.InboxNotice]]:
+        """Put a notice in the customer's inbox in the tenant's app. A repeated `delivery_id` puts
+        nothing new and answers with the first. `notification:write`.
+        """
+
+    @_abc_1.abstractmethod
+    def ListInbox(
+        self,
+        request: _gateway_pb2.ListInboxRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.ListInboxResponse, _abc.Awaitable[_gateway_pb2.ListInboxResponse]]:
+        """The customer's inbox, newest first, for the tenant's app (its backend, with the tenant's
+        key). `customers:read`.
+        """
+
+    @_abc_1.abstractmethod
+    def MarkInboxRead(
+        self,
+        request: _gateway_pb2.MarkInboxReadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.InboxNotice, _abc.Awaitable[_gateway_pb2.InboxNotice]]:
+        """The customer has read a notice. `customers:write`."""
 
 def add_NoticeServiceServicer_to_server(servicer: NoticeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

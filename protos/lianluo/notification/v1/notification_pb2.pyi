@@ -60,7 +60,7 @@ class Recipient(_message.Message):
     PHONE_NUMBER_FIELD_NUMBER: _builtins.int
     WEBHOOK_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
-    """The tenant's id for the customer the notice is for."""
+    """The tenant's id for the customer the notice is for; all an in-app notice needs."""
     email_address: _builtins.str
     phone_number: _builtins.str
     """E.164, for example "+8613800138000"."""

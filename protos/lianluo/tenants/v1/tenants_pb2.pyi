@@ -197,6 +197,10 @@ class _DeliveryChannelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Deliv
     """An HTTP POST signed with HMAC-SHA256."""
     DELIVERY_CHANNEL_EMAIL: _DeliveryChannel.ValueType  # 2
     DELIVERY_CHANNEL_SMS: _DeliveryChannel.ValueType  # 3
+    DELIVERY_CHANNEL_IN_APP: _DeliveryChannel.ValueType  # 4
+    """The customer's inbox in the tenant's app, kept by the channel gateway
+    (NoticeService/ListInbox): for the customer's id, no address needed.
+    """
 
 class DeliveryChannel(_DeliveryChannel, metaclass=_DeliveryChannelEnumTypeWrapper): ...
 
@@ -205,6 +209,10 @@ DELIVERY_CHANNEL_WEBHOOK: DeliveryChannel.ValueType  # 1
 """An HTTP POST signed with HMAC-SHA256."""
 DELIVERY_CHANNEL_EMAIL: DeliveryChannel.ValueType  # 2
 DELIVERY_CHANNEL_SMS: DeliveryChannel.ValueType  # 3
+DELIVERY_CHANNEL_IN_APP: DeliveryChannel.ValueType  # 4
+"""The customer's inbox in the tenant's app, kept by the channel gateway
+(NoticeService/ListInbox): for the customer's id, no address needed.
+"""
 Global___DeliveryChannel: _TypeAlias = DeliveryChannel  # noqa: Y015
 
 class _ThresholdOperator:
@@ -3815,11 +3823,27 @@ class EmailTarget(_message.Message):
 Global___EmailTarget: _TypeAlias = EmailTarget  # noqa: Y015
 
 @_typing.final
-class SmsTarget(_message.Message):
+class InAppTarget(_message.Message):
     """A text to the customer's phone number, sent by the channel gateway from one of the tenant's
     SMS channels; a number whose owner texted STOP gets nothing.
+    The customer's inbox in the tenant's app (the channel gateway keeps it), by their id.
     """
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InAppTarget: _TypeAlias = InAppTarget  # noqa: Y015
+
+@_typing.final
+class SmsTarget(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CHANNEL_FIELD_NUMBER: _builtins.int
@@ -3852,6 +3876,7 @@ class NotificationRule(_message.Message):
     WEBHOOK_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
     SMS_FIELD_NUMBER: _builtins.int
+    IN_APP_FIELD_NUMBER: _builtins.int
     ENABLED_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
@@ -3876,6 +3901,8 @@ class NotificationRule(_message.Message):
     @_builtins.property
     def sms(self) -> Global___SmsTarget: ...
     @_builtins.property
+    def in_app(self) -> Global___InAppTarget: ...
+    @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
@@ -3892,16 +3919,17 @@ class NotificationRule(_message.Message):
         webhook: Global___WebhookTarget | None = ...,
         email: Global___EmailTarget | None = ...,
         sms: Global___SmsTarget | None = ...,
+        in_app: Global___InAppTarget | None = ...,
         enabled: _builtins.bool = ...,
         revision: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "email", b"email", "interaction_closed", b"interaction_closed", "schedule", b"schedule", "sms", b"sms", "target", b"target", "threshold", b"threshold", "trigger", b"trigger", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "email", b"email", "in_app", b"in_app", "interaction_closed", b"interaction_closed", "schedule", b"schedule", "sms", b"sms", "target", b"target", "threshold", b"threshold", "trigger", b"trigger", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "email", b"email", "enabled", b"enabled", "id", b"id", "interaction_closed", b"interaction_closed", "name", b"name", "revision", b"revision", "schedule", b"schedule", "sms", b"sms", "target", b"target", "template", b"template", "tenant_id", b"tenant_id", "threshold", b"threshold", "trigger", b"trigger", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "email", b"email", "enabled", b"enabled", "id", b"id", "in_app", b"in_app", "interaction_closed", b"interaction_closed", "name", b"name", "revision", b"revision", "schedule", b"schedule", "sms", b"sms", "target", b"target", "template", b"template", "tenant_id", b"tenant_id", "threshold", b"threshold", "trigger", b"trigger", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["webhook", "email", "sms"]  # noqa: Y015
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["webhook", "email", "sms", "in_app"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     _WhichOneofReturnType_trigger: _TypeAlias = _typing.Literal["interaction_closed", "threshold", "schedule"]  # noqa: Y015
     _WhichOneofArgType_trigger: _TypeAlias = _typing.Literal["trigger", b"trigger"]  # noqa: Y015

@@ -13,6 +13,7 @@ from lianluo.services.gateway import events
 from lianluo.services.gateway.attachments import Attachments
 from lianluo.services.gateway.forms import Forms
 from lianluo.services.gateway.grpc_api import AttachmentApi, CustomerApi, NoticeApi
+from lianluo.services.gateway.inbox import Inbox
 from lianluo.services.gateway.mail import (
     Mailboxes,
     MailConsent,
@@ -90,7 +91,7 @@ async def build(settings: GatewaySettings) -> Service:
     )
     service.add_grpc(
         rpc.add_NoticeServiceServicer_to_server,
-        NoticeApi(SmsNotices(service.pool, repo, view, settings, base_url)),
+        NoticeApi(SmsNotices(service.pool, repo, view, settings, base_url), Inbox(service.pool)),
         pb.DESCRIPTOR.services_by_name["NoticeService"].full_name,
     )
     return service

@@ -10,6 +10,7 @@ from lianluo.runtime import auth
 from lianluo.runtime.errors import FieldViolation, InvalidArgument
 from lianluo.services.gateway import domain
 from lianluo.services.gateway.attachments import Attachments
+from lianluo.services.gateway.inbox import Inbox
 from lianluo.services.gateway.service import Customers, Platform
 from lianluo.services.gateway.sms import SmsNotices
 
@@ -47,12 +48,25 @@ class CustomerApi(rpc.CustomerServiceServicer):
 
 
 class NoticeApi(rpc.NoticeServiceServicer):
-    def __init__(self, notices: SmsNotices) -> None:
+    def __init__(self, notices: SmsNotices, inbox: Inbox) -> None:
         self.notices = notices
+        self.inbox = inbox
 
     @auth.needs("notification:write")
     async def SendNotice(self, request: pb.SendNoticeRequest, _: Any) -> pb.SentNotice:
         return await self.notices.send(request)
+
+    @auth.needs("notification:write")
+    async def PostToInbox(self, request: pb.PostToInboxRequest, _: Any) -> pb.InboxNotice:
+        return await self.inbox.post(request)
+
+    @auth.needs("customers:read")
+    async def ListInbox(self, request: pb.ListInboxRequest, _: Any) -> pb.ListInboxResponse:
+        return await self.inbox.list(request)
+
+    @auth.needs("customers:write")
+    async def MarkInboxRead(self, request: pb.MarkInboxReadRequest, _: Any) -> pb.InboxNotice:
+        return await self.inbox.mark_read(request)
 
 
 class AttachmentApi(rpc.AttachmentServiceServicer):

@@ -11,10 +11,15 @@ from lianluo.notification.v1 import notification_pb2_grpc as rpc
 from lianluo.runtime import contract
 from lianluo.runtime.service import Service, ServiceSpec
 from lianluo.services.notification import events
-from lianluo.services.notification.deliveries import EMAIL, SMS, WEBHOOK, RetryPolicy
+from lianluo.services.notification.deliveries import EMAIL, IN_APP, SMS, WEBHOOK, RetryPolicy
 from lianluo.services.notification.grpc_api import NotificationApi
 from lianluo.services.notification.repository import Repository
-from lianluo.services.notification.senders import EmailSender, Sender, SmsSender, WebhookSender
+from lianluo.services.notification.senders import (
+    EmailSender,
+    GatewaySender,
+    Sender,
+    WebhookSender,
+)
 from lianluo.services.notification.service import NotificationService
 from lianluo.services.notification.settings import NotificationSettings
 from lianluo.services.notification.worker import DeliveryWorker
@@ -53,8 +58,9 @@ async def build(settings: NotificationSettings, clock: Callable[[], datetime] = 
     senders: dict[int, Sender] = {
         WEBHOOK: WebhookSender(settings.webhook_timeout_seconds),
         EMAIL: EmailSender(settings),
-        SMS: SmsSender(settings),
     }
+    # One sender for both: it starts and closes one channel to the gateway.
+    senders[SMS] = senders[IN_APP] = GatewaySender(settings)
     service.add_background(
         DeliveryWorker(
             service.pool,

@@ -15,7 +15,14 @@ from datetime import datetime, timedelta
 from lianluo.domain import notices
 from lianluo.media.v1 import media_pb2
 from lianluo.notification.v1 import notification_pb2 as npb
-from lianluo.services.notification.deliveries import EMAIL, FAILED, SMS, WEBHOOK, Delivery
+from lianluo.services.notification.deliveries import (
+    EMAIL,
+    FAILED,
+    IN_APP,
+    SMS,
+    WEBHOOK,
+    Delivery,
+)
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 
 # The tenants service writes {{lower_case}}; anything name-like is accepted when rendering.
@@ -209,6 +216,8 @@ def _undeliverable(d: Delivery, template: tpb.NotificationTemplate | None) -> st
         return "the customer has no e-mail address"
     if d.channel == SMS and not d.phone_number:
         return "the customer has no phone number"
+    if d.channel == IN_APP and not d.customer_id:
+        return "the notice names no customer"
     return ""
 
 
@@ -238,11 +247,12 @@ def rule_delivery(
     subject, body, unknown = _rendered(template, context)
     target = rule.WhichOneof("target")
     email, sms = target == "email", target == "sms"
+    channel = {"email": EMAIL, "sms": SMS, "in_app": IN_APP}.get(target or "", WEBHOOK)
     d = Delivery(
         id=uuid.uuid4(),
         tenant_id=tenant_id,
         template=rule.template,
-        channel=EMAIL if email else SMS if sms else WEBHOOK,
+        channel=channel,
         body=body,
         subject=subject,
         created_at=now,

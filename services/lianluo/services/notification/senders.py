@@ -1,5 +1,6 @@
-"""The channels a delivery travels on: a signed webhook POST, an e-mail over SMTP, or a text
-sent by the channel gateway from the tenant's SMS number.
+"""The channels a delivery travels on: a signed webhook POST, an e-mail over SMTP, and through
+the channel gateway a text from the tenant's SMS number or a notice in the customer's inbox in
+the tenant's app.
 
 A sender never raises for a failed attempt: it says what the attempt came to, so the worker
 can decide between DELIVERED, a retry and FAILED.
@@ -19,6 +20,7 @@ from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
 from lianluo.runtime.grpc_server import platform_channel
 from lianluo.services.notification.deliveries import (
     DELIVERED_RESULT,
+    IN_APP,
     AttemptResult,
     Delivery,
     classify_http,
@@ -135,9 +137,10 @@ _FINAL = frozenset(
 )
 
 
-class SmsSender:
-    """Asks the channel gateway to text the customer (NoticeService/SendNotice), with the
-    cell's admin key; the delivery id makes a repeated attempt send nothing twice."""
+class GatewaySender:
+    """Asks the channel gateway, with the cell's admin key, to text the customer (SMS) or to
+    put the notice in their inbox in the tenant's app (in-app); the delivery id makes a
+    repeated attempt send nothing twice."""
 
     def __init__(self, settings: NotificationSettings) -> None:
         self._settings = settings
@@ -155,18 +158,34 @@ class SmsSender:
 
     async def send(self, delivery: Delivery) -> AttemptResult:
         if self._channel is None:
-            raise RuntimeError("the SMS sender is not started")
-        request = gpb.SendNoticeRequest(
-            tenant_id=delivery.tenant_id,
-            delivery_id=str(delivery.id),
-            channel=delivery.sms_channel,
-            phone_number=delivery.phone_number,
-            body=delivery.body,
-        )
+            raise RuntimeError("the gateway sender is not started")
+        notices = gateway_rpc.NoticeServiceStub(self._channel)
+        timeout = self._settings.sms_timeout_seconds
         try:
-            await gateway_rpc.NoticeServiceStub(self._channel).SendNotice(
-                request, metadata=self._metadata, timeout=self._settings.sms_timeout_seconds
-            )
+            if delivery.channel == IN_APP:
+                await notices.PostToInbox(
+                    gpb.PostToInboxRequest(
+                        tenant_id=delivery.tenant_id,
+                        delivery_id=str(delivery.id),
+                        customer_id=delivery.customer_id,
+                        subject=delivery.subject,
+                        body=delivery.body,
+                    ),
+                    metadata=self._metadata,
+                    timeout=timeout,
+                )
+            else:
+                await notices.SendNotice(
+                    gpb.SendNoticeRequest(
+                        tenant_id=delivery.tenant_id,
+                        delivery_id=str(delivery.id),
+                        channel=delivery.sms_channel,
+                        phone_number=delivery.phone_number,
+                        body=delivery.body,
+                    ),
+                    metadata=self._metadata,
+                    timeout=timeout,
+                )
         except grpc.aio.AioRpcError as error:
             code = error.code()
             return AttemptResult(

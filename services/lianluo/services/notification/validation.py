@@ -8,7 +8,7 @@ import re
 from lianluo.domain.urls import is_web_url
 from lianluo.notification.v1 import notification_pb2 as npb
 from lianluo.runtime.errors import Violations
-from lianluo.services.notification.deliveries import EMAIL, SMS, WEBHOOK
+from lianluo.services.notification.deliveries import EMAIL, IN_APP, SMS, WEBHOOK
 from lianluo.services.notification.domain import E164, EMAIL_ADDRESS
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 
@@ -58,6 +58,12 @@ def validate_recipient(request: npb.NotifyRequest, template: tpb.NotificationTem
             address == "email_address" and bool(EMAIL_ADDRESS.match(r.email_address)),
             "recipient.email_address",
             "an e-mail template needs a valid e-mail address",
+        )
+    elif template.channel == IN_APP:
+        v.check(
+            bool(r.customer_id.strip()),
+            "recipient.customer_id",
+            "an in-app template needs the customer's id",
         )
     elif template.channel == SMS:
         v.check(

@@ -81,13 +81,17 @@ class DeliveryWorker:
         # Attempts finished, whatever they came to.
         self.attempts = 0
 
+    def _distinct_senders(self) -> list[Sender]:
+        """Each sender once, though it may serve several channels."""
+        return list({id(s): s for s in self._senders.values()}.values())
+
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
 
     async def run(self) -> None:
         """Work until stop(); the attempts in hand finish and are recorded first."""
-        for sender in self._senders.values():
+        for sender in self._distinct_senders():
             await sender.start()
         try:
             async with self._pool.acquire() as listener:
@@ -97,7 +101,7 @@ class DeliveryWorker:
                 finally:
                     await listener.remove_listener(WAKE_CHANNEL, self._on_wake)
         finally:
-            for sender in self._senders.values():
+            for sender in self._distinct_senders():
                 await sender.close()
 
     async def _loop(self) -> None:

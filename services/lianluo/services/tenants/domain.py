@@ -253,7 +253,7 @@ def validate_rule(r: Message, v: Violations, p: str = "rule") -> None:
         )
     v.check(bool(r.template), f"{p}.template", "must name a template")
     target = r.WhichOneof("target")
-    v.check(target is not None, f"{p}.target", "one of webhook, email or sms")
+    v.check(target is not None, f"{p}.target", "one of webhook, email, sms or in_app")
     if target == "webhook":
         v.check(
             is_web_url(r.webhook.url),
@@ -467,6 +467,7 @@ RULE = Kind(
             "webhook",
             "email",
             "sms",
+            "in_app",
             "enabled",
         }
     ),
