@@ -59,7 +59,8 @@ class Inbox:
         tid, ids = _ids(request.tenant_id, delivery_id=request.delivery_id)
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                "insert into customer_inbox (tenant_id, id, delivery_id, customer_id, subject, body) "
+                "insert into customer_inbox "
+                "(tenant_id, id, delivery_id, customer_id, subject, body) "
                 "values ($1, $2, $3, $4, $5, $6) on conflict (tenant_id, delivery_id) do update "
                 "set delivery_id = excluded.delivery_id returning *",
                 tid,
