@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import tempfile
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -74,6 +75,36 @@ async def run_notification(
         }
     )
     process = await (build(settings) if clock is None else build(settings, clock))
+    task = asyncio.create_task(process.serve())
+    while not process.grpc.port:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield Served(f"127.0.0.1:{process.grpc.port}", process)
+    finally:
+        process.request_stop()
+        await task
+
+
+@asynccontextmanager
+async def run_gateway(stack: Stack, tenants_address: str, objects: str) -> AsyncIterator[Served]:
+    """The channel gateway in this process: its customer store says who opted out, and it
+    texts and keeps inboxes for the notification service."""
+    from lianluo.services.gateway.app import build as build_gateway
+    from lianluo.services.gateway.settings import GatewaySettings
+
+    values = stack.env(
+        LIANLUO_GRPC_PORT="0",
+        LIANLUO_GATEWAY_HTTP_PORT=str(free_port()),
+        LIANLUO_GATEWAY_SMTP_PORT=str(free_port()),
+        LIANLUO_GATEWAY_TENANTS_ADDRESS=tenants_address,
+        # No media service here: nothing these tests do reaches it.
+        LIANLUO_GATEWAY_MEDIA_ADDRESS="127.0.0.1:9",
+        LIANLUO_OBJECT_STORE_PATH=objects,
+    )
+    settings = GatewaySettings(**{k.removeprefix("LIANLUO_").lower(): v for k, v in values.items()})
+    process = await build_gateway(settings)
     task = asyncio.create_task(process.serve())
     while not process.grpc.port:
         if task.done():
@@ -359,6 +390,8 @@ class World:
     receiver: WebhookReceiver
     mail: MailSink
     topics: Topics
+    gateway: Served
+    database_url: str
 
     async def close_interaction(
         self, tenant_id: str, resolution: str, note: str = ""
@@ -381,8 +414,12 @@ async def running_world(stack: Stack, tenants_address: str) -> AsyncIterator[Wor
     try:
         async with (
             webhook_receiver() as receiver,
+            run_gateway(stack, tenants_address, tempfile.mkdtemp(prefix="objects")) as gateway,
             run_notification(
-                stack, LIANLUO_SMTP_HOST="127.0.0.1", LIANLUO_SMTP_PORT=str(mail.port)
+                stack,
+                LIANLUO_SMTP_HOST="127.0.0.1",
+                LIANLUO_SMTP_PORT=str(mail.port),
+                LIANLUO_NOTIFICATION_GATEWAY_ADDRESS=gateway.address,
             ) as served,
             grpc.aio.insecure_channel(tenants_address) as tenants_channel,
             grpc.aio.insecure_channel(served.address) as channel,
@@ -394,6 +431,8 @@ async def running_world(stack: Stack, tenants_address: str) -> AsyncIterator[Wor
                 receiver,
                 mail,
                 topics,
+                gateway,
+                stack.database_url,
             )
     finally:
         await topics.stop()

@@ -14,6 +14,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import grpc
 import pytest
 from conftest import Served, Stack
@@ -33,6 +34,8 @@ from notification_support import (
     webhook_rule,
 )
 
+from lianluo.gateway.v1 import gateway_pb2 as gpb
+from lianluo.gateway.v1 import gateway_pb2_grpc as gateway_rpc
 from lianluo.media.v1 import media_pb2
 from lianluo.notification.v1 import notification_pb2 as npb
 from lianluo.tenants.v1 import tenants_pb2 as tpb
@@ -209,6 +212,41 @@ async def test_an_email_rule_sends_through_smtp(world: World) -> None:
     )
     assert delivery.recipient.email_address == customer.address
     assert delivery.channel == tpb.DELIVERY_CHANNEL_EMAIL
+
+    # The customer unsubscribes (the gateway's one-click link, here its customer store's row):
+    # the next case's notice is not sent.
+    gateway = grpc.aio.insecure_channel(w.gateway.address)
+    found = await gateway_rpc.CustomerServiceStub(gateway).ResolveCustomer(
+        gpb.ResolveCustomerRequest(
+            tenant_id=t.id, kind=gpb.IDENTITY_KIND_EMAIL, value=customer.address
+        ),
+        metadata=c.md,
+    )
+    await gateway.close()
+    conn = await asyncpg.connect(w.database_url)
+    try:
+        await conn.execute(
+            "update gateway.identities set opted_out_at = now() "
+            "where tenant_id = $1 and value = $2",
+            uuid.UUID(found.tenant_id),
+            customer.address,
+        )
+    finally:
+        await conn.close()
+    later = str(uuid.uuid4())
+    await w.topics.interaction(created(t.id, later, customer))
+    await w.topics.interaction(ended(t.id, later, "answered"))  # another text
+    async with asyncio.timeout(20):
+        while True:
+            listed = await w.stub.ListDeliveries(
+                npb.ListDeliveriesRequest(tenant_id=t.id, status=npb.DELIVERY_STATUS_FAILED),
+                metadata=c.md,
+            )
+            if listed.deliveries:
+                break
+            await asyncio.sleep(0.1)
+    assert "opted out" in listed.deliveries[0].last_error
+    assert len(await w.mail.wait_to(customer.address)) == 1, "nothing more was sent"
 
 
 async def test_a_resolution_outside_the_rule_sends_nothing(world: World) -> None:

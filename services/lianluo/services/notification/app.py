@@ -16,6 +16,7 @@ from lianluo.services.notification.grpc_api import NotificationApi
 from lianluo.services.notification.repository import Repository
 from lianluo.services.notification.senders import (
     EmailSender,
+    Gateway,
     GatewaySender,
     Sender,
     WebhookSender,
@@ -57,10 +58,11 @@ async def build(settings: NotificationSettings, clock: Callable[[], datetime] = 
     await service.add_consumer(events.handlers(logic))
     senders: dict[int, Sender] = {
         WEBHOOK: WebhookSender(settings.webhook_timeout_seconds),
-        EMAIL: EmailSender(settings),
     }
-    # One sender for both: it starts and closes one channel to the gateway.
-    senders[SMS] = senders[IN_APP] = GatewaySender(settings)
+    # One channel to the gateway: texts, inboxes, and who opted out of e-mail.
+    gateway = Gateway(settings)
+    senders[EMAIL] = EmailSender(settings, gateway)
+    senders[SMS] = senders[IN_APP] = GatewaySender(gateway)
     service.add_background(
         DeliveryWorker(
             service.pool,

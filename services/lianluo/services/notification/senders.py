@@ -82,19 +82,62 @@ class WebhookSender:
             return AttemptResult(False, f"webhook unreachable: {error}")
 
 
-class EmailSender:
-    """Sends the rendered subject and body from the rule's address to the customer's."""
+class Gateway:
+    """The channel gateway as this service reaches it: one channel, with the cell's admin key.
+    It sends texts and keeps inboxes, and its customer store says who opted out."""
 
     def __init__(self, settings: NotificationSettings) -> None:
+        self.metadata = (("authorization", f"Bearer {settings.admin_key.get_secret_value()}"),)
+        self.timeout = settings.sms_timeout_seconds
+        self._channel = platform_channel(settings.notification_gateway_address, settings)
+        self.notices = gateway_rpc.NoticeServiceStub(self._channel)
+        self._customers = gateway_rpc.CustomerServiceStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def opted_out(self, tenant_id: str, kind: int, value: str) -> bool:
+        """Whether the customer store has the address opted out (a STOP, an unsubscribe);
+        an address it does not know has not."""
+        try:
+            customer = await self._customers.FindCustomer(
+                gpb.FindCustomerRequest(tenant_id=tenant_id, kind=kind, value=value),  # type: ignore[arg-type]
+                metadata=self.metadata,
+                timeout=self.timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise
+        return any(
+            i.kind == kind and i.value == value and i.HasField("opted_out_time")
+            for i in customer.identities
+        )
+
+
+class EmailSender:
+    """Sends the rendered subject and body from the rule's address to the customer's, unless
+    the customer store has the address unsubscribed."""
+
+    def __init__(self, settings: NotificationSettings, gateway: Gateway) -> None:
         self._settings = settings
+        self._gateway = gateway
 
     async def start(self) -> None:
         return None
 
     async def close(self) -> None:
-        return None
+        await self._gateway.close()
 
     async def send(self, delivery: Delivery) -> AttemptResult:
+        try:
+            out = await self._gateway.opted_out(
+                delivery.tenant_id, gpb.IDENTITY_KIND_EMAIL, delivery.email_address
+            )
+        except grpc.aio.AioRpcError as error:
+            return AttemptResult(False, f"the customer store answered {error.code().name}")
+        if out:
+            return AttemptResult(False, "the address opted out (unsubscribed)", permanent=True)
         s = self._settings
         message = EmailMessage()
         message["From"] = delivery.from_address
@@ -138,29 +181,20 @@ _FINAL = frozenset(
 
 
 class GatewaySender:
-    """Asks the channel gateway, with the cell's admin key, to text the customer (SMS) or to
-    put the notice in their inbox in the tenant's app (in-app); the delivery id makes a
-    repeated attempt send nothing twice."""
+    """Asks the channel gateway to text the customer (SMS) or to put the notice in their inbox
+    in the tenant's app (in-app); the delivery id makes a repeated attempt send nothing twice."""
 
-    def __init__(self, settings: NotificationSettings) -> None:
-        self._settings = settings
-        self._metadata = (("authorization", f"Bearer {settings.admin_key.get_secret_value()}"),)
-        self._channel: grpc.aio.Channel | None = None
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
 
     async def start(self) -> None:
-        self._channel = platform_channel(
-            self._settings.notification_gateway_address, self._settings
-        )
+        return None
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
+        await self._gateway.close()
 
     async def send(self, delivery: Delivery) -> AttemptResult:
-        if self._channel is None:
-            raise RuntimeError("the gateway sender is not started")
-        notices = gateway_rpc.NoticeServiceStub(self._channel)
-        timeout = self._settings.sms_timeout_seconds
+        notices, timeout = self._gateway.notices, self._gateway.timeout
         try:
             if delivery.channel == IN_APP:
                 await notices.PostToInbox(
@@ -171,7 +205,7 @@ class GatewaySender:
                         subject=delivery.subject,
                         body=delivery.body,
                     ),
-                    metadata=self._metadata,
+                    metadata=self._gateway.metadata,
                     timeout=timeout,
                 )
             else:
@@ -183,7 +217,7 @@ class GatewaySender:
                         phone_number=delivery.phone_number,
                         body=delivery.body,
                     ),
-                    metadata=self._metadata,
+                    metadata=self._gateway.metadata,
                     timeout=timeout,
                 )
         except grpc.aio.AioRpcError as error:
