@@ -411,6 +411,7 @@ async def test_metrics_count_calls_by_method_and_code_and_show_lag_and_backlog(
     # The two events go out through the outbox and come back through the service's own
     # consumer group (joined in the background: about 5 s on the development broker).
     business, interactions = f"{prefix}business.event", f"{prefix}interaction.event"
+    receipts = f"{prefix}notice.receipt"
     lag_name = "lianluo_kafka_consumer_lag"
     async with asyncio.timeout(60):
         while True:
@@ -418,15 +419,16 @@ async def test_metrics_count_calls_by_method_and_code_and_show_lag_and_backlog(
             lag = _series(figures, lag_name)
             if (
                 _total(figures, "lianluo_kafka_records_consumed_total", topic=business) == 2
-                and len(lag) == 16
+                and len(lag) == 24
                 and not any(lag.values())
                 and _total(figures, "lianluo_outbox_backlog") == 0
             ):
                 break
             await asyncio.sleep(0.2)
-    # Every partition of both topics it consumes (8 each), this replica being the only member.
+    # Every partition of the three topics it consumes (8 each), this replica being the only
+    # member.
     assert {(dict(k)["topic"], dict(k)["partition"]) for k in lag} == {
-        (topic, str(p)) for topic in (business, interactions) for p in range(8)
+        (topic, str(p)) for topic in (business, interactions, receipts) for p in range(8)
     }
     assert _series(figures, "lianluo_outbox_backlog")
     assert _total(figures, "lianluo_outbox_oldest_age_seconds") == 0
