@@ -312,6 +312,7 @@ def test_every_child_of_a_cell_validates_strictly(version: str) -> None:
         object_store_secret="lianluo-object-storage",
         served=frozenset({PDB_API, HPA_API}),
         autoscaling=True,
+        autoscaling_on_load=True,
     )
     children = cell_children("cell-7", {**SPEC, "seats": 2000}, everything)
     admin = "postgresql://admin:pw@db:5432/postgres"
@@ -350,3 +351,21 @@ def test_pdbs_and_hpas_only_where_the_cluster_serves_them_and_hpas_own_the_repli
     for deployment in scaled["Deployment"]:
         voice = deployment["metadata"]["name"] == "cell-7-voice"
         assert ("replicas" in deployment["spec"]) is voice
+    assert all([m["type"] for m in h["metrics"]] == ["Resource"] for h in hpas.values()), (
+        "CPU only unless asked"
+    )
+
+    # On load as well: media on the streams of a replica's seats, consumers on their lag.
+    loaded = kinds(replace(served, autoscaling=True, autoscaling_on_load=True), SPEC)
+    on = {
+        h["metadata"]["name"].removeprefix("cell-7-"): {
+            m["pods"]["metric"]["name"]: m["pods"]["target"]["averageValue"]
+            for m in h["spec"]["metrics"]
+            if m["type"] == "Pods"
+        }
+        for h in loaded["HorizontalPodAutoscaler"]
+    }
+    assert on["media"] == {"lianluo_media_streams_open": str(INPUTS.seats_per_replica)}
+    for consumer in ("ivr", "acd", "recording", "notification"):
+        assert on[consumer] == {"lianluo_kafka_consumer_lag": "1000"}
+    assert on["tenants"] == on["gateway"] == on["console"] == {}

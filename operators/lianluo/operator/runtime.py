@@ -81,6 +81,8 @@ class Runtime:
             autoscaling=s.cell_autoscaling,
             autoscaling_factor=s.cell_autoscaling_factor,
             autoscaling_cpu_percent=s.cell_autoscaling_cpu_percent,
+            autoscaling_on_load=s.cell_autoscaling_on_load,
+            autoscaling_lag=s.cell_autoscaling_lag,
         )
 
 

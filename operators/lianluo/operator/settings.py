@@ -120,6 +120,10 @@ class OperatorSettings(BaseSettings):
     cell_autoscaling: bool = False
     cell_autoscaling_factor: Annotated[int, Field(ge=2, le=20)] = 3
     cell_autoscaling_cpu_percent: Annotated[int, Field(ge=10, le=100)] = 70
+    # Also on load: media's open streams (the seats of a replica) and the consumers' lag.
+    # Needs the custom metrics API (a Prometheus adapter) to serve them per pod.
+    cell_autoscaling_on_load: bool = False
+    cell_autoscaling_lag: Annotated[int, Field(ge=1, le=10_000_000)] = 1000
 
     @field_validator("cell_resources", "cell_service_annotations")
     @classmethod

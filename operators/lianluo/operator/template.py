@@ -130,6 +130,10 @@ class TemplateInputs:
     autoscaling: bool = False
     autoscaling_factor: int = 3
     autoscaling_cpu_percent: int = 70
+    # Also scale on load (needs a custom metrics adapter over Prometheus): media on the
+    # streams a replica holds (a seat's worth each), the consumers on their lag.
+    autoscaling_on_load: bool = False
+    autoscaling_lag: int = 1000
     # Per exposed service (media, gateway, console, voice), its Service's annotations: a
     # cloud's load balancer settings (internal or external, TLS, source ranges).
     service_annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -542,10 +546,32 @@ def _scaling(cell: str, spec: dict[str, Any], service: str, inputs: TemplateInpu
                 "maxReplicas": max(least + 1, least * inputs.autoscaling_factor),
                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
                     "type": "Utilization",
-                    "averageUtilization": inputs.autoscaling_cpu_percent}}}],
+                    "averageUtilization": inputs.autoscaling_cpu_percent}}},
+                    *_load_metrics(service, inputs)],
             },
         })  # fmt: skip
     return found
+
+
+# What says a replica has too much to do, besides its CPU: the media streams it holds, and
+# for a consumer of events the records it has not handled yet.
+LOAD_METRICS = {
+    "media": "lianluo_media_streams_open",
+    **{s: "lianluo_kafka_consumer_lag" for s in ("ivr", "acd", "recording", "notification")},
+}
+
+
+def _load_metrics(service: str, inputs: TemplateInputs) -> list[Manifest]:
+    """The per-pod metrics an HPA follows on load (the `pods` kind: the custom metrics API
+    must serve them, from the pods' Prometheus endpoints)."""
+    name = LOAD_METRICS.get(service)
+    if not inputs.autoscaling_on_load or name is None:
+        return []
+    target = inputs.seats_per_replica if service == "media" else inputs.autoscaling_lag
+    return [{"type": "Pods", "pods": {
+        "metric": {"name": name},
+        "target": {"type": "AverageValue", "averageValue": str(target)},
+    }}]  # fmt: skip
 
 
 def _placement(inputs: TemplateInputs) -> Manifest:

@@ -228,6 +228,10 @@ first one and to provision tenants through the tenants API. */}}
 {{- $_ := set $env "LIANLUO_OPERATOR_CELL_AUTOSCALING" "true" }}
 {{- $_ := set $env "LIANLUO_OPERATOR_CELL_AUTOSCALING_FACTOR" ($v.cells.autoscaling.factor | toString) }}
 {{- $_ := set $env "LIANLUO_OPERATOR_CELL_AUTOSCALING_CPU_PERCENT" ($v.cells.autoscaling.cpuPercent | toString) }}
+{{- if $v.cells.autoscaling.onLoad.enabled }}
+{{- $_ := set $env "LIANLUO_OPERATOR_CELL_AUTOSCALING_ON_LOAD" "true" }}
+{{- $_ := set $env "LIANLUO_OPERATOR_CELL_AUTOSCALING_LAG" ($v.cells.autoscaling.onLoad.lag | toString) }}
+{{- end }}
 {{- end }}
 {{- /* Where the cells' pods run, what they pull with, ask for, and how they are exposed: JSON. */}}
 {{- $pullSecrets := list }}
