@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from typing import Any
 
 import grpc
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from conftest import ADMIN_KEY
+from factories import Client, onboard, queue
 
 from lianluo.acd.v1 import acd_pb2 as apb
 from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
@@ -16,6 +19,7 @@ from lianluo.devstack.clients import Session, StreamClient
 from lianluo.events.v1 import envelope_pb2, routing_pb2
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.runtime.kafka import behind
+from lianluo.tenants.v1 import tenants_pb2 as tpb
 
 S = mpb.InteractionState
 FINAL_STATES = {
@@ -148,3 +152,29 @@ class AgentAtWork:
         if self.desk is not None:
             await self.desk.close()
         await self.media.close()
+
+
+async def retrying(call: Any, seconds: float = 30) -> Any:
+    """`call()` until the cell's services know what a test just made: the tenant, its key,
+    its queue (NOT_FOUND, UNAUTHENTICATED or INVALID_ARGUMENT until then)."""
+    async with asyncio.timeout(seconds):
+        while True:
+            try:
+                return await call()
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in (
+                    grpc.StatusCode.NOT_FOUND,
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ):
+                    raise
+                await asyncio.sleep(0.3)
+
+
+async def tenant_with_queue(tenants: grpc.aio.Channel) -> tuple[tpb.Tenant, Client]:
+    """A new tenant with the queue "cards", and a client holding the tenant's key."""
+    tenant, client = await onboard(Client(tenants, ADMIN_KEY))
+    await client.queues.CreateQueue(
+        tpb.CreateQueueRequest(tenant_id=tenant.id, queue=queue()), metadata=client.md
+    )
+    return tenant, client

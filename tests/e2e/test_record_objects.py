@@ -22,8 +22,9 @@ from pathlib import Path
 import aiohttp
 import grpc
 import pytest
-from conftest import ADMIN_KEY, Stack, running_cell
-from factories import Client, onboard, queue
+from cell_support import retrying, tenant_with_queue
+from conftest import Stack, running_cell
+from factories import Client
 from google.protobuf import timestamp_pb2
 
 from lianluo.common.v1 import common_pb2 as common
@@ -72,10 +73,7 @@ async def world(cell: Cell) -> AsyncIterator[World]:
         grpc.aio.insecure_channel(cell.address("gateway")) as gch,
         grpc.aio.insecure_channel(cell.address("recording")) as rch,
     ):
-        tenant, client = await onboard(Client(tch, ADMIN_KEY))
-        await client.queues.CreateQueue(
-            pb.CreateQueueRequest(tenant_id=tenant.id, queue=queue()), metadata=client.md
-        )
+        tenant, client = await tenant_with_queue(tch)
         store = Objects(ObjectStoreSettings(object_store_path=str(cell.log_dir.parent / "objects")))
         yield World(
             tenant,
@@ -85,22 +83,6 @@ async def world(cell: Cell) -> AsyncIterator[World]:
             recording_rpc.RecordingServiceStub(rch),
             store,
         )
-
-
-async def retrying(call: object, seconds: float = 30) -> object:
-    async with asyncio.timeout(seconds):
-        while True:
-            try:
-                return await call()  # type: ignore[operator]
-            except grpc.aio.AioRpcError as error:
-                # Until the services know the new tenant, its key and its queue.
-                if error.code() not in (
-                    grpc.StatusCode.NOT_FOUND,
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                ):
-                    raise
-                await asyncio.sleep(0.3)
 
 
 async def a_file_sent(w: World, data: bytes) -> tuple[str, str]:

@@ -55,6 +55,21 @@ class Served:
 
 
 @asynccontextmanager
+async def serving(process: Service) -> AsyncIterator[Served]:
+    """A built service serving in this process until the block ends."""
+    task = asyncio.create_task(process.serve())
+    while not process.grpc.port:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield Served(f"127.0.0.1:{process.grpc.port}", process)
+    finally:
+        process.request_stop()
+        await task
+
+
+@asynccontextmanager
 async def run_notification(
     stack: Stack, clock: Callable[[], datetime] | None = None, **env: str
 ) -> AsyncIterator[Served]:
@@ -75,16 +90,8 @@ async def run_notification(
         }
     )
     process = await (build(settings) if clock is None else build(settings, clock))
-    task = asyncio.create_task(process.serve())
-    while not process.grpc.port:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield Served(f"127.0.0.1:{process.grpc.port}", process)
-    finally:
-        process.request_stop()
-        await task
+    async with serving(process) as served:
+        yield served
 
 
 @asynccontextmanager
@@ -104,17 +111,8 @@ async def run_gateway(stack: Stack, tenants_address: str, objects: str) -> Async
         LIANLUO_OBJECT_STORE_PATH=objects,
     )
     settings = GatewaySettings(**{k.removeprefix("LIANLUO_").lower(): v for k, v in values.items()})
-    process = await build_gateway(settings)
-    task = asyncio.create_task(process.serve())
-    while not process.grpc.port:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield Served(f"127.0.0.1:{process.grpc.port}", process)
-    finally:
-        process.request_stop()
-        await task
+    async with serving(await build_gateway(settings)) as served:
+        yield served
 
 
 async def wait_for_config(served: Served, tenant_id: str, kind: str, name: str) -> None:

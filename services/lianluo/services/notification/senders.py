@@ -9,7 +9,7 @@ can decide between DELIVERED, a retry and FAILED.
 from __future__ import annotations
 
 from email.message import EmailMessage
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import aiosmtplib
@@ -194,32 +194,23 @@ class GatewaySender:
         await self._gateway.close()
 
     async def send(self, delivery: Delivery) -> AttemptResult:
-        notices, timeout = self._gateway.notices, self._gateway.timeout
+        notices = self._gateway.notices
+        method: Any
+        request: Any
+        if delivery.channel == IN_APP:
+            method = notices.PostToInbox
+            request = gpb.PostToInboxRequest(
+                customer_id=delivery.customer_id, subject=delivery.subject
+            )
+        else:
+            method = notices.SendNotice
+            request = gpb.SendNoticeRequest(
+                channel=delivery.sms_channel, phone_number=delivery.phone_number
+            )
+        request.tenant_id, request.delivery_id = delivery.tenant_id, str(delivery.id)
+        request.body = delivery.body
         try:
-            if delivery.channel == IN_APP:
-                await notices.PostToInbox(
-                    gpb.PostToInboxRequest(
-                        tenant_id=delivery.tenant_id,
-                        delivery_id=str(delivery.id),
-                        customer_id=delivery.customer_id,
-                        subject=delivery.subject,
-                        body=delivery.body,
-                    ),
-                    metadata=self._gateway.metadata,
-                    timeout=timeout,
-                )
-            else:
-                await notices.SendNotice(
-                    gpb.SendNoticeRequest(
-                        tenant_id=delivery.tenant_id,
-                        delivery_id=str(delivery.id),
-                        channel=delivery.sms_channel,
-                        phone_number=delivery.phone_number,
-                        body=delivery.body,
-                    ),
-                    metadata=self._gateway.metadata,
-                    timeout=timeout,
-                )
+            await method(request, metadata=self._gateway.metadata, timeout=self._gateway.timeout)
         except grpc.aio.AioRpcError as error:
             code = error.code()
             return AttemptResult(
