@@ -8,11 +8,10 @@ import itertools
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
-from cell_support import assigns_per_interaction, most_held, retrying, tenant_with_queue
+from cell_support import assigns_per_interaction, most_held, retrying
 from conftest import ADMIN_KEY, Stack, running_cell
 
 from lianluo.acd.v1 import acd_pb2
@@ -21,11 +20,8 @@ from lianluo.common.v1 import common_pb2 as common
 from lianluo.devstack.cell import Cell
 from lianluo.devstack.clients import StreamClient
 from lianluo.devstack.demo import play_demo
-from lianluo.events.v1 import interaction_pb2, ivr_pb2
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
-from lianluo.recording.v1 import recording_pb2 as rpb
-from lianluo.recording.v1 import recording_pb2_grpc as recording_rpc
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
@@ -232,205 +228,3 @@ async def test_200_concurrent_contacts_on_two_replicas_each_end_once_and_no_agen
         await desk.close()
     for ch in (tch, *mchs, *achs):
         await ch.close()
-
-
-async def test_a_card_number_typed_in_chat_is_masked_in_the_record_and_search_finds_words_not_it(
-    cell: Cell,
-) -> None:
-    async with (
-        grpc.aio.insecure_channel(cell.address("tenants")) as tch,
-        grpc.aio.insecure_channel(cell.address("media")) as mch,
-        grpc.aio.insecure_channel(cell.address("recording")) as rch,
-    ):
-        tenant, client = await tenant_with_queue(tch)
-        media = media_rpc.MediaServiceStub(mch)
-        records = recording_rpc.RecordingServiceStub(rch)
-
-        async def contact(*texts: str, resolution: str) -> str:
-            started = await retrying(
-                lambda: media.StartInteraction(
-                    mpb.StartInteractionRequest(
-                        tenant_id=tenant.id,
-                        channel=common.CHANNEL_WEB,
-                        media=common.MEDIA_TYPE_CHAT,
-                        customer=mpb.Customer(id=f"c-{uuid.uuid4().hex[:6]}"),
-                        queue="cards",
-                    ),
-                    metadata=client.md,
-                )
-            )
-            iid, me = started.interaction.id, started.customer_participant_id
-            for text in texts:
-                await media.Send(
-                    mpb.SendRequest(
-                        tenant_id=tenant.id,
-                        interaction_id=iid,
-                        participant_id=me,
-                        content=mpb.MessageContent(text=text),
-                    ),
-                    metadata=client.md,
-                )
-            await media.End(
-                mpb.EndRequest(
-                    tenant_id=tenant.id,
-                    interaction_id=iid,
-                    participant_id=me,
-                    resolution=mpb.Resolution(code=resolution),
-                ),
-                metadata=client.md,
-            )
-            return str(iid)
-
-        stolen = await contact(
-            "My card 4111 1111 1111 1111 was stolen", "我的信用卡被盗了", resolution="resolved"
-        )
-        question = await contact("How do refunds work?", resolution="unresolved")
-
-        async def found(**search: Any) -> list[str]:
-            answer = await records.ListRecordings(
-                rpb.ListRecordingsRequest(tenant_id=tenant.id, **search), metadata=client.md
-            )
-            return [r.interaction_id for r in answer.recordings]
-
-        # Until both records hold their last events: the recording may still be working through
-        # the 200 contacts of the test before (a bound, not a speed).
-        async with asyncio.timeout(240):
-            while await found(resolution="unresolved") != [question] or await found(
-                resolution="resolved"
-            ) != [stolen]:
-                await asyncio.sleep(0.3)
-        assert await found(text="信用卡") == [stolen], "Chinese is cut into words"
-        assert await found(text="stolen card") == [stolen]
-        assert await found(text="refunded") == [question], "English words match their ending"
-        assert await found(text="4111 1111 1111 1111") == [], "the number is masked in search"
-        assert await found(text="4111111111111111") == []
-        assert await found(resolution="unresolved") == [question]
-        assert await found(queue="cards", channel=common.CHANNEL_WEB) == [question, stolen]
-        first = await records.ListRecordings(
-            rpb.ListRecordingsRequest(tenant_id=tenant.id, page=common.PageRequest(page_size=1)),
-            metadata=client.md,
-        )
-        after = await records.ListRecordings(
-            rpb.ListRecordingsRequest(
-                tenant_id=tenant.id,
-                page=common.PageRequest(page_size=1, page_token=first.page.next_page_token),
-            ),
-            metadata=client.md,
-        )
-        assert [r.interaction_id for r in (*first.recordings, *after.recordings)] == [
-            question,
-            stolen,
-        ]
-        record = await records.GetRecording(
-            rpb.GetRecordingRequest(tenant_id=tenant.id, interaction_id=stolen),
-            metadata=client.md,
-        )
-        stored = [
-            e.event.payload.value for e in record.entries if e.event.type == "interaction.message"
-        ]
-        assert stored and not any(b"4111 1111" in raw for raw in stored), "masked in storage"
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await found(text="the of and")
-        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-
-
-async def test_a_secret_asked_by_the_ivr_steers_the_flow_and_is_kept_nowhere(cell: Cell) -> None:
-    secret = "731"
-    async with (
-        grpc.aio.insecure_channel(cell.address("tenants")) as tch,
-        grpc.aio.insecure_channel(cell.address("media")) as mch,
-        grpc.aio.insecure_channel(cell.address("recording")) as rch,
-    ):
-        tenant, client = await tenant_with_queue(tch)
-        await client.flows.PutFlow(
-            pb.PutFlowRequest(
-                tenant_id=tenant.id,
-                flow=pb.Flow(
-                    name="verify",
-                    entry_node="cvv",
-                    nodes=[
-                        pb.FlowNode(
-                            id="cvv",
-                            collect=pb.CollectNode(
-                                prompt="The three digits on the back of your card, please.",
-                                variable="cvv",
-                                pattern=r"\d{3}",
-                                max_retries=1,
-                                sensitive=True,
-                                next="route",
-                                failure_next="bye",
-                            ),
-                        ),
-                        pb.FlowNode(id="route", route_to_queue=pb.RouteToQueueNode(queue="cards")),
-                        pb.FlowNode(id="bye", end=pb.EndNode(text="Goodbye")),
-                    ],
-                ),
-            ),
-            metadata=client.md,
-        )
-        media = media_rpc.MediaServiceStub(mch)
-        started = await retrying(
-            lambda: media.StartInteraction(
-                mpb.StartInteractionRequest(
-                    tenant_id=tenant.id,
-                    channel=common.CHANNEL_WEB,
-                    media=common.MEDIA_TYPE_CHAT,
-                    customer=mpb.Customer(id="c-secret"),
-                    flow="verify",
-                ),
-                metadata=client.md,
-            )
-        )
-        iid, me = started.interaction.id, started.customer_participant_id
-        get = mpb.GetInteractionRequest(tenant_id=tenant.id, interaction_id=iid)
-        join = mpb.Join(
-            tenant_id=tenant.id,
-            interaction_id=iid,
-            role=mpb.ParticipantRole.PARTICIPANT_ROLE_CUSTOMER,
-            subject_id="c-secret",
-        )
-        customer = StreamClient(mch, client.key, join)
-        try:  # until the IVR has asked
-            await customer.wait_for(lambda f: "three digits" in f.prompt.text, 30)
-        finally:
-            await customer.close()
-        sent = await media.Send(
-            mpb.SendRequest(
-                tenant_id=tenant.id,
-                interaction_id=iid,
-                participant_id=me,
-                content=mpb.MessageContent(text=secret),
-            ),
-            metadata=client.md,
-        )
-        assert (sent.content.text, list(sent.redacted)) == ("••••••", ["ivr_secret"])
-        routed = {S.INTERACTION_STATE_QUEUED, S.INTERACTION_STATE_OVERFLOWED}
-        async with asyncio.timeout(30):  # the IVR took the answer and routed: it matched \d{3}
-            while (await media.GetInteraction(get, metadata=client.md)).state not in routed:
-                await asyncio.sleep(0.2)
-
-        records = recording_rpc.RecordingServiceStub(rch)
-        async with asyncio.timeout(240):  # the recording may still be behind on earlier tests
-            while True:
-                record = await retrying(
-                    lambda: records.GetRecording(
-                        rpb.GetRecordingRequest(tenant_id=tenant.id, interaction_id=iid),
-                        metadata=client.md,
-                    ),
-                    240,
-                )
-                kinds = [e.event.type for e in record.entries]
-                if "routing.requested" in kinds:
-                    break
-                await asyncio.sleep(0.3)
-        texts = []
-        for entry in record.entries:
-            if entry.event.type == "interaction.message":
-                event = interaction_pb2.InteractionEvent()
-                entry.event.payload.Unpack(event)
-                texts.append(event.message.content.text)
-            if entry.event.type == "routing.requested":
-                request = ivr_pb2.RoutingRequest()
-                entry.event.payload.Unpack(request)
-                assert "cvv" not in request.requirements.collected_data
-        assert "••••••" in texts and secret not in texts, "the record keeps the answer masked"

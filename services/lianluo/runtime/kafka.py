@@ -197,6 +197,8 @@ async def ensure_topics(
 
 
 Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
+# How often a consumer asks the broker where its partitions end, for its lag.
+ENDS_EVERY_SECONDS = 2.0
 
 
 class PoisonEvent(Exception):
@@ -328,6 +330,10 @@ class EventConsumer:
         self._caught_up: set[TopicPartition] = set()
         # The next offset to handle in each assigned partition, for its lag (see `lag`).
         self._handled: dict[TopicPartition, int] = {}
+        # Each assigned partition's end, asked of the broker every few seconds: the client's
+        # own (its highwater) is as old as its last fetch, and a consumer stuck in a handler
+        # fetches nothing, so its lag would stop growing just when it matters.
+        self._ends: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
         """Connect, and join the group in the background.
@@ -345,6 +351,7 @@ class EventConsumer:
         A rebalance or a broker outage never ends the loop: an offset that cannot be committed
         is delivered again to whoever owns the partition next, and the inbox makes that harmless.
         """
+        ends = asyncio.create_task(self._watch_ends())
         try:
             while not self._stopping.is_set():
                 try:
@@ -357,6 +364,7 @@ class EventConsumer:
                     )
                     await self._pause(1.0)
         finally:
+            ends.cancel()
             # A frozen broker must not hold up shutdown: leaving the group is best effort.
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
@@ -411,14 +419,27 @@ class EventConsumer:
                     self._handled[tp] = await self._consumer.position(tp)
 
     def lag(self) -> dict[TopicPartition, int]:
-        """Records of each assigned partition not handled yet: its end offset as of the last
-        fetch, less the next offset to handle. A partition not fetched yet is left out."""
+        """Records of each assigned partition not handled yet: its end offset (the newer of the
+        last fetch's and the broker's last answer), less the next offset to handle. A partition
+        not fetched yet is left out."""
         found = {}
         for tp in self._consumer.assignment():
             end, handled = self._consumer.highwater(tp), self._handled.get(tp)
             if end is not None and handled is not None:
-                found[tp] = max(0, end - handled)
+                found[tp] = max(0, max(end, self._ends.get(tp, end)) - handled)
         return found
+
+    async def _watch_ends(self) -> None:
+        """Ask the broker for the assigned partitions' ends every few seconds (lag())."""
+        while not self._stopping.is_set():
+            assigned = list(self._consumer.assignment())
+            if assigned:
+                # A broker away or a rebalance under way: the figure waits for the next ask.
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(5):
+                        self._ends = dict(await self._consumer.end_offsets(assigned))
+            if await self._pause(ENDS_EVERY_SECONDS):
+                return
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep unless stopped first; True when stopping."""
