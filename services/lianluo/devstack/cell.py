@@ -65,26 +65,35 @@ class Cell:
     def start(self, services: list[str] | None = None) -> None:
         """Start every service (or the named ones); wait until each answers health."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        names = services or LOCAL_SERVICES
-        # Every port is chosen first, so that a service may name one started after it (the
-        # notification service sends texts through the gateway).
-        port = self.first_port
-        planned: dict[str, list[tuple[int, int, int]]] = {}
+        names = list(services or LOCAL_SERVICES)
+        if not self.first_port and "gateway" in names:
+            # Free ports are taken as each service starts (one chosen earlier could be taken
+            # meanwhile by a connection's own port), so the gateway, which notification and
+            # recording name, starts right after the services it calls itself.
+            names.remove("gateway")
+            calls = [names.index(n) + 1 for n in ("tenants", "media") if n in names]
+            names.insert(max(calls, default=0), "gateway")
         fixed = {"gateway": GATEWAY_HTTP_PORT, "console": CONSOLE_HTTP_PORT}
         # The voice service's SIP port is kept where the others keep HTTP.
         fixed["voice"] = VOICE_SIP_PORT
+        if self.first_port:
+            # Fixed ports follow the list's order, so a service may name one started after it.
+            port = self.first_port
+            for name in names:
+                if name == "gateway":
+                    self._first[name] = (port + 1, GATEWAY_HTTP_PORT, GATEWAY_SMTP_PORT)
+                port += self.replicas.get(name, 1)
+        port = self.first_port
         for name in names:
-            for _ in range(self.replicas.get(name, 1)):
+            for i in range(self.replicas.get(name, 1)):
                 port = port + 1 if self.first_port else _free_port()
                 http = smtp = 0
                 if name in fixed:
                     http = fixed[name] if self.first_port else _free_port()
                 if name == "gateway":
                     smtp = GATEWAY_SMTP_PORT if self.first_port else _free_port()
-                planned.setdefault(name, []).append((port, http, smtp))
-        self._first |= {name: found[0] for name, found in planned.items()}
-        for name in names:
-            for i, (port, http, smtp) in enumerate(planned[name]):
+                if i == 0:
+                    self._first.setdefault(name, (port, http, smtp))
                 log = self.log_dir / f"{name}-{i}.log"
                 print(
                     f"==> starting {name}{f' #{i + 1}' if i else ''} on 127.0.0.1:{port}",
