@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -33,6 +34,7 @@ from defusedxml.ElementTree import fromstring
 
 from lianluo.events.v1 import notification_pb2 as notification_events
 from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.runtime.errors import Violations
 
 R = mpb.ParticipantRole
 MAX_TEXT = 4000
@@ -387,6 +389,19 @@ def twilio_valid(auth_token: str, url: str, params: dict[str, str], signature: s
 
 
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def uuids(v: Violations, **named: str) -> dict[str, uuid.UUID]:
+    """The named request fields as UUIDs; each one that is not is added to `v`."""
+    parsed = {}
+    for name, value in named.items():
+        try:
+            parsed[name] = uuid.UUID(value)
+        except ValueError:
+            v.add(name, "must be a UUID")
+    return parsed
+
+
 # What the provider's status callback says at the end of a text's way: reached the phone, or
 # not. Every other status (queued, sending, sent, accepted) is on the way.
 _RECEIPT_FINAL = {"delivered": True, "undelivered": False, "failed": False}

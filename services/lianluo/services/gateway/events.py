@@ -10,11 +10,12 @@ from lianluo.runtime import contract
 from lianluo.services.gateway.replies import Replies
 from lianluo.services.gateway.survey import Surveys
 
-CONSUMER = "gateway"
+# Its consumer group, and the producer its envelopes name.
+SERVICE = "gateway"
 
 
 def handlers(replies: Replies, surveys: Surveys) -> contract.Handlers:
-    on = contract.Handlers(CONSUMER)
+    on = contract.Handlers(SERVICE)
     on.on("interaction.message", replies.queue)
     on.on("interaction.ended", surveys.ask)
     return on

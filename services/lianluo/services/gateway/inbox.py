@@ -11,8 +11,9 @@ import asyncpg
 
 from lianluo.gateway.v1 import gateway_pb2 as pb
 from lianluo.runtime import auth
-from lianluo.runtime.errors import FieldViolation, InvalidArgument, NotFound
+from lianluo.runtime.errors import FieldViolation, InvalidArgument, NotFound, Violations
 from lianluo.runtime.paging import decode_token, encode_token, page_size
+from lianluo.services.gateway import domain
 
 
 def _notice(row: asyncpg.Record) -> pb.InboxNotice:
@@ -28,16 +29,11 @@ def _notice(row: asyncpg.Record) -> pb.InboxNotice:
     return notice
 
 
-def _ids(tenant_id: str, **more: str) -> tuple[uuid.UUID, dict[str, uuid.UUID]]:
+def _ids(tenant_id: str, **named: str) -> tuple[uuid.UUID, dict[str, uuid.UUID]]:
     """The tenant's id and the named ids as UUIDs, or INVALID_ARGUMENT naming each bad one."""
-    violations, parsed = [], {}
-    for name, value in {"tenant_id": tenant_id, **more}.items():
-        try:
-            parsed[name] = uuid.UUID(value)
-        except ValueError:
-            violations.append(FieldViolation(name, "must be a UUID"))
-    if violations:
-        raise InvalidArgument(violations)
+    v = Violations()
+    parsed = domain.uuids(v, tenant_id=tenant_id, **named)
+    v.raise_if_any()
     return parsed.pop("tenant_id"), parsed
 
 

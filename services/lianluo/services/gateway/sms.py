@@ -18,15 +18,14 @@ from lianluo.gateway.v1 import gateway_pb2 as pb
 from lianluo.runtime import auth, contract, outbox, quotas
 from lianluo.runtime.errors import (
     FailedPrecondition,
-    FieldViolation,
-    InvalidArgument,
     ResourceExhausted,
     Unavailable,
+    Violations,
 )
 from lianluo.runtime.faults import is_outage
 from lianluo.runtime.logs import get_logger
 from lianluo.runtime.tenant_config import TenantConfigView
-from lianluo.services.gateway import domain
+from lianluo.services.gateway import domain, events
 from lianluo.services.gateway.replies import Outgoing
 from lianluo.services.gateway.repository import Repository
 from lianluo.services.gateway.service import Conversations, Inbound
@@ -103,7 +102,9 @@ class SmsIn:
             )
             if delivery_id is not None:  # else an agent's reply: nobody waits for its receipt
                 receipt.delivery_id = str(delivery_id)
-                envelope = contract.envelope(contract.NOTICE_RECEIPT, "gateway", tenant_id, receipt)
+                envelope = contract.envelope(
+                    contract.NOTICE_RECEIPT, events.SERVICE, tenant_id, receipt
+                )
                 await outbox.enqueue(conn, self._receipts, envelope)
         return web.Response(status=204)
 
@@ -247,19 +248,16 @@ class SmsNotices:
 
     async def send(self, request: pb.SendNoticeRequest) -> pb.SentNotice:
         auth.require_tenant(request.tenant_id)
-        violations = []
-        try:
-            tid, delivery_id = uuid.UUID(request.tenant_id), uuid.UUID(request.delivery_id)
-        except ValueError:
-            violations.append(FieldViolation("delivery_id", "must be a UUID"))
-        if not domain.E164.fullmatch(request.phone_number):
-            violations.append(
-                FieldViolation("phone_number", "must be E.164, such as +8613800138000")
-            )
-        if not request.body.strip():
-            violations.append(FieldViolation("body", "must not be empty"))
-        if violations:
-            raise InvalidArgument(violations)
+        v = Violations()
+        named = domain.uuids(v, tenant_id=request.tenant_id, delivery_id=request.delivery_id)
+        v.check(
+            domain.E164.fullmatch(request.phone_number) is not None,
+            "phone_number",
+            "must be E.164, such as +8613800138000",
+        )
+        v.check(bool(request.body.strip()), "body", "must not be empty")
+        v.raise_if_any()
+        tid, delivery_id = named["tenant_id"], named["delivery_id"]
         channel = self._channel(request.tenant_id, request.channel)
         async with self._pool.acquire() as conn:
             parts = await self._repo.notice_parts(conn, tid, delivery_id)

@@ -88,7 +88,7 @@ class Gateway:
 
     def __init__(self, settings: NotificationSettings) -> None:
         self.metadata = (("authorization", f"Bearer {settings.admin_key.get_secret_value()}"),)
-        self.timeout = settings.sms_timeout_seconds
+        self.timeout = settings.notification_gateway_timeout_seconds
         self._channel = platform_channel(settings.notification_gateway_address, settings)
         self.notices = gateway_rpc.NoticeServiceStub(self._channel)
         self._customers = gateway_rpc.CustomerServiceStub(self._channel)

@@ -29,8 +29,9 @@ class NotificationSettings(ServiceSettings, SmtpRelaySettings):
     worker_batch_size: Annotated[int, Field(ge=1, le=500)] = 20
     # The channel gateway, which sends SMS notices from the tenant's number.
     notification_gateway_address: str = "127.0.0.1:50057"
-    # How long the gateway may take to hand a text to the SMS provider (a long one is several).
-    sms_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 30.0
+    # How long one call to the gateway may take: a text handed to the SMS provider (a long one
+    # is several messages), an inbox notice, a look at the customer store's consent.
+    notification_gateway_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 30.0
     # A due notice is still sent this long after its time (the service was down, say); a
     # scheduled one due earlier than this when its event arrives is not sent at all.
     schedule_grace_seconds: Annotated[float, Field(ge=0)] = 86_400.0

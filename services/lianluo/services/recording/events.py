@@ -112,14 +112,9 @@ class Recorder:
             summary.media_count = await self._repo.count_media(
                 conn, tenant_id, event.interaction_id
             )
-        await self._repo.save_summary(conn, summary)
         text = domain.searchable_text(event)
-        if text:
-            found = await self._words.terms(text)
-            if found:
-                await self._repo.add_words(
-                    conn, tenant_id, event.interaction_id, document_text(found)
-                )
+        words = document_text(await self._words.terms(text)) if text else ""
+        await self._repo.save_summary(conn, summary, words)
         # Complete means ended: announce it, and again with the new counts for each later event.
         if summary.complete:
             await publish_stored(conn, self._topic, summary)

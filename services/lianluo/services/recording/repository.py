@@ -67,13 +67,19 @@ class Repository:
         )
         return None if row is None else _summary(row)
 
-    async def save_summary(self, conn: asyncpg.Connection, s: Summary) -> None:
-        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(_SAVED_COLUMNS, start=3))
+    async def save_summary(self, conn: asyncpg.Connection, s: Summary, words: str = "") -> None:
+        """Store the summary, and add `words` (lianluo.domain.words.document_text) to the
+        record's in the same update; a record with MAX_WORDS distinct words takes no more."""
+        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(_SAVED_COLUMNS, start=5))
         await conn.execute(
-            f"update recordings set {sets}, updated_at = now() "  # noqa: S608 - constant columns
+            f"update recordings set {sets}, updated_at = now(), "  # noqa: S608 - constant columns
+            "words = case when $3 <> '' and length(words) < $4 "
+            "then words || to_tsvector('simple', $3) else words end "
             "where tenant_id = $1 and interaction_id = $2",
             s.tenant_id,
             s.interaction_id,
+            words,
+            MAX_WORDS,
             *(getattr(s, c) for c in _SAVED_COLUMNS),
         )
 
@@ -238,20 +244,6 @@ class Repository:
             interaction_id,
         )
         return [domain.media_from_json(r["item"]) for r in rows]
-
-    async def add_words(
-        self, conn: asyncpg.Connection, tenant_id: str, interaction_id: str, text: str
-    ) -> None:
-        """Add words (lianluo.domain.words.document_text) to the record's; a record with
-        MAX_WORDS distinct words already takes no more."""
-        await conn.execute(
-            "update recordings set words = words || to_tsvector('simple', $3) "
-            "where tenant_id = $1 and interaction_id = $2 and length(words) < $4",
-            tenant_id,
-            interaction_id,
-            text,
-            MAX_WORDS,
-        )
 
     async def list_page(
         self,

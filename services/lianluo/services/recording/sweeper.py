@@ -83,8 +83,9 @@ class RetentionSweeper:
             expired = events_pb.PURGE_REASON_RETENTION_EXPIRED
             purged += await self._purge_all(tenant_id, expired, now)
         self.purged += purged
-        while await self.delete_objects() == self._batch:
-            pass
+        deleted = self._batch
+        while deleted == self._batch:  # batch after batch, until one comes back short
+            deleted = await self.delete_objects()
         return purged
 
     async def delete_objects(self) -> int:
