@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 
 from lianluo.domain import notices
 from lianluo.services.notification import domain
-from lianluo.services.notification.deliveries import EMAIL, SMS, WEBHOOK, Delivery
+from lianluo.services.notification.deliveries import (
+    EMAIL,
+    FAILED,
+    PENDING,
+    SMS,
+    WEBHOOK,
+    Delivery,
+)
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -175,3 +182,35 @@ def test_a_text_the_customer_just_got_is_not_sent_again_but_a_retry_is() -> None
     refused = domain.verdict(text(), tenant(), lately, now)
     assert "same text" in refused.refused
     assert domain.verdict(text(attempts=2), tenant(), lately, now) == domain.SEND
+
+
+def test_a_text_longer_than_the_gateway_takes_is_recorded_failed_when_it_fires() -> None:
+    rule = pb.NotificationRule(
+        name="card-expiry",
+        schedule=pb.ScheduleTrigger(date_attribute="card_expiry", days_before=30),
+        template="card-expiry",
+        sms=pb.SmsTarget(),
+        enabled=True,
+    )
+    now = datetime(2027, 4, 2, 12, 0, tzinfo=UTC)
+
+    def fired(body: str) -> Delivery:
+        return domain.rule_delivery(
+            rule=rule,
+            template=pb.NotificationTemplate(
+                name="card-expiry", channel=pb.DELIVERY_CHANNEL_SMS, body=body
+            ),
+            tenant_id=str(uuid.uuid4()),
+            source_key="event-1",
+            source_event_id="event-1",
+            customer=domain.Customer(id="c-1", phone="+8613800138000"),
+            context={},
+            details={},
+            now=now,
+        ).delivery
+
+    # 3,000 Chinese characters are 9,000 bytes: over the 4,000 a text may be.
+    long = fired("卡" * 3000)
+    assert long.status == FAILED
+    assert "body" in long.last_error and "4,000" in long.last_error
+    assert fired("Your card expires soon.").status == PENDING

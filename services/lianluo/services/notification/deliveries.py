@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from google.protobuf import timestamp_pb2
 
+from lianluo.gateway.v1 import gateway_pb2 as gpb
 from lianluo.notification.v1 import notification_pb2 as npb
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 
@@ -139,6 +140,18 @@ def after_attempt(
         next_attempt_at=now + timedelta(seconds=delay),
         updated_at=now,
     )
+
+
+def gateway_request(d: Delivery) -> gpb.PostToInboxRequest | gpb.SendNoticeRequest:
+    """What the channel gateway is asked for a text (SendNotice) or an in-app notice
+    (PostToInbox)."""
+    request: gpb.PostToInboxRequest | gpb.SendNoticeRequest
+    if d.channel == IN_APP:
+        request = gpb.PostToInboxRequest(customer_id=d.customer_id, subject=d.subject)
+    else:
+        request = gpb.SendNoticeRequest(channel=d.sms_channel, phone_number=d.phone_number)
+    request.tenant_id, request.delivery_id, request.body = d.tenant_id, str(d.id), d.body
+    return request
 
 
 def webhook_body(delivery: Delivery) -> bytes:

@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 from lianluo.domain import notices
 from lianluo.media.v1 import media_pb2
 from lianluo.notification.v1 import notification_pb2 as npb
+from lianluo.runtime import validation
+from lianluo.runtime.errors import InvalidArgument
 from lianluo.services.notification.deliveries import (
     EMAIL,
     FAILED,
@@ -22,6 +24,7 @@ from lianluo.services.notification.deliveries import (
     SMS,
     WEBHOOK,
     Delivery,
+    gateway_request,
 )
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 
@@ -218,6 +221,12 @@ def _undeliverable(d: Delivery, template: tpb.NotificationTemplate | None) -> st
         return "the customer has no phone number"
     if d.channel == IN_APP and not d.customer_id:
         return "the notice names no customer"
+    if d.channel in (SMS, IN_APP):
+        # What the gateway would refuse (a rendered text over its size, say) fails now.
+        try:
+            validation.check_request(gateway_request(d))
+        except InvalidArgument as error:
+            return f"the gateway would refuse it: {error.message}"
     return ""
 
 

@@ -24,6 +24,7 @@ from lianluo.services.notification.deliveries import (
     AttemptResult,
     Delivery,
     classify_http,
+    gateway_request,
     signature,
     webhook_body,
 )
@@ -195,20 +196,8 @@ class GatewaySender:
 
     async def send(self, delivery: Delivery) -> AttemptResult:
         notices = self._gateway.notices
-        method: Any
-        request: Any
-        if delivery.channel == IN_APP:
-            method = notices.PostToInbox
-            request = gpb.PostToInboxRequest(
-                customer_id=delivery.customer_id, subject=delivery.subject
-            )
-        else:
-            method = notices.SendNotice
-            request = gpb.SendNoticeRequest(
-                channel=delivery.sms_channel, phone_number=delivery.phone_number
-            )
-        request.tenant_id, request.delivery_id = delivery.tenant_id, str(delivery.id)
-        request.body = delivery.body
+        method: Any = notices.PostToInbox if delivery.channel == IN_APP else notices.SendNotice
+        request = gateway_request(delivery)
         try:
             await method(request, metadata=self._gateway.metadata, timeout=self._gateway.timeout)
         except grpc.aio.AioRpcError as error:
