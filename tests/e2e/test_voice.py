@@ -240,13 +240,25 @@ async def line(
     await tch.close()
 
 
-async def sipp(scenario: str, port: int, service: str, folder: Path, *extra: str) -> str:
-    """Run a SIPp scenario once; [audio] in it is three seconds of a voice, as 8 kHz mu-law."""
+async def sipp(
+    scenario: str,
+    port: int,
+    service: str,
+    folder: Path,
+    *extra: str,
+    local_port: int = 0,
+    values: dict[str, str] | None = None,
+) -> str:
+    """Run a SIPp scenario once, from `local_port` (else any free one); [audio] in it is
+    three seconds of a voice, as 8 kHz mu-law, and each of `values` is put in its place."""
     said = await Speech("espeak-ng").say("Hello, I lost my card yesterday.", "en")
     audio = folder / "caller.ulaw"
     audio.write_bytes(rtp.encode(said, sdp.PCMU))
     played = folder / scenario
-    played.write_text((SCENARIOS / scenario).read_text().replace("[audio]", str(audio)))
+    text = (SCENARIOS / scenario).read_text().replace("[audio]", str(audio))
+    for name, value in (values or {}).items():
+        text = text.replace(f"[{name}]", value)
+    played.write_text(text)
     process = await asyncio.create_subprocess_exec(
         "sipp",
         "-sf",
@@ -266,7 +278,7 @@ async def sipp(scenario: str, port: int, service: str, folder: Path, *extra: str
         "-timeout_error",
         # Its own SIP port: never the 5060 a running `make run` holds.
         "-p",
-        str(_free_udp_port()),
+        str(local_port or _free_udp_port()),
         *extra,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -425,6 +437,9 @@ async def test_requests_that_cannot_be_served_get_the_sip_answer_that_says_why(l
         first_line, _request("INVITE", "+861000000000", line.port, G729_ONLY)
     )
     assert unknown == ["SIP/2.0 404 Not Found"]
+    # A colleague's name is dialled by an agent's phone, with its digest: challenged without.
+    named = await asyncio.to_thread(first_line, _request("INVITE", "wang.fang", line.port))
+    assert named == ["SIP/2.0 401 Unauthorized"]
     codecs = await asyncio.to_thread(first_line, _request("INVITE", NUMBER, line.port, G729_ONLY))
     assert codecs == ["SIP/2.0 488 Not Acceptable Here"]
     garbled = _request("INVITE", NUMBER, line.port).replace(b"CSeq: 1 INVITE", b"CSeq: one INVITE")
@@ -471,11 +486,8 @@ class Phone:
         writer.close()
 
 
-async def _phone(
-    line: Line, cell: Cell, folder: Path, name: str, sentence: str, rtp: int, available: bool = True
-) -> Phone:
-    """A baresip phone of a new agent `name` (Debian's), registered with digest
-    authentication, answering by itself, and saying `sentence` again and again."""
+async def _agent_with_phone(line: Line, cell: Cell, name: str) -> pb.Agent:
+    """A new agent whose SIP phone may register, once the voice service knows them."""
     tch = grpc.aio.insecure_channel(cell.address("tenants"))
     md = (("authorization", f"Bearer {line.key}"),)
     person = agent(name)
@@ -488,14 +500,37 @@ async def _phone(
     async with asyncio.timeout(30):  # until the voice service has the agent from tenant.config
         while line.calls.phones._agent(f"{name}@{line.tenant.name}") is None:
             await asyncio.sleep(0.2)
+    return made
+
+
+async def _phone(
+    line: Line,
+    cell: Cell,
+    folder: Path,
+    name: str,
+    sentence: str,
+    first_rtp_port: int,
+    available: bool = True,
+    codec: str = "PCMU",
+) -> Phone:
+    """A baresip phone of a new agent `name` (Debian's), registered with digest
+    authentication, answering by itself, saying `sentence` again and again, in `codec`
+    only."""
+    made = await _agent_with_phone(line, cell, name)
     said = await Speech("espeak-ng").say(sentence, "en")
+    # baresip reads its file at the codec's own rate and channels (Opus: 48 kHz, stereo).
+    rate, channels = (48000, 2) if codec.startswith("opus") else (8000, 1)
+    said = rtp.resample(said, 8000, rate)
+    if channels == 2:
+        said = rtp.stereo(said, said)
     with wave.open(str(folder / "voice.wav"), "wb") as out:
-        out.setnchannels(1)
+        out.setnchannels(channels)
         out.setsampwidth(2)
-        out.setframerate(8000)
+        out.setframerate(rate)
         # The sentence again and again for a minute (baresip hangs up at the file's end).
-        once = said + b"\0" * 4000
-        out.writeframes((once * (8000 * 2 * 60 // len(once) + 1))[: 8000 * 2 * 60])
+        once = said + b"\0" * rate * channels
+        per_minute = rate * channels * 2 * 60
+        out.writeframes((once * (per_minute // len(once) + 1))[:per_minute])
     sip_port, control = _free_sip_port(), _free_tcp_port()
     (folder / "config").write_text(
         "\n".join(
@@ -505,10 +540,11 @@ async def _phone(
                 f"audio_source aufile,{folder / 'voice.wav'}",
                 "audio_player alsa,null",
                 "audio_alert alsa,null",
-                f"rtp_ports {rtp}-{rtp + 99}",
+                f"rtp_ports {first_rtp_port}-{first_rtp_port + 99}",
                 f"ctrl_tcp_listen 127.0.0.1:{control}",
                 "module_path /usr/lib/baresip/modules",
                 "module g711.so",
+                "module opus.so",
                 "module aufile.so",
                 "module alsa.so",
                 "module_tmp account.so",
@@ -521,7 +557,7 @@ async def _phone(
     (folder / "accounts").write_text(
         f"<sip:{name}@127.0.0.1:{line.port};transport=udp>"
         f";auth_user={name}@{line.tenant.name};auth_pass={PASSWORD}"
-        ";answermode=auto;regint=600;audio_codecs=PCMU\n"
+        f";answermode=auto;regint=600;audio_codecs={codec}\n"
     )
     log = folder / "baresip.log"
     with log.open("wb") as out:
@@ -557,7 +593,7 @@ async def phone(
         tmp_path_factory.mktemp("li"),
         "li.wei",
         "Hello, this is Li. How can I help you today?",
-        rtp=42000,
+        first_rtp_port=42000,
     )
     line.agent_id = li.agent_id
     yield li
@@ -732,6 +768,120 @@ async def test_an_agent_hands_a_call_to_a_colleague_from_the_phone(
         await _presence(cell, line, wang.agent_id, apb.PRESENCE_OFFLINE)
         wang.process.terminate()
         await wang.process.wait()
+
+
+async def test_an_agent_consults_a_colleague_then_hands_them_the_call(
+    line: Line, phone: Phone, cell: Cell, tmp_path: Path
+) -> None:
+    """Zhao's phone (SIPp) answers a call, holds it, calls Sun by name to consult, then hands
+    Sun the call (REFER with Replaces, an attended transfer): Sun's phone does not ring
+    again, the caller and Sun hear each other on the line Sun consulted on, Zhao's phone is
+    told and hangs up, and the interaction shows Zhao left and Sun joined."""
+    await _presence(cell, line, phone.agent_id, apb.PRESENCE_AWAY)  # the call is Zhao's
+    zhao = await _agent_with_phone(line, cell, "zhao.lei")
+    folder = tmp_path / "sun"
+    folder.mkdir()
+    sun = await _phone(
+        line,
+        cell,
+        folder,
+        "sun.li",
+        "This is Sun from the card team.",
+        42200,
+        False,
+        "opus/48000/2",
+    )
+    zhao_port = _free_udp_port()
+    credentials = ("-au", f"zhao.lei@{line.tenant.name}", "-ap", PASSWORD)
+    key = (("authorization", f"Bearer {line.key}"),)
+    try:
+        await sipp(
+            "registered.xml", line.port, "zhao.lei", tmp_path, *credentials, local_port=zhao_port
+        )
+        await _presence(cell, line, zhao.id, apb.PRESENCE_AVAILABLE)
+        zhao_phone = asyncio.create_task(
+            sipp(
+                "consulting.xml",
+                line.port,
+                "zhao.lei",
+                tmp_path,
+                *credentials,
+                "-rtp_echo",
+                "-mp",
+                str(_free_udp_port()),
+                local_port=zhao_port,
+                values={"colleague": "sun.li", "consult_ms": "5000"},
+            )
+        )
+        caller = asyncio.create_task(sipp("transferred.xml", line.port, NUMBER, tmp_path))
+        async with asyncio.timeout(40):  # Zhao answered, held the call, and called Sun
+            while not line.calls.phones.consults:
+                await asyncio.sleep(0.1)
+        consult = next(iter(line.calls.phones.consults.values()))
+        colleague = consult.colleague
+        assert (consult.agent_id, colleague.agent_id) == (zhao.id, sun.agent_id)
+        # Sun's phone speaks Opus only; Zhao's phone and the caller, G.711.
+        assert (colleague.session.codec.name, consult.session.codec) == ("opus", sdp.PCMU)
+        call = next(
+            c for c in line.calls._calls.values() if c.agent and c.agent.agent_id == zhao.id
+        )
+        assert call.agent is not None and call.agent.session.held
+        await _presence(cell, line, sun.agent_id, apb.PRESENCE_AVAILABLE)
+        async with asyncio.timeout(30):  # handed on: Sun's line is the caller's now
+            while call.agent is not colleague:
+                await asyncio.sleep(0.1)
+        # Zhao and Sun heard each other while they consulted: Sun's voice reached Zhao's
+        # phone, and Zhao's (its echo) came back.
+        assert consult.session.sent > 50 and consult.session.figures.received > 50
+        async with asyncio.timeout(20):  # Zhao's phone was told, its consult ended, it hung up
+            await zhao_phone
+        before = (colleague.session.figures.received, call.session.figures.received)
+        await asyncio.sleep(2)  # the caller and Sun talk
+        assert colleague.session.figures.received - before[0] > 50, "Sun was not heard"
+        assert call.session.figures.received - before[1] > 50, "the caller was not heard"
+        assert call.session.sent > 50
+        await sun.command("hangup")
+        async with asyncio.timeout(15):
+            await caller
+        # The recording ends with the caller on the left and Sun on the right: Sun's Opus,
+        # decoded, is what the caller heard.
+        kept = await _kept_recording(cell, line, call.interaction_id)
+        data = await Objects(line.settings).get(kept.uri.removeprefix("object:"), kept.sha256)
+        with wave.open(io.BytesIO(data)) as wav:
+            wav.setpos(wav.getnframes() - 2 * 8000)
+            end = wav.readframes(2 * 8000)
+        assert _channel(end, 0) > 100 and _channel(end, 1) > 100, (
+            _channel(end, 0),
+            _channel(end, 1),
+        )
+        async with asyncio.timeout(10):
+            while not any(e[1] == sun.agent_id for e in line.calls.phones.ended):
+                await asyncio.sleep(0.1)
+        # Sun's phone rang once, for the consult: that one line took the call.
+        sun_legs = [e for e in line.calls.phones.ended if e[1] == sun.agent_id]
+        assert [e[0] for e in sun_legs] == [call.interaction_id]
+        media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
+        it = await media.GetInteraction(
+            mpb.GetInteractionRequest(tenant_id=line.tenant.id, interaction_id=call.interaction_id),
+            metadata=key,
+        )
+        agents = {p.subject_id: p for p in it.participants if p.role == mpb.PARTICIPANT_ROLE_AGENT}
+        assert set(agents) == {zhao.id, sun.agent_id}
+        assert agents[zhao.id].HasField("leave_time")
+        await media.End(
+            mpb.EndRequest(
+                tenant_id=line.tenant.id,
+                interaction_id=call.interaction_id,
+                resolution=mpb.Resolution(code="resolved"),
+            ),
+            metadata=key,
+        )
+    finally:
+        for agent_id in (sun.agent_id, zhao.id):
+            await _presence(cell, line, agent_id, apb.PRESENCE_OFFLINE)
+        await _presence(cell, line, phone.agent_id, apb.PRESENCE_AVAILABLE)
+        sun.process.terminate()
+        await sun.process.wait()
 
 
 async def _presence(cell: Cell, line: Line, agent_id: str, presence: int) -> None:

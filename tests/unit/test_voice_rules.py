@@ -4,6 +4,8 @@ figures, whose a dialled number is, and SIP messages it cannot read."""
 from __future__ import annotations
 
 import io
+import itertools
+import math
 import wave
 
 import pytest
@@ -12,7 +14,7 @@ from google.protobuf import timestamp_pb2
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.runtime.errors import InvalidArgument, Violations
 from lianluo.services.tenants.domain import validate_channel
-from lianluo.services.voice import audio, domain, phones, rtp, sdp, sip
+from lianluo.services.voice import audio, codecs, domain, phones, rtp, sdp, sip
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 OFFER = (
@@ -29,7 +31,58 @@ def test_an_offer_is_read_and_answered_with_the_first_g711_the_peer_prefers() ->
     answer = sdp.describe(7, 1, "127.0.0.1", 20000, (sdp.PCMA,), 101, sdp.MIRROR[offer.direction])
     back = sdp.parse(answer)
     # On hold (the peer sends only), the answer only receives.
-    assert (back.port, back.codec(), back.events(), back.direction) == (20000, 8, 101, "recvonly")
+    assert (back.port, back.codec(), back.events(), back.direction) == (
+        20000,
+        sdp.PCMA,
+        101,
+        "recvonly",
+    )
+
+
+def test_opus_is_answered_at_the_payload_type_the_offer_gives_it() -> None:
+    offer = sdp.parse(
+        b"v=0\r\nc=IN IP4 10.0.0.5\r\nm=audio 4000 RTP/AVP 96 0 97\r\n"
+        b"a=rtpmap:96 opus/48000/2\r\na=rtpmap:97 telephone-event/48000\r\n"
+    )
+    opus = offer.codec()
+    assert opus == sdp.Format("opus", 96, 48000, 2)  # the peer's first choice
+    # Its events run on its 48 kHz clock; there are none at 8 kHz.
+    assert (offer.events(opus.clock), offer.events()) == (97, None)
+    answer = sdp.parse(sdp.describe(7, 1, "127.0.0.1", 20000, (opus,), 97))
+    assert (answer.codec(), answer.events(48000)) == (opus, 97)
+    assert answer.names[96] == "opus/48000"
+    # This side's own offer: G.711 first, Opus at its own dynamic type.
+    ours = sdp.parse(sdp.describe(7, 1, "127.0.0.1", 20000, sdp.OFFER, 101))
+    assert ours.formats == (0, 8, 111, 101) and ours.codec() == sdp.PCMU
+    # Opus at a static payload type is no Opus this side trusts.
+    assert (
+        sdp.parse(
+            b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/AVP 8\r\na=rtpmap:8 opus/48000/2\r\n"
+        ).codec()
+        is None
+    )
+
+
+def test_opus_carries_a_voice_through_and_back() -> None:
+    """20 ms frames of a tone, through one stream's encoder and another's decoder: the
+    same tone comes back, as 8 kHz PCM a frame at a time."""
+    tone = b"".join(
+        int(8000 * math.sin(2 * math.pi * 440 * i / 8000)).to_bytes(2, "little", signed=True)
+        for i in range(8000)
+    )
+    sender, receiver = codecs.codec(sdp.OPUS), codecs.codec(sdp.OPUS)
+    payloads = [sender.encode(tone[i : i + 320]) for i in range(0, len(tone), 320)]
+    assert all(0 < len(p) < 160 for p in payloads)  # smaller than G.711's 160 bytes
+    assert {sender.ticks(p) for p in payloads} == {960}  # the 48 kHz clock
+    back = b"".join(receiver.decode(p) for p in payloads)
+    assert len(back) == len(tone)
+    # After the codec's delay, the tone: as loud, and at 440 Hz (its zero crossings).
+    samples = memoryview(back).cast("h")[2000:]
+    loudness = (sum(x * x for x in samples) / len(samples)) ** 0.5
+    assert 4000 < loudness < 7000, loudness
+    crossings = sum(1 for a, b in itertools.pairwise(samples) if (a < 0) != (b < 0))
+    assert abs(crossings / (len(samples) / 8000) / 2 - 440) < 20
+    assert receiver.decode(b"\xff\x00 not opus") == b"\0" * 320  # a bad packet: silence
 
 
 @pytest.mark.parametrize(
@@ -148,14 +201,37 @@ def test_only_a_free_answer_is_keyed_in_a_menu_takes_one_key() -> None:
         ("sip:cards@example.com", "cards"),
         ("<sip:bob@h;transport=udp>", "bob"),
         ("<sip:li%2Ewei@h>", "li.wei"),
-        # An attended transfer (Replaces), a phone number, or nothing: no name to hand it to.
-        ("<sip:bob@h?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>", ""),
+        ("<sip:bob@h?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>", "bob"),
+        # A phone number, or nothing: no name to hand it to.
         ("<tel:+8613900001111>", ""),
         ("", ""),
     ],
 )
 def test_a_refer_names_the_colleague_or_queue_it_hands_the_call_to(header: str, name: str) -> None:
     assert sip.refer_target(header) == name
+
+
+@pytest.mark.parametrize(
+    ("header", "replaced"),
+    [
+        (
+            "<sip:bob@h?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>",
+            sip.Replaces("abc@h", "1", "2"),
+        ),
+        (
+            "<sip:bob@h:5060;transport=udp?Replaces=consult%2F%2F%2Fx%3Bfrom-tag%3Db%3Bto-tag%3Da>",
+            sip.Replaces("consult///x", "a", "b"),
+        ),
+        # A blind transfer, or a Replaces without both tags: no dialog to take over.
+        ("<sip:bob@h>", None),
+        ("<sip:bob@h?Replaces=abc%3Bto-tag%3D1>", None),
+        ("<sip:bob@h?Replaces=%3Bto-tag%3D1%3Bfrom-tag%3D2>", None),
+    ],
+)
+def test_an_attended_transfer_names_the_dialog_it_replaces(
+    header: str, replaced: sip.Replaces | None
+) -> None:
+    assert sip.replaces(header) == replaced
 
 
 def test_a_voice_channels_hold_music_is_a_recordings_name() -> None:

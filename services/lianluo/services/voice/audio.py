@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import cast
 
 from lianluo.runtime.logs import get_logger
-from lianluo.services.voice import rtp
+from lianluo.services.voice import codecs, rtp, sdp
 
 log = get_logger(__name__)
 FRAME_BYTES = rtp.SAMPLES * 2  # 16-bit linear PCM
@@ -47,11 +47,14 @@ class Ports:
 class RtpSession(asyncio.DatagramProtocol):
     """One call's RTP on one local port, to the address the peer's SDP gave."""
 
-    def __init__(self, codec: int, events: int | None, on_digit: Callable[[str], None]) -> None:
-        self.codec = codec
+    def __init__(
+        self, codec: sdp.Format, events: int | None, on_digit: Callable[[str], None]
+    ) -> None:
         self.events = events
         self.remote: tuple[str, int] | None = None
         self.figures = rtp.Figures()
+        self.coder: codecs.Codec = codecs.codec(codec)
+        self.figures.clock = codec.clock
         self.sent = 0
         # Whether the peer holds the call (it sent sendonly or inactive): nothing is sent.
         self.held = False
@@ -125,6 +128,17 @@ class RtpSession(asyncio.DatagramProtocol):
             if report.source == self._ssrc:
                 self.peer_report = report
 
+    @property
+    def codec(self) -> sdp.Format:
+        return self.coder.format
+
+    @codec.setter
+    def codec(self, codec: sdp.Format) -> None:
+        """The codec the peer's answer chose (this side's offer had several)."""
+        if codec != self.coder.format:
+            self.coder = codecs.codec(codec)
+            self.figures.clock = codec.clock
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
 
@@ -140,23 +154,28 @@ class RtpSession(asyncio.DatagramProtocol):
                 self._seen_events.append(packet.timestamp)
                 self._on_digit(event.digit)
             return
-        if packet.payload_type == self.codec:
-            self.figures.add(packet, int(now * rtp.RATE))
+        if packet.payload_type == self.codec.payload_type:
+            self.figures.add(packet, int(now * self.codec.clock))
+            # Decoded once (an Opus decoder keeps state): for the recording and the relay.
+            pcm = self.coder.decode(packet.payload)
             if len(self._heard) < FRAME_BYTES * 50:  # a second of jitter at most
-                self._heard += rtp.decode(packet.payload, self.codec)
+                self._heard += pcm
             if self.partner is not None and not self.held:
-                self.partner.relay(packet.payload, self.codec)
+                self.partner.relay(packet.payload, self.codec, pcm)
 
-    def relay(self, payload: bytes, codec: int) -> None:
-        """Send the other leg's audio on, in this leg's codec, at once."""
+    def relay(self, payload: bytes, codec: sdp.Format, pcm: bytes) -> None:
+        """Send the other leg's audio on, at once: as it came when both legs have one codec,
+        else its PCM in this leg's codec."""
         if self.held or self.remote is None or self._transport is None:
             return
         if codec != self.codec:
-            payload = rtp.encode(rtp.decode(payload, codec), self.codec)
+            payload = self.coder.encode(pcm)
         if len(self._said) < FRAME_BYTES * 50:
-            self._said += rtp.decode(payload, self.codec)
-        self._timestamp = (self._timestamp + len(payload)) % (1 << 32)
-        packet = rtp.Packet(self.codec, self._sequence, self._timestamp, self._ssrc, payload)
+            self._said += pcm
+        self._timestamp = (self._timestamp + self.coder.ticks(payload)) % (1 << 32)
+        packet = rtp.Packet(
+            self.codec.payload_type, self._sequence, self._timestamp, self._ssrc, payload
+        )
         self._sequence = (self._sequence + 1) % rtp.SEQ_MOD
         self._transport.sendto(rtp.build(packet), self.remote)
         self._octets += len(packet.payload)
@@ -197,16 +216,16 @@ class RtpSession(asyncio.DatagramProtocol):
             await asyncio.sleep(max(0.0, tick - loop.time()))
             frame = self._next_frame()
             self._record(frame)
-            self._timestamp = (self._timestamp + rtp.SAMPLES) % (1 << 32)
+            self._timestamp = (self._timestamp + self.codec.clock // 50) % (1 << 32)
             if frame is None or self.held or self.remote is None or self._transport is None:
                 self._talkspurt = True
                 continue
             packet = rtp.Packet(
-                self.codec,
+                self.codec.payload_type,
                 self._sequence,
                 self._timestamp,
                 self._ssrc,
-                rtp.encode(frame, self.codec),
+                self.coder.encode(frame),
                 marker=self._talkspurt,
             )
             self._talkspurt = False

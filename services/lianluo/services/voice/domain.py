@@ -11,6 +11,8 @@ from lianluo.common.v1 import common_pb2 as common
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 DIGIT = re.compile(r"^[0-9*#A-D]$")
+# What a Request-URI's user part is when it dials a number (not a colleague by name).
+NUMBER = re.compile(r"\+?[0-9*#]+")
 # A keyed-in answer (a collect node's: a PIN, an account number) ends with the hash key, or
 # when no key comes for this long.
 ENTRY_END = "#"

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import secrets
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -95,6 +96,27 @@ class AgentLeg:
     transferred: bool = False
     # The SDP version of this side's last answer in the dialog.
     sdp_version: int = 1
+    # The colleague's side of a consult this phone was called for, while it lasts.
+    consult: Consult | None = None
+    # The call this leg is to take over once the ACD offers it (an attended transfer to it).
+    awaiting: str = ""
+
+
+@dataclass
+class Consult:
+    """An agent's phone calling a colleague by name, to talk before handing a call on (an
+    attended transfer): the calling phone's dialog, which this side answered, and the
+    colleague's leg, bridged to it."""
+
+    tenant_id: str
+    agent_id: str  # the caller, the agent who consults
+    dialog: sip.Dialog  # this side's requests to the calling phone
+    local_tag: str
+    session: RtpSession
+    port: int
+    colleague: AgentLeg
+    sdp_version: int = 1
+    ended: bool = False
 
 
 class Phones:
@@ -121,6 +143,7 @@ class Phones:
         self._nonce_key = secrets.token_bytes(32)
         self._bindings: dict[tuple[str, str], Binding] = {}
         self.legs: dict[str, AgentLeg] = {}  # by the phone's Call-ID
+        self.consults: dict[str, Consult] = {}  # by the calling phone's Call-ID
         self._tasks: set[asyncio.Task[Any]] = set()
         # The agents' legs that ended, newest last: what each received and sent.
         self.ended: collections.deque[tuple[str, str, int, int]] = collections.deque(maxlen=100)
@@ -157,26 +180,44 @@ class Phones:
         header = f'Digest realm="{REALM}", nonce="{self._nonce(now)}", algorithm=MD5, qop="auth"'
         tx.respond(sip.reply(request, 401, to_tag=sip.tag(), headers={"WWW-Authenticate": header}))
 
-    async def register(self, request: Request, tx: sip.ServerTransaction) -> None:
-        now = time.time()
+    def _authenticated(
+        self, request: Request, tx: sip.ServerTransaction, now: float
+    ) -> tuple[str, tpb.Agent] | None:
+        """The agent whose phone sent the request, by its digest; None after answering 401
+        (a challenge, for a request without fresh credentials) or 403 (wrong ones)."""
         credentials = request.headers.get("authorization") or ""
         found = _parameters(credentials)
         if not credentials.lower().startswith("digest") or not self._fresh(
             found.get("nonce", ""), now
         ):
             self._challenge(request, tx, now)
-            return
+            return None
         owner = self._agent(found.get("username", ""))
         expected = (
             digest(
-                found["username"], owner[1].sip_password, "REGISTER", found.get("uri", ""), found
+                found["username"],
+                owner[1].sip_password,
+                request.method,
+                found.get("uri", ""),
+                found,
             )
             if owner is not None
             else ""
         )
         if owner is None or not hmac.compare_digest(expected, found.get("response", "")):
-            log.info("a phone failed to register", username=found.get("username", "")[:120])
+            log.info(
+                "a phone's credentials were refused",
+                method=request.method,
+                username=found.get("username", "")[:120],
+            )
             tx.respond(sip.reply(request, 403, to_tag=sip.tag()))
+            return None
+        return owner
+
+    async def register(self, request: Request, tx: sip.ServerTransaction) -> None:
+        now = time.time()
+        owner = self._authenticated(request, tx, now)
+        if owner is None:
             return
         tenant_id, agent = owner
         contact = request.contact[0] if request.contact else None
@@ -218,7 +259,10 @@ class Phones:
             async for frame in self._media.Connect(sent(frames), metadata=self._admin):
                 offer = frame.offer if frame.WhichOneof("frame") == "offer" else None
                 if offer and offer.requirements.media == common.MEDIA_TYPE_VOICE:
-                    self.spawn(self._ring(binding, offer))
+                    awaiting = self._awaiting(offer)
+                    self.spawn(
+                        self._take(awaiting, offer) if awaiting else self._ring(binding, offer)
+                    )
         except grpc.aio.AioRpcError as error:
             log.info("a phone's desk closed", code=error.code().name)
         finally:
@@ -226,13 +270,50 @@ class Phones:
 
     async def _ring(self, binding: Binding, offer: apb.Offer) -> None:
         """Ring the phone for an offered call; answered, the call is the agent's."""
-        assert self.endpoint is not None
         if time.time() > binding.expires:
             return
+        left = offer.expire_time.ToDatetime(tzinfo=UTC).timestamp() - time.time()
+        leg, reason = await self._call_phone(binding, offer.interaction_id, max(1.0, left))
+        if leg is None:
+            await self._answer(offer, False, reason)
+            return
+        if await self._answer(offer, True, "") and await self._connect(offer, leg):
+            leg.task = self.spawn(self._join(leg))
+            return
+        await self.hang_up(leg)
+
+    def _awaiting(self, offer: apb.Offer) -> AgentLeg | None:
+        """The agent's leg already on the line for this call (the colleague of a consult the
+        call was handed to), if any."""
+        return next(
+            (
+                leg
+                for leg in self.legs.values()
+                if (leg.tenant_id, leg.agent_id) == (offer.tenant_id, offer.agent_id)
+                and leg.awaiting == offer.interaction_id
+                and not leg.ended
+            ),
+            None,
+        )
+
+    async def _take(self, leg: AgentLeg, offer: apb.Offer) -> None:
+        """The colleague of a consult takes the call handed to them, on the line they are
+        on: the offer is accepted without ringing again."""
+        leg.awaiting, leg.interaction_id = "", offer.interaction_id
+        if await self._answer(offer, True, "") and await self._connect(offer, leg):
+            leg.task = self.spawn(self._join(leg))
+            return
+        await self.hang_up(leg)
+
+    async def _call_phone(
+        self, binding: Binding, interaction_id: str, wait: float
+    ) -> tuple[AgentLeg | None, str]:
+        """Ring a registered phone (INVITE) for up to `wait` seconds: its leg once it
+        answers with usable audio; else None and why not."""
+        assert self.endpoint is not None
         port = self._ports.take()
         if port is None:
-            await self._answer(offer, False, "no RTP port free")
-            return
+            return None, "no RTP port free"
         host = self._settings.public_host()
         session = RtpSession(sdp.PCMU, 101, lambda _digit: None)
         await session.open(self._settings.voice_sip_host, port)
@@ -247,9 +328,8 @@ class Phones:
         )
         invite.headers.add("Contact", self.endpoint.contact(host))
         invite.headers.add("Content-Type", "application/sdp")
-        invite.body = sdp.describe(int(time.time()), 1, host, port, (sdp.PCMU, sdp.PCMA), 101)
-        left = offer.expire_time.ToDatetime(tzinfo=UTC).timestamp() - time.time()
-        answer = await self.endpoint.request(invite, binding.peer, wait=max(1.0, left))
+        invite.body = sdp.describe(int(time.time()), 1, host, port, sdp.OFFER, 101)
+        answer = await self.endpoint.request(invite, binding.peer, wait=wait)
         if answer is not None and 200 <= answer.code < 300:
             self.endpoint.ack(invite, answer, binding.peer)
             try:
@@ -260,7 +340,7 @@ class Phones:
             leg = AgentLeg(
                 binding.tenant_id,
                 binding.agent_id,
-                offer.interaction_id,
+                interaction_id,
                 invite,
                 str(answer.to_address),
                 binding.peer,
@@ -270,19 +350,114 @@ class Phones:
             self.legs[call_id] = leg
             codec = media.codec() if media is not None else None
             if media is None or codec is None:
-                # Nothing to hear on that leg: the phone is hung up, another agent is tried.
+                # Nothing to hear on that leg: the phone is hung up (another agent is tried).
                 await self.hang_up(leg)
-                await self._answer(offer, False, "the phone answered without usable audio")
-                return
+                return None, "the phone answered without usable audio"
             session.codec, session.remote = codec, (media.host, media.port)
-            if await self._answer(offer, True, "") and await self._connect(offer, leg):
-                leg.task = self.spawn(self._join(leg))
-                return
-            await self.hang_up(leg)
-            return
+            return leg, ""
         session.close()
         self._ports.give_back(port)
-        await self._answer(offer, False, "the phone did not answer")
+        return None, "the phone did not answer"
+
+    # ------------------------------------------------------------------ consults
+
+    async def consult(self, request: Request, tx: sip.ServerTransaction) -> None:
+        """An agent's phone calls a colleague by name (`sip:wang.fang@...`), with its digest:
+        the colleague's registered phone rings, and once it answers the two are bridged.
+        The calling phone may then hand its call to the colleague (REFER with Replaces)."""
+        assert self.endpoint is not None
+        owner = self._authenticated(request, tx, time.time())
+        if owner is None:
+            return
+        tenant_id, agent = owner
+        name = urllib.parse.unquote(request.uri.user or "")
+        colleague = self._view.by_name(tenant_id, "agent", name)
+        binding = (
+            self._bindings.get((tenant_id, colleague.id))
+            if isinstance(colleague, tpb.Agent) and colleague.id != agent.id
+            else None
+        )
+        if binding is None:
+            warning = '399 lianluo "no colleague of that name has a phone registered"'
+            tx.respond(sip.reply(request, 404, to_tag=sip.tag(), headers={"Warning": warning}))
+            return
+        try:
+            offer, codec = sdp.offer(str(request.content_type or ""), request.body)
+        except sdp.Refusal as refusal:
+            tx.respond(sip.reply(request, refusal.code, headers=refusal.headers))
+            return
+        port = self._ports.take()
+        if port is None:
+            tx.respond(sip.reply(request, 503, headers={"Retry-After": "5"}))
+            return
+        local_tag = sip.tag()
+        tx.respond(sip.reply(request, 180, to_tag=local_tag))
+        session = RtpSession(codec, offer.events(codec.clock), lambda _digit: None)
+        session.remote = (offer.host, offer.port)
+        await session.open(self._settings.voice_sip_host, port)
+        leg, _ = await self._call_phone(binding, "", 30.0)
+        if leg is None or tx.final:  # not answered, or the calling phone gave up (CANCEL)
+            session.close()
+            self._ports.give_back(port)
+            if leg is not None:
+                await self.hang_up(leg)
+            if not tx.final:
+                tx.respond(sip.reply(request, 480, to_tag=local_tag))
+            return
+        host = self._settings.public_host()
+        target = request.contact[0].uri if request.contact else request.from_address.uri
+        dialog = sip.Dialog(
+            request.call_id,
+            str(target),
+            f"{request.to_address};tag={local_tag}",
+            str(request.from_address),
+            tx.peer,
+        )
+        consult = Consult(tenant_id, agent.id, dialog, local_tag, session, port, leg)
+        self.consults[request.call_id] = leg.consult = consult
+        session.partner, leg.session.partner = leg.session, session
+        answer = sdp.describe(
+            int(time.time()),
+            1,
+            host,
+            port,
+            (codec,),
+            offer.events(codec.clock),
+            sdp.MIRROR[offer.direction],
+        )
+        tx.respond(
+            sip.reply(
+                request,
+                200,
+                to_tag=local_tag,
+                body=answer,
+                content_type="application/sdp",
+                headers={"Contact": self.endpoint.contact(host), "Allow": sip.ALLOW},
+            )
+        )
+        log.info("a consult call", tenant_id=tenant_id, agent_id=agent.id, to=binding.agent_id)
+
+    async def end_consult(
+        self, consult: Consult, *, by_caller: bool = False, keep_colleague: bool = False
+    ) -> None:
+        """A consult is over: the calling phone hung up (`by_caller`), the colleague did, or
+        the call was handed to the colleague, whose leg then stays (`keep_colleague`). The
+        calling phone is sent a BYE unless it hung up."""
+        if consult.ended:
+            return
+        consult.ended = True
+        self.consults.pop(consult.dialog.call_id, None)
+        consult.session.close()
+        self._ports.give_back(consult.port)
+        colleague = consult.colleague
+        colleague.consult = None
+        if colleague.session.partner is consult.session:
+            colleague.session.partner = None
+        if not keep_colleague:
+            await self.hang_up(colleague)
+        if not by_caller:
+            assert self.endpoint is not None
+            await self.endpoint.request(consult.dialog.request("BYE"), consult.dialog.peer)
 
     async def _answer(self, offer: apb.Offer, accept: bool, reason: str) -> bool:
         try:
@@ -321,9 +496,14 @@ class Phones:
 
     async def phone_hung_up(self, leg: AgentLeg) -> None:
         """The agent hung up: the conversation is over, and the agent's wrap-up begins; unless
-        they had handed the call on, which goes on without them."""
+        they had handed the call on, which goes on without them. A colleague who hangs up a
+        consult ends it; one awaiting a call handed to them leaves it to the ACD."""
         leg.ended = True
-        if leg.transferred:
+        if leg.consult is not None:
+            self._forget(leg)
+            await self.end_consult(leg.consult)
+            return
+        if leg.transferred or not leg.interaction_id:
             self._forget(leg)
             return
         if leg.participant_id:
@@ -403,6 +583,9 @@ class Phones:
                 binding.desk.cancel()
         for leg in list(self.legs.values()):
             self._forget(leg)
+        for consult in self.consults.values():
+            consult.session.close()
+            self._ports.give_back(consult.port)
         for task in self._tasks:
             task.cancel()
 

@@ -16,7 +16,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
-from lianluo.services.voice.sdp import PCMA
+from lianluo.services.voice.sdp import PCMA, Format
 
 HEADER = struct.Struct("!BBHII")
 RATE = 8000
@@ -85,12 +85,12 @@ def event_payload(digit: str, end: bool, duration: int, volume: int = 10) -> byt
     return struct.pack("!BBH", EVENT_DIGITS.index(digit), (0x80 if end else 0) | volume, duration)
 
 
-def encode(pcm: bytes, codec: int) -> bytes:
+def encode(pcm: bytes, codec: Format) -> bytes:
     """16-bit linear PCM to G.711."""
     return audioop.lin2alaw(pcm, 2) if codec == PCMA else audioop.lin2ulaw(pcm, 2)
 
 
-def decode(payload: bytes, codec: int) -> bytes:
+def decode(payload: bytes, codec: Format) -> bytes:
     """G.711 to 16-bit linear PCM."""
     return audioop.alaw2lin(payload, 2) if codec == PCMA else audioop.ulaw2lin(payload, 2)
 
@@ -105,11 +105,11 @@ def mono(pcm: bytes) -> bytes:
     return audioop.tomono(pcm, 2, 0.5, 0.5)
 
 
-def resample(pcm: bytes, rate: int) -> bytes:
-    """16-bit mono PCM at `rate` to 8 kHz."""
-    if rate == RATE:
+def resample(pcm: bytes, rate: int, to: int = RATE) -> bytes:
+    """16-bit mono PCM at `rate` to `to` (8 kHz unless said)."""
+    if rate == to:
         return pcm
-    converted, _ = audioop.ratecv(pcm, 2, 1, rate, RATE, None)
+    converted, _ = audioop.ratecv(pcm, 2, 1, rate, to, None)
     return converted
 
 
@@ -121,6 +121,7 @@ class Figures:
     first_sequence: int | None = None
     highest: int = 0  # extended sequence number
     jitter: float = 0.0  # in timestamp units
+    clock: int = RATE  # of the timestamps, Hz
     # The sender of the stream, and the last sender report from it (its middle 32 bits of NTP
     # time, and when it came, in seconds of the loop's clock), for the next report's LSR/DLSR.
     ssrc: int = 0
@@ -162,7 +163,7 @@ class Figures:
         return 0 if expected <= 0 or lost <= 0 else min(255, (lost << 8) // expected)
 
     def jitter_ms(self) -> float:
-        return self.jitter * 1000 / RATE
+        return self.jitter * 1000 / self.clock
 
 
 # ---------------------------------------------------------------------- RTCP (RFC 3550 6.4)

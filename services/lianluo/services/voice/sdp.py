@@ -1,8 +1,10 @@
 """SDP offer and answer for one audio stream (RFC 3264, RFC 4566), pure.
 
-The voice service speaks G.711 (PCMU, then PCMA) with RFC 4733 telephone events. An offer
-without either codec is refused (488), and the answer mirrors the offer's direction, so that a
-peer that puts the call on hold (sendonly) hears nothing back (recvonly).
+The voice service speaks G.711 (PCMU and PCMA) and Opus (RFC 7587, at the payload type the
+offer gives it), with RFC 4733 telephone events. An answer takes the first of these in the
+offer's order; an offer with none of them is refused (488). The answer mirrors the offer's
+direction, so that a peer that puts the call on hold (sendonly) hears nothing back
+(recvonly).
 """
 
 from __future__ import annotations
@@ -10,10 +12,27 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-PCMU, PCMA = 0, 8
-CODECS = {PCMU: "PCMU", PCMA: "PCMA"}
-# What the service prefers, first to last.
-PREFERENCE = (PCMU, PCMA)
+
+@dataclass(frozen=True)
+class Format:
+    """An audio encoding as SDP names it (rtpmap), at the payload type a stream carries it."""
+
+    name: str
+    payload_type: int
+    clock: int = 8000  # the RTP clock, Hz
+    channels: int = 1
+
+    def rtpmap(self) -> str:
+        return f"{self.name}/{self.clock}" + (f"/{self.channels}" if self.channels > 1 else "")
+
+
+PCMU = Format("PCMU", 0)
+PCMA = Format("PCMA", 8)
+# RFC 7587: always "opus/48000/2" in SDP, whatever the audio's rate and channels; its payload
+# type is dynamic (this one is this side's, in its own offers).
+OPUS = Format("opus", 111, 48000, 2)
+# This side's offer, first to last: G.711 first, which every phone and trunk has.
+OFFER = (PCMU, PCMA, OPUS)
 EVENTS = "telephone-event"
 MIRROR = {
     "sendrecv": "sendrecv",
@@ -40,21 +59,50 @@ class Media:
     names: dict[int, str]
     direction: str = "sendrecv"
 
-    def codec(self) -> int | None:
-        """The first G.711 codec both sides have, in the peer's order of preference."""
+    def codec(self) -> Format | None:
+        """The first codec both sides have, in the peer's order of preference: G.711 at its
+        static payload type, Opus at whatever dynamic one the peer gives it."""
         for pt in self.formats:
-            name = self.names.get(pt, f"{CODECS.get(pt, '')}/8000").upper()
-            for ours in PREFERENCE:
-                if name == f"{CODECS[ours]}/8000" and pt == ours:
+            name = self.names.get(pt, {0: "PCMU/8000", 8: "PCMA/8000"}.get(pt, "")).lower()
+            for ours in (PCMU, PCMA):
+                if name == f"{ours.name}/{ours.clock}".lower() and pt == ours.payload_type:
                     return ours
+            if name == "opus/48000" and pt >= 96:
+                return Format(OPUS.name, pt, OPUS.clock, OPUS.channels)
         return None
 
-    def events(self) -> int | None:
-        """The payload type of the peer's telephone events at 8 kHz, if it offers them."""
+    def events(self, clock: int = 8000) -> int | None:
+        """The payload type of the peer's telephone events at a codec's clock, if it offers
+        them (RFC 4733: the events run on the clock of the audio they go with)."""
         for pt in self.formats:
-            if self.names.get(pt, "").lower() == f"{EVENTS}/8000":
+            if self.names.get(pt, "").lower() == f"{EVENTS}/{clock}":
                 return pt
         return None
+
+
+class Refusal(Exception):
+    """An INVITE's offer this side cannot answer: the SIP answer that says why."""
+
+    def __init__(self, code: int, headers: dict[str, str]) -> None:
+        super().__init__(code)
+        self.code, self.headers = code, headers
+
+
+def offer(content_type: str, body: bytes) -> tuple[Media, Format]:
+    """An INVITE's offer and the codec to answer it with. A body that is not SDP is refused
+    415; no offer at all is one this side cannot answer (488), a malformed one a bad request
+    (400); no codec in common, 488."""
+    kind = content_type.split(";")[0].strip().lower()
+    if body and kind != "application/sdp":
+        raise Refusal(415, {"Accept": "application/sdp"})
+    try:
+        media = parse(body)
+    except SdpError as error:
+        raise Refusal(488 if not body else 400, {"Warning": f'399 lianluo "{error}"'}) from None
+    codec = media.codec()
+    if codec is None:
+        raise Refusal(488, {"Warning": '305 lianluo "only PCMU, PCMA and opus"'})
+    return media, codec
 
 
 def parse(body: bytes) -> Media:
@@ -118,12 +166,14 @@ def describe(
     version: int,
     host: str,
     port: int,
-    codecs: tuple[int, ...],
+    codecs: tuple[Format, ...],
     events: int | None,
     direction: str = "sendrecv",
 ) -> bytes:
-    """An SDP body for one audio stream: an offer (several codecs) or an answer (one)."""
-    formats = [*codecs, *([events] if events is not None else [])]
+    """An SDP body for one audio stream: an offer (several codecs) or an answer (one). The
+    telephone events run on the first codec's clock; Opus is asked for no more than the 8 kHz
+    this side plays and records (RFC 7587's maxplaybackrate), which saves its bandwidth."""
+    formats = [*(c.payload_type for c in codecs), *([events] if events is not None else [])]
     lines = [
         "v=0",
         f"o=lianluo {session} {version} IN IP4 {host}",
@@ -131,9 +181,13 @@ def describe(
         f"c=IN IP4 {host}",
         "t=0 0",
         f"m=audio {port} RTP/AVP {' '.join(str(f) for f in formats)}",
-        *(f"a=rtpmap:{c} {CODECS[c]}/8000" for c in codecs),
     ]
+    for c in codecs:
+        lines.append(f"a=rtpmap:{c.payload_type} {c.rtpmap()}")
+        if c.name == OPUS.name:
+            lines.append(f"a=fmtp:{c.payload_type} maxplaybackrate=8000;sprop-maxcapturerate=8000")
     if events is not None:
-        lines += [f"a=rtpmap:{events} {EVENTS}/8000", f"a=fmtp:{events} 0-16"]
+        clock = codecs[0].clock if codecs else 8000
+        lines += [f"a=rtpmap:{events} {EVENTS}/{clock}", f"a=fmtp:{events} 0-16"]
     lines += ["a=ptime:20", f"a={direction}"]
     return ("\r\n".join(lines) + "\r\n").encode()

@@ -154,18 +154,6 @@ class Ended:
 
 
 @dataclass
-class Dialog:
-    """What a request of this side in a call's dialog needs: where it goes, as whom, to
-    whom, through which peer, and the next CSeq of this side."""
-
-    target: str
-    local: str
-    remote: str
-    peer: sip.Peer
-    cseq: int = 1
-
-
-@dataclass
 class Call:
     call_id: str
     tenant_id: str
@@ -195,7 +183,7 @@ class Call:
     hold: asyncio.Task[None] | None = None
     invited: float = field(default_factory=time.monotonic)
     setup_ms: float = 0.0
-    dialog: Dialog | None = None
+    dialog: sip.Dialog | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
@@ -290,6 +278,19 @@ class Calls:
                 tx.respond(sip.reply(request, 200))
             else:
                 tx.respond(sip.reply(request, 405, headers={"Allow": sip.ALLOW}))
+        elif (consult := self.phones.consults.get(request.call_id)) is not None:
+            # The calling phone, in the dialog of its consult with a colleague.
+            if method == "INVITE":
+                consult.sdp_version = self._renegotiate(
+                    consult.session, consult.port, consult.sdp_version, request, tx, ""
+                )
+            elif method == "BYE":
+                tx.respond(sip.reply(request, 200))
+                await self.phones.end_consult(consult, by_caller=True)
+            elif method == "INFO":
+                tx.respond(sip.reply(request, 200))
+            else:
+                tx.respond(sip.reply(request, 405, headers={"Allow": sip.ALLOW}))
         elif (call := self._calls.get(request.call_id)) is None:
             tx.respond(sip.reply(request, 481))
         elif method == "BYE":
@@ -311,28 +312,22 @@ class Calls:
         if request.headers.get("require"):
             tx.respond(sip.reply(request, 420, headers={"Unsupported": request.headers["require"]}))
             return
-        line = self._line(domain.dialled(request.uri.user or ""))
+        dialled = domain.dialled(request.uri.user or "")
+        line = self._line(dialled)
+        if line is None and dialled and not domain.NUMBER.fullmatch(dialled):
+            # Not a number: an agent's phone calling a colleague by name.
+            await self.phones.consult(request, tx)
+            return
         if line is None:
             tx.respond(sip.reply(request, 404))
             return
         if len(self._calls) >= self._settings.voice_max_calls or not self._limiter.take():
             tx.respond(sip.reply(request, 503, headers={"Retry-After": RETRY_AFTER}))
             return
-        kind = str(request.content_type or "").split(";")[0].strip().lower()
-        if request.body and kind != "application/sdp":
-            tx.respond(sip.reply(request, 415, headers={"Accept": "application/sdp"}))
-            return
         try:
-            offer = sdp.parse(request.body)
-        except sdp.SdpError as error:
-            # No offer at all is one this side cannot answer; a bad one is a bad request.
-            code = 488 if not request.body else 400
-            tx.respond(sip.reply(request, code, headers={"Warning": f'399 lianluo "{error}"'}))
-            return
-        codec = offer.codec()
-        if codec is None:
-            warning = '305 lianluo "only PCMU and PCMA"'
-            tx.respond(sip.reply(request, 488, headers={"Warning": warning}))
+            offer, codec = sdp.offer(str(request.content_type or ""), request.body)
+        except sdp.Refusal as refusal:
+            tx.respond(sip.reply(request, refusal.code, headers=refusal.headers))
             return
         port = self._ports.take()
         if port is None:
@@ -341,7 +336,7 @@ class Calls:
         tx.respond(sip.reply(request, 100))
         call_id = request.call_id
         language = line.channel.voice.language or "en"
-        session = RtpSession(codec, offer.events(), lambda d: self._pressed(call, d))
+        session = RtpSession(codec, offer.events(codec.clock), lambda d: self._pressed(call, d))
         session.remote = (offer.host, offer.port)
         call = Call(
             call_id,
@@ -355,7 +350,8 @@ class Calls:
             language,
         )
         target = request.contact[0].uri if request.contact else request.from_address.uri
-        call.dialog = Dialog(
+        call.dialog = sip.Dialog(
+            call_id,
             str(target),
             f"{request.to_address};tag={call.local_tag}",
             str(request.from_address),
@@ -378,7 +374,7 @@ class Calls:
             self._settings.public_host(),
             port,
             (codec,),
-            offer.events(),
+            offer.events(codec.clock),
             sdp.MIRROR[offer.direction],
         )
         assert self.endpoint is not None
@@ -595,14 +591,21 @@ class Calls:
         return version + 1
 
     async def _refer(self, leg: AgentLeg, request: Request, tx: sip.ServerTransaction) -> None:
-        """The agent's phone hands the call on (a blind transfer, RFC 3515): to a colleague by
-        name, or to a queue by name, as the desk's transfer does. The caller waits, hearing
-        the hold notice, until someone answers; the phone is told, and hangs up."""
+        """The agent's phone hands the call on (RFC 3515). Blind: to a colleague by name, or to
+        a queue by name, as the desk's transfer does; the caller waits, hearing the hold
+        notice, until someone answers. Attended (RFC 3891's Replaces, naming the phone's
+        consult with a colleague): to that colleague, who takes the call on the line they are
+        on. Either way the phone is told, and hangs up."""
         call = self._call_of(leg.interaction_id)
         if call is None or call.agent is not leg or not leg.participant_id:
             tx.respond(sip.reply(request, 481))
             return
-        name = sip.refer_target(str(request.headers.get("refer-to") or ""))
+        refer_to = str(request.headers.get("refer-to") or "")
+        replaced = sip.replaces(refer_to)
+        if replaced is not None:
+            await self._attended(call, leg, replaced, request, tx)
+            return
+        name = sip.refer_target(refer_to)
         agent = self._view.by_name(leg.tenant_id, "agent", name) if name else None
         queue = self._view.by_name(leg.tenant_id, "queue", name) if name else None
         if agent is None and queue is None:
@@ -614,6 +617,57 @@ class Calls:
             transfer.agent_id = agent.id
         else:
             transfer.queue = name
+        if await self._hand_on(call, leg, transfer, request, tx):
+            log.info("call transferred by phone", tenant_id=leg.tenant_id, to=name)
+
+    async def _attended(
+        self,
+        call: Call,
+        leg: AgentLeg,
+        replaced: sip.Replaces,
+        request: Request,
+        tx: sip.ServerTransaction,
+    ) -> None:
+        """An attended transfer: the call goes to the colleague of the phone's consult. The
+        ACD offers it to them as any transfer to a person, and their leg, already on the
+        line, takes it; the consult's dialog with the calling phone ends."""
+        consult = self.phones.consults.get(replaced.call_id)
+        # The dialog as the calling phone sees it: this side's tag is its to-tag.
+        if (
+            consult is None
+            or (consult.tenant_id, consult.agent_id) != (leg.tenant_id, leg.agent_id)
+            or replaced.to_tag != consult.local_tag
+        ):
+            warning = '399 lianluo "no consult of this phone has that dialog"'
+            tx.respond(sip.reply(request, 481, headers={"Warning": warning}))
+            return
+        colleague = consult.colleague
+        colleague.awaiting = leg.interaction_id
+        transfer = mpb.Transfer(
+            participant_id=leg.participant_id,
+            agent_id=colleague.agent_id,
+            note="transferred by phone after a consult",
+        )
+        if not await self._hand_on(call, leg, transfer, request, tx):
+            colleague.awaiting = ""
+            return
+        await self.phones.end_consult(consult, keep_colleague=True)
+        log.info("call transferred by phone after a consult", tenant_id=leg.tenant_id)
+
+    async def _hand_on(
+        self,
+        call: Call,
+        leg: AgentLeg,
+        transfer: mpb.Transfer,
+        request: Request,
+        tx: sip.ServerTransaction,
+    ) -> bool:
+        """Ask the media service for the transfer a REFER names: accepted (202), the caller
+        waits for the target, the phone is told it went and is let go; refused, a 403 names
+        why and the call stays as it was."""
+        # Set before asking: the target may be bridged before the answer arrives, and this
+        # phone must then be left to hang up itself (after the NOTIFY), not be sent a BYE.
+        leg.transferred = True
         try:
             await self._platform.media.Transfer(
                 mpb.TransferRequest(
@@ -622,16 +676,17 @@ class Calls:
                 metadata=self._platform.admin,
             )
         except grpc.aio.AioRpcError as error:
+            leg.transferred = False
             warning = f'399 lianluo "{error.details()}"'.replace("\n", " ")[:200]
             tx.respond(sip.reply(request, 403, headers={"Warning": warning}))
-            return
+            return False
         tx.respond(sip.reply(request, 202))
-        leg.transferred = True
-        self._unbridge(call)
-        self._update_hold(call)
+        if call.agent is leg:
+            self._unbridge(call)
+            self._update_hold(call)
         await self.phones.notify(leg, "SIP/2.0 200 OK")
         self.phones.spawn(self._let_go(leg))
-        log.info("call transferred by phone", tenant_id=leg.tenant_id, to=name)
+        return True
 
     async def _let_go(self, leg: AgentLeg) -> None:
         """A phone that handed a call on hangs up once told; one that does not is hung up."""
@@ -681,7 +736,7 @@ class Calls:
         invite = sip.new_request("INVITE", target, call_id, 1, local, f"<{target}>")
         invite.headers.add("Contact", self.endpoint.contact(here))
         invite.headers.add("Content-Type", "application/sdp")
-        invite.body = sdp.describe(int(time.time()), 1, here, port, (sdp.PCMU, sdp.PCMA), 101)
+        invite.body = sdp.describe(int(time.time()), 1, here, port, sdp.OFFER, 101)
         answer = await self.endpoint.request(invite, peer, wait=60)
         call: Call | None = None
         owned = False  # once the call is kept, forgetting it frees its port
@@ -696,7 +751,7 @@ class Calls:
             call = Call(call_id, tenant_id, None, number, None, local_tag, session, port, "en")
             call.interaction_id = offer.interaction_id
             remote = answer.contact[0].uri if answer.contact else target
-            call.dialog = Dialog(str(remote), local, str(answer.to_address), peer, cseq=2)
+            call.dialog = sip.Dialog(call_id, str(remote), local, str(answer.to_address), peer, 2)
             call.md = await self._platform.session(tenant_id, offer.requirements.customer_id)
             it = await self._platform.media.GetInteraction(
                 mpb.GetInteractionRequest(tenant_id=tenant_id, interaction_id=offer.interaction_id),
@@ -734,6 +789,8 @@ class Calls:
                 self._ports.give_back(port)
 
     def _call_of(self, interaction_id: str) -> Call | None:
+        if not interaction_id:  # an agent's leg of no call (a consult)
+            return None
         return next((c for c in self._calls.values() if c.interaction_id == interaction_id), None)
 
     def _bridge(self, interaction_id: str, leg: AgentLeg) -> bool:
@@ -744,7 +801,7 @@ class Calls:
         if call is None:
             return False
         before = self._unbridge(call)
-        if before is not None and not before.ended:
+        if before is not None and not before.ended and not before.transferred:
             before.transferred = True
             self.phones.spawn(self.phones.hang_up(before))
         call.session.hush()
@@ -795,10 +852,7 @@ class Calls:
         call.session.close()
         assert self.endpoint is not None
         assert call.dialog is not None
-        d = call.dialog
-        bye = sip.new_request("BYE", d.target, call.call_id, d.cseq, d.local, d.remote)
-        d.cseq += 1
-        await self.endpoint.request(bye, d.peer)
+        await self.endpoint.request(call.dialog.request("BYE"), call.dialog.peer)
         await self._forget(call)
 
     async def _forget(self, call: Call) -> None:
@@ -883,4 +937,7 @@ def _peer(session: RtpSession) -> dict[str, object]:
     r = session.peer_report
     if r is None:
         return {}
-    return {"peer_lost": r.lost, "peer_jitter_ms": round(r.jitter * 1000 / rtp.RATE, 2)}
+    return {
+        "peer_lost": r.lost,
+        "peer_jitter_ms": round(r.jitter * 1000 / session.codec.clock, 2),
+    }

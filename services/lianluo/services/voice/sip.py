@@ -38,6 +38,7 @@ PHRASES = {
     200: "OK",
     202: "Accepted",
     400: "Bad Request",
+    401: "Unauthorized",
     404: "Not Found",
     403: "Forbidden",
     405: "Method Not Allowed",
@@ -421,8 +422,50 @@ def new_request(method: str, target: str, call_id: str, cseq: int, from_: str, t
 
 def refer_target(header: str) -> str:
     """The user part of a Refer-To ("<sip:wang.fang@host>" gives "wang.fang"); empty when it
-    names none, or carries a Replaces (an attended transfer, which this side does not do)."""
+    names none."""
     found = re.match(r"\s*<?\s*sips?:([^@;>?\s]+)@[^>]*>?", header)
-    if found is None or "replaces" in header.lower():
-        return ""
-    return urllib.parse.unquote(found.group(1))
+    return "" if found is None else urllib.parse.unquote(found.group(1))
+
+
+@dataclass(frozen=True)
+class Replaces:
+    """The dialog an attended transfer's Refer-To names (RFC 3891): the one to take over."""
+
+    call_id: str
+    to_tag: str
+    from_tag: str
+
+
+def replaces(header: str) -> Replaces | None:
+    """The Replaces of a Refer-To ("<sip:bob@h?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>"),
+    escaped as a URI header; None when it has none (a blind transfer) or it lacks a tag."""
+    uri = header.strip().removeprefix("<").partition(">")[0]
+    query = uri.partition("?")[2]
+    value = next((v for k, v in urllib.parse.parse_qsl(query) if k.lower() == "replaces"), None)
+    if not value:
+        return None
+    call_id, *parameters = value.split(";")
+    found = dict(p.strip().partition("=")[::2] for p in parameters)
+    to_tag, from_tag = found.get("to-tag", ""), found.get("from-tag", "")
+    if not (call_id.strip() and to_tag and from_tag):
+        return None
+    return Replaces(call_id.strip(), to_tag, from_tag)
+
+
+@dataclass
+class Dialog:
+    """What a request of this side in a dialog needs: where it goes, as whom, to whom,
+    through which peer, and the next CSeq of this side."""
+
+    call_id: str
+    target: str
+    local: str
+    remote: str
+    peer: Peer
+    cseq: int = 1
+
+    def request(self, method: str) -> Request:
+        """This side's next request in the dialog."""
+        made = new_request(method, self.target, self.call_id, self.cseq, self.local, self.remote)
+        self.cseq += 1
+        return made
