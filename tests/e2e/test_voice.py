@@ -22,6 +22,7 @@ import pytest
 from conftest import ADMIN_KEY, Stack, running_cell
 from factories import Client, agent, onboard, queue
 from google.protobuf import field_mask_pb2
+from tls_files import issue, make_ca
 
 from lianluo.acd.v1 import acd_pb2 as apb
 from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
@@ -63,6 +64,8 @@ class Line:
     port: int
     settings: VoiceSettings
     trunk: int
+    # The CA that signed the voice service's certificate, for phones over TLS.
+    ca: Path
     agent_id: str = ""
 
 
@@ -208,6 +211,9 @@ async def line(
         metadata=c.md,
     )
     trunk = _free_udp_port()
+    pki = tmp_path_factory.mktemp("pki")
+    ca = make_ca(pki, "voice-ca")
+    certificate = issue(ca, pki, "voice", server_ip="127.0.0.1")
     env = {k.removeprefix("LIANLUO_").lower(): v for k, v in cell.env.items()}
     settings = VoiceSettings(
         **env,
@@ -221,6 +227,9 @@ async def line(
         voice_invites_per_second=5,
         object_store_path=str(tmp_path_factory.mktemp("objects")),
         voice_trunk=f"127.0.0.1:{trunk}",
+        voice_tls_port=0,
+        voice_tls_cert_file=str(certificate.cert),
+        voice_tls_key_file=str(certificate.key),
     )
     # The first calls are timed against the flow: they wait until the services that route
     # a call consume their topics (a new consumer group takes seconds to form).
@@ -234,7 +243,7 @@ async def line(
         while calls._line(CALLBACK_NUMBER) is None:  # until the channels are on tenant.config
             await asyncio.sleep(0.2)
     assert calls.endpoint is not None
-    yield Line(t, c.key, voice, calls, calls.endpoint.port, settings, trunk)
+    yield Line(t, c.key, voice, calls, calls.endpoint.port, settings, trunk, ca.path)
     voice.request_stop()
     await task
     await tch.close()
@@ -512,10 +521,11 @@ async def _phone(
     first_rtp_port: int,
     available: bool = True,
     codec: str = "PCMU",
+    tls: bool = False,
 ) -> Phone:
     """A baresip phone of a new agent `name` (Debian's), registered with digest
-    authentication, answering by itself, saying `sentence` again and again, in `codec`
-    only."""
+    authentication (over TLS, trusting the voice service's CA, when `tls`), answering by
+    itself, saying `sentence` again and again, in `codec` only."""
     made = await _agent_with_phone(line, cell, name)
     said = await Speech("espeak-ng").say(sentence, "en")
     # baresip reads its file at the codec's own rate and channels (Opus: 48 kHz, stereo).
@@ -550,12 +560,19 @@ async def _phone(
                 "module_tmp account.so",
                 "module_app menu.so",
                 "module_app ctrl_tcp.so",
+                f"sip_cafile {line.ca}",
                 "",
             ]
         )
     )
+    assert line.calls.endpoint is not None
+    address = (
+        f"127.0.0.1:{line.calls.endpoint.tls_port};transport=tls"
+        if tls
+        else f"127.0.0.1:{line.port};transport=udp"
+    )
     (folder / "accounts").write_text(
-        f"<sip:{name}@127.0.0.1:{line.port};transport=udp>"
+        f"<sip:{name}@{address}>"
         f";auth_user={name}@{line.tenant.name};auth_pass={PASSWORD}"
         f";answermode=auto;regint=600;audio_codecs={codec}\n"
     )
@@ -659,6 +676,50 @@ async def test_a_caller_reaches_an_agents_phone_and_they_hear_each_other(
         ),
         metadata=(("authorization", f"Bearer {line.key}"),),
     )
+
+
+async def test_an_agents_phone_over_tls_registers_and_answers(
+    line: Line, phone: Phone, cell: Cell, tmp_path: Path
+) -> None:
+    """Qian's phone reaches the voice service over TLS only (SIP over TLS, RFC 3261 26.2,
+    trusting the service's CA): it registers there, and a caller's call rings it on that
+    connection; once answered, the caller and Qian hear each other."""
+    await _presence(cell, line, phone.agent_id, apb.PRESENCE_AWAY)  # the call is Qian's
+    qian = await _phone(
+        line,
+        cell,
+        tmp_path,
+        "qian.yu",
+        "This is Qian, on a secure line.",
+        42300,
+        tls=True,
+    )
+    try:
+        binding = line.calls.phones._bindings[(line.tenant.id, qian.agent_id)]
+        assert binding.peer.transport == "TLS"
+        before = len(line.calls.phones.ended)
+        await sipp("ivr_to_agent.xml", line.port, NUMBER, tmp_path)
+        async with asyncio.timeout(15):
+            while len(line.calls.phones.ended) == before:
+                await asyncio.sleep(0.1)
+        interaction, agent_id, agent_received, agent_sent = line.calls.phones.ended[-1]
+        assert agent_id == qian.agent_id
+        assert agent_sent > 50, "the caller's audio did not reach Qian's phone"
+        assert agent_received > 50, "Qian's phone sent no audio"
+        media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
+        await media.End(
+            mpb.EndRequest(
+                tenant_id=line.tenant.id,
+                interaction_id=interaction,
+                resolution=mpb.Resolution(code="resolved"),
+            ),
+            metadata=(("authorization", f"Bearer {line.key}"),),
+        )
+    finally:
+        await _presence(cell, line, qian.agent_id, apb.PRESENCE_OFFLINE)
+        await _presence(cell, line, phone.agent_id, apb.PRESENCE_AVAILABLE)
+        qian.process.terminate()
+        await qian.process.wait()
 
 
 async def test_an_agent_hands_a_call_to_a_colleague_from_the_phone(

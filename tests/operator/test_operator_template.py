@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from typing import Any
 
@@ -225,6 +226,30 @@ def test_a_cell_answers_calls_with_one_voice_replica_on_its_sip_port() -> None:
     clone = cell_manifest("cell-8", 5000, 50, 2, "v1")
     assert clone["spec"]["replicas"]["voice"] == 1
     assert clone["spec"]["replicas"]["media"] == 2
+
+
+def test_a_cell_with_a_sip_certificate_serves_sip_over_tls_too() -> None:
+    secured = dataclasses.replace(INPUTS, voice_tls_secret="sip-example-com")
+    found = {(c["kind"], c["metadata"]["name"]): c for c in cell_children("cell-7", SPEC, secured)}
+    pod = found[("Deployment", "cell-7-voice")]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert ("sip-tls", 5061) in {(p["name"], p["containerPort"]) for p in container["ports"]}
+    assert {"name": "sip-tls", "secret": {"secretName": "sip-example-com"}} in pod["volumes"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "sip-tls")
+    config = found[("ConfigMap", "cell-7-voice")]["data"]
+    # The service reads the mounted Secret's files, and serves TLS on the port the pod opens.
+    assert config["LIANLUO_VOICE_TLS_CERT_FILE"] == f"{mount['mountPath']}/tls.crt"
+    assert config["LIANLUO_VOICE_TLS_KEY_FILE"] == f"{mount['mountPath']}/tls.key"
+    assert config["LIANLUO_VOICE_TLS_PORT"] == "5061"
+    service = found[("Service", "cell-7-voice")]["spec"]
+    assert {"name": "sip-tls", "port": 5061, "targetPort": "sip-tls"} in service["ports"]
+    policy = found[("NetworkPolicy", "cell-7-voice")]["spec"]
+    assert any({"protocol": "TCP", "port": 5061} in r["ports"] for r in policy["ingress"])
+    # No other service is given the certificate, and without one no cell serves TLS.
+    media = found[("Deployment", "cell-7-media")]["spec"]["template"]["spec"]
+    assert not any(v["name"] == "sip-tls" for v in media["volumes"])
+    plain = {(c["kind"], c["metadata"]["name"]): c for c in cell_children("cell-7", SPEC, INPUTS)}
+    assert "LIANLUO_VOICE_TLS_CERT_FILE" not in plain[("ConfigMap", "cell-7-voice")]["data"]
 
 
 def test_a_cells_database_url_keeps_the_admin_urls_options() -> None:

@@ -10,11 +10,13 @@ import wave
 
 import pytest
 from google.protobuf import timestamp_pb2
+from pydantic import ValidationError
 
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.runtime.errors import InvalidArgument, Violations
 from lianluo.services.tenants.domain import validate_channel
 from lianluo.services.voice import audio, codecs, domain, phones, rtp, sdp, sip
+from lianluo.services.voice.settings import VoiceSettings
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 OFFER = (
@@ -305,3 +307,23 @@ def test_rtcp_reports_read_back_what_was_written() -> None:
     # Before this side sends anything, it is a receiver report; junk is no report at all.
     assert rtp.parse_rtcp(rtp.sender_report(7, 0.0, 0, 0, 0, []))[1] == []
     assert rtp.parse_rtcp(b"\x00\x01") == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("files", "why"),
+    [
+        ({"voice_tls_cert_file": "voice.crt"}, "go together"),
+        (
+            {"voice_tls_cert_file": "/nowhere/voice.crt", "voice_tls_key_file": "/nowhere/k"},
+            "LIANLUO_VOICE_TLS_CERT_FILE /nowhere/voice.crt and its key /nowhere/k cannot be used",
+        ),
+    ],
+)
+def test_sip_over_tls_needs_a_certificate_and_its_key(files: dict[str, str], why: str) -> None:
+    base = {
+        "database_url": "postgresql://127.0.0.1/x",
+        "kafka_bootstrap_servers": "127.0.0.1:9092",
+        "admin_key": "k" * 32,
+    }
+    with pytest.raises(ValidationError, match=why):
+        VoiceSettings.model_validate({**base, **files})

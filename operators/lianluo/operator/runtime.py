@@ -48,6 +48,7 @@ class Runtime:
             console_service_type=s.console_service_type,
             voice_service_type=s.voice_service_type,
             voice_trunk=s.voice_trunk,
+            voice_tls_secret=s.voice_tls_secret,
             kafka_fetch_wait_ms=s.kafka_fetch_wait_ms,
             object_store_bucket=s.object_store_bucket,
             object_store_endpoint=s.object_store_endpoint,

@@ -92,6 +92,8 @@ class OperatorSettings(BaseSettings):
     voice_service_type: Literal["ClusterIP", "LoadBalancer", "NodePort"] = "ClusterIP"
     # The SIP trunk the cells' voice services dial callbacks through, "host:port"; empty: none.
     voice_trunk: Annotated[str, Field(pattern=r"^$|^[A-Za-z0-9.-]+:[0-9]{1,5}$")] = ""
+    # A kubernetes.io/tls Secret for the voice services' SIP over TLS (port 5061); empty: none.
+    voice_tls_secret: str = ""
     grpc_port: Annotated[int, Field(ge=1, le=65535)] = 50051
     # The S3-compatible bucket the cells' gateways keep attachments in; empty keeps them in
     # each pod's own volume, which a restart loses. The Secret holds access-key-id and

@@ -99,6 +99,9 @@ class TemplateInputs:
     voice_rtp_ports: str = "20000-20999"
     # A SIP trunk for calls out (callbacks), "host:port"; empty: none is dialled.
     voice_trunk: str = ""
+    # The Secret (tls.crt, tls.key) of SIP over TLS, served on its own port; empty: none.
+    voice_tls_secret: str = ""
+    voice_tls_port: int = 5061
     # LIANLUO_KAFKA_FETCH_WAIT_MS of the cell's services: the first cell's (the chart's value).
     kafka_fetch_wait_ms: int = 500
     # Where the gateways and voice keep objects: a bucket, else a volume of each pod.
@@ -174,6 +177,8 @@ OBJECTS_PATH = "/var/lib/lianluo/objects"
 KAFKA_TLS_PATH = "/etc/lianluo/kafka"
 # Where the platform's gRPC certificate, key and CA are mounted, read-only.
 GRPC_TLS_PATH = "/etc/lianluo/grpc"
+# Where the voice service's SIP certificate is mounted, read-only.
+SIP_TLS_PATH = "/etc/lianluo/sip"
 
 
 def database_name(prefix: str, cell: str) -> str:
@@ -305,6 +310,15 @@ def settings_for(
             "LIANLUO_VOICE_SIP_PORT": str(inputs.voice_sip_port),
             "LIANLUO_VOICE_RTP_PORTS": inputs.voice_rtp_ports,
             "LIANLUO_VOICE_TRUNK": inputs.voice_trunk,
+            **(
+                {
+                    "LIANLUO_VOICE_TLS_PORT": str(inputs.voice_tls_port),
+                    "LIANLUO_VOICE_TLS_CERT_FILE": f"{SIP_TLS_PATH}/tls.crt",
+                    "LIANLUO_VOICE_TLS_KEY_FILE": f"{SIP_TLS_PATH}/tls.key",
+                }
+                if inputs.voice_tls_secret
+                else {}
+            ),
             **{
                 f"LIANLUO_VOICE_{name.upper()}_ADDRESS": f"{cell}-{name}:{inputs.grpc_port}"
                 for name in ("tenants", "media", "gateway", "acd")
@@ -468,6 +482,8 @@ def _deployment(
             {"name": "sip-udp", "containerPort": inputs.voice_sip_port, "protocol": "UDP"},
             {"name": "sip-tcp", "containerPort": inputs.voice_sip_port, "protocol": "TCP"},
         ]
+        if inputs.voice_tls_secret:
+            container["ports"].append({"name": "sip-tls", "containerPort": inputs.voice_tls_port})
     volumes: list[Manifest] = [TMP[0]]
     container["volumeMounts"] = [TMP[1]]
     for volume, mount in _kafka_volumes(inputs.kafka_security):
@@ -477,6 +493,11 @@ def _deployment(
         volumes.append({"name": "grpc-tls", "secret": {"secretName": inputs.grpc_tls_secret}})
         container["volumeMounts"].append(
             {"name": "grpc-tls", "mountPath": GRPC_TLS_PATH, "readOnly": True}
+        )
+    if service == "voice" and inputs.voice_tls_secret:
+        volumes.append({"name": "sip-tls", "secret": {"secretName": inputs.voice_tls_secret}})
+        container["volumeMounts"].append(
+            {"name": "sip-tls", "mountPath": SIP_TLS_PATH, "readOnly": True}
         )
     if service in STORES and not inputs.object_store_bucket:
         volumes.append({"name": "objects", "emptyDir": {}})
@@ -615,6 +636,10 @@ def _service(cell: str, service: str, inputs: TemplateInputs, meta: dict[str, st
              "targetPort": f"sip-{p.lower()}"}
             for p in ("UDP", "TCP")
         ]  # fmt: skip
+        if inputs.voice_tls_secret:
+            spec["ports"].append(
+                {"name": "sip-tls", "port": inputs.voice_tls_port, "targetPort": "sip-tls"}
+            )
     metadata: Manifest = {"name": f"{cell}-{service}", "labels": meta}
     if inputs.service_annotations.get(service):
         metadata["annotations"] = dict(inputs.service_annotations[service])
@@ -690,7 +715,8 @@ def _network_policy(
         "console": [("TCP", inputs.console_http_port)],
         # SIP on its port; RTP on the pod's own ports, any of them (a range needs endPort,
         # which Kubernetes before 1.25 drops without a word, letting one port through).
-        "voice": [("TCP", inputs.voice_sip_port), ("UDP", None)],
+        "voice": [("TCP", inputs.voice_sip_port), ("UDP", None)]
+        + ([("TCP", inputs.voice_tls_port)] if inputs.voice_tls_secret else []),
     }
     if service in public:
         ports: list[Manifest] = [

@@ -246,6 +246,7 @@ first one and to provision tenants through the tenants API. */}}
 {{- $_ := set $env "LIANLUO_OPERATOR_CONSOLE_SERVICE_TYPE" $v.cells.consoleServiceType }}
 {{- $_ := set $env "LIANLUO_OPERATOR_VOICE_SERVICE_TYPE" $v.cells.voiceServiceType }}
 {{- $_ := set $env "LIANLUO_OPERATOR_VOICE_TRUNK" $v.cells.voiceTrunk }}
+{{- with $v.cells.voiceTlsSecret }}{{- $_ := set $env "LIANLUO_OPERATOR_VOICE_TLS_SECRET" . }}{{- end }}
 {{- if $v.objectStorage.enabled }}
 {{- $_ := set $env "LIANLUO_OPERATOR_OBJECT_STORE_BUCKET" (required "objectStorage.bucket is needed when objectStorage.enabled is true" $v.objectStorage.bucket) }}
 {{- $_ := set $env "LIANLUO_OPERATOR_OBJECT_STORE_ENDPOINT" $v.objectStorage.endpoint }}

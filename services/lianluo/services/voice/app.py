@@ -22,7 +22,13 @@ async def assemble(settings: VoiceSettings) -> tuple[Service, Calls]:
     service = Service(SPEC, settings)
     view = await service.follow_tenant_config()
     calls = Calls(settings, view, Platform(settings), Speech(settings.voice_tts_command))
-    endpoint = Endpoint(settings.voice_sip_host, settings.voice_sip_port, calls.handle)
+    endpoint = Endpoint(
+        settings.voice_sip_host,
+        settings.voice_sip_port,
+        calls.handle,
+        settings.tls(),
+        settings.voice_tls_port,
+    )
     calls.endpoint = endpoint
     await endpoint.start()
     service.add_background(endpoint, "sip")

@@ -323,10 +323,10 @@ class Phones:
             binding.contact,
             call_id,
             1,
-            f"{self.endpoint.contact(host)};tag={sip.tag()}",
+            f"{self.endpoint.contact(host, binding.peer)};tag={sip.tag()}",
             f"<{binding.contact}>",
         )
-        invite.headers.add("Contact", self.endpoint.contact(host))
+        invite.headers.add("Contact", self.endpoint.contact(host, binding.peer))
         invite.headers.add("Content-Type", "application/sdp")
         invite.body = sdp.describe(int(time.time()), 1, host, port, sdp.OFFER, 101)
         answer = await self.endpoint.request(invite, binding.peer, wait=wait)
@@ -432,7 +432,7 @@ class Phones:
                 to_tag=local_tag,
                 body=answer,
                 content_type="application/sdp",
-                headers={"Contact": self.endpoint.contact(host), "Allow": sip.ALLOW},
+                headers={"Contact": self.endpoint.contact(host, tx.peer), "Allow": sip.ALLOW},
             )
         )
         log.info("a consult call", tenant_id=tenant_id, agent_id=agent.id, to=binding.agent_id)

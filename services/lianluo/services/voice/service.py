@@ -378,7 +378,7 @@ class Calls:
             sdp.MIRROR[offer.direction],
         )
         assert self.endpoint is not None
-        contact = self.endpoint.contact(self._settings.public_host())
+        contact = self.endpoint.contact(self._settings.public_host(), tx.peer)
         tx.respond(
             sip.reply(
                 request,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
@@ -16,6 +17,11 @@ class VoiceSettings(ServiceSettings, ObjectStoreSettings):
     # SIP over UDP and TCP, on the same port.
     voice_sip_host: str = "127.0.0.1"
     voice_sip_port: Annotated[int, Field(ge=0, le=65535)] = 5060
+    # SIP over TLS (RFC 3261 26.2), served on this port when a certificate (PEM, with its
+    # chain) and its key are set; 0 takes any free port.
+    voice_tls_port: Annotated[int, Field(ge=0, le=65535)] = 5061
+    voice_tls_cert_file: str = ""
+    voice_tls_key_file: str = ""
     # The address peers reach this replica at, put in Contact and SDP; empty is the SIP host.
     voice_public_host: str = ""
     # The UDP ports RTP takes, one per call: "first-last".
@@ -62,6 +68,31 @@ class VoiceSettings(ServiceSettings, ObjectStoreSettings):
                 "every address"
             )
         return self
+
+    @model_validator(mode="after")
+    def _tls(self) -> VoiceSettings:
+        cert, key = self.voice_tls_cert_file, self.voice_tls_key_file
+        if bool(cert) != bool(key):
+            raise ValueError(
+                "LIANLUO_VOICE_TLS_CERT_FILE and LIANLUO_VOICE_TLS_KEY_FILE go together"
+            )
+        if cert:
+            try:
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+            except (OSError, ssl.SSLError) as error:
+                raise ValueError(
+                    f"LIANLUO_VOICE_TLS_CERT_FILE {cert} and its key {key} cannot be used ({error})"
+                ) from None
+        return self
+
+    def tls(self) -> ssl.SSLContext | None:
+        """The context SIP over TLS is served with; None when it is not."""
+        if not self.voice_tls_cert_file:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.voice_tls_cert_file, self.voice_tls_key_file)
+        return context
 
     def rtp_range(self) -> range:
         first, _, last = self.voice_rtp_ports.partition("-")

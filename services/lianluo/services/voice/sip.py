@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import re
 import secrets
+import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -143,14 +144,14 @@ def bare_reply(data: bytes, code: int) -> bytes | None:
 class Peer:
     """Where a message came from, and how to send back."""
 
-    transport: str  # "UDP" or "TCP"
+    transport: str  # "UDP", "TCP" or "TLS"
     host: str
     port: int
     send: Callable[[bytes], None]
 
     @property
     def reliable(self) -> bool:
-        return self.transport == "TCP"
+        return self.transport != "UDP"
 
 
 def _key(message: Message) -> tuple[str, str]:
@@ -199,12 +200,23 @@ Handler = Callable[[Request, ServerTransaction], Awaitable[None]]
 
 
 class Endpoint:
-    """One SIP address over UDP and TCP: it keeps the transactions, answers retransmissions
-    from them, and passes each new request to the handler."""
+    """One SIP address over UDP and TCP, and TLS on a port of its own when given a context: it
+    keeps the transactions, answers retransmissions from them, and passes each new request to
+    the handler."""
 
-    def __init__(self, host: str, port: int, handler: Handler) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        handler: Handler,
+        tls: ssl.SSLContext | None = None,
+        tls_port: int = 0,
+    ) -> None:
         self.host = host
         self.port = port
+        self.tls_port = tls_port
+        self._tls_context = tls
+        self._tls: asyncio.Server | None = None
         self._handler = handler
         self._server: dict[tuple[str, str], ServerTransaction] = {}
         # Call-ID and CSeq number -> the INVITE transaction waiting for its ACK.
@@ -245,11 +257,22 @@ class Endpoint:
                     raise
                 continue
             self.port = port
-            return
+            break
+        if self._tls_context is not None:
+            self._tls = await asyncio.start_server(
+                lambda r, w: self._stream(r, w, "TLS"),
+                self.host,
+                self.tls_port,
+                ssl=self._tls_context,
+                ssl_handshake_timeout=10,
+            )
+            self.tls_port = self._tls.sockets[0].getsockname()[1]
 
-    async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _stream(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transport: str = "TCP"
+    ) -> None:
         host, port = writer.get_extra_info("peername")[:2]
-        peer = Peer("TCP", host, port, writer.write)
+        peer = Peer(transport, host, port, writer.write)
         try:
             while not self._stopping.is_set():
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -266,8 +289,11 @@ class Endpoint:
         finally:
             writer.close()
 
-    def contact(self, host: str) -> str:
-        """This endpoint's address as `host` publishes it, for Contact and From."""
+    def contact(self, host: str, peer: Peer | None = None) -> str:
+        """This endpoint's address as `host` publishes it, for Contact and From: over TLS
+        when `peer` reached it over TLS, so that the dialog's requests stay there."""
+        if peer is not None and peer.transport == "TLS":
+            return f"<sip:voice@{host}:{self.tls_port};transport=tls>"
         return f"<sip:voice@{host}:{self.port}>"
 
     def peer(self, host: str, port: int) -> Peer:
@@ -283,8 +309,9 @@ class Endpoint:
         self._stopping.set()
         if self._udp is not None:
             self._udp.close()
-        if self._tcp is not None:
-            self._tcp.close()
+        for server in (self._tcp, self._tls):
+            if server is not None:
+                server.close()
         for task in self._tasks:
             task.cancel()
 
@@ -364,8 +391,8 @@ class Endpoint:
         up to T2 (timers A and E) until any response arrives; an INVITE's 2xx needs the caller's
         own ACK (`ack`)."""
         via_branch = branch()
-        transport = "TCP" if peer.reliable else "UDP"
-        request.via = [Via(transport, self.host, self.port, Parameters(branch=via_branch))]
+        port = self.tls_port if peer.transport == "TLS" else self.port
+        request.via = [Via(peer.transport, self.host, port, Parameters(branch=via_branch))]
         request.content_length = len(request.body)
         data = bytes(request)
         answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
@@ -404,7 +431,14 @@ class Endpoint:
         ack.via = (
             invite.via
             if final.code >= 300
-            else [Via(invite.via[0].transport, self.host, self.port, Parameters(branch=branch()))]
+            else [
+                Via(
+                    invite.via[0].transport,
+                    self.host,
+                    self.tls_port if invite.via[0].transport == "TLS" else self.port,
+                    Parameters(branch=branch()),
+                )
+            ]
         )
         ack.content_length = 0
         peer.send(bytes(ack))
