@@ -2,8 +2,9 @@
 voice, for G.711 (the standard library's audioop) and for Opus (libopus through PyAV, with the
 48 kHz decode brought down to 8 kHz), and how many calls transcoded between the two one core
 could carry (a bridged call between a G.711 caller and an Opus phone does one encode and one
-decode of each codec every 20 ms: each way, a decode of what came and an encode of it). The raw limit beside each, in the same run, is
-copying the frame's bytes: the least any relay does.
+decode of each codec every 20 ms: each way, a decode of what came and an encode of it). The
+raw limit beside each, in the same run, is copying the frame's bytes: the least any relay
+does.
 
 Run:
     .venv/bin/python loadtest/bench/codecs.py [--seconds 3]
