@@ -945,6 +945,105 @@ async def test_an_agent_consults_a_colleague_then_hands_them_the_call(
         await sun.process.wait()
 
 
+async def test_a_colleague_asked_to_stay_makes_a_conference_of_the_call(
+    line: Line, phone: Phone, cell: Cell, tmp_path: Path
+) -> None:
+    """Li, on a call, asks He to join and stays (a consult from the desk: a transfer with
+    stay): He's phone rings and answers, and the caller, Li and He each hear the other two.
+    Li hangs up and leaves the conversation to He, who goes on talking with the caller; when
+    He hangs up, the call ends."""
+    he = await _phone(
+        line, cell, tmp_path, "he.jun", "This is He from the loans team.", 42400, False
+    )
+    key = (("authorization", f"Bearer {line.key}"),)
+    media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
+    try:
+        caller = asyncio.create_task(sipp("transferred.xml", line.port, NUMBER, tmp_path))
+        async with asyncio.timeout(20):  # the caller pressed 1 and Li's phone answered
+            while not (
+                call := next(
+                    (
+                        c
+                        for c in line.calls._calls.values()
+                        if c.agent and c.agent.agent_id == phone.agent_id
+                    ),
+                    None,
+                )
+            ):
+                await asyncio.sleep(0.1)
+        li = call.agent
+        assert li is not None
+        async with asyncio.timeout(10):
+            while not li.participant_id:
+                await asyncio.sleep(0.1)
+        await _presence(cell, line, he.agent_id, apb.PRESENCE_AVAILABLE)
+        await media.Transfer(
+            mpb.TransferRequest(
+                tenant_id=line.tenant.id,
+                interaction_id=call.interaction_id,
+                transfer=mpb.Transfer(
+                    participant_id=li.participant_id, agent_id=he.agent_id, stay=True
+                ),
+            ),
+            metadata=key,
+        )
+        async with asyncio.timeout(20):  # He's phone rang and answered: three on the line
+            while not (call.others and call.conference is not None):
+                await asyncio.sleep(0.1)
+        he_leg = call.others[0]
+        assert call.agent is li and not li.ended
+        legs = (call.session, li.session, he_leg.session)
+        sent = [s.sent for s in legs]
+        heard = [s.figures.received for s in legs]
+        await asyncio.sleep(2)  # the three talk
+        # Each hears the other two (mixed), and each is heard.
+        assert all(s.sent - before > 50 for s, before in zip(legs, sent, strict=True)), [
+            s.sent - b for s, b in zip(legs, sent, strict=True)
+        ]
+        assert all(s.figures.received - before > 50 for s, before in zip(legs, heard, strict=True))
+        # Li hangs up: Li leaves, and the caller and He go on, bridged as two.
+        await phone.command("hangup")
+        async with asyncio.timeout(15):
+            while call.conference is not None or call.agent is not he_leg:
+                await asyncio.sleep(0.1)
+        async with asyncio.timeout(15):
+            while True:
+                it = await media.GetInteraction(
+                    mpb.GetInteractionRequest(
+                        tenant_id=line.tenant.id, interaction_id=call.interaction_id
+                    ),
+                    metadata=key,
+                )
+                agents = {
+                    p.subject_id: p for p in it.participants if p.role == mpb.PARTICIPANT_ROLE_AGENT
+                }
+                if agents[phone.agent_id].HasField("leave_time"):
+                    break
+                await asyncio.sleep(0.2)
+        assert agents[phone.agent_id].leave_reason == "left"
+        assert not agents[he.agent_id].HasField("leave_time")
+        assert it.state == mpb.INTERACTION_STATE_CONNECTED
+        before = (he_leg.session.figures.received, call.session.figures.received)
+        await asyncio.sleep(2)
+        assert he_leg.session.figures.received - before[0] > 50, "He was not heard"
+        assert call.session.figures.received - before[1] > 50, "the caller was not heard"
+        await he.command("hangup")
+        async with asyncio.timeout(15):
+            await caller
+        await media.End(
+            mpb.EndRequest(
+                tenant_id=line.tenant.id,
+                interaction_id=call.interaction_id,
+                resolution=mpb.Resolution(code="resolved"),
+            ),
+            metadata=key,
+        )
+    finally:
+        await _presence(cell, line, he.agent_id, apb.PRESENCE_OFFLINE)
+        he.process.terminate()
+        await he.process.wait()
+
+
 async def _presence(cell: Cell, line: Line, agent_id: str, presence: int) -> None:
     acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
     async with asyncio.timeout(30):

@@ -327,3 +327,21 @@ def test_sip_over_tls_needs_a_certificate_and_its_key(files: dict[str, str], why
     }
     with pytest.raises(ValidationError, match=why):
         VoiceSettings.model_validate({**base, **files})
+
+
+def test_in_a_conference_each_leg_hears_the_others_mixed_and_not_itself() -> None:
+    caller, li, he = (audio.RtpSession(sdp.PCMU, None, lambda _d: None) for _ in range(3))
+    conference = audio.Conference(caller, li)
+    conference.join(he)
+    low, high = (int(v).to_bytes(2, "little", signed=True) * rtp.SAMPLES for v in (1000, 30000))
+    conference.heard(caller, low)
+    conference.heard(li, high)
+    # He hears both at once, summed; Li hears the caller alone.
+    assert he._mixed() == rtp.mix(low, high)
+    assert he._mixed() is None  # each 20 ms is heard once
+    assert li._mixed() == low and caller._mixed() == high
+    # Li leaves: nothing Li said waits for the others, and Li hears no more.
+    conference.heard(li, high)
+    conference.leave(li)
+    conference.heard(caller, low)
+    assert he._mixed() == low and li._mixed() is None and li.conference is None

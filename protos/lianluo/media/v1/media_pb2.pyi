@@ -1036,6 +1036,11 @@ Global___Receipt: _TypeAlias = Receipt  # noqa: Y015
 
 @_typing.final
 class Leave(_message.Message):
+    """The last frame of a stream that leaves the conversation. A customer's ends it for them. A
+    person on staff leaves one an agent or expert carries on (a colleague who stayed after a
+    consult, with participant_left's reason "left"); the last agent ends it with End instead.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REASON_FIELD_NUMBER: _builtins.int

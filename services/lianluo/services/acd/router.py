@@ -43,6 +43,8 @@ from lianluo.tenants.v1 import tenants_pb2 as pb
 log = get_logger(__name__)
 # The media service's leave reason when a supervisor takes a conversation over.
 TAKEN_OVER = "taken_over"
+# The media service's reason for a person who left a conversation others carry on.
+LEFT = "left"
 OwnedPartitions = Callable[[], Awaitable[set[int]]]
 
 
@@ -160,10 +162,11 @@ class Router:
     async def on_participant_left(
         self, conn: asyncpg.Connection, envelope: Envelope, left: InteractionEvent
     ) -> None:
-        """A supervisor took the conversation over: its agents' capacity is free at once. (An
-        agent who hands a contact over is released here when another accepts it.)"""
+        """A supervisor took the conversation over, or an agent left one a colleague carries on:
+        their capacity is free at once. (An agent who hands a contact over is released when
+        another accepts it.)"""
         who = left.participant_left
-        if who.leave_reason != TAKEN_OVER:
+        if who.leave_reason not in (TAKEN_OVER, LEFT):
             return
 
         def release(r: TenantRouting, now: datetime) -> None:

@@ -196,7 +196,9 @@ class MediaApi(rpc.MediaServiceServicer):
                     frame.send.whisper,
                 )
             elif kind == "leave":
-                if me is not None and me.role == R.PARTICIPANT_ROLE_CUSTOMER:
+                if me is not None and self.media.is_staff(me.role):
+                    await self.media.leave(join.tenant_id, join.interaction_id, me.id)
+                elif me is not None and me.role == R.PARTICIPANT_ROLE_CUSTOMER:
                     await self.media.end(
                         pb.EndRequest(
                             tenant_id=join.tenant_id,

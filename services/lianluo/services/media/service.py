@@ -52,6 +52,8 @@ CALLBACK_NOTICE_MIN = timedelta(minutes=1)
 CALLBACK_AHEAD_MAX = timedelta(days=90)
 # Why the agents leave a conversation a supervisor takes over; the ACD frees their capacity.
 TAKEN_OVER = "taken_over"
+# Why a person left a conversation others on staff carry on (a colleague after a consult).
+LEFT = "left"
 # How long an agent's join may wait for its assignment to arrive from the ACD, looking again
 # this often: the assignment is usually one or two hops (tens of ms) behind the accept, and
 # each look is one short transaction.
@@ -901,6 +903,27 @@ class MediaService:
             change.end(S.INTERACTION_STATE_OVERFLOWED, pb.Resolution(code="overflow"))
             return
         change.message(self._bot(change), pb.MessageContent(text=text))
+
+    async def leave(self, tenant_id: str, interaction_id: str, participant_id: str) -> None:
+        """A person on staff leaves a conversation that an agent or expert carries on (the
+        colleague who stayed after a consult, or the one who asked them). The last agent does
+        not leave: they end it (End), which starts their wrap-up."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            change = await self._locked(conn, tenant_id, interaction_id)
+            me = change.participant(participant_id)
+            if me is None or me.HasField("leave_time") or not self.is_staff(me.role):
+                return
+            if change.it.state != S.INTERACTION_STATE_CONNECTED:
+                return
+            carried = any(
+                p.id != me.id
+                and p.role in (R.PARTICIPANT_ROLE_AGENT, R.PARTICIPANT_ROLE_EXPERT)
+                and not p.HasField("leave_time")
+                for p in change.it.participants
+            )
+            if carried:
+                self._leave(change, me.subject_id, LEFT)
+                await self._flush(change)
 
     def _leave(self, change: Change, agent_id: str, reason: str) -> None:
         """The agent's participant leaves the interaction (for example after a transfer)."""

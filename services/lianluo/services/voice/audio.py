@@ -73,6 +73,10 @@ class RtpSession(asyncio.DatagramProtocol):
         self._started = 0.0
         # The other leg of a bridged call: what arrives here is sent there as it comes.
         self.partner: RtpSession | None = None
+        # Or, with three or more legs, the conference: what the others said, by speaker,
+        # waiting for this leg's next tick, where it is mixed.
+        self.conference: Conference | None = None
+        self._mix: dict[int, bytearray] = {}
         # The recording, in step with the pacer's 20 ms ticks: what came in from the peer and
         # what went out to it, each as 16-bit PCM. Audio that arrives between two ticks waits
         # in `_heard` / `_said` for the next one.
@@ -160,7 +164,9 @@ class RtpSession(asyncio.DatagramProtocol):
             pcm = self.coder.decode(packet.payload)
             if len(self._heard) < FRAME_BYTES * 50:  # a second of jitter at most
                 self._heard += pcm
-            if self.partner is not None and not self.held:
+            if self.conference is not None and not self.held:
+                self.conference.heard(self, pcm)
+            elif self.partner is not None and not self.held:
                 self.partner.relay(packet.payload, self.codec, pcm)
 
     def relay(self, payload: bytes, codec: sdp.Format, pcm: bytes) -> None:
@@ -195,6 +201,22 @@ class RtpSession(asyncio.DatagramProtocol):
         self._playing = b""
         self._idle.set()
 
+    def mix_in(self, speaker: RtpSession, pcm: bytes) -> None:
+        """What another leg of the conference said, for this leg's next ticks."""
+        waiting = self._mix.setdefault(id(speaker), bytearray())
+        if len(waiting) < FRAME_BYTES * 50:  # a second of jitter at most
+            waiting += pcm
+
+    def _mixed(self) -> bytes | None:
+        """20 ms of what the other legs said, summed; None when none said anything."""
+        out: bytes | None = None
+        for waiting in self._mix.values():
+            if waiting:
+                frame = bytes(waiting[:FRAME_BYTES]).ljust(FRAME_BYTES, b"\0")
+                del waiting[:FRAME_BYTES]
+                out = frame if out is None else rtp.mix(out, frame)
+        return out
+
     async def drained(self) -> None:
         await self._idle.wait()
 
@@ -215,6 +237,10 @@ class RtpSession(asyncio.DatagramProtocol):
             tick += PACKET_SECONDS
             await asyncio.sleep(max(0.0, tick - loop.time()))
             frame = self._next_frame()
+            if self.conference is not None and not self.held:
+                mixed = self._mixed()
+                if mixed is not None:
+                    frame = mixed if frame is None else rtp.mix(frame, mixed)
             self._record(frame)
             self._timestamp = (self._timestamp + self.codec.clock // 50) % (1 << 32)
             if frame is None or self.held or self.remote is None or self._transport is None:
@@ -269,6 +295,35 @@ class RtpSession(asyncio.DatagramProtocol):
             if transport is not None:
                 transport.close()
         self._idle.set()
+
+
+class Conference:
+    """Three or more legs of one call (a colleague who stays on it): each leg hears the others,
+    mixed on its own sending clock, 20 ms at a time."""
+
+    def __init__(self, *sessions: RtpSession) -> None:
+        self.members: list[RtpSession] = []
+        for session in sessions:
+            self.join(session)
+
+    def join(self, session: RtpSession) -> None:
+        if session not in self.members:
+            session.partner = None
+            session.conference = self
+            self.members.append(session)
+
+    def leave(self, session: RtpSession) -> None:
+        if session in self.members:
+            self.members.remove(session)
+        session.conference = None
+        session._mix.clear()
+        for member in self.members:
+            member._mix.pop(id(session), None)
+
+    def heard(self, speaker: RtpSession, pcm: bytes) -> None:
+        for member in self.members:
+            if member is not speaker:
+                member.mix_in(speaker, pcm)
 
 
 class _Rtcp(asyncio.DatagramProtocol):

@@ -100,6 +100,9 @@ class AgentLeg:
     consult: Consult | None = None
     # The call this leg is to take over once the ACD offers it (an attended transfer to it).
     awaiting: str = ""
+    # The agent asked for a colleague and stays on the call with them (a consult from the
+    # desk): once the colleague answers, the three are a conference.
+    staying: bool = False
 
 
 @dataclass
@@ -131,6 +134,7 @@ class Phones:
         ports: Ports,
         connect: Callable[[apb.Offer, AgentLeg], Awaitable[bool]],
         caller_left: Callable[[str], None],
+        leaves_conference: Callable[[AgentLeg], bool],
     ) -> None:
         self._settings = settings
         self._view = view
@@ -139,6 +143,7 @@ class Phones:
         self._ports = ports
         self._connect = connect
         self._caller_left = caller_left
+        self._leaves_conference = leaves_conference
         self._admin = (("authorization", f"Bearer {settings.admin_key.get_secret_value()}"),)
         self._nonce_key = secrets.token_bytes(32)
         self._bindings: dict[tuple[str, str], Binding] = {}
@@ -491,8 +496,11 @@ class Phones:
 
         with contextlib.suppress(grpc.aio.AioRpcError):
             async for frame in self._media.Connect(sent(leg.frames), metadata=self._admin):
-                if frame.WhichOneof("frame") == "joined":
+                kind = frame.WhichOneof("frame")
+                if kind == "joined":
                     leg.participant_id = frame.joined.participant_id
+                elif kind == "transfer":
+                    leg.staying = frame.transfer.stay
 
     async def phone_hung_up(self, leg: AgentLeg) -> None:
         """The agent hung up: the conversation is over, and the agent's wrap-up begins; unless
@@ -504,6 +512,11 @@ class Phones:
             await self.end_consult(leg.consult)
             return
         if leg.transferred or not leg.interaction_id:
+            self._forget(leg)
+            return
+        if leg.participant_id and self._leaves_conference(leg):
+            # Others stay on the call: this agent leaves the conversation, which goes on.
+            leg.frames.put_nowait(mpb.ClientFrame(leave=mpb.Leave(reason="hung_up")))
             self._forget(leg)
             return
         if leg.participant_id:

@@ -95,6 +95,11 @@ def decode(payload: bytes, codec: Format) -> bytes:
     return audioop.alaw2lin(payload, 2) if codec == PCMA else audioop.ulaw2lin(payload, 2)
 
 
+def mix(a: bytes, b: bytes) -> bytes:
+    """Two 16-bit mono frames of one length, summed (clipped at full scale, not wrapped)."""
+    return audioop.add(a, b, 2)
+
+
 def stereo(left: bytes, right: bytes) -> bytes:
     """Two 16-bit mono streams of one length as one interleaved stereo stream."""
     return audioop.add(audioop.tostereo(left, 2, 1, 0), audioop.tostereo(right, 2, 0, 1), 2)

@@ -34,7 +34,7 @@ from lianluo.runtime.logs import get_logger
 from lianluo.runtime.objects import Objects, tenant_key
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.voice import domain, rtp, sdp, sip
-from lianluo.services.voice.audio import Ports, RtpSession, Speech, TenantAudio
+from lianluo.services.voice.audio import Conference, Ports, RtpSession, Speech, TenantAudio
 from lianluo.services.voice.phones import AgentLeg, Phones, sent
 from lianluo.services.voice.settings import VoiceSettings
 from lianluo.tenants.v1 import audio_pb2 as audio_pb
@@ -179,6 +179,10 @@ class Call:
     entry: str = ""
     entry_timer: asyncio.TimerHandle | None = None
     agent: AgentLeg | None = None
+    # Colleagues who stayed on the call (a consult from the desk): with them, the caller and
+    # the agent, a conference.
+    others: list[AgentLeg] = field(default_factory=list)
+    conference: Conference | None = None
     # Notices while the caller waits for someone: queued with no agent, or held by the agent.
     hold: asyncio.Task[None] | None = None
     invited: float = field(default_factory=time.monotonic)
@@ -216,6 +220,7 @@ class Calls:
             self._ports,
             self.connect,
             self._agent_left,
+            self._leaves_conference,
         )
         # The last calls that ended, newest last: what each received, sent and was told; and
         # how many have ended in all.
@@ -447,6 +452,8 @@ class Calls:
                 elif kind == "message" and frame.message.sender_role != R.PARTICIPANT_ROLE_CUSTOMER:
                     if frame.message.content.text and not frame.message.whisper:
                         await self._say(call, frame.message.content.text)
+                elif kind == "participant_left":
+                    self._left(call, frame.participant_left.id)
                 elif kind == "state_changed":
                     call.state = frame.state_changed.to_state
                     if call.state != S.INTERACTION_STATE_IN_IVR:
@@ -796,10 +803,15 @@ class Calls:
     def _bridge(self, interaction_id: str, leg: AgentLeg) -> bool:
         """The agent's phone answered: the caller and the agent hear each other. An agent
         who handed the call on from the desk is on the line until then: their phone is hung
-        up now."""
+        up now; one who asked to stay (a consult) stays, and the three are a conference."""
         call = self._call_of(interaction_id)
         if call is None:
             return False
+        first = call.agent
+        if first is not None and not first.ended and not first.transferred and first.staying:
+            first.staying = False
+            self._confer(call, first, leg)
+            return True
         before = self._unbridge(call)
         if before is not None and not before.ended and not before.transferred:
             before.transferred = True
@@ -813,12 +825,64 @@ class Calls:
 
     def _unbridge(self, call: Call) -> AgentLeg | None:
         """The agent's leg leaves the call's audio (the caller's hold follows from its caller);
-        the agent's leg it was, if any."""
-        leg, call.agent = call.agent, None
+        the agent's leg it was, if any. In a conference, a colleague who stays takes its
+        place."""
+        leg = call.agent
+        if leg is not None and call.conference is not None:
+            self._drop(call, leg)
+            return leg
+        call.agent = None
         call.session.partner = None
         if leg is not None:
             leg.session.partner = None
         return leg
+
+    def _confer(self, call: Call, first: AgentLeg, leg: AgentLeg) -> None:
+        """A colleague joins the caller and the agent: each hears the other two."""
+        call.session.hush()
+        if call.conference is None:
+            call.conference = Conference(call.session, first.session)
+        call.conference.join(leg.session)
+        call.others.append(leg)
+        self._update_hold(call)
+        log.info("a colleague joined the call", tenant_id=call.tenant_id, agent_id=leg.agent_id)
+
+    def _drop(self, call: Call, leg: AgentLeg) -> None:
+        """An agent's leg leaves the conference; down to the caller and one agent, the two are
+        bridged as any call is."""
+        assert call.conference is not None
+        call.conference.leave(leg.session)
+        if leg in call.others:
+            call.others.remove(leg)
+        elif leg is call.agent:
+            call.agent = call.others.pop(0) if call.others else None
+        if call.agent is None:  # nobody on staff is left on the line
+            call.conference.leave(call.session)
+            call.conference = None
+        elif not call.others:
+            call.conference.leave(call.session)
+            call.conference.leave(call.agent.session)
+            call.conference = None
+            call.session.partner, call.agent.session.partner = call.agent.session, call.session
+        self._update_hold(call)
+
+    def _left(self, call: Call, participant_id: str) -> None:
+        """An agent left the conversation (from the desk, or their consult ended): their phone
+        leaves the conference and is hung up."""
+        if call.conference is None:
+            return
+        for leg in (call.agent, *call.others):
+            if leg is not None and leg.participant_id == participant_id and not leg.ended:
+                self._drop(call, leg)
+                self.phones.spawn(self.phones.hang_up(leg))
+
+    def _leaves_conference(self, leg: AgentLeg) -> bool:
+        """An agent's phone hung up: true when others stay on the call without them."""
+        call = self._call_of(leg.interaction_id)
+        if call is None or call.conference is None or leg not in (call.agent, *call.others):
+            return False
+        self._drop(call, leg)
+        return True
 
     def _agent_left(self, interaction_id: str) -> None:
         """The agent hung up: the caller's call ends too."""
@@ -832,8 +896,9 @@ class Calls:
         it waits to call them back."""
         call.hung_up = True
         call.session.close()  # the recording ends with the call, however long what follows takes
-        if call.agent is not None:
-            await self.phones.hang_up(call.agent)
+        for leg in (call.agent, *call.others):
+            if leg is not None:
+                await self.phones.hang_up(leg)
         if call.interaction_id and call.state != S.INTERACTION_STATE_CALLBACK:
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await self._platform.media.End(
@@ -861,8 +926,9 @@ class Calls:
         call.frames.put_nowait(None)
         call.session.close()
         self._ports.give_back(call.port)
-        if call.agent is not None and not call.agent.ended:
-            self.phones.spawn(self.phones.hang_up(call.agent))
+        for leg in (call.agent, *call.others):
+            if leg is not None and not leg.ended:
+                self.phones.spawn(self.phones.hang_up(leg))
         await self._keep_recording(call)
         figures = call.session.figures
         self.ended_count += 1
