@@ -26,6 +26,7 @@ from tls_files import issue, make_ca
 
 from lianluo.acd.v1 import acd_pb2 as apb
 from lianluo.acd.v1 import acd_pb2_grpc as acd_rpc
+from lianluo.common.v1 import common_pb2 as common
 from lianluo.devstack.cell import Cell
 from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
@@ -1023,6 +1024,22 @@ async def test_a_colleague_asked_to_stay_makes_a_conference_of_the_call(
         assert agents[phone.agent_id].leave_reason == "left"
         assert not agents[he.agent_id].HasField("leave_time")
         assert it.state == mpb.INTERACTION_STATE_CONNECTED
+        # The ACD frees Li for the next call at once, while He still holds this one.
+        acd = acd_rpc.AcdServiceStub(grpc.aio.insecure_channel(cell.address("acd")))
+
+        def voice_in_use(agent_id: str, found: apb.ListAgentPresenceResponse) -> int:
+            me = next(a for a in found.agents if a.agent_id == agent_id)
+            return sum(m.in_use for m in me.load if m.media == common.MEDIA_TYPE_VOICE)
+
+        async with asyncio.timeout(15):
+            while True:
+                found = await acd.ListAgentPresence(
+                    apb.ListAgentPresenceRequest(tenant_id=line.tenant.id), metadata=key
+                )
+                if voice_in_use(phone.agent_id, found) == 0:
+                    break
+                await asyncio.sleep(0.2)
+        assert voice_in_use(he.agent_id, found) == 1
         before = (he_leg.session.figures.received, call.session.figures.received)
         await asyncio.sleep(2)
         assert he_leg.session.figures.received - before[0] > 50, "He was not heard"
