@@ -619,6 +619,30 @@ async def phone(
     await li.process.wait()
 
 
+async def _ends_with_both_sides(cell: Cell, line: Line, interaction_id: str) -> mpb.Recording:
+    """The call's recording, whose last two seconds have the caller on the left and whoever
+    the caller heard on the right."""
+    kept = await _kept_recording(cell, line, interaction_id)
+    data = await Objects(line.settings).get(kept.uri.removeprefix("object:"), kept.sha256)
+    with wave.open(io.BytesIO(data)) as wav:
+        wav.setpos(wav.getnframes() - 2 * 8000)
+        end = wav.readframes(2 * 8000)
+    assert _channel(end, 0) > 100 and _channel(end, 1) > 100, (_channel(end, 0), _channel(end, 1))
+    return kept
+
+
+async def _agents_of(
+    cell: Cell, line: Line, interaction_id: str
+) -> tuple[mpb.Interaction, dict[str, mpb.Participant]]:
+    """The interaction as it is now, and its agents' participants by agent id."""
+    media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
+    it = await media.GetInteraction(
+        mpb.GetInteractionRequest(tenant_id=line.tenant.id, interaction_id=interaction_id),
+        metadata=(("authorization", f"Bearer {line.key}"),),
+    )
+    return it, {p.subject_id: p for p in it.participants if p.role == mpb.PARTICIPANT_ROLE_AGENT}
+
+
 def _channel(frames: bytes, which: int) -> float:
     """The loudness (RMS) of one channel of 16-bit stereo frames."""
     samples = memoryview(frames).cast("h")[which::2]
@@ -652,31 +676,28 @@ def _free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_a_caller_reaches_an_agents_phone_and_they_hear_each_other(
-    line: Line, phone: Phone, cell: Cell, tmp_path: Path
-) -> None:
+async def _answered_call(line: Line, folder: Path) -> tuple[str, str, int, int]:
+    """A caller presses 1, is answered by an agent's phone, talks and hangs up: the agent's
+    leg as it ended (the interaction, the agent, the packets it received and sent)."""
     before = len(line.calls.phones.ended)
-    await sipp("ivr_to_agent.xml", line.port, NUMBER, tmp_path)
+    await sipp("ivr_to_agent.xml", line.port, NUMBER, folder)
     async with asyncio.timeout(15):
         while len(line.calls.phones.ended) == before:
             await asyncio.sleep(0.1)
-    interaction, agent_id, agent_received, agent_sent = line.calls.phones.ended[-1]
+    return line.calls.phones.ended[-1]
+
+
+async def test_a_caller_reaches_an_agents_phone_and_they_hear_each_other(
+    line: Line, phone: Phone, cell: Cell, tmp_path: Path
+) -> None:
+    interaction, agent_id, agent_received, agent_sent = await _answered_call(line, tmp_path)
     call = line.calls.ended[-1]
     assert (call.interaction_id, agent_id) == (interaction, phone.agent_id)
     # Li's phone answered: the caller's voice reached it, and Li's voice reached the caller.
     assert agent_sent > 50, "the caller's audio did not reach the agent's phone"
     assert agent_received > 50, "the agent's phone sent no audio"
     assert call.received > 100 and call.sent > agent_received // 2
-    # Li's wrap-up, as the desk would close it: Li is free for the next call.
-    media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
-    await media.End(
-        mpb.EndRequest(
-            tenant_id=line.tenant.id,
-            interaction_id=interaction,
-            resolution=mpb.Resolution(code="resolved"),
-        ),
-        metadata=(("authorization", f"Bearer {line.key}"),),
-    )
+    await _wrap_up(cell, line, interaction)
 
 
 async def test_an_agents_phone_over_tls_registers_and_answers(
@@ -698,29 +719,14 @@ async def test_an_agents_phone_over_tls_registers_and_answers(
     try:
         binding = line.calls.phones._bindings[(line.tenant.id, qian.agent_id)]
         assert binding.peer.transport == "TLS"
-        before = len(line.calls.phones.ended)
-        await sipp("ivr_to_agent.xml", line.port, NUMBER, tmp_path)
-        async with asyncio.timeout(15):
-            while len(line.calls.phones.ended) == before:
-                await asyncio.sleep(0.1)
-        interaction, agent_id, agent_received, agent_sent = line.calls.phones.ended[-1]
+        interaction, agent_id, agent_received, agent_sent = await _answered_call(line, tmp_path)
         assert agent_id == qian.agent_id
         assert agent_sent > 50, "the caller's audio did not reach Qian's phone"
         assert agent_received > 50, "Qian's phone sent no audio"
-        media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
-        await media.End(
-            mpb.EndRequest(
-                tenant_id=line.tenant.id,
-                interaction_id=interaction,
-                resolution=mpb.Resolution(code="resolved"),
-            ),
-            metadata=(("authorization", f"Bearer {line.key}"),),
-        )
+        await _wrap_up(cell, line, interaction)
     finally:
-        await _presence(cell, line, qian.agent_id, apb.PRESENCE_OFFLINE)
+        await _sign_off(cell, line, qian)
         await _presence(cell, line, phone.agent_id, apb.PRESENCE_AVAILABLE)
-        qian.process.terminate()
-        await qian.process.wait()
 
 
 async def test_an_agent_hands_a_call_to_a_colleague_from_the_phone(
@@ -796,40 +802,16 @@ async def test_an_agent_hands_a_call_to_a_colleague_from_the_phone(
         )
         # The caller's voice reached Wang's phone, and Wang's reached the caller's side.
         assert sent > 50 and received > 50, (sent, received)
-        key = (("authorization", f"Bearer {line.key}"),)
-        media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
-        it = await media.GetInteraction(
-            mpb.GetInteractionRequest(tenant_id=line.tenant.id, interaction_id=call.interaction_id),
-            metadata=key,
-        )
-        agents = {p.subject_id: p for p in it.participants if p.role == mpb.PARTICIPANT_ROLE_AGENT}
+        _, agents = await _agents_of(cell, line, call.interaction_id)
         assert set(agents) == {phone.agent_id, wang.agent_id}
         assert agents[phone.agent_id].HasField("leave_time")  # Li handed it on
         # The recording: the whole call, both sides in step; in its last two seconds the
         # caller on the left and Wang on the right.
-        kept = await _kept_recording(cell, line, call.interaction_id)
+        kept = await _ends_with_both_sides(cell, line, call.interaction_id)
         assert lasted * 1000 - 3_000 <= kept.duration_ms <= lasted * 1000, (kept, lasted)
-        data = await Objects(line.settings).get(kept.uri.removeprefix("object:"), kept.sha256)
-        with wave.open(io.BytesIO(data)) as wav:
-            wav.setpos(wav.getnframes() - 2 * 8000)
-            end = wav.readframes(2 * 8000)
-        assert _channel(end, 0) > 100 and _channel(end, 1) > 100, (
-            _channel(end, 0),
-            _channel(end, 1),
-        )
-        await media.End(
-            mpb.EndRequest(
-                tenant_id=line.tenant.id,
-                interaction_id=call.interaction_id,
-                resolution=mpb.Resolution(code="resolved"),
-            ),
-            metadata=key,
-        )
+        await _wrap_up(cell, line, call.interaction_id)
     finally:
-        # Wang signs out: the tests after this one count on Li alone.
-        await _presence(cell, line, wang.agent_id, apb.PRESENCE_OFFLINE)
-        wang.process.terminate()
-        await wang.process.wait()
+        await _sign_off(cell, line, wang)
 
 
 async def test_an_agent_consults_a_colleague_then_hands_them_the_call(
@@ -855,7 +837,6 @@ async def test_an_agent_consults_a_colleague_then_hands_them_the_call(
     )
     zhao_port = _free_udp_port()
     credentials = ("-au", f"zhao.lei@{line.tenant.name}", "-ap", PASSWORD)
-    key = (("authorization", f"Bearer {line.key}"),)
     try:
         await sipp(
             "registered.xml", line.port, "zhao.lei", tmp_path, *credentials, local_port=zhao_port
@@ -907,43 +888,21 @@ async def test_an_agent_consults_a_colleague_then_hands_them_the_call(
             await caller
         # The recording ends with the caller on the left and Sun on the right: Sun's Opus,
         # decoded, is what the caller heard.
-        kept = await _kept_recording(cell, line, call.interaction_id)
-        data = await Objects(line.settings).get(kept.uri.removeprefix("object:"), kept.sha256)
-        with wave.open(io.BytesIO(data)) as wav:
-            wav.setpos(wav.getnframes() - 2 * 8000)
-            end = wav.readframes(2 * 8000)
-        assert _channel(end, 0) > 100 and _channel(end, 1) > 100, (
-            _channel(end, 0),
-            _channel(end, 1),
-        )
+        await _ends_with_both_sides(cell, line, call.interaction_id)
         async with asyncio.timeout(10):
             while not any(e[1] == sun.agent_id for e in line.calls.phones.ended):
                 await asyncio.sleep(0.1)
         # Sun's phone rang once, for the consult: that one line took the call.
         sun_legs = [e for e in line.calls.phones.ended if e[1] == sun.agent_id]
         assert [e[0] for e in sun_legs] == [call.interaction_id]
-        media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
-        it = await media.GetInteraction(
-            mpb.GetInteractionRequest(tenant_id=line.tenant.id, interaction_id=call.interaction_id),
-            metadata=key,
-        )
-        agents = {p.subject_id: p for p in it.participants if p.role == mpb.PARTICIPANT_ROLE_AGENT}
+        _, agents = await _agents_of(cell, line, call.interaction_id)
         assert set(agents) == {zhao.id, sun.agent_id}
         assert agents[zhao.id].HasField("leave_time")
-        await media.End(
-            mpb.EndRequest(
-                tenant_id=line.tenant.id,
-                interaction_id=call.interaction_id,
-                resolution=mpb.Resolution(code="resolved"),
-            ),
-            metadata=key,
-        )
+        await _wrap_up(cell, line, call.interaction_id)
     finally:
-        for agent_id in (sun.agent_id, zhao.id):
-            await _presence(cell, line, agent_id, apb.PRESENCE_OFFLINE)
+        await _sign_off(cell, line, sun)
+        await _presence(cell, line, zhao.id, apb.PRESENCE_OFFLINE)
         await _presence(cell, line, phone.agent_id, apb.PRESENCE_AVAILABLE)
-        sun.process.terminate()
-        await sun.process.wait()
 
 
 async def test_a_colleague_asked_to_stay_makes_a_conference_of_the_call(
@@ -1009,15 +968,7 @@ async def test_a_colleague_asked_to_stay_makes_a_conference_of_the_call(
                 await asyncio.sleep(0.1)
         async with asyncio.timeout(15):
             while True:
-                it = await media.GetInteraction(
-                    mpb.GetInteractionRequest(
-                        tenant_id=line.tenant.id, interaction_id=call.interaction_id
-                    ),
-                    metadata=key,
-                )
-                agents = {
-                    p.subject_id: p for p in it.participants if p.role == mpb.PARTICIPANT_ROLE_AGENT
-                }
+                it, agents = await _agents_of(cell, line, call.interaction_id)
                 if agents[phone.agent_id].HasField("leave_time"):
                     break
                 await asyncio.sleep(0.2)
@@ -1047,18 +998,29 @@ async def test_a_colleague_asked_to_stay_makes_a_conference_of_the_call(
         await he.command("hangup")
         async with asyncio.timeout(15):
             await caller
-        await media.End(
-            mpb.EndRequest(
-                tenant_id=line.tenant.id,
-                interaction_id=call.interaction_id,
-                resolution=mpb.Resolution(code="resolved"),
-            ),
-            metadata=key,
-        )
+        await _wrap_up(cell, line, call.interaction_id)
     finally:
-        await _presence(cell, line, he.agent_id, apb.PRESENCE_OFFLINE)
-        he.process.terminate()
-        await he.process.wait()
+        await _sign_off(cell, line, he)
+
+
+async def _wrap_up(cell: Cell, line: Line, interaction_id: str) -> None:
+    """The agent's wrap-up, as the desk closes it: the agent is free for the next call."""
+    media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
+    await media.End(
+        mpb.EndRequest(
+            tenant_id=line.tenant.id,
+            interaction_id=interaction_id,
+            resolution=mpb.Resolution(code="resolved"),
+        ),
+        metadata=(("authorization", f"Bearer {line.key}"),),
+    )
+
+
+async def _sign_off(cell: Cell, line: Line, phone: Phone) -> None:
+    """The agent signs out and their phone is switched off: later tests count on Li alone."""
+    await _presence(cell, line, phone.agent_id, apb.PRESENCE_OFFLINE)
+    phone.process.terminate()
+    await phone.process.wait()
 
 
 async def _presence(cell: Cell, line: Line, agent_id: str, presence: int) -> None:
@@ -1117,15 +1079,7 @@ async def test_a_callback_is_dialled_through_the_trunk_when_the_agents_phone_ans
             while line.calls.open_calls < 2:
                 await asyncio.sleep(0.1)
         await asyncio.sleep(3)  # they talk
-        media = media_rpc.MediaServiceStub(grpc.aio.insecure_channel(cell.address("media")))
-        await media.End(
-            mpb.EndRequest(
-                tenant_id=line.tenant.id,
-                interaction_id=told.interaction_id,
-                resolution=mpb.Resolution(code="resolved"),
-            ),
-            metadata=(("authorization", f"Bearer {line.key}"),),
-        )
+        await _wrap_up(cell, line, told.interaction_id)
         async with asyncio.timeout(30):
             out, _ = await receiver.communicate()
         assert receiver.returncode == 0, out.decode(errors="replace")[:2500]

@@ -386,15 +386,10 @@ class Phones:
             warning = '399 lianluo "no colleague of that name has a phone registered"'
             tx.respond(sip.reply(request, 404, to_tag=sip.tag(), headers={"Warning": warning}))
             return
-        try:
-            offer, codec = sdp.offer(str(request.content_type or ""), request.body)
-        except sdp.Refusal as refusal:
-            tx.respond(sip.reply(request, refusal.code, headers=refusal.headers))
+        taken = offered(request, tx, self._ports)
+        if taken is None:
             return
-        port = self._ports.take()
-        if port is None:
-            tx.respond(sip.reply(request, 503, headers={"Retry-After": "5"}))
-            return
+        offer, codec, port = taken
         local_tag = sip.tag()
         tx.respond(sip.reply(request, 180, to_tag=local_tag))
         session = RtpSession(codec, offer.events(codec.clock), lambda _digit: None)
@@ -601,6 +596,24 @@ class Phones:
             self._ports.give_back(consult.port)
         for task in self._tasks:
             task.cancel()
+
+
+def offered(
+    request: Request, tx: sip.ServerTransaction, ports: Ports
+) -> tuple[sdp.Media, sdp.Format, int] | None:
+    """An INVITE's offer, the codec to answer it with, and an RTP port for it; None after
+    answering why not (415, 400 or 488 for the offer; 503 with Retry-After when no port is
+    free)."""
+    try:
+        offer, codec = sdp.offer(str(request.content_type or ""), request.body)
+    except sdp.Refusal as refusal:
+        tx.respond(sip.reply(request, refusal.code, headers=refusal.headers))
+        return None
+    port = ports.take()
+    if port is None:
+        tx.respond(sip.reply(request, 503, headers={"Retry-After": sip.RETRY_AFTER}))
+        return None
+    return offer, codec, port
 
 
 def _expires(request: Request, contact: Any) -> int | None:

@@ -35,7 +35,7 @@ from lianluo.runtime.objects import Objects, tenant_key
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.voice import domain, rtp, sdp, sip
 from lianluo.services.voice.audio import Conference, Ports, RtpSession, Speech, TenantAudio
-from lianluo.services.voice.phones import AgentLeg, Phones, sent
+from lianluo.services.voice.phones import AgentLeg, Phones, offered, sent
 from lianluo.services.voice.settings import VoiceSettings
 from lianluo.tenants.v1 import audio_pb2 as audio_pb
 from lianluo.tenants.v1 import audio_pb2_grpc as audio_rpc
@@ -45,7 +45,6 @@ from lianluo.tenants.v1 import tenants_pb2_grpc as tenants_rpc
 log = get_logger(__name__)
 R = mpb.ParticipantRole
 S = mpb.InteractionState
-RETRY_AFTER = "5"
 ENDED = {S.INTERACTION_STATE_CLOSED, S.INTERACTION_STATE_ABANDONED, S.INTERACTION_STATE_OVERFLOWED}
 
 
@@ -327,17 +326,12 @@ class Calls:
             tx.respond(sip.reply(request, 404))
             return
         if len(self._calls) >= self._settings.voice_max_calls or not self._limiter.take():
-            tx.respond(sip.reply(request, 503, headers={"Retry-After": RETRY_AFTER}))
+            tx.respond(sip.reply(request, 503, headers={"Retry-After": sip.RETRY_AFTER}))
             return
-        try:
-            offer, codec = sdp.offer(str(request.content_type or ""), request.body)
-        except sdp.Refusal as refusal:
-            tx.respond(sip.reply(request, refusal.code, headers=refusal.headers))
+        taken = offered(request, tx, self._ports)
+        if taken is None:
             return
-        port = self._ports.take()
-        if port is None:
-            tx.respond(sip.reply(request, 503, headers={"Retry-After": RETRY_AFTER}))
-            return
+        offer, codec, port = taken
         tx.respond(sip.reply(request, 100))
         call_id = request.call_id
         language = line.channel.voice.language or "en"
@@ -370,7 +364,9 @@ class Calls:
             log.warning("call refused by the platform", error=repr(error)[:200])
             await self._forget(call)
             tx.respond(
-                sip.reply(request, 503, to_tag=call.local_tag, headers={"Retry-After": RETRY_AFTER})
+                sip.reply(
+                    request, 503, to_tag=call.local_tag, headers={"Retry-After": sip.RETRY_AFTER}
+                )
             )
             return
         answer = sdp.describe(

@@ -29,6 +29,8 @@ T1, T2 = 0.5, 4.0
 # retransmissions.
 WAIT = 64 * T1
 MAX_MESSAGE = 16_384
+# Seconds a peer refused for want of room (503) waits before trying again.
+RETRY_AFTER = "5"
 MAGIC = "z9hG4bK"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER"
 # Headers a request needs before anything can be answered to it.
