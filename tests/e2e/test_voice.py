@@ -556,6 +556,7 @@ async def _phone(
                 "module_path /usr/lib/baresip/modules",
                 "module g711.so",
                 "module opus.so",
+                "module srtp.so",
                 "module aufile.so",
                 "module alsa.so",
                 "module_tmp account.so",
@@ -575,7 +576,10 @@ async def _phone(
     (folder / "accounts").write_text(
         f"<sip:{name}@{address}>"
         f";auth_user={name}@{line.tenant.name};auth_pass={PASSWORD}"
-        f";answermode=auto;regint=600;audio_codecs={codec}\n"
+        f";answermode=auto;regint=600;audio_codecs={codec}"
+        # Over TLS, SRTP when the other side keys it (SDES).
+        + (";mediaenc=srtp" if tls else "")
+        + "\n"
     )
     log = folder / "baresip.log"
     with log.open("wb") as out:
@@ -705,7 +709,8 @@ async def test_an_agents_phone_over_tls_registers_and_answers(
 ) -> None:
     """Qian's phone reaches the voice service over TLS only (SIP over TLS, RFC 3261 26.2,
     trusting the service's CA): it registers there, and a caller's call rings it on that
-    connection; once answered, the caller and Qian hear each other."""
+    connection, keyed for SRTP; once answered, the caller and Qian hear each other, the audio
+    to and from Qian's phone encrypted."""
     await _presence(cell, line, phone.agent_id, apb.PRESENCE_AWAY)  # the call is Qian's
     qian = await _phone(
         line,
@@ -719,7 +724,16 @@ async def test_an_agents_phone_over_tls_registers_and_answers(
     try:
         binding = line.calls.phones._bindings[(line.tenant.id, qian.agent_id)]
         assert binding.peer.transport == "TLS"
-        interaction, agent_id, agent_received, agent_sent = await _answered_call(line, tmp_path)
+        answered = asyncio.create_task(_answered_call(line, tmp_path))
+        async with asyncio.timeout(20):  # the call reached Qian's phone, which answered
+            while not (
+                legs := [g for g in line.calls.phones.legs.values() if g.agent_id == qian.agent_id]
+            ):
+                await asyncio.sleep(0.1)
+        # Keyed over TLS, the phone's leg is SRTP: what Qian's phone decrypts, and what it
+        # sends and the service decrypts, is all the audio counted below.
+        assert legs[0].session.secured
+        interaction, agent_id, agent_received, agent_sent = await answered
         assert agent_id == qian.agent_id
         assert agent_sent > 50, "the caller's audio did not reach Qian's phone"
         assert agent_received > 50, "Qian's phone sent no audio"

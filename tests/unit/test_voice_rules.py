@@ -345,3 +345,57 @@ def test_in_a_conference_each_leg_hears_the_others_mixed_and_not_itself() -> Non
     conference.leave(li)
     conference.heard(caller, low)
     assert he._mixed() == low and li._mixed() is None and li.conference is None
+
+
+def test_an_srtp_offer_is_keyed_and_answered_with_this_sides_own_key() -> None:
+    theirs = sdp.Crypto.new(tag=3)
+    body = (
+        "v=0\r\nc=IN IP4 10.0.0.5\r\nm=audio 4000 RTP/SAVP 0\r\n"
+        f"a=crypto:1 AES_CM_256_HMAC_SHA1_80 inline:{'A' * 60}\r\n"  # a suite not spoken: skipped
+        f"a={theirs.attribute()}|2^20|1:4\r\n"
+    ).encode()
+    offer, codec = sdp.offer("application/sdp", body)
+    assert (offer.profile, offer.srtp(), codec) == ("RTP/SAVP", theirs, sdp.PCMU)
+    session = audio.RtpSession(codec, None, lambda _d: None)
+    ours = phones.keyed(offer, session)
+    assert ours is not None and ours.tag == 3 and ours.key != theirs.key
+    assert session.secured and session.profile == "RTP/SAVP"
+    answer = sdp.parse(sdp.describe(7, 1, "127.0.0.1", 20000, (codec,), None, key=ours,
+                                    profile=offer.profile))  # fmt: skip
+    assert (answer.profile, answer.srtp()) == ("RTP/SAVP", ours)
+    # SRTP only, and no key this side can use: refused, saying why.
+    only = b"v=0\r\nc=IN IP4 10.0.0.5\r\nm=audio 4000 RTP/SAVP 0\r\na=crypto:1 F8_128 inline:x\r\n"
+    with pytest.raises(sdp.Refusal) as refused:
+        sdp.offer("application/sdp", only)
+    assert (
+        refused.value.code == 488 and "AES_CM_128_HMAC_SHA1_80" in refused.value.headers["Warning"]
+    )
+    # A plain offer stays plain.
+    plain, _ = sdp.offer("application/sdp", OFFER)
+    assert phones.keyed(plain, audio.RtpSession(sdp.PCMU, None, lambda _d: None)) is None
+
+
+async def test_srtp_packets_pass_between_keyed_legs_and_altered_ones_are_dropped() -> None:
+    class Wire:
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+
+        def sendto(self, data: bytes, _addr: object) -> None:
+            self.sent.append(data)
+
+    a_key, b_key = sdp.Crypto.new(), sdp.Crypto.new()
+    a, b = (audio.RtpSession(sdp.PCMU, None, lambda _d: None) for _ in range(2))
+    a.secure(a_key, b_key)
+    b.secure(b_key, a_key)
+    wire = Wire()
+    a._transport, a.remote = wire, ("127.0.0.1", 4000)  # type: ignore[assignment]
+    voice = rtp.encode(b"\x10\x00" * rtp.SAMPLES, sdp.PCMU)
+    a._send(rtp.Packet(0, 1, 160, 42, voice))
+    sealed = wire.sent[0]
+    assert voice not in sealed and len(sealed) == 12 + len(voice) + 10  # encrypted, with a tag
+    b.datagram_received(sealed, ("127.0.0.1", 5000))
+    assert b.figures.received == 1
+    altered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    b.datagram_received(altered, ("127.0.0.1", 5000))
+    b.datagram_received(rtp.build(rtp.Packet(0, 2, 320, 42, voice)), ("127.0.0.1", 5000))
+    assert b.figures.received == 1  # neither the altered packet nor a plain one got through

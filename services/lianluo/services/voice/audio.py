@@ -12,6 +12,8 @@ import wave
 from collections.abc import Awaitable, Callable
 from typing import cast
 
+import pylibsrtp
+
 from lianluo.runtime.logs import get_logger
 from lianluo.services.voice import codecs, rtp, sdp
 
@@ -77,6 +79,13 @@ class RtpSession(asyncio.DatagramProtocol):
         # waiting for this leg's next tick, where it is mixed.
         self.conference: Conference | None = None
         self._mix: dict[int, bytearray] = {}
+        # SRTP (keyed by SDES): this side's key, sent in its SDP again at each re-INVITE, and
+        # the sessions that protect what goes out and check what comes in. None: plain RTP.
+        self.key: sdp.Crypto | None = None
+        self.profile = "RTP/AVP"
+        self._peer_key: sdp.Crypto | None = None
+        self._protect: pylibsrtp.Session | None = None
+        self._unprotect: pylibsrtp.Session | None = None
         # The recording, in step with the pacer's 20 ms ticks: what came in from the peer and
         # what went out to it, each as 16-bit PCM. Audio that arrives between two ticks waits
         # in `_heard` / `_said` for the next one.
@@ -120,9 +129,44 @@ class RtpSession(asyncio.DatagramProtocol):
             packet = rtp.sender_report(
                 self._ssrc, time.time(), self._timestamp, self.sent, self._octets, blocks
             )
+            if self._protect is not None:
+                packet = self._protect.protect_rtcp(packet)
             self._rtcp.sendto(packet, (self.remote[0], self.remote[1] + 1))
 
+    def secure(self, key: sdp.Crypto, peer_key: sdp.Crypto) -> None:
+        """SRTP from now on: what goes out is encrypted and authenticated with this side's
+        key, and what comes in is checked with the peer's (anything else is dropped)."""
+        if self._peer_key != peer_key:
+            self._unprotect = pylibsrtp.Session(
+                policy=pylibsrtp.Policy(
+                    key=peer_key.key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND
+                )
+            )
+            self._peer_key = peer_key
+        if self.key != key or self._protect is None:
+            self._protect = pylibsrtp.Session(
+                policy=pylibsrtp.Policy(key=key.key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+            )
+            self.key = key
+
+    @property
+    def secured(self) -> bool:
+        return self._protect is not None
+
+    def _send(self, packet: rtp.Packet) -> None:
+        assert self._transport is not None
+        assert self.remote is not None
+        data = rtp.build(packet)
+        if self._protect is not None:
+            data = self._protect.protect(data)
+        self._transport.sendto(data, self.remote)
+
     def rtcp_received(self, data: bytes) -> None:
+        if self._unprotect is not None:
+            try:
+                data = self._unprotect.unprotect_rtcp(data)
+            except pylibsrtp.Error:
+                return
         senders, reports = rtp.parse_rtcp(data)
         for sender in senders:
             if sender.ssrc == self.figures.ssrc:
@@ -147,8 +191,15 @@ class RtpSession(asyncio.DatagramProtocol):
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.remote is not None and addr[0] != self.remote[0]:
+            return
+        if self._unprotect is not None:
+            try:
+                data = self._unprotect.unprotect(data)
+            except pylibsrtp.Error:
+                return  # not the peer's, or altered on the way
         packet = rtp.parse(data)
-        if packet is None or (self.remote is not None and addr[0] != self.remote[0]):
+        if packet is None:
             return
         now = asyncio.get_running_loop().time() - self._started
         if self.events is not None and packet.payload_type == self.events:
@@ -183,7 +234,7 @@ class RtpSession(asyncio.DatagramProtocol):
             self.codec.payload_type, self._sequence, self._timestamp, self._ssrc, payload
         )
         self._sequence = (self._sequence + 1) % rtp.SEQ_MOD
-        self._transport.sendto(rtp.build(packet), self.remote)
+        self._send(packet)
         self._octets += len(packet.payload)
         self.sent += 1
 
@@ -256,7 +307,7 @@ class RtpSession(asyncio.DatagramProtocol):
             )
             self._talkspurt = False
             self._sequence = (self._sequence + 1) % rtp.SEQ_MOD
-            self._transport.sendto(rtp.build(packet), self.remote)
+            self._send(packet)
             self._octets += len(packet.payload)
             self.sent += 1
 

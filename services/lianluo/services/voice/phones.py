@@ -333,7 +333,10 @@ class Phones:
         )
         invite.headers.add("Contact", self.endpoint.contact(host, binding.peer))
         invite.headers.add("Content-Type", "application/sdp")
-        invite.body = sdp.describe(int(time.time()), 1, host, port, sdp.OFFER, 101)
+        # Over TLS, SRTP is offered with a key, in RTP/AVP: a phone without SRTP answers
+        # without one, and the call is plain RTP (RFC 4568 "best effort").
+        key = sdp.Crypto.new() if binding.peer.transport == "TLS" else None
+        invite.body = sdp.describe(int(time.time()), 1, host, port, sdp.OFFER, 101, key=key)
         answer = await self.endpoint.request(invite, binding.peer, wait=wait)
         if answer is not None and 200 <= answer.code < 300:
             self.endpoint.ack(invite, answer, binding.peer)
@@ -359,6 +362,9 @@ class Phones:
                 await self.hang_up(leg)
                 return None, "the phone answered without usable audio"
             session.codec, session.remote = codec, (media.host, media.port)
+            peer_key = media.srtp()
+            if key is not None and peer_key is not None:
+                session.secure(key, peer_key)
             return leg, ""
         session.close()
         self._ports.give_back(port)
@@ -394,6 +400,7 @@ class Phones:
         tx.respond(sip.reply(request, 180, to_tag=local_tag))
         session = RtpSession(codec, offer.events(codec.clock), lambda _digit: None)
         session.remote = (offer.host, offer.port)
+        key = keyed(offer, session)
         await session.open(self._settings.voice_sip_host, port)
         leg, _ = await self._call_phone(binding, "", 30.0)
         if leg is None or tx.final:  # not answered, or the calling phone gave up (CANCEL)
@@ -424,6 +431,8 @@ class Phones:
             (codec,),
             offer.events(codec.clock),
             sdp.MIRROR[offer.direction],
+            key,
+            offer.profile,
         )
         tx.respond(
             sip.reply(
@@ -614,6 +623,18 @@ def offered(
         tx.respond(sip.reply(request, 503, headers={"Retry-After": sip.RETRY_AFTER}))
         return None
     return offer, codec, port
+
+
+def keyed(offer: sdp.Media, session: RtpSession) -> sdp.Crypto | None:
+    """SRTP for a call whose offer carries a key (SDES): the session secured, and this side's
+    key for the answer, under the offer's tag; None for plain RTP."""
+    peer = offer.srtp()
+    if peer is None:
+        return None
+    key = sdp.Crypto.new(peer.tag)
+    session.secure(key, peer)
+    session.profile = offer.profile
+    return key
 
 
 def _expires(request: Request, contact: Any) -> int | None:

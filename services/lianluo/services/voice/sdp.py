@@ -9,7 +9,10 @@ direction, so that a peer that puts the call on hold (sendonly) hears nothing ba
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+import secrets
 from dataclasses import dataclass
 
 
@@ -34,6 +37,27 @@ OPUS = Format("opus", 111, 48000, 2)
 # This side's offer, first to last: G.711 first, which every phone and trunk has.
 OFFER = (PCMU, PCMA, OPUS)
 EVENTS = "telephone-event"
+# SRTP keyed in the SDP (SDES, RFC 4568): the one suite every SRTP phone speaks.
+SRTP_SUITE = "AES_CM_128_HMAC_SHA1_80"
+SRTP_KEY_BYTES = 30  # a 16-byte master key and a 14-byte salt
+
+
+@dataclass(frozen=True)
+class Crypto:
+    """An SDES key: the tag that pairs an offer's key with the answer's, and the master key
+    and salt. Keys go only in SDP sent over TLS, where nobody on the path reads them."""
+
+    tag: int
+    key: bytes
+
+    @staticmethod
+    def new(tag: int = 1) -> Crypto:
+        return Crypto(tag, secrets.token_bytes(SRTP_KEY_BYTES))
+
+    def attribute(self) -> str:
+        return f"crypto:{self.tag} {SRTP_SUITE} inline:{base64.b64encode(self.key).decode()}"
+
+
 MIRROR = {
     "sendrecv": "sendrecv",
     "sendonly": "recvonly",
@@ -58,6 +82,9 @@ class Media:
     # Payload type -> encoding name, from a=rtpmap (static types need none).
     names: dict[int, str]
     direction: str = "sendrecv"
+    # RTP/SAVP when the peer asks for SRTP only; RTP/AVP with keys is SRTP if the answer agrees.
+    profile: str = "RTP/AVP"
+    keys: tuple[Crypto, ...] = ()
 
     def codec(self) -> Format | None:
         """The first codec both sides have, in the peer's order of preference: G.711 at its
@@ -70,6 +97,10 @@ class Media:
             if name == "opus/48000" and pt >= 96:
                 return Format(OPUS.name, pt, OPUS.clock, OPUS.channels)
         return None
+
+    def srtp(self) -> Crypto | None:
+        """The peer's key in the suite this side speaks, if it offers SRTP."""
+        return self.keys[0] if self.keys else None
 
     def events(self, clock: int = 8000) -> int | None:
         """The payload type of the peer's telephone events at a codec's clock, if it offers
@@ -102,6 +133,8 @@ def offer(content_type: str, body: bytes) -> tuple[Media, Format]:
     codec = media.codec()
     if codec is None:
         raise Refusal(488, {"Warning": '305 lianluo "only PCMU, PCMA and opus"'})
+    if media.profile == "RTP/SAVP" and media.srtp() is None:
+        raise Refusal(488, {"Warning": f'305 lianluo "SRTP only with {SRTP_SUITE}"'})
     return media, codec
 
 
@@ -118,6 +151,8 @@ def parse(body: bytes) -> Media:
     port = -1
     formats: tuple[int, ...] = ()
     names: dict[int, str] = {}
+    keys: list[Crypto] = []
+    profile = "RTP/AVP"
     direction = "sendrecv"
     in_audio = False
     seen_audio = False
@@ -130,9 +165,10 @@ def parse(body: bytes) -> Media:
             if in_audio:
                 seen_audio = True
                 parts = value.split()
-                if len(parts) < 4 or not parts[1].isdigit() or not parts[2].startswith("RTP/AVP"):
-                    raise SdpError("m=audio must be: audio <port> RTP/AVP <formats>")
+                if len(parts) < 4 or not parts[1].isdigit() or parts[2] not in PROFILES:
+                    raise SdpError("m=audio must be: audio <port> RTP/AVP (or RTP/SAVP) <formats>")
                 port = int(parts[1])
+                profile = parts[2]
                 if not all(p.isdigit() and int(p) < 128 for p in parts[3:]):
                     raise SdpError("payload types must be numbers below 128")
                 formats = tuple(int(p) for p in parts[3:])
@@ -147,6 +183,10 @@ def parse(body: bytes) -> Media:
         elif kind == "a" and (in_audio or not seen_audio):
             if value in MIRROR:
                 direction = value
+            elif value.startswith("crypto:") and in_audio:
+                key = _crypto(value)
+                if key is not None:
+                    keys.append(key)
             elif value.startswith("rtpmap:") and in_audio:
                 found = re.fullmatch(r"rtpmap:(\d+) ([\w.-]+/\d+)(/\d+)?", value)
                 if found:
@@ -158,7 +198,23 @@ def parse(body: bytes) -> Media:
     host = host or session_host
     if not host:
         raise SdpError("no c= address")
-    return Media(host, port, formats, names, direction)
+    return Media(host, port, formats, names, direction, profile, tuple(keys))
+
+
+PROFILES = ("RTP/AVP", "RTP/SAVP")
+
+
+def _crypto(value: str) -> Crypto | None:
+    """An a=crypto line's key, when it is in the suite this side speaks (others are ignored,
+    as RFC 4568 says)."""
+    found = re.fullmatch(r"crypto:(\d{1,9}) (\S+) inline:([A-Za-z0-9+/=]+)(\|\S*)?(\s.*)?", value)
+    if found is None or found.group(2) != SRTP_SUITE:
+        return None
+    try:
+        key = base64.b64decode(found.group(3), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return Crypto(int(found.group(1)), key) if len(key) == SRTP_KEY_BYTES else None
 
 
 def describe(
@@ -169,6 +225,8 @@ def describe(
     codecs: tuple[Format, ...],
     events: int | None,
     direction: str = "sendrecv",
+    key: Crypto | None = None,
+    profile: str = "RTP/AVP",
 ) -> bytes:
     """An SDP body for one audio stream: an offer (several codecs) or an answer (one). The
     telephone events run on the first codec's clock; Opus is asked for no more than the 8 kHz
@@ -180,7 +238,7 @@ def describe(
         "s=lianluo",
         f"c=IN IP4 {host}",
         "t=0 0",
-        f"m=audio {port} RTP/AVP {' '.join(str(f) for f in formats)}",
+        f"m=audio {port} {profile} {' '.join(str(f) for f in formats)}",
     ]
     for c in codecs:
         lines.append(f"a=rtpmap:{c.payload_type} {c.rtpmap()}")
@@ -189,5 +247,7 @@ def describe(
     if events is not None:
         clock = codecs[0].clock if codecs else 8000
         lines += [f"a=rtpmap:{events} {EVENTS}/{clock}", f"a=fmtp:{events} 0-16"]
+    if key is not None:
+        lines.append(f"a={key.attribute()}")
     lines += ["a=ptime:20", f"a={direction}"]
     return ("\r\n".join(lines) + "\r\n").encode()

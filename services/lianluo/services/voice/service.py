@@ -35,7 +35,7 @@ from lianluo.runtime.objects import Objects, tenant_key
 from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.voice import domain, rtp, sdp, sip
 from lianluo.services.voice.audio import Conference, Ports, RtpSession, Speech, TenantAudio
-from lianluo.services.voice.phones import AgentLeg, Phones, offered, sent
+from lianluo.services.voice.phones import AgentLeg, Phones, keyed, offered, sent
 from lianluo.services.voice.settings import VoiceSettings
 from lianluo.tenants.v1 import audio_pb2 as audio_pb
 from lianluo.tenants.v1 import audio_pb2_grpc as audio_rpc
@@ -319,7 +319,11 @@ class Calls:
         dialled = domain.dialled(request.uri.user or "")
         line = self._line(dialled)
         if line is None and dialled and not domain.NUMBER.fullmatch(dialled):
-            # Not a number: an agent's phone calling a colleague by name.
+            # Not a number: an agent's phone calling a colleague by name (within the same
+            # rate of new calls, so that no phone can flood the replica either).
+            if not self._limiter.take():
+                tx.respond(sip.reply(request, 503, headers={"Retry-After": sip.RETRY_AFTER}))
+                return
             await self.phones.consult(request, tx)
             return
         if line is None:
@@ -337,6 +341,7 @@ class Calls:
         language = line.channel.voice.language or "en"
         session = RtpSession(codec, offer.events(codec.clock), lambda d: self._pressed(call, d))
         session.remote = (offer.host, offer.port)
+        key = keyed(offer, session)
         call = Call(
             call_id,
             line.tenant_id,
@@ -377,6 +382,8 @@ class Calls:
             (codec,),
             offer.events(codec.clock),
             sdp.MIRROR[offer.direction],
+            key,
+            offer.profile,
         )
         assert self.endpoint is not None
         contact = self.endpoint.contact(self._settings.public_host(), tx.peer)
@@ -579,6 +586,10 @@ class Calls:
             return version
         session.held = offer.direction in ("sendonly", "inactive")
         session.remote = (offer.host, offer.port)
+        peer_key = offer.srtp()
+        if session.key is not None and peer_key is not None:
+            # The same key of this side, under the tag of the peer's new offer.
+            session.secure(sdp.Crypto(peer_key.tag, session.key.key), peer_key)
         answer = sdp.describe(
             int(time.time()),
             version + 1,
@@ -587,6 +598,8 @@ class Calls:
             (session.codec,),
             session.events,
             sdp.MIRROR[offer.direction],
+            session.key,
+            session.profile,
         )
         tx.respond(
             sip.reply(request, 200, to_tag=to_tag, body=answer, content_type="application/sdp")
