@@ -445,6 +445,16 @@ class Phones:
             )
         )
         log.info("a consult call", tenant_id=tenant_id, agent_id=agent.id, to=binding.agent_id)
+        self.spawn(self._acked_or_ended(consult, tx))
+
+    async def _acked_or_ended(self, consult: Consult, tx: sip.ServerTransaction) -> None:
+        """A calling phone that never ACKs the answer (it gave up meanwhile, or went away)
+        leaves no consult behind: after timer H, the colleague's leg is hung up."""
+        try:
+            await asyncio.wait_for(tx.acked.wait(), sip.WAIT)
+        except TimeoutError:
+            log.info("a consult was never acknowledged", tenant_id=consult.tenant_id)
+            await self.end_consult(consult, by_caller=True)
 
     async def end_consult(
         self, consult: Consult, *, by_caller: bool = False, keep_colleague: bool = False
