@@ -113,6 +113,14 @@ def test_a_misspelt_value_is_rejected_by_name(flag: str, named: str) -> None:
     assert named in done.stderr, done.stderr
 
 
+def test_a_gateway_public_url_that_is_no_http_url_is_refused_by_name() -> None:
+    done = run_helm(
+        "template", "lianluo", str(CHART), "--set", "cells.gatewayPublicUrl=cc.example.com"
+    )
+    assert done.returncode != 0
+    assert "gatewayPublicUrl" in done.stderr, done.stderr
+
+
 def test_kafka_must_have_an_address() -> None:
     done = run_helm("template", "lianluo", str(CHART), "--set", "kafka.bootstrapServers=")
     assert done.returncode != 0

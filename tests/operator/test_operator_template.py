@@ -252,6 +252,21 @@ def test_a_cell_with_a_sip_certificate_serves_sip_over_tls_too() -> None:
     assert "LIANLUO_VOICE_TLS_CERT_FILE" not in plain[("ConfigMap", "cell-7-voice")]["data"]
 
 
+def test_export_links_open_where_people_reach_the_cells_gateway() -> None:
+    def link_base(inputs: TemplateInputs) -> str:
+        found = {
+            (c["kind"], c["metadata"]["name"]): c for c in cell_children("cell-7", SPEC, inputs)
+        }
+        return str(
+            found[("ConfigMap", "cell-7-recording")]["data"]["LIANLUO_RECORDING_LINK_BASE_URL"]
+        )
+
+    # Without a public address, the gateway's Service: links open inside the cluster only.
+    assert link_base(INPUTS) == "http://cell-7-gateway:8088"
+    public = dataclasses.replace(INPUTS, gateway_public_url="https://{cell}.cc.example.com/")
+    assert link_base(public) == "https://cell-7.cc.example.com"
+
+
 def test_a_cells_database_url_keeps_the_admin_urls_options() -> None:
     managed = "postgresql://admin:s3cret@db.example:5432/postgres?sslmode=require"
     assert database_url(managed, "lianluo_cell_2") == (

@@ -49,6 +49,7 @@ class Runtime:
             voice_service_type=s.voice_service_type,
             voice_trunk=s.voice_trunk,
             voice_tls_secret=s.voice_tls_secret,
+            gateway_public_url=s.gateway_public_url,
             kafka_fetch_wait_ms=s.kafka_fetch_wait_ms,
             object_store_bucket=s.object_store_bucket,
             object_store_endpoint=s.object_store_endpoint,

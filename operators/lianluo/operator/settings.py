@@ -94,6 +94,11 @@ class OperatorSettings(BaseSettings):
     voice_trunk: Annotated[str, Field(pattern=r"^$|^[A-Za-z0-9.-]+:[0-9]{1,5}$")] = ""
     # A kubernetes.io/tls Secret for the voice services' SIP over TLS (port 5061); empty: none.
     voice_tls_secret: str = ""
+    # Where people outside the cluster reach each cell's gateway (recording exports' links),
+    # "{cell}" standing for the cell's name; empty: the gateway's in-cluster Service.
+    gateway_public_url: Annotated[
+        str, Field(pattern=r"^$|^https?://[^\s/?#]+(/[^\s?#]*)?$", max_length=200)
+    ] = ""
     grpc_port: Annotated[int, Field(ge=1, le=65535)] = 50051
     # The S3-compatible bucket the cells' gateways keep attachments in; empty keeps them in
     # each pod's own volume, which a restart loses. The Secret holds access-key-id and

@@ -86,6 +86,9 @@ class TemplateInputs:
     media_service_type: str = "ClusterIP"
     # How a cell's channel gateway is exposed: customers' browsers and channels reach it over HTTP.
     gateway_service_type: str = "ClusterIP"
+    # The gateway's base URL outside the cluster, "{cell}" for the cell's name; empty: its
+    # Service inside the cluster.
+    gateway_public_url: str = ""
     gateway_http_port: int = 8088
     gateway_smtp_port: int = 2525
     # How a cell's web console is exposed: people's browsers reach its pages over HTTP (behind
@@ -300,9 +303,11 @@ def settings_for(
     if service == "notification":
         settings["LIANLUO_NOTIFICATION_GATEWAY_ADDRESS"] = f"{cell}-gateway:{inputs.grpc_port}"
     if service == "recording":
-        # Export links open at the cell's gateway, as its Service is reached in the cluster.
+        # Export links open at the cell's gateway: where people reach it from outside when
+        # the chart says, else as its Service is reached in the cluster.
         settings["LIANLUO_RECORDING_LINK_BASE_URL"] = (
-            f"http://{cell}-gateway:{inputs.gateway_http_port}"
+            inputs.gateway_public_url.replace("{cell}", cell).rstrip("/")
+            or f"http://{cell}-gateway:{inputs.gateway_http_port}"
         )
     if service == "voice":
         settings |= {

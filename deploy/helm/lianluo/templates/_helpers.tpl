@@ -243,6 +243,7 @@ first one and to provision tenants through the tenants API. */}}
 {{- with $v.cells.serviceAnnotations }}{{- $_ := set $env "LIANLUO_OPERATOR_CELL_SERVICE_ANNOTATIONS" (toJson .) }}{{- end }}
 {{- $_ := set $env "LIANLUO_OPERATOR_MEDIA_SERVICE_TYPE" $v.cells.mediaServiceType }}
 {{- $_ := set $env "LIANLUO_OPERATOR_GATEWAY_SERVICE_TYPE" $v.cells.gatewayServiceType }}
+{{- with $v.cells.gatewayPublicUrl }}{{- $_ := set $env "LIANLUO_OPERATOR_GATEWAY_PUBLIC_URL" . }}{{- end }}
 {{- $_ := set $env "LIANLUO_OPERATOR_CONSOLE_SERVICE_TYPE" $v.cells.consoleServiceType }}
 {{- $_ := set $env "LIANLUO_OPERATOR_VOICE_SERVICE_TYPE" $v.cells.voiceServiceType }}
 {{- $_ := set $env "LIANLUO_OPERATOR_VOICE_TRUNK" $v.cells.voiceTrunk }}
