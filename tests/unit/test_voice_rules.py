@@ -399,3 +399,30 @@ async def test_srtp_packets_pass_between_keyed_legs_and_altered_ones_are_dropped
     b.datagram_received(altered, ("127.0.0.1", 5000))
     b.datagram_received(rtp.build(rtp.Packet(0, 2, 320, 42, voice)), ("127.0.0.1", 5000))
     assert b.figures.received == 1  # neither the altered packet nor a plain one got through
+
+
+async def test_a_partner_in_the_same_codec_is_relayed_at_once_and_another_on_the_legs_clock() -> (
+    None
+):
+    class Wire:
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+
+        def sendto(self, data: bytes, _addr: object) -> None:
+            self.sent.append(data)
+
+    caller = audio.RtpSession(sdp.PCMU, None, lambda _d: None)
+    phone = audio.RtpSession(sdp.PCMU, None, lambda _d: None)
+    opus_phone = audio.RtpSession(sdp.OPUS, None, lambda _d: None)
+    for leg in (phone, opus_phone):
+        leg._transport, leg.remote = Wire(), ("127.0.0.1", 4000)  # type: ignore[assignment]
+    # 30 ms of a voice in one G.711 packet: passed through as it came.
+    pcm = (3000).to_bytes(2, "little", signed=True) * 240
+    phone.relay(caller, rtp.encode(pcm, sdp.PCMU), pcm)
+    assert rtp.parse(phone._transport.sent[0]).payload == rtp.encode(pcm, sdp.PCMU)  # type: ignore[union-attr]
+    # To an Opus leg: nothing at once; its ticks take 20 ms, then the last 10 ms and silence.
+    opus_phone.relay(caller, rtp.encode(pcm, sdp.PCMU), pcm)
+    assert opus_phone._transport.sent == []  # type: ignore[union-attr]
+    first, second = opus_phone._mixed(), opus_phone._mixed()
+    assert first == pcm[:320] and second == pcm[320:].ljust(320, b"\0")
+    assert opus_phone._mixed() is None

@@ -75,8 +75,8 @@ class RtpSession(asyncio.DatagramProtocol):
         self._started = 0.0
         # The other leg of a bridged call: what arrives here is sent there as it comes.
         self.partner: RtpSession | None = None
-        # Or, with three or more legs, the conference: what the others said, by speaker,
-        # waiting for this leg's next tick, where it is mixed.
+        # Or, with three or more legs, the conference. What the others said (or a partner in
+        # another codec), by speaker, waits here for this leg's next tick, where it is mixed.
         self.conference: Conference | None = None
         self._mix: dict[int, bytearray] = {}
         # SRTP (keyed by SDES): this side's key, sent in its SDP again at each re-INVITE, and
@@ -218,15 +218,17 @@ class RtpSession(asyncio.DatagramProtocol):
             if self.conference is not None and not self.held:
                 self.conference.heard(self, pcm)
             elif self.partner is not None and not self.held:
-                self.partner.relay(packet.payload, self.codec, pcm)
+                self.partner.relay(self, packet.payload, pcm)
 
-    def relay(self, payload: bytes, codec: sdp.Format, pcm: bytes) -> None:
-        """Send the other leg's audio on, at once: as it came when both legs have one codec,
-        else its PCM in this leg's codec."""
+    def relay(self, speaker: RtpSession, payload: bytes, pcm: bytes) -> None:
+        """Send the other leg's audio on: at once and as it came when both legs have one
+        codec; else its PCM goes out on this leg's own clock, 20 ms at a time (an Opus
+        encoder takes whole frames, whatever the other leg's packets hold)."""
         if self.held or self.remote is None or self._transport is None:
             return
-        if codec != self.codec:
-            payload = self.coder.encode(pcm)
+        if speaker.codec != self.codec:
+            self.mix_in(speaker, pcm)
+            return
         if len(self._said) < FRAME_BYTES * 50:
             self._said += pcm
         self._timestamp = (self._timestamp + self.coder.ticks(payload)) % (1 << 32)
@@ -253,7 +255,8 @@ class RtpSession(asyncio.DatagramProtocol):
         self._idle.set()
 
     def mix_in(self, speaker: RtpSession, pcm: bytes) -> None:
-        """What another leg of the conference said, for this leg's next ticks."""
+        """What another leg said (in a conference, or a partner in another codec), for this
+        leg's next ticks."""
         waiting = self._mix.setdefault(id(speaker), bytearray())
         if len(waiting) < FRAME_BYTES * 50:  # a second of jitter at most
             waiting += pcm
@@ -288,7 +291,7 @@ class RtpSession(asyncio.DatagramProtocol):
             tick += PACKET_SECONDS
             await asyncio.sleep(max(0.0, tick - loop.time()))
             frame = self._next_frame()
-            if self.conference is not None and not self.held:
+            if not self.held:  # the conference's legs, or a partner in another codec
                 mixed = self._mixed()
                 if mixed is not None:
                     frame = mixed if frame is None else rtp.mix(frame, mixed)
