@@ -423,17 +423,7 @@ class Phones:
         consult = Consult(tenant_id, agent.id, dialog, local_tag, session, port, leg)
         self.consults[request.call_id] = leg.consult = consult
         session.partner, leg.session.partner = leg.session, session
-        answer = sdp.describe(
-            int(time.time()),
-            1,
-            host,
-            port,
-            (codec,),
-            offer.events(codec.clock),
-            sdp.MIRROR[offer.direction],
-            key,
-            offer.profile,
-        )
+        answer = sdp.answer(offer, codec, host, port, key, int(time.time()))
         tx.respond(
             sip.reply(
                 request,

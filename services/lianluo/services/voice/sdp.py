@@ -217,6 +217,24 @@ def _crypto(value: str) -> Crypto | None:
     return Crypto(int(found.group(1)), key) if len(key) == SRTP_KEY_BYTES else None
 
 
+def answer(
+    offer: Media, codec: Format, host: str, port: int, key: Crypto | None, session: int
+) -> bytes:
+    """The answer to an offer: the codec chosen, the offer's telephone events on its clock,
+    the offer's direction mirrored, and this side's SRTP key in the offer's profile."""
+    return describe(
+        session,
+        1,
+        host,
+        port,
+        (codec,),
+        offer.events(codec.clock),
+        MIRROR[offer.direction],
+        key,
+        offer.profile,
+    )
+
+
 def describe(
     session: int,
     version: int,

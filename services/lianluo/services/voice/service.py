@@ -374,17 +374,7 @@ class Calls:
                 )
             )
             return
-        answer = sdp.describe(
-            int(time.time()),
-            1,
-            self._settings.public_host(),
-            port,
-            (codec,),
-            offer.events(codec.clock),
-            sdp.MIRROR[offer.direction],
-            key,
-            offer.profile,
-        )
+        answer = sdp.answer(offer, codec, self._settings.public_host(), port, key, int(time.time()))
         assert self.endpoint is not None
         contact = self.endpoint.contact(self._settings.public_host(), tx.peer)
         tx.respond(
