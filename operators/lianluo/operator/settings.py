@@ -93,7 +93,9 @@ class OperatorSettings(BaseSettings):
     # The SIP trunk the cells' voice services dial callbacks through, "host:port"; empty: none.
     voice_trunk: Annotated[str, Field(pattern=r"^$|^[A-Za-z0-9.-]+:[0-9]{1,5}$")] = ""
     # A kubernetes.io/tls Secret for the voice services' SIP over TLS (port 5061); empty: none.
-    voice_tls_secret: str = ""
+    voice_tls_secret: Annotated[
+        str, Field(pattern=r"^$|^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)
+    ] = ""
     # Where people outside the cluster reach each cell's gateway (recording exports' links),
     # "{cell}" standing for the cell's name; empty: the gateway's in-cluster Service.
     gateway_public_url: Annotated[

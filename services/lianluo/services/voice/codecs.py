@@ -33,15 +33,12 @@ class Codec(Protocol):
 
     def encode(self, pcm: bytes) -> bytes:
         """20 ms of 8 kHz 16-bit PCM to one payload."""
-        ...
 
     def decode(self, payload: bytes) -> bytes:
         """One payload to 8 kHz 16-bit PCM (silence for one that cannot be read)."""
-        ...
 
     def ticks(self, payload: bytes) -> int:
         """How far a payload moves the RTP clock."""
-        ...
 
 
 class G711:
