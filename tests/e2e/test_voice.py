@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 from conftest import ADMIN_KEY, Stack, running_cell
-from factories import Client, agent, onboard, queue
+from factories import Client, agent, onboard, queue, user
 from google.protobuf import field_mask_pb2
 from tls_files import issue, make_ca
 
@@ -32,6 +32,8 @@ from lianluo.media.v1 import media_pb2 as mpb
 from lianluo.media.v1 import media_pb2_grpc as media_rpc
 from lianluo.runtime.objects import Objects
 from lianluo.runtime.service import Service
+from lianluo.services.console.app import build as build_console
+from lianluo.services.console.settings import ConsoleSettings
 from lianluo.services.voice import rtp, sdp
 from lianluo.services.voice.app import assemble
 from lianluo.services.voice.audio import Speech, pcm_of
@@ -1051,6 +1053,138 @@ async def _presence(cell: Cell, line: Line, agent_id: str, presence: int) -> Non
                 return
             except grpc.aio.AioRpcError:
                 await asyncio.sleep(0.3)
+
+
+# Chromium's own microphone and camera stand-ins (a beep every second), without asking; and
+# ICE candidates on loopback, where the voice service of these tests listens.
+WEB_PHONE_FLAGS = (
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--autoplay-policy=no-user-gesture-required",
+)
+# Every peer connection the page makes, kept where the test can read its figures.
+KEEP_PEER_CONNECTIONS = """
+const Made = window.RTCPeerConnection;
+window.made = [];
+window.RTCPeerConnection = function (...args) { const pc = new Made(...args);
+  window.made.push(pc); return pc; };
+window.RTCPeerConnection.prototype = Made.prototype;
+"""
+HEARD = """
+const done = arguments[arguments.length - 1];
+const pc = window.made[window.made.length - 1];
+pc.getStats().then((all) => { let found = null;
+  all.forEach((v) => { if (v.type === "inbound-rtp" && v.kind === "audio") found = v; });
+  done(found && [found.packetsReceived, found.totalAudioEnergy]); });
+"""
+
+
+@contextlib.asynccontextmanager
+async def _console(cell: Cell, line: Line) -> AsyncIterator[str]:
+    """The console, calling this module's voice service for the phone in the browser."""
+    env = {k.removeprefix("LIANLUO_").lower(): v for k, v in cell.env.items()}
+    port = _free_tcp_port()
+    settings = ConsoleSettings(
+        **env,
+        grpc_port=0,
+        console_http_port=port,
+        console_secure_cookies=False,
+        **{f"console_{name}_address": cell.address(name) for name in
+           ("tenants", "media", "ivr", "acd", "gateway")},
+        console_voice_address=f"127.0.0.1:{line.voice.grpc.port}",
+    )  # fmt: skip
+    console = await build_console(settings)
+    task = asyncio.create_task(console.serve())
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                with contextlib.suppress(OSError):
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    break
+                await asyncio.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        console.request_stop()
+        await task
+
+
+async def test_an_agent_answers_in_the_browser_and_they_hear_each_other(
+    line: Line, cell: Cell, tmp_path: Path
+) -> None:
+    """Lin signs in to the desk in Chromium and turns on the phone in the browser (WebRTC to
+    the voice service). A caller presses 1; Lin accepts the call on the desk and the two talk:
+    the browser plays the caller's voice, and the caller hears Lin's microphone (Chromium's
+    stand-in, a beep), on the line and in the recording."""
+    from test_console import PASSWORD, Page
+    from test_web_chat import _browser
+
+    if line.agent_id:  # Li's phone stays out of it
+        await _presence(cell, line, line.agent_id, apb.PRESENCE_OFFLINE)
+    tch = grpc.aio.insecure_channel(cell.address("tenants"))
+    md = (("authorization", f"Bearer {line.key}"),)
+    lin = await rpc.AgentServiceStub(tch).CreateAgent(
+        pb.CreateAgentRequest(tenant_id=line.tenant.id, agent=agent("lin.hao")), metadata=md
+    )
+    await rpc.UserServiceStub(tch).CreateUser(
+        pb.CreateUserRequest(
+            tenant_id=line.tenant.id,
+            user=user("lin", pb.ROLE_AGENT, agent="lin.hao"),
+            password=PASSWORD,
+        ),
+        metadata=md,
+    )
+    await tch.close()
+    async with asyncio.timeout(30):  # until the voice service has Lin from tenant.config
+        while line.calls.phones._view.get(line.tenant.id, "agent", lin.id) is None:
+            await asyncio.sleep(0.2)
+    driver = await asyncio.to_thread(_browser, "1280,900", *WEB_PHONE_FLAGS)
+    desk = Page(driver)
+    try:
+        async with _console(cell, line) as console:
+            await desk.sign_in(console, line.tenant.name, "lin")
+            await desk.run(KEEP_PEER_CONNECTIONS)
+            await desk.click("#phone")
+            await desk.until("return window.made.length && "
+                             "window.made[0].connectionState === 'connected'")  # fmt: skip
+            assert "calls you accept are heard here" in await desk.text()
+            await desk.run(
+                "const s = document.querySelector('#presence'); s.value = 'available';"
+                "s.dispatchEvent(new Event('change', {bubbles: true}))"
+            )
+            before = len(line.calls.phones.ended)
+            caller = asyncio.create_task(sipp("ivr_to_agent.xml", line.port, NUMBER, tmp_path))
+            await desk.click(".offer .actions button")  # Lin accepts the call on the desk
+            async with asyncio.timeout(20):
+                while not any(leg.web for leg in line.calls.phones.legs.values()):
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(3)  # they talk
+            packets, energy = await asyncio.to_thread(driver.execute_async_script, HEARD)
+            await caller
+            async with asyncio.timeout(15):
+                while len(line.calls.phones.ended) == before:
+                    await asyncio.sleep(0.1)
+            interaction, agent_id, from_browser, to_browser = line.calls.phones.ended[-1]
+            # The desk's phone is still on for the next call.
+            assert (line.tenant.id, lin.id) in line.calls.phones.web
+            await desk.click("#phone")
+            async with asyncio.timeout(10):
+                while (line.calls.phones.web.get((line.tenant.id, lin.id))) is not None:
+                    await asyncio.sleep(0.1)
+    finally:
+        await asyncio.to_thread(driver.quit)
+    assert agent_id == lin.id
+    # The browser received the caller's voice and played something of it.
+    assert packets > 50 and energy > 0, (packets, energy)
+    assert to_browser > 50, "the caller's audio did not reach the browser"
+    assert from_browser > 50, "the browser's microphone did not reach the voice service"
+    call = line.calls.ended[-1]
+    assert call.interaction_id == interaction and call.sent > 50
+    # The caller heard Lin's microphone: the recording's right side is not silent.
+    await _ends_with_both_sides(cell, line, interaction)
+    await _wrap_up(cell, line, interaction)
+    await _presence(cell, line, lin.id, apb.PRESENCE_OFFLINE)
 
 
 async def test_a_callback_is_dialled_through_the_trunk_when_the_agents_phone_answers(

@@ -242,8 +242,8 @@ async def test_bad_input_and_floods_close_the_socket_with_a_reason(shop: Shop) -
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
-def _browser(size: str = "390,844") -> Any:
-    """Headless Chromium, phone-sized unless told otherwise."""
+def _browser(size: str = "390,844", *flags: str) -> Any:
+    """Headless Chromium, phone-sized unless told otherwise, with any other `flags`."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -251,7 +251,13 @@ def _browser(size: str = "390,844") -> Any:
         pytest.fail("Chromium is missing: `make install` installs chromium and chromium-driver")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", f"--window-size={size}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        f"--window-size={size}",
+        *flags,
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
 

@@ -25,11 +25,10 @@ BEGIN, END = "<!-- permissions: begin -->", "<!-- permissions: end -->"
 
 def generated_classes() -> Iterator[type]:
     """The classes each service's gRPC adapter holds, its generated servicer bases among them
-    (the console and the voice service have none: they serve people's pages over HTTP and
-    calls over SIP, and gRPC health only)."""
+    (the console has none: it serves people's pages over HTTP, and gRPC health only)."""
     for module in pkgutil.iter_modules(lianluo.services.__path__):
         name = f"lianluo.services.{module.name}.grpc_api"
-        if module.name in ("console", "voice"):
+        if module.name == "console":
             assert importlib.util.find_spec(name) is None
             continue
         api = importlib.import_module(name)

@@ -3,6 +3,7 @@ figures, whose a dialled number is, and SIP messages it cannot read."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import math
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.runtime.errors import InvalidArgument, Violations
 from lianluo.services.tenants.domain import validate_channel
-from lianluo.services.voice import audio, codecs, domain, phones, rtp, sdp, sip
+from lianluo.services.voice import audio, codecs, domain, phones, rtp, sdp, sip, webphone
 from lianluo.services.voice.settings import VoiceSettings
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
@@ -426,3 +427,30 @@ async def test_a_partner_in_the_same_codec_is_relayed_at_once_and_another_on_the
     first, second = opus_phone._mixed(), opus_phone._mixed()
     assert first == pcm[:320] and second == pcm[320:].ljust(320, b"\0")
     assert opus_phone._mixed() is None
+
+
+async def test_the_phone_in_the_browser_takes_and_gives_the_calls_pcm_on_its_own_clock() -> None:
+    """A caller bridged to the phone in the browser: the caller's PCM goes out 20 ms a tick,
+    whole, for aiortc to encode; what the browser says reaches the caller as PCM."""
+    phone = webphone.WebPhone("t", "a", lambda _p: None)
+    leg = webphone.WebSession(phone)
+    phone.session = leg
+    caller = audio.RtpSession(sdp.PCMU, None, lambda _d: None)
+    caller._transport, caller.remote = object(), ("127.0.0.1", 4000)  # type: ignore[assignment]
+    caller.partner, leg.partner = leg, caller
+    pcm = (3000).to_bytes(2, "little", signed=True) * 240  # 30 ms
+    leg.relay(caller, rtp.encode(pcm, sdp.PCMU), pcm)
+    assert phone.outgoing._frames.empty()  # not at once: on the leg's clock
+    leg.start()
+    frames = [await asyncio.wait_for(phone.outgoing.recv(), 1) for _ in range(2)]
+    assert [f.samples for f in frames] == [160, 160]
+    assert bytes(frames[0].planes[0])[:320] == pcm[:320]
+    assert frames[1].pts > frames[0].pts
+    # The browser's audio, decoded by aiortc: counted, and mixed for the caller's next tick.
+    said = (-2000).to_bytes(2, "little", signed=True) * 160
+    leg.hear(said)
+    assert leg.figures.received == 1
+    assert caller._mixed() == said
+    leg.close()
+    assert phone.session is None
+    await phone.close()

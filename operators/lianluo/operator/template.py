@@ -344,7 +344,7 @@ def settings_for(
             "LIANLUO_CONSOLE_HTTP_PORT": str(inputs.console_http_port),
             **{
                 f"LIANLUO_CONSOLE_{name.upper()}_ADDRESS": f"{cell}-{name}:{inputs.grpc_port}"
-                for name in ("tenants", "media", "ivr", "acd", "gateway")
+                for name in ("tenants", "media", "ivr", "acd", "gateway", "voice")
             },
         }
     if inputs.grpc_tls_secret:

@@ -80,8 +80,8 @@ class Cell:
             # Fixed ports follow the list's order, so a service may name one started after it.
             port = self.first_port
             for name in names:
-                if name == "gateway":
-                    self._first[name] = (port + 1, GATEWAY_HTTP_PORT, GATEWAY_SMTP_PORT)
+                smtp = GATEWAY_SMTP_PORT if name == "gateway" else 0
+                self._first[name] = (port + 1, fixed.get(name, 0), smtp)
                 port += self.replicas.get(name, 1)
         port = self.first_port
         for name in names:
@@ -136,6 +136,11 @@ class Cell:
                 "LIANLUO_CONSOLE_GATEWAY_ADDRESS": self.address("gateway"),
                 "LIANLUO_CONSOLE_SECURE_COOKIES": "false",
             }
+            # The phone in the browser, where the cell runs voice (started after the console
+            # in `lianluo run`, whose ports are known before any service starts).
+            voice = self._first.get("voice")
+            if voice:
+                env["LIANLUO_CONSOLE_VOICE_ADDRESS"] = f"127.0.0.1:{voice[0]}"
         if name == "voice":
             env |= {
                 "LIANLUO_VOICE_SIP_PORT": str(http_port),

@@ -40,6 +40,8 @@ from lianluo.tenants.v1 import knowledge_pb2 as kpb
 from lianluo.tenants.v1 import knowledge_pb2_grpc as knowledge_rpc
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 from lianluo.tenants.v1 import tenants_pb2_grpc as tenants_rpc
+from lianluo.voice.v1 import voice_pb2 as vpb
+from lianluo.voice.v1 import voice_pb2_grpc as voice_rpc
 
 log = get_logger(__name__)
 # The pages, built by `make` from web/ (pinned npm packages); never loaded from a CDN.
@@ -99,6 +101,7 @@ class Platform:
                 ("ivr", settings.console_ivr_address),
                 ("acd", settings.console_acd_address),
                 ("gateway", settings.console_gateway_address),
+                ("voice", settings.console_voice_address),
             )
         }
         self.auth = tenants_rpc.AuthServiceStub(self._channels["tenants"])
@@ -116,6 +119,7 @@ class Platform:
         self.knowledge = knowledge_rpc.KnowledgeServiceStub(tenants)
         self.ivr = ivr_rpc.IvrServiceStub(self._channels["ivr"])
         self.attachments = gateway_rpc.AttachmentServiceStub(self._channels["gateway"])
+        self.web_phones = voice_rpc.WebPhoneServiceStub(self._channels["voice"])
 
     async def close(self) -> None:
         for channel in self._channels.values():
@@ -134,6 +138,8 @@ class Console:
             web.post("/api/logout", self._authed(self.logout)),
             web.get("/api/me", self._authed(self.me)),
             web.post("/api/presence", self._authed(self.presence)),
+            web.post("/api/phone", self._authed(self.open_phone)),
+            web.post("/api/phone/close", self._authed(self.close_phone)),
             web.post("/api/offers/{offer}", self._authed(self.respond)),
             web.get("/api/conversations/{interaction}", self._authed(self.conversation)),
             web.post("/api/conversations/{interaction}/messages", self._authed(self.send)),
@@ -290,6 +296,26 @@ class Console:
             metadata=self._md(session),
         )
         return web.json_response({"presence": name})
+
+    async def open_phone(self, request: web.Request, session: Session) -> web.Response:
+        """The agent's phone in the browser: the page's WebRTC offer in, the answer out."""
+        offer = (await self._body(request)).get("sdp")
+        if not isinstance(offer, str) or not offer:
+            raise BadInput({"sdp": "the page's WebRTC offer"})
+        opened = await self._platform.web_phones.OpenWebPhone(
+            vpb.OpenWebPhoneRequest(
+                tenant_id=session.tenant_id, agent_id=session.agent_id, sdp=offer
+            ),
+            metadata=self._md(session),
+        )
+        return web.json_response({"sdp": opened.sdp})
+
+    async def close_phone(self, request: web.Request, session: Session) -> web.Response:
+        closed = await self._platform.web_phones.CloseWebPhone(
+            vpb.CloseWebPhoneRequest(tenant_id=session.tenant_id, agent_id=session.agent_id),
+            metadata=self._md(session),
+        )
+        return web.json_response({"closed": closed.closed})
 
     async def respond(self, request: web.Request, session: Session) -> web.Response:
         body = await self._body(request)

@@ -17,6 +17,8 @@ class ConsoleSettings(ServiceSettings):
     console_ivr_address: str = "127.0.0.1:50053"
     console_acd_address: str = "127.0.0.1:50054"
     console_gateway_address: str = "127.0.0.1:50057"
+    # The voice service, where an agent's desk opens the phone in the browser (WebRTC).
+    console_voice_address: str = "127.0.0.1:50060"
     # Session cookies only over HTTPS. Off for a console on http://127.0.0.1 (`make run`).
     console_secure_cookies: bool = True
     # How often the supervisor wall's figures are read again while someone watches.

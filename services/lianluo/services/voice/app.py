@@ -5,9 +5,12 @@ from __future__ import annotations
 from lianluo.runtime.metrics import Figure
 from lianluo.runtime.service import Service, ServiceSpec
 from lianluo.services.voice.audio import Speech
+from lianluo.services.voice.grpc_api import WebPhoneApi
 from lianluo.services.voice.service import Calls, Platform
 from lianluo.services.voice.settings import VoiceSettings
 from lianluo.services.voice.sip import Endpoint
+from lianluo.voice.v1 import voice_pb2 as api
+from lianluo.voice.v1 import voice_pb2_grpc as rpc
 
 # Calls live in memory and in the interactions they make: no tables of its own.
 SPEC = ServiceSpec(name="voice", settings=VoiceSettings, migrations=None)
@@ -31,6 +34,11 @@ async def assemble(settings: VoiceSettings) -> tuple[Service, Calls]:
     )
     calls.endpoint = endpoint
     await endpoint.start()
+    service.add_grpc(
+        rpc.add_WebPhoneServiceServicer_to_server,
+        WebPhoneApi(calls.phones, view),
+        api.DESCRIPTOR.services_by_name["WebPhoneService"].full_name,
+    )
     service.add_background(endpoint, "sip")
     service.metrics.add(
         Figure(

@@ -105,8 +105,7 @@ class RtpSession(asyncio.DatagramProtocol):
     async def open(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
-        self._started = loop.time()
-        self._pacer = loop.create_task(self._pace())
+        self.start()
         try:
             rtcp, _ = await loop.create_datagram_endpoint(
                 lambda: _Rtcp(self), local_addr=(host, port + 1)
@@ -116,6 +115,17 @@ class RtpSession(asyncio.DatagramProtocol):
             return
         self._rtcp = rtcp
         self._reporter = loop.create_task(self._report())
+
+    def start(self) -> None:
+        """The 20 ms clock this side sends on, from now."""
+        loop = asyncio.get_running_loop()
+        self._started = loop.time()
+        self._pacer = loop.create_task(self._pace())
+
+    @property
+    def connected(self) -> bool:
+        """Whether there is a peer to send to."""
+        return self.remote is not None and self._transport is not None
 
     async def _report(self) -> None:
         """An SR (or RR, before this side has sent) every few seconds, with this side's report
@@ -199,8 +209,11 @@ class RtpSession(asyncio.DatagramProtocol):
             except pylibsrtp.Error:
                 return  # not the peer's, or altered on the way
         packet = rtp.parse(data)
-        if packet is None:
-            return
+        if packet is not None:
+            self.arrived(packet)
+
+    def arrived(self, packet: rtp.Packet) -> None:
+        """A packet from the peer: a digit, or audio counted, recorded and passed on."""
         now = asyncio.get_running_loop().time() - self._started
         if self.events is not None and packet.payload_type == self.events:
             event = rtp.event(packet.payload)
@@ -224,7 +237,7 @@ class RtpSession(asyncio.DatagramProtocol):
         """Send the other leg's audio on: at once and as it came when both legs have one
         codec; else its PCM goes out on this leg's own clock, 20 ms at a time (an Opus
         encoder takes whole frames, whatever the other leg's packets hold)."""
-        if self.held or self.remote is None or self._transport is None:
+        if self.held or not self.connected:
             return
         if speaker.codec != self.codec:
             self.mix_in(speaker, pcm)
@@ -297,7 +310,7 @@ class RtpSession(asyncio.DatagramProtocol):
                     frame = mixed if frame is None else rtp.mix(frame, mixed)
             self._record(frame)
             self._timestamp = (self._timestamp + self.codec.clock // 50) % (1 << 32)
-            if frame is None or self.held or self.remote is None or self._transport is None:
+            if frame is None or self.held or not self.connected:
                 self._talkspurt = True
                 continue
             packet = rtp.Packet(

@@ -99,6 +99,26 @@ class Opus:
         return self.format.clock // 50  # 20 ms, the ptime this side asks for
 
 
+# The service's own audio as it is, never named in SDP: a leg whose own stack encodes what it
+# sends (the phone in the browser, where aiortc speaks Opus to the browser) takes and gives PCM.
+LINEAR = sdp.Format("linear", -1)
+
+
+class Linear:
+    format = LINEAR
+
+    def encode(self, pcm: bytes) -> bytes:
+        return pcm
+
+    def decode(self, payload: bytes) -> bytes:
+        return payload
+
+    def ticks(self, payload: bytes) -> int:
+        return len(payload) // 2
+
+
 def codec(format: sdp.Format) -> Codec:
     """A stream's codec for an encoding both sides agreed on."""
+    if format == LINEAR:
+        return Linear()
     return Opus(format) if format.name == sdp.OPUS.name else G711(format)

@@ -35,6 +35,7 @@ from lianluo.runtime.tenant_config import TenantConfigView
 from lianluo.services.voice import sdp, sip
 from lianluo.services.voice.audio import Ports, RtpSession
 from lianluo.services.voice.settings import VoiceSettings
+from lianluo.services.voice.webphone import WebPhone, WebSession, gather_on
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 
 log = get_logger(__name__)
@@ -76,16 +77,19 @@ class Binding:
 
 @dataclass
 class AgentLeg:
-    """The agent's side of a bridged call: the phone's dialog and its RTP."""
+    """The agent's side of a bridged call: the phone's dialog and its RTP, or the phone in
+    the browser (which needs no dialog: the desk accepted the call)."""
 
     tenant_id: str
     agent_id: str
     interaction_id: str
-    invite: Request
-    answer_to: str  # the phone's To, with its tag
-    peer: sip.Peer
     session: RtpSession
-    port: int
+    port: int  # 0 for the phone in the browser, whose ports are aiortc's
+    # The SIP phone's dialog: the INVITE this side sent it, and its To, with its tag.
+    invite: Request | None = None
+    answer_to: str = ""
+    peer: sip.Peer | None = None
+    web: WebPhone | None = None
     participant_id: str = ""
     frames: asyncio.Queue[mpb.ClientFrame | None] = field(default_factory=asyncio.Queue)
     ended: bool = False
@@ -103,6 +107,13 @@ class AgentLeg:
     # The agent asked for a colleague and stays on the call with them (a consult from the
     # desk): once the colleague answers, the three are a conference.
     staying: bool = False
+
+    @property
+    def key(self) -> str:
+        """The leg among the replica's: the phone's Call-ID, or the browser's call."""
+        if self.invite is not None:
+            return str(self.invite.call_id)
+        return f"web/{self.tenant_id}/{self.agent_id}/{self.interaction_id}"
 
 
 @dataclass
@@ -149,6 +160,9 @@ class Phones:
         self._bindings: dict[tuple[str, str], Binding] = {}
         self.legs: dict[str, AgentLeg] = {}  # by the phone's Call-ID
         self.consults: dict[str, Consult] = {}  # by the calling phone's Call-ID
+        # The agents' phones in the browser, by tenant and agent.
+        self.web: dict[tuple[str, str], WebPhone] = {}
+        gather_on(settings.voice_sip_host)
         self._tasks: set[asyncio.Task[Any]] = set()
         # The agents' legs that ended, newest last: what each received and sent.
         self.ended: collections.deque[tuple[str, str, int, int]] = collections.deque(maxlen=100)
@@ -263,7 +277,9 @@ class Phones:
         try:
             async for frame in self._media.Connect(sent(frames), metadata=self._admin):
                 offer = frame.offer if frame.WhichOneof("frame") == "offer" else None
-                if offer and offer.requirements.media == common.MEDIA_TYPE_VOICE:
+                # An agent with the phone in the browser open answers there, on the desk.
+                web = self.web.get((binding.tenant_id, binding.agent_id))
+                if offer and offer.requirements.media == common.MEDIA_TYPE_VOICE and web is None:
                     awaiting = self._awaiting(offer)
                     self.spawn(
                         self._take(awaiting, offer) if awaiting else self._ring(binding, offer)
@@ -349,13 +365,13 @@ class Phones:
                 binding.tenant_id,
                 binding.agent_id,
                 interaction_id,
-                invite,
-                str(answer.to_address),
-                binding.peer,
                 session,
                 port,
+                invite=invite,
+                answer_to=str(answer.to_address),
+                peer=binding.peer,
             )
-            self.legs[call_id] = leg
+            self.legs[leg.key] = leg
             codec = media.codec() if media is not None else None
             if media is None or codec is None:
                 # Nothing to hear on that leg: the phone is hung up (another agent is tried).
@@ -369,6 +385,85 @@ class Phones:
         session.close()
         self._ports.give_back(port)
         return None, "the phone did not answer"
+
+    # ------------------------------------------------------------------ phones in the browser
+
+    async def open_web(self, tenant_id: str, agent_id: str, offer: str) -> str:
+        """The agent's phone in the browser, opened from the desk's WebRTC offer (one that was
+        open is closed first); this side's answer. Raises BadOffer for an offer without audio."""
+        old = self.web.pop((tenant_id, agent_id), None)
+        if old is not None:
+            await old.close()
+        phone = WebPhone(tenant_id, agent_id, self._web_closed)
+        try:
+            answer = await phone.answer(offer)
+        except BaseException:
+            await phone.close()
+            raise
+        self.web[(tenant_id, agent_id)] = phone
+        phone.desk = self.spawn(self._web_desk(phone))
+        log.info("a phone in the browser opened", tenant_id=tenant_id, agent_id=agent_id)
+        return answer
+
+    async def close_web(self, tenant_id: str, agent_id: str) -> bool:
+        phone = self.web.get((tenant_id, agent_id))
+        if phone is None:
+            return False
+        await phone.close()
+        return True
+
+    def _web_closed(self, phone: WebPhone) -> None:
+        """A phone in the browser closed (by the desk, or its connection failed): a call on
+        it stays with the desk, where the agent ends it."""
+        if self.web.get((phone.tenant_id, phone.agent_id)) is phone:
+            del self.web[(phone.tenant_id, phone.agent_id)]
+        for leg in list(self.legs.values()):
+            if leg.web is phone:
+                self.spawn(self.hang_up(leg))
+
+    async def _web_desk(self, phone: WebPhone) -> None:
+        """The agent's offers, as the desk sees them: a call the agent accepts on the desk is
+        bridged to the phone in the browser."""
+        frames: asyncio.Queue[mpb.ClientFrame | None] = asyncio.Queue()
+        frames.put_nowait(
+            mpb.ClientFrame(
+                join=mpb.Join(
+                    tenant_id=phone.tenant_id,
+                    role=mpb.PARTICIPANT_ROLE_AGENT,
+                    subject_id=phone.agent_id,
+                )
+            )
+        )
+        offers: dict[str, apb.Offer] = {}
+        try:
+            async for frame in self._media.Connect(sent(frames), metadata=self._admin):
+                kind = frame.WhichOneof("frame")
+                if kind == "offer" and frame.offer.requirements.media == common.MEDIA_TYPE_VOICE:
+                    offers[frame.offer.id] = frame.offer
+                elif kind == "offer_closed":
+                    offer = offers.pop(frame.offer_closed.offer_id, None)
+                    if offer is not None and frame.offer_closed.state == apb.OFFER_STATE_ACCEPTED:
+                        self.spawn(self._pick_up(phone, offer))
+        except grpc.aio.AioRpcError as error:
+            log.info("a browser phone's desk closed", code=error.code().name)
+        finally:
+            frames.put_nowait(None)
+
+    async def _pick_up(self, phone: WebPhone, offer: apb.Offer) -> None:
+        """The agent accepted a call on the desk: it is heard on the phone in the browser."""
+        if phone.closed:
+            return
+        if phone.session is not None:  # a call before it still on the phone: it goes
+            for leg in list(self.legs.values()):
+                if leg.session is phone.session:
+                    await self.hang_up(leg)
+        session = WebSession(phone)
+        session.start()
+        phone.session = session
+        leg = AgentLeg(phone.tenant_id, phone.agent_id, offer.interaction_id, session, 0, web=phone)
+        self.legs[leg.key] = leg
+        if not await self._connect(offer, leg):
+            await self.hang_up(leg)  # not a call of this replica's
 
     # ------------------------------------------------------------------ consults
 
@@ -541,15 +636,19 @@ class Phones:
         if leg.ended:
             return
         leg.ended = True
+        if leg.web is not None:  # the browser keeps its phone for the next call
+            self._forget(leg)
+            return
         bye = self._in_dialog(leg, "BYE")
         self._forget(leg)
         assert self.endpoint is not None
+        assert leg.peer is not None
         await self.endpoint.request(bye, leg.peer)
 
     async def notify(self, leg: AgentLeg, status: str) -> None:
         """How a transfer the phone asked for (REFER) went, as RFC 3515 says: a NOTIFY with the
         status line, which ends the implicit subscription."""
-        if leg.ended:
+        if leg.ended or leg.peer is None:
             return
         notify = self._in_dialog(leg, "NOTIFY")
         notify.headers.add("Event", "refer")
@@ -563,6 +662,7 @@ class Phones:
     def _in_dialog(leg: AgentLeg, method: str) -> Request:
         """A request of this side in the phone's dialog, with the dialog's next CSeq."""
         invite = leg.invite
+        assert invite is not None, "a phone in the browser has no dialog"
         request = sip.new_request(
             method, str(invite.uri), invite.call_id, leg.cseq, str(invite.from_address),
             leg.answer_to,
@@ -577,11 +677,12 @@ class Phones:
         return task
 
     def _forget(self, leg: AgentLeg) -> None:
-        if self.legs.pop(leg.invite.call_id, None) is None:
+        if self.legs.pop(leg.key, None) is None:
             return
         leg.frames.put_nowait(None)
         leg.session.close()
-        self._ports.give_back(leg.port)
+        if leg.port:
+            self._ports.give_back(leg.port)
         received, sent = leg.session.figures.received, leg.session.sent
         self.ended.append((leg.interaction_id, leg.agent_id, received, sent))
         report = leg.session.peer_report
@@ -605,6 +706,9 @@ class Phones:
             self._ports.give_back(consult.port)
         for task in self._tasks:
             task.cancel()
+        for phone in list(self.web.values()):
+            # Not among the tasks cancelled above: the peer connections close on the way out.
+            asyncio.get_running_loop().create_task(phone.close())
 
 
 def offered(

@@ -2,6 +2,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { Transcript, WrapUp, applyFrame } from "./talk.jsx";
 import { DirectoryPicker, Helper } from "./help.jsx";
 import { api, live } from "./api.js";
+import { openPhone } from "./phone.js";
 import { t } from "./i18n.js";
 
 // What the desk keeps across reloads and a new sign-in: the conversations it follows (with the
@@ -242,6 +243,30 @@ export function Desk({ me }) {
   const state = useRef({ talks });
   state.current.talks = talks;
   const link = useRef(null);
+  // The phone in the browser: closed, opening, or open (and its connection's state).
+  const phone = useRef(null);
+  const speaker = useRef(null);
+  const [phoneState, setPhoneState] = useState("off");
+
+  async function togglePhone() {
+    if (phone.current) {
+      const open = phone.current;
+      phone.current = null;
+      setPhoneState("off");
+      await open.close();
+      return;
+    }
+    setPhoneState("connecting");
+    try {
+      phone.current = await openPhone(speaker.current, (s) => phone.current && setPhoneState(s));
+      setError("");
+    } catch (refused) {
+      setPhoneState("off");
+      setError(refused.message);
+    }
+  }
+
+  useEffect(() => () => phone.current && phone.current.close(), []);
 
   useEffect(() => {
     keep({ talks, selected });
@@ -395,6 +420,16 @@ export function Desk({ me }) {
               <option value={p}>{t(p)}</option>
             ))}
           </select>
+        </div>
+        <div class="field">
+          <span id="phone-label">{t("phone")}</span>
+          <button id="phone" type="button" aria-labelledby="phone-label phone" aria-pressed={phoneState === "off" ? "false" : "true"} onClick={togglePhone}>
+            {phoneState === "off" ? t("phoneOn") : t("phoneOff")}
+          </button>
+          <p class="status" id="phone-state" role="status">
+            {t(`phone_${phoneState}`)}
+          </p>
+          <audio ref={speaker} autoplay />
         </div>
         {!connected && <p class="status">{t("reconnecting")}</p>}
         {error && (
