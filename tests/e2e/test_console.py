@@ -1046,6 +1046,9 @@ async def test_the_api_refuses_what_a_page_would_not_send(bank: Bank) -> None:
         assert taken.status in (403, 404)
         bad = await http.post(f"{api}/presence", json={"presence": "sleeping"}, headers=headers)
         assert bad.status == 400 and "presence" in (await bad.json())["fields"]
+        # The phone in the browser needs the page's WebRTC offer.
+        no_offer = await http.post(f"{api}/phone", json={"sdp": 5}, headers=headers)
+        assert no_offer.status == 400 and "sdp" in (await no_offer.json())["fields"]
         # A supervisor sets the presence of their queues' agents only.
         tch = grpc.aio.insecure_channel(bank.tenants)
         agents = await rpc.AgentServiceStub(tch).ListAgents(

@@ -22,6 +22,7 @@ import pytest
 from conftest import ADMIN_KEY, Stack, running_cell
 from factories import Client, agent, onboard, queue, user
 from google.protobuf import field_mask_pb2
+from grpc_errors import bad_fields, fails
 from tls_files import issue, make_ca
 
 from lianluo.acd.v1 import acd_pb2 as apb
@@ -43,6 +44,8 @@ from lianluo.tenants.v1 import audio_pb2 as audio_pb
 from lianluo.tenants.v1 import audio_pb2_grpc as audio_rpc
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
+from lianluo.voice.v1 import voice_pb2 as vpb
+from lianluo.voice.v1 import voice_pb2_grpc as voice_rpc
 
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="SIPp is not installed")
 NUMBER = "+862180001234"
@@ -1139,6 +1142,18 @@ async def test_an_agent_answers_in_the_browser_and_they_hear_each_other(
     async with asyncio.timeout(30):  # until the voice service has Lin from tenant.config
         while line.calls.phones._view.get(line.tenant.id, "agent", lin.id) is None:
             await asyncio.sleep(0.2)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{line.voice.grpc.port}") as vch:
+        phones = voice_rpc.WebPhoneServiceStub(vch)
+        refused = phones.OpenWebPhone(
+            vpb.OpenWebPhoneRequest(tenant_id=line.tenant.id, agent_id=lin.id, sdp="v=0\r\n"),
+            metadata=md,
+        )
+        assert bad_fields(await fails(refused, grpc.StatusCode.INVALID_ARGUMENT)) == {"sdp"}
+        nobody = phones.CloseWebPhone(
+            vpb.CloseWebPhoneRequest(tenant_id=line.tenant.id, agent_id="no-such-agent"),
+            metadata=md,
+        )
+        await fails(nobody, grpc.StatusCode.NOT_FOUND)
     driver = await asyncio.to_thread(_browser, "1280,900", *WEB_PHONE_FLAGS)
     desk = Page(driver)
     try:

@@ -15,8 +15,7 @@ import pytest
 from audio_files import shape, tone
 from conftest import ADMIN_KEY, Stack
 from factories import Client, agent, onboard, queue, user
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from grpc_errors import fails, field_errors
 
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.tenants.v1 import audio_pb2 as apb
@@ -35,24 +34,6 @@ def admin(channel: grpc.aio.Channel) -> Client:
 
 def recordings(client: Client) -> arpc.AudioServiceStub:
     return arpc.AudioServiceStub(client.channel)
-
-
-async def fails(call: object, code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call  # type: ignore[misc]
-    assert caught.value.code() == code, caught.value.details()
-    return caught.value
-
-
-def bad_fields(error: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(error)
-    assert status is not None, "INVALID_ARGUMENT must carry google.rpc details"
-    found: dict[str, str] = {}
-    for detail in status.details:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            found |= {v.field: v.description for v in bad.field_violations}
-    return found
 
 
 async def put(c: Client, tenant_id: str, name: str, wav: bytes, language: str = "") -> apb.Audio:
@@ -165,7 +146,7 @@ async def test_recordings_are_listed_by_name_then_language_a_page_at_a_time(
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
-    assert set(bad_fields(error)) == {"page.page_token"}
+    assert set(field_errors(error)) == {"page.page_token"}
 
 
 async def test_bad_input_names_the_field_and_says_why(admin: Client) -> None:
@@ -183,12 +164,12 @@ async def test_bad_input_names_the_field_and_says_why(admin: Client) -> None:
         (b"", "must be set"),
     ]:
         error = await fails(put(c, t.id, "welcome", wav), grpc.StatusCode.INVALID_ARGUMENT)
-        fields = bad_fields(error)
+        fields = field_errors(error)
         assert set(fields) == {"audio.wav"} and fields["audio.wav"].startswith(why), fields
     error = await fails(put(c, t.id, "Welcome!", tone(0.1), "EN"), grpc.StatusCode.INVALID_ARGUMENT)
-    assert set(bad_fields(error)) == {"audio.name", "audio.language"}
+    assert set(field_errors(error)) == {"audio.name", "audio.language"}
     error = await fails(get(c, t.id, ""), grpc.StatusCode.INVALID_ARGUMENT)
-    assert set(bad_fields(error)) == {"name"}
+    assert set(field_errors(error)) == {"name"}
     # A name no recording can have is simply not found.
     await fails(get(c, t.id, "x" * 65), grpc.StatusCode.NOT_FOUND)
     await fails(delete(c, t.id, "Welcome!"), grpc.StatusCode.NOT_FOUND)

@@ -12,8 +12,7 @@ import grpc
 import pytest
 from conftest import ADMIN_KEY, Stack
 from factories import Client, agent, onboard, queue, user
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from grpc_errors import bad_fields, fails
 from knowledge_relevance import ARTICLES, QUERIES
 
 from lianluo.common.v1 import common_pb2 as common
@@ -33,24 +32,6 @@ def admin(channel: grpc.aio.Channel) -> Client:
 
 def kb(client: Client) -> krpc.KnowledgeServiceStub:
     return krpc.KnowledgeServiceStub(client.channel)
-
-
-async def fails(call: object, code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call  # type: ignore[misc]
-    assert caught.value.code() == code, caught.value.details()
-    return caught.value
-
-
-def bad_fields(error: grpc.aio.AioRpcError) -> set[str]:
-    status = rpc_status.from_call(error)
-    assert status is not None, "INVALID_ARGUMENT must carry google.rpc details"
-    found = set()
-    for detail in status.details:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            found |= {v.field for v in bad.field_violations}
-    return found
 
 
 async def put(c: Client, tenant_id: str, title: str, body: str, **more: object) -> kpb.Article:

@@ -13,8 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from factories import Client, agent, flow, onboard, queue, rule, template, tenant, unique
 from google.protobuf import field_mask_pb2, timestamp_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from grpc_errors import bad_fields, fails
 
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.events.v1 import envelope_pb2, tenant_config_pb2
@@ -30,24 +29,6 @@ from conftest import ADMIN_KEY
 @pytest.fixture
 def admin(channel: grpc.aio.Channel) -> Client:
     return Client(channel, ADMIN_KEY)
-
-
-async def fails(call: object, code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call  # type: ignore[misc]
-    assert caught.value.code() == code, caught.value.details()
-    return caught.value
-
-
-def bad_fields(error: grpc.aio.AioRpcError) -> set[str]:
-    status = rpc_status.from_call(error)
-    assert status is not None, "INVALID_ARGUMENT must carry google.rpc details"
-    fields = set()
-    for detail in status.details:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            fields |= {v.field for v in bad.field_violations}
-    return fields
 
 
 async def test_tenant_lifecycle(admin: Client) -> None:

@@ -10,8 +10,7 @@ import grpc
 import pytest
 from acd_support import Acd, Decisions, Requests, running_acd
 from conftest import Served, Stack
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from grpc_errors import bad_fields, fails
 
 from lianluo.acd.v1 import acd_pb2 as acd
 from lianluo.common.v1 import common_pb2 as common
@@ -28,24 +27,6 @@ async def acd_stack(
 ) -> AsyncIterator[tuple[Acd, Decisions, Requests]]:
     async with running_acd(stack, tenants_service.address) as running:
         yield running
-
-
-async def fails(call: object, code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call  # type: ignore[misc]
-    assert caught.value.code() == code, caught.value.details()
-    return caught.value
-
-
-def bad_fields(error: grpc.aio.AioRpcError) -> set[str]:
-    status = rpc_status.from_call(error)
-    assert status is not None, "INVALID_ARGUMENT must carry google.rpc details"
-    fields: set[str] = set()
-    for detail in status.details:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            fields |= {v.field for v in bad.field_violations}
-    return fields
 
 
 async def test_a_tenant_key_cannot_touch_another_tenant(

@@ -16,13 +16,12 @@ import pytest
 from conftest import ADMIN_KEY, Served, Stack
 from factories import Client, onboard
 from google.protobuf import timestamp_pb2
+from grpc_errors import bad_fields, fails
 from recording_support import (
     Contact,
     Publisher,
     RecordingEvents,
-    bad_fields,
     eventually,
-    fails,
     now,
     running_recording,
     stub,
