@@ -83,6 +83,11 @@ class TenantServiceStub:
                 request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteTenantRequest.SerializeToString,
                 response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteTenantResponse.FromString,
                 _registered_method=True)
+        self.PublishTenantConfig = channel.unary_unary(
+                '/lianluo.tenants.v1.TenantService/PublishTenantConfig',
+                request_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.PublishTenantConfigRequest.SerializeToString,
+                response_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.PublishTenantConfigResponse.FromString,
+                _registered_method=True)
 
 
 class TenantServiceServicer:
@@ -151,6 +156,16 @@ class TenantServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishTenantConfig(self, request, context):
+        """Admin only. Publishes the tenant's whole configuration again on this cell's
+        `tenant.config`: every resource, the state of each of its API keys and its signing keys.
+        For a cell that has just received the tenant's rows by copy (a tenant moving between
+        cells, docs/operator.md), whose services learn of the tenant from that topic.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TenantServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -188,6 +203,11 @@ def add_TenantServiceServicer_to_server(servicer, server):
                     servicer.DeleteTenant,
                     request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteTenantRequest.FromString,
                     response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteTenantResponse.SerializeToString,
+            ),
+            'PublishTenantConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishTenantConfig,
+                    request_deserializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.PublishTenantConfigRequest.FromString,
+                    response_serializer=lianluo_dot_tenants_dot_v1_dot_tenants__pb2.PublishTenantConfigResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -393,6 +413,33 @@ class TenantService:
             '/lianluo.tenants.v1.TenantService/DeleteTenant',
             lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteTenantRequest.SerializeToString,
             lianluo_dot_tenants_dot_v1_dot_tenants__pb2.DeleteTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishTenantConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lianluo.tenants.v1.TenantService/PublishTenantConfig',
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.PublishTenantConfigRequest.SerializeToString,
+            lianluo_dot_tenants_dot_v1_dot_tenants__pb2.PublishTenantConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,12 @@ class TenantServiceStub:
     """Admin only."""
     DeleteTenant: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.DeleteTenantRequest, _tenants_pb2.DeleteTenantResponse]
     """Admin only. Deletes the tenant and everything it owns, and revokes its keys."""
+    PublishTenantConfig: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.PublishTenantConfigRequest, _tenants_pb2.PublishTenantConfigResponse]
+    """Admin only. Publishes the tenant's whole configuration again on this cell's
+    `tenant.config`: every resource, the state of each of its API keys and its signing keys.
+    For a cell that has just received the tenant's rows by copy (a tenant moving between
+    cells, docs/operator.md), whose services learn of the tenant from that topic.
+    """
 
 @_typing.type_check_only
 class TenantServiceAsyncStub(TenantServiceStub):
@@ -67,6 +73,12 @@ class TenantServiceAsyncStub(TenantServiceStub):
     """Admin only."""
     DeleteTenant: _aio.UnaryUnaryMultiCallable[_tenants_pb2.DeleteTenantRequest, _tenants_pb2.DeleteTenantResponse]  # type: ignore[assignment]
     """Admin only. Deletes the tenant and everything it owns, and revokes its keys."""
+    PublishTenantConfig: _aio.UnaryUnaryMultiCallable[_tenants_pb2.PublishTenantConfigRequest, _tenants_pb2.PublishTenantConfigResponse]  # type: ignore[assignment]
+    """Admin only. Publishes the tenant's whole configuration again on this cell's
+    `tenant.config`: every resource, the state of each of its API keys and its signing keys.
+    For a cell that has just received the tenant's rows by copy (a tenant moving between
+    cells, docs/operator.md), whose services learn of the tenant from that topic.
+    """
 
 class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- tenants"""
@@ -126,6 +138,18 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tenants_pb2.DeleteTenantResponse, _abc.Awaitable[_tenants_pb2.DeleteTenantResponse]]:
         """Admin only. Deletes the tenant and everything it owns, and revokes its keys."""
+
+    @_abc_1.abstractmethod
+    def PublishTenantConfig(
+        self,
+        request: _tenants_pb2.PublishTenantConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.PublishTenantConfigResponse, _abc.Awaitable[_tenants_pb2.PublishTenantConfigResponse]]:
+        """Admin only. Publishes the tenant's whole configuration again on this cell's
+        `tenant.config`: every resource, the state of each of its API keys and its signing keys.
+        For a cell that has just received the tenant's rows by copy (a tenant moving between
+        cells, docs/operator.md), whose services learn of the tenant from that topic.
+        """
 
 def add_TenantServiceServicer_to_server(servicer: TenantServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -232,6 +232,13 @@ class TenantApi(rpc.TenantServiceServicer):
         return await self.svc.set_tenant_state(request.tenant_id, pb.TENANT_STATE_ACTIVE)
 
     @auth.needs("platform:admin")
+    async def PublishTenantConfig(
+        self, request: pb.PublishTenantConfigRequest, _: Any
+    ) -> pb.PublishTenantConfigResponse:
+        published = await self.svc.publish_config(request.tenant_id)
+        return pb.PublishTenantConfigResponse(published=published)
+
+    @auth.needs("platform:admin")
     async def DeleteTenant(
         self, request: pb.DeleteTenantRequest, _: Any
     ) -> pb.DeleteTenantResponse:

@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 
 from lianluo.runtime.errors import FieldViolation, InvalidArgument
 from lianluo.runtime.paging import decode_token, encode_token, page_size
-from lianluo.services.tenants.domain import AGENT, TENANT, USER, Kind
+from lianluo.services.tenants.domain import AGENT, KINDS, TENANT, USER, Kind
 from lianluo.tenants.v1 import tenants_pb2 as pb
 
 _SELECT = "select spec from resources where tenant_id = $1 and kind = $2 and id = $3"
@@ -145,6 +145,24 @@ class Repository:
         query = _SELECT_FOR_UPDATE if for_update else _SELECT
         spec = await conn.fetchval(query, tenant_id, kind.name, resource_id)
         return None if spec is None else from_json(kind, spec)
+
+    async def all_of(
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID
+    ) -> list[tuple[Kind, Message]]:
+        """Every resource of the tenant, the tenant itself first."""
+        rows = await conn.fetch(
+            "select kind, spec from resources where tenant_id = $1 "
+            "order by kind <> 'tenant', kind, id",
+            tenant_id,
+        )
+        return [(KINDS[r["kind"]], from_json(KINDS[r["kind"]], r["spec"])) for r in rows]
+
+    async def keys_of(self, conn: asyncpg.Connection, tenant_id: uuid.UUID) -> list[asyncpg.Record]:
+        """Every API key of the tenant, revoked ones too."""
+        rows: list[asyncpg.Record] = await conn.fetch(
+            "select * from api_keys where tenant_id = $1 order by id", tenant_id
+        )
+        return rows
 
     async def get_by_name(
         self, conn: asyncpg.Connection, tenant_id: uuid.UUID, kind: Kind, name: str

@@ -440,6 +440,25 @@ class TenantsService:
             await self._publish(conn, TENANT, stored)
         return cast(pb.Tenant, stored)
 
+    async def publish_config(self, tenant_id: str) -> int:
+        """Announce the tenant's whole configuration again, as each part was last changed;
+        the records published."""
+        auth.require_admin()
+        tid = scoped_tenant(tenant_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            resources = await self._repo.all_of(conn, tid)
+            if not resources:
+                raise NotFound("tenant", tenant_id)
+            for kind, message in resources:
+                await self._publish(conn, kind, message)
+            keys = await self._repo.keys_of(conn, tid)
+            for row in keys:
+                await events.publish_key(conn, self._topic, dict(row))
+            signing_keys = await self._repo.signing_keys(conn, tid)
+            for key in signing_keys:
+                await signing.publish(conn, self._topic, tid, key)
+        return len(resources) + len(keys) + len(signing_keys)
+
     async def delete_tenant(self, tenant_id: str) -> None:
         """Delete a tenant with everything it owns and revoke its keys, announcing each."""
         auth.require_admin()

@@ -28,9 +28,10 @@ def key_of(row: asyncpg.Record) -> tokens.SigningKey:
     return tokens.SigningKey(row["kid"], row["jwk"], row["retire_at"], bytes(row["private_pem"]))
 
 
-async def _publish(
+async def publish(
     conn: asyncpg.Connection, topic: str, tid: uuid.UUID, row: asyncpg.Record
 ) -> None:
+    """Announce one signing key's public half (and when it retires)."""
     public = tenant_config_pb2.SigningKey(kid=row["kid"], jwk=row["jwk"])
     if row["retire_at"] is not None:
         public.retire_time.FromDatetime(row["retire_at"])
@@ -74,7 +75,7 @@ async def rotate(
     await conn.execute("select pg_advisory_xact_lock(hashtext('signing:' || $1))", str(tid))
     key = await add_key(conn, repo, topic, tid, now)
     for row in await repo.retire_signing_keys(conn, tid, now + overlap, key.kid):
-        await _publish(conn, topic, tid, row)
+        await publish(conn, topic, tid, row)
     return key
 
 
