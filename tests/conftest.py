@@ -17,6 +17,7 @@ import pytest
 
 from lianluo.devstack import infra
 from lianluo.devstack.cell import Cell
+from lianluo.runtime.service import Service
 
 ADMIN_KEY = "test-admin-" + secrets.token_urlsafe(24)
 
@@ -111,6 +112,24 @@ async def tenants_service(stack: Stack) -> AsyncIterator[Served]:
             task.result()
         await asyncio.sleep(0.02)
     yield Served(f"127.0.0.1:{service.grpc.port}", service)
+    service.request_stop()
+    await task
+
+
+@pytest.fixture(scope="session")
+async def edge(stack: Stack) -> AsyncIterator[Service]:
+    """The edge, following the placements of the global plane (`tenants_service`)."""
+    import asyncio
+
+    from lianluo.services.edge.app import build
+    from lianluo.services.edge.settings import EdgeSettings
+
+    env = stack.env(LIANLUO_GRPC_PORT="0")
+    service = await build(EdgeSettings(**{k[8:].lower(): v for k, v in env.items()}))
+    task = asyncio.create_task(service.serve())
+    while not service.grpc.port:
+        await asyncio.sleep(0.02)
+    yield service
     service.request_stop()
     await task
 

@@ -1138,6 +1138,7 @@ async def test_an_agent_answers_in_the_browser_and_they_hear_each_other(
         ),
         metadata=md,
     )
+    _, stranger = await onboard(Client(tch, ADMIN_KEY))
     await tch.close()
     async with asyncio.timeout(30):  # until the voice service has Lin from tenant.config
         while line.calls.phones._view.get(line.tenant.id, "agent", lin.id) is None:
@@ -1154,6 +1155,12 @@ async def test_an_agent_answers_in_the_browser_and_they_hear_each_other(
             metadata=md,
         )
         await fails(nobody, grpc.StatusCode.NOT_FOUND)
+        # Another tenant's key reaches no phone of this one.
+        elsewhere = phones.OpenWebPhone(
+            vpb.OpenWebPhoneRequest(tenant_id=line.tenant.id, agent_id=lin.id, sdp="m=audio"),
+            metadata=stranger.md,
+        )
+        await fails(elsewhere, grpc.StatusCode.PERMISSION_DENIED)
     driver = await asyncio.to_thread(_browser, "1280,900", *WEB_PHONE_FLAGS)
     desk = Page(driver)
     try:

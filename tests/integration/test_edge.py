@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from conftest import ADMIN_KEY, Served, Stack
+from conftest import ADMIN_KEY, Served
 from factories import Client, onboard, tenant
 from google.protobuf import field_mask_pb2
 
@@ -17,21 +16,6 @@ from lianluo.runtime.service import Service
 from lianluo.tenants.v1 import tenants_pb2 as tpb
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-async def edge(stack: Stack) -> AsyncIterator[Service]:
-    from lianluo.services.edge.app import build
-    from lianluo.services.edge.settings import EdgeSettings
-
-    env = stack.env(LIANLUO_GRPC_PORT="0")
-    service = await build(EdgeSettings(**{k[8:].lower(): v for k, v in env.items()}))
-    task = asyncio.create_task(service.serve())
-    while not service.grpc.port:
-        await asyncio.sleep(0.02)
-    yield service
-    service.request_stop()
-    await task
 
 
 async def test_a_tenant_is_directed_to_its_cell(tenants_service: Served, edge: Service) -> None:

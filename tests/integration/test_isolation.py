@@ -183,6 +183,13 @@ CASES: list[Case] = [
         DENIED,
     ),
     (
+        "PublishTenantConfig",
+        lambda c, w: c.tenants.PublishTenantConfig(
+            pb.PublishTenantConfigRequest(tenant_id=w.a.id), metadata=c.md
+        ),
+        DENIED,
+    ),
+    (
         "CreateApiKey",
         lambda c, w: c.keys.CreateApiKey(
             pb.CreateApiKeyRequest(tenant_id=w.a.id, scope=pb.API_KEY_SCOPE_TENANT), metadata=c.md

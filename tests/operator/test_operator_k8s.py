@@ -24,15 +24,27 @@ import asyncpg
 import grpc
 import kopf
 import pytest
-from conftest import ADMIN, ADMIN_KEY, Served, Stack
+from cell_support import AgentAtWork, retrying
+from conftest import ADMIN, ADMIN_KEY, Served, Stack, running_cell
+from factories import Client, agent, onboard, queue, user
 from k8s_support import Api, chart_account, eventually
 from kopf.testing import KopfRunner
 
 from lianluo.common.v1 import common_pb2 as common
 from lianluo.devstack import helm, infra, k8s
+from lianluo.devstack.cell import Cell
+from lianluo.devstack.clients import Session, StreamClient
+from lianluo.edge.v1 import edge_pb2 as edge_pb
+from lianluo.edge.v1 import edge_pb2_grpc as edge_rpc
+from lianluo.media.v1 import media_pb2 as mpb
+from lianluo.media.v1 import media_pb2_grpc as media_rpc
 from lianluo.operator.kube import ApiError
+from lianluo.operator.move import CellEnds, Mover, caught_up, drained
 from lianluo.operator.template import SERVICES, cell_manifest
 from lianluo.operator.tenants_api import tenant_message
+from lianluo.runtime.service import Service
+from lianluo.runtime.settings import GrpcTlsSettings, KafkaSecuritySettings
+from lianluo.runtime.tenant_copy import CopyRefused, copy_tenant, has_rows, tenant_tables
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
 
@@ -213,6 +225,7 @@ async def all_children(api: Api, namespace: str, cell: str) -> dict[str, list[di
         ({"channels": []}, "spec.channels"),
         ({"channels": ["web", "web"]}, "spec.channels"),
         ({"initialAdmin": {"name": "ops admin"}}, "spec.initialAdmin.name"),
+        ({"cell": "Cell_1"}, "spec.cell"),
     ],
 )
 async def test_the_crd_refuses_a_tenant_out_of_bounds(
@@ -792,6 +805,248 @@ async def _has_event(api: Api, namespace: str, name: str, reason: str) -> str:
 
 def _rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _rows(conn: asyncpg.Connection, tenant_id: str) -> dict[str, list[str]]:
+    """Every row of the tenant in a cell's database, by table, as JSON text, sorted."""
+    found = {}
+    for table in await tenant_tables(conn):
+        query = f"select to_jsonb(t)::text from {table.qualified} t where {table.of_tenant}"
+        found[table.key] = sorted(r[0] for r in await conn.fetch(query, tenant_id))
+    return found
+
+
+def _ends(cell: Cell, name: str) -> CellEnds:
+    """What a move reaches of a local cell, as the operator would of its own."""
+    return CellEnds(
+        name=name,
+        database_url=cell.env["LIANLUO_DATABASE_URL"],
+        tenants_address=cell.address("tenants"),
+        kafka_bootstrap_servers=cell.env["LIANLUO_KAFKA_BOOTSTRAP_SERVERS"],
+        topic_prefix=cell.env["LIANLUO_TOPIC_PREFIX"],
+    )
+
+
+async def _served_in(api: Api, namespace: str, name: str, cell: str) -> dict[str, Any] | None:
+    found = await api.get("Tenant", namespace, name) or {}
+    status = found.get("status") or {}
+    moved = {c["type"]: c["status"] for c in status.get("conditions", [])}.get("Moved")
+    return found if status.get("cell") == cell and moved == "True" else None
+
+
+@pytest.fixture
+def move_cells(
+    stack: Stack, operator_env: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[Cell, Cell]]:
+    """Two cells as local processes, with the databases and topics the operator gives cells
+    named move-1 and move-2."""
+    prefix = operator_env["LIANLUO_OPERATOR_DATABASE_PREFIX"]
+    with (
+        running_cell(stack, tmp_path / "a", prefix + "move_1",
+                     LIANLUO_TOPIC_PREFIX="move-1.") as a,
+        running_cell(stack, tmp_path / "b", prefix + "move_2",
+                     LIANLUO_TOPIC_PREFIX="move-2.") as b,
+    ):  # fmt: skip
+        yield a, b
+
+
+async def test_a_tenant_moves_between_two_cells_during_a_conversation_which_goes_on(
+    api: Api,
+    namespace: str,
+    operator_env: dict[str, str],
+    tenants_service: Served,
+    edge: Service,
+    stack: Stack,
+    move_cells: tuple[Cell, Cell],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two cells run here as local processes (their own databases and topics, named as the
+    operator names a cell's). A customer and an agent talk in the first; the Tenant's
+    `spec.cell` is changed to the second: the operator drains, copies, serves, switches the
+    edge and retires, and the two go on with the same conversation in the second cell, with the
+    same key and sign-in."""
+    prefix = operator_env["LIANLUO_OPERATOR_DATABASE_PREFIX"]
+    a, b = move_cells
+    addresses = {"move-1": a.address("tenants"), "move-2": b.address("tenants")}
+    monkeypatch.setenv("LIANLUO_OPERATOR_CELL_ADDRESSES", json.dumps(addresses))
+    with operator(namespace):
+        for cell in ("move-1", "move-2"):
+            await api.create("Cell", namespace, cell_manifest(cell, 1000, 3, 1, "v1"))
+            await eventually(lambda c=cell: all_children(api, namespace, c))  # type: ignore[misc]
+            await api.make_ready(namespace, cell)
+        name = unique("moving")
+        await api.create("Tenant", namespace, tenant(name, 100, cell="move-1"))
+        ready = await eventually(lambda: phase(api, namespace, name, "Ready"))
+        assert ready["status"]["cell"] == "move-1", "spec.cell chose the cell"
+        await _talk_then_move(api, namespace, name, ready["status"]["tenantId"], a, b, edge)
+        assert await _has_event(api, namespace, name, "Moved")
+        tenant_id = ready["status"]["tenantId"]
+        # Run again (after a crash half-way, say), the move finishes without copying twice.
+        mover = Mover(ADMIN_KEY, tenants_service.address, GrpcTlsSettings())
+        assert await mover.move(tenant_id, _ends(a, "move-1"), _ends(b, "move-2")) == {}
+        # A database at other migrations is refused before anything is written.
+        infra.create_database(stack.config.database_url, prefix + "move_blank")
+        base = stack.database_url.rsplit("/", 1)[0]
+        target = await asyncpg.connect(b.env["LIANLUO_DATABASE_URL"])
+        blank = await asyncpg.connect(f"{base}/{prefix}move_blank")
+        try:
+            with pytest.raises(CopyRefused, match="migrations"):
+                await copy_tenant(target, blank, tenant_id)
+        finally:
+            await target.close()
+            await blank.close()
+        for cell, count in (("move-1", 0), ("move-2", 1)):
+            found = await eventually(lambda c=cell: api.get("Cell", namespace, c))  # type: ignore[misc]
+            assert found["status"]["tenants"] == count, cell
+        # A move to a cell that does not exist is refused, and the tenant stays served.
+        await api.patch("Tenant", namespace, name, {"spec": {"cell": "move-9"}})
+        refused = await eventually(lambda: _has_event(api, namespace, name, "MoveRefused"))
+        assert "there is no cell 'move-9'" in refused
+        still = await api.get("Tenant", namespace, name)
+        assert still is not None and still["status"]["cell"] == "move-2"
+
+
+async def _talk_then_move(
+    api: Api, namespace: str, name: str, tenant_id: str, a: Cell, b: Cell, edge: Service
+) -> None:
+    """A conversation in cell `a`; the tenant moved to `b` by its spec; the conversation goes
+    on in `b`."""
+    tch_a = grpc.aio.insecure_channel(a.address("tenants"))
+    admin_a = Client(tch_a, ADMIN_KEY)
+    key = await admin_a.keys.CreateApiKey(
+        pb.CreateApiKeyRequest(tenant_id=tenant_id, scope=pb.API_KEY_SCOPE_TENANT),
+        metadata=ADMIN,
+    )
+    client = Client(tch_a, key.secret)
+    await client.queues.CreateQueue(
+        pb.CreateQueueRequest(tenant_id=tenant_id, queue=queue()), metadata=client.md
+    )
+    await client.agents.CreateAgent(
+        pb.CreateAgentRequest(tenant_id=tenant_id, agent=agent("li.wei")), metadata=client.md
+    )
+    await client.users.CreateUser(
+        pb.CreateUserRequest(
+            tenant_id=tenant_id, user=user("li", pb.ROLE_AGENT, agent="li.wei"), password="pw-" * 4
+        ),
+        metadata=client.md,
+    )
+    other, _ = await onboard(admin_a)  # a tenant of the first cell, which stays there
+    session = await Session.login(tch_a, name, "li", "pw-" * 4)
+    li = await retrying(lambda: AgentAtWork(a, session, tenant_id).start())
+    media_a = grpc.aio.insecure_channel(a.address("media"))
+    started = await retrying(
+        lambda: media_rpc.MediaServiceStub(media_a).StartInteraction(
+            mpb.StartInteractionRequest(
+                tenant_id=tenant_id,
+                channel=common.CHANNEL_WEB,
+                media=common.MEDIA_TYPE_CHAT,
+                queue="cards",
+                customer=mpb.Customer(id="cust-1"),
+                request_id="move-1",
+            ),
+            metadata=client.md,
+        )
+    )
+    interaction_id = started.interaction.id
+    join = mpb.Join(
+        tenant_id=tenant_id,
+        interaction_id=interaction_id,
+        role=mpb.PARTICIPANT_ROLE_CUSTOMER,
+        subject_id="cust-1",
+    )
+    customer = await StreamClient.connect(media_a, client.key, join)
+    customer.send_text("My card was swallowed by the machine.", "c1")
+    talk = await li.answer(interaction_id)
+    await talk.wait_for(lambda f: f.message.content.text.startswith("My card was swallowed"))
+    talk.send_text("I am sorry. Which machine was it?", "a1")
+    said = await customer.wait_for(lambda f: f.message.content.text.startswith("I am sorry"))
+    source = await asyncpg.connect(a.env["LIANLUO_DATABASE_URL"])
+    target = await asyncpg.connect(b.env["LIANLUO_DATABASE_URL"])
+    try:
+        # What the first cell holds of the tenant once its services have done with the
+        # conversation so far (routing and recording follow the messages by a moment).
+        async with asyncio.timeout(30):
+            await drained(tenant_id, _ends(a, "move-1"))
+            await caught_up(tenant_id, _ends(a, "move-1"), KafkaSecuritySettings())
+        before = await _rows(source, tenant_id)
+
+        # The move, while both are connected to the first cell.
+        await api.patch("Tenant", namespace, name, {"spec": {"cell": "move-2"}})
+        await eventually(lambda: _served_in(api, namespace, name, "move-2"), within=120)
+        # The drain ended both streams in the first cell: nothing more was written there.
+        for stream in (customer, talk):
+            with pytest.raises(grpc.aio.AioRpcError) as cut:
+                await stream.wait_for(lambda _f: False, 5)
+            assert cut.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+        after = await _rows(target, tenant_id)
+        # The conversation, the routing, the customer and the record arrived as they were (the
+        # tenants service's own rows changed on the way: suspended, then resumed).
+        for table, rows in before.items():
+            if not table.startswith("tenants."):
+                assert after[table] == rows, table
+        assert len(after["tenants.resources"]) == len(before["tenants.resources"])
+        # The first cell holds nothing of the tenant any more, and all of the other tenant.
+        assert not await has_rows(source, tenant_id)
+        assert await has_rows(source, other.id) and not await has_rows(target, other.id)
+        # Copied once: a second copy would double the tenant, and is refused.
+        with pytest.raises(CopyRefused, match="already has"):
+            await copy_tenant(target, target, tenant_id)
+    finally:
+        await source.close()
+        await target.close()
+    for stream in (customer, talk):
+        await stream.close()
+    await li.stop()
+
+    # The edge directs the tenant's clients to the second cell.
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{edge.grpc.port}") as ech:
+        where = edge_pb.LocateTenantRequest(tenant_id=tenant_id)
+        located = edge_rpc.EdgeServiceStub(ech)
+        await eventually(lambda: _located(located, where, "move-2"))
+
+    # The same people, with the same key and the same sign-in, go on in the second cell.
+    media_b = grpc.aio.insecure_channel(b.address("media"))
+    join.last_seen_sequence = said.sequence
+    customer = await StreamClient.connect(media_b, client.key, join)
+    talk = await StreamClient.connect(
+        media_b,
+        await session.token(),
+        mpb.Join(
+            tenant_id=tenant_id,
+            interaction_id=interaction_id,
+            role=mpb.PARTICIPANT_ROLE_AGENT,
+            subject_id=session.user.agent_id,
+        ),
+    )
+    await talk.wait_for(lambda f: f.message.content.text.startswith("I am sorry"))
+    customer.send_text("The one at the station.", "c2")
+    heard = await talk.wait_for(lambda f: f.message.content.text == "The one at the station.")
+    assert heard.sequence > said.sequence, "the timeline goes on where it was"
+    talk.send_text("I have blocked it; a new card is on its way.", "a2")
+    await customer.wait_for(lambda f: f.message.content.text.startswith("I have blocked it"))
+    it = await media_rpc.MediaServiceStub(media_b).GetInteraction(
+        mpb.GetInteractionRequest(tenant_id=tenant_id, interaction_id=interaction_id),
+        metadata=client.md,
+    )
+    assert it.state == mpb.INTERACTION_STATE_CONNECTED
+    # The first cell no longer knows the tenant.
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await rpc.TenantServiceStub(tch_a).GetTenant(
+            pb.GetTenantRequest(tenant_id=tenant_id), metadata=ADMIN
+        )
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+    for stream in (customer, talk):
+        await stream.close()
+    for channel in (tch_a, media_a, media_b):
+        await channel.close()
+
+
+async def _located(stub: Any, where: Any, cell: str) -> bool:
+    try:
+        return bool((await stub.LocateTenant(where, metadata=ADMIN)).cell == cell)
+    except grpc.aio.AioRpcError:
+        return False  # not learned yet
 
 
 def test_helm_install_of_the_chart_reaches_deployed(cluster: k8s.Cluster) -> None:

@@ -8,11 +8,12 @@ import kopf
 
 from lianluo.operator import cells, tenants
 from lianluo.operator.kube import Kube
+from lianluo.operator.move import Mover
 from lianluo.operator.runtime import Runtime, configure, login
 from lianluo.operator.settings import OperatorSettings
 from lianluo.operator.template import HPA_API, PDB_API
 from lianluo.operator.tenants_api import TenantsApi
-from lianluo.runtime.settings import GrpcTlsSettings
+from lianluo.runtime.settings import GrpcTlsSettings, KafkaSecuritySettings
 
 __all__ = ["cells", "tenants"]
 
@@ -24,16 +25,19 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     config = OperatorSettings()  # type: ignore[call-arg]
     kube = Kube.from_connection(login())
     grpc_tls = GrpcTlsSettings()
+    admin_key = config.admin_key.get_secret_value()
     memo.runtime = Runtime(
         settings=config,
         kube=kube,
         tenants=TenantsApi(
             config.tenants_address,
-            config.admin_key.get_secret_value(),
+            admin_key,
             config.rpc_timeout_seconds,
             cell_address=config.cell_tenants_address,
+            cell_addresses=config.cell_addresses,
             tls=grpc_tls,
         ),
+        mover=Mover(admin_key, config.tenants_address, grpc_tls, KafkaSecuritySettings()),
         # As the chart does with .Capabilities: a PDB or an HPA only where the API serves it.
         served=await kube.served([PDB_API, HPA_API]),
         grpc_tls=grpc_tls,

@@ -10,8 +10,15 @@ from typing import Any
 import kopf
 
 from lianluo.operator.kube import Kube
+from lianluo.operator.move import CellEnds, Mover
 from lianluo.operator.settings import OperatorSettings
-from lianluo.operator.template import KafkaSecurity, TemplateInputs
+from lianluo.operator.template import (
+    KafkaSecurity,
+    TemplateInputs,
+    database_name,
+    database_url,
+    topic_prefix,
+)
 from lianluo.operator.tenants_api import TenantsApi
 from lianluo.runtime.settings import GrpcTlsSettings
 
@@ -32,6 +39,19 @@ class Runtime:
     served: frozenset[str] = frozenset()
     # How the operator dials gRPC (LIANLUO_GRPC_TLS_*), which the cells it builds share.
     grpc_tls: GrpcTlsSettings = field(default_factory=GrpcTlsSettings)
+    # Moves tenants between cells (set at start; None in tests of other parts).
+    mover: Mover | None = None
+
+    def ends(self, cell: str) -> CellEnds:
+        """What a move reaches of one of the operator's cells."""
+        admin = self.settings.database_admin_url.get_secret_value()
+        return CellEnds(
+            name=cell,
+            database_url=database_url(admin, database_name(self.settings.database_prefix, cell)),
+            tenants_address=self.tenants.cell_tenants(cell),
+            kafka_bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            topic_prefix=topic_prefix(cell),
+        )
 
     @property
     def template(self) -> TemplateInputs:

@@ -13,6 +13,7 @@ from lianluo.operator.template import SERVICES
 # not when a cell's pods are refused by the API server.
 _NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 _Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|[KMGTPE]i?)?$")]
+_CellName = Annotated[str, Field(pattern=_NAME)]
 
 
 class Toleration(BaseModel):
@@ -49,6 +50,9 @@ class OperatorSettings(BaseSettings):
     # Where a cell's own tenants service answers ("{cell}" is replaced; the cell's Service is
     # "<cell>-tenants"). Empty: the global one serves every cell (a single-plane install).
     cell_tenants_address: str = "{cell}-tenants:50051"
+    # Cells whose tenants service answers elsewhere than that (JSON: {"cell-3": "host:port"}),
+    # such as a cell run outside this cluster.
+    cell_addresses: dict[_CellName, Annotated[str, Field(min_length=1)]] = {}
     # The Secret (key `admin-key`) that gives each cell's services the same admin key.
     admin_key_secret: str = "lianluo-admin-key"  # noqa: S105 - a Secret's name
     kafka_bootstrap_servers: Annotated[str, Field(min_length=1)]

@@ -184,6 +184,11 @@ GRPC_TLS_PATH = "/etc/lianluo/grpc"
 SIP_TLS_PATH = "/etc/lianluo/sip"
 
 
+def topic_prefix(cell: str) -> str:
+    """The prefix of the cell's own topics."""
+    return f"{cell}."
+
+
 def database_name(prefix: str, cell: str) -> str:
     """The cell's own Postgres database, for example lianluo_cell_1."""
     return prefix + cell.replace("-", "_")
@@ -277,7 +282,7 @@ def settings_for(
     """The LIANLUO_* settings a service of this cell runs with (none of them secret)."""
     capacity = spec.get("capacity", {})
     settings = {
-        "LIANLUO_TOPIC_PREFIX": f"{cell}.",
+        "LIANLUO_TOPIC_PREFIX": topic_prefix(cell),
         "LIANLUO_KAFKA_BOOTSTRAP_SERVERS": inputs.kafka_bootstrap_servers,
         "LIANLUO_KAFKA_FETCH_WAIT_MS": str(inputs.kafka_fetch_wait_ms),
         **_kafka_settings(inputs.kafka_security),

@@ -11,6 +11,7 @@ import kopf
 from lianluo.operator import cells, surge
 from lianluo.operator import conditions as cond
 from lianluo.operator.kube import ApiError, Obj
+from lianluo.operator.move import MoveFailed
 from lianluo.operator.placement import CellRoom, best_fit, next_cell_name
 from lianluo.operator.runtime import CELL_ANNOTATION, GROUP, VERSION, Runtime, notice, runtime
 from lianluo.operator.template import cell_manifest
@@ -43,8 +44,11 @@ def _rooms(all_cells: list[Obj], tenants: list[Obj], exclude: str) -> list[CellR
     return rooms
 
 
-async def _place(rt: Runtime, name: str, namespace: str, sessions: int, body: kopf.Body) -> str:
-    """Choose (or clone) the tenant's cell and record it on the Tenant before anyone else places."""
+async def _place(
+    rt: Runtime, name: str, namespace: str, sessions: int, body: kopf.Body, wanted: str = ""
+) -> str:
+    """Choose (or clone) the tenant's cell, or take the one its spec names, and record it on
+    the Tenant before anyone else places."""
     async with rt.placement_lock:
         # Re-read: a restarted operator, or the previous attempt, may have placed it already.
         current = await rt.kube.get("Tenant", namespace, name)
@@ -56,7 +60,14 @@ async def _place(rt: Runtime, name: str, namespace: str, sessions: int, body: ko
         if chosen in live:
             return str(chosen)
         tenants = await rt.kube.list("Tenant", namespace)
-        room = best_fit(_rooms(all_cells, tenants, exclude=name), sessions)
+        if wanted:
+            if wanted not in live:
+                raise kopf.PermanentError(f"spec.cell: there is no cell {wanted!r}")
+            room: CellRoom | None = next(
+                r for r in _rooms(all_cells, tenants, exclude=name) if r.name == wanted
+            )
+        else:
+            room = best_fit(_rooms(all_cells, tenants, exclude=name), sessions)
         if room is None:
             s = rt.settings
             if sessions > s.cell_max_sessions:
@@ -126,7 +137,7 @@ async def _admit(
     """
     sessions = int(spec["expectedConcurrentSessions"])
     try:
-        cell = await _place(rt, name, namespace, sessions, body)
+        cell = await _place(rt, name, namespace, sessions, body, spec.get("cell") or "")
     except kopf.PermanentError as error:
         _failed(patch, status, body, "NoRoom", str(error))
     patch.status["cell"] = cell
@@ -168,8 +179,9 @@ async def follow_changes(
     name: str, namespace: str | None, uid: str, spec: kopf.Spec, status: kopf.Status,
     annotations: kopf.Annotations, body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any,
 ) -> None:  # fmt: skip
-    """Carry spec changes to the tenants API; a tenant is never moved out of its cell. A
-    tenant that failed is admitted again with its new spec."""
+    """Carry spec changes to the tenants API, and move the tenant when `spec.cell` names
+    another cell than the one serving it. A tenant that failed is admitted again with its new
+    spec."""
     namespace = namespace or "default"
     rt = runtime(memo)
     tenant_id = status.get("tenantId")
@@ -187,12 +199,63 @@ async def follow_changes(
     cell = annotations.get(CELL_ANNOTATION)
     if not cell:
         return
+    wanted = spec.get("cell")
+    if wanted and wanted != cell:
+        await _move(rt, namespace, name, tenant_id, cell, wanted, status, body, patch)
+        await seat_cell(rt, namespace, cell)  # the cell it left
+        cell = wanted
     await seat_cell(rt, namespace, cell)  # seats and a schedule take effect at once
     refreshed = await cells.refresh(rt, namespace, cell) or {}
     load = (refreshed.get("status") or {}).get("load", {})
     if load.get("sessionsPercent", 0) > 100:
         message = f"{cell} now expects {load['sessions']} sessions, past its capacity"
         kopf.warn(body, reason="CellOverCommitted", message=message)
+
+
+async def _move(
+    rt: Runtime, namespace: str, name: str, tenant_id: str, source: str, target: str,
+    status: kopf.Status, body: kopf.Body, patch: kopf.Patch,
+) -> None:  # fmt: skip
+    """Move a served tenant to the cell its spec now names (lianluo.operator.move): drain,
+    copy, serve, switch, retire. A cell that is missing or full is refused, and the tenant
+    stays served where it is; a move that fails on the way is tried again."""
+    assert rt.mover is not None
+    async with rt.placement_lock:
+        all_cells = await rt.kube.list("Cell", namespace)
+        rooms = {r.name: r for r in _rooms(all_cells, await rt.kube.list("Tenant", namespace),
+                                           exclude=name)}  # fmt: skip
+    room = rooms.get(target)
+    sessions = int(body["spec"]["expectedConcurrentSessions"])
+    if room is None:
+        problem = f"there is no cell {target!r}"
+    elif not room.fits(sessions):
+        problem = f"{target} has no room for {sessions} more sessions"
+    else:
+        problem = ""
+    if problem:
+        text = f"spec.cell: {problem}; the tenant stays in {source}"
+        _status(patch, status, "Ready", Moved=(False, "Refused", text))
+        kopf.warn(body, reason="MoveRefused", message=text)
+        raise kopf.PermanentError(text)
+    if room is not None and not room.ready:  # (a missing one was refused above)
+        raise kopf.TemporaryError(f"waiting for {target} to be Ready", delay=_WAIT_FOR_CELL)
+    notice(body, "Moving", f"moving from {source} to {target}")
+    try:
+        copied = await rt.mover.move(tenant_id, rt.ends(source), rt.ends(target))
+    except MoveFailed as error:
+        text = f"moving to {target}: {error}"
+        _status(patch, status, "Ready", Moved=(False, "Retrying", text))
+        raise kopf.TemporaryError(text, delay=_RETRY) from error
+    await rt.kube.patch("Tenant", namespace, name,
+                        {"metadata": {"annotations": {CELL_ANNOTATION: target}}})  # fmt: skip
+    patch.status["cell"] = target
+    rows = sum(copied.values())
+    _status(patch, status, "Ready", Placed=(True, "Placed", f"in {target}"),
+            Moved=(True, "Moved", f"from {source} ({rows} rows)"),
+            Ready=(True, "Ready", f"serving in {target}"))  # fmt: skip
+    notice(body, "Moved", f"moved from {source} to {target} ({rows} rows copied)")
+    for cell in (source, target):
+        await cells.refresh(rt, namespace, cell)
 
 
 @kopf.timer(GROUP, VERSION, "cells", interval=_SEATS_CHECK, initial_delay=1)

@@ -74,6 +74,8 @@ class TenantsApi:
     timeout: float = 10.0
     # Where a cell's tenants service answers ("{cell}" is replaced); empty: the global one.
     cell_address: str = ""
+    # Cells whose tenants service answers elsewhere than `cell_address` says.
+    cell_addresses: dict[str, str] = field(default_factory=dict)
     # How to dial them: TLS when the platform's gRPC is (LIANLUO_GRPC_TLS_*).
     tls: GrpcTlsSettings = field(default_factory=GrpcTlsSettings)
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
@@ -86,9 +88,15 @@ class TenantsApi:
             self.channels[address] = platform_channel(address, self.tls)
         return self.channels[address]
 
+    def cell_tenants(self, cell: str) -> str:
+        """Where the cell's own tenants service answers."""
+        if cell in self.cell_addresses:
+            return self.cell_addresses[cell]
+        return self.cell_address.format(cell=cell) if self.cell_address and cell else self.address
+
     def _places(self, cell: str) -> list[str]:
         """The global registry first, then the cell's own service when it is another one."""
-        own = self.cell_address.format(cell=cell) if self.cell_address and cell else self.address
+        own = self.cell_tenants(cell)
         return [self.address] if own == self.address else [self.address, own]
 
     async def close(self) -> None:

@@ -135,18 +135,40 @@ async def copy_tenant(
         source.transaction(isolation="repeatable_read", readonly=True),
         target.transaction(),
     ):
-        for table in tables:
-            there = await target.fetchval(
-                f"select count(*) from {table.qualified} where {table.of_tenant}",  # noqa: S608
-                tenant_id,
-            )
-            if there:
-                raise CopyRefused(
-                    f"the target already has {there} rows of the tenant in {table.key}"
-                )
+        held = await _held(target, tables, tenant_id)
+        if held is not None:
+            raise CopyRefused(f"the target already has rows of the tenant in {held.key}")
         for table in tables:
             copied[table.key] = await _copy_table(source, target, table, tenant_id)
     return copied
+
+
+async def _held(conn: asyncpg.Connection, tables: list[Table], tenant_id: str) -> Table | None:
+    """The first table that holds a row of the tenant, if any."""
+    for table in tables:
+        query = f"select exists (select from {table.qualified} where {table.of_tenant})"  # noqa: S608
+        if await conn.fetchval(query, tenant_id):
+            return table
+    return None
+
+
+async def has_rows(conn: asyncpg.Connection, tenant_id: str) -> bool:
+    """Whether the database holds anything of the tenant."""
+    return await _held(conn, await tenant_tables(conn), tenant_id) is not None
+
+
+async def remove_tenant(conn: asyncpg.Connection, tenant_id: str) -> dict[str, int]:
+    """Delete every row of the tenant (a tenant that moved away), in one transaction, each
+    table before those its foreign keys name; the rows deleted, by table."""
+    removed: dict[str, int] = {}
+    async with conn.transaction():
+        for table in reversed(await tenant_tables(conn)):
+            status = await conn.execute(
+                f"delete from {table.qualified} where {table.of_tenant}",  # noqa: S608
+                tenant_id,
+            )
+            removed[table.key] = int(status.split()[-1])
+    return removed
 
 
 async def _copy_table(
