@@ -50,6 +50,18 @@ async def sent(frames: asyncio.Queue[mpb.ClientFrame | None]) -> AsyncIterator[m
         yield frame
 
 
+def desk_frames(tenant_id: str, agent_id: str) -> asyncio.Queue[mpb.ClientFrame | None]:
+    """The frames of an agent's desk stream to the media service: the join, then none (the
+    desk only listens), until None ends it."""
+    frames: asyncio.Queue[mpb.ClientFrame | None] = asyncio.Queue()
+    frames.put_nowait(
+        mpb.ClientFrame(
+            join=mpb.Join(tenant_id=tenant_id, role=mpb.PARTICIPANT_ROLE_AGENT, subject_id=agent_id)
+        )
+    )
+    return frames
+
+
 def _md5(text: str) -> str:
     return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
@@ -263,16 +275,7 @@ class Phones:
 
     async def _desk(self, binding: Binding) -> None:
         """The agent's desk, for as long as the phone is registered: each call offered rings."""
-        frames: asyncio.Queue[mpb.ClientFrame | None] = asyncio.Queue()
-        frames.put_nowait(
-            mpb.ClientFrame(
-                join=mpb.Join(
-                    tenant_id=binding.tenant_id,
-                    role=mpb.PARTICIPANT_ROLE_AGENT,
-                    subject_id=binding.agent_id,
-                )
-            )
-        )
+        frames = desk_frames(binding.tenant_id, binding.agent_id)
 
         try:
             async for frame in self._media.Connect(sent(frames), metadata=self._admin):
@@ -424,16 +427,7 @@ class Phones:
     async def _web_desk(self, phone: WebPhone) -> None:
         """The agent's offers, as the desk sees them: a call the agent accepts on the desk is
         bridged to the phone in the browser."""
-        frames: asyncio.Queue[mpb.ClientFrame | None] = asyncio.Queue()
-        frames.put_nowait(
-            mpb.ClientFrame(
-                join=mpb.Join(
-                    tenant_id=phone.tenant_id,
-                    role=mpb.PARTICIPANT_ROLE_AGENT,
-                    subject_id=phone.agent_id,
-                )
-            )
-        )
+        frames = desk_frames(phone.tenant_id, phone.agent_id)
         offers: dict[str, apb.Offer] = {}
         try:
             async for frame in self._media.Connect(sent(frames), metadata=self._admin):
