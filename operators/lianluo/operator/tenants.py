@@ -208,7 +208,10 @@ async def follow_changes(
     refreshed = await cells.refresh(rt, namespace, cell) or {}
     load = (refreshed.get("status") or {}).get("load", {})
     if load.get("sessionsPercent", 0) > 100:
-        message = f"{cell} now expects {load['sessions']} sessions, past its capacity"
+        message = (
+            f"{cell} now expects {load['sessions']} sessions, past its capacity: "
+            "move a tenant out by its spec.cell"
+        )
         kopf.warn(body, reason="CellOverCommitted", message=message)
 
 
