@@ -42,6 +42,8 @@ from lianluo.operator.kube import ApiError
 from lianluo.operator.move import CellEnds, Mover, caught_up, drained
 from lianluo.operator.template import SERVICES, cell_manifest
 from lianluo.operator.tenants_api import tenant_message
+from lianluo.recording.v1 import recording_pb2 as rpb
+from lianluo.recording.v1 import recording_pb2_grpc as recording_rpc
 from lianluo.runtime.service import Service
 from lianluo.runtime.settings import GrpcTlsSettings, KafkaSecuritySettings
 from lianluo.runtime.tenant_copy import CopyRefused, copy_tenant, has_rows, tenant_tables
@@ -1030,6 +1032,14 @@ async def _talk_then_move(
         metadata=client.md,
     )
     assert it.state == mpb.INTERACTION_STATE_CONNECTED
+    # The second cell records on from where the first stopped: one chain, intact, with the
+    # messages said after the move.
+    recorded = recording_rpc.RecordingServiceStub(grpc.aio.insecure_channel(b.address("recording")))
+    before_move = len(before["recording.record_entries"])
+    checked = await eventually(
+        lambda: _chain_longer_than(recorded, tenant_id, interaction_id, client.md, before_move)
+    )
+    assert checked.intact, checked
     # The first cell no longer knows the tenant.
     with pytest.raises(grpc.aio.AioRpcError) as gone:
         await rpc.TenantServiceStub(tch_a).GetTenant(
@@ -1040,6 +1050,17 @@ async def _talk_then_move(
         await stream.close()
     for channel in (tch_a, media_a, media_b):
         await channel.close()
+
+
+async def _chain_longer_than(
+    stub: Any, tenant_id: str, interaction_id: str, md: Any, entries: int
+) -> Any:
+    """The record's check once it holds more than `entries` entries."""
+    checked = await stub.VerifyRecording(
+        rpb.VerifyRecordingRequest(tenant_id=tenant_id, interaction_id=interaction_id),
+        metadata=md,
+    )
+    return checked if checked.entries_checked > entries else None
 
 
 async def _located(stub: Any, where: Any, cell: str) -> bool:
