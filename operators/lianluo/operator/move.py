@@ -2,10 +2,10 @@
 
 1. **Drain.** The tenant is suspended in the source cell: its keys and people are refused there,
    and its open streams are ended, so nothing new of it is written there (the cell's services
-   are given SETTLE_SECONDS to apply it). Then the source cell has said and heard everything of
-   it: no
-   row of it waits in a service's outbox, and every consumer group of the cell has applied the
-   tenant's partition of each topic it reads to its end.
+   are given SETTLE_SECONDS to apply it). Then the cell is quiet for the tenant: no row of it
+   waits in a service's outbox, every consumer group has applied the tenant's partition of each
+   topic it reads to its end, and no record of it came for SETTLE_SECONDS more (what the
+   suspension itself caused is waited for in turn).
 2. **Copy.** Every row of the tenant goes from the source cell's database to the target's, read
    in one snapshot and written in one transaction (lianluo.runtime.tenant_copy).
 3. **Serve.** The tenant is resumed in the target cell, and its configuration published there,
@@ -14,7 +14,7 @@
    connect again with the same keys and sign-ins (the tenant's signing keys moved with it), and
    a conversation goes on where it was (a stream joins again from the last sequence it saw).
 5. **Retire.** The tenant is deleted from the source cell's tenants service (the cell's services
-   forget it), and its other rows there are removed.
+   forget it); once the cell is quiet for it again, its other rows there are removed.
 
 A failure before the copy commits resumes the tenant where it was, with nothing of it in the
 target. A failure after it leaves the tenant suspended in the source and served by the target:
@@ -140,8 +140,7 @@ class Mover:
             try:
                 await asyncio.sleep(self.settle_seconds)
                 async with asyncio.timeout(self.drain_seconds):
-                    await drained(tenant_id, source)
-                    await caught_up(tenant_id, source, self.kafka)
+                    await quiet(tenant_id, source, self.kafka, self.settle_seconds)
                 origin = await asyncpg.connect(source.database_url)
                 try:
                     return await copy_tenant(origin, into, tenant_id)
@@ -171,7 +170,8 @@ class Mover:
             if error.code() != grpc.StatusCode.NOT_FOUND:  # a repeat: deleted already
                 raise
         async with asyncio.timeout(self.drain_seconds):
-            await drained(tenant_id, source)  # the deletions are announced first
+            # The deletions are announced, and what they cause is done, first.
+            await quiet(tenant_id, source, self.kafka, self.settle_seconds)
         conn = await asyncpg.connect(source.database_url)
         try:
             await remove_tenant(conn, tenant_id)
@@ -202,9 +202,62 @@ async def drained(tenant_id: str, cell: CellEnds) -> None:
         await conn.close()
 
 
-async def caught_up(tenant_id: str, cell: CellEnds, security: KafkaSecuritySettings) -> None:
+async def quiet(
+    tenant_id: str, cell: CellEnds, security: KafkaSecuritySettings, settle: float
+) -> None:
+    """Until the cell has said and heard everything of the tenant, and then nothing more for
+    `settle` seconds: its outbox rows are published, every consumer group has applied them,
+    and no new record of the tenant (each record's key starts with its tenant's id) came on
+    its partitions meanwhile. A late effect (a stream ended by the suspension, an event that
+    causes another) is seen as a record, and waited for in turn."""
+    seen: dict[TopicPartition, int] | None = None
+    while True:
+        await drained(tenant_id, cell)
+        ends = await caught_up(tenant_id, cell, security)
+        if seen is not None and not await _said_since(tenant_id, cell, security, seen, ends):
+            return
+        seen = ends
+        await asyncio.sleep(settle)
+
+
+async def _said_since(
+    tenant_id: str,
+    cell: CellEnds,
+    security: KafkaSecuritySettings,
+    since: dict[TopicPartition, int],
+    until: dict[TopicPartition, int],
+) -> bool:
+    """Whether a record of the tenant was published between the two ends of each partition."""
+    grown = {tp: (since.get(tp, 0), end) for tp, end in until.items() if end > since.get(tp, 0)}
+    if not grown:
+        return False
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=cell.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        **client_security(security),
+    )
+    await reader.start()
+    try:
+        reader.assign(list(grown))
+        for tp, (start, _) in grown.items():
+            reader.seek(tp, start)
+        prefix = tenant_id.encode()
+        while any([await reader.position(tp) < end for tp, (_, end) in grown.items()]):
+            for records in (await reader.getmany(timeout_ms=500)).values():
+                if any((r.key or b"").startswith(prefix) for r in records):
+                    return True
+        return False
+    finally:
+        await reader.stop()
+
+
+async def caught_up(
+    tenant_id: str, cell: CellEnds, security: KafkaSecuritySettings
+) -> dict[TopicPartition, int]:
     """Until every consumer group of the cell has applied the tenant's partition of each topic
-    it reads up to its end: nothing published of the tenant is still on its way."""
+    it reads up to its end: nothing published of the tenant is still on its way. The ends
+    waited for, by partition."""
+    ends: dict[TopicPartition, int] = {}
     uuid.UUID(tenant_id)  # a partition is chosen from the id as given
     groups: dict[str, list[str]] = {}
     for read in contract.TOPICS:
@@ -226,9 +279,11 @@ async def caught_up(tenant_id: str, cell: CellEnds, security: KafkaSecuritySetti
                     continue  # not made yet: nothing was published on it
                 tp = TopicPartition(topic, partition_for(tenant_id.encode(), len(partitions)))
                 end = (await consumer.end_offsets([tp]))[tp]
+                ends[tp] = max(end, ends.get(tp, 0))
                 while True:  # polled: the offsets are other processes' commits
                     if (await consumer.committed(tp) or 0) >= end:
                         break
                     await asyncio.sleep(0.2)
         finally:
             await consumer.stop()
+    return ends
