@@ -65,12 +65,14 @@ def test_every_component_reads_the_same_kafka_security(pods: dict[str, dict[str,
                 assert value.rpartition("/")[2] in paths
 
 
-def test_the_operator_holds_no_kafka_credentials_and_clones_cells_like_the_chart(
+def test_the_operator_reaches_kafka_as_the_components_do_and_clones_cells_like_the_chart(
     pods: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The operator reads the cells' consumer offsets when it moves a tenant, with the settings
+    every component has; and gives each cell it clones the same."""
     operator, tenants = pods["operator"], pods["tenants"]
-    assert not _kafka_security(operator)
-    assert _kafka_mounts(operator) == ([], [])
+    assert _kafka_security(operator) == _kafka_security(tenants)
+    assert _kafka_mounts(operator) == _kafka_mounts(tenants)
     runtime = Runtime(operator_settings(operator, monkeypatch), kube=None, tenants=None)  # type: ignore[arg-type]
     children = cell_children("cell-2", {}, runtime.template)
     tenants_of_cell = {c["kind"]: c for c in children if c["metadata"]["name"] == "cell-2-tenants"}

@@ -169,8 +169,9 @@ the global env map, then the component's env map, each overriding the one before
 {{- end }}{{- end }}
 {{- $_ := set $env "LIANLUO_KAFKA_FETCH_WAIT_MS" ($v.kafka.fetchWaitMs | toString) }}
 {{- $tlsFiles := include "lianluo.kafkaTlsFiles" $root | fromJson }}
-{{- /* The operator never talks to Kafka: it passes the same settings on to the cells. */}}
-{{- if and $v.kafka.auth.enabled (ne .component.plane "operator") }}
+{{- /* The operator passes the same settings on to the cells, and uses them itself to read the
+cells' consumer offsets when it moves a tenant between cells. */}}
+{{- if $v.kafka.auth.enabled }}
 {{- $protocol := $v.kafka.auth.securityProtocol }}
 {{- $_ := set $env "LIANLUO_KAFKA_SECURITY_PROTOCOL" $protocol }}
 {{- if hasPrefix "SASL_" $protocol }}
