@@ -41,11 +41,11 @@ from lianluo.media.v1 import media_pb2_grpc as media_rpc
 from lianluo.operator.kube import ApiError
 from lianluo.operator.move import CellEnds, Mover, quiet
 from lianluo.operator.template import SERVICES, cell_manifest
-from lianluo.operator.tenants_api import tenant_message
+from lianluo.operator.tenants_api import TenantsApi, tenant_message
 from lianluo.recording.v1 import recording_pb2 as rpb
 from lianluo.recording.v1 import recording_pb2_grpc as recording_rpc
 from lianluo.runtime.service import Service
-from lianluo.runtime.settings import GrpcTlsSettings, KafkaSecuritySettings
+from lianluo.runtime.settings import KafkaSecuritySettings
 from lianluo.runtime.tenant_copy import CopyRefused, copy_tenant, has_rows, tenant_tables
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
@@ -884,8 +884,10 @@ async def test_a_tenant_moves_between_two_cells_during_a_conversation_which_goes
         assert await _has_event(api, namespace, name, "Moved")
         tenant_id = ready["status"]["tenantId"]
         # Run again (after a crash half-way, say), the move finishes without copying twice.
-        mover = Mover(ADMIN_KEY, tenants_service.address, GrpcTlsSettings())
-        assert await mover.move(tenant_id, _ends(a, "move-1"), _ends(b, "move-2")) == {}
+        tenants = TenantsApi(tenants_service.address, ADMIN_KEY)
+        again = await Mover(tenants).move(tenant_id, _ends(a, "move-1"), _ends(b, "move-2"))
+        await tenants.close()
+        assert again == {}
         # A database at other migrations is refused before anything is written.
         infra.create_database(stack.config.database_url, prefix + "move_blank")
         base = stack.database_url.rsplit("/", 1)[0]

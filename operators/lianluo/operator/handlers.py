@@ -25,19 +25,19 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     config = OperatorSettings()  # type: ignore[call-arg]
     kube = Kube.from_connection(login())
     grpc_tls = GrpcTlsSettings()
-    admin_key = config.admin_key.get_secret_value()
+    tenants = TenantsApi(
+        config.tenants_address,
+        config.admin_key.get_secret_value(),
+        config.rpc_timeout_seconds,
+        cell_address=config.cell_tenants_address,
+        cell_addresses=config.cell_addresses,
+        tls=grpc_tls,
+    )
     memo.runtime = Runtime(
         settings=config,
         kube=kube,
-        tenants=TenantsApi(
-            config.tenants_address,
-            admin_key,
-            config.rpc_timeout_seconds,
-            cell_address=config.cell_tenants_address,
-            cell_addresses=config.cell_addresses,
-            tls=grpc_tls,
-        ),
-        mover=Mover(admin_key, config.tenants_address, grpc_tls, KafkaSecuritySettings()),
+        tenants=tenants,
+        mover=Mover(tenants, KafkaSecuritySettings()),
         # As the chart does with .Capabilities: a PDB or an HPA only where the API serves it.
         served=await kube.served([PDB_API, HPA_API]),
         grpc_tls=grpc_tls,

@@ -34,11 +34,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from google.protobuf import field_mask_pb2
 
+from lianluo.operator.tenants_api import TenantsApi
 from lianluo.runtime import contract
-from lianluo.runtime.grpc_server import platform_channel
 from lianluo.runtime.kafka import client_security, partition_for
 from lianluo.runtime.logs import get_logger
-from lianluo.runtime.settings import GrpcTlsSettings, KafkaSecuritySettings
+from lianluo.runtime.settings import KafkaSecuritySettings
 from lianluo.runtime.tenant_copy import CopyRefused, copy_tenant, has_rows, remove_tenant
 from lianluo.tenants.v1 import tenants_pb2 as pb
 from lianluo.tenants.v1 import tenants_pb2_grpc as rpc
@@ -71,28 +71,23 @@ class CellEnds:
 class Mover:
     """Moves tenants between cells with the platform's admin key."""
 
-    admin_key: str
-    # The global plane's tenants service, whose registry the edge answers from.
-    registry_address: str
-    tls: GrpcTlsSettings
+    # The tenants services, with the admin key: the global registry (whose cell map the edge
+    # answers from) at its address, and each cell's own.
+    tenants: TenantsApi
     # How to read the cells' consumer offsets (LIANLUO_KAFKA_* of the mover's environment).
     kafka: KafkaSecuritySettings = field(default_factory=KafkaSecuritySettings)
     drain_seconds: float = DRAIN_SECONDS
     settle_seconds: float = SETTLE_SECONDS
 
-    def _tenants(self, address: str) -> tuple[grpc.aio.Channel, rpc.TenantServiceStub]:
-        channel = platform_channel(address, self.tls)
-        return channel, rpc.TenantServiceStub(channel)
-
     @property
     def _md(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.admin_key}"),)
+        return (("authorization", f"Bearer {self.tenants.admin_key}"),)
 
     async def move(self, tenant_id: str, source: CellEnds, target: CellEnds) -> dict[str, int]:
         """Move the tenant from `source` to `target`; the rows copied, by table."""
-        source_channel, source_tenants = self._tenants(source.tenants_address)
-        target_channel, target_tenants = self._tenants(target.tenants_address)
-        registry_channel, registry = self._tenants(self.registry_address)
+        source_tenants = self.tenants.stub(source.tenants_address)
+        target_tenants = self.tenants.stub(target.tenants_address)
+        registry = self.tenants.stub(self.tenants.address)
         try:
             copied = await self._drain_and_copy(tenant_id, source, target, source_tenants)
             await target_tenants.ResumeTenant(
@@ -113,9 +108,6 @@ class Mover:
             raise MoveFailed(f"{error.code().name}: {error.details()}") from error
         except (OSError, KafkaError, asyncpg.PostgresError, CopyRefused) as error:
             raise MoveFailed(f"{type(error).__name__}: {error}") from error
-        finally:
-            for channel in (source_channel, target_channel, registry_channel):
-                await channel.close()
         log.info("tenant moved", tenant_id=tenant_id, source=source.name, target=target.name)
         return copied
 

@@ -83,6 +83,10 @@ class TenantsApi:
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.admin_key}"),)
 
+    def stub(self, address: str) -> rpc.TenantServiceStub:
+        """The TenantService at `address`, over the channel kept for it."""
+        return rpc.TenantServiceStub(self._channel(address))
+
     def _channel(self, address: str) -> grpc.aio.Channel:
         if address not in self.channels:
             self.channels[address] = platform_channel(address, self.tls)
